@@ -1,0 +1,68 @@
+"""The backend shim: the one place where nnx names NumPy or CuPy.
+
+``get_backend("cpu")`` gives NumPy on the host, ``get_backend("gpu")`` CuPy on
+the current CUDA device, and ``get_backend("strict")`` array-api-strict's
+simulated device (for tests that must catch host/device leaks without a GPU).
+CuPy is imported only when the GPU backend is first asked for.
+"""
+
+from __future__ import annotations
+
+from .base import Backend, BackendUnavailableError
+
+BACKENDS = ("cpu", "gpu", "strict")
+
+_cache: dict = {}
+
+
+def get_backend(name="cpu", dtype="float32") -> Backend:
+    """The backend called ``name`` ("cpu", "gpu" or "strict") computing in ``dtype``.
+
+    A ``Backend`` instance is returned unchanged. Raises ``ValueError`` for an
+    unknown name or dtype and ``BackendUnavailableError`` when the backend
+    cannot run on this machine.
+    """
+    if isinstance(name, Backend):
+        return name
+    if name not in BACKENDS:
+        raise ValueError(f"backend={name!r} is not known; expected one of {BACKENDS}")
+    dtype = str(dtype)
+    key = (name, dtype)
+    if key not in _cache:
+        if name == "cpu":
+            from .numpy_backend import NumpyBackend as cls
+        elif name == "gpu":
+            from .cupy_backend import CupyBackend as cls
+        else:
+            from .strict_backend import StrictBackend as cls
+        _cache[key] = cls(dtype)
+    return _cache[key]
+
+
+def gpu_available() -> tuple[bool, str]:
+    """``(True, "")`` if the GPU backend can run here, else ``(False, reason)``."""
+    try:
+        get_backend("gpu")
+    except BackendUnavailableError as exc:
+        return False, str(exc)
+    return True, ""
+
+
+def backend_of(x, dtype=None) -> Backend:
+    """The backend whose arrays ``x`` is, computing in ``dtype`` (default: x's own
+    floating dtype, else float32). Used by operations built outside a network."""
+    kind = {"numpy": "cpu", "cupy": "gpu", "array_api_strict": "strict"}.get(
+        type(x).__module__.split(".")[0]
+    )
+    if kind is None:
+        raise TypeError(
+            f"expected a NumPy, CuPy or array-api-strict array, got {type(x).__name__}"
+        )
+    if dtype is None:
+        dtype = str(x.dtype).replace("array_api_strict.", "")
+        dtype = dtype if dtype in ("float32", "float64") else "float32"
+    return get_backend(kind, dtype)
+
+
+__all__ = ["Backend", "BackendUnavailableError", "BACKENDS", "get_backend",
+           "gpu_available", "backend_of"]

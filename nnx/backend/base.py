@@ -1,0 +1,198 @@
+"""The reference backend: every array operation nnx needs, written once
+against an array-API namespace ``self.xp``.
+
+Subclasses (NumPy, CuPy, the simulated device) only say where arrays live and
+how random numbers are drawn, and may override a method where their library
+offers a faster way (``out=`` buffers, fused kernels). The public methods of
+this class are the whole contract: a test checks that no subclass adds any.
+"""
+
+from __future__ import annotations
+
+import numpy as _np  # host side only: initial weights, labels, read-back
+
+_DTYPES = ("float32", "float64")
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested backend cannot run here; the message says what is missing."""
+
+
+class Backend:
+    """Array operations on one device, in one compute dtype.
+
+    Attributes
+    ----------
+    name : str
+        ``"cpu"``, ``"gpu"`` or ``"strict"`` (the simulated device used in tests).
+    xp : module
+        The array namespace (``numpy``, ``cupy`` or ``array_api_strict``).
+    dtype : dtype object of ``xp``
+        The compute dtype: every array the backend creates has it.
+    """
+
+    name = "base"
+
+    def __init__(self, xp, dtype="float32", device=None):
+        dtype = str(dtype)
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype={dtype!r} is not supported; expected one of {_DTYPES}")
+        self.xp = xp
+        self.dtype_name = dtype
+        self.dtype = getattr(xp, dtype)
+        self.device = device
+        # keyword passed to creation functions so new arrays land on our device
+        self._on = {} if device is None else {"device": device}
+
+    def __repr__(self):
+        return f"<nnx backend {self.name!r} dtype={self.dtype_name}>"
+
+    # ------------------------------------------------------------------ data
+    def owns(self, x) -> bool:
+        """True if ``x`` is an array of this backend's namespace and device."""
+        return type(x).__module__.split(".")[0] == self.xp.__name__.split(".")[0] and (
+            self.device is None or x.device == self.device
+        )
+
+    def asarray(self, x, dtype=None):
+        """Host (or own-device) data -> array on this device in ``dtype``
+        (default: the compute dtype). No copy when nothing has to change."""
+        dtype = self.dtype if dtype is None else dtype
+        if self.owns(x):
+            return x if x.dtype == dtype else self.xp.astype(x, dtype)
+        return self.xp.asarray(_np.asarray(x), dtype=dtype, **self._on)
+
+    def to_numpy(self, x):
+        """Device -> host copy as a NumPy array (waits for the device)."""
+        return _np.asarray(x)
+
+    def to_float(self, x) -> float:
+        """Read one device scalar back to the host (a synchronisation point)."""
+        return float(self.to_numpy(x))
+
+    def synchronize(self):
+        """Wait until queued device work has finished (no-op on the CPU)."""
+
+    def zeros(self, shape):
+        return self.xp.zeros(shape, dtype=self.dtype, **self._on)
+
+    def empty(self, shape):
+        return self.xp.empty(shape, dtype=self.dtype, **self._on)
+
+    def copy(self, x):
+        return self.xp.asarray(x, copy=True)
+
+    def view(self, flat, start, shape):
+        """A view of ``flat[start:start+size]`` shaped ``shape``; writes go to ``flat``."""
+        size = 1
+        for n in shape:
+            size *= n
+        return self.xp.reshape(flat[start:start + size], shape)
+
+    def assign(self, dst, src):
+        """Copy ``src`` into the existing array ``dst`` (same shape)."""
+        dst[...] = src
+
+    # ---------------------------------------------------------------- random
+    def host_generator(self, seed):
+        """A NumPy generator for draws that must match across backends
+        (initial weights are drawn on the host in float64, then uploaded)."""
+        return _np.random.default_rng(seed)
+
+    def host_normal(self, gen, shape, std=1.0):
+        """Normal(0, std**2) draw on the host from ``gen``, uploaded in the compute dtype."""
+        return self.asarray(gen.standard_normal(shape) * std)
+
+    def generator(self, seed):
+        """A random generator that draws on this device."""
+        raise NotImplementedError
+
+    def uniform(self, gen, shape):
+        """Uniform [0, 1) numbers in the compute dtype, drawn on the device."""
+        raise NotImplementedError
+
+    def permutation(self, gen, n):
+        """A random permutation of ``range(n)`` as a device index array: a
+        stable argsort of uniform keys, which every namespace supports (ties
+        among float32 keys are common at 60k rows; stability makes the order
+        the same wherever the keys are)."""
+        keys = self.uniform(gen, (n,))
+        return self.xp.argsort(keys, stable=True)
+
+    def dropout_mask(self, gen, shape, keep_prob):
+        """Inverted-dropout mask: ``1/keep_prob`` where a uniform draw is below
+        ``keep_prob``, else 0. One draw, one comparison, one scale."""
+        keep = self.uniform(gen, shape) < keep_prob
+        return self.xp.astype(keep, self.dtype) * (1.0 / keep_prob)
+
+    # ------------------------------------------------------------ linear algebra
+    def matmul(self, a, b, out=None):
+        """``a @ b``, written into ``out`` when given."""
+        if out is None:
+            return a @ b
+        out[...] = a @ b
+        return out
+
+    def sum_rows(self, g, out=None):
+        """Column sums of ``g`` as a ``(1, n)`` row (the bias gradient)."""
+        s = self.xp.sum(g, axis=0, keepdims=True)
+        if out is None:
+            return s
+        out[...] = s
+        return out
+
+    def concat_rows(self, arrays):
+        return self.xp.concat(arrays, axis=0)
+
+    def take_rows(self, x, idx):
+        """Rows ``idx`` of ``x`` (a batch); a new array of batch size."""
+        return self.xp.take(x, idx, axis=0)
+
+    # ------------------------------------------------------------- losses
+    def softmax(self, logits):
+        """Row-wise softmax; subtracting the row maximum keeps ``exp`` finite."""
+        xp = self.xp
+        e = xp.exp(logits - xp.max(logits, axis=1, keepdims=True))
+        return e / xp.sum(e, axis=1, keepdims=True)
+
+    def softmax_cross_entropy(self, logits, target, eps):
+        """Loss ``-sum(y * log(clip(softmax, eps, 1-eps))) / n`` as a 0-d device
+        array, and its gradient ``(softmax - y) / n``, in one pass."""
+        xp = self.xp
+        n = logits.shape[0]
+        p = self.softmax(logits)
+        logp = xp.log(xp.clip(p, eps, 1.0 - eps))
+        loss = -xp.sum(target * logp) / n
+        return loss, (p - target) / n
+
+    def mean_squared_error(self, pred, target):
+        """Loss ``sum((p - y)**2) / n`` and gradient ``2 (p - y) / n``."""
+        n = pred.shape[0]
+        diff = pred - target
+        return self.xp.sum(diff * diff) / n, diff * (2.0 / n)
+
+    def one_hot(self, ids, n_classes):
+        """Integer class ids (host) -> one-hot rows on this device."""
+        ids = _np.asarray(ids)
+        out = _np.zeros((ids.shape[0], n_classes), dtype=self.dtype_name)
+        out[_np.arange(ids.shape[0]), ids] = 1
+        return self.asarray(out)
+
+    def argmax_rows(self, x):
+        """Index of the largest entry of each row, as a device integer array."""
+        return self.xp.argmax(x, axis=1)
+
+    def all_finite(self, x):
+        """A 0-d device boolean: every entry of ``x`` is finite (no host read)."""
+        return self.xp.all(self.xp.isfinite(x))
+
+    # ----------------------------------------------------------- optimisers
+    def sgd_step(self, param, grad, lr):
+        """``param -= lr * grad`` in place."""
+        param -= lr * grad
+
+    def momentum_step(self, param, grad, velocity, lr, momentum):
+        """``v = momentum * v + lr * g``; ``param -= v``, both in place."""
+        velocity *= momentum
+        velocity += lr * grad
+        param -= velocity

@@ -1,0 +1,131 @@
+"""The GPU backend: CuPy arrays on the current CUDA device.
+
+This is the only module in nnx that imports CuPy, and it is imported only when
+a user asks for ``backend="gpu"``. The overrides below keep work on the device
+(no implicit host copies) and fuse elementwise chains into single kernels;
+each computes exactly what the reference method in ``base.py`` computes.
+"""
+
+from __future__ import annotations
+
+from .base import Backend, BackendUnavailableError
+
+_INSTALL = (
+    "install CuPy for your CUDA version: pip install 'nnx-dl[cuda12]' "
+    "(CUDA 12) or pip install 'nnx-dl[cuda13]' (CUDA 13)"
+)
+
+
+def _import_cupy():
+    """Import CuPy and check that it sees a CUDA device, or say what is missing."""
+    try:
+        import cupy
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"backend 'gpu' needs CuPy, which is not installed ({exc}); {_INSTALL}"
+        ) from exc
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDARuntimeError, or a missing driver library
+        raise BackendUnavailableError(
+            f"backend 'gpu': CuPy is installed but cannot reach a CUDA device ({exc})"
+        ) from exc
+    if count == 0:
+        raise BackendUnavailableError("backend 'gpu': CuPy found no CUDA device")
+    return cupy
+
+
+class CupyBackend(Backend):
+    name = "gpu"
+
+    def __init__(self, dtype="float32"):
+        cupy = _import_cupy()
+        super().__init__(cupy, dtype)
+        self._kernels = _Kernels(cupy)
+
+    def owns(self, x) -> bool:
+        return isinstance(x, self.xp.ndarray)
+
+    def asarray(self, x, dtype=None):
+        dtype = self.dtype if dtype is None else dtype
+        if self.owns(x):
+            return x if x.dtype == dtype else x.astype(dtype)
+        return self.xp.asarray(x, dtype=dtype)
+
+    def to_numpy(self, x):
+        return self.xp.asnumpy(x)
+
+    def synchronize(self):
+        self.xp.cuda.get_current_stream().synchronize()
+
+    def copy(self, x):
+        return x.copy()
+
+    def generator(self, seed):
+        return self.xp.random.default_rng(seed)
+
+    def uniform(self, gen, shape):
+        return gen.random(shape, dtype=self.dtype)
+
+    def permutation(self, gen, n):
+        # CuPy's argsort is a radix sort, stable by construction
+        return self.xp.argsort(self.uniform(gen, (n,)))
+
+    def dropout_mask(self, gen, shape, keep_prob):
+        u = self.uniform(gen, shape)
+        return self._kernels.dropout(u, u.dtype.type(keep_prob), u.dtype.type(1.0 / keep_prob))
+
+    def matmul(self, a, b, out=None):
+        return self.xp.matmul(a, b, out=out)
+
+    def sum_rows(self, g, out=None):
+        return self.xp.sum(g, axis=0, keepdims=True, out=out)
+
+    def concat_rows(self, arrays):
+        return self.xp.concatenate(arrays, axis=0)
+
+    def softmax_cross_entropy(self, logits, target, eps):
+        xp = self.xp
+        n = logits.shape[0]
+        e = xp.exp(logits - xp.max(logits, axis=1, keepdims=True))
+        s = xp.sum(e, axis=1, keepdims=True)
+        t = logits.dtype.type
+        terms, grad = self._kernels.softmax_ce(e, s, target, t(eps), t(1.0 / n))
+        return -xp.sum(terms) / n, grad
+
+    def sgd_step(self, param, grad, lr):
+        self._kernels.sgd(grad, param.dtype.type(lr), param)
+
+    def momentum_step(self, param, grad, velocity, lr, momentum):
+        t = param.dtype.type
+        self._kernels.momentum(grad, t(lr), t(momentum), param, velocity)
+
+
+class _Kernels:
+    """Fused elementwise kernels, compiled by CuPy on first use."""
+
+    def __init__(self, cupy):
+        ek = cupy.ElementwiseKernel
+        self.dropout = ek(
+            "T u, T keep, T scale", "T mask",
+            "mask = u < keep ? scale : (T)0",
+            "nnx_dropout_mask",
+        )
+        # per element: the clipped log-probability weighted by the target (summed
+        # afterwards), and the gradient (softmax - y) / n
+        self.softmax_ce = ek(
+            "T e, T s, T y, T eps, T inv_n", "T term, T grad",
+            """
+            T p = e / s;
+            T pc = min(max(p, eps), (T)1 - eps);
+            term = y * log(pc);
+            grad = (p - y) * inv_n;
+            """,
+            "nnx_softmax_ce",
+        )
+        self.sgd = ek("T g, T lr", "T p", "p -= lr * g", "nnx_sgd")
+        self.momentum = ek(
+            "T g, T lr, T mom", "T p, T v",
+            "v = mom * v + lr * g; p -= v",
+            "nnx_momentum",
+        )

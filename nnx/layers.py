@@ -1,0 +1,127 @@
+"""Layers: a weight multiply, a bias add, an activation and optional dropout."""
+
+from __future__ import annotations
+
+import copy
+
+from .backend import backend_of
+from .init import INITIALIZERS
+from .ops import ACTIVATIONS, BiasAdd, Dropout, Operation, Sigmoid, WeightMultiply
+
+
+def _activation(spec):
+    """An activation operation from an instance or a name; a fresh object
+    every time, so no two layers ever share one (and its stored arrays)."""
+    if spec is None:
+        return Sigmoid()
+    if isinstance(spec, str):
+        if spec not in ACTIVATIONS:
+            raise ValueError(
+                f"activation={spec!r} is not known; expected one of {sorted(ACTIVATIONS)}"
+            )
+        return ACTIVATIONS[spec]()
+    if isinstance(spec, type) and issubclass(spec, Operation):
+        return spec()
+    if isinstance(spec, Operation) and not hasattr(spec, "param"):
+        return copy.copy(spec)
+    raise TypeError(f"activation must be a name or an activation operation, got {spec!r}")
+
+
+class Layer:
+    """A list of operations run in order. Parameters are created on the first
+    forward pass, when the input width is known."""
+
+    def __init__(self, neurons):
+        if isinstance(neurons, bool) or not isinstance(neurons, int) or neurons < 1:
+            raise ValueError(f"neurons={neurons!r} must be a positive integer")
+        self.neurons = neurons
+        self.operations: list[Operation] = []
+        self.built = False
+        self.n_in = None
+
+    # The network calls setup(); a layer used on its own sets itself up.
+    def setup(self, n_in, backend, init_rng, rng=None, alloc=None):
+        """Create the operations for inputs of width ``n_in``.
+
+        ``init_rng`` is the host generator for the initial weights, ``rng`` the
+        device generator for dropout, ``alloc(shape)`` returns storage for a
+        parameter (a view into the network's flat buffer) or None for a new array.
+        """
+        raise NotImplementedError
+
+    def param_shapes(self, n_in):
+        return []
+
+    def forward(self, input_, inference=False):
+        if not self.built:
+            backend = backend_of(input_)
+            self.setup(input_.shape[1], backend, backend.host_generator(None))
+        x = input_
+        for op in self.operations:
+            x = op.forward(x, inference)
+        self.output = x
+        return x
+
+    def backward(self, output_grad):
+        g = output_grad
+        for op in reversed(self.operations):
+            g = op.backward(g)
+        return g
+
+    def params(self):
+        return (op.param for op in self.operations if hasattr(op, "param"))
+
+    def param_grads(self):
+        return (op.param_grad for op in self.operations if hasattr(op, "param"))
+
+
+class Dense(Layer):
+    """A fully connected layer: ``activation(x @ W + B)``, then dropout when
+    ``dropout < 1`` (``dropout`` is the keep probability).
+
+    ``activation`` is a name ("tanh", "relu", ...) or an activation object
+    (copied, never shared); the default is a sigmoid, as in the study.
+    ``weight_init`` is "glorot" (default), "he" or "standard".
+    """
+
+    def __init__(self, neurons, activation=None, dropout=1.0, weight_init="glorot"):
+        super().__init__(neurons)
+        self.activation = _activation(activation)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+            raise TypeError(f"Dense dropout (keep probability) must be a number, got {dropout!r}")
+        if not 0.0 < dropout <= 1.0:
+            raise ValueError(f"Dense dropout={dropout!r} is a keep probability and must be in (0, 1]")
+        self.dropout = float(dropout)
+        if weight_init not in INITIALIZERS:
+            raise ValueError(
+                f"weight_init={weight_init!r} is not known; expected one of {sorted(INITIALIZERS)}"
+            )
+        self.weight_init = weight_init
+
+    def __repr__(self):
+        return (f"Dense({self.neurons}, {type(self.activation).__name__}, "
+                f"dropout={self.dropout}, weight_init={self.weight_init!r})")
+
+    def param_shapes(self, n_in):
+        return [(n_in, self.neurons), (1, self.neurons)]
+
+    def setup(self, n_in, backend, init_rng, rng=None, alloc=None):
+        self.n_in = n_in
+        self.activation.backend = backend
+        w_shape, b_shape = self.param_shapes(n_in)
+        W = backend.zeros(w_shape) if alloc is None else alloc(w_shape)
+        B = backend.zeros(b_shape) if alloc is None else alloc(b_shape)
+        self.operations = [WeightMultiply(W, backend), BiasAdd(B, backend), self.activation]
+        if self.dropout < 1.0:
+            self.operations.append(Dropout(self.dropout, backend, rng))
+        self.reset_parameters(init_rng)
+        self.built = True
+
+    def reset_parameters(self, init_rng):
+        """Draw fresh weights and biases from ``init_rng`` into the existing arrays.
+        The bias is drawn with the weights' scale, as in the study."""
+        W, B = self.operations[0].param, self.operations[1].param
+        backend = self.operations[0].backend
+        std = INITIALIZERS[self.weight_init](*W.shape)
+        backend.assign(W, backend.host_normal(init_rng, tuple(W.shape), std))
+        backend.assign(B, backend.host_normal(init_rng, tuple(B.shape), std))

@@ -1,0 +1,219 @@
+"""NeuralNetwork: layers, a loss, one random generator, one device."""
+
+from __future__ import annotations
+
+from .backend import get_backend, host
+from .layers import Layer
+from .losses import Loss
+
+
+class NeuralNetwork:
+    """A stack of layers trained against a loss.
+
+    Parameters
+    ----------
+    layers : list of Layer
+    loss : Loss
+    seed : int or None
+        Seeds the network's generators: initial weights are drawn on the host
+        (so every backend starts from the same numbers), dropout masks on the
+        device. ``None`` picks a fresh seed, kept in ``self.seed``.
+    backend : "cpu", "gpu" or a Backend
+    dtype : "float32" (default) or "float64": every array the network owns.
+
+    All parameters live in one flat buffer on the device; each layer's weights
+    and biases are views into it, and likewise for the gradients, so an
+    optimiser step is a few whole-buffer operations.
+    """
+
+    def __init__(self, layers, loss, seed=None, backend="cpu", dtype="float32"):
+        layers = list(layers)
+        if not layers or not all(isinstance(la, Layer) for la in layers):
+            raise TypeError("layers must be a non-empty list of Layer objects (e.g. Dense)")
+        if len({id(la) for la in layers}) != len(layers):
+            raise ValueError("the same Layer object appears twice in layers")
+        if not isinstance(loss, Loss):
+            raise TypeError(f"loss must be a Loss (e.g. SoftmaxCrossEntropy()), got {loss!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"seed={seed!r} must be a non-negative integer or None")
+        self.layers = layers
+        self.loss = loss
+        self.backend = get_backend(backend, dtype)
+        loss.backend = self.backend
+        self.seed = host.fresh_seed() if seed is None else seed
+        self.n_in = None
+        self._param_buf = self._grad_buf = None
+        self._seed_generators()
+
+    def __repr__(self):
+        return (f"NeuralNetwork({self.layers}, {type(self.loss).__name__}, seed={self.seed}, "
+                f"backend={self.backend.name!r}, dtype={self.backend.dtype_name!r})")
+
+    @property
+    def n_out(self) -> int:
+        return self.layers[-1].neurons
+
+    @property
+    def built(self) -> bool:
+        return self._param_buf is not None
+
+    def _seed_generators(self):
+        init_seed, device_seed = host.spawn_seeds(self.seed, 2)
+        self._init_rng = self.backend.host_generator(init_seed)
+        self.rng = self.backend.generator(device_seed)
+        for layer in self.layers:  # dropout ops keep a reference to the generator
+            for op in layer.operations:
+                if hasattr(op, "rng"):
+                    op.rng = self.rng
+
+    # ------------------------------------------------------------------ build
+    def build(self, n_in):
+        """Create every parameter for inputs of width ``n_in`` (done by the first
+        forward pass; call it yourself to inspect weights before training)."""
+        if isinstance(n_in, bool) or not isinstance(n_in, int) or n_in < 1:
+            raise ValueError(f"n_in={n_in!r} must be a positive integer")
+        b = self.backend
+        shapes, width = [], n_in
+        for layer in self.layers:
+            shapes.extend(layer.param_shapes(width))
+            width = layer.neurons
+        sizes = [r * c for r, c in shapes]
+        self._param_buf = b.zeros((sum(sizes),))
+        self._grad_buf = b.zeros((sum(sizes),))
+        offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        slots = iter(zip(offsets, shapes))
+
+        def alloc(shape):
+            offset, expected = next(slots)
+            assert tuple(shape) == expected
+            return b.view(self._param_buf, offset, shape)
+
+        width = n_in
+        for layer in self.layers:
+            layer.setup(width, b, self._init_rng, self.rng, alloc)
+            width = layer.neurons
+        ops = [op for layer in self.layers for op in layer.operations if hasattr(op, "param")]
+        for op, offset, shape in zip(ops, offsets, shapes):
+            op.param_grad = b.view(self._grad_buf, offset, shape)
+        self.n_in = n_in
+
+    def reset(self):
+        """Re-seed the generators and draw the initial weights again."""
+        self._seed_generators()
+        if self.built:
+            for layer in self.layers:
+                layer.reset_parameters(self._init_rng)
+
+    # ---------------------------------------------------------- data crossing
+    def as_input(self, X, name="X"):
+        """``X`` on this network's device in its dtype: host arrays are checked
+        and uploaded (one copy); arrays already on the device pass through."""
+        b = self.backend
+        if host.is_host_array(X):
+            return b.asarray(host.check_features(X, name, self.n_in))
+        if not b.owns(X):
+            raise ValueError(f"{name} is a {type(X).__module__} array, not on this network's "
+                             f"device ({b.name}); pass a NumPy array or move it first")
+        if len(X.shape) != 2 or (self.n_in is not None and X.shape[1] != self.n_in):
+            raise ValueError(f"{name} has shape {tuple(X.shape)}; expected (rows, "
+                             f"{self.n_in if self.n_in else 'features'})")
+        return b.asarray(X)
+
+    def as_target(self, y, n_rows, name="y"):
+        """Class ids or one-hot/target rows -> ``(n_rows, n_out)`` on the device."""
+        b = self.backend
+        if host.is_host_array(y):
+            return b.asarray(host.check_targets(y, n_rows, self.n_out, name))
+        if not b.owns(y):
+            raise ValueError(f"{name} is a {type(y).__module__} array, not on this network's "
+                             f"device ({b.name}); pass a NumPy array or move it first")
+        if tuple(y.shape) != (n_rows, self.n_out):
+            raise ValueError(f"{name} on the device must have shape ({n_rows}, {self.n_out}),"
+                             f" got {tuple(y.shape)}")
+        return b.asarray(y)
+
+    # ------------------------------------------------------------- the passes
+    def forward(self, X, inference=False):
+        X = self.as_input(X)
+        if not self.built:
+            self.build(int(X.shape[1]))
+        return self._infer(X, inference)
+
+    def backward(self, loss_grad):
+        for layer in reversed(self.layers):
+            loss_grad = layer.backward(loss_grad)
+        return loss_grad
+
+    def train_batch(self, X, y):
+        """Forward, loss, backward. Returns the batch loss as a 0-d device array
+        (``float()`` reads it; the training loop does not, to avoid a sync)."""
+        X = self.as_input(X)
+        if not self.built:
+            self.build(int(X.shape[1]))
+        return self._train_step(X, self.as_target(y, int(X.shape[0])))
+
+    def _train_step(self, X, y):
+        # X, y already checked and on the device: the trainer's per-batch path
+        prediction = self._infer(X, inference=False)
+        loss = self.loss.forward(prediction, y)
+        self.backward(self.loss.backward())
+        return loss
+
+    def params(self):
+        """The parameter arrays in layer order: W1, B1, W2, B2, ..."""
+        for layer in self.layers:
+            yield from layer.params()
+
+    def param_grads(self):
+        """The gradients of the last ``train_batch``, in the order of ``params()``."""
+        for layer in self.layers:
+            yield from layer.param_grads()
+
+    # ------------------------------------------------------------- snapshots
+    def get_parameters(self):
+        """A copy of all parameters as one flat device array."""
+        self._require_built()
+        return self.backend.copy(self._param_buf)
+
+    def set_parameters(self, flat):
+        """Write a flat parameter array (from ``get_parameters``) back in place."""
+        self._require_built()
+        if tuple(flat.shape) != tuple(self._param_buf.shape):
+            raise ValueError(f"parameters have shape {tuple(flat.shape)}, expected "
+                             f"{tuple(self._param_buf.shape)}")
+        self.backend.assign(self._param_buf, self.backend.asarray(flat))
+
+    def _require_built(self):
+        if not self.built:
+            raise RuntimeError("the network has no parameters yet: call forward(), "
+                               "build(n_in) or fit() first")
+
+    # ------------------------------------------------------------- inference
+    def predict(self, X, batch_size=4096):
+        """Network outputs for ``X`` in inference mode, on the device,
+        computed in chunks of ``batch_size`` rows."""
+        X = self.as_input(X)
+        if not self.built:
+            self.build(int(X.shape[1]))
+        n = X.shape[0]
+        if n <= batch_size:
+            return self._infer(X)
+        parts = [self._infer(X[i:min(i + batch_size, n), :]) for i in range(0, n, batch_size)]
+        return self.backend.concat_rows(parts)
+
+    def _infer(self, X, inference=True):
+        for layer in self.layers:
+            X = layer.forward(X, inference)
+        return X
+
+    def loss_on(self, X, y, batch_size=4096):
+        """Mean loss over ``(X, y)`` in inference mode, as a 0-d device array."""
+        X = self.as_input(X)
+        y = self.as_target(y, X.shape[0])
+        n = X.shape[0]
+        total = None
+        for i in range(0, n, batch_size):
+            rows = min(batch_size, n - i)
+            part = self.loss.forward(self._infer(X[i:i + rows, :]), y[i:i + rows, :]) * (rows / n)
+            total = part if total is None else total + part
+        return total

@@ -1,0 +1,217 @@
+"""Operations: the building blocks of a layer.
+
+Each operation keeps what its forward pass saw and returns the gradient with
+respect to its input on the way back. Array work goes through ``self.backend``
+(NumPy on the CPU, CuPy on the GPU); the formula of each forward pass sits
+right above its gradient.
+"""
+
+from __future__ import annotations
+
+from .backend import backend_of
+
+
+def _check_shape(what, got, expected):
+    if tuple(got.shape) != tuple(expected.shape):
+        raise ValueError(
+            f"{what} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+        )
+
+
+class Operation:
+    """One step of a network: ``forward(input_)`` then ``backward(output_grad)``.
+
+    Subclasses implement ``_output(inference)`` and ``_input_grad(output_grad)``.
+    ``backend`` is set by the layer that owns the operation; an operation used
+    on its own takes the backend of the first array it sees.
+    """
+
+    def __init__(self, backend=None):
+        self.backend = backend
+
+    def forward(self, input_, inference=False):
+        if self.backend is None:
+            self.backend = backend_of(input_)
+        self.input_ = input_
+        self.output = self._output(inference)
+        return self.output
+
+    def backward(self, output_grad):
+        _check_shape("output_grad", output_grad, self.output)
+        self.input_grad = self._input_grad(output_grad)
+        _check_shape("input_grad", self.input_grad, self.input_)
+        return self.input_grad
+
+    def _output(self, inference):
+        raise NotImplementedError
+
+    def _input_grad(self, output_grad):
+        raise NotImplementedError
+
+
+class ParamOperation(Operation):
+    """An operation with a parameter array ``param``; ``backward`` also fills
+    ``param_grad`` (written into a preallocated buffer when the network gave
+    one, so the optimiser can update all parameters at once)."""
+
+    def __init__(self, param, backend=None):
+        super().__init__(backend if backend is not None else backend_of(param))
+        self.param = param
+        self.param_grad = None
+
+    def backward(self, output_grad):
+        input_grad = super().backward(output_grad)
+        self.param_grad = self._param_grad(output_grad)
+        _check_shape("param_grad", self.param_grad, self.param)
+        return input_grad
+
+    def _param_grad(self, output_grad):
+        raise NotImplementedError
+
+
+class WeightMultiply(ParamOperation):
+    """``x @ W`` with ``W`` of shape ``(n_in, n_out)``."""
+
+    def _output(self, inference):
+        return self.backend.matmul(self.input_, self.param)
+
+    def _input_grad(self, output_grad):
+        return self.backend.matmul(output_grad, self.param.T)
+
+    def _param_grad(self, output_grad):
+        return self.backend.matmul(self.input_.T, output_grad, out=self.param_grad)
+
+
+class BiasAdd(ParamOperation):
+    """``x + B`` with ``B`` of shape ``(1, n)``."""
+
+    def __init__(self, param, backend=None):
+        if len(param.shape) != 2 or param.shape[0] != 1:
+            raise ValueError(f"BiasAdd needs a (1, n) bias, got shape {tuple(param.shape)}")
+        super().__init__(param, backend)
+
+    def _output(self, inference):
+        return self.input_ + self.param
+
+    def _input_grad(self, output_grad):
+        return output_grad
+
+    def _param_grad(self, output_grad):
+        return self.backend.sum_rows(output_grad, out=self.param_grad)
+
+
+# --------------------------------------------------------------- activations
+
+class Linear(Operation):
+    """The identity."""
+
+    def _output(self, inference):
+        return self.input_
+
+    def _input_grad(self, output_grad):
+        return output_grad
+
+
+class Sigmoid(Operation):
+    """``1 / (1 + exp(-x))``, computed as ``(1 + tanh(x/2)) / 2``, which equals
+    it exactly in real arithmetic and never overflows."""
+
+    def _output(self, inference):
+        return 0.5 * (1.0 + self.backend.xp.tanh(0.5 * self.input_))
+
+    def _input_grad(self, output_grad):
+        return output_grad * self.output * (1.0 - self.output)
+
+
+class Tanh(Operation):
+    """Hyperbolic tangent."""
+
+    def _output(self, inference):
+        return self.backend.xp.tanh(self.input_)
+
+    def _input_grad(self, output_grad):
+        return output_grad * (1.0 - self.output * self.output)
+
+
+class ReLU(Operation):
+    """``max(x, 0)``; the gradient at 0 is taken as 0."""
+
+    def _output(self, inference):
+        return self.backend.xp.maximum(self.input_, 0.0)
+
+    def _input_grad(self, output_grad):
+        return self.backend.xp.where(self.input_ > 0, output_grad, 0.0)
+
+
+class LeakyReLU(Operation):
+    """``x`` for ``x > 0``, else ``alpha * x``."""
+
+    def __init__(self, alpha=0.01, backend=None):
+        alpha = float(alpha)
+        if not 0.0 <= alpha < 1.0:
+            raise ValueError(f"LeakyReLU alpha={alpha!r} must be in [0, 1)")
+        super().__init__(backend)
+        self.alpha = alpha
+
+    def _output(self, inference):
+        return self.backend.xp.where(self.input_ > 0, self.input_, self.alpha * self.input_)
+
+    def _input_grad(self, output_grad):
+        return self.backend.xp.where(self.input_ > 0, output_grad, self.alpha * output_grad)
+
+
+class ReLU6(Operation):
+    """ReLU capped at 6: ``min(max(x, 0), 6)``."""
+
+    def _output(self, inference):
+        return self.backend.xp.clip(self.input_, 0.0, 6.0)
+
+    def _input_grad(self, output_grad):
+        xp = self.backend.xp
+        inside = xp.logical_and(self.input_ > 0, self.input_ < 6)
+        return xp.where(inside, output_grad, 0.0)
+
+
+class Dropout(Operation):
+    """Inverted dropout: while training, zero each unit with probability
+    ``1 - keep_prob`` and scale the survivors by ``1 / keep_prob``; at
+    inference, the identity. The expected activation is the same in both.
+
+    The mask is drawn on the device from ``rng`` (the network's generator,
+    given by the layer) and reused by ``backward``.
+    """
+
+    def __init__(self, keep_prob=0.8, backend=None, rng=None):
+        if isinstance(keep_prob, bool) or not isinstance(keep_prob, (int, float)):
+            raise TypeError(f"Dropout keep_prob must be a number, got {keep_prob!r}")
+        if not 0.0 < keep_prob <= 1.0:
+            raise ValueError(f"Dropout keep_prob={keep_prob!r} must be in (0, 1]")
+        super().__init__(backend)
+        self.keep_prob = float(keep_prob)
+        self.rng = rng
+        self.mask = None
+
+    def _draw_mask(self, shape):
+        if self.rng is None:
+            self.rng = self.backend.generator(None)
+        return self.backend.dropout_mask(self.rng, shape, self.keep_prob)
+
+    def _output(self, inference):
+        if inference or self.keep_prob == 1.0:
+            self.mask = None
+            return self.input_
+        self.mask = self._draw_mask(tuple(self.input_.shape))
+        return self.input_ * self.mask
+
+    def _input_grad(self, output_grad):
+        return output_grad if self.mask is None else output_grad * self.mask
+
+
+ACTIVATIONS = {
+    "linear": Linear,
+    "sigmoid": Sigmoid,
+    "tanh": Tanh,
+    "relu": ReLU,
+    "leaky_relu": LeakyReLU,
+    "relu6": ReLU6,
+}

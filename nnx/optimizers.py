@@ -1,0 +1,110 @@
+"""Optimisers: one ``step()`` for plain SGD and SGD with momentum, with
+optional linear or exponential learning-rate decay once per epoch."""
+
+from __future__ import annotations
+
+import math
+
+DECAY_TYPES = ("linear", "exponential")
+
+
+def _positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"{name} must be a finite number, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name}={value!r} must be > 0")
+    return float(value)
+
+
+class Optimizer:
+    """Updates a network's parameters from its gradients.
+
+    ``lr`` is the learning rate of the first epoch. With ``decay_type``
+    ("linear" or "exponential") and ``final_lr``, the rate moves from ``lr`` at
+    the first epoch to exactly ``final_lr`` at the last:
+
+    - linear: ``lr_t = lr - (lr - final_lr) * t / (N - 1)``
+    - exponential: ``lr_t = lr * (final_lr / lr) ** (t / (N - 1))``
+
+    ``momentum`` > 0 keeps a velocity per parameter:
+    ``v = momentum * v + lr * g``; ``p -= v``. With 0 the step is ``p -= lr * g``.
+    """
+
+    def __init__(self, lr=0.01, final_lr=None, decay_type=None, momentum=0.0):
+        self.lr = self.first_lr = _positive("lr", lr)
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)):
+            raise TypeError(f"momentum must be a number, got {momentum!r}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum={momentum!r} must be in [0, 1)")
+        self.momentum = float(momentum)
+        if decay_type is not None and decay_type not in DECAY_TYPES:
+            raise ValueError(f"decay_type={decay_type!r} is not known; expected one of "
+                             f"{DECAY_TYPES} or None")
+        if decay_type is None and final_lr is not None:
+            raise ValueError(f"final_lr={final_lr!r} was given without a decay_type; "
+                             f"pass decay_type as one of {DECAY_TYPES}")
+        if decay_type is not None and final_lr is None:
+            raise ValueError(f"decay_type={decay_type!r} needs a final_lr")
+        self.final_lr = None if final_lr is None else _positive("final_lr", final_lr)
+        self.decay_type = decay_type
+        self.net = None
+        self.velocity = None
+        self.max_epochs = None
+
+    def __repr__(self):
+        extra = f", final_lr={self.final_lr}, decay_type={self.decay_type!r}" if self.decay_type else ""
+        return f"{type(self).__name__}(lr={self.first_lr}, momentum={self.momentum}{extra})"
+
+    # the trainer calls these; a hand-written loop may too
+    def attach(self, net):
+        """Update the parameters of ``net`` from now on (resets the velocity)."""
+        self.net = net
+        self.velocity = None
+
+    def setup_decay(self, epochs):
+        """Plan the schedule for a run of ``epochs`` epochs and restart at ``lr``."""
+        self.max_epochs = int(epochs)
+        self.lr = self.first_lr
+
+    def lr_at(self, epoch):
+        """The learning rate of epoch ``epoch`` (0-based) in a run of ``max_epochs``."""
+        if self.decay_type is None or not self.max_epochs or self.max_epochs < 2:
+            return self.first_lr
+        f = min(epoch, self.max_epochs - 1) / (self.max_epochs - 1)
+        lr, end = self.first_lr, self.final_lr
+        if self.decay_type == "linear":
+            return lr * (1.0 - f) + end * f  # exact at both ends
+        return lr ** (1.0 - f) * end ** f  # = lr * (end / lr) ** f, exact at both ends
+
+    def decay(self, epoch):
+        """Set the rate for the epoch after ``epoch``: call at the end of each epoch."""
+        self.lr = self.lr_at(epoch + 1)
+
+    def step(self):
+        """Apply one update from the gradients of the last ``train_batch``."""
+        net = self.net
+        if net is None:
+            raise RuntimeError("this optimizer has no network: use Trainer(net, optim) "
+                               "or optim.attach(net) first")
+        net._require_built()
+        b = net.backend
+        if self.momentum == 0.0:
+            b.sgd_step(net._param_buf, net._grad_buf, self.lr)
+            return
+        if self.velocity is None or self.velocity.shape != net._param_buf.shape:
+            self.velocity = b.zeros(net._param_buf.shape)
+        b.momentum_step(net._param_buf, net._grad_buf, self.velocity, self.lr, self.momentum)
+
+
+class SGD(Optimizer):
+    """Plain stochastic gradient descent: ``p -= lr * g``."""
+
+    def __init__(self, lr=0.01, final_lr=None, decay_type=None):
+        super().__init__(lr, final_lr, decay_type, momentum=0.0)
+
+
+class SGDMomentum(Optimizer):
+    """SGD with momentum (default 0.9)."""
+
+    def __init__(self, lr=0.01, momentum=0.9, final_lr=None, decay_type=None):
+        super().__init__(lr, final_lr, decay_type, momentum=momentum)
