@@ -6,8 +6,19 @@ from .layers import Dense, Layer
 from .losses import Loss, MeanSquaredError, SoftmaxCrossEntropy
 from .metrics import accuracy, predict_classes
 from .network import NeuralNetwork
-from .ops import (BiasAdd, Dropout, LeakyReLU, Linear, Operation, ParamOperation, ReLU,
-                  ReLU6, Sigmoid, Tanh, WeightMultiply)
+from .ops import (
+                  BiasAdd,
+                  Dropout,
+                  LeakyReLU,
+                  Linear,
+                  Operation,
+                  ParamOperation,
+                  ReLU,
+                  ReLU6,
+                  Sigmoid,
+                  Tanh,
+                  WeightMultiply,
+)
 from .optimizers import SGD, Optimizer, SGDMomentum
 from .trainer import History, Trainer
 

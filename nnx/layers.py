@@ -90,7 +90,8 @@ class Dense(Layer):
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
             raise TypeError(f"Dense dropout (keep probability) must be a number, got {dropout!r}")
         if not 0.0 < dropout <= 1.0:
-            raise ValueError(f"Dense dropout={dropout!r} is a keep probability and must be in (0, 1]")
+            raise ValueError(f"Dense dropout={dropout!r} is a keep probability and must be "
+                             "in (0, 1]")
         self.dropout = float(dropout)
         if weight_init not in INITIALIZERS:
             raise ValueError(
@@ -117,6 +118,12 @@ class Dense(Layer):
         self.reset_parameters(init_rng)
         self.built = True
 
+    def describe(self) -> dict:
+        act = self.activation
+        return {"type": "Dense", "neurons": self.neurons, "activation": act.name,
+                "alpha": getattr(act, "alpha", None), "dropout": self.dropout,
+                "weight_init": self.weight_init}
+
     def reset_parameters(self, init_rng):
         """Draw fresh weights and biases from ``init_rng`` into the existing arrays.
         The bias is drawn with the weights' scale, as in the study."""
@@ -125,3 +132,12 @@ class Dense(Layer):
         std = INITIALIZERS[self.weight_init](*W.shape)
         backend.assign(W, backend.host_normal(init_rng, tuple(W.shape), std))
         backend.assign(B, backend.host_normal(init_rng, tuple(B.shape), std))
+
+
+def layer_from_description(d) -> Layer:
+    """Rebuild a layer from ``Layer.describe()`` output (checkpoints)."""
+    if d.get("type") != "Dense":
+        raise ValueError(f"unknown layer type {d.get('type')!r}")
+    act = ACTIVATIONS[d["activation"]]
+    act = act(d["alpha"]) if d.get("alpha") is not None else act()
+    return Dense(d["neurons"], act, dropout=d["dropout"], weight_init=d["weight_init"])

@@ -30,9 +30,14 @@ class Loss:
     def _compute(self):
         raise NotImplementedError
 
+    def describe(self) -> dict:
+        return {"name": self.name}
+
 
 class MeanSquaredError(Loss):
     """``sum((p - y)**2) / n_rows``; gradient ``2 (p - y) / n_rows``."""
+
+    name = "mse"
 
     def _compute(self):
         return self.backend.mean_squared_error(self.prediction, self.target)
@@ -43,6 +48,8 @@ class SoftmaxCrossEntropy(Loss):
     ``-sum(y * log(clip(p, eps, 1 - eps))) / n_rows``; gradient
     ``(softmax - y) / n_rows``. Loss and gradient come from one pass."""
 
+    name = "softmax_cross_entropy"
+
     def __init__(self, eps=1e-9):
         eps = float(eps)
         if not 0.0 < eps < 0.5:
@@ -52,5 +59,16 @@ class SoftmaxCrossEntropy(Loss):
     def _compute(self):
         return self.backend.softmax_cross_entropy(self.prediction, self.target, self.eps)
 
+    def describe(self) -> dict:
+        return {"name": self.name, "eps": self.eps}
+
 
 LOSSES = {"mse": MeanSquaredError, "softmax_cross_entropy": SoftmaxCrossEntropy}
+
+
+def loss_from_description(d) -> Loss:
+    """Rebuild a loss from ``Loss.describe()`` output (checkpoints)."""
+    if d.get("name") not in LOSSES:
+        raise ValueError(f"unknown loss {d.get('name')!r}; expected one of {sorted(LOSSES)}")
+    kwargs = {"eps": d["eps"]} if "eps" in d else {}
+    return LOSSES[d["name"]](**kwargs)

@@ -188,6 +188,49 @@ class NeuralNetwork:
             raise RuntimeError("the network has no parameters yet: call forward(), "
                                "build(n_in) or fit() first")
 
+    # ------------------------------------------------------------ checkpoints
+    def describe(self) -> dict:
+        """The architecture as plain data: enough to rebuild the network."""
+        return {
+            "layers": [layer.describe() for layer in self.layers],
+            "loss": self.loss.describe(),
+            "dtype": self.backend.dtype_name,
+            "seed": self.seed,
+            "n_in": self.n_in,
+        }
+
+    def save(self, path, extra=None):
+        """Write parameters and architecture to ``path`` (atomically, no pickle).
+        ``extra`` (name -> array) is stored alongside, e.g. optimiser state."""
+        from . import __version__, checkpoint
+        self._require_built()
+        arrays = {"params": self.backend.to_numpy(self._param_buf)}
+        for name, value in (extra or {}).items():
+            arrays[name] = self.backend.to_numpy(value) if self.backend.owns(value) else value
+        return checkpoint.write(path, {"network": self.describe(), "nnx_version": __version__},
+                                arrays)
+
+    @classmethod
+    def load(cls, path, backend="cpu", dtype=None):
+        """A network rebuilt from a checkpoint written by ``save``, on ``backend``
+        (any backend loads any checkpoint), in its saved dtype unless ``dtype``."""
+        from . import checkpoint
+        from .layers import layer_from_description
+        from .losses import loss_from_description
+        header, arrays = checkpoint.read(path)
+        try:
+            desc = header["network"]
+            layers = [layer_from_description(d) for d in desc["layers"]]
+            net = cls(layers, loss_from_description(desc["loss"]), seed=desc["seed"],
+                      backend=backend, dtype=dtype or desc["dtype"])
+            net.build(desc["n_in"])
+            net.set_parameters(net.backend.asarray(arrays["params"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise checkpoint.CheckpointError(
+                f"checkpoint {str(path)!r} describes no valid network ({exc})") from None
+        net.checkpoint_extra = arrays
+        return net
+
     # ------------------------------------------------------------- inference
     def predict(self, X, batch_size=4096):
         """Network outputs for ``X`` in inference mode, on the device,

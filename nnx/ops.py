@@ -105,6 +105,8 @@ class BiasAdd(ParamOperation):
 class Linear(Operation):
     """The identity."""
 
+    name = "linear"
+
     def _output(self, inference):
         return self.input_
 
@@ -113,11 +115,15 @@ class Linear(Operation):
 
 
 class Sigmoid(Operation):
-    """``1 / (1 + exp(-x))``, computed as ``(1 + tanh(x/2)) / 2``, which equals
-    it exactly in real arithmetic and never overflows."""
+    """``1 / (1 + exp(-x))``, evaluated through ``z = exp(-|x|)`` so that ``exp``
+    never overflows and small outputs keep their relative precision."""
+
+    name = "sigmoid"
 
     def _output(self, inference):
-        return 0.5 * (1.0 + self.backend.xp.tanh(0.5 * self.input_))
+        xp = self.backend.xp
+        z = xp.exp(-xp.abs(self.input_))
+        return xp.where(self.input_ >= 0, 1.0 / (1.0 + z), z / (1.0 + z))
 
     def _input_grad(self, output_grad):
         return output_grad * self.output * (1.0 - self.output)
@@ -125,6 +131,8 @@ class Sigmoid(Operation):
 
 class Tanh(Operation):
     """Hyperbolic tangent."""
+
+    name = "tanh"
 
     def _output(self, inference):
         return self.backend.xp.tanh(self.input_)
@@ -136,6 +144,8 @@ class Tanh(Operation):
 class ReLU(Operation):
     """``max(x, 0)``; the gradient at 0 is taken as 0."""
 
+    name = "relu"
+
     def _output(self, inference):
         return self.backend.xp.maximum(self.input_, 0.0)
 
@@ -145,6 +155,8 @@ class ReLU(Operation):
 
 class LeakyReLU(Operation):
     """``x`` for ``x > 0``, else ``alpha * x``."""
+
+    name = "leaky_relu"
 
     def __init__(self, alpha=0.01, backend=None):
         alpha = float(alpha)
@@ -162,6 +174,8 @@ class LeakyReLU(Operation):
 
 class ReLU6(Operation):
     """ReLU capped at 6: ``min(max(x, 0), 6)``."""
+
+    name = "relu6"
 
     def _output(self, inference):
         return self.backend.xp.clip(self.input_, 0.0, 6.0)

@@ -52,7 +52,9 @@ class Optimizer:
         self.max_epochs = None
 
     def __repr__(self):
-        extra = f", final_lr={self.final_lr}, decay_type={self.decay_type!r}" if self.decay_type else ""
+        extra = ""
+        if self.decay_type:
+            extra = f", final_lr={self.final_lr}, decay_type={self.decay_type!r}"
         return f"{type(self).__name__}(lr={self.first_lr}, momentum={self.momentum}{extra})"
 
     # the trainer calls these; a hand-written loop may too

@@ -3,7 +3,7 @@ skipped (with the reason) where CuPy or a device is missing."""
 
 import pytest
 
-from nnx.backend import gpu_available, get_backend
+from nnx.backend import get_backend, gpu_available
 
 _GPU_OK, _GPU_WHY = gpu_available()
 
@@ -20,7 +20,8 @@ def requires_gpu():
 
 @pytest.fixture(params=[
     "cpu",
-    pytest.param("strict", marks=pytest.mark.skipif(not _STRICT_OK, reason="array-api-strict missing")),
+    pytest.param("strict",
+                 marks=pytest.mark.skipif(not _STRICT_OK, reason="array-api-strict missing")),
     pytest.param("gpu", marks=[pytest.mark.gpu, requires_gpu()]),
 ])
 def backend_name(request):

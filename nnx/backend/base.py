@@ -162,14 +162,14 @@ class Backend:
         n = logits.shape[0]
         p = self.softmax(logits)
         logp = xp.log(xp.clip(p, eps, 1.0 - eps))
-        loss = -xp.sum(target * logp) / n
+        loss = xp.asarray(-xp.sum(target * logp) / n)  # 0-d array, not a NumPy scalar
         return loss, (p - target) / n
 
     def mean_squared_error(self, pred, target):
         """Loss ``sum((p - y)**2) / n`` and gradient ``2 (p - y) / n``."""
         n = pred.shape[0]
         diff = pred - target
-        return self.xp.sum(diff * diff) / n, diff * (2.0 / n)
+        return self.xp.asarray(self.xp.sum(diff * diff) / n), diff * (2.0 / n)
 
     def one_hot(self, ids, n_classes):
         """Integer class ids (host) -> one-hot rows on this device."""

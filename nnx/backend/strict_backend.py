@@ -28,6 +28,13 @@ class StrictBackend(Backend):
         super().__init__(xp, dtype, device=xp.Device("device1"))
         self._host = xp.Device("CPU_DEVICE")
 
+    def asarray(self, x, dtype=None):
+        # an upload to a device always copies; never alias the caller's host array
+        dtype = self.dtype if dtype is None else dtype
+        if self.owns(x):
+            return x if x.dtype == dtype else self.xp.astype(x, dtype)
+        return self.xp.asarray(np.array(x, copy=True), dtype=dtype, device=self.device)
+
     def to_numpy(self, x):
         # the one explicit way off the simulated device
         return np.asarray(x.to_device(self._host))

@@ -1,0 +1,139 @@
+"""Training throughput: nnx on every backend present against PyTorch eager on
+the same network, batch and dtype. Each case checks numerical parity before
+the clock starts; samples/s, the ratio to the ceiling and (in the report) to
+PyTorch go into extra_info."""
+
+from __future__ import annotations
+
+import pytest
+
+import nnx
+
+from .conftest import (
+    BACKENDS,
+    BATCHES_PER_ROUND,
+    DTYPES,
+    NETWORKS,
+    build_net,
+    check_parity,
+    flops_per_sample,
+    make_data,
+    matmul_ceiling,
+)
+
+RTOL = {"float32": 2e-4, "float64": 1e-10}
+
+
+def _record(benchmark, name, dtype, backend, peer):
+    n_samples = BATCHES_PER_ROUND[name] * NETWORKS[name][2]
+    benchmark.extra_info.update(network=name, dtype=dtype, backend=backend, peer=peer,
+                                samples_per_round=n_samples,
+                                flops_per_sample=flops_per_sample(name))
+    if benchmark.stats is not None:  # absent with --benchmark-disable
+        median = benchmark.stats.stats.median
+        rate = n_samples / median
+        ceiling = matmul_ceiling(dtype, "gpu" if backend in ("gpu", "cuda") else "cpu")
+        benchmark.extra_info.update(
+            samples_per_s=rate, achieved_flops=rate * flops_per_sample(name),
+            matmul_ceiling_flops=ceiling,
+            fraction_of_ceiling=rate * flops_per_sample(name) / ceiling)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_nnx_train_steps(benchmark, name, dtype, backend):
+    """The bare training step loop: train_batch + optimiser step per batch."""
+    benchmark.group = f"train {name} {dtype}"
+    benchmark.name = f"nnx-{backend}"
+    net = build_net(name, backend, dtype)
+    X, y = make_data(name, BATCHES_PER_ROUND[name])
+    check_parity(net, X[:NETWORKS[name][2]], y[:NETWORKS[name][2]], RTOL[dtype])
+    b = net.backend
+    Xd, yd = net.as_input(X), net.as_target(y, X.shape[0])
+    batch = NETWORKS[name][2]
+    batches = [(Xd[i:i + batch], yd[i:i + batch]) for i in range(0, X.shape[0], batch)]
+    optim = nnx.SGDMomentum(0.01, momentum=0.9)
+    optim.attach(net)
+
+    def run():
+        for xb, yb in batches:
+            net._train_step(xb, yb)
+            optim.step()
+        b.synchronize()
+
+    benchmark.pedantic(run, rounds=7, iterations=1, warmup_rounds=1)
+    _record(benchmark, name, dtype, backend, "nnx")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_nnx_fit(benchmark, name, dtype):
+    """``Trainer.fit`` for one epoch (shuffling, batching, one evaluation) on the
+    same data: the target is within 10% of the bare step loop above."""
+    benchmark.group = f"train {name} {dtype}"
+    benchmark.name = "nnx-cpu-fit"
+    net = build_net(name, "cpu", dtype)
+    X, y = make_data(name, BATCHES_PER_ROUND[name])
+    Xd, yd = net.as_input(X), net.as_target(y, X.shape[0])
+    Xe, ye = Xd[:NETWORKS[name][2]], yd[:NETWORKS[name][2]]
+    trainer = nnx.Trainer(net, nnx.SGDMomentum(0.01, momentum=0.9))
+
+    def run():
+        trainer.fit(Xd, yd, Xe, ye, epochs=1, eval_every=1, batch_size=NETWORKS[name][2],
+                    seed=0, restart=False)
+
+    benchmark.pedantic(run, rounds=7, iterations=1, warmup_rounds=1)
+    _record(benchmark, name, dtype, "cpu", "nnx-fit")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_torch_peer(benchmark, name, dtype, device):
+    """PyTorch eager on the same network, weights, batches and dtype (TF32 off)."""
+    torch = pytest.importorskip("torch")
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device for torch")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    benchmark.group = f"train {name} {dtype}"
+    benchmark.name = f"torch-{device}"
+    tdtype = getattr(torch, dtype)
+    net = build_net(name, "cpu", "float64")
+    sizes, act, batch = NETWORKS[name]
+    mods = []
+    for i, (a, bsz) in enumerate(zip(sizes[:-1], sizes[1:])):
+        lin = torch.nn.Linear(a, bsz)
+        mods.append(lin)
+        if i < len(sizes) - 2:
+            mods.append(torch.nn.Tanh())
+    model = torch.nn.Sequential(*mods).to(device=device, dtype=tdtype)
+    with torch.no_grad():
+        params = list(net.params())
+        for lin, W, B in zip([m for m in mods if isinstance(m, torch.nn.Linear)],
+                             params[0::2], params[1::2]):
+            lin.weight.copy_(torch.from_numpy(W.T.copy()))
+            lin.bias.copy_(torch.from_numpy(B[0].copy()))
+    X, y = make_data(name, BATCHES_PER_ROUND[name])
+    Xt = torch.from_numpy(X).to(device=device, dtype=tdtype)
+    yt = torch.from_numpy(y).to(device)
+    lossf = torch.nn.CrossEntropyLoss()
+    # parity: the same loss as nnx in float64 from the same weights
+    ref = float(net.train_batch(X[:batch], y[:batch]))
+    got = float(lossf(model(Xt[:batch]), yt[:batch]))
+    assert abs(got - ref) <= RTOL[dtype] * abs(ref), (got, ref)
+    # torch's momentum form v = m v + g, p -= lr v equals nnx's at a constant lr
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    batches = [(Xt[i:i + batch], yt[i:i + batch]) for i in range(0, X.shape[0], batch)]
+
+    def run():
+        for xb, yb in batches:
+            opt.zero_grad(set_to_none=False)
+            lossf(model(xb), yb).backward()
+            opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    benchmark.pedantic(run, rounds=7, iterations=1, warmup_rounds=1)
+    _record(benchmark, name, dtype, device, f"torch-{device}")

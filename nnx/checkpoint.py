@@ -1,0 +1,95 @@
+"""Checkpoints: a network's parameters and architecture in one file that any
+backend can load, with no pickle anywhere.
+
+The file is a NumPy ``.npz`` archive holding the flat parameter array (and any
+extra arrays, such as optimiser state) plus a JSON header with the layer
+description, dtype, nnx version, a format version and a SHA-256 over the
+arrays. It is written to a temporary file beside the target, flushed to disk
+and renamed over it, so a crash mid-write never leaves a half-written
+checkpoint under the real name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+FORMAT = "nnx-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, truncated, altered or of an unknown version."""
+
+
+def _digest(arrays):
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(name.encode())
+        h.update(str(a.dtype).encode())
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def write(path, header, arrays):
+    """Write ``arrays`` (name -> host array) and the JSON-able ``header``
+    atomically to ``path``."""
+    path = os.fspath(path)
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    header = dict(header, format=FORMAT, format_version=FORMAT_VERSION,
+                  sha256=_digest(arrays))
+    blob = np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".nnx-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, __header__=blob, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def read(path):
+    """``(header, arrays)`` from a checkpoint, after checking its format,
+    version and checksum; raises ``CheckpointError`` naming the file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path!r} does not exist")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {path!r} is truncated or not an nnx checkpoint "
+                              f"({type(exc).__name__}: {exc})") from None
+    if "__header__" not in arrays:
+        raise CheckpointError(f"checkpoint {path!r} has no nnx header")
+    try:
+        header = json.loads(arrays.pop("__header__").tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {path!r} has a damaged header ({exc})") from None
+    if header.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path!r} is not an nnx checkpoint")
+    if header.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path!r} has format version {header.get('format_version')!r}; "
+            f"this nnx reads version {FORMAT_VERSION}")
+    if _digest(arrays) != header.get("sha256"):
+        raise CheckpointError(f"checkpoint {path!r} failed its checksum: the arrays were "
+                              "altered or damaged after it was written")
+    return header, arrays

@@ -1,0 +1,315 @@
+"""The ``nnx`` command line: reproduce the study, train one network, evaluate
+a checkpoint. Every user error ends as one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+from . import __version__
+from .backend import BACKENDS, BackendUnavailableError
+from .checkpoint import CheckpointError
+from .layers import Dense
+from .losses import LOSSES
+from .metrics import accuracy, predict_classes
+from .network import NeuralNetwork
+from .ops import ACTIVATIONS
+from .optimizers import DECAY_TYPES, SGD, SGDMomentum
+from .study import BATCH_SIZE, EPOCHS, EVAL_EVERY, LADDER, SEED
+from .trainer import Trainer
+
+DATASETS = ("digits", "mnist", "fashion-mnist")
+
+
+class UsageError(Exception):
+    """A bad value on the command line, reported without a traceback."""
+
+
+# ----------------------------------------------------------------- data prep
+def _prepare(args, validation=True):
+    """Load the dataset, hold out a validation split from the training set,
+    standardise on the training rows. Returns a dict of host arrays."""
+    from .data import load_dataset
+    ds = load_dataset(args.dataset, data_dir=args.data_dir, download=not args.no_download)
+    X_train, y_train = ds.X_train, ds.y_train
+    X_val = y_val = None
+    if validation:
+        rng = np.random.default_rng(args.seed)
+        order = rng.permutation(X_train.shape[0])
+        n_val = max(1, int(round(0.1 * X_train.shape[0])))
+        val, train = order[:n_val], order[n_val:]
+        X_val, y_val = X_train[val], y_train[val]
+        X_train, y_train = X_train[train], y_train[train]
+    mean, std = _stats(X_train)
+    out = {"X_train": (X_train - mean) / std, "y_train": y_train,
+           "X_test": (ds.X_test - mean) / std, "y_test": ds.y_test,
+           "mean": mean, "std": std, "n_classes": ds.n_classes, "source": ds.source}
+    if validation:
+        out["X_val"], out["y_val"] = (X_val - mean) / std, y_val
+    return out
+
+
+def _stats(X):
+    mean = X.mean(axis=0, dtype=np.float64).astype(np.float32)
+    std = X.std(axis=0, dtype=np.float64).astype(np.float32)
+    std[std == 0] = 1.0
+    return mean, std
+
+
+# ------------------------------------------------------------------ progress
+class _Progress:
+    """A per-run progress bar (tqdm) showing epoch, last evaluation loss and
+    learning rate; silent with --quiet, off a terminal, or without tqdm."""
+
+    def __init__(self, total, desc, quiet):
+        self.bar = None
+        if quiet or not sys.stderr.isatty():
+            return
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            return
+        self.bar = tqdm(total=total, desc=desc, unit="epoch", leave=False, file=sys.stderr)
+
+    def __call__(self, epoch, record, lr):
+        if self.bar is None:
+            return
+        self.bar.update(1)
+        if record is not None:
+            loss = record["loss"] if record["loss"] is not None else record["train_loss"]
+            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.4g}")
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _fit(net, optim, prep, args, desc):
+    progress = _Progress(args.epochs, desc, args.quiet)
+    validation = None
+    if getattr(args, "early_stopping", "validation") == "validation":
+        validation = (prep["X_val"], prep["y_val"])
+    t0 = time.perf_counter()
+    try:
+        history = Trainer(net, optim).fit(
+            prep["X_train"], prep["y_train"], prep["X_test"], prep["y_test"],
+            epochs=args.epochs, eval_every=min(args.eval_every, args.epochs),
+            batch_size=args.batch_size, seed=args.seed, validation=validation,
+            callback=lambda e, r: progress(e, r, optim.lr))
+        net.backend.synchronize()
+    finally:
+        progress.close()
+    return history, time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------- reproduce
+def _parse_steps(text):
+    steps = set()
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            steps.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise UsageError(f"--steps {text!r}: expected numbers 1-8 like '1-8' or '5,7'") from None
+    if not steps or min(steps) < 1 or max(steps) > 8:
+        raise UsageError(f"--steps {text!r}: steps run from 1 to 8")
+    return sorted(steps)
+
+
+def cmd_reproduce(args):
+    steps = _parse_steps(args.steps)
+    prep = _prepare(args, validation=args.early_stopping == "validation")
+    n_in, n_out = prep["X_train"].shape[1], prep["n_classes"]
+    rows = []
+    show_study = args.dataset == "mnist"
+    header = ["step", "change", "test acc", "best eval loss", "epochs", "seconds"]
+    if show_study:
+        header.insert(3, "study")
+    widths = [4, 40, 8, 7, 14, 6, 8] if show_study else [4, 40, 8, 14, 6, 8]
+    print(f"nnx {__version__} reproduce: dataset={args.dataset} ({prep['source']}), "
+          f"backend={args.backend}, dtype={args.dtype}, early stopping on {args.early_stopping}")
+    _row(header, widths)
+    for number in steps:
+        step = LADDER[number - 1]
+        net, optim = step.build(n_in, n_out, args.backend, args.dtype, seed=args.seed)
+        history, seconds = _fit(net, optim, prep, args, f"step {number}")
+        acc = accuracy(net, prep["X_test"], prep["y_test"])
+        rec = {"step": number, "change": step.change, "test_accuracy": acc,
+               "study_accuracy": step.mnist_accuracy, "best_eval_loss": history.best_loss,
+               "best_epoch": history.best_epoch, "epochs_run": history.epochs_run,
+               "stopped_early": history.stopped_early, "seconds": seconds,
+               "evaluations": history.records}
+        rows.append(rec)
+        cells = [number, step.change, f"{acc:.4f}", f"{history.best_loss:.4f}",
+                 history.epochs_run, f"{seconds:.1f}"]
+        if show_study:
+            cells.insert(3, f"{step.mnist_accuracy:.4f}")
+        _row(cells, widths)
+    os.makedirs(args.out, exist_ok=True)
+    result = {"nnx_version": __version__, "dataset": args.dataset, "source": prep["source"],
+              "backend": args.backend, "dtype": args.dtype, "seed": args.seed,
+              "epochs": args.epochs, "batch_size": args.batch_size,
+              "eval_every": args.eval_every, "early_stopping_on": args.early_stopping,
+              "machine": {"python": platform.python_version(), "platform": platform.platform(),
+                          "processor": platform.machine()},
+              "steps": rows}
+    json_path = os.path.join(args.out, "results.json")
+    with open(json_path, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"wrote {json_path}")
+    png = os.path.join(args.out, "results.png")
+    try:
+        from .report import plot_ladder
+    except ImportError as exc:
+        print(f"no figure: {exc} (pip install 'nnx-dl[cli]')", file=sys.stderr)
+    else:
+        plot_ladder(result, png)
+        print(f"wrote {png}")
+    return 0
+
+
+def _row(cells, widths):
+    print("  ".join(str(c)[:w].ljust(w) for c, w in zip(cells, widths)).rstrip())
+
+
+# --------------------------------------------------------------------- train
+def _hidden(text):
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--hidden {text!r}: expected sizes like '89' or '178,46'") from None
+    if any(s < 1 for s in sizes):
+        raise UsageError(f"--hidden {text!r}: sizes must be positive")
+    return sizes
+
+
+def cmd_train(args):
+    sizes = _hidden(args.hidden)
+    prep = _prepare(args, validation=args.early_stopping == "validation")
+    layers = [Dense(s, args.activation, dropout=args.dropout, weight_init=args.init)
+              for s in sizes]
+    out_act = "sigmoid" if args.loss == "mse" else "linear"
+    layers.append(Dense(prep["n_classes"], out_act, weight_init=args.init))
+    net = NeuralNetwork(layers, LOSSES[args.loss](), seed=args.seed, backend=args.backend,
+                        dtype=args.dtype)
+    if args.optimizer == "sgd":
+        optim = SGD(args.lr, final_lr=args.final_lr, decay_type=args.decay)
+    else:
+        optim = SGDMomentum(args.lr, momentum=args.momentum, final_lr=args.final_lr,
+                            decay_type=args.decay)
+    history, seconds = _fit(net, optim, prep, args, "train")
+    acc = accuracy(net, prep["X_test"], prep["y_test"])
+    path = net.save(args.out, extra={"x_mean": prep["mean"], "x_std": prep["std"]})
+    print(f"test accuracy {acc:.4f}, best evaluation loss {history.best_loss:.4f} "
+          f"(epoch {history.best_epoch}), {history.epochs_run} epochs in {seconds:.1f} s")
+    print(f"saved {path}")
+    return 0
+
+
+def cmd_evaluate(args):
+    from .data import load_dataset
+    net = NeuralNetwork.load(args.checkpoint, backend=args.backend)
+    ds = load_dataset(args.dataset, data_dir=args.data_dir, download=not args.no_download)
+    extra = net.checkpoint_extra
+    X = ds.X_test
+    if "x_mean" in extra:
+        X = (X - extra["x_mean"]) / extra["x_std"]
+    if X.shape[1] != net.n_in:
+        raise UsageError(f"{args.checkpoint}: the network takes {net.n_in} features but "
+                         f"{args.dataset} has {X.shape[1]}")
+    if ds.n_classes != net.n_out:
+        raise UsageError(f"{args.checkpoint}: the network has {net.n_out} outputs but "
+                         f"{args.dataset} has {ds.n_classes} classes")
+    pred = predict_classes(net, X)
+    acc = float((pred == ds.y_test).mean())
+    k = ds.n_classes
+    cm = np.zeros((k, k), dtype=np.int64)
+    np.add.at(cm, (ds.y_test, pred), 1)
+    print(f"{args.dataset} test set: {len(pred)} rows, accuracy {acc:.4f}")
+    print("confusion matrix (rows: true class, columns: predicted)")
+    w = max(5, len(str(cm.max())) + 1)
+    print(" " * 6 + "".join(str(j).rjust(w) for j in range(k)))
+    for i in range(k):
+        print(str(i).rjust(5) + " " + "".join(str(v).rjust(w) for v in cm[i]))
+    return 0
+
+
+# -------------------------------------------------------------------- parser
+def _common(p, data=True, training=True):
+    p.add_argument("--backend", choices=BACKENDS[:2], default="cpu",
+                   help="cpu (NumPy) or gpu (CuPy); default cpu")
+    if data:
+        p.add_argument("--dataset", choices=DATASETS, default="digits",
+                       help="digits (bundled, default), mnist or fashion-mnist")
+        p.add_argument("--data-dir", default=None,
+                       help="folder with the MNIST/Fashion-MNIST .gz files")
+        p.add_argument("--no-download", action="store_true",
+                       help="never download; fail if the files are not found")
+    if training:
+        p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+        p.add_argument("--epochs", type=int, default=EPOCHS)
+        p.add_argument("--eval-every", type=int, default=EVAL_EVERY)
+        p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+        p.add_argument("--seed", type=int, default=SEED)
+        p.add_argument("--early-stopping", choices=("validation", "test"), default="validation",
+                       help="pick the model on a 10%% validation split of the training set "
+                            "(default) or on the test set, as the study did")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="nnx", description="nnx: the study's neural networks on NumPy or CuPy")
+    parser.add_argument("--version", action="version", version=f"nnx {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("reproduce", help="run the study's 8-step ladder and tabulate it")
+    _common(p)
+    p.add_argument("--steps", default="1-8", help="which steps, e.g. 1-8 (default) or 5,7")
+    p.add_argument("--out", default="results", help="folder for results.json and results.png")
+    p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("train", help="train one network and save a checkpoint")
+    _common(p)
+    p.add_argument("--hidden", default="89", help="hidden sizes, e.g. 89 or 178,46")
+    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh")
+    p.add_argument("--dropout", type=float, default=1.0, help="keep probability, (0, 1]")
+    p.add_argument("--init", choices=("glorot", "he", "standard"), default="glorot")
+    p.add_argument("--loss", choices=sorted(LOSSES), default="softmax_cross_entropy")
+    p.add_argument("--optimizer", choices=("sgd", "momentum"), default="momentum")
+    p.add_argument("--lr", type=float, default=0.2)
+    p.add_argument("--final-lr", type=float, default=None)
+    p.add_argument("--decay", choices=DECAY_TYPES, default=None)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--out", default="model.npz", help="checkpoint path (default model.npz)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="accuracy and confusion matrix of a checkpoint")
+    p.add_argument("checkpoint")
+    _common(p, training=False)
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, ValueError, TypeError, FileNotFoundError, CheckpointError,
+            BackendUnavailableError) as exc:
+        print(f"nnx {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nnx: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

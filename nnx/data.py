@@ -1,0 +1,557 @@
+"""Datasets and the study's preprocessing, on the host with NumPy.
+
+``load_dataset(name)`` gives a ``Dataset`` of train and test arrays for
+"digits" (scikit-learn's bundled 8x8 digits), "mnist" or "fashion-mnist" (the
+standard gzip IDX files). ``standardize`` and ``one_hot`` are the study's
+``StandardScaler`` and ``OneHotEncoder`` steps.
+
+Where the IDX files are looked for, first complete folder wins:
+
+1. ``data_dir`` (files directly in it, or in ``data_dir/<name>/``);
+2. ``$NNX_DATA/<name>/``, then ``$NNX_DATA`` itself;
+3. the user cache, ``$XDG_CACHE_HOME/nnx/<name>`` or ``~/.cache/nnx/<name>``;
+4. the system folder a package installs (Debian's ``dataset-fashion-mnist``
+   puts Fashion-MNIST in ``/usr/share/datasets/fashion-mnist``).
+
+If none has all four files and ``download=True``, the missing ones are fetched
+from the published mirror into the user cache, each checked against its
+SHA-256 before it is written (atomically). Every file loaded with
+``verify=True`` (the default) must match the official checksum; ``verify=False``
+skips that comparison (for your own IDX files) but keeps the format checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import http.client
+import os
+import struct
+import tempfile
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "DATASETS", "Dataset", "DatasetError", "DatasetNotFound", "load_dataset",
+    "standardize", "one_hot", "read_idx", "parse_idx", "atomic_write", "cache_dir",
+    "search_dirs",
+]
+
+DATASETS = ("digits", "mnist", "fashion-mnist")
+
+
+class DatasetError(ValueError):
+    """A dataset file is truncated, corrupted, not in IDX format, or fails its checksum."""
+
+
+class DatasetNotFound(FileNotFoundError):
+    """The dataset's files are in none of the searched folders and could not be
+    downloaded. ``files`` are the names needed, ``folder`` where to put them,
+    ``searched`` the folders looked in."""
+
+    def __init__(self, message, *, dataset=None, files=(), folder=None, searched=()):
+        super().__init__(message)
+        self.dataset = dataset
+        self.files = tuple(files)
+        self.folder = folder
+        self.searched = tuple(searched)
+
+
+@dataclass(frozen=True, repr=False)
+class Dataset:
+    """Train and test arrays on the host: ``X_*`` float32 ``(rows, features)``
+    raw pixel/feature values, ``y_*`` int64 class ids in ``[0, n_classes)``."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    name: str
+    n_classes: int
+    class_names: tuple[str, ...] | None = None
+    source: str = ""
+
+    def __post_init__(self):
+        for split in ("train", "test"):
+            X, y = getattr(self, f"X_{split}"), getattr(self, f"y_{split}")
+            if X.ndim != 2 or X.dtype != np.float32:
+                raise ValueError(f"X_{split} must be 2-D float32, got {X.dtype} {X.shape}")
+            if y.ndim != 1 or y.dtype != np.int64 or y.shape[0] != X.shape[0]:
+                raise ValueError(
+                    f"y_{split} must be 1-D int64 with one entry per row of X_{split} "
+                    f"({X.shape[0]}), got {y.dtype} {y.shape}"
+                )
+        if self.X_train.shape[1] != self.X_test.shape[1]:
+            raise ValueError(
+                f"X_train has {self.X_train.shape[1]} features, X_test {self.X_test.shape[1]}"
+            )
+
+    @property
+    def n_features(self):
+        return self.X_train.shape[1]
+
+    def __repr__(self):
+        return (f"Dataset(name={self.name!r}, train={self.X_train.shape}, "
+                f"test={self.X_test.shape}, n_classes={self.n_classes}, source={self.source!r})")
+
+
+# ---------------------------------------------------------------------------
+# Known files and checksums
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _File:
+    name: str
+    magic: int            # 0x801: unsigned bytes, 1-D (labels); 0x803: 3-D (images)
+    gz_sha256: str        # the .gz exactly as the mirror serves it (checked on download)
+    idx_sha256: str | None = None  # the decompressed IDX bytes, where known
+
+
+@dataclass(frozen=True)
+class _IdxInfo:
+    title: str
+    files: tuple[_File, _File, _File, _File]  # train images, train labels, test images, labels
+    mirrors: tuple[str, ...]
+    class_names: tuple[str, ...]
+    system_dirs: tuple[str, ...] = ()
+    hint: str = ""
+
+
+_NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+_MAGICS = (0x803, 0x801, 0x803, 0x801)
+
+# Fashion-MNIST. gz_sha256: the archives in zalandoresearch/fashion-mnist's S3
+# bucket (the README lists their MD5s; these SHA-256s are the ones published
+# for the same files, 26,421,880 bytes etc.). Debian's package ships the same
+# deflate streams with the gzip header rewritten (mtime set to the build date,
+# file name dropped, by dh_strip_nondeterminism), so its .gz bytes differ from
+# the mirror's; putting the header back rebuilds the mirror's bytes exactly
+# (tests/test_data.py checks this). Loading therefore compares the SHA-256 of
+# the decompressed IDX data, computed from the Debian files, which any
+# faithful re-compression keeps.
+_FASHION = (
+    ("3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+     "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+    ("a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+     "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+    ("346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+     "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+    ("67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+     "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+)
+
+# MNIST: SHA-256 of LeCun's original archives (9,912,422 / 28,881 / 1,648,877 /
+# 4,542 bytes), which the ossci-datasets mirror used by torchvision serves
+# unchanged (torchvision lists their MD5s, f68b3c2d..., d53e105e..., 9fb629c4...,
+# ec29112d...). No packaged copy was at hand to hash the decompressed data, so
+# MNIST files are verified on the .gz bytes: a re-compressed copy fails and
+# needs verify=False.
+_MNIST = (
+    ("440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", None),
+    ("3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", None),
+    ("8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", None),
+    ("f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", None),
+)
+
+
+def _files(digests):
+    return tuple(_File(n, m, gz, idx)
+                 for n, m, (gz, idx) in zip(_NAMES, _MAGICS, digests, strict=True))
+
+
+_IDX_DATASETS = {
+    "mnist": _IdxInfo(
+        title="MNIST",
+        files=_files(_MNIST),
+        mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/",
+                 "http://yann.lecun.com/exdb/mnist/"),
+        class_names=tuple(str(d) for d in range(10)),
+    ),
+    "fashion-mnist": _IdxInfo(
+        title="Fashion-MNIST",
+        files=_files(_FASHION),
+        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                     "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        system_dirs=("/usr/share/datasets/fashion-mnist",),
+        hint="On Debian/Ubuntu: apt-get install dataset-fashion-mnist",
+    ),
+}
+
+_MAX_DOWNLOAD = 64 * 2**20  # the largest file is 26 MB; refuse anything far bigger
+
+
+# ---------------------------------------------------------------------------
+# IDX files
+# ---------------------------------------------------------------------------
+
+_IDX_TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
+              0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+def parse_idx(data, path="<bytes>", magic=None):
+    """The array in IDX bytes ``data`` (read-only, it views ``data``).
+
+    Checks the magic number (``magic``, e.g. ``0x803`` for a 3-D unsigned-byte
+    file, when given), the header and that the payload is exactly as long as the
+    dimensions say; raises ``DatasetError`` naming ``path`` otherwise."""
+    if len(data) < 4:
+        raise DatasetError(f"{path}: {len(data)} bytes is too short for an IDX header")
+    found = struct.unpack(">I", data[:4])[0]
+    code, ndim = data[2], data[3]
+    if magic is not None and found != magic:
+        raise DatasetError(f"{path}: IDX magic number is 0x{found:08x}, expected 0x{magic:08x} "
+                           f"({_describe_magic(magic)})")
+    if data[0] or data[1] or code not in _IDX_TYPES or ndim == 0:
+        raise DatasetError(f"{path}: 0x{found:08x} is not an IDX magic number")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DatasetError(f"{path}: IDX header truncated ({len(data)} of {header} bytes)")
+    dims = struct.unpack(f">{ndim}I", data[4:header])
+    dtype = _IDX_TYPES[code]
+    need = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    have = len(data) - header
+    if have != need:
+        why = "truncated" if have < need else "trailing bytes"
+        raise DatasetError(f"{path}: IDX payload is {have} bytes but dims {dims} need {need} "
+                           f"({why})")
+    return np.frombuffer(data, dtype=dtype, count=need // dtype.itemsize,
+                         offset=header).reshape(dims)
+
+
+def _describe_magic(magic):
+    kind = {0x08: "unsigned bytes", 0x09: "signed bytes", 0x0B: "int16", 0x0C: "int32",
+            0x0D: "float32", 0x0E: "float64"}.get((magic >> 8) & 0xFF, "unknown type")
+    return f"{kind}, {magic & 0xFF}-D"
+
+
+def _gunzip(blob, path):
+    try:
+        return gzip.decompress(blob)
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
+        raise DatasetError(f"{path}: corrupted or truncated gzip file ({e})") from e
+
+
+def read_idx(path, magic=None):
+    """The array in the IDX file at ``path`` (gzip-compressed if it ends in
+    ``.gz``), as a writable NumPy array; no checksum is compared."""
+    path = Path(path)
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        data = _gunzip(data, path)
+    return parse_idx(data, path, magic).copy()
+
+
+def _sha256(blob):
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _read_known(path, spec, info, verify):
+    """Read one of a dataset's files: gunzip, format checks, then the checksum
+    (format problems first, since their messages say more)."""
+    blob = path.read_bytes()
+    data = _gunzip(blob, path)
+    array = parse_idx(data, path, spec.magic)
+    if verify:
+        if spec.idx_sha256 is not None:
+            got, want, what = _sha256(data), spec.idx_sha256, "decompressed data"
+        else:
+            got, want, what = _sha256(blob), spec.gz_sha256, "file"
+        if got != want:
+            raise DatasetError(
+                f"{path}: checksum mismatch: SHA-256 of the {what} is {got}, the official "
+                f"{info.title} {spec.name} has {want}. The file is corrupted or not the "
+                f"official one: replace it, or pass verify=False to load your own IDX files"
+            )
+    return array
+
+
+# ---------------------------------------------------------------------------
+# Folders, the cache and downloads
+# ---------------------------------------------------------------------------
+
+def cache_dir(name):
+    """The user cache folder for dataset ``name``: ``$XDG_CACHE_HOME/nnx/<name>``,
+    or ``~/.cache/nnx/<name>`` when that variable is unset or not absolute."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return root / "nnx" / name
+
+
+def search_dirs(name, data_dir=None):
+    """The folders ``load_dataset(name, data_dir)`` looks in, in order."""
+    name = _canonical(name)
+    info = _IDX_DATASETS.get(name)
+    dirs = []
+    if data_dir is not None:
+        data_dir = Path(data_dir).expanduser()
+        dirs += [data_dir, data_dir / name]
+    env = os.environ.get("NNX_DATA", "")
+    if env:
+        env = Path(env).expanduser()
+        dirs += [env / name, env]
+    dirs.append(cache_dir(name))
+    if info is not None:
+        dirs += [Path(d) for d in info.system_dirs]
+    unique, seen = [], set()
+    for d in dirs:
+        key = os.path.abspath(d)
+        if key not in seen:
+            seen.add(key)
+            unique.append(d)
+    return unique
+
+
+@contextlib.contextmanager
+def atomic_write(path):
+    """Write ``path`` all at once: yields a binary file in the same folder,
+    then flushes, fsyncs and ``os.replace``s it onto ``path``. If the body
+    raises, the temporary file is removed and ``path`` is left as it was."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; cached data is not secret
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable (POSIX)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def _fetch(url):
+    """The bytes at ``url`` (tests replace this function; nothing else touches
+    the network)."""
+    with urllib.request.urlopen(url, timeout=60) as response:
+        blob = response.read(_MAX_DOWNLOAD + 1)
+    if len(blob) > _MAX_DOWNLOAD:
+        raise OSError(f"{url}: larger than {_MAX_DOWNLOAD} bytes, not a dataset file")
+    return blob
+
+
+def _download(info, folder, specs):
+    """Fetch ``specs`` into ``folder``, each verified before it is written.
+    Returns the problems (one line each) for the files that could not be had;
+    raises ``DatasetError`` when a mirror served a file with the wrong checksum."""
+    unreachable, corrupt = [], []
+    for spec in specs:
+        for base in info.mirrors:
+            url = base + spec.name
+            try:
+                blob = _fetch(url)
+            except (OSError, http.client.HTTPException) as e:  # URLError is an OSError
+                unreachable.append(f"{url}: {e}")
+                continue
+            got = _sha256(blob)
+            if got != spec.gz_sha256:
+                corrupt.append(f"{url}: SHA-256 {got}, expected {spec.gz_sha256}")
+                continue
+            folder.mkdir(parents=True, exist_ok=True)
+            with atomic_write(folder / spec.name) as f:
+                f.write(blob)
+            break
+    if corrupt:
+        raise DatasetError(f"{info.title}: downloaded file failed its checksum, nothing was "
+                           "written for it:\n  " + "\n  ".join(corrupt))
+    return unreachable
+
+
+def _not_found(name, info, searched, reason):
+    cache = cache_dir(name)
+    lines = [f"{info.title} files not found ({reason}).",
+             "Put these files:", *(f"    {f.name}" for f in info.files),
+             f"into the folder {cache}",
+             f"(or into data_dir=..., or $NNX_DATA/{name}/)."]
+    if info.hint:
+        lines.append(info.hint + ".")
+    lines.append("Searched:")
+    lines += [f"    {d}  (missing: {', '.join(m)})" for d, m in searched]
+    return DatasetNotFound("\n".join(lines), dataset=name, files=[f.name for f in info.files],
+                           folder=cache, searched=[d for d, _ in searched])
+
+
+def _load_idx(name, data_dir, download, verify):
+    info = _IDX_DATASETS[name]
+    searched, folder = [], None
+    for d in search_dirs(name, data_dir):
+        missing = [f.name for f in info.files if not (d / f.name).is_file()]
+        if not missing:
+            folder = d
+            break
+        searched.append((d, missing))
+    if folder is None:
+        if not download:
+            raise _not_found(name, info, searched, "download=False")
+        folder = cache_dir(name)
+        todo = [f for f in info.files if not (folder / f.name).is_file()]
+        problems = _download(info, folder, todo)
+        if problems:
+            raise _not_found(name, info, searched,
+                             "download failed:\n    " + "\n    ".join(problems))
+    # labels first: they are small, so a bad file is reported before the images load
+    y_train, y_test = (_read_known(folder / info.files[i].name, info.files[i], info, verify)
+                       for i in (1, 3))
+    X_train, X_test = (_read_known(folder / info.files[i].name, info.files[i], info, verify)
+                       for i in (0, 2))
+    n_classes = len(info.class_names)
+    for X, y, i in ((X_train, y_train, 0), (X_test, y_test, 2)):
+        if X.shape[0] != y.shape[0]:
+            raise DatasetError(f"{folder / info.files[i].name}: {X.shape[0]} images but "
+                               f"{info.files[i + 1].name} has {y.shape[0]} labels")
+        if y.size and int(y.max()) >= n_classes:
+            raise DatasetError(f"{folder / info.files[i + 1].name}: label {int(y.max())} is "
+                               f"not below {n_classes}")
+    return Dataset(
+        X_train=X_train.reshape(X_train.shape[0], -1).astype(np.float32),
+        y_train=y_train.astype(np.int64),
+        X_test=X_test.reshape(X_test.shape[0], -1).astype(np.float32),
+        y_test=y_test.astype(np.int64),
+        name=name, n_classes=n_classes, class_names=info.class_names, source=str(folder),
+    )
+
+
+# ---------------------------------------------------------------------------
+# scikit-learn sources
+# ---------------------------------------------------------------------------
+
+def _load_digits():
+    # imported here: scikit-learn is slow to import and only these loaders need it
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=0.25, random_state=0, stratify=y)
+    return Dataset(
+        X_train=X_train.astype(np.float32), y_train=y_train.astype(np.int64),
+        X_test=X_test.astype(np.float32), y_test=y_test.astype(np.int64),
+        name="digits", n_classes=10, class_names=tuple(str(d) for d in range(10)),
+        source="sklearn.datasets.load_digits (train_test_split: stratified, "
+               "test_size=0.25, random_state=0)",
+    )
+
+
+def _load_openml_mnist(data_dir, download):
+    """MNIST as the study loaded it: OpenML's mnist_784, whose first 60,000 rows
+    are the training set and last 10,000 the test set. ``data_dir`` is passed
+    as scikit-learn's ``data_home`` (its default, ~/scikit_learn_data, if None)."""
+    from sklearn.datasets import fetch_openml
+
+    try:
+        X, y = fetch_openml("mnist_784", version=1, return_X_y=True, as_frame=False,
+                            parser="auto", data_home=data_dir,
+                            download_if_missing=download)
+    except OSError as e:  # not cached and download=False, or no network
+        raise DatasetNotFound(
+            f"OpenML mnist_784 is not in scikit-learn's cache ({data_dir or 'its default'}) "
+            f"and could not be downloaded: {e}. Use load_dataset('mnist') for the IDX files.",
+            dataset="mnist", folder=data_dir) from e
+    X = np.asarray(X, dtype=np.float32)
+    y = np.asarray(y).astype(np.int64)  # OpenML gives the labels as strings
+    return Dataset(X_train=X[:60000], y_train=y[:60000], X_test=X[60000:], y_test=y[60000:],
+                   name="mnist", n_classes=10, class_names=tuple(str(d) for d in range(10)),
+                   source="openml:mnist_784 (sklearn.datasets.fetch_openml)")
+
+
+# ---------------------------------------------------------------------------
+# The entry point
+# ---------------------------------------------------------------------------
+
+_SOURCES = {"digits": ("sklearn",), "mnist": ("idx", "openml"), "fashion-mnist": ("idx",)}
+
+
+def _canonical(name):
+    key = str(name).strip().lower().replace("_", "-")
+    if key not in DATASETS:
+        raise ValueError(f"dataset {name!r} is not known; expected one of {DATASETS}")
+    return key
+
+
+def load_dataset(name, data_dir=None, download=True, *, source=None, verify=True) -> Dataset:
+    """Load dataset ``name`` ("digits", "mnist" or "fashion-mnist").
+
+    Parameters
+    ----------
+    data_dir : folder searched first for the IDX files (see the module
+        docstring for the full order); for ``source="openml"``, scikit-learn's
+        ``data_home``. Ignored for "digits".
+    download : fetch missing files into the user cache (else raise
+        ``DatasetNotFound``, which says which files to put where).
+    source : "idx" (default for mnist and fashion-mnist), "openml" (mnist via
+        ``fetch_openml("mnist_784")``, as in the study) or "sklearn" (digits).
+    verify : compare each IDX file with its official SHA-256; ``False`` for
+        your own IDX files (format checks still apply).
+
+    Raises ``DatasetError`` for a truncated, corrupted or wrong file.
+    """
+    name = _canonical(name)
+    source = _SOURCES[name][0] if source is None else source
+    if source not in _SOURCES[name]:
+        raise ValueError(f"source={source!r} is not available for {name!r}; "
+                         f"expected one of {_SOURCES[name]}")
+    if source == "sklearn":
+        return _load_digits()
+    if source == "openml":
+        return _load_openml_mnist(data_dir, download)
+    return _load_idx(name, data_dir, download, verify)
+
+
+# ---------------------------------------------------------------------------
+# Preprocessing
+# ---------------------------------------------------------------------------
+
+def standardize(X_train, X_test):
+    """Both sets standardised with the training set's per-feature mean and
+    (population) standard deviation, as float32, like the study's
+    ``StandardScaler``. Features constant on the training set are only
+    centred: dividing by their zero spread would give NaN or inf."""
+    X_train, X_test = np.asarray(X_train), np.asarray(X_test)
+    if X_train.ndim != 2 or X_test.ndim != 2:
+        raise ValueError(f"X_train and X_test must be 2-D, got {X_train.shape} and "
+                         f"{X_test.shape}")
+    if X_train.shape[0] == 0:
+        raise ValueError("X_train has no rows to take the mean and std of")
+    if X_train.shape[1] != X_test.shape[1]:
+        raise ValueError(f"X_train has {X_train.shape[1]} features, X_test {X_test.shape[1]}")
+    # statistics in float64 (sums over 60,000 rows); exactly constant features are
+    # found by their range, since their computed std may be a rounding error, not 0
+    mean = X_train.mean(axis=0, dtype=np.float64)
+    std = X_train.std(axis=0, dtype=np.float64)
+    constant = X_train.max(axis=0) == X_train.min(axis=0)
+    scale = np.where(constant | (std == 0), 1.0, std)
+    mean32, scale32 = mean.astype(np.float32), scale.astype(np.float32)
+    return tuple(((X.astype(np.float32) - mean32) / scale32).astype(np.float32, copy=False)
+                 for X in (X_train, X_test))
+
+
+def one_hot(y, n_classes):
+    """Float32 rows with a 1 in column ``y[i]``: shape ``(len(y), n_classes)``."""
+    y = np.asarray(y)
+    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) \
+            or n_classes < 1:
+        raise ValueError(f"n_classes={n_classes!r} must be a positive integer")
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-D class ids, got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(f"y must hold integer class ids, got dtype {y.dtype}")
+    if y.size and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+        raise ValueError(f"class ids must be in [0, {n_classes}), got {int(y.min())}.."
+                         f"{int(y.max())}")
+    out = np.zeros((y.shape[0], int(n_classes)), dtype=np.float32)
+    out[np.arange(y.shape[0]), y] = 1.0
+    return out

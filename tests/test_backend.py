@@ -1,0 +1,153 @@
+"""The backend shim: selection, errors, the import boundary, and the rule that
+device backends only override the reference backend, never extend it."""
+
+import ast
+import inspect
+import pathlib
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import nnx
+from nnx import backend as backend_mod
+from nnx.backend import Backend, BackendUnavailableError, get_backend
+from nnx.backend.base import Backend as BaseBackend
+from nnx.backend.numpy_backend import NumpyBackend
+from nnx.backend.strict_backend import StrictBackend
+
+PKG = pathlib.Path(nnx.__file__).parent
+# host-side input/output may use NumPy (datasets, checkpoint files, the command
+# line); the compute path may not
+HOST_IO = {"data.py", "checkpoint.py", "cli.py", "__main__.py", "report.py"}
+
+
+def _imports(path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module.split(".")[0]
+
+
+def test_only_the_shim_imports_numpy_or_cupy():
+    offenders = []
+    for path in PKG.rglob("*.py"):
+        rel = path.relative_to(PKG)
+        mods = set(_imports(path))
+        if "cupy" in mods and rel != pathlib.Path("backend/cupy_backend.py"):
+            offenders.append(f"{rel} imports cupy")
+        if "numpy" in mods and rel.parts[0] != "backend" and rel.name not in HOST_IO:
+            offenders.append(f"{rel} imports numpy")
+    assert not offenders, offenders
+
+
+def test_boundary_check_catches_a_violation(tmp_path):
+    bad = tmp_path / "ops.py"
+    bad.write_text("import numpy as np\nfrom cupy import ndarray\n")
+    assert {"numpy", "cupy"} <= set(_imports(bad))
+
+
+def test_import_is_lazy_and_quick():
+    code = ("import sys, time; t = time.perf_counter(); import nnx; "
+            "dt = time.perf_counter() - t; "
+            "assert 'cupy' not in sys.modules, 'cupy imported'; "
+            "assert 'sklearn' not in sys.modules, 'sklearn imported'; "
+            "print(dt)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert float(out.stdout) < 2.0
+
+
+@pytest.mark.parametrize("cls", [NumpyBackend, StrictBackend])
+def test_backends_add_no_public_methods_and_keep_signatures(cls):
+    base = {n: m for n, m in inspect.getmembers(BaseBackend) if not n.startswith("_")}
+    for name, member in inspect.getmembers(cls):
+        if name.startswith("_"):
+            continue
+        assert name in base, f"{cls.__name__} adds public member {name!r}"
+        if callable(member) and name != "__init__":
+            assert inspect.signature(member) == inspect.signature(base[name]), name
+
+
+def test_cupy_backend_adds_no_public_methods():
+    # read the class without importing cupy: the module imports it lazily
+    from nnx.backend import cupy_backend
+    base = {n for n, _ in inspect.getmembers(BaseBackend) if not n.startswith("_")}
+    for name, member in vars(cupy_backend.CupyBackend).items():
+        if name.startswith("_"):
+            continue
+        assert name in base, f"CupyBackend adds public member {name!r}"
+        if callable(member):
+            assert inspect.signature(member) == inspect.signature(getattr(BaseBackend, name))
+
+
+def test_cpu_backend_basics():
+    b = get_backend("cpu")
+    assert b.name == "cpu" and b.xp is np and b.dtype == np.float32
+    assert get_backend("cpu", "float64").dtype == np.float64
+    x = b.asarray([[1, 2], [3, 4]])
+    assert x.dtype == np.float32
+    assert b.asarray(x) is x  # no copy when nothing changes
+    assert isinstance(b.to_numpy(x), np.ndarray)
+    b.synchronize()
+    assert get_backend(b) is b
+
+
+def test_unknown_backend_and_dtype_are_named():
+    with pytest.raises(ValueError, match=r"backend='tpu'.*'cpu', 'gpu', 'strict'"):
+        get_backend("tpu")
+    with pytest.raises(ValueError, match=r"dtype='float16'.*float32"):
+        get_backend("cpu", "float16")
+    with pytest.raises(ValueError, match="backend='tpu'"):
+        nnx.NeuralNetwork([nnx.Dense(2)], nnx.MeanSquaredError(), backend="tpu")
+
+
+@pytest.fixture
+def fresh_gpu_cache(monkeypatch):
+    monkeypatch.setattr(backend_mod, "_cache", {})
+
+
+def test_gpu_without_cupy_says_how_to_install(monkeypatch, fresh_gpu_cache):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` fail
+    with pytest.raises(BackendUnavailableError, match=r"CuPy.*pip install 'nnx-dl\[cuda12\]'"):
+        get_backend("gpu")
+    ok, why = nnx.gpu_available()
+    assert not ok and "CuPy" in why
+
+
+def test_gpu_without_device_says_so(monkeypatch, fresh_gpu_cache):
+    def no_device():
+        raise RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
+
+    runtime = types.SimpleNamespace(getDeviceCount=no_device)
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    with pytest.raises(BackendUnavailableError,
+                       match="cannot reach a CUDA device.*no CUDA-capable"):
+        get_backend("gpu")
+
+
+def test_backend_of_rejects_foreign_objects():
+    with pytest.raises(TypeError, match="expected a NumPy"):
+        backend_mod.backend_of([1.0, 2.0])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_array_has_the_compute_dtype(backend_name, dtype):
+    b = get_backend(backend_name, dtype)
+    gen = b.generator(0)
+    arrays = [b.zeros((3, 2)), b.empty((2,)), b.asarray(np.ones((2, 2))),
+              b.uniform(gen, (4,)), b.dropout_mask(gen, (5, 5), 0.5),
+              b.host_normal(np.random.default_rng(0), (3, 3))]
+    assert all(a.dtype == b.dtype for a in arrays)
+    assert isinstance(b, Backend)
+
+
+def test_permutation_is_a_permutation(backend_name):
+    b = get_backend(backend_name)
+    p = b.to_numpy(b.permutation(b.generator(3), 1000))
+    assert sorted(p.tolist()) == list(range(1000))
+    assert not np.array_equal(p, np.arange(1000))

@@ -1,0 +1,531 @@
+"""nnx.data: the real Fashion-MNIST files (from Debian's dataset-fashion-mnist
+package; skipped where it is absent), scikit-learn's digits, and small IDX
+files written here for the search order, the format checks and downloads.
+No test touches the network: ``_fetch`` is replaced in every one."""
+
+import dataclasses
+import gzip
+import hashlib
+import struct
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnx import data
+from nnx.data import (
+    Dataset,
+    DatasetError,
+    DatasetNotFound,
+    atomic_write,
+    load_dataset,
+    one_hot,
+    parse_idx,
+    read_idx,
+    search_dirs,
+    standardize,
+)
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+HAVE_FASHION = all((FASHION_DIR / n).is_file() for n in NAMES)
+needs_fashion = pytest.mark.skipif(
+    not HAVE_FASHION,
+    reason=f"Fashion-MNIST not in {FASHION_DIR}: install Debian's package with "
+           "'apt-get install -y dataset-fashion-mnist'",
+)
+FASHION_MIRROR = data._IDX_DATASETS["fashion-mnist"].mirrors[0]
+
+
+def _no_network(url):
+    raise AssertionError(f"a test tried to download {url}")
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch, tmp_path):
+    """No $NNX_DATA, a fresh user cache, and no network."""
+    monkeypatch.delenv("NNX_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.setattr(data, "_fetch", _no_network)
+
+
+@pytest.fixture
+def no_system_dirs(monkeypatch):
+    """Hide the Debian folder, so Fashion-MNIST must come from elsewhere."""
+    info = data._IDX_DATASETS["fashion-mnist"]
+    monkeypatch.setitem(data._IDX_DATASETS, "fashion-mnist",
+                        dataclasses.replace(info, system_dirs=()))
+
+
+@pytest.fixture(scope="module")
+def fashion(tmp_path_factory):
+    """Fashion-MNIST loaded once (about a second), found by the default search."""
+    if not HAVE_FASHION:
+        pytest.skip(f"Fashion-MNIST not in {FASHION_DIR}: "
+                    "apt-get install -y dataset-fashion-mnist")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("NNX_DATA", raising=False)
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg")))
+        mp.setattr(data, "_fetch", _no_network)
+        return load_dataset("fashion-mnist", download=False)
+
+
+# --- helpers for synthetic IDX files -------------------------------------------
+
+def idx_bytes(array):
+    array = np.asarray(array, dtype=np.uint8)
+    return (struct.pack(">I", 0x800 | array.ndim)
+            + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes())
+
+
+def write_synthetic(folder, mark, n_train=4, n_test=2):
+    """Four tiny gzip IDX files whose labels are all ``mark``, to tell folders apart."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(mark)
+    arrays = (rng.integers(0, 256, (n_train, 3, 3)), np.full(n_train, mark),
+              rng.integers(0, 256, (n_test, 3, 3)), np.full(n_test, mark))
+    for name, array in zip(NAMES, arrays, strict=True):
+        (folder / name).write_bytes(gzip.compress(idx_bytes(array), mtime=0))
+    return folder
+
+
+def mark_of(ds):
+    (mark,) = set(ds.y_train.tolist()) | set(ds.y_test.tolist())
+    return mark
+
+
+def folder_with(tmp_path, name, blob):
+    """A folder with the real Fashion-MNIST files linked in, ``name`` replaced by ``blob``."""
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    for n in NAMES:
+        if n == name:
+            (folder / n).write_bytes(blob)
+        else:
+            (folder / n).symlink_to(FASHION_DIR / n)
+    return folder
+
+
+# Debian's package rewrote each gzip header (dh_strip_nondeterminism: mtime set to
+# the package's date, the stored file name dropped) but kept upstream's deflate
+# data. Upstream's headers had these mtimes (found by matching its published
+# SHA-256s), so putting the header back gives the mirror's exact bytes.
+UPSTREAM_MTIME = {"train-images-idx3-ubyte.gz": 1504176606,
+                  "train-labels-idx1-ubyte.gz": 1504176606,
+                  "t10k-images-idx3-ubyte.gz": 1504176627,
+                  "t10k-labels-idx1-ubyte.gz": 1504176627}
+
+
+def upstream_archive(name):
+    blob = (FASHION_DIR / name).read_bytes()
+    if blob[:4] != b"\x1f\x8b\x08\x00":
+        pytest.skip(f"{name}: Debian's gzip header changed; cannot rebuild upstream's")
+    return (b"\x1f\x8b\x08\x08" + struct.pack("<I", UPSTREAM_MTIME[name]) + blob[8:10]
+            + name[:-3].encode() + b"\0" + blob[10:])
+
+
+# --- Fashion-MNIST, the real files -----------------------------------------------
+
+def test_fashion_shapes_dtypes_and_class_counts(fashion):
+    assert fashion.name == "fashion-mnist" and fashion.n_classes == 10
+    assert fashion.X_train.shape == (60000, 784) and fashion.X_test.shape == (10000, 784)
+    assert fashion.y_train.shape == (60000,) and fashion.y_test.shape == (10000,)
+    assert fashion.X_train.dtype == fashion.X_test.dtype == np.float32
+    assert fashion.y_train.dtype == fashion.y_test.dtype == np.int64
+    assert np.array_equal(np.bincount(fashion.y_train, minlength=10), np.full(10, 6000))
+    assert np.array_equal(np.bincount(fashion.y_test, minlength=10), np.full(10, 1000))
+    # raw pixel values, not rescaled
+    assert fashion.X_train.min() == 0 and fashion.X_train.max() == 255
+    assert len(fashion.class_names) == 10 and fashion.class_names[9] == "Ankle boot"
+    # nothing in $NNX_DATA or the cache: the Debian folder is where it came from
+    assert fashion.source == str(FASHION_DIR)
+
+
+@needs_fashion
+def test_fashion_files_match_the_checksums():
+    for spec in data._IDX_DATASETS["fashion-mnist"].files:
+        raw = gzip.decompress((FASHION_DIR / spec.name).read_bytes())
+        assert hashlib.sha256(raw).hexdigest() == spec.idx_sha256, spec.name
+
+
+@needs_fashion
+def test_debian_files_rebuild_the_mirror_archives():
+    # ties the download checksums to the packaged data: same deflate stream
+    for spec in data._IDX_DATASETS["fashion-mnist"].files:
+        assert hashlib.sha256(upstream_archive(spec.name)).hexdigest() == spec.gz_sha256
+
+
+@needs_fashion
+@pytest.mark.parametrize("how", ["truncated", "corrupted"])
+def test_damaged_real_file_raises_naming_it(tmp_path, how):
+    name = "train-labels-idx1-ubyte.gz"
+    blob = bytearray((FASHION_DIR / name).read_bytes())
+    if how == "truncated":
+        blob = blob[:len(blob) // 2]
+    else:
+        blob[len(blob) // 2] ^= 0xFF
+    folder = folder_with(tmp_path, name, bytes(blob))
+    with pytest.raises(DatasetError, match="gzip") as err:
+        load_dataset("fashion-mnist", data_dir=folder, download=False)
+    assert str(folder / name) in str(err.value)
+
+
+@needs_fashion
+@pytest.mark.parametrize("how", ["truncated", "corrupted"])
+def test_damaged_image_file_raises_in_read_idx(tmp_path, how):
+    blob = bytearray((FASHION_DIR / "t10k-images-idx3-ubyte.gz").read_bytes())
+    if how == "truncated":
+        blob = blob[:len(blob) // 2]
+    else:
+        blob[len(blob) // 2] ^= 0xFF
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(bytes(blob))
+    with pytest.raises(DatasetError, match="corrupted or truncated gzip") as err:
+        read_idx(path)
+    assert str(path) in str(err.value)
+
+
+@needs_fashion
+def test_altered_but_well_formed_file_fails_the_checksum(tmp_path):
+    name = "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress((FASHION_DIR / name).read_bytes()))
+    raw[8] = (raw[8] + 1) % 10  # one label changed: a valid IDX file, not the official one
+    folder = folder_with(tmp_path, name, gzip.compress(bytes(raw)))
+    with pytest.raises(DatasetError, match="checksum mismatch") as err:
+        load_dataset("fashion-mnist", data_dir=folder, download=False)
+    assert str(folder / name) in str(err.value) and "verify=False" in str(err.value)
+
+
+# --- the IDX format ------------------------------------------------------------
+
+def test_parse_idx_round_trip():
+    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    assert np.array_equal(parse_idx(idx_bytes(array), magic=0x803), array)
+
+
+def test_wrong_magic_number_raises_naming_the_file(tmp_path):
+    write_synthetic(tmp_path, mark=1)
+    # an images (3-D) file where the labels (1-D) belong
+    labels = tmp_path / "train-labels-idx1-ubyte.gz"
+    labels.write_bytes(gzip.compress(idx_bytes(np.zeros((4, 3, 3)))))
+    with pytest.raises(DatasetError, match="magic number is 0x00000803, expected 0x00000801"
+                       ) as err:
+        load_dataset("mnist", data_dir=tmp_path, download=False, verify=False)
+    assert str(labels) in str(err.value)
+
+
+@pytest.mark.parametrize("blob, message", [
+    (b"\x12\x34\x08\x01" + struct.pack(">I", 0), "not an IDX magic number"),
+    (b"\x00\x00", "too short"),
+    (b"\x00\x00\x08\x03\x00\x00\x00\x02", "header truncated"),
+    (idx_bytes(np.zeros((2, 3, 3)))[:-1], r"truncated\)"),
+    (idx_bytes(np.zeros((2, 3, 3))) + b"\0", "trailing bytes"),
+])
+def test_malformed_idx_raises(blob, message):
+    with pytest.raises(DatasetError, match=message) as err:
+        parse_idx(blob, "some/file.idx")
+    assert "some/file.idx" in str(err.value)
+
+
+def test_image_and_label_counts_must_agree(tmp_path):
+    write_synthetic(tmp_path, mark=2)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.ones(5))))
+    with pytest.raises(DatasetError, match="2 images but t10k-labels-idx1-ubyte.gz has 5"):
+        load_dataset("mnist", data_dir=tmp_path, download=False, verify=False)
+
+
+def test_labels_must_be_class_ids(tmp_path):
+    write_synthetic(tmp_path, mark=3)
+    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(idx_bytes(np.full(4, 10))))
+    with pytest.raises(DatasetError, match="label 10 is not below 10"):
+        load_dataset("mnist", data_dir=tmp_path, download=False, verify=False)
+
+
+def test_own_files_need_verify_false(tmp_path):
+    write_synthetic(tmp_path, mark=4)
+    with pytest.raises(DatasetError, match="checksum mismatch"):
+        load_dataset("mnist", data_dir=tmp_path, download=False)
+    ds = load_dataset("mnist", data_dir=tmp_path, download=False, verify=False)
+    assert ds.X_train.shape == (4, 9) and ds.X_test.shape == (2, 9)
+    assert ds.X_train.dtype == np.float32 and ds.y_train.dtype == np.int64
+    assert mark_of(ds) == 4 and ds.source == str(tmp_path)
+
+
+# --- where the files are looked for ---------------------------------------------
+
+def test_search_dirs_order(tmp_path, monkeypatch):
+    monkeypatch.setenv("NNX_DATA", str(tmp_path / "env"))
+    cache = tmp_path / "xdg-cache" / "nnx" / "fashion-mnist"
+    assert search_dirs("Fashion_MNIST", data_dir=tmp_path / "mine") == [
+        tmp_path / "mine", tmp_path / "mine" / "fashion-mnist",
+        tmp_path / "env" / "fashion-mnist", tmp_path / "env", cache, FASHION_DIR,
+    ]
+    assert search_dirs("mnist") == [tmp_path / "env" / "mnist", tmp_path / "env",
+                                    tmp_path / "xdg-cache" / "nnx" / "mnist"]
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")  # not absolute: ignored, per XDG
+    assert search_dirs("mnist")[-1] == Path.home() / ".cache" / "nnx" / "mnist"
+
+
+def test_search_order(tmp_path, monkeypatch):
+    def load(**kw):
+        return mark_of(load_dataset("mnist", download=False, verify=False, **kw))
+
+    mine, env = tmp_path / "mine", tmp_path / "env"
+    write_synthetic(mine, mark=1)
+    write_synthetic(env / "mnist", mark=2)
+    write_synthetic(tmp_path / "xdg-cache" / "nnx" / "mnist", mark=3)
+    monkeypatch.setenv("NNX_DATA", str(env))
+    assert load(data_dir=mine) == 1          # data_dir beats $NNX_DATA
+    assert load() == 2                       # $NNX_DATA/<name> beats the cache
+    assert load(data_dir=tmp_path / "empty") == 2  # an empty data_dir is passed over
+    write_synthetic(env, mark=5)
+    assert load() == 2                       # the per-dataset subfolder comes first
+    for name in NAMES:
+        (env / "mnist" / name).unlink()
+    assert load() == 5                       # files directly in $NNX_DATA
+    monkeypatch.delenv("NNX_DATA")
+    assert load() == 3                       # then the user cache
+    write_synthetic(tmp_path / "root" / "mnist", mark=6)
+    assert load(data_dir=tmp_path / "root") == 6  # data_dir/<name> also accepted
+
+
+def test_incomplete_folder_is_passed_over(tmp_path, monkeypatch):
+    write_synthetic(tmp_path / "a", mark=1)
+    (tmp_path / "a" / NAMES[3]).unlink()
+    write_synthetic(tmp_path / "xdg-cache" / "nnx" / "mnist", mark=3)
+    ds = load_dataset("mnist", data_dir=tmp_path / "a", download=False, verify=False)
+    assert mark_of(ds) == 3
+
+
+def test_missing_files_with_download_false(tmp_path):
+    with pytest.raises(DatasetNotFound) as err:
+        load_dataset("mnist", data_dir=tmp_path / "nowhere", download=False)
+    e = err.value
+    assert isinstance(e, FileNotFoundError)
+    message = str(e)
+    cache = tmp_path / "xdg-cache" / "nnx" / "mnist"
+    for name in NAMES:
+        assert name in message
+    assert f"into the folder {cache}" in message
+    assert str(tmp_path / "nowhere") in message and "download=False" in message
+    assert e.files == NAMES and e.folder == cache
+    assert not cache.exists()
+
+
+def test_missing_fashion_points_at_the_debian_package(no_system_dirs):
+    with pytest.raises(DatasetNotFound, match="apt-get install dataset-fashion-mnist"):
+        load_dataset("fashion-mnist", download=False)
+
+
+# --- downloads (with a stand-in for the network) -----------------------------------
+
+def test_no_network_raises_not_found(monkeypatch, tmp_path):
+    def offline(url):
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(data, "_fetch", offline)
+    with pytest.raises(DatasetNotFound, match="download failed") as err:
+        load_dataset("mnist")
+    assert "ossci-datasets" in str(err.value) and "no route to host" in str(err.value)
+    cache = tmp_path / "xdg-cache" / "nnx" / "mnist"
+    assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_download_with_bad_checksum_leaves_nothing(monkeypatch, tmp_path):
+    urls = []
+
+    def tampered(url):
+        urls.append(url)
+        return b"not the file you wanted"
+
+    monkeypatch.setattr(data, "_fetch", tampered)
+    with pytest.raises(DatasetError, match="failed its checksum") as err:
+        load_dataset("mnist")
+    assert urls[0] in str(err.value)
+    cache = tmp_path / "xdg-cache" / "nnx" / "mnist"
+    assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_download_is_verified_and_written_to_the_cache(monkeypatch, tmp_path):
+    # synthetic files standing in for the official ones (runs without the Debian package)
+    src = write_synthetic(tmp_path / "server", mark=7)
+    info = data._IDX_DATASETS["mnist"]
+    specs = tuple(dataclasses.replace(
+        f, gz_sha256=hashlib.sha256((src / f.name).read_bytes()).hexdigest(),
+        idx_sha256=hashlib.sha256(gzip.decompress((src / f.name).read_bytes())).hexdigest())
+        for f in info.files)
+    monkeypatch.setitem(data._IDX_DATASETS, "mnist", dataclasses.replace(info, files=specs))
+    urls = []
+
+    def fetch(url):
+        urls.append(url)
+        return (src / url.rsplit("/", 1)[1]).read_bytes()
+
+    monkeypatch.setattr(data, "_fetch", fetch)
+    ds = load_dataset("mnist")
+    cache = tmp_path / "xdg-cache" / "nnx" / "mnist"
+    assert urls == [info.mirrors[0] + n for n in NAMES]
+    assert sorted(p.name for p in cache.iterdir()) == sorted(NAMES)  # no temp files left
+    assert ds.source == str(cache) and mark_of(ds) == 7
+    monkeypatch.setattr(data, "_fetch", _no_network)  # now cached: no second download
+    assert mark_of(load_dataset("mnist")) == 7
+
+
+@needs_fashion
+def test_download_of_real_fashion_files(monkeypatch, tmp_path, no_system_dirs):
+    cache = tmp_path / "xdg-cache" / "nnx" / "fashion-mnist"
+    cache.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"):
+        (cache / name).symlink_to(FASHION_DIR / name)  # half there: fetch only the rest
+    urls = []
+
+    def fetch(url):
+        urls.append(url)
+        return upstream_archive(url.rsplit("/", 1)[1])
+
+    monkeypatch.setattr(data, "_fetch", fetch)
+    ds = load_dataset("fashion-mnist")
+    assert urls == [FASHION_MIRROR + "train-labels-idx1-ubyte.gz",
+                    FASHION_MIRROR + "t10k-labels-idx1-ubyte.gz"]
+    for name in ("train-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        assert (cache / name).read_bytes() == upstream_archive(name)
+    assert sorted(p.name for p in cache.iterdir()) == sorted(NAMES)
+    assert ds.source == str(cache) and ds.X_train.shape == (60000, 784)
+
+
+# --- atomic writes -----------------------------------------------------------------
+
+def test_atomic_write_replaces_the_file(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"old")
+    with atomic_write(path) as f:
+        f.write(b"new contents")
+    assert path.read_bytes() == b"new contents"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_atomic_write_leaves_no_partial_file(tmp_path, existing):
+    path = tmp_path / "f.bin"
+    if existing:
+        path.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="mid-way"):
+        with atomic_write(path) as f:
+            f.write(b"half of it")
+            raise RuntimeError("writer failed mid-way")
+    if existing:
+        assert path.read_bytes() == b"old"
+        assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+    else:
+        assert list(tmp_path.iterdir()) == []
+
+
+# --- digits and the other sources ---------------------------------------------------
+
+def test_digits_split():
+    ds = load_dataset("digits")
+    assert ds.X_train.shape == (1347, 64) and ds.X_test.shape == (450, 64)
+    assert ds.X_train.dtype == np.float32 and ds.y_train.dtype == np.int64
+    assert ds.n_classes == 10 and ds.name == "digits"
+    assert 0 <= ds.X_train.min() and ds.X_train.max() == 16
+    for y in (ds.y_train, ds.y_test):
+        assert set(np.unique(y)) == set(range(10))
+    # stratified: each class's share of the test set is within a row of a quarter
+    total = np.bincount(ds.y_train, minlength=10) + np.bincount(ds.y_test, minlength=10)
+    assert np.all(np.abs(np.bincount(ds.y_test, minlength=10) - total * 0.25) <= 1)
+    again = load_dataset("digits")
+    for field in ("X_train", "y_train", "X_test", "y_test"):
+        assert np.array_equal(getattr(ds, field), getattr(again, field))
+
+
+def test_openml_mnist_is_split_60k_10k(monkeypatch):
+    import sklearn.datasets
+
+    calls = {}
+
+    def fake_fetch_openml(name, **kw):
+        calls.update(kw, name=name)
+        X = np.arange(70000, dtype=np.float64)[:, None]
+        return X, np.array([str(i % 10) for i in range(70000)], dtype=object)
+
+    monkeypatch.setattr(sklearn.datasets, "fetch_openml", fake_fetch_openml)
+    ds = load_dataset("mnist", source="openml", download=False)
+    assert calls["name"] == "mnist_784" and calls["download_if_missing"] is False
+    assert ds.X_train.shape == (60000, 1) and ds.X_test.shape == (10000, 1)
+    assert ds.X_train[-1, 0] == 59999 and ds.X_test[0, 0] == 60000
+    assert ds.y_train.dtype == np.int64 and ds.y_test[:3].tolist() == [0, 1, 2]
+
+    def offline(name, **kw):
+        raise OSError("Data not found and `download_if_missing` is False")
+
+    monkeypatch.setattr(sklearn.datasets, "fetch_openml", offline)
+    with pytest.raises(DatasetNotFound, match="mnist_784"):
+        load_dataset("mnist", source="openml", download=False)
+
+
+def test_bad_names_and_sources():
+    with pytest.raises(ValueError, match="not known"):
+        load_dataset("cifar10")
+    with pytest.raises(ValueError, match="not available"):
+        load_dataset("fashion-mnist", source="openml")
+
+
+def test_dataset_checks_its_arrays():
+    X, y = np.zeros((3, 2), np.float32), np.zeros(3, np.int64)
+    with pytest.raises(ValueError, match="float32"):
+        Dataset(X.astype(np.float64), y, X, y, name="x", n_classes=2)
+    with pytest.raises(ValueError, match="one entry per row"):
+        Dataset(X, y[:2], X, y, name="x", n_classes=2)
+    assert "train=(3, 2)" in repr(Dataset(X, y, X, y, name="x", n_classes=2))
+
+
+# --- preprocessing ------------------------------------------------------------------
+
+def test_standardize_closed_form():
+    X_train = np.array([[1, 5, 2], [3, 5, 4]], dtype=np.float32)
+    X_test = np.array([[2, 7, 0]], dtype=np.float32)
+    # means (2, 5, 3), population stds (1, 0, 1); the constant column is only centred
+    tr, te = standardize(X_train, X_test)
+    assert tr.dtype == te.dtype == np.float32
+    np.testing.assert_array_equal(tr, [[-1, 0, -1], [1, 0, 1]])
+    np.testing.assert_array_equal(te, [[0, 2, -3]])
+    np.testing.assert_array_equal(X_train, [[1, 5, 2], [3, 5, 4]])  # inputs untouched
+
+
+def test_standardize_matches_the_studys_scaler():
+    from sklearn.preprocessing import StandardScaler
+
+    ds = load_dataset("digits")  # has all-zero pixel columns
+    tr, te = standardize(ds.X_train, ds.X_test)
+    scaler = StandardScaler().fit(ds.X_train.astype(np.float64))
+    np.testing.assert_allclose(tr, scaler.transform(ds.X_train), atol=1e-5)
+    np.testing.assert_allclose(te, scaler.transform(ds.X_test), atol=1e-5)
+    assert np.isfinite(tr).all() and np.isfinite(te).all()
+
+
+def test_standardize_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="features"):
+        standardize(np.zeros((2, 3)), np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="2-D"):
+        standardize(np.zeros(3), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="no rows"):
+        standardize(np.zeros((0, 3)), np.zeros((2, 3)))
+
+
+def test_one_hot_closed_form():
+    out = one_hot(np.array([2, 0, 1, 2]), 3)
+    assert out.dtype == np.float32 and out.shape == (4, 3)
+    np.testing.assert_array_equal(out, [[0, 0, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    assert one_hot(np.array([], dtype=np.int64), 4).shape == (0, 4)
+
+
+@pytest.mark.parametrize("y, n, error", [
+    ([0, 3], 3, ValueError), ([-1], 3, ValueError), ([0.0, 1.0], 3, TypeError),
+    ([[0, 1]], 3, ValueError), ([0], 0, ValueError),
+])
+def test_one_hot_rejects_bad_input(y, n, error):
+    with pytest.raises(error):
+        one_hot(np.array(y), n)

@@ -1,0 +1,220 @@
+"""Dense layers: finite-difference gradients, lazy setup and unshared activations (trap #4)."""
+
+import numpy as np
+import pytest
+
+import nnx
+from nnx import (
+    BiasAdd,
+    Dense,
+    Dropout,
+    LeakyReLU,
+    NeuralNetwork,
+    Sigmoid,
+    SoftmaxCrossEntropy,
+    Tanh,
+    WeightMultiply,
+)
+
+EPS = 1e-6
+RTOL = 1e-6
+
+
+def numeric_grad(f, x, eps=EPS):
+    """Central differences of the scalar ``f()`` with respect to ``x`` (perturbed in place)."""
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + eps
+        f_plus = f()
+        x[i] = old - eps
+        f_minus = f()
+        x[i] = old
+        grad[i] = (f_plus - f_minus) / (2 * eps)
+    return grad
+
+
+def assert_grad_close(analytic, numeric, rtol=RTOL):
+    analytic = np.asarray(analytic)
+    assert analytic.shape == numeric.shape
+    scale = max(float(np.max(np.abs(numeric))), 1e-12)
+    err = float(np.max(np.abs(analytic - numeric))) / scale
+    assert err < rtol, f"relative gradient error {err:.2e} >= {rtol:.0e}"
+
+
+def check_dense_grads(layer, x, rng):
+    """Input grad and W, B grads of ``sum(layer(x) * R)`` against central differences."""
+    out = layer.forward(x)
+    R = rng.standard_normal(out.shape)
+    input_grad = np.array(layer.backward(R), copy=True)
+    param_grads = [np.array(g, copy=True) for g in layer.param_grads()]
+    params = list(layer.params())
+    assert len(params) == len(param_grads) == 2
+
+    def f():
+        return float(np.sum(layer.forward(x) * R))
+
+    assert_grad_close(input_grad, numeric_grad(f, x))
+    for param, analytic in zip(params, param_grads, strict=True):
+        assert_grad_close(analytic, numeric_grad(f, param))
+
+
+# --------------------------------------------------- finite-difference checks
+
+@pytest.mark.parametrize("activation", ["linear", "sigmoid", "tanh", "relu", "leaky_relu",
+                                        "relu6"])
+def test_dense_gradients_match_finite_differences(activation):
+    rng = np.random.default_rng(0)
+    layer = Dense(3, activation)
+    x = rng.standard_normal((5, 4))
+    check_dense_grads(layer, x, rng)
+
+
+def test_dense_with_dropout_gradients_match_finite_differences_with_fixed_mask():
+    rng = np.random.default_rng(1)
+    layer = Dense(6, "tanh", dropout=0.6)
+    x = rng.standard_normal((5, 4))
+    layer.forward(x)  # sets the layer up and draws one mask
+    dropout = layer.operations[-1]
+    assert isinstance(dropout, Dropout)
+    mask = dropout.mask
+    assert np.any(mask == 0) and np.any(mask != 0)
+    dropout._draw_mask = lambda shape: mask
+    check_dense_grads(layer, x, rng)
+
+
+# ------------------------------------------------------------- lazy set-up
+
+def test_standalone_dense_sets_itself_up_from_the_input():
+    layer = Dense(3, "tanh")
+    assert not layer.built and list(layer.params()) == []
+    out = layer.forward(np.random.default_rng(2).standard_normal((5, 4)))
+    assert layer.built and layer.n_in == 4
+    W, B = layer.params()
+    assert W.shape == (4, 3) and B.shape == (1, 3)
+    assert W.dtype == B.dtype == out.dtype == np.float64
+    assert out.shape == (5, 3)
+
+
+def test_standalone_dense_in_float32_stays_float32():
+    layer = Dense(3)
+    out = layer.forward(np.ones((2, 4), dtype=np.float32))
+    assert out.dtype == np.float32
+    assert all(p.dtype == np.float32 for p in layer.params())
+
+
+def test_dense_computes_activation_of_affine_map():
+    rng = np.random.default_rng(3)
+    layer = Dense(3, "tanh")
+    x = rng.standard_normal((5, 4))
+    out = layer.forward(x)
+    W, B = layer.params()
+    np.testing.assert_allclose(out, np.tanh(x @ W + B), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dropout, n_ops", [(1.0, 3), (0.8, 4)])
+def test_dense_operations_in_order(dropout, n_ops):
+    layer = Dense(3, "relu", dropout=dropout)
+    layer.forward(np.ones((2, 4)))
+    ops = layer.operations
+    assert len(ops) == n_ops
+    assert isinstance(ops[0], WeightMultiply) and isinstance(ops[1], BiasAdd)
+    assert isinstance(ops[2], nnx.ReLU)
+    assert ops[2] is layer.activation
+    if n_ops == 4:
+        assert isinstance(ops[3], Dropout) and ops[3].keep_prob == 0.8
+
+
+# ----------------------------------------------- activations are never shared
+
+def test_same_activation_instance_is_not_shared_between_layers():
+    """Trap #4: one activation object (with its stored arrays) used by two layers."""
+    act = Tanh()
+    first, second = Dense(5, act), Dense(5, act)
+    assert first.activation is not second.activation
+    assert first.activation is not act and second.activation is not act
+    assert isinstance(first.activation, Tanh) and isinstance(second.activation, Tanh)
+
+
+def test_activation_instance_keeps_its_settings():
+    layer = Dense(4, LeakyReLU(0.3))
+    assert isinstance(layer.activation, LeakyReLU) and layer.activation.alpha == 0.3
+    out = layer.forward(-np.ones((1, 1)) * 1e3)
+    W, B = layer.params()
+    z = -1e3 * W + B
+    np.testing.assert_allclose(out, np.where(z > 0, z, 0.3 * z), rtol=1e-12)
+
+
+def test_default_activation_is_a_fresh_sigmoid_per_layer():
+    first, second = Dense(3), Dense(3)
+    assert isinstance(first.activation, Sigmoid) and isinstance(second.activation, Sigmoid)
+    assert first.activation is not second.activation
+
+
+def test_activation_class_gives_a_fresh_instance():
+    first, second = Dense(3, Tanh), Dense(3, Tanh)
+    assert isinstance(first.activation, Tanh)
+    assert first.activation is not second.activation
+
+
+def make_net(act1, act2, dtype="float32"):
+    layers = [Dense(5, act1), Dense(5, act2), Dense(3, "linear")]
+    return NeuralNetwork(layers, SoftmaxCrossEntropy(), seed=7, dtype=dtype)
+
+
+def train_data():
+    rng = np.random.default_rng(4)
+    return rng.standard_normal((8, 4)), rng.integers(0, 3, 8)
+
+
+def test_shared_activation_instance_gives_the_same_gradients_as_separate_ones():
+    X, y = train_data()
+    act = Tanh()
+    shared, separate = make_net(act, act), make_net(Tanh(), Tanh())
+    loss_shared = float(shared.train_batch(X, y))
+    loss_separate = float(separate.train_batch(X, y))
+    assert loss_shared == loss_separate
+    for g_shared, g_separate in zip(shared.param_grads(), separate.param_grads(), strict=True):
+        np.testing.assert_array_equal(g_shared, g_separate)
+
+
+def test_network_with_shared_activation_matches_finite_differences():
+    X, y = train_data()
+    act = Tanh()
+    net = make_net(act, act, dtype="float64")
+    net.train_batch(X, y)
+    grads = [np.array(g, copy=True) for g in net.param_grads()]
+    target = np.eye(3)[y]
+
+    def f():
+        return float(net.loss.forward(net.forward(X), target))
+
+    for param, analytic in zip(net.params(), grads, strict=True):
+        assert_grad_close(analytic, numeric_grad(f, param))
+
+
+# ------------------------------------------------------------ argument checks
+
+def test_unknown_activation_name_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="swish") as info:
+        Dense(3, "swish")
+    for name in ("linear", "sigmoid", "tanh", "relu", "leaky_relu", "relu6"):
+        assert repr(name) in str(info.value)
+
+
+@pytest.mark.parametrize("activation", [3, np.tanh, WeightMultiply(np.ones((2, 2)))])
+def test_activation_that_is_not_an_activation_is_rejected(activation):
+    with pytest.raises(TypeError, match="activation"):
+        Dense(3, activation)
+
+
+@pytest.mark.parametrize("neurons", [0, -1, 2.5, True, "3"])
+def test_dense_rejects_bad_neurons(neurons):
+    with pytest.raises(ValueError, match="neurons"):
+        Dense(neurons)
+
+
+@pytest.mark.parametrize("dropout", [0, -0.1, 1.5])
+def test_dense_rejects_keep_probability_outside_unit_interval(dropout):
+    with pytest.raises(ValueError, match="dropout"):
+        Dense(3, dropout=dropout)

@@ -1,0 +1,210 @@
+"""Losses: finite-difference gradients, closed forms and the softmax overflow traps."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from nnx import MeanSquaredError, SoftmaxCrossEntropy, get_backend
+
+EPS = 1e-6
+RTOL = 1e-6
+
+
+def numeric_grad(f, x, eps=EPS):
+    """Central differences of the scalar ``f()`` with respect to ``x`` (perturbed in place)."""
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + eps
+        f_plus = f()
+        x[i] = old - eps
+        f_minus = f()
+        x[i] = old
+        grad[i] = (f_plus - f_minus) / (2 * eps)
+    return grad
+
+
+def assert_grad_close(analytic, numeric, rtol=RTOL):
+    analytic = np.asarray(analytic)
+    assert analytic.shape == numeric.shape
+    scale = max(float(np.max(np.abs(numeric))), 1e-12)
+    err = float(np.max(np.abs(analytic - numeric))) / scale
+    assert err < rtol, f"relative gradient error {err:.2e} >= {rtol:.0e}"
+
+
+def one_hot(ids, n_classes):
+    out = np.zeros((len(ids), n_classes))
+    out[np.arange(len(ids)), ids] = 1.0
+    return out
+
+
+def ref_log_softmax(z):
+    """log softmax in float64 by log-sum-exp, independent of nnx."""
+    z = np.asarray(z, dtype=np.float64)
+    shifted = z - z.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+# --------------------------------------------------- finite-difference checks
+
+@pytest.mark.parametrize("n_rows, n_cols", [(4, 3), (7, 1)])
+def test_mse_gradient_matches_finite_differences(n_rows, n_cols):
+    rng = np.random.default_rng(0)
+    pred = rng.standard_normal((n_rows, n_cols))
+    target = rng.standard_normal((n_rows, n_cols))
+    loss = MeanSquaredError()
+    value = loss.forward(pred, target)
+    assert np.ndim(value) == 0
+    analytic = np.array(loss.backward(), copy=True)
+    numeric = numeric_grad(lambda: float(loss.forward(pred, target)), pred)
+    assert_grad_close(analytic, numeric)
+
+
+def test_softmax_cross_entropy_gradient_matches_finite_differences():
+    rng = np.random.default_rng(1)
+    logits = 2.0 * rng.standard_normal((6, 4))
+    target = one_hot(rng.integers(0, 4, 6), 4)
+    loss = SoftmaxCrossEntropy()
+    value = loss.forward(logits, target)
+    assert np.ndim(value) == 0
+    p = np.exp(ref_log_softmax(logits))
+    assert p.min() > 1e-6 and p.max() < 1 - 1e-6  # clipping inactive
+    analytic = np.array(loss.backward(), copy=True)
+    numeric = numeric_grad(lambda: float(loss.forward(logits, target)), logits)
+    assert_grad_close(analytic, numeric)
+
+
+# -------------------------------------------------------------- closed forms
+
+def test_mse_closed_form():
+    rng = np.random.default_rng(2)
+    pred, target = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    loss = MeanSquaredError()
+    value = float(loss.forward(pred, target))
+    assert value == pytest.approx(np.sum((pred - target) ** 2) / 4, rel=1e-12)  # rows, not cells
+    np.testing.assert_allclose(loss.backward(), 2.0 * (pred - target) / 4, rtol=1e-12)
+
+
+def test_softmax_cross_entropy_is_the_categorical_form():
+    """Trap #3: no -(1 - y) log(1 - p) terms; loss and gradient must agree."""
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((5, 4))
+    y = one_hot([0, 3, 1, 1, 2], 4)
+    loss = SoftmaxCrossEntropy()
+    value = float(loss.forward(logits, y))
+    logp = ref_log_softmax(logits)
+    p = np.exp(logp)
+    categorical = -np.sum(y * logp) / 5
+    binary = categorical - np.sum((1 - y) * np.log(1 - p)) / 5
+    assert value == pytest.approx(categorical, rel=1e-10)
+    assert value != pytest.approx(binary, rel=1e-3)
+    np.testing.assert_allclose(loss.backward(), (p - y) / 5, rtol=1e-10, atol=1e-15)
+
+
+def test_softmax_rows_sum_to_one_and_match_closed_form():
+    rng = np.random.default_rng(4)
+    logits = 3.0 * rng.standard_normal((8, 5))
+    p = get_backend("cpu", "float64").softmax(logits)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-12)
+    e = np.exp(logits)
+    np.testing.assert_allclose(p, e / e.sum(axis=1, keepdims=True), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("low, high", [(-5.0, 5.0), (88.0, 100.0), (-1e4, 1e4)])
+def test_softmax_rows_sum_to_one_without_overflow(dtype, low, high):
+    """Trap #2: softmax without the row maximum overflows near logit 88 in float32."""
+    logits = np.random.default_rng(5).uniform(low, high, (16, 10)).astype(dtype)
+    with warnings.catch_warnings(), np.errstate(over="raise", invalid="raise", divide="raise"):
+        warnings.simplefilter("error")
+        p = get_backend("cpu", dtype).softmax(logits)
+    assert p.dtype == np.dtype(dtype)
+    assert np.all(np.isfinite(p))
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(p, np.exp(ref_log_softmax(logits)), rtol=1e-4, atol=1e-7)
+
+
+def test_softmax_cross_entropy_large_float32_logits_match_float64_reference():
+    """Logits of 88-100 overflow exp in float32 unless the row maximum is subtracted."""
+    rng = np.random.default_rng(6)
+    logits = rng.uniform(88.0, 100.0, (8, 10)).astype(np.float32)
+    y = one_hot(rng.integers(0, 10, 8), 10).astype(np.float32)
+    loss = SoftmaxCrossEntropy()
+    with warnings.catch_warnings(), np.errstate(over="raise", invalid="raise", divide="raise"):
+        warnings.simplefilter("error")
+        value = loss.forward(logits, y)
+        grad = loss.backward()
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
+    logp = ref_log_softmax(logits)
+    assert float(value) == pytest.approx(-np.sum(y * logp) / 8, rel=1e-4)
+    np.testing.assert_allclose(grad, (np.exp(logp) - y) / 8, atol=1e-6)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0], ids=["right", "wrong"])
+def test_softmax_cross_entropy_extreme_float32_logits_stay_finite(sign):
+    """Logits of +-1e4: the loss is clipped (finite), the gradient is (softmax - y)/n."""
+    logits = np.full((4, 3), -1e4, dtype=np.float32)
+    logits[:, 0] = 1e4
+    y = one_hot([0, 0, 0, 0] if sign > 0 else [1, 2, 1, 2], 3).astype(np.float32)
+    loss = SoftmaxCrossEntropy()
+    with warnings.catch_warnings(), np.errstate(over="raise", invalid="raise", divide="raise"):
+        warnings.simplefilter("error")
+        value = float(loss.forward(logits, y))
+        grad = loss.backward()
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
+    if sign > 0:
+        assert value == pytest.approx(0.0, abs=1e-6)
+    else:  # the target's probability is clipped at eps: loss is -log(eps)
+        assert value == pytest.approx(-np.log(1e-9), rel=1e-4)
+    softmax = one_hot([0, 0, 0, 0], 3)
+    np.testing.assert_allclose(grad, (softmax - y) / 4, atol=1e-7)
+
+
+@pytest.mark.parametrize("make_loss", [MeanSquaredError, SoftmaxCrossEntropy],
+                         ids=["mse", "softmax_cross_entropy"])
+def test_loss_on_every_backend_matches_host_reference(backend_name, make_loss):
+    b = get_backend(backend_name, "float32")
+    rng = np.random.default_rng(7)
+    pred_host = rng.standard_normal((6, 4)).astype(np.float32)
+    y_host = one_hot(rng.integers(0, 4, 6), 4).astype(np.float32)
+    loss = make_loss()
+    value = loss.forward(b.asarray(pred_host), b.asarray(y_host))
+    grad = loss.backward()
+    assert b.owns(grad)
+    assert tuple(value.shape) == ()
+    pred = pred_host.astype(np.float64)
+    if make_loss is MeanSquaredError:
+        ref, ref_grad = np.sum((pred - y_host) ** 2) / 6, 2 * (pred - y_host) / 6
+    else:
+        logp = ref_log_softmax(pred)
+        ref, ref_grad = -np.sum(y_host * logp) / 6, (np.exp(logp) - y_host) / 6
+    assert b.to_float(value) == pytest.approx(ref, rel=1e-5)
+    np.testing.assert_allclose(b.to_numpy(grad), ref_grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("make_loss", [MeanSquaredError, SoftmaxCrossEntropy],
+                         ids=["mse", "softmax_cross_entropy"])
+def test_loss_value_is_a_0d_array_on_the_device(backend_name, make_loss):
+    """The documented contract: a 0-d array of the prediction's backend, not a scalar."""
+    b = get_backend(backend_name, "float32")
+    pred = b.asarray(np.eye(3, dtype=np.float32))
+    value = make_loss().forward(pred, b.asarray(np.eye(3, dtype=np.float32)[::-1].copy()))
+    assert b.owns(value), f"loss value is a {type(value).__name__}, not a {b.name} array"
+    assert tuple(value.shape) == ()
+    assert str(value.dtype).endswith("float32")
+
+
+# ----------------------------------------------------------- argument checks
+
+@pytest.mark.parametrize("make_loss", [MeanSquaredError, SoftmaxCrossEntropy],
+                         ids=["mse", "softmax_cross_entropy"])
+def test_loss_rejects_target_of_another_shape(make_loss):
+    with pytest.raises(ValueError, match=r"\(4, 2\)"):
+        make_loss().forward(np.zeros((4, 3)), np.zeros((4, 2)))
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-9, 0.5, 2.0])
+def test_softmax_cross_entropy_rejects_bad_eps(eps):
+    with pytest.raises(ValueError, match="eps"):
+        SoftmaxCrossEntropy(eps=eps)

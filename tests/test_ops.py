@@ -1,0 +1,347 @@
+"""Operations: finite-difference gradients, closed forms, shape checks and dropout."""
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+from nnx import (
+    BiasAdd,
+    Dropout,
+    LeakyReLU,
+    Linear,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    Tanh,
+    WeightMultiply,
+    get_backend,
+)
+
+EPS = 1e-6
+RTOL = 1e-6
+
+
+# ------------------------------------------------------------------ helpers
+
+def numeric_grad(f, x, eps=EPS):
+    """Central differences of the scalar ``f()`` with respect to ``x`` (perturbed in place)."""
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + eps
+        f_plus = f()
+        x[i] = old - eps
+        f_minus = f()
+        x[i] = old
+        grad[i] = (f_plus - f_minus) / (2 * eps)
+    return grad
+
+
+def assert_grad_close(analytic, numeric, rtol=RTOL):
+    """Largest absolute difference relative to the largest numeric entry."""
+    analytic = np.asarray(analytic)
+    assert analytic.shape == numeric.shape
+    scale = max(float(np.max(np.abs(numeric))), 1e-12)
+    err = float(np.max(np.abs(analytic - numeric))) / scale
+    assert err < rtol, f"relative gradient error {err:.2e} >= {rtol:.0e}"
+
+
+def smooth_x(rng):
+    return 2.0 * rng.standard_normal((4, 5))
+
+
+def away_from_zero(rng):
+    """Inputs at least 0.1 away from the kink at 0."""
+    return rng.choice([-1.0, 1.0], size=(4, 5)) * rng.uniform(0.1, 3.0, (4, 5))
+
+
+def relu6_x(rng):
+    """Inputs in each of ReLU6's three pieces, at least 0.1 away from 0 and 6."""
+    pieces = [rng.uniform(-3.0, -0.1, 7), rng.uniform(0.1, 5.9, 7), rng.uniform(6.1, 9.0, 6)]
+    return rng.permutation(np.concatenate(pieces)).reshape(4, 5)
+
+
+def to_host(backend, x):
+    return backend.to_numpy(x)
+
+
+ACTIVATION_CASES = [
+    ("linear", Linear, smooth_x),
+    ("sigmoid", Sigmoid, smooth_x),
+    ("tanh", Tanh, smooth_x),
+    ("relu", ReLU, away_from_zero),
+    ("leaky_relu_0.2", lambda: LeakyReLU(0.2), away_from_zero),
+    ("leaky_relu_default", LeakyReLU, away_from_zero),
+    ("relu6", ReLU6, relu6_x),
+]
+
+
+def reference_activation(name, x):
+    """Closed forms written independently of nnx."""
+    if name == "linear":
+        return x
+    if name == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-x))
+    if name == "tanh":
+        return np.tanh(x)
+    if name == "relu":
+        return np.where(x > 0, x, 0.0)
+    if name == "leaky_relu_0.2":
+        return np.where(x > 0, x, 0.2 * x)
+    if name == "leaky_relu_default":
+        return np.where(x > 0, x, 0.01 * x)
+    if name == "relu6":
+        return np.minimum(np.maximum(x, 0.0), 6.0)
+    raise AssertionError(name)
+
+
+# ------------------------------------------------- finite-difference checks
+
+def check_input_grad(op, x, rng):
+    out = op.forward(x)
+    R = rng.standard_normal(out.shape)
+    analytic = np.array(op.backward(R), copy=True)
+    numeric = numeric_grad(lambda: float(np.sum(op.forward(x) * R)), x)
+    assert_grad_close(analytic, numeric)
+
+
+@pytest.mark.parametrize("name, make_op, make_x", ACTIVATION_CASES,
+                         ids=[c[0] for c in ACTIVATION_CASES])
+def test_activation_input_grad_matches_finite_differences(name, make_op, make_x):
+    rng = np.random.default_rng(1)
+    op = make_op()
+    x = make_x(rng)
+    assert x.dtype == np.float64
+    check_input_grad(op, x, rng)
+    assert op.backend is get_backend("cpu", "float64")
+
+
+def test_weight_multiply_input_grad_matches_finite_differences():
+    rng = np.random.default_rng(2)
+    op = WeightMultiply(rng.standard_normal((5, 3)))
+    check_input_grad(op, rng.standard_normal((4, 5)), rng)
+
+
+def test_bias_add_input_grad_matches_finite_differences():
+    rng = np.random.default_rng(3)
+    op = BiasAdd(rng.standard_normal((1, 5)))
+    check_input_grad(op, rng.standard_normal((4, 5)), rng)
+
+
+@pytest.mark.parametrize("make_op, param_shape", [
+    (WeightMultiply, (5, 3)),
+    (BiasAdd, (1, 5)),
+], ids=["weight_multiply", "bias_add"])
+def test_param_grad_matches_finite_differences(make_op, param_shape):
+    rng = np.random.default_rng(4)
+    param = rng.standard_normal(param_shape)
+    op = make_op(param)
+    assert op.param is param
+    x = rng.standard_normal((4, 5))
+    out = op.forward(x)
+    R = rng.standard_normal(out.shape)
+    op.backward(R)
+    analytic = np.array(op.param_grad, copy=True)
+    numeric = numeric_grad(lambda: float(np.sum(op.forward(x) * R)), param)
+    assert_grad_close(analytic, numeric)
+
+
+def test_dropout_input_grad_matches_finite_differences_with_fixed_mask():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 7))
+    op = Dropout(0.6)
+    op.forward(x)  # one training pass draws the mask
+    mask = op.mask
+    assert mask is not None and np.any(mask == 0) and np.any(mask != 0)
+    op._draw_mask = lambda shape: mask
+    check_input_grad(op, x, rng)
+
+
+# -------------------------------------------------------------- closed forms
+
+def test_weight_multiply_formulas():
+    rng = np.random.default_rng(6)
+    W, x = rng.standard_normal((5, 3)), rng.standard_normal((4, 5))
+    g = rng.standard_normal((4, 3))
+    op = WeightMultiply(W)
+    np.testing.assert_allclose(op.forward(x), x @ W, rtol=1e-12)
+    np.testing.assert_allclose(op.backward(g), g @ W.T, rtol=1e-12)
+    np.testing.assert_allclose(op.param_grad, x.T @ g, rtol=1e-12)
+
+
+def test_bias_add_param_grad_is_column_sum():
+    rng = np.random.default_rng(7)
+    B, x, g = rng.standard_normal((1, 5)), rng.standard_normal((4, 5)), rng.standard_normal((4, 5))
+    op = BiasAdd(B)
+    np.testing.assert_allclose(op.forward(x), x + B, rtol=1e-12)
+    np.testing.assert_array_equal(op.backward(g), g)
+    assert op.param_grad.shape == (1, 5)
+    np.testing.assert_allclose(op.param_grad, g.sum(axis=0, keepdims=True), rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(5,), (2, 5), (5, 1)])
+def test_bias_add_needs_a_row(shape):
+    with pytest.raises(ValueError, match=re.escape(str(shape))):
+        BiasAdd(np.zeros(shape))
+
+
+@pytest.mark.parametrize("name, make_op, make_x", ACTIVATION_CASES,
+                         ids=[c[0] for c in ACTIVATION_CASES])
+def test_activation_forward_matches_closed_form(backend_name, name, make_op, make_x):
+    b = get_backend(backend_name, "float32")
+    x_host = make_x(np.random.default_rng(8)).astype(np.float32)
+    ref = reference_activation(name, x_host.astype(np.float64))
+    op = make_op()
+    out = op.forward(b.asarray(x_host))
+    assert b.owns(out)
+    assert str(out.dtype).endswith("float32")
+    np.testing.assert_allclose(to_host(b, out), ref, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sigmoid_does_not_overflow(dtype):
+    x = np.array([[-1000.0, -100.0, 0.0, 100.0, 1000.0]], dtype=dtype)
+    op = Sigmoid()
+    with warnings.catch_warnings(), np.errstate(over="raise", invalid="raise", divide="raise"):
+        warnings.simplefilter("error")
+        out = op.forward(x)
+        grad = op.backward(np.ones_like(x))
+    assert out.dtype == np.dtype(dtype)
+    assert np.all(np.isfinite(out)) and np.all(np.isfinite(grad))
+    np.testing.assert_allclose(out, [[0.0, 0.0, 0.5, 1.0, 1.0]], atol=1e-30)
+    np.testing.assert_allclose(grad, [[0.0, 0.0, 0.25, 0.0, 0.0]], atol=1e-30)
+
+
+def test_sigmoid_matches_closed_form_on_moderate_inputs():
+    x = np.linspace(-8.0, 8.0, 41).reshape(1, -1)
+    out = Sigmoid().forward(x)
+    np.testing.assert_allclose(out, 1.0 / (1.0 + np.exp(-x)), rtol=1e-10)
+
+
+def test_sigmoid_keeps_float32_relative_precision_on_negative_inputs():
+    """sigmoid(x) for x in [-16, 16] is a normal float32 number; the default dtype
+    must get it to float32 precision, not to an absolute 6e-8 (which is 0 at -18)."""
+    x = np.linspace(-16.0, 16.0, 65, dtype=np.float32).reshape(1, -1)
+    out = Sigmoid().forward(x)
+    ref = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=0)
+
+
+def test_tanh_grad_formula():
+    rng = np.random.default_rng(9)
+    x, g = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    op = Tanh()
+    op.forward(x)
+    np.testing.assert_allclose(op.backward(g), g * (1.0 - np.tanh(x) ** 2), rtol=1e-12)
+
+
+@pytest.mark.parametrize("make_op", [ReLU, LeakyReLU, ReLU6, Sigmoid, Tanh, Linear],
+                         ids=["relu", "leaky_relu", "relu6", "sigmoid", "tanh", "linear"])
+def test_backward_does_not_modify_stored_input(backend_name, make_op):
+    """Trap #8: the study's ReLU derivative helper overwrote its input."""
+    b = get_backend(backend_name, "float32")
+    x_host = np.array([[-2.0, -0.5, 0.0, 0.5, 3.0, 7.0]], dtype=np.float32)
+    expected = x_host.copy()  # asarray may hand back x_host itself on the CPU
+    op = make_op()
+    x = b.asarray(x_host)
+    out = op.forward(x)
+    out_before = to_host(b, out).copy()
+    op.backward(b.asarray(np.full(x_host.shape, 5.0, dtype=np.float32)))
+    np.testing.assert_array_equal(to_host(b, x), expected)
+    np.testing.assert_array_equal(to_host(b, op.input_), expected)
+    np.testing.assert_array_equal(to_host(b, op.output), out_before)
+
+
+def test_relu_backward_values():
+    x = np.array([[-2.0, -0.5, 0.5, 3.0]])
+    g = np.array([[1.0, 2.0, 3.0, 4.0]])
+    op = ReLU()
+    op.forward(x)
+    np.testing.assert_array_equal(op.backward(g), [[0.0, 0.0, 3.0, 4.0]])
+    np.testing.assert_array_equal(x, [[-2.0, -0.5, 0.5, 3.0]])
+
+
+# -------------------------------------------------------------- shape checks
+
+@pytest.mark.parametrize("make_op", [
+    lambda: WeightMultiply(np.ones((5, 3))),
+    lambda: BiasAdd(np.ones((1, 5))),
+    Sigmoid, Tanh, ReLU, Linear, LeakyReLU, ReLU6, Dropout,
+], ids=["weight_multiply", "bias_add", "sigmoid", "tanh", "relu", "linear", "leaky_relu",
+        "relu6", "dropout"])
+def test_backward_rejects_wrongly_shaped_output_grad(make_op):
+    op = make_op()
+    out = op.forward(np.ones((4, 5)))
+    bad = (out.shape[0], out.shape[1] + 1)
+    with pytest.raises(ValueError, match=re.escape(str(bad))):
+        op.backward(np.ones(bad))
+
+
+# ------------------------------------------------------------------- dropout
+
+def test_dropout_training_keeps_the_expected_fraction(backend_name):
+    b = get_backend(backend_name, "float32")
+    op = Dropout(0.8)
+    out = to_host(b, op.forward(b.asarray(np.ones((1000, 1000), dtype=np.float32))))
+    mask = to_host(b, op.mask)
+    kept = out != 0
+    frac = kept.mean()
+    assert abs(frac - 0.8) < 0.01
+    np.testing.assert_allclose(out[kept], 1.0 / 0.8, rtol=1e-6)  # survivors scaled
+    np.testing.assert_array_equal(mask != 0, kept)
+    assert abs(out.mean() - 1.0) < 0.01  # expected activation preserved
+
+
+def test_dropout_is_identity_at_inference(backend_name):
+    b = get_backend(backend_name, "float32")
+    x_host = np.random.default_rng(10).standard_normal((50, 40)).astype(np.float32)
+    op = Dropout(0.5)
+    out = op.forward(b.asarray(x_host), inference=True)
+    np.testing.assert_array_equal(to_host(b, out), x_host)
+    g = np.random.default_rng(11).standard_normal((50, 40)).astype(np.float32)
+    np.testing.assert_array_equal(to_host(b, op.backward(b.asarray(g))), g)
+
+
+def test_dropout_keep_prob_one_is_identity_in_training():
+    x = np.random.default_rng(12).standard_normal((20, 30)).astype(np.float32)
+    np.testing.assert_array_equal(Dropout(1.0).forward(x), x)
+
+
+def test_dropout_backward_uses_the_forward_mask(backend_name):
+    b = get_backend(backend_name, "float32")
+    rng = np.random.default_rng(13)
+    x_host = rng.standard_normal((60, 50)).astype(np.float32)
+    g_host = rng.standard_normal((60, 50)).astype(np.float32)
+    op = Dropout(0.7)
+    out = to_host(b, op.forward(b.asarray(x_host)))
+    mask = to_host(b, op.mask)
+    grad = to_host(b, op.backward(b.asarray(g_host)))
+    np.testing.assert_array_equal(grad, g_host * mask)
+    assert np.all(grad[mask == 0] == 0)
+    assert np.all(out[mask == 0] == 0)
+    assert np.any(mask == 0)
+    np.testing.assert_allclose(out, x_host * mask, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_dropout_mask_has_the_compute_dtype(backend_name, dtype):
+    b = get_backend(backend_name, dtype)
+    op = Dropout(0.8)
+    out = op.forward(b.asarray(np.ones((10, 10))))
+    assert str(op.mask.dtype).endswith(dtype)
+    assert str(out.dtype).endswith(dtype)
+    assert b.owns(op.mask)
+
+
+@pytest.mark.parametrize("keep_prob", [0, 0.0, -0.1, 1.5])
+def test_dropout_rejects_keep_prob_outside_unit_interval(keep_prob):
+    with pytest.raises(ValueError, match="keep_prob"):
+        Dropout(keep_prob)
+
+
+@pytest.mark.parametrize("keep_prob", ["0.8", None, [0.8]])
+def test_dropout_rejects_non_numbers(keep_prob):
+    with pytest.raises(TypeError, match="keep_prob"):
+        Dropout(keep_prob)

@@ -1,0 +1,267 @@
+"""Trainer.fit: early stopping, history, validation set, determinism, restart, copies, arguments."""
+
+import numpy as np
+import pytest
+from reference import RefMLP, one_hot
+
+import nnx
+
+N_IN, N_CLASSES = 8, 3
+
+
+def make_data(seed=0, n=200, n_val=100):
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((N_IN, N_CLASSES))
+    X = rng.standard_normal((n, N_IN))
+    Xv = rng.standard_normal((n_val, N_IN))
+    return X, (X @ w).argmax(1), Xv, (Xv @ w).argmax(1)
+
+
+def make_net(seed=1, dtype="float32", dropout=1.0):
+    return nnx.NeuralNetwork([nnx.Dense(16, "tanh", dropout=dropout), nnx.Dense(3, "linear")],
+                             nnx.SoftmaxCrossEntropy(), seed=seed, dtype=dtype)
+
+
+def params_np(net):
+    return np.array(net.backend.to_numpy(net.get_parameters()))
+
+
+def ref_loss(flat, X, ids):
+    """Softmax cross-entropy of the 8-16-3 tanh/linear net with flat params ``flat``."""
+    sizes = [(N_IN, 16), (1, 16), (16, 3), (1, 3)]
+    parts, k = [], 0
+    for r, c in sizes:
+        parts.append(np.asarray(flat[k:k + r * c], dtype=np.float64).reshape(r, c))
+        k += r * c
+    ref = RefMLP(parts[0::2], parts[1::2], ["tanh", "linear"], loss="ce")
+    return ref.loss_and_grads(X, one_hot(ids, N_CLASSES))[0]
+
+
+def fit_with_snapshots(net, opt, *args, **kwargs):
+    snaps = {}
+
+    def cb(epoch, record):
+        if record is not None:
+            snaps[epoch] = params_np(net)
+
+    hist = nnx.Trainer(net, opt).fit(*args, callback=cb, **kwargs)
+    return hist, snaps
+
+
+# an lr that grows from 0.05 to 50 over the run: the evaluation loss falls, then blows up
+def growing_lr():
+    return nnx.SGD(0.05, final_lr=50.0, decay_type="exponential")
+
+
+@pytest.mark.parametrize("patience", [1, 3])
+def test_early_stopping_restores_best_evaluation(patience):
+    X, y, Xv, yv = make_data()
+    net = make_net()
+    hist, snaps = fit_with_snapshots(net, growing_lr(), X, y, Xv, yv, epochs=20, eval_every=2,
+                                     batch_size=20, patience=patience)
+    losses = hist.losses
+    best = int(np.argmin(losses))
+    assert 0 < best < len(losses) - 1, f"the scenario needs a best in the middle: {losses}"
+    assert hist.stopped_early
+    assert hist.best_epoch == hist.epochs[best]
+    assert hist.best_loss == losses[best]
+    # it stopped after `patience` evaluations without improvement
+    assert len(losses) == best + 1 + patience
+    assert all(v >= losses[best] for v in losses[best + 1:])
+    assert hist.epochs_run == hist.epochs[-1] < 20
+    final = params_np(net)
+    assert np.array_equal(final, snaps[hist.best_epoch])
+    assert not np.array_equal(final, snaps[hist.epochs[-1]])
+    # and the restored parameters really give the best loss (independent reference)
+    assert ref_loss(final, Xv, yv) == pytest.approx(losses[best], rel=1e-5)
+
+
+def test_best_parameters_restored_at_the_end_without_stopping():
+    X, y, Xv, yv = make_data()
+    net = make_net()
+    opt = nnx.SGD(0.05, final_lr=5.0, decay_type="exponential")
+    hist, snaps = fit_with_snapshots(net, opt, X, y, Xv, yv, epochs=20, eval_every=2,
+                                     batch_size=20, patience=10)
+    assert not hist.stopped_early and hist.epochs_run == 20
+    assert hist.best_epoch < 20 and hist.losses[-1] > hist.best_loss
+    assert np.array_equal(params_np(net), snaps[hist.best_epoch])
+
+
+def test_no_restore_when_last_evaluation_is_best():
+    X, y, Xv, yv = make_data()
+    net = make_net()
+    hist, snaps = fit_with_snapshots(net, nnx.SGD(0.05), X, y, Xv, yv, epochs=6, eval_every=2,
+                                     batch_size=20)
+    assert hist.losses == sorted(hist.losses, reverse=True)
+    assert hist.best_epoch == 6 and not hist.stopped_early
+    assert np.array_equal(params_np(net), snaps[6])
+
+
+def test_history_records_match_reference_losses():
+    """Full-batch epochs: train_loss of epoch e is the loss at the parameters after
+    epoch e-1, loss is the evaluation loss at the parameters after epoch e."""
+    X, y, Xv, yv = make_data(n=50, n_val=30)
+    net = make_net(dtype="float64")
+    per_epoch = {}
+    opt = nnx.SGD(0.3, final_lr=0.1, decay_type="linear")
+    trainer = nnx.Trainer(net, opt)
+    start = {}
+
+    def cb(epoch, record):
+        per_epoch[epoch] = (params_np(net), record)
+
+    # parameters before the first epoch: restart draws them again, so reset a twin
+    twin = make_net(dtype="float64")
+    twin.build(N_IN)
+    twin.reset()
+    start[0] = params_np(twin)
+    hist = trainer.fit(X, y, Xv, yv, epochs=6, eval_every=3, batch_size=64, callback=cb)
+    assert hist.epochs == [3, 6]
+    for rec in hist.records:
+        assert set(rec) == {"epoch", "loss", "lr", "train_loss"}
+        e = rec["epoch"]
+        assert per_epoch[e][1] is rec
+        before = per_epoch[e - 1][0] if e > 1 else start[0]
+        assert rec["train_loss"] == pytest.approx(ref_loss(before, X, y), rel=1e-10)
+        assert rec["loss"] == pytest.approx(ref_loss(per_epoch[e][0], Xv, yv), rel=1e-10)
+        assert rec["lr"] == pytest.approx(0.3 - 0.2 * (e - 1) / 5, rel=1e-12)
+        assert isinstance(rec["loss"], float) and isinstance(rec["train_loss"], float)
+    assert all(per_epoch[e][1] is None for e in (1, 2, 4, 5))
+    assert hist.lrs == [r["lr"] for r in hist.records]
+
+
+def test_history_without_evaluation_set():
+    X, y, _, _ = make_data()
+    hist = nnx.Trainer(make_net(), nnx.SGD(0.1)).fit(X, y, epochs=4, eval_every=2)
+    assert hist.epochs == [2, 4] and hist.losses == [None, None]
+    assert all(r["train_loss"] > 0 for r in hist.records)
+    assert not hist.stopped_early and hist.epochs_run == 4
+
+
+def test_validation_set_is_used_for_early_stopping_not_the_test_set():
+    X, y, Xt, yt = make_data()
+    Xv, yv = Xt[:60], (yt[:60] + 1) % N_CLASSES  # a validation set that training makes worse
+    # with the test set alone, training runs to the end
+    h_test = nnx.Trainer(make_net(), nnx.SGD(0.1)).fit(X, y, Xt, yt, epochs=10, eval_every=2,
+                                                      batch_size=20)
+    assert not h_test.stopped_early and h_test.best_epoch == 10
+    net = make_net()
+    hist, snaps = fit_with_snapshots(net, nnx.SGD(0.1), X, y, Xt, yt, epochs=10, eval_every=2,
+                                     batch_size=20, validation=(Xv, yv))
+    assert hist.stopped_early and hist.best_epoch == 2 and hist.epochs == [2, 4]
+    for rec in hist.records:
+        p = snaps[rec["epoch"]]
+        assert rec["loss"] == pytest.approx(ref_loss(p, Xv, yv), rel=1e-5)
+        assert rec["loss"] != pytest.approx(ref_loss(p, Xt, yt), rel=1e-3)
+    assert np.array_equal(params_np(net), snaps[2])
+
+
+def fit_once(net_seed=1, fit_seed=5, dropout=0.8, **kw):
+    X, y, Xv, yv = make_data()
+    net = make_net(seed=net_seed, dropout=dropout)
+    opt = nnx.SGDMomentum(0.1, momentum=0.9, final_lr=0.02, decay_type="exponential")
+    hist = nnx.Trainer(net, opt).fit(X, y, Xv, yv, epochs=6, eval_every=2, batch_size=32,
+                                     seed=fit_seed, **kw)
+    return params_np(net), [(r["loss"], r["train_loss"]) for r in hist.records]
+
+
+def test_same_seeds_give_bit_identical_results():
+    p1, l1 = fit_once()
+    p2, l2 = fit_once()
+    assert np.array_equal(p1, p2)
+    assert l1 == l2
+
+
+def test_different_seeds_give_different_results():
+    p1, l1 = fit_once()
+    p2, l2 = fit_once(net_seed=2)
+    p3, l3 = fit_once(fit_seed=6)
+    assert not np.array_equal(p1, p2) and l1 != l2
+    assert not np.array_equal(p1, p3) and l1 != l3
+
+
+def test_restart_true_reinitialises():
+    X, y, Xv, yv = make_data()
+    net = make_net(dropout=0.8)
+    trainer = nnx.Trainer(net, nnx.SGDMomentum(0.1))
+    h1 = trainer.fit(X, y, Xv, yv, epochs=4, eval_every=2, seed=3)
+    p1 = params_np(net)
+    h2 = trainer.fit(X, y, Xv, yv, epochs=4, eval_every=2, seed=3)
+    assert np.array_equal(p1, params_np(net))
+    assert h1.losses == h2.losses and h1.records == h2.records
+
+
+def test_restart_false_continues_from_current_weights():
+    X, y, Xv, yv = make_data()
+    a = make_net(seed=1)
+    ta = nnx.Trainer(a, nnx.SGD(0.1))
+    h1 = ta.fit(X, y, Xv, yv, epochs=4, eval_every=2, seed=3)
+    p1 = params_np(a)
+    h2 = ta.fit(X, y, Xv, yv, epochs=4, eval_every=2, seed=3, restart=False)
+    # a network with another seed, given the same weights, continues identically
+    b = make_net(seed=99)
+    b.build(N_IN)
+    b.set_parameters(b.backend.asarray(p1))
+    hb = nnx.Trainer(b, nnx.SGD(0.1)).fit(X, y, Xv, yv, epochs=4, eval_every=2, seed=3,
+                                          restart=False)
+    assert np.array_equal(params_np(a), params_np(b))
+    assert h2.losses == hb.losses
+    assert h2.losses[0] < h1.losses[0]  # it started from trained weights
+    assert not np.array_equal(params_np(a), p1)
+
+
+@pytest.mark.parametrize("epochs", [2, 8])
+def test_fit_does_not_copy_the_dataset_per_epoch(monkeypatch, epochs):
+    X, y, Xv, yv = make_data()
+    net = make_net(dropout=0.8)
+    b = net.backend
+    real_asarray, real_take = b.asarray, b.take_rows
+    created, batch_rows = [], []
+
+    def counting_asarray(x, dtype=None):
+        out = real_asarray(x, dtype)
+        if out is not x:  # a conversion or upload happened
+            created.append(tuple(out.shape))
+        return out
+
+    def counting_take(x, idx):
+        out = real_take(x, idx)
+        batch_rows.append(int(out.shape[0]))
+        return out
+
+    monkeypatch.setattr(b, "asarray", counting_asarray)
+    monkeypatch.setattr(b, "take_rows", counting_take)
+    opt = nnx.SGDMomentum(0.1, final_lr=0.05, decay_type="linear")
+    hist = nnx.Trainer(net, opt).fit(X, y, Xv, yv, epochs=epochs, eval_every=2, batch_size=32,
+                                     patience=10)
+    assert hist.epochs_run == epochs
+    # the training and evaluation sets are uploaded once each; the remaining
+    # conversions are the initial weights (2 per layer, drawn by build and restart)
+    data = [s for s in created if s[0] in (200, 100)]
+    assert sorted(data) == [(100, 3), (100, N_IN), (200, 3), (200, N_IN)]
+    assert len(created) <= 4 + 2 * 4
+    # every training batch is a batch, never the whole set: 7 batches (6x32 + 8) per epoch
+    assert len(batch_rows) == 2 * 7 * epochs
+    assert max(batch_rows) == 32 and sum(batch_rows) == 2 * 200 * epochs
+
+
+@pytest.mark.parametrize("kwargs", [{"batch_size": 0}, {"epochs": -1}, {"epochs": 0},
+                                    {"eval_every": 11}, {"eval_every": 0}, {"patience": 0},
+                                    {"seed": -1}, {"batch_size": 2.5}])
+def test_bad_arguments_raise(kwargs):
+    X, y, Xv, yv = make_data()
+    args = {"epochs": 10, "eval_every": 5, "batch_size": 32} | kwargs
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=name):
+        nnx.Trainer(make_net(), nnx.SGD(0.1)).fit(X, y, Xv, yv, **args)
+
+
+def test_test_set_needs_both_halves():
+    X, y, Xv, _ = make_data()
+    with pytest.raises(ValueError):
+        nnx.Trainer(make_net(), nnx.SGD(0.1)).fit(X, y, Xv, None, epochs=2, eval_every=1)
+
+
+def test_trainer_needs_an_optimizer():
+    with pytest.raises(TypeError):
+        nnx.Trainer(make_net(), "sgd")
