@@ -15,6 +15,7 @@ import numpy as np
 from . import __version__
 from .backend import BACKENDS, BackendUnavailableError
 from .checkpoint import CheckpointError
+from .data import DATASETS
 from .layers import Dense
 from .losses import LOSSES
 from .metrics import accuracy, predict_classes
@@ -24,7 +25,6 @@ from .optimizers import DECAY_TYPES, SGD, SGDMomentum
 from .study import BATCH_SIZE, EPOCHS, EVAL_EVERY, LADDER, SEED
 from .trainer import Trainer
 
-DATASETS = ("digits", "mnist", "fashion-mnist")
 
 
 class UsageError(Exception):
@@ -35,7 +35,7 @@ class UsageError(Exception):
 def _prepare(args, validation=True):
     """Load the dataset, hold out a validation split from the training set,
     standardise on the training rows. Returns a dict of host arrays."""
-    from .data import load_dataset
+    from .data import feature_stats, load_dataset
     ds = load_dataset(args.dataset, data_dir=args.data_dir, download=not args.no_download)
     X_train, y_train = ds.X_train, ds.y_train
     X_val = y_val = None
@@ -46,20 +46,13 @@ def _prepare(args, validation=True):
         val, train = order[:n_val], order[n_val:]
         X_val, y_val = X_train[val], y_train[val]
         X_train, y_train = X_train[train], y_train[train]
-    mean, std = _stats(X_train)
+    mean, std = feature_stats(X_train)
     out = {"X_train": (X_train - mean) / std, "y_train": y_train,
            "X_test": (ds.X_test - mean) / std, "y_test": ds.y_test,
            "mean": mean, "std": std, "n_classes": ds.n_classes, "source": ds.source}
     if validation:
         out["X_val"], out["y_val"] = (X_val - mean) / std, y_val
     return out
-
-
-def _stats(X):
-    mean = X.mean(axis=0, dtype=np.float64).astype(np.float32)
-    std = X.std(axis=0, dtype=np.float64).astype(np.float32)
-    std[std == 0] = 1.0
-    return mean, std
 
 
 # ------------------------------------------------------------------ progress

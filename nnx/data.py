@@ -29,6 +29,7 @@ import http.client
 import os
 import struct
 import tempfile
+import urllib.error
 import urllib.request
 import zlib
 from dataclasses import dataclass
@@ -147,11 +148,12 @@ _FASHION = (
 )
 
 # MNIST: SHA-256 of LeCun's original archives (9,912,422 / 28,881 / 1,648,877 /
-# 4,542 bytes), which the ossci-datasets mirror used by torchvision serves
-# unchanged (torchvision lists their MD5s, f68b3c2d..., d53e105e..., 9fb629c4...,
-# ec29112d...). No packaged copy was at hand to hash the decompressed data, so
-# MNIST files are verified on the .gz bytes: a re-compressed copy fails and
-# needs verify=False.
+# 4,542 bytes), the same digests published independently for his site, Google's
+# cvdf-datasets mirror (TensorFlow) and the ossci-datasets mirror torchvision
+# uses (torchvision itself lists MD5s: f68b3c2d..., d53e105e..., 9fb629c4...,
+# ec29112d...). No copy of MNIST was at hand to hash the decompressed data, so
+# MNIST files are verified on the .gz bytes: a re-compressed copy fails the
+# check and needs verify=False.
 _MNIST = (
     ("440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", None),
     ("3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", None),
@@ -337,7 +339,7 @@ def atomic_write(path):
 def _fetch(url):
     """The bytes at ``url`` (tests replace this function; nothing else touches
     the network)."""
-    with urllib.request.urlopen(url, timeout=60) as response:
+    with urllib.request.urlopen(url, timeout=30) as response:
         blob = response.read(_MAX_DOWNLOAD + 1)
     if len(blob) > _MAX_DOWNLOAD:
         raise OSError(f"{url}: larger than {_MAX_DOWNLOAD} bytes, not a dataset file")
@@ -348,14 +350,18 @@ def _download(info, folder, specs):
     """Fetch ``specs`` into ``folder``, each verified before it is written.
     Returns the problems (one line each) for the files that could not be had;
     raises ``DatasetError`` when a mirror served a file with the wrong checksum."""
-    unreachable, corrupt = [], []
+    problems, corrupt, unreachable = [], [], set()
     for spec in specs:
         for base in info.mirrors:
             url = base + spec.name
+            if base in unreachable:  # offline: don't wait out a timeout per file
+                continue
             try:
                 blob = _fetch(url)
             except (OSError, http.client.HTTPException) as e:  # URLError is an OSError
-                unreachable.append(f"{url}: {e}")
+                problems.append(f"{url}: {e}")
+                if not isinstance(e, urllib.error.HTTPError):  # the host, not the file
+                    unreachable.add(base)
                 continue
             got = _sha256(blob)
             if got != spec.gz_sha256:
@@ -365,15 +371,17 @@ def _download(info, folder, specs):
             with atomic_write(folder / spec.name) as f:
                 f.write(blob)
             break
+    if all((folder / f.name).is_file() for f in specs):
+        return []  # a later mirror made up for an earlier one
     if corrupt:
         raise DatasetError(f"{info.title}: downloaded file failed its checksum, nothing was "
                            "written for it:\n  " + "\n  ".join(corrupt))
-    return unreachable
+    return problems
 
 
 def _not_found(name, info, searched, reason):
     cache = cache_dir(name)
-    lines = [f"{info.title} files not found ({reason}).",
+    lines = [f"{info.title} files not found {reason}",
              "Put these files:", *(f"    {f.name}" for f in info.files),
              f"into the folder {cache}",
              f"(or into data_dir=..., or $NNX_DATA/{name}/)."]
@@ -396,13 +404,13 @@ def _load_idx(name, data_dir, download, verify):
         searched.append((d, missing))
     if folder is None:
         if not download:
-            raise _not_found(name, info, searched, "download=False")
+            raise _not_found(name, info, searched, "(download=False).")
         folder = cache_dir(name)
         todo = [f for f in info.files if not (folder / f.name).is_file()]
         problems = _download(info, folder, todo)
         if problems:
-            raise _not_found(name, info, searched,
-                             "download failed:\n    " + "\n    ".join(problems))
+            raise _not_found(name, info, searched, "and the download failed:\n    "
+                             + "\n    ".join(problems))
     # labels first: they are small, so a bad file is reported before the images load
     y_train, y_test = (_read_known(folder / info.files[i].name, info.files[i], info, verify)
                        for i in (1, 3))
@@ -528,15 +536,22 @@ def standardize(X_train, X_test):
         raise ValueError("X_train has no rows to take the mean and std of")
     if X_train.shape[1] != X_test.shape[1]:
         raise ValueError(f"X_train has {X_train.shape[1]} features, X_test {X_test.shape[1]}")
+    mean32, scale32 = feature_stats(X_train)
+    return tuple(((X.astype(np.float32) - mean32) / scale32).astype(np.float32, copy=False)
+                 for X in (X_train, X_test))
+
+
+def feature_stats(X_train):
+    """Per-feature ``(mean, scale)`` of the training set as float32, where
+    ``scale`` is the population std, or 1 for a constant feature."""
+    X_train = np.asarray(X_train)
     # statistics in float64 (sums over 60,000 rows); exactly constant features are
     # found by their range, since their computed std may be a rounding error, not 0
     mean = X_train.mean(axis=0, dtype=np.float64)
     std = X_train.std(axis=0, dtype=np.float64)
     constant = X_train.max(axis=0) == X_train.min(axis=0)
     scale = np.where(constant | (std == 0), 1.0, std)
-    mean32, scale32 = mean.astype(np.float32), scale.astype(np.float32)
-    return tuple(((X.astype(np.float32) - mean32) / scale32).astype(np.float32, copy=False)
-                 for X in (X_train, X_test))
+    return mean.astype(np.float32), scale.astype(np.float32)
 
 
 def one_hot(y, n_classes):

@@ -31,11 +31,9 @@ FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 HAVE_FASHION = all((FASHION_DIR / n).is_file() for n in NAMES)
-needs_fashion = pytest.mark.skipif(
-    not HAVE_FASHION,
-    reason=f"Fashion-MNIST not in {FASHION_DIR}: install Debian's package with "
-           "'apt-get install -y dataset-fashion-mnist'",
-)
+NO_FASHION = (f"Fashion-MNIST not in {FASHION_DIR}: install Debian's package with "
+              "'apt-get install -y dataset-fashion-mnist'")
+needs_fashion = pytest.mark.skipif(not HAVE_FASHION, reason=NO_FASHION)
 FASHION_MIRROR = data._IDX_DATASETS["fashion-mnist"].mirrors[0]
 
 
@@ -63,8 +61,7 @@ def no_system_dirs(monkeypatch):
 def fashion(tmp_path_factory):
     """Fashion-MNIST loaded once (about a second), found by the default search."""
     if not HAVE_FASHION:
-        pytest.skip(f"Fashion-MNIST not in {FASHION_DIR}: "
-                    "apt-get install -y dataset-fashion-mnist")
+        pytest.skip(NO_FASHION)
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("NNX_DATA", raising=False)
         mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg")))
@@ -323,13 +320,17 @@ def test_missing_fashion_points_at_the_debian_package(no_system_dirs):
 # --- downloads (with a stand-in for the network) -----------------------------------
 
 def test_no_network_raises_not_found(monkeypatch, tmp_path):
+    urls = []
+
     def offline(url):
+        urls.append(url)
         raise urllib.error.URLError("no route to host")
 
     monkeypatch.setattr(data, "_fetch", offline)
     with pytest.raises(DatasetNotFound, match="download failed") as err:
         load_dataset("mnist")
     assert "ossci-datasets" in str(err.value) and "no route to host" in str(err.value)
+    assert len(urls) == len(data._IDX_DATASETS["mnist"].mirrors)  # each host tried once
     cache = tmp_path / "xdg-cache" / "nnx" / "mnist"
     assert not cache.exists() or not any(cache.iterdir())
 
@@ -347,6 +348,24 @@ def test_download_with_bad_checksum_leaves_nothing(monkeypatch, tmp_path):
     assert urls[0] in str(err.value)
     cache = tmp_path / "xdg-cache" / "nnx" / "mnist"
     assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_a_good_mirror_makes_up_for_a_bad_one(monkeypatch, tmp_path):
+    src = write_synthetic(tmp_path / "server", mark=8)
+    info = data._IDX_DATASETS["mnist"]
+    specs = tuple(dataclasses.replace(
+        f, gz_sha256=hashlib.sha256((src / f.name).read_bytes()).hexdigest())
+        for f in info.files)
+    monkeypatch.setitem(data._IDX_DATASETS, "mnist", dataclasses.replace(
+        info, files=specs, mirrors=("https://bad.example/", "https://good.example/")))
+
+    def fetch(url):
+        if url.startswith("https://bad.example/"):
+            return b"tampered"
+        return (src / url.rsplit("/", 1)[1]).read_bytes()
+
+    monkeypatch.setattr(data, "_fetch", fetch)
+    assert mark_of(load_dataset("mnist")) == 8  # verified on the .gz bytes, as MNIST is
 
 
 def test_download_is_verified_and_written_to_the_cache(monkeypatch, tmp_path):

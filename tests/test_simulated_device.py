@@ -6,7 +6,7 @@ import pytest
 import nnx
 
 xps = pytest.importorskip("array_api_strict")
-from array_api_strict._array_object import Array  # noqa: E402
+Array = type(xps.asarray(0.0))  # array_api_strict._array_object.Array
 
 DEVICE1 = xps.Device("device1")
 CPU_DEVICE = xps.Device("CPU_DEVICE")

@@ -214,23 +214,28 @@ def test_restart_false_continues_from_current_weights():
 def test_fit_does_not_copy_the_dataset_per_epoch(monkeypatch, epochs):
     X, y, Xv, yv = make_data()
     net = make_net(dropout=0.8)
-    b = net.backend
-    real_asarray, real_take = b.asarray, b.take_rows
-    created, batch_rows = [], []
+    cls = type(net.backend)  # patched on the class, so undo restores it exactly
+    real_asarray, real_take, real_copy = cls.asarray, cls.take_rows, cls.copy
+    created, batch_rows, copied = [], [], []
 
-    def counting_asarray(x, dtype=None):
-        out = real_asarray(x, dtype)
+    def counting_asarray(self, x, dtype=None):
+        out = real_asarray(self, x, dtype)
         if out is not x:  # a conversion or upload happened
             created.append(tuple(out.shape))
         return out
 
-    def counting_take(x, idx):
-        out = real_take(x, idx)
+    def counting_take(self, x, idx):
+        out = real_take(self, x, idx)
         batch_rows.append(int(out.shape[0]))
         return out
 
-    monkeypatch.setattr(b, "asarray", counting_asarray)
-    monkeypatch.setattr(b, "take_rows", counting_take)
+    def counting_copy(self, x):
+        copied.append(tuple(x.shape))
+        return real_copy(self, x)
+
+    monkeypatch.setattr(cls, "asarray", counting_asarray)
+    monkeypatch.setattr(cls, "copy", counting_copy)
+    monkeypatch.setattr(cls, "take_rows", counting_take)
     opt = nnx.SGDMomentum(0.1, final_lr=0.05, decay_type="linear")
     hist = nnx.Trainer(net, opt).fit(X, y, Xv, yv, epochs=epochs, eval_every=2, batch_size=32,
                                      patience=10)
@@ -240,6 +245,8 @@ def test_fit_does_not_copy_the_dataset_per_epoch(monkeypatch, epochs):
     data = [s for s in created if s[0] in (200, 100)]
     assert sorted(data) == [(100, 3), (100, N_IN), (200, 3), (200, N_IN)]
     assert len(created) <= 4 + 2 * 4
+    # the only copies are parameter snapshots (1-D flat buffers), one per evaluation at most
+    assert all(len(shape) == 1 for shape in copied) and len(copied) <= epochs // 2
     # every training batch is a batch, never the whole set: 7 batches (6x32 + 8) per epoch
     assert len(batch_rows) == 2 * 7 * epochs
     assert max(batch_rows) == 32 and sum(batch_rows) == 2 * 200 * epochs

@@ -1,0 +1,134 @@
+"""Checkpoints: round trip, portability across backends, no pickle, and
+clear errors for damaged files."""
+
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+import nnx
+from nnx.checkpoint import CheckpointError
+
+
+def _trained(backend="cpu", dtype="float32"):
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((120, 6)), rng.integers(0, 3, 120)
+    net = nnx.NeuralNetwork([nnx.Dense(9, nnx.LeakyReLU(0.1), dropout=0.9),
+                             nnx.Dense(7, "relu6", weight_init="he"),
+                             nnx.Dense(3, "linear")],
+                            nnx.SoftmaxCrossEntropy(eps=1e-7), seed=5, backend=backend,
+                            dtype=dtype)
+    nnx.Trainer(net, nnx.SGDMomentum(0.05)).fit(X, y, epochs=3, eval_every=1, batch_size=16)
+    return net, X
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_round_trip_identical_predictions(tmp_path, dtype):
+    net, X = _trained(dtype=dtype)
+    path = net.save(tmp_path / "m.npz")
+    back = nnx.NeuralNetwork.load(path)
+    assert back.backend.dtype_name == dtype
+    for p, q in zip(net.params(), back.params()):
+        assert np.array_equal(p, q)
+    assert np.array_equal(net.predict(X), back.predict(X))
+    assert back.describe() == net.describe()
+    assert isinstance(back.layers[0].activation, nnx.LeakyReLU)
+    assert back.layers[0].activation.alpha == 0.1 and back.layers[0].dropout == 0.9
+    assert back.loss.eps == 1e-7
+
+
+def test_loads_on_another_backend_and_predicts_the_same(tmp_path, backend_name):
+    net, X = _trained()
+    path = net.save(tmp_path / "m.npz")
+    other = nnx.NeuralNetwork.load(path, backend=backend_name)
+    assert other.backend.name == backend_name
+    np.testing.assert_array_equal(nnx.predict_classes(other, X), nnx.predict_classes(net, X))
+
+
+def test_extra_arrays_travel(tmp_path):
+    net, _ = _trained()
+    path = net.save(tmp_path / "m.npz", extra={"x_mean": np.arange(6.0)})
+    assert np.array_equal(nnx.NeuralNetwork.load(path).checkpoint_extra["x_mean"], np.arange(6.0))
+
+
+def test_no_pickle_inside(tmp_path):
+    net, _ = _trained()
+    path = net.save(tmp_path / "m.npz")
+    with np.load(path, allow_pickle=False) as z:  # would raise on object arrays
+        assert all(z[k].dtype != object for k in z.files)
+
+
+def test_unbuilt_network_cannot_be_saved(tmp_path):
+    net = nnx.NeuralNetwork([nnx.Dense(2)], nnx.MeanSquaredError())
+    with pytest.raises(RuntimeError, match="no parameters yet"):
+        net.save(tmp_path / "m.npz")
+
+
+def test_truncated_file_is_named(tmp_path):
+    net, _ = _trained()
+    path = str(net.save(tmp_path / "m.npz"))
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"m\.npz.*truncated"):
+        nnx.NeuralNetwork.load(path)
+
+
+def _rewrite(path, change):
+    """Rewrite one member of the archive, leaving the others as they were."""
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    change(members)
+    with zipfile.ZipFile(path, "w") as z:
+        for n, b in members.items():
+            z.writestr(n, b)
+
+
+def test_altered_parameters_fail_the_checksum(tmp_path):
+    net, _ = _trained()
+    path = str(net.save(tmp_path / "m.npz"))
+
+    def flip(members):
+        b = bytearray(members["params.npy"])
+        b[-1] ^= 0x40
+        members["params.npy"] = bytes(b)
+    _rewrite(path, flip)
+    with pytest.raises(CheckpointError, match=r"m\.npz.*checksum"):
+        nnx.NeuralNetwork.load(path)
+
+
+def test_wrong_format_version_is_named(tmp_path):
+    net, _ = _trained()
+    path = str(net.save(tmp_path / "m.npz"))
+    with np.load(path) as z:
+        header = json.loads(z["__header__"].tobytes())
+        params = z["params"]
+    header["format_version"] = 99
+    blob = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    np.savez(path, __header__=blob, params=params)
+    with pytest.raises(CheckpointError, match="format version 99"):
+        nnx.NeuralNetwork.load(path)
+
+
+def test_missing_and_foreign_files(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        nnx.NeuralNetwork.load(tmp_path / "nope.npz")
+    foreign = tmp_path / "f.npz"
+    np.savez(foreign, a=np.zeros(3))
+    with pytest.raises(CheckpointError, match="no nnx header"):
+        nnx.NeuralNetwork.load(foreign)
+
+
+def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    net, X = _trained()
+    path = str(net.save(tmp_path / "m.npz"))
+    before = open(path, "rb").read()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(OSError, match="disk full"):
+        net.save(path)
+    assert open(path, "rb").read() == before
+    assert os.listdir(tmp_path) == ["m.npz"]  # no temporary file left behind
