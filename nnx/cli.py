@@ -26,7 +26,6 @@ from .study import BATCH_SIZE, EPOCHS, EVAL_EVERY, LADDER, SEED
 from .trainer import Trainer
 
 
-
 class UsageError(Exception):
     """A bad value on the command line, reported without a traceback."""
 
