@@ -114,8 +114,18 @@ def _parse_steps(text):
     return sorted(steps)
 
 
+# The study's rates were chosen for MNIST. On Fashion-MNIST they overshoot:
+# with them the best step reaches about 0.857 (an independent NumPy loop of
+# step 5 agrees), with a tenth of them about 0.88, and the ladder keeps its shape.
+DEFAULT_LR_SCALE = {"fashion-mnist": 0.1}
+
+
 def cmd_reproduce(args):
     steps = _parse_steps(args.steps)
+    if args.lr_scale is None:
+        args.lr_scale = DEFAULT_LR_SCALE.get(args.dataset, 1.0)
+    if not args.lr_scale > 0:
+        raise UsageError(f"--lr-scale {args.lr_scale!r}: must be > 0")
     prep = _prepare(args, validation=args.early_stopping == "validation")
     n_in, n_out = prep["X_train"].shape[1], prep["n_classes"]
     rows = []
@@ -125,11 +135,13 @@ def cmd_reproduce(args):
         header.insert(3, "study")
     widths = [4, 40, 8, 7, 14, 6, 8] if show_study else [4, 40, 8, 14, 6, 8]
     print(f"nnx {__version__} reproduce: dataset={args.dataset} ({prep['source']}), "
-          f"backend={args.backend}, dtype={args.dtype}, early stopping on {args.early_stopping}")
+          f"backend={args.backend}, dtype={args.dtype}, early stopping on {args.early_stopping}"
+          + (f", learning rates x{args.lr_scale:g}" if args.lr_scale != 1.0 else ""))
     _row(header, widths)
     for number in steps:
         step = LADDER[number - 1]
-        net, optim = step.build(n_in, n_out, args.backend, args.dtype, seed=args.seed)
+        net, optim = step.build(n_in, n_out, args.backend, args.dtype, seed=args.seed,
+                                lr_scale=args.lr_scale)
         history, seconds = _fit(net, optim, prep, args, f"step {number}")
         acc = accuracy(net, prep["X_test"], prep["y_test"])
         rec = {"step": number, "change": step.change, "test_accuracy": acc,
@@ -146,7 +158,7 @@ def cmd_reproduce(args):
     os.makedirs(args.out, exist_ok=True)
     result = {"nnx_version": __version__, "dataset": args.dataset, "source": prep["source"],
               "backend": args.backend, "dtype": args.dtype, "seed": args.seed,
-              "epochs": args.epochs, "batch_size": args.batch_size,
+              "epochs": args.epochs, "batch_size": args.batch_size, "lr_scale": args.lr_scale,
               "eval_every": args.eval_every, "early_stopping_on": args.early_stopping,
               "machine": {"python": platform.python_version(), "platform": platform.platform(),
                           "processor": platform.machine()},
@@ -265,6 +277,10 @@ def build_parser():
     _common(p)
     p.add_argument("--steps", default="1-8", help="which steps, e.g. 1-8 (default) or 5,7")
     p.add_argument("--out", default="results", help="folder for results.json and results.png")
+    p.add_argument("--lr-scale", type=float, default=None,
+                   help="multiply every step's learning rates; default 1 (the study's "
+                        "rates, chosen for MNIST) except 0.1 on fashion-mnist, where the "
+                        "study's rates overshoot")
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("train", help="train one network and save a checkpoint")

@@ -62,11 +62,15 @@ class Layer:
         self.output = x
         return x
 
-    def backward(self, output_grad):
+    def backward(self, output_grad, input_grad=True):
+        """Gradient with respect to the layer's input (None with
+        ``input_grad=False``, which saves the first operation's input gradient)."""
         g = output_grad
-        for op in reversed(self.operations):
+        ops = self.operations
+        for op in reversed(ops[1:]):
             g = op.backward(g)
-        return g
+        first = ops[0]
+        return first.backward(g, input_grad) if hasattr(first, "param") else first.backward(g)
 
     def params(self):
         return (op.param for op in self.operations if hasattr(op, "param"))

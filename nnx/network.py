@@ -139,10 +139,12 @@ class NeuralNetwork:
             self.build(int(X.shape[1]))
         return self._infer(X, inference)
 
-    def backward(self, loss_grad):
-        for layer in reversed(self.layers):
+    def backward(self, loss_grad, input_grad=True):
+        """Back-propagate ``loss_grad``; returns the gradient with respect to the
+        network's input, or None with ``input_grad=False`` (saves a matmul)."""
+        for layer in reversed(self.layers[1:]):
             loss_grad = layer.backward(loss_grad)
-        return loss_grad
+        return self.layers[0].backward(loss_grad, input_grad)
 
     def train_batch(self, X, y):
         """Forward, loss, backward. Returns the batch loss as a 0-d device array
@@ -156,7 +158,7 @@ class NeuralNetwork:
         # X, y already checked and on the device: the trainer's per-batch path
         prediction = self._infer(X, inference=False)
         loss = self.loss.forward(prediction, y)
-        self.backward(self.loss.backward())
+        self.backward(self.loss.backward(), input_grad=False)
         return loss
 
     def params(self):

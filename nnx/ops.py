@@ -59,8 +59,15 @@ class ParamOperation(Operation):
         self.param = param
         self.param_grad = None
 
-    def backward(self, output_grad):
-        input_grad = super().backward(output_grad)
+    def backward(self, output_grad, input_grad=True):
+        """``input_grad=False`` skips the input gradient (returns None): the
+        network's first operation never needs it, and for ``x @ W`` it costs
+        as much as the parameter gradient."""
+        if input_grad:
+            input_grad = super().backward(output_grad)
+        else:
+            _check_shape("output_grad", output_grad, self.output)
+            input_grad = self.input_grad = None
         self.param_grad = self._param_grad(output_grad)
         _check_shape("param_grad", self.param_grad, self.param)
         return input_grad

@@ -21,8 +21,9 @@ class Step:
     change: str
     mnist_accuracy: float  # what the study reports on MNIST (60k/10k)
 
-    def build(self, n_in, n_out, backend="cpu", dtype="float32", seed=SEED):
-        """The network and optimiser of this step."""
+    def build(self, n_in, n_out, backend="cpu", dtype="float32", seed=SEED, lr_scale=1.0):
+        """The network and optimiser of this step; ``lr_scale`` multiplies its
+        learning rates (the study's were chosen for MNIST)."""
         n = self.number
         init = "standard" if n <= 4 else "glorot"
         keep = 0.8 if n in (6, 8) else 1.0
@@ -37,14 +38,16 @@ class Step:
             out, loss = Dense(n_out, "linear", weight_init=init), SoftmaxCrossEntropy()
         net = NeuralNetwork(hidden + [out], loss, seed=seed, backend=backend, dtype=dtype)
         net.build(n_in)
+        s = lr_scale
         if n <= 2:
-            optim = SGD(0.1)
+            optim = SGD(0.1 * s)
         elif n == 3:
-            optim = SGDMomentum(0.1, momentum=0.9)
+            optim = SGDMomentum(0.1 * s, momentum=0.9)
         elif n == 4:
-            optim = SGDMomentum(0.15, momentum=0.9, final_lr=0.05, decay_type="linear")
+            optim = SGDMomentum(0.15 * s, momentum=0.9, final_lr=0.05 * s, decay_type="linear")
         else:
-            optim = SGDMomentum(0.2, momentum=0.9, final_lr=0.05, decay_type="exponential")
+            optim = SGDMomentum(0.2 * s, momentum=0.9, final_lr=0.05 * s,
+                                decay_type="exponential")
         return net, optim
 
 

@@ -238,3 +238,21 @@ def test_layers_of_equal_shape_start_different():
     W = [np.array(p) for p in net.params()][0::2]
     assert not np.array_equal(W[1], W[2])
     assert not np.array_equal(W[0], W[1])
+
+
+def test_train_batch_skips_only_the_unused_input_gradient():
+    """train_batch leaves out the first layer's input gradient (nobody reads
+    it); the parameter gradients equal those of a full backward pass."""
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((8, 5)), rng.integers(0, 3, 8)
+    net = nnx.NeuralNetwork([nnx.Dense(4, "tanh"), nnx.Dense(3, "linear")],
+                            nnx.SoftmaxCrossEntropy(), seed=1, dtype="float64")
+    net.train_batch(X, y)
+    assert net.layers[0].operations[0].input_grad is None
+    skipped = [g.copy() for g in net.param_grads()]
+    pred = net.forward(X)
+    net.loss.forward(pred, np.eye(3)[y])
+    dx = net.backward(net.loss.backward())
+    assert dx.shape == X.shape
+    for a, b in zip(skipped, net.param_grads()):
+        np.testing.assert_array_equal(a, b)

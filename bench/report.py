@@ -1,0 +1,140 @@
+"""Run the benchmark suite and write its side-by-side table.
+
+    python bench/report.py            # CPU: nnx vs PyTorch eager, writes README's Performance
+    python bench/report.py --no-readme --out bench/results/cpu.md
+
+The run unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for itself only (this
+machine sets them, and they slow NumPy), then reports the BLAS kernel that
+actually ran. Ratios are of medians measured in the same pytest run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+START, END = "<!-- perf:start -->", "<!-- perf:end -->"
+
+
+def _cpu_model():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info():
+    """Machine, BLAS and thread details, read in a child with the same env."""
+    code = (
+        "import json, os, platform, numpy\n"
+        "from threadpoolctl import threadpool_info\n"
+        "info = {'numpy': numpy.__version__, 'python': platform.python_version(),\n"
+        "        'cores': os.cpu_count(), 'blas': [\n"
+        "   {k: p.get(k) for k in ('internal_api', 'version', 'architecture', 'num_threads')}\n"
+        "   for p in threadpool_info() if p.get('user_api') == 'blas']}\n"
+        "try:\n"
+        "    import torch\n"
+        "    info['torch'] = torch.__version__; info['torch_threads'] = torch.get_num_threads()\n"
+        "except ImportError:\n"
+        "    info['torch'] = None\n"
+        "print(json.dumps(info))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=_env(), check=True)
+    info = json.loads(out.stdout)
+    info["cpu"] = _cpu_model()
+    return info
+
+
+def _env():
+    env = dict(os.environ)
+    env.pop("OPENBLAS_CORETYPE", None)
+    env.pop("OPENBLAS_L2_SIZE", None)
+    return env
+
+
+def run_suite(json_path, extra):
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "bench"), "-q", "-p", "no:cacheprovider",
+           f"--benchmark-json={json_path}", "--benchmark-columns=median,ops", *extra]
+    print("running:", " ".join(cmd), flush=True)
+    subprocess.run(cmd, env=_env(), cwd=ROOT, check=True)
+
+
+def table(data, info):
+    rows = {}
+    for b in data["benchmarks"]:
+        e = b["extra_info"]
+        if "samples_per_s" not in e:
+            continue
+        rows.setdefault((e["network"], e["dtype"]), {})[b["name"]] = e
+    lines = [
+        f"Machine: {info['cpu']}, {info['cores']} cores; Python {info['python']}, "
+        f"NumPy {info['numpy']}, BLAS "
+        + ", ".join(f"{b['internal_api']} {b['version']} ({b['architecture']}, "
+                    f"{b['num_threads']} threads)" for b in info["blas"])
+        + (f"; PyTorch {info['torch']} ({info['torch_threads']} threads)"
+           if info.get("torch") else "; PyTorch not installed"),
+        "",
+        "| network (batch) | dtype | nnx samples/s | PyTorch eager samples/s | nnx / PyTorch "
+        "| nnx share of matmul peak | fit / bare loop |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (net, dtype), r in sorted(rows.items()):
+        nnx_, torch_, fit = r.get("nnx-cpu"), r.get("torch-cpu"), r.get("nnx-cpu-fit")
+        if nnx_ is None:
+            continue
+        t = f"{torch_['samples_per_s']:,.0f}" if torch_ else "n/a"
+        ratio = f"**{nnx_['samples_per_s'] / torch_['samples_per_s']:.2f}x**" if torch_ else "n/a"
+        overhead = (f"{nnx_['samples_per_s'] / fit['samples_per_s']:.2f}x time"
+                    if fit else "n/a")
+        lines.append(
+            f"| {net} | {dtype} | {nnx_['samples_per_s']:,.0f} | {t} | {ratio} | "
+            f"{nnx_['fraction_of_ceiling']:.0%} of {nnx_['matmul_ceiling_flops'] / 1e9:.0f} "
+            f"GFLOP/s | {overhead} |")
+    lines += ["", "Medians of 7 rounds; samples/s counts training samples (forward, "
+              "backward, optimiser step). The matmul peak is a 1024x1024x1024 product "
+              "measured in the same run."]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "cpu.md"))
+    p.add_argument("--no-readme", action="store_true", help="leave README.md alone")
+    p.add_argument("pytest_args", nargs="*", help="extra pytest arguments, e.g. -k study")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        json_path = os.path.join(tmp, "bench.json")
+        run_suite(json_path, args.pytest_args or ["-m", "not gpu", "-k", "train"])
+        data = json.load(open(json_path))
+    info = machine_info()
+    md = table(data, info)
+    print("\n" + md)
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(md + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"machine": info, "benchmarks": [
+        {"name": b["name"], "group": b["group"], "median_s": b["stats"]["median"],
+         **b["extra_info"]} for b in data["benchmarks"]]}, indent=1))
+    if not args.no_readme:
+        readme = ROOT / "README.md"
+        text = readme.read_text()
+        if START in text and END in text:
+            head, rest = text.split(START, 1)
+            text = head + START + "\n" + md + "\n" + END + rest.split(END, 1)[1]
+            readme.write_text(text)
+            print(f"updated {readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
