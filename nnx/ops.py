@@ -12,7 +12,7 @@ from .backend import backend_of
 
 
 def _check_shape(what, got, expected):
-    if tuple(got.shape) != tuple(expected.shape):
+    if got.shape != expected.shape:
         raise ValueError(
             f"{what} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
         )

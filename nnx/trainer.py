@@ -107,13 +107,22 @@ class Trainer:
         best_params = None
         bad_evals = 0
         n_batches = math.ceil(n / batch_size)
+        # batch buffers, reused every step (at most two sizes: full and last)
+        buffers = {}
+
+        def batch(data, idx, key):
+            shape = (int(idx.shape[0]), int(data.shape[1]))
+            if (key, shape) not in buffers:
+                buffers[key, shape] = b.empty(shape)
+            return b.take_rows(data, idx, out=buffers[key, shape])
+
         for epoch in range(epochs):
             lr = optim.lr
             order = b.permutation(gen, n)
             epoch_loss = None
             for start in range(0, n, batch_size):
                 idx = order[start:min(start + batch_size, n)]
-                loss = net._train_step(b.take_rows(X, idx), b.take_rows(y, idx))
+                loss = net._train_step(batch(X, idx, "X"), batch(y, idx, "y"))
                 optim.step()
                 epoch_loss = loss if epoch_loss is None else epoch_loss + loss
             history.epochs_run = epoch + 1

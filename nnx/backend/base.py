@@ -144,9 +144,13 @@ class Backend:
     def concat_rows(self, arrays):
         return self.xp.concat(arrays, axis=0)
 
-    def take_rows(self, x, idx):
-        """Rows ``idx`` of ``x`` (a batch); a new array of batch size."""
-        return self.xp.take(x, idx, axis=0)
+    def take_rows(self, x, idx, out=None):
+        """Rows ``idx`` of ``x`` (a batch), written into ``out`` when given."""
+        rows = self.xp.take(x, idx, axis=0)
+        if out is None:
+            return rows
+        out[...] = rows
+        return out
 
     # ------------------------------------------------------------- losses
     def softmax(self, logits):

@@ -16,6 +16,13 @@ class NumpyBackend(Backend):
 
     def __init__(self, dtype="float32"):
         super().__init__(np, dtype)
+        self._scratch = {}  # reusable temporaries, one per shape
+
+    def _tmp(self, shape):
+        buf = self._scratch.get(shape)
+        if buf is None:
+            buf = self._scratch[shape] = np.empty(shape, dtype=self.dtype)
+        return buf
 
     def owns(self, x) -> bool:
         return isinstance(x, np.ndarray)
@@ -35,5 +42,36 @@ class NumpyBackend(Backend):
     def sum_rows(self, g, out=None):
         return np.sum(g, axis=0, keepdims=True, out=out)
 
-    def take_rows(self, x, idx):
-        return np.take(x, idx, axis=0)
+    def take_rows(self, x, idx, out=None):
+        # the indices come from our own permutation; mode="clip" lets NumPy
+        # write straight into ``out`` instead of through a bounds-checked buffer
+        return np.take(x, idx, axis=0, out=out, mode="clip")
+
+    # The overrides below do the reference arithmetic in the same order (so
+    # results are bit-identical to it) with fewer temporaries.
+    def softmax_cross_entropy(self, logits, target, eps):
+        n = logits.shape[0]
+        p = logits - logits.max(axis=1, keepdims=True)
+        np.exp(p, out=p)
+        p /= p.sum(axis=1, keepdims=True)
+        logp = self._tmp(p.shape)
+        np.maximum(p, eps, out=logp)  # the clip into [eps, 1 - eps], in two ufuncs
+        np.minimum(logp, 1.0 - eps, out=logp)
+        np.log(logp, out=logp)
+        logp *= target
+        loss = np.asarray(-logp.sum() / n)
+        p -= target
+        p /= n
+        return loss, p
+
+    def sgd_step(self, param, grad, lr):
+        step = self._tmp(grad.shape)
+        np.multiply(grad, lr, out=step)
+        param -= step
+
+    def momentum_step(self, param, grad, velocity, lr, momentum):
+        step = self._tmp(grad.shape)
+        velocity *= momentum
+        np.multiply(grad, lr, out=step)
+        velocity += step
+        param -= velocity
