@@ -6,7 +6,8 @@ import copy
 
 from .backend import backend_of
 from .init import INITIALIZERS
-from .ops import ACTIVATIONS, BiasAdd, Dropout, Operation, Sigmoid, WeightMultiply
+from .ops import (ACTIVATIONS, BiasActivation, BiasAdd, Dropout, Operation, Sigmoid,
+                  WeightMultiply)
 
 
 def _activation(spec):
@@ -116,7 +117,11 @@ class Dense(Layer):
         w_shape, b_shape = self.param_shapes(n_in)
         W = backend.zeros(w_shape) if alloc is None else alloc(w_shape)
         B = backend.zeros(b_shape) if alloc is None else alloc(b_shape)
-        self.operations = [WeightMultiply(W, backend), BiasAdd(B, backend), self.activation]
+        if backend.fuses_bias_activation:
+            bias_act = [BiasActivation(B, self.activation, backend)]
+        else:
+            bias_act = [BiasAdd(B, backend), self.activation]
+        self.operations = [WeightMultiply(W, backend), *bias_act]
         if self.dropout < 1.0:
             self.operations.append(Dropout(self.dropout, backend, rng))
         self.reset_parameters(init_rng)

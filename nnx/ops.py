@@ -107,6 +107,29 @@ class BiasAdd(ParamOperation):
         return self.backend.sum_rows(output_grad, out=self.param_grad)
 
 
+class BiasActivation(ParamOperation):
+    """``activation(x + B)`` as one operation: what ``Dense`` uses in place of
+    ``BiasAdd`` + activation on backends that fuse the two into one kernel
+    (the GPU). Elsewhere the backend runs the two operations in turn."""
+
+    def __init__(self, param, activation, backend=None):
+        super().__init__(param, backend)
+        self.activation = activation
+
+    def _output(self, inference):
+        return self.backend.bias_activation(self.input_, self.param, self.activation)
+
+    def _input_grad(self, output_grad):
+        return self.backend.bias_activation_grad(self.activation, output_grad)
+
+    def backward(self, output_grad, input_grad=True):
+        # the bias gradient is the column sum of the input gradient: always needed
+        _check_shape("output_grad", output_grad, self.output)
+        self.input_grad = self._input_grad(output_grad)
+        self.param_grad = self.backend.sum_rows(self.input_grad, out=self.param_grad)
+        return self.input_grad
+
+
 # --------------------------------------------------------------- activations
 
 class Linear(Operation):

@@ -3,10 +3,14 @@ learning-rate decay, all on the network's device."""
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 
+from .backend import Backend, CaptureUnavailable
 from .optimizers import Optimizer
+
+log = logging.getLogger("nnx")
 
 
 def _positive_int(name, value):
@@ -26,6 +30,8 @@ class History:
     best_loss: float = math.inf
     stopped_early: bool = False
     epochs_run: int = 0
+    graph: bool = False  # whether full batches ran as a replayed, captured step
+    graph_note: str = ""  # why not, when capture was tried and refused
 
     @property
     def epochs(self):
@@ -38,6 +44,49 @@ class History:
     @property
     def lrs(self):
         return [r["lr"] for r in self.records]
+
+
+class _Steps:
+    """Runs the training step of each batch: eagerly, or, for full-size
+    batches on a backend that can record graphs, by replaying one captured
+    step (forward, loss, backward, update) whose inputs are fixed buffers.
+
+    The first full batch runs eagerly (kernels compile, optimiser state is
+    allocated); the step is captured on the next one and captured again
+    whenever the learning rate changes, since the rate is recorded with it.
+    """
+
+    def __init__(self, net, optim, use_graph):
+        self.net, self.optim = net, optim
+        self.use_graph = bool(use_graph) and type(net.backend).capture is not Backend.capture
+        self.warm = False
+        self.replay = self.result = self.lr = None
+        self.note = ""
+
+    def __call__(self, xb, yb, full):
+        if self.use_graph and full:
+            if self.warm and (self.replay is None or self.lr != self.optim.lr):
+                self._capture(xb, yb)
+            if self.replay is not None:
+                self.replay()
+                return self.result
+            self.warm = True
+        loss = self.net._train_step(xb, yb)
+        self.optim.step()
+        return loss
+
+    def _capture(self, xb, yb):
+        def step():
+            loss = self.net._train_step(xb, yb)
+            self.optim.step()
+            return loss
+        try:
+            self.replay, self.result = self.net.backend.capture(step)
+            self.lr = self.optim.lr
+        except CaptureUnavailable as exc:
+            self.use_graph, self.replay = False, None
+            self.note = str(exc)
+            log.warning("nnx: graph capture unavailable, training step by step (%s)", exc)
 
 
 class Trainer:
@@ -53,7 +102,7 @@ class Trainer:
 
     def fit(self, X_train, y_train, X_test=None, y_test=None, epochs=100, eval_every=10,
             batch_size=32, seed=1, restart=True, *, validation=None, patience=1,
-            min_delta=0.0, callback=None):
+            min_delta=0.0, callback=None, graph=True):
         """Train for up to ``epochs`` epochs of shuffled mini-batches.
 
         Every ``eval_every`` epochs (and after the last one) the loss on the
@@ -67,7 +116,10 @@ class Trainer:
 
         ``restart=True`` draws the initial weights again from the network's
         seed; ``seed`` seeds the shuffling. ``callback(epoch, record_or_None)``,
-        if given, is called after every epoch. Returns a ``History``.
+        if given, is called after every epoch. ``graph=True`` (default) records
+        the training step as a CUDA graph and replays it on backends that can
+        (the GPU); where capture is refused, a log line says why and training
+        goes on step by step. Returns a ``History``.
         """
         net, optim = self.net, self.optim
         epochs = _positive_int("epochs", epochs)
@@ -116,15 +168,16 @@ class Trainer:
                 buffers[key, shape] = b.empty(shape)
             return b.take_rows(data, idx, out=buffers[key, shape])
 
+        steps = _Steps(net, optim, graph)
         for epoch in range(epochs):
             lr = optim.lr
             order = b.permutation(gen, n)
-            epoch_loss = None
+            epoch_loss = b.zeros(())  # summed on the device; read at evaluations
             for start in range(0, n, batch_size):
                 idx = order[start:min(start + batch_size, n)]
-                loss = net._train_step(batch(X, idx, "X"), batch(y, idx, "y"))
-                optim.step()
-                epoch_loss = loss if epoch_loss is None else epoch_loss + loss
+                loss = steps(batch(X, idx, "X"), batch(y, idx, "y"),
+                             full=start + batch_size <= n)
+                epoch_loss = epoch_loss + loss
             history.epochs_run = epoch + 1
 
             record = None
@@ -148,6 +201,7 @@ class Trainer:
                         break
             optim.decay(epoch)
 
+        history.graph, history.graph_note = steps.replay is not None, steps.note
         if best_params is not None and history.records[-1]["epoch"] != history.best_epoch:
             net.set_parameters(best_params)
         return history

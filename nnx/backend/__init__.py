@@ -8,7 +8,7 @@ CuPy is imported only when the GPU backend is first asked for.
 
 from __future__ import annotations
 
-from .base import Backend, BackendUnavailableError
+from .base import Backend, BackendUnavailableError, CaptureUnavailable
 
 BACKENDS = ("cpu", "gpu", "strict")
 
@@ -64,5 +64,5 @@ def backend_of(x, dtype=None) -> Backend:
     return get_backend(kind, dtype)
 
 
-__all__ = ["Backend", "BackendUnavailableError", "BACKENDS", "get_backend",
+__all__ = ["Backend", "BackendUnavailableError", "CaptureUnavailable", "BACKENDS", "get_backend",
            "gpu_available", "backend_of"]

@@ -18,6 +18,10 @@ class BackendUnavailableError(RuntimeError):
     """The requested backend cannot run here; the message says what is missing."""
 
 
+class CaptureUnavailable(RuntimeError):
+    """A training step could not be recorded as a graph; the message says why."""
+
+
 class Backend:
     """Array operations on one device, in one compute dtype.
 
@@ -32,6 +36,8 @@ class Backend:
     """
 
     name = "base"
+    # True where bias_activation runs as one fused kernel (Dense then uses it)
+    fuses_bias_activation = False
 
     def __init__(self, xp, dtype="float32", device=None):
         dtype = str(dtype)
@@ -151,6 +157,25 @@ class Backend:
             return rows
         out[...] = rows
         return out
+
+    def bias_activation(self, x, bias, activation):
+        """``activation(x + bias)`` for an activation operation; the reference
+        runs the operation itself, which keeps what its backward pass needs."""
+        return activation.forward(x + bias)
+
+    def bias_activation_grad(self, activation, output_grad):
+        """Gradient with respect to ``x + bias`` after ``bias_activation``."""
+        return activation.backward(output_grad)
+
+    # ------------------------------------------------------------- graphs
+    def capture(self, step):
+        """Record ``step()`` (one whole training step) for replay.
+
+        Returns ``(replay, result)``: ``replay()`` runs the recorded work again
+        and ``result`` is what ``step`` returned, refreshed by each replay.
+        Raises ``CaptureUnavailable`` saying why when this backend cannot.
+        """
+        raise CaptureUnavailable(f"backend {self.name!r} has no graph capture")
 
     # ------------------------------------------------------------- losses
     def softmax(self, logits):

@@ -8,7 +8,11 @@ each computes exactly what the reference method in ``base.py`` computes.
 
 from __future__ import annotations
 
-from .base import Backend, BackendUnavailableError
+import logging
+
+from .base import Backend, BackendUnavailableError, CaptureUnavailable
+
+log = logging.getLogger("nnx")
 
 _INSTALL = (
     "install CuPy for your CUDA version: pip install 'nnx-dl[cuda12]' "
@@ -37,6 +41,7 @@ def _import_cupy():
 
 class CupyBackend(Backend):
     name = "gpu"
+    fuses_bias_activation = True
 
     def __init__(self, dtype="float32"):
         cupy = _import_cupy()
@@ -75,6 +80,22 @@ class CupyBackend(Backend):
         u = self.uniform(gen, shape)
         return self._kernels.dropout(u, u.dtype.type(keep_prob), u.dtype.type(1.0 / keep_prob))
 
+    def bias_activation(self, x, bias, activation):
+        kernel = self._kernels.act_forward.get(activation.name)
+        if kernel is None:  # an activation without a fused kernel
+            return super().bias_activation(x, bias, activation)
+        out = kernel(x, bias, x.dtype.type(getattr(activation, "alpha", 0.0)))
+        # the gradient of every fused activation is a function of its output
+        activation.input_, activation.output = None, out
+        return out
+
+    def bias_activation_grad(self, activation, output_grad):
+        kernel = self._kernels.act_backward.get(activation.name)
+        if kernel is None or activation.input_ is not None:
+            return super().bias_activation_grad(activation, output_grad)
+        t = output_grad.dtype.type
+        return kernel(activation.output, output_grad, t(getattr(activation, "alpha", 0.0)))
+
     def matmul(self, a, b, out=None):
         return self.xp.matmul(a, b, out=out)
 
@@ -92,6 +113,39 @@ class CupyBackend(Backend):
         t = logits.dtype.type
         terms, grad = self._kernels.softmax_ce(e, s, target, t(eps), t(1.0 / n))
         return -xp.sum(terms) / n, grad
+
+    def capture(self, step):
+        """Record ``step`` as a CUDA graph on a private stream and memory pool.
+
+        Every array the step allocates comes from a pool that only this graph
+        uses, so nothing allocated later can land in memory the graph writes.
+        Capture fails on any host synchronisation or device-to-host copy,
+        which is the proof that the recorded step makes none.
+        """
+        cp = self.xp
+        pool = cp.cuda.MemoryPool()
+        stream = cp.cuda.Stream(non_blocking=True)
+        current = cp.cuda.get_current_stream()
+        stream.wait_event(current.record())  # see everything queued so far
+        mode = getattr(cp.cuda.runtime, "streamCaptureModeRelaxed", None)
+        try:
+            with cp.cuda.using_allocator(pool.malloc), stream:
+                if mode is None:
+                    stream.begin_capture()
+                else:
+                    stream.begin_capture(mode)
+                try:
+                    result = step()
+                finally:
+                    graph = stream.end_capture()
+        except Exception as exc:  # CuPy/CUDA refused something inside the step
+            raise CaptureUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+        def replay():
+            graph.launch(stream=cp.cuda.get_current_stream())
+
+        replay.keepalive = (graph, pool, stream)
+        return replay, result
 
     def sgd_step(self, param, grad, lr):
         self._kernels.sgd(grad, param.dtype.type(lr), param)
@@ -124,6 +178,29 @@ class _Kernels:
             "nnx_softmax_ce",
         )
         self.sgd = ek("T g, T lr", "T p", "p -= lr * g", "nnx_sgd")
+        # bias + activation, forward from the pre-bias input, backward from the
+        # output (each activation's derivative is a function of its output)
+        fwd = {
+            "linear": "y = x + b",
+            "sigmoid": "T z = x + b; T e = exp(-fabs(z)); "
+                       "y = z >= (T)0 ? (T)1 / ((T)1 + e) : e / ((T)1 + e)",
+            "tanh": "y = tanh(x + b)",
+            "relu": "T z = x + b; y = z > (T)0 ? z : (T)0",
+            "leaky_relu": "T z = x + b; y = z > (T)0 ? z : alpha * z",
+            "relu6": "T z = x + b; y = min(max(z, (T)0), (T)6)",
+        }
+        bwd = {
+            "linear": "gz = g",
+            "sigmoid": "gz = g * y * ((T)1 - y)",
+            "tanh": "gz = g * ((T)1 - y * y)",
+            "relu": "gz = y > (T)0 ? g : (T)0",
+            "leaky_relu": "gz = y > (T)0 ? g : alpha * g",
+            "relu6": "gz = (y > (T)0 && y < (T)6) ? g : (T)0",
+        }
+        self.act_forward = {k: ek("T x, T b, T alpha", "T y", v, f"nnx_bias_{k}")
+                            for k, v in fwd.items()}
+        self.act_backward = {k: ek("T y, T g, T alpha", "T gz", v, f"nnx_{k}_grad")
+                             for k, v in bwd.items()}
         self.momentum = ek(
             "T g, T lr, T mom", "T p, T v",
             "v = mom * v + lr * g; p -= v",
