@@ -14,8 +14,11 @@ import nnx
 NETWORKS = {
     "study-784-89-10": ([784, 89, 10], "tanh", 60),
     "wide-784-1024-1024-10": ([784, 1024, 1024, 10], "tanh", 256),
+    "large-784-4096-4096-10": ([784, 4096, 4096, 10], "tanh", 1024),
 }
-BATCHES_PER_ROUND = {"study-784-89-10": 100, "wide-784-1024-1024-10": 8}
+BATCHES_PER_ROUND = {"study-784-89-10": 100, "wide-784-1024-1024-10": 8,
+                     "large-784-4096-4096-10": 10}
+GPU_ONLY = {"large-784-4096-4096-10"}  # ~120 GFLOP a step: minutes per round on a CPU
 DTYPES = ["float32", "float64"]
 
 _GPU_OK, _GPU_WHY = nnx.gpu_available()

@@ -13,6 +13,7 @@ from .conftest import (
     BACKENDS,
     BATCHES_PER_ROUND,
     DTYPES,
+    GPU_ONLY,
     NETWORKS,
     build_net,
     check_parity,
@@ -47,6 +48,8 @@ def _record(benchmark, name, dtype, backend, peer, epochs=1):
 @pytest.mark.parametrize("name", list(NETWORKS))
 def test_nnx_train_steps(benchmark, name, dtype, backend):
     """The bare training step loop: train_batch + optimiser step per batch."""
+    if backend == "cpu" and name in GPU_ONLY:
+        pytest.skip(f"{name} is a GPU benchmark")
     benchmark.group = f"train {name} {dtype}"
     benchmark.name = f"nnx-{backend}"
     net = build_net(name, backend, dtype)
@@ -69,25 +72,34 @@ def test_nnx_train_steps(benchmark, name, dtype, backend):
     _record(benchmark, name, dtype, backend, "nnx")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", list(NETWORKS))
-def test_nnx_fit(benchmark, name, dtype):
+def test_nnx_fit(benchmark, name, dtype, backend):
     """``Trainer.fit`` for a few epochs (shuffling, batching, an evaluation) on
-    the same data; per sample, the target is within 10% of the bare step loop."""
+    the same data; per sample, the target is within 10% of the bare step loop.
+    On the GPU, full batches replay a captured step (CUDA graph)."""
+    if backend == "cpu" and name in GPU_ONLY:
+        pytest.skip(f"{name} is a GPU benchmark")
     benchmark.group = f"train {name} {dtype}"
-    benchmark.name = "nnx-cpu-fit"
-    net = build_net(name, "cpu", dtype)
+    benchmark.name = f"nnx-{backend}-fit"
+    net = build_net(name, backend, dtype)
     X, y = make_data(name, BATCHES_PER_ROUND[name])
     Xd, yd = net.as_input(X), net.as_target(y, X.shape[0])
     Xe, ye = Xd[:NETWORKS[name][2]], yd[:NETWORKS[name][2]]
     trainer = nnx.Trainer(net, nnx.SGDMomentum(0.01, momentum=0.9))
+    state = {}
 
     def run():
-        trainer.fit(Xd, yd, Xe, ye, epochs=FIT_EPOCHS, eval_every=FIT_EPOCHS,
-                    batch_size=NETWORKS[name][2], seed=0, restart=False)
+        state["history"] = trainer.fit(Xd, yd, Xe, ye, epochs=FIT_EPOCHS,
+                                       eval_every=FIT_EPOCHS, batch_size=NETWORKS[name][2],
+                                       seed=0, restart=False)
+        net.backend.synchronize()
 
     benchmark.pedantic(run, rounds=7, iterations=1, warmup_rounds=1)
-    _record(benchmark, name, dtype, "cpu", "nnx-fit", epochs=FIT_EPOCHS)
+    benchmark.extra_info["graph"] = state["history"].graph
+    benchmark.extra_info["graph_note"] = state["history"].graph_note
+    _record(benchmark, name, dtype, backend, "nnx-fit", epochs=FIT_EPOCHS)
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
@@ -98,6 +110,8 @@ def test_torch_peer(benchmark, name, dtype, device):
     torch = pytest.importorskip("torch")
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA device for torch")
+    if device == "cpu" and name in GPU_ONLY:
+        pytest.skip(f"{name} is a GPU benchmark")
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     benchmark.group = f"train {name} {dtype}"

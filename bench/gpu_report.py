@@ -1,0 +1,167 @@
+"""Turn the outputs of bench/gpu_check.sh into report.json and report.md,
+with each of the GPU issue's targets beside what was measured.
+
+    python bench/gpu_report.py OUTDIR [--seconds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import xml.etree.ElementTree as ET
+
+
+def device_info():
+    info = {"python": platform.python_version()}
+    try:
+        import numpy
+        info["numpy"] = numpy.__version__
+        import cupy
+        info["cupy"] = cupy.__version__
+        rt = cupy.cuda.runtime
+        props = rt.getDeviceProperties(0)
+        name = props["name"]
+        info["device"] = name.decode() if isinstance(name, bytes) else str(name)
+        info["memory_gib"] = round(props["totalGlobalMem"] / 2**30, 1)
+        info["driver_version"] = rt.driverGetVersion()
+        info["cuda_runtime_version"] = rt.runtimeGetVersion()
+    except Exception as exc:  # report what is missing instead of failing
+        info["error"] = f"{type(exc).__name__}: {exc}"
+    try:
+        import torch
+        info["torch"] = torch.__version__
+    except ImportError:
+        info["torch"] = None
+    info["tf32"] = {k: os.environ.get(k) for k in ("CUPY_TF32", "NVIDIA_TF32_OVERRIDE")}
+    return info
+
+
+def tests(path):
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return {"ran": False}
+    cases, failed = [], []
+    for case in root.iter("testcase"):
+        status = "passed"
+        for tag in ("failure", "error", "skipped"):
+            if case.find(tag) is not None:
+                status = tag
+        name = f"{case.get('classname')}::{case.get('name')}"
+        cases.append({"name": name, "status": status})
+        if status in ("failure", "error"):
+            failed.append(name)
+    count = {s: sum(c["status"] == s for c in cases) for s in
+             ("passed", "failure", "error", "skipped")}
+    return {"ran": True, "counts": count, "failed": failed, "cases": cases}
+
+
+def benchmarks(path):
+    try:
+        data = json.load(open(path))
+    except (OSError, ValueError):  # not written: the stage failed or timed out
+        return {}
+    out = {}
+    for b in data["benchmarks"]:
+        e = b["extra_info"]
+        out[(e.get("network"), e.get("dtype"), b["name"])] = dict(e, median_s=b["stats"]["median"])
+    return out
+
+
+def _status(case_names, cases):
+    picked = [c for c in cases if any(n in c["name"] for n in case_names)]
+    if not picked:
+        return "not run"
+    counts = {s: sum(c["status"] == s for c in picked) for s in
+              ("passed", "failure", "error", "skipped")}
+    if counts["passed"] == len(picked):
+        return f"all {len(picked)} passed"
+    return ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("outdir")
+    p.add_argument("--seconds", type=float, default=None)
+    a = p.parse_args(argv)
+    t = tests(os.path.join(a.outdir, "gpu-tests.xml"))
+    bench = benchmarks(os.path.join(a.outdir, "bench.json"))
+    train_path = os.path.join(a.outdir, "train.json")
+    try:
+        train = json.load(open(train_path))
+    except (OSError, ValueError):
+        train = None
+    cases = t.get("cases", [])
+
+    def rate(net, dtype, name):
+        e = bench.get((net, dtype, name))
+        return e and e.get("samples_per_s")
+
+    large, study = "large-784-4096-4096-10", "study-784-89-10"
+    lg_nnx, lg_torch = rate(large, "float32", "nnx-gpu"), rate(large, "float32", "torch-cuda")
+    lg = bench.get((large, "float32", "nnx-gpu"), {})
+    st_fit, st_torch = rate(study, "float32", "nnx-gpu-fit"), rate(study, "float32", "torch-cuda")
+    st_graph = bench.get((study, "float32", "nnx-gpu-fit"), {}).get("graph")
+    targets = [
+        ("parity with the CPU (1e-10 f64, 1e-4 f32, TF32 off)", "all pass",
+         _status(["test_parity", "test_gpu.py::test_fused", "test_captured"], cases), None),
+        ("784-4096-4096-10, b1024, f32: share of the card's f32 matmul rate", ">= 70%",
+         f"{lg['fraction_of_ceiling']:.0%}" if lg.get("fraction_of_ceiling") else "not run",
+         (lg.get("fraction_of_ceiling") or 0) >= 0.70),
+        ("784-4096-4096-10, b1024, f32: nnx / PyTorch CUDA eager", ">= 1.0x",
+         f"{lg_nnx / lg_torch:.2f}x" if lg_nnx and lg_torch else "not run",
+         bool(lg_nnx and lg_torch and lg_nnx / lg_torch >= 1.0)),
+        ("784-89-10, b60, f32, captured step: nnx / PyTorch CUDA eager", ">= 2x",
+         f"{st_fit / st_torch:.2f}x (graph: {st_graph})" if st_fit and st_torch else "not run",
+         bool(st_fit and st_torch and st_fit / st_torch >= 2.0)),
+        ("device-to-host copies per batch", "0",
+         _status(["test_no_device_to_host_copy_per_batch"], cases), None),
+    ]
+    report = {"device": device_info(), "tests": {k: v for k, v in t.items() if k != "cases"},
+              "benchmarks": [dict(network=k[0], dtype=k[1], name=k[2], **v)
+                             for k, v in sorted(bench.items(), key=str)],
+              "fashion_sized_run": train, "seconds": a.seconds,
+              "targets": [{"target": n, "wanted": w, "measured": m, "met": ok}
+                          for n, w, m, ok in targets]}
+    with open(os.path.join(a.outdir, "report.json"), "w") as f:
+        json.dump(report, f, indent=1, default=str)
+
+    d = report["device"]
+    md = [f"# nnx GPU check: {d.get('device', '?')}", "",
+          f"Driver {d.get('driver_version')}, CUDA runtime {d.get('cuda_runtime_version')}, "
+          f"CuPy {d.get('cupy')}, NumPy {d.get('numpy')}, PyTorch {d.get('torch')}, "
+          f"Python {d.get('python')}; TF32 off ({d['tf32']}). Whole check: {a.seconds} s.", ""]
+    if "error" in d:
+        md += [f"Device query failed: {d['error']}", ""]
+    if t.get("ran"):
+        md += [f"`pytest -m gpu`: {t['counts']}", ""]
+        md += [f"- failed: `{n}`" for n in t["failed"]]
+    md += ["", "| target | wanted | measured | met |", "|---|---|---|---|"]
+    for r in report["targets"]:
+        met = {True: "yes", False: "**no**", None: "see measured"}[r["met"]]
+        md.append(f"| {r['target']} | {r['wanted']} | {r['measured']} | {met} |")
+    md += ["", "| network | dtype | run | samples/s | share of matmul peak | graph |",
+           "|---|---|---|---|---|---|"]
+    for b in report["benchmarks"]:
+        if "samples_per_s" in b:
+            md.append(f"| {b['network']} | {b['dtype']} | {b['name']} | "
+                      f"{b['samples_per_s']:,.0f} | {b['fraction_of_ceiling']:.0%} | "
+                      f"{b.get('graph', '')} |")
+    if train:
+        g, c = train["gpu"], train["cpu"]
+        md += ["", f"Fashion-MNIST-sized run (synthetic 60k/10k, {train['network']}, batch 60):",
+               f"GPU {g['seconds_per_epoch']:.2f} s/epoch over {g['epochs']} epochs, test "
+               f"accuracy {g['test_accuracy']:.4f}, captured step: {g['graph']} "
+               f"{g['graph_note']}; CPU of that machine {c['seconds_per_epoch']:.2f} s/epoch "
+               f"({train['gpu_speedup_per_epoch']:.1f}x)."]
+    with open(os.path.join(a.outdir, "report.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

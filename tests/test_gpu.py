@@ -1,0 +1,135 @@
+"""GPU-only checks (marked ``gpu``; skipped with the reason where CuPy or a
+device is missing): fused kernels against the reference, the captured step
+against the step-by-step loop, fresh dropout masks on every replay, and no
+device-to-host copy inside the training loop."""
+
+import numpy as np
+import pytest
+
+import nnx
+from nnx.backend import get_backend
+from nnx.backend.base import Backend as Reference
+
+_OK, _WHY = nnx.gpu_available()
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not _OK, reason=f"no GPU: {_WHY}")]
+RTOL = {"float64": 1e-10, "float32": 1e-4}
+ACTS = ["linear", "sigmoid", "tanh", "relu", "leaky_relu", "relu6"]
+
+
+def _close(a, b, rtol):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * max(np.abs(b).max(), 1e-30))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("act", ACTS)
+def test_fused_bias_activation_matches_reference(act, dtype):
+    b = get_backend("gpu", dtype)
+    rng = np.random.default_rng(0)
+    x = b.asarray(rng.standard_normal((64, 33)) * 4)
+    bias = b.asarray(rng.standard_normal((1, 33)))
+    g = b.asarray(rng.standard_normal((64, 33)))
+    op_fused = nnx.ops.ACTIVATIONS[act]()
+    op_ref = nnx.ops.ACTIVATIONS[act]()
+    op_ref.backend = b
+    y = b.bias_activation(x, bias, op_fused)
+    y_ref = Reference.bias_activation(b, x, bias, op_ref)
+    _close(b.to_numpy(y), b.to_numpy(y_ref), RTOL[dtype])
+    gz = b.bias_activation_grad(op_fused, g)
+    gz_ref = Reference.bias_activation_grad(b, op_ref, g)
+    _close(b.to_numpy(gz), b.to_numpy(gz_ref), RTOL[dtype])
+
+
+def _fit(dtype="float64", dropout=1.0, graph=True, n=600, epochs=4, seed=3):
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((n, 20)), rng.integers(0, 5, n)
+    net = nnx.NeuralNetwork([nnx.Dense(32, "tanh", dropout=dropout), nnx.Dense(5, "linear")],
+                            nnx.SoftmaxCrossEntropy(), seed=seed, backend="gpu", dtype=dtype)
+    opt = nnx.SGDMomentum(0.1, final_lr=0.02, decay_type="exponential")
+    hist = nnx.Trainer(net, opt).fit(X, y, X[:100], y[:100], epochs=epochs, eval_every=2,
+                                     batch_size=60, seed=4, patience=5, graph=graph)
+    return net, hist
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_captured_step_trains_like_the_loop(dtype):
+    net_g, hist_g = _fit(dtype, graph=True)
+    net_e, hist_e = _fit(dtype, graph=False)
+    assert hist_g.graph, f"capture refused: {hist_g.graph_note}"
+    assert not hist_e.graph
+    for rg, re_ in zip(hist_g.records, hist_e.records):
+        _close(rg["loss"], re_["loss"], RTOL[dtype])
+        _close(rg["train_loss"], re_["train_loss"], RTOL[dtype])
+    for p, q in zip(net_g.params(), net_e.params()):
+        _close(net_g.backend.to_numpy(p), net_e.backend.to_numpy(q), RTOL[dtype] * 10)
+
+
+def test_replays_draw_fresh_dropout_masks():
+    b = get_backend("gpu")
+    net = nnx.NeuralNetwork([nnx.Dense(64, "tanh", dropout=0.5), nnx.Dense(3, "linear")],
+                            nnx.SoftmaxCrossEntropy(), seed=0, backend="gpu")
+    rng = np.random.default_rng(0)
+    xb = net.as_input(rng.standard_normal((32, 8)))
+    net.build(8)
+    yb = net.as_target(rng.integers(0, 3, 32), 32)
+    opt = nnx.SGD(0.01)
+    opt.attach(net)
+    net._train_step(xb, yb)
+    opt.step()
+    drop = net.layers[0].operations[-1]
+
+    def step():
+        loss = net._train_step(xb, yb)
+        opt.step()
+        return loss
+    replay, _ = b.capture(step)
+    masks = []
+    for _ in range(3):
+        replay()
+        masks.append(b.to_numpy(drop.mask).copy())
+    assert not np.array_equal(masks[0], masks[1]) and not np.array_equal(masks[1], masks[2])
+    for m in masks:
+        assert 0.4 < (m != 0).mean() < 0.6
+
+
+def test_no_device_to_host_copy_per_batch(monkeypatch):
+    """Every per-batch call (gathers, the step) runs under CuPy's
+    allow_synchronize(False), which raises on any implicit synchronisation
+    (``float(x)``, ``if x:``, ``.get()``); the explicit reads through
+    ``to_numpy`` happen only at evaluations, however many batches there are."""
+    import cupyx
+
+    from nnx.backend.cupy_backend import CupyBackend
+    from nnx.trainer import _Steps
+
+    def no_sync(fn):
+        def wrapper(*a, **k):
+            with cupyx.allow_synchronize(False):
+                return fn(*a, **k)
+        return wrapper
+
+    monkeypatch.setattr(_Steps, "__call__", no_sync(_Steps.__call__))
+    monkeypatch.setattr(CupyBackend, "take_rows", no_sync(CupyBackend.take_rows))
+    reads = {"n": 0}
+    real = CupyBackend.to_numpy
+
+    def counting(self, x):
+        reads["n"] += 1
+        return real(self, x)
+    monkeypatch.setattr(CupyBackend, "to_numpy", counting)
+    seen = []
+    for n in (600, 2400):  # 10 and 40 batches per epoch
+        for graph in (False, True):
+            reads["n"] = 0
+            _fit("float32", dropout=0.8, graph=graph, n=n)
+            seen.append(reads["n"])
+    assert len(set(seen)) == 1, f"reads per fit differ with the batch count: {seen}"
+    assert seen[0] == 2 * 2  # two evaluations: the training and the evaluation loss
+
+
+def test_dropout_masks_and_optimizer_state_stay_on_the_device():
+    import cupy
+    net, _ = _fit("float32", dropout=0.8, epochs=2)
+    drop = net.layers[0].operations[-1]
+    assert isinstance(drop.mask, cupy.ndarray)
+    assert all(isinstance(p, cupy.ndarray) for p in net.params())
