@@ -20,7 +20,7 @@ from .ops import (
                   WeightMultiply,
 )
 from .optimizers import SGD, Optimizer, SGDMomentum
-from .trainer import History, Trainer
+from .trainer import History, Trainer, TrainingDiverged
 
 __version__ = "0.1.0"
 
@@ -29,6 +29,6 @@ __all__ = [
     "Operation", "ParamOperation", "WeightMultiply", "BiasAdd",
     "Linear", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "ReLU6", "Dropout",
     "Layer", "Dense", "Loss", "MeanSquaredError", "SoftmaxCrossEntropy",
-    "Optimizer", "SGD", "SGDMomentum", "NeuralNetwork", "Trainer", "History",
+    "Optimizer", "SGD", "SGDMomentum", "NeuralNetwork", "Trainer", "History", "TrainingDiverged",
     "accuracy", "predict_classes", "__version__",
 ]

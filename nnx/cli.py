@@ -23,7 +23,7 @@ from .network import NeuralNetwork
 from .ops import ACTIVATIONS
 from .optimizers import DECAY_TYPES, SGD, SGDMomentum
 from .study import BATCH_SIZE, EPOCHS, EVAL_EVERY, LADDER, SEED
-from .trainer import Trainer
+from .trainer import Trainer, TrainingDiverged
 
 
 class UsageError(Exception):
@@ -194,19 +194,20 @@ def _hidden(text):
 
 
 def cmd_train(args):
+    # every hyper-parameter is checked before the data is loaded
     sizes = _hidden(args.hidden)
-    prep = _prepare(args, validation=args.early_stopping == "validation")
     layers = [Dense(s, args.activation, dropout=args.dropout, weight_init=args.init)
               for s in sizes]
-    out_act = "sigmoid" if args.loss == "mse" else "linear"
-    layers.append(Dense(prep["n_classes"], out_act, weight_init=args.init))
-    net = NeuralNetwork(layers, LOSSES[args.loss](), seed=args.seed, backend=args.backend,
-                        dtype=args.dtype)
     if args.optimizer == "sgd":
         optim = SGD(args.lr, final_lr=args.final_lr, decay_type=args.decay)
     else:
         optim = SGDMomentum(args.lr, momentum=args.momentum, final_lr=args.final_lr,
                             decay_type=args.decay)
+    prep = _prepare(args, validation=args.early_stopping == "validation")
+    out_act = "sigmoid" if args.loss == "mse" else "linear"
+    layers.append(Dense(prep["n_classes"], out_act, weight_init=args.init))
+    net = NeuralNetwork(layers, LOSSES[args.loss](), seed=args.seed, backend=args.backend,
+                        dtype=args.dtype)
     history, seconds = _fit(net, optim, prep, args, "train")
     acc = accuracy(net, prep["X_test"], prep["y_test"])
     path = net.save(args.out, extra={"x_mean": prep["mean"], "x_std": prep["std"]})
@@ -310,8 +311,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, ValueError, TypeError, FileNotFoundError, CheckpointError,
-            BackendUnavailableError) as exc:
+    except (UsageError, ValueError, TypeError, OSError, CheckpointError,
+            BackendUnavailableError, TrainingDiverged) as exc:
         print(f"nnx {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

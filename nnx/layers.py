@@ -6,8 +6,7 @@ import copy
 
 from .backend import backend_of
 from .init import INITIALIZERS
-from .ops import (ACTIVATIONS, BiasActivation, BiasAdd, Dropout, Operation, Sigmoid,
-                  WeightMultiply)
+from .ops import ACTIVATIONS, BiasActivation, BiasAdd, Dropout, Operation, Sigmoid, WeightMultiply
 
 
 def _activation(spec):

@@ -12,6 +12,7 @@ class Loss:
     ``backward()`` returns the gradient with respect to the prediction."""
 
     backend = None  # set by the network that owns the loss
+    classification = False  # targets are class distributions (rows sum to one)
 
     def forward(self, prediction, target):
         _check_shape("target", target, prediction)
@@ -49,6 +50,7 @@ class SoftmaxCrossEntropy(Loss):
     ``(softmax - y) / n_rows``. Loss and gradient come from one pass."""
 
     name = "softmax_cross_entropy"
+    classification = True
 
     def __init__(self, eps=1e-9):
         eps = float(eps)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .backend import get_backend, host
 from .layers import Layer
-from .losses import Loss
+from .losses import LOSSES, Loss
 
 
 class NeuralNetwork:
@@ -13,7 +13,7 @@ class NeuralNetwork:
     Parameters
     ----------
     layers : list of Layer
-    loss : Loss
+    loss : Loss, or its name ("softmax_cross_entropy", "mse")
     seed : int or None
         Seeds the network's generators: initial weights are drawn on the host
         (so every backend starts from the same numbers), dropout masks on the
@@ -32,8 +32,13 @@ class NeuralNetwork:
             raise TypeError("layers must be a non-empty list of Layer objects (e.g. Dense)")
         if len({id(la) for la in layers}) != len(layers):
             raise ValueError("the same Layer object appears twice in layers")
+        if isinstance(loss, str):
+            if loss not in LOSSES:
+                raise ValueError(f"loss={loss!r} is not known; expected one of {sorted(LOSSES)}")
+            loss = LOSSES[loss]()
         if not isinstance(loss, Loss):
-            raise TypeError(f"loss must be a Loss (e.g. SoftmaxCrossEntropy()), got {loss!r}")
+            raise TypeError(f"loss must be a Loss (e.g. SoftmaxCrossEntropy()) or one of "
+                            f"{sorted(LOSSES)}, got {loss!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise ValueError(f"seed={seed!r} must be a non-negative integer or None")
         self.layers = layers
@@ -60,11 +65,20 @@ class NeuralNetwork:
     def _seed_generators(self):
         init_seed, device_seed = host.spawn_seeds(self.seed, 2)
         self._init_rng = self.backend.host_generator(init_seed)
-        self.rng = self.backend.generator(device_seed)
+        self._use_generator(self.backend.generator(device_seed))
+
+    def _use_generator(self, rng):
+        self.rng = rng
         for layer in self.layers:  # dropout ops keep a reference to the generator
             for op in layer.operations:
                 if hasattr(op, "rng"):
-                    op.rng = self.rng
+                    op.rng = rng
+
+    def reseed_for_epoch(self, epoch):
+        """Draw this epoch's dropout masks from a generator derived from the
+        network's seed and ``epoch`` (what ``Trainer.fit`` does every epoch, so
+        a run resumed from a checkpoint continues exactly)."""
+        self._use_generator(self.backend.generator(host.derive_seed(self.seed, 1, epoch)))
 
     # ------------------------------------------------------------------ build
     def build(self, n_in):
@@ -123,7 +137,8 @@ class NeuralNetwork:
         """Class ids or one-hot/target rows -> ``(n_rows, n_out)`` on the device."""
         b = self.backend
         if host.is_host_array(y):
-            return b.asarray(host.check_targets(y, n_rows, self.n_out, name))
+            return b.asarray(host.check_targets(y, n_rows, self.n_out, name,
+                                                distributions=self.loss.classification))
         if not b.owns(y):
             raise ValueError(f"{name} is a {type(y).__module__} array, not on this network's "
                              f"device ({b.name}); pass a NumPy array or move it first")
@@ -201,16 +216,19 @@ class NeuralNetwork:
             "n_in": self.n_in,
         }
 
-    def save(self, path, extra=None):
+    def save(self, path, extra=None, training=None):
         """Write parameters and architecture to ``path`` (atomically, no pickle).
-        ``extra`` (name -> array) is stored alongside, e.g. optimiser state."""
+        ``extra`` (name -> array) is stored alongside, e.g. optimiser state;
+        ``training`` (plain data) is the trainer's state for resuming."""
         from . import __version__, checkpoint
         self._require_built()
         arrays = {"params": self.backend.to_numpy(self._param_buf)}
         for name, value in (extra or {}).items():
             arrays[name] = self.backend.to_numpy(value) if self.backend.owns(value) else value
-        return checkpoint.write(path, {"network": self.describe(), "nnx_version": __version__},
-                                arrays)
+        header = {"network": self.describe(), "nnx_version": __version__}
+        if training is not None:
+            header["training"] = training
+        return checkpoint.write(path, header, arrays)
 
     @classmethod
     def load(cls, path, backend="cpu", dtype=None):

@@ -7,7 +7,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 
-from .backend import Backend, CaptureUnavailable
+from .backend import Backend, CaptureUnavailable, host
 from .optimizers import Optimizer
 
 log = logging.getLogger("nnx")
@@ -17,6 +17,19 @@ def _positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name}={value!r} must be a positive integer")
     return value
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite. ``epoch`` is the first epoch
+    whose loss was not finite; the network holds the parameters of the last
+    good evaluation (``restored_epoch``, 0 for the initial weights)."""
+
+    def __init__(self, epoch, restored_epoch, history):
+        self.epoch, self.restored_epoch, self.history = epoch, restored_epoch, history
+        super().__init__(
+            f"training diverged: the loss became NaN or infinite in epoch {epoch}; the "
+            f"parameters of {'epoch ' + str(restored_epoch) if restored_epoch else 'the start'}"
+            " were restored (try a smaller learning rate)")
 
 
 @dataclass
@@ -102,7 +115,8 @@ class Trainer:
 
     def fit(self, X_train, y_train, X_test=None, y_test=None, epochs=100, eval_every=10,
             batch_size=32, seed=1, restart=True, *, validation=None, patience=1,
-            min_delta=0.0, callback=None, graph=True):
+            min_delta=0.0, callback=None, graph=True, checkpoint=None, checkpoint_every=None,
+            resume=None):
         """Train for up to ``epochs`` epochs of shuffled mini-batches.
 
         Every ``eval_every`` epochs (and after the last one) the loss on the
@@ -119,7 +133,17 @@ class Trainer:
         if given, is called after every epoch. ``graph=True`` (default) records
         the training step as a CUDA graph and replays it on backends that can
         (the GPU); where capture is refused, a log line says why and training
-        goes on step by step. Returns a ``History``.
+        goes on step by step.
+
+        Each epoch's loss stays on the device; at evaluations the losses since
+        the last one are read, and a NaN or infinite value raises
+        ``TrainingDiverged`` after restoring the last good evaluation's
+        parameters. With ``checkpoint=path`` the whole training state
+        (parameters, optimiser velocity and rate, epoch, best and last good
+        parameters, history) is saved atomically every ``checkpoint_every``
+        epochs (default ``eval_every``) and at the end; ``resume=path``
+        continues such a run, with the same arguments, exactly where it
+        stopped. Returns a ``History``.
         """
         net, optim = self.net, self.optim
         epochs = _positive_int("epochs", epochs)
@@ -131,8 +155,18 @@ class Trainer:
         patience = _positive_int("patience", patience)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed={seed!r} must be a non-negative integer")
+        if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) \
+                or not min_delta >= 0:
+            raise ValueError(f"min_delta={min_delta!r} must be a number >= 0")
         if (X_test is None) != (y_test is None):
             raise ValueError("pass both X_test and y_test, or neither")
+        if checkpoint_every is not None:
+            checkpoint_every = _positive_int("checkpoint_every", checkpoint_every)
+            if checkpoint is None:
+                raise ValueError("checkpoint_every was given without a checkpoint path")
+        settings = {"epochs": epochs, "eval_every": eval_every, "batch_size": batch_size,
+                    "seed": seed, "patience": patience, "min_delta": min_delta,
+                    "optimizer": repr(optim)}
 
         # one checked copy of each array on the device, before any training
         X = net.as_input(X_train, "X_train")
@@ -140,27 +174,25 @@ class Trainer:
         if not net.built:
             net.build(int(X.shape[1]))
         y = net.as_target(y_train, n, "y_train")
-        if validation is not None:
-            X_val, y_val = validation
-        else:
-            X_val, y_val = X_test, y_test
+        val_names = ("X_val", "y_val") if validation is not None else ("X_test", "y_test")
+        X_val, y_val = validation if validation is not None else (X_test, y_test)
         if X_val is not None:
-            X_val = net.as_input(X_val, "X_val" if validation is not None else "X_test")
-            y_val = net.as_target(y_val, int(X_val.shape[0]),
-                                  "y_val" if validation is not None else "y_test")
-        if restart:
-            net.reset()
-            optim.attach(net)
-        optim.setup_decay(epochs)
+            X_val = net.as_input(X_val, val_names[0])
+            y_val = net.as_target(y_val, int(X_val.shape[0]), val_names[1])
 
         b = net.backend
-        gen = b.generator(seed)
-        history = History()
-        best_params = None
-        bad_evals = 0
+        run = _Run(net, optim)
+        if resume is not None:
+            run.load(resume, settings)
+        else:
+            if restart:
+                net.reset()
+                optim.attach(net)
+            optim.setup_decay(epochs)
+            run.snapshot_good(0)
+        history = run.history
         n_batches = math.ceil(n / batch_size)
-        # batch buffers, reused every step (at most two sizes: full and last)
-        buffers = {}
+        buffers = {}  # batch buffers, reused every step (two sizes at most)
 
         def batch(data, idx, key):
             shape = (int(idx.shape[0]), int(data.shape[1]))
@@ -169,39 +201,143 @@ class Trainer:
             return b.take_rows(data, idx, out=buffers[key, shape])
 
         steps = _Steps(net, optim, graph)
-        for epoch in range(epochs):
+        for epoch in range(run.epoch, epochs):
+            if run.finished:
+                break
             lr = optim.lr
-            order = b.permutation(gen, n)
+            net.reseed_for_epoch(epoch)
+            order = b.permutation(b.generator(host.derive_seed(seed, 0, epoch)), n)
             epoch_loss = b.zeros(())  # summed on the device; read at evaluations
             for start in range(0, n, batch_size):
                 idx = order[start:min(start + batch_size, n)]
-                loss = steps(batch(X, idx, "X"), batch(y, idx, "y"),
-                             full=start + batch_size <= n)
-                epoch_loss = epoch_loss + loss
-            history.epochs_run = epoch + 1
+                epoch_loss = epoch_loss + steps(batch(X, idx, "X"), batch(y, idx, "y"),
+                                                full=start + batch_size <= n)
+            run.epoch = history.epochs_run = epoch + 1
+            run.pending.append(epoch_loss)
 
             record = None
             if (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
-                record = {"epoch": epoch + 1, "lr": lr,
-                          "train_loss": b.to_float(epoch_loss) / n_batches, "loss": None}
+                train_loss = run.check_pending() / n_batches
+                record = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "loss": None}
                 if X_val is not None:
                     record["loss"] = b.to_float(net.loss_on(X_val, y_val))
+                    run.check_finite(record["loss"], epoch + 1)
                 history.records.append(record)
+                run.snapshot_good(epoch + 1)
+                run.early_stopping(record, patience, min_delta)
             if callback is not None:
                 callback(epoch + 1, record)
-            if record is not None and record["loss"] is not None:
-                if record["loss"] < history.best_loss - min_delta:
-                    history.best_loss, history.best_epoch = record["loss"], epoch + 1
-                    best_params = net.get_parameters()
-                    bad_evals = 0
-                else:
-                    bad_evals += 1
-                    if bad_evals >= patience:
-                        history.stopped_early = True
-                        break
-            optim.decay(epoch)
+            if not run.finished:
+                optim.decay(epoch)
+            run.finished = run.finished or epoch + 1 == epochs
+            if checkpoint is not None and (run.finished or (epoch + 1) % (
+                    checkpoint_every or eval_every) == 0):
+                run.save(checkpoint, settings)
 
         history.graph, history.graph_note = steps.replay is not None, steps.note
-        if best_params is not None and history.records[-1]["epoch"] != history.best_epoch:
-            net.set_parameters(best_params)
+        run.restore_best()
         return history
+
+
+class _Run:
+    """The state of one ``fit``: where it is, what it saw, what it keeps; the
+    unit saved to and loaded from a training checkpoint."""
+
+    def __init__(self, net, optim):
+        self.net, self.optim, self.b = net, optim, net.backend
+        self.history = History()
+        self.epoch = 0
+        self.finished = False
+        self.bad_evals = 0
+        self.best_params = None
+        self.good_params, self.good_epoch = None, 0
+        self.pending = []  # device losses of the epochs since the last read
+
+    def check_pending(self):
+        """Read the epoch losses not read yet (one transfer); raise
+        ``TrainingDiverged`` if any is not finite. Returns the last one."""
+        values = [float(v) for v in self.b.to_numpy(self.b.stack(self.pending))]
+        first = self.epoch - len(values) + 1
+        self.pending = []
+        for i, v in enumerate(values):
+            self.check_finite(v, first + i)
+        return values[-1]
+
+    def check_finite(self, value, epoch):
+        if not math.isfinite(value):
+            self.net.set_parameters(self.good_params)
+            self.optim.velocity = None  # it holds the NaNs too
+            self.history.stopped_early = True
+            raise TrainingDiverged(epoch, self.good_epoch, self.history)
+
+    def snapshot_good(self, epoch):
+        self.good_params, self.good_epoch = self.net.get_parameters(), epoch
+
+    def early_stopping(self, record, patience, min_delta):
+        h = self.history
+        if record["loss"] is None:
+            return
+        if record["loss"] < h.best_loss - min_delta:
+            h.best_loss, h.best_epoch = record["loss"], record["epoch"]
+            self.best_params = self.good_params
+            self.bad_evals = 0
+        else:
+            self.bad_evals += 1
+            if self.bad_evals >= patience:
+                h.stopped_early = self.finished = True
+
+    def restore_best(self):
+        h = self.history
+        if self.best_params is not None and h.records and h.records[-1]["epoch"] != h.best_epoch:
+            self.net.set_parameters(self.best_params)
+
+    # ------------------------------------------------------------ checkpoints
+    _ARRAYS = ("best_params", "good_params")
+
+    def save(self, path, settings):
+        if self.pending:  # never save parameters that may already be NaN
+            self.check_pending()
+        h = self.history
+        state = {"epoch": self.epoch, "finished": self.finished, "bad_evals": self.bad_evals,
+                 "good_epoch": self.good_epoch, "lr": self.optim.lr,
+                 "decay_epochs": self.optim.max_epochs,
+                 "history": {"records": h.records, "best_epoch": h.best_epoch,
+                             "best_loss": h.best_loss, "stopped_early": h.stopped_early,
+                             "epochs_run": h.epochs_run},
+                 "settings": settings}
+        extra = {k: getattr(self, k) for k in self._ARRAYS if getattr(self, k) is not None}
+        if self.optim.velocity is not None:
+            extra["velocity"] = self.optim.velocity
+        self.net.save(path, extra=extra, training=state)
+
+    def load(self, path, settings):
+        from .checkpoint import CheckpointError, read
+        header, arrays = read(path)
+        state = header.get("training")
+        if state is None:
+            raise CheckpointError(f"checkpoint {str(path)!r} holds a model, not a training run "
+                                  "(it was written by save(), not by fit(checkpoint=...))")
+        if header["network"]["layers"] != self.net.describe()["layers"]:
+            raise ValueError(f"resume={str(path)!r} was written for another network: "
+                             f"{header['network']['layers']}")
+        changed = {k: (v, settings[k]) for k, v in state["settings"].items()
+                   if settings.get(k) != v}
+        if changed:
+            raise ValueError(f"resume={str(path)!r}: fit() arguments differ from the saved "
+                             "run's (saved, given): " + ", ".join(
+                                 f"{k}={a!r} vs {c!r}" for k, (a, c) in changed.items()))
+        b, optim = self.b, self.optim
+        self.net.set_parameters(b.asarray(arrays["params"]))
+        optim.attach(self.net)
+        optim.setup_decay(state["decay_epochs"])
+        optim.lr = state["lr"]
+        if "velocity" in arrays:
+            optim.velocity = b.asarray(arrays["velocity"])
+        for k in self._ARRAYS:
+            setattr(self, k, b.asarray(arrays[k]) if k in arrays else None)
+        self.epoch, self.finished = state["epoch"], state["finished"]
+        self.bad_evals, self.good_epoch = state["bad_evals"], state["good_epoch"]
+        h = state["history"]
+        self.history = History(records=h["records"], best_epoch=h["best_epoch"],
+                               best_loss=h["best_loss"], stopped_early=h["stopped_early"],
+                               epochs_run=h["epochs_run"])

@@ -147,6 +147,10 @@ class Backend:
         out[...] = s
         return out
 
+    def stack(self, arrays):
+        """0-d (or equal-shape) device arrays -> one array along a new first axis."""
+        return self.xp.stack(arrays)
+
     def concat_rows(self, arrays):
         return self.xp.concat(arrays, axis=0)
 

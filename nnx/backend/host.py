@@ -36,10 +36,15 @@ def check_features(X, name="X", n_features=None):
     return X
 
 
-def check_targets(y, n_rows, n_classes, name="y"):
-    """Integer class ids (1-D) or one-hot rows (2-D) -> a float one-hot array
-    ``(n_rows, n_classes)`` on the host, after checking every label."""
+def check_targets(y, n_rows, n_classes, name="y", distributions=False):
+    """Integer class ids (1-D) or target rows (2-D) -> a float array
+    ``(n_rows, n_classes)`` on the host, after checking every label. With
+    ``distributions=True`` (classification losses) rows must be one-hot or,
+    more generally, non-negative and sum to one."""
     y = np.asarray(y)
+    if y.ndim == 0 or y.size == 0:
+        raise ValueError(f"{name} is empty or a scalar (shape {y.shape}); expected one label "
+                         "per row")
     if y.dtype == object or not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
         raise TypeError(f"{name} must hold numbers, got dtype {y.dtype}")
     if y.shape[0] != n_rows:
@@ -67,6 +72,14 @@ def check_targets(y, n_rows, n_classes, name="y"):
         )
     if not np.isfinite(y).all():
         raise ValueError(f"{name} contains NaN or infinite values")
+    if distributions:
+        sums = y.sum(axis=1)
+        bad = np.flatnonzero((np.abs(sums - 1) > 1e-6) | (y < 0).any(axis=1))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"{name}: one-hot rows must be non-negative and sum to one; row {i} sums to "
+                f"{sums[i]:g} ({bad.size} bad row(s)); pass class ids or one-hot rows")
     return y
 
 
@@ -76,9 +89,12 @@ def check_one_hot(y, name="y"):
         raise ValueError(f"{name}: one-hot rows must hold a single 1 and zeros elsewhere")
 
 
-def class_ids(y):
-    """Class ids of host targets: the ids themselves, or argmax of one-hot rows."""
+def class_ids(y, n_classes=None, name="y"):
+    """Class ids of host targets: the ids themselves, or argmax of one-hot rows
+    (checked like ``check_targets`` when ``n_classes`` is given)."""
     y = np.asarray(y)
+    if n_classes is not None:
+        y = check_targets(y, y.shape[0] if y.ndim else 0, n_classes, name, distributions=True)
     if y.ndim == 2 and y.shape[1] > 1:
         return y.argmax(axis=1)
     return y.reshape(-1).astype(np.int64)
@@ -87,6 +103,13 @@ def class_ids(y):
 def spawn_seeds(seed, n):
     """``n`` independent integer seeds derived from ``seed``."""
     return [int(s) for s in np.random.SeedSequence(seed).generate_state(n, dtype=np.uint64)]
+
+
+def derive_seed(*keys) -> int:
+    """One integer seed from a tuple of non-negative integers (seed, stream, epoch):
+    each epoch's generators follow from the run's seed alone, so a resumed run
+    draws exactly what the uninterrupted one would have."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0])
 
 
 def fresh_seed() -> int:
