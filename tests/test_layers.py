@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from gradcheck import EPS, RTOL, assert_grad_close, numeric_grad  # noqa: E402,F401
+from gradcheck import assert_grad_close, numeric_grad
 
 import nnx
 from nnx import (

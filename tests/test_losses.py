@@ -4,7 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
-from gradcheck import EPS, RTOL, assert_grad_close, numeric_grad  # noqa: E402,F401
+from gradcheck import assert_grad_close, numeric_grad
 
 from nnx import MeanSquaredError, SoftmaxCrossEntropy, get_backend
 
