@@ -67,6 +67,8 @@ def read(path):
     """``(header, arrays)`` from a checkpoint, after checking its format,
     version and checksum; raises ``CheckpointError`` naming the file."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path!r} is a directory, not a checkpoint file")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
     try:

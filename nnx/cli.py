@@ -91,7 +91,7 @@ def _fit(net, optim, prep, args, desc):
     try:
         history = Trainer(net, optim).fit(
             prep["X_train"], prep["y_train"], prep["X_test"], prep["y_test"],
-            epochs=args.epochs, eval_every=min(args.eval_every, args.epochs),
+            epochs=args.epochs, eval_every=args.eval_every,
             batch_size=args.batch_size, seed=args.seed, validation=validation,
             callback=lambda e, r: progress(e, r, optim.lr))
         net.backend.synchronize()
@@ -120,8 +120,23 @@ def _parse_steps(text):
 DEFAULT_LR_SCALE = {"fashion-mnist": 0.1}
 
 
+def _check_training_flags(args):
+    """The run's sizes, checked before any data is loaded (flag names in the messages)."""
+    for flag, value, minimum in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
+                                 ("--seed", args.seed, 0)):
+        if value < minimum:
+            raise UsageError(f"{flag} {value}: must be "
+                             + ("a positive integer" if minimum else "a non-negative integer"))
+    if args.eval_every is None:
+        args.eval_every = min(EVAL_EVERY, args.epochs)
+    if not 1 <= args.eval_every <= args.epochs:
+        raise UsageError(f"--eval-every {args.eval_every}: must be between 1 and --epochs "
+                         f"{args.epochs}")
+
+
 def cmd_reproduce(args):
     steps = _parse_steps(args.steps)
+    _check_training_flags(args)
     if args.lr_scale is None:
         args.lr_scale = DEFAULT_LR_SCALE.get(args.dataset, 1.0)
     if not args.lr_scale > 0:
@@ -195,6 +210,7 @@ def _hidden(text):
 
 def cmd_train(args):
     # every hyper-parameter is checked before the data is loaded
+    _check_training_flags(args)
     sizes = _hidden(args.hidden)
     layers = [Dense(s, args.activation, dropout=args.dropout, weight_init=args.init)
               for s in sizes]
@@ -259,7 +275,9 @@ def _common(p, data=True, training=True):
     if training:
         p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
         p.add_argument("--epochs", type=int, default=EPOCHS)
-        p.add_argument("--eval-every", type=int, default=EVAL_EVERY)
+        p.add_argument("--eval-every", type=int, default=None,
+                       help=f"epochs between evaluations (default {EVAL_EVERY}, or --epochs "
+                            "when that is smaller)")
         p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
         p.add_argument("--seed", type=int, default=SEED)
         p.add_argument("--early-stopping", choices=("validation", "test"), default="validation",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+from . import _checks
 from .backend import backend_of
 from .init import INITIALIZERS
 from .ops import ACTIVATIONS, BiasActivation, BiasAdd, Dropout, Operation, Sigmoid, WeightMultiply
@@ -15,11 +16,7 @@ def _activation(spec):
     if spec is None:
         return Sigmoid()
     if isinstance(spec, str):
-        if spec not in ACTIVATIONS:
-            raise ValueError(
-                f"activation={spec!r} is not known; expected one of {sorted(ACTIVATIONS)}"
-            )
-        return ACTIVATIONS[spec]()
+        return ACTIVATIONS[_checks.name_in("activation", spec, ACTIVATIONS)]()
     if isinstance(spec, type) and issubclass(spec, Operation):
         return spec()
     if isinstance(spec, Operation) and not hasattr(spec, "param"):
@@ -32,9 +29,7 @@ class Layer:
     forward pass, when the input width is known."""
 
     def __init__(self, neurons):
-        if isinstance(neurons, bool) or not isinstance(neurons, int) or neurons < 1:
-            raise ValueError(f"neurons={neurons!r} must be a positive integer")
-        self.neurons = neurons
+        self.neurons = _checks.integer("neurons", neurons)
         self.operations: list[Operation] = []
         self.built = False
         self.n_in = None
@@ -91,17 +86,10 @@ class Dense(Layer):
     def __init__(self, neurons, activation=None, dropout=1.0, weight_init="glorot"):
         super().__init__(neurons)
         self.activation = _activation(activation)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
-            raise TypeError(f"Dense dropout (keep probability) must be a number, got {dropout!r}")
-        if not 0.0 < dropout <= 1.0:
-            raise ValueError(f"Dense dropout={dropout!r} is a keep probability and must be "
-                             "in (0, 1]")
-        self.dropout = float(dropout)
-        if weight_init not in INITIALIZERS:
-            raise ValueError(
-                f"weight_init={weight_init!r} is not known; expected one of {sorted(INITIALIZERS)}"
-            )
-        self.weight_init = weight_init
+        # dropout is the keep probability, as in the study
+        self.dropout = _checks.in_range("Dense dropout", dropout, 0, 1, low_open=True,
+                                        hint=" (it is the keep probability)")
+        self.weight_init = _checks.name_in("weight_init", weight_init, INITIALIZERS)
 
     def __repr__(self):
         return (f"Dense({self.neurons}, {type(self.activation).__name__}, "
@@ -144,7 +132,7 @@ class Dense(Layer):
 
 def layer_from_description(d) -> Layer:
     """Rebuild a layer from ``Layer.describe()`` output (checkpoints)."""
-    if d.get("type") != "Dense":
+    if not isinstance(d, dict) or d.get("type") != "Dense":
         raise ValueError(f"unknown layer type {d.get('type')!r}")
     act = ACTIVATIONS[d["activation"]]
     act = act(d["alpha"]) if d.get("alpha") is not None else act()

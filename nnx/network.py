@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import _checks
 from .backend import get_backend, host
 from .layers import Layer
 from .losses import LOSSES, Loss
@@ -39,8 +40,8 @@ class NeuralNetwork:
         if not isinstance(loss, Loss):
             raise TypeError(f"loss must be a Loss (e.g. SoftmaxCrossEntropy()) or one of "
                             f"{sorted(LOSSES)}, got {loss!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed={seed!r} must be a non-negative integer or None")
+        if seed is not None:
+            seed = _checks.integer("seed", seed, minimum=0)
         self.layers = layers
         self.loss = loss
         self.backend = get_backend(backend, dtype)
@@ -84,8 +85,7 @@ class NeuralNetwork:
     def build(self, n_in):
         """Create every parameter for inputs of width ``n_in`` (done by the first
         forward pass; call it yourself to inspect weights before training)."""
-        if isinstance(n_in, bool) or not isinstance(n_in, int) or n_in < 1:
-            raise ValueError(f"n_in={n_in!r} must be a positive integer")
+        n_in = _checks.integer("n_in", n_in)
         b = self.backend
         shapes, width = [], n_in
         for layer in self.layers:
@@ -119,29 +119,38 @@ class NeuralNetwork:
                 layer.reset_parameters(self._init_rng)
 
     # ---------------------------------------------------------- data crossing
+    def _on_host(self, x, name):
+        """True for host data (NumPy arrays, lists), False for arrays of this
+        network's backend; arrays of any other device raise."""
+        if host.is_host_array(x):
+            return True
+        if self.backend.owns(x):
+            return False
+        if any(hasattr(x, a) for a in ("__array_namespace__", "__cuda_array_interface__",
+                                       "__dlpack__")):
+            raise ValueError(
+                f"{name} is an array of {type(x).__module__.split('.')[0]}, not on this "
+                f"network's device ({self.backend.name}); pass a NumPy array or move it first")
+        return True
+
     def as_input(self, X, name="X"):
-        """``X`` on this network's device in its dtype: host arrays are checked
+        """``X`` on this network's device in its dtype: host data is checked
         and uploaded (one copy); arrays already on the device pass through."""
         b = self.backend
-        if host.is_host_array(X):
-            return b.asarray(host.check_features(X, name, self.n_in))
-        if not b.owns(X):
-            raise ValueError(f"{name} is a {type(X).__module__} array, not on this network's "
-                             f"device ({b.name}); pass a NumPy array or move it first")
+        if self._on_host(X, name):
+            return b.asarray(host.check_features(X, name, self.n_in, b.dtype_name))
         if len(X.shape) != 2 or (self.n_in is not None and X.shape[1] != self.n_in):
             raise ValueError(f"{name} has shape {tuple(X.shape)}; expected (rows, "
                              f"{self.n_in if self.n_in else 'features'})")
         return b.asarray(X)
 
-    def as_target(self, y, n_rows, name="y"):
+    def as_target(self, y, n_rows, name="y", x_name="X"):
         """Class ids or one-hot/target rows -> ``(n_rows, n_out)`` on the device."""
         b = self.backend
-        if host.is_host_array(y):
-            return b.asarray(host.check_targets(y, n_rows, self.n_out, name,
-                                                distributions=self.loss.classification))
-        if not b.owns(y):
-            raise ValueError(f"{name} is a {type(y).__module__} array, not on this network's "
-                             f"device ({b.name}); pass a NumPy array or move it first")
+        if self._on_host(y, name):
+            return b.asarray(host.check_targets(
+                y, n_rows, self.n_out, name, distributions=self.loss.classification,
+                x_name=x_name, dtype=b.dtype_name))
         if tuple(y.shape) != (n_rows, self.n_out):
             raise ValueError(f"{name} on the device must have shape ({n_rows}, {self.n_out}),"
                              f" got {tuple(y.shape)}")
@@ -245,7 +254,7 @@ class NeuralNetwork:
                       backend=backend, dtype=dtype or desc["dtype"])
             net.build(desc["n_in"])
             net.set_parameters(net.backend.asarray(arrays["params"]))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise checkpoint.CheckpointError(
                 f"checkpoint {str(path)!r} describes no valid network ({exc})") from None
         net.checkpoint_extra = arrays
@@ -255,6 +264,7 @@ class NeuralNetwork:
     def predict(self, X, batch_size=4096):
         """Network outputs for ``X`` in inference mode, on the device,
         computed in chunks of ``batch_size`` rows."""
+        batch_size = _checks.integer("batch_size", batch_size)
         X = self.as_input(X)
         if not self.built:
             self.build(int(X.shape[1]))
@@ -271,9 +281,12 @@ class NeuralNetwork:
 
     def loss_on(self, X, y, batch_size=4096):
         """Mean loss over ``(X, y)`` in inference mode, as a 0-d device array."""
+        batch_size = _checks.integer("batch_size", batch_size)
         X = self.as_input(X)
-        y = self.as_target(y, X.shape[0])
-        n = X.shape[0]
+        if not self.built:
+            self.build(int(X.shape[1]))
+        y = self.as_target(y, int(X.shape[0]))
+        n = int(X.shape[0])
         total = None
         for i in range(0, n, batch_size):
             rows = min(batch_size, n - i)

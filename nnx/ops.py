@@ -8,6 +8,7 @@ right above its gradient.
 
 from __future__ import annotations
 
+from . import _checks
 from .backend import backend_of
 
 
@@ -189,9 +190,7 @@ class LeakyReLU(Operation):
     name = "leaky_relu"
 
     def __init__(self, alpha=0.01, backend=None):
-        alpha = float(alpha)
-        if not 0.0 <= alpha < 1.0:
-            raise ValueError(f"LeakyReLU alpha={alpha!r} must be in [0, 1)")
+        alpha = _checks.in_range("LeakyReLU alpha", alpha, 0, 1, high_open=True)
         super().__init__(backend)
         self.alpha = alpha
 
@@ -226,12 +225,9 @@ class Dropout(Operation):
     """
 
     def __init__(self, keep_prob=0.8, backend=None, rng=None):
-        if isinstance(keep_prob, bool) or not isinstance(keep_prob, (int, float)):
-            raise TypeError(f"Dropout keep_prob must be a number, got {keep_prob!r}")
-        if not 0.0 < keep_prob <= 1.0:
-            raise ValueError(f"Dropout keep_prob={keep_prob!r} must be in (0, 1]")
+        keep_prob = _checks.in_range("Dropout keep_prob", keep_prob, 0, 1, low_open=True)
         super().__init__(backend)
-        self.keep_prob = float(keep_prob)
+        self.keep_prob = keep_prob
         self.rng = rng
         self.mask = None
 

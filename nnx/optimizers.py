@@ -3,17 +3,16 @@ optional linear or exponential learning-rate decay once per epoch."""
 
 from __future__ import annotations
 
-import math
+from . import _checks
 
 DECAY_TYPES = ("linear", "exponential")
 
 
 def _positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{name} must be a finite number, got {value!r}")
+    value = _checks.number(name, value)
     if value <= 0:
         raise ValueError(f"{name}={value!r} must be > 0")
-    return float(value)
+    return value
 
 
 class Optimizer:
@@ -32,14 +31,9 @@ class Optimizer:
 
     def __init__(self, lr=0.01, final_lr=None, decay_type=None, momentum=0.0):
         self.lr = self.first_lr = _positive("lr", lr)
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)):
-            raise TypeError(f"momentum must be a number, got {momentum!r}")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum={momentum!r} must be in [0, 1)")
-        self.momentum = float(momentum)
-        if decay_type is not None and decay_type not in DECAY_TYPES:
-            raise ValueError(f"decay_type={decay_type!r} is not known; expected one of "
-                             f"{DECAY_TYPES} or None")
+        self.momentum = _checks.in_range("momentum", momentum, 0, 1, high_open=True)
+        if decay_type is not None:
+            _checks.name_in("decay_type", decay_type, DECAY_TYPES)
         if decay_type is None and final_lr is not None:
             raise ValueError(f"final_lr={final_lr!r} was given without a decay_type; "
                              f"pass decay_type as one of {DECAY_TYPES}")

@@ -7,16 +7,11 @@ import logging
 import math
 from dataclasses import dataclass, field
 
+from . import _checks
 from .backend import Backend, CaptureUnavailable, host
 from .optimizers import Optimizer
 
 log = logging.getLogger("nnx")
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a positive integer")
-    return value
 
 
 class TrainingDiverged(RuntimeError):
@@ -107,6 +102,9 @@ class Trainer:
     to the optimiser, so ``net.train_batch(X, y); optim.step()`` also works."""
 
     def __init__(self, net, optim):
+        from .network import NeuralNetwork
+        if not isinstance(net, NeuralNetwork):
+            raise TypeError(f"net must be a NeuralNetwork, got {type(net).__name__}")
         if not isinstance(optim, Optimizer):
             raise TypeError(f"optim must be an Optimizer (SGD, SGDMomentum), got {optim!r}")
         self.net = net
@@ -146,22 +144,25 @@ class Trainer:
         stopped. Returns a ``History``.
         """
         net, optim = self.net, self.optim
-        epochs = _positive_int("epochs", epochs)
-        eval_every = _positive_int("eval_every", eval_every)
-        batch_size = _positive_int("batch_size", batch_size)
+        epochs = _checks.integer("epochs", epochs)
+        eval_every = _checks.integer("eval_every", eval_every)
+        batch_size = _checks.integer("batch_size", batch_size)
         if eval_every > epochs:
             raise ValueError(f"eval_every={eval_every} is larger than epochs={epochs}: "
                              "no evaluation would happen before the end")
-        patience = _positive_int("patience", patience)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed={seed!r} must be a non-negative integer")
-        if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) \
-                or not min_delta >= 0:
-            raise ValueError(f"min_delta={min_delta!r} must be a number >= 0")
+        patience = _checks.integer("patience", patience)
+        seed = _checks.integer("seed", seed, minimum=0)
+        min_delta = _checks.non_negative("min_delta", min_delta)
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable(epoch, record), got {callback!r}")
         if (X_test is None) != (y_test is None):
             raise ValueError("pass both X_test and y_test, or neither")
+        if validation is not None and (not isinstance(validation, (tuple, list))
+                                       or len(validation) != 2):
+            raise TypeError("validation must be a pair (X_val, y_val), got "
+                            f"{type(validation).__name__}")
         if checkpoint_every is not None:
-            checkpoint_every = _positive_int("checkpoint_every", checkpoint_every)
+            checkpoint_every = _checks.integer("checkpoint_every", checkpoint_every)
             if checkpoint is None:
                 raise ValueError("checkpoint_every was given without a checkpoint path")
         settings = {"epochs": epochs, "eval_every": eval_every, "batch_size": batch_size,
@@ -173,12 +174,12 @@ class Trainer:
         n = int(X.shape[0])
         if not net.built:
             net.build(int(X.shape[1]))
-        y = net.as_target(y_train, n, "y_train")
+        y = net.as_target(y_train, n, "y_train", "X_train")
         val_names = ("X_val", "y_val") if validation is not None else ("X_test", "y_test")
         X_val, y_val = validation if validation is not None else (X_test, y_test)
         if X_val is not None:
             X_val = net.as_input(X_val, val_names[0])
-            y_val = net.as_target(y_val, int(X_val.shape[0]), val_names[1])
+            y_val = net.as_target(y_val, int(X_val.shape[0]), val_names[1], val_names[0])
 
         b = net.backend
         run = _Run(net, optim)

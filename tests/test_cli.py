@@ -55,7 +55,8 @@ def test_bad_flags_exit_non_zero_with_usage(args, message):
 @pytest.mark.parametrize("args, message", [
     (["reproduce", "--steps", "0-9"], "--steps '0-9': steps run from 1 to 8"),
     (["reproduce", "--steps", "x"], "--steps 'x'"),
-    (["reproduce", "--epochs", "0"], "epochs=0 must be a positive integer"),
+    (["reproduce", "--epochs", "0"], "--epochs 0: must be a positive integer"),
+    (["reproduce", "--epochs", "5", "--eval-every", "6"], "--eval-every 6: must be between 1"),
     (["train", "--hidden", "8,a"], "--hidden '8,a'"),
     (["train", "--dropout", "1.5", "--epochs", "1"], "dropout=1.5"),
     (["train", "--lr", "-1", "--epochs", "1"], "lr=-1.0 must be > 0"),

@@ -11,8 +11,19 @@ def is_host_array(x) -> bool:
     return isinstance(x, np.ndarray)
 
 
-def check_features(X, name="X", n_features=None):
-    """A 2-D, non-empty, real-valued, finite host array, returned as NumPy."""
+def _fits(values, name, dtype):
+    """Finite float values must stay finite in the compute dtype."""
+    if dtype is None or not np.issubdtype(values.dtype, np.floating):
+        return
+    limit = np.finfo(dtype).max
+    if values.dtype.itemsize > np.dtype(dtype).itemsize and np.abs(values).max() > limit:
+        raise ValueError(f"{name} has values up to {np.abs(values).max():g}, beyond the range "
+                         f"of {dtype} (largest {limit:g}); rescale the data")
+
+
+def check_features(X, name="X", n_features=None, dtype=None):
+    """A 2-D, non-empty, real-valued, finite host array, returned as NumPy
+    (values are checked to fit ``dtype``, the compute dtype, when given)."""
     if not isinstance(X, np.ndarray):
         try:
             X = np.asarray(X)
@@ -33,45 +44,55 @@ def check_features(X, name="X", n_features=None):
     if np.issubdtype(X.dtype, np.floating) and not np.isfinite(X).all():
         bad = int(np.count_nonzero(~np.isfinite(X)))
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
+    _fits(X, name, dtype)
     return X
 
 
-def check_targets(y, n_rows, n_classes, name="y", distributions=False):
+def check_targets(y, n_rows, n_classes, name="y", distributions=False, x_name="X",
+                  dtype=None):
     """Integer class ids (1-D) or target rows (2-D) -> a float array
     ``(n_rows, n_classes)`` on the host, after checking every label. With
     ``distributions=True`` (classification losses) rows must be one-hot or,
     more generally, non-negative and sum to one."""
-    y = np.asarray(y)
+    try:
+        y = np.asarray(y)
+    except Exception as exc:
+        raise TypeError(f"{name} must be an array of labels, got {type(y).__name__}") from exc
+    if y.dtype == object or not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
+        raise TypeError(f"{name} must hold numbers, got dtype {y.dtype}")
+    if np.issubdtype(y.dtype, np.complexfloating):
+        raise TypeError(f"{name} must hold real numbers, got dtype {y.dtype}")
     if y.ndim == 0 or y.size == 0:
         raise ValueError(f"{name} is empty or a scalar (shape {y.shape}); expected one label "
                          "per row")
-    if y.dtype == object or not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
-        raise TypeError(f"{name} must hold numbers, got dtype {y.dtype}")
     if y.shape[0] != n_rows:
-        raise ValueError(f"{name} has {y.shape[0]} rows but X has {n_rows}")
+        raise ValueError(f"{name} has {y.shape[0]} rows but {x_name} has {n_rows}")
     if y.ndim == 2 and y.shape[1] == 1 and n_classes != 1:
         y = y[:, 0]
+    if not np.isfinite(y).all():
+        bad = int(np.count_nonzero(~np.isfinite(y)))
+        raise ValueError(f"{name} contains NaN or infinite values ({bad} of them)")
     if y.ndim == 1:
         if not np.issubdtype(y.dtype, np.integer):
-            if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-                raise ValueError(f"{name}: class ids must be integers, got dtype {y.dtype} "
-                                 "with non-integer values")
-        ids = y.astype(np.int64)
-        if ids.min() < 0 or ids.max() >= n_classes:
+            off = np.flatnonzero(y != np.round(y))
+            if off.size:
+                raise ValueError(f"{name}: class ids must be integers, got {y[off[0]]!r} "
+                                 f"(row {int(off[0])}; {off.size} non-integer value(s))")
+        low, high = y.min(), y.max()  # before any cast, so huge values are reported as they are
+        if low < 0 or high >= n_classes:
             raise ValueError(
                 f"{name}: class ids must be in [0, {n_classes - 1}] for a network with "
-                f"{n_classes} outputs, got values from {ids.min()} to {ids.max()}"
+                f"{n_classes} outputs, got values from {low:g} to {high:g}"
             )
         out = np.zeros((n_rows, n_classes), dtype=np.float64)
-        out[np.arange(n_rows), ids] = 1.0
+        out[np.arange(n_rows), y.astype(np.int64)] = 1.0
         return out
     if y.ndim != 2 or y.shape[1] != n_classes:
         raise ValueError(
             f"{name} must be class ids of shape ({n_rows},) or targets of shape "
             f"({n_rows}, {n_classes}), got shape {y.shape}"
         )
-    if not np.isfinite(y).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
+    _fits(y, name, dtype)
     if distributions:
         sums = y.sum(axis=1)
         bad = np.flatnonzero((np.abs(sums - 1) > 1e-6) | (y < 0).any(axis=1))
@@ -83,21 +104,9 @@ def check_targets(y, n_rows, n_classes, name="y", distributions=False):
     return y
 
 
-def check_one_hot(y, name="y"):
-    """Rows of a classification target must be one-hot (sum to one, 0/1 entries)."""
-    if not (np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1)):
-        raise ValueError(f"{name}: one-hot rows must hold a single 1 and zeros elsewhere")
-
-
-def class_ids(y, n_classes=None, name="y"):
-    """Class ids of host targets: the ids themselves, or argmax of one-hot rows
-    (checked like ``check_targets`` when ``n_classes`` is given)."""
-    y = np.asarray(y)
-    if n_classes is not None:
-        y = check_targets(y, y.shape[0] if y.ndim else 0, n_classes, name, distributions=True)
-    if y.ndim == 2 and y.shape[1] > 1:
-        return y.argmax(axis=1)
-    return y.reshape(-1).astype(np.int64)
+def class_ids(targets):
+    """Class id of each row of checked target rows (``check_targets`` output)."""
+    return np.asarray(targets).argmax(axis=1)
 
 
 def spawn_seeds(seed, n):

@@ -1,0 +1,61 @@
+"""Checks of scalar arguments shared by the public entry points: each raises
+before any work starts, naming the argument, its value and what was expected.
+NumPy scalars are accepted like Python numbers; booleans are not numbers here."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+
+def _is_bool(value):
+    return isinstance(value, bool) or type(value).__name__ == "bool_"
+
+
+def integer(name, value, minimum=1):
+    """An int ``>= minimum`` (Python or NumPy integer)."""
+    if _is_bool(value) or not isinstance(value, numbers.Integral) or value < minimum:
+        what = {1: "a positive integer", 0: "a non-negative integer"}.get(
+            minimum, f"an integer >= {minimum}")
+        raise ValueError(f"{name}={value!r} must be {what}")
+    return int(value)
+
+
+def number(name, value):
+    """A finite real number (Python or NumPy), returned as a float."""
+    _real(name, value, "a finite number")
+    if not math.isfinite(value):
+        raise ValueError(f"{name}={value!r} must be a finite number")
+    return float(value)
+
+
+def _real(name, value, what="a number"):
+    if _is_bool(value) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {what}, got {value!r}")
+
+
+def non_negative(name, value):
+    """A number >= 0 (NaN is not)."""
+    _real(name, value)
+    if not value >= 0 or not math.isfinite(value):
+        raise ValueError(f"{name}={value!r} must be a number >= 0")
+    return float(value)
+
+
+def in_range(name, value, low, high, low_open=False, high_open=False, hint=""):
+    """A finite number in the interval given by ``low``/``high`` and their openness."""
+    _real(name, value)
+    value = float(value)  # NaN fails both comparisons, so it is reported with the range
+    ok = (low < value if low_open else low <= value) and (
+        value < high if high_open else value <= high)
+    if not ok:
+        lb, rb = "(" if low_open else "[", ")" if high_open else "]"
+        raise ValueError(f"{name}={value!r} must be in {lb}{low:g}, {high:g}{rb}{hint}")
+    return value
+
+
+def name_in(name, value, choices):
+    """One of ``choices`` (strings); the message lists them all."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name}={value!r} is not known; expected one of {sorted(choices)}")
+    return value

@@ -1,0 +1,742 @@
+"""Input validation at nnx's public entry points (issue 6): every bad input
+raises ValueError/TypeError (or an nnx subclass) before any work starts, with a
+message naming the argument, the value and what was expected, and the network
+stays usable afterwards."""
+
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from nnx import SGD, Dense, Dropout, NeuralNetwork, SGDMomentum, Trainer, accuracy
+from nnx.backend import BACKENDS, host
+from nnx.checkpoint import CheckpointError
+from nnx.checkpoint import write as write_checkpoint
+from nnx.init import INITIALIZERS
+from nnx.losses import LOSSES
+from nnx.ops import ACTIVATIONS
+from nnx.optimizers import DECAY_TYPES
+
+xp_strict = pytest.importorskip("array_api_strict")
+
+REPO = Path(__file__).resolve().parents[1]
+N_IN, N_OUT, N_ROWS = 4, 3, 12
+NAN, INF = float("nan"), float("inf")
+SMALL = settings(max_examples=50, deadline=None)
+
+
+# ------------------------------------------------------------------ helpers
+def make_net(loss="softmax_cross_entropy", backend="cpu"):
+    out = "linear" if loss == "softmax_cross_entropy" else "sigmoid"
+    return NeuralNetwork([Dense(5, "tanh"), Dense(N_OUT, out)], loss, seed=0, backend=backend)
+
+
+def good_data(n=N_ROWS):
+    X = np.random.default_rng(0).normal(size=(n, N_IN))
+    return X, np.arange(n) % N_OUT
+
+
+def params(net):
+    return np.array(net.backend.to_numpy(net.get_parameters()))
+
+
+@pytest.fixture
+def trained():
+    """A small CPU network fitted once: (net, trainer, X, y)."""
+    net = make_net()
+    X, y = good_data()
+    trainer = Trainer(net, SGD(0.1))
+    trainer.fit(X, y, epochs=2, eval_every=1)
+    return net, trainer, X, y
+
+
+def assert_usable(net, trainer, X, y, before):
+    """The failed call changed nothing, and a good fit still works."""
+    np.testing.assert_array_equal(params(net), before)
+    history = trainer.fit(X, y, epochs=2, eval_every=1)
+    assert history.epochs_run == 2 and np.isfinite(params(net)).all()
+
+
+def on_device1(a):
+    return xp_strict.asarray(np.asarray(a), device=xp_strict.Device("device1"))
+
+
+def with_value(a, index, value):
+    a = np.array(a, dtype=np.float64)
+    a[index] = value
+    return a
+
+
+# -------------------------------------------------------------- bad data
+X0, Y0 = good_data()
+ONE_HOT = np.eye(N_OUT)[Y0]
+
+# id -> (X, y, exception, message pattern); y=None means "the good labels"
+BAD_DATA = {
+    "rows-differ": (X0, Y0[:-1], ValueError, r"y\w* has 11 rows but X\w* has 12"),
+    "too-many-features": (np.ones((N_ROWS, N_IN + 1)), None, ValueError,
+                          r"X\w* has 5 features, but the network was built for 4"),
+    "too-few-features": (np.ones((N_ROWS, N_IN - 1)), None, ValueError,
+                         r"X\w* has 3 features, but the network was built for 4"),
+    "label-negative": (X0, with_value(Y0, 3, -1).astype(int), ValueError,
+                       r"class ids must be in \[0, 2\].* -1 "),
+    "label-too-large": (X0, with_value(Y0, 3, N_OUT).astype(int), ValueError,
+                        r"class ids must be in \[0, 2\].* to 3"),
+    "label-non-integer": (X0, with_value(Y0, 3, 1.5), ValueError, r"integer"),
+    "label-huge-float": (X0, with_value(Y0, 3, 1e20), ValueError,
+                         r"class ids must be in \[0, 2\].*1e\+20"),
+    "one-hot-sums-to-two": (X0, with_value(ONE_HOT, (2, 0), 1.0), ValueError,
+                            r"sum to one; row 2 sums to 2"),
+    "one-hot-sums-to-zero": (X0, with_value(ONE_HOT, (5, 2), 0.0), ValueError,
+                             r"sum to one; row 5 sums to 0"),
+    "one-hot-negative": (X0, with_value(with_value(ONE_HOT, (0, 0), 1.5), (0, 1), -0.5),
+                         ValueError, r"non-negative"),
+    "X-nan": (with_value(X0, (1, 2), NAN), None, ValueError, r"X\w* contains 1 NaN or infinite"),
+    "X-inf": (with_value(X0, (0, 0), INF), None, ValueError, r"X\w* contains 1 NaN or infinite"),
+    "X-minus-inf": (with_value(X0, (4, 1), -INF), None, ValueError, r"NaN or infinite"),
+    "X-overflows-float32": (with_value(X0, (0, 0), 1e39), None, ValueError,
+                            r"X\w*.*(float32|range|infinite)"),
+    "y-nan-ids": (X0, with_value(Y0, 0, NAN), ValueError, r"y\w*.*(NaN|infinite)"),
+    "y-inf-ids": (X0, with_value(Y0, 0, INF), ValueError, r"y\w*.*(NaN|infinite)"),
+    "y-nan-one-hot": (X0, with_value(ONE_HOT, (0, 0), NAN), ValueError,
+                      r"y\w* contains NaN or infinite"),
+    "X-strings": (np.full((N_ROWS, N_IN), "1.0"), None, TypeError, r"X\w* must hold numbers"),
+    "X-object": (X0.astype(object), None, TypeError, r"X\w* must hold numbers, got dtype object"),
+    "X-complex": (X0.astype(complex), None, TypeError, r"X\w* must hold real numbers"),
+    "y-strings": (X0, Y0.astype(str), TypeError, r"y\w* must hold numbers"),
+    "y-object": (X0, Y0.astype(object), TypeError, r"y\w* must hold numbers, got dtype object"),
+    "X-zero-rows": (np.ones((0, N_IN)), np.zeros(0, int), ValueError, r"X\w* is empty"),
+    "X-zero-features": (np.ones((N_ROWS, 0)), None, ValueError, r"X\w* is empty"),
+    "y-empty": (X0, np.zeros(0, int), ValueError, r"y\w* is empty"),
+    "y-scalar": (X0, np.array(1), ValueError, r"y\w* is empty or a scalar"),
+    "y-wrong-columns": (X0, np.zeros((N_ROWS, N_OUT + 2)), ValueError,
+                        r"y\w* must be class ids of shape \(12,\) or targets of shape \(12, 3\)"),
+    "X-1d": (X0[:, 0], None, ValueError, r"X\w* must be 2-D.*shape \(12,\)"),
+    "X-3d": (X0.reshape(N_ROWS, 2, 2), None, ValueError, r"X\w* must be 2-D.*\(12, 2, 2\)"),
+}
+X_ONLY = [k for k, (_, y, _, _) in BAD_DATA.items() if y is None]
+
+
+@pytest.mark.parametrize("entry", ["fit", "train_batch"])
+@pytest.mark.parametrize("case", list(BAD_DATA))
+def test_bad_data_is_rejected_before_training(trained, case, entry):
+    """Bad X/y in fit and train_batch: a clear error, weights untouched."""
+    net, trainer, X, y = trained
+    bad_X, bad_y, exc, pattern = BAD_DATA[case]
+    bad_y = Y0[: len(bad_X)] if bad_y is None else bad_y
+    before = params(net)
+    with pytest.raises(exc, match=pattern):
+        if entry == "fit":
+            trainer.fit(bad_X, bad_y, epochs=2, eval_every=1)
+        else:
+            net.train_batch(bad_X, bad_y)
+    assert_usable(net, trainer, X, y, before)
+
+
+@pytest.mark.parametrize("case", X_ONLY)
+def test_bad_features_are_rejected_by_forward_and_predict(trained, case):
+    """forward/predict check X exactly like fit does."""
+    net, _, _, _ = trained
+    bad_X, _, exc, pattern = BAD_DATA[case]
+    with pytest.raises(exc, match=pattern):
+        net.forward(bad_X)
+    with pytest.raises(exc, match=pattern):
+        net.predict(bad_X)
+
+
+@pytest.mark.parametrize("case", ["X-nan", "label-too-large", "rows-differ", "X-strings"])
+def test_bad_validation_set_is_named_and_rejected(trained, case):
+    """A bad validation=(X_val, y_val) or X_test/y_test is caught before training."""
+    net, trainer, X, y = trained
+    bad_X, bad_y, exc, pattern = BAD_DATA[case]
+    bad_y = Y0[: len(bad_X)] if bad_y is None else bad_y
+    before = params(net)
+    val_pattern = pattern.replace(r"X\w*", "X_val").replace(r"y\w*", "y_val")
+    with pytest.raises(exc, match=val_pattern):
+        trainer.fit(X, y, epochs=2, eval_every=1, validation=(bad_X, bad_y))
+    test_pattern = pattern.replace(r"X\w*", "X_test").replace(r"y\w*", "y_test")
+    with pytest.raises(exc, match=test_pattern):
+        trainer.fit(X, y, bad_X, bad_y, epochs=2, eval_every=1)
+    assert_usable(net, trainer, X, y, before)
+
+
+def test_mse_targets_with_nan_or_float32_overflow_are_rejected():
+    """Regression targets (MSE): NaN rows and values beyond the compute dtype."""
+    net = make_net("mse")
+    X, _ = good_data()
+    with pytest.raises(ValueError, match=r"y contains NaN or infinite"):
+        net.train_batch(X, with_value(np.full((N_ROWS, N_OUT), 0.5), (3, 1), NAN))
+    with pytest.raises(ValueError, match=r"y.*(float32|range|infinite)"):
+        net.train_batch(X, with_value(np.full((N_ROWS, N_OUT), 0.5), (3, 1), 1e39))
+
+
+def test_python_lists_are_host_data_not_a_foreign_device(trained):
+    """Nested lists are host data: accepted or rejected as data, never 'not on this device'."""
+    net, _, X, y = trained
+    out = net.forward(X.tolist())
+    assert out.shape == (N_ROWS, N_OUT)
+    loss = net.train_batch(X.tolist(), y.tolist())
+    assert math.isfinite(float(loss))
+
+
+# ------------------------------------------------------- training settings
+FIT_SETTINGS = [(name, bad) for name in ("epochs", "batch_size", "eval_every", "patience")
+                for bad in (0, -1, 2.5, True, "10", None)]
+
+
+@pytest.mark.parametrize("name, bad", FIT_SETTINGS, ids=[f"{n}={v!r}" for n, v in FIT_SETTINGS])
+def test_fit_counts_must_be_positive_integers(trained, name, bad):
+    """epochs, batch_size, eval_every and patience: positive integers only."""
+    net, trainer, X, y = trained
+    before = params(net)
+    kwargs = {"epochs": 3, "eval_every": 1, name: bad}
+    with pytest.raises((ValueError, TypeError),
+                       match=re.escape(f"{name}={bad!r}") + ".*positive integer"):
+        trainer.fit(X, y, **kwargs)
+    assert_usable(net, trainer, X, y, before)
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    ({"epochs": 3, "eval_every": 5}, r"eval_every=5 is larger than epochs=3"),
+    ({"seed": -1}, r"seed=-1 must be a non-negative integer"),
+    ({"min_delta": -0.1}, r"min_delta=-0.1 must be a number >= 0"),
+    ({"min_delta": NAN}, r"min_delta=nan must be a number >= 0"),
+    ({"checkpoint_every": 2}, r"checkpoint_every was given without a checkpoint"),
+], ids=["eval_every>epochs", "seed", "min_delta<0", "min_delta-nan", "checkpoint_every"])
+def test_fit_rejects_inconsistent_settings(trained, kwargs, pattern):
+    """Settings that make no sense together are rejected before training."""
+    net, trainer, X, y = trained
+    before = params(net)
+    kwargs = {"epochs": 3, "eval_every": 1, **kwargs}
+    with pytest.raises(ValueError, match=pattern):
+        trainer.fit(X, y, **kwargs)
+    assert_usable(net, trainer, X, y, before)
+
+
+def test_fit_rejects_half_a_test_set_and_a_malformed_validation(trained):
+    """X_test without y_test, and validation= that is not an (X, y) pair."""
+    net, trainer, X, y = trained
+    before = params(net)
+    with pytest.raises(ValueError, match=r"pass both X_test and y_test"):
+        trainer.fit(X, y, X, epochs=2, eval_every=1)
+    with pytest.raises((ValueError, TypeError), match=r"validation"):
+        trainer.fit(X, y, epochs=2, eval_every=1, validation=X)
+    assert_usable(net, trainer, X, y, before)
+
+
+def test_fit_rejects_a_non_callable_callback_before_training(trained):
+    """callback= is checked up front, not after the first epoch has changed the weights."""
+    net, trainer, X, y = trained
+    before = params(net)
+    with pytest.raises(TypeError, match=r"callback"):
+        trainer.fit(X, y, epochs=2, eval_every=1, callback=123)
+    assert_usable(net, trainer, X, y, before)
+
+
+def test_trainer_rejects_something_that_is_not_a_network():
+    """Trainer(net, optim) with a non-network net."""
+    X, y = good_data()
+    with pytest.raises(TypeError, match=r"net"):
+        Trainer("net", SGD(0.1)).fit(X, y, epochs=1, eval_every=1)
+
+
+@pytest.mark.parametrize("method", ["predict", "loss_on"])
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "10"])
+def test_inference_batch_size_must_be_a_positive_integer(trained, method, bad):
+    """predict / loss_on chunk sizes are checked like fit's batch_size."""
+    net, _, X, y = trained
+    args = (X,) if method == "predict" else (X, y)
+    with pytest.raises((ValueError, TypeError),
+                       match=re.escape(f"batch_size={bad!r}") + ".*positive integer"):
+        getattr(net, method)(*args, batch_size=bad)
+
+
+def test_numpy_scalars_are_accepted_as_settings(trained):
+    """Valid numbers of NumPy type (np.int64 from np.arange, np.float32) are not rejected."""
+    net, trainer, X, y = trained
+    Dense(3, dropout=np.float32(0.5))
+    Dropout(np.float32(0.5))
+    SGDMomentum(np.float32(0.1), momentum=np.float32(0.9))
+    history = trainer.fit(X, y, epochs=np.int64(2), eval_every=np.int64(1),
+                          batch_size=np.int64(4), patience=np.int64(2))
+    assert history.epochs_run == 2
+
+
+# ---------------------------------------------------------- hyper-parameters
+KEEP_BAD_VALUES = [0, 0.0, -0.1, 1.5, NAN, INF]
+KEEP_BAD_TYPES = ["0.5", None, [0.5], True]
+
+
+@pytest.mark.parametrize("keep", KEEP_BAD_VALUES, ids=repr)
+def test_dropout_keep_prob_outside_0_1_is_rejected(keep):
+    """Dropout(keep_prob) and Dense(dropout=) must lie in (0, 1]."""
+    with pytest.raises(ValueError, match=re.escape(f"keep_prob={keep!r}") + r".*\(0, 1\]"):
+        Dropout(keep)
+    with pytest.raises(ValueError, match=re.escape(f"dropout={keep!r}") + r".*\(0, 1\]"):
+        Dense(3, dropout=keep)
+
+
+@pytest.mark.parametrize("keep", KEEP_BAD_TYPES, ids=repr)
+def test_dropout_keep_prob_that_is_not_a_number_is_rejected(keep):
+    """Strings, None, lists and bools are not keep probabilities."""
+    got = re.escape(f"must be a number, got {keep!r}")
+    with pytest.raises(TypeError, match=r"keep_prob " + got):
+        Dropout(keep)
+    with pytest.raises(TypeError, match=r"dropout.*" + got):
+        Dense(3, dropout=keep)
+
+
+@pytest.mark.parametrize("lr", [0, 0.0, -0.1, NAN, INF, -INF, "0.1", None], ids=repr)
+def test_learning_rate_must_be_positive_and_finite(lr):
+    """lr (and final_lr) must be finite numbers > 0."""
+    pattern = re.escape(f"lr={lr!r}") + "|" + re.escape(f"lr must be a finite number, got {lr!r}")
+    for make in (lambda: SGD(lr), lambda: SGDMomentum(lr)):
+        with pytest.raises((ValueError, TypeError), match=pattern):
+            make()
+    if lr is not None:  # final_lr=None with a decay type is its own error (below)
+        final = "final_" + pattern.replace("|", "|final_")
+        with pytest.raises((ValueError, TypeError), match=final):
+            SGD(0.1, final_lr=lr, decay_type="linear")
+
+
+@pytest.mark.parametrize("momentum", [-0.1, 1.0, 1, 1.5, NAN, INF], ids=repr)
+def test_momentum_outside_0_1_is_rejected(momentum):
+    """momentum must lie in [0, 1)."""
+    with pytest.raises(ValueError, match=re.escape(f"momentum={momentum!r}") + r".*\[0, 1\)"):
+        SGDMomentum(0.1, momentum=momentum)
+
+
+@pytest.mark.parametrize("momentum", ["0.9", None, True], ids=repr)
+def test_momentum_that_is_not_a_number_is_rejected(momentum):
+    got = re.escape(f"momentum must be a number, got {momentum!r}")
+    with pytest.raises(TypeError, match=got):
+        SGDMomentum(0.1, momentum=momentum)
+
+
+@pytest.mark.parametrize("decay", DECAY_TYPES)
+def test_decay_type_and_final_lr_come_together(decay):
+    """final_lr without a decay type, and a decay type without final_lr."""
+    with pytest.raises(ValueError, match=r"final_lr=0\.01 was given without a decay_type.*linear"):
+        SGD(0.1, final_lr=0.01)
+    with pytest.raises(ValueError, match=rf"decay_type='{decay}' needs a final_lr"):
+        SGDMomentum(0.1, decay_type=decay)
+
+
+UNKNOWN_NAMES = {
+    "backend": (lambda v: NeuralNetwork([Dense(3)], "mse", backend=v), "tpu", BACKENDS),
+    "activation": (lambda v: Dense(3, activation=v), "relu7", sorted(ACTIVATIONS)),
+    "weight_init": (lambda v: Dense(3, weight_init=v), "xavier", sorted(INITIALIZERS)),
+    "loss": (lambda v: NeuralNetwork([Dense(3)], v), "cross_entropy", sorted(LOSSES)),
+    "decay_type": (lambda v: SGD(0.1, final_lr=0.01, decay_type=v), "cosine", DECAY_TYPES),
+}
+
+
+@pytest.mark.parametrize("name", list(UNKNOWN_NAMES))
+def test_unknown_names_are_rejected_with_the_valid_ones(name):
+    """An unknown backend/activation/init/loss/decay name lists every valid name."""
+    make, bad, valid = UNKNOWN_NAMES[name]
+    with pytest.raises(ValueError, match=re.escape(f"{name}={bad!r} is not known")) as info:
+        make(bad)
+    for ok in valid:
+        assert repr(ok) in str(info.value), f"{ok!r} missing from: {info.value}"
+
+
+@pytest.mark.parametrize("name", list(UNKNOWN_NAMES))
+def test_unhashable_names_are_rejected_clearly(name):
+    """A list where a name is expected gets the same clear error, not 'unhashable type'."""
+    make, bad, _ = UNKNOWN_NAMES[name]
+    with pytest.raises((ValueError, TypeError), match=re.escape(name)):
+        make([bad])
+
+
+def test_unknown_dtype_lists_the_supported_ones():
+    with pytest.raises(ValueError, match=r"dtype='int8' is not supported.*float32.*float64"):
+        NeuralNetwork([Dense(3)], "mse", dtype="int8")
+
+
+# ------------------------------------------------------------ other devices
+def test_array_on_another_device_is_rejected_by_forward_train_batch_fit(trained):
+    """An array-api-strict array on device1 given to a CPU network, at every entry point."""
+    net, trainer, X, y = trained
+    before = params(net)
+    Xd, yd = on_device1(X), on_device1(y)
+    device = r"not on this network's device \(cpu\)"
+    with pytest.raises(ValueError, match=r"X is .*array_api_strict.* " + device):
+        net.forward(Xd)
+    with pytest.raises(ValueError, match=r"X is .*array_api_strict.* " + device):
+        net.predict(Xd)
+    with pytest.raises(ValueError, match=r"X is .*array_api_strict.* " + device):
+        net.train_batch(Xd, y)
+    with pytest.raises(ValueError, match=r"y is .*array_api_strict.* " + device):
+        net.train_batch(X, yd)
+    with pytest.raises(ValueError, match=r"X_train is .*array_api_strict.* " + device):
+        trainer.fit(Xd, y, epochs=2, eval_every=1)
+    with pytest.raises(ValueError, match=r"y_train is .*array_api_strict.* " + device):
+        trainer.fit(X, yd, epochs=2, eval_every=1)
+    with pytest.raises(ValueError, match=r"X_val is .*array_api_strict.* " + device):
+        trainer.fit(X, y, epochs=2, eval_every=1, validation=(Xd, y))
+    assert_usable(net, trainer, X, y, before)
+
+
+def test_array_on_another_device_is_rejected_by_accuracy(trained):
+    """accuracy(net, X, y) with X or y on another device names the device."""
+    net, _, X, y = trained
+    with pytest.raises(ValueError, match=r"X is .*array_api_strict.* not on this network's device"):
+        accuracy(net, on_device1(X), y)
+    with pytest.raises(ValueError, match=r"y .*array_api_strict.*device"):
+        accuracy(net, X, on_device1(y))
+
+
+def test_simulated_device_network_rejects_an_array_on_the_host_device():
+    """On the simulated device, an array-api-strict array on CPU_DEVICE is foreign too."""
+    net = make_net(backend="strict")
+    host_side = xp_strict.asarray(np.ones((3, N_IN)), device=xp_strict.Device("CPU_DEVICE"))
+    with pytest.raises(ValueError, match=r"not on this network's device \(strict\)"):
+        net.forward(host_side)
+    assert net.forward(np.ones((3, N_IN))).shape == (3, N_OUT)  # host NumPy is uploaded
+
+
+# ------------------------------------------------------------------ accuracy
+@pytest.mark.parametrize("y, exc, pattern", [
+    (Y0[:5], ValueError, r"y has 5 rows but X has 12"),
+    (np.r_[Y0[:-1], 3], ValueError, r"class ids must be in \[0, 2\].*to 3"),
+    (np.r_[Y0[:-1], -1], ValueError, r"class ids must be in \[0, 2\].*-1"),
+    (with_value(Y0, 0, 0.5), ValueError, r"integer"),
+    (with_value(ONE_HOT, (0, 1), 1.0), ValueError, r"sum to one"),
+    (Y0.astype(str), TypeError, r"y must hold numbers"),
+    (np.array(1), (ValueError, TypeError), r"\by\b.*(scalar|shape|rows)"),
+], ids=["rows", "label-3", "label-negative", "non-integer", "one-hot", "strings", "scalar"])
+def test_accuracy_rejects_bad_labels(trained, y, exc, pattern):
+    """accuracy checks its labels like fit does."""
+    net, _, X, _ = trained
+    with pytest.raises(exc, match=pattern):
+        accuracy(net, X, y)
+    assert 0.0 <= accuracy(net, X, Y0) <= 1.0
+
+
+def test_accuracy_rejects_bad_features(trained):
+    net, _, X, y = trained
+    with pytest.raises(ValueError, match=r"X contains 1 NaN or infinite"):
+        accuracy(net, with_value(X, (0, 0), NAN), y)
+    with pytest.raises(ValueError, match=r"X has 5 features, but the network was built for 4"):
+        accuracy(net, np.ones((N_ROWS, 5)), y)
+
+
+# --------------------------------------------------------------- checkpoints
+_unpickled = []
+
+
+def _record_unpickle():
+    _unpickled.append(True)
+    return "executed"
+
+
+class _Payload:
+    def __reduce__(self):
+        return (_record_unpickle, ())
+
+
+@pytest.fixture
+def saved(trained, tmp_path):
+    net = trained[0]
+    return net.save(tmp_path / "model.npz")
+
+
+def test_load_missing_file(tmp_path):
+    """NeuralNetwork.load on a missing file, a truncated file, a foreign file."""
+    path = tmp_path / "nope.npz"
+    with pytest.raises(CheckpointError, match=re.escape(repr(str(path))) + " does not exist"):
+        NeuralNetwork.load(path)
+
+
+@pytest.mark.parametrize("keep", [0, 10, 0.5, -1], ids=["empty", "10-bytes", "half", "last-byte"])
+def test_load_truncated_file(saved, keep):
+    data = Path(saved).read_bytes()
+    n = int(len(data) * keep) if isinstance(keep, float) else (keep if keep >= 0 else len(data) - 1)
+    Path(saved).write_bytes(data[:n])
+    with pytest.raises(CheckpointError, match=re.escape(repr(str(saved))) + ".*truncated"):
+        NeuralNetwork.load(saved)
+
+
+def test_load_text_file_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "notes.npz"
+    path.write_text("hello, this is not a checkpoint\n")
+    name = re.escape(repr(str(path)))
+    with pytest.raises(CheckpointError, match=name + ".*not an nnx checkpoint"):
+        NeuralNetwork.load(path)
+
+
+def test_load_plain_npz_has_no_header(tmp_path):
+    path = tmp_path / "plain.npz"
+    np.savez(path, params=np.zeros(3))
+    with pytest.raises(CheckpointError, match=re.escape(repr(str(path))) + " has no nnx header"):
+        NeuralNetwork.load(path)
+
+
+def test_load_never_unpickles(tmp_path):
+    """An .npz with a pickled object array is refused without running its code."""
+    path = tmp_path / "evil.npz"
+    np.savez(path, params=np.array([_Payload()], dtype=object))
+    _unpickled.clear()
+    with pytest.raises(CheckpointError, match=re.escape(repr(str(path)))):
+        NeuralNetwork.load(path)
+    assert _unpickled == []
+
+
+def test_load_altered_array_fails_its_checksum(saved):
+    """A re-packed file whose parameters changed after writing: checksum error."""
+    with np.load(saved) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["params"] = arrays["params"] + 1
+    np.savez(saved, **arrays)
+    with pytest.raises(CheckpointError, match=re.escape(repr(str(saved))) + ".*checksum"):
+        NeuralNetwork.load(saved)
+
+
+@pytest.mark.parametrize("layers", [["x"], [{"type": "Dense"}], "abc", None, [{"type": "Conv"}]],
+                         ids=["str-entries", "missing-keys", "str", "none", "unknown-type"])
+def test_load_header_describing_no_valid_network(tmp_path, layers):
+    """A well-formed file whose header does not describe a network: CheckpointError."""
+    path = tmp_path / "odd.npz"
+    header = {"network": {"layers": layers, "loss": {"name": "mse"}, "dtype": "float32",
+                          "seed": 0, "n_in": N_IN}}
+    write_checkpoint(path, header, {"params": np.zeros(15, np.float32)})
+    with pytest.raises(CheckpointError, match=re.escape(repr(str(path))) + ".*no valid network"):
+        NeuralNetwork.load(path)
+
+
+# ------------------------------------------------------ property-based tests
+dims = st.integers(1, 6)
+finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False, width=32)
+not_finite = st.sampled_from([NAN, INF, -INF])
+
+
+@st.composite
+def features(draw, dtype=np.float64):
+    shape = draw(st.tuples(dims, dims))
+    if np.issubdtype(dtype, np.integer):
+        return draw(hnp.arrays(dtype, shape, elements=st.integers(-100, 100)))
+    return draw(hnp.arrays(dtype, shape, elements=finite))
+
+
+@st.composite
+def class_ids(draw):
+    k = draw(st.integers(1, 6))
+    ids = draw(hnp.arrays(np.int64, st.integers(1, 8), elements=st.integers(0, k - 1)))
+    return ids, k
+
+
+@SMALL
+@given(X=st.one_of(features(np.float64), features(np.float32), features(np.int32)))
+def test_check_features_accepts_valid_arrays(X):
+    out = host.check_features(X, "X", X.shape[1])
+    assert out.shape == X.shape
+    np.testing.assert_array_equal(out, X)
+
+
+@SMALL
+@given(X=features(), data=st.data())
+def test_check_features_rejects_any_nan_or_inf(X, data):
+    i = data.draw(st.integers(0, X.shape[0] - 1))
+    j = data.draw(st.integers(0, X.shape[1] - 1))
+    X[i, j] = data.draw(not_finite)
+    with pytest.raises(ValueError, match=r"X contains \d+ NaN or infinite"):
+        host.check_features(X)
+
+
+@SMALL
+@given(X=features(), delta=st.integers(1, 3), sign=st.sampled_from([-1, 1]))
+def test_check_features_rejects_another_feature_count(X, delta, sign):
+    n_features = X.shape[1] + sign * delta
+    if n_features < 1:
+        n_features = X.shape[1] + delta
+    with pytest.raises(ValueError, match=rf"has {X.shape[1]} features.*built for {n_features}"):
+        host.check_features(X, "X", n_features)
+
+
+@SMALL
+@given(shape=st.one_of(st.tuples(dims), st.tuples(dims, dims, dims), st.tuples(st.just(0), dims),
+                       st.tuples(dims, st.just(0))))
+def test_check_features_rejects_wrong_rank_or_empty(shape):
+    with pytest.raises(ValueError, match=r"X (must be 2-D|is empty)"):
+        host.check_features(np.zeros(shape))
+
+
+@SMALL
+@given(case=class_ids())
+def test_check_targets_one_hot_encodes_valid_ids(case):
+    ids, k = case
+    out = host.check_targets(ids, len(ids), k, distributions=True)
+    assert out.shape == (len(ids), k) and out.dtype == np.float64
+    np.testing.assert_array_equal(out.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(out.argmax(axis=1), ids)
+    # the same ids as floats, as a column, or as one-hot rows give the same targets
+    np.testing.assert_array_equal(host.check_targets(ids.astype(float), len(ids), k), out)
+    if k > 1:
+        np.testing.assert_array_equal(host.check_targets(ids[:, None], len(ids), k), out)
+    np.testing.assert_array_equal(host.check_targets(out, len(ids), k, distributions=True), out)
+
+
+@SMALL
+@given(case=class_ids(), data=st.data())
+def test_check_targets_rejects_any_out_of_range_id(case, data):
+    ids, k = case
+    i = data.draw(st.integers(0, len(ids) - 1))
+    ids[i] = data.draw(st.one_of(st.integers(-1000, -1), st.integers(k, k + 1000)))
+    with pytest.raises(ValueError, match=rf"class ids must be in \[0, {k - 1}\]"):
+        host.check_targets(ids, len(ids), k)
+
+
+@SMALL
+@given(case=class_ids(), extra=st.integers(-3, 3).filter(bool))
+def test_check_targets_rejects_mismatched_rows(case, extra):
+    ids, k = case
+    n_rows = len(ids) + extra
+    if n_rows < 1:
+        n_rows = len(ids) + 1
+    with pytest.raises(ValueError, match=rf"y has {len(ids)} rows but X has {n_rows}"):
+        host.check_targets(ids, n_rows, k)
+
+
+@SMALL
+@given(case=class_ids(), data=st.data(), distributions=st.booleans())
+def test_check_targets_rejects_any_nan_or_inf(case, data, distributions):
+    ids, k = case
+    rows = np.eye(k)[ids]
+    i = data.draw(st.integers(0, rows.shape[0] - 1))
+    j = data.draw(st.integers(0, k - 1))
+    rows[i, j] = data.draw(not_finite)
+    with pytest.raises(ValueError, match=r"y.*(NaN|infinite)"):
+        host.check_targets(rows, len(ids), k, distributions=distributions)
+    floats = ids.astype(float)
+    floats[i] = rows[i, j]
+    with pytest.raises(ValueError, match=r"y"):
+        host.check_targets(floats, len(ids), k)
+
+
+def _prop_net():
+    net = make_net()
+    net.build(N_IN)
+    return net
+
+
+@SMALL
+@given(rows=dims, data=st.data())
+def test_as_input_uploads_valid_features_in_the_network_dtype(rows, data):
+    net = _prop_net()
+    X = data.draw(hnp.arrays(np.float64, (rows, N_IN), elements=finite))
+    out = net.as_input(X)
+    assert net.backend.owns(out) and out.shape == (rows, N_IN) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, X.astype(np.float32))
+
+
+@SMALL
+@given(X=hnp.arrays(np.float64, st.tuples(dims, st.just(N_IN)),
+                    elements=st.floats(allow_nan=False, allow_infinity=False)))
+@example(X=np.full((1, N_IN), 1e39))
+def test_as_input_never_returns_non_finite_values(X):
+    """Finite float64 input either fits the network's float32 or is rejected."""
+    net = _prop_net()
+    try:
+        out = net.as_input(X)
+    except ValueError:
+        return
+    assert np.isfinite(out).all(), f"as_input turned finite {X} into {out}"
+
+
+@SMALL
+@given(X=features(), data=st.data())
+def test_as_input_rejects_nan_inf_and_other_widths(X, data):
+    net = _prop_net()
+    if X.shape[1] != N_IN:
+        with pytest.raises(ValueError, match=rf"X has {X.shape[1]} features"):
+            net.as_input(X)
+        return
+    X[data.draw(st.integers(0, X.shape[0] - 1)), data.draw(st.integers(0, N_IN - 1))] = \
+        data.draw(not_finite)
+    with pytest.raises(ValueError, match=r"NaN or infinite"):
+        net.as_input(X)
+
+
+@SMALL
+@given(ids=hnp.arrays(np.int64, st.integers(1, 8), elements=st.integers(0, N_OUT - 1)),
+       data=st.data())
+def test_as_target_valid_ids_and_rejections(ids, data):
+    net = _prop_net()
+    n = len(ids)
+    out = net.as_target(ids, n)
+    assert net.backend.owns(out) and out.shape == (n, N_OUT) and out.dtype == np.float32
+    np.testing.assert_array_equal(out.argmax(axis=1), ids)
+    with pytest.raises(ValueError, match=rf"y has {n} rows but X has {n + 1}"):
+        net.as_target(ids, n + 1)
+    bad = ids.copy()
+    bad[data.draw(st.integers(0, n - 1))] = data.draw(
+        st.one_of(st.integers(-50, -1), st.integers(N_OUT, 50)))
+    with pytest.raises(ValueError, match=r"class ids must be in \[0, 2\]"):
+        net.as_target(bad, n)
+    floats = ids.astype(float)
+    floats[data.draw(st.integers(0, n - 1))] = data.draw(not_finite)
+    with pytest.raises(ValueError, match=r"y"):
+        net.as_target(floats, n)
+
+
+# ------------------------------------------------------------- command line
+def nnx_cli(*args, cwd):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    return subprocess.run([sys.executable, "-m", "nnx", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=120)
+
+
+def assert_one_line_error(r, pattern):
+    assert r.returncode != 0, f"exit code 0; stdout: {r.stdout!r}"
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+CLI_TRAIN = [
+    (["--batch-size", "0", "--epochs", "2"], r"batch.size.*0.*positive integer"),
+    (["--epochs", "-1"], r"epochs.*-1.*positive integer"),
+    (["--eval-every", "999", "--epochs", "5"], r"eval.every.*999.*epochs.*5"),
+    (["--momentum", "1.0", "--epochs", "2"], r"momentum.*1\.0.*\[0, 1\)"),
+    (["--lr", "0", "--epochs", "2"], r"lr.*0.*> 0"),
+    (["--lr", "nan", "--epochs", "2"], r"lr.*nan"),
+    (["--dropout", "0", "--epochs", "2"], r"dropout.*0.*\(0, 1\]"),
+    (["--decay", "linear", "--epochs", "2"], r"linear.*final.lr"),
+    (["--final-lr", "0.01", "--epochs", "2"], r"final.lr.*0\.01.*decay"),
+]
+
+
+@pytest.mark.parametrize("args, pattern", CLI_TRAIN, ids=[" ".join(a) for a, _ in CLI_TRAIN])
+def test_cli_train_bad_value_is_one_line_on_stderr(tmp_path, args, pattern):
+    """nnx train with a bad value: non-zero exit, one stderr line, no traceback, no file."""
+    out = tmp_path / "model.npz"
+    r = nnx_cli("train", *args, "--quiet", "--out", str(out), cwd=tmp_path)
+    assert_one_line_error(r, pattern)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "missing"])
+def test_cli_evaluate_damaged_checkpoint_is_one_line_on_stderr(tmp_path, damage):
+    """nnx evaluate on a corrupted, truncated or missing checkpoint."""
+    path = tmp_path / "model.npz"
+    if damage == "garbage":
+        path.write_bytes(b"PK\x03\x04" + os.urandom(200))
+    elif damage == "truncated":
+        net = NeuralNetwork([Dense(8, "tanh"), Dense(10, "linear")], "softmax_cross_entropy")
+        net.build(64)  # the bundled digits: 64 features, 10 classes
+        data = Path(net.save(path)).read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    r = nnx_cli("evaluate", str(path), cwd=tmp_path)
+    assert_one_line_error(r, r"nnx evaluate: error: checkpoint .*model\.npz.*"
+                             r"(truncated|not an nnx checkpoint|does not exist)")
