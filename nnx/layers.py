@@ -60,6 +60,8 @@ class Layer:
     def backward(self, output_grad, input_grad=True):
         """Gradient with respect to the layer's input (None with
         ``input_grad=False``, which saves the first operation's input gradient)."""
+        if not self.operations:
+            raise RuntimeError("backward() was called before any forward() of this layer")
         g = output_grad
         ops = self.operations
         for op in reversed(ops[1:]):
@@ -104,7 +106,7 @@ class Dense(Layer):
         w_shape, b_shape = self.param_shapes(n_in)
         W = backend.zeros(w_shape) if alloc is None else alloc(w_shape)
         B = backend.zeros(b_shape) if alloc is None else alloc(b_shape)
-        if backend.fuses_bias_activation:
+        if backend.fuses_bias_activation and type(self.activation) in ACTIVATIONS.values():
             bias_act = [BiasActivation(B, self.activation, backend)]
         else:
             bias_act = [BiasAdd(B, backend), self.activation]
@@ -116,6 +118,9 @@ class Dense(Layer):
 
     def describe(self) -> dict:
         act = self.activation
+        if type(act) not in ACTIVATIONS.values():
+            raise TypeError(f"cannot describe {type(act).__name__}: checkpoints hold the built-in "
+                            f"activations only ({sorted(ACTIVATIONS)})")
         return {"type": "Dense", "neurons": self.neurons, "activation": act.name,
                 "alpha": getattr(act, "alpha", None), "dropout": self.dropout,
                 "weight_init": self.weight_init}

@@ -75,11 +75,18 @@ class NeuralNetwork:
                 if hasattr(op, "rng"):
                     op.rng = rng
 
-    def reseed_for_epoch(self, epoch):
-        """Draw this epoch's dropout masks from a generator derived from the
-        network's seed and ``epoch`` (what ``Trainer.fit`` does every epoch, so
-        a run resumed from a checkpoint continues exactly)."""
+    def generator_state(self):
+        """The dropout generator's state as plain data, or None where the backend
+        cannot export it (CuPy)."""
+        return self.backend.generator_state(self.rng)
+
+    def restore_generator(self, state, epoch):
+        """Put the dropout generator back in ``state``; without one, reseed it
+        from the network's seed and ``epoch`` (a fresh but reproducible stream)."""
+        if state is not None and self.backend.set_generator_state(self.rng, state):
+            return True
         self._use_generator(self.backend.generator(host.derive_seed(self.seed, 1, epoch)))
+        return False
 
     # ------------------------------------------------------------------ build
     def build(self, n_in):
@@ -166,6 +173,7 @@ class NeuralNetwork:
     def backward(self, loss_grad, input_grad=True):
         """Back-propagate ``loss_grad``; returns the gradient with respect to the
         network's input, or None with ``input_grad=False`` (saves a matmul)."""
+        self._require_built()
         for layer in reversed(self.layers[1:]):
             loss_grad = layer.backward(loss_grad)
         return self.layers[0].backward(loss_grad, input_grad)

@@ -30,20 +30,37 @@ class Optimizer:
     """
 
     def __init__(self, lr=0.01, final_lr=None, decay_type=None, momentum=0.0):
+        self._lr_buf = None  # the rate on the device, for the update kernels
+        self.net = None
         self.lr = self.first_lr = _positive("lr", lr)
         self.momentum = _checks.in_range("momentum", momentum, 0, 1, high_open=True)
         if decay_type is not None:
             _checks.name_in("decay_type", decay_type, DECAY_TYPES)
-        if decay_type is None and final_lr is not None:
+        if decay_type is None and final_lr not in (None, 0):  # 0: the study's "no final rate"
             raise ValueError(f"final_lr={final_lr!r} was given without a decay_type; "
-                             f"pass decay_type as one of {DECAY_TYPES}")
+                             f"pass decay_type as one of {list(DECAY_TYPES)}")
         if decay_type is not None and final_lr is None:
             raise ValueError(f"decay_type={decay_type!r} needs a final_lr")
-        self.final_lr = None if final_lr is None else _positive("final_lr", final_lr)
+        if decay_type == "exponential":
+            self.final_lr = _positive("final_lr", final_lr)  # lr * (0 / lr) ** f is no decay
+        elif decay_type == "linear":
+            self.final_lr = _checks.non_negative("final_lr", final_lr)
+        else:
+            self.final_lr = None
         self.decay_type = decay_type
-        self.net = None
         self.velocity = None
         self.max_epochs = None
+
+    @property
+    def lr(self):
+        """The current learning rate (a float; the device keeps a copy)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = float(value)
+        if self._lr_buf is not None:  # update in place: a captured step reads this array
+            self.net.backend.assign(self._lr_buf, self._lr)
 
     def __repr__(self):
         extra = ""
@@ -56,6 +73,7 @@ class Optimizer:
         """Update the parameters of ``net`` from now on (resets the velocity)."""
         self.net = net
         self.velocity = None
+        self._lr_buf = None
 
     def setup_decay(self, epochs):
         """Plan the schedule for a run of ``epochs`` epochs and restart at ``lr``."""
@@ -84,12 +102,15 @@ class Optimizer:
                                "or optim.attach(net) first")
         net._require_built()
         b = net.backend
+        if self._lr_buf is None:
+            self._lr_buf = b.asarray(self._lr)
         if self.momentum == 0.0:
-            b.sgd_step(net._param_buf, net._grad_buf, self.lr)
+            b.sgd_step(net._param_buf, net._grad_buf, self._lr_buf)
             return
         if self.velocity is None or self.velocity.shape != net._param_buf.shape:
             self.velocity = b.zeros(net._param_buf.shape)
-        b.momentum_step(net._param_buf, net._grad_buf, self.velocity, self.lr, self.momentum)
+        b.momentum_step(net._param_buf, net._grad_buf, self.velocity, self._lr_buf,
+                        self.momentum)
 
 
 class SGD(Optimizer):

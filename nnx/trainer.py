@@ -60,20 +60,23 @@ class _Steps:
     step (forward, loss, backward, update) whose inputs are fixed buffers.
 
     The first full batch runs eagerly (kernels compile, optimiser state is
-    allocated); the step is captured on the next one and captured again
-    whenever the learning rate changes, since the rate is recorded with it.
+    allocated); the step is captured on the next one, and again only if the
+    network's dropout generator is replaced (the learning rate lives in a
+    device array that the optimiser updates in place).
     """
 
     def __init__(self, net, optim, use_graph):
         self.net, self.optim = net, optim
         self.use_graph = bool(use_graph) and type(net.backend).capture is not Backend.capture
         self.warm = False
-        self.replay = self.result = self.lr = None
+        self.replay = self.result = self.rng = None
         self.note = ""
 
     def __call__(self, xb, yb, full):
         if self.use_graph and full:
-            if self.warm and (self.replay is None or self.lr != self.optim.lr):
+            # the graph reads the rate from the optimiser's device copy, but it
+            # holds on to the generator it was recorded with
+            if self.warm and (self.replay is None or self.rng is not self.net.rng):
                 self._capture(xb, yb)
             if self.replay is not None:
                 self.replay()
@@ -90,7 +93,7 @@ class _Steps:
             return loss
         try:
             self.replay, self.result = self.net.backend.capture(step)
-            self.lr = self.optim.lr
+            self.rng = self.net.rng
         except CaptureUnavailable as exc:
             self.use_graph, self.replay = False, None
             self.note = str(exc)
@@ -206,13 +209,12 @@ class Trainer:
             if run.finished:
                 break
             lr = optim.lr
-            net.reseed_for_epoch(epoch)
             order = b.permutation(b.generator(host.derive_seed(seed, 0, epoch)), n)
             epoch_loss = b.zeros(())  # summed on the device; read at evaluations
             for start in range(0, n, batch_size):
                 idx = order[start:min(start + batch_size, n)]
-                epoch_loss = epoch_loss + steps(batch(X, idx, "X"), batch(y, idx, "y"),
-                                                full=start + batch_size <= n)
+                epoch_loss += steps(batch(X, idx, "X"), batch(y, idx, "y"),
+                                    full=start + batch_size <= n)
             run.epoch = history.epochs_run = epoch + 1
             run.pending.append(epoch_loss)
 
@@ -301,9 +303,11 @@ class _Run:
         h = self.history
         state = {"epoch": self.epoch, "finished": self.finished, "bad_evals": self.bad_evals,
                  "good_epoch": self.good_epoch, "lr": self.optim.lr,
+                 "generator": self.net.generator_state(),
                  "decay_epochs": self.optim.max_epochs,
                  "history": {"records": h.records, "best_epoch": h.best_epoch,
-                             "best_loss": h.best_loss, "stopped_early": h.stopped_early,
+                             "best_loss": h.best_loss if math.isfinite(h.best_loss) else None,
+                             "stopped_early": h.stopped_early,
                              "epochs_run": h.epochs_run},
                  "settings": settings}
         extra = {k: getattr(self, k) for k in self._ARRAYS if getattr(self, k) is not None}
@@ -337,8 +341,13 @@ class _Run:
         for k in self._ARRAYS:
             setattr(self, k, b.asarray(arrays[k]) if k in arrays else None)
         self.epoch, self.finished = state["epoch"], state["finished"]
+        if not self.net.restore_generator(state["generator"], self.epoch):
+            log.warning("nnx: %s backend cannot restore its dropout generator; the resumed run "
+                        "draws a fresh reproducible stream, so it will not match the "
+                        "uninterrupted run bit for bit", b.name)
         self.bad_evals, self.good_epoch = state["bad_evals"], state["good_epoch"]
         h = state["history"]
         self.history = History(records=h["records"], best_epoch=h["best_epoch"],
-                               best_loss=h["best_loss"], stopped_early=h["stopped_early"],
+                               best_loss=math.inf if h["best_loss"] is None else h["best_loss"],
+                               stopped_early=h["stopped_early"],
                                epochs_run=h["epochs_run"])

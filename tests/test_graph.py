@@ -1,7 +1,8 @@
 """The trainer's captured-step path, on the CPU: a backend whose "graph"
-re-runs the recorded step on the same buffers when replayed must train
-exactly like the step-by-step loop, recapture when the learning rate moves,
-and fall back cleanly (with a log line) when capture is refused."""
+re-runs the recorded step on the same buffers, with the generator and
+learning-rate array it was recorded with (as a CUDA graph would), must train
+exactly like the step-by-step loop, and fall back cleanly (with a log line)
+when capture is refused."""
 
 import logging
 
@@ -14,45 +15,65 @@ from nnx.backend.numpy_backend import NumpyBackend
 
 
 class ReplayBackend(NumpyBackend):
-    """Stands in for CUDA graphs: capture records nothing runs; replay calls
-    the step again, reading the same fixed input buffers."""
+    """Stands in for CUDA graphs: capture runs nothing; replay calls the step
+    again on the same buffers, with the dropout generator and learning-rate
+    array that were live at capture: a graph keeps the memory it recorded,
+    whatever Python has swapped in since."""
 
-    def __init__(self, dtype="float32", refuse=None):
+    def __init__(self, dtype="float32", refuse=None, exports_generator=True):
         super().__init__(dtype)
         self.refuse = refuse
+        self.exports_generator = exports_generator
         self.captures = 0
         self.replays = 0
+        self.net = self.optim = None  # set by the test
+
+    def set_generator_state(self, gen, state):
+        return self.exports_generator and super().set_generator_state(gen, state)
 
     def capture(self, step):
         if self.refuse:
             raise CaptureUnavailable(self.refuse)
         self.captures += 1
+        net, optim = self.net, self.optim
+        rng, lr_buf = net.rng, optim._lr_buf
         result = np.zeros((), dtype=self.dtype)
 
         def replay():
             self.replays += 1
-            result[...] = step()
+            live = net.rng, optim._lr_buf
+            net._use_generator(rng)
+            optim._lr_buf = lr_buf
+            try:
+                result[...] = step()
+            finally:
+                net._use_generator(live[0])
+                optim._lr_buf = live[1]
         return replay, result
 
 
-def _fit(backend, dropout=1.0, **kw):
+def _fit(backend, dropout=1.0, decay=True, **kw):
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((250, 12)), rng.integers(0, 4, 250)
     net = nnx.NeuralNetwork([nnx.Dense(16, "tanh", dropout=dropout), nnx.Dense(4, "linear")],
                             nnx.SoftmaxCrossEntropy(), seed=3, backend=backend)
-    opt = nnx.SGDMomentum(0.1, final_lr=0.02, decay_type="exponential")
+    opt = (nnx.SGDMomentum(0.1, final_lr=0.02, decay_type="exponential") if decay
+           else nnx.SGDMomentum(0.1))
+    if isinstance(backend, ReplayBackend):
+        backend.net, backend.optim = net, opt
     hist = nnx.Trainer(net, opt).fit(X, y, X[:50], y[:50], epochs=6, eval_every=2,
                                      batch_size=32, seed=4, patience=5, **kw)
     return net, hist
 
 
+@pytest.mark.parametrize("decay", [True, False])
 @pytest.mark.parametrize("dropout", [1.0, 0.8])
-def test_replayed_steps_train_exactly_like_the_loop(dropout):
+def test_replayed_steps_train_exactly_like_the_loop(dropout, decay):
     fake = ReplayBackend()
-    net_g, hist_g = _fit(fake, dropout)
-    net_e, hist_e = _fit("cpu", dropout)
+    net_g, hist_g = _fit(fake, dropout, decay)
+    net_e, hist_e = _fit("cpu", dropout, decay)
     assert hist_g.graph and not hist_e.graph
-    assert fake.captures == 6  # one per epoch: the learning rate changes every epoch
+    assert fake.captures == 1  # the decaying rate is updated in place, not re-recorded
     # 250 rows / 32 = 7 full batches + 1 short one per epoch; the first full
     # batch of the run is eager, the short ones are always eager
     assert fake.replays == 6 * 7 - 1
@@ -98,3 +119,75 @@ def test_fused_bias_activation_structure_matches_separate_ops():
         assert losses[0] == losses[1]
         for g, h in zip(nets[0].param_grads(), nets[1].param_grads()):
             np.testing.assert_allclose(g, h, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("exports", [True, False])
+def test_resumed_captured_run_matches_a_resumed_loop(tmp_path, exports):
+    """After a resume, a backend that cannot restore its generator (like CuPy)
+    gets a new one: the trainer must record the step again with it."""
+    runs = []
+    for graph in (True, False):
+        backend = ReplayBackend(exports_generator=exports)
+        path = tmp_path / f"{graph}.npz"
+
+        def stop(epoch, record):
+            if epoch == 3:
+                raise KeyboardInterrupt
+        with pytest.raises(KeyboardInterrupt):
+            _fit(backend, 0.8, graph=graph, checkpoint=path, checkpoint_every=1, callback=stop)
+        runs.append(_fit(backend, 0.8, graph=graph, resume=path))
+    (net_g, hist_g), (net_e, hist_e) = runs
+    assert hist_g.graph and hist_g.records == hist_e.records
+    for p, q in zip(net_g.params(), net_e.params()):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_a_generator_swapped_mid_run_is_recorded_again():
+    """A graph keeps the generator it was recorded with; when the network's
+    generator is replaced between epochs, the step must be recorded again."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((250, 12)), rng.integers(0, 4, 250)
+    runs = []
+    for backend in (ReplayBackend(), "cpu"):
+        net = nnx.NeuralNetwork([nnx.Dense(16, "tanh", dropout=0.8), nnx.Dense(4, "linear")],
+                                nnx.SoftmaxCrossEntropy(), seed=3, backend=backend)
+        opt = nnx.SGDMomentum(0.1)
+        if isinstance(backend, ReplayBackend):
+            backend.net, backend.optim = net, opt
+
+        def swap(epoch, record, net=net):
+            if epoch == 3:
+                net._use_generator(net.backend.generator(123))
+        runs.append(nnx.Trainer(net, opt).fit(X, y, X[:50], y[:50], epochs=6, eval_every=2,
+                                              batch_size=32, seed=4, patience=5,
+                                              callback=swap))
+    assert runs[0].records == runs[1].records
+
+
+def test_custom_activations_are_never_fused_and_not_saved(tmp_path):
+    """A user's activation (here a Tanh subclass with its own formula) runs as
+    written on a fusing backend, and a checkpoint refuses it clearly."""
+    class ScaledTanh(nnx.Tanh):
+        def _output(self, inference):
+            return 2.0 * self.backend.xp.tanh(self.input_)
+
+        def _input_grad(self, output_grad):
+            return output_grad * (2.0 - 0.5 * self.output * self.output)
+
+    fused = NumpyBackend("float64")
+    fused.fuses_bias_activation = True
+    X = np.random.default_rng(0).standard_normal((4, 3))
+    nets = [nnx.NeuralNetwork([nnx.Dense(5, ScaledTanh()), nnx.Dense(2, "linear")],
+                              "mse", seed=1, backend=be, dtype="float64") for be in (fused, "cpu")]
+    np.testing.assert_array_equal(nets[0].forward(X), nets[1].forward(X))
+    assert type(nets[0].layers[0].operations[1]).__name__ == "BiasAdd"
+    with pytest.raises(TypeError, match="cannot describe ScaledTanh"):
+        nets[1].save(tmp_path / "m.npz")
+
+
+def test_backward_before_forward_is_a_clear_error():
+    net = nnx.NeuralNetwork([nnx.Dense(3)], "mse")
+    with pytest.raises(RuntimeError, match="no parameters yet"):
+        net.backward(np.ones((2, 3)))
+    with pytest.raises(RuntimeError, match="before any forward"):
+        nnx.Dense(3).backward(np.ones((2, 3)))

@@ -145,3 +145,26 @@ def test_cpu_device_strict_array_into_a_strict_network_raises():
     host_side = xps.asarray(np.ones((5, 3)), dtype=xps.float32, device=CPU_DEVICE)
     with pytest.raises(ValueError, match="device"):
         net.forward(host_side)
+
+
+def test_explicit_reads_depend_on_evaluations_not_on_batches(no_host_sync, monkeypatch):
+    """Even explicit read-backs (to_numpy) happen only at evaluations: the
+    count is the same for 5 and for 20 batches per epoch."""
+    from nnx.backend.strict_backend import StrictBackend
+
+    reads = {"n": 0}
+    real = StrictBackend.to_numpy
+
+    def counting(self, x):
+        reads["n"] += 1
+        return real(self, x)
+    monkeypatch.setattr(StrictBackend, "to_numpy", counting)
+    seen = []
+    for rows in (150, 600):
+        X, y, Xv, yv = make_data()
+        X = np.tile(X, (rows // 150, 1))
+        y = np.tile(y, rows // 150)
+        reads["n"] = 0
+        train("strict", X, y, Xv, yv)
+        seen.append(reads["n"])
+    assert seen[0] == seen[1] == 4 * 2  # 4 evaluations: epoch losses + evaluation loss

@@ -242,9 +242,9 @@ def test_fit_does_not_copy_the_dataset_per_epoch(monkeypatch, epochs):
     assert hist.epochs_run == epochs
     # the training and evaluation sets are uploaded once each; the remaining
     # conversions are the initial weights (2 per layer, drawn by build and restart)
-    data = [s for s in created if s[0] in (200, 100)]
+    data = [s for s in created if s and s[0] in (200, 100)]
     assert sorted(data) == [(100, 3), (100, N_IN), (200, 3), (200, N_IN)]
-    assert len(created) <= 4 + 2 * 4
+    assert len(created) <= 4 + 2 * 4 + 1  # + the learning rate's one device copy
     # the only copies are parameter snapshots (1-D flat buffers): one per evaluation,
     # plus the starting weights kept in case the very first epochs diverge
     assert all(len(shape) == 1 for shape in copied) and len(copied) <= epochs // 2 + 1

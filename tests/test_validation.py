@@ -304,7 +304,18 @@ def test_learning_rate_must_be_positive_and_finite(lr):
     if lr is not None:  # final_lr=None with a decay type is its own error (below)
         final = "final_" + pattern.replace("|", "|final_")
         with pytest.raises((ValueError, TypeError), match=final):
-            SGD(0.1, final_lr=lr, decay_type="linear")
+            SGD(0.1, final_lr=lr, decay_type="exponential")
+
+
+def test_linear_decay_may_end_at_zero_and_final_lr_zero_means_none():
+    """The study's Optimizer(lr, final_lr=0, decay_type=None) call shape works;
+    linear decay to 0 is valid (exponential decay to 0 is not, above)."""
+    assert SGD(0.1, final_lr=0, decay_type=None).final_lr is None
+    opt = SGD(0.1, final_lr=0, decay_type="linear")
+    opt.setup_decay(5)
+    assert opt.lr_at(4) == 0.0
+    with pytest.raises(ValueError, match="final_lr=-0.1 must be a number >= 0"):
+        SGD(0.1, final_lr=-0.1, decay_type="linear")
 
 
 @pytest.mark.parametrize("momentum", [-0.1, 1.0, 1, 1.5, NAN, INF], ids=repr)

@@ -96,7 +96,7 @@ class Backend:
         return self.xp.reshape(flat[start:start + size], shape)
 
     def assign(self, dst, src):
-        """Copy ``src`` into the existing array ``dst`` (same shape)."""
+        """Copy ``src`` (an array of the same shape, or a number) into ``dst``."""
         dst[...] = src
 
     # ---------------------------------------------------------------- random
@@ -116,6 +116,21 @@ class Backend:
     def uniform(self, gen, shape):
         """Uniform [0, 1) numbers in the compute dtype, drawn on the device."""
         raise NotImplementedError
+
+    def generator_state(self, gen):
+        """The state of a generator from ``generator()`` as plain (JSON) data,
+        or None if it cannot be exported."""
+        bit_generator = getattr(gen, "bit_generator", None)
+        state = getattr(bit_generator, "state", None)
+        return state if isinstance(state, dict) else None
+
+    def set_generator_state(self, gen, state):
+        """Restore ``generator_state`` output; returns False if it cannot."""
+        try:
+            gen.bit_generator.state = state
+        except (AttributeError, TypeError, ValueError):
+            return False
+        return True
 
     def permutation(self, gen, n):
         """A random permutation of ``range(n)`` as a device index array: a
@@ -204,24 +219,13 @@ class Backend:
         diff = pred - target
         return self.xp.asarray(self.xp.sum(diff * diff) / n), diff * (2.0 / n)
 
-    def one_hot(self, ids, n_classes):
-        """Integer class ids (host) -> one-hot rows on this device."""
-        ids = _np.asarray(ids)
-        out = _np.zeros((ids.shape[0], n_classes), dtype=self.dtype_name)
-        out[_np.arange(ids.shape[0]), ids] = 1
-        return self.asarray(out)
-
     def argmax_rows(self, x):
         """Index of the largest entry of each row, as a device integer array."""
         return self.xp.argmax(x, axis=1)
 
-    def all_finite(self, x):
-        """A 0-d device boolean: every entry of ``x`` is finite (no host read)."""
-        return self.xp.all(self.xp.isfinite(x))
-
     # ----------------------------------------------------------- optimisers
     def sgd_step(self, param, grad, lr):
-        """``param -= lr * grad`` in place."""
+        """``param -= lr * grad`` in place (``lr`` a number or a 0-d device array)."""
         param -= lr * grad
 
     def momentum_step(self, param, grad, velocity, lr, momentum):

@@ -72,6 +72,12 @@ class CupyBackend(Backend):
     def uniform(self, gen, shape):
         return gen.random(shape, dtype=self.dtype)
 
+    def generator_state(self, gen):
+        return None  # the XORWOW states live on the device; a resumed run reseeds
+
+    def set_generator_state(self, gen, state):
+        return False
+
     def permutation(self, gen, n):
         # CuPy's argsort is a radix sort, stable by construction
         return self.xp.argsort(self.uniform(gen, (n,)))
@@ -147,12 +153,19 @@ class CupyBackend(Backend):
         replay.keepalive = (graph, pool, stream)
         return replay, result
 
+    def _scalar(self, value, like):
+        # a 0-d device array stays one (a captured step reads it); numbers become T
+        return value if isinstance(value, self.xp.ndarray) else like.dtype.type(value)
+
     def sgd_step(self, param, grad, lr):
-        self._kernels.sgd(grad, param.dtype.type(lr), param)
+        self._kernels.sgd(grad, self._scalar(lr, param), param)
 
     def momentum_step(self, param, grad, velocity, lr, momentum):
-        t = param.dtype.type
-        self._kernels.momentum(grad, t(lr), t(momentum), param, velocity)
+        self._kernels.momentum(grad, self._scalar(lr, param), self._scalar(momentum, param),
+                               param, velocity)
+
+    def take_rows(self, x, idx, out=None):
+        return self.xp.take(x, idx, axis=0, out=out)
 
 
 class _Kernels:
