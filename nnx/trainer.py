@@ -196,13 +196,13 @@ class Trainer:
             run.snapshot_good(0)
         history = run.history
         n_batches = math.ceil(n / batch_size)
-        buffers = {}  # batch buffers, reused every step (two sizes at most)
-
-        def batch(data, idx, key):
-            shape = (int(idx.shape[0]), int(data.shape[1]))
-            if (key, shape) not in buffers:
-                buffers[key, shape] = b.empty(shape)
-            return b.take_rows(data, idx, out=buffers[key, shape])
+        # the batches: (start, stop, X buffer, y buffer, full size?), the buffers
+        # allocated once and refilled by every step (two sizes at most)
+        width, classes = int(X.shape[1]), int(y.shape[1])
+        sizes = {min(batch_size, n - start) for start in range(0, n, batch_size)}
+        bufs = {s: (b.empty((s, width)), b.empty((s, classes))) for s in sizes}
+        batches = [(start, min(start + batch_size, n), *bufs[min(batch_size, n - start)],
+                    start + batch_size <= n) for start in range(0, n, batch_size)]
 
         steps = _Steps(net, optim, graph)
         for epoch in range(run.epoch, epochs):
@@ -211,10 +211,11 @@ class Trainer:
             lr = optim.lr
             order = b.permutation(b.generator(host.derive_seed(seed, 0, epoch)), n)
             epoch_loss = b.zeros(())  # summed on the device; read at evaluations
-            for start in range(0, n, batch_size):
-                idx = order[start:min(start + batch_size, n)]
-                epoch_loss += steps(batch(X, idx, "X"), batch(y, idx, "y"),
-                                    full=start + batch_size <= n)
+            for start, stop, xb, yb, full in batches:
+                idx = order[start:stop]
+                b.take_rows(X, idx, out=xb)
+                b.take_rows(y, idx, out=yb)
+                epoch_loss += steps(xb, yb, full)
             run.epoch = history.epochs_run = epoch + 1
             run.pending.append(epoch_loss)
 
