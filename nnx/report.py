@@ -30,7 +30,7 @@ def plot_ladder(result, path):
             ax2.plot([r["epoch"] for r in ev], [r["loss"] for r in ev], marker="o",
                      label=f"step {s['step']}")
     ax2.set_xlabel("epoch")
-    ax2.set_ylabel(f"evaluation loss ({result['early_stopping_on']} set)")
+    ax2.set_ylabel(f"evaluation loss ({result['early_stopping_on']} set; step 1: MSE)")
     ax2.set_yscale("log")
     ax2.set_title("evaluation loss")
     ax2.legend(fontsize=8, ncol=2)
