@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+
 from .base import Backend, BackendUnavailableError, CaptureUnavailable
 
 log = logging.getLogger("nnx")
@@ -47,6 +49,11 @@ class CupyBackend(Backend):
         cupy = _import_cupy()
         super().__init__(cupy, dtype)
         self._kernels = _Kernels(cupy)
+        self._capturing = None  # the stream being recorded, while capture() runs
+        self._gemm_checked = None
+        self._cublas_handle = cupy.cuda.device.get_cublas_handle()
+        # host scalars for cuBLAS (host pointer mode), alive as long as the backend
+        self._gemm_scalars = {t: (np.ones((), t), np.zeros((), t)) for t in "fd"}
 
     def owns(self, x) -> bool:
         return isinstance(x, self.xp.ndarray)
@@ -103,6 +110,8 @@ class CupyBackend(Backend):
         return kernel(activation.output, output_grad, t(getattr(activation, "alpha", 0.0)))
 
     def matmul(self, a, b, out=None):
+        if self._capturing is not None:
+            return self._gemm(a, b, out)
         return self.xp.matmul(a, b, out=out)
 
     def sum_rows(self, g, out=None):
@@ -126,25 +135,41 @@ class CupyBackend(Backend):
         Every array the step allocates comes from a pool that only this graph
         uses, so nothing allocated later can land in memory the graph writes.
         Capture fails on any host synchronisation or device-to-host copy,
-        which is the proof that the recorded step makes none.
+        which is the proof that the recorded step makes none. CuPy refuses
+        its cuBLAS wrappers while a stream is capturing, so matrix products
+        are recorded as direct cuBLAS GEMM calls, after a one-off check that
+        those match ``cupy.matmul`` on this device.
         """
+        if self._gemm_checked is None:
+            self._gemm_checked = self._check_captured_gemm()
+        if self._gemm_checked is not True:
+            raise CaptureUnavailable(self._gemm_checked)
+        return self._record(step)
+
+    def _record(self, step):
         cp = self.xp
         pool = cp.cuda.MemoryPool()
         stream = cp.cuda.Stream(non_blocking=True)
-        current = cp.cuda.get_current_stream()
-        stream.wait_event(current.record())  # see everything queued so far
+        stream.wait_event(cp.cuda.get_current_stream().record())  # see all queued work
         mode = getattr(cp.cuda.runtime, "streamCaptureModeRelaxed", None)
         try:
             with cp.cuda.using_allocator(pool.malloc), stream:
-                if mode is None:
-                    stream.begin_capture()
-                else:
-                    stream.begin_capture(mode)
+                stream.begin_capture() if mode is None else stream.begin_capture(mode)
+                self._capturing = stream
                 try:
                     result = step()
+                except Exception as exc:
+                    try:
+                        stream.end_capture()
+                    except Exception:  # the capture was invalidated: nothing to keep
+                        pass
+                    raise CaptureUnavailable(f"{type(exc).__name__}: {exc}") from exc
                 finally:
-                    graph = stream.end_capture()
-        except Exception as exc:  # CuPy/CUDA refused something inside the step
+                    self._capturing = None
+                graph = stream.end_capture()
+        except CaptureUnavailable:
+            raise
+        except Exception as exc:  # CUDA refused the capture itself
             raise CaptureUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
         def replay():
@@ -152,6 +177,65 @@ class CupyBackend(Backend):
 
         replay.keepalive = (graph, pool, stream)
         return replay, result
+
+    def _check_captured_gemm(self):
+        """True if captured GEMMs reproduce cupy.matmul, else the reason (str)."""
+        cp = self.xp
+        rng = np.random.default_rng(0)
+        a = self.asarray(rng.standard_normal((7, 5)))
+        b = self.asarray(rng.standard_normal((5, 3)))
+        c = self.asarray(rng.standard_normal((7, 3)))
+        cases = [(a, b), (a.T, c), (c, b.T)]  # x @ W, x.T @ g, g @ W.T
+        outs = [self.empty((x.shape[0], y.shape[1])) for x, y in cases]
+        try:
+            replay, _ = self._record(lambda: [self.matmul(x, y, out=o)
+                                              for (x, y), o in zip(cases, outs)])
+            replay()
+            for (x, y), o in zip(cases, outs):
+                want = cp.matmul(x, y)
+                if not bool(cp.allclose(o, want, rtol=1e-5, atol=1e-6)):
+                    return "captured cuBLAS GEMM does not match cupy.matmul on this device"
+        except CaptureUnavailable as exc:
+            return f"matrix products cannot be recorded: {exc}"
+        return True
+
+    def _gemm(self, a, b, out):
+        """``out = a @ b`` by one cuBLAS GEMM on the capturing stream.
+
+        Row-major ``C = A B`` is column-major ``C^T = B^T A^T``; a C-contiguous
+        matrix is its own transpose in column-major terms and needs no
+        operation, an F-contiguous one (a ``.T`` view) needs ``T``."""
+        from cupy_backends.cuda.libs import cublas
+        m, k = a.shape
+        n = b.shape[1]
+        if out is None:
+            out = self.xp.empty((m, n), dtype=a.dtype)
+
+        def operand(x, cols):
+            if x.flags.c_contiguous:
+                return cublas.CUBLAS_OP_N, cols
+            if x.flags.f_contiguous:
+                return cublas.CUBLAS_OP_T, x.shape[0]
+            raise CaptureUnavailable("a strided matrix cannot be recorded as one GEMM")
+
+        op_b, ld_b = operand(b, n)
+        op_a, ld_a = operand(a, k)
+        if not out.flags.c_contiguous:
+            raise CaptureUnavailable("a GEMM output must be C-contiguous to be recorded")
+        handle = self._cublas_handle
+        previous = cublas.getStream(handle), cublas.getPointerMode(handle)
+        cublas.setStream(handle, self._capturing.ptr)
+        cublas.setPointerMode(handle, cublas.CUBLAS_POINTER_MODE_HOST)
+        gemm = cublas.sgemm if a.dtype == self.xp.float32 else cublas.dgemm
+        one, zero = self._gemm_scalars[a.dtype.char]
+        try:
+            gemm(handle, op_b, op_a, n, m, k, one.ctypes.data, b.data.ptr, ld_b,
+                 a.data.ptr, ld_a, zero.ctypes.data, out.data.ptr, n)
+        finally:  # leave the handle as CuPy had it
+            cublas.setStream(handle, previous[0])
+            cublas.setPointerMode(handle, previous[1])
+        return out
+
 
     def _scalar(self, value, like):
         # a 0-d device array stays one (a captured step reads it); numbers become T
