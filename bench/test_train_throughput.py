@@ -5,6 +5,9 @@ PyTorch go into extra_info."""
 
 from __future__ import annotations
 
+import statistics
+import time
+
 import pytest
 
 import nnx
@@ -100,6 +103,33 @@ def test_nnx_fit(benchmark, name, dtype, backend):
     benchmark.extra_info["graph"] = state["history"].graph
     benchmark.extra_info["graph_note"] = state["history"].graph_note
     _record(benchmark, name, dtype, backend, "nnx-fit", epochs=FIT_EPOCHS[backend])
+    if benchmark.stats is not None:
+        benchmark.extra_info["fit_over_bare"] = _fit_over_bare(net, trainer, Xd, yd, Xe, ye,
+                                                               NETWORKS[name][2], backend)
+
+
+def _fit_over_bare(net, trainer, Xd, yd, Xe, ye, batch, backend, pairs=9):
+    """Per-epoch time of ``fit`` over the bare step loop on the same data,
+    the two alternated run by run so that a noisy spell on a shared machine
+    hits both alike; the ratio of their medians."""
+    b, optim = net.backend, trainer.optim
+    batches = [(Xd[i:i + batch], yd[i:i + batch]) for i in range(0, Xd.shape[0], batch)]
+    epochs = FIT_EPOCHS[backend]
+    bare, fit = [], []
+    for _ in range(pairs):
+        t = time.perf_counter()
+        for _ in range(epochs):
+            for xb, yb in batches:
+                net._train_step(xb, yb)
+                optim.step()
+        b.synchronize()
+        bare.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        trainer.fit(Xd, yd, Xe, ye, epochs=epochs, eval_every=epochs, batch_size=batch,
+                    seed=0, restart=False)
+        b.synchronize()
+        fit.append(time.perf_counter() - t)
+    return statistics.median(fit) / statistics.median(bare)
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
