@@ -46,10 +46,11 @@ def main(path):
                            "best_loss": hist.best_loss, "graph": hist.graph,
                            "graph_note": hist.graph_note}
         print(backend, json.dumps(result[backend]), flush=True)
-    result["gpu_speedup_per_epoch"] = (result["cpu"]["seconds_per_epoch"]
-                                       / result["gpu"]["seconds_per_epoch"])
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
+        if backend == "cpu":
+            result["gpu_speedup_per_epoch"] = (result["cpu"]["seconds_per_epoch"]
+                                               / result["gpu"]["seconds_per_epoch"])
+        with open(path, "w") as f:  # after each run: a timeout keeps what finished
+            json.dump(result, f, indent=1)
 
 
 if __name__ == "__main__":

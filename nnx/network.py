@@ -49,6 +49,7 @@ class NeuralNetwork:
         self.seed = host.fresh_seed() if seed is None else seed
         self.n_in = None
         self._param_buf = self._grad_buf = None
+        self._captured_step = None  # the last recorded training step (GPU), kept alive
         self._seed_generators()
 
     def __repr__(self):

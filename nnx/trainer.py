@@ -94,6 +94,10 @@ class _Steps:
         try:
             self.replay, self.result = self.net.backend.capture(step)
             self.rng = self.net.rng
+            # the layers keep arrays from the graph's private memory after the
+            # last replay: the network holds the graph (and that memory) until
+            # it records another
+            self.net._captured_step = self.replay
         except CaptureUnavailable as exc:
             self.use_graph, self.replay = False, None
             self.note = str(exc)

@@ -51,9 +51,7 @@ class CupyBackend(Backend):
         self._kernels = _Kernels(cupy)
         self._capturing = None  # the stream being recorded, while capture() runs
         self._gemm_checked = None
-        self._cublas_handle = cupy.cuda.device.get_cublas_handle()
-        # host scalars for cuBLAS (host pointer mode), alive as long as the backend
-        self._gemm_scalars = {t: (np.ones((), t), np.zeros((), t)) for t in "fd"}
+        self._blas = None  # our own cuBLAS handle for recorded GEMMs, made on first capture
 
     def owns(self, x) -> bool:
         return isinstance(x, self.xp.ndarray)
@@ -188,15 +186,16 @@ class CupyBackend(Backend):
         cases = [(a, b), (a.T, c), (c, b.T)]  # x @ W, x.T @ g, g @ W.T
         outs = [self.empty((x.shape[0], y.shape[1])) for x, y in cases]
         try:
+            if self._blas is None:
+                self._blas = _CapturedBlas(cp)
             replay, _ = self._record(lambda: [self.matmul(x, y, out=o)
                                               for (x, y), o in zip(cases, outs)])
             replay()
             for (x, y), o in zip(cases, outs):
-                want = cp.matmul(x, y)
-                if not bool(cp.allclose(o, want, rtol=1e-5, atol=1e-6)):
+                if not bool(cp.allclose(o, cp.matmul(x, y), rtol=1e-5, atol=1e-6)):
                     return "captured cuBLAS GEMM does not match cupy.matmul on this device"
-        except CaptureUnavailable as exc:
-            return f"matrix products cannot be recorded: {exc}"
+        except Exception as exc:  # any failure here means: train step by step
+            return f"matrix products cannot be recorded: {type(exc).__name__}: {exc}"
         return True
 
     def _gemm(self, a, b, out):
@@ -205,7 +204,6 @@ class CupyBackend(Backend):
         Row-major ``C = A B`` is column-major ``C^T = B^T A^T``; a C-contiguous
         matrix is its own transpose in column-major terms and needs no
         operation, an F-contiguous one (a ``.T`` view) needs ``T``."""
-        from cupy_backends.cuda.libs import cublas
         m, k = a.shape
         n = b.shape[1]
         if out is None:
@@ -213,27 +211,17 @@ class CupyBackend(Backend):
 
         def operand(x, cols):
             if x.flags.c_contiguous:
-                return cublas.CUBLAS_OP_N, cols
+                return _CapturedBlas.OP_N, cols
             if x.flags.f_contiguous:
-                return cublas.CUBLAS_OP_T, x.shape[0]
+                return _CapturedBlas.OP_T, x.shape[0]
             raise CaptureUnavailable("a strided matrix cannot be recorded as one GEMM")
 
         op_b, ld_b = operand(b, n)
         op_a, ld_a = operand(a, k)
         if not out.flags.c_contiguous:
             raise CaptureUnavailable("a GEMM output must be C-contiguous to be recorded")
-        handle = self._cublas_handle
-        previous = cublas.getStream(handle), cublas.getPointerMode(handle)
-        cublas.setStream(handle, self._capturing.ptr)
-        cublas.setPointerMode(handle, cublas.CUBLAS_POINTER_MODE_HOST)
-        gemm = cublas.sgemm if a.dtype == self.xp.float32 else cublas.dgemm
-        one, zero = self._gemm_scalars[a.dtype.char]
-        try:
-            gemm(handle, op_b, op_a, n, m, k, one.ctypes.data, b.data.ptr, ld_b,
-                 a.data.ptr, ld_a, zero.ctypes.data, out.data.ptr, n)
-        finally:  # leave the handle as CuPy had it
-            cublas.setStream(handle, previous[0])
-            cublas.setPointerMode(handle, previous[1])
+        self._blas.gemm(self._capturing.ptr, a.dtype.char, op_b, op_a, n, m, k,
+                        b.data.ptr, ld_b, a.data.ptr, ld_a, out.data.ptr, n)
         return out
 
 
@@ -303,3 +291,74 @@ class _Kernels:
             "v = mom * v + lr * g; p -= v",
             "nnx_momentum",
         )
+
+
+class _CapturedBlas:
+    """A cuBLAS handle of our own, called through ctypes.
+
+    CuPy's cuBLAS wrappers refuse to run while a stream is capturing (its
+    ``setStream`` raises), but cuBLAS itself records GEMMs into graphs. This
+    handle is used for nothing else: host pointer mode, default math (no
+    TF32), and a fixed workspace, so a recorded GEMM allocates nothing.
+    """
+
+    OP_N, OP_T = 0, 1
+    WORKSPACE = 32 * 2**20
+
+    def __init__(self, cupy):
+        import ctypes
+
+        self._ct = ctypes
+        major = cupy.cuda.runtime.runtimeGetVersion() // 1000
+        cupy.cuda.device.get_cublas_handle()  # makes CuPy load libcublas first
+        lib = None
+        for name in (f"libcublas.so.{major}", "libcublas.so"):
+            try:
+                lib = ctypes.CDLL(name)  # the copy CuPy already loaded, by soname
+                break
+            except OSError:
+                continue
+        if lib is None:
+            lib = ctypes.CDLL(self._loaded_path())
+        self._lib = lib
+        vp, i = ctypes.c_void_p, ctypes.c_int
+        for fn in ("cublasSgemm_v2", "cublasDgemm_v2"):
+            getattr(lib, fn).argtypes = [vp, i, i, i, i, i, vp, vp, i, vp, i, vp, vp, i]
+        lib.cublasCreate_v2.argtypes = [ctypes.POINTER(vp)]
+        lib.cublasSetStream_v2.argtypes = [vp, vp]
+        lib.cublasSetPointerMode_v2.argtypes = [vp, i]
+        lib.cublasSetMathMode.argtypes = [vp, i]
+        handle = vp()
+        self._check(lib.cublasCreate_v2(ctypes.byref(handle)), "cublasCreate")
+        self.handle = handle
+        self._check(lib.cublasSetPointerMode_v2(handle, 0), "cublasSetPointerMode")  # host
+        self._check(lib.cublasSetMathMode(handle, 0), "cublasSetMathMode")  # default math
+        self.workspace = cupy.empty(self.WORKSPACE, dtype=cupy.uint8)
+        if hasattr(lib, "cublasSetWorkspace_v2"):  # CUDA 11.4+; older cuBLAS manages its own
+            lib.cublasSetWorkspace_v2.argtypes = [vp, vp, ctypes.c_size_t]
+            self._check(lib.cublasSetWorkspace_v2(handle, self.workspace.data.ptr,
+                                                  self.WORKSPACE), "cublasSetWorkspace")
+        # host scalars for host pointer mode, alive as long as the handle
+        self._scalars = {t: (np.ones((), t), np.zeros((), t)) for t in "fd"}
+
+    @staticmethod
+    def _loaded_path():
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                if "libcublas.so" in line and "libcublasLt" not in line:
+                    return line.split()[-1]
+        raise OSError("libcublas is not loaded in this process")
+
+    @staticmethod
+    def _check(status, what):
+        if status != 0:
+            raise CaptureUnavailable(f"{what} returned cuBLAS status {status}")
+
+    def gemm(self, stream_ptr, dtype_char, op_a, op_b, m, n, k, A, lda, B, ldb, C, ldc):
+        """Column-major ``C = op(A) op(B)`` on ``stream_ptr``."""
+        lib = self._lib
+        self._check(lib.cublasSetStream_v2(self.handle, stream_ptr), "cublasSetStream")
+        one, zero = self._scalars[dtype_char]
+        fn = lib.cublasSgemm_v2 if dtype_char == "f" else lib.cublasDgemm_v2
+        self._check(fn(self.handle, op_a, op_b, m, n, k, one.ctypes.data, A, lda, B, ldb,
+                       zero.ctypes.data, C, ldc), "cublas gemm")
