@@ -46,32 +46,42 @@ def _record(benchmark, name, dtype, backend, peer, epochs=1):
             fraction_of_ceiling=rate * flops_per_sample(name) / ceiling)
 
 
+def _prepare(benchmark, name, dtype, backend, label):
+    """The network and its data on the device, for one nnx benchmark."""
+    if backend == "cpu" and name in GPU_ONLY:
+        pytest.skip(f"{name} is a GPU benchmark")
+    benchmark.group = f"train {name} {dtype}"
+    benchmark.name = label
+    net = build_net(name, backend, dtype)
+    X, y = make_data(name, BATCHES_PER_ROUND[name])
+    return net, X, y, net.as_input(X), net.as_target(y, X.shape[0])
+
+
+def _bare_loop(net, optim, Xd, yd, batch, epochs=1):
+    """The bare training loop on pre-sliced batches: step and update, no shuffling."""
+    batches = [(Xd[i:i + batch], yd[i:i + batch]) for i in range(0, Xd.shape[0], batch)]
+
+    def run():
+        for _ in range(epochs):
+            for xb, yb in batches:
+                net._train_step(xb, yb)
+                optim.step()
+        net.backend.synchronize()
+    return run
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", list(NETWORKS))
 def test_nnx_train_steps(benchmark, name, dtype, backend):
     """The bare training step loop: train_batch + optimiser step per batch."""
-    if backend == "cpu" and name in GPU_ONLY:
-        pytest.skip(f"{name} is a GPU benchmark")
-    benchmark.group = f"train {name} {dtype}"
-    benchmark.name = f"nnx-{backend}"
-    net = build_net(name, backend, dtype)
-    X, y = make_data(name, BATCHES_PER_ROUND[name])
-    check_parity(net, X[:NETWORKS[name][2]], y[:NETWORKS[name][2]], RTOL[dtype])
-    b = net.backend
-    Xd, yd = net.as_input(X), net.as_target(y, X.shape[0])
+    net, X, y, Xd, yd = _prepare(benchmark, name, dtype, backend, f"nnx-{backend}")
     batch = NETWORKS[name][2]
-    batches = [(Xd[i:i + batch], yd[i:i + batch]) for i in range(0, X.shape[0], batch)]
+    check_parity(net, X[:batch], y[:batch], RTOL[dtype])
     optim = nnx.SGDMomentum(0.01, momentum=0.9)
     optim.attach(net)
-
-    def run():
-        for xb, yb in batches:
-            net._train_step(xb, yb)
-            optim.step()
-        b.synchronize()
-
-    benchmark.pedantic(run, rounds=7, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(_bare_loop(net, optim, Xd, yd, batch), rounds=7, iterations=1,
+                       warmup_rounds=1)
     _record(benchmark, name, dtype, backend, "nnx")
 
 
@@ -82,13 +92,7 @@ def test_nnx_fit(benchmark, name, dtype, backend):
     """``Trainer.fit`` for a few epochs (shuffling, batching, an evaluation) on
     the same data; per sample, the target is within 10% of the bare step loop.
     On the GPU, full batches replay a captured step (CUDA graph)."""
-    if backend == "cpu" and name in GPU_ONLY:
-        pytest.skip(f"{name} is a GPU benchmark")
-    benchmark.group = f"train {name} {dtype}"
-    benchmark.name = f"nnx-{backend}-fit"
-    net = build_net(name, backend, dtype)
-    X, y = make_data(name, BATCHES_PER_ROUND[name])
-    Xd, yd = net.as_input(X), net.as_target(y, X.shape[0])
+    net, _, _, Xd, yd = _prepare(benchmark, name, dtype, backend, f"nnx-{backend}-fit")
     Xe, ye = Xd[:NETWORKS[name][2]], yd[:NETWORKS[name][2]]
     trainer = nnx.Trainer(net, nnx.SGDMomentum(0.01, momentum=0.9))
     state = {}
@@ -112,22 +116,17 @@ def _fit_over_bare(net, trainer, Xd, yd, Xe, ye, batch, backend, pairs=9):
     """Per-epoch time of ``fit`` over the bare step loop on the same data,
     the two alternated run by run so that a noisy spell on a shared machine
     hits both alike; the ratio of their medians."""
-    b, optim = net.backend, trainer.optim
-    batches = [(Xd[i:i + batch], yd[i:i + batch]) for i in range(0, Xd.shape[0], batch)]
     epochs = FIT_EPOCHS[backend]
+    run_bare = _bare_loop(net, trainer.optim, Xd, yd, batch, epochs)
     bare, fit = [], []
     for _ in range(pairs):
         t = time.perf_counter()
-        for _ in range(epochs):
-            for xb, yb in batches:
-                net._train_step(xb, yb)
-                optim.step()
-        b.synchronize()
+        run_bare()
         bare.append(time.perf_counter() - t)
         t = time.perf_counter()
         trainer.fit(Xd, yd, Xe, ye, epochs=epochs, eval_every=epochs, batch_size=batch,
                     seed=0, restart=False)
-        b.synchronize()
+        net.backend.synchronize()
         fit.append(time.perf_counter() - t)
     return statistics.median(fit) / statistics.median(bare)
 

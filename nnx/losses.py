@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import _checks
 from .backend import backend_of
 from .ops import _check_shape
 
@@ -70,7 +71,6 @@ LOSSES = {"mse": MeanSquaredError, "softmax_cross_entropy": SoftmaxCrossEntropy}
 
 def loss_from_description(d) -> Loss:
     """Rebuild a loss from ``Loss.describe()`` output (checkpoints)."""
-    if d.get("name") not in LOSSES:
-        raise ValueError(f"unknown loss {d.get('name')!r}; expected one of {sorted(LOSSES)}")
+    _checks.name_in("loss", d.get("name"), LOSSES)
     kwargs = {"eps": d["eps"]} if "eps" in d else {}
     return LOSSES[d["name"]](**kwargs)

@@ -34,9 +34,7 @@ class NeuralNetwork:
         if len({id(la) for la in layers}) != len(layers):
             raise ValueError("the same Layer object appears twice in layers")
         if isinstance(loss, str):
-            if loss not in LOSSES:
-                raise ValueError(f"loss={loss!r} is not known; expected one of {sorted(LOSSES)}")
-            loss = LOSSES[loss]()
+            loss = LOSSES[_checks.name_in("loss", loss, LOSSES)]()
         if not isinstance(loss, Loss):
             raise TypeError(f"loss must be a Loss (e.g. SoftmaxCrossEntropy()) or one of "
                             f"{sorted(LOSSES)}, got {loss!r}")
