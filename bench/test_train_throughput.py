@@ -70,6 +70,25 @@ def _bare_loop(net, optim, Xd, yd, batch, epochs=1):
     return run
 
 
+def _shuffled_loop(net, optim, Xd, yd, batch, epochs=1):
+    """The loop a user would write to shuffle by hand: a permutation per epoch,
+    each batch's rows gathered into reused buffers, step and update."""
+    b, n = net.backend, Xd.shape[0]
+    gen = b.generator(0)
+    xb, yb = b.empty((batch, Xd.shape[1])), b.empty((batch, yd.shape[1]))
+
+    def run():
+        for _ in range(epochs):
+            order = b.permutation(gen, n)
+            for i in range(0, n, batch):
+                b.take_rows(Xd, order[i:i + batch], out=xb)
+                b.take_rows(yd, order[i:i + batch], out=yb)
+                net._train_step(xb, yb)
+                optim.step()
+        b.synchronize()
+    return run
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", list(NETWORKS))
@@ -107,28 +126,38 @@ def test_nnx_fit(benchmark, name, dtype, backend):
     benchmark.extra_info["graph"] = state["history"].graph
     benchmark.extra_info["graph_note"] = state["history"].graph_note
     _record(benchmark, name, dtype, backend, "nnx-fit", epochs=FIT_EPOCHS[backend])
-    if benchmark.stats is not None:
-        benchmark.extra_info["fit_over_bare"] = _fit_over_bare(net, trainer, Xd, yd, Xe, ye,
-                                                               NETWORKS[name][2], backend)
+    timed = benchmark.stats is not None  # with --benchmark-disable, one round keeps it working
+    overhead = _fit_overhead(net, trainer, Xd, yd, Xe, ye, NETWORKS[name][2], backend,
+                             rounds=9 if timed else 1)
+    if timed:
+        benchmark.extra_info.update(overhead)
 
 
-def _fit_over_bare(net, trainer, Xd, yd, Xe, ye, batch, backend, pairs=9):
-    """Per-epoch time of ``fit`` over the bare step loop on the same data,
-    the two alternated run by run so that a noisy spell on a shared machine
-    hits both alike; the ratio of their medians."""
+def _fit_overhead(net, trainer, Xd, yd, Xe, ye, batch, backend, rounds=9):
+    """Per-epoch time of ``fit`` over the bare step loop (pre-sliced batches)
+    and over a hand-shuffled loop on the same data, the three alternated round
+    by round so that a noisy spell on a shared machine hits all alike; ratios
+    of their medians. The first ratio is the issue's target; the second is
+    what the Trainer itself adds to the shuffling that any loop must do."""
     epochs = FIT_EPOCHS[backend]
-    run_bare = _bare_loop(net, trainer.optim, Xd, yd, batch, epochs)
-    bare, fit = [], []
-    for _ in range(pairs):
-        t = time.perf_counter()
-        run_bare()
-        bare.append(time.perf_counter() - t)
-        t = time.perf_counter()
+
+    def fit():
         trainer.fit(Xd, yd, Xe, ye, epochs=epochs, eval_every=epochs, batch_size=batch,
                     seed=0, restart=False)
         net.backend.synchronize()
-        fit.append(time.perf_counter() - t)
-    return statistics.median(fit) / statistics.median(bare)
+
+    runs = {"fit": fit, "bare": _bare_loop(net, trainer.optim, Xd, yd, batch, epochs),
+            "shuffled": _shuffled_loop(net, trainer.optim, Xd, yd, batch, epochs)}
+    times = {k: [] for k in runs}
+    for _ in range(rounds):
+        for k, run in runs.items():
+            t = time.perf_counter()
+            run()
+            times[k].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"fit_over_bare": med["fit"] / med["bare"],
+            "fit_over_shuffled": med["fit"] / med["shuffled"],
+            "shuffled_over_bare": med["shuffled"] / med["bare"]}
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])

@@ -151,3 +151,25 @@ def test_permutation_is_a_permutation(backend_name):
     p = b.to_numpy(b.permutation(b.generator(3), 1000))
     assert sorted(p.tolist()) == list(range(1000))
     assert not np.array_equal(p, np.arange(1000))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n", [1, 2, 17, 1000, 70_000])
+def test_cpu_permutation_is_the_reference_stable_argsort(dtype, n):
+    """The CPU backend's radix-sort permutation is the reference's stable
+    argsort of the same keys, element for element (70k float32 keys hold ties)."""
+    b = get_backend("cpu", dtype)
+    for seed in range(3):
+        fast = b.permutation(b.generator(seed), n)
+        ref = Backend.permutation(b, b.generator(seed), n)
+        assert np.array_equal(fast, ref)
+
+
+def test_cpu_permutation_keeps_index_order_among_ties(monkeypatch):
+    """Many equal keys, some differing only in their low bits: ties must come
+    out in index order, as the reference's stable argsort puts them."""
+    b = NumpyBackend("float32")
+    rng = np.random.default_rng(0)
+    keys = rng.choice(np.array([0.0, 0.25, 0.25 + 2.0 ** -24, 0.5, 0.75], np.float32), 5000)
+    monkeypatch.setattr(b, "uniform", lambda gen, shape: keys.copy())
+    assert np.array_equal(b.permutation(None, keys.size), np.argsort(keys, kind="stable"))

@@ -104,6 +104,10 @@ BAD_DATA = {
     "X-minus-inf": (with_value(X0, (4, 1), -INF), None, ValueError, r"NaN or infinite"),
     "X-overflows-float32": (with_value(X0, (0, 0), 1e39), None, ValueError,
                             r"X\w*.*(float32|range|infinite)"),
+    "X-negative-overflow": (with_value(X0, (2, 3), -1e39), None, ValueError,
+                            r"X\w* has values up to 1e\+39, beyond the range of float32"),
+    "X-inf-and-minus-inf": (with_value(with_value(X0, (0, 0), INF), (1, 1), -INF), None,
+                            ValueError, r"X\w* contains 2 NaN or infinite"),
     "y-nan-ids": (X0, with_value(Y0, 0, NAN), ValueError, r"y\w*.*(NaN|infinite)"),
     "y-inf-ids": (X0, with_value(Y0, 0, INF), ValueError, r"y\w*.*(NaN|infinite)"),
     "y-nan-one-hot": (X0, with_value(ONE_HOT, (0, 0), NAN), ValueError,
@@ -166,6 +170,20 @@ def test_bad_validation_set_is_named_and_rejected(trained, case):
     with pytest.raises(exc, match=test_pattern):
         trainer.fit(X, y, bad_X, bad_y, epochs=2, eval_every=1)
     assert_usable(net, trainer, X, y, before)
+
+
+def test_huge_finite_data_whose_sum_overflows_is_accepted():
+    """The finite check sums the data first; a sum that overflows although
+    every value is finite must not be taken for an infinity."""
+    net = make_net()
+    X, y = good_data()
+    X = np.full_like(X, 3e38, dtype=np.float32)
+    X[::2] = -3e38
+    X[0, 0] = 3e38  # the columns no longer cancel: the float32 sum overflows
+    with np.errstate(all="ignore"):
+        assert not np.isfinite(X.sum())
+    with np.errstate(all="ignore"):  # the products overflow: the data is valid all the same
+        net.train_batch(X, y)
 
 
 def test_mse_targets_with_nan_or_float32_overflow_are_rejected():

@@ -11,14 +11,25 @@ def is_host_array(x) -> bool:
     return isinstance(x, np.ndarray)
 
 
+def _all_finite(values) -> bool:
+    """Whether a float array holds no NaN or infinity, without a temporary the
+    size of the data: NaN and infinities survive a sum, so a finite sum settles
+    it in one pass; only a sum that overflowed needs the element-wise check."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = values.sum()
+    return bool(np.isfinite(total)) or bool(np.isfinite(values).all())
+
+
 def _fits(values, name, dtype):
     """Finite float values must stay finite in the compute dtype."""
     if dtype is None or not np.issubdtype(values.dtype, np.floating):
         return
     limit = np.finfo(dtype).max
-    if values.dtype.itemsize > np.dtype(dtype).itemsize and np.abs(values).max() > limit:
-        raise ValueError(f"{name} has values up to {np.abs(values).max():g}, beyond the range "
-                         f"of {dtype} (largest {limit:g}); rescale the data")
+    if values.dtype.itemsize > np.dtype(dtype).itemsize:
+        largest = max(-values.min(), values.max())  # |values|.max() without a copy
+        if largest > limit:
+            raise ValueError(f"{name} has values up to {largest:g}, beyond the range "
+                             f"of {dtype} (largest {limit:g}); rescale the data")
 
 
 def check_features(X, name="X", n_features=None, dtype=None):
@@ -41,7 +52,7 @@ def check_features(X, name="X", n_features=None, dtype=None):
         raise ValueError(
             f"{name} has {X.shape[1]} features, but the network was built for {n_features}"
         )
-    if np.issubdtype(X.dtype, np.floating) and not np.isfinite(X).all():
+    if np.issubdtype(X.dtype, np.floating) and not _all_finite(X):
         bad = int(np.count_nonzero(~np.isfinite(X)))
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
     _fits(X, name, dtype)
@@ -69,7 +80,7 @@ def check_targets(y, n_rows, n_classes, name="y", distributions=False, x_name="X
         raise ValueError(f"{name} has {y.shape[0]} rows but {x_name} has {n_rows}")
     if y.ndim == 2 and y.shape[1] == 1 and n_classes != 1:
         y = y[:, 0]
-    if not np.isfinite(y).all():
+    if np.issubdtype(y.dtype, np.floating) and not _all_finite(y):
         bad = int(np.count_nonzero(~np.isfinite(y)))
         raise ValueError(f"{name} contains NaN or infinite values ({bad} of them)")
     if y.ndim == 1:
