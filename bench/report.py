@@ -15,6 +15,7 @@ import json
 import os
 import pathlib
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,33 +63,62 @@ def _env():
     return env
 
 
+def _cases():
+    """(network, dtype) pairs of the CPU training benchmarks."""
+    sys.path.insert(0, str(ROOT))
+    from bench.conftest import DTYPES, GPU_ONLY, NETWORKS
+    return [(net, dtype) for net in NETWORKS if net not in GPU_ONLY for dtype in DTYPES]
+
+
+def _pytest(tmp, label, target, select, extra):
+    path = os.path.join(tmp, f"{label}.json")
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "bench" / target), "-q",
+           "-p", "no:cacheprovider", f"--benchmark-json={path}",
+           "--benchmark-columns=median,ops", *(["-k", select] if select else []), *extra]
+    print("running:", " ".join(cmd), flush=True)
+    done = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True)
+    if done.returncode not in (0, 5):  # 5: nothing selected (no torch, say)
+        print(done.stdout[-3000:], done.stderr[-3000:], sep="\n")
+        raise SystemExit(f"benchmark run failed ({done.returncode}): {' '.join(cmd)}")
+    return json.load(open(path))["benchmarks"] if os.path.exists(path) else []
+
+
 def run_suite(tmp, extra, repeats):
-    """Each peer in its own pytest process (a library's idle threads would
-    otherwise compete with the other's), alternating, ``repeats`` times; the
-    result per benchmark is the median of its medians."""
-    runs = []
-    for r in range(repeats):
-        for peer, select in (("nnx", "not torch"), ("torch", "torch")):
-            path = os.path.join(tmp, f"{peer}-{r}.json")
-            cmd = [sys.executable, "-m", "pytest", str(ROOT / "bench"), "-q",
-                   "-p", "no:cacheprovider", f"--benchmark-json={path}",
-                   "--benchmark-columns=median,ops", "-k", select, *extra]
-            print("running:", " ".join(cmd), flush=True)
-            done = subprocess.run(cmd, env=_env(), cwd=ROOT)
-            if done.returncode not in (0, 5):  # 5: nothing selected (no torch, say)
-                raise SystemExit(f"benchmark run failed ({done.returncode})")
-            if os.path.exists(path):
-                runs.append(json.load(open(path)))
+    """Each network and dtype runs as an nnx process and then a PyTorch
+    process (a library's idle threads would otherwise compete with the
+    other's), case after case, ``repeats`` times over, so that a slow spell of
+    this shared machine hits both sides of a comparison alike. Per benchmark
+    the run with the median time is kept; each repeat's nnx/PyTorch pair also
+    gives one ratio, and the fit-overhead ratios are medians over the runs."""
     merged = {}
-    for run in runs:
-        for b in run["benchmarks"]:
-            merged.setdefault((b["group"], b["name"]), []).append(b)
+    for r in range(repeats):
+        runs = [_pytest(tmp, f"ops-{r}", "test_ops_bench.py", None, extra)]
+        for net, dtype in _cases():
+            for peer, select in (("nnx", "not torch"), ("torch", "torch")):
+                runs.append(_pytest(tmp, f"{peer}-{net}-{dtype}-{r}", "test_train_throughput.py",
+                                    f"{net} and {dtype} and {select}", extra))
+        for run in runs:
+            for b in run:
+                b["repeat"] = r
+                merged.setdefault((b["group"], b["name"]), []).append(b)
     out = []
     for entries in merged.values():
+        rates = {b["repeat"]: b["extra_info"].get("samples_per_s") for b in entries}
         entries.sort(key=lambda b: b["stats"]["median"])
         mid = entries[len(entries) // 2]
+        mid["rates_by_repeat"] = rates
+        for key in ("fit_over_bare", "fit_over_shuffled", "shuffled_over_bare"):
+            values = [b["extra_info"][key] for b in entries if key in b["extra_info"]]
+            if values:  # each run's ratio was measured side by side: take their median
+                mid["extra_info"][key] = statistics.median(values)
         out.append(mid)
     return {"benchmarks": out, "repeats": repeats}
+
+
+def _pair_ratios(mine, peer):
+    """nnx/PyTorch throughput of each repeat's side-by-side pair."""
+    a, b = mine["rates_by_repeat"], peer["rates_by_repeat"]
+    return sorted(a[r] / b[r] for r in a if a[r] and b.get(r))
 
 
 def table(data, info):
@@ -97,7 +127,8 @@ def table(data, info):
         e = b["extra_info"]
         if "samples_per_s" not in e:
             continue
-        rows.setdefault((e["network"], e["dtype"]), {})[b["name"]] = e
+        rows.setdefault((e["network"], e["dtype"]), {})[b["name"]] = {
+            **e, "rates_by_repeat": b.get("rates_by_repeat", {})}
     lines = [
         f"Machine: {info['cpu']}, {info['cores']} cores; Python {info['python']}, "
         f"NumPy {info['numpy']}, BLAS "
@@ -115,7 +146,11 @@ def table(data, info):
         if nnx_ is None:
             continue
         t = f"{torch_['samples_per_s']:,.0f}" if torch_ else "n/a"
-        ratio = f"**{nnx_['samples_per_s'] / torch_['samples_per_s']:.2f}x**" if torch_ else "n/a"
+        ratio = "n/a"
+        if torch_:
+            pairs = _pair_ratios(nnx_, torch_)
+            ratio = (f"**{statistics.median(pairs):.2f}x** ({pairs[0]:.2f}-{pairs[-1]:.2f})"
+                     if pairs else "n/a")
         overhead = [f"{fit[k]:.2f}x time" if fit and k in fit else "n/a"
                     for k in ("fit_over_bare", "fit_over_shuffled")]
         lines.append(
@@ -129,7 +164,9 @@ def table(data, info):
         lines += [f"| {g[3:]} | {n} | {m * 1e6:,.0f} µs |" for g, n, m in ops]
     lines += ["", f"Each figure is the median over {data['repeats']} alternating runs of "
               "the median of 7 rounds; nnx and PyTorch run in separate processes so neither "
-              "library's idle threads slow the other. samples/s counts training samples "
+              "library's idle threads slow the other, one network and dtype after another. "
+              "nnx / PyTorch is the median of the runs' side-by-side ratios (lowest-highest "
+              "in brackets). samples/s counts training samples "
               "(forward, backward, optimiser step); the matmul peak is a 1024x1024x1024 "
               "product measured in the same process; fit / bare loop is the time per epoch of "
               "`Trainer.fit` (shuffling, batching, one evaluation) over the bare step loop on "
@@ -143,8 +180,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "cpu.md"))
     p.add_argument("--no-readme", action="store_true", help="leave README.md alone")
-    p.add_argument("--repeats", type=int, default=3, help="alternating runs per peer")
-    p.add_argument("pytest_args", nargs="*", help="extra pytest arguments, e.g. -k study")
+    p.add_argument("--repeats", type=int, default=3, help="side-by-side runs of every case")
+    p.add_argument("pytest_args", nargs="*",
+                   help="extra pytest arguments for every run (default: -m 'not gpu')")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         data = run_suite(tmp, args.pytest_args or ["-m", "not gpu"], args.repeats)
@@ -156,7 +194,8 @@ def main(argv=None):
     out.write_text(md + "\n")
     out.with_suffix(".json").write_text(json.dumps({"machine": info, "benchmarks": [
         {"name": b["name"], "group": b["group"], "median_s": b["stats"]["median"],
-         **b["extra_info"]} for b in data["benchmarks"]]}, indent=1))
+         **b["extra_info"], "samples_per_s_by_run": b.get("rates_by_repeat")}
+        for b in data["benchmarks"]]}, indent=1))
     if not args.no_readme:
         readme = ROOT / "README.md"
         text = readme.read_text()
