@@ -5,7 +5,10 @@
 
 The run unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for itself only (this
 machine sets them, and they slow NumPy), then reports the BLAS kernel that
-actually ran. Ratios are of medians measured in the same pytest run.
+actually ran. Every network and dtype runs in an nnx process and then a
+PyTorch process, case after case, --repeats times over; nnx / PyTorch is the
+median of those side-by-side pairs' ratios. The GPU has its own script,
+bench/gpu_check.sh.
 """
 
 from __future__ import annotations
@@ -184,6 +187,8 @@ def main(argv=None):
     p.add_argument("pytest_args", nargs="*",
                    help="extra pytest arguments for every run (default: -m 'not gpu')")
     args = p.parse_args(argv)
+    if any(a == "-k" or a.startswith("-k") for a in args.pytest_args):
+        p.error("-k would replace the per-case selection; the report runs every CPU case")
     with tempfile.TemporaryDirectory() as tmp:
         data = run_suite(tmp, args.pytest_args or ["-m", "not gpu"], args.repeats)
     info = machine_info()
@@ -194,7 +199,9 @@ def main(argv=None):
     out.write_text(md + "\n")
     out.with_suffix(".json").write_text(json.dumps({"machine": info, "benchmarks": [
         {"name": b["name"], "group": b["group"], "median_s": b["stats"]["median"],
-         **b["extra_info"], "samples_per_s_by_run": b.get("rates_by_repeat")}
+         **b["extra_info"],
+         **({"samples_per_s_by_run": [v for _, v in sorted(b["rates_by_repeat"].items())]}
+            if "samples_per_s" in b["extra_info"] else {})}
         for b in data["benchmarks"]]}, indent=1))
     if not args.no_readme:
         readme = ROOT / "README.md"

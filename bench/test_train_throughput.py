@@ -81,9 +81,10 @@ def _shuffled_loop(net, optim, Xd, yd, batch, epochs=1):
         for _ in range(epochs):
             order = b.permutation(gen, n)
             for i in range(0, n, batch):
-                b.take_rows(Xd, order[i:i + batch], out=xb)
-                b.take_rows(yd, order[i:i + batch], out=yb)
-                net._train_step(xb, yb)
+                m = min(batch, n - i)  # the last batch may be short
+                b.take_rows(Xd, order[i:i + m], out=xb[:m])
+                b.take_rows(yd, order[i:i + m], out=yb[:m])
+                net._train_step(xb[:m], yb[:m])
                 optim.step()
         b.synchronize()
     return run

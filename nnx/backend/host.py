@@ -7,6 +7,13 @@ from __future__ import annotations
 import numpy as np
 
 
+def _numeric(dtype) -> bool:
+    """Booleans, integers, real or complex floats (complex is refused next,
+    with its own message); not objects, strings, dates or durations (NumPy
+    counts timedelta64, NaT included, among the integers)."""
+    return dtype.kind in "biufc"
+
+
 def is_host_array(x) -> bool:
     return isinstance(x, np.ndarray)
 
@@ -15,8 +22,8 @@ def _all_finite(values) -> bool:
     """Whether a float array holds no NaN or infinity, without a temporary the
     size of the data: NaN and infinities survive a sum, so a finite sum settles
     it in one pass; only a sum that overflowed needs the element-wise check."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = values.sum()
+    with np.errstate(over="ignore", invalid="ignore"):  # float16 sums overflow at 65504
+        total = values.sum(dtype=np.float32 if values.itemsize < 4 else None)
     return bool(np.isfinite(total)) or bool(np.isfinite(values).all())
 
 
@@ -28,7 +35,7 @@ def _fits(values, name, dtype):
     if values.dtype.itemsize > np.dtype(dtype).itemsize:
         largest = max(-values.min(), values.max())  # |values|.max() without a copy
         if largest > limit:
-            raise ValueError(f"{name} has values up to {largest:g}, beyond the range "
+            raise ValueError(f"{name} has magnitudes up to {largest:g}, beyond the range "
                              f"of {dtype} (largest {limit:g}); rescale the data")
 
 
@@ -40,7 +47,7 @@ def check_features(X, name="X", n_features=None, dtype=None):
             X = np.asarray(X)
         except Exception as exc:
             raise TypeError(f"{name} must be a 2-D numeric array, got {type(X).__name__}") from exc
-    if X.dtype == object or not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
+    if not _numeric(X.dtype):
         raise TypeError(f"{name} must hold numbers, got dtype {X.dtype}")
     if np.issubdtype(X.dtype, np.complexfloating):
         raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}")
@@ -69,7 +76,7 @@ def check_targets(y, n_rows, n_classes, name="y", distributions=False, x_name="X
         y = np.asarray(y)
     except Exception as exc:
         raise TypeError(f"{name} must be an array of labels, got {type(y).__name__}") from exc
-    if y.dtype == object or not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
+    if not _numeric(y.dtype):
         raise TypeError(f"{name} must hold numbers, got dtype {y.dtype}")
     if np.issubdtype(y.dtype, np.complexfloating):
         raise TypeError(f"{name} must hold real numbers, got dtype {y.dtype}")
