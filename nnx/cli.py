@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 import time
 
@@ -208,17 +209,31 @@ def _hidden(text):
     return sizes
 
 
+# The library's errors name its arguments; the command line's name the flags.
+_TRAIN_FLAGS = {"Dense dropout": "--dropout", "decay_type": "--decay",
+                "final_lr": "--final-lr", "momentum": "--momentum", "lr": "--lr"}
+_ARG_NAME = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, _TRAIN_FLAGS)) + r")\b")
+
+
+def _flag_error(exc):
+    """``exc`` as a UsageError whose message names flags, not Python arguments."""
+    return UsageError(_ARG_NAME.sub(lambda m: _TRAIN_FLAGS[m.group(1)], str(exc)))
+
+
 def cmd_train(args):
     # every hyper-parameter is checked before the data is loaded
     _check_training_flags(args)
     sizes = _hidden(args.hidden)
-    layers = [Dense(s, args.activation, dropout=args.dropout, weight_init=args.init)
-              for s in sizes]
-    if args.optimizer == "sgd":
-        optim = SGD(args.lr, final_lr=args.final_lr, decay_type=args.decay)
-    else:
-        optim = SGDMomentum(args.lr, momentum=args.momentum, final_lr=args.final_lr,
-                            decay_type=args.decay)
+    try:
+        layers = [Dense(s, args.activation, dropout=args.dropout, weight_init=args.init)
+                  for s in sizes]
+        if args.optimizer == "sgd":
+            optim = SGD(args.lr, final_lr=args.final_lr, decay_type=args.decay)
+        else:
+            optim = SGDMomentum(args.lr, momentum=args.momentum, final_lr=args.final_lr,
+                                decay_type=args.decay)
+    except (ValueError, TypeError) as exc:
+        raise _flag_error(exc) from None
     prep = _prepare(args, validation=args.early_stopping == "validation")
     out_act = "sigmoid" if args.loss == "mse" else "linear"
     layers.append(Dense(prep["n_classes"], out_act, weight_init=args.init))

@@ -118,14 +118,15 @@ class Trainer:
         self.optim = optim
         optim.attach(net)
 
-    def fit(self, X_train, y_train, X_test=None, y_test=None, epochs=100, eval_every=10,
+    def fit(self, X_train, y_train, X_test=None, y_test=None, epochs=100, eval_every=None,
             batch_size=32, seed=1, restart=True, *, validation=None, patience=1,
             min_delta=0.0, callback=None, graph=True, checkpoint=None, checkpoint_every=None,
             resume=None):
         """Train for up to ``epochs`` epochs of shuffled mini-batches.
 
-        Every ``eval_every`` epochs (and after the last one) the loss on the
-        evaluation set is measured in inference mode. That set is
+        Every ``eval_every`` epochs (default 10, or ``epochs`` when that is
+        fewer) and after the last one, the loss on the evaluation set is
+        measured in inference mode. That set is
         ``validation=(X_val, y_val)`` when given, else ``(X_test, y_test)`` as in
         the study; choosing the model on a set you then report on flatters it,
         so pass a validation set when the test figure matters. When the loss has
@@ -152,6 +153,8 @@ class Trainer:
         """
         net, optim = self.net, self.optim
         epochs = _checks.integer("epochs", epochs)
+        if eval_every is None:  # the study's 10, for runs of 10 epochs or more
+            eval_every = min(10, epochs)
         eval_every = _checks.integer("eval_every", eval_every)
         batch_size = _checks.integer("batch_size", batch_size)
         if eval_every > epochs:

@@ -173,3 +173,57 @@ def test_cpu_permutation_keeps_index_order_among_ties(monkeypatch):
     keys = rng.choice(np.array([0.0, 0.25, 0.25 + 2.0 ** -24, 0.5, 0.75], np.float32), 5000)
     monkeypatch.setattr(b, "uniform", lambda gen, shape: keys.copy())
     assert np.array_equal(b.permutation(None, keys.size), np.argsort(keys, kind="stable"))
+
+
+def _in_two_threads(work):
+    """Run ``work(0)`` and ``work(1)`` at the same time; their results."""
+    import threading
+    barrier, out = threading.Barrier(2), [None, None]
+
+    def run(i):
+        barrier.wait()
+        out[i] = work(i)
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_cpu_temporaries_are_not_shared_between_threads():
+    """Networks of one dtype share the backend; two trained in two threads
+    (NumPy releases the GIL in its loops) must not write into each other's
+    temporaries: each thread's updates and losses equal the ones computed alone."""
+    b = get_backend("cpu", "float32")
+    n, steps = 1 << 20, 20
+    lrs = [b.asarray(0.1), b.asarray(0.01)]
+
+    def states():
+        rngs = [np.random.default_rng(i) for i in range(2)]
+        return [[r.standard_normal(n).astype(np.float32) for _ in range(3)] for r in rngs]
+
+    def updates(st, i):
+        p, g, v = st[i]
+        for _ in range(steps):
+            b.momentum_step(p, g, v, lrs[i], 0.9)
+            b.sgd_step(g, v, lrs[i])
+        return p.copy(), g.copy()
+
+    alone = states()
+    alone = [updates(alone, i) for i in range(2)]
+    together = states()
+    together = _in_two_threads(lambda i: updates(together, i))
+    for a, t in zip(alone, together):
+        np.testing.assert_array_equal(a[0], t[0])
+        np.testing.assert_array_equal(a[1], t[1])
+
+    logits = [np.random.default_rng(i).standard_normal((2000, 500)).astype(np.float32)
+              for i in range(2)]
+    target = np.eye(500, dtype=np.float32)[np.arange(2000) % 500]
+
+    def losses(i):
+        return [float(b.softmax_cross_entropy(logits[i], target, 1e-9)[0]) for _ in range(steps)]
+
+    alone = [losses(i) for i in range(2)]
+    assert _in_two_threads(losses) == alone

@@ -58,9 +58,13 @@ def test_bad_flags_exit_non_zero_with_usage(args, message):
     (["reproduce", "--epochs", "0"], "--epochs 0: must be a positive integer"),
     (["reproduce", "--epochs", "5", "--eval-every", "6"], "--eval-every 6: must be between 1"),
     (["train", "--hidden", "8,a"], "--hidden '8,a'"),
-    (["train", "--dropout", "1.5", "--epochs", "1"], "dropout=1.5"),
-    (["train", "--lr", "-1", "--epochs", "1"], "lr=-1.0 must be > 0"),
-    (["train", "--final-lr", "0.01", "--epochs", "1"], "final_lr=0.01 was given without"),
+    (["train", "--dropout", "1.5", "--epochs", "1"], "error: --dropout=1.5 must be in (0, 1]"),
+    (["train", "--lr", "-1", "--epochs", "1"], "error: --lr=-1.0 must be > 0"),
+    (["train", "--momentum", "1", "--epochs", "1"], "error: --momentum=1.0 must be in [0, 1)"),
+    (["train", "--final-lr", "0.01", "--epochs", "1"],
+     "error: --final-lr=0.01 was given without a --decay; pass --decay as one of"),
+    (["train", "--final-lr", "0", "--decay", "exponential", "--epochs", "1"],
+     "error: --final-lr=0.0 must be > 0"),
     (["evaluate", "missing.npz"], "'missing.npz' does not exist"),
 ])
 def test_bad_values_are_one_line_errors(args, message, tmp_path):

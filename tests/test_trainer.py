@@ -130,6 +130,17 @@ def test_history_records_match_reference_losses():
     assert hist.lrs == [r["lr"] for r in hist.records]
 
 
+@pytest.mark.parametrize("epochs, evaluated", [(3, [3]), (10, [10]), (25, [10, 20, 25])])
+def test_default_eval_every_is_ten_or_the_whole_run(epochs, evaluated):
+    """Left out, eval_every is the study's 10, or the run's length when that is
+    shorter: fit(X, y, epochs=3) trains and evaluates at its end."""
+    X, y, Xv, yv = make_data()
+    net = make_net()
+    history = nnx.Trainer(net, nnx.SGD(0.01)).fit(X, y, Xv, yv, epochs=epochs, batch_size=50,
+                                                  patience=10)
+    assert [r["epoch"] for r in history.records] == evaluated
+
+
 def test_history_without_evaluation_set():
     X, y, _, _ = make_data()
     hist = nnx.Trainer(make_net(), nnx.SGD(0.1)).fit(X, y, epochs=4, eval_every=2)

@@ -6,6 +6,8 @@ temporary (``out=`` buffers); results are identical to the reference.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .base import Backend
@@ -16,12 +18,19 @@ class NumpyBackend(Backend):
 
     def __init__(self, dtype="float32"):
         super().__init__(np, dtype)
-        self._scratch = {}  # reusable temporaries, one per shape
+        # Reusable temporaries, one per shape and per thread: every network of
+        # this dtype shares the backend, and two of them training in two
+        # threads (NumPy lets go of the GIL inside its loops) must never write
+        # into the same temporary.
+        self._local = threading.local()
 
     def _tmp(self, shape):
-        buf = self._scratch.get(shape)
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = {}
+        buf = scratch.get(shape)
         if buf is None:
-            buf = self._scratch[shape] = np.empty(shape, dtype=self.dtype)
+            buf = scratch[shape] = np.empty(shape, dtype=self.dtype)
         return buf
 
     def owns(self, x) -> bool:
