@@ -4,7 +4,7 @@ backend can load, with no pickle anywhere.
 The file is a NumPy ``.npz`` archive holding the flat parameter array (and any
 extra arrays, such as optimiser state) plus a JSON header with the layer
 description, dtype, nnx version, a format version and a SHA-256 over the
-arrays. It is written to a temporary file beside the target, flushed to disk
+header and the arrays. It is written to a temporary file beside the target, flushed to disk
 and renamed over it, so a crash mid-write never leaves a half-written
 checkpoint under the real name.
 """
@@ -16,20 +16,32 @@ import io
 import json
 import os
 import tempfile
-import zipfile
 
 import numpy as np
 
 FORMAT = "nnx-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 files are still read; their checksum covers only the arrays.
+READ_VERSIONS = (1, 2)
 
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, altered or of an unknown version."""
 
 
-def _digest(arrays):
+def _canonical(header):
+    """``header`` as JSON text that is the same before writing and after reading."""
+    header = json.loads(json.dumps(header))
+    return json.dumps({k: v for k, v in header.items() if k != "sha256"}, sort_keys=True)
+
+
+def _digest(arrays, header=None):
+    """SHA-256 over the arrays and, from version 2 on, the header (less its checksum)."""
     h = hashlib.sha256()
+    if header is not None:
+        text = _canonical(header).encode()
+        h.update(f"header {len(text)}\n".encode())
+        h.update(text)
     for name in sorted(arrays):
         a = np.ascontiguousarray(arrays[name])
         h.update(name.encode())
@@ -44,8 +56,8 @@ def write(path, header, arrays):
     atomically to ``path``."""
     path = os.fspath(path)
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
-    header = dict(header, format=FORMAT, format_version=FORMAT_VERSION,
-                  sha256=_digest(arrays))
+    header = dict(header, format=FORMAT, format_version=FORMAT_VERSION)
+    header["sha256"] = _digest(arrays, header)
     blob = np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -76,7 +88,9 @@ def read(path):
             data = f.read()
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # a damaged zip can raise almost anything
         raise CheckpointError(f"checkpoint {path!r} is truncated or not an nnx checkpoint "
                               f"({type(exc).__name__}: {exc})") from None
     if "__header__" not in arrays:
@@ -85,13 +99,14 @@ def read(path):
         header = json.loads(arrays.pop("__header__").tobytes().decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"checkpoint {path!r} has a damaged header ({exc})") from None
-    if header.get("format") != FORMAT:
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path!r} is not an nnx checkpoint")
-    if header.get("format_version") != FORMAT_VERSION:
+    version = header.get("format_version")
+    if version not in READ_VERSIONS or isinstance(version, bool):
         raise CheckpointError(
-            f"checkpoint {path!r} has format version {header.get('format_version')!r}; "
-            f"this nnx reads version {FORMAT_VERSION}")
-    if _digest(arrays) != header.get("sha256"):
-        raise CheckpointError(f"checkpoint {path!r} failed its checksum: the arrays were "
-                              "altered or damaged after it was written")
+            f"checkpoint {path!r} has format version {version!r}; "
+            f"this nnx reads versions {', '.join(map(str, READ_VERSIONS))}")
+    if _digest(arrays, header if version >= 2 else None) != header.get("sha256"):
+        raise CheckpointError(f"checkpoint {path!r} failed its checksum: its header or arrays "
+                              "were altered or damaged after it was written")
     return header, arrays

@@ -135,9 +135,40 @@ def _check_training_flags(args):
                          f"{args.epochs}")
 
 
+def _check_folder(out, folder):
+    """``folder`` (for ``--out out``) exists or can be made, and is writable."""
+    folder = os.path.abspath(folder or ".")
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(f"--out {out!r}: {existing!r} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out!r}: folder {existing!r} is not writable")
+
+
+def _check_out_folder(out):
+    """``--out`` of reproduce: a folder, or a path where one can be made."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out!r}: exists and is not a folder; expected a folder "
+                         "for results.json and results.png")
+    _check_folder(out, out)
+
+
+def _check_out_file(out):
+    """``--out`` of train: a file path in a folder that exists or can be made."""
+    if os.path.isdir(out) or not os.path.basename(out):
+        raise UsageError(f"--out {out!r}: names a folder; expected a checkpoint file path "
+                         "like model.npz")
+    if os.path.exists(out) and not os.path.isfile(out):
+        raise UsageError(f"--out {out!r}: exists and is not a regular file")
+    _check_folder(out, os.path.dirname(out))
+
+
 def cmd_reproduce(args):
     steps = _parse_steps(args.steps)
     _check_training_flags(args)
+    _check_out_folder(args.out)
     if args.lr_scale is None:
         args.lr_scale = DEFAULT_LR_SCALE.get(args.dataset, 1.0)
     if not args.lr_scale > 0:
@@ -223,7 +254,13 @@ def _flag_error(exc):
 def cmd_train(args):
     # every hyper-parameter is checked before the data is loaded
     _check_training_flags(args)
+    _check_out_file(args.out)
     sizes = _hidden(args.hidden)
+    if args.momentum is None:
+        args.momentum = 0.9
+    elif args.optimizer != "momentum":
+        raise UsageError(f"--momentum {args.momentum}: applies to --optimizer momentum only, "
+                         f"not --optimizer {args.optimizer}")
     try:
         layers = [Dense(s, args.activation, dropout=args.dropout, weight_init=args.init)
                   for s in sizes]
@@ -251,17 +288,28 @@ def cmd_train(args):
 def cmd_evaluate(args):
     from .data import load_dataset
     net = NeuralNetwork.load(args.checkpoint, backend=args.backend)
-    ds = load_dataset(args.dataset, data_dir=args.data_dir, download=not args.no_download)
     extra = net.checkpoint_extra
+    stats = [k for k in ("x_mean", "x_std") if k in extra]
+    for k in stats:
+        if extra[k].shape != (net.n_in,):
+            raise UsageError(f"{args.checkpoint}: its {k} has shape {extra[k].shape} but the "
+                             f"network takes {net.n_in} features; expected ({net.n_in},)")
+    if len(stats) == 1:
+        raise UsageError(f"{args.checkpoint}: it holds {stats[0]} without its partner; "
+                         "expected both x_mean and x_std, or neither")
+    ds = load_dataset(args.dataset, data_dir=args.data_dir, download=not args.no_download)
     X = ds.X_test
-    if "x_mean" in extra:
-        X = (X - extra["x_mean"]) / extra["x_std"]
     if X.shape[1] != net.n_in:
         raise UsageError(f"{args.checkpoint}: the network takes {net.n_in} features but "
                          f"{args.dataset} has {X.shape[1]}")
     if ds.n_classes != net.n_out:
         raise UsageError(f"{args.checkpoint}: the network has {net.n_out} outputs but "
                          f"{args.dataset} has {ds.n_classes} classes")
+    if stats:
+        X = (X - extra["x_mean"]) / extra["x_std"]
+    else:
+        print(f"nnx evaluate: note: {args.checkpoint} holds no standardisation statistics "
+              "(x_mean, x_std), so the features are used as they are", file=sys.stderr)
     pred = predict_classes(net, X)
     acc = float((pred == ds.y_test).mean())
     k = ds.n_classes
@@ -328,7 +376,8 @@ def build_parser():
     p.add_argument("--lr", type=float, default=0.2)
     p.add_argument("--final-lr", type=float, default=None)
     p.add_argument("--decay", choices=DECAY_TYPES, default=None)
-    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--momentum", type=float, default=None,
+                   help="default 0.9; with --optimizer momentum only")
     p.add_argument("--out", default="model.npz", help="checkpoint path (default model.npz)")
     p.set_defaults(func=cmd_train)
 

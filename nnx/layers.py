@@ -28,6 +28,8 @@ class Layer:
     """A list of operations run in order. Parameters are created on the first
     forward pass, when the input width is known."""
 
+    _owner = None  # a weak reference to the network the layer belongs to
+
     def __init__(self, neurons):
         self.neurons = _checks.integer("neurons", neurons)
         self.operations: list[Operation] = []

@@ -14,6 +14,7 @@ class Loss:
 
     backend = None  # set by the network that owns the loss
     classification = False  # targets are class distributions (rows sum to one)
+    _grad = None  # the gradient of the last forward pass
 
     def forward(self, prediction, target):
         _check_shape("target", target, prediction)
@@ -25,6 +26,9 @@ class Loss:
         return self.value
 
     def backward(self):
+        if self._grad is None:
+            raise RuntimeError(f"{type(self).__name__}.backward() was called before its "
+                               "forward(prediction, target)")
         self.input_grad = self._grad
         _check_shape("loss gradient", self.input_grad, self.prediction)
         return self.input_grad

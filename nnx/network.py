@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import weakref
+
 from . import _checks
 from .backend import get_backend, host
 from .layers import Layer
@@ -40,10 +43,20 @@ class NeuralNetwork:
                             f"{sorted(LOSSES)}, got {loss!r}")
         if seed is not None:
             seed = _checks.integer("seed", seed, minimum=0)
-        self.layers = layers
-        self.loss = loss
+        for i, layer in enumerate(layers):
+            owner = layer._owner() if layer._owner is not None else None
+            if owner is not None:
+                raise ValueError(
+                    f"layers[{i}] ({layer!r}) already belongs to another NeuralNetwork, whose "
+                    "parameters it holds; give each network its own layer objects")
         self.backend = get_backend(backend, dtype)
-        loss.backend = self.backend
+        self.layers = layers
+        for layer in layers:
+            layer._owner = weakref.ref(self)
+        # the loss keeps this network's backend and last batch: a copy of its
+        # own, so two networks given one loss object never share them
+        self.loss = copy.copy(loss)
+        self.loss.backend = self.backend
         self.seed = host.fresh_seed() if seed is None else seed
         self.n_in = None
         self._param_buf = self._grad_buf = None

@@ -27,8 +27,16 @@ class Operation:
     on its own takes the backend of the first array it sees.
     """
 
+    output = None  # what the last forward pass returned
+
     def __init__(self, backend=None):
         self.backend = backend
+
+    def _check_output_grad(self, output_grad):
+        if self.output is None:
+            raise RuntimeError(f"{type(self).__name__}.backward() was called before its "
+                               "forward(): run a forward pass (e.g. train_batch) first")
+        _check_shape("output_grad", output_grad, self.output)
 
     def forward(self, input_, inference=False):
         if self.backend is None:
@@ -38,7 +46,7 @@ class Operation:
         return self.output
 
     def backward(self, output_grad):
-        _check_shape("output_grad", output_grad, self.output)
+        self._check_output_grad(output_grad)
         self.input_grad = self._input_grad(output_grad)
         _check_shape("input_grad", self.input_grad, self.input_)
         return self.input_grad
@@ -67,7 +75,7 @@ class ParamOperation(Operation):
         if input_grad:
             input_grad = super().backward(output_grad)
         else:
-            _check_shape("output_grad", output_grad, self.output)
+            self._check_output_grad(output_grad)
             input_grad = self.input_grad = None
         self.param_grad = self._param_grad(output_grad)
         _check_shape("param_grad", self.param_grad, self.param)
@@ -125,7 +133,7 @@ class BiasActivation(ParamOperation):
 
     def backward(self, output_grad, input_grad=True):
         # the bias gradient is the column sum of the input gradient: always needed
-        _check_shape("output_grad", output_grad, self.output)
+        self._check_output_grad(output_grad)
         self.input_grad = self._input_grad(output_grad)
         self.param_grad = self.backend.sum_rows(self.input_grad, out=self.param_grad)
         return self.input_grad

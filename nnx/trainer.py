@@ -192,6 +192,8 @@ class Trainer:
             y_val = net.as_target(y_val, int(X_val.shape[0]), val_names[1], val_names[0])
 
         b = net.backend
+        if optim.net is not net:  # the optimiser was attached to another network since
+            optim.attach(net)
         run = _Run(net, optim)
         if resume is not None:
             run.load(resume, settings)
@@ -233,6 +235,7 @@ class Trainer:
                 if X_val is not None:
                     record["loss"] = b.to_float(net.loss_on(X_val, y_val))
                     run.check_finite(record["loss"], epoch + 1)
+                run.check_parameters(epoch + 1, None if X_val is not None else (xb, yb))
                 history.records.append(record)
                 run.snapshot_good(epoch + 1)
                 run.early_stopping(record, patience, min_delta)
@@ -241,6 +244,8 @@ class Trainer:
             if not run.finished:
                 optim.decay(epoch)
             run.finished = run.finished or epoch + 1 == epochs
+            if run.finished:  # before the last save, so the file holds what fit returns
+                run.restore_best()
             if checkpoint is not None and (run.finished or (epoch + 1) % (
                     checkpoint_every or eval_every) == 0):
                 run.save(checkpoint, settings)
@@ -280,6 +285,15 @@ class _Run:
             self.optim.velocity = None  # it holds the NaNs too
             self.history.stopped_early = True
             raise TrainingDiverged(epoch, self.good_epoch, self.history)
+
+    def check_parameters(self, epoch, last_batch=None):
+        """Raise ``TrainingDiverged`` unless the parameters are finite and, given
+        ``last_batch`` (without an evaluation set), give a finite loss on it:
+        the epoch losses are measured before each update, so a last update
+        that diverged shows only here."""
+        self.check_finite(self.b.to_float(self.b.max_abs(self.net._param_buf)), epoch)
+        if last_batch is not None:
+            self.check_finite(self.b.to_float(self.net.loss_on(*last_batch)), epoch)
 
     def snapshot_good(self, epoch):
         self.good_params, self.good_epoch = self.net.get_parameters(), epoch
@@ -330,9 +344,13 @@ class _Run:
         if state is None:
             raise CheckpointError(f"checkpoint {str(path)!r} holds a model, not a training run "
                                   "(it was written by save(), not by fit(checkpoint=...))")
-        if header["network"]["layers"] != self.net.describe()["layers"]:
-            raise ValueError(f"resume={str(path)!r} was written for another network: "
-                             f"{header['network']['layers']}")
+        mine = self.net.describe()
+        differ = [k for k in ("layers", "loss", "dtype", "n_in")
+                  if header["network"].get(k) != mine[k]]
+        if differ:
+            raise ValueError(f"resume={str(path)!r} was written for another network: its "
+                             + ", ".join(f"{k} {header['network'].get(k)!r} (this network: "
+                                         f"{mine[k]!r})" for k in differ))
         changed = {k: (v, settings[k]) for k, v in state["settings"].items()
                    if settings.get(k) != v}
         if changed:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import nnx
+from nnx import checkpoint
 from nnx.checkpoint import CheckpointError
 
 
@@ -96,6 +97,59 @@ def test_altered_parameters_fail_the_checksum(tmp_path):
     _rewrite(path, flip)
     with pytest.raises(CheckpointError, match=r"m\.npz.*checksum"):
         nnx.NeuralNetwork.load(path)
+
+
+def test_every_flipped_bit_loads_the_same_or_raises_checkpoint_error(tmp_path):
+    net = nnx.NeuralNetwork([nnx.Dense(2, "linear")], nnx.MeanSquaredError(), seed=0)
+    net.build(3)
+    path = str(net.save(tmp_path / "m.npz"))
+    header, arrays = checkpoint.read(path)
+    src = open(path, "rb").read()
+    damaged = str(tmp_path / "d.npz")
+    loaded = 0
+    # bit 0 and bit 5 of each byte: in the zip directory these mark a member as
+    # encrypted, or as compressed in a way zipfile cannot read
+    for mask in (0x01, 0x20):
+        for i in range(len(src)):
+            b = bytearray(src)
+            b[i] ^= mask
+            open(damaged, "wb").write(b)
+            try:
+                h, a = checkpoint.read(damaged)
+            except CheckpointError as exc:
+                assert "d.npz" in str(exc)
+                continue
+            assert h == header and a.keys() == arrays.keys(), f"byte {i} mask {mask:#x}"
+            assert all(np.array_equal(a[k], arrays[k]) for k in a), f"byte {i} mask {mask:#x}"
+            loaded += 1
+    assert loaded < len(src)  # most damage is caught
+
+
+def test_altered_header_fails_the_checksum(tmp_path):
+    net, X = _trained()
+    path = str(net.save(tmp_path / "m.npz"))
+    with np.load(path) as z:
+        arrays = dict(z)
+    header = json.loads(arrays["__header__"].tobytes())
+    header["network"]["layers"][1]["activation"] = "tanh"
+    arrays["__header__"] = np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8)
+    np.savez(path, **arrays)
+    with pytest.raises(CheckpointError, match=r"m\.npz.*checksum"):
+        nnx.NeuralNetwork.load(path)
+
+
+def test_version_1_files_still_load(tmp_path):
+    # version 1 checksummed the arrays only
+    net, X = _trained()
+    path = str(net.save(tmp_path / "m.npz"))
+    with np.load(path) as z:
+        arrays = dict(z)
+    header = json.loads(arrays.pop("__header__").tobytes())
+    header["format_version"] = 1
+    header["sha256"] = checkpoint._digest(arrays)
+    blob = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    np.savez(path, __header__=blob, **arrays)
+    assert np.array_equal(nnx.NeuralNetwork.load(path).predict(X), net.predict(X))
 
 
 def test_wrong_format_version_is_named(tmp_path):

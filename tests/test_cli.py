@@ -1,15 +1,19 @@
 """The command line end to end, in a subprocess, on the bundled digits."""
 
 import json
+import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+import nnx
 
-def nnx_cli(*args, cwd=None):
+
+def nnx_cli(*args, cwd=None, env=None):
     return subprocess.run([sys.executable, "-m", "nnx", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+                          cwd=cwd, env=env, timeout=300)
 
 
 def test_reproduce_prints_the_table_and_writes_json_and_png(tmp_path):
@@ -66,6 +70,8 @@ def test_bad_flags_exit_non_zero_with_usage(args, message):
     (["train", "--final-lr", "0", "--decay", "exponential", "--epochs", "1"],
      "error: --final-lr=0.0 must be > 0"),
     (["evaluate", "missing.npz"], "'missing.npz' does not exist"),
+    (["train", "--optimizer", "sgd", "--momentum", "0.5", "--epochs", "1"],
+     "error: --momentum 0.5: applies to --optimizer momentum only, not --optimizer sgd"),
 ])
 def test_bad_values_are_one_line_errors(args, message, tmp_path):
     r = nnx_cli(*args, cwd=tmp_path)
@@ -88,6 +94,75 @@ def test_train_then_evaluate(tmp_path):
     matrix = r.stdout.split("predicted)\n")[1].splitlines()[1:]
     assert len(matrix) == 10
     assert sum(int(v) for row in matrix for v in row.split()[1:]) == 450
+
+
+# MNIST that is not there and may not be downloaded: a run that got as far as
+# loading its data would fail on that, so these errors come before any work.
+NO_DATA = ("--dataset", "mnist", "--no-download", "--epochs", "1")
+
+
+def no_data_env(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "NNX_DATA"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")  # not made, so empty
+    return env
+
+
+@pytest.mark.parametrize("args, message", [
+    (["reproduce", "--out", "afile"], "--out 'afile': exists and is not a folder"),
+    (["reproduce", "--out", "afile/res"], "--out 'afile/res': "),
+    (["train", "--out", "folder"], "--out 'folder': names a folder"),
+    (["train", "--out", "new/"], "--out 'new/': names a folder"),
+    (["train", "--out", "afile/m.npz"], "--out 'afile/m.npz': "),
+])
+def test_bad_out_is_refused_before_loading_data(args, message, tmp_path):
+    (tmp_path / "afile").write_text("keep me")
+    (tmp_path / "folder").mkdir()
+    r = nnx_cli(*args, *NO_DATA, cwd=tmp_path, env=no_data_env(tmp_path))
+    assert r.returncode == 2 and r.stdout == ""
+    assert f"error: {message}" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "afile").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "folder"]
+
+
+def test_good_out_gets_as_far_as_loading_data(tmp_path):
+    # a new folder and a new file in a new folder are fine (they are made later)
+    for args in (["reproduce", "--out", "a/b"], ["train", "--out", "c/m.npz"]):
+        r = nnx_cli(*args, *NO_DATA, cwd=tmp_path, env=no_data_env(tmp_path))
+        assert r.returncode == 2 and "--out" not in r.stderr, r.stderr
+        assert "MNIST files not found" in r.stderr
+
+
+def _save(path, n_in, n_out, **stats):
+    net = nnx.NeuralNetwork([nnx.Dense(n_out, "linear")], nnx.SoftmaxCrossEntropy(), seed=0)
+    net.build(n_in)
+    net.save(path, extra=stats)
+    return str(path)
+
+
+def test_evaluate_checks_the_feature_count_before_standardising(tmp_path):
+    ckpt = _save(tmp_path / "eight.npz", 8, 10, x_mean=np.zeros(8), x_std=np.ones(8))
+    r = nnx_cli("evaluate", ckpt)
+    assert r.returncode == 2
+    assert r.stderr == f"nnx evaluate: error: {ckpt}: the network takes 8 features but " \
+                       "digits has 64\n"
+
+
+def test_evaluate_refuses_statistics_of_the_wrong_shape(tmp_path):
+    ckpt = _save(tmp_path / "m.npz", 64, 10, x_mean=np.zeros(8), x_std=np.ones(8))
+    r = nnx_cli("evaluate", ckpt)
+    assert r.returncode == 2
+    assert f"error: {ckpt}: its x_mean has shape (8,) but the network takes 64 features; " \
+           "expected (64,)" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_evaluate_notes_a_checkpoint_without_statistics(tmp_path):
+    ckpt = _save(tmp_path / "m.npz", 64, 10)
+    r = nnx_cli("evaluate", ckpt)
+    assert r.returncode == 0 and "accuracy" in r.stdout
+    assert r.stderr == f"nnx evaluate: note: {ckpt} holds no standardisation statistics " \
+                       "(x_mean, x_std), so the features are used as they are\n"
 
 
 def test_version():

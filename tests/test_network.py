@@ -245,3 +245,51 @@ def test_train_batch_skips_only_the_unused_input_gradient():
     assert dx.shape == X.shape
     for a, b in zip(skipped, net.param_grads()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_layer_belongs_to_one_network_at_a_time():
+    """A second network built from the first one's layers would point them at
+    its own parameters behind the first one's back: refused, naming the
+    layer. Once the first network is gone, its layers may be used again."""
+    import gc
+    layers = [nnx.Dense(7, "tanh"), nnx.Dense(N_CLASSES, "linear")]
+    first = nnx.NeuralNetwork(layers, "softmax_cross_entropy", seed=1)
+    first.build(N_IN)
+    with pytest.raises(ValueError, match=r"layers\[0\] \(Dense\(7, Tanh.*already belongs to "
+                                         "another NeuralNetwork"):
+        nnx.NeuralNetwork(layers, "softmax_cross_entropy", seed=2)
+    with pytest.raises(ValueError, match=r"layers\[1\]"):
+        nnx.NeuralNetwork([nnx.Dense(7, "tanh"), layers[1]], "softmax_cross_entropy")
+    X, _ = make_data()
+    before = first.forward(X)
+    assert np.array_equal(first.forward(X), before)  # the first network is untouched
+    del first
+    gc.collect()
+    second = nnx.NeuralNetwork(layers, "softmax_cross_entropy", seed=2)
+    assert second.forward(X).shape == (N_ROWS, N_CLASSES)
+
+
+def test_a_loss_object_given_to_two_networks_serves_each_on_its_own():
+    """Each network computes with its own copy of the loss: a float32 network
+    given the same loss object later does not turn the first one's loss to float32."""
+    X, ids = make_data()
+    loss = nnx.SoftmaxCrossEntropy()
+    layers64 = [nnx.Dense(7, "tanh"), nnx.Dense(N_CLASSES, "linear")]
+    net64 = nnx.NeuralNetwork(layers64, loss, seed=3, dtype="float64")
+    alone = nnx.NeuralNetwork([nnx.Dense(7, "tanh"), nnx.Dense(N_CLASSES, "linear")],
+                              nnx.SoftmaxCrossEntropy(), seed=3, dtype="float64")
+    nnx.NeuralNetwork([nnx.Dense(7, "tanh"), nnx.Dense(N_CLASSES, "linear")], loss, seed=4,
+                      dtype="float32")
+    got = net64.train_batch(X, ids)
+    assert got.dtype == np.float64
+    assert float(got) == float(alone.train_batch(X, ids))
+
+
+def test_backward_before_any_forward_is_a_clear_error():
+    net = make_net()
+    net.build(N_IN)
+    with pytest.raises(RuntimeError, match=r"backward\(\) was called before its forward\(\)"):
+        net.backward(np.zeros((4, N_CLASSES)))
+    with pytest.raises(RuntimeError, match=r"SoftmaxCrossEntropy.backward\(\) was called "
+                                           r"before its forward"):
+        nnx.SoftmaxCrossEntropy().backward()

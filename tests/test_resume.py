@@ -97,6 +97,46 @@ def test_resume_refuses_other_settings_networks_and_plain_models(tmp_path):
         fit(*make(), checkpoint_every=2)
 
 
+def test_resume_refuses_a_checkpoint_of_another_loss_or_dtype(tmp_path):
+    """Same layers, another loss or dtype: the saved run is not this one."""
+    path = tmp_path / "run.npz"
+    fit(*make(), checkpoint=path)
+    for loss, dtype, what in (("mse", "float32", "loss"), ("softmax_cross_entropy", "float64",
+                                                            "dtype")):
+        net = nnx.NeuralNetwork([nnx.Dense(16, "tanh", dropout=0.8), nnx.Dense(3, "linear")],
+                                loss, seed=11, dtype=dtype)
+        with pytest.raises(ValueError, match=f"another network: its {what}"):
+            fit(net, make()[1], resume=path)
+
+
+def test_the_final_checkpoint_holds_the_parameters_fit_returns(tmp_path):
+    """After early stopping restores the best evaluation, the last checkpoint
+    holds those parameters too, not the later, worse ones."""
+    path = tmp_path / "run.npz"
+    net, opt = make()
+    X, y = data()
+    hist = nnx.Trainer(net, opt).fit(X[:120], y[:120], X[120:], y[120:], epochs=EPOCHS,
+                                     eval_every=1, batch_size=16, seed=5, checkpoint=path)
+    assert hist.stopped_early and hist.records[-1]["epoch"] != hist.best_epoch
+    saved = nnx.NeuralNetwork.load(path)
+    np.testing.assert_array_equal(saved.get_parameters(), net.get_parameters())
+    assert float(saved.loss_on(X[120:], y[120:])) == pytest.approx(hist.best_loss)
+
+
+def test_divergence_without_an_evaluation_set_restores_usable_parameters():
+    """Without an evaluation set nothing measured the parameters of the last
+    update; the restored ones must still give a finite loss."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 4)).astype(np.float32)
+    Y = rng.standard_normal((64, 2)).astype(np.float32)
+    net = nnx.NeuralNetwork([nnx.Dense(8, "linear"), nnx.Dense(2, "linear")], "mse", seed=0)
+    with np.errstate(all="ignore"), pytest.raises(nnx.TrainingDiverged) as info:
+        nnx.Trainer(net, nnx.SGD(40.0)).fit(X, Y, epochs=50, eval_every=1, batch_size=64)
+    assert np.isfinite(net.get_parameters()).all()
+    with np.errstate(all="ignore"):
+        assert np.isfinite(float(net.loss_on(X, Y))), info.value
+
+
 def test_divergence_restores_the_last_good_evaluation():
     net, opt = make()
     snapshots = {}

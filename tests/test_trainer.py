@@ -284,3 +284,19 @@ def test_test_set_needs_both_halves():
 def test_trainer_needs_an_optimizer():
     with pytest.raises(TypeError):
         nnx.Trainer(make_net(), "sgd")
+
+
+def test_fit_updates_its_own_network_when_the_optimizer_was_given_to_another():
+    """One optimiser handed to a second trainer: the first trainer's
+    fit(restart=False) still trains the first network (and only it)."""
+    X, y, Xv, yv = make_data()
+    net1, net2 = make_net(seed=1), make_net(seed=2)
+    net1.build(N_IN)
+    net2.build(N_IN)
+    opt = nnx.SGD(0.1)
+    t1 = nnx.Trainer(net1, opt)
+    nnx.Trainer(net2, opt)
+    p1, p2 = params_np(net1), params_np(net2)
+    t1.fit(X, y, Xv, yv, epochs=2, eval_every=1, restart=False, patience=5)
+    assert not np.array_equal(params_np(net1), p1)
+    np.testing.assert_array_equal(params_np(net2), p2)

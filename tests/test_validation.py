@@ -614,7 +614,9 @@ def test_check_targets_one_hot_encodes_valid_ids(case):
     np.testing.assert_array_equal(out.sum(axis=1), 1.0)
     np.testing.assert_array_equal(out.argmax(axis=1), ids)
     # the same ids as floats, as a column, or as one-hot rows give the same targets
-    np.testing.assert_array_equal(host.check_targets(ids.astype(float), len(ids), k), out)
+    # (with one output, only a classification loss reads 1-D targets as ids)
+    np.testing.assert_array_equal(
+        host.check_targets(ids.astype(float), len(ids), k, distributions=k == 1), out)
     if k > 1:
         np.testing.assert_array_equal(host.check_targets(ids[:, None], len(ids), k), out)
     np.testing.assert_array_equal(host.check_targets(out, len(ids), k, distributions=True), out)
@@ -627,7 +629,20 @@ def test_check_targets_rejects_any_out_of_range_id(case, data):
     i = data.draw(st.integers(0, len(ids) - 1))
     ids[i] = data.draw(st.one_of(st.integers(-1000, -1), st.integers(k, k + 1000)))
     with pytest.raises(ValueError, match=rf"class ids must be in \[0, {k - 1}\]"):
-        host.check_targets(ids, len(ids), k)
+        host.check_targets(ids, len(ids), k, distributions=k == 1)
+
+
+@pytest.mark.parametrize("y", [np.array([0.5, -1.25, 3.0]), np.array([1, 0, 1])],
+                         ids=["values", "binary"])
+def test_one_output_regression_takes_1d_targets_as_values(y):
+    """A one-output network with a regression loss: 1-D targets are the values
+    (as a column), not class ids; a classification loss still reads ids."""
+    np.testing.assert_array_equal(host.check_targets(y, 3, 1), y[:, None].astype(float))
+    net = NeuralNetwork([Dense(4, "tanh"), Dense(1, "linear")], "mse", seed=0)
+    X = np.random.default_rng(0).standard_normal((3, 2))
+    assert float(net.train_batch(X, y)) == float(net.train_batch(X, y[:, None]))
+    with pytest.raises(ValueError, match=r"class ids must be in \[0, 0\]"):
+        host.check_targets(np.array([0, 1, 0]), 3, 1, distributions=True)
 
 
 @SMALL

@@ -162,6 +162,12 @@ class Backend:
         out[...] = s
         return out
 
+    def max_abs(self, x):
+        """``max(|x|)`` as a 0-d array, without an ``|x|`` temporary; NaN if any
+        element is NaN."""
+        xp = self.xp
+        return xp.maximum(-xp.min(x), xp.max(x))
+
     def stack(self, arrays):
         """0-d (or equal-shape) device arrays -> one array along a new first axis."""
         return self.xp.stack(arrays)

@@ -71,7 +71,8 @@ def check_targets(y, n_rows, n_classes, name="y", distributions=False, x_name="X
     """Integer class ids (1-D) or target rows (2-D) -> a float array
     ``(n_rows, n_classes)`` on the host, after checking every label. With
     ``distributions=True`` (classification losses) rows must be one-hot or,
-    more generally, non-negative and sum to one."""
+    more generally, non-negative and sum to one. For a one-output network
+    and a regression loss, 1-D targets are the values themselves."""
     try:
         y = np.asarray(y)
     except Exception as exc:
@@ -87,6 +88,8 @@ def check_targets(y, n_rows, n_classes, name="y", distributions=False, x_name="X
         raise ValueError(f"{name} has {y.shape[0]} rows but {x_name} has {n_rows}")
     if y.ndim == 2 and y.shape[1] == 1 and n_classes != 1:
         y = y[:, 0]
+    if y.ndim == 1 and n_classes == 1 and not distributions:
+        y = y[:, None]  # one output and no classes: each row's target value
     if np.issubdtype(y.dtype, np.floating) and not _all_finite(y):
         bad = int(np.count_nonzero(~np.isfinite(y)))
         raise ValueError(f"{name} contains NaN or infinite values ({bad} of them)")
