@@ -26,6 +26,7 @@ import contextlib
 import gzip
 import hashlib
 import http.client
+import math
 import os
 import struct
 import tempfile
@@ -217,7 +218,7 @@ def parse_idx(data, path="<bytes>", magic=None):
         raise DatasetError(f"{path}: IDX header truncated ({len(data)} of {header} bytes)")
     dims = struct.unpack(f">{ndim}I", data[4:header])
     dtype = _IDX_TYPES[code]
-    need = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    need = math.prod(dims) * dtype.itemsize  # Python ints: no wrap-around
     have = len(data) - header
     if have != need:
         why = "truncated" if have < need else "trailing bytes"
@@ -421,6 +422,8 @@ def _load_idx(name, data_dir, download, verify):
         if X.shape[0] != y.shape[0]:
             raise DatasetError(f"{folder / info.files[i].name}: {X.shape[0]} images but "
                                f"{info.files[i + 1].name} has {y.shape[0]} labels")
+        if X.shape[0] == 0:
+            raise DatasetError(f"{folder / info.files[i].name}: the file holds no images")
         if y.size and int(y.max()) >= n_classes:
             raise DatasetError(f"{folder / info.files[i + 1].name}: label {int(y.max())} is "
                                f"not below {n_classes}")
@@ -458,13 +461,19 @@ def _load_openml_mnist(data_dir, download):
     """MNIST as the study loaded it: OpenML's mnist_784, whose first 60,000 rows
     are the training set and last 10,000 the test set. ``data_dir`` is passed
     as scikit-learn's ``data_home`` (its default, ~/scikit_learn_data, if None)."""
-    from sklearn.datasets import fetch_openml
+    from sklearn.datasets import fetch_openml, get_data_home
 
+    cache = Path(get_data_home(data_dir)) / "openml"
+    if not download and not (cache.is_dir() and any(
+            "mnist_784" in str(p) for p in cache.rglob("*"))):
+        # fetch_openml has no offline switch: without a cached copy it would go online
+        raise DatasetNotFound(
+            f"OpenML mnist_784 is not in scikit-learn's cache ({cache}) and download=False. "
+            "Use load_dataset('mnist') for the IDX files.", dataset="mnist", folder=data_dir)
     try:
         X, y = fetch_openml("mnist_784", version=1, return_X_y=True, as_frame=False,
-                            parser="auto", data_home=data_dir,
-                            download_if_missing=download)
-    except OSError as e:  # not cached and download=False, or no network
+                            parser="auto", data_home=data_dir)
+    except OSError as e:  # no network, or a damaged cache
         raise DatasetNotFound(
             f"OpenML mnist_784 is not in scikit-learn's cache ({data_dir or 'its default'}) "
             f"and could not be downloaded: {e}. Use load_dataset('mnist') for the IDX files.",
@@ -536,22 +545,38 @@ def standardize(X_train, X_test):
         raise ValueError("X_train has no rows to take the mean and std of")
     if X_train.shape[1] != X_test.shape[1]:
         raise ValueError(f"X_train has {X_train.shape[1]} features, X_test {X_test.shape[1]}")
-    mean32, scale32 = feature_stats(X_train)
-    return tuple(((X.astype(np.float32) - mean32) / scale32).astype(np.float32, copy=False)
-                 for X in (X_train, X_test))
+    mean, scale = _stats(X_train)
+    out = []
+    for X in (X_train, X_test):
+        # in float64 like StandardScaler, then rounded once to float32; a block
+        # of rows at a time, so no float64 copy of the whole set is made
+        Z = np.empty(X.shape, dtype=np.float32)
+        for i in range(0, X.shape[0], 4096):
+            Z[i:i + 4096] = (X[i:i + 4096] - mean) / scale
+        out.append(Z)
+    return tuple(out)
+
+
+def _stats(X_train):
+    """Per-feature float64 ``(mean, scale)``: scale is the population std, or
+    1 for a constant feature."""
+    X_train = np.asarray(X_train)
+    # sums over 60,000 rows in float64; exactly constant features are found by
+    # their range, since their computed std may be a rounding error, not 0
+    mean = X_train.mean(axis=0, dtype=np.float64)
+    std = X_train.std(axis=0, dtype=np.float64)
+    constant = X_train.max(axis=0) == X_train.min(axis=0)
+    return mean, np.where(constant | (std == 0), 1.0, std)
 
 
 def feature_stats(X_train):
     """Per-feature ``(mean, scale)`` of the training set as float32, where
-    ``scale`` is the population std, or 1 for a constant feature."""
-    X_train = np.asarray(X_train)
-    # statistics in float64 (sums over 60,000 rows); exactly constant features are
-    # found by their range, since their computed std may be a rounding error, not 0
-    mean = X_train.mean(axis=0, dtype=np.float64)
-    std = X_train.std(axis=0, dtype=np.float64)
-    constant = X_train.max(axis=0) == X_train.min(axis=0)
-    scale = np.where(constant | (std == 0), 1.0, std)
-    return mean.astype(np.float32), scale.astype(np.float32)
+    ``scale`` is the population std, or 1 for a constant feature, or for one
+    whose spread is too small for float32 (it would divide by zero there)."""
+    mean, scale = _stats(X_train)
+    scale32 = scale.astype(np.float32)
+    tiny = scale32 < np.finfo(np.float32).tiny  # zero or subnormal in float32
+    return mean.astype(np.float32), np.where(tiny, np.float32(1), scale32)
 
 
 def one_hot(y, n_classes):

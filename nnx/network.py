@@ -312,4 +312,4 @@ class NeuralNetwork:
             rows = min(batch_size, n - i)
             part = self.loss.forward(self._infer(X[i:i + rows, :]), y[i:i + rows, :]) * (rows / n)
             total = part if total is None else total + part
-        return total
+        return self.backend.xp.asarray(total)  # NumPy arithmetic gives a scalar, not 0-d

@@ -92,6 +92,9 @@ class Optimizer:
 
     def decay(self, epoch):
         """Set the rate for the epoch after ``epoch``: call at the end of each epoch."""
+        if self.decay_type is not None and self.max_epochs is None:
+            raise RuntimeError(f"decay() needs the run's length to follow its {self.decay_type} "
+                               "schedule: call setup_decay(epochs) first (Trainer.fit does)")
         self.lr = self.lr_at(epoch + 1)
 
     def step(self):

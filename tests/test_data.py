@@ -19,6 +19,7 @@ from nnx.data import (
     DatasetError,
     DatasetNotFound,
     atomic_write,
+    feature_stats,
     load_dataset,
     one_hot,
     parse_idx,
@@ -219,6 +220,9 @@ def test_wrong_magic_number_raises_naming_the_file(tmp_path):
     (b"\x00\x00\x08\x03\x00\x00\x00\x02", "header truncated"),
     (idx_bytes(np.zeros((2, 3, 3)))[:-1], r"truncated\)"),
     (idx_bytes(np.zeros((2, 3, 3))) + b"\0", "trailing bytes"),
+    # dimensions whose product is 2**64: wrapped to 0 in int64, an empty payload matched
+    (b"\x00\x00\x08\x03" + struct.pack(">3I", 2**22, 2**21, 2**21),
+     r"need 18446744073709551616 \(truncated\)"),
 ])
 def test_malformed_idx_raises(blob, message):
     with pytest.raises(DatasetError, match=message) as err:
@@ -230,6 +234,16 @@ def test_image_and_label_counts_must_agree(tmp_path):
     write_synthetic(tmp_path, mark=2)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.ones(5))))
     with pytest.raises(DatasetError, match="2 images but t10k-labels-idx1-ubyte.gz has 5"):
+        load_dataset("mnist", data_dir=tmp_path, download=False, verify=False)
+
+
+def test_an_image_file_without_images_is_refused(tmp_path):
+    write_synthetic(tmp_path, mark=2)
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(
+        gzip.compress(idx_bytes(np.zeros((0, 3, 3), np.uint8))))
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(idx_bytes(np.zeros(0, np.uint8))))
+    with pytest.raises(DatasetError, match="t10k-images-idx3-ubyte.gz: the file holds no images"):
         load_dataset("mnist", data_dir=tmp_path, download=False, verify=False)
 
 
@@ -460,29 +474,39 @@ def test_digits_split():
         assert np.array_equal(getattr(ds, field), getattr(again, field))
 
 
-def test_openml_mnist_is_split_60k_10k(monkeypatch):
+def test_openml_mnist_is_split_60k_10k(monkeypatch, tmp_path):
+    import inspect
+
     import sklearn.datasets
 
+    real = sklearn.datasets.fetch_openml
     calls = {}
 
     def fake_fetch_openml(name, **kw):
+        inspect.signature(real).bind(name, **kw)  # only arguments the real one takes
         calls.update(kw, name=name)
         X = np.arange(70000, dtype=np.float64)[:, None]
         return X, np.array([str(i % 10) for i in range(70000)], dtype=object)
 
     monkeypatch.setattr(sklearn.datasets, "fetch_openml", fake_fetch_openml)
-    ds = load_dataset("mnist", source="openml", download=False)
-    assert calls["name"] == "mnist_784" and calls["download_if_missing"] is False
+    # offline and not cached: refused before scikit-learn could go online
+    with pytest.raises(DatasetNotFound, match="mnist_784 is not in scikit-learn's cache"):
+        load_dataset("mnist", source="openml", download=False, data_dir=tmp_path)
+    assert not calls
+    cached = tmp_path / "openml" / "openml.org" / "api" / "data_name" / "mnist_784"
+    cached.mkdir(parents=True)
+    ds = load_dataset("mnist", source="openml", download=False, data_dir=tmp_path)
+    assert calls["name"] == "mnist_784" and calls["data_home"] == tmp_path
     assert ds.X_train.shape == (60000, 1) and ds.X_test.shape == (10000, 1)
     assert ds.X_train[-1, 0] == 59999 and ds.X_test[0, 0] == 60000
     assert ds.y_train.dtype == np.int64 and ds.y_test[:3].tolist() == [0, 1, 2]
 
     def offline(name, **kw):
-        raise OSError("Data not found and `download_if_missing` is False")
+        raise OSError("<urlopen error [Errno -2] Name or service not known>")
 
     monkeypatch.setattr(sklearn.datasets, "fetch_openml", offline)
     with pytest.raises(DatasetNotFound, match="mnist_784"):
-        load_dataset("mnist", source="openml", download=False)
+        load_dataset("mnist", source="openml", data_dir=tmp_path)
 
 
 def test_bad_names_and_sources():
@@ -523,6 +547,23 @@ def test_standardize_matches_the_studys_scaler():
     np.testing.assert_allclose(tr, scaler.transform(ds.X_train), atol=1e-5)
     np.testing.assert_allclose(te, scaler.transform(ds.X_test), atol=1e-5)
     assert np.isfinite(tr).all() and np.isfinite(te).all()
+
+
+def test_standardize_keeps_float64_precision_and_tiny_spreads():
+    """Centred and scaled in float64 like StandardScaler, rounded once: a
+    feature at 1e6 with a spread of 0.05 keeps its values, and one whose spread
+    is too small for float32 gives finite numbers, not 0 / 0."""
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    X = np.column_stack([1e6 + 0.05 * rng.standard_normal(1000),
+                         1e-50 * rng.standard_normal(1000), rng.standard_normal(1000)])
+    tr, te = standardize(X, X[:10])
+    want = StandardScaler().fit(X).transform(X)
+    np.testing.assert_allclose(tr, want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(te, tr[:10])
+    mean, scale = feature_stats(X)  # float32 statistics: that spread counts as none
+    assert scale[1] == 1.0 and np.isfinite((X[:, 1] - mean[1]) / scale[1]).all()
 
 
 def test_standardize_rejects_bad_shapes():

@@ -293,3 +293,9 @@ def test_backward_before_any_forward_is_a_clear_error():
     with pytest.raises(RuntimeError, match=r"SoftmaxCrossEntropy.backward\(\) was called "
                                            r"before its forward"):
         nnx.SoftmaxCrossEntropy().backward()
+
+
+def test_loss_on_returns_a_0d_device_array():
+    X, ids = make_data()
+    loss = make_net().loss_on(X, ids, batch_size=5)
+    assert isinstance(loss, np.ndarray) and loss.shape == () and loss.dtype == np.float64

@@ -179,3 +179,12 @@ def test_exponential_schedule_is_geometric():
     opt.setup_decay(11)
     ratios = [opt.lr_at(t + 1) / opt.lr_at(t) for t in range(10)]
     assert ratios == pytest.approx([math.pow(0.25, 0.1)] * 10, rel=1e-12)
+
+
+def test_decay_in_a_hand_written_loop_needs_the_run_length():
+    """Without setup_decay(epochs), decay() could not follow the schedule and
+    used to leave the rate at lr without a word; now it says what to call."""
+    opt = nnx.SGD(0.2, final_lr=0.05, decay_type="exponential")
+    with pytest.raises(RuntimeError, match=r"call setup_decay\(epochs\) first"):
+        opt.decay(0)
+    nnx.SGD(0.2).decay(0)  # no schedule: nothing to follow, nothing to refuse
