@@ -113,8 +113,9 @@ class Backend:
         """A random generator that draws on this device."""
         raise NotImplementedError
 
-    def uniform(self, gen, shape):
-        """Uniform [0, 1) numbers in the compute dtype, drawn on the device."""
+    def uniform(self, gen, shape, dtype=None):
+        """Uniform [0, 1) numbers in ``dtype`` (default: the compute dtype),
+        drawn on the device."""
         raise NotImplementedError
 
     def generator_state(self, gen):
@@ -134,10 +135,11 @@ class Backend:
 
     def permutation(self, gen, n):
         """A random permutation of ``range(n)`` as a device index array: a
-        stable argsort of uniform keys, which every namespace supports (ties
-        among float32 keys are common at 60k rows; stability makes the order
-        the same wherever the keys are)."""
-        keys = self.uniform(gen, (n,))
+        stable argsort of uniform keys, which every namespace supports. The
+        keys are float64 whatever the compute dtype, so float32 and float64
+        runs with one seed visit the rows in the same order; stability makes
+        the order the same wherever the keys are, should two ever tie."""
+        keys = self.uniform(gen, (n,), "float64")
         return self.xp.argsort(keys, stable=True)
 
     def dropout_mask(self, gen, shape, keep_prob):

@@ -74,8 +74,8 @@ class CupyBackend(Backend):
     def generator(self, seed):
         return self.xp.random.default_rng(seed)
 
-    def uniform(self, gen, shape):
-        return gen.random(shape, dtype=self.dtype)
+    def uniform(self, gen, shape, dtype=None):
+        return gen.random(shape, dtype=dtype or self.dtype)
 
     def generator_state(self, gen):
         return None  # the XORWOW states live on the device; a resumed run reseeds
@@ -85,7 +85,7 @@ class CupyBackend(Backend):
 
     def permutation(self, gen, n):
         # CuPy's argsort is a radix sort, stable by construction
-        return self.xp.argsort(self.uniform(gen, (n,)))
+        return self.xp.argsort(self.uniform(gen, (n,), "float64"))
 
     def dropout_mask(self, gen, shape, keep_prob):
         u = self.uniform(gen, shape)

@@ -42,8 +42,8 @@ class NumpyBackend(Backend):
     def generator(self, seed):
         return np.random.default_rng(seed)
 
-    def uniform(self, gen, shape):
-        return gen.random(shape, dtype=self.dtype)
+    def uniform(self, gen, shape, dtype=None):
+        return gen.random(shape, dtype=dtype or self.dtype)
 
     def permutation(self, gen, n):
         # The reference's stable argsort of the same keys, computed as a radix
@@ -51,7 +51,7 @@ class NumpyBackend(Backend):
         # stable sort of 16-bit integers is a linear-time radix sort. Sorting
         # by the low 16 bits first, then stably by each higher group, gives the
         # identical order (ties keep index order) about 4x faster at 60k rows.
-        keys = self.uniform(gen, (n,))
+        keys = self.uniform(gen, (n,), "float64")
         bits = keys.view(np.uint32 if keys.itemsize == 4 else np.uint64)
         order = None
         for shift in range(0, 8 * keys.itemsize, 16):

@@ -42,5 +42,6 @@ class StrictBackend(Backend):
     def generator(self, seed):
         return np.random.default_rng(seed)
 
-    def uniform(self, gen, shape):
-        return self.asarray(gen.random(shape, dtype=self.dtype_name))
+    def uniform(self, gen, shape, dtype=None):
+        dtype = dtype or self.dtype_name
+        return self.asarray(gen.random(shape, dtype=dtype), dtype=getattr(self.xp, dtype))
