@@ -186,6 +186,19 @@ def test_shuffle_order_does_not_depend_on_the_dtype(backend_name):
         assert np.array_equal(p32, p64)
 
 
+@pytest.mark.parametrize("backend_name", ["cpu", "strict"])
+def test_dropout_units_do_not_depend_on_the_dtype(backend_name):
+    """One seed, the same units dropped in float32 and float64 (the draws are
+    float64 in both); each mask in its network's dtype."""
+    masks = []
+    for dtype in ("float32", "float64"):
+        b = get_backend(backend_name, dtype)
+        m = b.to_numpy(b.dropout_mask(b.generator(5), (300, 70), 0.8))
+        assert m.dtype == np.dtype(dtype)
+        masks.append(m != 0)
+    assert np.array_equal(*masks)
+
+
 def _in_two_threads(work):
     """Run ``work(0)`` and ``work(1)`` at the same time; their results."""
     import threading

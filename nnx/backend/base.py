@@ -144,8 +144,10 @@ class Backend:
 
     def dropout_mask(self, gen, shape, keep_prob):
         """Inverted-dropout mask: ``1/keep_prob`` where a uniform draw is below
-        ``keep_prob``, else 0. One draw, one comparison, one scale."""
-        keep = self.uniform(gen, shape) < keep_prob
+        ``keep_prob``, else 0. One draw, one comparison, one scale. The draw is
+        float64 whatever the compute dtype, so float32 and float64 networks
+        with one seed drop the same units."""
+        keep = self.uniform(gen, shape, "float64") < keep_prob
         return self.xp.astype(keep, self.dtype) * (1.0 / keep_prob)
 
     # ------------------------------------------------------------ linear algebra

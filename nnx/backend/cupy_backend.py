@@ -88,6 +88,8 @@ class CupyBackend(Backend):
         return self.xp.argsort(self.uniform(gen, (n,), "float64"))
 
     def dropout_mask(self, gen, shape, keep_prob):
+        # drawn in the compute dtype: the fused kernel takes one type (on the
+        # GPU, float32 and float64 runs drop different units)
         u = self.uniform(gen, shape)
         return self._kernels.dropout(u, u.dtype.type(keep_prob), u.dtype.type(1.0 / keep_prob))
 
