@@ -464,8 +464,7 @@ def _load_openml_mnist(data_dir, download):
     from sklearn.datasets import fetch_openml, get_data_home
 
     cache = Path(get_data_home(data_dir)) / "openml"
-    if not download and not (cache.is_dir() and any(
-            "mnist_784" in str(p) for p in cache.rglob("*"))):
+    if not download and not any(cache.rglob("*mnist_784*")):
         # fetch_openml has no offline switch: without a cached copy it would go online
         raise DatasetNotFound(
             f"OpenML mnist_784 is not in scikit-learn's cache ({cache}) and download=False. "
