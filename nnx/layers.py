@@ -36,6 +36,17 @@ class Layer:
         self.built = False
         self.n_in = None
 
+    def __getstate__(self):
+        # a copy (or a pickle) belongs to no network; a built layer's copy keeps
+        # its parameters as arrays of its own
+        return {k: v for k, v in self.__dict__.items() if k not in ("_owner", "output")}
+
+    def _settings_copy(self):
+        """The layer as constructed: same settings, no parameters, no network."""
+        new = copy.copy(self)
+        new.operations, new.built, new.n_in = [], False, None
+        return new
+
     # The network calls setup(); a layer used on its own sets itself up.
     def setup(self, n_in, backend, init_rng, rng=None, alloc=None):
         """Create the operations for inputs of width ``n_in``.
@@ -101,6 +112,11 @@ class Dense(Layer):
 
     def param_shapes(self, n_in):
         return [(n_in, self.neurons), (1, self.neurons)]
+
+    def _settings_copy(self):
+        new = super()._settings_copy()
+        new.activation = _activation(self.activation)  # never shared
+        return new
 
     def setup(self, n_in, backend, init_rng, rng=None, alloc=None):
         self.n_in = n_in

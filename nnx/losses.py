@@ -16,6 +16,11 @@ class Loss:
     classification = False  # targets are class distributions (rows sum to one)
     _grad = None  # the gradient of the last forward pass
 
+    def __getstate__(self):
+        # copies and pickles keep the settings, not the arrays of the last batch
+        last = ("prediction", "target", "value", "_grad", "input_grad")
+        return {k: v for k, v in self.__dict__.items() if k not in last}
+
     def forward(self, prediction, target):
         _check_shape("target", target, prediction)
         self.prediction = prediction

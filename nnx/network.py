@@ -63,6 +63,20 @@ class NeuralNetwork:
         self._captured_step = None  # the last recorded training step (GPU), kept alive
         self._seed_generators()
 
+    def __reduce__(self):
+        """``pickle`` and ``copy.deepcopy`` rebuild the network from its layers'
+        settings, its loss, seed and backend, then put back its parameters and
+        its generators' state: the copy has layers and flat buffers of its own
+        and goes on training exactly as the original would. (A GPU network's
+        parameters travel through the host; CuPy's generator state cannot be
+        read, so a copied GPU network draws dropout masks from a fresh stream.)"""
+        state = {"n_in": self.n_in,
+                 "params": self.backend.to_numpy(self._param_buf) if self.built else None,
+                 "init_rng": self._init_rng.bit_generator.state,
+                 "rng": self.generator_state()}
+        return (_rebuild, ([layer._settings_copy() for layer in self.layers], self.loss,
+                           self.seed, self.backend, state))
+
     def __repr__(self):
         return (f"NeuralNetwork({self.layers}, {type(self.loss).__name__}, seed={self.seed}, "
                 f"backend={self.backend.name!r}, dtype={self.backend.dtype_name!r})")
@@ -313,3 +327,15 @@ class NeuralNetwork:
             part = self.loss.forward(self._infer(X[i:i + rows, :]), y[i:i + rows, :]) * (rows / n)
             total = part if total is None else total + part
         return self.backend.xp.asarray(total)  # NumPy arithmetic gives a scalar, not 0-d
+
+
+def _rebuild(layers, loss, seed, backend, state):
+    """The network ``NeuralNetwork.__reduce__`` describes."""
+    net = NeuralNetwork(layers, loss, seed=seed, backend=backend)
+    if state["n_in"] is not None:
+        net.build(state["n_in"])
+        net.set_parameters(net.backend.asarray(state["params"]))
+    net._init_rng.bit_generator.state = state["init_rng"]
+    if state["rng"] is not None:
+        net.backend.set_generator_state(net.rng, state["rng"])
+    return net

@@ -28,9 +28,14 @@ class Operation:
     """
 
     output = None  # what the last forward pass returned
+    # arrays a pass leaves behind: copies and pickles keep settings and parameters only
+    _pass_state = ("input_", "output", "input_grad", "mask")
 
     def __init__(self, backend=None):
         self.backend = backend
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in self._pass_state}
 
     def _check_output_grad(self, output_grad):
         if self.output is None:
@@ -232,12 +237,13 @@ class Dropout(Operation):
     given by the layer) and reused by ``backward``.
     """
 
+    mask = None  # the mask of the last training pass; None after inference
+
     def __init__(self, keep_prob=0.8, backend=None, rng=None):
         keep_prob = _checks.in_range("Dropout keep_prob", keep_prob, 0, 1, low_open=True)
         super().__init__(backend)
         self.keep_prob = keep_prob
         self.rng = rng
-        self.mask = None
 
     def _draw_mask(self, shape):
         if self.rng is None:

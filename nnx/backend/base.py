@@ -50,6 +50,12 @@ class Backend:
         # keyword passed to creation functions so new arrays land on our device
         self._on = {} if device is None else {"device": device}
 
+    def __reduce__(self):
+        # pickled (and deep-copied) by name: what comes back is this process's
+        # backend of that name and dtype, itself holding the array module
+        from . import get_backend
+        return (get_backend, (self.name, self.dtype_name))
+
     def __repr__(self):
         return f"<nnx backend {self.name!r} dtype={self.dtype_name}>"
 
