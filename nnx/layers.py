@@ -120,7 +120,10 @@ class Dense(Layer):
 
     def setup(self, n_in, backend, init_rng, rng=None, alloc=None):
         self.n_in = n_in
-        self.activation.backend = backend
+        # an activation keeps what its last pass saw, so every built layer has
+        # one of its own, even a copy.copy of another layer
+        self.activation = _activation(self.activation)
+        self.activation._bind(backend)
         w_shape, b_shape = self.param_shapes(n_in)
         W = backend.zeros(w_shape) if alloc is None else alloc(w_shape)
         B = backend.zeros(b_shape) if alloc is None else alloc(b_shape)

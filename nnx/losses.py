@@ -21,12 +21,24 @@ class Loss:
         last = ("prediction", "target", "value", "_grad", "input_grad")
         return {k: v for k, v in self.__dict__.items() if k not in last}
 
+    _follows_input = True  # until a network binds the loss to its backend
+
+    def _bind(self, backend):
+        """Compute in ``backend`` from now on (the network's backend and dtype)."""
+        self._check_backend(backend)
+        self.backend, self._follows_input = backend, False
+
+    def _check_backend(self, backend):
+        """Raise ValueError if the loss's settings do not work in the backend's dtype."""
+
     def forward(self, prediction, target):
         _check_shape("target", target, prediction)
         self.prediction = prediction
         self.target = target
-        if self.backend is None:  # a loss used outside a network
-            self.backend = backend_of(prediction)
+        if self._follows_input:  # a loss used on its own: the prediction's backend and dtype
+            backend = backend_of(prediction)
+            self._check_backend(backend)
+            self.backend = backend
         self.value, self._grad = self._compute()
         return self.value
 
@@ -67,6 +79,14 @@ class SoftmaxCrossEntropy(Loss):
         if not 0.0 < eps < 0.5:
             raise ValueError(f"SoftmaxCrossEntropy eps={eps!r} must be in (0, 0.5)")
         self.eps = eps
+
+    def _check_backend(self, backend):
+        # the clip keeps log() finite only if eps survives the cast to the dtype
+        dtype, tiny = backend.dtype_name, float(backend.xp.finfo(backend.dtype).smallest_normal)
+        if self.eps < tiny:
+            raise ValueError(f"SoftmaxCrossEntropy eps={self.eps!r} is below the smallest "
+                             f"normal {dtype} ({tiny:.3g}), so clipping cannot keep log() "
+                             f"finite; use eps >= {tiny:.3g} or dtype='float64'")
 
     def _compute(self):
         return self.backend.softmax_cross_entropy(self.prediction, self.target, self.eps)

@@ -56,7 +56,7 @@ class NeuralNetwork:
         # the loss keeps this network's backend and last batch: a copy of its
         # own, so two networks given one loss object never share them
         self.loss = copy.copy(loss)
-        self.loss.backend = self.backend
+        self.loss._bind(self.backend)
         self.seed = host.fresh_seed() if seed is None else seed
         self.n_in = None
         self._param_buf = self._grad_buf = None
@@ -141,7 +141,7 @@ class NeuralNetwork:
             width = layer.neurons
         ops = [op for layer in self.layers for op in layer.operations if hasattr(op, "param")]
         for op, offset, shape in zip(ops, offsets, shapes):
-            op.param_grad = b.view(self._grad_buf, offset, shape)
+            op.param_grad = op.grad_out = b.view(self._grad_buf, offset, shape)
         self.n_in = n_in
 
     def reset(self):

@@ -33,6 +33,12 @@ class Operation:
 
     def __init__(self, backend=None):
         self.backend = backend
+        # used on its own, an operation computes in the backend and dtype of
+        # each input it is given; a layer binds it to the network's backend
+        self._follows_input = backend is None
+
+    def _bind(self, backend):
+        self.backend, self._follows_input = backend, False
 
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if k not in self._pass_state}
@@ -44,7 +50,7 @@ class Operation:
         _check_shape("output_grad", output_grad, self.output)
 
     def forward(self, input_, inference=False):
-        if self.backend is None:
+        if self._follows_input:
             self.backend = backend_of(input_)
         self.input_ = input_
         self.output = self._output(inference)
@@ -64,14 +70,17 @@ class Operation:
 
 
 class ParamOperation(Operation):
-    """An operation with a parameter array ``param``; ``backward`` also fills
-    ``param_grad`` (written into a preallocated buffer when the network gave
-    one, so the optimiser can update all parameters at once)."""
+    """An operation with a parameter array ``param``; ``backward`` also sets
+    ``param_grad``. Inside a network it is written into ``grad_out``, a view
+    into the network's flat gradient buffer, so the optimiser can update all
+    parameters at once; an operation used on its own returns a new array on
+    every pass (one kept from an earlier pass is never overwritten)."""
 
     def __init__(self, param, backend=None):
         super().__init__(backend if backend is not None else backend_of(param))
         self.param = param
         self.param_grad = None
+        self.grad_out = None  # set by the network that owns the operation
 
     def backward(self, output_grad, input_grad=True):
         """``input_grad=False`` skips the input gradient (returns None): the
@@ -100,7 +109,7 @@ class WeightMultiply(ParamOperation):
         return self.backend.matmul(output_grad, self.param.T)
 
     def _param_grad(self, output_grad):
-        return self.backend.matmul(self.input_.T, output_grad, out=self.param_grad)
+        return self.backend.matmul(self.input_.T, output_grad, out=self.grad_out)
 
 
 class BiasAdd(ParamOperation):
@@ -118,7 +127,7 @@ class BiasAdd(ParamOperation):
         return output_grad
 
     def _param_grad(self, output_grad):
-        return self.backend.sum_rows(output_grad, out=self.param_grad)
+        return self.backend.sum_rows(output_grad, out=self.grad_out)
 
 
 class BiasActivation(ParamOperation):
@@ -140,7 +149,7 @@ class BiasActivation(ParamOperation):
         # the bias gradient is the column sum of the input gradient: always needed
         self._check_output_grad(output_grad)
         self.input_grad = self._input_grad(output_grad)
-        self.param_grad = self.backend.sum_rows(self.input_grad, out=self.param_grad)
+        self.param_grad = self.backend.sum_rows(self.input_grad, out=self.grad_out)
         return self.input_grad
 
 

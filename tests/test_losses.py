@@ -184,3 +184,31 @@ def test_loss_rejects_target_of_another_shape(make_loss):
 def test_softmax_cross_entropy_rejects_bad_eps(eps):
     with pytest.raises(ValueError, match="eps"):
         SoftmaxCrossEntropy(eps=eps)
+
+
+def test_an_eps_that_float32_cannot_hold_is_refused():
+    """eps=1e-50 is 0 in float32: the clip did nothing and log(0) gave an
+    infinite loss (a spurious divergence inside fit)."""
+    import nnx
+    with pytest.raises(ValueError, match=r"eps=1e-50 is below the smallest normal float32"):
+        nnx.NeuralNetwork([nnx.Dense(3, "linear")], SoftmaxCrossEntropy(1e-50))
+    loss = SoftmaxCrossEntropy(1e-50)
+    with pytest.raises(ValueError, match="eps=1e-50"):
+        loss.forward(np.zeros((1, 3), np.float32), np.eye(3, dtype=np.float32)[:1])
+    # float64 holds it, and the clip keeps the loss finite
+    value = loss.forward(np.array([[0.0, -800.0, 0.0]]), one_hot([1], 3))
+    assert np.isfinite(float(value)) and float(value) == pytest.approx(-np.log(1e-50))
+
+
+def test_a_loss_used_on_its_own_computes_in_each_prediction_dtype():
+    """A loss object first used on float32 kept the float32 backend, so a later
+    float64 prediction came back as a float32 loss and gradient."""
+    rng = np.random.default_rng(0)
+    logits, y = rng.standard_normal((4, 3)), one_hot([0, 1, 2, 0], 3)
+    fresh = SoftmaxCrossEntropy()
+    expected = float(fresh.forward(logits, y))
+    loss = SoftmaxCrossEntropy()
+    loss.forward(logits.astype(np.float32), y.astype(np.float32))
+    value = loss.forward(logits, y)
+    assert value.dtype == np.float64 and loss.backward().dtype == np.float64
+    assert float(value) == expected

@@ -299,3 +299,22 @@ def test_loss_on_returns_a_0d_device_array():
     X, ids = make_data()
     loss = make_net().loss_on(X, ids, batch_size=5)
     assert isinstance(loss, np.ndarray) and loss.shape == () and loss.dtype == np.float64
+
+
+def test_a_shallow_copy_of_a_layer_gets_its_own_activation():
+    """copy.copy(layer) shared the activation object, which keeps what its last
+    pass saw: two layers of one network wrote into one activation and the
+    first layer's gradients came out wrong."""
+    import copy
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((6, 3)), rng.standard_normal((6, 5))
+    first = nnx.Dense(5, "tanh")
+    net = nnx.NeuralNetwork([first, copy.copy(first)], "mse", seed=1, dtype="float64")
+    net.train_batch(X, y)
+    assert net.layers[0].activation is not net.layers[1].activation
+    W = net.layers[0].operations[0].param
+    analytic = np.array(net.layers[0].operations[0].param_grad)
+
+    def loss():
+        return float(net.loss.forward(net.forward(X), net.as_target(y, 6)))
+    np.testing.assert_allclose(analytic, numeric_grad(loss, W), rtol=1e-6, atol=1e-9)

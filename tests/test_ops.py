@@ -318,3 +318,29 @@ def test_dropout_rejects_keep_prob_outside_unit_interval(keep_prob):
 def test_dropout_rejects_non_numbers(keep_prob):
     with pytest.raises(TypeError, match="keep_prob"):
         Dropout(keep_prob)
+
+
+def test_a_parameter_gradient_kept_from_one_pass_is_not_overwritten_by_the_next():
+    """An operation used on its own wrote each backward's parameter gradient
+    into the array of the previous one, so a list of gradients collected pass
+    by pass held the last one only."""
+    rng = np.random.default_rng(0)
+    X, G = rng.standard_normal((6, 3)), rng.standard_normal((6, 2))
+    for op in (WeightMultiply(rng.standard_normal((3, 2))), BiasAdd(rng.standard_normal((1, 2)))):
+        x = X if isinstance(op, WeightMultiply) else G
+        op.forward(x)
+        op.backward(G)
+        first, kept = op.param_grad, op.param_grad.copy()
+        op.forward(2 * x)
+        op.backward(3 * G)
+        np.testing.assert_array_equal(first, kept)
+        assert not np.array_equal(op.param_grad, kept)
+
+
+def test_an_operation_used_on_its_own_follows_the_dtype_of_its_input():
+    """A Dropout first used on float32 drew float32 masks for float64 inputs."""
+    drop = Dropout(0.5)
+    drop.forward(np.ones((4, 4), np.float32))
+    out = drop.forward(np.ones((4, 4)))
+    assert out.dtype == np.float64 and drop.mask.dtype == np.float64
+    assert drop.backend is get_backend("cpu", "float64")
