@@ -51,10 +51,51 @@ def _digest(arrays, header=None):
     return h.hexdigest()
 
 
+def folder_problem(folder):
+    """Why files could not be written into ``folder`` (which may not exist yet:
+    it is made on writing), as a message; None if they can."""
+    existing = os.path.abspath(folder or ".")
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing!r} is not a folder"
+    try:  # os.access says yes to root everywhere but on read-only mounts
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        return f"cannot create files in folder {existing!r} ({exc.strerror})"
+    return None
+
+
+def path_problem(path):
+    """Why a checkpoint could not be written at ``path``, as a message (to be
+    shown after the argument's name); None if it can."""
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        return f"must be a file path (str or os.PathLike), got {type(path).__name__}"
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not path or path.endswith(("/", os.sep)) or os.path.isdir(path):
+        return "names a folder; expected a checkpoint file path like model.npz"
+    if os.path.lexists(path) and not os.path.isfile(path):
+        return "exists and is not a regular file"
+    return folder_problem(os.path.dirname(os.path.realpath(path)))
+
+
+def _default_mode():
+    """The permissions a new file gets under the process umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write(path, header, arrays):
     """Write ``arrays`` (name -> host array) and the JSON-able ``header``
     atomically to ``path``."""
-    path = os.fspath(path)
+    # through a symbolic link to its target, which is replaced; the link stays
+    given = os.fspath(path)
+    path = os.path.realpath(given)
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
     header = dict(header, format=FORMAT, format_version=FORMAT_VERSION)
     header["sha256"] = _digest(arrays, header)
@@ -63,6 +104,8 @@ def write(path, header, arrays):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".nnx-", suffix=".tmp", dir=folder)
     try:
+        # mkstemp makes the file private; give it what any new file would get
+        os.chmod(tmp, _default_mode())
         with os.fdopen(fd, "wb") as f:
             np.savez(f, __header__=blob, **arrays)
             f.flush()
@@ -72,7 +115,7 @@ def write(path, header, arrays):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
+    return given
 
 
 def read(path):

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from . import __version__
+from . import __version__, checkpoint
 from .backend import BACKENDS, BackendUnavailableError
 from .checkpoint import CheckpointError
 from .data import DATASETS
@@ -135,34 +135,25 @@ def _check_training_flags(args):
                          f"{args.epochs}")
 
 
-def _check_folder(out, folder):
-    """``folder`` (for ``--out out``) exists or can be made, and is writable."""
-    folder = os.path.abspath(folder or ".")
-    existing = folder
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise UsageError(f"--out {out!r}: {existing!r} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out!r}: folder {existing!r} is not writable")
-
-
 def _check_out_folder(out):
     """``--out`` of reproduce: a folder, or a path where one can be made."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out {out!r}: exists and is not a folder; expected a folder "
-                         "for results.json and results.png")
-    _check_folder(out, out)
+    if not out or (os.path.lexists(out) and not os.path.isdir(out)):
+        raise UsageError(f"--out {out!r}: " + ("exists and is not a folder; " if out else "")
+                         + "expected a folder for results.json and results.png")
+    problem = checkpoint.folder_problem(out)
+    for name in ("results.json", "results.png"):
+        target = os.path.join(out, name)
+        if problem is None and os.path.lexists(target) and not os.path.isfile(target):
+            problem = f"{target!r} exists and is not a regular file"
+    if problem:
+        raise UsageError(f"--out {out!r}: {problem}")
 
 
 def _check_out_file(out):
     """``--out`` of train: a file path in a folder that exists or can be made."""
-    if os.path.isdir(out) or not os.path.basename(out):
-        raise UsageError(f"--out {out!r}: names a folder; expected a checkpoint file path "
-                         "like model.npz")
-    if os.path.exists(out) and not os.path.isfile(out):
-        raise UsageError(f"--out {out!r}: exists and is not a regular file")
-    _check_folder(out, os.path.dirname(out))
+    problem = checkpoint.path_problem(out)
+    if problem:
+        raise UsageError(f"--out {out!r}: {problem}")
 
 
 def cmd_reproduce(args):

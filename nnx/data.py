@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .backend import host
+
 __all__ = [
     "DATASETS", "Dataset", "DatasetError", "DatasetNotFound", "load_dataset",
     "standardize", "one_hot", "read_idx", "parse_idx", "atomic_write", "cache_dir",
@@ -536,22 +538,23 @@ def standardize(X_train, X_test):
     (population) standard deviation, as float32, like the study's
     ``StandardScaler``. Features constant on the training set are only
     centred: dividing by their zero spread would give NaN or inf."""
-    X_train, X_test = np.asarray(X_train), np.asarray(X_test)
-    if X_train.ndim != 2 or X_test.ndim != 2:
-        raise ValueError(f"X_train and X_test must be 2-D, got {X_train.shape} and "
-                         f"{X_test.shape}")
-    if X_train.shape[0] == 0:
-        raise ValueError("X_train has no rows to take the mean and std of")
+    X_train = host.check_features(X_train, "X_train")
+    X_test = host.check_features(X_test, "X_test")
     if X_train.shape[1] != X_test.shape[1]:
         raise ValueError(f"X_train has {X_train.shape[1]} features, X_test {X_test.shape[1]}")
     mean, scale = _stats(X_train)
     out = []
-    for X in (X_train, X_test):
+    for name, X in (("X_train", X_train), ("X_test", X_test)):
         # in float64 like StandardScaler, then rounded once to float32; a block
         # of rows at a time, so no float64 copy of the whole set is made
         Z = np.empty(X.shape, dtype=np.float32)
-        for i in range(0, X.shape[0], 4096):
-            Z[i:i + 4096] = (X[i:i + 4096] - mean) / scale
+        with np.errstate(over="ignore"):  # checked just below, naming the rows
+            for i in range(0, X.shape[0], 4096):
+                Z[i:i + 4096] = (X[i:i + 4096] - mean) / scale
+        if not host.all_finite(Z):
+            row = int(np.flatnonzero(~np.isfinite(Z).all(axis=1))[0])
+            raise ValueError(f"{name} row {row} lies beyond the float32 range once "
+                             "standardised with X_train's mean and std")
         out.append(Z)
     return tuple(out)
 
@@ -559,11 +562,16 @@ def standardize(X_train, X_test):
 def _stats(X_train):
     """Per-feature float64 ``(mean, scale)``: scale is the population std, or
     1 for a constant feature."""
-    X_train = np.asarray(X_train)
+    X_train = host.check_features(X_train, "X_train")
     # sums over 60,000 rows in float64; exactly constant features are found by
     # their range, since their computed std may be a rounding error, not 0
-    mean = X_train.mean(axis=0, dtype=np.float64)
-    std = X_train.std(axis=0, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+        mean = X_train.mean(axis=0, dtype=np.float64)
+        std = X_train.std(axis=0, dtype=np.float64)
+    if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+        j = int(np.flatnonzero(~(np.isfinite(mean) & np.isfinite(std)))[0])
+        raise ValueError(f"X_train feature {j}: its mean or std overflows float64; "
+                         "rescale the data")
     constant = X_train.max(axis=0) == X_train.min(axis=0)
     return mean, np.where(constant | (std == 0), 1.0, std)
 

@@ -7,7 +7,16 @@ import copy
 from . import _checks
 from .backend import backend_of
 from .init import INITIALIZERS
-from .ops import ACTIVATIONS, BiasActivation, BiasAdd, Dropout, Operation, Sigmoid, WeightMultiply
+from .ops import (
+    ACTIVATIONS,
+    BiasActivation,
+    BiasAdd,
+    Dropout,
+    Operation,
+    ParamOperation,
+    Sigmoid,
+    WeightMultiply,
+)
 
 
 def _activation(spec):
@@ -17,11 +26,15 @@ def _activation(spec):
         return Sigmoid()
     if isinstance(spec, str):
         return ACTIVATIONS[_checks.name_in("activation", spec, ACTIVATIONS)]()
-    if isinstance(spec, type) and issubclass(spec, Operation):
-        return spec()
-    if isinstance(spec, Operation) and not hasattr(spec, "param"):
-        return copy.copy(spec)
-    raise TypeError(f"activation must be a name or an activation operation, got {spec!r}")
+    cls = spec if isinstance(spec, type) else type(spec)
+    if issubclass(cls, Dropout):
+        raise TypeError("activation cannot be Dropout; use Dense(..., dropout=keep_prob)")
+    # an element-wise operation with its own forward pass and no parameter
+    if (issubclass(cls, Operation) and not issubclass(cls, ParamOperation)
+            and cls._output is not Operation._output):
+        return spec() if isinstance(spec, type) else copy.copy(spec)
+    raise TypeError(f"activation must be a name or an activation operation (an Operation "
+                    f"subclass with its own _output and _input_grad), got {spec!r}")
 
 
 class Layer:

@@ -75,10 +75,8 @@ class SoftmaxCrossEntropy(Loss):
     classification = True
 
     def __init__(self, eps=1e-9):
-        eps = float(eps)
-        if not 0.0 < eps < 0.5:
-            raise ValueError(f"SoftmaxCrossEntropy eps={eps!r} must be in (0, 0.5)")
-        self.eps = eps
+        self.eps = _checks.in_range("SoftmaxCrossEntropy eps", eps, 0, 0.5, low_open=True,
+                                    high_open=True)
 
     def _check_backend(self, backend):
         # the clip keeps log() finite only if eps survives the cast to the dtype

@@ -6,7 +6,7 @@ import copy
 import weakref
 
 from . import _checks
-from .backend import get_backend, host
+from .backend import BACKENDS, Backend, get_backend, host
 from .layers import Layer
 from .losses import LOSSES, Loss
 
@@ -23,14 +23,18 @@ class NeuralNetwork:
         (so every backend starts from the same numbers), dropout masks on the
         device. ``None`` picks a fresh seed, kept in ``self.seed``.
     backend : "cpu", "gpu" or a Backend
-    dtype : "float32" (default) or "float64": every array the network owns.
+    dtype : "float32" or "float64": every array the network owns. The default
+        is float32, or the dtype of a Backend given as ``backend``.
 
     All parameters live in one flat buffer on the device; each layer's weights
     and biases are views into it, and likewise for the gradients, so an
     optimiser step is a few whole-buffer operations.
     """
 
-    def __init__(self, layers, loss, seed=None, backend="cpu", dtype="float32"):
+    def __init__(self, layers, loss, seed=None, backend="cpu", dtype=None):
+        if isinstance(layers, (Layer, str, bytes)) or not hasattr(layers, "__iter__"):
+            raise TypeError(f"layers must be a list of Layer objects (e.g. [Dense(10)]), "
+                            f"got {type(layers).__name__}")
         layers = list(layers)
         if not layers or not all(isinstance(la, Layer) for la in layers):
             raise TypeError("layers must be a non-empty list of Layer objects (e.g. Dense)")
@@ -41,6 +45,10 @@ class NeuralNetwork:
         if not isinstance(loss, Loss):
             raise TypeError(f"loss must be a Loss (e.g. SoftmaxCrossEntropy()) or one of "
                             f"{sorted(LOSSES)}, got {loss!r}")
+        if loss.classification and layers[-1].neurons < 2:
+            raise ValueError(f"{type(loss).__name__} needs one output per class, but the last "
+                             "layer has 1: a softmax over one output is always 1, so the loss "
+                             "would be 0 with no gradient; use 2 outputs for two classes")
         if seed is not None:
             seed = _checks.integer("seed", seed, minimum=0)
         for i, layer in enumerate(layers):
@@ -172,9 +180,10 @@ class NeuralNetwork:
         b = self.backend
         if self._on_host(X, name):
             return b.asarray(host.check_features(X, name, self.n_in, b.dtype_name))
-        if len(X.shape) != 2 or (self.n_in is not None and X.shape[1] != self.n_in):
+        if len(X.shape) != 2 or 0 in X.shape or (self.n_in is not None
+                                                 and X.shape[1] != self.n_in):
             raise ValueError(f"{name} has shape {tuple(X.shape)}; expected (rows, "
-                             f"{self.n_in if self.n_in else 'features'})")
+                             f"{self.n_in if self.n_in else 'features'}), neither of them 0")
         return b.asarray(X)
 
     def as_target(self, y, n_rows, name="y", x_name="X"):
@@ -238,15 +247,18 @@ class NeuralNetwork:
     def set_parameters(self, flat):
         """Write a flat parameter array (from ``get_parameters``) back in place."""
         self._require_built()
+        if not self.backend.owns(flat):
+            self._on_host(flat, "flat")  # an array of another device is refused, named
+            flat = self.backend.asarray(host.plain(flat, "flat", "a flat array of parameters"))
         if tuple(flat.shape) != tuple(self._param_buf.shape):
             raise ValueError(f"parameters have shape {tuple(flat.shape)}, expected "
                              f"{tuple(self._param_buf.shape)}")
-        self.backend.assign(self._param_buf, self.backend.asarray(flat))
+        self.backend.assign(self._param_buf, flat)
 
-    def _require_built(self):
+    def _require_built(self, what=None):
         if not self.built:
-            raise RuntimeError("the network has no parameters yet: call forward(), "
-                               "build(n_in) or fit() first")
+            raise RuntimeError((f"{what}: " if what else "") + "the network has no parameters "
+                               "yet: call fit(), build(n_in) or forward() first")
 
     # ------------------------------------------------------------ checkpoints
     def describe(self) -> dict:
@@ -280,12 +292,18 @@ class NeuralNetwork:
         from . import checkpoint
         from .layers import layer_from_description
         from .losses import loss_from_description
+        # the arguments first, so that their errors are not blamed on the file
+        if dtype is not None or isinstance(backend, Backend):
+            backend = get_backend(backend, dtype)
+        elif backend not in BACKENDS:
+            get_backend(backend)  # raises, naming the value
         header, arrays = checkpoint.read(path)
         try:
             desc = header["network"]
             layers = [layer_from_description(d) for d in desc["layers"]]
             net = cls(layers, loss_from_description(desc["loss"]), seed=desc["seed"],
-                      backend=backend, dtype=dtype or desc["dtype"])
+                      backend=backend, dtype=None if isinstance(backend, Backend)
+                      else desc["dtype"])
             net.build(desc["n_in"])
             net.set_parameters(net.backend.asarray(arrays["params"]))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -299,9 +317,8 @@ class NeuralNetwork:
         """Network outputs for ``X`` in inference mode, on the device,
         computed in chunks of ``batch_size`` rows."""
         batch_size = _checks.integer("batch_size", batch_size)
+        self._require_built("predict")
         X = self.as_input(X)
-        if not self.built:
-            self.build(int(X.shape[1]))
         n = X.shape[0]
         if n <= batch_size:
             return self._infer(X)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 
 from . import _checks
 from .backend import Backend, CaptureUnavailable, host
+from .checkpoint import path_problem
 from .optimizers import Optimizer
 
 log = logging.getLogger("nnx")
@@ -171,25 +173,42 @@ class Trainer:
                                        or len(validation) != 2):
             raise TypeError("validation must be a pair (X_val, y_val), got "
                             f"{type(validation).__name__}")
+        if validation is not None and any(v is None for v in validation):
+            raise ValueError("validation=(X_val, y_val) holds None; pass both arrays, or "
+                             "leave validation out to evaluate on X_test, y_test")
         if checkpoint_every is not None:
             checkpoint_every = _checks.integer("checkpoint_every", checkpoint_every)
             if checkpoint is None:
                 raise ValueError("checkpoint_every was given without a checkpoint path")
+        if checkpoint is not None:  # found now, not at the first save epochs later
+            shown = os.fspath(checkpoint) if isinstance(checkpoint, os.PathLike) else checkpoint
+            problem = path_problem(checkpoint)
+            if problem:
+                raise ValueError(f"checkpoint={shown!r}: {problem}")
+            try:
+                net.describe()
+            except TypeError as exc:
+                raise TypeError(f"checkpoint={shown!r}: {exc}") from None
         settings = {"epochs": epochs, "eval_every": eval_every, "batch_size": batch_size,
                     "seed": seed, "patience": patience, "min_delta": min_delta,
                     "optimizer": repr(optim)}
 
-        # one checked copy of each array on the device, before any training
+        # one checked copy of each array on the device, before any training; the
+        # network is built only once all of them passed
         X = net.as_input(X_train, "X_train")
-        n = int(X.shape[0])
-        if not net.built:
-            net.build(int(X.shape[1]))
+        n, width = int(X.shape[0]), int(X.shape[1])
         y = net.as_target(y_train, n, "y_train", "X_train")
         val_names = ("X_val", "y_val") if validation is not None else ("X_test", "y_test")
         X_val, y_val = validation if validation is not None else (X_test, y_test)
         if X_val is not None:
             X_val = net.as_input(X_val, val_names[0])
+            if int(X_val.shape[1]) != width:
+                raise ValueError(f"{val_names[0]} has {int(X_val.shape[1])} features, but "
+                                 f"X_train has {width}")
             y_val = net.as_target(y_val, int(X_val.shape[0]), val_names[1], val_names[0])
+        if not net.built:
+            net.build(width)
+        settings.update(train_rows=n, eval_rows=None if X_val is None else int(X_val.shape[0]))
 
         b = net.backend
         if optim.net is not net:  # the optimiser was attached to another network since

@@ -217,3 +217,16 @@ def test_killed_mid_write_keeps_the_previous_checkpoint(tmp_path):
     assert hist.records == ref_hist.records
     for p, q in zip(net.params(), ref.params()):
         np.testing.assert_array_equal(p, q)
+
+
+def test_resume_refuses_other_training_data_or_a_new_evaluation_set(tmp_path):
+    """resume= compared the fit() arguments only: a run resumed on 60 of its
+    120 rows, or with an evaluation set it did not have, went on silently."""
+    path = tmp_path / "run.npz"
+    fit(*make(), checkpoint=path)
+    X, y = data()
+    common = dict(epochs=EPOCHS, eval_every=2, batch_size=16, seed=5, patience=10, resume=path)
+    with pytest.raises(ValueError, match=r"differ.*train_rows=120 vs 60"):
+        nnx.Trainer(*make()).fit(X[:60], y[:60], X[120:], y[120:], **common)
+    with pytest.raises(ValueError, match=r"differ.*eval_rows=30 vs None"):
+        nnx.Trainer(*make()).fit(X[:120], y[:120], **common)

@@ -790,3 +790,186 @@ def test_cli_evaluate_damaged_checkpoint_is_one_line_on_stderr(tmp_path, damage)
     r = nnx_cli("evaluate", str(path), cwd=tmp_path)
     assert_one_line_error(r, r"nnx evaluate: error: checkpoint .*model\.npz.*"
                              r"(truncated|not an nnx checkpoint|does not exist)")
+
+
+# ------------------------------------------- found by the third review
+def test_a_bad_checkpoint_path_is_refused_before_training(tmp_path):
+    """checkpoint= was first used at the first save, after eval_every epochs
+    of training were already spent."""
+    (tmp_path / "afile").write_text("keep")
+    (tmp_path / "afolder").mkdir()
+    X, y = good_data()
+    for path, message in [(tmp_path / "afolder", "names a folder"),
+                          (123, "must be a file path"),
+                          (tmp_path / "afile" / "run.npz", "is not a folder"),
+                          (str(tmp_path / "new") + os.sep, "names a folder")]:
+        net = make_net()
+        with pytest.raises(ValueError) as err:
+            Trainer(net, SGD(0.1)).fit(X, y, epochs=4, eval_every=2, checkpoint=path)
+        shown = os.fspath(path) if isinstance(path, os.PathLike) else path
+        assert str(err.value).startswith(f"checkpoint={shown!r}: ") and message in str(err.value)
+        assert not net.built  # refused before the network was even built
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "afolder"]
+
+
+def test_a_network_that_cannot_be_checkpointed_is_refused_before_training(tmp_path):
+    class Swish(ACTIVATIONS["tanh"]):  # a user's activation: checkpoints cannot describe it
+        pass
+    net = NeuralNetwork([Dense(5, Swish()), Dense(N_OUT, "linear")], "softmax_cross_entropy")
+    X, y = good_data()
+    with pytest.raises(TypeError, match=r"checkpoint=.*cannot describe Swish"):
+        Trainer(net, SGD(0.1)).fit(X, y, epochs=2, checkpoint=tmp_path / "run.npz")
+    assert not net.built
+
+
+def test_a_validation_pair_holding_none_is_refused():
+    """validation=(None, y_val) silently turned evaluation and early stopping off."""
+    X, y = good_data()
+    for pair in [(None, y), (None, None), (X, None)]:
+        with pytest.raises(ValueError, match=r"validation=\(X_val, y_val\) holds None"):
+            Trainer(make_net(), SGD(0.1)).fit(X, y, epochs=2, validation=pair)
+
+
+def test_a_refused_fit_leaves_the_network_unbuilt():
+    """fit built the network from X_train before checking y_train, so after a
+    refusal the network kept the rejected input's width."""
+    X, y = good_data()
+    net = make_net()
+    trainer = Trainer(net, SGD(0.1))
+    with pytest.raises(ValueError, match="y_train: class ids"):
+        trainer.fit(X[:, :3], y + 10, epochs=1)
+    with pytest.raises(ValueError, match="X_test has 3 features, but X_train has 4"):
+        trainer.fit(X, y, X[:, :3], y, epochs=1)
+    assert not net.built
+    assert trainer.fit(X, y, epochs=1).epochs_run == 1
+
+
+def test_predict_on_an_unbuilt_network_is_refused():
+    """predict() built the network with random weights and answered from them."""
+    net = make_net()
+    with pytest.raises(RuntimeError, match="predict: the network has no parameters yet"):
+        net.predict(X0)
+    assert not net.built
+
+
+def test_matrix_input_is_element_wise_and_masked_input_refused():
+    """np.matrix passed through: dropout's ``input_ * mask`` became a matrix
+    product, and a later evaluation failed deep inside NumPy. A masked array's
+    mask was dropped, so a NaN under it reached training."""
+    X, y = good_data()
+    nets = [NeuralNetwork([Dense(5, "tanh", dropout=0.5), Dense(N_OUT, "linear")],
+                          "softmax_cross_entropy", seed=3) for _ in range(2)]
+    a, b = nets[0].forward(np.asmatrix(X), inference=False), nets[1].forward(X, inference=False)
+    assert type(a) is np.ndarray
+    np.testing.assert_array_equal(a, b)
+    history = Trainer(nets[0], SGD(0.1)).fit(np.asmatrix(X), y, np.asmatrix(X), y, epochs=2,
+                                             eval_every=1)
+    assert history.records[-1]["loss"] is not None
+    masked = np.ma.masked_array(np.where(X > 1.5, np.nan, X), mask=X > 1.5)
+    with pytest.raises(TypeError, match="X_train is a masked array"):
+        Trainer(make_net(), SGD(0.1)).fit(masked, y, epochs=1)
+
+
+def test_a_numpy_scalar_is_refused_as_not_2d():
+    """A NumPy scalar was reported as an array of another device."""
+    with pytest.raises(ValueError, match=r"X must be 2-D \(rows, features\), got shape \(\)"):
+        make_net().forward(np.float64(1.0))
+
+
+def test_empty_device_arrays_are_refused_before_training():
+    """Arrays already on the device skipped the empty check: a 0-row set
+    trained a whole epoch of nothing and failed with ZeroDivisionError."""
+    net = make_net(backend="strict")
+    b = net.backend
+    X, y = good_data()
+    Y = b.asarray(np.eye(N_OUT)[y])
+    for Xd, Yd in [(b.asarray(X[:0]), Y[:0, :]), (b.asarray(X[:, :0]), Y)]:
+        with pytest.raises(ValueError, match=r"X_train has shape .*neither of them 0"):
+            Trainer(net, SGD(0.1)).fit(Xd, Yd, epochs=2)
+
+
+def test_load_blames_bad_arguments_not_the_file(tmp_path):
+    net = make_net()
+    net.build(N_IN)
+    path = net.save(tmp_path / "m.npz")
+    with pytest.raises(ValueError, match="backend='tpu' is not known") as err:
+        NeuralNetwork.load(path, backend="tpu")
+    assert not isinstance(err.value, CheckpointError)
+    with pytest.raises(ValueError, match="dtype='float16' is not supported") as err:
+        NeuralNetwork.load(path, dtype="float16")
+    assert not isinstance(err.value, CheckpointError)
+    assert NeuralNetwork.load(path, dtype=np.float64).backend.dtype_name == "float64"
+
+
+def test_dtype_and_a_backend_object_must_agree():
+    """dtype was ignored without a word when backend was a Backend object."""
+    from nnx import get_backend
+    b64 = get_backend("cpu", "float64")
+    layers = lambda: [Dense(N_OUT, "linear")]  # noqa: E731
+    with pytest.raises(ValueError, match="dtype='float32' differs from the dtype of backend"):
+        NeuralNetwork(layers(), "mse", backend=b64, dtype="float32")
+    assert NeuralNetwork(layers(), "mse", backend=b64).backend is b64
+    assert NeuralNetwork(layers(), "mse", backend=b64, dtype=np.float64).backend is b64
+    assert NeuralNetwork(layers(), "mse", dtype=np.float64).backend is b64
+    assert NeuralNetwork(layers(), "mse").backend.dtype_name == "float32"
+
+
+@pytest.mark.parametrize("eps", [None, "a", True, [1e-9]])
+def test_softmax_eps_must_be_a_number(eps):
+    from nnx import SoftmaxCrossEntropy
+    with pytest.raises(TypeError, match="SoftmaxCrossEntropy eps must be a number"):
+        SoftmaxCrossEntropy(eps)
+
+
+@pytest.mark.parametrize("layers", [Dense(3), None, "Dense"])
+def test_layers_that_are_not_a_list_are_named(layers):
+    with pytest.raises(TypeError, match="layers must be a list of Layer objects"):
+        NeuralNetwork(layers, "mse")
+
+
+def test_a_one_output_softmax_network_is_refused():
+    """Its loss is 0 with no gradient whatever the data: it 'trained' silently."""
+    with pytest.raises(ValueError, match="needs one output per class, but the last layer has 1"):
+        NeuralNetwork([Dense(1, "linear")], "softmax_cross_entropy")
+    NeuralNetwork([Dense(1, "linear")], "mse")  # one output is fine for regression
+
+
+@pytest.mark.parametrize("activation, message", [
+    (Dropout(0.5), "activation cannot be Dropout"),
+    (Dropout, "activation cannot be Dropout"),
+    (ACTIVATIONS["tanh"].__mro__[1], "activation must be a name or an activation operation"),
+    (Dense, "activation must be a name or an activation operation"),
+])
+def test_operations_that_are_not_activations_are_refused(activation, message):
+    from nnx import BiasAdd, WeightMultiply
+    with pytest.raises(TypeError, match=message):
+        Dense(3, activation)
+    for cls in (WeightMultiply, BiasAdd):
+        with pytest.raises(TypeError, match="activation must be a name"):
+            Dense(3, cls)
+
+
+def test_set_parameters_takes_a_list_and_checks_its_length():
+    net = make_net()
+    net.build(N_IN)
+    n = params(net).size
+    net.set_parameters([0.5] * n)
+    assert (params(net) == 0.5).all()
+    with pytest.raises(ValueError, match=rf"parameters have shape \(2,\), expected \({n},\)"):
+        net.set_parameters([1.0, 2.0])
+
+
+@pytest.mark.parametrize("X_train, X_test, error, message", [
+    (with_value(X0, (0, 0), NAN), X0, ValueError, "X_train contains 1 NaN"),
+    (X0, with_value(X0, (1, 1), INF), ValueError, "X_test contains 1 NaN or infinite"),
+    (X0.astype(complex), X0, TypeError, "X_train must hold real numbers"),
+    (X0.astype(str), X0, TypeError, "X_train must hold numbers"),
+    (X0 * 1e300, X0, ValueError, "X_train feature 0: its mean or std overflows"),
+    (X0, X0 * 1e40, ValueError, "X_test row 0 lies beyond the float32 range"),
+])
+def test_standardize_refuses_what_it_cannot_scale(X_train, X_test, error, message):
+    """standardize had no checks: NaN gave all-NaN output, complex lost its
+    imaginary part, a huge spread gave all zeros, values beyond float32 inf."""
+    from nnx.data import standardize
+    with pytest.raises(error, match=re.escape(message)):
+        standardize(X_train, X_test)

@@ -8,7 +8,7 @@ CuPy is imported only when the GPU backend is first asked for.
 
 from __future__ import annotations
 
-from .base import Backend, BackendUnavailableError, CaptureUnavailable
+from .base import Backend, BackendUnavailableError, CaptureUnavailable, dtype_name
 
 BACKENDS = ("cpu", "gpu", "strict")
 
@@ -16,17 +16,21 @@ _cache: dict = {}
 
 
 def get_backend(name="cpu", dtype="float32") -> Backend:
-    """The backend called ``name`` ("cpu", "gpu" or "strict") computing in ``dtype``.
+    """The backend called ``name`` ("cpu", "gpu" or "strict") computing in ``dtype``
+    (a name, or a NumPy dtype or type).
 
-    A ``Backend`` instance is returned unchanged. Raises ``ValueError`` for an
-    unknown name or dtype and ``BackendUnavailableError`` when the backend
-    cannot run on this machine.
+    A ``Backend`` instance is returned unchanged; a ``dtype`` other than its
+    own is refused. Raises ``ValueError`` for an unknown name or dtype and
+    ``BackendUnavailableError`` when the backend cannot run on this machine.
     """
     if isinstance(name, Backend):
+        if dtype is not None and dtype_name(dtype) != name.dtype_name:
+            raise ValueError(f"dtype={dtype_name(dtype)!r} differs from the dtype of "
+                             f"backend={name!r}; pass one or the other")
         return name
     if name not in BACKENDS:
         raise ValueError(f"backend={name!r} is not known; expected one of {BACKENDS}")
-    dtype = str(dtype)
+    dtype = dtype_name("float32" if dtype is None else dtype)
     key = (name, dtype)
     if key not in _cache:
         if name == "cpu":

@@ -14,6 +14,18 @@ import numpy as _np  # host side only: initial weights, labels, read-back
 _DTYPES = ("float32", "float64")
 
 
+def dtype_name(dtype) -> str:
+    """``"float32"`` or ``"float64"`` from a name or a NumPy dtype or type
+    (``np.float32``); ValueError naming the value otherwise."""
+    try:
+        name = _np.dtype(dtype).name if dtype is not None else None
+    except TypeError:
+        name = None
+    if name not in _DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not supported; expected one of {_DTYPES}")
+    return name
+
+
 class BackendUnavailableError(RuntimeError):
     """The requested backend cannot run here; the message says what is missing."""
 
@@ -40,9 +52,7 @@ class Backend:
     fuses_bias_activation = False
 
     def __init__(self, xp, dtype="float32", device=None):
-        dtype = str(dtype)
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype={dtype!r} is not supported; expected one of {_DTYPES}")
+        dtype = dtype_name(dtype)
         self.xp = xp
         self.dtype_name = dtype
         self.dtype = getattr(xp, dtype)

@@ -15,10 +15,26 @@ def _numeric(dtype) -> bool:
 
 
 def is_host_array(x) -> bool:
-    return isinstance(x, np.ndarray)
+    """NumPy arrays and NumPy scalars (checked, and refused, like any host data)."""
+    return isinstance(x, (np.ndarray, np.generic))
 
 
-def _all_finite(values) -> bool:
+def plain(x, name, what):
+    """``x`` as a plain ndarray. A masked array is refused: its mask would be
+    dropped and the values under it (NaN, say) used. Other subclasses
+    (np.matrix) are viewed as ndarray, so ``*`` stays element-wise."""
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array; fill or drop the masked entries first "
+                        f"(e.g. {name}.filled(value)) and pass a plain array")
+    if type(x) is np.ndarray:
+        return x
+    try:
+        return np.asarray(x)
+    except Exception as exc:
+        raise TypeError(f"{name} must be {what}, got {type(x).__name__}") from exc
+
+
+def all_finite(values) -> bool:
     """Whether a float array holds no NaN or infinity, without a temporary the
     size of the data: NaN and infinities survive a sum, so a finite sum settles
     it in one pass; only a sum that overflowed needs the element-wise check."""
@@ -42,11 +58,7 @@ def _fits(values, name, dtype):
 def check_features(X, name="X", n_features=None, dtype=None):
     """A 2-D, non-empty, real-valued, finite host array, returned as NumPy
     (values are checked to fit ``dtype``, the compute dtype, when given)."""
-    if not isinstance(X, np.ndarray):
-        try:
-            X = np.asarray(X)
-        except Exception as exc:
-            raise TypeError(f"{name} must be a 2-D numeric array, got {type(X).__name__}") from exc
+    X = plain(X, name, "a 2-D numeric array")
     if not _numeric(X.dtype):
         raise TypeError(f"{name} must hold numbers, got dtype {X.dtype}")
     if np.issubdtype(X.dtype, np.complexfloating):
@@ -59,7 +71,7 @@ def check_features(X, name="X", n_features=None, dtype=None):
         raise ValueError(
             f"{name} has {X.shape[1]} features, but the network was built for {n_features}"
         )
-    if np.issubdtype(X.dtype, np.floating) and not _all_finite(X):
+    if np.issubdtype(X.dtype, np.floating) and not all_finite(X):
         bad = int(np.count_nonzero(~np.isfinite(X)))
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
     _fits(X, name, dtype)
@@ -73,10 +85,7 @@ def check_targets(y, n_rows, n_classes, name="y", distributions=False, x_name="X
     ``distributions=True`` (classification losses) rows must be one-hot or,
     more generally, non-negative and sum to one. For a one-output network
     and a regression loss, 1-D targets are the values themselves."""
-    try:
-        y = np.asarray(y)
-    except Exception as exc:
-        raise TypeError(f"{name} must be an array of labels, got {type(y).__name__}") from exc
+    y = plain(y, name, "an array of labels")
     if not _numeric(y.dtype):
         raise TypeError(f"{name} must hold numbers, got dtype {y.dtype}")
     if np.issubdtype(y.dtype, np.complexfloating):
@@ -90,7 +99,7 @@ def check_targets(y, n_rows, n_classes, name="y", distributions=False, x_name="X
         y = y[:, 0]
     if y.ndim == 1 and n_classes == 1 and not distributions:
         y = y[:, None]  # one output and no classes: each row's target value
-    if np.issubdtype(y.dtype, np.floating) and not _all_finite(y):
+    if np.issubdtype(y.dtype, np.floating) and not all_finite(y):
         bad = int(np.count_nonzero(~np.isfinite(y)))
         raise ValueError(f"{name} contains NaN or infinite values ({bad} of them)")
     if y.ndim == 1:
