@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -14,7 +15,7 @@ import time
 import numpy as np
 
 from . import __version__, checkpoint
-from .backend import BACKENDS, BackendUnavailableError
+from .backend import BACKENDS, BackendUnavailableError, get_backend
 from .checkpoint import CheckpointError
 from .data import DATASETS
 from .layers import Dense
@@ -35,8 +36,8 @@ class UsageError(Exception):
 def _prepare(args, validation=True):
     """Load the dataset, hold out a validation split from the training set,
     standardise on the training rows. Returns a dict of host arrays."""
-    from .data import feature_stats, load_dataset
-    ds = load_dataset(args.dataset, data_dir=args.data_dir, download=not args.no_download)
+    from .data import feature_stats
+    ds = _load(args)
     X_train, y_train = ds.X_train, ds.y_train
     X_val = y_val = None
     if validation:
@@ -133,6 +134,26 @@ def _check_training_flags(args):
     if not 1 <= args.eval_every <= args.epochs:
         raise UsageError(f"--eval-every {args.eval_every}: must be between 1 and --epochs "
                          f"{args.epochs}")
+    _check_data_flags(args)
+    get_backend(args.backend, args.dtype)  # a missing CuPy is reported before the data load
+
+
+def _check_data_flags(args):
+    if args.data_dir is not None and args.dataset == "digits":
+        raise UsageError(f"--data-dir {args.data_dir!r}: applies to --dataset mnist or "
+                         "fashion-mnist; digits is bundled with scikit-learn")
+
+
+def _load(args):
+    """The dataset of ``--dataset``; a missing file's message names the flags."""
+    from .data import DatasetError, DatasetNotFound, load_dataset
+    try:
+        return load_dataset(args.dataset, data_dir=args.data_dir,
+                            download=not args.no_download)
+    except (DatasetError, DatasetNotFound) as exc:
+        exc.args = (str(exc).replace("data_dir=...", "--data-dir DIR").replace(
+            "download=False", "--no-download"),)
+        raise
 
 
 def _check_out_folder(out):
@@ -162,11 +183,16 @@ def cmd_reproduce(args):
     _check_out_folder(args.out)
     if args.lr_scale is None:
         args.lr_scale = DEFAULT_LR_SCALE.get(args.dataset, 1.0)
-    if not args.lr_scale > 0:
-        raise UsageError(f"--lr-scale {args.lr_scale!r}: must be > 0")
+    if not (args.lr_scale > 0 and math.isfinite(args.lr_scale)):
+        raise UsageError(f"--lr-scale {args.lr_scale!r}: must be a finite number > 0")
+    for number in steps:  # the scaled rates themselves must be valid rates
+        try:
+            LADDER[number - 1].optimizer(args.lr_scale)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"--lr-scale {args.lr_scale!r}: step {number}: {exc}") from None
     prep = _prepare(args, validation=args.early_stopping == "validation")
     n_in, n_out = prep["X_train"].shape[1], prep["n_classes"]
-    rows = []
+    rows, failures = [], []
     show_study = args.dataset == "mnist"
     header = ["step", "change", "test acc", "best eval loss", "epochs", "seconds"]
     if show_study:
@@ -180,16 +206,27 @@ def cmd_reproduce(args):
         step = LADDER[number - 1]
         net, optim = step.build(n_in, n_out, args.backend, args.dtype, seed=args.seed,
                                 lr_scale=args.lr_scale)
-        history, seconds = _fit(net, optim, prep, args, f"step {number}")
+        t0 = time.perf_counter()
+        try:
+            history, seconds = _fit(net, optim, prep, args, f"step {number}")
+            diverged = None
+        except TrainingDiverged as err:  # the other steps still run and are saved
+            history, seconds, diverged = err.history, time.perf_counter() - t0, err
+            restored = f"epoch {err.restored_epoch}" if err.restored_epoch else "the start"
+            failures.append(f"step {number} diverged in epoch {err.epoch}; its row shows the "
+                            f"parameters of {restored} (try a smaller --lr-scale)")
         acc = accuracy(net, prep["X_test"], prep["y_test"])
+        best = history.best_loss if math.isfinite(history.best_loss) else None
         rec = {"step": number, "change": step.change, "test_accuracy": acc,
-               "study_accuracy": step.mnist_accuracy, "best_eval_loss": history.best_loss,
+               "study_accuracy": step.mnist_accuracy, "best_eval_loss": best,
                "best_epoch": history.best_epoch, "epochs_run": history.epochs_run,
                "stopped_early": history.stopped_early, "seconds": seconds,
+               "diverged_in_epoch": diverged.epoch if diverged else None,
                "evaluations": history.records}
         rows.append(rec)
         cells = [number, step.change, f"{acc:.4f}", f"{history.best_loss:.4f}",
-                 history.epochs_run, f"{seconds:.1f}"]
+                 f"div@{diverged.epoch}" if diverged else history.epochs_run,
+                 f"{seconds:.1f}"]
         if show_study:
             cells.insert(3, f"{step.mnist_accuracy:.4f}")
         _row(cells, widths)
@@ -213,7 +250,9 @@ def cmd_reproduce(args):
     else:
         plot_ladder(result, png)
         print(f"wrote {png}")
-    return 0
+    for line in failures:
+        print(f"nnx reproduce: {line}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def _row(cells, widths):
@@ -223,7 +262,7 @@ def _row(cells, widths):
 # --------------------------------------------------------------------- train
 def _hidden(text):
     try:
-        sizes = [int(s) for s in text.split(",") if s.strip()]
+        sizes = [int(s) for s in text.split(",")]
     except ValueError:
         raise UsageError(f"--hidden {text!r}: expected sizes like '89' or '178,46'") from None
     if any(s < 1 for s in sizes):
@@ -277,7 +316,7 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    from .data import load_dataset
+    _check_data_flags(args)
     net = NeuralNetwork.load(args.checkpoint, backend=args.backend)
     extra = net.checkpoint_extra
     stats = [k for k in ("x_mean", "x_std") if k in extra]
@@ -288,7 +327,7 @@ def cmd_evaluate(args):
     if len(stats) == 1:
         raise UsageError(f"{args.checkpoint}: it holds {stats[0]} without its partner; "
                          "expected both x_mean and x_std, or neither")
-    ds = load_dataset(args.dataset, data_dir=args.data_dir, download=not args.no_download)
+    ds = _load(args)
     X = ds.X_test
     if X.shape[1] != net.n_in:
         raise UsageError(f"{args.checkpoint}: the network takes {net.n_in} features but "

@@ -30,12 +30,15 @@ def plot_ladder(result, path):
             ax2.plot([r["epoch"] for r in ev], [r["loss"] for r in ev], marker="o",
                      label=f"step {s['step']}")
     ax2.set_xlabel("epoch")
-    ax2.set_ylabel(f"evaluation loss ({result['early_stopping_on']} set; step 1: MSE)")
+    mse = "; step 1: MSE" if 1 in nums else ""
+    ax2.set_ylabel(f"evaluation loss ({result['early_stopping_on']} set{mse})")
     ax2.set_yscale("log")
     ax2.set_title("evaluation loss")
-    ax2.legend(fontsize=8, ncol=2)
+    if ax2.get_lines():  # a step that diverged before its first evaluation has no curve
+        ax2.legend(fontsize=8, ncol=2)
+    scale = result.get("lr_scale", 1.0)
     fig.suptitle(f"nnx {result['nnx_version']} reproduce: backend {result['backend']}, "
-                 f"{result['dtype']}")
+                 f"{result['dtype']}" + (f", learning rates x{scale:g}" if scale != 1 else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

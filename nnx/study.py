@@ -38,17 +38,18 @@ class Step:
             out, loss = Dense(n_out, "linear", weight_init=init), SoftmaxCrossEntropy()
         net = NeuralNetwork(hidden + [out], loss, seed=seed, backend=backend, dtype=dtype)
         net.build(n_in)
-        s = lr_scale
+        return net, self.optimizer(lr_scale)
+
+    def optimizer(self, lr_scale=1.0):
+        """This step's optimiser, its learning rates multiplied by ``lr_scale``."""
+        n, s = self.number, lr_scale
         if n <= 2:
-            optim = SGD(0.1 * s)
-        elif n == 3:
-            optim = SGDMomentum(0.1 * s, momentum=0.9)
-        elif n == 4:
-            optim = SGDMomentum(0.15 * s, momentum=0.9, final_lr=0.05 * s, decay_type="linear")
-        else:
-            optim = SGDMomentum(0.2 * s, momentum=0.9, final_lr=0.05 * s,
-                                decay_type="exponential")
-        return net, optim
+            return SGD(0.1 * s)
+        if n == 3:
+            return SGDMomentum(0.1 * s, momentum=0.9)
+        if n == 4:
+            return SGDMomentum(0.15 * s, momentum=0.9, final_lr=0.05 * s, decay_type="linear")
+        return SGDMomentum(0.2 * s, momentum=0.9, final_lr=0.05 * s, decay_type="exponential")
 
 
 LADDER = [

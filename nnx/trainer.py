@@ -239,11 +239,12 @@ class Trainer:
             lr = optim.lr
             order = b.permutation(b.generator(host.derive_seed(seed, 0, epoch)), n)
             epoch_loss = b.zeros(())  # summed on the device; read at evaluations
-            for start, stop, xb, yb, full in batches:
-                idx = order[start:stop]
-                b.take_rows(X, idx, out=xb)
-                b.take_rows(y, idx, out=yb)
-                epoch_loss += steps(xb, yb, full)
+            with b.quiet_float_errors():  # a divergence is reported as TrainingDiverged
+                for start, stop, xb, yb, full in batches:
+                    idx = order[start:stop]
+                    b.take_rows(X, idx, out=xb)
+                    b.take_rows(y, idx, out=yb)
+                    epoch_loss += steps(xb, yb, full)
             run.epoch = history.epochs_run = epoch + 1
             run.pending.append(epoch_loss)
 
@@ -252,9 +253,11 @@ class Trainer:
                 train_loss = run.check_pending() / n_batches
                 record = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "loss": None}
                 if X_val is not None:
-                    record["loss"] = b.to_float(net.loss_on(X_val, y_val))
+                    with b.quiet_float_errors():
+                        record["loss"] = b.to_float(net.loss_on(X_val, y_val))
                     run.check_finite(record["loss"], epoch + 1)
-                run.check_parameters(epoch + 1, None if X_val is not None else (xb, yb))
+                with b.quiet_float_errors():
+                    run.check_parameters(epoch + 1, None if X_val is not None else (xb, yb))
                 history.records.append(record)
                 run.snapshot_good(epoch + 1)
                 run.early_stopping(record, patience, min_delta)

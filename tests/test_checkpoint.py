@@ -186,3 +186,27 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         net.save(path)
     assert open(path, "rb").read() == before
     assert os.listdir(tmp_path) == ["m.npz"]  # no temporary file left behind
+
+
+def test_a_checkpoint_gets_the_permissions_of_any_new_file(tmp_path):
+    """mkstemp made every checkpoint private (0600) whatever the umask."""
+    net = _trained()[0]
+    old = os.umask(0o022)
+    try:
+        path = net.save(tmp_path / "m.npz")
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o644
+
+
+def test_saving_through_a_symbolic_link_updates_its_target(tmp_path):
+    """The rename replaced the link itself with a file."""
+    net = _trained()[0]
+    (tmp_path / "store").mkdir()
+    target = tmp_path / "store" / "m.npz"
+    link = tmp_path / "latest.npz"
+    link.symlink_to(target)
+    assert net.save(link) == str(link)
+    assert link.is_symlink() and target.is_file()
+    np.testing.assert_array_equal(nnx.NeuralNetwork.load(link).get_parameters(),
+                                  net.get_parameters())

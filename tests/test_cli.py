@@ -1,6 +1,7 @@
 """The command line end to end, in a subprocess, on the bundled digits."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -72,12 +73,48 @@ def test_bad_flags_exit_non_zero_with_usage(args, message):
     (["evaluate", "missing.npz"], "'missing.npz' does not exist"),
     (["train", "--optimizer", "sgd", "--momentum", "0.5", "--epochs", "1"],
      "error: --momentum 0.5: applies to --optimizer momentum only, not --optimizer sgd"),
+    # found by the third review: each of these used to start work, or to succeed
+    (["reproduce", "--lr-scale", "inf"], "error: --lr-scale inf: must be a finite number > 0"),
+    (["reproduce", "--lr-scale", "1e-323", "--steps", "5"],
+     "error: --lr-scale 1e-323: step 5: lr=0.0 must be > 0"),
+    (["reproduce", "--out", ""], "error: --out '': expected a folder for results.json"),
+    (["train", "--hidden", ""], "error: --hidden '': expected sizes like"),
+    (["train", "--hidden", "89,,46"], "error: --hidden '89,,46': expected sizes like"),
+    (["train", "--data-dir", "x"], "error: --data-dir 'x': applies to --dataset mnist or"),
 ])
 def test_bad_values_are_one_line_errors(args, message, tmp_path):
     r = nnx_cli(*args, cwd=tmp_path)
     assert r.returncode == 2
     assert message in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.stdout == "" and list(tmp_path.iterdir()) == []  # refused before any work
+
+
+def test_reproduce_refuses_an_output_file_it_could_not_write_before_training(tmp_path):
+    """A folder named results.json, or a dangling link as --out, was found only
+    when the results were written, after the whole ladder had run."""
+    (tmp_path / "res" / "results.json").mkdir(parents=True)
+    (tmp_path / "dangle").symlink_to(tmp_path / "nowhere")
+    for out, message in [("res", "results.json' exists and is not a regular file"),
+                         ("dangle", "--out 'dangle': exists and is not a folder")]:
+        r = nnx_cli("reproduce", "--out", out, cwd=tmp_path)
+        assert r.returncode == 2 and r.stdout == "" and message in r.stderr, r.stderr
+
+
+def test_a_diverging_step_keeps_the_other_steps_results(tmp_path):
+    """A step that diverged ended the run with no results.json, and the error
+    did not say which step it was."""
+    r = nnx_cli("reproduce", "--steps", "2-5", "--epochs", "2", "--lr-scale", "3e37",
+                "--out", "res", "--quiet", cwd=tmp_path)
+    assert r.returncode == 1
+    result = json.loads((tmp_path / "res" / "results.json").read_text())
+    rows = {s["step"]: s for s in result["steps"]}
+    assert sorted(rows) == [2, 3, 4, 5]
+    diverged = [n for n, s in rows.items() if s["diverged_in_epoch"] is not None]
+    assert diverged and all(f"step {n} diverged in epoch" in r.stderr for n in diverged)
+    assert "try a smaller --lr-scale" in r.stderr
+    assert all(rows[n]["best_eval_loss"] is None or math.isfinite(rows[n]["best_eval_loss"])
+               for n in rows)
 
 
 def test_train_then_evaluate(tmp_path):
@@ -131,6 +168,16 @@ def test_good_out_gets_as_far_as_loading_data(tmp_path):
         r = nnx_cli(*args, *NO_DATA, cwd=tmp_path, env=no_data_env(tmp_path))
         assert r.returncode == 2 and "--out" not in r.stderr, r.stderr
         assert "MNIST files not found" in r.stderr
+        # the message names the command line's flags, not Python arguments
+        assert "(--no-download)" in r.stderr and "--data-dir DIR" in r.stderr
+        assert "download=False" not in r.stderr and "data_dir=" not in r.stderr
+
+
+def test_a_missing_gpu_is_reported_before_the_data_is_loaded(tmp_path):
+    if nnx.backend.gpu_available()[0]:
+        pytest.skip("this machine has a GPU")
+    r = nnx_cli("train", "--backend", "gpu", *NO_DATA, cwd=tmp_path, env=no_data_env(tmp_path))
+    assert r.returncode == 2 and "CuPy" in r.stderr and "MNIST files" not in r.stderr
 
 
 def _save(path, n_in, n_out, **stats):

@@ -852,6 +852,7 @@ def test_predict_on_an_unbuilt_network_is_refused():
     assert not net.built
 
 
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix itself
 def test_matrix_input_is_element_wise_and_masked_input_refused():
     """np.matrix passed through: dropout's ``input_ * mask`` became a matrix
     product, and a later evaluation failed deep inside NumPy. A masked array's

@@ -95,6 +95,11 @@ class Backend:
     def synchronize(self):
         """Wait until queued device work has finished (no-op on the CPU)."""
 
+    def quiet_float_errors(self):
+        """A context in which overflow and invalid values raise no NumPy
+        warnings: training detects a diverged loss itself and says so once."""
+        return _np.errstate(over="ignore", invalid="ignore", divide="ignore")
+
     def zeros(self, shape):
         return self.xp.zeros(shape, dtype=self.dtype, **self._on)
 
