@@ -336,7 +336,10 @@ class NeuralNetwork:
         X = self.as_input(X)
         if not self.built:
             self.build(int(X.shape[1]))
-        y = self.as_target(y, int(X.shape[0]))
+        return self._mean_loss(X, self.as_target(y, int(X.shape[0])), batch_size)
+
+    def _mean_loss(self, X, y, batch_size=4096):
+        # X, y already checked and on the device (the trainer's evaluations)
         n = int(X.shape[0])
         total = None
         for i in range(0, n, batch_size):

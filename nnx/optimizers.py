@@ -58,7 +58,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
-        self._lr = float(value)
+        self._lr = _positive("lr", value)
         if self._lr_buf is not None:  # update in place: a captured step reads this array
             self.net.backend.assign(self._lr_buf, self._lr)
 

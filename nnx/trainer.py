@@ -254,7 +254,7 @@ class Trainer:
                 record = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "loss": None}
                 if X_val is not None:
                     with b.quiet_float_errors():
-                        record["loss"] = b.to_float(net.loss_on(X_val, y_val))
+                        record["loss"] = b.to_float(net._mean_loss(X_val, y_val))
                     run.check_finite(record["loss"], epoch + 1)
                 with b.quiet_float_errors():
                     run.check_parameters(epoch + 1, None if X_val is not None else (xb, yb))
@@ -315,7 +315,7 @@ class _Run:
         that diverged shows only here."""
         self.check_finite(self.b.to_float(self.b.max_abs(self.net._param_buf)), epoch)
         if last_batch is not None:
-            self.check_finite(self.b.to_float(self.net.loss_on(*last_batch)), epoch)
+            self.check_finite(self.b.to_float(self.net._mean_loss(*last_batch)), epoch)
 
     def snapshot_good(self, epoch):
         self.good_params, self.good_epoch = self.net.get_parameters(), epoch

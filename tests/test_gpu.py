@@ -23,6 +23,22 @@ def _close(a, b, rtol):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("act", ACTS)
+def test_fused_bias_activation_passes_nan_through_like_numpy(act, dtype):
+    """The fused ReLU and ReLU6 kernels turned a NaN into 0 (CUDA's fmax/fmin
+    and a ``z > 0`` test drop it), where NumPy keeps it."""
+    b = get_backend("gpu", dtype)
+    x = np.array([[np.nan, -1.0, 0.5, 7.0]])
+    op = nnx.ops.ACTIVATIONS[act]()
+    y = b.to_numpy(b.bias_activation(b.asarray(x), b.zeros((1, 4)), op))
+    cpu = nnx.ops.ACTIVATIONS[act]()
+    expected = cpu.forward(x.astype(dtype))
+    nan = np.isnan(expected)
+    np.testing.assert_array_equal(np.isnan(y), nan)
+    _close(y[~nan], expected[~nan], RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("act", ACTS)
 def test_fused_bias_activation_matches_reference(act, dtype):
     b = get_backend("gpu", dtype)
     rng = np.random.default_rng(0)

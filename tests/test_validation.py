@@ -974,3 +974,24 @@ def test_standardize_refuses_what_it_cannot_scale(X_train, X_test, error, messag
     from nnx.data import standardize
     with pytest.raises(error, match=re.escape(message)):
         standardize(X_train, X_test)
+
+
+@pytest.mark.parametrize("value", [NAN, -0.1, 0.0, "fast"])
+def test_the_learning_rate_setter_checks_its_value(value):
+    """optim.lr = nan was taken, and every later step wrote NaN parameters."""
+    optim = SGDMomentum(0.1)
+    with pytest.raises((ValueError, TypeError), match="lr"):
+        optim.lr = value
+    assert optim.lr == 0.1
+
+
+def test_fit_checks_the_evaluation_set_once_not_at_every_evaluation(monkeypatch):
+    """On the CPU a NumPy evaluation set counted as host data at every
+    evaluation, so it was scanned for NaN and re-converted each time."""
+    calls = []
+    real = host.check_features
+    monkeypatch.setattr(host, "check_features",
+                        lambda X, name="X", *a, **k: calls.append(name) or real(X, name, *a, **k))
+    X, y = good_data()
+    Trainer(make_net(), SGD(0.1)).fit(X, y, X, y, epochs=5, eval_every=1)
+    assert sorted(calls) == ["X_test", "X_train"]

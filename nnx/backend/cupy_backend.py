@@ -272,9 +272,10 @@ class _Kernels:
             "sigmoid": "T z = x + b; T e = exp(-fabs(z)); "
                        "y = z >= (T)0 ? (T)1 / ((T)1 + e) : e / ((T)1 + e)",
             "tanh": "y = tanh(x + b)",
-            "relu": "T z = x + b; y = z > (T)0 ? z : (T)0",
+            # written so that NaN passes through, as in NumPy (fmax would drop it)
+            "relu": "T z = x + b; y = z < (T)0 ? (T)0 : z",
             "leaky_relu": "T z = x + b; y = z > (T)0 ? z : alpha * z",
-            "relu6": "T z = x + b; y = min(max(z, (T)0), (T)6)",
+            "relu6": "T z = x + b; y = z < (T)0 ? (T)0 : (z > (T)6 ? (T)6 : z)",
         }
         bwd = {
             "linear": "gz = g",
