@@ -308,7 +308,8 @@ def cmd_train(args):
                         dtype=args.dtype)
     history, seconds = _fit(net, optim, prep, args, "train")
     acc = accuracy(net, prep["X_test"], prep["y_test"])
-    path = net.save(args.out, extra={"x_mean": prep["mean"], "x_std": prep["std"]})
+    path = net.save(args.out, extra={"x_mean": prep["mean"], "x_std": prep["std"]},
+                    meta={"dataset": args.dataset})
     print(f"test accuracy {acc:.4f}, best evaluation loss {history.best_loss:.4f} "
           f"(epoch {history.best_epoch}), {history.epochs_run} epochs in {seconds:.1f} s")
     print(f"saved {path}")
@@ -316,8 +317,14 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    _check_data_flags(args)
     net = NeuralNetwork.load(args.checkpoint, backend=args.backend)
+    trained_on = net.checkpoint_meta.get("dataset")
+    if args.dataset is None:  # the dataset the checkpoint was trained on (nnx train saves it)
+        args.dataset = trained_on if trained_on in DATASETS else "digits"
+    elif trained_on not in (None, args.dataset):
+        print(f"nnx evaluate: note: {args.checkpoint} was trained on {trained_on}, not "
+              f"{args.dataset}", file=sys.stderr)
+    _check_data_flags(args)
     extra = net.checkpoint_extra
     stats = [k for k in ("x_mean", "x_std") if k in extra]
     for k in stats:
@@ -358,9 +365,14 @@ def cmd_evaluate(args):
 def _common(p, data=True, training=True):
     p.add_argument("--backend", choices=BACKENDS[:2], default="cpu",
                    help="cpu (NumPy) or gpu (CuPy); default cpu")
-    if data:
+    if data and not training:  # evaluate
+        p.add_argument("--dataset", choices=DATASETS, default=None,
+                       help="digits, mnist or fashion-mnist; default: the dataset the "
+                            "checkpoint was trained on (digits if it does not say)")
+    elif data:
         p.add_argument("--dataset", choices=DATASETS, default="digits",
                        help="digits (bundled, default), mnist or fashion-mnist")
+    if data:
         p.add_argument("--data-dir", default=None,
                        help="folder with the MNIST/Fashion-MNIST .gz files")
         p.add_argument("--no-download", action="store_true",

@@ -271,10 +271,12 @@ class NeuralNetwork:
             "n_in": self.n_in,
         }
 
-    def save(self, path, extra=None, training=None):
+    def save(self, path, extra=None, training=None, meta=None):
         """Write parameters and architecture to ``path`` (atomically, no pickle).
         ``extra`` (name -> array) is stored alongside, e.g. optimiser state;
-        ``training`` (plain data) is the trainer's state for resuming."""
+        ``training`` (plain data) is the trainer's state for resuming; ``meta``
+        (plain data, e.g. the dataset's name) comes back as ``checkpoint_meta``
+        after ``load``."""
         from . import __version__, checkpoint
         self._require_built()
         arrays = {"params": self.backend.to_numpy(self._param_buf)}
@@ -283,6 +285,8 @@ class NeuralNetwork:
         header = {"network": self.describe(), "nnx_version": __version__}
         if training is not None:
             header["training"] = training
+        if meta is not None:
+            header["meta"] = meta
         return checkpoint.write(path, header, arrays)
 
     @classmethod
@@ -310,6 +314,7 @@ class NeuralNetwork:
             raise checkpoint.CheckpointError(
                 f"checkpoint {str(path)!r} describes no valid network ({exc})") from None
         net.checkpoint_extra = arrays
+        net.checkpoint_meta = header.get("meta") or {}
         return net
 
     # ------------------------------------------------------------- inference

@@ -215,3 +215,17 @@ def test_evaluate_notes_a_checkpoint_without_statistics(tmp_path):
 def test_version():
     r = nnx_cli("--version")
     assert r.returncode == 0 and r.stdout.startswith("nnx ")
+
+
+def test_evaluate_defaults_to_the_dataset_the_checkpoint_was_trained_on(tmp_path):
+    """evaluate always defaulted to digits: a Fashion-MNIST model needed
+    --dataset, and the wrong one gave only a feature-count error."""
+    net = nnx.NeuralNetwork([nnx.Dense(10, "linear")], nnx.SoftmaxCrossEntropy(), seed=0)
+    net.build(784)
+    path = net.save(tmp_path / "m.npz", meta={"dataset": "mnist"})
+    assert nnx.NeuralNetwork.load(path).checkpoint_meta == {"dataset": "mnist"}
+    r = nnx_cli("evaluate", str(path), "--no-download", cwd=tmp_path, env=no_data_env(tmp_path))
+    assert r.returncode == 2 and "MNIST files not found" in r.stderr, r.stderr
+    r = nnx_cli("evaluate", str(path), "--dataset", "digits", cwd=tmp_path)
+    assert f"note: {path} was trained on mnist, not digits" in r.stderr
+    assert "the network takes 784 features but digits has 64" in r.stderr
