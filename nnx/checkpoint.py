@@ -71,23 +71,31 @@ def path_problem(path):
     """Why a checkpoint could not be written at ``path``, as a message (to be
     shown after the argument's name); None if it can."""
     try:
-        path = os.fspath(path)
+        path = os.fsdecode(os.fspath(path))
     except TypeError:
         return f"must be a file path (str or os.PathLike), got {type(path).__name__}"
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
-    if not path or path.endswith(("/", os.sep)) or os.path.isdir(path):
+    if not path or path.endswith(("/", os.sep)):
         return "names a folder; expected a checkpoint file path like model.npz"
-    if os.path.lexists(path) and not os.path.isfile(path):
+    real = os.path.realpath(path)  # writing goes through symbolic links
+    if os.path.isdir(real):
+        return "names a folder; expected a checkpoint file path like model.npz"
+    if os.path.lexists(real) and not os.path.isfile(real):
         return "exists and is not a regular file"
-    return folder_problem(os.path.dirname(os.path.realpath(path)))
+    return folder_problem(os.path.dirname(real))
 
 
-def _default_mode():
-    """The permissions a new file gets under the process umask."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+def _new_file(folder):
+    """A new, empty file in ``folder`` opened for writing: ``(fd, path)``.
+    Unlike mkstemp's private 0600 file, it gets the permissions any new file
+    gets under the process umask (applied by the kernel, so no thread sees a
+    changed umask)."""
+    for _ in range(100):
+        path = os.path.join(folder, f".nnx-{os.urandom(6).hex()}.tmp")
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {folder!r}")
 
 
 def write(path, header, arrays):
@@ -95,17 +103,17 @@ def write(path, header, arrays):
     atomically to ``path``."""
     # through a symbolic link to its target, which is replaced; the link stays
     given = os.fspath(path)
-    path = os.path.realpath(given)
+    path = os.path.realpath(os.fsdecode(given))
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
     header = dict(header, format=FORMAT, format_version=FORMAT_VERSION)
     header["sha256"] = _digest(arrays, header)
     blob = np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".nnx-", suffix=".tmp", dir=folder)
+    fd, tmp = _new_file(folder)
     try:
-        # mkstemp makes the file private; give it what any new file would get
-        os.chmod(tmp, _default_mode())
+        if os.path.isfile(path):  # a file saved over keeps its permissions
+            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
         with os.fdopen(fd, "wb") as f:
             np.savez(f, __header__=blob, **arrays)
             f.flush()

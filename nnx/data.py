@@ -539,7 +539,9 @@ def standardize(X_train, X_test):
     ``StandardScaler``. Features constant on the training set are only
     centred: dividing by their zero spread would give NaN or inf."""
     X_train = host.check_features(X_train, "X_train")
-    X_test = host.check_features(X_test, "X_test")
+    X_test = host.plain(X_test, "X_test", "a 2-D numeric array")
+    if not (X_test.ndim == 2 and X_test.shape[0] == 0):  # an empty test set is fine
+        X_test = host.check_features(X_test, "X_test")
     if X_train.shape[1] != X_test.shape[1]:
         raise ValueError(f"X_train has {X_train.shape[1]} features, X_test {X_test.shape[1]}")
     mean, scale = _stats(X_train)

@@ -31,7 +31,7 @@ def _activation(spec):
         raise TypeError("activation cannot be Dropout; use Dense(..., dropout=keep_prob)")
     # an element-wise operation with its own forward pass and no parameter
     if (issubclass(cls, Operation) and not issubclass(cls, ParamOperation)
-            and cls._output is not Operation._output):
+            and (cls._output is not Operation._output or cls.forward is not Operation.forward)):
         return spec() if isinstance(spec, type) else copy.copy(spec)
     raise TypeError(f"activation must be a name or an activation operation (an Operation "
                     f"subclass with its own _output and _input_grad), got {spec!r}")
@@ -50,8 +50,8 @@ class Layer:
         self.n_in = None
 
     def __getstate__(self):
-        # a copy (or a pickle) belongs to no network; a built layer's copy keeps
-        # its parameters as arrays of its own
+        # a copy (or a pickle) belongs to no network; a built layer's deep copy
+        # keeps its parameters as arrays of its own (a shallow one shares them)
         return {k: v for k, v in self.__dict__.items() if k not in ("_owner", "output")}
 
     def _settings_copy(self):

@@ -22,6 +22,7 @@ class Loss:
         return {k: v for k, v in self.__dict__.items() if k not in last}
 
     _follows_input = True  # until a network binds the loss to its backend
+    _auto_backend = None  # the backend last taken from a prediction (not set by hand)
 
     def _bind(self, backend):
         """Compute in ``backend`` from now on (the network's backend and dtype)."""
@@ -35,10 +36,11 @@ class Loss:
         _check_shape("target", target, prediction)
         self.prediction = prediction
         self.target = target
-        if self._follows_input:  # a loss used on its own: the prediction's backend and dtype
+        if self._follows_input and self.backend is self._auto_backend:
+            # a loss used on its own: the prediction's backend and dtype
             backend = backend_of(prediction)
             self._check_backend(backend)
-            self.backend = backend
+            self.backend = self._auto_backend = backend
         self.value, self._grad = self._compute()
         return self.value
 

@@ -81,9 +81,11 @@ class NeuralNetwork:
         state = {"n_in": self.n_in,
                  "params": self.backend.to_numpy(self._param_buf) if self.built else None,
                  "init_rng": self._init_rng.bit_generator.state,
-                 "rng": self.generator_state()}
-        return (_rebuild, ([layer._settings_copy() for layer in self.layers], self.loss,
-                           self.seed, self.backend, state))
+                 "rng": self.generator_state(),
+                 # what a subclass or load() added (checkpoint_meta, ...)
+                 "attributes": {k: v for k, v in self.__dict__.items() if k not in _OWN}}
+        return (_rebuild, (type(self), [layer._settings_copy() for layer in self.layers],
+                           self.loss, self.seed, self.backend, state))
 
     def __repr__(self):
         return (f"NeuralNetwork({self.layers}, {type(self.loss).__name__}, seed={self.seed}, "
@@ -286,6 +288,9 @@ class NeuralNetwork:
         if training is not None:
             header["training"] = training
         if meta is not None:
+            if not isinstance(meta, dict):
+                raise TypeError(f"meta must be a dict of plain data (e.g. {{'dataset': "
+                                f"'digits'}}), got {type(meta).__name__}")
             header["meta"] = meta
         return checkpoint.write(path, header, arrays)
 
@@ -314,7 +319,8 @@ class NeuralNetwork:
             raise checkpoint.CheckpointError(
                 f"checkpoint {str(path)!r} describes no valid network ({exc})") from None
         net.checkpoint_extra = arrays
-        net.checkpoint_meta = header.get("meta") or {}
+        meta = header.get("meta")
+        net.checkpoint_meta = meta if isinstance(meta, dict) else {}
         return net
 
     # ------------------------------------------------------------- inference
@@ -354,13 +360,21 @@ class NeuralNetwork:
         return self.backend.xp.asarray(total)  # NumPy arithmetic gives a scalar, not 0-d
 
 
-def _rebuild(layers, loss, seed, backend, state):
-    """The network ``NeuralNetwork.__reduce__`` describes."""
-    net = NeuralNetwork(layers, loss, seed=seed, backend=backend)
+# the attributes NeuralNetwork itself keeps; a copy rebuilds them
+_OWN = frozenset({"backend", "layers", "loss", "seed", "n_in", "_param_buf", "_grad_buf",
+                  "_captured_step", "_init_rng", "rng"})
+
+
+def _rebuild(cls, layers, loss, seed, backend, state):
+    """The network ``NeuralNetwork.__reduce__`` describes (of class ``cls``,
+    whose own ``__init__`` is not called, as pickle does)."""
+    net = cls.__new__(cls)
+    NeuralNetwork.__init__(net, layers, loss, seed=seed, backend=backend)
     if state["n_in"] is not None:
         net.build(state["n_in"])
         net.set_parameters(net.backend.asarray(state["params"]))
     net._init_rng.bit_generator.state = state["init_rng"]
     if state["rng"] is not None:
         net.backend.set_generator_state(net.rng, state["rng"])
+    net.__dict__.update(state["attributes"])
     return net

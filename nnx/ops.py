@@ -29,13 +29,14 @@ class Operation:
 
     output = None  # what the last forward pass returned
     # arrays a pass leaves behind: copies and pickles keep settings and parameters only
-    _pass_state = ("input_", "output", "input_grad", "mask")
+    _pass_state = ("input_", "output", "input_grad")
 
     def __init__(self, backend=None):
         self.backend = backend
         # used on its own, an operation computes in the backend and dtype of
-        # each input it is given; a layer binds it to the network's backend
-        self._follows_input = backend is None
+        # each input it is given (unless ``backend`` is set by hand); a layer
+        # binds it to the network's backend
+        self._follows_input, self._auto_backend = backend is None, None
 
     def _bind(self, backend):
         self.backend, self._follows_input = backend, False
@@ -50,8 +51,8 @@ class Operation:
         _check_shape("output_grad", output_grad, self.output)
 
     def forward(self, input_, inference=False):
-        if self._follows_input:
-            self.backend = backend_of(input_)
+        if self._follows_input and self.backend is self._auto_backend:
+            self.backend = self._auto_backend = backend_of(input_)
         self.input_ = input_
         self.output = self._output(inference)
         return self.output
@@ -247,6 +248,7 @@ class Dropout(Operation):
     """
 
     mask = None  # the mask of the last training pass; None after inference
+    _pass_state = Operation._pass_state + ("mask",)
 
     def __init__(self, keep_prob=0.8, backend=None, rng=None):
         keep_prob = _checks.in_range("Dropout keep_prob", keep_prob, 0, 1, low_open=True)

@@ -58,7 +58,8 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
-        self._lr = _positive("lr", value)
+        # 0 is allowed: a linear decay may end there
+        self._lr = _checks.non_negative("lr", value)
         if self._lr_buf is not None:  # update in place: a captured step reads this array
             self.net.backend.assign(self._lr_buf, self._lr)
 

@@ -21,7 +21,7 @@ class Step:
     change: str
     mnist_accuracy: float  # what the study reports on MNIST (60k/10k)
 
-    def build(self, n_in, n_out, backend="cpu", dtype="float32", seed=SEED, lr_scale=1.0):
+    def build(self, n_in, n_out, backend="cpu", dtype=None, seed=SEED, lr_scale=1.0):
         """The network and optimiser of this step; ``lr_scale`` multiplies its
         learning rates (the study's were chosen for MNIST)."""
         n = self.number

@@ -199,6 +199,46 @@ def test_a_checkpoint_gets_the_permissions_of_any_new_file(tmp_path):
     assert os.stat(path).st_mode & 0o777 == 0o644
 
 
+def test_saving_over_a_file_keeps_its_permissions(tmp_path):
+    net = _trained()[0]
+    path = net.save(tmp_path / "m.npz")
+    os.chmod(path, 0o600)
+    net.save(path)
+    assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+def test_checking_the_permissions_never_changes_the_process_umask(monkeypatch, tmp_path):
+    """The mode was found by os.umask(0) then os.umask(mask): for a moment
+    every thread's new files were created world-writable."""
+    calls = []
+    net = _trained()[0]
+    monkeypatch.setattr(os, "umask", lambda m: calls.append(m) or 0o022)
+    net.save(tmp_path / "m.npz")
+    assert calls == []
+
+
+def test_bytes_paths_work_and_a_dangling_link_is_written_through(tmp_path):
+    """path_problem accepted a bytes path that write() then failed on, after
+    training; a dangling link, which write() follows, was refused."""
+    net = _trained()[0]
+    path = os.fsencode(tmp_path / "b.npz")
+    assert checkpoint.path_problem(path) is None
+    net.save(path)
+    assert nnx.NeuralNetwork.load(path).n_in == net.n_in
+    link = tmp_path / "dangle.npz"
+    link.symlink_to(tmp_path / "target.npz")
+    assert checkpoint.path_problem(link) is None
+    net.save(link)
+    assert link.is_symlink() and (tmp_path / "target.npz").is_file()
+
+
+def test_meta_must_be_a_dict(tmp_path):
+    net = _trained()[0]
+    with pytest.raises(TypeError, match="meta must be a dict"):
+        net.save(tmp_path / "m.npz", meta="digits")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_saving_through_a_symbolic_link_updates_its_target(tmp_path):
     """The rename replaced the link itself with a file."""
     net = _trained()[0]

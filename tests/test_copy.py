@@ -99,6 +99,23 @@ def test_a_copied_layer_belongs_to_no_network_and_keeps_its_weights():
     nnx.NeuralNetwork([layer, nnx.Dense(3, "linear")], "softmax_cross_entropy", seed=1)
 
 
+class Tagged(nnx.NeuralNetwork):  # at module level, where pickle can find it
+    def __init__(self, tag):
+        super().__init__([nnx.Dense(3, "linear")], "mse", seed=1)
+        self.tag = tag
+
+
+def test_a_copy_keeps_the_class_and_what_load_or_a_subclass_added(tmp_path):
+    """A copy was always a plain NeuralNetwork: a loaded network lost
+    checkpoint_meta/checkpoint_extra, and a subclass its type and attributes."""
+    net = _trained("cpu")
+    path = net.save(tmp_path / "m.npz", meta={"dataset": "digits"})
+    loaded = copy.deepcopy(nnx.NeuralNetwork.load(path))
+    assert loaded.checkpoint_meta == {"dataset": "digits"} and "params" in loaded.checkpoint_extra
+    twin = pickle.loads(pickle.dumps(Tagged("run-7")))
+    assert type(twin) is Tagged and twin.tag == "run-7"
+
+
 def test_a_backend_pickles_by_name_and_dtype():
     b = get_backend("cpu", "float64")
     assert pickle.loads(pickle.dumps(b)) is b and copy.deepcopy(b) is b

@@ -913,6 +913,9 @@ def test_dtype_and_a_backend_object_must_agree():
     assert NeuralNetwork(layers(), "mse", backend=b64, dtype=np.float64).backend is b64
     assert NeuralNetwork(layers(), "mse", dtype=np.float64).backend is b64
     assert NeuralNetwork(layers(), "mse").backend.dtype_name == "float32"
+    assert get_backend(b64) is b64  # no dtype given: the object as it is
+    from nnx.study import LADDER
+    assert LADDER[4].build(N_IN, N_OUT, backend=b64)[0].backend is b64
 
 
 @pytest.mark.parametrize("eps", [None, "a", True, [1e-9]])
@@ -976,13 +979,63 @@ def test_standardize_refuses_what_it_cannot_scale(X_train, X_test, error, messag
         standardize(X_train, X_test)
 
 
-@pytest.mark.parametrize("value", [NAN, -0.1, 0.0, "fast"])
+def test_standardize_still_takes_an_empty_test_set():
+    from nnx.data import standardize
+    _, Z = standardize(X0, np.zeros((0, N_IN)))
+    assert Z.shape == (0, N_IN) and Z.dtype == np.float32
+
+
+def test_a_custom_activation_keeps_attributes_named_like_pass_state():
+    """Copies of an operation dropped every attribute called ``mask``, so a
+    user's activation that keeps a fixed mask lost it inside Dense."""
+    class Gate(ACTIVATIONS["linear"]):
+        def __init__(self, mask):
+            super().__init__()
+            self.mask = mask
+
+        def _output(self, inference):
+            return self.input_ * self.mask
+
+    net = NeuralNetwork([Dense(2, Gate(np.array([[1.0, 0.0]])))], "mse", seed=0)
+    out = net.forward(X0[:3, :2])
+    assert (out[:, 1] == 0).all()
+
+
+def test_an_activation_that_overrides_forward_is_still_accepted():
+    class Doubler(ACTIVATIONS["linear"].__mro__[1]):
+        def forward(self, input_, inference=False):
+            self.input_, self.output = input_, 2 * input_
+            return self.output
+
+    Dense(3, Doubler())
+
+
+def test_a_backend_set_by_hand_on_a_standalone_loss_is_kept():
+    """With the loss following each prediction's dtype, a backend assigned by
+    hand was silently replaced at the next forward."""
+    from nnx import SoftmaxCrossEntropy, get_backend
+    loss = SoftmaxCrossEntropy()
+    loss.backend = get_backend("cpu", "float64")
+    value = loss.forward(np.zeros((2, 3), np.float32), np.eye(3, dtype=np.float32)[:2])
+    assert value.dtype == np.float64
+
+
+@pytest.mark.parametrize("value", [NAN, -0.1, INF, "fast"])
 def test_the_learning_rate_setter_checks_its_value(value):
     """optim.lr = nan was taken, and every later step wrote NaN parameters."""
     optim = SGDMomentum(0.1)
     with pytest.raises((ValueError, TypeError), match="lr"):
         optim.lr = value
     assert optim.lr == 0.1
+
+
+def test_a_linear_decay_may_end_at_zero():
+    """The setter's first check refused 0, which a linear decay to
+    final_lr=0 reaches at its last epoch."""
+    X, y = good_data()
+    history = Trainer(make_net(), SGD(0.1, final_lr=0, decay_type="linear")).fit(
+        X, y, X, y, epochs=5, eval_every=1)
+    assert [r["lr"] for r in history.records] == pytest.approx([0.1, 0.075, 0.05, 0.025, 0.0])
 
 
 def test_fit_checks_the_evaluation_set_once_not_at_every_evaluation(monkeypatch):

@@ -15,9 +15,9 @@ BACKENDS = ("cpu", "gpu", "strict")
 _cache: dict = {}
 
 
-def get_backend(name="cpu", dtype="float32") -> Backend:
+def get_backend(name="cpu", dtype=None) -> Backend:
     """The backend called ``name`` ("cpu", "gpu" or "strict") computing in ``dtype``
-    (a name, or a NumPy dtype or type).
+    (a name, or a NumPy dtype or type; float32 when not given).
 
     A ``Backend`` instance is returned unchanged; a ``dtype`` other than its
     own is refused. Raises ``ValueError`` for an unknown name or dtype and
