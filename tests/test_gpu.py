@@ -38,6 +38,21 @@ def test_fused_bias_activation_passes_nan_through_like_numpy(act, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fused_softmax_cross_entropy_keeps_nan_like_numpy(dtype):
+    """The kernel clipped with CUDA's fmax/fmin, which return the number when
+    one side is NaN: NaN logits gave a finite loss, hiding a divergence."""
+    logits = np.array([[np.nan, 0.0, 1.0], [0.0, 1.0, 2.0]])
+    target = np.eye(3)[[1, 2]]
+    losses = []
+    for name in ("gpu", "cpu"):
+        b = get_backend(name, dtype)
+        loss, grad = b.softmax_cross_entropy(b.asarray(logits), b.asarray(target), 1e-9)
+        losses.append(float(b.to_numpy(loss)))
+        assert np.isnan(b.to_numpy(grad)[0]).all() and np.isfinite(b.to_numpy(grad)[1]).all()
+    assert np.isnan(losses).all()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("act", ACTS)
 def test_fused_bias_activation_matches_reference(act, dtype):
     b = get_backend("gpu", dtype)
@@ -67,10 +82,13 @@ def _fit(dtype="float64", dropout=1.0, graph=True, n=600, epochs=4, seed=3):
     return net, hist
 
 
+@pytest.mark.parametrize("n, dropout", [(600, 1.0), (610, 0.8)])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_captured_step_trains_like_the_loop(dtype):
-    net_g, hist_g = _fit(dtype, graph=True)
-    net_e, hist_e = _fit(dtype, graph=False)
+def test_captured_step_trains_like_the_loop(dtype, n, dropout):
+    """Also with a short last batch (run eagerly between replays) and with
+    dropout (replays and eager steps draw from one generator, in order)."""
+    net_g, hist_g = _fit(dtype, dropout=dropout, graph=True, n=n)
+    net_e, hist_e = _fit(dtype, dropout=dropout, graph=False, n=n)
     assert hist_g.graph, f"capture refused: {hist_g.graph_note}"
     assert not hist_e.graph
     for rg, re_ in zip(hist_g.records, hist_e.records):
@@ -140,7 +158,8 @@ def test_no_device_to_host_copy_per_batch(monkeypatch):
     for n in (600, 2400):  # 10 and 40 batches per epoch
         for graph in (False, True):
             reads["n"] = 0
-            _fit("float32", dropout=0.8, graph=graph, n=n)
+            _, hist = _fit("float32", dropout=0.8, graph=graph, n=n)
+            assert hist.graph == graph, hist.graph_note  # the replayed path was the one checked
             seen.append(reads["n"])
     assert len(set(seen)) == 1, f"reads per fit differ with the batch count: {seen}"
     # two evaluations: the epoch losses, the evaluation loss, the parameters' finite check

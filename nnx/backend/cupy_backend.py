@@ -258,7 +258,7 @@ class _Kernels:
             "T e, T s, T y, T eps, T inv_n", "T term, T grad",
             """
             T p = e / s;
-            T pc = min(max(p, eps), (T)1 - eps);
+            T pc = p < eps ? eps : (p > (T)1 - eps ? (T)1 - eps : p);  // NaN stays NaN
             term = y * log(pc);
             grad = (p - y) * inv_n;
             """,
@@ -337,10 +337,11 @@ class _CapturedBlas:
         self._check(lib.cublasSetPointerMode_v2(handle, 0), "cublasSetPointerMode")  # host
         self._check(lib.cublasSetMathMode(handle, 0), "cublasSetMathMode")  # default math
         self.workspace = cupy.empty(self.WORKSPACE, dtype=cupy.uint8)
-        if hasattr(lib, "cublasSetWorkspace_v2"):  # CUDA 11.4+; older cuBLAS manages its own
+        # CUDA 11.4+; older cuBLAS manages its own. Set again after every
+        # cublasSetStream, which resets the workspace to cuBLAS's default pool
+        self._has_workspace = hasattr(lib, "cublasSetWorkspace_v2")
+        if self._has_workspace:
             lib.cublasSetWorkspace_v2.argtypes = [vp, vp, ctypes.c_size_t]
-            self._check(lib.cublasSetWorkspace_v2(handle, self.workspace.data.ptr,
-                                                  self.WORKSPACE), "cublasSetWorkspace")
         # host scalars for host pointer mode, alive as long as the handle
         self._scalars = {t: (np.ones((), t), np.zeros((), t)) for t in "fd"}
 
@@ -361,6 +362,9 @@ class _CapturedBlas:
         """Column-major ``C = op(A) op(B)`` on ``stream_ptr``."""
         lib = self._lib
         self._check(lib.cublasSetStream_v2(self.handle, stream_ptr), "cublasSetStream")
+        if self._has_workspace:  # a recorded GEMM must not allocate: our own workspace
+            self._check(lib.cublasSetWorkspace_v2(self.handle, self.workspace.data.ptr,
+                                                  self.WORKSPACE), "cublasSetWorkspace")
         one, zero = self._scalars[dtype_char]
         fn = lib.cublasSgemm_v2 if dtype_char == "f" else lib.cublasDgemm_v2
         self._check(fn(self.handle, op_a, op_b, m, n, k, one.ctypes.data, A, lda, B, ldb,

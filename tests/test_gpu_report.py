@@ -1,0 +1,49 @@
+"""bench/gpu_report.py turns a GPU run's outputs into report.json and
+report.md. It runs only on a machine lent a GPU, so its parsing is checked
+here on outputs shaped like the real ones."""
+
+import importlib.util
+import json
+import pathlib
+
+REPORT = pathlib.Path(__file__).resolve().parents[1] / "bench" / "gpu_report.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("gpu_report", REPORT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _bench(name, group, median, **extra):
+    return {"name": name, "group": group, "fullname": f"bench/x.py::{group}::{name}",
+            "stats": {"median": median}, "extra_info": extra}
+
+
+def test_the_report_keeps_every_benchmark_and_computes_the_targets(tmp_path):
+    """The report crashed on every real run: each training benchmark's
+    extra_info holds network and dtype, which the report passed twice. And
+    the per-operation benchmarks, which name no network, overwrote each other."""
+    large, study = "large-784-4096-4096-10", "study-784-89-10"
+    runs = [
+        _bench("nnx-gpu", "train large f32", 0.5, network=large, dtype="float32",
+               samples_per_s=1000.0, fraction_of_ceiling=0.8),
+        _bench("torch-cuda", "train large f32", 0.6, network=large, dtype="float32",
+               samples_per_s=800.0, fraction_of_ceiling=0.64),
+        _bench("nnx-gpu-fit", "train study f32", 0.1, network=study, dtype="float32",
+               samples_per_s=5000.0, fraction_of_ceiling=0.01, graph=True),
+        _bench("torch-cuda", "train study f32", 0.2, network=study, dtype="float32",
+               samples_per_s=2000.0, fraction_of_ceiling=0.004),
+        _bench("nnx-gpu", "op dense forward", 0.001),
+        _bench("nnx-gpu", "op softmax ce", 0.002),
+    ]
+    (tmp_path / "bench.json").write_text(json.dumps({"benchmarks": runs}))
+    _load().main([str(tmp_path)])
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert len(report["benchmarks"]) == len(runs)
+    share = next(t for t in report["targets"] if "share of the card's" in t["target"])
+    assert share["measured"] == "80%" and share["met"] is True
+    ratios = [t for t in report["targets"] if "nnx / PyTorch" in t["target"]]
+    assert [t["measured"] for t in ratios] == ["1.25x", "2.50x (graph: True)"]
+    assert (tmp_path / "report.md").read_text().startswith("# nnx GPU check")
