@@ -1,9 +1,13 @@
 """Shared set-up of the benchmark suite: networks, batches, backends, the
-PyTorch peer, and the machine's measured matrix-multiply ceiling."""
+PyTorch peer, the machine's measured matrix-multiply ceiling, and the parity
+checks run before timing, against the tests' independent plain-NumPy float64
+reference (tests/reference.py, which imports nothing from nnx)."""
 
 from __future__ import annotations
 
+import importlib.util
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +24,8 @@ BATCHES_PER_ROUND = {"study-784-89-10": 100, "wide-784-1024-1024-10": 8,
                      "large-784-4096-4096-10": 10}
 GPU_ONLY = {"large-784-4096-4096-10"}  # ~120 GFLOP a step: minutes per round on a CPU
 DTYPES = ["float32", "float64"]
+# parity tolerance per dtype, relative to the largest entry of the reference array
+RTOL = {"float32": 2e-4, "float64": 1e-10}
 
 _GPU_OK, _GPU_WHY = nnx.gpu_available()
 BACKENDS = [
@@ -89,18 +95,84 @@ def matmul_ceiling(dtype, backend="cpu"):
     return _CEILING[key]
 
 
-def check_parity(net, X, y, rtol):
-    """Loss and gradients of ``net`` on one batch agree with a float64 CPU
-    network holding the same weights."""
-    ref = nnx.NeuralNetwork([nnx.Dense(la.neurons, type(la.activation)()) for la in net.layers],
-                            nnx.SoftmaxCrossEntropy(), seed=0, backend="cpu", dtype="float64")
-    ref.build(net.n_in)
-    ref.set_parameters(net.backend.to_numpy(net.get_parameters()).astype(np.float64))
+def _load_reference():
+    """tests/reference.py, loaded by file path (tests/ is not a package)."""
+    path = Path(__file__).resolve().parent.parent / "tests" / "reference.py"
+    spec = importlib.util.spec_from_file_location("_nnx_bench_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+reference = _load_reference()
+
+
+def to_host64(backend, x):
+    """A backend array as a float64 NumPy array on the host (a copy: never a
+    view into the network's buffers, which the next step overwrites)."""
+    return np.array(backend.to_numpy(x), dtype=np.float64)
+
+
+def assert_close(actual, expected, rtol, what):
+    """``max|actual - expected| <= rtol * max|expected|`` (the reference's scale)."""
+    reference.assert_rel_close(actual, expected, rtol, what)
+
+
+def reference_mlp(net):
+    """A ``RefMLP`` holding ``net``'s current weights in float64 on the host. The
+    bench networks: hidden layers and a linear output with softmax cross-entropy,
+    no dropout (the reference would need the masks)."""
+    if not isinstance(net.loss, nnx.SoftmaxCrossEntropy):
+        raise TypeError(f"the parity check knows softmax cross-entropy, not {net.loss!r}")
+    if any(getattr(layer, "dropout", 1.0) < 1.0 for layer in net.layers):
+        raise ValueError("the parity check needs a network without dropout")
+    params = [to_host64(net.backend, p) for p in net.params()]
+    acts = [type(layer.activation).name for layer in net.layers]
+    return reference.RefMLP(params[0::2], params[1::2], acts, loss="ce")
+
+
+def check_parity(net, X, y, rtol, lr=0.01, momentum=0.9):
+    """Before timing: on one batch ``(X, y)`` (host data, class ids), ``net``
+    agrees with the independent float64 reference built from its current weights:
+
+    - the loss (within ``rtol``) and every parameter gradient (``rtol * 10``,
+      relative to the largest entry of the reference gradient);
+    - two ``SGDMomentum(lr, momentum)`` steps, each from the gradient at the
+      current weights, against two ``RefMLP.momentum_step`` calls from zero
+      velocity: every parameter, and its change over the two steps (which, at
+      a small ``lr``, rounding of the parameters themselves would hide), within
+      ``rtol * 10``.
+
+    The network's parameters are put back afterwards, so timing starts from
+    the same weights as without the check."""
     b = net.backend
-    loss = b.to_float(net.train_batch(X, y))
-    ref_loss = float(ref.train_batch(X, y))
-    assert abs(loss - ref_loss) <= rtol * abs(ref_loss), (loss, ref_loss)
-    for g, r in zip(net.param_grads(), ref.param_grads()):
-        g = b.to_numpy(g).astype(np.float64)
-        err = np.abs(g - r).max() / max(np.abs(r).max(), 1e-30)
-        assert err <= rtol * 10, f"gradient mismatch {err:.2e}"
+    start = net.get_parameters()
+    ref = reference_mlp(net)
+    p0 = [p.copy() for p in ref.params()]
+    Y = reference.one_hot(y, net.n_out)
+    try:
+        loss = b.to_float(net.train_batch(X, y))
+        ref_loss, _, ref_grads = ref.loss_and_grads(X, Y)
+        assert abs(loss - ref_loss) <= rtol * abs(ref_loss), \
+            f"loss {loss!r} != reference {ref_loss!r}"
+        grads = [to_host64(b, g) for g in net.param_grads()]
+        assert len(grads) == len(ref_grads), (len(grads), len(ref_grads))
+        for i, (g, r) in enumerate(zip(grads, ref_grads)):
+            assert_close(g, r, rtol * 10, f"gradient {i}")
+
+        optim = nnx.SGDMomentum(lr, momentum=momentum)
+        optim.attach(net)
+        velocity = [np.zeros_like(p) for p in p0]
+        for step in range(2):
+            if step:  # the gradients at the weights after the first step
+                net.train_batch(X, y)
+                _, _, ref_grads = ref.loss_and_grads(X, Y)
+            optim.step()
+            ref.momentum_step(ref_grads, velocity, lr, momentum)
+        for i, (p, r, r0) in enumerate(zip(net.params(), ref.params(), p0)):
+            p = to_host64(b, p)
+            assert_close(p, r, rtol * 10, f"parameter {i} after 2 momentum steps")
+            assert_close(p - r0, r - r0, rtol * 10,
+                         f"change of parameter {i} over 2 momentum steps")
+    finally:
+        net.set_parameters(start)

@@ -1,5 +1,7 @@
 """Per-operation timings: a Dense layer's forward and backward, softmax
-cross-entropy loss+gradient, and one optimiser step over all parameters."""
+cross-entropy loss+gradient, and one optimiser step over all parameters.
+Before the clock starts, each case checks its operation against the
+independent plain-NumPy float64 reference (tests/reference.py) or a closed form."""
 
 from __future__ import annotations
 
@@ -8,7 +10,16 @@ import pytest
 
 import nnx
 
-from .conftest import BACKENDS, DTYPES, build_net, make_data
+from .conftest import (
+    BACKENDS,
+    DTYPES,
+    RTOL,
+    assert_close,
+    build_net,
+    make_data,
+    reference,
+    to_host64,
+)
 
 NAME = "wide-784-1024-1024-10"
 
@@ -26,6 +37,15 @@ def _time(benchmark, fn, sync):
     benchmark.pedantic(run, rounds=20, iterations=5, warmup_rounds=2)
 
 
+def _dense_reference(net, layer, X):
+    """The layer's input, weights and pre-activation in float64 on the host,
+    and its output ``act(X @ W + B)`` computed by the reference."""
+    b = net.backend
+    x, W, B = (to_host64(b, a) for a in (X, *layer.params()))
+    z = x @ W + B
+    return x, W, z, reference.act_forward(type(layer.activation).name, z)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dense_forward(benchmark, backend, dtype):
@@ -33,6 +53,9 @@ def test_dense_forward(benchmark, backend, dtype):
     benchmark.name = f"nnx-{backend}"
     net, X, _ = _setup(backend, dtype)
     layer = net.layers[0]
+    assert type(layer.activation).name == "tanh"
+    _, _, _, out = _dense_reference(net, layer, X)  # tanh(X @ W + B) in float64
+    assert_close(to_host64(net.backend, layer.forward(X)), out, RTOL[dtype], "dense forward")
     _time(benchmark, lambda: layer.forward(X), net.backend.synchronize)
 
 
@@ -42,10 +65,21 @@ def test_dense_backward(benchmark, backend, dtype):
     benchmark.group = f"op dense-backward 256x784->1024 {dtype}"
     benchmark.name = f"nnx-{backend}"
     net, X, _ = _setup(backend, dtype)
+    b = net.backend
     layer = net.layers[0]
-    g = net.backend.asarray(np.ones((X.shape[0], layer.neurons)))
+    g_host = np.random.default_rng(2).standard_normal((X.shape[0], layer.neurons))
+    g = b.asarray(g_host)
     layer.forward(X)
-    _time(benchmark, lambda: layer.backward(g), net.backend.synchronize)
+    # parity: the input gradient and the W and B gradients for the output gradient g
+    x, W, z, a = _dense_reference(net, layer, X)
+    gz = to_host64(b, g) * reference.act_derivative(type(layer.activation).name, z, a)
+    dX = layer.backward(g)
+    dW, dB = layer.param_grads()
+    rtol = RTOL[dtype] * 10
+    assert_close(to_host64(b, dX), gz @ W.T, rtol, "dense input gradient")
+    assert_close(to_host64(b, dW), x.T @ gz, rtol, "dense weight gradient")
+    assert_close(to_host64(b, dB), gz.sum(axis=0, keepdims=True), rtol, "dense bias gradient")
+    _time(benchmark, lambda: layer.backward(g), b.synchronize)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -54,14 +88,44 @@ def test_softmax_cross_entropy(benchmark, backend, dtype):
     benchmark.group = f"op softmax-ce 256x10 {dtype}"
     benchmark.name = f"nnx-{backend}"
     net, X, y = _setup(backend, dtype)
+    b = net.backend
     logits = net.forward(X)
     loss = nnx.SoftmaxCrossEntropy()
-    loss.backend = net.backend
+    loss.backend = b
 
     def run():
         loss.forward(logits, y)
         loss.backward()
-    _time(benchmark, run, net.backend.synchronize)
+
+    # parity: moderate logits, so nnx's eps clip does not change the loss
+    ref_loss, ref_grad = reference.softmax_ce(to_host64(b, logits), to_host64(b, y))
+    got = b.to_float(loss.forward(logits, y))
+    assert abs(got - ref_loss) <= RTOL[dtype] * abs(ref_loss), f"loss {got!r} != {ref_loss!r}"
+    assert_close(to_host64(b, loss.backward()), ref_grad, RTOL[dtype], "softmax-CE gradient")
+    _time(benchmark, run, b.synchronize)
+
+
+def _check_momentum_step(net, lr=0.01, momentum=0.9, rtol=1e-10):
+    """Two ``SGDMomentum`` steps from zero velocity on one fixed gradient (no
+    train step between them) against the closed form
+    ``p2 = p0 - lr g - (momentum lr g + lr g)``: the parameters, and their
+    change (which rounding of the parameters would hide at a small rate).
+    The parameters are put back afterwards."""
+    b = net.backend
+    start = net.get_parameters()
+    p0 = to_host64(b, start)
+    g = np.concatenate([to_host64(b, gr).ravel() for gr in net.param_grads()])
+    expected = p0 - lr * g - (momentum * lr * g + lr * g)
+    optim = nnx.SGDMomentum(lr, momentum=momentum)
+    optim.attach(net)
+    try:
+        optim.step()
+        optim.step()
+        p2 = to_host64(b, net.get_parameters())
+        assert_close(p2, expected, rtol, "parameters after 2 momentum steps")
+        assert_close(p2 - p0, expected - p0, rtol, "change over 2 momentum steps")
+    finally:
+        net.set_parameters(start)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -71,6 +135,7 @@ def test_optimizer_step(benchmark, backend, dtype):
     benchmark.name = f"nnx-{backend}"
     net, X, y = _setup(backend, dtype)
     net._train_step(X, y)
+    _check_momentum_step(net, rtol=RTOL[dtype] * 10)
     optim = nnx.SGDMomentum(1e-6, momentum=0.9)
     optim.attach(net)
     _time(benchmark, optim.step, net.backend.synchronize)

@@ -18,15 +18,15 @@ from .conftest import (
     DTYPES,
     GPU_ONLY,
     NETWORKS,
+    RTOL,
+    assert_close,
     build_net,
     check_parity,
     flops_per_sample,
     make_data,
     matmul_ceiling,
+    reference,
 )
-
-RTOL = {"float32": 2e-4, "float64": 1e-10}
-
 
 FIT_EPOCHS = {"cpu": 3, "gpu": 10}  # on the GPU, fit records its step once per call
 
@@ -112,8 +112,10 @@ def test_nnx_fit(benchmark, name, dtype, backend):
     """``Trainer.fit`` for a few epochs (shuffling, batching, an evaluation) on
     the same data; per sample, the target is within 10% of the bare step loop.
     On the GPU, full batches replay a captured step (CUDA graph)."""
-    net, _, _, Xd, yd = _prepare(benchmark, name, dtype, backend, f"nnx-{backend}-fit")
-    Xe, ye = Xd[:NETWORKS[name][2]], yd[:NETWORKS[name][2]]
+    net, X, y, Xd, yd = _prepare(benchmark, name, dtype, backend, f"nnx-{backend}-fit")
+    batch = NETWORKS[name][2]
+    check_parity(net, X[:batch], y[:batch], RTOL[dtype])
+    Xe, ye = Xd[:batch], yd[:batch]
     trainer = nnx.Trainer(net, nnx.SGDMomentum(0.01, momentum=0.9))
     state = {}
 
@@ -195,10 +197,8 @@ def test_torch_peer(benchmark, name, dtype, device):
     Xt = torch.from_numpy(X).to(device=device, dtype=tdtype)
     yt = torch.from_numpy(y).to(device)
     lossf = torch.nn.CrossEntropyLoss()
-    # parity: the same loss as nnx in float64 from the same weights
-    ref = float(net.train_batch(X[:batch], y[:batch]))
-    got = float(lossf(model(Xt[:batch]), yt[:batch]).detach())
-    assert abs(got - ref) <= RTOL[dtype] * abs(ref), (got, ref)
+    _check_torch_parity(torch, model, lossf, X[:batch], y[:batch], Xt[:batch], yt[:batch],
+                        acts=[act] * (len(sizes) - 2) + ["linear"], rtol=RTOL[dtype])
     # torch's momentum form v = m v + g, p -= lr v equals nnx's at a constant lr
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     batches = [(Xt[i:i + batch], yt[i:i + batch]) for i in range(0, X.shape[0], batch)]
@@ -213,3 +213,30 @@ def test_torch_peer(benchmark, name, dtype, device):
 
     benchmark.pedantic(run, rounds=7, iterations=1, warmup_rounds=1)
     _record(benchmark, name, dtype, device, f"torch-{device}")
+
+
+def _check_torch_parity(torch, model, lossf, X, y, Xt, yt, acts, rtol):
+    """PyTorch's loss and parameter gradients on one batch (after ``backward``,
+    before any optimiser step) against the independent float64 reference built
+    from the model's own weights; its gradients are zeroed afterwards so that
+    the timed run starts as before. A torch ``Linear`` keeps ``weight`` as
+    (out, in), the transpose of the reference's ``W``, and a 1-D ``bias``."""
+    lins = [m for m in model if isinstance(m, torch.nn.Linear)]
+
+    def host(t):
+        return t.detach().cpu().double().numpy()
+
+    ref = reference.RefMLP([host(lin.weight).T for lin in lins],
+                           [host(lin.bias) for lin in lins], acts, loss="ce")
+    ref_loss, _, ref_grads = ref.loss_and_grads(X, reference.one_hot(y, lins[-1].out_features))
+    model.zero_grad(set_to_none=True)
+    loss = lossf(model(Xt), yt)
+    loss.backward()
+    got = float(loss.detach())
+    assert abs(got - ref_loss) <= rtol * abs(ref_loss), f"torch loss {got!r} != {ref_loss!r}"
+    for i, lin in enumerate(lins):
+        assert_close(host(lin.weight.grad).T, ref_grads[2 * i], rtol * 10,
+                     f"torch weight gradient {i}")
+        assert_close(host(lin.bias.grad).reshape(1, -1), ref_grads[2 * i + 1], rtol * 10,
+                     f"torch bias gradient {i}")
+    model.zero_grad(set_to_none=False)

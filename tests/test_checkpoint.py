@@ -1,6 +1,7 @@
 """Checkpoints: round trip, portability across backends, no pickle, and
 clear errors for damaged files."""
 
+import io
 import json
 import os
 import zipfile
@@ -95,6 +96,24 @@ def test_altered_parameters_fail_the_checksum(tmp_path):
         b[-1] ^= 0x40
         members["params.npy"] = bytes(b)
     _rewrite(path, flip)
+    with pytest.raises(CheckpointError, match=r"m\.npz.*checksum"):
+        nnx.NeuralNetwork.load(path)
+
+
+@pytest.mark.parametrize("retype", ["dtype", "shape"])
+def test_the_same_bytes_under_another_dtype_or_shape_fail_the_checksum(tmp_path, retype):
+    """Each array's dtype and shape are part of the checksum: the parameter
+    bytes re-labelled as int32, or as a 2-D array, must not load."""
+    net, _ = _trained()
+    path = str(net.save(tmp_path / "m.npz"))
+
+    def relabel(members):
+        params = np.load(io.BytesIO(members["params.npy"]))
+        other = params.view(np.int32) if retype == "dtype" else params.reshape(1, -1)
+        buf = io.BytesIO()
+        np.save(buf, other)
+        members["params.npy"] = buf.getvalue()
+    _rewrite(path, relabel)
     with pytest.raises(CheckpointError, match=r"m\.npz.*checksum"):
         nnx.NeuralNetwork.load(path)
 

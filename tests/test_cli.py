@@ -229,3 +229,54 @@ def test_evaluate_defaults_to_the_dataset_the_checkpoint_was_trained_on(tmp_path
     r = nnx_cli("evaluate", str(path), "--dataset", "digits", cwd=tmp_path)
     assert f"note: {path} was trained on mnist, not digits" in r.stderr
     assert "the network takes 784 features but digits has 64" in r.stderr
+
+
+def _args(**kw):
+    import argparse
+    base = dict(dataset="digits", data_dir=None, no_download=False, seed=20200720,
+                early_stopping="validation", epochs=2, eval_every=1, batch_size=60,
+                quiet=True)
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_the_validation_split_is_held_out_and_statistics_come_from_training_rows():
+    """The main job's data preparation (the study's trap of choosing the model
+    on the test set): nothing checked that validation rows leave the training
+    set or that the mean and std come from the training rows alone."""
+    from nnx.cli import _prepare
+    from nnx.data import load_dataset
+    ds = load_dataset("digits")
+    prep = _prepare(_args())
+    n_train, n_val = len(prep["y_train"]), len(prep["y_val"])
+    assert n_train + n_val == len(ds.y_train) and n_val == round(0.1 * len(ds.y_train))
+    raw_train = prep["X_train"] * prep["std"] + prep["mean"]
+    raw_val = prep["X_val"] * prep["std"] + prep["mean"]
+    train_rows = {r.tobytes() for r in np.round(raw_train).astype(np.int64)}
+    val_rows = [r.tobytes() for r in np.round(raw_val).astype(np.int64)]
+    all_rows = {r.tobytes() for r in ds.X_train.astype(np.int64)}
+    assert train_rows <= all_rows and set(val_rows) <= all_rows
+    assert not any(r in train_rows for r in val_rows)  # (digits' split has no duplicates)
+    np.testing.assert_allclose(prep["mean"], raw_train.mean(axis=0), atol=1e-4)
+    np.testing.assert_allclose(prep["X_train"].mean(axis=0), 0, atol=1e-5)
+    assert np.abs(prep["X_test"].mean(axis=0)).max() > 1e-3  # not the test set's own stats
+
+
+@pytest.mark.parametrize("where", ["validation", "test"])
+def test_early_stopping_looks_at_the_set_the_flag_names(monkeypatch, where):
+    from nnx import cli
+    seen = {}
+
+    def fake_fit(self, X_train, y_train, X_test, y_test, **kw):
+        seen.update(kw, X_test=X_test)
+        from nnx.trainer import History
+        return History()
+    monkeypatch.setattr(cli.Trainer, "fit", fake_fit)
+    args = _args(early_stopping=where)
+    prep = cli._prepare(args, validation=where == "validation")
+    from nnx.study import LADDER
+    net, optim = LADDER[4].build(64, 10)
+    cli._fit(net, optim, prep, args, "step 5")
+    if where == "validation":
+        assert seen["validation"][0] is prep["X_val"] and seen["validation"][1] is prep["y_val"]
+    else:
+        assert seen["validation"] is None and seen["X_test"] is prep["X_test"]

@@ -8,6 +8,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 import nnx
+from nnx.study import LADDER
 
 SEED = 20200720
 STD = "standard"
@@ -86,3 +87,22 @@ def test_ladder_improvements_hold(ladder):
     assert acc[1] < acc[2] < acc[3]
     # Glorot init with the decayed momentum schedule beats every standard-normal step
     assert min(acc[s] for s in (5, 6, 7, 8)) > max(acc[s] for s in (1, 2, 3, 4))
+
+
+def _settings(layers, loss, optim):
+    """What defines a step, as plain data: each layer's width, activation,
+    dropout and initialisation, the loss, and the optimiser's settings."""
+    return ([(la.neurons, type(la.activation).__name__, la.dropout, la.weight_init)
+             for la in layers], type(loss).__name__,
+            (type(optim).__name__, optim.first_lr, optim.momentum, optim.final_lr,
+             optim.decay_type))
+
+
+@pytest.mark.parametrize("step", range(1, 9))
+def test_the_command_lines_ladder_is_the_studys(step):
+    """``nnx reproduce`` runs nnx.study.LADDER, not the table above: a step
+    that lost its dropout, momentum, decay or Glorot initialisation there was
+    not caught by any test."""
+    net, optim = LADDER[step - 1].build(64, 10)
+    assert LADDER[step - 1].number == step
+    assert _settings(net.layers, net.loss, optim) == _settings(*_steps()[step])

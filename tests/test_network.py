@@ -318,3 +318,19 @@ def test_a_shallow_copy_of_a_layer_gets_its_own_activation():
     def loss():
         return float(net.loss.forward(net.forward(X), net.as_target(y, 6)))
     np.testing.assert_allclose(analytic, numeric_grad(loss, W), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 16, 1000])
+def test_predictions_and_losses_in_chunks_equal_the_whole(chunk):
+    """predict and loss_on work in chunks of batch_size rows: chunks put back
+    in another order, or a mean of chunk losses not weighted by their sizes
+    (7 does not divide 23), was not caught."""
+    net = make_net(dtype="float64")
+    X, ids = make_data(n=23)
+    net.build(N_IN)
+    whole = net.predict(X, batch_size=10_000)
+    np.testing.assert_allclose(net.predict(X, batch_size=chunk), whole, rtol=1e-14)
+    ref = RefMLP([np.array(p) for p in list(net.params())[0::2]],
+                 [np.array(p) for p in list(net.params())[1::2]], ACTS)
+    expected = ref.loss_and_grads(X, one_hot(ids, N_CLASSES))[0]
+    assert float(net.loss_on(X, ids, batch_size=chunk)) == pytest.approx(expected, rel=1e-12)

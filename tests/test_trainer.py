@@ -300,3 +300,59 @@ def test_fit_updates_its_own_network_when_the_optimizer_was_given_to_another():
     t1.fit(X, y, Xv, yv, epochs=2, eval_every=1, restart=False, patience=5)
     assert not np.array_equal(params_np(net1), p1)
     np.testing.assert_array_equal(params_np(net2), p2)
+
+
+# ------------------------------------------------ found by mutation testing
+def test_every_epoch_visits_the_rows_in_a_new_order(monkeypatch):
+    """Each epoch's permutation comes from the seed and the epoch number: the
+    same order every epoch was not caught by any test."""
+    net = make_net()
+    orders = []
+    real = type(net.backend).permutation
+
+    def recording(self, gen, n):
+        order = real(self, gen, n)
+        orders.append(np.array(order))
+        return order
+    monkeypatch.setattr(type(net.backend), "permutation", recording)
+    X, y, _, _ = make_data()
+    nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, epochs=4, batch_size=20, seed=3)
+    assert len(orders) == 4
+    assert all(sorted(o) == list(range(200)) for o in orders)
+    assert len({o.tobytes() for o in orders}) == 4
+
+
+def _early_stopping_run(losses, patience, min_delta):
+    """The epoch at which early stopping ends a run whose evaluations give ``losses``."""
+    from nnx.trainer import _Run
+    net = make_net()
+    net.build(N_IN)
+    run = _Run(net, nnx.SGD(0.1))
+    for epoch, loss in enumerate(losses, 1):
+        run.snapshot_good(epoch)
+        run.early_stopping({"epoch": epoch, "loss": loss}, patience, min_delta)
+        if run.finished:
+            return epoch, run.history.best_epoch
+    return None, run.history.best_epoch
+
+
+def test_an_improvement_resets_the_count_of_bad_evaluations():
+    # patience 2: one bad evaluation, an improvement, then two bad ones
+    assert _early_stopping_run([1.0, 1.1, 0.9, 1.0, 1.0, 0.5], 2, 0.0) == (5, 3)
+
+
+def test_min_delta_is_the_improvement_needed():
+    # 0.95 improves on 1.0 by less than min_delta=0.1: a bad evaluation
+    assert _early_stopping_run([1.0, 0.95, 0.97], 2, 0.1) == (3, 1)
+    assert _early_stopping_run([1.0, 0.95, 0.97], 2, 0.0) == (None, 2)
+
+
+def test_train_loss_is_the_mean_batch_loss():
+    """With a learning rate too small to move the weights, every batch sees
+    the same network, and the mean of equal-sized batches' losses is the
+    loss on the whole set (a sum over batches was not caught)."""
+    net = make_net(dtype="float64")
+    X, y, _, _ = make_data()
+    history = nnx.Trainer(net, nnx.SGD(1e-12)).fit(X, y, epochs=1, batch_size=20)
+    whole = float(net.loss_on(X, y))
+    assert history.records[-1]["train_loss"] == pytest.approx(whole, rel=1e-9)

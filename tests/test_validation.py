@@ -1007,7 +1007,10 @@ def test_an_activation_that_overrides_forward_is_still_accepted():
             self.input_, self.output = input_, 2 * input_
             return self.output
 
-    Dense(3, Doubler())
+    net = NeuralNetwork([Dense(3, Doubler())], "mse", seed=0)
+    net.build(N_IN)
+    W, B = list(net.params())
+    np.testing.assert_allclose(net.forward(X0), 2 * (X0 @ W + B), rtol=1e-5, atol=1e-6)
 
 
 def test_a_backend_set_by_hand_on_a_standalone_loss_is_kept():
