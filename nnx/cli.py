@@ -217,14 +217,15 @@ def cmd_reproduce(args):
                             f"parameters of {restored} (try a smaller --lr-scale)")
         acc = accuracy(net, prep["X_test"], prep["y_test"])
         best = history.best_loss if math.isfinite(history.best_loss) else None
-        rec = {"step": number, "change": step.change, "test_accuracy": acc,
+        change = step.describe(args.lr_scale)
+        rec = {"step": number, "change": change, "test_accuracy": acc,
                "study_accuracy": step.mnist_accuracy, "best_eval_loss": best,
                "best_epoch": history.best_epoch, "epochs_run": history.epochs_run,
                "stopped_early": history.stopped_early, "seconds": seconds,
                "diverged_in_epoch": diverged.epoch if diverged else None,
                "evaluations": history.records}
         rows.append(rec)
-        cells = [number, step.change, f"{acc:.4f}", f"{history.best_loss:.4f}",
+        cells = [number, change, f"{acc:.4f}", f"{history.best_loss:.4f}",
                  f"div@{diverged.epoch}" if diverged else history.epochs_run,
                  f"{seconds:.1f}"]
         if show_study:

@@ -18,8 +18,13 @@ EVAL_EVERY = 10
 @dataclass(frozen=True)
 class Step:
     number: int
-    change: str
+    change: str  # what the step adds; {lr} and {final} stand for its rates
     mnist_accuracy: float  # what the study reports on MNIST (60k/10k)
+
+    def describe(self, lr_scale=1.0):
+        """``change`` with this step's learning rates, multiplied by ``lr_scale``."""
+        optim = self.optimizer(lr_scale)
+        return self.change.format(lr=f"{optim.first_lr:g}", final=f"{optim.final_lr or 0:g}")
 
     def build(self, n_in, n_out, backend="cpu", dtype=None, seed=SEED, lr_scale=1.0):
         """The network and optimiser of this step; ``lr_scale`` multiplies its
@@ -56,8 +61,8 @@ LADDER = [
     Step(1, "89 tanh, sigmoid output, MSE, SGD", 0.8758),
     Step(2, "linear output + softmax cross-entropy", 0.8924),
     Step(3, "SGD with momentum 0.9", 0.9154),
-    Step(4, "learning-rate decay 0.15->0.05 (linear)", 0.9339),
-    Step(5, "Glorot init, lr 0.2->0.05 exponential", 0.9487),
+    Step(4, "learning-rate decay {lr}->{final} (linear)", 0.9339),
+    Step(5, "Glorot init, lr {lr}->{final} exponential", 0.9487),
     Step(6, "dropout keep 0.8 on the hidden layer", 0.9448),
     Step(7, "deeper: 178 tanh, 46 tanh", 0.9555),
     Step(8, "deeper with dropout 0.8 on both", 0.9522),

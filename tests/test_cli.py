@@ -280,3 +280,14 @@ def test_early_stopping_looks_at_the_set_the_flag_names(monkeypatch, where):
         assert seen["validation"][0] is prep["X_val"] and seen["validation"][1] is prep["y_val"]
     else:
         assert seen["validation"] is None and seen["X_test"] is prep["X_test"]
+
+
+def test_the_change_column_shows_the_scaled_rates(tmp_path):
+    """With --lr-scale (the default on Fashion-MNIST) the table and
+    results.json still named the study's unscaled rates."""
+    r = nnx_cli("reproduce", "--steps", "4-5", "--epochs", "2", "--lr-scale", "0.5",
+                "--out", "res", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "lr 0.1->0.025 exponential" in r.stdout and "decay 0.075->0.025" in r.stdout
+    steps = json.loads((tmp_path / "res" / "results.json").read_text())["steps"]
+    assert steps[1]["change"] == "Glorot init, lr 0.1->0.025 exponential"
