@@ -15,14 +15,13 @@ class Loss:
     backend = None  # set by the network that owns the loss
     classification = False  # targets are class distributions (rows sum to one)
     _grad = None  # the gradient of the last forward pass
+    _follows_input = True  # until a network binds the loss to its backend
+    _auto_backend = None  # the backend last taken from a prediction (not set by hand)
 
     def __getstate__(self):
         # copies and pickles keep the settings, not the arrays of the last batch
         last = ("prediction", "target", "value", "_grad", "input_grad")
         return {k: v for k, v in self.__dict__.items() if k not in last}
-
-    _follows_input = True  # until a network binds the loss to its backend
-    _auto_backend = None  # the backend last taken from a prediction (not set by hand)
 
     def _bind(self, backend):
         """Compute in ``backend`` from now on (the network's backend and dtype)."""

@@ -30,6 +30,8 @@ class Operation:
     output = None  # what the last forward pass returned
     # arrays a pass leaves behind: copies and pickles keep settings and parameters only
     _pass_state = ("input_", "output", "input_grad")
+    # (also for subclasses whose __init__ does not call Operation.__init__)
+    backend, _follows_input, _auto_backend = None, True, None
 
     def __init__(self, backend=None):
         self.backend = backend

@@ -344,3 +344,23 @@ def test_an_operation_used_on_its_own_follows_the_dtype_of_its_input():
     out = drop.forward(np.ones((4, 4)))
     assert out.dtype == np.float64 and drop.mask.dtype == np.float64
     assert drop.backend is get_backend("cpu", "float64")
+
+
+def test_an_operation_whose_init_skips_the_base_init_still_runs():
+    """A user's operation that does not call Operation.__init__ failed on its
+    first forward pass with an AttributeError about nnx's own bookkeeping."""
+    from nnx import Operation
+
+    class Square(Operation):
+        def __init__(self):  # no super().__init__()
+            self.scale = 1.0
+
+        def _output(self, inference):
+            return self.scale * self.input_ ** 2
+
+        def _input_grad(self, output_grad):
+            return 2 * self.scale * self.input_ * output_grad
+
+    op = Square()
+    np.testing.assert_array_equal(op.forward(np.full((2, 2), 3.0)), np.full((2, 2), 9.0))
+    np.testing.assert_array_equal(op.backward(np.ones((2, 2))), np.full((2, 2), 6.0))
