@@ -74,10 +74,8 @@ def path_problem(path):
         path = os.fsdecode(os.fspath(path))
     except TypeError:
         return f"must be a file path (str or os.PathLike), got {type(path).__name__}"
-    if not path or path.endswith(("/", os.sep)):
-        return "names a folder; expected a checkpoint file path like model.npz"
-    real = os.path.realpath(path)  # writing goes through symbolic links
-    if os.path.isdir(real):
+    real = os.path.realpath(path) if path else path  # writing goes through symbolic links
+    if not path or path.endswith(("/", os.sep)) or os.path.isdir(real):
         return "names a folder; expected a checkpoint file path like model.npz"
     if os.path.lexists(real) and not os.path.isfile(real):
         return "exists and is not a regular file"
