@@ -51,14 +51,16 @@ def test_boundary_check_catches_a_violation(tmp_path):
     assert {"numpy", "cupy"} <= set(_imports(bad))
 
 
-def test_import_is_lazy_and_quick():
-    code = ("import sys, time; t = time.perf_counter(); import nnx; "
-            "dt = time.perf_counter() - t; "
-            "assert 'cupy' not in sys.modules, 'cupy imported'; "
-            "assert 'sklearn' not in sys.modules, 'sklearn imported'; "
-            "print(dt)")
+def test_import_is_lazy():
+    """``import nnx`` loads none of the heavy optional modules: CuPy only when
+    the GPU backend is asked for, scikit-learn, matplotlib and tqdm only when
+    a dataset, a plot or a progress bar is. (Checked by what gets imported,
+    not by a clock: a timed unit test fails on a busy machine.)"""
+    code = ("import sys; import nnx; "
+            "print(sorted(m for m in ('cupy', 'sklearn', 'matplotlib', 'tqdm', 'torch') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert float(out.stdout) < 2.0
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("cls", [NumpyBackend, StrictBackend])
