@@ -257,6 +257,8 @@ def test_the_validation_split_is_held_out_and_statistics_come_from_training_rows
     assert train_rows <= all_rows and set(val_rows) <= all_rows
     assert not any(r in train_rows for r in val_rows)  # (digits' split has no duplicates)
     np.testing.assert_allclose(prep["mean"], raw_train.mean(axis=0), atol=1e-4)
+    spread = raw_train.std(axis=0)  # a constant training column keeps scale 1
+    np.testing.assert_allclose(prep["std"], np.where(spread > 0, spread, 1), rtol=1e-4)
     np.testing.assert_allclose(prep["X_train"].mean(axis=0), 0, atol=1e-5)
     assert np.abs(prep["X_test"].mean(axis=0)).max() > 1e-3  # not the test set's own stats
 

@@ -22,7 +22,7 @@ def _bench(name, group, median, **extra):
 
 
 def test_the_report_keeps_every_benchmark_and_computes_the_targets(tmp_path):
-    """The report crashed on every real run: each training benchmark's
+    """The report would have crashed on any real run: each training benchmark's
     extra_info holds network and dtype, which the report passed twice. And
     the per-operation benchmarks, which name no network, overwrote each other."""
     large, study = "large-784-4096-4096-10", "study-784-89-10"
