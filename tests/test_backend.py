@@ -253,3 +253,13 @@ def test_cpu_temporaries_are_not_shared_between_threads():
 
     alone = [losses(i) for i in range(2)]
     assert _in_two_threads(losses) == alone
+
+
+def test_derived_seeds_depend_on_each_key_and_its_place():
+    """(seed, stream, epoch) keys: the shuffle of epoch 1 (stream 0) must not
+    reuse the dropout stream of epoch 0 (stream 1), nor another run's seed."""
+    from nnx.backend import host
+    keys = [(s, k, e) for s in range(3) for k in range(2) for e in range(4)]
+    seeds = {host.derive_seed(*key) for key in keys}
+    assert len(seeds) == len(keys)
+    assert host.derive_seed(0, 0, 1) != host.derive_seed(0, 1, 0) != host.derive_seed(1, 0, 0)

@@ -269,3 +269,23 @@ def test_saving_through_a_symbolic_link_updates_its_target(tmp_path):
     assert link.is_symlink() and target.is_file()
     np.testing.assert_array_equal(nnx.NeuralNetwork.load(link).get_parameters(),
                                   net.get_parameters())
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda h: dict(h, format_version=True), "format version True"),
+    (lambda h: [h], "not an nnx checkpoint|checkpoint"),
+])
+def test_a_header_of_the_wrong_kind_is_refused(tmp_path, change, message):
+    """format_version true (a bool is an int in Python) was read as version 1,
+    and a JSON header that is not an object failed with AttributeError."""
+    net, _ = _trained()
+    path = str(net.save(tmp_path / "m.npz"))
+
+    def rewrite(members):
+        header = json.loads(np.load(io.BytesIO(members["__header__.npy"])).tobytes())
+        buf = io.BytesIO()
+        np.save(buf, np.frombuffer(json.dumps(change(header)).encode(), dtype=np.uint8))
+        members["__header__.npy"] = buf.getvalue()
+    _rewrite(path, rewrite)
+    with pytest.raises(CheckpointError, match=message):
+        nnx.NeuralNetwork.load(path)

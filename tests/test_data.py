@@ -589,3 +589,85 @@ def test_one_hot_closed_form():
 def test_one_hot_rejects_bad_input(y, n, error):
     with pytest.raises(error):
         one_hot(np.array(y), n)
+
+
+# --- found by mutation testing ---------------------------------------------------
+
+@pytest.mark.parametrize("blob, message", [
+    (b"\x00\x00\x08", "too short"),                          # 3 bytes: still no header
+    (b"\x00\x01\x08\x01" + struct.pack(">I", 0), "not an IDX magic number"),  # 2nd byte set
+    (b"\x00\x00\x08\x00", "not an IDX magic number"),        # no dimensions at all
+])
+def test_more_malformed_headers_raise(blob, message):
+    with pytest.raises(DatasetError, match=message):
+        parse_idx(blob, "some/file.idx")
+
+
+@pytest.mark.parametrize("code, dtype", [(0x09, np.int8), (0x0B, np.int16), (0x0C, np.int32),
+                                         (0x0D, np.float32), (0x0E, np.float64)])
+def test_every_idx_type_is_read_big_endian(code, dtype):
+    values = np.array([[1, -2, 100], [-40, 5, -6]], dtype=dtype)
+    blob = (struct.pack(">I", code << 8 | 2) + struct.pack(">2I", *values.shape)
+            + values.astype(np.dtype(dtype).newbyteorder(">")).tobytes())
+    out = parse_idx(blob, magic=code << 8 | 2)
+    np.testing.assert_array_equal(out, values)
+
+
+def test_atomic_write_leaves_a_readable_file(tmp_path):
+    with atomic_write(tmp_path / "f.bin") as f:
+        f.write(b"data")
+    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_download_that_gets_only_some_files_says_which_are_missing(monkeypatch, tmp_path):
+    src = write_synthetic(tmp_path / "server", mark=6)
+    info = data._IDX_DATASETS["mnist"]
+    specs = tuple(dataclasses.replace(
+        f, gz_sha256=hashlib.sha256((src / f.name).read_bytes()).hexdigest())
+        for f in info.files)
+    monkeypatch.setitem(data._IDX_DATASETS, "mnist", dataclasses.replace(
+        info, files=specs, mirrors=("https://only.example/",)))
+
+    def fetch(url):
+        name = url.rsplit("/", 1)[1]
+        if name == specs[-1].name:
+            raise urllib.error.HTTPError(url, 404, "not found", None, None)
+        return (src / name).read_bytes()
+
+    monkeypatch.setattr(data, "_fetch", fetch)
+    with pytest.raises(DatasetNotFound, match="404") as err:
+        load_dataset("mnist")
+    assert specs[-1].name in err.value.files
+
+
+def test_a_float64_constant_column_is_centred_not_blown_up():
+    # 0.1 summed 1000 times is not 100 exactly: the computed std is ~1e-15, not 0
+    X = np.full((1000, 2), 0.1)
+    X[:, 1] = np.arange(1000)
+    Z_train, _ = standardize(X, X[:3])
+    assert np.abs(Z_train[:, 0]).max() < 1e-12  # centred (up to the mean's rounding), not +-1
+
+
+def test_statistics_of_float32_data_are_taken_in_float64():
+    rng = np.random.default_rng(0)
+    X = (1000 + rng.standard_normal((60_000, 3))).astype(np.float32)
+    mean, _ = feature_stats(X)
+    np.testing.assert_allclose(mean, X.astype(np.float64).mean(axis=0), rtol=1e-7)
+
+
+@pytest.mark.parametrize("n", [4096, 5000, 8193])
+def test_standardize_covers_every_block_of_rows(n):
+    from sklearn.preprocessing import StandardScaler
+    X = np.random.default_rng(n).standard_normal((n, 4)) * 3 + 1
+    Z_train, Z_test = standardize(X, X[::-1])
+    expected = StandardScaler().fit_transform(X)
+    np.testing.assert_allclose(Z_train, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(Z_test, expected[::-1], rtol=1e-5, atol=1e-5)
+
+
+def test_a_subnormal_float32_spread_gets_scale_one():
+    X = np.zeros((4, 2))
+    X[:, 0] = [0, 2e-40, 0, 2e-40]  # std 1e-40: subnormal in float32
+    X[:, 1] = [1, 2, 3, 4]
+    _, scale = feature_stats(X)
+    assert scale[0] == 1.0 and np.isfinite(scale).all()

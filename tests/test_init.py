@@ -110,3 +110,14 @@ def test_building_and_training_leave_numpys_global_random_state_alone():
     assert after[0] == state[0]
     np.testing.assert_array_equal(after[1], state[1])
     assert after[2:] == state[2:]
+
+
+@pytest.mark.parametrize("weight_init, expected", [("glorot", 2.0 / (10 + 100_000)),
+                                                   ("he", 2.0 / 10), ("standard", 1.0)])
+def test_biases_are_drawn_with_the_weights_scale(weight_init, expected):
+    """As in the study, the bias gets the weights' std (not a unit normal)."""
+    net = NeuralNetwork([Dense(100_000, "tanh", weight_init=weight_init)],
+                        "mse", seed=0, dtype="float64")
+    net.build(10)
+    _, B = net.params()
+    assert abs(float(np.var(B)) / expected - 1.0) < 0.05

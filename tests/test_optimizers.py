@@ -66,7 +66,7 @@ FORMULAS = {"linear": linear_formula, "exponential": exponential_formula}
 
 @pytest.mark.parametrize("decay", ["linear", "exponential"])
 @pytest.mark.parametrize("lr,end,n", [(0.15, 0.05, 50), (0.2, 0.05, 7), (0.1, 0.3, 2),
-                                      (0.7, 0.013, 13)])
+                                      (0.7, 0.013, 13), (0.1, 0.007, 9)])
 def test_schedule_ends_exact_and_formula_between(decay, lr, end, n):
     opt = nnx.SGDMomentum(lr, final_lr=end, decay_type=decay)
     opt.setup_decay(n)
@@ -188,3 +188,41 @@ def test_decay_in_a_hand_written_loop_needs_the_run_length():
     with pytest.raises(RuntimeError, match=r"call setup_decay\(epochs\) first"):
         opt.decay(0)
     nnx.SGD(0.2).decay(0)  # no schedule: nothing to follow, nothing to refuse
+
+
+# ------------------------------------------------ found by mutation testing
+@pytest.mark.parametrize("decay", ["linear", "exponential"])
+def test_a_one_epoch_run_with_decay_keeps_its_rate(decay):
+    """With a single epoch there is no schedule to follow: the rate stays lr
+    (a 0/0 there would raise ZeroDivisionError)."""
+    opt = nnx.SGD(0.1, final_lr=0.01, decay_type=decay)
+    opt.setup_decay(1)
+    assert opt.lr_at(0) == 0.1
+    opt.decay(0)
+    assert opt.lr == 0.1
+
+
+def test_plain_sgd_keeps_no_velocity():
+    net = nnx.NeuralNetwork([nnx.Dense(3, "linear")], "mse", seed=0)
+    opt = nnx.SGD(0.1)
+    opt.attach(net)
+    net.train_batch(np.ones((4, 2)), np.zeros((4, 3)))
+    opt.step()
+    assert opt.velocity is None
+
+
+def test_the_velocity_starts_afresh_when_the_network_is_rebuilt_wider():
+    """The optimiser stays attached while build() gives the network buffers of
+    another size: the old velocity must not be reused."""
+    net = nnx.NeuralNetwork([nnx.Dense(3, "linear")], "mse", seed=0)
+    opt = nnx.SGDMomentum(0.1)
+    opt.attach(net)
+    net.train_batch(np.ones((4, 2)), np.zeros((4, 3)))
+    opt.step()
+    net.build(5)
+    net.train_batch(np.ones((4, 5)), np.zeros((4, 3)))
+    before = net.get_parameters()
+    opt.step()  # a velocity of the old size would not even broadcast
+    assert opt.velocity.shape == before.shape
+    grads = np.concatenate([g.ravel() for g in net.param_grads()])
+    np.testing.assert_allclose(net.get_parameters(), before - 0.1 * grads, rtol=1e-6)
