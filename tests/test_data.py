@@ -364,14 +364,26 @@ def test_download_with_bad_checksum_leaves_nothing(monkeypatch, tmp_path):
     assert not cache.exists() or not any(cache.iterdir())
 
 
-def test_a_good_mirror_makes_up_for_a_bad_one(monkeypatch, tmp_path):
-    src = write_synthetic(tmp_path / "server", mark=8)
+def serve_synthetic(monkeypatch, tmp_path, mark, mirrors=None, idx_checksums=False):
+    """Synthetic MNIST files on a pretend server: the dataset's checksums (and,
+    given, its mirrors) replaced by theirs. Returns the server folder and the specs."""
+    src = write_synthetic(tmp_path / "server", mark=mark)
     info = data._IDX_DATASETS["mnist"]
-    specs = tuple(dataclasses.replace(
-        f, gz_sha256=hashlib.sha256((src / f.name).read_bytes()).hexdigest())
-        for f in info.files)
+
+    def checksums(f):
+        blob = (src / f.name).read_bytes()
+        extra = {"idx_sha256": hashlib.sha256(gzip.decompress(blob)).hexdigest()} \
+            if idx_checksums else {}
+        return dataclasses.replace(f, gz_sha256=hashlib.sha256(blob).hexdigest(), **extra)
+    specs = tuple(checksums(f) for f in info.files)
     monkeypatch.setitem(data._IDX_DATASETS, "mnist", dataclasses.replace(
-        info, files=specs, mirrors=("https://bad.example/", "https://good.example/")))
+        info, files=specs, mirrors=mirrors or info.mirrors))
+    return src, specs
+
+
+def test_a_good_mirror_makes_up_for_a_bad_one(monkeypatch, tmp_path):
+    src, _ = serve_synthetic(monkeypatch, tmp_path, 8,
+                             mirrors=("https://bad.example/", "https://good.example/"))
 
     def fetch(url):
         if url.startswith("https://bad.example/"):
@@ -384,13 +396,7 @@ def test_a_good_mirror_makes_up_for_a_bad_one(monkeypatch, tmp_path):
 
 def test_download_is_verified_and_written_to_the_cache(monkeypatch, tmp_path):
     # synthetic files standing in for the official ones (runs without the Debian package)
-    src = write_synthetic(tmp_path / "server", mark=7)
-    info = data._IDX_DATASETS["mnist"]
-    specs = tuple(dataclasses.replace(
-        f, gz_sha256=hashlib.sha256((src / f.name).read_bytes()).hexdigest(),
-        idx_sha256=hashlib.sha256(gzip.decompress((src / f.name).read_bytes())).hexdigest())
-        for f in info.files)
-    monkeypatch.setitem(data._IDX_DATASETS, "mnist", dataclasses.replace(info, files=specs))
+    src, _ = serve_synthetic(monkeypatch, tmp_path, 7, idx_checksums=True)
     urls = []
 
     def fetch(url):
@@ -400,7 +406,7 @@ def test_download_is_verified_and_written_to_the_cache(monkeypatch, tmp_path):
     monkeypatch.setattr(data, "_fetch", fetch)
     ds = load_dataset("mnist")
     cache = tmp_path / "xdg-cache" / "nnx" / "mnist"
-    assert urls == [info.mirrors[0] + n for n in NAMES]
+    assert urls == [data._IDX_DATASETS["mnist"].mirrors[0] + n for n in NAMES]
     assert sorted(p.name for p in cache.iterdir()) == sorted(NAMES)  # no temp files left
     assert ds.source == str(cache) and mark_of(ds) == 7
     monkeypatch.setattr(data, "_fetch", _no_network)  # now cached: no second download
@@ -620,13 +626,7 @@ def test_atomic_write_leaves_a_readable_file(tmp_path):
 
 
 def test_a_download_that_gets_only_some_files_says_which_are_missing(monkeypatch, tmp_path):
-    src = write_synthetic(tmp_path / "server", mark=6)
-    info = data._IDX_DATASETS["mnist"]
-    specs = tuple(dataclasses.replace(
-        f, gz_sha256=hashlib.sha256((src / f.name).read_bytes()).hexdigest())
-        for f in info.files)
-    monkeypatch.setitem(data._IDX_DATASETS, "mnist", dataclasses.replace(
-        info, files=specs, mirrors=("https://only.example/",)))
+    src, specs = serve_synthetic(monkeypatch, tmp_path, 6, mirrors=("https://only.example/",))
 
     def fetch(url):
         name = url.rsplit("/", 1)[1]
