@@ -1,6 +1,7 @@
 """nnx: a small neural-network framework that runs the same code on NumPy
 (``backend="cpu"``) and CuPy (``backend="gpu"``)."""
 
+from ._checks import InputError, InputTypeError, InputValueError
 from .backend import Backend, BackendUnavailableError, get_backend, gpu_available
 from .layers import Dense, Layer
 from .losses import Loss, MeanSquaredError, SoftmaxCrossEntropy
@@ -30,5 +31,6 @@ __all__ = [
     "Linear", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "ReLU6", "Dropout",
     "Layer", "Dense", "Loss", "MeanSquaredError", "SoftmaxCrossEntropy",
     "Optimizer", "SGD", "SGDMomentum", "NeuralNetwork", "Trainer", "History", "TrainingDiverged",
-    "accuracy", "predict_classes", "__version__",
+    "accuracy", "predict_classes", "InputError", "InputValueError", "InputTypeError",
+    "__version__",
 ]

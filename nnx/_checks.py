@@ -8,6 +8,20 @@ import math
 import numbers
 
 
+class InputError(Exception):
+    """nnx refused an argument or data given to it; the message names the
+    argument, its value and what was expected. Raised as ``InputValueError``
+    or ``InputTypeError``, which are also ``ValueError`` and ``TypeError``."""
+
+
+class InputValueError(InputError, ValueError):
+    """An argument or data whose value nnx cannot use."""
+
+
+class InputTypeError(InputError, TypeError):
+    """An argument or data whose type nnx cannot use."""
+
+
 def _is_bool(value):
     return isinstance(value, bool) or type(value).__name__ == "bool_"
 
@@ -17,7 +31,7 @@ def integer(name, value, minimum=1):
     if _is_bool(value) or not isinstance(value, numbers.Integral) or value < minimum:
         what = {1: "a positive integer", 0: "a non-negative integer"}.get(
             minimum, f"an integer >= {minimum}")
-        raise ValueError(f"{name}={value!r} must be {what}")
+        raise InputValueError(f"{name}={value!r} must be {what}")
     return int(value)
 
 
@@ -25,20 +39,20 @@ def number(name, value):
     """A finite real number (Python or NumPy), returned as a float."""
     _real(name, value, "a finite number")
     if not math.isfinite(value):
-        raise ValueError(f"{name}={value!r} must be a finite number")
+        raise InputValueError(f"{name}={value!r} must be a finite number")
     return float(value)
 
 
 def _real(name, value, what="a number"):
     if _is_bool(value) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be {what}, got {value!r}")
+        raise InputTypeError(f"{name} must be {what}, got {value!r}")
 
 
 def non_negative(name, value):
     """A number >= 0 (NaN is not)."""
     _real(name, value)
     if not value >= 0 or not math.isfinite(value):
-        raise ValueError(f"{name}={value!r} must be a number >= 0")
+        raise InputValueError(f"{name}={value!r} must be a number >= 0")
     return float(value)
 
 
@@ -50,12 +64,12 @@ def in_range(name, value, low, high, low_open=False, high_open=False, hint=""):
         value < high if high_open else value <= high)
     if not ok:
         lb, rb = "(" if low_open else "[", ")" if high_open else "]"
-        raise ValueError(f"{name}={value!r} must be in {lb}{low:g}, {high:g}{rb}{hint}")
+        raise InputValueError(f"{name}={value!r} must be in {lb}{low:g}, {high:g}{rb}{hint}")
     return value
 
 
 def name_in(name, value, choices):
     """One of ``choices`` (strings); the message lists them all."""
     if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name}={value!r} is not known; expected one of {sorted(choices)}")
+        raise InputValueError(f"{name}={value!r} is not known; expected one of {sorted(choices)}")
     return value

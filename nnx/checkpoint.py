@@ -19,13 +19,15 @@ import tempfile
 
 import numpy as np
 
+from ._checks import InputValueError
+
 FORMAT = "nnx-checkpoint"
 FORMAT_VERSION = 2
 # Version 1 files are still read; their checksum covers only the arrays.
 READ_VERSIONS = (1, 2)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputValueError):
     """A checkpoint file is missing, truncated, altered or of an unknown version."""
 
 

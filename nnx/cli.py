@@ -15,8 +15,8 @@ import time
 import numpy as np
 
 from . import __version__, checkpoint
+from ._checks import InputError
 from .backend import BACKENDS, BackendUnavailableError, get_backend
-from .checkpoint import CheckpointError
 from .data import DATASETS
 from .layers import Dense
 from .losses import LOSSES
@@ -188,7 +188,7 @@ def cmd_reproduce(args):
     for number in steps:  # the scaled rates themselves must be valid rates
         try:
             LADDER[number - 1].optimizer(args.lr_scale)
-        except (ValueError, TypeError) as exc:
+        except InputError as exc:
             raise UsageError(f"--lr-scale {args.lr_scale!r}: step {number}: {exc}") from None
     prep = _prepare(args, validation=args.early_stopping == "validation")
     n_in, n_out = prep["X_train"].shape[1], prep["n_classes"]
@@ -300,7 +300,7 @@ def cmd_train(args):
         else:
             optim = SGDMomentum(args.lr, momentum=args.momentum, final_lr=args.final_lr,
                                 decay_type=args.decay)
-    except (ValueError, TypeError) as exc:
+    except InputError as exc:
         raise _flag_error(exc) from None
     prep = _prepare(args, validation=args.early_stopping == "validation")
     out_act = "sigmoid" if args.loss == "mse" else "linear"
@@ -436,8 +436,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, ValueError, TypeError, OSError, CheckpointError,
-            BackendUnavailableError, TrainingDiverged) as exc:
+    except (UsageError, InputError, OSError, BackendUnavailableError, TrainingDiverged) as exc:
+        # what nnx refused, in one line; anything else is a bug and keeps its traceback
         print(f"nnx {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._checks import InputTypeError, InputValueError
 from .backend import host
 
 __all__ = [
@@ -49,7 +50,7 @@ __all__ = [
 DATASETS = ("digits", "mnist", "fashion-mnist")
 
 
-class DatasetError(ValueError):
+class DatasetError(InputValueError):
     """A dataset file is truncated, corrupted, not in IDX format, or fails its checksum."""
 
 
@@ -84,14 +85,14 @@ class Dataset:
         for split in ("train", "test"):
             X, y = getattr(self, f"X_{split}"), getattr(self, f"y_{split}")
             if X.ndim != 2 or X.dtype != np.float32:
-                raise ValueError(f"X_{split} must be 2-D float32, got {X.dtype} {X.shape}")
+                raise InputValueError(f"X_{split} must be 2-D float32, got {X.dtype} {X.shape}")
             if y.ndim != 1 or y.dtype != np.int64 or y.shape[0] != X.shape[0]:
-                raise ValueError(
+                raise InputValueError(
                     f"y_{split} must be 1-D int64 with one entry per row of X_{split} "
                     f"({X.shape[0]}), got {y.dtype} {y.shape}"
                 )
         if self.X_train.shape[1] != self.X_test.shape[1]:
-            raise ValueError(
+            raise InputValueError(
                 f"X_train has {self.X_train.shape[1]} features, X_test {self.X_test.shape[1]}"
             )
 
@@ -496,7 +497,7 @@ _SOURCES = {"digits": ("sklearn",), "mnist": ("idx", "openml"), "fashion-mnist":
 def _canonical(name):
     key = str(name).strip().lower().replace("_", "-")
     if key not in DATASETS:
-        raise ValueError(f"dataset {name!r} is not known; expected one of {DATASETS}")
+        raise InputValueError(f"dataset {name!r} is not known; expected one of {DATASETS}")
     return key
 
 
@@ -520,8 +521,8 @@ def load_dataset(name, data_dir=None, download=True, *, source=None, verify=True
     name = _canonical(name)
     source = _SOURCES[name][0] if source is None else source
     if source not in _SOURCES[name]:
-        raise ValueError(f"source={source!r} is not available for {name!r}; "
-                         f"expected one of {_SOURCES[name]}")
+        raise InputValueError(f"source={source!r} is not available for {name!r}; "
+                              f"expected one of {_SOURCES[name]}")
     if source == "sklearn":
         return _load_digits()
     if source == "openml":
@@ -543,7 +544,7 @@ def standardize(X_train, X_test):
     if not (X_test.ndim == 2 and X_test.shape[0] == 0):  # an empty test set is fine
         X_test = host.check_features(X_test, "X_test")
     if X_train.shape[1] != X_test.shape[1]:
-        raise ValueError(f"X_train has {X_train.shape[1]} features, X_test {X_test.shape[1]}")
+        raise InputValueError(f"X_train has {X_train.shape[1]} features, X_test {X_test.shape[1]}")
     mean, scale = _stats(X_train)
     out = []
     for name, X in (("X_train", X_train), ("X_test", X_test)):
@@ -555,8 +556,8 @@ def standardize(X_train, X_test):
                 Z[i:i + 4096] = (X[i:i + 4096] - mean) / scale
         if not host.all_finite(Z):
             row = int(np.flatnonzero(~np.isfinite(Z).all(axis=1))[0])
-            raise ValueError(f"{name} row {row} lies beyond the float32 range once "
-                             "standardised with X_train's mean and std")
+            raise InputValueError(f"{name} row {row} lies beyond the float32 range once "
+                                  "standardised with X_train's mean and std")
         out.append(Z)
     return tuple(out)
 
@@ -572,8 +573,8 @@ def _stats(X_train):
         std = X_train.std(axis=0, dtype=np.float64)
     if not (np.isfinite(mean).all() and np.isfinite(std).all()):
         j = int(np.flatnonzero(~(np.isfinite(mean) & np.isfinite(std)))[0])
-        raise ValueError(f"X_train feature {j}: its mean or std overflows float64; "
-                         "rescale the data")
+        raise InputValueError(f"X_train feature {j}: its mean or std overflows float64; "
+                              "rescale the data")
     constant = X_train.max(axis=0) == X_train.min(axis=0)
     return mean, np.where(constant | (std == 0), 1.0, std)
 
@@ -593,13 +594,13 @@ def one_hot(y, n_classes):
     y = np.asarray(y)
     if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) \
             or n_classes < 1:
-        raise ValueError(f"n_classes={n_classes!r} must be a positive integer")
+        raise InputValueError(f"n_classes={n_classes!r} must be a positive integer")
     if y.ndim != 1:
-        raise ValueError(f"y must be 1-D class ids, got shape {y.shape}")
+        raise InputValueError(f"y must be 1-D class ids, got shape {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
-        raise TypeError(f"y must hold integer class ids, got dtype {y.dtype}")
+        raise InputTypeError(f"y must hold integer class ids, got dtype {y.dtype}")
     if y.size and (int(y.min()) < 0 or int(y.max()) >= n_classes):
-        raise ValueError(f"class ids must be in [0, {n_classes}), got {int(y.min())}.."
+        raise InputValueError(f"class ids must be in [0, {n_classes}), got {int(y.min())}.."
                          f"{int(y.max())}")
     out = np.zeros((y.shape[0], int(n_classes)), dtype=np.float32)
     out[np.arange(y.shape[0]), y] = 1.0

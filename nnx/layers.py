@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 from . import _checks
+from ._checks import InputTypeError, InputValueError
 from .backend import backend_of
 from .init import INITIALIZERS
 from .ops import (
@@ -28,13 +29,13 @@ def _activation(spec):
         return ACTIVATIONS[_checks.name_in("activation", spec, ACTIVATIONS)]()
     cls = spec if isinstance(spec, type) else type(spec)
     if issubclass(cls, Dropout):
-        raise TypeError("activation cannot be Dropout; use Dense(..., dropout=keep_prob)")
+        raise InputTypeError("activation cannot be Dropout; use Dense(..., dropout=keep_prob)")
     # an element-wise operation with its own forward pass and no parameter
     if (issubclass(cls, Operation) and not issubclass(cls, ParamOperation)
             and (cls._output is not Operation._output or cls.forward is not Operation.forward)):
         return spec() if isinstance(spec, type) else copy.copy(spec)
-    raise TypeError(f"activation must be a name or an activation operation (an Operation "
-                    f"subclass with its own _output and _input_grad), got {spec!r}")
+    raise InputTypeError(f"activation must be a name or an activation operation (an Operation "
+                         f"subclass with its own _output and _input_grad), got {spec!r}")
 
 
 class Layer:
@@ -153,8 +154,8 @@ class Dense(Layer):
     def describe(self) -> dict:
         act = self.activation
         if type(act) not in ACTIVATIONS.values():
-            raise TypeError(f"cannot describe {type(act).__name__}: checkpoints hold the built-in "
-                            f"activations only ({sorted(ACTIVATIONS)})")
+            raise InputTypeError(f"cannot describe {type(act).__name__}: checkpoints hold the "
+                                 f"built-in activations only ({sorted(ACTIVATIONS)})")
         return {"type": "Dense", "neurons": self.neurons, "activation": act.name,
                 "alpha": getattr(act, "alpha", None), "dropout": self.dropout,
                 "weight_init": self.weight_init}
@@ -172,7 +173,7 @@ class Dense(Layer):
 def layer_from_description(d) -> Layer:
     """Rebuild a layer from ``Layer.describe()`` output (checkpoints)."""
     if not isinstance(d, dict) or d.get("type") != "Dense":
-        raise ValueError(f"unknown layer type {d.get('type')!r}")
+        raise InputValueError(f"unknown layer type {d.get('type')!r}")
     act = ACTIVATIONS[d["activation"]]
     act = act(d["alpha"]) if d.get("alpha") is not None else act()
     return Dense(d["neurons"], act, dropout=d["dropout"], weight_init=d["weight_init"])

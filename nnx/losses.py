@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import _checks
+from ._checks import InputValueError
 from .backend import backend_of
 from .ops import _check_shape
 
@@ -83,9 +84,9 @@ class SoftmaxCrossEntropy(Loss):
         # the clip keeps log() finite only if eps survives the cast to the dtype
         dtype, tiny = backend.dtype_name, float(backend.xp.finfo(backend.dtype).smallest_normal)
         if self.eps < tiny:
-            raise ValueError(f"SoftmaxCrossEntropy eps={self.eps!r} is below the smallest "
-                             f"normal {dtype} ({tiny:.3g}), so clipping cannot keep log() "
-                             f"finite; use eps >= {tiny:.3g} or dtype='float64'")
+            raise InputValueError(f"SoftmaxCrossEntropy eps={self.eps!r} is below the smallest "
+                                  f"normal {dtype} ({tiny:.3g}), so clipping cannot keep log() "
+                                  f"finite; use eps >= {tiny:.3g} or dtype='float64'")
 
     def _compute(self):
         return self.backend.softmax_cross_entropy(self.prediction, self.target, self.eps)

@@ -6,6 +6,7 @@ import copy
 import weakref
 
 from . import _checks
+from ._checks import InputTypeError, InputValueError
 from .backend import BACKENDS, Backend, get_backend, host
 from .layers import Layer
 from .losses import LOSSES, Loss
@@ -33,28 +34,28 @@ class NeuralNetwork:
 
     def __init__(self, layers, loss, seed=None, backend="cpu", dtype=None):
         if isinstance(layers, (Layer, str, bytes)) or not hasattr(layers, "__iter__"):
-            raise TypeError(f"layers must be a list of Layer objects (e.g. [Dense(10)]), "
-                            f"got {type(layers).__name__}")
+            raise InputTypeError(f"layers must be a list of Layer objects (e.g. [Dense(10)]), "
+                                 f"got {type(layers).__name__}")
         layers = list(layers)
         if not layers or not all(isinstance(la, Layer) for la in layers):
-            raise TypeError("layers must be a non-empty list of Layer objects (e.g. Dense)")
+            raise InputTypeError("layers must be a non-empty list of Layer objects (e.g. Dense)")
         if len({id(la) for la in layers}) != len(layers):
-            raise ValueError("the same Layer object appears twice in layers")
+            raise InputValueError("the same Layer object appears twice in layers")
         if isinstance(loss, str):
             loss = LOSSES[_checks.name_in("loss", loss, LOSSES)]()
         if not isinstance(loss, Loss):
-            raise TypeError(f"loss must be a Loss (e.g. SoftmaxCrossEntropy()) or one of "
-                            f"{sorted(LOSSES)}, got {loss!r}")
+            raise InputTypeError(f"loss must be a Loss (e.g. SoftmaxCrossEntropy()) or one of "
+                                 f"{sorted(LOSSES)}, got {loss!r}")
         if loss.classification and layers[-1].neurons < 2:
-            raise ValueError(f"{type(loss).__name__} needs one output per class, but the last "
-                             "layer has 1: a softmax over one output is always 1, so the loss "
-                             "would be 0 with no gradient; use 2 outputs for two classes")
+            raise InputValueError(f"{type(loss).__name__} needs one output per class, but the last "
+                                  "layer has 1: a softmax over one output is always 1, so the loss "
+                                  "would be 0 with no gradient; use 2 outputs for two classes")
         if seed is not None:
             seed = _checks.integer("seed", seed, minimum=0)
         for i, layer in enumerate(layers):
             owner = layer._owner() if layer._owner is not None else None
             if owner is not None:
-                raise ValueError(
+                raise InputValueError(
                     f"layers[{i}] ({layer!r}) already belongs to another NeuralNetwork, whose "
                     "parameters it holds; give each network its own layer objects")
         self.backend = get_backend(backend, dtype)
@@ -171,7 +172,7 @@ class NeuralNetwork:
             return False
         if any(hasattr(x, a) for a in ("__array_namespace__", "__cuda_array_interface__",
                                        "__dlpack__")):
-            raise ValueError(
+            raise InputValueError(
                 f"{name} is an array of {type(x).__module__.split('.')[0]}, not on this "
                 f"network's device ({self.backend.name}); pass a NumPy array or move it first")
         return True
@@ -184,8 +185,8 @@ class NeuralNetwork:
             return b.asarray(host.check_features(X, name, self.n_in, b.dtype_name))
         if len(X.shape) != 2 or 0 in X.shape or (self.n_in is not None
                                                  and X.shape[1] != self.n_in):
-            raise ValueError(f"{name} has shape {tuple(X.shape)}; expected (rows, "
-                             f"{self.n_in if self.n_in else 'features'}), neither of them 0")
+            raise InputValueError(f"{name} has shape {tuple(X.shape)}; expected (rows, "
+                                  f"{self.n_in if self.n_in else 'features'}), neither of them 0")
         return b.asarray(X)
 
     def as_target(self, y, n_rows, name="y", x_name="X"):
@@ -196,8 +197,8 @@ class NeuralNetwork:
                 y, n_rows, self.n_out, name, distributions=self.loss.classification,
                 x_name=x_name, dtype=b.dtype_name))
         if tuple(y.shape) != (n_rows, self.n_out):
-            raise ValueError(f"{name} on the device must have shape ({n_rows}, {self.n_out}),"
-                             f" got {tuple(y.shape)}")
+            raise InputValueError(f"{name} on the device must have shape ({n_rows}, {self.n_out}),"
+                                  f" got {tuple(y.shape)}")
         return b.asarray(y)
 
     # ------------------------------------------------------------- the passes
@@ -253,8 +254,8 @@ class NeuralNetwork:
             self._on_host(flat, "flat")  # an array of another device is refused, named
             flat = self.backend.asarray(host.plain(flat, "flat", "a flat array of parameters"))
         if tuple(flat.shape) != tuple(self._param_buf.shape):
-            raise ValueError(f"parameters have shape {tuple(flat.shape)}, expected "
-                             f"{tuple(self._param_buf.shape)}")
+            raise InputValueError(f"parameters have shape {tuple(flat.shape)}, expected "
+                                  f"{tuple(self._param_buf.shape)}")
         self.backend.assign(self._param_buf, flat)
 
     def _require_built(self, what=None):
@@ -289,8 +290,8 @@ class NeuralNetwork:
             header["training"] = training
         if meta is not None:
             if not isinstance(meta, dict):
-                raise TypeError(f"meta must be a dict of plain data (e.g. {{'dataset': "
-                                f"'digits'}}), got {type(meta).__name__}")
+                raise InputTypeError(f"meta must be a dict of plain data (e.g. {{'dataset': "
+                                     f"'digits'}}), got {type(meta).__name__}")
             header["meta"] = meta
         return checkpoint.write(path, header, arrays)
 

@@ -9,12 +9,13 @@ right above its gradient.
 from __future__ import annotations
 
 from . import _checks
+from ._checks import InputValueError
 from .backend import backend_of
 
 
 def _check_shape(what, got, expected):
     if got.shape != expected.shape:
-        raise ValueError(
+        raise InputValueError(
             f"{what} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
         )
 
@@ -120,7 +121,7 @@ class BiasAdd(ParamOperation):
 
     def __init__(self, param, backend=None):
         if len(param.shape) != 2 or param.shape[0] != 1:
-            raise ValueError(f"BiasAdd needs a (1, n) bias, got shape {tuple(param.shape)}")
+            raise InputValueError(f"BiasAdd needs a (1, n) bias, got shape {tuple(param.shape)}")
         super().__init__(param, backend)
 
     def _output(self, inference):

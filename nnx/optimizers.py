@@ -4,6 +4,7 @@ optional linear or exponential learning-rate decay once per epoch."""
 from __future__ import annotations
 
 from . import _checks
+from ._checks import InputValueError
 
 DECAY_TYPES = ("linear", "exponential")
 
@@ -11,7 +12,7 @@ DECAY_TYPES = ("linear", "exponential")
 def _positive(name, value):
     value = _checks.number(name, value)
     if value <= 0:
-        raise ValueError(f"{name}={value!r} must be > 0")
+        raise InputValueError(f"{name}={value!r} must be > 0")
     return value
 
 
@@ -37,10 +38,10 @@ class Optimizer:
         if decay_type is not None:
             _checks.name_in("decay_type", decay_type, DECAY_TYPES)
         if decay_type is None and final_lr not in (None, 0):  # 0: the study's "no final rate"
-            raise ValueError(f"final_lr={final_lr!r} was given without a decay_type; "
-                             f"pass decay_type as one of {list(DECAY_TYPES)}")
+            raise InputValueError(f"final_lr={final_lr!r} was given without a decay_type; "
+                                  f"pass decay_type as one of {list(DECAY_TYPES)}")
         if decay_type is not None and final_lr is None:
-            raise ValueError(f"decay_type={decay_type!r} needs a final_lr")
+            raise InputValueError(f"decay_type={decay_type!r} needs a final_lr")
         if decay_type == "exponential":
             self.final_lr = _positive("final_lr", final_lr)  # lr * (0 / lr) ** f is no decay
         elif decay_type == "linear":

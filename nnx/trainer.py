@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, field
 
 from . import _checks
+from ._checks import InputTypeError, InputValueError
 from .backend import Backend, CaptureUnavailable, host
 from .checkpoint import path_problem
 from .optimizers import Optimizer
@@ -113,9 +114,9 @@ class Trainer:
     def __init__(self, net, optim):
         from .network import NeuralNetwork
         if not isinstance(net, NeuralNetwork):
-            raise TypeError(f"net must be a NeuralNetwork, got {type(net).__name__}")
+            raise InputTypeError(f"net must be a NeuralNetwork, got {type(net).__name__}")
         if not isinstance(optim, Optimizer):
-            raise TypeError(f"optim must be an Optimizer (SGD, SGDMomentum), got {optim!r}")
+            raise InputTypeError(f"optim must be an Optimizer (SGD, SGDMomentum), got {optim!r}")
         self.net = net
         self.optim = optim
         optim.attach(net)
@@ -160,35 +161,35 @@ class Trainer:
         eval_every = _checks.integer("eval_every", eval_every)
         batch_size = _checks.integer("batch_size", batch_size)
         if eval_every > epochs:
-            raise ValueError(f"eval_every={eval_every} is larger than epochs={epochs}: "
-                             "no evaluation would happen before the end")
+            raise InputValueError(f"eval_every={eval_every} is larger than epochs={epochs}: "
+                                  "no evaluation would happen before the end")
         patience = _checks.integer("patience", patience)
         seed = _checks.integer("seed", seed, minimum=0)
         min_delta = _checks.non_negative("min_delta", min_delta)
         if callback is not None and not callable(callback):
-            raise TypeError(f"callback must be callable(epoch, record), got {callback!r}")
+            raise InputTypeError(f"callback must be callable(epoch, record), got {callback!r}")
         if (X_test is None) != (y_test is None):
-            raise ValueError("pass both X_test and y_test, or neither")
+            raise InputValueError("pass both X_test and y_test, or neither")
         if validation is not None and (not isinstance(validation, (tuple, list))
                                        or len(validation) != 2):
-            raise TypeError("validation must be a pair (X_val, y_val), got "
-                            f"{type(validation).__name__}")
+            raise InputTypeError("validation must be a pair (X_val, y_val), got "
+                                 f"{type(validation).__name__}")
         if validation is not None and any(v is None for v in validation):
-            raise ValueError("validation=(X_val, y_val) holds None; pass both arrays, or "
-                             "leave validation out to evaluate on X_test, y_test")
+            raise InputValueError("validation=(X_val, y_val) holds None; pass both arrays, or "
+                                  "leave validation out to evaluate on X_test, y_test")
         if checkpoint_every is not None:
             checkpoint_every = _checks.integer("checkpoint_every", checkpoint_every)
             if checkpoint is None:
-                raise ValueError("checkpoint_every was given without a checkpoint path")
+                raise InputValueError("checkpoint_every was given without a checkpoint path")
         if checkpoint is not None:  # found now, not at the first save epochs later
             shown = os.fspath(checkpoint) if isinstance(checkpoint, os.PathLike) else checkpoint
             problem = path_problem(checkpoint)
             if problem:
-                raise ValueError(f"checkpoint={shown!r}: {problem}")
+                raise InputValueError(f"checkpoint={shown!r}: {problem}")
             try:
                 net.describe()
             except TypeError as exc:
-                raise TypeError(f"checkpoint={shown!r}: {exc}") from None
+                raise InputTypeError(f"checkpoint={shown!r}: {exc}") from None
         settings = {"epochs": epochs, "eval_every": eval_every, "batch_size": batch_size,
                     "seed": seed, "patience": patience, "min_delta": min_delta,
                     "optimizer": repr(optim)}
@@ -203,8 +204,8 @@ class Trainer:
         if X_val is not None:
             X_val = net.as_input(X_val, val_names[0])
             if int(X_val.shape[1]) != width:
-                raise ValueError(f"{val_names[0]} has {int(X_val.shape[1])} features, but "
-                                 f"X_train has {width}")
+                raise InputValueError(f"{val_names[0]} has {int(X_val.shape[1])} features, but "
+                                      f"X_train has {width}")
             y_val = net.as_target(y_val, int(X_val.shape[0]), val_names[1], val_names[0])
         if not net.built:
             net.build(width)
@@ -370,15 +371,15 @@ class _Run:
         differ = [k for k in ("layers", "loss", "dtype", "n_in")
                   if header["network"].get(k) != mine[k]]
         if differ:
-            raise ValueError(f"resume={str(path)!r} was written for another network: its "
-                             + ", ".join(f"{k} {header['network'].get(k)!r} (this network: "
-                                         f"{mine[k]!r})" for k in differ))
+            raise InputValueError(f"resume={str(path)!r} was written for another network: its "
+                                  + ", ".join(f"{k} {header['network'].get(k)!r} (this network: "
+                                              f"{mine[k]!r})" for k in differ))
         changed = {k: (v, settings[k]) for k, v in state["settings"].items()
                    if settings.get(k) != v}
         if changed:
-            raise ValueError(f"resume={str(path)!r}: fit() arguments differ from the saved "
-                             "run's (saved, given): " + ", ".join(
-                                 f"{k}={a!r} vs {c!r}" for k, (a, c) in changed.items()))
+            raise InputValueError(f"resume={str(path)!r}: fit() arguments differ from the saved "
+                                  "run's (saved, given): " + ", ".join(
+                                      f"{k}={a!r} vs {c!r}" for k, (a, c) in changed.items()))
         b, optim = self.b, self.optim
         self.net.set_parameters(b.asarray(arrays["params"]))
         optim.attach(self.net)

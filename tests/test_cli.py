@@ -293,3 +293,24 @@ def test_the_change_column_shows_the_scaled_rates(tmp_path):
     assert "lr 0.1->0.025 exponential" in r.stdout and "decay 0.075->0.025" in r.stdout
     steps = json.loads((tmp_path / "res" / "results.json").read_text())["steps"]
     assert steps[1]["change"] == "Glorot init, lr 0.1->0.025 exponential"
+
+
+def test_a_bug_keeps_its_traceback_while_refusals_stay_one_line(monkeypatch, capsys, tmp_path):
+    """main() printed every ValueError as a user error, so a bug inside nnx
+    (here a NumPy shape error from training) looked like the user's mistake
+    and lost its traceback. Only nnx's own refusals are one line now."""
+    from nnx import cli
+
+    def broken_fit(self, *args, **kwargs):
+        return np.ones((2, 3)) + np.ones((4, 5))  # ValueError from inside NumPy
+
+    out = str(tmp_path / "model.npz")
+    monkeypatch.setattr(nnx.Trainer, "fit", broken_fit)
+    with pytest.raises(ValueError, match="broadcast"):
+        cli.main(["train", "--epochs", "1", "--quiet", "--out", out])
+    monkeypatch.undo()
+    assert cli.main(["train", "--epochs", "1", "--quiet", "--dropout", "0",
+                     "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["nnx train: error: --dropout=0.0 must be in (0, 1] "
+                                        "(it is the keep probability)"]

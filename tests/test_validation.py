@@ -16,7 +16,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import nnx
 from nnx import SGD, Dense, Dropout, NeuralNetwork, SGDMomentum, Trainer, accuracy
+from nnx import data as nnx_data
 from nnx.backend import BACKENDS, host
 from nnx.checkpoint import CheckpointError
 from nnx.checkpoint import write as write_checkpoint
@@ -142,11 +144,12 @@ def test_bad_data_is_rejected_before_training(trained, case, entry):
     bad_X, bad_y, exc, pattern = BAD_DATA[case]
     bad_y = Y0[: len(bad_X)] if bad_y is None else bad_y
     before = params(net)
-    with pytest.raises(exc, match=pattern):
+    with pytest.raises(exc, match=pattern) as info:
         if entry == "fit":
             trainer.fit(bad_X, bad_y, epochs=2, eval_every=1)
         else:
             net.train_batch(bad_X, bad_y)
+    assert isinstance(info.value, nnx.InputError)  # a refusal, not an accident
     assert_usable(net, trainer, X, y, before)
 
 
@@ -1051,3 +1054,51 @@ def test_fit_checks_the_evaluation_set_once_not_at_every_evaluation(monkeypatch)
     X, y = good_data()
     Trainer(make_net(), SGD(0.1)).fit(X, y, X, y, epochs=5, eval_every=1)
     assert sorted(calls) == ["X_test", "X_train"]
+
+
+REFUSALS = {  # one refused argument per public entry point, across the modules
+    "Dense neurons": lambda: Dense(0),
+    "Dense activation": lambda: Dense(3, "softplus"),
+    "Dropout keep": lambda: Dropout(1.5),
+    "SGD lr": lambda: SGD(-1),
+    "momentum": lambda: SGDMomentum(0.1, momentum=1.0),
+    "decay without final_lr": lambda: SGD(0.1, decay_type="linear"),
+    "network layers": lambda: NeuralNetwork([], "softmax_cross_entropy"),
+    "network loss": lambda: NeuralNetwork([Dense(2)], "hinge"),
+    "network dtype": lambda: NeuralNetwork([Dense(2)], "mse", dtype="float16"),
+    "network backend": lambda: NeuralNetwork([Dense(2)], "mse", backend="tpu"),
+    "fit epochs": lambda: Trainer(make_net(), SGD(0.1)).fit(*good_data(), epochs=0),
+    "fit callback": lambda: Trainer(make_net(), SGD(0.1)).fit(*good_data(), callback=3),
+    "Trainer net": lambda: Trainer("net", SGD(0.1)),
+    "predict width": lambda: _fitted().predict(np.ones((2, N_IN + 1))),
+    "save meta": lambda: _fitted().save(os.devnull, meta=[1]),
+    "standardize widths": lambda: nnx_data.standardize(np.ones((3, 2)), np.ones((3, 4))),
+    "dataset name": lambda: nnx_data.load_dataset("cifar"),
+    "one_hot ids": lambda: nnx_data.one_hot(np.array([0, 5]), 3),
+}
+
+
+def _fitted():
+    net = make_net()
+    Trainer(net, SGD(0.1)).fit(*good_data(), epochs=1)
+    return net
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_every_refusal_is_an_input_error_and_still_a_value_or_type_error(case):
+    """The command line prints nnx's refusals as one line and lets anything
+    else show its traceback, so every refusal must be an nnx.InputError; code
+    that catches ValueError or TypeError keeps working."""
+    with pytest.raises(nnx.InputError) as info:
+        REFUSALS[case]()
+    assert isinstance(info.value, (ValueError, TypeError))
+
+
+def test_nnx_raises_no_bare_value_or_type_error():
+    """A new check written as ``raise ValueError(...)`` would reach the command
+    line's users as a traceback; checks raise InputValueError/InputTypeError."""
+    root = Path(nnx.__file__).parent
+    bare = [f"{path.relative_to(root)}:{i}" for path in sorted(root.rglob("*.py"))
+            for i, line in enumerate(path.read_text().splitlines(), 1)
+            if re.search(r"raise (ValueError|TypeError)\b", line)]
+    assert bare == []

@@ -8,6 +8,7 @@ CuPy is imported only when the GPU backend is first asked for.
 
 from __future__ import annotations
 
+from .._checks import InputTypeError, InputValueError
 from .base import Backend, BackendUnavailableError, CaptureUnavailable, dtype_name
 
 BACKENDS = ("cpu", "gpu", "strict")
@@ -25,11 +26,11 @@ def get_backend(name="cpu", dtype=None) -> Backend:
     """
     if isinstance(name, Backend):
         if dtype is not None and dtype_name(dtype) != name.dtype_name:
-            raise ValueError(f"dtype={dtype_name(dtype)!r} differs from the dtype of "
-                             f"backend={name!r}; pass one or the other")
+            raise InputValueError(f"dtype={dtype_name(dtype)!r} differs from the dtype of "
+                                  f"backend={name!r}; pass one or the other")
         return name
     if name not in BACKENDS:
-        raise ValueError(f"backend={name!r} is not known; expected one of {BACKENDS}")
+        raise InputValueError(f"backend={name!r} is not known; expected one of {BACKENDS}")
     dtype = dtype_name("float32" if dtype is None else dtype)
     key = (name, dtype)
     if key not in _cache:
@@ -59,7 +60,7 @@ def backend_of(x, dtype=None) -> Backend:
         type(x).__module__.split(".")[0]
     )
     if kind is None:
-        raise TypeError(
+        raise InputTypeError(
             f"expected a NumPy, CuPy or array-api-strict array, got {type(x).__name__}"
         )
     if dtype is None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as _np  # host side only: initial weights, labels, read-back
 
+from .._checks import InputValueError
+
 _DTYPES = ("float32", "float64")
 
 
@@ -22,7 +24,7 @@ def dtype_name(dtype) -> str:
     except TypeError:
         name = None
     if name not in _DTYPES:
-        raise ValueError(f"dtype={dtype!r} is not supported; expected one of {_DTYPES}")
+        raise InputValueError(f"dtype={dtype!r} is not supported; expected one of {_DTYPES}")
     return name
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._checks import InputTypeError, InputValueError
+
 
 def _numeric(dtype) -> bool:
     """Booleans, integers, real or complex floats (complex is refused next,
@@ -24,14 +26,14 @@ def plain(x, name, what):
     dropped and the values under it (NaN, say) used. Other subclasses
     (np.matrix) are viewed as ndarray, so ``*`` stays element-wise."""
     if isinstance(x, np.ma.MaskedArray):
-        raise TypeError(f"{name} is a masked array; fill or drop the masked entries first "
-                        f"(e.g. {name}.filled(value)) and pass a plain array")
+        raise InputTypeError(f"{name} is a masked array; fill or drop the masked entries first "
+                             f"(e.g. {name}.filled(value)) and pass a plain array")
     if type(x) is np.ndarray:
         return x
     try:
         return np.asarray(x)
     except Exception as exc:
-        raise TypeError(f"{name} must be {what}, got {type(x).__name__}") from exc
+        raise InputTypeError(f"{name} must be {what}, got {type(x).__name__}") from exc
 
 
 def all_finite(values) -> bool:
@@ -51,8 +53,8 @@ def _fits(values, name, dtype):
     if values.dtype.itemsize > np.dtype(dtype).itemsize:
         largest = max(-values.min(), values.max())  # |values|.max() without a copy
         if largest > limit:
-            raise ValueError(f"{name} has magnitudes up to {largest:g}, beyond the range "
-                             f"of {dtype} (largest {limit:g}); rescale the data")
+            raise InputValueError(f"{name} has magnitudes up to {largest:g}, beyond the range "
+                                  f"of {dtype} (largest {limit:g}); rescale the data")
 
 
 def check_features(X, name="X", n_features=None, dtype=None):
@@ -60,20 +62,20 @@ def check_features(X, name="X", n_features=None, dtype=None):
     (values are checked to fit ``dtype``, the compute dtype, when given)."""
     X = plain(X, name, "a 2-D numeric array")
     if not _numeric(X.dtype):
-        raise TypeError(f"{name} must hold numbers, got dtype {X.dtype}")
+        raise InputTypeError(f"{name} must hold numbers, got dtype {X.dtype}")
     if np.issubdtype(X.dtype, np.complexfloating):
-        raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}")
+        raise InputTypeError(f"{name} must hold real numbers, got dtype {X.dtype}")
     if X.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (rows, features), got shape {X.shape}")
+        raise InputValueError(f"{name} must be 2-D (rows, features), got shape {X.shape}")
     if X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {X.shape})")
+        raise InputValueError(f"{name} is empty (shape {X.shape})")
     if n_features is not None and X.shape[1] != n_features:
-        raise ValueError(
+        raise InputValueError(
             f"{name} has {X.shape[1]} features, but the network was built for {n_features}"
         )
     if np.issubdtype(X.dtype, np.floating) and not all_finite(X):
         bad = int(np.count_nonzero(~np.isfinite(X)))
-        raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
+        raise InputValueError(f"{name} contains {bad} NaN or infinite value(s)")
     _fits(X, name, dtype)
     return X
 
@@ -87,30 +89,30 @@ def check_targets(y, n_rows, n_classes, name="y", distributions=False, x_name="X
     and a regression loss, 1-D targets are the values themselves."""
     y = plain(y, name, "an array of labels")
     if not _numeric(y.dtype):
-        raise TypeError(f"{name} must hold numbers, got dtype {y.dtype}")
+        raise InputTypeError(f"{name} must hold numbers, got dtype {y.dtype}")
     if np.issubdtype(y.dtype, np.complexfloating):
-        raise TypeError(f"{name} must hold real numbers, got dtype {y.dtype}")
+        raise InputTypeError(f"{name} must hold real numbers, got dtype {y.dtype}")
     if y.ndim == 0 or y.size == 0:
-        raise ValueError(f"{name} is empty or a scalar (shape {y.shape}); expected one label "
-                         "per row")
+        raise InputValueError(f"{name} is empty or a scalar (shape {y.shape}); expected one label "
+                              "per row")
     if y.shape[0] != n_rows:
-        raise ValueError(f"{name} has {y.shape[0]} rows but {x_name} has {n_rows}")
+        raise InputValueError(f"{name} has {y.shape[0]} rows but {x_name} has {n_rows}")
     if y.ndim == 2 and y.shape[1] == 1 and n_classes != 1:
         y = y[:, 0]
     if y.ndim == 1 and n_classes == 1 and not distributions:
         y = y[:, None]  # one output and no classes: each row's target value
     if np.issubdtype(y.dtype, np.floating) and not all_finite(y):
         bad = int(np.count_nonzero(~np.isfinite(y)))
-        raise ValueError(f"{name} contains NaN or infinite values ({bad} of them)")
+        raise InputValueError(f"{name} contains NaN or infinite values ({bad} of them)")
     if y.ndim == 1:
         if not np.issubdtype(y.dtype, np.integer):
             off = np.flatnonzero(y != np.round(y))
             if off.size:
-                raise ValueError(f"{name}: class ids must be integers, got {y[off[0]]!r} "
-                                 f"(row {int(off[0])}; {off.size} non-integer value(s))")
+                raise InputValueError(f"{name}: class ids must be integers, got {y[off[0]]!r} "
+                                      f"(row {int(off[0])}; {off.size} non-integer value(s))")
         low, high = y.min(), y.max()  # before any cast, so huge values are reported as they are
         if low < 0 or high >= n_classes:
-            raise ValueError(
+            raise InputValueError(
                 f"{name}: class ids must be in [0, {n_classes - 1}] for a network with "
                 f"{n_classes} outputs, got values from {low:g} to {high:g}"
             )
@@ -118,7 +120,7 @@ def check_targets(y, n_rows, n_classes, name="y", distributions=False, x_name="X
         out[np.arange(n_rows), y.astype(np.int64)] = 1.0
         return out
     if y.ndim != 2 or y.shape[1] != n_classes:
-        raise ValueError(
+        raise InputValueError(
             f"{name} must be class ids of shape ({n_rows},) or targets of shape "
             f"({n_rows}, {n_classes}), got shape {y.shape}"
         )
@@ -128,7 +130,7 @@ def check_targets(y, n_rows, n_classes, name="y", distributions=False, x_name="X
         bad = np.flatnonzero((np.abs(sums - 1) > 1e-6) | (y < 0).any(axis=1))
         if bad.size:
             i = int(bad[0])
-            raise ValueError(
+            raise InputValueError(
                 f"{name}: one-hot rows must be non-negative and sum to one; row {i} sums to "
                 f"{sums[i]:g} ({bad.size} bad row(s)); pass class ids or one-hot rows")
     return y
