@@ -137,6 +137,16 @@ def read(path):
     try:
         with open(path, "rb") as f:
             data = f.read()
+    except MemoryError:
+        raise
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path!r} cannot be read ({exc})") from None
+    if not data.startswith(b"PK"):  # np.load would try to unpickle it, and say so
+        what = "it is empty" if not data else (
+            "it holds a single .npy array" if data.startswith(b"\x93NUMPY")
+            else "it is not a .npz archive")
+        raise CheckpointError(f"checkpoint {path!r} is not an nnx checkpoint: {what}")
+    try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except MemoryError:

@@ -500,16 +500,28 @@ def test_load_truncated_file(saved, keep):
     data = Path(saved).read_bytes()
     n = int(len(data) * keep) if isinstance(keep, float) else (keep if keep >= 0 else len(data) - 1)
     Path(saved).write_bytes(data[:n])
-    with pytest.raises(CheckpointError, match=re.escape(repr(str(saved))) + ".*truncated"):
+    what = "not an nnx checkpoint: it is empty" if n == 0 else "truncated"
+    with pytest.raises(CheckpointError, match=re.escape(repr(str(saved))) + ".*" + what):
         NeuralNetwork.load(saved)
 
 
-def test_load_text_file_is_not_a_checkpoint(tmp_path):
+@pytest.mark.parametrize("content, what", [
+    (b"hello, this is not a checkpoint\n", "it is not a .npz archive"),
+    (b"\x80\x04\x95 pickled bytes", "it is not a .npz archive"),
+    (None, "it holds a single .npy array"),
+])
+def test_load_a_file_that_is_not_an_archive(tmp_path, content, what):
+    """A text file used to be reported with NumPy's advice to load it with
+    allow_pickle=True, which no checkpoint needs and nobody should follow."""
     path = tmp_path / "notes.npz"
-    path.write_text("hello, this is not a checkpoint\n")
+    if content is None:
+        np.save(tmp_path / "w.npy", np.zeros(3))
+        content = (tmp_path / "w.npy").read_bytes()
+    path.write_bytes(content)
     name = re.escape(repr(str(path)))
-    with pytest.raises(CheckpointError, match=name + ".*not an nnx checkpoint"):
+    with pytest.raises(CheckpointError, match=name + " is not an nnx checkpoint: " + what) as info:
         NeuralNetwork.load(path)
+    assert "pickle" not in str(info.value)
 
 
 def test_load_plain_npz_has_no_header(tmp_path):
