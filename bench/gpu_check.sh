@@ -7,13 +7,20 @@
 # 1. pytest -m gpu (parity with the CPU, fused kernels, captured step, no
 #    device-to-host copies per batch); 2. the GPU benchmarks beside PyTorch's
 #    CUDA eager mode, TF32 off on both; 3. a Fashion-MNIST-sized training run.
-# Writes report.json and report.md (plus the raw logs) into OUTDIR. Each stage
+# Writes report.json and report.md (plus the raw logs) into OUTDIR; exits 2
+# at once without a usable GPU, 1 when a gpu test failed or did not run. Each stage
 # has its own time limit (120 + 200 + 60 s): the whole script stays under 7 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-${OUT:-bench/results/gpu-$(date +%Y%m%d)}}
-mkdir -p "$OUTDIR"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# no GPU, no report: a report of "not run" rows would read like a failed device
+if ! python3 -c 'import sys, nnx; ok, why = nnx.gpu_available(); sys.exit(0 if ok else why)'
+then
+  echo "gpu_check: no usable GPU here, so nothing ran and no report was written" >&2
+  exit 2
+fi
+mkdir -p "$OUTDIR"
 export PYTHONUNBUFFERED=1
 export CUPY_TF32=0                # CuPy: full float32 matmuls
 export NVIDIA_TF32_OVERRIDE=0     # and for every cuBLAS user, PyTorch included

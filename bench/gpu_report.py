@@ -164,7 +164,7 @@ def main(argv=None):
     with open(os.path.join(a.outdir, "report.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     print("\n".join(md))
-    return 0
+    return 0 if t.get("ran") and not t["failed"] else 1
 
 
 if __name__ == "__main__":

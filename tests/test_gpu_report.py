@@ -5,6 +5,11 @@ here on outputs shaped like the real ones."""
 import importlib.util
 import json
 import pathlib
+import subprocess
+
+import pytest
+
+import nnx
 
 REPORT = pathlib.Path(__file__).resolve().parents[1] / "bench" / "gpu_report.py"
 
@@ -47,3 +52,36 @@ def test_the_report_keeps_every_benchmark_and_computes_the_targets(tmp_path):
     ratios = [t for t in report["targets"] if "nnx / PyTorch" in t["target"]]
     assert [t["measured"] for t in ratios] == ["1.25x", "2.50x (graph: True)"]
     assert (tmp_path / "report.md").read_text().startswith("# nnx GPU check")
+
+
+def _junit(path, failures):
+    cases = "".join(
+        f'<testcase classname="tests.test_gpu" name="test_{i}">'
+        + ('<failure message="boom">boom</failure>' if i < failures else "") + "</testcase>"
+        for i in range(3))
+    path.write_text(f'<?xml version="1.0"?><testsuites><testsuite name="pytest" tests="3" '
+                    f'failures="{failures}">{cases}</testsuite></testsuites>')
+
+
+def test_the_report_exits_non_zero_unless_every_gpu_test_passed(tmp_path):
+    """It exited 0 even when pytest -m gpu failed or never ran, so a broken
+    device run looked like a good one to whoever read only the status."""
+    report = _load()
+    assert report.main([str(tmp_path)]) == 1  # no test results at all
+    _junit(tmp_path / "gpu-tests.xml", failures=1)
+    assert report.main([str(tmp_path)]) == 1
+    _junit(tmp_path / "gpu-tests.xml", failures=0)
+    assert report.main([str(tmp_path)]) == 0
+
+
+@pytest.mark.skipif(nnx.gpu_available()[0], reason="on a GPU machine the check would run")
+def test_the_gpu_check_stops_at_once_without_a_gpu(tmp_path):
+    """Without a GPU it ran every stage, exited 0 and wrote a report of
+    'not run' rows under a '?' device, which the README says to commit."""
+    script = pathlib.Path(__file__).resolve().parents[1] / "bench" / "gpu_check.sh"
+    out = tmp_path / "report"
+    r = subprocess.run(["bash", str(script), str(out)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2
+    assert "no usable GPU" in r.stderr and "CuPy" in r.stderr
+    assert not out.exists()

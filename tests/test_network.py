@@ -334,3 +334,25 @@ def test_predictions_and_losses_in_chunks_equal_the_whole(chunk):
                  [np.array(p) for p in list(net.params())[1::2]], ACTS)
     expected = ref.loss_and_grads(X, one_hot(ids, N_CLASSES))[0]
     assert float(net.loss_on(X, ids, batch_size=chunk)) == pytest.approx(expected, rel=1e-12)
+
+
+def _binary_net(backend="cpu"):
+    """A one-output sigmoid network with known weights: output = sigmoid(x0 - x1)."""
+    net = nnx.NeuralNetwork([nnx.Dense(1, "sigmoid")], "mse", seed=0, backend=backend)
+    net.build(2)
+    net.set_parameters([1.0, -1.0, 0.0])  # W = (1, -1), B = 0
+    return net
+
+
+@pytest.mark.parametrize("backend", ["cpu", "strict"])
+def test_a_one_output_network_predicts_class_one_above_one_half(backend):
+    """predict_classes took the argmax of a single column, so a one-output
+    network predicted class 0 for every row, and accuracy refused 0/1 labels."""
+    net = _binary_net(backend)
+    X = np.array([[2.0, 0.0], [0.0, 2.0], [0.5, 0.4], [0.4, 0.5], [0.3, 0.3]])
+    # outputs sigmoid(2), sigmoid(-2), sigmoid(0.1), sigmoid(-0.1), sigmoid(0) = 0.5
+    np.testing.assert_array_equal(nnx.predict_classes(net, X), [1, 0, 1, 0, 0])
+    assert nnx.accuracy(net, X, np.array([1, 0, 1, 1, 0])) == pytest.approx(0.8)
+    assert nnx.accuracy(net, X, np.array([[1], [0], [0], [0], [0]])) == pytest.approx(0.8)
+    with pytest.raises(nnx.InputValueError, match=r"y holds values from 0 to 2.*0/1 labels"):
+        nnx.accuracy(net, X, np.array([0, 1, 2, 0, 1]))
