@@ -601,7 +601,7 @@ def one_hot(y, n_classes):
         raise InputTypeError(f"y must hold integer class ids, got dtype {y.dtype}")
     if y.size and (int(y.min()) < 0 or int(y.max()) >= n_classes):
         raise InputValueError(f"class ids must be in [0, {n_classes}), got {int(y.min())}.."
-                         f"{int(y.max())}")
+                              f"{int(y.max())}")
     out = np.zeros((y.shape[0], int(n_classes)), dtype=np.float32)
     out[np.arange(y.shape[0]), y] = 1.0
     return out

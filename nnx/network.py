@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import weakref
 
 from . import _checks
@@ -322,6 +323,7 @@ class NeuralNetwork:
         net.checkpoint_extra = arrays
         meta = header.get("meta")
         net.checkpoint_meta = meta if isinstance(meta, dict) else {}
+        net._loaded_from = os.fspath(path)  # fit(restart=True) warns before redrawing
         return net
 
     # ------------------------------------------------------------- inference

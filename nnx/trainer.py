@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 
 from . import _checks
@@ -219,6 +220,12 @@ class Trainer:
             run.load(resume, settings)
         else:
             if restart:
+                loaded = net.__dict__.pop("_loaded_from", None)
+                if loaded is not None:
+                    warnings.warn(
+                        f"fit(restart=True) draws new weights for the network loaded from "
+                        f"{loaded!r}; pass restart=False to go on training the loaded weights",
+                        stacklevel=2)
                 net.reset()
                 optim.attach(net)
             optim.setup_decay(epochs)

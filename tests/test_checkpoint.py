@@ -289,3 +289,22 @@ def test_a_header_of_the_wrong_kind_is_refused(tmp_path, change, message):
     _rewrite(path, rewrite)
     with pytest.raises(CheckpointError, match=message):
         nnx.NeuralNetwork.load(path)
+
+
+def test_fit_warns_before_redrawing_the_weights_of_a_loaded_network(tmp_path, recwarn):
+    """fit()'s default restart=True silently threw a loaded network's weights
+    away, so fine-tuning a loaded model started from scratch unnoticed."""
+    import warnings
+    net, X = _trained()
+    y = nnx.predict_classes(net, X)
+    path = net.save(tmp_path / "m.npz")
+    loaded = nnx.NeuralNetwork.load(path)
+    nnx.Trainer(loaded, nnx.SGD(1e-9)).fit(X, y, epochs=1, restart=False)
+    assert not recwarn.list  # going on from the loaded weights: nothing to say
+    np.testing.assert_allclose(loaded.predict(X), net.predict(X), rtol=1e-5, atol=1e-6)
+    with pytest.warns(UserWarning, match=r"m\.npz.*restart=False"):
+        nnx.Trainer(loaded, nnx.SGD(0.1)).fit(X, y, epochs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once redrawn, it is an ordinary network
+        nnx.Trainer(loaded, nnx.SGD(0.1)).fit(X, y, epochs=1)
+        nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, epochs=1)  # never loaded: no warning
