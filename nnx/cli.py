@@ -108,7 +108,11 @@ def _parse_steps(text):
     try:
         for part in text.split(","):
             lo, _, hi = part.partition("-")
-            steps.update(range(int(lo), int(hi or lo) + 1))
+            lo, hi = int(lo), int(hi or lo)
+            if hi < lo:
+                raise UsageError(f"--steps {text!r}: the range {part!r} runs backwards; "
+                                 f"write '{hi}-{lo}'")
+            steps.update(range(lo, hi + 1))
     except ValueError:
         raise UsageError(f"--steps {text!r}: expected numbers 1-8 like '1-8' or '5,7'") from None
     if not steps or min(steps) < 1 or max(steps) > 8:
@@ -363,6 +367,17 @@ def cmd_evaluate(args):
 
 
 # -------------------------------------------------------------------- parser
+class _Help(argparse.HelpFormatter):
+    """``--help`` shows each option's default, unless its text already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.option_strings and action.default not in (None, False, argparse.SUPPRESS)
+                and "default" not in text):
+            text += " (default: %(default)s)"
+        return text
+
+
 def _common(p, data=True, training=True):
     p.add_argument("--backend", choices=BACKENDS[:2], default="cpu",
                    help="cpu (NumPy) or gpu (CuPy); default cpu")
@@ -379,13 +394,15 @@ def _common(p, data=True, training=True):
         p.add_argument("--no-download", action="store_true",
                        help="never download; fail if the files are not found")
     if training:
-        p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-        p.add_argument("--epochs", type=int, default=EPOCHS)
+        p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                       help="compute dtype")
+        p.add_argument("--epochs", type=int, default=EPOCHS, help="most epochs to train")
         p.add_argument("--eval-every", type=int, default=None,
                        help=f"epochs between evaluations (default {EVAL_EVERY}, or --epochs "
                             "when that is smaller)")
-        p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-        p.add_argument("--seed", type=int, default=SEED)
+        p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="rows per mini-batch")
+        p.add_argument("--seed", type=int, default=SEED,
+                       help="seed of the weights, the split, the shuffling and dropout")
         p.add_argument("--early-stopping", choices=("validation", "test"), default="validation",
                        help="pick the model on a 10%% validation split of the training set "
                             "(default) or on the test set, as the study did")
@@ -398,7 +415,8 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"nnx {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("reproduce", help="run the study's 8-step ladder and tabulate it")
+    p = sub.add_parser("reproduce", help="run the study's 8-step ladder and tabulate it",
+                       formatter_class=_Help)
     _common(p)
     p.add_argument("--steps", default="1-8", help="which steps, e.g. 1-8 (default) or 5,7")
     p.add_argument("--out", default="results", help="folder for results.json and results.png")
@@ -408,23 +426,33 @@ def build_parser():
                         "study's rates overshoot")
     p.set_defaults(func=cmd_reproduce)
 
-    p = sub.add_parser("train", help="train one network and save a checkpoint")
+    p = sub.add_parser("train", help="train one network and save a checkpoint",
+                       formatter_class=_Help)
     _common(p)
     p.add_argument("--hidden", default="89", help="hidden sizes, e.g. 89 or 178,46")
-    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh")
-    p.add_argument("--dropout", type=float, default=1.0, help="keep probability, (0, 1]")
-    p.add_argument("--init", choices=("glorot", "he", "standard"), default="glorot")
-    p.add_argument("--loss", choices=sorted(LOSSES), default="softmax_cross_entropy")
-    p.add_argument("--optimizer", choices=("sgd", "momentum"), default="momentum")
-    p.add_argument("--lr", type=float, default=0.2)
-    p.add_argument("--final-lr", type=float, default=None)
-    p.add_argument("--decay", choices=DECAY_TYPES, default=None)
+    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh",
+                   help="activation of the hidden layers")
+    p.add_argument("--dropout", type=float, default=1.0,
+                   help="keep probability of the hidden units, in (0, 1]")
+    p.add_argument("--init", choices=("glorot", "he", "standard"), default="glorot",
+                   help="weight initialisation")
+    p.add_argument("--loss", choices=sorted(LOSSES), default="softmax_cross_entropy",
+                   help="mse gives the output layer a sigmoid, as in the study's step 1")
+    p.add_argument("--optimizer", choices=("sgd", "momentum"), default="momentum",
+                   help="plain SGD or SGD with momentum")
+    p.add_argument("--lr", type=float, default=0.2,
+                   help="learning rate (of the first epoch, with --decay)")
+    p.add_argument("--final-lr", type=float, default=None,
+                   help="learning rate of the last epoch; needs --decay")
+    p.add_argument("--decay", choices=DECAY_TYPES, default=None,
+                   help="decay the rate from --lr to --final-lr over the epochs")
     p.add_argument("--momentum", type=float, default=None,
                    help="default 0.9; with --optimizer momentum only")
     p.add_argument("--out", default="model.npz", help="checkpoint path (default model.npz)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="accuracy and confusion matrix of a checkpoint")
+    p = sub.add_parser("evaluate", help="accuracy and confusion matrix of a checkpoint",
+                       formatter_class=_Help)
     p.add_argument("checkpoint")
     _common(p, training=False)
     p.set_defaults(func=cmd_evaluate)
@@ -436,6 +464,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # `nnx evaluate m.npz | head -1`: the reader has gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 1
     except (UsageError, InputError, OSError, BackendUnavailableError, TrainingDiverged) as exc:
         # what nnx refused, in one line; anything else is a bug and keeps its traceback
         print(f"nnx {args.command}: error: {exc}", file=sys.stderr)

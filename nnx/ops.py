@@ -107,7 +107,11 @@ class WeightMultiply(ParamOperation):
     """``x @ W`` with ``W`` of shape ``(n_in, n_out)``."""
 
     def _output(self, inference):
-        return self.backend.matmul(self.input_, self.param)
+        x, w = self.input_, self.param
+        if len(x.shape) != 2 or x.shape[1] != w.shape[0]:
+            raise InputValueError(f"WeightMultiply: an input of shape {tuple(x.shape)} does not "
+                                  f"fit W of shape {tuple(w.shape)}; expected (rows, {w.shape[0]})")
+        return self.backend.matmul(x, w)
 
     def _input_grad(self, output_grad):
         return self.backend.matmul(output_grad, self.param.T)
@@ -125,7 +129,11 @@ class BiasAdd(ParamOperation):
         super().__init__(param, backend)
 
     def _output(self, inference):
-        return self.input_ + self.param
+        x, b = self.input_, self.param
+        if len(x.shape) != 2 or x.shape[1] != b.shape[1]:
+            raise InputValueError(f"BiasAdd: an input of shape {tuple(x.shape)} does not fit B "
+                                  f"of shape {tuple(b.shape)}; expected (rows, {b.shape[1]})")
+        return x + b
 
     def _input_grad(self, output_grad):
         return output_grad

@@ -105,7 +105,10 @@ class Optimizer:
         if net is None:
             raise RuntimeError("this optimizer has no network: use Trainer(net, optim) "
                                "or optim.attach(net) first")
-        net._require_built()
+        if not net.built:
+            raise RuntimeError("optim.step(): the network this optimiser updates (the one last "
+                               "given to Trainer(net, optim) or optim.attach(net)) has no "
+                               "parameters yet: train that network, or attach the one you train")
         b = net.backend
         if self._lr_buf is None:
             self._lr_buf = b.asarray(self._lr)

@@ -60,6 +60,9 @@ def test_bad_flags_exit_non_zero_with_usage(args, message):
 @pytest.mark.parametrize("args, message", [
     (["reproduce", "--steps", "0-9"], "--steps '0-9': steps run from 1 to 8"),
     (["reproduce", "--steps", "x"], "--steps 'x'"),
+    # said "steps run from 1 to 8", which they do
+    (["reproduce", "--steps", "5,3-1"], "--steps '5,3-1': the range '3-1' runs backwards; "
+                                        "write '1-3'"),
     (["reproduce", "--epochs", "0"], "--epochs 0: must be a positive integer"),
     (["reproduce", "--epochs", "5", "--eval-every", "6"], "--eval-every 6: must be between 1"),
     (["train", "--hidden", "8,a"], "--hidden '8,a'"),
@@ -314,3 +317,30 @@ def test_a_bug_keeps_its_traceback_while_refusals_stay_one_line(monkeypatch, cap
     err = capsys.readouterr().err
     assert err.strip().splitlines() == ["nnx train: error: --dropout=0.0 must be in (0, 1] "
                                         "(it is the keep probability)"]
+
+
+@pytest.mark.parametrize("command, shown", [
+    ("train", ["--epochs EPOCHS       most epochs to train (default: 50)",
+               "(default: 0.2)", "(default: 60)", "(default: tanh)", "(default: 20200720)"]),
+    ("reproduce", ["(default: 50)", "(default: 60)", "(default: float32)"]),
+])
+def test_help_shows_the_defaults(command, shown):
+    """--help listed --epochs, --lr, --batch-size and others without their defaults."""
+    r = nnx_cli(command, "--help")
+    assert r.returncode == 0
+    text = " ".join(r.stdout.split())  # argparse wraps to the terminal width
+    for part in shown:
+        assert " ".join(part.split()) in text
+
+
+def test_a_reader_that_leaves_early_is_not_an_error(tmp_path):
+    """`nnx evaluate model.npz | head -1` ended with 'error: [Errno 32] Broken
+    pipe' and exit status 2, as if evaluating had failed."""
+    model = tmp_path / "m.npz"
+    assert nnx_cli("train", "--epochs", "1", "--quiet", "--out", str(model)).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "nnx", "evaluate", str(model)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the reader goes before anything is printed
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 1
+    assert err == ""

@@ -10,6 +10,7 @@ from gradcheck import assert_grad_close, numeric_grad
 from nnx import (
     BiasAdd,
     Dropout,
+    InputValueError,
     LeakyReLU,
     Linear,
     ReLU,
@@ -364,3 +365,21 @@ def test_an_operation_whose_init_skips_the_base_init_still_runs():
     op = Square()
     np.testing.assert_array_equal(op.forward(np.full((2, 2), 3.0)), np.full((2, 2), 9.0))
     np.testing.assert_array_equal(op.backward(np.ones((2, 2))), np.full((2, 2), 6.0))
+
+
+@pytest.mark.parametrize("op, x, expected", [
+    (lambda: WeightMultiply(np.ones((4, 3))), np.ones((2, 5)),
+     r"WeightMultiply: an input of shape \(2, 5\) does not fit W of shape \(4, 3\); "
+     r"expected \(rows, 4\)"),
+    (lambda: WeightMultiply(np.ones((4, 3))), np.ones(4),
+     r"WeightMultiply: an input of shape \(4,\)"),
+    (lambda: BiasAdd(np.ones((1, 3))), np.ones((2, 5)),
+     r"BiasAdd: an input of shape \(2, 5\) does not fit B of shape \(1, 3\); "
+     r"expected \(rows, 3\)"),
+])
+def test_an_operation_names_an_input_of_the_wrong_width(op, x, expected):
+    """A standalone WeightMultiply or BiasAdd passed NumPy's own matmul or
+    broadcasting error through (or, for a 1-D input, an answer of the wrong
+    shape)."""
+    with pytest.raises(InputValueError, match=expected):
+        op().forward(x)

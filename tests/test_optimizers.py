@@ -226,3 +226,19 @@ def test_the_velocity_starts_afresh_when_the_network_is_rebuilt_wider():
     assert opt.velocity.shape == before.shape
     grads = np.concatenate([g.ravel() for g in net.param_grads()])
     np.testing.assert_allclose(net.get_parameters(), before - 0.1 * grads, rtol=1e-6)
+
+
+def test_step_names_the_network_it_updates_when_that_one_is_not_built():
+    """One optimiser given to two Trainers updates the second network; when
+    that one was not built, step() said only 'the network has no parameters'
+    while the user's own network plainly had them."""
+    mine = nnx.NeuralNetwork([nnx.Dense(3, "linear")], "mse", seed=0)
+    other = nnx.NeuralNetwork([nnx.Dense(3, "linear")], "mse", seed=0)
+    optim = nnx.SGD(0.1)
+    nnx.Trainer(mine, optim)
+    nnx.Trainer(other, optim)
+    mine.train_batch(np.ones((4, 2)), np.zeros((4, 3)))
+    with pytest.raises(RuntimeError, match=re.escape(
+            "the network this optimiser updates (the one last given to Trainer(net, optim) or "
+            "optim.attach(net)) has no parameters yet")):
+        optim.step()
