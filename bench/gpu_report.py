@@ -164,7 +164,9 @@ def main(argv=None):
     with open(os.path.join(a.outdir, "report.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     print("\n".join(md))
-    return 0 if t.get("ran") and not t["failed"] else 1
+    # 0 only when gpu tests ran and every one passed (none skipped, none failed)
+    counts = t.get("counts", {})
+    return 0 if counts.get("passed") and counts["passed"] == sum(counts.values()) else 1
 
 
 if __name__ == "__main__":

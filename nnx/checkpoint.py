@@ -19,7 +19,7 @@ import tempfile
 
 import numpy as np
 
-from ._checks import InputValueError
+from ._checks import InputTypeError, InputValueError
 
 FORMAT = "nnx-checkpoint"
 FORMAT_VERSION = 2
@@ -51,6 +51,15 @@ def _digest(arrays, header=None):
         h.update(str(a.shape).encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+def _fspath(path):
+    """``path`` as str or bytes; anything that is not a path is refused by name."""
+    try:
+        return os.fspath(path)
+    except TypeError:
+        raise InputTypeError(f"a checkpoint path must be a str, bytes or os.PathLike, got "
+                             f"{type(path).__name__} {path!r}") from None
 
 
 def folder_problem(folder):
@@ -102,7 +111,7 @@ def write(path, header, arrays):
     """Write ``arrays`` (name -> host array) and the JSON-able ``header``
     atomically to ``path``."""
     # through a symbolic link to its target, which is replaced; the link stays
-    given = os.fspath(path)
+    given = _fspath(path)
     path = os.path.realpath(os.fsdecode(given))
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
     header = dict(header, format=FORMAT, format_version=FORMAT_VERSION)
@@ -129,11 +138,13 @@ def write(path, header, arrays):
 def read(path):
     """``(header, arrays)`` from a checkpoint, after checking its format,
     version and checksum; raises ``CheckpointError`` naming the file."""
-    path = os.fspath(path)
+    path = _fspath(path)
     if os.path.isdir(path):
         raise CheckpointError(f"checkpoint {path!r} is a directory, not a checkpoint file")
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
+    if not os.path.isfile(path):  # a device or a pipe
+        raise CheckpointError(f"checkpoint {path!r} is not a regular file")
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -154,6 +165,10 @@ def read(path):
     except Exception as exc:  # a damaged zip can raise almost anything
         raise CheckpointError(f"checkpoint {path!r} is truncated or not an nnx checkpoint "
                               f"({type(exc).__name__}: {exc})") from None
+    odd = sorted(k for k, v in arrays.items() if not isinstance(v, np.ndarray))
+    if odd:  # NumPy hands over a member that is not a .npy file as raw bytes
+        raise CheckpointError(f"checkpoint {path!r} is not an nnx checkpoint: its members "
+                              f"{odd} are not arrays")
     if "__header__" not in arrays:
         raise CheckpointError(f"checkpoint {path!r} has no nnx header")
     try:

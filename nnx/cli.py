@@ -248,12 +248,14 @@ def cmd_reproduce(args):
         json.dump(result, f, indent=2)
     print(f"wrote {json_path}")
     png = os.path.join(args.out, "results.png")
-    try:
+    try:  # the figure is optional: a broken matplotlib set-up costs only the figure
         from .report import plot_ladder
+        plot_ladder(result, png)
     except ImportError as exc:
         print(f"no figure: {exc} (pip install 'nnx-dl[cli]')", file=sys.stderr)
+    except (ValueError, RuntimeError, OSError) as exc:  # e.g. MPLBACKEND=nosuch
+        print(f"no figure: matplotlib failed ({type(exc).__name__}: {exc})", file=sys.stderr)
     else:
-        plot_ladder(result, png)
         print(f"wrote {png}")
     for line in failures:
         print(f"nnx reproduce: {line}", file=sys.stderr)
@@ -333,6 +335,9 @@ def cmd_evaluate(args):
     extra = net.checkpoint_extra
     stats = [k for k in ("x_mean", "x_std") if k in extra]
     for k in stats:
+        if extra[k].dtype.kind not in "iuf":
+            raise UsageError(f"{args.checkpoint}: its {k} holds {extra[k].dtype} values; "
+                             "expected real numbers")
         if extra[k].shape != (net.n_in,):
             raise UsageError(f"{args.checkpoint}: its {k} has shape {extra[k].shape} but the "
                              f"network takes {net.n_in} features; expected ({net.n_in},)")
@@ -463,9 +468,14 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # a pipe buffers: a reader that left shows here, not at exit
+        return status
     except BrokenPipeError:  # `nnx evaluate m.npz | head -1`: the reader has gone
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        if sys.stdout is sys.__stdout__:  # so that exiting does not report it again
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
         return 1
     except (UsageError, InputError, OSError, BackendUnavailableError, TrainingDiverged) as exc:
         # what nnx refused, in one line; anything else is a bug and keeps its traceback

@@ -137,8 +137,14 @@ class NeuralNetwork:
             shapes.extend(layer.param_shapes(width))
             width = layer.neurons
         sizes = [r * c for r, c in shapes]
-        self._param_buf = b.zeros((sum(sizes),))
-        self._grad_buf = b.zeros((sum(sizes),))
+        try:  # the network stays as it was if this fails
+            param_buf, grad_buf = b.zeros((sum(sizes),)), b.zeros((sum(sizes),))
+        except (ValueError, MemoryError) as exc:  # NumPy: "maximum allowed dimension exceeded"
+            widths = [n_in] + [layer.neurons for layer in self.layers]
+            raise InputValueError(
+                f"a network of widths {widths} has {sum(sizes):,} parameters: too many to "
+                f"allocate in {b.dtype_name} ({type(exc).__name__}: {exc})") from None
+        self._param_buf, self._grad_buf = param_buf, grad_buf
         offsets = [sum(sizes[:i]) for i in range(len(sizes))]
         slots = iter(zip(offsets, shapes))
 

@@ -338,9 +338,44 @@ def test_a_reader_that_leaves_early_is_not_an_error(tmp_path):
     pipe' and exit status 2, as if evaluating had failed."""
     model = tmp_path / "m.npz"
     assert nnx_cli("train", "--epochs", "1", "--quiet", "--out", str(model)).returncode == 0
-    proc = subprocess.Popen([sys.executable, "-m", "nnx", "evaluate", str(model)],
+    # a pipe is block-buffered, so the write fails only at the flush
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.Popen([sys.executable, "-m", "nnx", "evaluate", str(model)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc.stdout.close()  # the reader goes before anything is printed
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 1
     assert err == ""
+
+
+def test_a_network_too_large_to_allocate_is_a_one_line_error():
+    """--hidden 10000000000000000000 ended in NumPy's 'Maximum allowed
+    dimension exceeded' with a traceback."""
+    r = nnx_cli("train", "--epochs", "1", "--quiet", "--hidden", "10000000000000000000")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "nnx train: error: a network of widths [64, 10000000000000000000, 10] has "
+        "750,000,000,000,000,000,010 parameters: too many to allocate in float32 "
+        "(ValueError: Maximum allowed dimension exceeded)"]
+
+
+def test_a_broken_matplotlib_costs_only_the_figure(tmp_path):
+    """MPLBACKEND=nosuch made matplotlib's import raise ValueError after
+    results.json was written, and reproduce ended in a traceback."""
+    env = dict(os.environ, MPLBACKEND="nosuch")
+    r = nnx_cli("reproduce", "--steps", "2", "--epochs", "1", "--out", str(tmp_path), env=env)
+    assert r.returncode == 0, r.stderr
+    assert "no figure: matplotlib failed (ValueError" in r.stderr
+    assert (tmp_path / "results.json").is_file() and not (tmp_path / "results.png").exists()
+
+
+def test_evaluate_refuses_statistics_that_are_not_numbers(tmp_path):
+    """A checkpoint whose x_mean held strings ended in a NumPy ufunc traceback."""
+    net = nnx.NeuralNetwork([nnx.Dense(10, "linear")], "softmax_cross_entropy", seed=0)
+    net.build(64)
+    path = net.save(tmp_path / "m.npz", extra={"x_mean": np.array(["a"] * 64),
+                                                "x_std": np.ones(64)})
+    r = nnx_cli("evaluate", str(path))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"nnx evaluate: error: {path}: its x_mean holds <U1 values; expected real numbers"]

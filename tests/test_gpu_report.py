@@ -54,24 +54,29 @@ def test_the_report_keeps_every_benchmark_and_computes_the_targets(tmp_path):
     assert (tmp_path / "report.md").read_text().startswith("# nnx GPU check")
 
 
-def _junit(path, failures):
-    cases = "".join(
-        f'<testcase classname="tests.test_gpu" name="test_{i}">'
-        + ('<failure message="boom">boom</failure>' if i < failures else "") + "</testcase>"
-        for i in range(3))
-    path.write_text(f'<?xml version="1.0"?><testsuites><testsuite name="pytest" tests="3" '
-                    f'failures="{failures}">{cases}</testsuite></testsuites>')
+def _junit(path, outcomes):
+    tags = {"passed": "", "failure": '<failure message="boom">boom</failure>',
+            "skipped": '<skipped message="no GPU">no GPU</skipped>'}
+    cases = "".join(f'<testcase classname="tests.test_gpu" name="test_{i}">{tags[o]}</testcase>'
+                    for i, o in enumerate(outcomes))
+    path.write_text(f'<?xml version="1.0"?><testsuites><testsuite name="pytest">{cases}'
+                    '</testsuite></testsuites>')
 
 
-def test_the_report_exits_non_zero_unless_every_gpu_test_passed(tmp_path):
+@pytest.mark.parametrize("outcomes, status", [
+    (None, 1),  # pytest -m gpu never ran
+    ([], 1),  # it ran, and collected nothing
+    (["passed", "failure", "passed"], 1),
+    (["skipped", "skipped"], 1),  # every test skipped: nothing ran on the device
+    (["passed", "skipped"], 1),
+    (["passed", "passed", "passed"], 0),
+])
+def test_the_report_exits_non_zero_unless_every_gpu_test_passed(tmp_path, outcomes, status):
     """It exited 0 even when pytest -m gpu failed or never ran, so a broken
     device run looked like a good one to whoever read only the status."""
-    report = _load()
-    assert report.main([str(tmp_path)]) == 1  # no test results at all
-    _junit(tmp_path / "gpu-tests.xml", failures=1)
-    assert report.main([str(tmp_path)]) == 1
-    _junit(tmp_path / "gpu-tests.xml", failures=0)
-    assert report.main([str(tmp_path)]) == 0
+    if outcomes is not None:
+        _junit(tmp_path / "gpu-tests.xml", outcomes)
+    assert _load().main([str(tmp_path)]) == status
 
 
 @pytest.mark.skipif(nnx.gpu_available()[0], reason="on a GPU machine the check would run")

@@ -1,6 +1,7 @@
 """The README's Python snippets run as written, one after another, and what
 they claim holds."""
 
+import os
 import pathlib
 import re
 import subprocess
@@ -34,8 +35,10 @@ def test_the_saved_quick_example_evaluates_to_the_same_accuracy(quick, tmp_path)
     """The example's split was not the command line's (stratified), so
     `nnx evaluate` scored the model on rows it had trained on (0.987), and
     without the saved statistics on unscaled features (0.79)."""
+    root = str(README.parent)  # this checkout's nnx, whatever is installed
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     r = subprocess.run([sys.executable, "-m", "nnx", "evaluate", "digits.npz"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr
     assert "note:" not in r.stderr  # the dataset and the statistics came with the file
     shown = float(re.search(r"accuracy (\d\.\d+)", r.stdout).group(1))

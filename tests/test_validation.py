@@ -1114,3 +1114,49 @@ def test_nnx_raises_no_bare_value_or_type_error():
             for i, line in enumerate(path.read_text().splitlines(), 1)
             if re.search(r"raise (ValueError|TypeError)\b", line)]
     assert bare == []
+
+
+def test_a_zip_whose_members_are_not_arrays_is_not_a_checkpoint(tmp_path):
+    """NumPy hands over a member that is not a .npy file as bytes, and loading
+    ended in AttributeError: 'bytes' object has no attribute 'tobytes'."""
+    import zipfile
+    path = tmp_path / "odd.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("__header__.npy", b"{}")
+        z.writestr("params.npy", b"not an array")
+    with pytest.raises(CheckpointError, match=r"its members \['__header__', 'params'\] are "
+                                               "not arrays"):
+        NeuralNetwork.load(path)
+
+
+def test_a_checkpoint_that_is_not_a_regular_file_is_named_so():
+    """/dev/null was reported as a checkpoint that does not exist."""
+    with pytest.raises(CheckpointError, match="'/dev/null' is not a regular file"):
+        NeuralNetwork.load("/dev/null")
+
+
+@pytest.mark.parametrize("call", ["save", "load", "resume"])
+def test_a_checkpoint_path_that_is_not_a_path_is_refused_by_name(trained, call):
+    """save(123), load(None) and fit(resume=123) raised os.fspath's bare TypeError."""
+    net, trainer, X, y = trained
+    with pytest.raises(nnx.InputTypeError, match="a checkpoint path must be a str, bytes or "
+                                                 "os.PathLike, got int 123"):
+        if call == "save":
+            net.save(123)
+        elif call == "load":
+            NeuralNetwork.load(123)
+        else:
+            trainer.fit(X, y, epochs=1, resume=123)
+
+
+def test_a_network_too_large_to_allocate_is_refused_and_left_as_it_was():
+    """Dense(10**19) failed in NumPy with 'Maximum allowed dimension exceeded'."""
+    net = make_net()
+    net.build(N_IN)
+    before = net.get_parameters()
+    net.layers[0].neurons = 10**19  # as if it had been built with a width too large
+    with pytest.raises(nnx.InputValueError, match=r"a network of widths \[4, 10000000000000000000"
+                                                  r", 3\] has .* parameters: too many"):
+        net.build(N_IN)
+    net.layers[0].neurons = len(before)  # back, and the network is untouched
+    np.testing.assert_array_equal(net.get_parameters(), before)
