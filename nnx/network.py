@@ -289,6 +289,13 @@ class NeuralNetwork:
         after ``load``."""
         from . import __version__, checkpoint
         self._require_built()
+        for name in extra or {}:  # before any work: these would replace the file's own
+            if not isinstance(name, str):
+                raise InputTypeError(f"extra names must be strings, got "
+                                     f"{type(name).__name__} {name!r}")
+            if name in ("params", "__header__"):
+                raise InputValueError(f"extra name {name!r} is reserved for the checkpoint's "
+                                      "own arrays; choose another")
         arrays = {"params": self.backend.to_numpy(self._param_buf)}
         for name, value in (extra or {}).items():
             arrays[name] = self.backend.to_numpy(value) if self.backend.owns(value) else value

@@ -263,3 +263,34 @@ def test_derived_seeds_depend_on_each_key_and_its_place():
     seeds = {host.derive_seed(*key) for key in keys}
     assert len(seeds) == len(keys)
     assert host.derive_seed(0, 0, 1) != host.derive_seed(0, 1, 0) != host.derive_seed(1, 0, 0)
+
+
+# ---- gaps found by the third mutation audit
+@pytest.mark.parametrize("x, expected", [([-3.0, 1.0], 3.0), ([-np.inf, 1.0], np.inf),
+                                         ([2.0, -1.0], 2.0), ([np.nan, 1.0], np.nan)])
+def test_max_abs_sees_negative_values(x, expected):
+    """The trainer's divergence check reads max_abs of the parameters: with
+    only max(x) it missed weights that ran off to -inf."""
+    got = float(get_backend("cpu").max_abs(np.array(x, dtype=np.float32)))
+    np.testing.assert_equal(got, expected)
+
+
+def test_a_generator_state_of_another_kind_reseeds_instead_of_failing():
+    """A state from another bit generator (MT19937) raised ValueError from
+    NumPy instead of falling back to a fresh reproducible stream."""
+    net = nnx.NeuralNetwork([nnx.Dense(3, "tanh", dropout=0.5), nnx.Dense(2, "linear")],
+                            "softmax_cross_entropy", seed=4)
+    net.build(2)
+    assert net.restore_generator(np.random.MT19937(0).state, 2) is False
+    again = nnx.NeuralNetwork([nnx.Dense(3, "tanh", dropout=0.5), nnx.Dense(2, "linear")],
+                              "softmax_cross_entropy", seed=4)
+    again.build(2)
+    again.restore_generator(None, 2)  # the same fresh stream as with no state at all
+    X = np.ones((6, 2))
+    np.testing.assert_array_equal(net.forward(X), again.forward(X))
+
+
+@pytest.mark.parametrize("dtype, expected", [(np.int64, "float32"), (bool, "float32"),
+                                             (np.float64, "float64"), (np.float32, "float32")])
+def test_an_operation_on_non_float_input_computes_in_float32(dtype, expected):
+    assert backend_mod.backend_of(np.zeros(3, dtype=dtype)).dtype_name == expected

@@ -308,3 +308,22 @@ def test_fit_warns_before_redrawing_the_weights_of_a_loaded_network(tmp_path, re
         warnings.simplefilter("error")  # once redrawn, it is an ordinary network
         nnx.Trainer(loaded, nnx.SGD(0.1)).fit(X, y, epochs=1)
         nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, epochs=1)  # never loaded: no warning
+
+
+# ---- gaps found by the third mutation audit
+def test_a_leaky_relu_with_alpha_zero_comes_back_with_alpha_zero(tmp_path):
+    """`if d.get("alpha")` would read alpha 0 as missing and load 0.01."""
+    net = nnx.NeuralNetwork([nnx.Dense(4, nnx.LeakyReLU(0.0)), nnx.Dense(2, "linear")],
+                            "softmax_cross_entropy", seed=1)
+    X = np.random.default_rng(0).standard_normal((8, 3))
+    net.build(3)
+    loaded = nnx.NeuralNetwork.load(net.save(tmp_path / "m.npz"))
+    assert loaded.layers[0].activation.alpha == 0.0
+    np.testing.assert_array_equal(loaded.predict(X), net.predict(X))
+
+
+def test_an_empty_training_state_is_still_saved(tmp_path):
+    """`if training:` would drop a training state that is an empty dict."""
+    net, _ = _trained()
+    header, _ = checkpoint.read(net.save(tmp_path / "m.npz", training={}))
+    assert header["training"] == {}

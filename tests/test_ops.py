@@ -237,6 +237,18 @@ def test_relu_backward_values():
     np.testing.assert_array_equal(x, [[-2.0, -0.5, 0.5, 3.0]])
 
 
+@pytest.mark.parametrize("make_op, x, grad", [
+    (ReLU, [0.0, 1e-30, -1e-30], [0.0, 1.0, 0.0]),
+    (ReLU6, [0.0, 6.0, 1e-30, 5.999], [0.0, 0.0, 1.0, 1.0]),
+])
+def test_the_gradient_at_a_kink_is_zero(make_op, x, grad):
+    """As the docstrings say: ReLU's gradient at 0 and ReLU6's at 0 and at 6
+    are taken as 0 (a >= in place of > went unnoticed)."""
+    op = make_op()
+    op.forward(np.array([x]))
+    np.testing.assert_array_equal(op.backward(np.ones((1, len(x)))), [grad])
+
+
 # -------------------------------------------------------------- shape checks
 
 @pytest.mark.parametrize("make_op", [

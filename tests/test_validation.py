@@ -1153,10 +1153,68 @@ def test_a_network_too_large_to_allocate_is_refused_and_left_as_it_was():
     """Dense(10**19) failed in NumPy with 'Maximum allowed dimension exceeded'."""
     net = make_net()
     net.build(N_IN)
-    before = net.get_parameters()
+    before, width = net.get_parameters(), net.layers[0].neurons
     net.layers[0].neurons = 10**19  # as if it had been built with a width too large
     with pytest.raises(nnx.InputValueError, match=r"a network of widths \[4, 10000000000000000000"
                                                   r", 3\] has .* parameters: too many"):
         net.build(N_IN)
-    net.layers[0].neurons = len(before)  # back, and the network is untouched
+    net.layers[0].neurons = width  # back, and the network is untouched
     np.testing.assert_array_equal(net.get_parameters(), before)
+
+
+# ---- gaps found by the third mutation audit: each test kills a surviving mutant
+def test_a_non_integer_class_id_is_shown_as_it_is():
+    """The message showed the first label rather than the offending one."""
+    X, _ = good_data(3)
+    with pytest.raises(nnx.InputValueError, match=r"got 1\.5 \(row 1; 1 non-integer"):
+        Trainer(make_net(), SGD(0.1)).fit(X, np.array([0.0, 1.5, 1.0]), epochs=1)
+
+
+def test_one_hot_rows_must_sum_to_one_within_a_millionth():
+    X, _ = good_data(2)
+    near = np.array([[0.5, 0.5000004, 0.0], [0.0, 1.0, 0.0]])  # within 1e-6: taken
+    Trainer(make_net(), SGD(0.1)).fit(X, near, epochs=1)
+    off = np.array([[0.5, 0.5005, 0.0], [0.0, 1.0, 0.0]])
+    with pytest.raises(nnx.InputValueError, match="row 0 sums to 1.0005"):
+        Trainer(make_net(), SGD(0.1)).fit(X, off, epochs=1)
+
+
+@pytest.mark.parametrize("dtype", ["foo", "float16", 3])
+def test_a_dtype_numpy_does_not_know_is_refused_by_name(dtype):
+    """NumPy's own 'data type not understood' TypeError could escape."""
+    with pytest.raises(nnx.InputValueError, match=re.escape(f"dtype={dtype!r} is not supported")):
+        NeuralNetwork([Dense(2)], "mse", dtype=dtype)
+
+
+def test_the_same_layer_twice_is_refused():
+    """One Dense object twice gave a buffer with slots for two layers and the
+    operations of one: silently wrong weights."""
+    d = Dense(3, "tanh")
+    with pytest.raises(nnx.InputValueError, match="the same Layer object appears twice"):
+        NeuralNetwork([d, d, Dense(2)], "mse")
+
+
+def test_device_targets_of_the_wrong_shape_are_named():
+    """Without the check the loss failed later with 'target has shape ...'."""
+    pytest.importorskip("array_api_strict")
+    net = make_net(backend="strict")
+    X, _ = good_data(4)
+    Xd, yd = net.backend.asarray(X), net.backend.asarray(np.zeros((4, 2)))
+    with pytest.raises(nnx.InputValueError, match=r"y_train on the device must have shape "
+                                                  r"\(4, 3\), got \(4, 2\)"):
+        Trainer(net, SGD(0.1)).fit(Xd, yd, epochs=1)
+
+
+def test_save_refuses_extra_names_that_would_replace_its_own(trained, tmp_path):
+    """save(extra={"params": ...}) silently replaced the saved weights;
+    "__header__" and a non-string name failed inside numpy.savez."""
+    net = trained[0]
+    for bad in ("params", "__header__"):
+        with pytest.raises(nnx.InputValueError, match=f"extra name {bad!r} is reserved"):
+            net.save(tmp_path / "m.npz", extra={bad: np.zeros(3)})
+    with pytest.raises(nnx.InputTypeError, match="extra names must be strings, got int 1"):
+        net.save(tmp_path / "m.npz", extra={1: np.zeros(3)})
+    assert not (tmp_path / "m.npz").exists()
+    path = net.save(tmp_path / "m.npz", extra={"note": np.arange(3)})
+    np.testing.assert_array_equal(NeuralNetwork.load(path).get_parameters(),
+                                  net.get_parameters())

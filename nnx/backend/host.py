@@ -108,7 +108,8 @@ def check_targets(y, n_rows, n_classes, name="y", distributions=False, x_name="X
         if not np.issubdtype(y.dtype, np.integer):
             off = np.flatnonzero(y != np.round(y))
             if off.size:
-                raise InputValueError(f"{name}: class ids must be integers, got {y[off[0]]!r} "
+                first = float(y[off[0]])
+                raise InputValueError(f"{name}: class ids must be integers, got {first!r} "
                                       f"(row {int(off[0])}; {off.size} non-integer value(s))")
         low, high = y.min(), y.max()  # before any cast, so huge values are reported as they are
         if low < 0 or high >= n_classes:
