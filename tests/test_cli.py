@@ -321,7 +321,8 @@ def test_a_bug_keeps_its_traceback_while_refusals_stay_one_line(monkeypatch, cap
 
 @pytest.mark.parametrize("command, shown", [
     ("train", ["--epochs EPOCHS       most epochs to train (default: 50)",
-               "(default: 0.2)", "(default: 60)", "(default: tanh)", "(default: 20200720)"]),
+               "default 0.2, the study's rate for MNIST, or 0.02 on fashion-mnist",
+               "(default: 60)", "(default: tanh)", "(default: 20200720)"]),
     ("reproduce", ["(default: 50)", "(default: 60)", "(default: float32)"]),
 ])
 def test_help_shows_the_defaults(command, shown):
@@ -379,3 +380,27 @@ def test_evaluate_refuses_statistics_that_are_not_numbers(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         f"nnx evaluate: error: {path}: its x_mean holds <U1 values; expected real numbers"]
+
+
+@pytest.mark.parametrize("dataset, lr", [("digits", 0.2), ("mnist", 0.2), ("fashion-mnist", 0.02)])
+def test_train_starts_fashion_mnist_at_a_tenth_of_the_study_rate(monkeypatch, dataset, lr):
+    """train used the study's MNIST rate 0.2 on Fashion-MNIST too, where the
+    study's rates overshoot (which is why reproduce scales them there)."""
+    from nnx import cli
+
+    class Stop(Exception):
+        pass
+
+    made = []
+
+    def record(rate, **kwargs):
+        made.append(rate)
+        raise Stop
+
+    monkeypatch.setattr(cli, "SGDMomentum", record)
+    with pytest.raises(Stop):
+        cli.main(["train", "--dataset", dataset, "--no-download", "--quiet"])
+    assert made == [pytest.approx(lr)]
+    with pytest.raises(Stop):
+        cli.main(["train", "--dataset", dataset, "--lr", "0.3"])  # a given rate is kept
+    assert made[-1] == 0.3
