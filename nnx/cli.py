@@ -249,14 +249,14 @@ def cmd_reproduce(args):
         json.dump(result, f, indent=2)
     print(f"wrote {json_path}")
     png = os.path.join(args.out, "results.png")
-    try:  # the figure is optional: a broken matplotlib set-up costs only the figure
+    try:  # the figure is optional: a missing or misconfigured matplotlib costs only it
         from .report import plot_ladder
-        plot_ladder(result, png)
     except ImportError as exc:
         print(f"no figure: {exc} (pip install 'nnx-dl[cli]')", file=sys.stderr)
-    except (ValueError, RuntimeError, OSError) as exc:  # e.g. MPLBACKEND=nosuch
-        print(f"no figure: matplotlib failed ({type(exc).__name__}: {exc})", file=sys.stderr)
+    except ValueError as exc:  # matplotlib's import validates MPLBACKEND, say
+        print(f"no figure: matplotlib cannot start ({exc})", file=sys.stderr)
     else:
+        plot_ladder(result, png)
         print(f"wrote {png}")
     for line in failures:
         print(f"nnx reproduce: {line}", file=sys.stderr)
@@ -295,7 +295,11 @@ def cmd_train(args):
     _check_out_file(args.out)
     sizes = _hidden(args.hidden)
     if args.lr is None:  # the study's MNIST rate, scaled where it overshoots
-        args.lr = TRAIN_LR * DEFAULT_LR_SCALE.get(args.dataset, 1.0)
+        args.lr = round(TRAIN_LR * DEFAULT_LR_SCALE.get(args.dataset, 1.0), 12)
+        if args.final_lr is not None and args.final_lr > args.lr:
+            raise UsageError(f"--final-lr {args.final_lr:g} is above the default --lr "
+                             f"{args.lr:g} on {args.dataset}, so the rate would rise; "
+                             "pass --lr as well")
     if args.momentum is None:
         args.momentum = 0.9
     elif args.optimizer != "momentum":
@@ -475,10 +479,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         status = args.func(args)
-        sys.stdout.flush()  # a pipe buffers: a reader that left shows here, not at exit
+        if sys.stdout is not None:  # a pipe buffers: a reader that left shows here
+            sys.stdout.flush()
         return status
     except BrokenPipeError:  # `nnx evaluate m.npz | head -1`: the reader has gone
-        if sys.stdout is sys.__stdout__:  # so that exiting does not report it again
+        # point the process's stdout at /dev/null, so that exiting does not report it again
+        if sys.stdout is not None and sys.stdout is sys.__stdout__:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)

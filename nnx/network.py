@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 import weakref
 
 from . import _checks
@@ -129,22 +130,41 @@ class NeuralNetwork:
     # ------------------------------------------------------------------ build
     def build(self, n_in):
         """Create every parameter for inputs of width ``n_in`` (done by the first
-        forward pass; call it yourself to inspect weights before training)."""
+        forward pass; call it yourself to inspect weights before training).
+        A network too large to allocate is refused, and a build that fails
+        leaves the network (and its weight generator) as it was."""
         n_in = _checks.integer("n_in", n_in)
+        widths = [n_in] + [layer.neurons for layer in self.layers]
+        total = sum(a * c + c for a, c in zip(widths[:-1], widths[1:]))  # weights and biases
+        if total > sys.maxsize // 8:  # beyond any array NumPy or CuPy can index
+            raise InputValueError(f"a network of widths {widths} has {total:,} parameters, "
+                                  "more than any array can hold")
+        before = ([dict(layer.__dict__) for layer in self.layers], self._param_buf,
+                  self._grad_buf, self.n_in, self._init_rng.bit_generator.state)
+        try:
+            self._build(n_in)
+        except BaseException as exc:
+            for layer, state in zip(self.layers, before[0]):
+                layer.__dict__.clear()
+                layer.__dict__.update(state)
+            self._param_buf, self._grad_buf, self.n_in = before[1:4]
+            self._init_rng.bit_generator.state = before[4]
+            if isinstance(exc, MemoryError):  # CuPy's OutOfMemoryError is one too
+                raise InputValueError(
+                    f"a network of widths {widths} has {total:,} parameters: too many to "
+                    f"allocate in {self.backend.dtype_name} ({type(exc).__name__}: {exc})"
+                ) from None
+            raise
+
+    def _build(self, n_in):
         b = self.backend
         shapes, width = [], n_in
         for layer in self.layers:
             shapes.extend(layer.param_shapes(width))
             width = layer.neurons
         sizes = [r * c for r, c in shapes]
-        try:  # the network stays as it was if this fails
-            param_buf, grad_buf = b.zeros((sum(sizes),)), b.zeros((sum(sizes),))
-        except (ValueError, MemoryError) as exc:  # NumPy: "maximum allowed dimension exceeded"
-            widths = [n_in] + [layer.neurons for layer in self.layers]
-            raise InputValueError(
-                f"a network of widths {widths} has {sum(sizes):,} parameters: too many to "
-                f"allocate in {b.dtype_name} ({type(exc).__name__}: {exc})") from None
-        self._param_buf, self._grad_buf = param_buf, grad_buf
+        self._param_buf = b.zeros((sum(sizes),))
+        self._grad_buf = b.zeros((sum(sizes),))
         offsets = [sum(sizes[:i]) for i in range(len(sizes))]
         slots = iter(zip(offsets, shapes))
 
