@@ -175,3 +175,21 @@ def test_dropout_masks_and_optimizer_state_stay_on_the_device():
     net._train_step(X, net.as_target(np.arange(8) % 5, 8))  # fit ended on an evaluation
     drop = net.layers[0].operations[-1]
     assert isinstance(drop.mask, cupy.ndarray) and drop.mask.dtype == cupy.float32
+
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.8])
+def test_float32_and_float64_drop_the_same_units(keep):
+    """The fused kernel drew its uniforms in the compute dtype, so float32 and
+    float64 runs with one seed dropped different units (the CPU draws in
+    float64 in both dtypes, and so does the GPU now)."""
+    masks = {}
+    for dtype in ("float32", "float64"):
+        b = get_backend("gpu", dtype)
+        m = b.dropout_mask(b.generator(11), (64, 300), keep)
+        assert m.dtype == np.dtype(dtype)
+        masks[dtype] = b.to_numpy(m)
+    np.testing.assert_array_equal(masks["float32"] == 0, masks["float64"] == 0)
+    assert set(np.unique(masks["float64"])) == {0.0, 1.0 / keep}
+    kept = np.count_nonzero(masks["float64"]) / masks["float64"].size
+    assert abs(kept - keep) < 0.02  # 19,200 draws: the share kept is keep within 4 sigma

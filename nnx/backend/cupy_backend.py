@@ -88,10 +88,11 @@ class CupyBackend(Backend):
         return self.xp.argsort(self.uniform(gen, (n,), "float64"))
 
     def dropout_mask(self, gen, shape, keep_prob):
-        # drawn in the compute dtype: the fused kernel takes one type (on the
-        # GPU, float32 and float64 runs drop different units)
-        u = self.uniform(gen, shape)
-        return self._kernels.dropout(u, u.dtype.type(keep_prob), u.dtype.type(1.0 / keep_prob))
+        # the draw and the comparison in float64 whatever the compute dtype, as
+        # on the CPU, so float32 and float64 runs with one seed drop the same units
+        u = self.uniform(gen, shape, "float64")
+        return self._kernels.dropout(u, float(keep_prob), self.dtype(1.0 / keep_prob),
+                                     self.empty(shape))
 
     def bias_activation(self, x, bias, activation):
         kernel = self._kernels.act_forward.get(activation.name)
@@ -248,7 +249,7 @@ class _Kernels:
     def __init__(self, cupy):
         ek = cupy.ElementwiseKernel
         self.dropout = ek(
-            "T u, T keep, T scale", "T mask",
+            "float64 u, float64 keep, T scale", "T mask",
             "mask = u < keep ? scale : (T)0",
             "nnx_dropout_mask",
         )
