@@ -35,7 +35,7 @@ def _activation(spec):
             and (cls._output is not Operation._output or cls.forward is not Operation.forward)):
         return spec() if isinstance(spec, type) else copy.copy(spec)
     raise InputTypeError(f"activation must be a name or an activation operation (an Operation "
-                         f"subclass with its own _output and _input_grad), got {spec!r}")
+                         f"subclass with its own _output, and _input_grad to train), got {spec!r}")
 
 
 class Layer:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import _checks
-from ._checks import InputValueError
+from ._checks import InputTypeError, InputValueError
 from .backend import backend_of
 from .ops import _check_shape
 
@@ -11,7 +11,17 @@ from .ops import _check_shape
 class Loss:
     """``forward(prediction, target)`` returns the loss as a 0-d array on the
     prediction's device (read it with ``float()``, which waits for the device);
-    ``backward()`` returns the gradient with respect to the prediction."""
+    ``backward()`` returns the gradient with respect to the prediction.
+
+    A loss of your own subclasses ``Loss`` and implements ``_compute()``,
+    which returns ``(value, gradient)`` from ``self.prediction`` and
+    ``self.target`` (both ``(rows, outputs)``) with the array functions of
+    ``self.backend.xp``: the value a 0-d array, the gradient shaped like the
+    prediction. Set ``classification = True`` if targets are class
+    distributions (then class ids are accepted too). It trains like the
+    built-in losses; checkpoints (``save``, ``fit(checkpoint=...)``) hold the
+    built-in losses only.
+    """
 
     backend = None  # set by the network that owns the loss
     classification = False  # targets are class distributions (rows sum to one)
@@ -56,6 +66,9 @@ class Loss:
         raise NotImplementedError
 
     def describe(self) -> dict:
+        if type(self) not in LOSSES.values():
+            raise InputTypeError(f"cannot describe {type(self).__name__}: checkpoints hold the "
+                                 f"built-in losses only ({sorted(LOSSES)})")
         return {"name": self.name}
 
 

@@ -9,7 +9,7 @@ right above its gradient.
 from __future__ import annotations
 
 from . import _checks
-from ._checks import InputValueError
+from ._checks import InputTypeError, InputValueError
 from .backend import backend_of
 
 
@@ -25,7 +25,7 @@ class Operation:
 
     Subclasses implement ``_output(inference)`` and ``_input_grad(output_grad)``.
     ``backend`` is set by the layer that owns the operation; an operation used
-    on its own takes the backend of the first array it sees.
+    on its own computes in the backend and dtype of each input it is given.
     """
 
     output = None  # what the last forward pass returned
@@ -67,10 +67,12 @@ class Operation:
         return self.input_grad
 
     def _output(self, inference):
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} defines no _output(inference)")
 
     def _input_grad(self, output_grad):
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} defines no _input_grad(output_grad), so no gradient can "
+            "flow back through it: it serves inference only")
 
 
 class ParamOperation(Operation):
@@ -264,6 +266,9 @@ class Dropout(Operation):
     def __init__(self, keep_prob=0.8, backend=None, rng=None):
         keep_prob = _checks.in_range("Dropout keep_prob", keep_prob, 0, 1, low_open=True)
         super().__init__(backend)
+        if rng is not None and not callable(getattr(rng, "random", None)):
+            raise InputTypeError(f"Dropout rng must be a generator of the backend (e.g. "
+                                 f"backend.generator(seed)) or None, got {rng!r}")
         self.keep_prob = keep_prob
         self.rng = rng
 

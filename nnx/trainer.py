@@ -33,9 +33,15 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class History:
-    """What ``fit`` saw: one record per evaluation with ``epoch`` (1-based),
-    ``loss`` (on the evaluation set, or None without one), ``train_loss``
-    (mean batch loss of that epoch) and ``lr`` (the rate used in that epoch)."""
+    """What ``fit`` saw: ``records``, one per evaluation, with ``epoch``
+    (1-based), ``loss`` (on the evaluation set, or None without one),
+    ``train_loss`` (mean batch loss of that epoch) and ``lr`` (the rate used
+    in that epoch); ``best_epoch`` and ``best_loss`` (the evaluation whose
+    parameters the network holds at the end, None and inf without an
+    evaluation set); ``stopped_early`` (training ended before ``epochs``:
+    early stopping, a callback's request, or a divergence); ``epochs_run``;
+    ``graph`` and ``graph_note`` (whether full batches ran as a replayed
+    captured step, and why not)."""
 
     records: list = field(default_factory=list)
     best_epoch: int | None = None
@@ -140,7 +146,9 @@ class Trainer:
 
         ``restart=True`` draws the initial weights again from the network's
         seed; ``seed`` seeds the shuffling. ``callback(epoch, record_or_None)``,
-        if given, is called after every epoch. ``graph=True`` (default) records
+        if given, is called after every epoch; if it returns True, training
+        stops there as early stopping does (``stopped_early``, and the best
+        evaluation's parameters restored). ``graph=True`` (default) records
         the training step as a CUDA graph and replays it on backends that can
         (the GPU); where capture is refused, a log line says why and training
         goes on step by step.
@@ -268,9 +276,11 @@ class Trainer:
                     run.check_parameters(epoch + 1, None if X_val is not None else (xb, yb))
                 history.records.append(record)
                 run.snapshot_good(epoch + 1)
-                run.early_stopping(record, patience, min_delta)
-            if callback is not None:
-                callback(epoch + 1, record)
+                run.early_stopping(record, patience, min_delta, last=epoch + 1 == epochs)
+            if callback is not None and callback(epoch + 1, record) is True:
+                # the callback asks to stop: after this epoch, as early stopping does
+                run.finished = True
+                history.stopped_early = history.stopped_early or epoch + 1 < epochs
             if not run.finished:
                 optim.decay(epoch)
             run.finished = run.finished or epoch + 1 == epochs
@@ -328,7 +338,7 @@ class _Run:
     def snapshot_good(self, epoch):
         self.good_params, self.good_epoch = self.net.get_parameters(), epoch
 
-    def early_stopping(self, record, patience, min_delta):
+    def early_stopping(self, record, patience, min_delta, last=False):
         h = self.history
         if record["loss"] is None:
             return
@@ -339,11 +349,12 @@ class _Run:
         else:
             self.bad_evals += 1
             if self.bad_evals >= patience:
-                h.stopped_early = self.finished = True
+                self.finished = True
+                h.stopped_early = not last  # at the last epoch, no epoch was skipped
 
     def restore_best(self):
-        h = self.history
-        if self.best_params is not None and h.records and h.records[-1]["epoch"] != h.best_epoch:
+        h = self.history  # unless the network holds the best evaluation's parameters now
+        if self.best_params is not None and h.epochs_run != h.best_epoch:
             self.net.set_parameters(self.best_params)
 
     # ------------------------------------------------------------ checkpoints

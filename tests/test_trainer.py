@@ -356,3 +356,41 @@ def test_train_loss_is_the_mean_batch_loss():
     history = nnx.Trainer(net, nnx.SGD(1e-12)).fit(X, y, epochs=1, batch_size=20)
     whole = float(net.loss_on(X, y))
     assert history.records[-1]["train_loss"] == pytest.approx(whole, rel=1e-9)
+
+
+# ---- from a researcher's walkthrough
+def test_patience_running_out_at_the_last_evaluation_is_not_an_early_stop():
+    """stopped_early was True for a run that trained every epoch, when the
+    last evaluation used up the patience."""
+    X, y, Xv, yv = make_data()
+    # min_delta so large that only the first evaluation counts as an improvement
+    for epochs, stopped, run in ((2, False, 2), (3, True, 2)):
+        h = nnx.Trainer(make_net(), nnx.SGD(0.1)).fit(
+            X, y, Xv, yv, epochs=epochs, eval_every=1, patience=1, min_delta=1e9)
+        assert (h.stopped_early, h.epochs_run, h.best_epoch) == (stopped, run, 1)
+
+
+def test_a_callback_that_returns_true_stops_training_like_early_stopping():
+    """Raising was the only way out of fit, and it left the last epoch's
+    parameters and lost the History."""
+    X, y, Xv, yv = make_data()
+    seen = []
+
+    def stop_after_four(epoch, record):
+        seen.append(epoch)
+        return epoch == 4
+
+    net = make_net()
+    h = nnx.Trainer(net, nnx.SGD(0.5)).fit(X, y, Xv, yv, epochs=10, eval_every=3,
+                                         callback=stop_after_four)
+    assert seen == [1, 2, 3, 4] and h.stopped_early and h.epochs_run == 4
+    assert [r["epoch"] for r in h.records] == [3] and h.best_epoch == 3
+    # the network holds the evaluated epoch-3 parameters, not epoch 4's
+    again = make_net()
+    nnx.Trainer(again, nnx.SGD(0.5)).fit(X, y, Xv, yv, epochs=10, eval_every=3,
+                                         callback=lambda e, r: e == 3)
+    np.testing.assert_array_equal(net.get_parameters(), again.get_parameters())
+    # anything but True (None, a record, 1) goes on
+    h = nnx.Trainer(make_net(), nnx.SGD(0.5)).fit(X, y, Xv, yv, epochs=3, eval_every=3,
+                                                  callback=lambda e, r: 1)
+    assert h.epochs_run == 3 and not h.stopped_early

@@ -1243,3 +1243,52 @@ def test_save_refuses_extra_names_that_would_replace_its_own(trained, tmp_path):
     path = net.save(tmp_path / "m.npz", extra={"note": np.arange(3)})
     np.testing.assert_array_equal(NeuralNetwork.load(path).get_parameters(),
                                   net.get_parameters())
+
+
+class _L1(nnx.Loss):
+    """A loss of one's own, as the Loss docstring describes."""
+
+    def _compute(self):
+        xp, d = self.backend.xp, self.prediction - self.target
+        return xp.asarray(xp.sum(xp.abs(d)) / d.shape[0]), xp.sign(d) / d.shape[0]
+
+
+class _NamedL1(_L1):
+    name = "l1"
+
+
+@pytest.mark.parametrize("loss", [_L1, _NamedL1])
+def test_a_custom_loss_trains_and_is_refused_by_checkpoints_up_front(loss, tmp_path):
+    """save() and fit(checkpoint=...) failed with AttributeError (no name), or
+    wrote a file that load() then called 'no valid network'."""
+    X, _ = good_data()
+    y = np.random.default_rng(1).normal(size=(N_ROWS, N_OUT))
+    net = NeuralNetwork([Dense(5, "tanh"), Dense(N_OUT, "linear")], loss(), seed=0)
+    Trainer(net, SGD(0.1)).fit(X, y, epochs=2)  # it trains
+    message = r"cannot describe _(Named)?L1: checkpoints hold the built-in losses only"
+    with pytest.raises(nnx.InputTypeError, match=message):
+        net.save(tmp_path / "m.npz")
+    with pytest.raises(nnx.InputTypeError, match="checkpoint=.*" + message):
+        Trainer(net, SGD(0.1)).fit(X, y, epochs=2, checkpoint=tmp_path / "run.npz")
+    assert not list(tmp_path.iterdir())
+
+
+def test_training_through_a_forward_only_activation_says_what_is_missing():
+    """An activation with _output but no _input_grad is fine for inference;
+    training through it raised a bare NotImplementedError()."""
+    class Doubler(nnx.Operation):
+        def _output(self, inference):
+            return 2 * self.input_
+
+    net = NeuralNetwork([Dense(3, Doubler()), Dense(N_OUT, "linear")], "mse", seed=0)
+    X, _ = good_data()
+    net.forward(X)  # inference works
+    with pytest.raises(NotImplementedError, match="Doubler defines no _input_grad"):
+        net.train_batch(X, np.zeros((N_ROWS, N_OUT)))
+
+
+def test_dropout_refuses_an_rng_that_is_not_a_generator():
+    """Dropout(0.5, rng=0) failed at the first forward with AttributeError."""
+    with pytest.raises(nnx.InputTypeError, match="Dropout rng must be a generator"):
+        Dropout(0.5, rng=0)
+    Dropout(0.5, rng=np.random.default_rng(0)).forward(np.ones((2, 2)))
