@@ -23,7 +23,12 @@ class InputTypeError(InputError, TypeError):
 
 
 def _is_bool(value):
-    return isinstance(value, bool) or type(value).__name__ == "bool_"
+    return isinstance(value, bool) or type(value).__name__ in ("bool_", "bool")  # NumPy 1, 2
+
+
+def is_true(value):
+    """True for ``True`` and NumPy's ``True_`` only (not for 1 or a non-empty list)."""
+    return _is_bool(value) and bool(value)
 
 
 def integer(name, value, minimum=1):

@@ -105,7 +105,7 @@ class SoftmaxCrossEntropy(Loss):
         return self.backend.softmax_cross_entropy(self.prediction, self.target, self.eps)
 
     def describe(self) -> dict:
-        return {"name": self.name, "eps": self.eps}
+        return {**super().describe(), "eps": self.eps}
 
 
 LOSSES = {"mse": MeanSquaredError, "softmax_cross_entropy": SoftmaxCrossEntropy}

@@ -266,8 +266,10 @@ class Dropout(Operation):
     def __init__(self, keep_prob=0.8, backend=None, rng=None):
         keep_prob = _checks.in_range("Dropout keep_prob", keep_prob, 0, 1, low_open=True)
         super().__init__(backend)
-        if rng is not None and not callable(getattr(rng, "random", None)):
-            raise InputTypeError(f"Dropout rng must be a generator of the backend (e.g. "
+        kind = type(rng)
+        if rng is not None and not (kind.__name__ == "Generator" and kind.__module__.split(".")[0]
+                                    in ("numpy", "cupy")):
+            raise InputTypeError(f"Dropout rng must be a NumPy or CuPy Generator (e.g. "
                                  f"backend.generator(seed)) or None, got {rng!r}")
         self.keep_prob = keep_prob
         self.rng = rng

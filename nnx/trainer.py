@@ -37,9 +37,9 @@ class History:
     (1-based), ``loss`` (on the evaluation set, or None without one),
     ``train_loss`` (mean batch loss of that epoch) and ``lr`` (the rate used
     in that epoch); ``best_epoch`` and ``best_loss`` (the evaluation whose
-    parameters the network holds at the end, None and inf without an
-    evaluation set); ``stopped_early`` (training ended before ``epochs``:
-    early stopping, a callback's request, or a divergence); ``epochs_run``;
+    parameters the network holds at the end; None and inf when no
+    evaluation measured a loss); ``stopped_early`` (training ended before
+    ``epochs``, by early stopping or a callback's request, or it diverged); ``epochs_run``;
     ``graph`` and ``graph_note`` (whether full batches ran as a replayed
     captured step, and why not)."""
 
@@ -264,23 +264,19 @@ class Trainer:
             run.epoch = history.epochs_run = epoch + 1
             run.pending.append(epoch_loss)
 
+            # what an evaluation needs: the data to measure, the early-stopping rule
+            evaluation = (lr, n_batches, None if X_val is None else (X_val, y_val), (xb, yb),
+                          patience, min_delta, epoch + 1 == epochs)
             record = None
             if (epoch + 1) % eval_every == 0 or epoch + 1 == epochs:
-                train_loss = run.check_pending() / n_batches
-                record = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "loss": None}
-                if X_val is not None:
-                    with b.quiet_float_errors():
-                        record["loss"] = b.to_float(net._mean_loss(X_val, y_val))
-                    run.check_finite(record["loss"], epoch + 1)
-                with b.quiet_float_errors():
-                    run.check_parameters(epoch + 1, None if X_val is not None else (xb, yb))
-                history.records.append(record)
-                run.snapshot_good(epoch + 1)
-                run.early_stopping(record, patience, min_delta, last=epoch + 1 == epochs)
-            if callback is not None and callback(epoch + 1, record) is True:
-                # the callback asks to stop: after this epoch, as early stopping does
+                record = run.evaluate(*evaluation)
+            if callback is not None and _checks.is_true(callback(epoch + 1, record)):
+                # the callback asks to stop: after this epoch, as early stopping does,
+                # and with the stopping parameters evaluated, as at any last epoch
                 run.finished = True
                 history.stopped_early = history.stopped_early or epoch + 1 < epochs
+                if record is None:
+                    run.evaluate(*evaluation)
             if not run.finished:
                 optim.decay(epoch)
             run.finished = run.finished or epoch + 1 == epochs
@@ -308,6 +304,24 @@ class _Run:
         self.best_params = None
         self.good_params, self.good_epoch = None, 0
         self.pending = []  # device losses of the epochs since the last read
+
+    def evaluate(self, lr, n_batches, val, last_batch, patience, min_delta, last):
+        """The evaluation after epoch ``self.epoch``: read and check the epoch
+        losses, measure ``val`` (or, without it, check the parameters on
+        ``last_batch``), keep the record and apply early stopping. Returns the record."""
+        b, epoch = self.b, self.epoch
+        record = {"epoch": epoch, "lr": lr, "train_loss": self.check_pending() / n_batches,
+                  "loss": None}
+        if val is not None:
+            with b.quiet_float_errors():
+                record["loss"] = b.to_float(self.net._mean_loss(*val))
+            self.check_finite(record["loss"], epoch)
+        with b.quiet_float_errors():
+            self.check_parameters(epoch, None if val is not None else last_batch)
+        self.history.records.append(record)
+        self.snapshot_good(epoch)
+        self.early_stopping(record, patience, min_delta, last=last)
+        return record
 
     def check_pending(self):
         """Read the epoch losses not read yet (one transfer); raise

@@ -372,7 +372,9 @@ def test_patience_running_out_at_the_last_evaluation_is_not_an_early_stop():
 
 def test_a_callback_that_returns_true_stops_training_like_early_stopping():
     """Raising was the only way out of fit, and it left the last epoch's
-    parameters and lost the History."""
+    parameters and lost the History. The epoch it stops at is evaluated, as
+    any last epoch is (else a divergence since the last evaluation would pass
+    unseen)."""
     X, y, Xv, yv = make_data()
     seen = []
 
@@ -384,13 +386,29 @@ def test_a_callback_that_returns_true_stops_training_like_early_stopping():
     h = nnx.Trainer(net, nnx.SGD(0.5)).fit(X, y, Xv, yv, epochs=10, eval_every=3,
                                          callback=stop_after_four)
     assert seen == [1, 2, 3, 4] and h.stopped_early and h.epochs_run == 4
-    assert [r["epoch"] for r in h.records] == [3] and h.best_epoch == 3
-    # the network holds the evaluated epoch-3 parameters, not epoch 4's
+    assert [r["epoch"] for r in h.records] == [3, 4] and h.best_epoch in (3, 4)
+    # the network holds the best evaluation's parameters
     again = make_net()
     nnx.Trainer(again, nnx.SGD(0.5)).fit(X, y, Xv, yv, epochs=10, eval_every=3,
-                                         callback=lambda e, r: e == 3)
+                                         callback=lambda e, r: e == h.best_epoch)
     np.testing.assert_array_equal(net.get_parameters(), again.get_parameters())
-    # anything but True (None, a record, 1) goes on
+    # NumPy's True stops too; anything else (None, a record, 1) goes on
+    h = nnx.Trainer(make_net(), nnx.SGD(0.5)).fit(X, y, Xv, yv, epochs=5, eval_every=5,
+                                                  callback=lambda e, r: np.bool_(e == 2))
+    assert h.epochs_run == 2 and h.stopped_early
     h = nnx.Trainer(make_net(), nnx.SGD(0.5)).fit(X, y, Xv, yv, epochs=3, eval_every=3,
                                                   callback=lambda e, r: 1)
     assert h.epochs_run == 3 and not h.stopped_early
+
+
+@pytest.mark.parametrize("with_validation", [True, False])
+def test_a_callback_stop_between_evaluations_still_catches_a_divergence(with_validation):
+    """Stopping between evaluations returned NaN parameters without a word."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((64, 4)), rng.standard_normal((64, 1)) * 1e3
+    net = nnx.NeuralNetwork([nnx.Dense(8, "linear"), nnx.Dense(1, "linear")], "mse", seed=0)
+    val = (X, y) if with_validation else None
+    with pytest.raises(nnx.TrainingDiverged):
+        nnx.Trainer(net, nnx.SGD(10.0)).fit(X, y, epochs=10, eval_every=5, validation=val,
+                                            callback=lambda e, r: e == 2)
+    assert np.isfinite(net.get_parameters()).all()

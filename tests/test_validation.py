@@ -1257,15 +1257,24 @@ class _NamedL1(_L1):
     name = "l1"
 
 
-@pytest.mark.parametrize("loss", [_L1, _NamedL1])
+class _DoubledCE(nnx.SoftmaxCrossEntropy):
+    """A subclass of a built-in loss: a loss of one's own too."""
+
+    def _compute(self):
+        value, grad = super()._compute()
+        return 2 * value, 2 * grad
+
+
+@pytest.mark.parametrize("loss", [_L1, _NamedL1, _DoubledCE])
 def test_a_custom_loss_trains_and_is_refused_by_checkpoints_up_front(loss, tmp_path):
     """save() and fit(checkpoint=...) failed with AttributeError (no name), or
     wrote a file that load() then called 'no valid network'."""
-    X, _ = good_data()
-    y = np.random.default_rng(1).normal(size=(N_ROWS, N_OUT))
+    X, y = good_data()
+    if not loss().classification:  # a regression loss: real-valued targets
+        y = np.random.default_rng(1).normal(size=(N_ROWS, N_OUT))
     net = NeuralNetwork([Dense(5, "tanh"), Dense(N_OUT, "linear")], loss(), seed=0)
     Trainer(net, SGD(0.1)).fit(X, y, epochs=2)  # it trains
-    message = r"cannot describe _(Named)?L1: checkpoints hold the built-in losses only"
+    message = r"cannot describe _\w+: checkpoints hold the built-in losses only"
     with pytest.raises(nnx.InputTypeError, match=message):
         net.save(tmp_path / "m.npz")
     with pytest.raises(nnx.InputTypeError, match="checkpoint=.*" + message):
@@ -1287,8 +1296,11 @@ def test_training_through_a_forward_only_activation_says_what_is_missing():
         net.train_batch(X, np.zeros((N_ROWS, N_OUT)))
 
 
-def test_dropout_refuses_an_rng_that_is_not_a_generator():
-    """Dropout(0.5, rng=0) failed at the first forward with AttributeError."""
-    with pytest.raises(nnx.InputTypeError, match="Dropout rng must be a generator"):
-        Dropout(0.5, rng=0)
+@pytest.mark.parametrize("rng", [0, __import__("random").Random(0), np.random.RandomState(0),
+                                 np.random])
+def test_dropout_refuses_an_rng_that_is_not_a_generator(rng):
+    """Dropout(0.5, rng=0) failed at the first forward with AttributeError,
+    and random.Random or a RandomState with a TypeError about keywords."""
+    with pytest.raises(nnx.InputTypeError, match="Dropout rng must be a NumPy or CuPy Generator"):
+        Dropout(0.5, rng=rng)
     Dropout(0.5, rng=np.random.default_rng(0)).forward(np.ones((2, 2)))
