@@ -8,6 +8,7 @@ import importlib.util
 import json
 import pathlib
 import subprocess
+import sys
 
 import matplotlib
 import pytest
@@ -190,3 +191,63 @@ def test_the_gpu_check_stops_at_once_without_a_gpu(tmp_path):
     assert r.returncode == 2
     assert "no usable GPU" in r.stderr and "CuPy" in r.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("outcomes, met", [
+    (["passed", "passed"], True),
+    (["passed", "failure"], False),
+    (["passed", "skipped"], False),
+    (None, False),  # never ran
+])
+def test_a_tests_target_is_met_only_when_all_its_tests_passed(tmp_path, outcomes, met):
+    """The parity and no-copy rows said 'see measured' whatever happened, so
+    a failed parity test still left the target table without a 'no'."""
+    if outcomes is not None:
+        cases = "".join(f'<testcase classname="tests.test_parity" name="test_{i}">'
+                        + ('<failure message="boom"/>' if o == "failure" else
+                           '<skipped message="no GPU"/>' if o == "skipped" else "")
+                        + "</testcase>" for i, o in enumerate(outcomes))
+        (tmp_path / "gpu-tests.xml").write_text(
+            f'<?xml version="1.0"?><testsuites><testsuite name="pytest">{cases}'
+            '</testsuite></testsuites>')
+    _script("gpu_report").main([str(tmp_path)])
+    report = json.loads((tmp_path / "report.json").read_text())
+    parity = next(t for t in report["targets"] if t["target"].startswith("parity"))
+    assert parity["met"] is met
+    row = next(line for line in (tmp_path / "report.md").read_text().splitlines()
+               if line.startswith("| parity"))
+    assert row.endswith("| yes |" if met else "| **no** |")
+
+
+def test_rerender_keeps_the_device_the_gpu_machine_wrote(tmp_path):
+    """Rendering a committed report again on a machine without CuPy must not
+    replace the GPU machine's device details with this machine's."""
+    gpu = {"device": "NVIDIA H200", "driver_version": 13000, "python": "3.12.3",
+           "tf32": {"CUPY_TF32": "0", "NVIDIA_TF32_OVERRIDE": "0"}}
+    (tmp_path / "report.json").write_text(json.dumps({"device": gpu, "seconds": 98.0}))
+    runs = [_bench("nnx-gpu", "train wide f32", 0.5, network="wide", dtype="float32",
+                   samples_per_s=300.0, fraction_of_ceiling=0.05),
+            _bench("torch-cuda", "train wide f32", 0.6, network="wide", dtype="float32",
+                   samples_per_s=200.0, fraction_of_ceiling=0.03)]
+    (tmp_path / "bench.json").write_text(json.dumps({"benchmarks": runs}))
+    _script("gpu_report").main([str(tmp_path), "--rerender"])
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["device"] == gpu and report["seconds"] == 98.0
+    md = (tmp_path / "report.md").read_text()
+    assert md.startswith("# nnx GPU check: NVIDIA H200")
+    assert "TF32 off (CUPY_TF32=0, NVIDIA_TF32_OVERRIDE=0). Whole check: 98.0 s." in md
+    assert "| wide | float32 | nnx-gpu | 300 | 1.50x | 5% |  |" in md
+
+
+def test_pytest_m_gpu_skips_no_module_where_array_api_strict_is_missing():
+    """The GPU machine has no array-api-strict: two test modules skipped
+    themselves whole at import, and `pytest -m gpu` reported two skips, so the
+    check failed (exit 1) with every gpu test passed. A module skip would also
+    hide any gpu test inside it."""
+    code = ("import sys, pytest; sys.modules['array_api_strict'] = None; "
+            "sys.exit(pytest.main(['tests', '-m', 'gpu', '--co', '-q', "
+            "'-p', 'no:cacheprovider']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=BENCH.parent, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "SKIPPED" not in r.stdout and "collected" in r.stdout.strip().splitlines()[-1]
