@@ -253,7 +253,7 @@ class Trainer:
             if run.finished:
                 break
             lr = optim.lr
-            order = b.permutation(b.generator(host.derive_seed(seed, 0, epoch)), n)
+            order = b.epoch_order(host.derive_seed(seed, 0, epoch), n)
             epoch_loss = b.zeros(())  # summed on the device; read at evaluations
             with b.quiet_float_errors():  # a divergence is reported as TrainingDiverged
                 for start, stop, xb, yb, full in batches:

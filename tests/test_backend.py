@@ -188,6 +188,18 @@ def test_shuffle_order_does_not_depend_on_the_dtype(backend_name):
         assert np.array_equal(p32, p64)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_backend_visits_the_rows_in_one_order(backend_name, dtype):
+    """An epoch's order is the CPU's permutation of the seed's host draw on
+    every backend (the GPU drew it on its own generator, and went its own way)."""
+    b, host = get_backend(backend_name, dtype), get_backend("cpu", "float64")
+    for n in (1, 17, 60_000):
+        order = b.epoch_order(5, n)
+        assert b.owns(order)  # uploaded once, gathered on the device
+        expected = host.permutation(np.random.default_rng(5), n)
+        assert np.array_equal(b.to_numpy(order), expected)
+
+
 @pytest.mark.parametrize("backend_name", ["cpu", "strict"])
 def test_dropout_units_do_not_depend_on_the_dtype(backend_name):
     """One seed, the same units dropped in float32 and float64 (the draws are

@@ -165,6 +165,19 @@ class Backend:
         keys = self.uniform(gen, (n,), "float64")
         return self.xp.argsort(keys, stable=True)
 
+    def epoch_order(self, seed, n):
+        """The order in which one epoch visits the ``n`` rows: a permutation
+        drawn from ``seed`` on the host (NumPy's generator, float64 keys) and
+        uploaded as one index array. Drawn on the host, not the device, so that
+        every backend and every dtype visits the rows in the same order for
+        one seed: a GPU run without dropout follows the CPU run's trajectory.
+        One upload of ``n`` indices per epoch; nothing per batch."""
+        from . import get_backend  # the CPU backend; imported here, not at load
+
+        host = get_backend("cpu", "float64")
+        order = host.permutation(self.host_generator(seed), n)
+        return self.asarray(order, dtype=self.xp.int64)  # no copy on the CPU
+
     def dropout_mask(self, gen, shape, keep_prob):
         """Inverted-dropout mask: ``1/keep_prob`` where a uniform draw is below
         ``keep_prob``, else 0. One draw, one comparison, one scale. The draw is
