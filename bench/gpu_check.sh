@@ -8,12 +8,19 @@
 #    device-to-host copies per batch); 2. the GPU benchmarks beside PyTorch's
 #    CUDA eager mode, TF32 off on both; 3. a Fashion-MNIST-sized training run.
 # Writes report.json and report.md (plus the raw logs) into OUTDIR; exits 2
-# at once without a usable GPU, 1 when a gpu test failed or did not run. Each stage
-# has its own time limit (120 + 200 + 60 s): the whole script stays under 7 minutes.
+# at once without a usable GPU (3 when nnx itself does not import), 1 when a
+# gpu test failed or did not run. Each stage has its own time limit
+# (120 + 200 + 60 s): the whole script stays under 7 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-${OUT:-bench/results/gpu-$(date +%Y%m%d)}}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# nnx itself must import, or every stage would fail for a reason that is not the GPU's
+if ! python3 -c 'import nnx'
+then
+  echo "gpu_check: cannot import nnx (its traceback is above), so nothing ran" >&2
+  exit 3
+fi
 # no GPU, no report: a report of "not run" rows would read like a failed device
 if ! python3 -c 'import sys, nnx; ok, why = nnx.gpu_available(); sys.exit(0 if ok else why)'
 then

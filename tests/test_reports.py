@@ -6,6 +6,7 @@ is checked here on outputs shaped like the real ones."""
 
 import importlib.util
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -251,3 +252,18 @@ def test_pytest_m_gpu_skips_no_module_where_array_api_strict_is_missing():
                        cwd=BENCH.parent, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "SKIPPED" not in r.stdout and "collected" in r.stdout.strip().splitlines()[-1]
+
+
+def test_the_gpu_check_says_when_nnx_itself_does_not_import(tmp_path):
+    """A broken install (here NumPy, shadowed by a package that fails) was
+    reported as 'no usable GPU', which sent the reader after the device."""
+    fake = tmp_path / "shadow" / "numpy"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('planted: numpy is broken')\n")
+    out = tmp_path / "report"
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(fake.parent)}
+    r = subprocess.run(["bash", str(BENCH / "gpu_check.sh"), str(out)], capture_output=True,
+                       text=True, timeout=120, env=env)
+    assert r.returncode == 3
+    assert "planted: numpy is broken" in r.stderr and "cannot import nnx" in r.stderr
+    assert "no usable GPU" not in r.stderr and not out.exists()
