@@ -106,9 +106,17 @@ def main(argv=None):
     a = p.parse_args(argv)
     device, seconds = None, a.seconds
     if a.rerender:
-        with open(os.path.join(a.outdir, "report.json")) as f:
-            old = json.load(f)
-        device, seconds = old["device"], old.get("seconds")
+        if a.seconds is not None:
+            p.error("--seconds and --rerender: the seconds come from report.json; "
+                    "pass one or the other")
+        path = os.path.join(a.outdir, "report.json")
+        try:
+            with open(path) as f:
+                old = json.load(f)
+            device, seconds = old["device"], old.get("seconds")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            p.error(f"--rerender needs {path} as gpu_check.sh wrote it (with its "
+                    f"'device' entry): {type(exc).__name__}: {exc}")
     t = tests(os.path.join(a.outdir, "gpu-tests.xml"))
     bench = benchmarks(os.path.join(a.outdir, "bench.json"))
     train_path = os.path.join(a.outdir, "train.json")

@@ -75,7 +75,7 @@ def test_dense_backward(benchmark, backend, dtype):
     gz = to_host64(b, g) * reference.act_derivative(type(layer.activation).name, z, a)
     dX = layer.backward(g)
     dW, dB = layer.param_grads()
-    rtol = RTOL[dtype] * 10
+    rtol = RTOL[dtype]
     assert_close(to_host64(b, dX), gz @ W.T, rtol, "dense input gradient")
     assert_close(to_host64(b, dW), x.T @ gz, rtol, "dense weight gradient")
     assert_close(to_host64(b, dB), gz.sum(axis=0, keepdims=True), rtol, "dense bias gradient")

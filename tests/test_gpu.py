@@ -188,6 +188,7 @@ def test_a_gpu_fit_without_dropout_follows_the_cpu_fit(dtype):
     net_c, hist_c = _fit(dtype, backend="cpu")
     assert hist_g.graph, f"capture refused: {hist_g.graph_note}"
     rtol = {"float64": 1e-8, "float32": 2e-3}[dtype]
+    assert len(hist_g.records) == len(hist_c.records)
     for rg, rc in zip(hist_g.records, hist_c.records):
         _close(rg["loss"], rc["loss"], rtol)
     for p, q in zip(net_g.params(), net_c.params()):

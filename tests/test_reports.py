@@ -267,3 +267,21 @@ def test_the_gpu_check_says_when_nnx_itself_does_not_import(tmp_path):
     assert r.returncode == 3
     assert "planted: numpy is broken" in r.stderr and "cannot import nnx" in r.stderr
     assert "no usable GPU" not in r.stderr and not out.exists()
+
+
+@pytest.mark.parametrize("content, args", [
+    (None, []),  # no report.json
+    ("{}", []),  # one without the device
+    ("not json", []),
+    ('{"device": {}, "seconds": 98.0}', ["--seconds", "5"]),  # which seconds?
+])
+def test_rerender_refuses_what_it_cannot_keep(tmp_path, capsys, content, args):
+    """--rerender failed with a bare FileNotFoundError or KeyError traceback,
+    and silently dropped --seconds."""
+    if content is not None:
+        (tmp_path / "report.json").write_text(content)
+    with pytest.raises(SystemExit) as stop:
+        _script("gpu_report").main([str(tmp_path), "--rerender", *args])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "--rerender" in err and ("report.json" in err or "--seconds" in err)
