@@ -214,15 +214,22 @@ def saved(path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "cpu.md"))
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0].rstrip(".")
+        + "; by default it also rewrites README.md's Performance section.",
+        epilog="Extra pytest arguments go after --, and run after -m 'not gpu': "
+               "python bench/report.py --repeats 1 --no-readme --out /tmp/cpu.md -- -x")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "cpu.md"),
+                   help="the Markdown table; its measurements go beside it, as .json "
+                        "(default: %(default)s)")
     p.add_argument("--no-readme", action="store_true", help="leave README.md alone")
     p.add_argument("--repeats", type=int, default=3, help="side-by-side runs of every case")
     p.add_argument("--from-json", metavar="PATH",
                    help="render the table again from a report's saved JSON "
                         "(bench/results/cpu.json) instead of running the suite")
     p.add_argument("pytest_args", nargs="*",
-                   help="extra pytest arguments for every run (default: -m 'not gpu')")
+                   help="extra pytest arguments for every run, after -m 'not gpu' "
+                        "(the report is the CPU's)")
     args = p.parse_args(argv)
     if any(a == "-k" or a.startswith("-k") for a in args.pytest_args):
         p.error("-k would replace the per-case selection; the report runs every CPU case")
@@ -230,7 +237,7 @@ def main(argv=None):
         data, info = saved(args.from_json)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            data = run_suite(tmp, args.pytest_args or ["-m", "not gpu"], args.repeats)
+            data = run_suite(tmp, ["-m", "not gpu", *args.pytest_args], args.repeats)
         info = machine_info()
     md = table(data, info)
     print("\n" + md)

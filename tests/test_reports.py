@@ -122,6 +122,18 @@ def test_the_table_renders_again_from_its_saved_json(monkeypatch, tmp_path):
     assert again.with_suffix(".json").read_text() == first.with_suffix(".json").read_text()
 
 
+def test_extra_pytest_arguments_keep_the_report_on_the_cpu(monkeypatch, tmp_path):
+    """Extra pytest arguments replaced the default -m 'not gpu', so
+    `report.py -- -x` on a GPU machine mixed GPU cases into the CPU's table."""
+    report, data, info = _fake_suite(monkeypatch)
+    monkeypatch.setattr(report, "machine_info", lambda: info)
+    seen = []
+    monkeypatch.setattr(report, "run_suite",
+                        lambda tmp, extra, repeats: seen.append(extra) or data)
+    report.main(["--no-readme", "--out", str(tmp_path / "t.md"), "--", "-x"])
+    assert seen == [["-m", "not gpu", "-x"]]
+
+
 # ------------------------------------------------------- the GPU check's report
 def _bench(name, group, median, **extra):
     return {"name": name, "group": group, "fullname": f"bench/x.py::{group}::{name}",
