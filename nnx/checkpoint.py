@@ -20,6 +20,7 @@ import tempfile
 import numpy as np
 
 from ._checks import InputTypeError, InputValueError
+from ._files import atomic_write
 
 FORMAT = "nnx-checkpoint"
 FORMAT_VERSION = 2
@@ -93,20 +94,6 @@ def path_problem(path):
     return folder_problem(os.path.dirname(real))
 
 
-def _new_file(folder):
-    """A new, empty file in ``folder`` opened for writing: ``(fd, path)``.
-    Unlike mkstemp's private 0600 file, it gets the permissions any new file
-    gets under the process umask (applied by the kernel, so no thread sees a
-    changed umask)."""
-    for _ in range(100):
-        path = os.path.join(folder, f".nnx-{os.urandom(6).hex()}.tmp")
-        try:
-            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary name in {folder!r}")
-
-
 def write(path, header, arrays):
     """Write ``arrays`` (name -> host array) and the JSON-able ``header``
     atomically to ``path``."""
@@ -117,21 +104,9 @@ def write(path, header, arrays):
     header = dict(header, format=FORMAT, format_version=FORMAT_VERSION)
     header["sha256"] = _digest(arrays, header)
     blob = np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = _new_file(folder)
-    try:
-        if os.path.isfile(path):  # a file saved over keeps its permissions
-            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, __header__=blob, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_write(path) as f:  # a file saved over keeps its permissions
+        np.savez(f, __header__=blob, **arrays)
     return given
 
 

@@ -12,20 +12,18 @@ import re
 import sys
 import time
 
-import numpy as np
-
 from . import __version__, checkpoint
 from ._checks import InputError
 from .backend import BACKENDS, BackendUnavailableError, get_backend
-from .data import DATASETS
+from .data import DATASETS, VALIDATION_FRACTION, prepare_dataset, standardize_with
 from .layers import Dense
 from .losses import LOSSES
-from .metrics import accuracy, predict_classes
+from .metrics import accuracy, confusion_matrix, format_confusion_matrix, predict_classes
 from .network import NeuralNetwork
 from .ops import ACTIVATIONS
-from .optimizers import DECAY_TYPES, SGD, SGDMomentum
+from .optim import DECAY_TYPES, DEFAULT_LR, OPTIMIZER_NAMES, SCHEDULE_NAMES, make_optimizer
 from .study import BATCH_SIZE, EPOCHS, EVAL_EVERY, LADDER, SEED
-from .trainer import Trainer, TrainingDiverged
+from .train import CSVLogger, ProgressBar, Trainer, TrainingDiverged
 
 
 class UsageError(Exception):
@@ -34,71 +32,32 @@ class UsageError(Exception):
 
 # ----------------------------------------------------------------- data prep
 def _prepare(args, validation=True):
-    """Load the dataset, hold out a validation split from the training set,
-    standardise on the training rows. Returns a dict of host arrays."""
-    from .data import feature_stats
-    ds = _load(args)
-    X_train, y_train = ds.X_train, ds.y_train
-    X_val = y_val = None
+    """The dataset as ``nnx.data.prepare_dataset`` prepares it, as a dict of
+    host arrays. It works in place: the loaded arrays are held only once."""
+    p = prepare_dataset(_load(args), VALIDATION_FRACTION if validation else None,
+                        seed=args.seed, inplace=True)
+    out = {"X_train": p.X_train, "y_train": p.y_train, "X_test": p.X_test, "y_test": p.y_test,
+           "mean": p.mean, "std": p.scale, "n_classes": p.n_classes, "source": p.source}
     if validation:
-        rng = np.random.default_rng(args.seed)
-        order = rng.permutation(X_train.shape[0])
-        n_val = max(1, int(round(0.1 * X_train.shape[0])))
-        val, train = order[:n_val], order[n_val:]
-        X_val, y_val = X_train[val], y_train[val]
-        X_train, y_train = X_train[train], y_train[train]
-    mean, std = feature_stats(X_train)
-    out = {"X_train": (X_train - mean) / std, "y_train": y_train,
-           "X_test": (ds.X_test - mean) / std, "y_test": ds.y_test,
-           "mean": mean, "std": std, "n_classes": ds.n_classes, "source": ds.source}
-    if validation:
-        out["X_val"], out["y_val"] = (X_val - mean) / std, y_val
+        out["X_val"], out["y_val"] = p.X_val, p.y_val
     return out
 
 
-# ------------------------------------------------------------------ progress
-class _Progress:
-    """A per-run progress bar (tqdm) showing epoch, last evaluation loss and
-    learning rate; silent with --quiet, off a terminal, or without tqdm."""
-
-    def __init__(self, total, desc, quiet):
-        self.bar = None
-        if quiet or not sys.stderr.isatty():
-            return
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            return
-        self.bar = tqdm(total=total, desc=desc, unit="epoch", leave=False, file=sys.stderr)
-
-    def __call__(self, epoch, record, lr):
-        if self.bar is None:
-            return
-        self.bar.update(1)
-        if record is not None:
-            loss = record["loss"] if record["loss"] is not None else record["train_loss"]
-            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.4g}")
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _fit(net, optim, prep, args, desc):
-    progress = _Progress(args.epochs, desc, args.quiet)
+# ---------------------------------------------------------------- training
+def _fit(net, optim, prep, args, desc, callbacks=()):
+    """Train with the flags' settings; the progress bar is a callback (off
+    with --quiet or away from a terminal)."""
     validation = None
     if getattr(args, "early_stopping", "validation") == "validation":
         validation = (prep["X_val"], prep["y_val"])
+    bar = [] if args.quiet else [ProgressBar(desc)]
     t0 = time.perf_counter()
-    try:
-        history = Trainer(net, optim).fit(
-            prep["X_train"], prep["y_train"], prep["X_test"], prep["y_test"],
-            epochs=args.epochs, eval_every=args.eval_every,
-            batch_size=args.batch_size, seed=args.seed, validation=validation,
-            callback=lambda e, r: progress(e, r, optim.lr))
-        net.backend.synchronize()
-    finally:
-        progress.close()
+    history = Trainer(net, optim).fit(
+        prep["X_train"], prep["y_train"], prep["X_test"], prep["y_test"],
+        epochs=args.epochs, eval_every=args.eval_every, batch_size=args.batch_size,
+        seed=args.seed, validation=validation, patience=getattr(args, "patience", 1),
+        callbacks=[*bar, *callbacks])
+    net.backend.synchronize()
     return history, time.perf_counter() - t0
 
 
@@ -182,7 +141,8 @@ def _check_out_file(out):
         raise UsageError(f"--out {out!r}: {problem}")
 
 
-def cmd_reproduce(args):
+def _reproduce_flags(args):
+    """The steps to run, after checking every flag (and the scaled rates)."""
     steps = _parse_steps(args.steps)
     _check_training_flags(args)
     _check_out_folder(args.out)
@@ -195,47 +155,41 @@ def cmd_reproduce(args):
             LADDER[number - 1].optimizer(args.lr_scale)
         except InputError as exc:
             raise UsageError(f"--lr-scale {args.lr_scale!r}: step {number}: {exc}") from None
-    prep = _prepare(args, validation=args.early_stopping == "validation")
-    n_in, n_out = prep["X_train"].shape[1], prep["n_classes"]
-    rows, failures = [], []
-    show_study = args.dataset == "mnist"
-    header = ["step", "change", "test acc", "best eval loss", "epochs", "seconds"]
-    if show_study:
-        header.insert(3, "study")
-    widths = [4, 40, 8, 7, 14, 6, 8] if show_study else [4, 40, 8, 14, 6, 8]
-    print(f"nnx {__version__} reproduce: dataset={args.dataset} ({prep['source']}), "
-          f"backend={args.backend}, dtype={args.dtype}, early stopping on {args.early_stopping}"
-          + (f", learning rates x{args.lr_scale:g}" if args.lr_scale != 1.0 else ""))
-    _row(header, widths)
-    for number in steps:
-        step = LADDER[number - 1]
-        net, optim = step.build(n_in, n_out, args.backend, args.dtype, seed=args.seed,
-                                lr_scale=args.lr_scale)
-        t0 = time.perf_counter()
-        try:
-            history, seconds = _fit(net, optim, prep, args, f"step {number}")
-            diverged = None
-        except TrainingDiverged as err:  # the other steps still run and are saved
-            history, seconds, diverged = err.history, time.perf_counter() - t0, err
-            restored = f"epoch {err.restored_epoch}" if err.restored_epoch else "the start"
-            failures.append(f"step {number} diverged in epoch {err.epoch}; its row shows the "
-                            f"parameters of {restored} (try a smaller --lr-scale)")
-        acc = accuracy(net, prep["X_test"], prep["y_test"])
-        best = history.best_loss if math.isfinite(history.best_loss) else None
-        change = step.describe(args.lr_scale)
-        rec = {"step": number, "change": change, "test_accuracy": acc,
-               "study_accuracy": step.mnist_accuracy, "best_eval_loss": best,
-               "best_epoch": history.best_epoch, "epochs_run": history.epochs_run,
-               "stopped_early": history.stopped_early, "seconds": seconds,
-               "diverged_in_epoch": diverged.epoch if diverged else None,
-               "evaluations": history.records}
-        rows.append(rec)
-        cells = [number, change, f"{acc:.4f}", f"{history.best_loss:.4f}",
-                 f"div@{diverged.epoch}" if diverged else history.epochs_run,
-                 f"{seconds:.1f}"]
-        if show_study:
-            cells.insert(3, f"{step.mnist_accuracy:.4f}")
-        _row(cells, widths)
+    return steps
+
+
+def _ladder_step(number, prep, args, failures):
+    """Train one step of the ladder; its results.json entry and table cells."""
+    step = LADDER[number - 1]
+    net, optim = step.build(prep["X_train"].shape[1], prep["n_classes"], args.backend,
+                            args.dtype, seed=args.seed, lr_scale=args.lr_scale)
+    t0 = time.perf_counter()
+    try:
+        history, seconds = _fit(net, optim, prep, args, f"step {number}")
+        diverged = None
+    except TrainingDiverged as err:  # the other steps still run and are saved
+        history, seconds, diverged = err.history, time.perf_counter() - t0, err
+        restored = f"epoch {err.restored_epoch}" if err.restored_epoch else "the start"
+        failures.append(f"step {number} diverged in epoch {err.epoch}; its row shows the "
+                        f"parameters of {restored} (try a smaller --lr-scale)")
+    acc = accuracy(net, prep["X_test"], prep["y_test"])
+    best = history.best_loss if math.isfinite(history.best_loss) else None
+    change = step.describe(args.lr_scale)
+    rec = {"step": number, "change": change, "test_accuracy": acc,
+           "study_accuracy": step.mnist_accuracy, "best_eval_loss": best,
+           "best_epoch": history.best_epoch, "epochs_run": history.epochs_run,
+           "stopped_early": history.stopped_early, "seconds": seconds,
+           "diverged_in_epoch": diverged.epoch if diverged else None,
+           "evaluations": history.records}
+    cells = [number, change, f"{acc:.4f}", f"{history.best_loss:.4f}",
+             f"div@{diverged.epoch}" if diverged else history.epochs_run, f"{seconds:.1f}"]
+    if args.dataset == "mnist":
+        cells.insert(3, f"{step.mnist_accuracy:.4f}")
+    return rec, cells
+
+
+def _write_results(args, prep, rows):
+    """results.json and, where matplotlib works, results.png in --out."""
     os.makedirs(args.out, exist_ok=True)
     result = {"nnx_version": __version__, "dataset": args.dataset, "source": prep["source"],
               "backend": args.backend, "dtype": args.dtype, "seed": args.seed,
@@ -258,6 +212,26 @@ def cmd_reproduce(args):
     else:
         plot_ladder(result, png)
         print(f"wrote {png}")
+
+
+def cmd_reproduce(args):
+    steps = _reproduce_flags(args)
+    prep = _prepare(args, validation=args.early_stopping == "validation")
+    rows, failures = [], []
+    show_study = args.dataset == "mnist"
+    header = ["step", "change", "test acc", "best eval loss", "epochs", "seconds"]
+    if show_study:
+        header.insert(3, "study")
+    widths = [4, 40, 8, 7, 14, 6, 8] if show_study else [4, 40, 8, 14, 6, 8]
+    print(f"nnx {__version__} reproduce: dataset={args.dataset} ({prep['source']}), "
+          f"backend={args.backend}, dtype={args.dtype}, early stopping on {args.early_stopping}"
+          + (f", learning rates x{args.lr_scale:g}" if args.lr_scale != 1.0 else ""))
+    _row(header, widths)
+    for number in steps:
+        rec, cells = _ladder_step(number, prep, args, failures)
+        rows.append(rec)
+        _row(cells, widths)
+    _write_results(args, prep, rows)
     for line in failures:
         print(f"nnx reproduce: {line}", file=sys.stderr)
     return 1 if failures else 0
@@ -279,9 +253,12 @@ def _hidden(text):
 
 
 # The library's errors name its arguments; the command line's name the flags.
-_TRAIN_FLAGS = {"Dense dropout": "--dropout", "decay_type": "--decay",
-                "final_lr": "--final-lr", "momentum": "--momentum", "lr": "--lr"}
+_TRAIN_FLAGS = {"Dense dropout": "--dropout", "decay_type": "--decay", "schedule": "--schedule",
+                "final_lr": "--final-lr", "momentum": "--momentum", "lr": "--lr",
+                "weight_decay": "--weight-decay", "clip_norm": "--clip-norm",
+                "warmup": "--warmup", "step_size": "--step-size", "gamma": "--gamma"}
 _ARG_NAME = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, _TRAIN_FLAGS)) + r")\b")
+_STUDY_OPTIMIZERS = ("sgd", "momentum", "nesterov")  # their --lr default is the study's
 
 
 def _flag_error(exc):
@@ -289,38 +266,75 @@ def _flag_error(exc):
     return UsageError(_ARG_NAME.sub(lambda m: _TRAIN_FLAGS[m.group(1)], str(exc)))
 
 
-def cmd_train(args):
-    # every hyper-parameter is checked before the data is loaded
-    _check_training_flags(args)
-    _check_out_file(args.out)
-    sizes = _hidden(args.hidden)
+def _schedule_flags(args):
+    """--schedule, or the study's --decay spelling of it; defaults for --lr."""
+    if args.decay is not None and args.schedule not in (None, args.decay):
+        raise UsageError(f"--decay {args.decay} and --schedule {args.schedule} disagree; "
+                         "give one of them")
+    schedule = args.schedule or args.decay or "constant"
+    if args.final_lr is not None and schedule == "constant":
+        raise UsageError(f"--final-lr={args.final_lr!r} was given without a --decay; pass "
+                         f"--decay as one of {list(DECAY_TYPES)}, or --schedule cosine")
     if args.lr is None:  # the study's MNIST rate, scaled where it overshoots
-        args.lr = round(TRAIN_LR * DEFAULT_LR_SCALE.get(args.dataset, 1.0), 12)
+        if args.optimizer in _STUDY_OPTIMIZERS:
+            args.lr = round(TRAIN_LR * DEFAULT_LR_SCALE.get(args.dataset, 1.0), 12)
+        else:
+            args.lr = DEFAULT_LR[args.optimizer]
         if args.final_lr is not None and args.final_lr > args.lr:
             raise UsageError(f"--final-lr {args.final_lr:g} is above the default --lr "
                              f"{args.lr:g} on {args.dataset}, so the rate would rise; "
                              "pass --lr as well")
-    if args.momentum is None:
-        args.momentum = 0.9
-    elif args.optimizer != "momentum":
-        raise UsageError(f"--momentum {args.momentum}: applies to --optimizer momentum only, "
-                         f"not --optimizer {args.optimizer}")
+    return schedule
+
+
+def _optimizer(args, schedule, steps_per_epoch):
+    try:
+        return make_optimizer(
+            args.optimizer, args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+            clip_norm=args.clip_norm, schedule=schedule, final_lr=args.final_lr,
+            warmup=args.warmup, epochs=args.epochs, steps_per_epoch=steps_per_epoch,
+            step_size=args.step_size, gamma=args.gamma)
+    except InputError as exc:
+        raise _flag_error(exc) from None
+
+
+def _train_flags(args):
+    """Every training flag checked before the data is loaded: the layers
+    and the optimiser's schedule name."""
+    _check_training_flags(args)
+    _check_out_file(args.out)
+    sizes = _hidden(args.hidden)
+    if args.momentum is not None and args.optimizer not in ("momentum", "nesterov", "rmsprop"):
+        raise UsageError(f"--momentum {args.momentum}: applies to --optimizer momentum, "
+                         f"nesterov or rmsprop only, not --optimizer {args.optimizer}")
+    schedule = _schedule_flags(args)
+    if args.warmup >= args.epochs:
+        raise UsageError(f"--warmup {args.warmup}: must be fewer epochs than --epochs "
+                         f"{args.epochs}")
+    _optimizer(args, schedule, 1)  # refused now, not after loading the data
+    if args.log is not None:
+        try:
+            CSVLogger(args.log)
+        except InputError as exc:
+            raise UsageError(str(exc).replace("CSVLogger path", "--log")) from None
     try:
         layers = [Dense(s, args.activation, dropout=args.dropout, weight_init=args.init)
                   for s in sizes]
-        if args.optimizer == "sgd":
-            optim = SGD(args.lr, final_lr=args.final_lr, decay_type=args.decay)
-        else:
-            optim = SGDMomentum(args.lr, momentum=args.momentum, final_lr=args.final_lr,
-                                decay_type=args.decay)
     except InputError as exc:
         raise _flag_error(exc) from None
+    return layers, schedule
+
+
+def cmd_train(args):
+    layers, schedule = _train_flags(args)
     prep = _prepare(args, validation=args.early_stopping == "validation")
     out_act = "sigmoid" if args.loss == "mse" else "linear"
     layers.append(Dense(prep["n_classes"], out_act, weight_init=args.init))
     net = NeuralNetwork(layers, LOSSES[args.loss](), seed=args.seed, backend=args.backend,
                         dtype=args.dtype)
-    history, seconds = _fit(net, optim, prep, args, "train")
+    optim = _optimizer(args, schedule, math.ceil(len(prep["X_train"]) / args.batch_size))
+    log = [CSVLogger(args.log)] if args.log is not None else []
+    history, seconds = _fit(net, optim, prep, args, "train", callbacks=log)
     acc = accuracy(net, prep["X_test"], prep["y_test"])
     path = net.save(args.out, extra={"x_mean": prep["mean"], "x_std": prep["std"]},
                     meta={"dataset": args.dataset})
@@ -360,21 +374,14 @@ def cmd_evaluate(args):
         raise UsageError(f"{args.checkpoint}: the network has {net.n_out} outputs but "
                          f"{args.dataset} has {ds.n_classes} classes")
     if stats:
-        X = (X - extra["x_mean"]) / extra["x_std"]
+        X = standardize_with(X, extra["x_mean"], extra["x_std"])
     else:
         print(f"nnx evaluate: note: {args.checkpoint} holds no standardisation statistics "
               "(x_mean, x_std), so the features are used as they are", file=sys.stderr)
     pred = predict_classes(net, X)
     acc = float((pred == ds.y_test).mean())
-    k = ds.n_classes
-    cm = np.zeros((k, k), dtype=np.int64)
-    np.add.at(cm, (ds.y_test, pred), 1)
     print(f"{args.dataset} test set: {len(pred)} rows, accuracy {acc:.4f}")
-    print("confusion matrix (rows: true class, columns: predicted)")
-    w = max(5, len(str(cm.max())) + 1)
-    print(" " * 6 + "".join(str(j).rjust(w) for j in range(k)))
-    for i in range(k):
-        print(str(i).rjust(5) + " " + "".join(str(v).rjust(w) for v in cm[i]))
+    print(format_confusion_matrix(confusion_matrix(ds.y_test, pred, ds.n_classes)))
     return 0
 
 
@@ -421,6 +428,18 @@ def _common(p, data=True, training=True):
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _patience(text):
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number or 'none'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1 (or 'none')")
+    return value
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="nnx", description="nnx: the study's neural networks on NumPy or CuPy")
@@ -450,19 +469,41 @@ def build_parser():
                    help="weight initialisation")
     p.add_argument("--loss", choices=sorted(LOSSES), default="softmax_cross_entropy",
                    help="mse gives the output layer a sigmoid, as in the study's step 1")
-    p.add_argument("--optimizer", choices=("sgd", "momentum"), default="momentum",
-                   help="plain SGD or SGD with momentum")
+    p.add_argument("--optimizer", choices=OPTIMIZER_NAMES, default="momentum",
+                   help="sgd, momentum (the study's), nesterov, adam, adamw, rmsprop, adagrad")
     p.add_argument("--lr", type=float, default=None,
-                   help=f"learning rate (of the first epoch, with --decay); default "
-                        f"{TRAIN_LR:g}, the study's rate for MNIST, or "
-                        f"{TRAIN_LR * DEFAULT_LR_SCALE['fashion-mnist']:g} on fashion-mnist, "
-                        "where that rate overshoots")
+                   help=f"learning rate (the first, or the peak of onecycle); default "
+                        f"{TRAIN_LR:g} for sgd, momentum and nesterov (the study's rate for "
+                        f"MNIST; {TRAIN_LR * DEFAULT_LR_SCALE['fashion-mnist']:g} on "
+                        "fashion-mnist, where that rate overshoots), PyTorch's default for "
+                        "the others (adam and adamw 0.001, rmsprop and adagrad 0.01)")
+    p.add_argument("--schedule", choices=SCHEDULE_NAMES, default=None,
+                   help="how the rate moves: constant (default); linear or exponential "
+                        "from --lr to --final-lr over the epochs; step (x --gamma every "
+                        "--step-size epochs); cosine to --final-lr (default 0) and onecycle, "
+                        "every step; plateau (x --gamma after an evaluation that did not "
+                        "improve)")
     p.add_argument("--final-lr", type=float, default=None,
-                   help="learning rate of the last epoch; needs --decay")
+                   help="rate at the end of a linear, exponential or cosine schedule")
     p.add_argument("--decay", choices=DECAY_TYPES, default=None,
-                   help="decay the rate from --lr to --final-lr over the epochs")
+                   help="the study's name for --schedule linear or exponential")
+    p.add_argument("--warmup", type=int, default=0,
+                   help="epochs of linear warm-up before the schedule")
+    p.add_argument("--step-size", type=int, default=None,
+                   help="epochs between the cuts of --schedule step (default a third of "
+                        "--epochs)")
+    p.add_argument("--gamma", type=float, default=0.1,
+                   help="factor of each cut of --schedule step or plateau")
     p.add_argument("--momentum", type=float, default=None,
-                   help="default 0.9; with --optimizer momentum only")
+                   help="default 0.9 for momentum and nesterov, 0 for rmsprop")
+    p.add_argument("--weight-decay", type=float, default=0.0,
+                   help="L2 weight decay (decoupled for adamw, whose default is 0.01)")
+    p.add_argument("--clip-norm", type=float, default=None,
+                   help="clip the gradients to this global norm")
+    p.add_argument("--patience", type=_patience, default=1,
+                   help="evaluations without improvement before stopping early; 'none' "
+                        "never stops (the best evaluation is still kept)")
+    p.add_argument("--log", default=None, help="write one CSV row per evaluation to this file")
     p.add_argument("--out", default="model.npz", help="checkpoint path (default model.npz)")
     p.set_defaults(func=cmd_train)
 

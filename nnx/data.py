@@ -3,7 +3,11 @@
 ``load_dataset(name)`` gives a ``Dataset`` of train and test arrays for
 "digits" (scikit-learn's bundled 8x8 digits), "mnist" or "fashion-mnist" (the
 standard gzip IDX files). ``standardize`` and ``one_hot`` are the study's
-``StandardScaler`` and ``OneHotEncoder`` steps.
+``StandardScaler`` and ``OneHotEncoder`` steps. ``prepare_dataset`` is what
+``nnx train`` and ``nnx reproduce`` train on: ``train_validation_split`` holds
+out validation rows, then ``feature_stats`` of the training rows and
+``standardize_with`` scale every set; with ``inplace=True`` all of it works in
+the loaded arrays themselves, so a dataset is held in memory once.
 
 Where the IDX files are looked for, first complete folder wins:
 
@@ -22,14 +26,12 @@ skips that comparison (for your own IDX files) but keeps the format checks.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import http.client
 import math
 import os
 import struct
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -38,13 +40,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import InputTypeError, InputValueError
+from ._checks import InputTypeError, InputValueError, in_range, integer
+from ._files import atomic_write
 from .backend import host
 
 __all__ = [
     "DATASETS", "Dataset", "DatasetError", "DatasetNotFound", "load_dataset",
     "standardize", "one_hot", "read_idx", "parse_idx", "atomic_write", "cache_dir",
-    "search_dirs",
+    "search_dirs", "feature_stats", "standardize_with", "train_validation_split",
+    "prepare_dataset", "PreparedData", "VALIDATION_FRACTION",
 ]
 
 DATASETS = ("digits", "mnist", "fashion-mnist")
@@ -244,38 +248,54 @@ def _gunzip(blob, path):
         raise DatasetError(f"{path}: corrupted or truncated gzip file ({e})") from e
 
 
-def read_idx(path, magic=None):
+def read_idx(path, magic=None, dtype=None):
     """The array in the IDX file at ``path`` (gzip-compressed if it ends in
-    ``.gz``), as a writable NumPy array; no checksum is compared."""
+    ``.gz``), as a writable NumPy array of the file's type or of ``dtype``
+    (converted straight from the file's bytes); no checksum is compared."""
     path = Path(path)
     data = path.read_bytes()
     if path.suffix == ".gz":
         data = _gunzip(data, path)
-    return parse_idx(data, path, magic).copy()
+    array = parse_idx(data, path, magic)
+    return _converted(array, array.shape, array.dtype if dtype is None else dtype)
+
+
+def _converted(array, shape, dtype):
+    """``array`` reshaped to ``shape``, in a new array of ``dtype``: NumPy casts
+    into the preallocated result a buffer at a time, so the only full-size
+    array made is the result itself."""
+    out = np.empty(shape, dtype=dtype)
+    out[...] = array.reshape(shape)
+    return out
 
 
 def _sha256(blob):
     return hashlib.sha256(blob).hexdigest()
 
 
-def _read_known(path, spec, info, verify):
-    """Read one of a dataset's files: gunzip, format checks, then the checksum
-    (format problems first, since their messages say more)."""
+def _read_known(path, spec, info, verify, dtype):
+    """Read one of a dataset's files into a new ``dtype`` array, one row per
+    image or label: gunzip, format checks, then the checksum (format problems
+    first, since their messages say more)."""
     blob = path.read_bytes()
+    gz_digest = _sha256(blob) if verify and spec.idx_sha256 is None else None
     data = _gunzip(blob, path)
+    del blob  # the compressed bytes are not needed past here: free them before converting
     array = parse_idx(data, path, spec.magic)
     if verify:
         if spec.idx_sha256 is not None:
             got, want, what = _sha256(data), spec.idx_sha256, "decompressed data"
         else:
-            got, want, what = _sha256(blob), spec.gz_sha256, "file"
+            got, want, what = gz_digest, spec.gz_sha256, "file"
         if got != want:
             raise DatasetError(
                 f"{path}: checksum mismatch: SHA-256 of the {what} is {got}, the official "
                 f"{info.title} {spec.name} has {want}. The file is corrupted or not the "
                 f"official one: replace it, or pass verify=False to load your own IDX files"
             )
-    return array
+    rows = array.shape[0]  # images flattened to one row each; explicit, since rows may be 0
+    return _converted(array, (rows, math.prod(array.shape[1:])) if array.ndim > 1 else rows,
+                      dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -312,32 +332,6 @@ def search_dirs(name, data_dir=None):
             seen.add(key)
             unique.append(d)
     return unique
-
-
-@contextlib.contextmanager
-def atomic_write(path):
-    """Write ``path`` all at once: yields a binary file in the same folder,
-    then flushes, fsyncs and ``os.replace``s it onto ``path``. If the body
-    raises, the temporary file is removed and ``path`` is left as it was."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; cached data is not secret
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable (POSIX)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
 
 
 def _fetch(url):
@@ -415,11 +409,12 @@ def _load_idx(name, data_dir, download, verify):
         if problems:
             raise _not_found(name, info, searched, "and the download failed:\n    "
                              + "\n    ".join(problems))
-    # labels first: they are small, so a bad file is reported before the images load
-    y_train, y_test = (_read_known(folder / info.files[i].name, info.files[i], info, verify)
-                       for i in (1, 3))
-    X_train, X_test = (_read_known(folder / info.files[i].name, info.files[i], info, verify)
-                       for i in (0, 2))
+    # labels first: they are small, so a bad file is reported before the images load;
+    # each file goes straight into the Dataset's dtype, the only copy kept
+    y_train, y_test = (_read_known(folder / info.files[i].name, info.files[i], info, verify,
+                                   np.int64) for i in (1, 3))
+    X_train, X_test = (_read_known(folder / info.files[i].name, info.files[i], info, verify,
+                                   np.float32) for i in (0, 2))
     n_classes = len(info.class_names)
     for X, y, i in ((X_train, y_train, 0), (X_test, y_test, 2)):
         if X.shape[0] != y.shape[0]:
@@ -431,10 +426,7 @@ def _load_idx(name, data_dir, download, verify):
             raise DatasetError(f"{folder / info.files[i + 1].name}: label {int(y.max())} is "
                                f"not below {n_classes}")
     return Dataset(
-        X_train=X_train.reshape(X_train.shape[0], -1).astype(np.float32),
-        y_train=y_train.astype(np.int64),
-        X_test=X_test.reshape(X_test.shape[0], -1).astype(np.float32),
-        y_test=y_test.astype(np.int64),
+        X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test,
         name=name, n_classes=n_classes, class_names=info.class_names, source=str(folder),
     )
 
@@ -534,6 +526,18 @@ def load_dataset(name, data_dir=None, download=True, *, source=None, verify=True
 # Preprocessing
 # ---------------------------------------------------------------------------
 
+VALIDATION_FRACTION = 0.1  # the share of training rows nnx train and reproduce hold out
+
+# Work on a whole set a block of rows at a time where a full-size temporary
+# would cost memory: at most _BLOCK rows, and at most _BLOCK_BYTES in float64.
+_BLOCK = 4096
+_BLOCK_BYTES = 16 * 2**20
+
+
+def _block_rows(X):
+    return max(1, min(_BLOCK, _BLOCK_BYTES // (8 * max(1, math.prod(X.shape[1:])))))
+
+
 def standardize(X_train, X_test):
     """Both sets standardised with the training set's per-feature mean and
     (population) standard deviation, as float32, like the study's
@@ -552,8 +556,9 @@ def standardize(X_train, X_test):
         # of rows at a time, so no float64 copy of the whole set is made
         Z = np.empty(X.shape, dtype=np.float32)
         with np.errstate(over="ignore"):  # checked just below, naming the rows
-            for i in range(0, X.shape[0], 4096):
-                Z[i:i + 4096] = (X[i:i + 4096] - mean) / scale
+            step = _block_rows(X)
+            for i in range(0, X.shape[0], step):
+                Z[i:i + step] = (X[i:i + step] - mean) / scale
         if not host.all_finite(Z):
             row = int(np.flatnonzero(~np.isfinite(Z).all(axis=1))[0])
             raise InputValueError(f"{name} row {row} lies beyond the float32 range once "
@@ -562,15 +567,38 @@ def standardize(X_train, X_test):
     return tuple(out)
 
 
+def _column_sums(X, fill):
+    """Per-feature float64 sums of the rows ``fill(block, out)`` writes for
+    each block of ``X``'s rows. NumPy's ``sum(axis=0)`` of a C-ordered array
+    adds the rows one after another to 0.0; carrying the running total as the
+    first row of the next block keeps that order, so the sums equal those of
+    a full-size float64 copy (bit for bit) without making one."""
+    n, d = X.shape
+    step = _block_rows(X)
+    buf = np.zeros((min(n, step) + 1, d), dtype=np.float64)
+    for i in range(0, n, step):
+        k = min(step, n - i)
+        fill(X[i:i + k], buf[1:k + 1])
+        buf[0] = buf[:k + 1].sum(axis=0)
+    return buf[0].copy()
+
+
 def _stats(X_train):
     """Per-feature float64 ``(mean, scale)``: scale is the population std, or
-    1 for a constant feature."""
+    1 for a constant feature. Taken a block of rows at a time, with the values
+    ``X_train.mean(axis=0, dtype=float64)`` and ``.std(...)`` give."""
     X_train = host.check_features(X_train, "X_train")
+    n = X_train.shape[0]
+
+    def squares(block, out):
+        np.subtract(block, mean, out=out)
+        np.multiply(out, out, out=out)
+
     # sums over 60,000 rows in float64; exactly constant features are found by
     # their range, since their computed std may be a rounding error, not 0
     with np.errstate(over="ignore", invalid="ignore"):  # checked just below
-        mean = X_train.mean(axis=0, dtype=np.float64)
-        std = X_train.std(axis=0, dtype=np.float64)
+        mean = _column_sums(X_train, lambda block, out: np.copyto(out, block)) / n
+        std = np.sqrt(_column_sums(X_train, squares) / n)
     if not (np.isfinite(mean).all() and np.isfinite(std).all()):
         j = int(np.flatnonzero(~(np.isfinite(mean) & np.isfinite(std)))[0])
         raise InputValueError(f"X_train feature {j}: its mean or std overflows float64; "
@@ -587,6 +615,189 @@ def feature_stats(X_train):
     scale32 = scale.astype(np.float32)
     tiny = scale32 < np.finfo(np.float32).tiny  # zero or subnormal in float32
     return mean.astype(np.float32), np.where(tiny, np.float32(1), scale32)
+
+
+def _check_fraction(name, value):
+    return in_range(name, value, 0, 1, low_open=True, high_open=True)
+
+
+def _check_seed(seed):
+    return None if seed is None else integer("seed", seed, minimum=0)
+
+
+def _host_array(a, name, inplace):
+    """``a`` as a NumPy array with rows; with ``inplace``, one that can be overwritten."""
+    if inplace and not isinstance(a, np.ndarray):
+        raise InputTypeError(f"{name} must be a NumPy array to be changed in place, got "
+                             f"{type(a).__name__}")
+    a = host.plain(a, name, "an array of rows")
+    if a.ndim == 0:
+        raise InputValueError(f"{name} must have rows, got a scalar")
+    if inplace and not a.flags.writeable:
+        raise InputValueError(f"{name} is read-only, so it cannot be changed in place; "
+                              "pass a writable copy or inplace=False")
+    return a
+
+
+def _permute_rows(a, order):
+    """Reorder ``a``'s rows in place so that row k becomes the old row
+    ``order[k]``. Each cycle of the permutation is shifted along one block of
+    rows at a time, so the scratch memory is a block, not a copy of ``a``."""
+    order = order.tolist()
+    seen = bytearray(len(order))
+    step = _block_rows(a)
+    for start, nxt in enumerate(order):
+        if seen[start] or nxt == start:
+            continue
+        cycle = [start]
+        while nxt != start:
+            seen[nxt] = 1
+            cycle.append(nxt)
+            nxt = order[nxt]
+        cycle = np.asarray(cycle)
+        saved = a[start].copy()
+        last = len(cycle) - 1
+        for i in range(0, last, step):
+            # rows cycle[i+1..j] are read before any of them is written
+            j = min(i + step, last)
+            a[cycle[i:j]] = a[cycle[i + 1:j + 1]]
+        a[cycle[last]] = saved
+
+
+def train_validation_split(X, y, fraction=VALIDATION_FRACTION, seed=None, *, inplace=False):
+    """Hold out ``fraction`` of the rows: ``(X_train, y_train, X_val, y_val)``.
+
+    The order is ``np.random.default_rng(seed).permutation(len(X))``: its
+    first ``max(1, round(fraction * len(X)))`` rows are the validation set,
+    the rest the training set, both in that order (``nnx train`` and ``nnx
+    reproduce`` hold out 10% with their ``--seed``). ``seed=None`` draws a new
+    order. ``inplace=True`` reorders the rows of ``X`` and ``y`` themselves
+    and returns views of them, so no copy of the data is made."""
+    fraction = _check_fraction("fraction", fraction)
+    seed = _check_seed(seed)
+    X, y = _host_array(X, "X", inplace), _host_array(y, "y", inplace)
+    n = X.shape[0]
+    if y.shape[0] != n:
+        raise InputValueError(f"y has {y.shape[0]} rows but X has {n}; expected one label per row")
+    n_val = max(1, int(round(fraction * n)))
+    if n_val >= n:
+        raise InputValueError(f"fraction={fraction!r} of {n} rows holds out {n_val}, leaving no "
+                              "training rows")
+    order = np.random.default_rng(seed).permutation(n)
+    if not inplace:
+        val, train = order[:n_val], order[n_val:]
+        return X[train], y[train], X[val], y[val]
+    _permute_rows(X, order)
+    _permute_rows(y, order)
+    return X[n_val:], y[n_val:], X[:n_val], y[:n_val]
+
+
+def _check_stat(values, name, n_features):
+    values = host.plain(values, name, "a 1-D array of numbers")
+    if values.dtype.kind not in "biuf":
+        raise InputTypeError(f"{name} must hold real numbers, got dtype {values.dtype}")
+    if values.shape != (n_features,):
+        raise InputValueError(f"{name} has shape {values.shape}; X has {n_features} features, "
+                              f"so expected ({n_features},)")
+    return values
+
+
+def standardize_with(X, mean, scale, *, inplace=False):
+    """``(X - mean) / scale`` for each feature (column) of ``X``, with the
+    statistics given (such as ``feature_stats`` of the training rows, or those
+    saved beside a network), in the dtype NumPy gives these arrays: float32
+    for float32 data and statistics. ``inplace=True`` writes the result into
+    ``X``, which must then be a writable array of that dtype; should the
+    result overflow, ``X`` is left partly standardised."""
+    X = _host_array(X, "X", inplace)
+    if X.ndim != 2:
+        raise InputValueError(f"X must be 2-D (rows, features), got shape {X.shape}")
+    if X.dtype.kind not in "biuf":
+        raise InputTypeError(f"X must hold real numbers, got dtype {X.dtype}")
+    mean = _check_stat(mean, "mean", X.shape[1])
+    scale = _check_stat(scale, "scale", X.shape[1])
+    if not np.isfinite(mean).all():
+        j = int(np.flatnonzero(~np.isfinite(mean))[0])
+        raise InputValueError(f"mean must hold finite numbers; mean[{j}] is {mean[j]}")
+    if not (np.isfinite(scale) & (scale > 0)).all():
+        j = int(np.flatnonzero(~(np.isfinite(scale) & (scale > 0)))[0])
+        raise InputValueError(f"scale must hold finite numbers > 0; scale[{j}] is {scale[j]}")
+    if X.dtype.kind == "f" and not host.all_finite(X):
+        raise InputValueError(f"X contains {int(np.count_nonzero(~np.isfinite(X)))} NaN or "
+                              "infinite value(s)")
+    dtype = np.result_type(X, mean, scale)
+    if inplace and dtype != X.dtype:
+        raise InputTypeError(f"X is {X.dtype}, but standardised with a {mean.dtype} mean and "
+                             f"{scale.dtype} scale it becomes {dtype}, so it cannot be "
+                             "overwritten; pass inplace=False or statistics of X's dtype")
+    out = X if inplace else np.empty(X.shape, dtype=dtype)
+    # the same two rounded operations as (X - mean) / scale, without its temporary
+    with np.errstate(over="ignore"):  # checked just below, naming the row
+        np.subtract(X, mean, out=out)
+        np.divide(out, scale, out=out)
+    if out.dtype.kind == "f" and not host.all_finite(out):
+        row = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
+        raise InputValueError(f"X row {row} lies beyond the {dtype} range once standardised "
+                              "with this mean and scale")
+    return out
+
+
+@dataclass(frozen=True, repr=False)
+class PreparedData:
+    """A ``Dataset`` made ready to train on by ``prepare_dataset``: every
+    ``X_*`` standardised with the training rows' float32 ``mean`` and
+    ``scale`` (keep them to standardise new data alike, as ``nnx train``
+    saves them beside the network); ``X_val``/``y_val`` are the held-out
+    rows, or None without a validation split."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray | None
+    y_val: np.ndarray | None
+    X_test: np.ndarray
+    y_test: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    name: str
+    n_classes: int
+    class_names: tuple[str, ...] | None = None
+    source: str = ""
+
+    def __repr__(self):
+        val = None if self.X_val is None else self.X_val.shape
+        return (f"PreparedData(name={self.name!r}, train={self.X_train.shape}, "
+                f"validation={val}, test={self.X_test.shape}, n_classes={self.n_classes})")
+
+
+def prepare_dataset(dataset, validation=VALIDATION_FRACTION, seed=None, *, inplace=False):
+    """What ``nnx train`` and ``nnx reproduce`` train on, as ``PreparedData``:
+    ``validation`` (a fraction, or None for no split) of ``dataset``'s
+    training rows held out by ``train_validation_split(..., seed=seed)``, then
+    every set standardised with ``feature_stats`` of the remaining training
+    rows. ``inplace=True`` reorders and overwrites ``dataset``'s own arrays
+    rather than copying them (it is used up); otherwise ``dataset`` is left
+    as it was and shares no memory with the result."""
+    if not isinstance(dataset, Dataset):
+        raise InputTypeError(f"dataset must be an nnx.data.Dataset, got {type(dataset).__name__}")
+    if validation is not None:
+        _check_fraction("validation", validation)
+    seed = _check_seed(seed)
+    X, y = dataset.X_train, dataset.y_train
+    X_val = y_val = None
+    if validation is not None:  # copies unless in place: from here on they may be overwritten
+        X, y, X_val, y_val = train_validation_split(X, y, validation, seed, inplace=inplace)
+    elif not inplace:
+        X, y = X.copy(), y.copy()
+    mean, scale = feature_stats(X)
+    for part in (X, X_val):
+        if part is not None:
+            standardize_with(part, mean, scale, inplace=True)
+    return PreparedData(
+        X_train=X, y_train=y, X_val=X_val, y_val=y_val,
+        X_test=standardize_with(dataset.X_test, mean, scale, inplace=inplace),
+        y_test=dataset.y_test if inplace else dataset.y_test.copy(), mean=mean, scale=scale,
+        name=dataset.name, n_classes=dataset.n_classes, class_names=dataset.class_names,
+        source=dataset.source)
 
 
 def one_hot(y, n_classes):

@@ -17,6 +17,8 @@ from .ops import (
     ParamOperation,
     Sigmoid,
     WeightMultiply,
+    activation_setting,
+    make_activation,
 )
 
 
@@ -156,9 +158,12 @@ class Dense(Layer):
         if type(act) not in ACTIVATIONS.values():
             raise InputTypeError(f"cannot describe {type(act).__name__}: checkpoints hold the "
                                  f"built-in activations only ({sorted(ACTIVATIONS)})")
-        return {"type": "Dense", "neurons": self.neurons, "activation": act.name,
+        desc = {"type": "Dense", "neurons": self.neurons, "activation": act.name,
                 "alpha": getattr(act, "alpha", None), "dropout": self.dropout,
                 "weight_init": self.weight_init}
+        if getattr(act, "setting", None) is not None:  # alpha again, or GELU's approximate
+            desc[act.setting] = activation_setting(act)
+        return desc
 
     def reset_parameters(self, init_rng):
         """Draw fresh weights and biases from ``init_rng`` into the existing arrays.
@@ -174,6 +179,6 @@ def layer_from_description(d) -> Layer:
     """Rebuild a layer from ``Layer.describe()`` output (checkpoints)."""
     if not isinstance(d, dict) or d.get("type") != "Dense":
         raise InputValueError(f"unknown layer type {d.get('type')!r}")
-    act = ACTIVATIONS[d["activation"]]
-    act = act(d["alpha"]) if d.get("alpha") is not None else act()
+    key = getattr(ACTIVATIONS.get(d["activation"]), "setting", None)
+    act = make_activation(d["activation"], None if key is None else d.get(key))
     return Dense(d["neurons"], act, dropout=d["dropout"], weight_init=d["weight_init"])

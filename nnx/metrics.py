@@ -1,9 +1,14 @@
-"""Evaluation helpers."""
+"""Evaluation helpers: predicted classes, accuracy and the confusion matrix.
+Counting happens on the host, in NumPy, like the label checks."""
 
 from __future__ import annotations
 
-from ._checks import InputValueError
+import numpy as np
+
+from ._checks import InputTypeError, InputValueError, integer
 from .backend import host
+
+__all__ = ["predict_classes", "accuracy", "confusion_matrix", "format_confusion_matrix"]
 
 
 def predict_classes(net, X, batch_size=4096):
@@ -22,9 +27,9 @@ def accuracy(net, X, y):
     """Fraction of rows of ``X`` whose predicted class (``predict_classes``)
     matches ``y``: class ids or one-hot rows, on the host or on the network's
     device; 0/1 labels for a network with one output."""
-    net._require_built()
+    net.require_built()
     X = net.as_input(X)
-    if not net._on_host(y, "y"):
+    if not net.on_host(y, "y"):
         y = net.backend.to_numpy(y)  # labels are checked on the host
     n = int(X.shape[0])
     if net.n_out == 1:
@@ -37,3 +42,46 @@ def accuracy(net, X, y):
     else:
         labels = host.class_ids(host.check_targets(y, n, net.n_out, "y", distributions=True))
     return float((predict_classes(net, X) == labels).mean())
+
+
+def _class_ids(y, name, n_classes):
+    y = host.plain(y, name, "a 1-D array of class ids")
+    if y.ndim != 1:
+        raise InputValueError(f"{name} must be 1-D class ids, got shape {y.shape}")
+    if y.dtype.kind not in "iu":
+        raise InputTypeError(f"{name} must hold integer class ids, got dtype {y.dtype}")
+    if y.size and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+        raise InputValueError(f"{name} holds class ids {int(y.min())}..{int(y.max())}; "
+                              f"expected ids in [0, {n_classes})")
+    return y
+
+
+def confusion_matrix(y_true, y_pred, n_classes):
+    """``(n_classes, n_classes)`` int64 NumPy array whose row i, column j
+    counts the rows of true class i predicted as class j (class ids, as
+    ``predict_classes`` gives)."""
+    n_classes = integer("n_classes", n_classes)
+    y_true = _class_ids(y_true, "y_true", n_classes)
+    y_pred = _class_ids(y_pred, "y_pred", n_classes)
+    if y_true.shape != y_pred.shape:
+        raise InputValueError(f"y_true has {y_true.shape[0]} rows but y_pred {y_pred.shape[0]}; "
+                              "expected one prediction per row")
+    pairs = y_true.astype(np.int64) * n_classes + y_pred.astype(np.int64)
+    counts = np.bincount(pairs, minlength=n_classes * n_classes)
+    return counts.astype(np.int64, copy=False).reshape(n_classes, n_classes)
+
+
+def format_confusion_matrix(cm):
+    """A confusion matrix as text, as ``nnx evaluate`` prints it: a title
+    line, the predicted classes across, then one row per true class."""
+    cm = host.plain(cm, "cm", "a square array of counts")
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] == 0:
+        raise InputValueError(f"cm must be a square, non-empty matrix, got shape {cm.shape}")
+    if cm.dtype.kind not in "iu":
+        raise InputTypeError(f"cm must hold integer counts, got dtype {cm.dtype}")
+    k = cm.shape[0]
+    w = max(5, len(str(cm.max())) + 1)
+    lines = ["confusion matrix (rows: true class, columns: predicted)",
+             " " * 6 + "".join(str(j).rjust(w) for j in range(k))]
+    lines += [str(i).rjust(5) + " " + "".join(str(v).rjust(w) for v in cm[i]) for i in range(k)]
+    return "\n".join(lines)

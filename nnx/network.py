@@ -102,6 +102,23 @@ class NeuralNetwork:
     def built(self) -> bool:
         return self._param_buf is not None
 
+    # ------------------------------------------------- the public contract
+    # What optimisers, the trainer and tools use: the two flat buffers and a
+    # training step on data already on the device.
+    @property
+    def param_buffer(self):
+        """Every parameter in one flat device array (W1, B1, W2, B2, ... in
+        order); each layer's arrays are views into it, so writing it in place
+        changes the network."""
+        self.require_built("param_buffer")
+        return self._param_buf
+
+    @property
+    def grad_buffer(self):
+        """The gradients of the last training step, laid out like ``param_buffer``."""
+        self.require_built("grad_buffer")
+        return self._grad_buf
+
     def _seed_generators(self):
         init_seed, device_seed = host.spawn_seeds(self.seed, 2)
         self._init_rng = self.backend.host_generator(init_seed)
@@ -190,7 +207,7 @@ class NeuralNetwork:
                 layer.reset_parameters(self._init_rng)
 
     # ---------------------------------------------------------- data crossing
-    def _on_host(self, x, name):
+    def on_host(self, x, name):
         """True for host data (NumPy arrays, lists), False for arrays of this
         network's backend; arrays of any other device raise."""
         if host.is_host_array(x):
@@ -208,7 +225,7 @@ class NeuralNetwork:
         """``X`` on this network's device in its dtype: host data is checked
         and uploaded (one copy); arrays already on the device pass through."""
         b = self.backend
-        if self._on_host(X, name):
+        if self.on_host(X, name):
             return b.asarray(host.check_features(X, name, self.n_in, b.dtype_name))
         if len(X.shape) != 2 or 0 in X.shape or (self.n_in is not None
                                                  and X.shape[1] != self.n_in):
@@ -219,7 +236,7 @@ class NeuralNetwork:
     def as_target(self, y, n_rows, name="y", x_name="X"):
         """Class ids or one-hot/target rows -> ``(n_rows, n_out)`` on the device."""
         b = self.backend
-        if self._on_host(y, name):
+        if self.on_host(y, name):
             return b.asarray(host.check_targets(
                 y, n_rows, self.n_out, name, distributions=self.loss.classification,
                 x_name=x_name, dtype=b.dtype_name))
@@ -238,7 +255,7 @@ class NeuralNetwork:
     def backward(self, loss_grad, input_grad=True):
         """Back-propagate ``loss_grad``; returns the gradient with respect to the
         network's input, or None with ``input_grad=False`` (saves a matmul)."""
-        self._require_built()
+        self.require_built()
         for layer in reversed(self.layers[1:]):
             loss_grad = layer.backward(loss_grad)
         return self.layers[0].backward(loss_grad, input_grad)
@@ -249,10 +266,13 @@ class NeuralNetwork:
         X = self.as_input(X)
         if not self.built:
             self.build(int(X.shape[1]))
-        return self._train_step(X, self.as_target(y, int(X.shape[0])))
+        return self.train_step(X, self.as_target(y, int(X.shape[0])))
 
-    def _train_step(self, X, y):
-        # X, y already checked and on the device: the trainer's per-batch path
+    def train_step(self, X, y):
+        """Forward, loss and backward on a batch already on the device (from
+        ``as_input`` and ``as_target``), without checks: the training loop's
+        per-batch path. The gradients land in ``grad_buffer``; returns the
+        batch loss as a 0-d device array."""
         prediction = self._infer(X, inference=False)
         loss = self.loss.forward(prediction, y)
         self.backward(self.loss.backward(), input_grad=False)
@@ -271,21 +291,22 @@ class NeuralNetwork:
     # ------------------------------------------------------------- snapshots
     def get_parameters(self):
         """A copy of all parameters as one flat device array."""
-        self._require_built()
+        self.require_built()
         return self.backend.copy(self._param_buf)
 
     def set_parameters(self, flat):
         """Write a flat parameter array (from ``get_parameters``) back in place."""
-        self._require_built()
+        self.require_built()
         if not self.backend.owns(flat):
-            self._on_host(flat, "flat")  # an array of another device is refused, named
+            self.on_host(flat, "flat")  # an array of another device is refused, named
             flat = self.backend.asarray(host.plain(flat, "flat", "a flat array of parameters"))
         if tuple(flat.shape) != tuple(self._param_buf.shape):
             raise InputValueError(f"parameters have shape {tuple(flat.shape)}, expected "
                                   f"{tuple(self._param_buf.shape)}")
         self.backend.assign(self._param_buf, flat)
 
-    def _require_built(self, what=None):
+    def require_built(self, what=None):
+        """Raise ``RuntimeError`` (prefixed with ``what``) unless the network has parameters."""
         if not self.built:
             raise RuntimeError((f"{what}: " if what else "") + "the network has no parameters "
                                "yet: call fit(), build(n_in) or forward() first")
@@ -308,7 +329,7 @@ class NeuralNetwork:
         (plain data, e.g. the dataset's name) comes back as ``checkpoint_meta``
         after ``load``."""
         from . import __version__, checkpoint
-        self._require_built()
+        self.require_built()
         for name in extra or {}:  # before any work: these would replace the file's own
             if not isinstance(name, str):
                 raise InputTypeError(f"extra names must be strings, got "
@@ -364,7 +385,7 @@ class NeuralNetwork:
         """Network outputs for ``X`` in inference mode, on the device,
         computed in chunks of ``batch_size`` rows."""
         batch_size = _checks.integer("batch_size", batch_size)
-        self._require_built("predict")
+        self.require_built("predict")
         X = self.as_input(X)
         n = X.shape[0]
         if n <= batch_size:
@@ -383,10 +404,11 @@ class NeuralNetwork:
         X = self.as_input(X)
         if not self.built:
             self.build(int(X.shape[1]))
-        return self._mean_loss(X, self.as_target(y, int(X.shape[0])), batch_size)
+        return self.mean_loss(X, self.as_target(y, int(X.shape[0])), batch_size)
 
-    def _mean_loss(self, X, y, batch_size=4096):
-        # X, y already checked and on the device (the trainer's evaluations)
+    def mean_loss(self, X, y, batch_size=4096):
+        """``loss_on`` for data already on the device, without checks (the
+        trainer's evaluations)."""
         n = int(X.shape[0])
         total = None
         for i in range(0, n, batch_size):

@@ -8,9 +8,15 @@ right above its gradient.
 
 from __future__ import annotations
 
+import math
+
 from . import _checks
 from ._checks import InputTypeError, InputValueError
 from .backend import backend_of
+
+_SQRT_HALF = math.sqrt(0.5)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 def _check_shape(what, got, expected):
@@ -147,17 +153,26 @@ class BiasAdd(ParamOperation):
 class BiasActivation(ParamOperation):
     """``activation(x + B)`` as one operation: what ``Dense`` uses in place of
     ``BiasAdd`` + activation on backends that fuse the two into one kernel
-    (the GPU). Elsewhere the backend runs the two operations in turn."""
+    (the GPU). The backend is given the activation's name and setting, and
+    hands back, beside the output, what its backward pass needs (``saved``)."""
+
+    saved = None  # the backend's record of the last forward pass, for backward
+    _pass_state = ParamOperation._pass_state + ("saved",)
 
     def __init__(self, param, activation, backend=None):
         super().__init__(param, backend)
-        self.activation = activation
+        self.activation = activation  # a built-in activation: its name and setting
 
     def _output(self, inference):
-        return self.backend.bias_activation(self.input_, self.param, self.activation)
+        act = self.activation
+        out, self.saved = self.backend.bias_activation(self.input_, self.param, act.name,
+                                                       activation_setting(act))
+        return out
 
     def _input_grad(self, output_grad):
-        return self.backend.bias_activation_grad(self.activation, output_grad)
+        act = self.activation
+        return self.backend.bias_activation_grad(act.name, activation_setting(act), self.saved,
+                                                 output_grad)
 
     def backward(self, output_grad, input_grad=True):
         # the bias gradient is the column sum of the input gradient: always needed
@@ -168,6 +183,9 @@ class BiasActivation(ParamOperation):
 
 
 # --------------------------------------------------------------- activations
+# A built-in activation has a ``name`` (its key in ACTIVATIONS) and, where one
+# constructor argument changes its formula, ``setting``: that argument's name.
+# Checkpoints and the fused GPU kernels know an activation by the two.
 
 class Linear(Operation):
     """The identity."""
@@ -224,6 +242,7 @@ class LeakyReLU(Operation):
     """``x`` for ``x > 0``, else ``alpha * x``."""
 
     name = "leaky_relu"
+    setting = "alpha"
 
     def __init__(self, alpha=0.01, backend=None):
         alpha = _checks.in_range("LeakyReLU alpha", alpha, 0, 1, high_open=True)
@@ -249,6 +268,94 @@ class ReLU6(Operation):
         xp = self.backend.xp
         inside = xp.logical_and(self.input_ > 0, self.input_ < 6)
         return xp.where(inside, output_grad, 0.0)
+
+
+class GELU(Operation):
+    """Gaussian error linear unit, as PyTorch defines it: ``x * Phi(x)`` with
+    ``Phi`` the standard normal distribution function (``approximate="none"``),
+    or with ``Phi(x)`` replaced by ``(1 + tanh(sqrt(2/pi) (x + 0.044715 x**3))) / 2``
+    (``approximate="tanh"``)."""
+
+    name = "gelu"
+    setting = "approximate"
+
+    def __init__(self, approximate="none", backend=None):
+        approximate = _checks.name_in("GELU approximate", approximate, ("none", "tanh"))
+        super().__init__(backend)
+        self.approximate = approximate
+
+    def _tanh_form(self):
+        """``(tanh(u), c)`` with ``u = sqrt(2/pi) (c + 0.044715 c**3)`` and ``c``
+        the input clipped to [-10, 10]: beyond, u > 43 and tanh(u) is +-1 in any
+        float, and the clip keeps c**3 finite (and 0 * inf out of the gradient)."""
+        xp = self.backend.xp
+        c = xp.clip(self.input_, -10.0, 10.0)
+        return xp.tanh(_SQRT_2_OVER_PI * (c + 0.044715 * (c * c * c))), c
+
+    def _output(self, inference):
+        x = self.input_
+        if self.approximate == "tanh":
+            return 0.5 * x * (1.0 + self._tanh_form()[0])
+        return 0.5 * x * (1.0 + self.backend.erf(x * _SQRT_HALF))
+
+    def _input_grad(self, output_grad):
+        xp, x = self.backend.xp, self.input_
+        if self.approximate == "tanh":
+            t, c = self._tanh_form()
+            du = _SQRT_2_OVER_PI * (1.0 + (3 * 0.044715) * (c * c))
+            return output_grad * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
+        # d/dx x Phi(x) = Phi(x) + x phi(x); phi underflows to 0 well before
+        # |x| = 40, and the clip keeps x * x finite for huge inputs
+        c = xp.clip(x, -40.0, 40.0)
+        pdf = _INV_SQRT_2PI * xp.exp(-0.5 * (c * c))
+        return output_grad * (0.5 * (1.0 + self.backend.erf(x * _SQRT_HALF)) + x * pdf)
+
+
+class SiLU(Operation):
+    """``x * sigmoid(x)`` (also called swish); the sigmoid is evaluated through
+    ``exp(-|x|)``, as in Sigmoid, so ``exp`` never overflows."""
+
+    name = "silu"
+
+    def _sigmoids(self):
+        """``sigmoid(x)`` and ``1 - sigmoid(x)``, each without cancellation."""
+        xp, x = self.backend.xp, self.input_
+        z = xp.exp(-xp.abs(x))
+        r = 1.0 / (1.0 + z)
+        positive = x >= 0
+        return xp.where(positive, r, z * r), xp.where(positive, z * r, r)
+
+    def _output(self, inference):
+        return self.input_ * self._sigmoids()[0]
+
+    def _input_grad(self, output_grad):
+        s, one_minus_s = self._sigmoids()
+        return output_grad * s * (1.0 + self.input_ * one_minus_s)
+
+
+class ELU(Operation):
+    """``x`` for ``x > 0``, else ``alpha * (exp(x) - 1)``, the latter by
+    ``expm1``, which keeps its relative precision near 0. ``alpha`` is at
+    least 0, as in the ELU paper (0 gives ReLU)."""
+
+    name = "elu"
+    setting = "alpha"
+
+    def __init__(self, alpha=1.0, backend=None):
+        alpha = _checks.non_negative("ELU alpha", alpha)
+        super().__init__(backend)
+        self.alpha = alpha
+
+    # both branches of ``where`` are evaluated: min(x, 0) keeps exp and expm1
+    # of large positive inputs from overflowing in the branch not taken
+    def _output(self, inference):
+        xp, x = self.backend.xp, self.input_
+        return xp.where(x > 0, x, self.alpha * xp.expm1(xp.minimum(x, 0.0)))
+
+    def _input_grad(self, output_grad):
+        xp, x = self.backend.xp, self.input_
+        return xp.where(x > 0, output_grad,
+                        output_grad * (self.alpha * xp.exp(xp.minimum(x, 0.0))))
 
 
 class Dropout(Operation):
@@ -297,4 +404,22 @@ ACTIVATIONS = {
     "relu": ReLU,
     "leaky_relu": LeakyReLU,
     "relu6": ReLU6,
+    "gelu": GELU,
+    "silu": SiLU,
+    "elu": ELU,
 }
+
+
+def activation_setting(activation):
+    """The value of a built-in activation's ``setting`` (LeakyReLU's and ELU's
+    ``alpha``, GELU's ``approximate``), or None where it has none."""
+    key = getattr(activation, "setting", None)
+    return None if key is None else getattr(activation, key)
+
+
+def make_activation(name, setting=None):
+    """A new built-in activation called ``name``, given its ``setting`` (as
+    ``activation_setting`` returns it) when not None."""
+    cls = ACTIVATIONS[_checks.name_in("activation", name, ACTIVATIONS)]
+    key = getattr(cls, "setting", None)
+    return cls() if key is None or setting is None else cls(**{key: setting})

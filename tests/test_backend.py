@@ -3,7 +3,9 @@ device backends only override the reference backend, never extend it."""
 
 import ast
 import inspect
+import math
 import pathlib
+import re
 import subprocess
 import sys
 import types
@@ -20,8 +22,8 @@ from nnx.backend.strict_backend import StrictBackend
 
 PKG = pathlib.Path(nnx.__file__).parent
 # host-side input/output may use NumPy (datasets, checkpoint files, the command
-# line); the compute path may not
-HOST_IO = {"data.py", "checkpoint.py", "cli.py", "__main__.py", "report.py"}
+# line, counting predicted labels); the compute path may not
+HOST_IO = {"data.py", "checkpoint.py", "cli.py", "__main__.py", "report.py", "metrics.py"}
 
 
 def _imports(path):
@@ -275,6 +277,113 @@ def test_derived_seeds_depend_on_each_key_and_its_place():
     seeds = {host.derive_seed(*key) for key in keys}
     assert len(seeds) == len(keys)
     assert host.derive_seed(0, 0, 1) != host.derive_seed(0, 1, 0) != host.derive_seed(1, 0, 0)
+
+
+# ------------------------------------------- erf and fused bias + activation
+
+def _erf_grid():
+    """Points across every interval of Cody's approximation and their seams,
+    tiny and huge magnitudes, both signs."""
+    inner = np.linspace(-7.0, 7.0, 28001)
+    seams = np.array([0.46875, 4.0, 6.0])
+    seams = np.concatenate([seams, np.nextafter(seams, 0), np.nextafter(seams, 10)])
+    wide = np.logspace(-300, 300, 6001)
+    x = np.concatenate([inner, seams, -seams, wide, -wide, [0.0, 5e-324, 1e-20, 26.5, 1e308]])
+    return x
+
+
+@pytest.mark.parametrize("backend_name", ["cpu", "strict"])
+def test_reference_erf_is_accurate_to_float64_rounding(backend_name):
+    """The reference (Cody's rational functions, array-API calls only) against
+    math.erf: within 1e-15 relative everywhere (about 4.5 units in the last
+    place; it is within 2.1), with no overflow or invalid-value warning."""
+    b = get_backend(backend_name, "float64")
+    x = _erf_grid()
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        got = b.to_numpy(Backend.erf(b, b.asarray(x)))
+    expected = np.array([math.erf(v) for v in x])
+    rel = np.abs(got - expected) / np.abs(expected).clip(min=1e-300)
+    assert rel.max() <= 1e-15, f"{rel.max():.2e} at x={x[rel.argmax()]!r}"
+    assert got[x == 0.0].size and np.all(got[np.abs(x) >= 6.0] == np.sign(x[np.abs(x) >= 6.0]))
+
+
+def test_reference_erf_in_float32_and_at_special_values():
+    b = get_backend("cpu", "float32")
+    x = np.linspace(-8.0, 8.0, 4001, dtype=np.float32)
+    got = Backend.erf(b, x)
+    assert got.dtype == np.float32
+    expected = np.array([math.erf(float(v)) for v in x])
+    np.testing.assert_allclose(got, expected, rtol=4e-7, atol=1e-30)
+    b64 = get_backend("cpu", "float64")
+    special = Backend.erf(b64, np.array([np.nan, np.inf, -np.inf, -0.0]))
+    assert np.isnan(special[0]) and list(special[1:3]) == [1.0, -1.0]
+    assert special[3] == 0.0 and np.signbit(special[3])  # erf(-0) = -0, as math.erf
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_backend_erf_agrees_with_the_reference(backend_name, dtype):
+    """The CPU's SciPy and the GPU's CuPy overrides compute what the reference does."""
+    b = get_backend(backend_name, dtype)
+    x = b.asarray(np.linspace(-10.0, 10.0, 2001))
+    got, ref = b.to_numpy(b.erf(x)), b.to_numpy(Backend.erf(b, x))
+    assert got.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(got, ref, rtol={"float32": 1e-6, "float64": 1e-15}[dtype],
+                               atol=1e-30)
+
+
+def test_every_activation_has_a_fused_gpu_kernel_and_no_other():
+    """The CUDA snippets (read without CuPy or compiling) are one entry per
+    name in ops.ACTIVATIONS, each saving the output or the pre-activation."""
+    from nnx.backend import cupy_backend
+    from nnx.ops import ACTIVATIONS
+    table = cupy_backend.FUSED_ACTIVATIONS
+    assert sorted(table) == sorted(ACTIVATIONS)
+    for name, k in table.items():
+        assert k.saves in ("y", "z"), name
+        assert re.search(r"\by =", k.forward) and re.search(r"\bgz =", k.backward), name
+        # the backward kernel has what the forward one saved, and nothing else
+        other = "z" if k.saves == "y" else "y"
+        assert not re.search(rf"\b{other}\b", k.backward), name
+    assert cupy_backend._kernel_number("tanh") == 1.0
+    assert cupy_backend._kernel_number("none") == cupy_backend._kernel_number(None) == 0.0
+    assert cupy_backend._kernel_number(0.25) == 0.25
+
+
+# every activation, with a setting other than the default where it has one
+FUSED_CASES = [("linear", None), ("sigmoid", None), ("tanh", None), ("relu", None),
+               ("leaky_relu", 0.2), ("relu6", None), ("gelu", "none"), ("gelu", "tanh"),
+               ("silu", None), ("elu", 1.0), ("elu", 0.5)]
+
+
+@pytest.mark.parametrize("name, setting", FUSED_CASES)
+def test_bias_activation_is_the_activation_of_the_sum(backend_name, name, setting):
+    """The backend takes arrays, a name and a setting and gives arrays back:
+    its result and gradient are those of BiasAdd followed by the activation
+    (exactly on the CPU and the simulated device; on the GPU, its fused kernels)."""
+    from nnx.ops import ACTIVATIONS, make_activation
+    assert {n for n, _ in FUSED_CASES} == set(ACTIVATIONS)
+    b = get_backend(backend_name, "float64")
+    rng = np.random.default_rng(0)
+    x = b.asarray(4.0 * rng.standard_normal((16, 9)))
+    bias = b.asarray(rng.standard_normal((1, 9)))
+    g = b.asarray(rng.standard_normal((16, 9)))
+    out, saved = b.bias_activation(x, bias, name, setting)
+    grad = b.bias_activation_grad(name, setting, saved, g)
+    act = make_activation(name, setting)
+    expected = b.to_numpy(act.forward(x + bias))
+    expected_grad = b.to_numpy(act.backward(g))
+    if backend_name == "gpu":
+        np.testing.assert_allclose(b.to_numpy(out), expected, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(b.to_numpy(grad), expected_grad, rtol=1e-12, atol=1e-14)
+    else:
+        np.testing.assert_array_equal(b.to_numpy(out), expected)
+        np.testing.assert_array_equal(b.to_numpy(grad), expected_grad)
+
+
+def test_bias_activation_names_an_unknown_activation():
+    b = get_backend("cpu", "float64")
+    with pytest.raises(nnx.InputValueError, match="activation='swish'"):
+        b.bias_activation(np.ones((2, 2)), np.ones((1, 2)), "swish")
 
 
 # ---- gaps found by the third mutation audit

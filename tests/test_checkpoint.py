@@ -4,6 +4,7 @@ clear errors for damaged files."""
 import io
 import json
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -226,6 +227,20 @@ def test_saving_over_a_file_keeps_its_permissions(tmp_path):
     assert os.stat(path).st_mode & 0o777 == 0o600
 
 
+def test_writing_fsyncs_the_folder_after_the_rename(tmp_path, monkeypatch):
+    """Only the file was fsynced, not its folder: after a power cut the rename,
+    and with it the new checkpoint, could be lost."""
+    path, synced, real = tmp_path / "m.npz", [], os.fsync
+
+    def fsync(fd):  # which descriptor: the folder? and is the checkpoint in place yet?
+        synced.append((os.path.samestat(os.fstat(fd), os.stat(tmp_path)), path.exists()))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    checkpoint.write(path, {"note": "x"}, {"params": np.zeros(3)})
+    assert synced == [(False, False), (True, True)]
+
+
 def test_checking_the_permissions_never_changes_the_process_umask(monkeypatch, tmp_path):
     """The mode was found by os.umask(0) then os.umask(mask): for a moment
     every thread's new files were created world-writable."""
@@ -320,6 +335,46 @@ def test_a_leaky_relu_with_alpha_zero_comes_back_with_alpha_zero(tmp_path):
     loaded = nnx.NeuralNetwork.load(net.save(tmp_path / "m.npz"))
     assert loaded.layers[0].activation.alpha == 0.0
     np.testing.assert_array_equal(loaded.predict(X), net.predict(X))
+
+
+@pytest.mark.parametrize("backend", ["cpu", "strict"])
+def test_gelu_silu_and_elu_settings_survive_a_round_trip(tmp_path, backend):
+    """GELU's approximate and ELU's alpha are saved by name and come back;
+    a GELU saved with the tanh form does not reload as the exact one."""
+    layers = [nnx.Dense(6, nnx.GELU("tanh")), nnx.Dense(5, nnx.ELU(0.25)), nnx.Dense(5, "silu"),
+              nnx.Dense(4, "gelu"), nnx.Dense(3, "elu")]
+    net = nnx.NeuralNetwork(layers, "softmax_cross_entropy", seed=2, backend=backend,
+                            dtype="float64")
+    net.build(3)
+    desc = net.describe()["layers"]
+    assert [d["activation"] for d in desc] == ["gelu", "elu", "silu", "gelu", "elu"]
+    assert desc[0]["approximate"] == "tanh" and desc[3]["approximate"] == "none"
+    assert desc[1]["alpha"] == 0.25 and desc[4]["alpha"] == 1.0
+    back = nnx.NeuralNetwork.load(net.save(tmp_path / "m.npz"), backend=backend)
+    assert back.describe() == net.describe()
+    acts = [layer.activation for layer in back.layers]
+    assert [type(a) for a in acts] == [nnx.GELU, nnx.ELU, nnx.SiLU, nnx.GELU, nnx.ELU]
+    assert acts[0].approximate == "tanh" and acts[1].alpha == 0.25
+    X = np.random.default_rng(0).standard_normal((8, 3))
+    np.testing.assert_array_equal(back.backend.to_numpy(back.predict(X)),
+                                  net.backend.to_numpy(net.predict(X)))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.update(approximate="erf"), "GELU approximate='erf'"),
+    (lambda d: d.update(activation="elu", alpha=-1.0), "ELU alpha=-1.0"),
+    (lambda d: d.update(activation="swish"), "activation='swish'"),
+])
+def test_a_bad_activation_setting_in_a_checkpoint_is_named(tmp_path, change, message):
+    """Written with a valid checksum: the description itself is refused."""
+    net = nnx.NeuralNetwork([nnx.Dense(4, "gelu"), nnx.Dense(2, "linear")],
+                            "softmax_cross_entropy", seed=1)
+    net.build(3)
+    header, arrays = checkpoint.read(net.save(tmp_path / "m.npz"))
+    change(header["network"]["layers"][0])
+    path = checkpoint.write(tmp_path / "bad.npz", header, arrays)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        nnx.NeuralNetwork.load(path)
 
 
 def test_an_empty_training_state_is_still_saved(tmp_path):

@@ -63,9 +63,9 @@ def test_a_copy_trains_its_own_parameters_only():
     assert not np.array_equal(twin.get_parameters(), before)
     # the copy's layers are views into the copy's own flat buffers
     for op in (op for layer in twin.layers for op in layer.operations if hasattr(op, "param")):
-        assert np.shares_memory(op.param, twin._param_buf)
-        assert np.shares_memory(op.param_grad, twin._grad_buf)
-        assert not np.shares_memory(op.param, net._param_buf)
+        assert np.shares_memory(op.param, twin.param_buffer)
+        assert np.shares_memory(op.param_grad, twin.grad_buffer)
+        assert not np.shares_memory(op.param, net.param_buffer)
 
 
 def test_a_copy_of_an_unbuilt_network_draws_the_same_initial_weights():
@@ -95,7 +95,7 @@ def test_a_copied_layer_belongs_to_no_network_and_keeps_its_weights():
     net = _trained("cpu")
     layer = copy.deepcopy(net.layers[0])
     np.testing.assert_array_equal(layer.operations[0].param, net.layers[0].operations[0].param)
-    assert not np.shares_memory(layer.operations[0].param, net._param_buf)
+    assert not np.shares_memory(layer.operations[0].param, net.param_buffer)
     nnx.NeuralNetwork([layer, nnx.Dense(3, "linear")], "softmax_cross_entropy", seed=1)
 
 

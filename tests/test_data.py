@@ -6,7 +6,10 @@ No test touches the network: ``_fetch`` is replaced in every one."""
 import dataclasses
 import gzip
 import hashlib
+import os
 import struct
+import subprocess
+import sys
 import urllib.error
 from pathlib import Path
 
@@ -18,14 +21,18 @@ from nnx.data import (
     Dataset,
     DatasetError,
     DatasetNotFound,
+    PreparedData,
     atomic_write,
     feature_stats,
     load_dataset,
     one_hot,
     parse_idx,
+    prepare_dataset,
     read_idx,
     search_dirs,
     standardize,
+    standardize_with,
+    train_validation_split,
 )
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -620,8 +627,12 @@ def test_every_idx_type_is_read_big_endian(code, dtype):
 
 
 def test_atomic_write_leaves_a_readable_file(tmp_path):
-    with atomic_write(tmp_path / "f.bin") as f:
-        f.write(b"data")
+    old = os.umask(0o022)  # new files get the umask's permissions (nnx._files)
+    try:
+        with atomic_write(tmp_path / "f.bin") as f:
+            f.write(b"data")
+    finally:
+        os.umask(old)
     assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
 
 
@@ -671,3 +682,250 @@ def test_a_subnormal_float32_spread_gets_scale_one():
     X[:, 1] = [1, 2, 3, 4]
     _, scale = feature_stats(X)
     assert scale[0] == 1.0 and np.isfinite(scale).all()
+
+
+# --- reading straight into the Dataset's dtype ----------------------------------------
+
+def test_read_idx_converts_straight_into_a_dtype(tmp_path):
+    write_synthetic(tmp_path, mark=5)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    raw = read_idx(path)
+    assert raw.dtype == np.uint8 and raw.shape == (4, 3, 3) and raw.flags.writeable
+    for dtype in (np.float32, np.float64):
+        out = read_idx(path, dtype=dtype)
+        assert out.dtype == dtype and out.flags.writeable
+        np.testing.assert_array_equal(out, raw.astype(dtype))
+
+
+def test_the_loaded_arrays_are_the_only_copy(tmp_path):
+    """Each array is converted from the file's bytes into its own buffer: no
+    view keeps the decompressed file alive, and nothing else holds the data."""
+    write_synthetic(tmp_path, mark=5)
+    ds = load_dataset("mnist", data_dir=tmp_path, download=False, verify=False)
+    for field in ("X_train", "y_train", "X_test", "y_test"):
+        a = getattr(ds, field)
+        assert a.base is None and a.flags.c_contiguous and a.flags.writeable, field
+    raw = read_idx(tmp_path / "train-images-idx3-ubyte.gz")
+    np.testing.assert_array_equal(ds.X_train, raw.reshape(4, 9).astype(np.float32))
+
+
+# --- the validation split, statistics and standardisation -------------------------------
+
+def former_prepare(ds, seed, validation):
+    """What nnx train did before the preparation moved into nnx.data, kept as
+    an independent oracle: whole-array NumPy, float64 copies and all."""
+    X_train, y_train, out = ds.X_train, ds.y_train, {}
+    if validation:
+        order = np.random.default_rng(seed).permutation(X_train.shape[0])
+        n_val = max(1, int(round(0.1 * X_train.shape[0])))
+        val, train = order[:n_val], order[n_val:]
+        out["X_val"], out["y_val"] = X_train[val], y_train[val]
+        X_train, y_train = X_train[train], y_train[train]
+    mean64 = X_train.mean(axis=0, dtype=np.float64)
+    std64 = X_train.std(axis=0, dtype=np.float64)
+    constant = X_train.max(axis=0) == X_train.min(axis=0)
+    scale32 = np.where(constant | (std64 == 0), 1.0, std64).astype(np.float32)
+    scale = np.where(scale32 < np.finfo(np.float32).tiny, np.float32(1), scale32)
+    mean = mean64.astype(np.float32)
+    out.update(X_train=(X_train - mean) / scale, y_train=y_train, X_test=(ds.X_test - mean) / scale,
+               y_test=ds.y_test, mean=mean, scale=scale)
+    if validation:
+        out["X_val"] = (out["X_val"] - mean) / scale
+    return out
+
+
+def same_bits(a, b):
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("validation", [0.1, None])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_prepare_dataset_gives_the_former_preparation_bit_for_bit(validation, inplace):
+    ds, seed = load_dataset("digits"), 20200720
+    expected = former_prepare(ds, seed, validation is not None)
+    before = {f: getattr(ds, f).copy() for f in ("X_train", "y_train", "X_test", "y_test")}
+    p = prepare_dataset(ds, validation, seed=seed, inplace=inplace)
+    assert isinstance(p, PreparedData) and p.n_classes == 10 and p.name == "digits"
+    for field, want in expected.items():
+        assert same_bits(getattr(p, field), want), field
+    if validation is None:
+        assert p.X_val is None and p.y_val is None
+    untouched = all(np.array_equal(getattr(ds, f), before[f]) for f in before)
+    if inplace:  # the dataset's own arrays hold the result
+        assert not untouched and np.shares_memory(p.X_train, ds.X_train)
+        assert np.shares_memory(p.X_test, ds.X_test)
+    else:
+        assert untouched
+        assert not any(np.shares_memory(getattr(p, f), getattr(ds, f)) for f in before)
+
+
+def test_the_split_holds_out_a_seeded_tenth_in_the_permutations_order():
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((101, 3)).astype(np.float32), rng.integers(0, 5, 101)
+    order = np.random.default_rng(7).permutation(101)  # the first 10 rows are held out
+    expected = X[order[10:]], y[order[10:]], X[order[:10]], y[order[:10]]
+    parts = train_validation_split(X, y, seed=7)
+    assert all(same_bits(a, b) for a, b in zip(parts, expected, strict=True))
+    X0 = X.copy()
+    parts = train_validation_split(X, y, 0.1, 7, inplace=True)
+    assert all(same_bits(a, b) for a, b in zip(parts, expected, strict=True))
+    assert all(np.shares_memory(a, b) for a, b in zip(parts, (X, y, X, y)))
+    assert not np.array_equal(X, X0)  # reordered where it lay
+
+
+@pytest.mark.parametrize("n, make", [
+    (1, lambda n, rng: np.arange(n)),                        # nothing moves
+    (50, lambda n, rng: np.arange(n)),
+    (50, lambda n, rng: np.roll(np.arange(n), 1)),          # one cycle through every row
+    (50, lambda n, rng: np.arange(n)[::-1].copy()),         # 25 swaps
+    (257, lambda n, rng: rng.permutation(n)),
+])
+def test_rows_are_reordered_in_place_a_block_at_a_time(monkeypatch, n, make):
+    monkeypatch.setattr(data, "_BLOCK", 3)  # cycles longer than a block go in several steps
+    order = make(n, np.random.default_rng(n))
+    for shape in ((n,), (n, 4), (n, 2, 3)):
+        a = np.random.default_rng(0).standard_normal(shape)
+        expected = a[order]
+        data._permute_rows(a, order)
+        np.testing.assert_array_equal(a, expected)
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"fraction": 0}, ValueError, r"fraction=0.0 must be in \(0, 1\)"),
+    ({"fraction": 1}, ValueError, r"fraction=1.0 must be in \(0, 1\)"),
+    ({"fraction": float("nan")}, ValueError, "fraction=nan"),
+    ({"fraction": "0.1"}, TypeError, "fraction must be a number, got '0.1'"),
+    ({"fraction": 0.9}, ValueError, "fraction=0.9 of 4 rows holds out 4, leaving no training"),
+    ({"seed": -1}, ValueError, "seed=-1 must be a non-negative integer"),
+    ({"seed": 1.5}, ValueError, "seed=1.5 must be a non-negative integer"),
+    ({"y": np.zeros(3)}, ValueError, "y has 3 rows but X has 4"),
+    ({"X": np.float32(1)}, ValueError, "X must have rows"),
+    ({"X": [[1.0]] * 4, "inplace": True}, TypeError, "X must be a NumPy array to be changed"),
+])
+def test_the_split_refuses_bad_arguments(kwargs, error, message):
+    args = {"X": np.zeros((4, 2)), "y": np.zeros(4), **kwargs}
+    with pytest.raises(error, match=message):
+        train_validation_split(**args)
+
+
+def test_a_read_only_array_is_not_split_in_place():
+    X = np.zeros((10, 2))
+    X.flags.writeable = False
+    with pytest.raises(ValueError, match="X is read-only"):
+        train_validation_split(X, np.zeros(10), inplace=True)
+    assert train_validation_split(X, np.zeros(10))[0].shape == (9, 2)  # a copy is fine
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 7, 8, 22])
+def test_statistics_a_block_at_a_time_equal_numpys_whole_set_bit_for_bit(monkeypatch, dtype, n):
+    """Blockwise sums keep NumPy's order of addition: the same mean and std as
+    ``mean(axis=0, dtype=float64)`` and ``std`` of the whole set, down to the
+    sign of a zero, without the float64 copy of the set that ``std`` makes."""
+    monkeypatch.setattr(data, "_BLOCK", 3)
+    rng = np.random.default_rng(n)
+    X = (rng.standard_normal((n, 5)) * [1, 1e3, 1e-3, 0, 7] + [0, 5, -2, 0, 1e4]).astype(dtype)
+    X[:, 3] = -0.0  # a constant column of negative zeros
+    mean, scale = data._stats(X)
+    want_mean = X.mean(axis=0, dtype=np.float64)
+    want_std = X.std(axis=0, dtype=np.float64)
+    assert mean.tobytes() == want_mean.tobytes()
+    constant = X.max(axis=0) == X.min(axis=0)
+    assert scale.tobytes() == np.where(constant | (want_std == 0), 1.0, want_std).tobytes()
+
+
+def test_standardize_with_is_the_expression_bit_for_bit():
+    rng = np.random.default_rng(3)
+    X = (rng.random((50, 4)) * 255).astype(np.float32)
+    mean, scale = feature_stats(X)
+    want = (X - mean) / scale
+    assert same_bits(standardize_with(X, mean, scale), want)
+    # float64 statistics (a checkpoint of your own): float64, as NumPy gives it
+    m64, s64 = mean.astype(np.float64) + 1e-9, scale.astype(np.float64)
+    assert same_bits(standardize_with(X, m64, s64), (X - m64) / s64)
+    Z = X.copy()
+    assert standardize_with(Z, mean, scale, inplace=True) is Z and same_bits(Z, want)
+    empty = standardize_with(np.zeros((0, 4), np.float32), mean, scale)
+    assert empty.shape == (0, 4)
+
+
+@pytest.mark.parametrize("X, mean, scale, inplace, error, message", [
+    (np.ones((2, 3), np.float32), np.zeros(3), np.ones(3), True, TypeError,
+     "X is float32, but standardised with a float64 mean and float64 scale it becomes float64"),
+    (np.ones((2, 3)), np.zeros(2), np.ones(3), False, ValueError,
+     r"mean has shape \(2,\); X has 3 features, so expected \(3,\)"),
+    (np.ones((2, 3)), np.zeros(3), np.array([1.0, 0.0, 1.0]), False, ValueError,
+     "scale must hold finite numbers > 0; scale.1. is 0.0"),
+    (np.ones((2, 3)), np.array([0, np.nan, 0]), np.ones(3), False, ValueError,
+     "mean must hold finite numbers; mean.1. is nan"),
+    (np.array([[1.0, np.inf, 0]]), np.zeros(3), np.ones(3), False, ValueError,
+     "X contains 1 NaN or infinite value"),
+    (np.ones(3), np.zeros(3), np.ones(3), False, ValueError, "X must be 2-D"),
+    (np.ones((2, 3)), np.array(["a"] * 3), np.ones(3), False, TypeError,
+     "mean must hold real numbers"),
+    (np.array([[0, 3e38]], np.float32), np.zeros(2, np.float32),
+     np.array([1, 1e-3], np.float32), False, ValueError,
+     "X row 0 lies beyond the float32 range once standardised"),
+])
+def test_standardize_with_refuses_what_it_cannot_scale(X, mean, scale, inplace, error, message):
+    with pytest.raises(error, match=message):
+        standardize_with(X, mean, scale, inplace=inplace)
+
+
+def test_prepare_dataset_refuses_bad_arguments():
+    ds = load_dataset("digits")
+    with pytest.raises(TypeError, match="dataset must be an nnx.data.Dataset, got tuple"):
+        prepare_dataset((ds.X_train, ds.y_train))
+    with pytest.raises(ValueError, match=r"validation=0.0 must be in \(0, 1\)"):
+        prepare_dataset(ds, validation=0)
+    with pytest.raises(ValueError, match="seed=-2"):
+        prepare_dataset(ds, seed=-2)
+    assert "validation=(135, 64)" in repr(prepare_dataset(ds, seed=0))
+
+
+# --- memory -------------------------------------------------------------------------
+
+# The peak is read from VmHWM, which starts afresh with the new program;
+# ru_maxrss would not do: Linux carries it over from the parent across exec.
+MEASURE = """
+import sys
+from nnx.data import load_dataset, prepare_dataset
+def peak():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+base = peak()
+ds = load_dataset("mnist", data_dir=sys.argv[1], download=False, verify=False)
+p = prepare_dataset(ds, seed=0, inplace=True)
+assert p.X_train.shape == (27000, 784) and p.X_test.shape == (5000, 784)
+print(base, peak())
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux's /proc")
+def test_loading_and_preparing_hold_the_data_about_once(tmp_path):
+    """Loading a dataset and preparing it (split, standardise) peaked at 3.5
+    times the float32 data above the interpreter (float64 temporaries, then
+    copies for the split and for standardising; `nnx train` on Fashion-MNIST
+    peaked at 760 MiB). Now each array is converted once and split and
+    standardised in place: on top of the data comes a file's bytes while they
+    are converted, blocks of rows and the allocator's slack (1.3 times the
+    data here). The bound leaves room for those but not for one more copy of
+    the training set (0.85 times the data)."""
+    n_train, n_test = 30000, 5000
+    for name, n in zip(NAMES, (n_train, n_train, n_test, n_test), strict=True):
+        rows = np.arange(n)[:, None, None]
+        if "images" in name:  # varied, so no feature is constant, yet quick to compress
+            array = (rows * 7 + np.arange(28)[:, None] * 3 + np.arange(28)) % 256
+        else:
+            array = rows[:, 0, 0] % 10
+        (tmp_path / name).write_bytes(gzip.compress(idx_bytes(array), compresslevel=1))
+    root = str(Path(data.__file__).resolve().parent.parent)  # this checkout's nnx
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-c", MEASURE, str(tmp_path)], capture_output=True,
+                       text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    base, peak = map(int, r.stdout.split())
+    data_bytes = (n_train + n_test) * 784 * 4  # the float32 arrays: 110 MB
+    assert peak - base < 1.5 * data_bytes + 16 * 2**20, (
+        f"loading and preparing took {(peak - base) / 2**20:.0f} MiB above the interpreter's "
+        f"{base / 2**20:.0f} MiB for {data_bytes / 2**20:.0f} MiB of float32 data")

@@ -13,7 +13,11 @@ from nnx.backend.base import Backend as Reference
 _OK, _WHY = nnx.gpu_available()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not _OK, reason=f"no GPU: {_WHY}")]
 RTOL = {"float64": 1e-10, "float32": 1e-4}
-ACTS = ["linear", "sigmoid", "tanh", "relu", "leaky_relu", "relu6"]
+# every activation (name, setting), with a setting other than the default where it has one
+ACTS = [("linear", None), ("sigmoid", None), ("tanh", None), ("relu", None), ("leaky_relu", 0.2),
+        ("relu6", None), ("gelu", "none"), ("gelu", "tanh"), ("silu", None), ("elu", 1.0),
+        ("elu", 0.5)]
+ACT_IDS = [f"{n}-{s}" if s is not None else n for n, s in ACTS]
 
 
 def _close(a, b, rtol):
@@ -22,15 +26,15 @@ def _close(a, b, rtol):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("act", ACTS, ids=ACT_IDS)
 def test_fused_bias_activation_passes_nan_through_like_numpy(act, dtype):
     """The fused ReLU and ReLU6 kernels turned a NaN into 0 (CUDA's fmax/fmin
     and a ``z > 0`` test drop it), where NumPy keeps it."""
     b = get_backend("gpu", dtype)
     x = np.array([[np.nan, -1.0, 0.5, 7.0]])
-    op = nnx.ops.ACTIVATIONS[act]()
-    y = b.to_numpy(b.bias_activation(b.asarray(x), b.zeros((1, 4)), op))
-    cpu = nnx.ops.ACTIVATIONS[act]()
+    y, _ = b.bias_activation(b.asarray(x), b.zeros((1, 4)), *act)
+    y = b.to_numpy(y)
+    cpu = nnx.ops.make_activation(*act)
     expected = cpu.forward(x.astype(dtype))
     nan = np.isnan(expected)
     np.testing.assert_array_equal(np.isnan(y), nan)
@@ -53,22 +57,63 @@ def test_fused_softmax_cross_entropy_keeps_nan_like_numpy(dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("act", ACTS, ids=ACT_IDS)
 def test_fused_bias_activation_matches_reference(act, dtype):
     b = get_backend("gpu", dtype)
     rng = np.random.default_rng(0)
     x = b.asarray(rng.standard_normal((64, 33)) * 4)
     bias = b.asarray(rng.standard_normal((1, 33)))
     g = b.asarray(rng.standard_normal((64, 33)))
-    op_fused = nnx.ops.ACTIVATIONS[act]()
-    op_ref = nnx.ops.ACTIVATIONS[act]()
-    op_ref._bind(b)
-    y = b.bias_activation(x, bias, op_fused)
-    y_ref = Reference.bias_activation(b, x, bias, op_ref)
+    y, saved = b.bias_activation(x, bias, *act)
+    y_ref, saved_ref = Reference.bias_activation(b, x, bias, *act)
     _close(b.to_numpy(y), b.to_numpy(y_ref), RTOL[dtype])
-    gz = b.bias_activation_grad(op_fused, g)
-    gz_ref = Reference.bias_activation_grad(b, op_ref, g)
+    gz = b.bias_activation_grad(*act, saved, g)
+    gz_ref = Reference.bias_activation_grad(b, *act, saved_ref, g)
     _close(b.to_numpy(gz), b.to_numpy(gz_ref), RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("act", ACTS, ids=ACT_IDS)
+def test_fused_kernels_at_extreme_inputs_match_the_cpu(act, dtype):
+    """Up to the largest float the kernels give what the CPU operations give:
+    finite values and gradients (GELU's clipped tanh form keeps 0 * inf out)."""
+    b = get_backend("gpu", dtype)
+    big = float(np.finfo(dtype).max)
+    x = np.array([[-big, -1e30, -1e6, -200.0, -30.0, -1e-30, 0.0, 1e-30, 30.0, 200.0, 1e6,
+                   1e30, big]], dtype=dtype)
+    g = np.ones_like(x)
+    y, saved = b.bias_activation(b.asarray(x), b.zeros((1, x.shape[1])), *act)
+    gz = b.to_numpy(b.bias_activation_grad(*act, saved, b.asarray(g)))
+    cpu = nnx.ops.make_activation(*act)
+    with np.errstate(over="ignore", invalid="ignore"):  # sigmoid etc. are not the point here
+        expected, expected_grad = cpu.forward(x), cpu.backward(g)
+    for got, want in ((b.to_numpy(y), expected), (gz, expected_grad)):
+        np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
+        ok = np.isfinite(want)  # element by element: these span 1e-30 to 1e38
+        np.testing.assert_allclose(got[ok], want[ok], rtol=RTOL[dtype], atol=1e-30)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gpu_erf_matches_the_reference(dtype):
+    b = get_backend("gpu", dtype)
+    x = b.asarray(np.concatenate([np.linspace(-8.0, 8.0, 4001), [0.0, 30.0, -30.0, 1e30]]))
+    _close(b.to_numpy(b.erf(x)), b.to_numpy(Reference.erf(b, x)), RTOL[dtype] / 100)
+
+
+@pytest.mark.parametrize("act", ["gelu", "silu", "elu"])
+def test_gelu_silu_and_elu_networks_train_on_the_gpu_as_on_the_cpu(act):
+    """One batch through a fused GPU network and the CPU network: same loss
+    and gradients (float64), the new kernels inside a whole step."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 12)), rng.integers(0, 4, 40)
+    nets = [nnx.NeuralNetwork([nnx.Dense(16, act), nnx.Dense(4, "linear")],
+                              nnx.SoftmaxCrossEntropy(), seed=5, backend=be, dtype="float64")
+            for be in ("gpu", "cpu")]
+    losses = [float(net.backend.to_numpy(net.train_batch(X, y))) for net in nets]
+    assert type(nets[0].layers[0].operations[1]).__name__ == "BiasActivation"
+    _close(losses[0], losses[1], 1e-10)
+    for g, h in zip(nets[0].param_grads(), nets[1].param_grads()):
+        _close(nets[0].backend.to_numpy(g), h, 1e-9)
 
 
 def _fit(dtype="float64", dropout=1.0, graph=True, n=600, epochs=4, seed=3, backend="gpu"):
@@ -108,12 +153,12 @@ def test_replays_draw_fresh_dropout_masks():
     yb = net.as_target(rng.integers(0, 3, 32), 32)
     opt = nnx.SGD(0.01)
     opt.attach(net)
-    net._train_step(xb, yb)
+    net.train_step(xb, yb)
     opt.step()
     drop = net.layers[0].operations[-1]
 
     def step():
-        loss = net._train_step(xb, yb)
+        loss = net.train_step(xb, yb)
         opt.step()
         return loss
     replay, _ = b.capture(step)
@@ -170,9 +215,9 @@ def test_dropout_masks_and_optimizer_state_stay_on_the_device():
     import cupy
     net, _ = _fit("float32", dropout=0.8, epochs=2)
     assert all(isinstance(p, cupy.ndarray) for p in net.params())
-    assert isinstance(net._grad_buf, cupy.ndarray)
+    assert isinstance(net.grad_buffer, cupy.ndarray)
     X = net.as_input(np.random.default_rng(0).standard_normal((8, 20)))
-    net._train_step(X, net.as_target(np.arange(8) % 5, 8))  # fit ended on an evaluation
+    net.train_step(X, net.as_target(np.arange(8) % 5, 8))  # fit ended on an evaluation
     drop = net.layers[0].operations[-1]
     assert isinstance(drop.mask, cupy.ndarray) and drop.mask.dtype == cupy.float32
 

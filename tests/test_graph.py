@@ -36,29 +36,32 @@ class ReplayBackend(NumpyBackend):
             raise CaptureUnavailable(self.refuse)
         self.captures += 1
         net, optim = self.net, self.optim
-        rng, lr_buf = net.rng, optim._lr_buf
+        rng, scalars = net.rng, dict(optim._device)  # the arrays a recorded step would read
         result = np.zeros((), dtype=self.dtype)
 
         def replay():
             self.replays += 1
-            live = net.rng, optim._lr_buf
+            live = net.rng, optim._device
             net._use_generator(rng)
-            optim._lr_buf = lr_buf
+            optim._device = scalars
             try:
                 result[...] = step()
             finally:
                 net._use_generator(live[0])
-                optim._lr_buf = live[1]
+                optim._device = live[1]
         return replay, result
 
 
-def _fit(backend, dropout=1.0, decay=True, **kw):
+def _fit(backend, dropout=1.0, decay=True, make_opt=None, **kw):
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((250, 12)), rng.integers(0, 4, 250)
     net = nnx.NeuralNetwork([nnx.Dense(16, "tanh", dropout=dropout), nnx.Dense(4, "linear")],
                             nnx.SoftmaxCrossEntropy(), seed=3, backend=backend)
-    opt = (nnx.SGDMomentum(0.1, final_lr=0.02, decay_type="exponential") if decay
-           else nnx.SGDMomentum(0.1))
+    if make_opt is not None:
+        opt = make_opt()
+    else:
+        opt = (nnx.SGDMomentum(0.1, final_lr=0.02, decay_type="exponential") if decay
+               else nnx.SGDMomentum(0.1))
     if isinstance(backend, ReplayBackend):
         backend.net, backend.optim = net, opt
     hist = nnx.Trainer(net, opt).fit(X, y, X[:50], y[:50], epochs=6, eval_every=2,
@@ -77,6 +80,31 @@ def test_replayed_steps_train_exactly_like_the_loop(dropout, decay):
     # 250 rows / 32 = 7 full batches + 1 short one per epoch; the first full
     # batch of the run is eager, the short ones are always eager
     assert fake.replays == 6 * 7 - 1
+    assert hist_g.records == hist_e.records
+    for p, q in zip(net_g.params(), net_e.params()):
+        np.testing.assert_array_equal(p, q)
+
+
+OPTIMISERS = {
+    "adam-onecycle-clipped": lambda: nnx.Adam(nnx.OneCycle(0.01), clip_norm=0.5),
+    "adamw-cosine-per-step": lambda: nnx.AdamW(nnx.Cosine(0.01, warmup=3, per="step")),
+    "rmsprop-centred": lambda: nnx.RMSprop(0.001, momentum=0.5, centered=True,
+                                           weight_decay=0.01),
+    "adagrad-plateau": lambda: nnx.Adagrad(nnx.ReduceOnPlateau(0.05, patience=0),
+                                           lr_decay=0.01),
+    "nesterov-step": lambda: nnx.SGDMomentum(nnx.StepDecay(0.1, 2), nesterov=True),
+}
+
+
+@pytest.mark.parametrize("name", list(OPTIMISERS))
+def test_one_recorded_step_serves_every_optimiser_and_schedule(name):
+    """The rate, the per-step table and the step count live in device arrays
+    that the optimiser writes in place: one capture serves the whole run,
+    and the replayed run equals the step-by-step one."""
+    fake = ReplayBackend()
+    net_g, hist_g = _fit(fake, make_opt=OPTIMISERS[name])
+    net_e, hist_e = _fit("cpu", make_opt=OPTIMISERS[name])
+    assert hist_g.graph and fake.captures == 1 and fake.replays == 6 * 7 - 1
     assert hist_g.records == hist_e.records
     for p, q in zip(net_g.params(), net_e.params()):
         np.testing.assert_array_equal(p, q)
@@ -108,7 +136,8 @@ def test_fused_bias_activation_structure_matches_separate_ops():
     fused.fuses_bias_activation = True
     rng = np.random.default_rng(1)
     X, y = rng.standard_normal((9, 5)), rng.integers(0, 3, 9)
-    for act in ["linear", "sigmoid", "tanh", "relu", "leaky_relu", "relu6"]:
+    for act in [*sorted(nnx.ops.ACTIVATIONS), nnx.LeakyReLU(0.2), nnx.GELU("tanh"),
+                nnx.ELU(0.5)]:
         nets = [nnx.NeuralNetwork([nnx.Dense(7, act), nnx.Dense(3, "linear")],
                                   nnx.SoftmaxCrossEntropy(), seed=2, backend=be,
                                   dtype="float64")

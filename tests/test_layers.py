@@ -38,7 +38,7 @@ def check_dense_grads(layer, x, rng):
 # --------------------------------------------------- finite-difference checks
 
 @pytest.mark.parametrize("activation", ["linear", "sigmoid", "tanh", "relu", "leaky_relu",
-                                        "relu6"])
+                                        "relu6", "gelu", "silu", "elu"])
 def test_dense_gradients_match_finite_differences(activation):
     rng = np.random.default_rng(0)
     layer = Dense(3, activation)

@@ -51,7 +51,8 @@ def test_loss_output_and_gradients_match_reference(loss):
         assert_rel_close(g, rg, RTOL, f"gradient {i}")
 
 
-@pytest.mark.parametrize("acts", [["relu", "tanh", "linear"], ["sigmoid", "relu", "sigmoid"]])
+@pytest.mark.parametrize("acts", [["relu", "tanh", "linear"], ["sigmoid", "relu", "sigmoid"],
+                                  ["gelu", "silu", "elu"], ["elu", "gelu", "silu"]])
 def test_other_activations_match_reference(acts):
     X, ids = make_data(seed=3)
     net = make_net("mse", acts=acts)

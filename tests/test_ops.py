@@ -1,5 +1,6 @@
 """Operations: finite-difference gradients, closed forms, shape checks and dropout."""
 
+import math
 import re
 import warnings
 
@@ -8,14 +9,18 @@ import pytest
 from gradcheck import assert_grad_close, numeric_grad
 
 from nnx import (
+    ELU,
+    GELU,
     BiasAdd,
     Dropout,
+    InputTypeError,
     InputValueError,
     LeakyReLU,
     Linear,
     ReLU,
     ReLU6,
     Sigmoid,
+    SiLU,
     Tanh,
     WeightMultiply,
     get_backend,
@@ -49,7 +54,14 @@ ACTIVATION_CASES = [
     ("leaky_relu_0.2", lambda: LeakyReLU(0.2), away_from_zero),
     ("leaky_relu_default", LeakyReLU, away_from_zero),
     ("relu6", ReLU6, relu6_x),
+    ("gelu", GELU, smooth_x),
+    ("gelu_tanh", lambda: GELU("tanh"), smooth_x),
+    ("silu", SiLU, smooth_x),
+    ("elu", ELU, away_from_zero),
+    ("elu_0.5", lambda: ELU(0.5), away_from_zero),
 ]
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
 
 
 def reference_activation(name, x):
@@ -68,6 +80,16 @@ def reference_activation(name, x):
         return np.where(x > 0, x, 0.01 * x)
     if name == "relu6":
         return np.minimum(np.maximum(x, 0.0), 6.0)
+    if name == "gelu":
+        return x * 0.5 * (1.0 + _erf(x / math.sqrt(2.0)))
+    if name == "gelu_tanh":
+        return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+    if name == "silu":
+        return x / (1.0 + np.exp(-x))
+    if name == "elu":
+        return np.where(x > 0, x, np.exp(x) - 1.0)
+    if name == "elu_0.5":
+        return np.where(x > 0, x, 0.5 * (np.exp(x) - 1.0))
     raise AssertionError(name)
 
 
@@ -211,8 +233,10 @@ def test_tanh_grad_formula():
     np.testing.assert_allclose(op.backward(g), g * (1.0 - np.tanh(x) ** 2), rtol=1e-12)
 
 
-@pytest.mark.parametrize("make_op", [ReLU, LeakyReLU, ReLU6, Sigmoid, Tanh, Linear],
-                         ids=["relu", "leaky_relu", "relu6", "sigmoid", "tanh", "linear"])
+@pytest.mark.parametrize("make_op", [ReLU, LeakyReLU, ReLU6, Sigmoid, Tanh, Linear, GELU,
+                                     lambda: GELU("tanh"), SiLU, ELU],
+                         ids=["relu", "leaky_relu", "relu6", "sigmoid", "tanh", "linear", "gelu",
+                              "gelu_tanh", "silu", "elu"])
 def test_backward_does_not_modify_stored_input(backend_name, make_op):
     """Trap #8: the study's ReLU derivative helper overwrote its input."""
     b = get_backend(backend_name, "float32")
@@ -249,14 +273,142 @@ def test_the_gradient_at_a_kink_is_zero(make_op, x, grad):
     np.testing.assert_array_equal(op.backward(np.ones((1, len(x)))), [grad])
 
 
+# ------------------------------------------------------- GELU, SiLU and ELU
+
+def _phi(x):
+    return np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow for any x
+
+
+# name, operation, closed-form gradient d act / dx, written from the definitions
+SMOOTH_GRADS = [
+    ("gelu", GELU, lambda x: 0.5 * (1.0 + _erf(x / math.sqrt(2.0))) + x * _phi(x)),
+    ("gelu_tanh", lambda: GELU("tanh"), lambda x: (
+        0.5 * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+        + 0.5 * x * (1.0 - np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)) ** 2)
+        * math.sqrt(2.0 / math.pi) * (1.0 + 3 * 0.044715 * x * x))),
+    ("silu", SiLU, lambda x: _sigmoid(x) * (1.0 + x * (1.0 - _sigmoid(x)))),
+    ("elu", ELU, lambda x: np.where(x > 0, 1.0, np.exp(x))),
+    ("elu_0.5", lambda: ELU(0.5), lambda x: np.where(x > 0, 1.0, 0.5 * np.exp(x))),
+]
+
+
+@pytest.mark.parametrize("name, make_op, grad", SMOOTH_GRADS, ids=[c[0] for c in SMOOTH_GRADS])
+def test_new_activations_match_closed_forms_in_float64(backend_name, name, make_op, grad):
+    """Values and gradients on a fine grid over [-12, 12] (math.erf for Phi),
+    to float64 rounding; at the far negative end GELU's value is 1 + erf(x)
+    with erf(x) near -1, so it is compared to an absolute 1e-15 there."""
+    b = get_backend(backend_name, "float64")
+    x_host = np.linspace(-12.0, 12.0, 4801).reshape(1, -1)
+    g_host = np.random.default_rng(0).standard_normal(x_host.shape)
+    op = make_op()
+    out = to_host(b, op.forward(b.asarray(x_host)))
+    input_grad = to_host(b, op.backward(b.asarray(g_host)))
+    np.testing.assert_allclose(out, reference_activation(name, x_host), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(input_grad, g_host * grad(x_host), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("x, value, slope", [
+    (0.0, 0.0, 0.5), (1.0, 0.84134474606854294859, 1.0833154705876862984),
+    (-1.0, -0.15865525393145705141, -0.083315470587686298383),
+    (3.0, 2.9959503059051097164, 1.011945647204183927),
+])
+def test_gelu_values_at_known_points(x, value, slope):
+    """``x Phi(x)`` and its slope ``Phi(x) + x phi(x)``, computed to 40 digits
+    with mpmath."""
+    op = GELU()
+    out = op.forward(np.array([[x]]))
+    np.testing.assert_allclose(out, [[value]], rtol=1e-15, atol=1e-300)
+    np.testing.assert_allclose(op.backward(np.ones((1, 1))), [[slope]], rtol=1e-14)
+
+
+def test_gelu_tanh_approximation_stays_close_to_the_exact_form():
+    x = np.linspace(-6.0, 6.0, 1201).reshape(1, -1)
+    exact, approx = GELU().forward(x), GELU("tanh").forward(x)
+    assert 1e-5 < np.max(np.abs(exact - approx)) < 1e-3  # different, and close
+
+
+def test_silu_and_elu_at_zero():
+    x = np.zeros((1, 1))
+    silu, elu = SiLU(), ELU(0.7)
+    assert silu.forward(x)[0, 0] == 0.0 and silu.backward(np.ones((1, 1)))[0, 0] == 0.5
+    assert elu.forward(x)[0, 0] == 0.0 and elu.backward(np.ones((1, 1)))[0, 0] == 0.7
+
+
+def test_elu_keeps_relative_precision_near_zero():
+    """alpha (exp(x) - 1) by expm1: 1e-10 keeps its digits (exp(x) - 1 has 7)."""
+    out = ELU().forward(np.array([[-1e-10, -1e-300]]))
+    np.testing.assert_allclose(out, [[-1e-10 + 5e-21, -1e-300]], rtol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("make_op, low, high", [
+    (GELU, (0.0, 0.0), (1.0, 1.0)),
+    (lambda: GELU("tanh"), (0.0, 0.0), (1.0, 1.0)),
+    (SiLU, (0.0, 0.0), (1.0, 1.0)),
+    (lambda: ELU(0.5), (-0.5, 0.0), (1.0, 1.0)),
+], ids=["gelu", "gelu_tanh", "silu", "elu"])
+def test_new_activations_at_extreme_inputs(backend_name, dtype, make_op, low, high):
+    """Up to the largest float: no overflow or invalid-value warning, no NaN;
+    far left each tends to (value, slope) ``low``, far right to ``x`` with
+    slope 1 (``high``). NaN stays NaN, as in the other activations."""
+    b = get_backend(backend_name, dtype)
+    big = float(np.finfo(dtype).max)
+    x_host = np.array([[-big, -1e30, -1e6, -200.0, 200.0, 1e6, 1e30, big]], dtype=dtype)
+    op = make_op()
+    with warnings.catch_warnings(), np.errstate(over="raise", invalid="raise", divide="raise"):
+        warnings.simplefilter("error")
+        out = to_host(b, op.forward(b.asarray(x_host)))
+        grad = to_host(b, op.backward(b.asarray(np.ones_like(x_host))))
+    assert out.dtype == grad.dtype == np.dtype(dtype)
+    assert np.all(np.isfinite(out)) and np.all(np.isfinite(grad))
+    left, right = x_host < 0, x_host > 0
+    np.testing.assert_allclose(out[left], low[0], atol=1e-30)
+    np.testing.assert_allclose(grad[left], low[1], atol=1e-30)
+    np.testing.assert_array_equal(out[right], x_host[right])
+    np.testing.assert_array_equal(grad[right], high[1])
+    nan = b.asarray(np.array([[np.nan, 1.0]], dtype=dtype))
+    with np.errstate(invalid="ignore"):
+        assert np.isnan(to_host(b, make_op().forward(nan))[0, 0])
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: GELU("exact"), InputValueError, "GELU approximate='exact'"),
+    (lambda: GELU(approximate=None), InputValueError, "GELU approximate=None"),
+    (lambda: GELU(True), InputValueError, "GELU approximate=True"),
+    (lambda: ELU(-1.0), InputValueError, "ELU alpha=-1.0 must be a number >= 0"),
+    (lambda: ELU(float("nan")), InputValueError, "ELU alpha=nan"),
+    (lambda: ELU(float("inf")), InputValueError, "ELU alpha=inf"),
+    (lambda: ELU("1"), InputTypeError, "ELU alpha must be a number"),
+])
+def test_new_activations_refuse_bad_settings_naming_them(make, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        make()
+
+
+def test_new_activations_are_registered_by_name():
+    from nnx.ops import ACTIVATIONS, activation_setting, make_activation
+    assert ACTIVATIONS["gelu"] is GELU and ACTIVATIONS["silu"] is SiLU
+    assert ACTIVATIONS["elu"] is ELU
+    for act in (GELU("tanh"), ELU(0.25), SiLU(), LeakyReLU(0.3), Tanh()):
+        again = make_activation(act.name, activation_setting(act))
+        assert type(again) is type(act) and vars(again) == vars(act)
+    assert activation_setting(GELU()) == "none" and activation_setting(SiLU()) is None
+    with pytest.raises(InputValueError, match="activation='swish'"):
+        make_activation("swish")
+
+
 # -------------------------------------------------------------- shape checks
 
 @pytest.mark.parametrize("make_op", [
     lambda: WeightMultiply(np.ones((5, 3))),
     lambda: BiasAdd(np.ones((1, 5))),
-    Sigmoid, Tanh, ReLU, Linear, LeakyReLU, ReLU6, Dropout,
+    Sigmoid, Tanh, ReLU, Linear, LeakyReLU, ReLU6, GELU, SiLU, ELU, Dropout,
 ], ids=["weight_multiply", "bias_add", "sigmoid", "tanh", "relu", "linear", "leaky_relu",
-        "relu6", "dropout"])
+        "relu6", "gelu", "silu", "elu", "dropout"])
 def test_backward_rejects_wrongly_shaped_output_grad(make_op):
     op = make_op()
     out = op.forward(np.ones((4, 5)))

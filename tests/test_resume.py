@@ -66,6 +66,41 @@ def test_resumed_run_is_bit_identical(tmp_path, stop_after):
     assert hist3.best_epoch == hist.best_epoch and hist3.epochs_run == hist.epochs_run
 
 
+RESUMABLE = {
+    "adam-plateau": lambda: nnx.Adam(nnx.ReduceOnPlateau(0.01, factor=0.5, patience=0),
+                                     clip_norm=1.0),
+    "rmsprop-onecycle": lambda: nnx.RMSprop(nnx.OneCycle(0.01), momentum=0.5, centered=True),
+    "adagrad-cosine-warm-up": lambda: nnx.Adagrad(nnx.Cosine(0.1, warmup=2), lr_decay=0.1),
+}
+
+
+@pytest.mark.parametrize("stop_after", [1, 2, 3])
+@pytest.mark.parametrize("name", list(RESUMABLE))
+def test_every_optimiser_and_schedule_resumes_bit_identically(tmp_path, name, stop_after):
+    """The optimiser's state, its step count and the schedule's own state
+    (the plateau's best loss and count) travel in the checkpoint."""
+    net, _ = make()
+    hist = fit(net, RESUMABLE[name]())
+    path = tmp_path / "run.npz"
+    with pytest.raises(Stop):
+        fit(make()[0], RESUMABLE[name](), checkpoint=path, checkpoint_every=1,
+            callback=_stop_at(stop_after + 1))
+    net3 = make()[0]
+    hist3 = fit(net3, RESUMABLE[name](), checkpoint=path, resume=path)
+    for p, q in zip(net.params(), net3.params()):
+        np.testing.assert_array_equal(p, q)
+    assert hist3.records == hist.records
+
+
+def test_resume_refuses_the_checkpoint_of_a_network_with_another_seed(tmp_path):
+    """Same layers and settings, another network seed: other initial weights
+    and dropout stream, so not the saved run."""
+    path = tmp_path / "run.npz"
+    fit(*make(seed=11), checkpoint=path)
+    with pytest.raises(ValueError, match="net_seed=11 vs 12"):
+        fit(*make(seed=12), resume=path)
+
+
 def test_resuming_a_finished_run_changes_nothing(tmp_path):
     path = tmp_path / "run.npz"
     net, opt = make()
@@ -146,7 +181,7 @@ def test_divergence_restores_the_last_good_evaluation():
         if record is not None:
             snapshots[epoch] = net.get_parameters()
         if epoch == 3:  # the next epoch's loss is NaN
-            net._param_buf[0] = np.nan
+            net.param_buffer[0] = np.nan
     with pytest.raises(nnx.TrainingDiverged, match="NaN or infinite in epoch 4") as info:
         fit(net, opt, callback=corrupt)
     assert info.value.epoch == 4 and info.value.restored_epoch == 2

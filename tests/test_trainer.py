@@ -343,14 +343,19 @@ def test_the_shuffle_is_drawn_on_the_host_not_by_the_device_generator(monkeypatc
 
 def _early_stopping_run(losses, patience, min_delta):
     """The epoch at which early stopping ends a run whose evaluations give ``losses``."""
-    from nnx.trainer import _Run
-    net = make_net()
-    net.build(N_IN)
-    run = _Run(net, nnx.SGD(0.1))
+    from nnx.train import EarlyStopping, History
+
+    class Run:  # what the callback reads of a run
+        history, good_params, stop = History(), None, False
+
+        def request_stop(self):
+            self.stop = True
+
+    run, rule = Run(), EarlyStopping(patience, min_delta)
     for epoch, loss in enumerate(losses, 1):
-        run.snapshot_good(epoch)
-        run.early_stopping({"epoch": epoch, "loss": loss}, patience, min_delta)
-        if run.finished:
+        run.good_params = epoch
+        rule.on_evaluation(run, {"epoch": epoch, "loss": loss})
+        if run.stop:
             return epoch, run.history.best_epoch
     return None, run.history.best_epoch
 
@@ -431,3 +436,15 @@ def test_a_callback_stop_between_evaluations_still_catches_a_divergence(with_val
         nnx.Trainer(net, nnx.SGD(10.0)).fit(X, y, epochs=10, eval_every=5, validation=val,
                                             callback=lambda e, r: e == 2)
     assert np.isfinite(net.get_parameters()).all()
+
+
+def test_patience_none_never_stops_early_but_restores_the_best_evaluation():
+    X, y, Xt, yt = make_data()
+    net = make_net()
+    hist = nnx.Trainer(net, nnx.SGDMomentum(0.5)).fit(X, y, Xt, yt, epochs=12, eval_every=1,
+                                                       batch_size=20, seed=3, patience=None)
+    assert hist.epochs_run == 12 and not hist.stopped_early
+    # some evaluation was no better than the one before: patience=1 would have stopped
+    assert any(b >= a for a, b in zip(hist.losses, hist.losses[1:]))
+    assert hist.best_loss == min(hist.losses)
+    assert float(net.loss_on(Xt, yt)) == pytest.approx(hist.best_loss, rel=1e-6)

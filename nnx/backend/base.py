@@ -15,6 +15,27 @@ from .._checks import InputValueError
 
 _DTYPES = ("float32", "float64")
 
+# Coefficients of W. J. Cody's rational Chebyshev approximations to erf and
+# erfc ("Rational Chebyshev approximations for the error function", Math.
+# Comp. 23 (1969) 631-638), as in his SPECFUN routine CALERF (netlib.org/
+# specfun/erf), which approximate to at least 18 significant digits:
+# A/B for erf on |x| <= 0.46875, C/D for erfc on (0.46875, 4], P/Q for erfc beyond.
+_ERF_A = (3.16112374387056560e00, 1.13864154151050156e02, 3.77485237685302021e02,
+          3.20937758913846947e03, 1.85777706184603153e-1)
+_ERF_B = (2.36012909523441209e01, 2.44024637934444173e02, 1.28261652607737228e03,
+          2.84423683343917062e03)
+_ERF_C = (5.64188496988670089e-1, 8.88314979438837594e00, 6.61191906371416295e01,
+          2.98635138197400131e02, 8.81952221241769090e02, 1.71204761263407058e03,
+          2.05107837782607147e03, 1.23033935479799725e03, 2.15311535474403846e-8)
+_ERF_D = (1.57449261107098347e01, 1.17693950891312499e02, 5.37181101862009858e02,
+          1.62138957456669019e03, 3.29079923573345963e03, 4.36261909014324716e03,
+          3.43936767414372164e03, 1.23033935480374942e03)
+_ERF_P = (3.05326634961232344e-1, 3.60344899949804439e-1, 1.25781726111229246e-1,
+          1.60837851487422766e-2, 6.58749161529837803e-4, 1.63153871373020978e-2)
+_ERF_Q = (2.56852019228982242e00, 1.87295284992346047e00, 5.27905102951428412e-1,
+          6.05183413124413191e-2, 2.33520497626869185e-3)
+_INV_SQRT_PI = 5.6418958354775628695e-1
+
 
 def dtype_name(dtype) -> str:
     """``"float32"`` or ``"float64"`` from a name or a NumPy dtype or type
@@ -223,14 +244,71 @@ class Backend:
         out[...] = rows
         return out
 
-    def bias_activation(self, x, bias, activation):
-        """``activation(x + bias)`` for an activation operation; the reference
-        runs the operation itself, which keeps what its backward pass needs."""
-        return activation.forward(x + bias)
+    def bias_activation(self, x, bias, name, param=None):
+        """``(out, saved)``: the built-in activation ``name`` (with its setting
+        ``param``: alpha, GELU's approximate, or None) of ``x + bias``, and what
+        ``bias_activation_grad`` needs from this pass. The reference runs nnx's
+        activation of that name on the sum, so its results are exactly those of
+        ``BiasAdd`` followed by the activation; it saves the sum and the output."""
+        act = self._activation(name, param)
+        z = x + bias
+        out = act.forward(z)
+        return out, (z, out)
 
-    def bias_activation_grad(self, activation, output_grad):
-        """Gradient with respect to ``x + bias`` after ``bias_activation``."""
-        return activation.backward(output_grad)
+    def bias_activation_grad(self, name, param, saved, output_grad):
+        """Gradient with respect to ``x + bias``, from the ``saved`` of the
+        ``bias_activation`` pass with the same ``name`` and ``param``."""
+        act = self._activation(name, param)
+        act.input_, act.output = saved
+        return act.backward(output_grad)
+
+    def _activation(self, name, param):
+        from ..ops import make_activation  # imported here: ops imports the backend
+
+        act = make_activation(name, param)
+        act._bind(self)
+        return act
+
+    # ------------------------------------------------------ elementwise math
+    def erf(self, x):
+        """The error function, elementwise, in the dtype of ``x``.
+
+        W. J. Cody's rational Chebyshev approximations on three intervals of
+        ``|x|`` (erf itself up to 0.46875, erfc beyond), evaluated for every
+        element with its argument clipped into each interval (so nothing
+        overflows), then the right one picked. Within a few float64 roundings
+        of the true value; NaN stays NaN."""
+        xp = self.xp
+        y = xp.abs(x)
+        # |x| <= 0.46875: erf(x) = x R(x**2)
+        s = xp.clip(x, -0.46875, 0.46875)
+        t = s * s
+        num, den = _ERF_A[4] * t, t
+        for a, b in zip(_ERF_A[:3], _ERF_B[:3]):
+            num, den = (num + a) * t, (den + b) * t
+        small = s * (num + _ERF_A[3]) / (den + _ERF_B[3])
+        # 0.46875 < |x| <= 4: erfc(|x|) = exp(-x**2) R(|x|)
+        m = xp.clip(y, 0.46875, 4.0)
+        num, den = _ERF_C[8] * m, m
+        for c, d in zip(_ERF_C[:7], _ERF_D[:7]):
+            num, den = (num + c) * m, (den + d) * m
+        middle = (num + _ERF_C[7]) / (den + _ERF_D[7])
+        # |x| > 4: erfc(|x|) = exp(-x**2) / |x| (1/sqrt(pi) + R(1/x**2) / x**2);
+        # beyond 6, erf(x) rounds to +-1 even in float64: clipping changes nothing
+        g = xp.clip(y, 4.0, 6.0)
+        t = 1.0 / (g * g)
+        num, den = _ERF_P[5] * t, t
+        for p, q in zip(_ERF_P[:4], _ERF_Q[:4]):
+            num, den = (num + p) * t, (den + q) * t
+        large = (_INV_SQRT_PI - t * (num + _ERF_P[4]) / (den + _ERF_Q[4])) / g
+        # exp(-w**2) as exp(-u**2) exp(-(w - u)(w + u)) with u = w cut to 1/16ths:
+        # u**2 is exact, so the rounding of w**2 never reaches the exponent
+        inner = y <= 4.0
+        w = xp.where(inner, m, g)
+        u = xp.trunc(w * 16.0) / 16.0
+        erfc = xp.exp(-(u * u)) * xp.exp(-((w - u) * (w + u))) * xp.where(inner, middle, large)
+        outer = (0.5 - erfc) + 0.5
+        return xp.where(y <= 0.46875, small, xp.where(x < 0, -outer, outer))
 
     # ------------------------------------------------------------- graphs
     def capture(self, step):
@@ -270,12 +348,99 @@ class Backend:
         return self.xp.argmax(x, axis=1)
 
     # ----------------------------------------------------------- optimisers
-    def sgd_step(self, param, grad, lr):
-        """``param -= lr * grad`` in place (``lr`` a number or a 0-d device array)."""
-        param -= lr * grad
+    # Each update takes the rate ``lr`` (a 0-d device array, or a number) and,
+    # where the formula needs it, the step count ``t`` (a 0-d int64 device
+    # array, counted from 1); ``scale`` (a 0-d array from ``clip_scale``, or
+    # None) multiplies the gradient first, ``weight_decay`` then adds
+    # ``weight_decay * param`` to it. All updates are in place.
+    def zeros_int(self, shape):
+        """An int64 array of zeros on this device (step counters)."""
+        return self.xp.zeros(shape, dtype=self.xp.int64, **self._on)
 
-    def momentum_step(self, param, grad, velocity, lr, momentum):
-        """``v = momentum * v + lr * g``; ``param -= v``, both in place."""
+    def tick(self, t, lr=None, rates=None, s=None):
+        """One step's bookkeeping: ``t += 1`` and, given an epoch's table of
+        ``rates``, ``lr = rates[s]`` (the last entry once ``s`` runs past it),
+        ``s += 1``. Everything stays on the device."""
+        xp = self.xp
+        t += 1
+        if rates is not None:
+            i = xp.minimum(s, rates.shape[0] - 1)
+            lr[...] = xp.reshape(xp.take(rates, xp.reshape(i, (1,)), axis=0), ())
+            s += 1
+
+    def clip_scale(self, grad, max_norm):
+        """``min(1, max_norm / (||grad|| + 1e-6))`` as a 0-d device array: the
+        factor that clips the gradient to a global norm of ``max_norm``."""
+        xp = self.xp
+        norm = xp.sqrt(xp.sum(grad * grad))
+        return xp.minimum(xp.asarray(1.0, dtype=self.dtype, **self._on),
+                          max_norm / (norm + 1e-6))
+
+    def _decayed(self, grad, param, weight_decay, scale):
+        """The gradient after clipping and L2 weight decay (a new array only if
+        either applies)."""
+        g = grad if scale is None else grad * scale
+        return g + weight_decay * param if weight_decay else g
+
+    def sgd_step(self, param, grad, lr, weight_decay=0.0, scale=None):
+        """``param -= lr * g``."""
+        param -= lr * self._decayed(grad, param, weight_decay, scale)
+
+    def momentum_step(self, param, grad, velocity, lr, momentum, nesterov=False,
+                      weight_decay=0.0, scale=None):
+        """``v = momentum * v + lr * g``; ``param -= v``, or with ``nesterov``
+        ``param -= momentum * v + lr * g``."""
+        g = self._decayed(grad, param, weight_decay, scale)
         velocity *= momentum
-        velocity += lr * grad
-        param -= velocity
+        velocity += lr * g
+        if nesterov:
+            param -= momentum * velocity + lr * g
+        else:
+            param -= velocity
+
+    def _count(self, t):
+        return self.xp.astype(t, self.dtype)  # the step count in the compute dtype
+
+    def adam_step(self, param, grad, m, v, lr, t, beta1, beta2, eps, weight_decay,
+                  decoupled=False, scale=None):
+        """Adam, or AdamW with ``decoupled`` (see ``nnx.optim.Adam`` for the formulas)."""
+        xp = self.xp
+        g = self._decayed(grad, param, 0.0 if decoupled else weight_decay, scale)
+        if decoupled and weight_decay:
+            param *= 1.0 - lr * weight_decay
+        m *= beta1
+        m += (1.0 - beta1) * g
+        v *= beta2
+        v += (1.0 - beta2) * (g * g)
+        tf = self._count(t)
+        bc1, bc2 = 1.0 - beta1 ** tf, 1.0 - beta2 ** tf
+        param -= (lr / bc1) * m / (xp.sqrt(v) / xp.sqrt(bc2) + eps)
+
+    def rmsprop_step(self, param, grad, square_avg, lr, alpha, eps, weight_decay, momentum,
+                     momentum_buffer=None, grad_avg=None, scale=None):
+        """RMSprop, centred when ``grad_avg`` is given, with momentum when
+        ``momentum_buffer`` is (see ``nnx.optim.RMSprop``)."""
+        xp = self.xp
+        g = self._decayed(grad, param, weight_decay, scale)
+        square_avg *= alpha
+        square_avg += (1.0 - alpha) * (g * g)
+        if grad_avg is not None:
+            grad_avg *= alpha
+            grad_avg += (1.0 - alpha) * g
+            avg = xp.sqrt(square_avg - grad_avg * grad_avg) + eps
+        else:
+            avg = xp.sqrt(square_avg) + eps
+        if momentum_buffer is not None:
+            momentum_buffer *= momentum
+            momentum_buffer += g / avg
+            param -= lr * momentum_buffer
+        else:
+            param -= lr * (g / avg)
+
+    def adagrad_step(self, param, grad, sum_sq, lr, t, lr_decay, eps, weight_decay,
+                     scale=None):
+        """Adagrad (see ``nnx.optim.Adagrad``)."""
+        g = self._decayed(grad, param, weight_decay, scale)
+        rate = lr / (1.0 + (self._count(t) - 1.0) * lr_decay)
+        sum_sq += g * g
+        param -= rate * g / (self.xp.sqrt(sum_sq) + eps)

@@ -9,6 +9,7 @@ each computes exactly what the reference method in ``base.py`` computes.
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 import numpy as np
 
@@ -49,6 +50,7 @@ class CupyBackend(Backend):
         cupy = _import_cupy()
         super().__init__(cupy, dtype)
         self._kernels = _Kernels(cupy)
+        self._optim = _OptimizerKernels(cupy)
         self._capturing = None  # the stream being recorded, while capture() runs
         self._gemm_checked = None
         self._blas = None  # our own cuBLAS handle for recorded GEMMs, made on first capture
@@ -94,21 +96,25 @@ class CupyBackend(Backend):
         return self._kernels.dropout(u, float(keep_prob), self.dtype(1.0 / keep_prob),
                                      self.empty(shape))
 
-    def bias_activation(self, x, bias, activation):
-        kernel = self._kernels.act_forward.get(activation.name)
+    def bias_activation(self, x, bias, name, param=None):
+        kernel = self._kernels.act_forward.get(name)
         if kernel is None:  # an activation without a fused kernel
-            return super().bias_activation(x, bias, activation)
-        out = kernel(x, bias, x.dtype.type(getattr(activation, "alpha", 0.0)))
-        # the gradient of every fused activation is a function of its output
-        activation.input_, activation.output = None, out
-        return out
+            return super().bias_activation(x, bias, name, param)
+        out = kernel(x, bias, x.dtype.type(_kernel_number(param)))
+        if FUSED_ACTIVATIONS[name].saves == "y":
+            return out, out  # its gradient is a function of its output
+        return out  # (y, z): the output, and the pre-activation its gradient needs
 
-    def bias_activation_grad(self, activation, output_grad):
-        kernel = self._kernels.act_backward.get(activation.name)
-        if kernel is None or activation.input_ is not None:
-            return super().bias_activation_grad(activation, output_grad)
-        t = output_grad.dtype.type
-        return kernel(activation.output, output_grad, t(getattr(activation, "alpha", 0.0)))
+    def bias_activation_grad(self, name, param, saved, output_grad):
+        kernel = self._kernels.act_backward.get(name)
+        if kernel is None:
+            return super().bias_activation_grad(name, param, saved, output_grad)
+        return kernel(saved, output_grad, output_grad.dtype.type(_kernel_number(param)))
+
+    def erf(self, x):
+        import cupyx.scipy.special  # one kernel, where the reference launches dozens
+
+        return cupyx.scipy.special.erf(x)
 
     def matmul(self, a, b, out=None):
         if self._capturing is not None:
@@ -232,15 +238,134 @@ class CupyBackend(Backend):
         # a 0-d device array stays one (a captured step reads it); numbers become T
         return value if isinstance(value, self.xp.ndarray) else like.dtype.type(value)
 
-    def sgd_step(self, param, grad, lr):
-        self._kernels.sgd(grad, self._scalar(lr, param), param)
+    def _update_args(self, param, lr, weight_decay, scale):
+        # the rate and the clip factor stay 0-d device arrays (a recorded step
+        # reads them); numbers become the compute dtype
+        t = param.dtype.type
+        one = t(1) if scale is None else scale
+        return self._scalar(lr, param), t(weight_decay), one
 
-    def momentum_step(self, param, grad, velocity, lr, momentum):
-        self._kernels.momentum(grad, self._scalar(lr, param), self._scalar(momentum, param),
-                               param, velocity)
+    def sgd_step(self, param, grad, lr, weight_decay=0.0, scale=None):
+        lr, wd, scale = self._update_args(param, lr, weight_decay, scale)
+        self._optim.sgd(grad, lr, wd, scale, param)
+
+    def momentum_step(self, param, grad, velocity, lr, momentum, nesterov=False,
+                      weight_decay=0.0, scale=None):
+        lr, wd, scale = self._update_args(param, lr, weight_decay, scale)
+        self._optim.momentum(grad, lr, self._scalar(momentum, param), wd, scale,
+                             np.int32(nesterov), param, velocity)
+
+    def tick(self, t, lr=None, rates=None, s=None):
+        if rates is None:
+            t += 1
+        else:
+            self._optim.tick(rates, np.int64(rates.shape[0]), lr, s, t)
+
+    def clip_scale(self, grad, max_norm):
+        squares = self._optim.sum_squares(grad)
+        return self._optim.clip_scale(squares, grad.dtype.type(max_norm))
+
+    def adam_step(self, param, grad, m, v, lr, t, beta1, beta2, eps, weight_decay,
+                  decoupled=False, scale=None):
+        lr, wd, scale = self._update_args(param, lr, weight_decay, scale)
+        T = param.dtype.type
+        self._optim.adam(grad, lr, t, T(beta1), T(beta2), T(eps), wd, np.int32(decoupled),
+                         scale, param, m, v)
+
+    def rmsprop_step(self, param, grad, square_avg, lr, alpha, eps, weight_decay, momentum,
+                     momentum_buffer=None, grad_avg=None, scale=None):
+        lr, wd, scale = self._update_args(param, lr, weight_decay, scale)
+        T = param.dtype.type
+        kernel = self._optim.rmsprop(momentum_buffer is not None, grad_avg is not None)
+        extra = [b for b in (momentum_buffer, grad_avg) if b is not None]
+        kernel(grad, lr, T(alpha), T(eps), wd, T(momentum), scale, param, square_avg, *extra)
+
+    def adagrad_step(self, param, grad, sum_sq, lr, t, lr_decay, eps, weight_decay,
+                     scale=None):
+        lr, wd, scale = self._update_args(param, lr, weight_decay, scale)
+        T = param.dtype.type
+        self._optim.adagrad(grad, lr, t, T(lr_decay), T(eps), wd, scale, param, sum_sq)
 
     def take_rows(self, x, idx, out=None):
         return self.xp.take(x, idx, axis=0, out=out)
+
+
+class _Fused(NamedTuple):
+    """One activation's fused kernels, as CUDA statements in the kernels' type
+    ``T``: ``forward`` sets ``y`` from the pre-activation ``z = x + b``;
+    ``backward`` sets ``gz`` (the gradient with respect to ``z``) from the
+    output gradient ``g`` and what the forward pass saved: ``saves`` is ``"y"``
+    (the output) or ``"z"`` (the pre-activation). ``p`` is the activation's
+    setting as a number (see ``_kernel_number``). Comparisons are written so
+    that NaN passes through as in NumPy (CUDA's fmax and fmin would drop it)."""
+
+    saves: str
+    forward: str
+    backward: str
+
+
+# One entry per name in ops.ACTIVATIONS (a test keeps the two in step), each
+# computing what the operation of that name computes on the CPU.
+FUSED_ACTIVATIONS = {
+    "linear": _Fused("y", "y = z", "gz = g"),
+    "sigmoid": _Fused(
+        "y",
+        "T e = exp(-fabs(z)); y = z >= (T)0 ? (T)1 / ((T)1 + e) : e / ((T)1 + e)",
+        "gz = g * y * ((T)1 - y)"),
+    "tanh": _Fused("y", "y = tanh(z)", "gz = g * ((T)1 - y * y)"),
+    "relu": _Fused("y", "y = z < (T)0 ? (T)0 : z", "gz = y > (T)0 ? g : (T)0"),
+    "leaky_relu": _Fused("y", "y = z > (T)0 ? z : p * z", "gz = y > (T)0 ? g : p * g"),
+    "relu6": _Fused("y", "y = z < (T)0 ? (T)0 : (z > (T)6 ? (T)6 : z)",
+                    "gz = (y > (T)0 && y < (T)6) ? g : (T)0"),
+    # p = 1: the tanh approximation (the input clipped as on the CPU, which keeps
+    # c**3 finite and 0 * inf out of the gradient); p = 0: x Phi(x) by erf
+    "gelu": _Fused(
+        "z",
+        """
+        if (p != (T)0) {
+            T c = z < (T)-10 ? (T)-10 : (z > (T)10 ? (T)10 : z);
+            T t = tanh((T)0.7978845608028654 * (c + (T)0.044715 * (c * c * c)));
+            y = (T)0.5 * z * ((T)1 + t);
+        } else {
+            y = (T)0.5 * z * ((T)1 + erf(z * (T)0.7071067811865476));
+        }
+        """,
+        """
+        if (p != (T)0) {
+            T c = z < (T)-10 ? (T)-10 : (z > (T)10 ? (T)10 : z);
+            T t = tanh((T)0.7978845608028654 * (c + (T)0.044715 * (c * c * c)));
+            T du = (T)0.7978845608028654 * ((T)1 + (T)0.134145 * (c * c));
+            gz = g * ((T)0.5 * ((T)1 + t) + (T)0.5 * z * ((T)1 - t * t) * du);
+        } else {
+            T c = z < (T)-40 ? (T)-40 : (z > (T)40 ? (T)40 : z);
+            T pdf = (T)0.3989422804014327 * exp((T)-0.5 * (c * c));
+            gz = g * ((T)0.5 * ((T)1 + erf(z * (T)0.7071067811865476)) + z * pdf);
+        }
+        """),
+    "silu": _Fused(
+        "z",
+        "T e = exp(-fabs(z)); T r = (T)1 / ((T)1 + e); y = z * (z >= (T)0 ? r : e * r)",
+        """
+        T e = exp(-fabs(z)); T r = (T)1 / ((T)1 + e);
+        T s = z >= (T)0 ? r : e * r;
+        T one_minus_s = z >= (T)0 ? e * r : r;
+        gz = g * s * ((T)1 + z * one_minus_s);
+        """),
+    # only the branch taken is evaluated: expm1 and exp see z <= 0 alone
+    "elu": _Fused("z", "y = z > (T)0 ? z : p * expm1(z)",
+                  "gz = z > (T)0 ? g : g * (p * exp(z))"),
+}
+
+
+def _kernel_number(param):
+    """An activation's setting as the number ``p`` the fused kernels take:
+    alpha itself; for GELU's ``approximate``, 1 for "tanh" and 0 for "none";
+    0 where the activation has no setting."""
+    if param is None:
+        return 0.0
+    if isinstance(param, str):
+        return 1.0 if param == "tanh" else 0.0
+    return float(param)
 
 
 class _Kernels:
@@ -265,36 +390,82 @@ class _Kernels:
             """,
             "nnx_softmax_ce",
         )
-        self.sgd = ek("T g, T lr", "T p", "p -= lr * g", "nnx_sgd")
-        # bias + activation, forward from the pre-bias input, backward from the
-        # output (each activation's derivative is a function of its output)
-        fwd = {
-            "linear": "y = x + b",
-            "sigmoid": "T z = x + b; T e = exp(-fabs(z)); "
-                       "y = z >= (T)0 ? (T)1 / ((T)1 + e) : e / ((T)1 + e)",
-            "tanh": "y = tanh(x + b)",
-            # written so that NaN passes through, as in NumPy (fmax would drop it)
-            "relu": "T z = x + b; y = z < (T)0 ? (T)0 : z",
-            "leaky_relu": "T z = x + b; y = z > (T)0 ? z : alpha * z",
-            "relu6": "T z = x + b; y = z < (T)0 ? (T)0 : (z > (T)6 ? (T)6 : z)",
-        }
-        bwd = {
-            "linear": "gz = g",
-            "sigmoid": "gz = g * y * ((T)1 - y)",
-            "tanh": "gz = g * ((T)1 - y * y)",
-            "relu": "gz = y > (T)0 ? g : (T)0",
-            "leaky_relu": "gz = y > (T)0 ? g : alpha * g",
-            "relu6": "gz = (y > (T)0 && y < (T)6) ? g : (T)0",
-        }
-        self.act_forward = {k: ek("T x, T b, T alpha", "T y", v, f"nnx_bias_{k}")
-                            for k, v in fwd.items()}
-        self.act_backward = {k: ek("T y, T g, T alpha", "T gz", v, f"nnx_{k}_grad")
-                             for k, v in bwd.items()}
+        # bias + activation: the forward kernel computes z = x + b and y from z,
+        # and also writes z out where the backward kernel needs it
+        self.act_forward, self.act_backward = {}, {}
+        for name, k in FUSED_ACTIVATIONS.items():
+            if k.saves == "y":
+                self.act_forward[name] = ek("T x, T b, T p", "T y",
+                                            "T z = x + b; " + k.forward, f"nnx_bias_{name}")
+            else:  # the output z_ of the forward kernel is the input z of the backward one
+                self.act_forward[name] = ek("T x, T b, T p", "T y, T z_",
+                                            "T z = x + b; z_ = z; " + k.forward,
+                                            f"nnx_bias_{name}")
+            self.act_backward[name] = ek(f"T {k.saves}, T g, T p", "T gz", k.backward,
+                                         f"nnx_{name}_grad")
+
+
+class _OptimizerKernels:
+    """One fused elementwise kernel per optimiser update, and the small
+    kernels around it (the step count, the per-step rate, the clip factor).
+    Each update computes the formula of the reference method in ``base.py``:
+    ``gg`` is the gradient after clipping (``scale``) and L2 decay (``wd``)."""
+
+    _GRAD = "T gg = g * scale; if (wd != (T)0) gg += wd * p;\n"
+
+    def __init__(self, cupy):
+        ek = cupy.ElementwiseKernel
+        self._ek = ek
+        grad = self._GRAD
+        self.sgd = ek("T g, T lr, T wd, T scale", "T p", grad + "p -= lr * gg;", "nnx_sgd")
         self.momentum = ek(
-            "T g, T lr, T mom", "T p, T v",
-            "v = mom * v + lr * g; p -= v",
-            "nnx_momentum",
-        )
+            "T g, T lr, T mom, T wd, T scale, int32 nesterov", "T p, T v",
+            grad + "v = mom * v + lr * gg; p -= nesterov ? mom * v + lr * gg : v;",
+            "nnx_momentum")
+        self.adam = ek(
+            "T g, T lr, int64 t, T b1, T b2, T eps, T wd, int32 decoupled, T scale",
+            "T p, T m, T v",
+            """
+            T gg = g * scale;
+            if (wd != (T)0) { if (decoupled) p *= (T)1 - lr * wd; else gg += wd * p; }
+            m = b1 * m + ((T)1 - b1) * gg;
+            v = b2 * v + ((T)1 - b2) * (gg * gg);
+            T bc1 = (T)1 - pow(b1, (T)t);
+            T bc2 = (T)1 - pow(b2, (T)t);
+            p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps);
+            """,
+            "nnx_adam")
+        self.adagrad = ek(
+            "T g, T lr, int64 t, T lr_decay, T eps, T wd, T scale", "T p, T s",
+            grad + "T rate = lr / ((T)1 + ((T)t - (T)1) * lr_decay);"
+                   "s += gg * gg; p -= rate * gg / (sqrt(s) + eps);",
+            "nnx_adagrad")
+        self._rmsprop = {}
+        self.tick = ek("raw T rates, int64 n", "T lr, int64 s, int64 t",
+                       "lr = rates[s < n ? s : n - 1]; s = s + 1; t = t + 1;", "nnx_tick")
+        self.sum_squares = cupy.ReductionKernel("T x", "T y", "x * x", "a + b", "y = a", "0",
+                                                "nnx_sum_squares")
+        self.clip_scale = ek("T squares, T max_norm", "T scale",
+                             "T c = max_norm / (sqrt(squares) + (T)1e-6);"
+                             "scale = c < (T)1 ? c : (T)1;", "nnx_clip_scale")
+
+    def rmsprop(self, momentum, centered):
+        """The RMSprop kernel for one combination of options (compiled on first use)."""
+        key = (momentum, centered)
+        if key not in self._rmsprop:
+            outs = "T p, T sq" + (", T buf" if momentum else "") + (", T ga" if centered else "")
+            body = self._GRAD + "sq = alpha * sq + ((T)1 - alpha) * (gg * gg);\n"
+            if centered:
+                body += ("ga = alpha * ga + ((T)1 - alpha) * gg;"
+                         "T avg = sqrt(sq - ga * ga) + eps;\n")
+            else:
+                body += "T avg = sqrt(sq) + eps;\n"
+            body += ("buf = mom * buf + gg / avg; p -= lr * buf;" if momentum
+                     else "p -= lr * (gg / avg);")
+            self._rmsprop[key] = self._ek(
+                "T g, T lr, T alpha, T eps, T wd, T mom, T scale", outs, body,
+                f"nnx_rmsprop_{int(momentum)}{int(centered)}")
+        return self._rmsprop[key]
 
 
 class _CapturedBlas:

@@ -1,0 +1,264 @@
+"""The optimiser family's common part: one ``step()`` over a network's flat
+parameter and gradient buffers, the learning-rate schedule, weight decay and
+global-norm gradient clipping.
+
+Everything a step reads lives on the network's device: the rate (a 0-d
+array), the step count and, for per-step schedules, the epoch's table of
+rates. So a step makes no host read and no upload, and a CUDA graph recorded
+from one step replays the whole run. The host writes these arrays only at
+epoch boundaries (``start_epoch``) and when a run starts.
+"""
+
+from __future__ import annotations
+
+from .. import _checks
+from . import schedules as _schedules
+
+
+class Optimizer:
+    """Updates a network's parameters from its gradients.
+
+    ``lr`` is a number or a ``Schedule``; the study's ``final_lr`` and
+    ``decay_type`` ("linear" or "exponential") describe a ``LinearDecay`` or
+    ``ExponentialDecay`` over the epochs. On every optimiser:
+
+    - ``weight_decay`` (L2): ``g += weight_decay * p`` before the update (AdamW
+      instead shrinks the parameters directly: ``p *= 1 - lr * weight_decay``);
+    - ``clip_norm``: before anything else, when the global norm of all the
+      gradients ``||g||`` exceeds ``clip_norm``, ``g *= clip_norm / (||g|| +
+      1e-6)`` (PyTorch's ``clip_grad_norm_``); the norm is computed on the device.
+
+    Subclasses name their per-parameter state (``state_names``, buffers shaped
+    like the flat parameter buffer, created at the first step) and call one
+    backend method in ``_update``.
+    """
+
+    state_names: tuple = ()
+    counts_steps = False  # whether the update reads the step count (bias corrections)
+
+    def __init__(self, lr=0.01, final_lr=None, decay_type=None, *, weight_decay=0.0,
+                 clip_norm=None):
+        self.schedule = _schedules.from_arguments(lr, final_lr, decay_type)
+        self.weight_decay = _checks.non_negative("weight_decay", weight_decay)
+        self.clip_norm = None if clip_norm is None else _schedules.positive("clip_norm",
+                                                                           clip_norm)
+        self.net = None
+        self.state = {}  # name -> device array shaped like the parameters
+        self._lr = self.schedule.rate(0, 1)
+        self.max_epochs = self.steps_per_epoch = None
+        self._device = None  # the device scalars, made at the first step
+
+    # ------------------------------------------------------------- display
+    def _hyper(self):
+        """This family's own settings, for ``repr`` (and so for ``resume=``)."""
+        return {}
+
+    def __repr__(self):
+        s = self.schedule
+        if type(s) is _schedules.Constant and not s.warmup:
+            parts = [f"lr={s.lr}"]
+        elif type(s) in (_schedules.LinearDecay, _schedules.ExponentialDecay) \
+                and s.per == "epoch" and not s.warmup:
+            parts = [f"lr={s.lr}"]
+            hyper = self._hyper()
+            parts += [f"{k}={v!r}" for k, v in hyper.items()]
+            parts += [f"final_lr={s.final_lr}", f"decay_type={self.decay_type!r}"]
+            return self._join(parts, skip_hyper=True)
+        else:
+            parts = [f"lr={s!r}"]
+        return self._join(parts)
+
+    def _join(self, parts, skip_hyper=False):
+        if not skip_hyper:
+            parts += [f"{k}={v!r}" for k, v in self._hyper().items()]
+        if self.weight_decay:
+            parts.append(f"weight_decay={self.weight_decay}")
+        if self.clip_norm is not None:
+            parts.append(f"clip_norm={self.clip_norm}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    # ------------------------------------------ the study's decay, as before
+    @property
+    def first_lr(self):
+        """The rate the schedule starts from."""
+        return self.schedule.lr
+
+    @property
+    def final_lr(self):
+        return getattr(self.schedule, "final_lr", None) if self.decay_type else None
+
+    @property
+    def decay_type(self):
+        return {_schedules.LinearDecay: "linear", _schedules.ExponentialDecay: "exponential"
+                }.get(type(self.schedule))
+
+    @property
+    def lr(self):
+        """The current learning rate (the device keeps a copy). With a per-step
+        schedule, the rate of the epoch's first step."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        # 0 is allowed: a linear decay may end there
+        self._lr = _checks.non_negative("lr", value)
+        if self._device is not None:  # in place: a recorded step reads this array
+            self.net.backend.assign(self._device["lr"], self._lr)
+
+    @property
+    def velocity(self):
+        """The SGD family's velocity (None before the first step, or for plain SGD)."""
+        return self.state.get("velocity")
+
+    @velocity.setter
+    def velocity(self, value):
+        if value is None:
+            self.state.pop("velocity", None)
+        else:
+            self.state["velocity"] = value
+
+    # -------------------------------------------------------- the schedule
+    def attach(self, net):
+        """Update the parameters of ``net`` from now on (forgets any state)."""
+        self.net = net
+        self.state = {}
+        self._device = None
+
+    def start(self, epochs, steps_per_epoch=None):
+        """Plan the schedule for a run of ``epochs`` epochs (of
+        ``steps_per_epoch`` steps; needed by per-step schedules) and go back
+        to its first rate, with no step taken. ``Trainer.fit`` calls it."""
+        epochs = _checks.integer("epochs", epochs)
+        if steps_per_epoch is not None:
+            steps_per_epoch = _checks.integer("steps_per_epoch", steps_per_epoch)
+        elif self.schedule.per == "step":
+            raise _checks.InputValueError(
+                f"{self.schedule!r} changes the rate every step: pass steps_per_epoch to "
+                "start(epochs, steps_per_epoch) (Trainer.fit does)")
+        self.schedule.check_run(self._units(epochs, steps_per_epoch))
+        if hasattr(self.schedule, "restart"):
+            self.schedule.restart()
+        self.max_epochs, self.steps_per_epoch = epochs, steps_per_epoch
+        if self._device is not None and "rates" in self._device \
+                and self._device["rates"].shape[0] != steps_per_epoch:
+            del self._device["rates"]  # made again at the next step, for this run's epochs
+        self.start_epoch(0)
+
+    def setup_decay(self, epochs):
+        """The study's name for ``start(epochs)`` (per-epoch schedules)."""
+        self.start(epochs)
+
+    def _units(self, epochs, steps_per_epoch):
+        return epochs * steps_per_epoch if self.schedule.per == "step" else epochs
+
+    def lr_at(self, epoch):
+        """The rate of epoch ``epoch`` (0-based; with a per-step schedule, of its
+        first step) in the run planned by ``start``."""
+        if self.max_epochs is None:
+            return self.schedule.rate(0, 1)
+        if self.schedule.per == "step":
+            return self.schedule.rate(epoch * self.steps_per_epoch,
+                                      self._units(self.max_epochs, self.steps_per_epoch))
+        return self.schedule.rate(epoch, self.max_epochs)
+
+    def start_epoch(self, epoch):
+        """Set the rates of epoch ``epoch`` (0-based) on the device: one value,
+        or for a per-step schedule the epoch's table of rates (one upload)."""
+        self.lr = self.lr_at(epoch)
+        if self.schedule.per == "step" and self.max_epochs is not None:
+            total = self._units(self.max_epochs, self.steps_per_epoch)
+            first = epoch * self.steps_per_epoch
+            self._rates = [self.schedule.rate(first + i, total)
+                           for i in range(self.steps_per_epoch)]
+            if self._device is not None and "rates" in self._device:
+                self._upload_rates()
+
+    def decay(self, epoch):
+        """Set the rate for the epoch after ``epoch``: the study's call at the
+        end of each epoch."""
+        if self.decay_type is not None and self.max_epochs is None:
+            raise RuntimeError(f"decay() needs the run's length to follow its {self.decay_type} "
+                               "schedule: call setup_decay(epochs) first (Trainer.fit does)")
+        self.start_epoch(epoch + 1)
+
+    def evaluated(self, loss):
+        """Show the schedule an evaluation loss (``ReduceOnPlateau`` acts on it);
+        the new rate applies from the next epoch."""
+        self.schedule.evaluated(loss)
+
+    # --------------------------------------------------------------- steps
+    def _check_net(self):
+        net = self.net
+        if net is None:
+            raise RuntimeError("this optimizer has no network: use Trainer(net, optim) "
+                               "or optim.attach(net) first")
+        if not net.built:
+            raise RuntimeError("optim.step(): the network this optimiser updates (the one last "
+                               "given to Trainer(net, optim) or optim.attach(net)) has no "
+                               "parameters yet: train that network, or attach the one you train")
+        return net
+
+    def _prepare(self, net):
+        """The device scalars and state buffers, made once (and again if the
+        network was rebuilt with buffers of another size)."""
+        b, params = net.backend, net.param_buffer
+        if self._device is None:
+            self._device = {"lr": b.asarray(self._lr), "t": b.zeros_int(())}
+        if self.schedule.per == "step" and "rates" not in self._device:
+            if self.max_epochs is None:
+                raise RuntimeError(
+                    f"{self.schedule!r} changes the rate every step: call "
+                    "optim.start(epochs, steps_per_epoch) before the first step "
+                    "(Trainer.fit does)")
+            self._device["rates"] = b.zeros((self.steps_per_epoch,))
+            self._device["s"] = b.zeros_int(())
+            self._upload_rates()
+        for name in self.state_names:
+            buf = self.state.get(name)
+            if buf is None or tuple(buf.shape) != tuple(params.shape):
+                self.state[name] = b.zeros(params.shape)
+
+    def _upload_rates(self):
+        b = self.net.backend
+        b.assign(self._device["rates"], b.asarray(self._rates))
+        b.assign(self._device["s"], 0)
+
+    def step(self):
+        """Apply one update from the gradients in the network's ``grad_buffer``."""
+        net = self._check_net()
+        self._prepare(net)
+        b, dev = net.backend, self._device
+        if self.schedule.per == "step":
+            b.tick(dev["t"], dev["lr"], dev["rates"], dev["s"])
+        elif self.counts_steps:
+            b.tick(dev["t"])
+        scale = None
+        if self.clip_norm is not None:
+            scale = b.clip_scale(net.grad_buffer, self.clip_norm)
+        self._update(b, net.param_buffer, net.grad_buffer, scale)
+
+    def _update(self, b, param, grad, scale):
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ resuming
+    def state_for_checkpoint(self):
+        """``(plain data, arrays)``: what a resumed run needs besides the
+        parameters (the rate, the step count, the schedule's own state and
+        the state buffers)."""
+        b = self.net.backend if self.net is not None else None
+        steps = 0 if self._device is None else int(b.to_numpy(self._device["t"]))
+        data = {"lr": self._lr, "steps": steps, "max_epochs": self.max_epochs,
+                "steps_per_epoch": self.steps_per_epoch, "schedule": self.schedule.state()}
+        return data, dict(self.state)
+
+    def load_checkpoint_state(self, data, arrays, epoch):
+        """Put back ``state_for_checkpoint`` output for a run resuming at ``epoch``."""
+        net = self.net
+        self.start(data["max_epochs"], data.get("steps_per_epoch"))
+        self.schedule.load_state(data.get("schedule", {}))
+        self.start_epoch(epoch)
+        self.lr = data["lr"]
+        b = net.backend
+        self.state = {k: b.asarray(v) for k, v in arrays.items()}
+        self._prepare(net)
+        b.assign(self._device["t"], int(data.get("steps", 0)))

@@ -1,0 +1,277 @@
+"""Callbacks: what ``Trainer.fit`` does around its loop, as small objects
+with a few hooks. ``fit``'s keywords build the usual ones (``patience`` an
+``EarlyStopping``, ``checkpoint`` a ``Checkpoint``, ``callback`` a
+``LambdaCallback``, ``verbose`` a ``PrintProgress``); pass your own in
+``callbacks=[...]``.
+
+Every hook receives the run: ``run.net``, ``run.optim``, ``run.history``,
+``run.epoch`` (epochs finished so far), ``run.settings`` (a ``FitSettings``)
+and ``run.request_stop()``. Epochs are counted from 1 in ``on_epoch_end``
+and from 0 in ``on_epoch_start`` (the epoch about to run), as in records.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import time
+
+from .. import _checks
+from .._checks import InputTypeError, InputValueError
+
+
+class Callback:
+    """The hooks, in the order fit calls them. Returning True from
+    ``on_epoch_end`` asks training to stop after that epoch, as early stopping
+    does. A callback whose state must survive ``resume=`` gives itself a
+    ``state_key`` and implements ``checkpoint_state``/``load_checkpoint_state``."""
+
+    state_key = None
+    late = False  # runs after the others, once it is known whether the epoch ends the run
+
+    def check(self, net):
+        """Refuse, before any data is touched, a network this callback cannot serve."""
+
+    def on_fit_start(self, run):
+        """Before the first epoch (also when resuming)."""
+
+    def on_epoch_start(self, run, epoch):
+        """Before epoch ``epoch`` (0-based) runs."""
+
+    def on_evaluation(self, run, record):
+        """After an evaluation: ``record`` is the new entry of ``run.history.records``."""
+
+    def on_epoch_end(self, run, epoch, record):
+        """After epoch ``epoch`` (1-based); ``record`` is its evaluation or None."""
+
+    def on_fit_end(self, run):
+        """After the last epoch, when training ended normally."""
+
+    def close(self):
+        """Always called last, even when training raised (release files, bars)."""
+
+    def checkpoint_state(self):
+        """``(plain data, {name: array})`` for a training checkpoint."""
+        return {}, {}
+
+    def load_checkpoint_state(self, data, arrays):
+        """Put back what ``checkpoint_state`` returned."""
+
+
+class EarlyStopping(Callback):
+    """Stops when the evaluation loss has not improved by more than
+    ``min_delta`` for ``patience`` evaluations in a row (``patience=None``:
+    never stop), and, with ``restore_best`` (default), leaves the network
+    with the parameters of the best evaluation at the end. It keeps
+    ``history.best_epoch`` and ``history.best_loss``."""
+
+    state_key = "early_stopping"
+
+    def __init__(self, patience=1, min_delta=0.0, restore_best=True):
+        self.patience = None if patience is None else _checks.integer("patience", patience)
+        self.min_delta = _checks.non_negative("min_delta", min_delta)
+        if not isinstance(restore_best, bool):
+            raise InputTypeError(f"restore_best must be True or False, got {restore_best!r}")
+        self.restore_best = restore_best
+        self.bad_evals = 0
+        self.best_params = None
+
+    def __repr__(self):
+        return (f"EarlyStopping(patience={self.patience}, min_delta={self.min_delta}, "
+                f"restore_best={self.restore_best})")
+
+    def on_evaluation(self, run, record):
+        h = run.history
+        if record["loss"] is None:
+            return
+        if record["loss"] < h.best_loss - self.min_delta:
+            h.best_loss, h.best_epoch = record["loss"], record["epoch"]
+            self.best_params = run.good_params  # a copy taken at this evaluation
+            self.bad_evals = 0
+        else:
+            self.bad_evals += 1
+            if self.patience is not None and self.bad_evals >= self.patience:
+                run.request_stop()
+
+    def on_fit_end(self, run):
+        h = run.history  # unless the network holds the best evaluation's parameters now
+        if self.restore_best and self.best_params is not None and h.epochs_run != h.best_epoch:
+            run.net.set_parameters(self.best_params)
+
+    def checkpoint_state(self):
+        arrays = {} if self.best_params is None else {"best_params": self.best_params}
+        return {"bad_evals": self.bad_evals}, arrays
+
+    def load_checkpoint_state(self, data, arrays):
+        self.bad_evals = data["bad_evals"]
+        self.best_params = arrays.get("best_params")
+
+
+class LRScheduler(Callback):
+    """Drives the optimiser's schedule: sets each epoch's rates on the device
+    before it runs, and shows the schedule every evaluation loss (for
+    ``ReduceOnPlateau``). ``fit`` always adds one."""
+
+    state_key = "schedule"
+
+    def on_epoch_start(self, run, epoch):
+        run.optim.start_epoch(epoch)
+
+    def on_evaluation(self, run, record):
+        run.optim.evaluated(record["loss"])
+
+    def checkpoint_state(self):
+        return {}, {}
+
+
+class LambdaCallback(Callback):
+    """A plain function ``fn(epoch, record)`` called after every epoch (1-based
+    epoch, the evaluation record or None); returning True stops training."""
+
+    def __init__(self, fn):
+        if not callable(fn):
+            raise InputTypeError(f"callback must be callable(epoch, record), got {fn!r}")
+        self.fn = fn
+
+    def on_epoch_end(self, run, epoch, record):
+        return _checks.is_true(self.fn(epoch, record))
+
+
+def _writable(path, name):
+    """Refuse, before any training, a path that could not be written."""
+    from ..checkpoint import path_problem
+    problem = path_problem(path)
+    if problem:
+        shown = os.fspath(path) if isinstance(path, os.PathLike) else path
+        raise InputValueError(f"{name}={shown!r}: {problem}")
+    return path
+
+
+class Checkpoint(Callback):
+    """Saves the whole training state to ``path`` every ``every`` epochs
+    (default: at every evaluation) and at the end, atomically; ``fit(resume=path)``
+    continues such a run exactly. Runs after every other callback, so the
+    final file holds the parameters ``fit`` returns."""
+
+    late = True
+
+    def __init__(self, path, every=None):
+        self.path = _writable(path, "checkpoint")  # now, not at the first save epochs later
+        self.every = None if every is None else _checks.integer("checkpoint_every", every)
+        self._trained = False
+
+    def check(self, net):
+        try:
+            net.describe()
+        except TypeError as exc:
+            raise InputTypeError(f"checkpoint={os.fspath(self.path)!r}: {exc}") from None
+
+    def on_fit_start(self, run):
+        self._trained = False
+
+    def on_epoch_end(self, run, epoch, record):
+        self._trained = True
+        every = self.every or run.settings.eval_every
+        if not run.finishing and epoch % every == 0:
+            run.save(self.path)
+
+    def on_fit_end(self, run):
+        if self._trained:  # resuming a finished run writes nothing
+            run.save(self.path)
+
+
+class _Bar:
+    """A tqdm bar on stderr, or nothing (off a terminal, or without tqdm)."""
+
+    def __init__(self, total, desc):
+        self.bar = None
+        if not sys.stderr.isatty():
+            return
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            return
+        self.bar = tqdm(total=total, desc=desc, unit="epoch", leave=False, file=sys.stderr)
+
+
+class ProgressBar(Callback):
+    """A progress bar (tqdm, on a terminal) showing the epoch, the last
+    evaluation loss and the learning rate."""
+
+    def __init__(self, desc="fit"):
+        self.desc = desc
+        self._bar = None
+
+    def on_fit_start(self, run):
+        self._bar = _Bar(run.settings.epochs, self.desc).bar
+        if self._bar is not None:
+            self._bar.update(run.epoch)
+
+    def on_epoch_end(self, run, epoch, record):
+        if self._bar is None:
+            return
+        self._bar.update(1)
+        if record is not None:
+            loss = record["loss"] if record["loss"] is not None else record["train_loss"]
+            self._bar.set_postfix(loss=f"{loss:.4f}", lr=f"{record['lr']:.4g}")
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _format(value):
+    return "-" if value is None else f"{value:.4f}"
+
+
+class PrintProgress(Callback):
+    """One line per evaluation on ``file`` (default stdout): epoch, training
+    loss, evaluation loss, learning rate and seconds so far
+    (``fit(verbose=True)``)."""
+
+    def __init__(self, file=None):
+        self.file = file
+        self._t0 = None
+
+    def on_fit_start(self, run):
+        self._t0 = time.perf_counter()
+
+    def on_evaluation(self, run, record):
+        out = self.file if self.file is not None else sys.stdout
+        print(f"epoch {record['epoch']:>4}/{run.settings.epochs}  train loss "
+              f"{_format(record['train_loss'])}  eval loss {_format(record['loss'])}  lr "
+              f"{record['lr']:.4g}  {time.perf_counter() - self._t0:.1f} s", file=out,
+              flush=True)
+
+
+class CSVLogger(Callback):
+    """One row per evaluation in the CSV file ``path``: epoch, train_loss,
+    eval_loss (empty without an evaluation set), lr and seconds since the
+    fit started. A resumed run appends to the file."""
+
+    COLUMNS = ("epoch", "train_loss", "eval_loss", "lr", "seconds")
+
+    def __init__(self, path):
+        self.path = _writable(path, "CSVLogger path")
+        self._file = self._writer = self._t0 = None
+
+    def on_fit_start(self, run):
+        append = run.epoch > 0 and os.path.isfile(self.path)
+        self._file = open(self.path, "a" if append else "w", newline="")
+        self._writer = csv.writer(self._file)
+        if not append:
+            self._writer.writerow(self.COLUMNS)
+        self._t0 = time.perf_counter()
+
+    def on_evaluation(self, run, record):
+        loss = "" if record["loss"] is None else repr(record["loss"])
+        self._writer.writerow([record["epoch"], repr(record["train_loss"]), loss,
+                               repr(record["lr"]), f"{time.perf_counter() - self._t0:.3f}"])
+        self._file.flush()
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
