@@ -116,12 +116,14 @@ def test_gelu_silu_and_elu_networks_train_on_the_gpu_as_on_the_cpu(act):
         _close(nets[0].backend.to_numpy(g), h, 1e-9)
 
 
-def _fit(dtype="float64", dropout=1.0, graph=True, n=600, epochs=4, seed=3, backend="gpu"):
+def _fit(dtype="float64", dropout=1.0, graph=True, n=600, epochs=4, seed=3, backend="gpu",
+         make_opt=None):
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((n, 20)), rng.integers(0, 5, n)
     net = nnx.NeuralNetwork([nnx.Dense(32, "tanh", dropout=dropout), nnx.Dense(5, "linear")],
                             nnx.SoftmaxCrossEntropy(), seed=seed, backend=backend, dtype=dtype)
-    opt = nnx.SGDMomentum(0.1, final_lr=0.02, decay_type="exponential")
+    opt = (make_opt() if make_opt is not None
+           else nnx.SGDMomentum(0.1, final_lr=0.02, decay_type="exponential"))
     hist = nnx.Trainer(net, opt).fit(X, y, X[:100], y[:100], epochs=epochs, eval_every=2,
                                      batch_size=60, seed=4, patience=5, graph=graph)
     return net, hist
@@ -141,6 +143,36 @@ def test_captured_step_trains_like_the_loop(dtype, n, dropout):
         _close(rg["train_loss"], re_["train_loss"], RTOL[dtype])
     for p, q in zip(net_g.params(), net_e.params()):
         _close(net_g.backend.to_numpy(p), net_e.backend.to_numpy(q), RTOL[dtype] * 10)
+
+
+GPU_OPTIMISERS = {
+    "adam-onecycle-clipped": lambda: nnx.Adam(nnx.OneCycle(0.01), clip_norm=0.5,
+                                              weight_decay=0.01),
+    "adamw-cosine-per-step": lambda: nnx.AdamW(nnx.Cosine(0.01, warmup=3, per="step")),
+    "rmsprop-centred-momentum": lambda: nnx.RMSprop(0.001, momentum=0.5, centered=True),
+    "rmsprop-plain": lambda: nnx.RMSprop(0.001, weight_decay=0.01),
+    "adagrad": lambda: nnx.Adagrad(0.05, lr_decay=0.01, clip_norm=1.0),
+    "nesterov": lambda: nnx.SGDMomentum(nnx.StepDecay(0.1, 2), nesterov=True,
+                                        weight_decay=0.001),
+}
+
+
+@pytest.mark.parametrize("name", list(GPU_OPTIMISERS))
+def test_every_optimiser_runs_in_the_captured_step_as_in_the_loop(name):
+    """The fused update kernels read the rate, the per-step table and the step
+    count from device arrays: one recorded step serves the whole run, and it
+    trains as the step-by-step GPU loop and the CPU do (float64)."""
+    make = GPU_OPTIMISERS[name]
+    net_g, hist_g = _fit(graph=True, make_opt=make)
+    net_e, hist_e = _fit(graph=False, make_opt=make)
+    net_c, hist_c = _fit(backend="cpu", make_opt=make)
+    assert hist_g.graph, f"capture refused: {hist_g.graph_note}"
+    for rg, re_, rc in zip(hist_g.records, hist_e.records, hist_c.records):
+        _close(rg["loss"], re_["loss"], 1e-10)
+        _close(rg["loss"], rc["loss"], 1e-9)
+    for p, q, c in zip(net_g.params(), net_e.params(), net_c.params()):
+        _close(net_g.backend.to_numpy(p), net_e.backend.to_numpy(q), 1e-9)
+        _close(net_g.backend.to_numpy(p), c, 1e-8)
 
 
 def test_replays_draw_fresh_dropout_masks():

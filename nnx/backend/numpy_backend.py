@@ -7,11 +7,30 @@ are identical to the reference, and ``erf`` agrees with it to float64 rounding.
 
 from __future__ import annotations
 
+import math
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .base import Backend
+
+
+_CHUNK = 1 << 15  # elements per block of an optimiser update: its arrays stay in cache
+_PARALLEL = 1 << 18  # from this many parameters, the blocks are shared among threads
+_POOL = {}
+
+
+def _pool():
+    """The threads (one per usable core, less the caller) that share a large
+    update. NumPy lets go of the GIL inside its loops, so blocks run in parallel."""
+    if "pool" not in _POOL:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+        _POOL["workers"] = workers
+        _POOL["pool"] = ThreadPoolExecutor(max(workers - 1, 1), thread_name_prefix="nnx")
+    return _POOL["pool"], _POOL["workers"]
 
 
 class NumpyBackend(Backend):
@@ -68,6 +87,67 @@ class NumpyBackend(Backend):
 
     def sum_rows(self, g, out=None):
         return np.add.reduce(g, axis=0, keepdims=True, out=out)  # np.sum minus its wrapper
+
+    def _blocks(self, n, run):
+        """``run(lo, hi)`` over ``[0, n)`` in cache-sized blocks; large ``n`` on
+        several threads, each taking a contiguous share of the blocks."""
+        if n <= _CHUNK:
+            run(0, n)
+            return
+        blocks = [(lo, min(lo + _CHUNK, n)) for lo in range(0, n, _CHUNK)]
+
+        def share(part):
+            for lo, hi in part:
+                run(lo, hi)
+        pool, workers = _pool() if n >= _PARALLEL else (None, 1)
+        if workers < 2:
+            share(blocks)
+            return
+        size = math.ceil(len(blocks) / workers)
+        parts = [blocks[i:i + size] for i in range(0, len(blocks), size)]
+        futures = [pool.submit(share, part) for part in parts[1:]]
+        share(parts[0])
+        for f in futures:
+            f.result()
+
+    def adam_step(self, param, grad, m, v, lr, t, beta1, beta2, eps, weight_decay,
+                  decoupled=False, scale=None):
+        # The reference's formula, a cache-sized block at a time, each pass in
+        # place through one scratch block. The scalars are read on the host,
+        # where these arrays live anyway.
+        lr, t = float(lr), int(t)
+        step = lr / (1.0 - beta1 ** t)
+        inv_root_bc2 = 1.0 / math.sqrt(1.0 - beta2 ** t)
+        scale = None if scale is None else float(scale)
+        l2 = 0.0 if decoupled else weight_decay
+        shrink = 1.0 - lr * weight_decay if decoupled and weight_decay else None
+
+        def run(lo, hi):
+            P, G, M, V = param[lo:hi], grad[lo:hi], m[lo:hi], v[lo:hi]
+            a = self._tmp((hi - lo,))
+            if scale is not None or l2:
+                g = self._tmp((hi - lo, 1))[:, 0]  # a second scratch block
+                np.multiply(G, 1.0 if scale is None else scale, out=g)
+                if l2:
+                    np.multiply(P, l2, out=a)
+                    g += a
+                G = g
+            if shrink is not None:
+                P *= shrink
+            np.multiply(G, 1.0 - beta1, out=a)
+            M *= beta1
+            M += a
+            np.multiply(G, G, out=a)
+            a *= 1.0 - beta2
+            V *= beta2
+            V += a
+            np.sqrt(V, out=a)
+            a *= inv_root_bc2
+            a += eps
+            np.divide(M, a, out=a)
+            a *= step
+            P -= a
+        self._blocks(param.shape[0], run)
 
     def erf(self, x):
         # SciPy's ufunc (SciPy comes with scikit-learn; imported on first use,
