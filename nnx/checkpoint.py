@@ -161,3 +161,63 @@ def read(path):
         raise CheckpointError(f"checkpoint {path!r} failed its checksum: its header or arrays "
                               "were altered or damaged after it was written")
     return header, arrays
+
+
+# ------------------------------------------------------------------ networks
+def save_network(net, path, extra=None, training=None, meta=None):
+    """Write ``net``'s parameters and architecture to ``path`` (see
+    ``NeuralNetwork.save``); returns the path as given."""
+    from . import __version__
+    net.require_built()
+    for name in extra or {}:  # before any work: these would replace the file's own
+        if not isinstance(name, str):
+            raise InputTypeError(f"extra names must be strings, got "
+                                 f"{type(name).__name__} {name!r}")
+        if name in ("params", "__header__"):
+            raise InputValueError(f"extra name {name!r} is reserved for the checkpoint's "
+                                  "own arrays; choose another")
+    b = net.backend
+    arrays = {"params": b.to_numpy(net.param_buffer)}
+    for name, value in (extra or {}).items():
+        arrays[name] = b.to_numpy(value) if b.owns(value) else value
+    header = {"network": net.describe(), "nnx_version": __version__}
+    if training is not None:
+        header["training"] = training
+    if meta is not None:
+        if not isinstance(meta, dict):
+            raise InputTypeError(f"meta must be a dict of plain data (e.g. {{'dataset': "
+                                 f"'digits'}}), got {type(meta).__name__}")
+        header["meta"] = meta
+    return write(path, header, arrays)
+
+
+def load_network(path, backend="cpu", dtype=None, cls=None):
+    """The network saved at ``path``, rebuilt on ``backend`` in its saved dtype
+    unless ``dtype`` (see ``NeuralNetwork.load``); ``cls`` is the class to
+    build (a subclass of ``NeuralNetwork``)."""
+    from .backend import BACKENDS, Backend, get_backend
+    from .layers import layer_from_description
+    from .losses import loss_from_description
+    from .network import NeuralNetwork
+    cls = NeuralNetwork if cls is None else cls
+    # the arguments first, so that their errors are not blamed on the file
+    if dtype is not None or isinstance(backend, Backend):
+        backend = get_backend(backend, dtype)
+    elif backend not in BACKENDS:
+        get_backend(backend)  # raises, naming the value
+    header, arrays = read(path)
+    try:
+        desc = header["network"]
+        layers = [layer_from_description(d) for d in desc["layers"]]
+        net = cls(layers, loss_from_description(desc["loss"]), seed=desc["seed"],
+                  backend=backend, dtype=None if isinstance(backend, Backend) else desc["dtype"])
+        net.build(desc["n_in"])
+        net.set_parameters(net.backend.asarray(arrays["params"]))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} describes no valid network ({exc})") from None
+    net.checkpoint_extra = arrays
+    meta = header.get("meta")
+    net.checkpoint_meta = meta if isinstance(meta, dict) else {}
+    net._loaded_from = os.fspath(path)  # fit(restart=True) warns before redrawing
+    return net

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import copy
-import os
 import sys
 import weakref
 
 from . import _checks
 from ._checks import InputTypeError, InputValueError
-from .backend import BACKENDS, Backend, get_backend, host
+from .backend import get_backend, host
 from .layers import Layer
 from .losses import LOSSES, Loss
 
@@ -327,58 +326,17 @@ class NeuralNetwork:
         ``extra`` (name -> array) is stored alongside, e.g. optimiser state;
         ``training`` (plain data) is the trainer's state for resuming; ``meta``
         (plain data, e.g. the dataset's name) comes back as ``checkpoint_meta``
-        after ``load``."""
-        from . import __version__, checkpoint
-        self.require_built()
-        for name in extra or {}:  # before any work: these would replace the file's own
-            if not isinstance(name, str):
-                raise InputTypeError(f"extra names must be strings, got "
-                                     f"{type(name).__name__} {name!r}")
-            if name in ("params", "__header__"):
-                raise InputValueError(f"extra name {name!r} is reserved for the checkpoint's "
-                                      "own arrays; choose another")
-        arrays = {"params": self.backend.to_numpy(self._param_buf)}
-        for name, value in (extra or {}).items():
-            arrays[name] = self.backend.to_numpy(value) if self.backend.owns(value) else value
-        header = {"network": self.describe(), "nnx_version": __version__}
-        if training is not None:
-            header["training"] = training
-        if meta is not None:
-            if not isinstance(meta, dict):
-                raise InputTypeError(f"meta must be a dict of plain data (e.g. {{'dataset': "
-                                     f"'digits'}}), got {type(meta).__name__}")
-            header["meta"] = meta
-        return checkpoint.write(path, header, arrays)
+        after ``load``. See ``nnx.checkpoint.save_network``."""
+        from .checkpoint import save_network
+        return save_network(self, path, extra=extra, training=training, meta=meta)
 
     @classmethod
     def load(cls, path, backend="cpu", dtype=None):
         """A network rebuilt from a checkpoint written by ``save``, on ``backend``
-        (any backend loads any checkpoint), in its saved dtype unless ``dtype``."""
-        from . import checkpoint
-        from .layers import layer_from_description
-        from .losses import loss_from_description
-        # the arguments first, so that their errors are not blamed on the file
-        if dtype is not None or isinstance(backend, Backend):
-            backend = get_backend(backend, dtype)
-        elif backend not in BACKENDS:
-            get_backend(backend)  # raises, naming the value
-        header, arrays = checkpoint.read(path)
-        try:
-            desc = header["network"]
-            layers = [layer_from_description(d) for d in desc["layers"]]
-            net = cls(layers, loss_from_description(desc["loss"]), seed=desc["seed"],
-                      backend=backend, dtype=None if isinstance(backend, Backend)
-                      else desc["dtype"])
-            net.build(desc["n_in"])
-            net.set_parameters(net.backend.asarray(arrays["params"]))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise checkpoint.CheckpointError(
-                f"checkpoint {str(path)!r} describes no valid network ({exc})") from None
-        net.checkpoint_extra = arrays
-        meta = header.get("meta")
-        net.checkpoint_meta = meta if isinstance(meta, dict) else {}
-        net._loaded_from = os.fspath(path)  # fit(restart=True) warns before redrawing
-        return net
+        (any backend loads any checkpoint), in its saved dtype unless ``dtype``.
+        See ``nnx.checkpoint.load_network``."""
+        from .checkpoint import load_network
+        return load_network(path, backend=backend, dtype=dtype, cls=cls)
 
     # ------------------------------------------------------------- inference
     def predict(self, X, batch_size=4096):
