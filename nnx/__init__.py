@@ -1,7 +1,7 @@
 """nnx: a small neural-network framework that runs the same code on NumPy
 (``backend="cpu"``) and CuPy (``backend="gpu"``)."""
 
-from ._checks import InputError, InputTypeError, InputValueError
+from ._checks import InputError, InputTypeError, InputValueError, InputWarning
 from .backend import Backend, BackendUnavailableError, get_backend, gpu_available
 from .layers import Dense, Layer
 from .losses import Loss, MeanSquaredError, SoftmaxCrossEntropy
@@ -66,5 +66,6 @@ __all__ = [
     "Callback", "EarlyStopping", "Checkpoint", "CSVLogger", "LambdaCallback", "PrintProgress",
     "ProgressBar",
     "accuracy", "predict_classes", "InputError", "InputValueError", "InputTypeError",
+    "InputWarning",
     "__version__",
 ]

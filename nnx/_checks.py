@@ -22,6 +22,11 @@ class InputTypeError(InputError, TypeError):
     """An argument or data whose type nnx cannot use."""
 
 
+class InputWarning(UserWarning):
+    """nnx accepted an argument or data that will likely train badly; the
+    message says why and what to do."""
+
+
 def _is_bool(value):
     return isinstance(value, bool) or type(value).__name__ in ("bool_", "bool")  # NumPy 1, 2
 

@@ -80,6 +80,22 @@ def check_features(X, name="X", n_features=None, dtype=None):
     return X
 
 
+def spread_problem(X, name, rows=4096, limit=10.0):
+    """A warning's text when the columns of ``X`` (its first ``rows`` rows) are
+    far from standardised (a mean or standard deviation beyond ``limit`` in
+    size), else None. Raw pixels (0-255) train to near chance with rates chosen
+    for standardised data, and nothing else says why."""
+    sample = np.asarray(X[:rows], dtype=np.float64)
+    mean, std = np.abs(sample.mean(axis=0)).max(), sample.std(axis=0).max()
+    if mean <= limit and std <= limit:
+        return None
+    return (f"{name} is far from standardised: its columns have means up to {mean:.4g} and "
+            f"standard deviations up to {std:.4g}. Networks train poorly on such inputs; "
+            "scale each feature to mean 0 and standard deviation 1 with the training rows' "
+            "statistics (nnx.data.feature_stats and standardize_with, or scikit-learn's "
+            "StandardScaler)")
+
+
 def check_targets(y, n_rows, n_classes, name="y", distributions=False, x_name="X",
                   dtype=None):
     """Integer class ids (1-D) or target rows (2-D) -> a float array

@@ -181,17 +181,23 @@ class NumpyBackend(Backend):
     def sgd_step(self, param, grad, lr, weight_decay=0.0, scale=None):
         if weight_decay or scale is not None:
             return super().sgd_step(param, grad, lr, weight_decay, scale)
-        step = self._tmp(grad.shape)
-        np.multiply(grad, lr, out=step)
-        param -= step
+
+        def run(lo, hi):
+            step = self._tmp((hi - lo,))
+            np.multiply(grad[lo:hi], lr, out=step)
+            param[lo:hi] -= step
+        self._blocks(param.shape[0], run)
 
     def momentum_step(self, param, grad, velocity, lr, momentum, nesterov=False,
                       weight_decay=0.0, scale=None):
         if nesterov or weight_decay or scale is not None:
             return super().momentum_step(param, grad, velocity, lr, momentum, nesterov,
                                          weight_decay, scale)
-        step = self._tmp(grad.shape)
-        velocity *= momentum
-        np.multiply(grad, lr, out=step)
-        velocity += step
-        param -= velocity
+
+        def run(lo, hi):  # the reference's passes, a block at a time
+            step, v = self._tmp((hi - lo,)), velocity[lo:hi]
+            v *= momentum
+            np.multiply(grad[lo:hi], lr, out=step)
+            v += step
+            param[lo:hi] -= v
+        self._blocks(param.shape[0], run)

@@ -8,7 +8,7 @@ import math
 import warnings
 
 from .. import _checks
-from .._checks import InputTypeError, InputValueError
+from .._checks import InputTypeError, InputValueError, InputWarning
 from ..backend import Backend, CaptureUnavailable, host
 from ..optim import Optimizer
 from .callbacks import (
@@ -94,6 +94,10 @@ class _Data:
     def __init__(self, net, X_train, y_train, evaluation, names):
         # one checked copy of each array on the device, before any training
         self.X = net.as_input(X_train, "X_train")
+        if host.is_host_array(X_train) or isinstance(X_train, (list, tuple)):
+            problem = host.spread_problem(net.backend.to_numpy(self.X[:4096]), "X_train")
+            if problem:
+                warnings.warn(problem, InputWarning, stacklevel=3)
         self.n, width = int(self.X.shape[0]), int(self.X.shape[1])
         self.y = net.as_target(y_train, self.n, "y_train", "X_train")
         X_val, y_val = evaluation
