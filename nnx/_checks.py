@@ -4,6 +4,7 @@ NumPy scalars are accepted like Python numbers; booleans are not numbers here.""
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 
@@ -22,9 +23,15 @@ class InputTypeError(InputError, TypeError):
     """An argument or data whose type nnx cannot use."""
 
 
+
+
 class InputWarning(UserWarning):
     """nnx accepted an argument or data that will likely train badly; the
     message says why and what to do."""
+
+
+for _cls in (InputError, InputValueError, InputTypeError, InputWarning):
+    _cls.__module__ = "nnx"  # shown as nnx.InputValueError, the name users import
 
 
 def _is_bool(value):
@@ -78,8 +85,20 @@ def in_range(name, value, low, high, low_open=False, high_open=False, hint=""):
     return value
 
 
+def did_you_mean(value, choices):
+    """`` (did you mean 'tanh'?)`` for a misspelt name close to one of
+    ``choices``, else an empty string."""
+    if not isinstance(value, str):
+        return ""
+    by_lower = {str(c).lower(): c for c in choices}
+    close = difflib.get_close_matches(value.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
+
+
 def name_in(name, value, choices):
-    """One of ``choices`` (strings); the message lists them all."""
+    """One of ``choices`` (strings); the message lists them all, and the
+    closest one when the value looks like a misspelling of it."""
     if not isinstance(value, str) or value not in choices:
-        raise InputValueError(f"{name}={value!r} is not known; expected one of {sorted(choices)}")
+        raise InputValueError(f"{name}={value!r} is not known{did_you_mean(value, choices)}; "
+                              f"expected one of {sorted(choices)}")
     return value

@@ -194,7 +194,9 @@ def save_network(net, path, extra=None, training=None, meta=None):
 def load_network(path, backend="cpu", dtype=None, cls=None):
     """The network saved at ``path``, rebuilt on ``backend`` in its saved dtype
     unless ``dtype`` (see ``NeuralNetwork.load``); ``cls`` is the class to
-    build (a subclass of ``NeuralNetwork``)."""
+    build (a subclass of ``NeuralNetwork``). The network comes back with
+    ``checkpoint_extra`` (the ``extra=`` arrays given to ``save``, as NumPy
+    arrays by name) and ``checkpoint_meta`` (its ``meta=`` dict)."""
     from .backend import BACKENDS, Backend, get_backend
     from .layers import layer_from_description
     from .losses import loss_from_description
@@ -216,7 +218,7 @@ def load_network(path, backend="cpu", dtype=None, cls=None):
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(
             f"checkpoint {str(path)!r} describes no valid network ({exc})") from None
-    net.checkpoint_extra = arrays
+    net.checkpoint_extra = {k: v for k, v in arrays.items() if k != "params"}
     meta = header.get("meta")
     net.checkpoint_meta = meta if isinstance(meta, dict) else {}
     net._loaded_from = os.fspath(path)  # fit(restart=True) warns before redrawing

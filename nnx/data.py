@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _checks
 from ._checks import InputTypeError, InputValueError, in_range, integer
 from ._files import atomic_write
 from .backend import host
@@ -489,7 +490,8 @@ _SOURCES = {"digits": ("sklearn",), "mnist": ("idx", "openml"), "fashion-mnist":
 def _canonical(name):
     key = str(name).strip().lower().replace("_", "-")
     if key not in DATASETS:
-        raise InputValueError(f"dataset {name!r} is not known; expected one of {DATASETS}")
+        raise InputValueError(f"dataset {name!r} is not known{_checks.did_you_mean(key, DATASETS)}"
+                              f"; expected one of {DATASETS}")
     return key
 
 

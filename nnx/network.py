@@ -101,6 +101,37 @@ class NeuralNetwork:
         return (f"NeuralNetwork({self.layers}, {type(self.loss).__name__}, seed={self.seed}, "
                 f"backend={self.backend.name!r}, dtype={self.backend.dtype_name!r})")
 
+    def __str__(self):
+        return self.summary()
+
+    def summary(self):
+        """A table of the layers: units, activation, dropout, output shape and
+        parameter count, with the totals (what ``print(net)`` shows)."""
+        rows = [("layer", "units", "activation", "dropout", "output", "parameters")]
+        width, total = self.n_in, 0
+        for i, layer in enumerate(self.layers, 1):
+            count = None if width is None else width * layer.neurons + layer.neurons
+            total = None if count is None or total is None else total + count
+            act = getattr(layer, "activation", None)
+            keep = getattr(layer, "dropout", 1.0)
+            rows.append((f"{i} {type(layer).__name__}", str(layer.neurons),
+                         type(act).__name__ if act is not None else "-",
+                         f"keep {keep:g}" if keep < 1 else "-", f"(rows, {layer.neurons})",
+                         "?" if count is None else f"{count:,}"))
+            width = layer.neurons
+        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+        lines = [f"NeuralNetwork: {len(self.layers)} layers, {type(self.loss).__name__}, "
+                 f"backend {self.backend.name} {self.backend.dtype_name}, seed {self.seed}",
+                 f"input: (rows, {self.n_in if self.n_in is not None else '?'})"]
+        lines += ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+        if total is None:
+            lines.append("parameters: not built yet (fit, forward or build(n_in) creates them)")
+        else:
+            size = total * (4 if self.backend.dtype_name == "float32" else 8)
+            lines.append(f"parameters: {total:,} ({size / 2**20:.2f} MiB in "
+                         f"{self.backend.dtype_name})")
+        return "\n".join(lines)
+
     @property
     def n_out(self) -> int:
         return self.layers[-1].neurons
@@ -358,6 +389,23 @@ class NeuralNetwork:
             return self._infer(X)
         parts = [self._infer(X[i:min(i + batch_size, n), :]) for i in range(0, n, batch_size)]
         return self.backend.concat_rows(parts)
+
+    def predict_proba(self, X, batch_size=4096):
+        """Class probabilities for ``X``, one row per sample, on the device: the
+        softmax of the outputs for a softmax cross-entropy network; for a
+        network with one output (a sigmoid trained on 0/1 targets), the
+        columns ``1 - p`` and ``p`` with ``p`` the output clipped into [0, 1]."""
+        out = self.predict(X, batch_size)
+        b, xp = self.backend, self.backend.xp
+        if self.loss.classification:
+            return b.softmax(out)
+        if self.n_out == 1:
+            p = xp.clip(out, 0.0, 1.0)
+            return xp.concat([1.0 - p, p], axis=1) if hasattr(xp, "concat") else \
+                xp.concatenate([1.0 - p, p], axis=1)
+        raise InputValueError(f"predict_proba needs a classification loss (softmax cross-"
+                              f"entropy) or one output; this network has {self.n_out} outputs "
+                              f"and {type(self.loss).__name__}: use predict()")
 
     def _infer(self, X, inference=True):
         for layer in self.layers:

@@ -8,7 +8,7 @@ CuPy is imported only when the GPU backend is first asked for.
 
 from __future__ import annotations
 
-from .._checks import InputTypeError, InputValueError
+from .._checks import InputTypeError, InputValueError, did_you_mean
 from .base import Backend, BackendUnavailableError, CaptureUnavailable, dtype_name
 
 BACKENDS = ("cpu", "gpu", "strict")
@@ -30,7 +30,8 @@ def get_backend(name="cpu", dtype=None) -> Backend:
                                   f"backend={name!r}; pass one or the other")
         return name
     if name not in BACKENDS:
-        raise InputValueError(f"backend={name!r} is not known; expected one of {BACKENDS}")
+        raise InputValueError(f"backend={name!r} is not known{did_you_mean(name, BACKENDS)}; "
+                              f"expected one of {BACKENDS}")
     dtype = dtype_name("float32" if dtype is None else dtype)
     key = (name, dtype)
     if key not in _cache:

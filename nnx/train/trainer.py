@@ -95,7 +95,7 @@ class _Data:
         # one checked copy of each array on the device, before any training
         self.X = net.as_input(X_train, "X_train")
         if host.is_host_array(X_train) or isinstance(X_train, (list, tuple)):
-            problem = host.spread_problem(net.backend.to_numpy(self.X[:4096]), "X_train")
+            problem = host.spread_problem(X_train, "X_train")  # host data, already checked
             if problem:
                 warnings.warn(problem, InputWarning, stacklevel=3)
         self.n, width = int(self.X.shape[0]), int(self.X.shape[1])
