@@ -1,8 +1,11 @@
 """Shared fixtures: the backends as a parameter, with GPU cases marked and
-skipped (with the reason) where CuPy or a device is missing."""
+skipped (with the reason) where CuPy or a device is missing; a small network
+already trained, for the checks of what a trained network refuses."""
 
 import pytest
+from helpers import good_data, make_net
 
+from nnx import SGD, Trainer
 from nnx.backend import get_backend, gpu_available
 
 _GPU_OK, _GPU_WHY = gpu_available()
@@ -32,3 +35,13 @@ def backend_name(request):
 @pytest.fixture
 def cpu64():
     return get_backend("cpu", "float64")
+
+
+@pytest.fixture
+def trained():
+    """A small CPU network fitted once: (net, trainer, X, y)."""
+    net = make_net()
+    X, y = good_data()
+    trainer = Trainer(net, SGD(0.1))
+    trainer.fit(X, y, epochs=2, eval_every=1)
+    return net, trainer, X, y

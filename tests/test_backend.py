@@ -1,5 +1,7 @@
-"""The backend shim: selection, errors, the import boundary, and the rule that
-device backends only override the reference backend, never extend it."""
+"""The backend shim: selection, errors, the import boundary, the rule that
+device backends only override the reference backend, never extend it; the
+array primitives against closed forms; random numbers; and the host-side
+checks of features and targets (nnx.backend.host)."""
 
 import ast
 import inspect
@@ -12,15 +14,20 @@ import types
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import SMALL, class_ids, dims, features, not_finite
 
 import nnx
+from nnx import Dense, NeuralNetwork
 from nnx import backend as backend_mod
-from nnx.backend import Backend, BackendUnavailableError, get_backend
+from nnx.backend import Backend, BackendUnavailableError, get_backend, host
 from nnx.backend.base import Backend as BaseBackend
 from nnx.backend.numpy_backend import NumpyBackend
 from nnx.backend.strict_backend import StrictBackend
 
 PKG = pathlib.Path(nnx.__file__).parent
+
 # host-side input/output may use NumPy (datasets, checkpoint files, the command
 # line, counting predicted labels); the compute path may not
 HOST_IO = {"data.py", "checkpoint.py", "cli.py", "__main__.py", "report.py", "metrics.py"}
@@ -35,6 +42,14 @@ def _imports(path):
             yield node.module.split(".")[0]
 
 
+RTOL = {"float32": 1e-6, "float64": 1e-14}
+
+
+def _host(b, x):
+    return np.asarray(b.to_numpy(x), dtype=np.float64)
+
+
+# ----------------------- the import boundary, and backends that only override
 def test_only_the_shim_imports_numpy_or_cupy():
     offenders = []
     for path in PKG.rglob("*.py"):
@@ -88,6 +103,7 @@ def test_cupy_backend_adds_no_public_methods():
             assert inspect.signature(member) == inspect.signature(getattr(BaseBackend, name))
 
 
+# ------------------------- choosing a backend, and the dtype of what it makes
 def test_cpu_backend_basics():
     b = get_backend("cpu")
     assert b.name == "cpu" and b.xp is np and b.dtype == np.float32
@@ -139,6 +155,12 @@ def test_backend_of_rejects_foreign_objects():
         backend_mod.backend_of([1.0, 2.0])
 
 
+@pytest.mark.parametrize("dtype, expected", [(np.int64, "float32"), (bool, "float32"),
+                                             (np.float64, "float64"), (np.float32, "float32")])
+def test_an_operation_on_non_float_input_computes_in_float32(dtype, expected):
+    assert backend_mod.backend_of(np.zeros(3, dtype=dtype)).dtype_name == expected
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_every_array_has_the_compute_dtype(backend_name, dtype):
     b = get_backend(backend_name, dtype)
@@ -150,6 +172,7 @@ def test_every_array_has_the_compute_dtype(backend_name, dtype):
     assert isinstance(b, Backend)
 
 
+# ------------------------ random numbers: row orders, dropout masks and seeds
 def test_permutation_is_a_permutation(backend_name):
     b = get_backend(backend_name)
     p = b.to_numpy(b.permutation(b.generator(3), 1000))
@@ -215,6 +238,84 @@ def test_dropout_units_do_not_depend_on_the_dtype(backend_name):
     assert np.array_equal(*masks)
 
 
+@pytest.mark.parametrize("keep", [0.5, 0.7, 0.8, 0.95])
+def test_dropout_mask_keeps_that_share_and_scales_by_its_inverse(backend_name, keep):
+    b = get_backend(backend_name, "float64")
+    mask = _host(b, b.dropout_mask(b.generator(3), (400, 250), keep))
+    kept = mask != 0
+    np.testing.assert_allclose(mask[kept], 1.0 / keep, rtol=1e-15)
+    assert abs(kept.mean() - keep) < 4 * np.sqrt(keep * (1 - keep) / kept.size)
+
+
+def test_derived_seeds_depend_on_each_key_and_its_place():
+    """(seed, stream, epoch) keys: the shuffle of epoch 1 (stream 0) must not
+    reuse the dropout stream of epoch 0 (stream 1), nor another run's seed."""
+    from nnx.backend import host
+    keys = [(s, k, e) for s in range(3) for k in range(2) for e in range(4)]
+    seeds = {host.derive_seed(*key) for key in keys}
+    assert len(seeds) == len(keys)
+    assert host.derive_seed(0, 0, 1) != host.derive_seed(0, 1, 0) != host.derive_seed(1, 0, 0)
+
+
+# ----- the array primitives against closed forms written here in plain NumPy,
+# with settings other than the study's defaults: test_parity compares the
+# backends with each other, which cannot see a bug they share (the simulated
+# device runs the reference code itself)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("momentum", [0.0, 0.5, 0.9])
+def test_momentum_step_is_the_closed_form(backend_name, dtype, momentum):
+    b = get_backend(backend_name, dtype)
+    rng = np.random.default_rng(1)
+    p0, g1, g2 = (rng.standard_normal(50) for _ in range(3))
+    lr = 0.3
+    p, v = b.asarray(p0.copy()), b.zeros((50,))  # asarray may not copy
+    for g in (g1, g2):
+        b.momentum_step(p, b.asarray(g), v, b.asarray(lr), momentum)
+    v1 = lr * g1
+    v2 = momentum * v1 + lr * g2
+    np.testing.assert_allclose(_host(b, v), v2, rtol=RTOL[dtype] * 10, atol=RTOL[dtype])
+    np.testing.assert_allclose(_host(b, p), p0 - v1 - v2, rtol=RTOL[dtype] * 10,
+                               atol=RTOL[dtype] * 10)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sgd_step_is_the_closed_form(backend_name, dtype):
+    b = get_backend(backend_name, dtype)
+    rng = np.random.default_rng(2)
+    p0, g = rng.standard_normal(40), rng.standard_normal(40)
+    p = b.asarray(p0.copy())  # asarray may not copy
+    b.sgd_step(p, b.asarray(g), b.asarray(0.25))
+    np.testing.assert_allclose(_host(b, p), p0 - 0.25 * g, rtol=RTOL[dtype] * 10,
+                               atol=RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_softmax_cross_entropy_clips_extreme_logits(backend_name, dtype):
+    """Loss -sum(y log clip(softmax, eps, 1-eps)) / n and gradient (softmax - y) / n,
+    with logits whose softmax underflows to 0 for the target class."""
+    b = get_backend(backend_name, dtype)
+    logits = np.array([[0.0, -800.0, 3.0], [50.0, -50.0, 0.0], [1.0, 2.0, 3.0]])
+    y = np.eye(3)[[1, 1, 2]]
+    eps = 1e-6
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    expected_loss = -np.sum(y * np.log(np.clip(p, eps, 1 - eps))) / 3
+    loss, grad = b.softmax_cross_entropy(b.asarray(logits), b.asarray(y), eps)
+    assert float(_host(b, loss)) == pytest.approx(expected_loss, rel=RTOL[dtype] * 10)
+    np.testing.assert_allclose(_host(b, grad), (p - y) / 3, rtol=RTOL[dtype] * 10,
+                               atol=RTOL[dtype])
+
+
+@pytest.mark.parametrize("x, expected", [([-3.0, 1.0], 3.0), ([-np.inf, 1.0], np.inf),
+                                         ([2.0, -1.0], 2.0), ([np.nan, 1.0], np.nan)])
+def test_max_abs_sees_negative_values(x, expected):
+    """The trainer's divergence check reads max_abs of the parameters: with
+    only max(x) it missed weights that ran off to -inf."""
+    got = float(get_backend("cpu").max_abs(np.array(x, dtype=np.float32)))
+    np.testing.assert_equal(got, expected)
+
+
+# ---------------------------------------------------- temporaries and threads
 def _in_two_threads(work):
     """Run ``work(0)`` and ``work(1)`` at the same time; their results."""
     import threading
@@ -269,18 +370,7 @@ def test_cpu_temporaries_are_not_shared_between_threads():
     assert _in_two_threads(losses) == alone
 
 
-def test_derived_seeds_depend_on_each_key_and_its_place():
-    """(seed, stream, epoch) keys: the shuffle of epoch 1 (stream 0) must not
-    reuse the dropout stream of epoch 0 (stream 1), nor another run's seed."""
-    from nnx.backend import host
-    keys = [(s, k, e) for s in range(3) for k in range(2) for e in range(4)]
-    seeds = {host.derive_seed(*key) for key in keys}
-    assert len(seeds) == len(keys)
-    assert host.derive_seed(0, 0, 1) != host.derive_seed(0, 1, 0) != host.derive_seed(1, 0, 0)
-
-
-# ------------------------------------------- erf and fused bias + activation
-
+# ---------------------------------------- erf and the fused bias + activation
 def _erf_grid():
     """Points across every interval of Cody's approximation and their seams,
     tiny and huge magnitudes, both signs."""
@@ -386,32 +476,105 @@ def test_bias_activation_names_an_unknown_activation():
         b.bias_activation(np.ones((2, 2)), np.ones((1, 2)), "swish")
 
 
-# ---- gaps found by the third mutation audit
-@pytest.mark.parametrize("x, expected", [([-3.0, 1.0], 3.0), ([-np.inf, 1.0], np.inf),
-                                         ([2.0, -1.0], 2.0), ([np.nan, 1.0], np.nan)])
-def test_max_abs_sees_negative_values(x, expected):
-    """The trainer's divergence check reads max_abs of the parameters: with
-    only max(x) it missed weights that ran off to -inf."""
-    got = float(get_backend("cpu").max_abs(np.array(x, dtype=np.float32)))
-    np.testing.assert_equal(got, expected)
+# ---------------- host-side checks of features and targets (nnx.backend.host)
+@SMALL
+@given(X=st.one_of(features(np.float64), features(np.float32), features(np.int32)))
+def test_check_features_accepts_valid_arrays(X):
+    out = host.check_features(X, "X", X.shape[1])
+    assert out.shape == X.shape
+    np.testing.assert_array_equal(out, X)
 
 
-def test_a_generator_state_of_another_kind_reseeds_instead_of_failing():
-    """A state from another bit generator (MT19937) raised ValueError from
-    NumPy instead of falling back to a fresh reproducible stream."""
-    net = nnx.NeuralNetwork([nnx.Dense(3, "tanh", dropout=0.5), nnx.Dense(2, "linear")],
-                            "softmax_cross_entropy", seed=4)
-    net.build(2)
-    assert net.restore_generator(np.random.MT19937(0).state, 2) is False
-    again = nnx.NeuralNetwork([nnx.Dense(3, "tanh", dropout=0.5), nnx.Dense(2, "linear")],
-                              "softmax_cross_entropy", seed=4)
-    again.build(2)
-    again.restore_generator(None, 2)  # the same fresh stream as with no state at all
-    X = np.ones((6, 2))
-    np.testing.assert_array_equal(net.forward(X), again.forward(X))
+@SMALL
+@given(X=features(), data=st.data())
+def test_check_features_rejects_any_nan_or_inf(X, data):
+    i = data.draw(st.integers(0, X.shape[0] - 1))
+    j = data.draw(st.integers(0, X.shape[1] - 1))
+    X[i, j] = data.draw(not_finite)
+    with pytest.raises(ValueError, match=r"X contains \d+ NaN or infinite"):
+        host.check_features(X)
 
 
-@pytest.mark.parametrize("dtype, expected", [(np.int64, "float32"), (bool, "float32"),
-                                             (np.float64, "float64"), (np.float32, "float32")])
-def test_an_operation_on_non_float_input_computes_in_float32(dtype, expected):
-    assert backend_mod.backend_of(np.zeros(3, dtype=dtype)).dtype_name == expected
+@SMALL
+@given(X=features(), delta=st.integers(1, 3), sign=st.sampled_from([-1, 1]))
+def test_check_features_rejects_another_feature_count(X, delta, sign):
+    n_features = X.shape[1] + sign * delta
+    if n_features < 1:
+        n_features = X.shape[1] + delta
+    with pytest.raises(ValueError, match=rf"has {X.shape[1]} features.*built for {n_features}"):
+        host.check_features(X, "X", n_features)
+
+
+@SMALL
+@given(shape=st.one_of(st.tuples(dims), st.tuples(dims, dims, dims), st.tuples(st.just(0), dims),
+                       st.tuples(dims, st.just(0))))
+def test_check_features_rejects_wrong_rank_or_empty(shape):
+    with pytest.raises(ValueError, match=r"X (must be 2-D|is empty)"):
+        host.check_features(np.zeros(shape))
+
+
+@SMALL
+@given(case=class_ids())
+def test_check_targets_one_hot_encodes_valid_ids(case):
+    ids, k = case
+    out = host.check_targets(ids, len(ids), k, distributions=True)
+    assert out.shape == (len(ids), k) and out.dtype == np.float64
+    np.testing.assert_array_equal(out.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(out.argmax(axis=1), ids)
+    # the same ids as floats, as a column, or as one-hot rows give the same targets
+    # (with one output, only a classification loss reads 1-D targets as ids)
+    np.testing.assert_array_equal(
+        host.check_targets(ids.astype(float), len(ids), k, distributions=k == 1), out)
+    if k > 1:
+        np.testing.assert_array_equal(host.check_targets(ids[:, None], len(ids), k), out)
+    np.testing.assert_array_equal(host.check_targets(out, len(ids), k, distributions=True), out)
+
+
+@SMALL
+@given(case=class_ids(), data=st.data())
+def test_check_targets_rejects_any_out_of_range_id(case, data):
+    ids, k = case
+    i = data.draw(st.integers(0, len(ids) - 1))
+    ids[i] = data.draw(st.one_of(st.integers(-1000, -1), st.integers(k, k + 1000)))
+    with pytest.raises(ValueError, match=rf"class ids must be in \[0, {k - 1}\]"):
+        host.check_targets(ids, len(ids), k, distributions=k == 1)
+
+
+@SMALL
+@given(case=class_ids(), extra=st.integers(-3, 3).filter(bool))
+def test_check_targets_rejects_mismatched_rows(case, extra):
+    ids, k = case
+    n_rows = len(ids) + extra
+    if n_rows < 1:
+        n_rows = len(ids) + 1
+    with pytest.raises(ValueError, match=rf"y has {len(ids)} rows but X has {n_rows}"):
+        host.check_targets(ids, n_rows, k)
+
+
+@SMALL
+@given(case=class_ids(), data=st.data(), distributions=st.booleans())
+def test_check_targets_rejects_any_nan_or_inf(case, data, distributions):
+    ids, k = case
+    rows = np.eye(k)[ids]
+    i = data.draw(st.integers(0, rows.shape[0] - 1))
+    j = data.draw(st.integers(0, k - 1))
+    rows[i, j] = data.draw(not_finite)
+    with pytest.raises(ValueError, match=r"y.*(NaN|infinite)"):
+        host.check_targets(rows, len(ids), k, distributions=distributions)
+    floats = ids.astype(float)
+    floats[i] = rows[i, j]
+    with pytest.raises(ValueError, match=r"y"):
+        host.check_targets(floats, len(ids), k)
+
+
+@pytest.mark.parametrize("y", [np.array([0.5, -1.25, 3.0]), np.array([1, 0, 1])],
+                         ids=["values", "binary"])
+def test_one_output_regression_takes_1d_targets_as_values(y):
+    """A one-output network with a regression loss: 1-D targets are the values
+    (as a column), not class ids; a classification loss still reads ids."""
+    np.testing.assert_array_equal(host.check_targets(y, 3, 1), y[:, None].astype(float))
+    net = NeuralNetwork([Dense(4, "tanh"), Dense(1, "linear")], "mse", seed=0)
+    X = np.random.default_rng(0).standard_normal((3, 2))
+    assert float(net.train_batch(X, y)) == float(net.train_batch(X, y[:, None]))
+    with pytest.raises(ValueError, match=r"class ids must be in \[0, 0\]"):
+        host.check_targets(np.array([0, 1, 0]), 3, 1, distributions=True)

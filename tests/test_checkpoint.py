@@ -1,18 +1,22 @@
-"""Checkpoints: round trip, portability across backends, no pickle, and
-clear errors for damaged files."""
+"""Checkpoints: round trip, portability across backends, no pickle, atomic
+and durable writes, what save refuses, and clear errors for damaged, foreign
+and missing files."""
 
 import io
 import json
 import os
 import re
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import N_IN, N_OUT, N_ROWS, good_data, make_net
 
 import nnx
-from nnx import checkpoint
+from nnx import SGD, Dense, NeuralNetwork, Trainer, checkpoint
 from nnx.checkpoint import CheckpointError
+from nnx.checkpoint import write as write_checkpoint
 
 
 def _trained(backend="cpu", dtype="float32"):
@@ -27,6 +31,17 @@ def _trained(backend="cpu", dtype="float32"):
     return net, X
 
 
+def _rewrite(path, change):
+    """Rewrite one member of the archive, leaving the others as they were."""
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    change(members)
+    with zipfile.ZipFile(path, "w") as z:
+        for n, b in members.items():
+            z.writestr(n, b)
+
+
+# ---------------------------------------------------------------- round trips
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_round_trip_identical_predictions(tmp_path, dtype):
     net, X = _trained(dtype=dtype)
@@ -63,101 +78,6 @@ def test_no_pickle_inside(tmp_path):
         assert all(z[k].dtype != object for k in z.files)
 
 
-def test_unbuilt_network_cannot_be_saved(tmp_path):
-    net = nnx.NeuralNetwork([nnx.Dense(2)], nnx.MeanSquaredError())
-    with pytest.raises(RuntimeError, match="no parameters yet"):
-        net.save(tmp_path / "m.npz")
-
-
-def test_truncated_file_is_named(tmp_path):
-    net, _ = _trained()
-    path = str(net.save(tmp_path / "m.npz"))
-    data = open(path, "rb").read()
-    open(path, "wb").write(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match=r"m\.npz.*truncated"):
-        nnx.NeuralNetwork.load(path)
-
-
-def _rewrite(path, change):
-    """Rewrite one member of the archive, leaving the others as they were."""
-    with zipfile.ZipFile(path) as z:
-        members = {n: z.read(n) for n in z.namelist()}
-    change(members)
-    with zipfile.ZipFile(path, "w") as z:
-        for n, b in members.items():
-            z.writestr(n, b)
-
-
-def test_altered_parameters_fail_the_checksum(tmp_path):
-    net, _ = _trained()
-    path = str(net.save(tmp_path / "m.npz"))
-
-    def flip(members):
-        b = bytearray(members["params.npy"])
-        b[-1] ^= 0x40
-        members["params.npy"] = bytes(b)
-    _rewrite(path, flip)
-    with pytest.raises(CheckpointError, match=r"m\.npz.*checksum"):
-        nnx.NeuralNetwork.load(path)
-
-
-@pytest.mark.parametrize("retype", ["dtype", "shape"])
-def test_the_same_bytes_under_another_dtype_or_shape_fail_the_checksum(tmp_path, retype):
-    """Each array's dtype and shape are part of the checksum: the parameter
-    bytes re-labelled as int32, or as a 2-D array, must not load."""
-    net, _ = _trained()
-    path = str(net.save(tmp_path / "m.npz"))
-
-    def relabel(members):
-        params = np.load(io.BytesIO(members["params.npy"]))
-        other = params.view(np.int32) if retype == "dtype" else params.reshape(1, -1)
-        buf = io.BytesIO()
-        np.save(buf, other)
-        members["params.npy"] = buf.getvalue()
-    _rewrite(path, relabel)
-    with pytest.raises(CheckpointError, match=r"m\.npz.*checksum"):
-        nnx.NeuralNetwork.load(path)
-
-
-def test_every_flipped_bit_loads_the_same_or_raises_checkpoint_error(tmp_path):
-    net = nnx.NeuralNetwork([nnx.Dense(2, "linear")], nnx.MeanSquaredError(), seed=0)
-    net.build(3)
-    path = str(net.save(tmp_path / "m.npz"))
-    header, arrays = checkpoint.read(path)
-    src = open(path, "rb").read()
-    damaged = str(tmp_path / "d.npz")
-    loaded = 0
-    # bit 0 and bit 5 of each byte: in the zip directory these mark a member as
-    # encrypted, or as compressed in a way zipfile cannot read
-    for mask in (0x01, 0x20):
-        for i in range(len(src)):
-            b = bytearray(src)
-            b[i] ^= mask
-            open(damaged, "wb").write(b)
-            try:
-                h, a = checkpoint.read(damaged)
-            except CheckpointError as exc:
-                assert "d.npz" in str(exc)
-                continue
-            assert h == header and a.keys() == arrays.keys(), f"byte {i} mask {mask:#x}"
-            assert all(np.array_equal(a[k], arrays[k]) for k in a), f"byte {i} mask {mask:#x}"
-            loaded += 1
-    assert loaded < len(src)  # most damage is caught
-
-
-def test_altered_header_fails_the_checksum(tmp_path):
-    net, X = _trained()
-    path = str(net.save(tmp_path / "m.npz"))
-    with np.load(path) as z:
-        arrays = dict(z)
-    header = json.loads(arrays["__header__"].tobytes())
-    header["network"]["layers"][1]["activation"] = "tanh"
-    arrays["__header__"] = np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8)
-    np.savez(path, **arrays)
-    with pytest.raises(CheckpointError, match=r"m\.npz.*checksum"):
-        nnx.NeuralNetwork.load(path)
-
-
 def test_version_1_files_still_load(tmp_path):
     # version 1 checksummed the arrays only
     net, X = _trained()
@@ -172,28 +92,147 @@ def test_version_1_files_still_load(tmp_path):
     assert np.array_equal(nnx.NeuralNetwork.load(path).predict(X), net.predict(X))
 
 
-def test_wrong_format_version_is_named(tmp_path):
+def test_a_leaky_relu_with_alpha_zero_comes_back_with_alpha_zero(tmp_path):
+    """`if d.get("alpha")` would read alpha 0 as missing and load 0.01."""
+    net = nnx.NeuralNetwork([nnx.Dense(4, nnx.LeakyReLU(0.0)), nnx.Dense(2, "linear")],
+                            "softmax_cross_entropy", seed=1)
+    X = np.random.default_rng(0).standard_normal((8, 3))
+    net.build(3)
+    loaded = nnx.NeuralNetwork.load(net.save(tmp_path / "m.npz"))
+    assert loaded.layers[0].activation.alpha == 0.0
+    np.testing.assert_array_equal(loaded.predict(X), net.predict(X))
+
+
+@pytest.mark.parametrize("backend", ["cpu", "strict"])
+def test_gelu_silu_and_elu_settings_survive_a_round_trip(tmp_path, backend):
+    """GELU's approximate and ELU's alpha are saved by name and come back;
+    a GELU saved with the tanh form does not reload as the exact one."""
+    layers = [nnx.Dense(6, nnx.GELU("tanh")), nnx.Dense(5, nnx.ELU(0.25)), nnx.Dense(5, "silu"),
+              nnx.Dense(4, "gelu"), nnx.Dense(3, "elu")]
+    net = nnx.NeuralNetwork(layers, "softmax_cross_entropy", seed=2, backend=backend,
+                            dtype="float64")
+    net.build(3)
+    desc = net.describe()["layers"]
+    assert [d["activation"] for d in desc] == ["gelu", "elu", "silu", "gelu", "elu"]
+    assert desc[0]["approximate"] == "tanh" and desc[3]["approximate"] == "none"
+    assert desc[1]["alpha"] == 0.25 and desc[4]["alpha"] == 1.0
+    back = nnx.NeuralNetwork.load(net.save(tmp_path / "m.npz"), backend=backend)
+    assert back.describe() == net.describe()
+    acts = [layer.activation for layer in back.layers]
+    assert [type(a) for a in acts] == [nnx.GELU, nnx.ELU, nnx.SiLU, nnx.GELU, nnx.ELU]
+    assert acts[0].approximate == "tanh" and acts[1].alpha == 0.25
+    X = np.random.default_rng(0).standard_normal((8, 3))
+    np.testing.assert_array_equal(back.backend.to_numpy(back.predict(X)),
+                                  net.backend.to_numpy(net.predict(X)))
+
+
+def test_an_empty_training_state_is_still_saved(tmp_path):
+    """`if training:` would drop a training state that is an empty dict."""
     net, _ = _trained()
-    path = str(net.save(tmp_path / "m.npz"))
-    with np.load(path) as z:
-        header = json.loads(z["__header__"].tobytes())
-        params = z["params"]
-    header["format_version"] = 99
-    blob = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-    np.savez(path, __header__=blob, params=params)
-    with pytest.raises(CheckpointError, match="format version 99"):
-        nnx.NeuralNetwork.load(path)
+    header, _ = checkpoint.read(net.save(tmp_path / "m.npz", training={}))
+    assert header["training"] == {}
 
 
-def test_missing_and_foreign_files(tmp_path):
-    with pytest.raises(CheckpointError, match="does not exist"):
-        nnx.NeuralNetwork.load(tmp_path / "nope.npz")
-    foreign = tmp_path / "f.npz"
-    np.savez(foreign, a=np.zeros(3))
-    with pytest.raises(CheckpointError, match="no nnx header"):
-        nnx.NeuralNetwork.load(foreign)
+def test_fit_warns_before_redrawing_the_weights_of_a_loaded_network(tmp_path, recwarn):
+    """fit()'s default restart=True silently threw a loaded network's weights
+    away, so fine-tuning a loaded model started from scratch unnoticed."""
+    import warnings
+    net, X = _trained()
+    y = nnx.predict_classes(net, X)
+    path = net.save(tmp_path / "m.npz")
+    loaded = nnx.NeuralNetwork.load(path)
+    nnx.Trainer(loaded, nnx.SGD(1e-9)).fit(X, y, epochs=1, restart=False)
+    assert not recwarn.list  # going on from the loaded weights: nothing to say
+    np.testing.assert_allclose(loaded.predict(X), net.predict(X), rtol=1e-5, atol=1e-6)
+    with pytest.warns(UserWarning, match=r"m\.npz.*restart=False"):
+        nnx.Trainer(loaded, nnx.SGD(0.1)).fit(X, y, epochs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once redrawn, it is an ordinary network
+        nnx.Trainer(loaded, nnx.SGD(0.1)).fit(X, y, epochs=1)
+        nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, epochs=1)  # never loaded: no warning
 
 
+# ---------------------------------------------------------- what save refuses
+def test_unbuilt_network_cannot_be_saved(tmp_path):
+    net = nnx.NeuralNetwork([nnx.Dense(2)], nnx.MeanSquaredError())
+    with pytest.raises(RuntimeError, match="no parameters yet"):
+        net.save(tmp_path / "m.npz")
+
+
+def test_meta_must_be_a_dict(tmp_path):
+    net = _trained()[0]
+    with pytest.raises(TypeError, match="meta must be a dict"):
+        net.save(tmp_path / "m.npz", meta="digits")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_refuses_extra_names_that_would_replace_its_own(trained, tmp_path):
+    """save(extra={"params": ...}) silently replaced the saved weights;
+    "__header__" and a non-string name failed inside numpy.savez."""
+    net = trained[0]
+    for bad in ("params", "__header__"):
+        with pytest.raises(nnx.InputValueError, match=f"extra name {bad!r} is reserved"):
+            net.save(tmp_path / "m.npz", extra={bad: np.zeros(3)})
+    with pytest.raises(nnx.InputTypeError, match="extra names must be strings, got int 1"):
+        net.save(tmp_path / "m.npz", extra={1: np.zeros(3)})
+    assert not (tmp_path / "m.npz").exists()
+    path = net.save(tmp_path / "m.npz", extra={"note": np.arange(3)})
+    np.testing.assert_array_equal(NeuralNetwork.load(path).get_parameters(),
+                                  net.get_parameters())
+
+
+@pytest.mark.parametrize("call", ["save", "load", "resume"])
+def test_a_checkpoint_path_that_is_not_a_path_is_refused_by_name(trained, call):
+    """save(123), load(None) and fit(resume=123) raised os.fspath's bare TypeError."""
+    net, trainer, X, y = trained
+    with pytest.raises(nnx.InputTypeError, match="a checkpoint path must be a str, bytes or "
+                                                 "os.PathLike, got int 123"):
+        if call == "save":
+            net.save(123)
+        elif call == "load":
+            NeuralNetwork.load(123)
+        else:
+            trainer.fit(X, y, epochs=1, resume=123)
+
+
+class _L1(nnx.Loss):
+    """A loss of one's own, as the Loss docstring describes."""
+
+    def _compute(self):
+        xp, d = self.backend.xp, self.prediction - self.target
+        return xp.asarray(xp.sum(xp.abs(d)) / d.shape[0]), xp.sign(d) / d.shape[0]
+
+
+class _NamedL1(_L1):
+    name = "l1"
+
+
+class _DoubledCE(nnx.SoftmaxCrossEntropy):
+    """A subclass of a built-in loss: a loss of one's own too."""
+
+    def _compute(self):
+        value, grad = super()._compute()
+        return 2 * value, 2 * grad
+
+
+@pytest.mark.parametrize("loss", [_L1, _NamedL1, _DoubledCE])
+def test_a_custom_loss_trains_and_is_refused_by_checkpoints_up_front(loss, tmp_path):
+    """save() and fit(checkpoint=...) failed with AttributeError (no name), or
+    wrote a file that load() then called 'no valid network'."""
+    X, y = good_data()
+    if not loss().classification:  # a regression loss: real-valued targets
+        y = np.random.default_rng(1).normal(size=(N_ROWS, N_OUT))
+    net = NeuralNetwork([Dense(5, "tanh"), Dense(N_OUT, "linear")], loss(), seed=0)
+    Trainer(net, SGD(0.1)).fit(X, y, epochs=2)  # it trains
+    message = r"cannot describe _\w+: checkpoints hold the built-in losses only"
+    with pytest.raises(nnx.InputTypeError, match=message):
+        net.save(tmp_path / "m.npz")
+    with pytest.raises(nnx.InputTypeError, match="checkpoint=.*" + message):
+        Trainer(net, SGD(0.1)).fit(X, y, epochs=2, checkpoint=tmp_path / "run.npz")
+    assert not list(tmp_path.iterdir())
+
+
+# ------------- writing: atomic, durable, with the permissions of any new file
 def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     net, X = _trained()
     path = str(net.save(tmp_path / "m.npz"))
@@ -266,13 +305,6 @@ def test_bytes_paths_work_and_a_dangling_link_is_written_through(tmp_path):
     assert link.is_symlink() and (tmp_path / "target.npz").is_file()
 
 
-def test_meta_must_be_a_dict(tmp_path):
-    net = _trained()[0]
-    with pytest.raises(TypeError, match="meta must be a dict"):
-        net.save(tmp_path / "m.npz", meta="digits")
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_saving_through_a_symbolic_link_updates_its_target(tmp_path):
     """The rename replaced the link itself with a file."""
     net = _trained()[0]
@@ -284,6 +316,99 @@ def test_saving_through_a_symbolic_link_updates_its_target(tmp_path):
     assert link.is_symlink() and target.is_file()
     np.testing.assert_array_equal(nnx.NeuralNetwork.load(link).get_parameters(),
                                   net.get_parameters())
+
+
+# ----------------------------------------- damaged, foreign and missing files
+def test_truncated_file_is_named(tmp_path):
+    net, _ = _trained()
+    path = str(net.save(tmp_path / "m.npz"))
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"m\.npz.*truncated"):
+        nnx.NeuralNetwork.load(path)
+
+
+def test_altered_parameters_fail_the_checksum(tmp_path):
+    net, _ = _trained()
+    path = str(net.save(tmp_path / "m.npz"))
+
+    def flip(members):
+        b = bytearray(members["params.npy"])
+        b[-1] ^= 0x40
+        members["params.npy"] = bytes(b)
+    _rewrite(path, flip)
+    with pytest.raises(CheckpointError, match=r"m\.npz.*checksum"):
+        nnx.NeuralNetwork.load(path)
+
+
+@pytest.mark.parametrize("retype", ["dtype", "shape"])
+def test_the_same_bytes_under_another_dtype_or_shape_fail_the_checksum(tmp_path, retype):
+    """Each array's dtype and shape are part of the checksum: the parameter
+    bytes re-labelled as int32, or as a 2-D array, must not load."""
+    net, _ = _trained()
+    path = str(net.save(tmp_path / "m.npz"))
+
+    def relabel(members):
+        params = np.load(io.BytesIO(members["params.npy"]))
+        other = params.view(np.int32) if retype == "dtype" else params.reshape(1, -1)
+        buf = io.BytesIO()
+        np.save(buf, other)
+        members["params.npy"] = buf.getvalue()
+    _rewrite(path, relabel)
+    with pytest.raises(CheckpointError, match=r"m\.npz.*checksum"):
+        nnx.NeuralNetwork.load(path)
+
+
+def test_every_flipped_bit_loads_the_same_or_raises_checkpoint_error(tmp_path):
+    net = nnx.NeuralNetwork([nnx.Dense(2, "linear")], nnx.MeanSquaredError(), seed=0)
+    net.build(3)
+    path = str(net.save(tmp_path / "m.npz"))
+    header, arrays = checkpoint.read(path)
+    src = open(path, "rb").read()
+    damaged = str(tmp_path / "d.npz")
+    loaded = 0
+    # bit 0 and bit 5 of each byte: in the zip directory these mark a member as
+    # encrypted, or as compressed in a way zipfile cannot read
+    for mask in (0x01, 0x20):
+        for i in range(len(src)):
+            b = bytearray(src)
+            b[i] ^= mask
+            open(damaged, "wb").write(b)
+            try:
+                h, a = checkpoint.read(damaged)
+            except CheckpointError as exc:
+                assert "d.npz" in str(exc)
+                continue
+            assert h == header and a.keys() == arrays.keys(), f"byte {i} mask {mask:#x}"
+            assert all(np.array_equal(a[k], arrays[k]) for k in a), f"byte {i} mask {mask:#x}"
+            loaded += 1
+    assert loaded < len(src)  # most damage is caught
+
+
+def test_altered_header_fails_the_checksum(tmp_path):
+    net, X = _trained()
+    path = str(net.save(tmp_path / "m.npz"))
+    with np.load(path) as z:
+        arrays = dict(z)
+    header = json.loads(arrays["__header__"].tobytes())
+    header["network"]["layers"][1]["activation"] = "tanh"
+    arrays["__header__"] = np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8)
+    np.savez(path, **arrays)
+    with pytest.raises(CheckpointError, match=r"m\.npz.*checksum"):
+        nnx.NeuralNetwork.load(path)
+
+
+def test_wrong_format_version_is_named(tmp_path):
+    net, _ = _trained()
+    path = str(net.save(tmp_path / "m.npz"))
+    with np.load(path) as z:
+        header = json.loads(z["__header__"].tobytes())
+        params = z["params"]
+    header["format_version"] = 99
+    blob = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    np.savez(path, __header__=blob, params=params)
+    with pytest.raises(CheckpointError, match="format version 99"):
+        nnx.NeuralNetwork.load(path)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -306,60 +431,6 @@ def test_a_header_of_the_wrong_kind_is_refused(tmp_path, change, message):
         nnx.NeuralNetwork.load(path)
 
 
-def test_fit_warns_before_redrawing_the_weights_of_a_loaded_network(tmp_path, recwarn):
-    """fit()'s default restart=True silently threw a loaded network's weights
-    away, so fine-tuning a loaded model started from scratch unnoticed."""
-    import warnings
-    net, X = _trained()
-    y = nnx.predict_classes(net, X)
-    path = net.save(tmp_path / "m.npz")
-    loaded = nnx.NeuralNetwork.load(path)
-    nnx.Trainer(loaded, nnx.SGD(1e-9)).fit(X, y, epochs=1, restart=False)
-    assert not recwarn.list  # going on from the loaded weights: nothing to say
-    np.testing.assert_allclose(loaded.predict(X), net.predict(X), rtol=1e-5, atol=1e-6)
-    with pytest.warns(UserWarning, match=r"m\.npz.*restart=False"):
-        nnx.Trainer(loaded, nnx.SGD(0.1)).fit(X, y, epochs=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # once redrawn, it is an ordinary network
-        nnx.Trainer(loaded, nnx.SGD(0.1)).fit(X, y, epochs=1)
-        nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, epochs=1)  # never loaded: no warning
-
-
-# ---- gaps found by the third mutation audit
-def test_a_leaky_relu_with_alpha_zero_comes_back_with_alpha_zero(tmp_path):
-    """`if d.get("alpha")` would read alpha 0 as missing and load 0.01."""
-    net = nnx.NeuralNetwork([nnx.Dense(4, nnx.LeakyReLU(0.0)), nnx.Dense(2, "linear")],
-                            "softmax_cross_entropy", seed=1)
-    X = np.random.default_rng(0).standard_normal((8, 3))
-    net.build(3)
-    loaded = nnx.NeuralNetwork.load(net.save(tmp_path / "m.npz"))
-    assert loaded.layers[0].activation.alpha == 0.0
-    np.testing.assert_array_equal(loaded.predict(X), net.predict(X))
-
-
-@pytest.mark.parametrize("backend", ["cpu", "strict"])
-def test_gelu_silu_and_elu_settings_survive_a_round_trip(tmp_path, backend):
-    """GELU's approximate and ELU's alpha are saved by name and come back;
-    a GELU saved with the tanh form does not reload as the exact one."""
-    layers = [nnx.Dense(6, nnx.GELU("tanh")), nnx.Dense(5, nnx.ELU(0.25)), nnx.Dense(5, "silu"),
-              nnx.Dense(4, "gelu"), nnx.Dense(3, "elu")]
-    net = nnx.NeuralNetwork(layers, "softmax_cross_entropy", seed=2, backend=backend,
-                            dtype="float64")
-    net.build(3)
-    desc = net.describe()["layers"]
-    assert [d["activation"] for d in desc] == ["gelu", "elu", "silu", "gelu", "elu"]
-    assert desc[0]["approximate"] == "tanh" and desc[3]["approximate"] == "none"
-    assert desc[1]["alpha"] == 0.25 and desc[4]["alpha"] == 1.0
-    back = nnx.NeuralNetwork.load(net.save(tmp_path / "m.npz"), backend=backend)
-    assert back.describe() == net.describe()
-    acts = [layer.activation for layer in back.layers]
-    assert [type(a) for a in acts] == [nnx.GELU, nnx.ELU, nnx.SiLU, nnx.GELU, nnx.ELU]
-    assert acts[0].approximate == "tanh" and acts[1].alpha == 0.25
-    X = np.random.default_rng(0).standard_normal((8, 3))
-    np.testing.assert_array_equal(back.backend.to_numpy(back.predict(X)),
-                                  net.backend.to_numpy(net.predict(X)))
-
-
 @pytest.mark.parametrize("change, message", [
     (lambda d: d.update(approximate="erf"), "GELU approximate='erf'"),
     (lambda d: d.update(activation="elu", alpha=-1.0), "ELU alpha=-1.0"),
@@ -377,8 +448,150 @@ def test_a_bad_activation_setting_in_a_checkpoint_is_named(tmp_path, change, mes
         nnx.NeuralNetwork.load(path)
 
 
-def test_an_empty_training_state_is_still_saved(tmp_path):
-    """`if training:` would drop a training state that is an empty dict."""
-    net, _ = _trained()
-    header, _ = checkpoint.read(net.save(tmp_path / "m.npz", training={}))
-    assert header["training"] == {}
+def test_missing_and_foreign_files(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        nnx.NeuralNetwork.load(tmp_path / "nope.npz")
+    foreign = tmp_path / "f.npz"
+    np.savez(foreign, a=np.zeros(3))
+    with pytest.raises(CheckpointError, match="no nnx header"):
+        nnx.NeuralNetwork.load(foreign)
+
+
+_unpickled = []
+
+
+def _record_unpickle():
+    _unpickled.append(True)
+    return "executed"
+
+
+class _Payload:
+    def __reduce__(self):
+        return (_record_unpickle, ())
+
+
+@pytest.fixture
+def saved(trained, tmp_path):
+    net = trained[0]
+    return net.save(tmp_path / "model.npz")
+
+
+def test_load_missing_file(tmp_path):
+    """NeuralNetwork.load on a missing file, a truncated file, a foreign file."""
+    path = tmp_path / "nope.npz"
+    with pytest.raises(CheckpointError, match=re.escape(repr(str(path))) + " does not exist"):
+        NeuralNetwork.load(path)
+
+
+@pytest.mark.parametrize("keep", [0, 10, 0.5, -1], ids=["empty", "10-bytes", "half", "last-byte"])
+def test_load_truncated_file(saved, keep):
+    data = Path(saved).read_bytes()
+    n = int(len(data) * keep) if isinstance(keep, float) else (keep if keep >= 0 else len(data) - 1)
+    Path(saved).write_bytes(data[:n])
+    what = "not an nnx checkpoint: it is empty" if n == 0 else "truncated"
+    with pytest.raises(CheckpointError, match=re.escape(repr(str(saved))) + ".*" + what):
+        NeuralNetwork.load(saved)
+
+
+@pytest.mark.parametrize("content, what", [
+    (b"hello, this is not a checkpoint\n", "it is not a .npz archive"),
+    (b"\x80\x04\x95 pickled bytes", "it is not a .npz archive"),
+    (None, "it holds a single .npy array"),
+])
+def test_load_a_file_that_is_not_an_archive(tmp_path, content, what):
+    """A text file used to be reported with NumPy's advice to load it with
+    allow_pickle=True, which no checkpoint needs and nobody should follow."""
+    path = tmp_path / "notes.npz"
+    if content is None:
+        np.save(tmp_path / "w.npy", np.zeros(3))
+        content = (tmp_path / "w.npy").read_bytes()
+    path.write_bytes(content)
+    name = re.escape(repr(str(path)))
+    with pytest.raises(CheckpointError, match=name + " is not an nnx checkpoint: " + what) as info:
+        NeuralNetwork.load(path)
+    assert "pickle" not in str(info.value)
+
+
+def test_load_plain_npz_has_no_header(tmp_path):
+    path = tmp_path / "plain.npz"
+    np.savez(path, params=np.zeros(3))
+    with pytest.raises(CheckpointError, match=re.escape(repr(str(path))) + " has no nnx header"):
+        NeuralNetwork.load(path)
+
+
+def test_load_never_unpickles(tmp_path):
+    """An .npz with a pickled object array is refused without running its code."""
+    path = tmp_path / "evil.npz"
+    np.savez(path, params=np.array([_Payload()], dtype=object))
+    _unpickled.clear()
+    with pytest.raises(CheckpointError, match=re.escape(repr(str(path)))):
+        NeuralNetwork.load(path)
+    assert _unpickled == []
+
+
+def test_load_altered_array_fails_its_checksum(saved):
+    """A re-packed file whose parameters changed after writing: checksum error."""
+    with np.load(saved) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["params"] = arrays["params"] + 1
+    np.savez(saved, **arrays)
+    with pytest.raises(CheckpointError, match=re.escape(repr(str(saved))) + ".*checksum"):
+        NeuralNetwork.load(saved)
+
+
+@pytest.mark.parametrize("layers", [["x"], [{"type": "Dense"}], "abc", None, [{"type": "Conv"}]],
+                         ids=["str-entries", "missing-keys", "str", "none", "unknown-type"])
+def test_load_header_describing_no_valid_network(tmp_path, layers):
+    """A well-formed file whose header does not describe a network: CheckpointError."""
+    path = tmp_path / "odd.npz"
+    header = {"network": {"layers": layers, "loss": {"name": "mse"}, "dtype": "float32",
+                          "seed": 0, "n_in": N_IN}}
+    write_checkpoint(path, header, {"params": np.zeros(15, np.float32)})
+    with pytest.raises(CheckpointError, match=re.escape(repr(str(path))) + ".*no valid network"):
+        NeuralNetwork.load(path)
+
+
+def test_a_zip_whose_members_are_not_arrays_is_not_a_checkpoint(tmp_path):
+    """NumPy hands over a member that is not a .npy file as bytes, and loading
+    ended in AttributeError: 'bytes' object has no attribute 'tobytes'."""
+    import zipfile
+    path = tmp_path / "odd.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("__header__.npy", b"{}")
+        z.writestr("params.npy", b"not an array")
+    with pytest.raises(CheckpointError, match=r"its members \['__header__', 'params'\] are "
+                                               "not arrays"):
+        NeuralNetwork.load(path)
+
+
+def test_a_checkpoint_that_is_not_a_regular_file_is_named_so():
+    """/dev/null was reported as a checkpoint that does not exist."""
+    with pytest.raises(CheckpointError, match="'/dev/null' is not a regular file"):
+        NeuralNetwork.load("/dev/null")
+
+
+# ------------------------------------------------------- load's own arguments
+def test_load_blames_bad_arguments_not_the_file(tmp_path):
+    net = make_net()
+    net.build(N_IN)
+    path = net.save(tmp_path / "m.npz")
+    with pytest.raises(ValueError, match="backend='tpu' is not known") as err:
+        NeuralNetwork.load(path, backend="tpu")
+    assert not isinstance(err.value, CheckpointError)
+    with pytest.raises(ValueError, match="dtype='float16' is not supported") as err:
+        NeuralNetwork.load(path, dtype="float16")
+    assert not isinstance(err.value, CheckpointError)
+    assert NeuralNetwork.load(path, dtype=np.float64).backend.dtype_name == "float64"
+
+
+def test_load_gives_back_the_extra_arrays_by_name(tmp_path):
+    net = nnx.NeuralNetwork([nnx.Dense(7, "tanh"), nnx.Dense(3, "linear")],
+                            nnx.SoftmaxCrossEntropy(), seed=0)
+    net.build(5)
+    mean, std = np.arange(5.0), np.ones(5)
+    net.save(tmp_path / "m.npz", extra={"x_mean": mean, "x_std": std}, meta={"note": "hi"})
+    back = nnx.NeuralNetwork.load(tmp_path / "m.npz")
+    assert sorted(back.checkpoint_extra) == ["x_mean", "x_std"]  # not the parameters
+    np.testing.assert_array_equal(back.checkpoint_extra["x_mean"], mean)
+    assert back.checkpoint_meta == {"note": "hi"}
+

@@ -109,9 +109,10 @@ def test_a_copy_keeps_the_class_and_what_load_or_a_subclass_added(tmp_path):
     """A copy was always a plain NeuralNetwork: a loaded network lost
     checkpoint_meta/checkpoint_extra, and a subclass its type and attributes."""
     net = _trained("cpu")
-    path = net.save(tmp_path / "m.npz", meta={"dataset": "digits"})
+    path = net.save(tmp_path / "m.npz", meta={"dataset": "digits"},
+                    extra={"x_mean": np.zeros(4)})
     loaded = copy.deepcopy(nnx.NeuralNetwork.load(path))
-    assert loaded.checkpoint_meta == {"dataset": "digits"} and "params" in loaded.checkpoint_extra
+    assert loaded.checkpoint_meta == {"dataset": "digits"} and "x_mean" in loaded.checkpoint_extra
     twin = pickle.loads(pickle.dumps(Tagged("run-7")))
     assert type(twin) is Tagged and twin.tag == "run-7"
 

@@ -1,12 +1,14 @@
 """nnx.data: the real Fashion-MNIST files (from Debian's dataset-fashion-mnist
 package; skipped where it is absent), scikit-learn's digits, and small IDX
-files written here for the search order, the format checks and downloads.
+files written here for the search order, the format checks and downloads;
+the validation split, statistics and standardisation.
 No test touches the network: ``_fetch`` is replaced in every one."""
 
 import dataclasses
 import gzip
 import hashlib
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import INF, N_IN, NAN, X0, with_value
 
 from nnx import data
 from nnx.data import (
@@ -22,7 +25,6 @@ from nnx.data import (
     DatasetError,
     DatasetNotFound,
     PreparedData,
-    atomic_write,
     feature_stats,
     load_dataset,
     one_hot,
@@ -77,8 +79,7 @@ def fashion(tmp_path_factory):
         return load_dataset("fashion-mnist", download=False)
 
 
-# --- helpers for synthetic IDX files -------------------------------------------
-
+# -------------------------------------------- helpers for synthetic IDX files
 def idx_bytes(array):
     array = np.asarray(array, dtype=np.uint8)
     return (struct.pack(">I", 0x800 | array.ndim)
@@ -131,8 +132,7 @@ def upstream_archive(name):
             + name[:-3].encode() + b"\0" + blob[10:])
 
 
-# --- Fashion-MNIST, the real files -----------------------------------------------
-
+# ---------------------------------------------- Fashion-MNIST, the real files
 def test_fashion_shapes_dtypes_and_class_counts(fashion):
     assert fashion.name == "fashion-mnist" and fashion.n_classes == 10
     assert fashion.X_train.shape == (60000, 784) and fashion.X_test.shape == (10000, 784)
@@ -203,8 +203,7 @@ def test_altered_but_well_formed_file_fails_the_checksum(tmp_path):
     assert str(folder / name) in str(err.value) and "verify=False" in str(err.value)
 
 
-# --- the IDX format ------------------------------------------------------------
-
+# ------------------------------------------------------------- the IDX format
 def test_parse_idx_round_trip():
     array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
     assert np.array_equal(parse_idx(idx_bytes(array), magic=0x803), array)
@@ -235,6 +234,26 @@ def test_malformed_idx_raises(blob, message):
     with pytest.raises(DatasetError, match=message) as err:
         parse_idx(blob, "some/file.idx")
     assert "some/file.idx" in str(err.value)
+
+
+@pytest.mark.parametrize("blob, message", [
+    (b"\x00\x00\x08", "too short"),                          # 3 bytes: still no header
+    (b"\x00\x01\x08\x01" + struct.pack(">I", 0), "not an IDX magic number"),  # 2nd byte set
+    (b"\x00\x00\x08\x00", "not an IDX magic number"),        # no dimensions at all
+])
+def test_more_malformed_headers_raise(blob, message):
+    with pytest.raises(DatasetError, match=message):
+        parse_idx(blob, "some/file.idx")
+
+
+@pytest.mark.parametrize("code, dtype", [(0x09, np.int8), (0x0B, np.int16), (0x0C, np.int32),
+                                         (0x0D, np.float32), (0x0E, np.float64)])
+def test_every_idx_type_is_read_big_endian(code, dtype):
+    values = np.array([[1, -2, 100], [-40, 5, -6]], dtype=dtype)
+    blob = (struct.pack(">I", code << 8 | 2) + struct.pack(">2I", *values.shape)
+            + values.astype(np.dtype(dtype).newbyteorder(">")).tobytes())
+    out = parse_idx(blob, magic=code << 8 | 2)
+    np.testing.assert_array_equal(out, values)
 
 
 def test_image_and_label_counts_must_agree(tmp_path):
@@ -272,8 +291,31 @@ def test_own_files_need_verify_false(tmp_path):
     assert mark_of(ds) == 4 and ds.source == str(tmp_path)
 
 
-# --- where the files are looked for ---------------------------------------------
+# ---------------------------------- reading straight into the Dataset's dtype
+def test_read_idx_converts_straight_into_a_dtype(tmp_path):
+    write_synthetic(tmp_path, mark=5)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    raw = read_idx(path)
+    assert raw.dtype == np.uint8 and raw.shape == (4, 3, 3) and raw.flags.writeable
+    for dtype in (np.float32, np.float64):
+        out = read_idx(path, dtype=dtype)
+        assert out.dtype == dtype and out.flags.writeable
+        np.testing.assert_array_equal(out, raw.astype(dtype))
 
+
+def test_the_loaded_arrays_are_the_only_copy(tmp_path):
+    """Each array is converted from the file's bytes into its own buffer: no
+    view keeps the decompressed file alive, and nothing else holds the data."""
+    write_synthetic(tmp_path, mark=5)
+    ds = load_dataset("mnist", data_dir=tmp_path, download=False, verify=False)
+    for field in ("X_train", "y_train", "X_test", "y_test"):
+        a = getattr(ds, field)
+        assert a.base is None and a.flags.c_contiguous and a.flags.writeable, field
+    raw = read_idx(tmp_path / "train-images-idx3-ubyte.gz")
+    np.testing.assert_array_equal(ds.X_train, raw.reshape(4, 9).astype(np.float32))
+
+
+# --------------------------------------------- where the files are looked for
 def test_search_dirs_order(tmp_path, monkeypatch):
     monkeypatch.setenv("NNX_DATA", str(tmp_path / "env"))
     cache = tmp_path / "xdg-cache" / "nnx" / "fashion-mnist"
@@ -338,8 +380,7 @@ def test_missing_fashion_points_at_the_debian_package(no_system_dirs):
         load_dataset("fashion-mnist", download=False)
 
 
-# --- downloads (with a stand-in for the network) -----------------------------------
-
+# -------------------------------- downloads (with a stand-in for the network)
 def test_no_network_raises_not_found(monkeypatch, tmp_path):
     urls = []
 
@@ -420,6 +461,21 @@ def test_download_is_verified_and_written_to_the_cache(monkeypatch, tmp_path):
     assert mark_of(load_dataset("mnist")) == 7
 
 
+def test_a_download_that_gets_only_some_files_says_which_are_missing(monkeypatch, tmp_path):
+    src, specs = serve_synthetic(monkeypatch, tmp_path, 6, mirrors=("https://only.example/",))
+
+    def fetch(url):
+        name = url.rsplit("/", 1)[1]
+        if name == specs[-1].name:
+            raise urllib.error.HTTPError(url, 404, "not found", None, None)
+        return (src / name).read_bytes()
+
+    monkeypatch.setattr(data, "_fetch", fetch)
+    with pytest.raises(DatasetNotFound, match="404") as err:
+        load_dataset("mnist")
+    assert specs[-1].name in err.value.files
+
+
 @needs_fashion
 def test_download_of_real_fashion_files(monkeypatch, tmp_path, no_system_dirs):
     cache = tmp_path / "xdg-cache" / "nnx" / "fashion-mnist"
@@ -442,35 +498,7 @@ def test_download_of_real_fashion_files(monkeypatch, tmp_path, no_system_dirs):
     assert ds.source == str(cache) and ds.X_train.shape == (60000, 784)
 
 
-# --- atomic writes -----------------------------------------------------------------
-
-def test_atomic_write_replaces_the_file(tmp_path):
-    path = tmp_path / "f.bin"
-    path.write_bytes(b"old")
-    with atomic_write(path) as f:
-        f.write(b"new contents")
-    assert path.read_bytes() == b"new contents"
-    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
-
-
-@pytest.mark.parametrize("existing", [False, True])
-def test_atomic_write_leaves_no_partial_file(tmp_path, existing):
-    path = tmp_path / "f.bin"
-    if existing:
-        path.write_bytes(b"old")
-    with pytest.raises(RuntimeError, match="mid-way"):
-        with atomic_write(path) as f:
-            f.write(b"half of it")
-            raise RuntimeError("writer failed mid-way")
-    if existing:
-        assert path.read_bytes() == b"old"
-        assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
-    else:
-        assert list(tmp_path.iterdir()) == []
-
-
-# --- digits and the other sources ---------------------------------------------------
-
+# ----------------------------------------------- digits and the other sources
 def test_digits_split():
     ds = load_dataset("digits")
     assert ds.X_train.shape == (1347, 64) and ds.X_test.shape == (450, 64)
@@ -538,8 +566,7 @@ def test_dataset_checks_its_arrays():
     assert "train=(3, 2)" in repr(Dataset(X, y, X, y, name="x", n_classes=2))
 
 
-# --- preprocessing ------------------------------------------------------------------
-
+# --------------------------------------- standardisation and one-hot encoding
 def test_standardize_closed_form():
     X_train = np.array([[1, 5, 2], [3, 5, 4]], dtype=np.float32)
     X_test = np.array([[2, 7, 0]], dtype=np.float32)
@@ -579,78 +606,6 @@ def test_standardize_keeps_float64_precision_and_tiny_spreads():
     assert scale[1] == 1.0 and np.isfinite((X[:, 1] - mean[1]) / scale[1]).all()
 
 
-def test_standardize_rejects_bad_shapes():
-    with pytest.raises(ValueError, match="features"):
-        standardize(np.zeros((2, 3)), np.zeros((2, 4)))
-    with pytest.raises(ValueError, match="2-D"):
-        standardize(np.zeros(3), np.zeros((2, 3)))
-    with pytest.raises(ValueError, match=r"X_train is empty \(shape \(0, 3\)\)"):
-        standardize(np.zeros((0, 3)), np.zeros((2, 3)))
-
-
-def test_one_hot_closed_form():
-    out = one_hot(np.array([2, 0, 1, 2]), 3)
-    assert out.dtype == np.float32 and out.shape == (4, 3)
-    np.testing.assert_array_equal(out, [[0, 0, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
-    assert one_hot(np.array([], dtype=np.int64), 4).shape == (0, 4)
-
-
-@pytest.mark.parametrize("y, n, error", [
-    ([0, 3], 3, ValueError), ([-1], 3, ValueError), ([0.0, 1.0], 3, TypeError),
-    ([[0, 1]], 3, ValueError), ([0], 0, ValueError),
-])
-def test_one_hot_rejects_bad_input(y, n, error):
-    with pytest.raises(error):
-        one_hot(np.array(y), n)
-
-
-# --- found by mutation testing ---------------------------------------------------
-
-@pytest.mark.parametrize("blob, message", [
-    (b"\x00\x00\x08", "too short"),                          # 3 bytes: still no header
-    (b"\x00\x01\x08\x01" + struct.pack(">I", 0), "not an IDX magic number"),  # 2nd byte set
-    (b"\x00\x00\x08\x00", "not an IDX magic number"),        # no dimensions at all
-])
-def test_more_malformed_headers_raise(blob, message):
-    with pytest.raises(DatasetError, match=message):
-        parse_idx(blob, "some/file.idx")
-
-
-@pytest.mark.parametrize("code, dtype", [(0x09, np.int8), (0x0B, np.int16), (0x0C, np.int32),
-                                         (0x0D, np.float32), (0x0E, np.float64)])
-def test_every_idx_type_is_read_big_endian(code, dtype):
-    values = np.array([[1, -2, 100], [-40, 5, -6]], dtype=dtype)
-    blob = (struct.pack(">I", code << 8 | 2) + struct.pack(">2I", *values.shape)
-            + values.astype(np.dtype(dtype).newbyteorder(">")).tobytes())
-    out = parse_idx(blob, magic=code << 8 | 2)
-    np.testing.assert_array_equal(out, values)
-
-
-def test_atomic_write_leaves_a_readable_file(tmp_path):
-    old = os.umask(0o022)  # new files get the umask's permissions (nnx._files)
-    try:
-        with atomic_write(tmp_path / "f.bin") as f:
-            f.write(b"data")
-    finally:
-        os.umask(old)
-    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
-
-
-def test_a_download_that_gets_only_some_files_says_which_are_missing(monkeypatch, tmp_path):
-    src, specs = serve_synthetic(monkeypatch, tmp_path, 6, mirrors=("https://only.example/",))
-
-    def fetch(url):
-        name = url.rsplit("/", 1)[1]
-        if name == specs[-1].name:
-            raise urllib.error.HTTPError(url, 404, "not found", None, None)
-        return (src / name).read_bytes()
-
-    monkeypatch.setattr(data, "_fetch", fetch)
-    with pytest.raises(DatasetNotFound, match="404") as err:
-        load_dataset("mnist")
-    assert specs[-1].name in err.value.files
-
-
 def test_a_float64_constant_column_is_centred_not_blown_up():
     # 0.1 summed 1000 times is not 100 exactly: the computed std is ~1e-15, not 0
     X = np.full((1000, 2), 0.1)
@@ -684,33 +639,54 @@ def test_a_subnormal_float32_spread_gets_scale_one():
     assert scale[0] == 1.0 and np.isfinite(scale).all()
 
 
-# --- reading straight into the Dataset's dtype ----------------------------------------
-
-def test_read_idx_converts_straight_into_a_dtype(tmp_path):
-    write_synthetic(tmp_path, mark=5)
-    path = tmp_path / "train-images-idx3-ubyte.gz"
-    raw = read_idx(path)
-    assert raw.dtype == np.uint8 and raw.shape == (4, 3, 3) and raw.flags.writeable
-    for dtype in (np.float32, np.float64):
-        out = read_idx(path, dtype=dtype)
-        assert out.dtype == dtype and out.flags.writeable
-        np.testing.assert_array_equal(out, raw.astype(dtype))
+def test_standardize_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="features"):
+        standardize(np.zeros((2, 3)), np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="2-D"):
+        standardize(np.zeros(3), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"X_train is empty \(shape \(0, 3\)\)"):
+        standardize(np.zeros((0, 3)), np.zeros((2, 3)))
 
 
-def test_the_loaded_arrays_are_the_only_copy(tmp_path):
-    """Each array is converted from the file's bytes into its own buffer: no
-    view keeps the decompressed file alive, and nothing else holds the data."""
-    write_synthetic(tmp_path, mark=5)
-    ds = load_dataset("mnist", data_dir=tmp_path, download=False, verify=False)
-    for field in ("X_train", "y_train", "X_test", "y_test"):
-        a = getattr(ds, field)
-        assert a.base is None and a.flags.c_contiguous and a.flags.writeable, field
-    raw = read_idx(tmp_path / "train-images-idx3-ubyte.gz")
-    np.testing.assert_array_equal(ds.X_train, raw.reshape(4, 9).astype(np.float32))
+@pytest.mark.parametrize("X_train, X_test, error, message", [
+    (with_value(X0, (0, 0), NAN), X0, ValueError, "X_train contains 1 NaN"),
+    (X0, with_value(X0, (1, 1), INF), ValueError, "X_test contains 1 NaN or infinite"),
+    (X0.astype(complex), X0, TypeError, "X_train must hold real numbers"),
+    (X0.astype(str), X0, TypeError, "X_train must hold numbers"),
+    (X0 * 1e300, X0, ValueError, "X_train feature 0: its mean or std overflows"),
+    (X0, X0 * 1e40, ValueError, "X_test row 0 lies beyond the float32 range"),
+])
+def test_standardize_refuses_what_it_cannot_scale(X_train, X_test, error, message):
+    """standardize had no checks: NaN gave all-NaN output, complex lost its
+    imaginary part, a huge spread gave all zeros, values beyond float32 inf."""
+    from nnx.data import standardize
+    with pytest.raises(error, match=re.escape(message)):
+        standardize(X_train, X_test)
 
 
-# --- the validation split, statistics and standardisation -------------------------------
+def test_standardize_still_takes_an_empty_test_set():
+    from nnx.data import standardize
+    _, Z = standardize(X0, np.zeros((0, N_IN)))
+    assert Z.shape == (0, N_IN) and Z.dtype == np.float32
 
+
+def test_one_hot_closed_form():
+    out = one_hot(np.array([2, 0, 1, 2]), 3)
+    assert out.dtype == np.float32 and out.shape == (4, 3)
+    np.testing.assert_array_equal(out, [[0, 0, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    assert one_hot(np.array([], dtype=np.int64), 4).shape == (0, 4)
+
+
+@pytest.mark.parametrize("y, n, error", [
+    ([0, 3], 3, ValueError), ([-1], 3, ValueError), ([0.0, 1.0], 3, TypeError),
+    ([[0, 1]], 3, ValueError), ([0], 0, ValueError),
+])
+def test_one_hot_rejects_bad_input(y, n, error):
+    with pytest.raises(error):
+        one_hot(np.array(y), n)
+
+
+# ---- the validation split, statistics and standardisation of prepare_dataset
 def former_prepare(ds, seed, validation):
     """What nnx train did before the preparation moved into nnx.data, kept as
     an independent oracle: whole-array NumPy, float64 copies and all."""
@@ -883,8 +859,7 @@ def test_prepare_dataset_refuses_bad_arguments():
     assert "validation=(135, 64)" in repr(prepare_dataset(ds, seed=0))
 
 
-# --- memory -------------------------------------------------------------------------
-
+# --------------------------------------------------------------------- memory
 # The peak is read from VmHWM, which starts afresh with the new program;
 # ru_maxrss would not do: Linux carries it over from the parent across exec.
 MEASURE = """

@@ -129,27 +129,6 @@ def test_graph_off_and_cpu_never_capture(caplog):
     assert caplog.text == ""  # nothing to report where capture was never tried
 
 
-def test_fused_bias_activation_structure_matches_separate_ops():
-    """Dense's fused BiasActivation (used where the backend fuses) gives the
-    same outputs and gradients as BiasAdd + activation, for every activation."""
-    fused = NumpyBackend("float64")
-    fused.fuses_bias_activation = True
-    rng = np.random.default_rng(1)
-    X, y = rng.standard_normal((9, 5)), rng.integers(0, 3, 9)
-    for act in [*sorted(nnx.ops.ACTIVATIONS), nnx.LeakyReLU(0.2), nnx.GELU("tanh"),
-                nnx.ELU(0.5)]:
-        nets = [nnx.NeuralNetwork([nnx.Dense(7, act), nnx.Dense(3, "linear")],
-                                  nnx.SoftmaxCrossEntropy(), seed=2, backend=be,
-                                  dtype="float64")
-                for be in (fused, "cpu")]
-        losses = [float(net.train_batch(X, y)) for net in nets]
-        assert type(nets[0].layers[0].operations[1]).__name__ == "BiasActivation"
-        assert type(nets[1].layers[0].operations[1]).__name__ == "BiasAdd"
-        assert losses[0] == losses[1]
-        for g, h in zip(nets[0].param_grads(), nets[1].param_grads()):
-            np.testing.assert_allclose(g, h, rtol=1e-12, atol=1e-15)
-
-
 @pytest.mark.parametrize("exports", [True, False])
 def test_resumed_captured_run_matches_a_resumed_loop(tmp_path, exports):
     """After a resume, a backend that cannot restore its generator (like CuPy)
@@ -191,32 +170,3 @@ def test_a_generator_swapped_mid_run_is_recorded_again():
                                               batch_size=32, seed=4, patience=5,
                                               callback=swap))
     assert runs[0].records == runs[1].records
-
-
-def test_custom_activations_are_never_fused_and_not_saved(tmp_path):
-    """A user's activation (here a Tanh subclass with its own formula) runs as
-    written on a fusing backend, and a checkpoint refuses it clearly."""
-    class ScaledTanh(nnx.Tanh):
-        def _output(self, inference):
-            return 2.0 * self.backend.xp.tanh(self.input_)
-
-        def _input_grad(self, output_grad):
-            return output_grad * (2.0 - 0.5 * self.output * self.output)
-
-    fused = NumpyBackend("float64")
-    fused.fuses_bias_activation = True
-    X = np.random.default_rng(0).standard_normal((4, 3))
-    nets = [nnx.NeuralNetwork([nnx.Dense(5, ScaledTanh()), nnx.Dense(2, "linear")],
-                              "mse", seed=1, backend=be, dtype="float64") for be in (fused, "cpu")]
-    np.testing.assert_array_equal(nets[0].forward(X), nets[1].forward(X))
-    assert type(nets[0].layers[0].operations[1]).__name__ == "BiasAdd"
-    with pytest.raises(TypeError, match="cannot describe ScaledTanh"):
-        nets[1].save(tmp_path / "m.npz")
-
-
-def test_backward_before_forward_is_a_clear_error():
-    net = nnx.NeuralNetwork([nnx.Dense(3)], "mse")
-    with pytest.raises(RuntimeError, match="no parameters yet"):
-        net.backward(np.ones((2, 3)))
-    with pytest.raises(RuntimeError, match="before any forward"):
-        nnx.Dense(3).backward(np.ones((2, 3)))

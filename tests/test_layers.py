@@ -1,8 +1,10 @@
-"""Dense layers: finite-difference gradients, lazy setup and unshared activations (trap #4)."""
+"""Dense layers: finite-difference gradients, lazy set-up, unshared
+activations (trap #4), the fused bias and activation, and their arguments."""
 
 import numpy as np
 import pytest
 from gradcheck import assert_grad_close, numeric_grad
+from helpers import N_IN, X0
 
 import nnx
 from nnx import (
@@ -16,6 +18,8 @@ from nnx import (
     Tanh,
     WeightMultiply,
 )
+from nnx.backend.numpy_backend import NumpyBackend
+from nnx.ops import ACTIVATIONS
 
 
 def check_dense_grads(layer, x, rng):
@@ -36,7 +40,6 @@ def check_dense_grads(layer, x, rng):
 
 
 # --------------------------------------------------- finite-difference checks
-
 @pytest.mark.parametrize("activation", ["linear", "sigmoid", "tanh", "relu", "leaky_relu",
                                         "relu6", "gelu", "silu", "elu"])
 def test_dense_gradients_match_finite_differences(activation):
@@ -59,8 +62,7 @@ def test_dense_with_dropout_gradients_match_finite_differences_with_fixed_mask()
     check_dense_grads(layer, x, rng)
 
 
-# ------------------------------------------------------------- lazy set-up
-
+# ---------------------------------------------------------------- lazy set-up
 def test_standalone_dense_sets_itself_up_from_the_input():
     layer = Dense(3, "tanh")
     assert not layer.built and list(layer.params()) == []
@@ -102,7 +104,6 @@ def test_dense_operations_in_order(dropout, n_ops):
 
 
 # ----------------------------------------------- activations are never shared
-
 def test_same_activation_instance_is_not_shared_between_layers():
     """Trap #4: one activation object (with its stored arrays) used by two layers."""
     act = Tanh()
@@ -169,8 +170,50 @@ def test_network_with_shared_activation_matches_finite_differences():
         assert_grad_close(analytic, numeric_grad(f, param))
 
 
-# ------------------------------------------------------------ argument checks
+# ---------------- the fused bias and activation, where the backend fuses them
+def test_fused_bias_activation_structure_matches_separate_ops():
+    """Dense's fused BiasActivation (used where the backend fuses) gives the
+    same outputs and gradients as BiasAdd + activation, for every activation."""
+    fused = NumpyBackend("float64")
+    fused.fuses_bias_activation = True
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((9, 5)), rng.integers(0, 3, 9)
+    for act in [*sorted(nnx.ops.ACTIVATIONS), nnx.LeakyReLU(0.2), nnx.GELU("tanh"),
+                nnx.ELU(0.5)]:
+        nets = [nnx.NeuralNetwork([nnx.Dense(7, act), nnx.Dense(3, "linear")],
+                                  nnx.SoftmaxCrossEntropy(), seed=2, backend=be,
+                                  dtype="float64")
+                for be in (fused, "cpu")]
+        losses = [float(net.train_batch(X, y)) for net in nets]
+        assert type(nets[0].layers[0].operations[1]).__name__ == "BiasActivation"
+        assert type(nets[1].layers[0].operations[1]).__name__ == "BiasAdd"
+        assert losses[0] == losses[1]
+        for g, h in zip(nets[0].param_grads(), nets[1].param_grads()):
+            np.testing.assert_allclose(g, h, rtol=1e-12, atol=1e-15)
 
+
+def test_custom_activations_are_never_fused_and_not_saved(tmp_path):
+    """A user's activation (here a Tanh subclass with its own formula) runs as
+    written on a fusing backend, and a checkpoint refuses it clearly."""
+    class ScaledTanh(nnx.Tanh):
+        def _output(self, inference):
+            return 2.0 * self.backend.xp.tanh(self.input_)
+
+        def _input_grad(self, output_grad):
+            return output_grad * (2.0 - 0.5 * self.output * self.output)
+
+    fused = NumpyBackend("float64")
+    fused.fuses_bias_activation = True
+    X = np.random.default_rng(0).standard_normal((4, 3))
+    nets = [nnx.NeuralNetwork([nnx.Dense(5, ScaledTanh()), nnx.Dense(2, "linear")],
+                              "mse", seed=1, backend=be, dtype="float64") for be in (fused, "cpu")]
+    np.testing.assert_array_equal(nets[0].forward(X), nets[1].forward(X))
+    assert type(nets[0].layers[0].operations[1]).__name__ == "BiasAdd"
+    with pytest.raises(TypeError, match="cannot describe ScaledTanh"):
+        nets[1].save(tmp_path / "m.npz")
+
+
+# ------------------------------------------------------------ argument checks
 def test_unknown_activation_name_lists_the_valid_ones():
     with pytest.raises(ValueError, match="swish") as info:
         Dense(3, "swish")
@@ -182,6 +225,33 @@ def test_unknown_activation_name_lists_the_valid_ones():
 def test_activation_that_is_not_an_activation_is_rejected(activation):
     with pytest.raises(TypeError, match="activation"):
         Dense(3, activation)
+
+
+@pytest.mark.parametrize("activation, message", [
+    (Dropout(0.5), "activation cannot be Dropout"),
+    (Dropout, "activation cannot be Dropout"),
+    (ACTIVATIONS["tanh"].__mro__[1], "activation must be a name or an activation operation"),
+    (Dense, "activation must be a name or an activation operation"),
+])
+def test_operations_that_are_not_activations_are_refused(activation, message):
+    from nnx import BiasAdd, WeightMultiply
+    with pytest.raises(TypeError, match=message):
+        Dense(3, activation)
+    for cls in (WeightMultiply, BiasAdd):
+        with pytest.raises(TypeError, match="activation must be a name"):
+            Dense(3, cls)
+
+
+def test_an_activation_that_overrides_forward_is_still_accepted():
+    class Doubler(ACTIVATIONS["linear"].__mro__[1]):
+        def forward(self, input_, inference=False):
+            self.input_, self.output = input_, 2 * input_
+            return self.output
+
+    net = NeuralNetwork([Dense(3, Doubler())], "mse", seed=0)
+    net.build(N_IN)
+    W, B = list(net.params())
+    np.testing.assert_allclose(net.forward(X0), 2 * (X0 @ W + B), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("neurons", [0, -1, 2.5, True, "3"])

@@ -1,4 +1,5 @@
-"""Losses: finite-difference gradients, closed forms and the softmax overflow traps."""
+"""Losses: finite-difference gradients, closed forms, the softmax overflow
+traps, a loss used on its own, and the arguments they refuse."""
 
 import warnings
 
@@ -23,7 +24,6 @@ def ref_log_softmax(z):
 
 
 # --------------------------------------------------- finite-difference checks
-
 @pytest.mark.parametrize("n_rows, n_cols", [(4, 3), (7, 1)])
 def test_mse_gradient_matches_finite_differences(n_rows, n_cols):
     rng = np.random.default_rng(0)
@@ -51,8 +51,7 @@ def test_softmax_cross_entropy_gradient_matches_finite_differences():
     assert_grad_close(analytic, numeric)
 
 
-# -------------------------------------------------------------- closed forms
-
+# --------------------------------------------------------------- closed forms
 def test_mse_closed_form():
     rng = np.random.default_rng(2)
     pred, target = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
@@ -171,8 +170,7 @@ def test_loss_value_is_a_0d_array_on_the_device(backend_name, make_loss):
     assert str(value.dtype).endswith("float32")
 
 
-# ----------------------------------------------------------- argument checks
-
+# ------------------------------------------------------------ argument checks
 @pytest.mark.parametrize("make_loss", [MeanSquaredError, SoftmaxCrossEntropy],
                          ids=["mse", "softmax_cross_entropy"])
 def test_loss_rejects_target_of_another_shape(make_loss):
@@ -184,6 +182,13 @@ def test_loss_rejects_target_of_another_shape(make_loss):
 def test_softmax_cross_entropy_rejects_bad_eps(eps):
     with pytest.raises(ValueError, match="eps"):
         SoftmaxCrossEntropy(eps=eps)
+
+
+@pytest.mark.parametrize("eps", [None, "a", True, [1e-9]])
+def test_softmax_eps_must_be_a_number(eps):
+    from nnx import SoftmaxCrossEntropy
+    with pytest.raises(TypeError, match="SoftmaxCrossEntropy eps must be a number"):
+        SoftmaxCrossEntropy(eps)
 
 
 def test_an_eps_that_float32_cannot_hold_is_refused():
@@ -200,6 +205,7 @@ def test_an_eps_that_float32_cannot_hold_is_refused():
     assert np.isfinite(float(value)) and float(value) == pytest.approx(-np.log(1e-50))
 
 
+# ------------------------------ a loss used on its own: its backend and dtype
 def test_a_loss_used_on_its_own_computes_in_each_prediction_dtype():
     """A loss object first used on float32 kept the float32 backend, so a later
     float64 prediction came back as a float32 loss and gradient."""
@@ -214,6 +220,17 @@ def test_a_loss_used_on_its_own_computes_in_each_prediction_dtype():
     assert float(value) == expected
 
 
+def test_a_backend_set_by_hand_on_a_standalone_loss_is_kept():
+    """With the loss following each prediction's dtype, a backend assigned by
+    hand was silently replaced at the next forward."""
+    from nnx import SoftmaxCrossEntropy, get_backend
+    loss = SoftmaxCrossEntropy()
+    loss.backend = get_backend("cpu", "float64")
+    value = loss.forward(np.zeros((2, 3), np.float32), np.eye(3, dtype=np.float32)[:2])
+    assert value.dtype == np.float64
+
+
+# ------------------------------------ every backend's fused loss and gradient
 @pytest.mark.parametrize("name", ["mean_squared_error", "softmax_cross_entropy"])
 def test_every_backends_fused_loss_gradient_matches_finite_differences(backend_name, name):
     """Each backend computes loss and gradient together; the finite-difference

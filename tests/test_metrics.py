@@ -1,13 +1,73 @@
-"""nnx.metrics: the confusion matrix and its text form (accuracy and
-predict_classes are covered with the network in test_network and
-test_validation)."""
+"""nnx.metrics: predict_classes and accuracy (whose labels and features are
+checked as fit's are), the confusion matrix and its text form."""
 
 import numpy as np
 import pytest
+from helpers import N_ROWS, NAN, ONE_HOT, Y0, on_device1, with_value
 
+import nnx
+from nnx import accuracy
 from nnx.metrics import confusion_matrix, format_confusion_matrix
 
 
+# ----------------------------------------------- predict_classes and accuracy
+def _binary_net(backend="cpu"):
+    """A one-output sigmoid network with known weights: output = sigmoid(x0 - x1)."""
+    net = nnx.NeuralNetwork([nnx.Dense(1, "sigmoid")], "mse", seed=0, backend=backend)
+    net.build(2)
+    net.set_parameters([1.0, -1.0, 0.0])  # W = (1, -1), B = 0
+    return net
+
+
+@pytest.mark.parametrize("backend", ["cpu", "strict"])
+def test_a_one_output_network_predicts_class_one_above_one_half(backend):
+    """predict_classes took the argmax of a single column, so a one-output
+    network predicted class 0 for every row, and accuracy refused 0/1 labels."""
+    net = _binary_net(backend)
+    X = np.array([[2.0, 0.0], [0.0, 2.0], [0.5, 0.4], [0.4, 0.5], [0.3, 0.3]])
+    # outputs sigmoid(2), sigmoid(-2), sigmoid(0.1), sigmoid(-0.1), sigmoid(0) = 0.5
+    np.testing.assert_array_equal(nnx.predict_classes(net, X), [1, 0, 1, 0, 0])
+    assert nnx.accuracy(net, X, np.array([1, 0, 1, 1, 0])) == pytest.approx(0.8)
+    assert nnx.accuracy(net, X, np.array([[1], [0], [0], [0], [0]])) == pytest.approx(0.8)
+    with pytest.raises(nnx.InputValueError, match=r"y holds values from 0 to 2.*0/1 labels"):
+        nnx.accuracy(net, X, np.array([0, 1, 2, 0, 1]))
+
+
+@pytest.mark.parametrize("y, exc, pattern", [
+    (Y0[:5], ValueError, r"y has 5 rows but X has 12"),
+    (np.r_[Y0[:-1], 3], ValueError, r"class ids must be in \[0, 2\].*to 3"),
+    (np.r_[Y0[:-1], -1], ValueError, r"class ids must be in \[0, 2\].*-1"),
+    (with_value(Y0, 0, 0.5), ValueError, r"integer"),
+    (with_value(ONE_HOT, (0, 1), 1.0), ValueError, r"sum to one"),
+    (Y0.astype(str), TypeError, r"y must hold numbers"),
+    (np.array(1), (ValueError, TypeError), r"\by\b.*(scalar|shape|rows)"),
+], ids=["rows", "label-3", "label-negative", "non-integer", "one-hot", "strings", "scalar"])
+def test_accuracy_rejects_bad_labels(trained, y, exc, pattern):
+    """accuracy checks its labels like fit does."""
+    net, _, X, _ = trained
+    with pytest.raises(exc, match=pattern):
+        accuracy(net, X, y)
+    assert 0.0 <= accuracy(net, X, Y0) <= 1.0
+
+
+def test_accuracy_rejects_bad_features(trained):
+    net, _, X, y = trained
+    with pytest.raises(ValueError, match=r"X contains 1 NaN or infinite"):
+        accuracy(net, with_value(X, (0, 0), NAN), y)
+    with pytest.raises(ValueError, match=r"X has 5 features, but the network was built for 4"):
+        accuracy(net, np.ones((N_ROWS, 5)), y)
+
+
+def test_array_on_another_device_is_rejected_by_accuracy(trained):
+    """accuracy(net, X, y) with X or y on another device names the device."""
+    net, _, X, y = trained
+    with pytest.raises(ValueError, match=r"X is .*array_api_strict.* not on this network's device"):
+        accuracy(net, on_device1(X), y)
+    with pytest.raises(ValueError, match=r"y .*array_api_strict.*device"):
+        accuracy(net, X, on_device1(y))
+
+
+# ------------------------------------------------------- the confusion matrix
 def test_confusion_matrix_closed_form():
     cm = confusion_matrix(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 0, 2]), 3)
     assert cm.dtype == np.int64 and isinstance(cm, np.ndarray)

@@ -1,25 +1,57 @@
-"""NeuralNetwork passes, gradients and updates against the float64 reference in reference.py."""
+"""NeuralNetwork: passes, gradients and updates against the float64
+reference in reference.py; building, parameters and the constructor's
+arguments; and the data it takes or refuses at forward, predict, train_batch
+and fit (checked on the host by nnx.backend.host, on the device by the
+network)."""
+
+import math
+import re
+import warnings
 
 import numpy as np
 import pytest
 from gradcheck import numeric_grad
+from helpers import (
+    BAD_DATA,
+    N_IN,
+    N_OUT,
+    N_ROWS,
+    NAN,
+    X0,
+    X_ONLY,
+    Y0,
+    assert_usable,
+    good_data,
+    make_net,
+    on_device1,
+    params,
+    strict_xp,
+    with_value,
+)
+from hypothesis import example, given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from reference import RefMLP, assert_rel_close, one_hot
+from reference import softmax as ref_softmax
+from strategies import SMALL, dims, features, finite, not_finite
 
 import nnx
+from nnx import SGD, Dense, NeuralNetwork, Trainer
 
-N_IN, N_CLASSES, N_ROWS = 12, 3, 16
+# ---- against the float64 reference: a 12-7-5-3 network (make_mlp) and RefMLP
+MLP_IN, N_CLASSES, MLP_ROWS = 12, 3, 16
 ACTS = ["tanh", "sigmoid", "linear"]
 RTOL = 1e-10
 
 
-def make_data(seed=0, n=N_ROWS):
+def make_data(seed=0, n=MLP_ROWS):
     rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, N_IN))
+    X = rng.standard_normal((n, MLP_IN))
     ids = rng.integers(0, N_CLASSES, size=n)
     return X, ids
 
 
-def make_net(loss="ce", dtype="float64", seed=7, acts=ACTS, dropout=1.0):
+def make_mlp(loss="ce", dtype="float64", seed=7, acts=ACTS, dropout=1.0):
     layers = [nnx.Dense(7, acts[0], dropout=dropout), nnx.Dense(5, acts[1], dropout=dropout),
               nnx.Dense(N_CLASSES, acts[2])]
     loss_obj = nnx.SoftmaxCrossEntropy() if loss == "ce" else nnx.MeanSquaredError()
@@ -34,8 +66,8 @@ def reference_of(net, loss, acts=ACTS):
 @pytest.mark.parametrize("loss", ["ce", "mse"])
 def test_loss_output_and_gradients_match_reference(loss):
     X, ids = make_data()
-    net = make_net(loss)
-    net.build(N_IN)
+    net = make_mlp(loss)
+    net.build(MLP_IN)
     ref = reference_of(net, loss)
     y = one_hot(ids, N_CLASSES)  # MSE regresses onto one-hot rows
 
@@ -55,8 +87,8 @@ def test_loss_output_and_gradients_match_reference(loss):
                                   ["gelu", "silu", "elu"], ["elu", "gelu", "silu"]])
 def test_other_activations_match_reference(acts):
     X, ids = make_data(seed=3)
-    net = make_net("mse", acts=acts)
-    net.build(N_IN)
+    net = make_mlp("mse", acts=acts)
+    net.build(MLP_IN)
     ref = reference_of(net, "mse", acts)
     y = one_hot(ids, N_CLASSES)
     got = float(net.train_batch(X, y))
@@ -71,8 +103,8 @@ def test_other_activations_match_reference(acts):
 def test_twenty_optimizer_steps_match_reference(loss, momentum):
     X, ids = make_data(seed=1, n=24)
     y = one_hot(ids, N_CLASSES)
-    net = make_net(loss)
-    net.build(N_IN)
+    net = make_mlp(loss)
+    net.build(MLP_IN)
     ref = reference_of(net, loss)
     lr = 0.05
     optim = nnx.SGD(lr) if momentum == 0.0 else nnx.SGDMomentum(lr, momentum=momentum)
@@ -96,8 +128,8 @@ def test_twenty_optimizer_steps_match_reference(loss, momentum):
 def test_optim_attach_works_without_trainer():
     X, ids = make_data(seed=2)
     y = one_hot(ids, N_CLASSES)
-    net = make_net("ce")
-    net.build(N_IN)
+    net = make_mlp("ce")
+    net.build(MLP_IN)
     ref = reference_of(net, "ce")
     optim = nnx.SGD(0.1)
     optim.attach(net)
@@ -113,7 +145,7 @@ def test_optim_attach_works_without_trainer():
 def test_finite_difference_gradients_with_fixed_dropout_masks():
     X, ids = make_data(seed=5, n=10)
     y = one_hot(ids, N_CLASSES)
-    net = make_net("ce", dropout=0.8, seed=11)
+    net = make_mlp("ce", dropout=0.8, seed=11)
     net.train_batch(X, y)  # draws masks once
     dropouts = [op for layer in net.layers for op in layer.operations
                 if isinstance(op, nnx.Dropout)]
@@ -134,8 +166,8 @@ def test_finite_difference_gradients_with_fixed_dropout_masks():
 def test_dropout_gradients_match_reference_with_same_masks():
     X, ids = make_data(seed=6, n=10)
     y = one_hot(ids, N_CLASSES)
-    net = make_net("ce", dropout=0.8, seed=13)
-    net.build(N_IN)
+    net = make_mlp("ce", dropout=0.8, seed=13)
+    net.build(MLP_IN)
     ref = reference_of(net, "ce")
     got = float(net.train_batch(X, y))
     masks = [np.array(op.mask) for layer in net.layers for op in layer.operations
@@ -154,8 +186,8 @@ def test_dropout_gradients_match_reference_with_same_masks():
 
 def test_integer_labels_and_one_hot_rows_give_the_same_loss():
     X, ids = make_data(seed=4)
-    net = make_net("ce")
-    net.build(N_IN)
+    net = make_mlp("ce")
+    net.build(MLP_IN)
     loss_ids = float(net.train_batch(X, ids))
     g_ids = [np.array(g) for g in net.param_grads()]
     loss_hot = float(net.train_batch(X, one_hot(ids, N_CLASSES)))
@@ -164,70 +196,6 @@ def test_integer_labels_and_one_hot_rows_give_the_same_loss():
         np.testing.assert_array_equal(a, b)
     ref_loss, _, _ = reference_of(net, "ce").loss_and_grads(X, one_hot(ids, N_CLASSES))
     assert loss_ids == pytest.approx(ref_loss, rel=RTOL, abs=0)
-
-
-def test_params_order_and_shapes():
-    net = nnx.NeuralNetwork([nnx.Dense(7, "tanh"), nnx.Dense(5), nnx.Dense(3, "linear")],
-                            nnx.SoftmaxCrossEntropy(), seed=0)
-    net.build(N_IN)
-    shapes = [tuple(p.shape) for p in net.params()]
-    assert shapes == [(12, 7), (1, 7), (7, 5), (1, 5), (5, 3), (1, 3)]
-    # the i-th param is the one the layers' operations use, in order
-    ops = [op for layer in net.layers for op in layer.operations if hasattr(op, "param")]
-    assert [type(op).__name__ for op in ops] == ["WeightMultiply", "BiasAdd"] * 3
-    for p, op in zip(net.params(), ops, strict=True):
-        assert p is op.param
-    # W1 really multiplies the input: zero it and the first layer sees only B1
-    W1, B1 = list(net.params())[:2]
-    W1[...] = 0
-    X, _ = make_data()
-    net.forward(X)
-    np.testing.assert_allclose(net.layers[0].output, np.tanh(np.broadcast_to(B1, (N_ROWS, 7))),
-                               rtol=1e-6)
-    net.train_batch(X, np.zeros(N_ROWS, dtype=int))
-    assert [tuple(g.shape) for g in net.param_grads()] == shapes
-
-
-@pytest.mark.parametrize("dtype", [None, "float32", "float64"])
-def test_dtype_of_every_param_and_grad(dtype):
-    kwargs = {} if dtype is None else {"dtype": dtype}
-    want = np.float64 if dtype == "float64" else np.float32
-    net = nnx.NeuralNetwork([nnx.Dense(4, "tanh", dropout=0.5), nnx.Dense(3, "linear")],
-                            nnx.SoftmaxCrossEntropy(), seed=0, **kwargs)
-    X, ids = make_data()  # float64 host input
-    loss = net.train_batch(X, ids)
-    assert np.asarray(loss).dtype == want
-    assert net.forward(X).dtype == want
-    assert all(p.dtype == want for p in net.params())
-    assert all(g.dtype == want for g in net.param_grads())
-    optim = nnx.SGDMomentum(0.1, final_lr=0.01, decay_type="exponential")
-    nnx.Trainer(net, optim).fit(X, ids, X, ids, epochs=2, eval_every=1, batch_size=8)
-    assert all(p.dtype == want for p in net.params())
-    assert net.get_parameters().dtype == want
-
-
-def test_forward_with_wrong_feature_count_raises():
-    net = make_net("ce")
-    X, ids = make_data()
-    net.forward(X)
-    with pytest.raises(ValueError, match="features"):
-        net.forward(X[:, :-1])
-    with pytest.raises(ValueError):
-        net.train_batch(np.ones((4, N_IN + 1)), np.zeros(4, dtype=int))
-    built = make_net("ce")
-    built.build(N_IN)
-    with pytest.raises(ValueError):
-        built.forward(np.ones((3, 5)))
-
-
-def test_layers_of_equal_shape_start_different():
-    # trap 5: one generator per network, not a reseed per layer
-    net = nnx.NeuralNetwork([nnx.Dense(6, "tanh"), nnx.Dense(6, "tanh"), nnx.Dense(6, "tanh")],
-                            nnx.MeanSquaredError(), seed=3, dtype="float64")
-    net.build(6)
-    W = [np.array(p) for p in net.params()][0::2]
-    assert not np.array_equal(W[1], W[2])
-    assert not np.array_equal(W[0], W[1])
 
 
 def test_train_batch_skips_only_the_unused_input_gradient():
@@ -246,60 +214,6 @@ def test_train_batch_skips_only_the_unused_input_gradient():
     assert dx.shape == X.shape
     for a, b in zip(skipped, net.param_grads()):
         np.testing.assert_array_equal(a, b)
-
-
-def test_a_layer_belongs_to_one_network_at_a_time():
-    """A second network built from the first one's layers would point them at
-    its own parameters behind the first one's back: refused, naming the
-    layer. Once the first network is gone, its layers may be used again."""
-    import gc
-    layers = [nnx.Dense(7, "tanh"), nnx.Dense(N_CLASSES, "linear")]
-    first = nnx.NeuralNetwork(layers, "softmax_cross_entropy", seed=1)
-    first.build(N_IN)
-    with pytest.raises(ValueError, match=r"layers\[0\] \(Dense\(7, Tanh.*already belongs to "
-                                         "another NeuralNetwork"):
-        nnx.NeuralNetwork(layers, "softmax_cross_entropy", seed=2)
-    with pytest.raises(ValueError, match=r"layers\[1\]"):
-        nnx.NeuralNetwork([nnx.Dense(7, "tanh"), layers[1]], "softmax_cross_entropy")
-    X, _ = make_data()
-    before = first.forward(X)
-    assert np.array_equal(first.forward(X), before)  # the first network is untouched
-    del first
-    gc.collect()
-    second = nnx.NeuralNetwork(layers, "softmax_cross_entropy", seed=2)
-    assert second.forward(X).shape == (N_ROWS, N_CLASSES)
-
-
-def test_a_loss_object_given_to_two_networks_serves_each_on_its_own():
-    """Each network computes with its own copy of the loss: a float32 network
-    given the same loss object later does not turn the first one's loss to float32."""
-    X, ids = make_data()
-    loss = nnx.SoftmaxCrossEntropy()
-    layers64 = [nnx.Dense(7, "tanh"), nnx.Dense(N_CLASSES, "linear")]
-    net64 = nnx.NeuralNetwork(layers64, loss, seed=3, dtype="float64")
-    alone = nnx.NeuralNetwork([nnx.Dense(7, "tanh"), nnx.Dense(N_CLASSES, "linear")],
-                              nnx.SoftmaxCrossEntropy(), seed=3, dtype="float64")
-    nnx.NeuralNetwork([nnx.Dense(7, "tanh"), nnx.Dense(N_CLASSES, "linear")], loss, seed=4,
-                      dtype="float32")
-    got = net64.train_batch(X, ids)
-    assert got.dtype == np.float64
-    assert float(got) == float(alone.train_batch(X, ids))
-
-
-def test_backward_before_any_forward_is_a_clear_error():
-    net = make_net()
-    net.build(N_IN)
-    with pytest.raises(RuntimeError, match=r"backward\(\) was called before its forward\(\)"):
-        net.backward(np.zeros((4, N_CLASSES)))
-    with pytest.raises(RuntimeError, match=r"SoftmaxCrossEntropy.backward\(\) was called "
-                                           r"before its forward"):
-        nnx.SoftmaxCrossEntropy().backward()
-
-
-def test_loss_on_returns_a_0d_device_array():
-    X, ids = make_data()
-    loss = make_net().loss_on(X, ids, batch_size=5)
-    assert isinstance(loss, np.ndarray) and loss.shape == () and loss.dtype == np.float64
 
 
 def test_a_shallow_copy_of_a_layer_gets_its_own_activation():
@@ -321,14 +235,250 @@ def test_a_shallow_copy_of_a_layer_gets_its_own_activation():
     np.testing.assert_allclose(analytic, numeric_grad(loss, W), rtol=1e-6, atol=1e-9)
 
 
+# -------------------- building: parameters, their order, dtype and first draw
+def test_params_order_and_shapes():
+    net = nnx.NeuralNetwork([nnx.Dense(7, "tanh"), nnx.Dense(5), nnx.Dense(3, "linear")],
+                            nnx.SoftmaxCrossEntropy(), seed=0)
+    net.build(MLP_IN)
+    shapes = [tuple(p.shape) for p in net.params()]
+    assert shapes == [(12, 7), (1, 7), (7, 5), (1, 5), (5, 3), (1, 3)]
+    # the i-th param is the one the layers' operations use, in order
+    ops = [op for layer in net.layers for op in layer.operations if hasattr(op, "param")]
+    assert [type(op).__name__ for op in ops] == ["WeightMultiply", "BiasAdd"] * 3
+    for p, op in zip(net.params(), ops, strict=True):
+        assert p is op.param
+    # W1 really multiplies the input: zero it and the first layer sees only B1
+    W1, B1 = list(net.params())[:2]
+    W1[...] = 0
+    X, _ = make_data()
+    net.forward(X)
+    np.testing.assert_allclose(net.layers[0].output, np.tanh(np.broadcast_to(B1, (MLP_ROWS, 7))),
+                               rtol=1e-6)
+    net.train_batch(X, np.zeros(MLP_ROWS, dtype=int))
+    assert [tuple(g.shape) for g in net.param_grads()] == shapes
+
+
+@pytest.mark.parametrize("dtype", [None, "float32", "float64"])
+def test_dtype_of_every_param_and_grad(dtype):
+    kwargs = {} if dtype is None else {"dtype": dtype}
+    want = np.float64 if dtype == "float64" else np.float32
+    net = nnx.NeuralNetwork([nnx.Dense(4, "tanh", dropout=0.5), nnx.Dense(3, "linear")],
+                            nnx.SoftmaxCrossEntropy(), seed=0, **kwargs)
+    X, ids = make_data()  # float64 host input
+    loss = net.train_batch(X, ids)
+    assert np.asarray(loss).dtype == want
+    assert net.forward(X).dtype == want
+    assert all(p.dtype == want for p in net.params())
+    assert all(g.dtype == want for g in net.param_grads())
+    optim = nnx.SGDMomentum(0.1, final_lr=0.01, decay_type="exponential")
+    nnx.Trainer(net, optim).fit(X, ids, X, ids, epochs=2, eval_every=1, batch_size=8)
+    assert all(p.dtype == want for p in net.params())
+    assert net.get_parameters().dtype == want
+
+
+def test_layers_of_equal_shape_start_different():
+    # trap 5: one generator per network, not a reseed per layer
+    net = nnx.NeuralNetwork([nnx.Dense(6, "tanh"), nnx.Dense(6, "tanh"), nnx.Dense(6, "tanh")],
+                            nnx.MeanSquaredError(), seed=3, dtype="float64")
+    net.build(6)
+    W = [np.array(p) for p in net.params()][0::2]
+    assert not np.array_equal(W[1], W[2])
+    assert not np.array_equal(W[0], W[1])
+
+
+def test_a_generator_state_of_another_kind_reseeds_instead_of_failing():
+    """A state from another bit generator (MT19937) raised ValueError from
+    NumPy instead of falling back to a fresh reproducible stream."""
+    net = nnx.NeuralNetwork([nnx.Dense(3, "tanh", dropout=0.5), nnx.Dense(2, "linear")],
+                            "softmax_cross_entropy", seed=4)
+    net.build(2)
+    assert net.restore_generator(np.random.MT19937(0).state, 2) is False
+    again = nnx.NeuralNetwork([nnx.Dense(3, "tanh", dropout=0.5), nnx.Dense(2, "linear")],
+                              "softmax_cross_entropy", seed=4)
+    again.build(2)
+    again.restore_generator(None, 2)  # the same fresh stream as with no state at all
+    X = np.ones((6, 2))
+    np.testing.assert_array_equal(net.forward(X), again.forward(X))
+
+
+def test_set_parameters_takes_a_list_and_checks_its_length():
+    net = make_net()
+    net.build(N_IN)
+    n = params(net).size
+    net.set_parameters([0.5] * n)
+    assert (params(net) == 0.5).all()
+    with pytest.raises(ValueError, match=rf"parameters have shape \(2,\), expected \({n},\)"):
+        net.set_parameters([1.0, 2.0])
+
+
+def test_a_network_too_large_to_allocate_is_refused_and_left_as_it_was(monkeypatch):
+    """Dense(10**19) failed in NumPy with 'Maximum allowed dimension exceeded';
+    and a MemoryError part-way through a build (NumPy's calloc succeeds for
+    buffers that do not fit, the float64 weight draw then fails) left the
+    network half-built: 'built', but with no input width, saving a checkpoint
+    that would not load."""
+    net = make_net()
+    net.build(N_IN)
+    before, ops = net.get_parameters(), [list(la.operations) for la in net.layers]
+    with pytest.raises(nnx.InputValueError, match=r"widths \[4, 10000000000000000000, 3\] has "
+                                                  r".* parameters, more than any array"):
+        NeuralNetwork([Dense(10**19), Dense(N_OUT)], "mse").build(N_IN)
+    calls = []
+    real = net.backend.host_normal
+
+    def fails_on_the_second_layer(*args):
+        calls.append(args)
+        if len(calls) == 3:  # W1, B1, then W2
+            raise MemoryError("Unable to allocate 26.8 GiB")
+        return real(*args)
+
+    monkeypatch.setattr(net.backend, "host_normal", fails_on_the_second_layer)
+    with pytest.raises(nnx.InputValueError, match=r"widths \[6, 5, 3\] has 53 parameters: "
+                                                  r"too many to allocate in float32 \(MemoryError"):
+        net.build(N_IN + 2)
+    monkeypatch.undo()
+    # as it was: input width, parameters, operations, and the weight generator
+    assert net.n_in == N_IN
+    np.testing.assert_array_equal(net.get_parameters(), before)
+    assert [list(la.operations) for la in net.layers] == ops
+    Trainer(net, SGD(0.1)).fit(*good_data(), epochs=1, restart=False)
+    fresh = make_net()
+    fresh.build(N_IN)
+    net.build(N_IN + 2)
+    fresh.build(N_IN + 2)  # the same draws: the failed build consumed none of them
+    np.testing.assert_array_equal(net.get_parameters(), fresh.get_parameters())
+
+
+# --------------- the constructor's arguments: layers, loss, dtype and backend
+@pytest.mark.parametrize("layers", [Dense(3), None, "Dense"])
+def test_layers_that_are_not_a_list_are_named(layers):
+    with pytest.raises(TypeError, match="layers must be a list of Layer objects"):
+        NeuralNetwork(layers, "mse")
+
+
+def test_the_same_layer_twice_is_refused():
+    """One Dense object twice gave a buffer with slots for two layers and the
+    operations of one: silently wrong weights."""
+    d = Dense(3, "tanh")
+    with pytest.raises(nnx.InputValueError, match="the same Layer object appears twice"):
+        NeuralNetwork([d, d, Dense(2)], "mse")
+
+
+def test_a_layer_belongs_to_one_network_at_a_time():
+    """A second network built from the first one's layers would point them at
+    its own parameters behind the first one's back: refused, naming the
+    layer. Once the first network is gone, its layers may be used again."""
+    import gc
+    layers = [nnx.Dense(7, "tanh"), nnx.Dense(N_CLASSES, "linear")]
+    first = nnx.NeuralNetwork(layers, "softmax_cross_entropy", seed=1)
+    first.build(MLP_IN)
+    with pytest.raises(ValueError, match=r"layers\[0\] \(Dense\(7, Tanh.*already belongs to "
+                                         "another NeuralNetwork"):
+        nnx.NeuralNetwork(layers, "softmax_cross_entropy", seed=2)
+    with pytest.raises(ValueError, match=r"layers\[1\]"):
+        nnx.NeuralNetwork([nnx.Dense(7, "tanh"), layers[1]], "softmax_cross_entropy")
+    X, _ = make_data()
+    before = first.forward(X)
+    assert np.array_equal(first.forward(X), before)  # the first network is untouched
+    del first
+    gc.collect()
+    second = nnx.NeuralNetwork(layers, "softmax_cross_entropy", seed=2)
+    assert second.forward(X).shape == (MLP_ROWS, N_CLASSES)
+
+
+def test_a_loss_object_given_to_two_networks_serves_each_on_its_own():
+    """Each network computes with its own copy of the loss: a float32 network
+    given the same loss object later does not turn the first one's loss to float32."""
+    X, ids = make_data()
+    loss = nnx.SoftmaxCrossEntropy()
+    layers64 = [nnx.Dense(7, "tanh"), nnx.Dense(N_CLASSES, "linear")]
+    net64 = nnx.NeuralNetwork(layers64, loss, seed=3, dtype="float64")
+    alone = nnx.NeuralNetwork([nnx.Dense(7, "tanh"), nnx.Dense(N_CLASSES, "linear")],
+                              nnx.SoftmaxCrossEntropy(), seed=3, dtype="float64")
+    nnx.NeuralNetwork([nnx.Dense(7, "tanh"), nnx.Dense(N_CLASSES, "linear")], loss, seed=4,
+                      dtype="float32")
+    got = net64.train_batch(X, ids)
+    assert got.dtype == np.float64
+    assert float(got) == float(alone.train_batch(X, ids))
+
+
+def test_a_one_output_softmax_network_is_refused():
+    """Its loss is 0 with no gradient whatever the data: it 'trained' silently."""
+    with pytest.raises(ValueError, match="needs one output per class, but the last layer has 1"):
+        NeuralNetwork([Dense(1, "linear")], "softmax_cross_entropy")
+    NeuralNetwork([Dense(1, "linear")], "mse")  # one output is fine for regression
+
+
+def test_unknown_dtype_lists_the_supported_ones():
+    with pytest.raises(ValueError, match=r"dtype='int8' is not supported.*float32.*float64"):
+        NeuralNetwork([Dense(3)], "mse", dtype="int8")
+
+
+@pytest.mark.parametrize("dtype", ["foo", "float16", 3])
+def test_a_dtype_numpy_does_not_know_is_refused_by_name(dtype):
+    """NumPy's own 'data type not understood' TypeError could escape."""
+    with pytest.raises(nnx.InputValueError, match=re.escape(f"dtype={dtype!r} is not supported")):
+        NeuralNetwork([Dense(2)], "mse", dtype=dtype)
+
+
+def test_dtype_and_a_backend_object_must_agree():
+    """dtype was ignored without a word when backend was a Backend object."""
+    from nnx import get_backend
+    b64 = get_backend("cpu", "float64")
+    layers = lambda: [Dense(N_OUT, "linear")]  # noqa: E731
+    with pytest.raises(ValueError, match="dtype='float32' differs from the dtype of backend"):
+        NeuralNetwork(layers(), "mse", backend=b64, dtype="float32")
+    assert NeuralNetwork(layers(), "mse", backend=b64).backend is b64
+    assert NeuralNetwork(layers(), "mse", backend=b64, dtype=np.float64).backend is b64
+    assert NeuralNetwork(layers(), "mse", dtype=np.float64).backend is b64
+    assert NeuralNetwork(layers(), "mse").backend.dtype_name == "float32"
+    assert get_backend(b64) is b64  # no dtype given: the object as it is
+    from nnx.study import LADDER
+    assert LADDER[4].build(N_IN, N_OUT, backend=b64)[0].backend is b64
+
+
+# -------------------------------------------------- passes in the wrong order
+def test_backward_before_any_forward_is_a_clear_error():
+    net = make_mlp()
+    net.build(MLP_IN)
+    with pytest.raises(RuntimeError, match=r"backward\(\) was called before its forward\(\)"):
+        net.backward(np.zeros((4, N_CLASSES)))
+    with pytest.raises(RuntimeError, match=r"SoftmaxCrossEntropy.backward\(\) was called "
+                                           r"before its forward"):
+        nnx.SoftmaxCrossEntropy().backward()
+
+
+def test_backward_before_forward_is_a_clear_error():
+    net = nnx.NeuralNetwork([nnx.Dense(3)], "mse")
+    with pytest.raises(RuntimeError, match="no parameters yet"):
+        net.backward(np.ones((2, 3)))
+    with pytest.raises(RuntimeError, match="before any forward"):
+        nnx.Dense(3).backward(np.ones((2, 3)))
+
+
+def test_predict_on_an_unbuilt_network_is_refused():
+    """predict() built the network with random weights and answered from them."""
+    net = make_net()
+    with pytest.raises(RuntimeError, match="predict: the network has no parameters yet"):
+        net.predict(X0)
+    assert not net.built
+
+
+# -------------------------- predict and loss_on: in chunks of batch_size rows
+def test_loss_on_returns_a_0d_device_array():
+    X, ids = make_data()
+    loss = make_mlp().loss_on(X, ids, batch_size=5)
+    assert isinstance(loss, np.ndarray) and loss.shape == () and loss.dtype == np.float64
+
+
 @pytest.mark.parametrize("chunk", [1, 7, 16, 1000])
 def test_predictions_and_losses_in_chunks_equal_the_whole(chunk):
     """predict and loss_on work in chunks of batch_size rows: chunks put back
     in another order, or a mean of chunk losses not weighted by their sizes
     (7 does not divide 23), was not caught."""
-    net = make_net(dtype="float64")
+    net = make_mlp(dtype="float64")
     X, ids = make_data(n=23)
-    net.build(N_IN)
+    net.build(MLP_IN)
     whole = net.predict(X, batch_size=10_000)
     np.testing.assert_allclose(net.predict(X, batch_size=chunk), whole, rtol=1e-14)
     ref = RefMLP([np.array(p) for p in list(net.params())[0::2]],
@@ -337,23 +487,317 @@ def test_predictions_and_losses_in_chunks_equal_the_whole(chunk):
     assert float(net.loss_on(X, ids, batch_size=chunk)) == pytest.approx(expected, rel=1e-12)
 
 
-def _binary_net(backend="cpu"):
-    """A one-output sigmoid network with known weights: output = sigmoid(x0 - x1)."""
-    net = nnx.NeuralNetwork([nnx.Dense(1, "sigmoid")], "mse", seed=0, backend=backend)
-    net.build(2)
-    net.set_parameters([1.0, -1.0, 0.0])  # W = (1, -1), B = 0
+@pytest.mark.parametrize("method", ["predict", "loss_on"])
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "10"])
+def test_inference_batch_size_must_be_a_positive_integer(trained, method, bad):
+    """predict / loss_on chunk sizes are checked like fit's batch_size."""
+    net, _, X, y = trained
+    args = (X,) if method == "predict" else (X, y)
+    with pytest.raises((ValueError, TypeError),
+                       match=re.escape(f"batch_size={bad!r}") + ".*positive integer"):
+        getattr(net, method)(*args, batch_size=bad)
+
+
+# ----------------------------------- features and targets at the entry points
+def test_forward_with_wrong_feature_count_raises():
+    net = make_mlp("ce")
+    X, ids = make_data()
+    net.forward(X)
+    with pytest.raises(ValueError, match="features"):
+        net.forward(X[:, :-1])
+    with pytest.raises(ValueError):
+        net.train_batch(np.ones((4, MLP_IN + 1)), np.zeros(4, dtype=int))
+    built = make_mlp("ce")
+    built.build(MLP_IN)
+    with pytest.raises(ValueError):
+        built.forward(np.ones((3, 5)))
+
+
+@pytest.mark.parametrize("entry", ["fit", "train_batch"])
+@pytest.mark.parametrize("case", list(BAD_DATA))
+def test_bad_data_is_rejected_before_training(trained, case, entry):
+    """Bad X/y in fit and train_batch: a clear error, weights untouched."""
+    net, trainer, X, y = trained
+    bad_X, bad_y, exc, pattern = BAD_DATA[case]
+    bad_y = Y0[: len(bad_X)] if bad_y is None else bad_y
+    before = params(net)
+    with pytest.raises(exc, match=pattern) as info:
+        if entry == "fit":
+            trainer.fit(bad_X, bad_y, epochs=2, eval_every=1)
+        else:
+            net.train_batch(bad_X, bad_y)
+    assert isinstance(info.value, nnx.InputError)  # a refusal, not an accident
+    assert_usable(net, trainer, X, y, before)
+
+
+@pytest.mark.parametrize("case", X_ONLY)
+def test_bad_features_are_rejected_by_forward_and_predict(trained, case):
+    """forward/predict check X exactly like fit does."""
+    net, _, _, _ = trained
+    bad_X, _, exc, pattern = BAD_DATA[case]
+    with pytest.raises(exc, match=pattern):
+        net.forward(bad_X)
+    with pytest.raises(exc, match=pattern):
+        net.predict(bad_X)
+
+
+def test_huge_finite_data_whose_sum_overflows_is_accepted():
+    """The finite check sums the data first; a sum that overflows although
+    every value is finite must not be taken for an infinity."""
+    net = make_net()
+    X, y = good_data()
+    X = np.full_like(X, 3e38, dtype=np.float32)
+    X[::2] = -3e38
+    X[0, 0] = 3e38  # the columns no longer cancel: the float32 sum overflows
+    with np.errstate(all="ignore"):
+        assert not np.isfinite(X.sum())
+    with np.errstate(all="ignore"):  # the products overflow: the data is valid all the same
+        net.train_batch(X, y)
+
+
+def test_mse_targets_with_nan_or_float32_overflow_are_rejected():
+    """Regression targets (MSE): NaN rows and values beyond the compute dtype."""
+    net = make_net("mse")
+    X, _ = good_data()
+    with pytest.raises(ValueError, match=r"y contains NaN or infinite"):
+        net.train_batch(X, with_value(np.full((N_ROWS, N_OUT), 0.5), (3, 1), NAN))
+    with pytest.raises(ValueError, match=r"y.*(float32|range|infinite)"):
+        net.train_batch(X, with_value(np.full((N_ROWS, N_OUT), 0.5), (3, 1), 1e39))
+
+
+def test_a_non_integer_class_id_is_shown_as_it_is():
+    """The message showed the first label rather than the offending one."""
+    X, _ = good_data(3)
+    with pytest.raises(nnx.InputValueError, match=r"got 1\.5 \(row 1; 1 non-integer"):
+        Trainer(make_net(), SGD(0.1)).fit(X, np.array([0.0, 1.5, 1.0]), epochs=1)
+
+
+def test_one_hot_rows_must_sum_to_one_within_a_millionth():
+    X, _ = good_data(2)
+    near = np.array([[0.5, 0.5000004, 0.0], [0.0, 1.0, 0.0]])  # within 1e-6: taken
+    Trainer(make_net(), SGD(0.1)).fit(X, near, epochs=1)
+    off = np.array([[0.5, 0.500002, 0.0], [0.0, 1.0, 0.0]])
+    with pytest.raises(nnx.InputValueError, match="row 0 sums to 1"):
+        Trainer(make_net(), SGD(0.1)).fit(X, off, epochs=1)
+
+
+def test_python_lists_are_host_data_not_a_foreign_device(trained):
+    """Nested lists are host data: accepted or rejected as data, never 'not on this device'."""
+    net, _, X, y = trained
+    out = net.forward(X.tolist())
+    assert out.shape == (N_ROWS, N_OUT)
+    loss = net.train_batch(X.tolist(), y.tolist())
+    assert math.isfinite(float(loss))
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix itself
+def test_matrix_input_is_element_wise_and_masked_input_refused():
+    """np.matrix passed through: dropout's ``input_ * mask`` became a matrix
+    product, and a later evaluation failed deep inside NumPy. A masked array's
+    mask was dropped, so a NaN under it reached training."""
+    X, y = good_data()
+    nets = [NeuralNetwork([Dense(5, "tanh", dropout=0.5), Dense(N_OUT, "linear")],
+                          "softmax_cross_entropy", seed=3) for _ in range(2)]
+    a, b = nets[0].forward(np.asmatrix(X), inference=False), nets[1].forward(X, inference=False)
+    assert type(a) is np.ndarray
+    np.testing.assert_array_equal(a, b)
+    history = Trainer(nets[0], SGD(0.1)).fit(np.asmatrix(X), y, np.asmatrix(X), y, epochs=2,
+                                             eval_every=1)
+    assert history.records[-1]["loss"] is not None
+    masked = np.ma.masked_array(np.where(X > 1.5, np.nan, X), mask=X > 1.5)
+    with pytest.raises(TypeError, match="X_train is a masked array"):
+        Trainer(make_net(), SGD(0.1)).fit(masked, y, epochs=1)
+
+
+def test_a_numpy_scalar_is_refused_as_not_2d():
+    """A NumPy scalar was reported as an array of another device."""
+    with pytest.raises(ValueError, match=r"X must be 2-D \(rows, features\), got shape \(\)"):
+        make_net().forward(np.float64(1.0))
+
+
+# ------------------------------------- as_input and as_target, property-based
+def _prop_net():
+    net = make_net()
+    net.build(N_IN)
     return net
 
 
-@pytest.mark.parametrize("backend", ["cpu", "strict"])
-def test_a_one_output_network_predicts_class_one_above_one_half(backend):
-    """predict_classes took the argmax of a single column, so a one-output
-    network predicted class 0 for every row, and accuracy refused 0/1 labels."""
-    net = _binary_net(backend)
-    X = np.array([[2.0, 0.0], [0.0, 2.0], [0.5, 0.4], [0.4, 0.5], [0.3, 0.3]])
-    # outputs sigmoid(2), sigmoid(-2), sigmoid(0.1), sigmoid(-0.1), sigmoid(0) = 0.5
-    np.testing.assert_array_equal(nnx.predict_classes(net, X), [1, 0, 1, 0, 0])
-    assert nnx.accuracy(net, X, np.array([1, 0, 1, 1, 0])) == pytest.approx(0.8)
-    assert nnx.accuracy(net, X, np.array([[1], [0], [0], [0], [0]])) == pytest.approx(0.8)
-    with pytest.raises(nnx.InputValueError, match=r"y holds values from 0 to 2.*0/1 labels"):
-        nnx.accuracy(net, X, np.array([0, 1, 2, 0, 1]))
+@SMALL
+@given(rows=dims, data=st.data())
+def test_as_input_uploads_valid_features_in_the_network_dtype(rows, data):
+    net = _prop_net()
+    X = data.draw(hnp.arrays(np.float64, (rows, N_IN), elements=finite))
+    out = net.as_input(X)
+    assert net.backend.owns(out) and out.shape == (rows, N_IN) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, X.astype(np.float32))
+
+
+@SMALL
+@given(X=hnp.arrays(np.float64, st.tuples(dims, st.just(N_IN)),
+                    elements=st.floats(allow_nan=False, allow_infinity=False)))
+@example(X=np.full((1, N_IN), 1e39))
+def test_as_input_never_returns_non_finite_values(X):
+    """Finite float64 input either fits the network's float32 or is rejected."""
+    net = _prop_net()
+    try:
+        out = net.as_input(X)
+    except ValueError:
+        return
+    assert np.isfinite(out).all(), f"as_input turned finite {X} into {out}"
+
+
+@SMALL
+@given(X=features(), data=st.data())
+def test_as_input_rejects_nan_inf_and_other_widths(X, data):
+    net = _prop_net()
+    if X.shape[1] != N_IN:
+        with pytest.raises(ValueError, match=rf"X has {X.shape[1]} features"):
+            net.as_input(X)
+        return
+    X[data.draw(st.integers(0, X.shape[0] - 1)), data.draw(st.integers(0, N_IN - 1))] = \
+        data.draw(not_finite)
+    with pytest.raises(ValueError, match=r"NaN or infinite"):
+        net.as_input(X)
+
+
+@SMALL
+@given(ids=hnp.arrays(np.int64, st.integers(1, 8), elements=st.integers(0, N_OUT - 1)),
+       data=st.data())
+def test_as_target_valid_ids_and_rejections(ids, data):
+    net = _prop_net()
+    n = len(ids)
+    out = net.as_target(ids, n)
+    assert net.backend.owns(out) and out.shape == (n, N_OUT) and out.dtype == np.float32
+    np.testing.assert_array_equal(out.argmax(axis=1), ids)
+    with pytest.raises(ValueError, match=rf"y has {n} rows but X has {n + 1}"):
+        net.as_target(ids, n + 1)
+    bad = ids.copy()
+    bad[data.draw(st.integers(0, n - 1))] = data.draw(
+        st.one_of(st.integers(-50, -1), st.integers(N_OUT, 50)))
+    with pytest.raises(ValueError, match=r"class ids must be in \[0, 2\]"):
+        net.as_target(bad, n)
+    floats = ids.astype(float)
+    floats[data.draw(st.integers(0, n - 1))] = data.draw(not_finite)
+    with pytest.raises(ValueError, match=r"y"):
+        net.as_target(floats, n)
+
+
+# --------------------------------------------------- arrays on another device
+def test_array_on_another_device_is_rejected_by_forward_train_batch_fit(trained):
+    """An array-api-strict array on device1 given to a CPU network, at every entry point."""
+    net, trainer, X, y = trained
+    before = params(net)
+    Xd, yd = on_device1(X), on_device1(y)
+    device = r"not on this network's device \(cpu\)"
+    with pytest.raises(ValueError, match=r"X is .*array_api_strict.* " + device):
+        net.forward(Xd)
+    with pytest.raises(ValueError, match=r"X is .*array_api_strict.* " + device):
+        net.predict(Xd)
+    with pytest.raises(ValueError, match=r"X is .*array_api_strict.* " + device):
+        net.train_batch(Xd, y)
+    with pytest.raises(ValueError, match=r"y is .*array_api_strict.* " + device):
+        net.train_batch(X, yd)
+    with pytest.raises(ValueError, match=r"X_train is .*array_api_strict.* " + device):
+        trainer.fit(Xd, y, epochs=2, eval_every=1)
+    with pytest.raises(ValueError, match=r"y_train is .*array_api_strict.* " + device):
+        trainer.fit(X, yd, epochs=2, eval_every=1)
+    with pytest.raises(ValueError, match=r"X_val is .*array_api_strict.* " + device):
+        trainer.fit(X, y, epochs=2, eval_every=1, validation=(Xd, y))
+    assert_usable(net, trainer, X, y, before)
+
+
+def test_simulated_device_network_rejects_an_array_on_the_host_device():
+    """On the simulated device, an array-api-strict array on CPU_DEVICE is foreign too."""
+    xp_strict = strict_xp()
+    net = make_net(backend="strict")
+    host_side = xp_strict.asarray(np.ones((3, N_IN)), device=xp_strict.Device("CPU_DEVICE"))
+    with pytest.raises(ValueError, match=r"not on this network's device \(strict\)"):
+        net.forward(host_side)
+    assert net.forward(np.ones((3, N_IN))).shape == (3, N_OUT)  # host NumPy is uploaded
+
+
+def test_empty_device_arrays_are_refused_before_training():
+    """Arrays already on the device skipped the empty check: a 0-row set
+    trained a whole epoch of nothing and failed with ZeroDivisionError."""
+    strict_xp()
+    net = make_net(backend="strict")
+    b = net.backend
+    X, y = good_data()
+    Y = b.asarray(np.eye(N_OUT)[y])
+    for Xd, Yd in [(b.asarray(X[:0]), Y[:0, :]), (b.asarray(X[:, :0]), Y)]:
+        with pytest.raises(ValueError, match=r"X_train has shape .*neither of them 0"):
+            Trainer(net, SGD(0.1)).fit(Xd, Yd, epochs=2)
+
+
+def test_device_targets_of_the_wrong_shape_are_named():
+    """Without the check the loss failed later with 'target has shape ...'."""
+    pytest.importorskip("array_api_strict")
+    net = make_net(backend="strict")
+    X, _ = good_data(4)
+    Xd, yd = net.backend.asarray(X), net.backend.asarray(np.zeros((4, 2)))
+    with pytest.raises(nnx.InputValueError, match=r"y_train on the device must have shape "
+                                                  r"\(4, 3\), got \(4, 2\)"):
+        Trainer(net, SGD(0.1)).fit(Xd, yd, epochs=1)
+
+
+# ------------------------------------------------------ what a newcomer meets
+def _squash_net(output="linear"):
+    return nnx.NeuralNetwork([nnx.Dense(6, "tanh"), nnx.Dense(2, output)],
+                             nnx.SoftmaxCrossEntropy(), seed=0)
+
+
+def _summary_net(seed=0, **kw):
+    return nnx.NeuralNetwork([nnx.Dense(7, "tanh", dropout=0.8), nnx.Dense(3, "linear")],
+                             nnx.SoftmaxCrossEntropy(), seed=seed, **kw)
+
+
+@pytest.mark.parametrize("output", ["sigmoid", "tanh", "relu"])
+def test_a_squashing_output_before_softmax_cross_entropy_warns(output):
+    with pytest.warns(nnx.InputWarning, match="give the last layer a linear activation"):
+        _squash_net(output)
+
+
+def test_a_linear_output_or_a_sigmoid_with_mse_does_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _squash_net("linear")
+        nnx.NeuralNetwork([nnx.Dense(6, "tanh"), nnx.Dense(2, "sigmoid")], "mse", seed=0)
+
+
+
+def test_summary_lists_layers_shapes_and_parameter_counts():
+    net = _summary_net()
+    text = net.summary()
+    assert "not built yet" in text and "input: (rows, ?)" in text
+    net.build(5)
+    text = str(net)  # print(net) shows the summary
+    assert text == net.summary()
+    assert "input: (rows, 5)" in text
+    assert re.search(r"1 Dense\s+7\s+Tanh\s+keep 0.8\s+\(rows, 7\)\s+42\b", text)
+    assert re.search(r"2 Dense\s+3\s+Linear\s+-\s+\(rows, 3\)\s+24\b", text)
+    total = sum(int(np.prod(p.shape)) for p in net.params())
+    assert f"parameters: {total:,}" in text and total == 66
+    assert repr(net).startswith("NeuralNetwork([Dense(7")  # repr stays the constructor call
+
+
+def test_predict_proba_is_the_softmax_of_the_outputs():
+    net = _summary_net(dtype="float64")
+    X = np.random.default_rng(0).standard_normal((11, 5))
+    net.build(5)
+    proba = net.predict_proba(X)
+    np.testing.assert_allclose(proba, ref_softmax(net.predict(X)), rtol=1e-12)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
+    assert (proba.argmax(axis=1) == nnx.predict_classes(net, X)).all()
+
+
+def test_predict_proba_of_a_one_output_network_and_its_refusal():
+    one = nnx.NeuralNetwork([nnx.Dense(1, "sigmoid")], "mse", seed=0, dtype="float64")
+    X = np.random.default_rng(1).standard_normal((6, 4))
+    one.build(4)
+    p = one.predict(X)[:, 0]
+    np.testing.assert_allclose(one.predict_proba(X), np.stack([1 - p, p], axis=1), rtol=1e-12)
+    two = nnx.NeuralNetwork([nnx.Dense(2, "linear")], "mse", seed=0)
+    two.build(4)
+    with pytest.raises(ValueError, match="predict_proba needs a classification loss"):
+        two.predict_proba(X)
+

@@ -1,4 +1,5 @@
-"""Operations: finite-difference gradients, closed forms, shape checks and dropout."""
+"""Operations: finite-difference gradients, closed forms, shape checks,
+dropout, and operations used on their own or written by a user."""
 
 import math
 import re
@@ -7,16 +8,20 @@ import warnings
 import numpy as np
 import pytest
 from gradcheck import assert_grad_close, numeric_grad
+from helpers import INF, N_OUT, N_ROWS, NAN, X0, good_data
 
+import nnx
 from nnx import (
     ELU,
     GELU,
     BiasAdd,
+    Dense,
     Dropout,
     InputTypeError,
     InputValueError,
     LeakyReLU,
     Linear,
+    NeuralNetwork,
     ReLU,
     ReLU6,
     Sigmoid,
@@ -25,6 +30,7 @@ from nnx import (
     WeightMultiply,
     get_backend,
 )
+from nnx.ops import ACTIVATIONS
 
 
 def smooth_x(rng):
@@ -60,7 +66,6 @@ ACTIVATION_CASES = [
     ("elu", ELU, away_from_zero),
     ("elu_0.5", lambda: ELU(0.5), away_from_zero),
 ]
-
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 
@@ -93,8 +98,7 @@ def reference_activation(name, x):
     raise AssertionError(name)
 
 
-# ------------------------------------------------- finite-difference checks
-
+# --------------------------------------------------- finite-difference checks
 def check_input_grad(op, x, rng):
     out = op.forward(x)
     R = rng.standard_normal(out.shape)
@@ -155,8 +159,7 @@ def test_dropout_input_grad_matches_finite_differences_with_fixed_mask():
     check_input_grad(op, x, rng)
 
 
-# -------------------------------------------------------------- closed forms
-
+# --------------------------------------------------------------- closed forms
 def test_weight_multiply_formulas():
     rng = np.random.default_rng(6)
     W, x = rng.standard_normal((5, 3)), rng.standard_normal((4, 5))
@@ -273,8 +276,7 @@ def test_the_gradient_at_a_kink_is_zero(make_op, x, grad):
     np.testing.assert_array_equal(op.backward(np.ones((1, len(x)))), [grad])
 
 
-# ------------------------------------------------------- GELU, SiLU and ELU
-
+# --------------------------------------------------------- GELU, SiLU and ELU
 def _phi(x):
     return np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
 
@@ -401,8 +403,7 @@ def test_new_activations_are_registered_by_name():
         make_activation("swish")
 
 
-# -------------------------------------------------------------- shape checks
-
+# --------------------------------------------------------------- shape checks
 @pytest.mark.parametrize("make_op", [
     lambda: WeightMultiply(np.ones((5, 3))),
     lambda: BiasAdd(np.ones((1, 5))),
@@ -417,8 +418,25 @@ def test_backward_rejects_wrongly_shaped_output_grad(make_op):
         op.backward(np.ones(bad))
 
 
-# ------------------------------------------------------------------- dropout
+@pytest.mark.parametrize("op, x, expected", [
+    (lambda: WeightMultiply(np.ones((4, 3))), np.ones((2, 5)),
+     r"WeightMultiply: an input of shape \(2, 5\) does not fit W of shape \(4, 3\); "
+     r"expected \(rows, 4\)"),
+    (lambda: WeightMultiply(np.ones((4, 3))), np.ones(4),
+     r"WeightMultiply: an input of shape \(4,\)"),
+    (lambda: BiasAdd(np.ones((1, 3))), np.ones((2, 5)),
+     r"BiasAdd: an input of shape \(2, 5\) does not fit B of shape \(1, 3\); "
+     r"expected \(rows, 3\)"),
+])
+def test_an_operation_names_an_input_of_the_wrong_width(op, x, expected):
+    """A standalone WeightMultiply or BiasAdd passed NumPy's own matmul or
+    broadcasting error through (or, for a 1-D input, an answer of the wrong
+    shape)."""
+    with pytest.raises(InputValueError, match=expected):
+        op().forward(x)
 
+
+# -------------------------------------------------------------------- dropout
 def test_dropout_training_keeps_the_expected_fraction(backend_name):
     b = get_backend(backend_name, "float32")
     op = Dropout(0.8)
@@ -485,6 +503,40 @@ def test_dropout_rejects_non_numbers(keep_prob):
         Dropout(keep_prob)
 
 
+KEEP_BAD_VALUES = [0, 0.0, -0.1, 1.5, NAN, INF]
+KEEP_BAD_TYPES = ["0.5", None, [0.5], True]
+
+
+@pytest.mark.parametrize("keep", KEEP_BAD_VALUES, ids=repr)
+def test_dropout_keep_prob_outside_0_1_is_rejected(keep):
+    """Dropout(keep_prob) and Dense(dropout=) must lie in (0, 1]."""
+    with pytest.raises(ValueError, match=re.escape(f"keep_prob={keep!r}") + r".*\(0, 1\]"):
+        Dropout(keep)
+    with pytest.raises(ValueError, match=re.escape(f"dropout={keep!r}") + r".*\(0, 1\]"):
+        Dense(3, dropout=keep)
+
+
+@pytest.mark.parametrize("keep", KEEP_BAD_TYPES, ids=repr)
+def test_dropout_keep_prob_that_is_not_a_number_is_rejected(keep):
+    """Strings, None, lists and bools are not keep probabilities."""
+    got = re.escape(f"must be a number, got {keep!r}")
+    with pytest.raises(TypeError, match=r"keep_prob " + got):
+        Dropout(keep)
+    with pytest.raises(TypeError, match=r"dropout.*" + got):
+        Dense(3, dropout=keep)
+
+
+@pytest.mark.parametrize("rng", [0, __import__("random").Random(0), np.random.RandomState(0),
+                                 np.random])
+def test_dropout_refuses_an_rng_that_is_not_a_generator(rng):
+    """Dropout(0.5, rng=0) failed at the first forward with AttributeError,
+    and random.Random or a RandomState with a TypeError about keywords."""
+    with pytest.raises(nnx.InputTypeError, match="Dropout rng must be a NumPy or CuPy Generator"):
+        Dropout(0.5, rng=rng)
+    Dropout(0.5, rng=np.random.default_rng(0)).forward(np.ones((2, 2)))
+
+
+# ----------------------- an operation on its own, and a user's own operations
 def test_a_parameter_gradient_kept_from_one_pass_is_not_overwritten_by_the_next():
     """An operation used on its own wrote each backward's parameter gradient
     into the array of the previous one, so a list of gradients collected pass
@@ -531,19 +583,31 @@ def test_an_operation_whose_init_skips_the_base_init_still_runs():
     np.testing.assert_array_equal(op.backward(np.ones((2, 2))), np.full((2, 2), 6.0))
 
 
-@pytest.mark.parametrize("op, x, expected", [
-    (lambda: WeightMultiply(np.ones((4, 3))), np.ones((2, 5)),
-     r"WeightMultiply: an input of shape \(2, 5\) does not fit W of shape \(4, 3\); "
-     r"expected \(rows, 4\)"),
-    (lambda: WeightMultiply(np.ones((4, 3))), np.ones(4),
-     r"WeightMultiply: an input of shape \(4,\)"),
-    (lambda: BiasAdd(np.ones((1, 3))), np.ones((2, 5)),
-     r"BiasAdd: an input of shape \(2, 5\) does not fit B of shape \(1, 3\); "
-     r"expected \(rows, 3\)"),
-])
-def test_an_operation_names_an_input_of_the_wrong_width(op, x, expected):
-    """A standalone WeightMultiply or BiasAdd passed NumPy's own matmul or
-    broadcasting error through (or, for a 1-D input, an answer of the wrong
-    shape)."""
-    with pytest.raises(InputValueError, match=expected):
-        op().forward(x)
+def test_a_custom_activation_keeps_attributes_named_like_pass_state():
+    """Copies of an operation dropped every attribute called ``mask``, so a
+    user's activation that keeps a fixed mask lost it inside Dense."""
+    class Gate(ACTIVATIONS["linear"]):
+        def __init__(self, mask):
+            super().__init__()
+            self.mask = mask
+
+        def _output(self, inference):
+            return self.input_ * self.mask
+
+    net = NeuralNetwork([Dense(2, Gate(np.array([[1.0, 0.0]])))], "mse", seed=0)
+    out = net.forward(X0[:3, :2])
+    assert (out[:, 1] == 0).all()
+
+
+def test_training_through_a_forward_only_activation_says_what_is_missing():
+    """An activation with _output but no _input_grad is fine for inference;
+    training through it raised a bare NotImplementedError()."""
+    class Doubler(nnx.Operation):
+        def _output(self, inference):
+            return 2 * self.input_
+
+    net = NeuralNetwork([Dense(3, Doubler()), Dense(N_OUT, "linear")], "mse", seed=0)
+    X, _ = good_data()
+    net.forward(X)  # inference works
+    with pytest.raises(NotImplementedError, match="Doubler defines no _input_grad"):
+        net.train_batch(X, np.zeros((N_ROWS, N_OUT)))

@@ -1,12 +1,13 @@
-"""The optimiser family and the schedules against independent references:
-the float64 formulas of tests/reference.py (which import nothing from nnx),
-closed forms, and PyTorch's own optimisers and schedulers where installed."""
+"""The optimiser family (nnx.optim) against independent references: the
+float64 formulas of tests/reference.py (which import nothing from nnx), closed
+forms, and PyTorch's own optimisers where installed; attaching and stepping;
+and the settings they refuse."""
 
-import math
 import re
 
 import numpy as np
 import pytest
+from helpers import INF, NAN, batches, host_params, small_net, tiny_net, torch_or_skip
 from reference import (
     RefMLP,
     assert_rel_close,
@@ -14,14 +15,12 @@ from reference import (
     one_hot,
     ref_adagrad,
     ref_adam,
-    ref_cosine,
-    ref_onecycle,
     ref_rmsprop,
     ref_sgd,
-    ref_warmup_then,
 )
 
 import nnx
+from nnx import SGD, SGDMomentum
 from nnx.optim import OPTIMIZERS
 
 # (nnx optimiser, reference step, keyword arguments shared by both)
@@ -38,22 +37,6 @@ CASES = {
 }
 LR = {"sgd": 0.3, "momentum": 0.1, "nesterov": 0.1, "adam": 0.01, "adamw": 0.02,
       "rmsprop": 0.005, "rmsprop-centred-momentum": 0.002, "adagrad": 0.2}
-
-
-def small_net(backend="cpu", dtype="float64", seed=3):
-    net = nnx.NeuralNetwork([nnx.Dense(6, "tanh"), nnx.Dense(4, "linear")],
-                            nnx.SoftmaxCrossEntropy(), seed=seed, backend=backend, dtype=dtype)
-    net.build(5)
-    return net
-
-
-def batches(n_steps, rows=9, seed=0):
-    rng = np.random.default_rng(seed)
-    return [(rng.standard_normal((rows, 5)), rng.integers(0, 4, rows)) for _ in range(n_steps)]
-
-
-def host_params(net):
-    return [net.backend.to_numpy(p).astype(np.float64) for p in net.params()]
 
 
 def run_both(name, backend="cpu", dtype="float64", steps=6, weight_decay=0.0, clip_norm=None,
@@ -81,6 +64,7 @@ def run_both(name, backend="cpu", dtype="float64", steps=6, weight_decay=0.0, cl
         yield host_params(net), ref.params()
 
 
+# --------------------------------------------- against the reference formulas
 @pytest.mark.parametrize("clip_norm", [None, 0.05])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 @pytest.mark.parametrize("name", list(CASES))
@@ -108,13 +92,6 @@ def test_float32_stays_within_float32_rounding_of_the_reference(name):
             assert_rel_close(a, b, 2e-5, name)
 
 
-def test_clipping_leaves_a_small_gradient_alone_and_scales_a_large_one():
-    b = nnx.get_backend("cpu", "float64")
-    g = b.asarray(np.array([3.0, 4.0]))  # norm 5
-    assert float(b.clip_scale(g, 10.0)) == 1.0
-    assert float(b.clip_scale(g, 1.0)) == pytest.approx(1.0 / (5.0 + 1e-6), rel=1e-15)
-
-
 def test_adam_first_step_moves_every_parameter_by_about_lr():
     """Adam's bias correction makes the first step ``lr * g / (|g| + eps')``:
     about ``lr`` for every parameter whose gradient is not tiny."""
@@ -131,108 +108,152 @@ def test_adam_first_step_moves_every_parameter_by_about_lr():
     np.testing.assert_allclose(moved[big], 0.01 * np.sign(grad[big]), rtol=1e-4)
 
 
-# ------------------------------------------------------------- schedules
-def rates_of(schedule, total):
-    return [schedule.rate(t, total) for t in range(total)]
+# ----------------------------------- closed forms: SGD, momentum and clipping
+@pytest.mark.parametrize("momentum", [0.5, 0.9])
+def test_momentum_velocity_closed_form_with_constant_gradient(momentum):
+    net = tiny_net()
+    optim = nnx.SGDMomentum(lr=0.05, momentum=momentum)
+    optim.attach(net)
+    rng = np.random.default_rng(1)
+    g = [rng.standard_normal(p.shape) for p in net.params()]
+    for buf, value in zip(net.param_grads(), g, strict=True):
+        buf[...] = value  # the gradient stays constant: nothing recomputes it
+    p0 = [np.array(p) for p in net.params()]
+    lr, m = 0.05, momentum
+    prev = p0
+    for k in range(1, 16):
+        optim.step()
+        now = [np.array(p) for p in net.params()]
+        v_k = lr * (1 - m**k) / (1 - m)
+        total = lr / (1 - m) * (k - m * (1 - m**k) / (1 - m))  # sum of v_1..v_k
+        for i in range(len(g)):
+            assert_rel_close(prev[i] - now[i], v_k * g[i], 1e-12, f"velocity step {k}")
+            assert_rel_close(p0[i] - now[i], total * g[i], 1e-12, f"params step {k}")
+        prev = now
 
 
-def test_cosine_with_warm_up_is_the_closed_form():
-    s = nnx.Cosine(0.1, final_lr=0.001, warmup=3)
-    T = 20
-    want = [ref_warmup_then(0.1, 3, t, T, lambda u, n: ref_cosine(0.1, 0.001, u, n))
-            for t in range(T)]
-    assert rates_of(s, T) == pytest.approx(want, rel=1e-14)
-    assert s.rate(3, T) == 0.1 and s.rate(T - 1, T) == pytest.approx(0.001, rel=1e-15)
+def test_plain_sgd_step_is_lr_times_gradient():
+    net = tiny_net()
+    optim = nnx.SGD(0.3)
+    optim.attach(net)
+    p0 = [np.array(p) for p in net.params()]
+    for buf in net.param_grads():
+        buf[...] = 2.0
+    optim.step()
+    optim.step()
+    for a, b in zip(p0, net.params(), strict=True):
+        assert_rel_close(a - b, np.full(a.shape, 2 * 0.3 * 2.0), 1e-12, "sgd")
 
 
-def test_one_cycle_is_the_closed_form():
-    s = nnx.OneCycle(0.5, pct_start=0.25, div_factor=10, final_div_factor=100)
-    T = 37
-    want = [ref_onecycle(0.5, t, T, 0.25, 10, 100) for t in range(T)]
-    assert rates_of(s, T) == pytest.approx(want, rel=1e-13)
-    assert max(rates_of(s, T)) == pytest.approx(0.5, rel=2e-3)  # the peak falls between steps
+def test_plain_sgd_keeps_no_velocity():
+    net = nnx.NeuralNetwork([nnx.Dense(3, "linear")], "mse", seed=0)
+    opt = nnx.SGD(0.1)
+    opt.attach(net)
+    net.train_batch(np.ones((4, 2)), np.zeros((4, 3)))
+    opt.step()
+    assert opt.velocity is None
 
 
-def test_step_decay_and_constant():
-    s = nnx.StepDecay(1.0, step_size=3, gamma=0.5)
-    assert rates_of(s, 8) == [1, 1, 1, 0.5, 0.5, 0.5, 0.25, 0.25]
-    assert rates_of(nnx.Constant(0.3, warmup=2), 4) == pytest.approx([0.1, 0.2, 0.3, 0.3])
+def test_the_velocity_starts_afresh_when_the_network_is_rebuilt_wider():
+    """The optimiser stays attached while build() gives the network buffers of
+    another size: the old velocity must not be reused."""
+    net = nnx.NeuralNetwork([nnx.Dense(3, "linear")], "mse", seed=0)
+    opt = nnx.SGDMomentum(0.1)
+    opt.attach(net)
+    net.train_batch(np.ones((4, 2)), np.zeros((4, 3)))
+    opt.step()
+    net.build(5)
+    net.train_batch(np.ones((4, 5)), np.zeros((4, 3)))
+    before = net.get_parameters()
+    opt.step()  # a velocity of the old size would not even broadcast
+    assert opt.velocity.shape == before.shape
+    grads = np.concatenate([g.ravel() for g in net.param_grads()])
+    np.testing.assert_allclose(net.get_parameters(), before - 0.1 * grads, rtol=1e-6)
 
 
-def test_the_study_decays_as_schedule_objects_match_decay_type():
-    for cls, kind in ((nnx.LinearDecay, "linear"), (nnx.ExponentialDecay, "exponential")):
-        a = nnx.SGD(cls(0.2, 0.05))
-        b = nnx.SGD(0.2, final_lr=0.05, decay_type=kind)
-        a.start(9)
-        b.start(9)
-        assert [a.lr_at(t) for t in range(9)] == [b.lr_at(t) for t in range(9)]
-        assert a.decay_type == kind and a.final_lr == 0.05
+def test_clipping_leaves_a_small_gradient_alone_and_scales_a_large_one():
+    b = nnx.get_backend("cpu", "float64")
+    g = b.asarray(np.array([3.0, 4.0]))  # norm 5
+    assert float(b.clip_scale(g, 10.0)) == 1.0
+    assert float(b.clip_scale(g, 1.0)) == pytest.approx(1.0 / (5.0 + 1e-6), rel=1e-15)
 
 
-def plateau_run(schedule, losses):
-    out = []
-    for loss in losses:
-        schedule.evaluated(loss)
-        out.append(schedule.rate(0, 1))
-    return out
+# ----------------------------------------------------- attaching and stepping
+def test_step_without_network_raises():
+    with pytest.raises(RuntimeError):
+        nnx.SGD(0.1).step()
 
 
-def test_reduce_on_plateau_cuts_after_patience_bad_evaluations_then_cools_down():
-    s = nnx.ReduceOnPlateau(1.0, factor=0.5, patience=1, cooldown=1, min_lr=0.2)
-    losses = [1.0, 0.9, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95]
-    assert plateau_run(s, losses) == [1, 1, 1, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25]
+def test_step_names_the_network_it_updates_when_that_one_is_not_built():
+    """One optimiser given to two Trainers updates the second network; when
+    that one was not built, step() said only 'the network has no parameters'
+    while the user's own network plainly had them."""
+    mine = nnx.NeuralNetwork([nnx.Dense(3, "linear")], "mse", seed=0)
+    other = nnx.NeuralNetwork([nnx.Dense(3, "linear")], "mse", seed=0)
+    optim = nnx.SGD(0.1)
+    nnx.Trainer(mine, optim)
+    nnx.Trainer(other, optim)
+    mine.train_batch(np.ones((4, 2)), np.zeros((4, 3)))
+    with pytest.raises(RuntimeError, match=re.escape(
+            "the network this optimiser updates (the one last given to Trainer(net, optim) or "
+            "optim.attach(net)) has no parameters yet")):
+        optim.step()
 
 
-# ------------------------------------------------------- per-step rates in fit
-def test_a_per_step_schedule_moves_the_rate_every_step_of_fit():
-    """Plain SGD with a per-step cosine: the reference, stepping the same
-    batches with the closed-form rate of each step, gives the same weights."""
-    X, y = batches(1, rows=30)[0]
-    net = small_net(seed=5)
-    epochs, bs = 3, 8
-    steps = math.ceil(30 / bs)
-    s = nnx.Cosine(0.5, final_lr=0.01, warmup=2, per="step")
-    nnx.Trainer(net, nnx.SGD(s)).fit(X, y, epochs=epochs, batch_size=bs, seed=4,
-                                     restart=False, patience=None)
-    # the reference visits the batches in fit's order (checked by the trainer tests)
-    from nnx.backend import host
-    twin = small_net(seed=5)
-    ps = host_params(twin)
-    ref = RefMLP(ps[0::2], ps[1::2], ["tanh", "linear"])
-    T = epochs * steps
-    t = 0
-    for epoch in range(epochs):
-        order = np.asarray(twin.backend.epoch_order(host.derive_seed(4, 0, epoch), 30))
-        for start in range(0, 30, bs):
-            idx = order[start:start + bs]
-            _, _, grads = ref.loss_and_grads(X[idx], one_hot(y[idx], 4))
-            rate = ref_warmup_then(0.5, 2, t, T, lambda u, n: ref_cosine(0.5, 0.01, u, n))
-            ref_sgd(ref.params(), grads, {}, rate, t + 1)
-            t += 1
-    for a, b in zip(host_params(net), ref.params(), strict=True):
-        assert_rel_close(a, b, 1e-10, "per-step cosine")
+# --------------------------------------------------- the settings they refuse
+@pytest.mark.parametrize("cls", [nnx.SGD, nnx.SGDMomentum])
+@pytest.mark.parametrize("lr", [0, -0.1, 0.0])
+def test_non_positive_lr_raises_naming_it(cls, lr):
+    with pytest.raises(ValueError, match=re.escape(f"lr={lr!r}")):
+        cls(lr)
 
 
-def test_reduce_on_plateau_in_fit_lowers_the_rate_of_the_following_epochs():
-    X, y = batches(1, rows=40)[0]
-    net = small_net()
-    s = nnx.ReduceOnPlateau(0.5, factor=0.5, patience=0)
-    shown = []
-    history = nnx.Trainer(net, nnx.SGD(s)).fit(
-        X, y, X, y, epochs=8, eval_every=1, batch_size=40, patience=None,
-        callback=lambda e, r: shown.append(r["loss"]))
-    rates = [r["lr"] for r in history.records]
-    want, current, best = [], 0.5, math.inf
-    for loss in shown:  # the rule, from the losses fit saw
-        want.append(current)
-        if loss < best * (1 - 1e-4):
-            best = loss
-        else:
-            current *= 0.5
-    assert rates == want
+@pytest.mark.parametrize("lr", [0, 0.0, -0.1, NAN, INF, -INF, "0.1", None], ids=repr)
+def test_learning_rate_must_be_positive_and_finite(lr):
+    """lr (and final_lr) must be finite numbers > 0."""
+    pattern = re.escape(f"lr={lr!r}") + "|" + re.escape(f"lr must be a finite number, got {lr!r}")
+    for make in (lambda: SGD(lr), lambda: SGDMomentum(lr)):
+        with pytest.raises((ValueError, TypeError), match=pattern):
+            make()
+    if lr is not None:  # final_lr=None with a decay type is its own error (below)
+        final = "final_" + pattern.replace("|", "|final_")
+        with pytest.raises((ValueError, TypeError), match=final):
+            SGD(0.1, final_lr=lr, decay_type="exponential")
 
 
-# ------------------------------------------------------------ arguments
+@pytest.mark.parametrize("value", [NAN, -0.1, INF, "fast"])
+def test_the_learning_rate_setter_checks_its_value(value):
+    """optim.lr = nan was taken, and every later step wrote NaN parameters."""
+    optim = SGDMomentum(0.1)
+    with pytest.raises((ValueError, TypeError), match="lr"):
+        optim.lr = value
+    assert optim.lr == 0.1
+
+
+@pytest.mark.parametrize("momentum", [1.0, -0.1, 1.5])
+def test_momentum_outside_unit_interval_raises(momentum):
+    with pytest.raises(ValueError, match=re.escape(f"momentum={momentum!r}")):
+        nnx.SGDMomentum(0.1, momentum=momentum)
+
+
+@pytest.mark.parametrize("momentum", [-0.1, 1.0, 1, 1.5, NAN, INF], ids=repr)
+def test_momentum_outside_0_1_is_rejected(momentum):
+    """momentum must lie in [0, 1)."""
+    with pytest.raises(ValueError, match=re.escape(f"momentum={momentum!r}") + r".*\[0, 1\)"):
+        SGDMomentum(0.1, momentum=momentum)
+
+
+@pytest.mark.parametrize("momentum", ["0.9", None, True], ids=repr)
+def test_momentum_that_is_not_a_number_is_rejected(momentum):
+    got = re.escape(f"momentum must be a number, got {momentum!r}")
+    with pytest.raises(TypeError, match=got):
+        SGDMomentum(0.1, momentum=momentum)
+
+
+def test_momentum_zero_is_allowed_and_plain_sgd():
+    assert nnx.SGDMomentum(0.1, momentum=0.0).momentum == 0.0
+
+
 @pytest.mark.parametrize("make,message", [
     (lambda: nnx.Adam(0.01, betas=(1.0, 0.9)), "beta1=1.0"),
     (lambda: nnx.Adam(0.01, betas=0.9), "betas must be a pair"),
@@ -255,33 +276,11 @@ def test_bad_settings_are_refused_by_name(make, message):
         make()
 
 
-def test_a_warm_up_as_long_as_the_run_is_refused_before_training():
-    X, y = batches(1)[0]
-    with pytest.raises(ValueError, match="warmup=5 epochs is not shorter than the run"):
-        nnx.Trainer(small_net(), nnx.SGD(nnx.Cosine(0.1, warmup=5))).fit(X, y, epochs=5)
-
-
-def test_a_per_step_schedule_in_a_hand_written_loop_says_what_to_call():
-    net = small_net()
-    optim = nnx.SGD(nnx.OneCycle(0.1))
-    optim.attach(net)
-    X, y = batches(1)[0]
-    net.train_batch(X, y)
-    with pytest.raises(RuntimeError, match=re.escape("optim.start(epochs, steps_per_epoch)")):
-        optim.step()
-    optim.start(2, steps_per_epoch=5)
-    optim.step()  # now it knows the run
-
-
 def test_every_optimiser_has_a_name_for_the_command_line():
     assert set(OPTIMIZERS) == {"sgd", "momentum", "adam", "adamw", "rmsprop", "adagrad"}
 
 
-# ------------------------------------------------------- PyTorch, the peer
-def _torch():
-    return pytest.importorskip("torch", reason="PyTorch is not installed")
-
-
+# ---------------------------------------------------------- PyTorch, the peer
 TORCH = {
     "sgd": lambda t, ps, lr: t.optim.SGD(ps, lr=lr, weight_decay=0.1),
     "momentum": lambda t, ps, lr: t.optim.SGD(ps, lr=lr, momentum=0.9, weight_decay=0.1),
@@ -301,7 +300,7 @@ TORCH = {
 def test_every_optimiser_matches_torch_optim(name):
     """The same network, weights, batches, clipping and weight decay in
     PyTorch (float64): the parameters agree after each of 6 steps."""
-    t = _torch()
+    t = torch_or_skip()
     net = small_net()
     ws = host_params(net)
     tparams = [t.tensor(w, requires_grad=True) for w in ws]
@@ -324,43 +323,3 @@ def test_every_optimiser_matches_torch_optim(name):
         for i, (mine, theirs) in enumerate(zip(host_params(net), tparams, strict=True)):
             assert_rel_close(mine, theirs.detach().numpy(), 1e-10,
                              f"{name} step {step} param {i}")
-
-
-def test_schedules_match_torch_lr_schedulers():
-    t = _torch()
-    sched = t.optim.lr_scheduler
-
-    def torch_rates(make, T, lr):
-        opt = t.optim.SGD([t.zeros(1, requires_grad=True)], lr=lr)
-        s = make(opt)
-        out = []
-        for _ in range(T):
-            out.append(opt.param_groups[0]["lr"])
-            opt.step()
-            s.step()
-        return out
-
-    T = 23
-    assert rates_of(nnx.Cosine(0.3, final_lr=0.01), T) == pytest.approx(
-        torch_rates(lambda o: sched.CosineAnnealingLR(o, T_max=T - 1, eta_min=0.01), T, 0.3),
-        rel=1e-12)
-    assert rates_of(nnx.StepDecay(0.3, 4, 0.5), T) == pytest.approx(
-        torch_rates(lambda o: sched.StepLR(o, 4, 0.5), T, 0.3), rel=1e-12)
-    assert rates_of(nnx.OneCycle(0.3), T) == pytest.approx(
-        torch_rates(lambda o: sched.OneCycleLR(o, max_lr=0.3, total_steps=T,
-                                               cycle_momentum=False), T, 0.3), rel=1e-12)
-
-
-def test_reduce_on_plateau_matches_torch():
-    t = _torch()
-    opt = t.optim.SGD([t.zeros(1, requires_grad=True)], lr=1.0)
-    theirs = t.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2, cooldown=1,
-                                                    threshold=0.01, min_lr=0.05)
-    mine = nnx.ReduceOnPlateau(1.0, factor=0.5, patience=2, cooldown=1, threshold=0.01,
-                               min_lr=0.05)
-    rng = np.random.default_rng(0)
-    losses = list(np.cumsum(rng.standard_normal(60) * 0.1) + 5)
-    for loss in losses:
-        theirs.step(loss)
-        mine.evaluated(loss)
-        assert mine.rate(0, 1) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-12)

@@ -92,7 +92,7 @@ def test_device_overrides_match_the_reference(device, dtype):
     """Each fast path of a backend (the CPU's in-place versions, the GPU's
     fused kernels) computes what the reference method does. The simulated
     device has no fast path: there this compares the reference with itself,
-    and test_closed_forms.py checks the reference against closed forms."""
+    and test_backend.py checks the reference against closed forms."""
     b = get_backend(device, dtype)
     rng = np.random.default_rng(2)
     logits = b.asarray(rng.standard_normal((64, 10)) * 5)

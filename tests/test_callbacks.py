@@ -1,0 +1,227 @@
+"""The callbacks around Trainer.fit (nnx.train.callbacks): early stopping
+(patience, min_delta, the best evaluation restored), a callback= function
+that stops training, and the checkpoint= callback's checks before training."""
+
+import os
+
+import numpy as np
+import pytest
+from helpers import (
+    EPOCHS,
+    N_OUT,
+    assert_usable,
+    fit_with_snapshots,
+    good_data,
+    make_classifier,
+    make_data,
+    make_net,
+    make_run,
+    params,
+    ref_loss,
+    run_data,
+)
+
+import nnx
+from nnx import SGD, Dense, NeuralNetwork, Trainer
+from nnx.ops import ACTIVATIONS
+
+
+# ------------------------------------------------------------- early stopping
+# an lr that grows from 0.05 to 50 over the run: the evaluation loss falls, then blows up
+def growing_lr():
+    return nnx.SGD(0.05, final_lr=50.0, decay_type="exponential")
+
+
+@pytest.mark.parametrize("patience", [1, 3])
+def test_early_stopping_restores_best_evaluation(patience):
+    X, y, Xv, yv = make_data()
+    net = make_classifier()
+    hist, snaps = fit_with_snapshots(net, growing_lr(), X, y, Xv, yv, epochs=20, eval_every=2,
+                                     batch_size=20, patience=patience)
+    losses = hist.losses
+    best = int(np.argmin(losses))
+    assert 0 < best < len(losses) - 1, f"the scenario needs a best in the middle: {losses}"
+    assert hist.stopped_early
+    assert hist.best_epoch == hist.epochs[best]
+    assert hist.best_loss == losses[best]
+    # it stopped after `patience` evaluations without improvement
+    assert len(losses) == best + 1 + patience
+    assert all(v >= losses[best] for v in losses[best + 1:])
+    assert hist.epochs_run == hist.epochs[-1] < 20
+    final = params(net)
+    assert np.array_equal(final, snaps[hist.best_epoch])
+    assert not np.array_equal(final, snaps[hist.epochs[-1]])
+    # and the restored parameters really give the best loss (independent reference)
+    assert ref_loss(final, Xv, yv) == pytest.approx(losses[best], rel=1e-5)
+
+
+def test_best_parameters_restored_at_the_end_without_stopping():
+    X, y, Xv, yv = make_data()
+    net = make_classifier()
+    opt = nnx.SGD(0.05, final_lr=5.0, decay_type="exponential")
+    hist, snaps = fit_with_snapshots(net, opt, X, y, Xv, yv, epochs=20, eval_every=2,
+                                     batch_size=20, patience=10)
+    assert not hist.stopped_early and hist.epochs_run == 20
+    assert hist.best_epoch < 20 and hist.losses[-1] > hist.best_loss
+    assert np.array_equal(params(net), snaps[hist.best_epoch])
+
+
+def test_no_restore_when_last_evaluation_is_best():
+    X, y, Xv, yv = make_data()
+    net = make_classifier()
+    hist, snaps = fit_with_snapshots(net, nnx.SGD(0.05), X, y, Xv, yv, epochs=6, eval_every=2,
+                                     batch_size=20)
+    assert hist.losses == sorted(hist.losses, reverse=True)
+    assert hist.best_epoch == 6 and not hist.stopped_early
+    assert np.array_equal(params(net), snaps[6])
+
+
+def _early_stopping_run(losses, patience, min_delta):
+    """The epoch at which early stopping ends a run whose evaluations give ``losses``."""
+    from nnx.train import EarlyStopping, History
+
+    class Run:  # what the callback reads of a run
+        history, good_params, stop = History(), None, False
+
+        def request_stop(self):
+            self.stop = True
+
+    run, rule = Run(), EarlyStopping(patience, min_delta)
+    for epoch, loss in enumerate(losses, 1):
+        run.good_params = epoch
+        rule.on_evaluation(run, {"epoch": epoch, "loss": loss})
+        if run.stop:
+            return epoch, run.history.best_epoch
+    return None, run.history.best_epoch
+
+
+def test_an_improvement_resets_the_count_of_bad_evaluations():
+    # patience 2: one bad evaluation, an improvement, then two bad ones
+    assert _early_stopping_run([1.0, 1.1, 0.9, 1.0, 1.0, 0.5], 2, 0.0) == (5, 3)
+
+
+def test_min_delta_is_the_improvement_needed():
+    # 0.95 improves on 1.0 by less than min_delta=0.1: a bad evaluation
+    assert _early_stopping_run([1.0, 0.95, 0.97], 2, 0.1) == (3, 1)
+    assert _early_stopping_run([1.0, 0.95, 0.97], 2, 0.0) == (None, 2)
+
+
+def test_patience_running_out_at_the_last_evaluation_is_not_an_early_stop():
+    """stopped_early was True for a run that trained every epoch, when the
+    last evaluation used up the patience."""
+    X, y, Xv, yv = make_data()
+    # min_delta so large that only the first evaluation counts as an improvement
+    for epochs, stopped, run in ((2, False, 2), (3, True, 2)):
+        h = nnx.Trainer(make_classifier(), nnx.SGD(0.1)).fit(
+            X, y, Xv, yv, epochs=epochs, eval_every=1, patience=1, min_delta=1e9)
+        assert (h.stopped_early, h.epochs_run, h.best_epoch) == (stopped, run, 1)
+
+
+def test_patience_none_never_stops_early_but_restores_the_best_evaluation():
+    X, y, Xt, yt = make_data()
+    net = make_classifier()
+    hist = nnx.Trainer(net, nnx.SGDMomentum(0.5)).fit(X, y, Xt, yt, epochs=12, eval_every=1,
+                                                       batch_size=20, seed=3, patience=None)
+    assert hist.epochs_run == 12 and not hist.stopped_early
+    # some evaluation was no better than the one before: patience=1 would have stopped
+    assert any(b >= a for a, b in zip(hist.losses, hist.losses[1:]))
+    assert hist.best_loss == min(hist.losses)
+    assert float(net.loss_on(Xt, yt)) == pytest.approx(hist.best_loss, rel=1e-6)
+
+
+# ----------------------------- callback=: a function called after every epoch
+def test_a_callback_that_returns_true_stops_training_like_early_stopping():
+    """Raising was the only way out of fit, and it left the last epoch's
+    parameters and lost the History. The epoch it stops at is evaluated, as
+    any last epoch is (else a divergence since the last evaluation would pass
+    unseen)."""
+    X, y, Xv, yv = make_data()
+    seen = []
+
+    def stop_after_four(epoch, record):
+        seen.append(epoch)
+        return epoch == 4
+
+    net = make_classifier()
+    h = nnx.Trainer(net, nnx.SGD(0.5)).fit(X, y, Xv, yv, epochs=10, eval_every=3,
+                                         callback=stop_after_four)
+    assert seen == [1, 2, 3, 4] and h.stopped_early and h.epochs_run == 4
+    assert [r["epoch"] for r in h.records] == [3, 4] and h.best_epoch in (3, 4)
+    # the network holds the best evaluation's parameters
+    again = make_classifier()
+    nnx.Trainer(again, nnx.SGD(0.5)).fit(X, y, Xv, yv, epochs=10, eval_every=3,
+                                         callback=lambda e, r: e == h.best_epoch)
+    np.testing.assert_array_equal(net.get_parameters(), again.get_parameters())
+    # NumPy's True stops too; anything else (None, a record, 1) goes on
+    h = nnx.Trainer(make_classifier(), nnx.SGD(0.5)).fit(X, y, Xv, yv, epochs=5, eval_every=5,
+                                                  callback=lambda e, r: np.bool_(e == 2))
+    assert h.epochs_run == 2 and h.stopped_early
+    h = nnx.Trainer(make_classifier(), nnx.SGD(0.5)).fit(X, y, Xv, yv, epochs=3, eval_every=3,
+                                                  callback=lambda e, r: 1)
+    assert h.epochs_run == 3 and not h.stopped_early
+
+
+@pytest.mark.parametrize("with_validation", [True, False])
+def test_a_callback_stop_between_evaluations_still_catches_a_divergence(with_validation):
+    """Stopping between evaluations returned NaN parameters without a word."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((64, 4)), rng.standard_normal((64, 1)) * 1e3
+    net = nnx.NeuralNetwork([nnx.Dense(8, "linear"), nnx.Dense(1, "linear")], "mse", seed=0)
+    val = (X, y) if with_validation else None
+    with pytest.raises(nnx.TrainingDiverged):
+        nnx.Trainer(net, nnx.SGD(10.0)).fit(X, y, epochs=10, eval_every=5, validation=val,
+                                            callback=lambda e, r: e == 2)
+    assert np.isfinite(net.get_parameters()).all()
+
+
+def test_fit_rejects_a_non_callable_callback_before_training(trained):
+    """callback= is checked up front, not after the first epoch has changed the weights."""
+    net, trainer, X, y = trained
+    before = params(net)
+    with pytest.raises(TypeError, match=r"callback"):
+        trainer.fit(X, y, epochs=2, eval_every=1, callback=123)
+    assert_usable(net, trainer, X, y, before)
+
+
+# --------------------------------------- checkpoint=: the Checkpoint callback
+def test_a_bad_checkpoint_path_is_refused_before_training(tmp_path):
+    """checkpoint= was first used at the first save, after eval_every epochs
+    of training were already spent."""
+    (tmp_path / "afile").write_text("keep")
+    (tmp_path / "afolder").mkdir()
+    X, y = good_data()
+    for path, message in [(tmp_path / "afolder", "names a folder"),
+                          (123, "must be a file path"),
+                          (tmp_path / "afile" / "run.npz", "is not a folder"),
+                          (str(tmp_path / "new") + os.sep, "names a folder")]:
+        net = make_net()
+        with pytest.raises(ValueError) as err:
+            Trainer(net, SGD(0.1)).fit(X, y, epochs=4, eval_every=2, checkpoint=path)
+        shown = os.fspath(path) if isinstance(path, os.PathLike) else path
+        assert str(err.value).startswith(f"checkpoint={shown!r}: ") and message in str(err.value)
+        assert not net.built  # refused before the network was even built
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "afolder"]
+
+
+def test_a_network_that_cannot_be_checkpointed_is_refused_before_training(tmp_path):
+    class Swish(ACTIVATIONS["tanh"]):  # a user's activation: checkpoints cannot describe it
+        pass
+    net = NeuralNetwork([Dense(5, Swish()), Dense(N_OUT, "linear")], "softmax_cross_entropy")
+    X, y = good_data()
+    with pytest.raises(TypeError, match=r"checkpoint=.*cannot describe Swish"):
+        Trainer(net, SGD(0.1)).fit(X, y, epochs=2, checkpoint=tmp_path / "run.npz")
+    assert not net.built
+
+
+def test_the_final_checkpoint_holds_the_parameters_fit_returns(tmp_path):
+    """After early stopping restores the best evaluation, the last checkpoint
+    holds those parameters too, not the later, worse ones."""
+    path = tmp_path / "run.npz"
+    net, opt = make_run()
+    X, y = run_data()
+    hist = nnx.Trainer(net, opt).fit(X[:120], y[:120], X[120:], y[120:], epochs=EPOCHS,
+                                     eval_every=1, batch_size=16, seed=5, checkpoint=path)
+    assert hist.stopped_early and hist.records[-1]["epoch"] != hist.best_epoch
+    saved = nnx.NeuralNetwork.load(path)
+    np.testing.assert_array_equal(saved.get_parameters(), net.get_parameters())
+    assert float(saved.loss_on(X[120:], y[120:])) == pytest.approx(hist.best_loss)
