@@ -11,7 +11,7 @@ from .backend import host
 __all__ = ["predict_classes", "accuracy", "confusion_matrix", "format_confusion_matrix"]
 
 
-def predict_classes(net, X, batch_size=4096):
+def predict_classes(net, X, batch_size=1024):
     """Predicted class id of each row of ``X``, as a NumPy array on the host:
     the output with the largest value or, for a network with one output (a
     sigmoid trained on 0/1 targets, say), 1 where the output is above 0.5 and

@@ -378,7 +378,7 @@ class NeuralNetwork:
         return load_network(path, backend=backend, dtype=dtype, cls=cls)
 
     # ------------------------------------------------------------- inference
-    def predict(self, X, batch_size=4096):
+    def predict(self, X, batch_size=1024):
         """Network outputs for ``X`` in inference mode, on the device,
         computed in chunks of ``batch_size`` rows."""
         batch_size = _checks.integer("batch_size", batch_size)
@@ -390,7 +390,7 @@ class NeuralNetwork:
         parts = [self._infer(X[i:min(i + batch_size, n), :]) for i in range(0, n, batch_size)]
         return self.backend.concat_rows(parts)
 
-    def predict_proba(self, X, batch_size=4096):
+    def predict_proba(self, X, batch_size=1024):
         """Class probabilities for ``X``, one row per sample, on the device: the
         softmax of the outputs for a softmax cross-entropy network; for a
         network with one output (a sigmoid trained on 0/1 targets), the
@@ -412,7 +412,7 @@ class NeuralNetwork:
             X = layer.forward(X, inference)
         return X
 
-    def loss_on(self, X, y, batch_size=4096):
+    def loss_on(self, X, y, batch_size=1024):
         """Mean loss over ``(X, y)`` in inference mode, as a 0-d device array."""
         batch_size = _checks.integer("batch_size", batch_size)
         X = self.as_input(X)
@@ -420,7 +420,7 @@ class NeuralNetwork:
             self.build(int(X.shape[1]))
         return self.mean_loss(X, self.as_target(y, int(X.shape[0])), batch_size)
 
-    def mean_loss(self, X, y, batch_size=4096):
+    def mean_loss(self, X, y, batch_size=1024):
         """``loss_on`` for data already on the device, without checks (the
         trainer's evaluations)."""
         n = int(X.shape[0])

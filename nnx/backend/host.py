@@ -80,7 +80,7 @@ def check_features(X, name="X", n_features=None, dtype=None):
     return X
 
 
-def spread_problem(X, name, rows=4096, limit=10.0):
+def spread_problem(X, name, rows=1000, limit=10.0):
     """A warning's text when the columns of ``X`` (its first ``rows`` rows) are
     far from standardised (a mean or standard deviation beyond ``limit`` in
     size), else None. Raw pixels (0-255) train to near chance with rates chosen
