@@ -440,25 +440,8 @@ def _patience(text):
     return value
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="nnx", description="nnx: the study's neural networks on NumPy or CuPy")
-    parser.add_argument("--version", action="version", version=f"nnx {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("reproduce", help="run the study's 8-step ladder and tabulate it",
-                       formatter_class=_Help)
-    _common(p)
-    p.add_argument("--steps", default="1-8", help="which steps, e.g. 1-8 (default) or 5,7")
-    p.add_argument("--out", default="results", help="folder for results.json and results.png")
-    p.add_argument("--lr-scale", type=float, default=None,
-                   help="multiply every step's learning rates; default 1 (the study's "
-                        "rates, chosen for MNIST) except 0.1 on fashion-mnist, where the "
-                        "study's rates overshoot")
-    p.set_defaults(func=cmd_reproduce)
-
-    p = sub.add_parser("train", help="train one network and save a checkpoint",
-                       formatter_class=_Help)
+def _train_parser(p):
+    """The flags of ``nnx train``."""
     _common(p)
     p.add_argument("--hidden", default="89", help="hidden sizes, e.g. 89 or 178,46")
     p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh",
@@ -506,6 +489,27 @@ def build_parser():
     p.add_argument("--log", default=None, help="write one CSV row per evaluation to this file")
     p.add_argument("--out", default="model.npz", help="checkpoint path (default model.npz)")
     p.set_defaults(func=cmd_train)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="nnx", description="nnx: the study's neural networks on NumPy or CuPy")
+    parser.add_argument("--version", action="version", version=f"nnx {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("reproduce", help="run the study's 8-step ladder and tabulate it",
+                       formatter_class=_Help)
+    _common(p)
+    p.add_argument("--steps", default="1-8", help="which steps, e.g. 1-8 (default) or 5,7")
+    p.add_argument("--out", default="results", help="folder for results.json and results.png")
+    p.add_argument("--lr-scale", type=float, default=None,
+                   help="multiply every step's learning rates; default 1 (the study's "
+                        "rates, chosen for MNIST) except 0.1 on fashion-mnist, where the "
+                        "study's rates overshoot")
+    p.set_defaults(func=cmd_reproduce)
+
+    _train_parser(sub.add_parser("train", help="train one network and save a checkpoint",
+                                 formatter_class=_Help))
 
     p = sub.add_parser("evaluate", help="accuracy and confusion matrix of a checkpoint",
                        formatter_class=_Help)
