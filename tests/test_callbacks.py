@@ -225,3 +225,16 @@ def test_the_final_checkpoint_holds_the_parameters_fit_returns(tmp_path):
     saved = nnx.NeuralNetwork.load(path)
     np.testing.assert_array_equal(saved.get_parameters(), net.get_parameters())
     assert float(saved.loss_on(X[120:], y[120:])) == pytest.approx(hist.best_loss)
+
+
+def test_an_early_stopping_object_given_to_the_trainer_starts_afresh_every_fit():
+    """Its count of bad evaluations and its best parameters belong to one run:
+    carried into the next fit, they stopped it at once and restored the old
+    run's parameters."""
+    X, y, Xt, yt = make_data()
+    rule = nnx.EarlyStopping(patience=2)
+    trainer = nnx.Trainer(make_classifier(), nnx.SGDMomentum(0.5), callbacks=[rule])
+    first = trainer.fit(X, y, Xt, yt, epochs=30, eval_every=1, batch_size=20, seed=3)
+    assert first.stopped_early
+    second = trainer.fit(X, y, Xt, yt, epochs=30, eval_every=1, batch_size=20, seed=3)
+    assert second.records == first.records

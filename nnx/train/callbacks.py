@@ -81,6 +81,10 @@ class EarlyStopping(Callback):
         return (f"EarlyStopping(patience={self.patience}, min_delta={self.min_delta}, "
                 f"restore_best={self.restore_best})")
 
+    def on_fit_start(self, run):
+        if run.epoch == 0:  # a new run (a resumed one has its state from the checkpoint)
+            self.bad_evals, self.best_params = 0, None
+
     def on_evaluation(self, run, record):
         h = run.history
         if record["loss"] is None:
