@@ -1,25 +1,90 @@
 """Writing a file all at once, for checkpoints and downloaded datasets: after a
-crash the path holds the old file or the new one, never part of one."""
+crash the path holds the old file or the new one, never part of one.
+
+The new contents go to a temporary file beside the target, named
+``.<name>.<12 hex digits>.tmp``, which its writer holds an exclusive
+``flock`` on until the rename. A writer killed mid-write leaves that file
+behind; the next write of the same target removes such leftovers, but only
+those whose lock it can take (the kernel drops a lock when its holder dies,
+so a live writer's file is never touched) and that have not changed for
+``STALE_AFTER`` seconds (which covers the instant between a file's creation
+and its locking, and file systems whose locks other machines do not see).
+Where ``flock`` does not exist (Windows) nothing is removed.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import time
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
+STALE_AFTER = 600  # seconds a leftover temporary file must have stood unchanged
+
+
+def _stem(name):
+    # a short stem keeps the temporary name within NAME_MAX when ``name`` is long
+    return f".{name[:64]}."
 
 
 def _new_file(folder, name):
     """A new, empty file in ``folder`` opened for writing: ``(fd, path)``.
     Unlike mkstemp's private 0600 file, it gets the permissions any new file
     gets under the process umask (applied by the kernel, so no thread sees a
-    changed umask)."""
+    changed umask). It is locked for as long as ``fd`` is open."""
     for _ in range(100):
-        # a short stem keeps the temporary name within NAME_MAX when ``name`` is long
-        path = os.path.join(folder, f".{name[:64]}.{os.urandom(6).hex()}.tmp")
+        path = os.path.join(folder, f"{_stem(name)}{os.urandom(6).hex()}.tmp")
         try:
-            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             continue
+        if fcntl is not None:
+            with contextlib.suppress(OSError):  # a file system without locks: no cleanup then
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd, path
     raise FileExistsError(f"no free temporary name in {folder!r}")
+
+
+def _is_abandoned(path, now):
+    """Whether no process holds the temporary file ``path`` and it has stood
+    unchanged for ``STALE_AFTER`` seconds."""
+    try:
+        fd = os.open(path, os.O_RDWR)  # NFS emulates flock with locks that need write access
+    except OSError:
+        return False
+    try:
+        if now - os.fstat(fd).st_mtime < STALE_AFTER:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: its writer is alive
+            return False
+        return True  # the lock goes with the descriptor, closed below
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(folder, name):
+    """Remove the temporary files that dead writers of ``folder/name`` left
+    behind; returns their paths."""
+    if fcntl is None:
+        return []
+    pattern = re.compile(re.escape(_stem(name)) + r"[0-9a-f]{12}\.tmp\Z")
+    removed, now = [], time.time()
+    with contextlib.suppress(OSError):
+        with os.scandir(folder) as entries:
+            found = [e.path for e in entries if pattern.match(e.name)]
+        for path in found:
+            if _is_abandoned(path, now):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                    removed.append(path)
+    return removed
 
 
 def _fsync_folder(folder):
@@ -43,10 +108,12 @@ def atomic_write(path):
     rename survives a crash too. A new file gets the umask's permissions; one
     written over an existing file keeps that file's mode. If the body raises,
     the temporary file is removed and ``path`` is left as it was. ``path``
-    itself is replaced: a symbolic link there is not followed."""
+    itself is replaced: a symbolic link there is not followed. After the
+    rename, temporary files of ``path`` left by killed writers are removed
+    (see the module docstring)."""
     path = os.path.abspath(os.fsdecode(os.fspath(path)))
-    folder = os.path.dirname(path)
-    fd, tmp = _new_file(folder, os.path.basename(path))
+    folder, name = os.path.split(path)
+    fd, tmp = _new_file(folder, name)
     try:
         with os.fdopen(fd, "wb") as f:
             if os.path.isfile(path):  # a file written over keeps its permissions
@@ -60,3 +127,4 @@ def atomic_write(path):
             os.unlink(tmp)
         raise
     _fsync_folder(folder)
+    remove_stale_temporaries(folder, name)

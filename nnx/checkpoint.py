@@ -6,16 +6,27 @@ extra arrays, such as optimiser state) plus a JSON header with the layer
 description, dtype, nnx version, a format version and a SHA-256 over the
 header and the arrays. It is written to a temporary file beside the target, flushed to disk
 and renamed over it, so a crash mid-write never leaves a half-written
-checkpoint under the real name.
+checkpoint under the real name; only finite parameters are written.
+
+The checksum detects damage, not tampering (anyone can hash an altered header
+again), so reading trusts nothing the file declares: its kind and size are
+checked before it is opened (at most ``MAX_BYTES``, or
+``$NNX_CHECKPOINT_MAX_BYTES``), its first bytes before anything else, and
+every member's declared size against the file and the header before anything
+is allocated (see ``read``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
+import math
 import os
+import shutil
+import stat
+import struct
 import tempfile
+import zipfile
 
 import numpy as np
 
@@ -26,6 +37,16 @@ FORMAT = "nnx-checkpoint"
 FORMAT_VERSION = 2
 # Version 1 files are still read; their checksum covers only the arrays.
 READ_VERSIONS = (1, 2)
+
+# The largest file read() opens (4 GiB): far above any network nnx trains,
+# far below what would exhaust a machine's memory; the environment variable
+# NNX_CHECKPOINT_MAX_BYTES overrides it.
+MAX_BYTES = 4 * 2**30
+MAX_BYTES_VARIABLE = "NNX_CHECKPOINT_MAX_BYTES"
+# The zip directory holds one entry of about 100 bytes per array: 1 MiB is
+# thousands of arrays, and keeps zipfile's reading of it small.
+_MAX_DIRECTORY = 2**20
+_END_RECORD = 22
 
 
 class CheckpointError(InputValueError):
@@ -50,8 +71,16 @@ def _digest(arrays, header=None):
         h.update(name.encode())
         h.update(str(a.dtype).encode())
         h.update(str(a.shape).encode())
-        h.update(a.tobytes())
+        try:  # the array's own memory, not a copy of it
+            h.update(a.reshape(-1).view(np.uint8))
+        except (TypeError, ValueError):
+            h.update(a.tobytes())
     return h.hexdigest()
+
+
+def _shown(path):
+    """``path`` for a message: as given, or its text for a path object."""
+    return os.fspath(path) if isinstance(path, os.PathLike) else path
 
 
 def _fspath(path):
@@ -94,6 +123,36 @@ def path_problem(path):
     return folder_problem(os.path.dirname(real))
 
 
+def _existing_folder(path):
+    """The folder a file at ``path`` would go into, or its nearest existing
+    ancestor when that folder is still to be made."""
+    folder = os.path.dirname(os.path.realpath(os.fsdecode(os.fspath(path))))
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    return folder
+
+
+def saved_size(net, extra=None):
+    """About how many bytes ``save_network(net, path, extra)`` writes: the
+    parameters and ``extra`` arrays, and room for the header and the zip."""
+    params = int(net.param_buffer.shape[0]) * np.dtype(net.backend.dtype_name).itemsize
+    return params + sum(getattr(v, "nbytes", 0) for v in (extra or {}).values()) + 2**16
+
+
+def space_problem(path, nbytes):
+    """Why ``nbytes`` could not be written at ``path`` for lack of free space,
+    as a message; None if they fit (or the free space cannot be known)."""
+    folder = _existing_folder(path)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return None
+    if free >= nbytes:
+        return None
+    return (f"the model needs about {nbytes / 2**20:,.1f} MiB but {folder!r} has "
+            f"{free / 2**20:,.1f} MiB free; free some space or choose another folder")
+
+
 def write(path, header, arrays):
     """Write ``arrays`` (name -> host array) and the JSON-able ``header``
     atomically to ``path``."""
@@ -110,44 +169,174 @@ def write(path, header, arrays):
     return given
 
 
-def read(path):
-    """``(header, arrays)`` from a checkpoint, after checking its format,
-    version and checksum; raises ``CheckpointError`` naming the file."""
-    path = _fspath(path)
-    if os.path.isdir(path):
-        raise CheckpointError(f"checkpoint {path!r} is a directory, not a checkpoint file")
-    if not os.path.exists(path):
-        raise CheckpointError(f"checkpoint {path!r} does not exist")
-    if not os.path.isfile(path):  # a device or a pipe
-        raise CheckpointError(f"checkpoint {path!r} is not a regular file")
+def max_bytes():
+    """The largest checkpoint file ``read`` opens, in bytes: the environment
+    variable ``NNX_CHECKPOINT_MAX_BYTES`` when set, else ``MAX_BYTES``."""
+    text = os.environ.get(MAX_BYTES_VARIABLE, "").strip()
+    if not text:
+        return MAX_BYTES
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except MemoryError:
-        raise
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InputValueError(f"${MAX_BYTES_VARIABLE}={text!r} must be a positive whole "
+                              "number of bytes")
+    return value
+
+
+def _open(path):
+    """``path`` opened for reading, once it is known to be a regular file
+    (after following links) no larger than ``max_bytes()``; with its size."""
+    try:
+        st = os.stat(path)  # before opening: opening a pipe would wait for a writer
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path!r} does not exist") from None
     except OSError as exc:
         raise CheckpointError(f"checkpoint {path!r} cannot be read ({exc})") from None
-    if not data.startswith(b"PK"):  # np.load would try to unpickle it, and say so
-        what = "it is empty" if not data else (
-            "it holds a single .npy array" if data.startswith(b"\x93NUMPY")
-            else "it is not a .npz archive")
-        raise CheckpointError(f"checkpoint {path!r} is not an nnx checkpoint: {what}")
+    if stat.S_ISDIR(st.st_mode):
+        raise CheckpointError(f"checkpoint {path!r} is a directory, not a checkpoint file")
+    _check_kind_and_size(path, st)
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except MemoryError:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path!r} cannot be read ({exc})") from None
+    st = os.fstat(f.fileno())  # the file opened, should the name have moved on since
+    try:
+        _check_kind_and_size(path, st)
+    except CheckpointError:
+        f.close()
         raise
-    except Exception as exc:  # a damaged zip can raise almost anything
-        raise CheckpointError(f"checkpoint {path!r} is truncated or not an nnx checkpoint "
-                              f"({type(exc).__name__}: {exc})") from None
-    odd = sorted(k for k, v in arrays.items() if not isinstance(v, np.ndarray))
-    if odd:  # NumPy hands over a member that is not a .npy file as raw bytes
+    return f, st.st_size
+
+
+def _check_kind_and_size(path, st):
+    if not stat.S_ISREG(st.st_mode):  # a device or a pipe
+        raise CheckpointError(f"checkpoint {path!r} is not a regular file")
+    limit = max_bytes()
+    if st.st_size > limit:
+        raise CheckpointError(
+            f"checkpoint {path!r} is {st.st_size:,} bytes, more than the {limit:,} nnx reads "
+            f"(set ${MAX_BYTES_VARIABLE} to read larger files)")
+
+
+def _directory_size(f, size):
+    """The size of the zip's central directory, as its end record declares it
+    (zipfile reads the whole directory into memory at once), or None when
+    there is no end record (zipfile then says what is wrong)."""
+    tail = min(size, _END_RECORD + 0xFFFF)  # the record, and a comment of up to 64 KiB
+    f.seek(size - tail)
+    data = f.read(tail)
+    at = data.rfind(b"PK\x05\x06")
+    if at < 0 or len(data) - at < _END_RECORD:
+        return None
+    entries, length = struct.unpack("<HI", data[at + 10:at + 16])
+    if (entries == 0xFFFF or length == 0xFFFFFFFF) and at >= 20 \
+            and data[at - 20:at - 16] == b"PK\x06\x07":  # a zip64 end record holds the sizes
+        f.seek(struct.unpack("<Q", data[at - 12:at - 4])[0])
+        record = f.read(56)
+        if len(record) == 56 and record[:4] == b"PK\x06\x06":
+            length = struct.unpack("<Q", record[40:48])[0]
+    return length
+
+
+def _array_header(member, path):
+    """``(dtype, shape, fortran_order)`` from the .npy header at the start of
+    the open zip member, or None if it is not a .npy file."""
+    magic = member.read(8)
+    if len(magic) < 8 or magic[:6] != b"\x93NUMPY":
+        return None
+    readers = {1: np.lib.format.read_array_header_1_0, 2: np.lib.format.read_array_header_2_0}
+    if magic[6] not in readers:  # nnx writes 1.0 (2.0 for a header over 64 KiB)
+        raise CheckpointError(f"checkpoint {path!r} is not an nnx checkpoint: its member "
+                              f"{member.name!r} is a .npy file of format version "
+                              f"{magic[6]}.{magic[7]}")
+    shape, fortran, dtype = readers[magic[6]](member)
+    return dtype, shape, fortran
+
+
+def _members(z, size, path):
+    """``{name: (ZipInfo, dtype, shape)}`` for the archive's arrays, from the
+    zip directory and each member's .npy header; no array data is read. A
+    member that is compressed, or that declares more bytes than it holds or
+    the file could hold, is refused here, before anything is allocated."""
+    members, odd = {}, []
+    for info in z.infolist():
+        name = info.filename
+        key = name[:-4] if name.endswith(".npy") else name
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise CheckpointError(f"checkpoint {path!r} is not an nnx checkpoint: its member "
+                                  f"{name!r} is compressed (nnx stores arrays uncompressed)")
+        if info.file_size > size:
+            raise CheckpointError(f"checkpoint {path!r} is damaged: its member {name!r} "
+                                  f"declares {info.file_size:,} bytes, more than the whole "
+                                  f"file's {size:,}")
+        with z.open(info) as member:
+            found = _array_header(member, path)
+            start = member.tell()
+        if found is None:
+            odd.append(key)
+            continue
+        dtype, shape, _ = found
+        if dtype.hasobject:
+            raise CheckpointError(f"checkpoint {path!r} is not an nnx checkpoint: its array "
+                                  f"{key!r} holds Python objects, which only unpickling could "
+                                  "read, and nnx never unpickles")
+        need, have = math.prod(shape) * dtype.itemsize, info.file_size - start
+        if need != have:
+            raise CheckpointError(f"checkpoint {path!r} is truncated or damaged: its array "
+                                  f"{key!r} declares shape {shape} of {dtype} ({need:,} "
+                                  f"bytes) but holds {have:,} bytes")
+        if key in members:
+            raise CheckpointError(f"checkpoint {path!r} is damaged: it holds two arrays "
+                                  f"named {key!r}")
+        members[key] = (info, dtype, shape)
+    if odd:  # NumPy would hand such a member over as raw bytes
         raise CheckpointError(f"checkpoint {path!r} is not an nnx checkpoint: its members "
-                              f"{odd} are not arrays")
-    if "__header__" not in arrays:
-        raise CheckpointError(f"checkpoint {path!r} has no nnx header")
+                              f"{sorted(odd)} are not arrays")
+    return members
+
+
+def _parameter_count(description):
+    """The number of parameters of the network ``description`` (a header's
+    ``"network"``) implies: each Dense layer's weights and biases. None when
+    the description does not give positive integer widths."""
     try:
-        header = json.loads(arrays.pop("__header__").tobytes().decode())
+        widths = [description["n_in"]] + [d["neurons"] for d in description["layers"]]
+    except (KeyError, TypeError):
+        return None
+    if not all(type(w) is int and w >= 1 for w in widths):
+        return None
+    return sum(a * c + c for a, c in zip(widths[:-1], widths[1:]))
+
+
+def _check_implied_size(header, members, path):
+    """Refuse a ``params`` array of another size than the layers described in
+    the header need, before it is read or a network is built for it."""
+    if "params" not in members or not isinstance(header.get("network"), dict):
+        return
+    count = _parameter_count(header["network"])
+    if count is None:  # load_network names what is wrong with the description
+        return
+    _, dtype, shape = members["params"]
+    declared = header["network"].get("dtype")
+    itemsize = np.dtype(declared).itemsize if declared in ("float32", "float64") \
+        else dtype.itemsize
+    need, have = count * itemsize, math.prod(shape) * dtype.itemsize
+    if need != have or math.prod(shape) != count:
+        raise CheckpointError(
+            f"checkpoint {path!r} is damaged or altered: its header describes a network of "
+            f"{count:,} parameters ({need:,} bytes), but its params array has shape {shape} "
+            f"of {dtype} ({have:,} bytes)")
+
+
+def _read_header(z, members, path):
+    if "__header__" not in members:
+        raise CheckpointError(f"checkpoint {path!r} has no nnx header")
+    with z.open(members["__header__"][0]) as member:
+        blob = np.lib.format.read_array(member, allow_pickle=False)
+    try:
+        header = json.loads(blob.tobytes().decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"checkpoint {path!r} has a damaged header ({exc})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
@@ -157,10 +346,76 @@ def read(path):
         raise CheckpointError(
             f"checkpoint {path!r} has format version {version!r}; "
             f"this nnx reads versions {', '.join(map(str, READ_VERSIONS))}")
-    if _digest(arrays, header if version >= 2 else None) != header.get("sha256"):
+    return header
+
+
+def _read(path, arrays_too):
+    """``(header, arrays)`` (``arrays`` None unless ``arrays_too``); see ``read``."""
+    path = _fspath(path)
+    f, size = _open(path)
+    with f:
+        try:
+            magic = f.read(6)
+            if not magic.startswith(b"PK"):  # np.load would try to unpickle it, and say so
+                what = "it is empty" if not magic else (
+                    "it holds a single .npy array" if magic == b"\x93NUMPY"
+                    else "it is not a .npz archive")
+                raise CheckpointError(f"checkpoint {path!r} is not an nnx checkpoint: {what}")
+            directory = _directory_size(f, size)
+            if directory is not None and directory > _MAX_DIRECTORY:
+                raise CheckpointError(f"checkpoint {path!r} is not an nnx checkpoint: its zip "
+                                      f"directory declares {directory:,} bytes of members")
+            with zipfile.ZipFile(f) as z:
+                members = _members(z, size, path)
+                header = _read_header(z, members, path)
+                if not arrays_too:
+                    return header, None
+                _check_implied_size(header, members, path)
+                arrays = {}
+                for key, (info, _, _) in members.items():
+                    if key != "__header__":
+                        with z.open(info) as member:
+                            arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
+        except CheckpointError:
+            raise
+        except MemoryError:
+            raise CheckpointError(f"checkpoint {path!r} could not be read: not enough free "
+                                  "memory for its arrays") from None
+        except Exception as exc:  # a damaged zip can raise almost anything
+            raise CheckpointError(f"checkpoint {path!r} is truncated or not an nnx checkpoint "
+                                  f"({type(exc).__name__}: {exc})") from None
+    if _digest(arrays, header if header["format_version"] >= 2 else None) \
+            != header.get("sha256"):
         raise CheckpointError(f"checkpoint {path!r} failed its checksum: its header or arrays "
                               "were altered or damaged after it was written")
     return header, arrays
+
+
+def read(path):
+    """``(header, arrays)`` from a checkpoint, after checking its format,
+    version and checksum; raises ``CheckpointError`` naming the file.
+
+    Before anything is read into memory: the file must be a regular file
+    (after following links) of at most ``max_bytes()``, start like a zip
+    archive, and its members must be stored uncompressed, each no larger
+    than the file, each a .npy array of no Python objects whose declared
+    shape fills the member exactly; the parameter array must have the size
+    the header's layers need. So a read holds at most the file's size, in
+    the arrays themselves."""
+    return _read(path, True)
+
+
+def read_header(path):
+    """The JSON header of the checkpoint at ``path``, after the file checks
+    of ``read`` but without reading (or verifying) its arrays."""
+    return _read(path, False)[0]
+
+
+def count_non_finite(array):
+    """How many entries of the host array ``array`` are NaN or infinite."""
+    if array.dtype.kind not in "fc":
+        return 0
+    return int(array.size - np.count_nonzero(np.isfinite(array)))
 
 
 # ------------------------------------------------------------------ networks
@@ -178,6 +433,12 @@ def save_network(net, path, extra=None, training=None, meta=None):
                                   "own arrays; choose another")
     b = net.backend
     arrays = {"params": b.to_numpy(net.param_buffer)}
+    bad = count_non_finite(arrays["params"])
+    if bad:  # such a file would replace a good one, and load() would predict NaN
+        raise InputValueError(
+            f"cannot save checkpoint {_shown(path)!r}: {bad:,} of the network's "
+            f"{arrays['params'].size:,} parameters are NaN or infinite (training diverged); "
+            "a checkpoint is only written from finite parameters")
     for name, value in (extra or {}).items():
         arrays[name] = b.to_numpy(value) if b.owns(value) else value
     header = {"network": net.describe(), "nnx_version": __version__}
@@ -208,6 +469,10 @@ def load_network(path, backend="cpu", dtype=None, cls=None):
     elif backend not in BACKENDS:
         get_backend(backend)  # raises, naming the value
     header, arrays = read(path)
+    bad = count_non_finite(arrays.get("params", np.zeros(0)))
+    if bad:
+        raise CheckpointError(f"checkpoint {str(path)!r} holds {bad:,} NaN or infinite "
+                              "parameters; it cannot predict anything")
     try:
         desc = header["network"]
         layers = [layer_from_description(d) for d in desc["layers"]]
@@ -218,6 +483,9 @@ def load_network(path, backend="cpu", dtype=None, cls=None):
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(
             f"checkpoint {str(path)!r} describes no valid network ({exc})") from None
+    except MemoryError as exc:  # the device's memory (CuPy's OutOfMemoryError is one)
+        raise CheckpointError(f"checkpoint {str(path)!r}: not enough free memory to load its "
+                              f"network ({type(exc).__name__}: {exc})") from None
     net.checkpoint_extra = {k: v for k, v in arrays.items() if k != "params"}
     meta = header.get("meta")
     net.checkpoint_meta = meta if isinstance(meta, dict) else {}

@@ -10,6 +10,7 @@ import os
 import platform
 import re
 import sys
+import tempfile
 import time
 
 from . import __version__, checkpoint
@@ -325,21 +326,49 @@ def _train_flags(args):
     return layers, schedule
 
 
+def _save_model(net, out, extra, meta):
+    """``net`` saved at ``out``; if that write fails (a full disk, say), saved
+    in the system's temporary folder instead, and an ``OSError`` says where
+    the model is and why ``out`` failed."""
+    try:
+        return net.save(out, extra=extra, meta=meta)
+    except OSError as exc:
+        why = f"{exc.strerror or exc}"
+    # the trained model is the run's whole result: it goes somewhere before we stop
+    try:
+        # mkstemp's file is private (0600), as it should be in a folder others share
+        fd, spare = tempfile.mkstemp(prefix="nnx-model-", suffix=".npz")
+        os.close(fd)
+        net.save(spare, extra=extra, meta=meta)
+    except OSError as exc:
+        raise OSError(f"--out {out!r} could not be written ({why}), nor a copy in "
+                      f"{tempfile.gettempdir()!r} ({exc.strerror or exc}): the trained model "
+                      "is lost") from None
+    raise OSError(f"--out {out!r} could not be written ({why}); the trained model was saved "
+                  f"to {spare} instead")
+
+
 def cmd_train(args):
     layers, schedule = _train_flags(args)
     prep = _prepare(args, validation=args.early_stopping == "validation")
+    print(f"nnx {__version__} train: dataset={args.dataset} ({prep['source']}), "
+          f"backend={args.backend}, dtype={args.dtype}")
     out_act = "sigmoid" if args.loss == "mse" else "linear"
     layers.append(Dense(prep["n_classes"], out_act, weight_init=args.init))
     net = NeuralNetwork(layers, LOSSES[args.loss](), seed=args.seed, backend=args.backend,
                         dtype=args.dtype)
+    net.build(prep["X_train"].shape[1])  # as fit would: the model's size is known now
+    extra = {"x_mean": prep["mean"], "x_std": prep["std"]}
+    problem = checkpoint.space_problem(args.out, checkpoint.saved_size(net, extra))
+    if problem:  # refused now, not after the training
+        raise UsageError(f"--out {args.out!r}: {problem}")
     optim = _optimizer(args, schedule, math.ceil(len(prep["X_train"]) / args.batch_size))
     log = [CSVLogger(args.log)] if args.log is not None else []
     history, seconds = _fit(net, optim, prep, args, "train", callbacks=log)
     acc = accuracy(net, prep["X_test"], prep["y_test"])
-    path = net.save(args.out, extra={"x_mean": prep["mean"], "x_std": prep["std"]},
-                    meta={"dataset": args.dataset})
     print(f"test accuracy {acc:.4f}, best evaluation loss {history.best_loss:.4f} "
           f"(epoch {history.best_epoch}), {history.epochs_run} epochs in {seconds:.1f} s")
+    path = _save_model(net, args.out, extra, {"dataset": args.dataset})
     print(f"saved {path}")
     return 0
 
@@ -366,6 +395,8 @@ def cmd_evaluate(args):
         raise UsageError(f"{args.checkpoint}: it holds {stats[0]} without its partner; "
                          "expected both x_mean and x_std, or neither")
     ds = _load(args)
+    print(f"nnx {__version__} evaluate: {args.checkpoint} on dataset={args.dataset} "
+          f"({ds.source}), backend={args.backend}")
     X = ds.X_test
     if X.shape[1] != net.n_in:
         raise UsageError(f"{args.checkpoint}: the network takes {net.n_in} features but "

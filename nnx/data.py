@@ -11,7 +11,10 @@ the loaded arrays themselves, so a dataset is held in memory once.
 
 Where the IDX files are looked for, first complete folder wins:
 
-1. ``data_dir`` (files directly in it, or in ``data_dir/<name>/``);
+1. ``data_dir`` (files directly in it, or in ``data_dir/<name>/``); a
+   ``data_dir`` that holds some of the four files but not all raises
+   ``DatasetNotFound`` naming the missing ones, rather than letting a copy
+   further down this list stand in for it;
 2. ``$NNX_DATA/<name>/``, then ``$NNX_DATA`` itself;
 3. the user cache, ``$XDG_CACHE_HOME/nnx/<name>`` or ``~/.cache/nnx/<name>``;
 4. the system folder a package installs (Debian's ``dataset-fashion-mnist``
@@ -392,6 +395,28 @@ def _not_found(name, info, searched, reason):
                            folder=cache, searched=[d for d, _ in searched])
 
 
+def _given(name, data_dir):
+    """The folders ``data_dir`` names for dataset ``name`` (itself and its
+    ``<name>`` subfolder), as absolute paths; none without one."""
+    if data_dir is None:
+        return set()
+    given = Path(data_dir).expanduser()
+    return {os.path.abspath(given), os.path.abspath(given / name)}
+
+
+def _incomplete(name, info, searched, data_dir):
+    """A ``DatasetNotFound`` for a ``data_dir`` that holds some of the files
+    but not all, or None."""
+    for d, missing in searched:
+        if os.path.abspath(d) in _given(name, data_dir) and len(missing) < len(info.files):
+            return DatasetNotFound(
+                f"{info.title}: the folder {str(d)!r} (data_dir=...) holds only some of the "
+                f"dataset's files; missing: {', '.join(missing)}. Put them there, or name a "
+                "folder that has all four", dataset=name,
+                files=[f.name for f in info.files], folder=d, searched=[d])
+    return None
+
+
 def _load_idx(name, data_dir, download, verify):
     info = _IDX_DATASETS[name]
     searched, folder = [], None
@@ -401,6 +426,12 @@ def _load_idx(name, data_dir, download, verify):
             folder = d
             break
         searched.append((d, missing))
+    # a folder the caller named is used whole or not at all: another copy
+    # further down the search must not make up for its missing files
+    if folder is None or os.path.abspath(folder) not in _given(name, data_dir):
+        problem = _incomplete(name, info, searched, data_dir)
+        if problem is not None:
+            raise problem
     if folder is None:
         if not download:
             raise _not_found(name, info, searched, "(download=False).")

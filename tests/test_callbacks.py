@@ -242,3 +242,37 @@ def test_an_early_stopping_object_given_to_the_trainer_starts_afresh_every_fit()
     nnx.Trainer(alone, nnx.SGDMomentum(0.5)).fit(X, y, epochs=3, batch_size=20, seed=4)
     assert not np.array_equal(net.get_parameters(), first)
     np.testing.assert_array_equal(net.get_parameters(), alone.get_parameters())
+
+
+class _Overflow(nnx.train.Callback):
+    """Makes the last update of epoch ``epoch`` overflow, as too large a step
+    does: the epoch's losses (measured before each update) stay finite."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, run, epoch, record):
+        if epoch == self.epoch:
+            flat = run.net.get_parameters()
+            flat[0] = np.inf
+            run.net.set_parameters(flat)
+
+
+def test_a_checkpoint_between_evaluations_is_never_written_from_diverged_parameters(tmp_path):
+    """The checkpoint of an epoch whose last update overflowed replaced the
+    last good one, and load() took it; the divergence was only reported at
+    the next evaluation."""
+    path = tmp_path / "run.npz"
+    net, opt = make_run()
+    X, y = run_data()
+    with pytest.raises(nnx.TrainingDiverged) as err:
+        nnx.Trainer(net, opt).fit(X[:120], y[:120], X[120:], y[120:], epochs=EPOCHS,
+                                  eval_every=3, batch_size=16, seed=5, checkpoint=path,
+                                  checkpoint_every=1, callbacks=[_Overflow(2)])
+    assert (err.value.epoch, err.value.restored_epoch) == (2, 0)
+    start = make_run()[0]
+    start.build(10)
+    np.testing.assert_array_equal(net.get_parameters(), start.get_parameters())
+    header, _ = nnx.checkpoint.read(path)  # the last good checkpoint, untouched
+    assert header["training"]["epoch"] == 1
+    assert np.isfinite(nnx.NeuralNetwork.load(path).get_parameters()).all()

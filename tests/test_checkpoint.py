@@ -595,3 +595,249 @@ def test_load_gives_back_the_extra_arrays_by_name(tmp_path):
     np.testing.assert_array_equal(back.checkpoint_extra["x_mean"], mean)
     assert back.checkpoint_meta == {"note": "hi"}
 
+
+
+# ----------------------------------------------- only finite parameters travel
+def test_save_refuses_parameters_that_are_not_finite(tmp_path):
+    """A network whose last update overflowed was saved as it was, over the
+    last good file, and load() then predicted NaN."""
+    net, _ = _trained()
+    path = net.save(tmp_path / "m.npz")
+    before = Path(path).read_bytes()
+    bad = net.get_parameters()
+    bad[[0, 3]] = [np.nan, np.inf]
+    net.set_parameters(bad)
+    with pytest.raises(nnx.InputValueError, match=r"cannot save checkpoint .*m\.npz.*2 of the "
+                                                  r"network's \d+ parameters are NaN or inf"):
+        net.save(path)
+    assert Path(path).read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
+
+
+def test_load_refuses_a_checkpoint_of_parameters_that_are_not_finite(tmp_path):
+    """Written with a valid checksum (as an older nnx did): load() gave a
+    network that predicts NaN."""
+    net, _ = _trained()
+    header, arrays = checkpoint.read(net.save(tmp_path / "m.npz"))
+    arrays["params"][5] = np.inf
+    path = checkpoint.write(tmp_path / "inf.npz", header, arrays)
+    with pytest.raises(CheckpointError, match=r"inf\.npz' holds 1 NaN or infinite parameters"):
+        nnx.NeuralNetwork.load(path)
+
+
+# ------------------------ reading: bounded by the file, never by its claims
+def _stored(name, array):
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return name, buf.getvalue()
+
+
+def _zip_by_hand(path, members):
+    """A zip archive of ``(name, data, method, declared size)`` members, with
+    whatever sizes they declare (zipfile writes only true ones). A stored
+    member's CRC is its data's; a deflated one's is left 0."""
+    import struct
+    import zlib
+    out, directory = bytearray(), bytearray()
+    for name, data, method, size in members:
+        offset, raw = len(out), name.encode()
+        crc = zlib.crc32(data) if method == zipfile.ZIP_STORED else 0
+        out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0, crc, len(data),
+                           size, len(raw), 0) + raw + data
+        directory += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 0,
+                                 crc, len(data), size, len(raw), 0, 0, 0, 0, 0, offset) + raw
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members),
+                      len(directory), len(out), 0)
+    Path(path).write_bytes(bytes(out + directory + end))
+
+
+def _inflating(path, gigabytes=2.8):
+    """A 3 MB checkpoint whose params member inflates to ``gigabytes`` of
+    zeros: a header of a small network, and a deflated .npy of float32 zeros.
+    Deflating 3 GB would take seconds: the stream is one block of 16 MiB of
+    zeros repeated (a full flush makes each block stand alone)."""
+    import zlib
+    net = nnx.NeuralNetwork([nnx.Dense(2, "linear")], "mse", seed=0)
+    net.build(3)
+    header, _ = checkpoint.read(net.save(path))
+    chunk = 2**24
+    count = int(gigabytes * 2**30) // chunk
+    npy = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        npy, {"descr": "<f4", "fortran_order": False, "shape": (count * chunk // 4,)})
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    first = deflate.compress(npy.getvalue()) + deflate.flush(zlib.Z_FULL_FLUSH)
+    block = deflate.compress(bytes(chunk)) + deflate.flush(zlib.Z_FULL_FLUSH)
+    stream = first + block * count + deflate.flush()
+    name, head = _stored("__header__.npy", np.frombuffer(json.dumps(header).encode(), np.uint8))
+    _zip_by_hand(path, [(name, head, zipfile.ZIP_STORED, len(head)),
+                        ("params.npy", stream, zipfile.ZIP_DEFLATED,
+                         len(npy.getvalue()) + count * chunk)])
+
+
+def _wide(path):
+    """A 2 KB checkpoint, re-hashed, whose header declares a 20,000,000-wide
+    input for its 8 parameters."""
+    net = nnx.NeuralNetwork([nnx.Dense(2, "linear")], "mse", seed=0)
+    net.build(3)
+    header, arrays = checkpoint.read(net.save(path))
+    header["network"]["n_in"] = 20_000_000
+    checkpoint.write(path, header, arrays)
+
+
+def _huge_link(path):
+    """A symbolic link to a 6 GB file (sparse: it takes no disk)."""
+    target = Path(path).with_name("huge.bin")
+    with open(target, "wb") as f:
+        f.truncate(6 * 2**30)
+    Path(path).symlink_to(target)
+
+
+# The peak is read from VmHWM, which starts afresh with the new program;
+# ru_maxrss would not do: Linux carries it over from the parent across exec.
+# The address space is capped at 2 GiB, so that a reader that does allocate
+# what the file declares fails fast instead of taking the machine's memory.
+LOAD_AND_MEASURE = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
+import nnx
+from nnx.checkpoint import CheckpointError
+def peak():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+try:
+    nnx.NeuralNetwork.load(sys.argv[1])
+except CheckpointError as exc:
+    print(exc)
+else:
+    sys.exit("it loaded")
+print(peak())
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux's /proc")
+@pytest.mark.parametrize("build, ceiling, message", [
+    (_inflating, None, "its member 'params.npy' is compressed"),
+    (_wide, None, "its header describes a network of 40,000,002 parameters"),
+    (_huge_link, None, "is 6,442,450,944 bytes, more than the 4,294,967,296 nnx reads"),
+    (_huge_link, 8 * 2**30, "not an nnx checkpoint: it is not a .npz archive"),
+], ids=["inflates-to-3-GB", "declares-a-20M-wide-input", "links-to-6-GB",
+        "links-to-6-GB-under-a-raised-ceiling"])
+def test_a_malformed_checkpoint_is_refused_within_200_mb(tmp_path, build, ceiling, message):
+    """Reading trusted what the file declared: a 3 MB file that inflates to
+    3 GB took 5.9 GB before its checksum failed; a re-hashed header declaring
+    a 2e7-wide input built that network (3.8 GB) before finding the
+    parameters too few; a link to a 6 GB file was read whole before its first
+    bytes were looked at."""
+    path = tmp_path / "model.npz"
+    build(path)
+    assert path.stat().st_size < 4 * 2**20 or build is _huge_link
+    root = str(Path(nnx.__file__).resolve().parent.parent)  # this checkout's nnx
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("NNX_CHECKPOINT_MAX_BYTES", None)
+    if ceiling:
+        env["NNX_CHECKPOINT_MAX_BYTES"] = str(ceiling)
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", LOAD_AND_MEASURE, str(path)], capture_output=True,
+                       text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    refusal, peak = r.stdout.strip().rsplit("\n", 1)
+    assert int(peak) < 200 * 2**20, f"the refused read peaked at {int(peak) / 2**20:.0f} MiB"
+    assert "model.npz" in refusal and message in refusal, refusal
+
+
+def test_a_compressed_archive_is_refused_before_inflating(tmp_path):
+    """nnx writes its arrays uncompressed: a compressed member is not nnx's,
+    and inflating it is where a small file could become a large one."""
+    net, _ = _trained()
+    header, arrays = checkpoint.read(net.save(tmp_path / "m.npz"))
+    blob = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    np.savez_compressed(tmp_path / "c.npz", __header__=blob, **arrays)
+    with pytest.raises(CheckpointError, match=r"c\.npz.*its member '__header__\.npy' is "
+                                              "compressed"):
+        nnx.NeuralNetwork.load(tmp_path / "c.npz")
+
+
+def test_a_member_larger_than_the_file_is_refused(tmp_path):
+    """A stored member cannot hold more than the whole file; its declared size
+    is refused before anything is allocated for it."""
+    net = nnx.NeuralNetwork([nnx.Dense(2, "linear")], "mse", seed=0)
+    net.build(3)
+    header, arrays = checkpoint.read(net.save(tmp_path / "m.npz"))
+    blob = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    name, params = _stored("params.npy", arrays["params"])
+    head_name, head = _stored("__header__.npy", blob)
+    _zip_by_hand(tmp_path / "big.npz", [(head_name, head, 0, len(head)),
+                                        (name, params, 0, 3 * 2**30)])
+    with pytest.raises(CheckpointError, match=r"its member 'params\.npy' declares "
+                                              r"3,221,225,472 bytes, more than the whole file's"):
+        checkpoint.read(tmp_path / "big.npz")
+
+
+def test_an_array_larger_than_its_member_is_refused(tmp_path):
+    """A .npy header declaring more data than its member holds (a re-hashed
+    file's shape) is caught from the header, not by allocating the shape."""
+    net = nnx.NeuralNetwork([nnx.Dense(2, "linear")], "mse", seed=0)
+    net.build(3)
+    path = str(net.save(tmp_path / "m.npz"))
+
+    def claim_more(members):
+        data = bytearray(members["params.npy"])
+        at = data.index(b"(8,)")
+        data[at:at + 4] = b"(9,)"
+        members["params.npy"] = bytes(data)
+    _rewrite(path, claim_more)
+    with pytest.raises(CheckpointError, match=r"truncated or damaged: its array 'params' "
+                                              r"declares shape \(9,\) of float32 \(36 bytes\) "
+                                              "but holds 32 bytes"):
+        checkpoint.read(path)
+
+
+def test_the_size_ceiling_is_checked_first_and_can_be_raised(tmp_path, monkeypatch):
+    net, X = _trained()
+    path = net.save(tmp_path / "m.npz")
+    size = os.path.getsize(path)
+    monkeypatch.setenv("NNX_CHECKPOINT_MAX_BYTES", str(size - 1))
+    with pytest.raises(CheckpointError, match=rf"m\.npz' is {size:,} bytes, more than the "
+                                              rf"{size - 1:,} nnx reads \(set "
+                                              r"\$NNX_CHECKPOINT_MAX_BYTES"):
+        nnx.NeuralNetwork.load(path)
+    monkeypatch.setenv("NNX_CHECKPOINT_MAX_BYTES", str(size))
+    np.testing.assert_array_equal(nnx.NeuralNetwork.load(path).predict(X), net.predict(X))
+    monkeypatch.setenv("NNX_CHECKPOINT_MAX_BYTES", "lots")
+    with pytest.raises(nnx.InputValueError, match=r"\$NNX_CHECKPOINT_MAX_BYTES='lots' must be "
+                                                  "a positive whole number"):
+        nnx.NeuralNetwork.load(path)
+    monkeypatch.delenv("NNX_CHECKPOINT_MAX_BYTES")
+    monkeypatch.setattr(checkpoint, "MAX_BYTES", 100)
+    with pytest.raises(CheckpointError, match="more than the 100 nnx reads"):
+        nnx.NeuralNetwork.load(path)
+
+
+def test_running_out_of_memory_while_reading_is_a_checkpoint_error(tmp_path, monkeypatch):
+    """MemoryError passed through read() untouched, and `nnx evaluate` ended
+    in a traceback."""
+    net = NeuralNetwork([Dense(10, "linear")], "softmax_cross_entropy", seed=0)
+    net.build(64)
+    path = str(net.save(tmp_path / "m.npz"))
+
+    def no_memory(self, *args, **kwargs):
+        raise MemoryError
+    monkeypatch.setattr(zipfile.ZipFile, "open", no_memory)
+    with pytest.raises(CheckpointError, match=r"m\.npz' could not be read: not enough free "
+                                              "memory"):
+        checkpoint.read(path)
+    from nnx import cli
+    assert cli.main(["evaluate", path]) == 2
+
+
+def test_read_header_reads_no_array(tmp_path, monkeypatch):
+    net, _ = _trained()
+    path = net.save(tmp_path / "m.npz", training={"run_id": "abc"})
+    read_arrays = []
+    real = np.lib.format.read_array
+    monkeypatch.setattr(np.lib.format, "read_array",
+                        lambda f, **kw: read_arrays.append(f.name) or real(f, **kw))
+    assert checkpoint.read_header(path)["training"] == {"run_id": "abc"}
+    assert read_arrays == ["__header__.npy"]

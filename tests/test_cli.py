@@ -511,3 +511,95 @@ def test_a_closed_stdout_is_not_a_crash(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
+
+
+# ------------------------------------------ where the model and the data go
+def test_train_refuses_an_out_folder_without_room_before_training(tmp_path, monkeypatch, capsys):
+    """A full disk was found only by the final write, after the training,
+    which was lost with it."""
+    import collections
+    import shutil
+
+    from nnx import cli
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage(2**30, 2**30 - 1000, 1000))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("it trained")
+    monkeypatch.setattr(nnx.Trainer, "fit", no_training)
+    out = tmp_path / "new" / "m.npz"  # its folder is made later: the space is the parent's
+    assert cli.main(["train", "--epochs", "1", "--quiet", "--out", str(out)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert re.fullmatch(rf"nnx train: error: --out {re.escape(repr(str(out)))}: the model needs "
+                        rf"about 0\.\d MiB but {re.escape(repr(str(tmp_path)))} has 0\.0 MiB "
+                        "free; free some space or choose another folder", line), line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_final_write_leaves_the_model_in_the_temporary_folder(tmp_path, monkeypatch,
+                                                                        capsys):
+    """The model was lost to '[Errno 28] No space left on device', which did
+    not even say which path had failed."""
+    import errno
+    import tempfile
+
+    from nnx import checkpoint, cli
+    spare_dir = tmp_path / "spare"
+    spare_dir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spare_dir))
+    out = tmp_path / "m.npz"
+    real = checkpoint.write
+
+    def full_disk(path, header, arrays):
+        if os.fspath(path) == str(out):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(path, header, arrays)
+    monkeypatch.setattr(checkpoint, "write", full_disk)
+    assert cli.main(["train", "--epochs", "1", "--quiet", "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    (spare,) = spare_dir.iterdir()
+    assert captured.err.strip().splitlines() == [
+        f"nnx train: error: --out {str(out)!r} could not be written (No space left on device); "
+        f"the trained model was saved to {spare} instead"]
+    assert "test accuracy" in captured.out and not out.exists()
+    back = nnx.NeuralNetwork.load(spare)
+    assert back.n_in == 64 and sorted(back.checkpoint_extra) == ["x_mean", "x_std"]
+    assert os.stat(spare).st_mode & 0o777 == 0o600  # the temporary folder is shared
+
+    def no_room_anywhere(path, header, arrays):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(checkpoint, "write", no_room_anywhere)
+    assert cli.main(["train", "--epochs", "1", "--quiet", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"nnx train: error: --out {str(out)!r} could not be written (No space left on device), "
+        f"nor a copy in {str(spare_dir)!r} (No space left on device): the trained model is lost"]
+
+
+def test_every_command_says_where_its_data_came_from(tmp_path, capsys):
+    """nnx train and nnx evaluate did not say which copy of the data they used."""
+    from nnx import cli
+    shown = "dataset=digits (sklearn.datasets.load_digits"
+    out = tmp_path / "m.npz"
+    assert cli.main(["train", "--epochs", "1", "--quiet", "--out", str(out)]) == 0
+    assert shown in capsys.readouterr().out.splitlines()[0]
+    assert cli.main(["evaluate", str(out)]) == 0
+    assert shown in capsys.readouterr().out.splitlines()[0]
+    assert cli.main(["reproduce", "--steps", "1", "--epochs", "1", "--quiet", "--out",
+                     str(tmp_path / "results")]) == 0
+    assert shown in capsys.readouterr().out.splitlines()[0]
+
+
+def test_an_incomplete_data_dir_is_a_one_line_error_naming_what_is_missing(tmp_path):
+    """With three of the four files in --data-dir, the data came from another
+    copy (the cache, $NNX_DATA) without a word."""
+    ckpt = _save(tmp_path / "m.npz", 784, 10)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                 "t10k-images-idx3-ubyte.gz"):
+        (mine / name).write_bytes(b"")
+    r = repo_nnx_cli("evaluate", ckpt, "--dataset", "mnist", "--data-dir", str(mine),
+                     "--no-download", cwd=tmp_path)
+    assert_one_line_error(r, rf"nnx evaluate: error: MNIST: the folder {re.escape(repr(str(mine)))}"
+                             r" \(--data-dir DIR\) holds only some of the dataset's files; "
+                             r"missing: t10k-labels-idx1-ubyte\.gz\.")

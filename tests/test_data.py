@@ -353,11 +353,35 @@ def test_search_order(tmp_path, monkeypatch):
 
 
 def test_incomplete_folder_is_passed_over(tmp_path, monkeypatch):
+    # a folder found on the search path; one given as data_dir is an error (below)
     write_synthetic(tmp_path / "a", mark=1)
     (tmp_path / "a" / NAMES[3]).unlink()
     write_synthetic(tmp_path / "xdg-cache" / "nnx" / "mnist", mark=3)
-    ds = load_dataset("mnist", data_dir=tmp_path / "a", download=False, verify=False)
+    monkeypatch.setenv("NNX_DATA", str(tmp_path / "a"))
+    ds = load_dataset("mnist", download=False, verify=False)
     assert mark_of(ds) == 3
+
+
+@pytest.mark.parametrize("sub", ["", "mnist"])
+def test_an_incomplete_data_dir_is_an_error_naming_the_missing_files(tmp_path, sub):
+    """A data_dir with three of the four files was passed over in silence,
+    and the dataset came from another copy (here the user cache)."""
+    write_synthetic(tmp_path / "mine" / sub, mark=1)
+    for name in NAMES[2:]:
+        (tmp_path / "mine" / sub / name).unlink()
+    write_synthetic(tmp_path / "xdg-cache" / "nnx" / "mnist", mark=3)
+    with pytest.raises(DatasetNotFound) as err:
+        load_dataset("mnist", data_dir=tmp_path / "mine", download=False, verify=False)
+    message = str(err.value)
+    assert f"{str(tmp_path / 'mine' / sub).rstrip('/')!r}" in message
+    assert "missing: t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz" in message
+    assert NAMES[0] not in message.split("missing:")[1]
+    # the same folder complete loads from there, and an empty data_dir is still passed over
+    write_synthetic(tmp_path / "mine" / sub, mark=1)
+    assert mark_of(load_dataset("mnist", data_dir=tmp_path / "mine", download=False,
+                                verify=False)) == 1
+    assert mark_of(load_dataset("mnist", data_dir=tmp_path / "none", download=False,
+                                verify=False)) == 3
 
 
 def test_missing_files_with_download_false(tmp_path):

@@ -2,10 +2,17 @@
 downloaded dataset files both go through it (nnx.data exports it too)."""
 
 import os
+import signal
 import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import pytest
 
+from nnx import _files
 from nnx._files import atomic_write
 
 
@@ -132,3 +139,87 @@ def test_str_bytes_and_relative_paths(tmp_path, monkeypatch):
         with atomic_write(target) as f:
             f.write(b"x")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin"]
+
+
+# ----------------------------------------- what killed writers leave behind
+WRITER = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {root!r})
+    from nnx._files import atomic_write
+    with atomic_write({path!r}) as f:
+        f.write(b"half of it")
+        f.flush()
+        open({marker!r}, "w").close()
+        time.sleep(120)
+""")
+
+
+def start_writer(tmp_path, target):
+    """A process stopped in the middle of writing ``target``; returns it once
+    its temporary file exists."""
+    marker = tmp_path / "writing"
+    root = str(Path(_files.__file__).resolve().parents[1])
+    child = subprocess.Popen([sys.executable, "-c", WRITER.format(
+        root=root, path=str(target), marker=str(marker))])
+    deadline = time.time() + 60
+    while not marker.exists():
+        assert child.poll() is None and time.time() < deadline, "the writer did not start"
+        time.sleep(0.02)
+    marker.unlink()
+    return child
+
+
+def temporaries(folder):
+    return sorted(p for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+def age(path, seconds=3600):
+    """Make ``path`` look unchanged for an hour (longer than _files.STALE_AFTER)."""
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+needs_flock = pytest.mark.skipif(os.name != "posix", reason="needs flock (POSIX)")
+
+
+@needs_flock
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    """A writer killed mid-write left its .tmp file for good: nothing ever
+    removed it."""
+    path = tmp_path / "f.bin"
+    child = start_writer(tmp_path, path)
+    child.send_signal(signal.SIGKILL)
+    child.wait(30)
+    (left,) = temporaries(tmp_path)
+    assert left.name.startswith(".f.bin.")
+    age(left)
+    with atomic_write(path) as f:
+        f.write(b"new")
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+@needs_flock
+def test_no_live_or_recent_or_other_targets_temporary_file_is_removed(tmp_path):
+    """Only a file no process holds, unchanged for STALE_AFTER seconds, of the
+    target being written, is removed: a concurrent writer's file, even an old
+    one, stays."""
+    path = tmp_path / "f.bin"
+    child = start_writer(tmp_path, path)
+    try:
+        (live,) = temporaries(tmp_path)
+        age(live)  # old, but its writer holds it
+        recent = tmp_path / ".f.bin.0123456789ab.tmp"
+        recent.write_bytes(b"")  # no writer holds it, but it is fresh
+        other = tmp_path / ".g.bin.0123456789ab.tmp"
+        other.write_bytes(b"")
+        age(other)  # another target's
+        with atomic_write(path) as f:
+            f.write(b"new")
+        assert temporaries(tmp_path) == sorted([live, recent, other])
+    finally:
+        child.kill()
+        child.wait(30)
+    age(recent)
+    with atomic_write(path) as f:
+        f.write(b"newer")
+    assert temporaries(tmp_path) == [other] and path.read_bytes() == b"newer"

@@ -3,6 +3,7 @@ one, a checkpoint survives a writer killed mid-write, and the checkpoint of
 another run is refused."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from helpers import EPOCHS, fit_run, make_run, run_data
 
 import nnx
+from nnx import checkpoint
 from nnx.checkpoint import CheckpointError
 
 
@@ -187,3 +189,131 @@ def test_resume_refuses_other_training_data_or_a_new_evaluation_set(tmp_path):
         nnx.Trainer(*make_run()).fit(X[:60], y[:60], X[120:], y[120:], **common)
     with pytest.raises(ValueError, match=r"differ.*eval_rows=30 vs None"):
         nnx.Trainer(*make_run()).fit(X[:120], y[:120], **common)
+
+
+# --------------------------------------------- two runs writing one path
+class _Intruder(nnx.train.Callback):
+    """Runs another fit, checkpointing to ``path``, in epoch ``epoch`` of this one."""
+
+    def __init__(self, path, epoch):
+        self.path, self.epoch = path, epoch
+
+    def on_epoch_end(self, run, epoch, record):
+        if epoch == self.epoch:
+            fit_run(*make_run(seed=12), checkpoint=self.path)
+
+
+def test_two_runs_writing_one_checkpoint_path_are_caught(tmp_path):
+    """Each run's saves replaced the other's checkpoint without a word, so
+    neither file could be resumed as the run it claimed to be."""
+    path = tmp_path / "run.npz"
+    with pytest.raises(CheckpointError, match=re.escape(repr(str(path))) + " was replaced since "
+                       r"this run saved it at epoch 1 \(it now holds run [0-9a-f]{16}'s "
+                       r"checkpoint; this is run [0-9a-f]{16}\).*give each run its own "
+                       "checkpoint path"):
+        fit_run(*make_run(), checkpoint=path, checkpoint_every=1,
+                callbacks=[_Intruder(path, 2)])
+    saved = checkpoint.read_header(path)["training"]  # the other run's file is left alone
+    assert saved["settings"]["net_seed"] == 12 and saved["finished"]
+
+
+def test_a_run_goes_on_over_its_own_file_a_resumed_one_and_a_deleted_one(tmp_path):
+    path = tmp_path / "run.npz"
+    with pytest.raises(Stop):
+        fit_run(*make_run(), checkpoint=path, checkpoint_every=1, callback=_stop_at(3))
+    first = checkpoint.read_header(path)["training"]["run_id"]
+
+    def delete(epoch, record):
+        if epoch == 5:
+            path.unlink()
+    fit_run(*make_run(), checkpoint=path, checkpoint_every=1, resume=path, callback=delete)
+    saved = checkpoint.read_header(path)["training"]
+    assert saved["finished"] and saved["run_id"] != first
+
+
+# ------------------------------- a crafted training state is refused by name
+def _velocity(header, arrays):
+    arrays["optim.velocity"] = arrays["optim.velocity"][:-1]
+
+
+def _field(*keys, value=None, delete=False):
+    def change(header, arrays):
+        table = header["training"]
+        for k in keys[:-1]:
+            table = table[k]
+        if delete:
+            del table[keys[-1]]
+        else:
+            table[keys[-1]] = value
+    return change
+
+
+def _array(name, change):
+    def apply(header, arrays):
+        arrays[name] = change(arrays[name].copy())
+    return apply
+
+
+def _nan(a):
+    a[3] = np.nan
+    return a
+
+
+CRAFTED = {
+    "velocity-too-short": (_velocity, r"array 'optim\.velocity' is of shape \(226,\) and "
+                                      r"dtype float32; expected shape \(227,\) and dtype float32"),
+    "velocity-float64": (_array("optim.velocity", lambda a: a.astype(np.float64)),
+                         r"'optim\.velocity' is of shape \(227,\) and dtype float64"),
+    "good-params-2-d": (_array("good_params", lambda a: a.reshape(1, -1)),
+                        r"'good_params' is of shape \(1, 227\)"),
+    "good-params-nan": (_array("good_params", _nan), "'good_params' holds 1 NaN or infinite"),
+    "params-missing": (lambda h, a: a.pop("params"), "'params' is missing"),
+    "an-adam-array": (lambda h, a: a.update({"optim.m": a["good_params"]}),
+                      r"optimiser array name is 'optim\.m'; expected one of "
+                      r"\['optim\.velocity'\] for SGDMomentum"),
+    "steps-negative": (_field("optimizer", "steps", value=-1),
+                       r"optimizer\.steps is -1; expected an integer from 0 up"),
+    "steps-fractional": (_field("optimizer", "steps", value=2.5), r"optimizer\.steps is 2\.5"),
+    "lr-a-string": (_field("optimizer", "lr", value="0.1"), r"optimizer\.lr is '0\.1'"),
+    "max-epochs-other": (_field("optimizer", "max_epochs", value=7),
+                         r"optimizer\.max_epochs is 7; expected 6 \(this run's\)"),
+    "optimizer-a-list": (_field("optimizer", value=[]), r"optimizer is \[\]; expected a table"),
+    "epoch-a-string": (_field("epoch", value="2"), "epoch is '2'"),
+    "epoch-past-the-run": (_field("epoch", value=99), "epoch is 99; expected an integer from "
+                                                      "0 to 6"),
+    "good-epoch-ahead": (_field("good_epoch", value=3), "good_epoch is 3; expected an integer "
+                                                       "from 0 to 2"),
+    "finished-a-string": (_field("finished", value="no"), "finished is 'no'; expected true or "
+                                                          "false"),
+    "no-history": (_field("history", delete=True), "training state is .*; expected a table "
+                                                   "with 'history'"),
+    "records-a-table": (_field("history", "records", value={}), r"history\.records is \{\}"),
+    "record-without-lr": (lambda h, a: h["training"]["history"]["records"][0].pop("lr"),
+                          r"history\.records\[0\] is .*; expected a table with 'lr'"),
+    "bad-evals-a-string": (_field("callbacks", "early_stopping", "bad_evals", value="x"),
+                           r"callbacks\.early_stopping\.bad_evals is 'x'"),
+    "generator-a-string": (_field("generator", value="PCG64"),
+                           "generator is 'PCG64'; expected a table"),
+    "generator-without-its-state": (_field("generator", value={"bit_generator": "PCG64"}),
+                                   "generator was refused by the cpu backend"),
+    "settings-a-list": (_field("settings", value=[1]), r"settings is \[1\]; expected a table"),
+}
+
+
+@pytest.mark.parametrize("name", list(CRAFTED))
+def test_resume_refuses_a_crafted_training_state_naming_the_field(tmp_path, name):
+    """A re-hashed checkpoint (its checksum valid) with a field of the wrong
+    type or an array of the wrong shape raised a raw KeyError, TypeError or
+    ValueError on resume, or (a velocity of the wrong shape, replaced by
+    zeros) was accepted."""
+    path = tmp_path / "run.npz"
+    with pytest.raises(Stop):
+        fit_run(*make_run(), checkpoint=path, checkpoint_every=1, callback=_stop_at(3))
+    header, arrays = checkpoint.read(path)
+    change, message = CRAFTED[name]
+    change(header, arrays)
+    crafted = checkpoint.write(tmp_path / "crafted.npz", header, arrays)
+    with pytest.raises(CheckpointError, match=re.escape(repr(str(crafted))) + " cannot be "
+                       "resumed: its .*" + message):
+        fit_run(*make_run(), resume=crafted)
+    fit_run(*make_run(), resume=path)  # the file it came from resumes

@@ -1,8 +1,12 @@
-"""Putting a run back from a training checkpoint (``fit(resume=path)``)."""
+"""Putting a run back from a training checkpoint (``fit(resume=path)``): the
+file is checked to belong to this run, and every field of its training state
+and every array is checked against the network and the optimiser, before
+anything is changed."""
 
 from __future__ import annotations
 
 import logging
+import math
 
 from .._checks import InputValueError
 from .settings import History
@@ -17,7 +21,7 @@ def _read(path):
     if state is None:
         raise CheckpointError(f"checkpoint {str(path)!r} holds a model, not a training run "
                               "(it was written by save(), not by fit(checkpoint=...))")
-    if "optimizer" not in state:
+    if isinstance(state, dict) and "optimizer" not in state:
         raise CheckpointError(f"checkpoint {str(path)!r} was written by an older nnx, whose "
                               "training state this version cannot resume; start the run again")
     return header, arrays, state
@@ -38,15 +42,176 @@ def _check_same_run(run, path, header, state):
                                   f"{k}={a!r} vs {c!r}" for k, (a, c) in changed.items()))
 
 
+# ------------------------------------------------- the training state's checks
+class _Fields:
+    """Checks of one checkpoint's training state; each refusal is a
+    ``CheckpointError`` naming the file, the field and its value."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def bad(self, field, value, expected):
+        from ..checkpoint import CheckpointError
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        what = "training state" if field == "training" else f"training state's {field}"
+        raise CheckpointError(f"checkpoint {self.path!r} cannot be resumed: its {what} is "
+                              f"{shown}; expected {expected}")
+
+    def table(self, field, value, keys=()):
+        if not isinstance(value, dict):
+            self.bad(field, value, "a table (JSON object)")
+        missing = [k for k in keys if k not in value]
+        if missing:
+            self.bad(field, value, f"a table with {', '.join(map(repr, missing))}")
+        return value
+
+    def integer(self, field, value, low=0, high=None):
+        if type(value) is not int or value < low or (high is not None and value > high):
+            self.bad(field, value, f"{low} (this run's)" if low == high else
+                     f"an integer from {low}" + (" up" if high is None else f" to {high}"))
+        return value
+
+    def number(self, field, value, none=False, low=-math.inf):
+        if value is None and none:
+            return value
+        if type(value) not in (int, float) or not math.isfinite(value) or value < low:
+            self.bad(field, value, "a finite number" + (f" >= {low}" if low > -math.inf else "")
+                     + (" or null" if none else ""))
+        return value
+
+    def boolean(self, field, value):
+        if type(value) is not bool:
+            self.bad(field, value, "true or false")
+        return value
+
+    def flat(self, name, array, n, dtype, finite=False):
+        """An array shaped and typed like the network's flat parameter buffer."""
+        from ..checkpoint import CheckpointError, count_non_finite
+        if array is None or tuple(array.shape) != (n,) or str(array.dtype) != dtype:
+            shown = "missing" if array is None else \
+                f"of shape {tuple(array.shape)} and dtype {array.dtype}"
+            raise CheckpointError(
+                f"checkpoint {self.path!r} cannot be resumed: its array {name!r} is {shown}; "
+                f"expected shape ({n},) and dtype {dtype}, like the network's flat parameter "
+                "buffer")
+        if finite and count_non_finite(array):
+            raise CheckpointError(f"checkpoint {self.path!r} cannot be resumed: its array "
+                                  f"{name!r} holds {count_non_finite(array):,} NaN or "
+                                  "infinite values")
+
+
+def _check_structure(path, header, state):
+    """The tables ``resume=`` reads before comparing the run with this one's."""
+    f = _Fields(path)
+    f.table("training", state, ("epoch", "finished", "good_epoch", "generator", "optimizer",
+                                "callbacks", "history", "settings"))
+    f.table("network (in the header)", header.get("network"))
+    f.table("settings", state["settings"])
+
+
+def _check_optimizer(f, run, data, arrays):
+    optim = run.optim
+    f.table("optimizer", data, ("lr", "max_epochs"))
+    f.number("optimizer.lr", data["lr"], low=0)
+    f.integer("optimizer.steps", data.get("steps", 0))
+    epochs = run.settings.epochs
+    f.integer("optimizer.max_epochs", data["max_epochs"], epochs, epochs)
+    if data.get("steps_per_epoch") is not None:
+        steps = run.steps_per_epoch
+        f.integer("optimizer.steps_per_epoch", data["steps_per_epoch"], steps, steps)
+    keys = optim.schedule.resumable_state
+    schedule = f.table("optimizer.schedule", data.get("schedule", {}), keys)
+    for k in keys:
+        f.number(f"optimizer.schedule.{k}", schedule[k], none=True)
+    names = sorted(optim.state_names)
+    for k in arrays:
+        if k not in names:
+            f.bad("optimiser array name", f"optim.{k}",
+                  f"one of {['optim.' + n for n in names]} for {type(optim).__name__}")
+
+
+def _check_history(f, state):
+    h = f.table("history", state["history"],
+                ("records", "best_epoch", "best_loss", "stopped_early", "epochs_run"))
+    if not isinstance(h["records"], list):
+        f.bad("history.records", h["records"], "a list of evaluation records")
+    epoch = state["epoch"]
+    for i, r in enumerate(h["records"]):
+        where = f"history.records[{i}]"
+        f.table(where, r, ("epoch", "lr", "train_loss", "loss"))
+        f.integer(f"{where}.epoch", r["epoch"], 1, epoch)
+        f.number(f"{where}.lr", r["lr"], low=0)
+        f.number(f"{where}.train_loss", r["train_loss"])
+        f.number(f"{where}.loss", r["loss"], none=True)
+    if h["best_epoch"] is not None:
+        f.integer("history.best_epoch", h["best_epoch"], 1, epoch)
+    f.number("history.best_loss", h["best_loss"], none=True)
+    f.boolean("history.stopped_early", h["stopped_early"])
+    f.integer("history.epochs_run", h["epochs_run"], 0, epoch)
+
+
+def _check_state(run, path, state, arrays):
+    """Refuse, naming the field, a training state or array this run could
+    not continue from (else: raw KeyErrors and TypeErrors, or a buffer of the
+    wrong shape silently replaced by zeros)."""
+    f = _Fields(path)
+    epoch = f.integer("epoch", state["epoch"], 0, run.settings.epochs)
+    f.boolean("finished", state["finished"])
+    f.integer("good_epoch", state["good_epoch"], 0, epoch)
+    if state["generator"] is not None:
+        f.table("generator", state["generator"])
+    if not isinstance(state.get("run_id", ""), str):
+        f.bad("run_id", state["run_id"], "a string")
+    n, dtype = int(run.net.param_buffer.shape[0]), run.b.dtype_name
+    for name in ("params", "good_params"):
+        f.flat(name, arrays.get(name), n, dtype, finite=True)
+    optim_arrays = _split(arrays, "optim.")
+    _check_optimizer(f, run, state["optimizer"], optim_arrays)
+    for k, v in optim_arrays.items():
+        f.flat(f"optim.{k}", v, n, dtype)
+    callbacks = f.table("callbacks", state["callbacks"])
+    for key, data in callbacks.items():
+        f.table(f"callbacks.{key}", data)
+    if "early_stopping" in callbacks:
+        f.integer("callbacks.early_stopping.bad_evals",
+                  callbacks["early_stopping"].get("bad_evals"))
+        if "early_stopping.best_params" in arrays:
+            f.flat("early_stopping.best_params", arrays["early_stopping.best_params"], n, dtype,
+                   finite=True)
+    _check_history(f, state)
+
+
 def _split(arrays, prefix):
     return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
+def _restore_generator(net, path, state, epoch):
+    """Put the dropout generator back. A backend may be unable to (it says so
+    by returning False, and a fresh stream is drawn); a state that makes it
+    fail is the file's fault."""
+    from ..checkpoint import CheckpointError
+    try:
+        restored = net.restore_generator(state["generator"], epoch)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be resumed: its training "
+                              f"state's generator was refused by the {net.backend.name} "
+                              f"backend ({type(exc).__name__}: {exc})") from None
+    if not restored:
+        log.warning("nnx: %s backend cannot restore its dropout generator; the resumed run "
+                    "draws a fresh reproducible stream, so it will not match the "
+                    "uninterrupted run bit for bit", net.backend.name)
+
+
 def load_run(run, path):
     """Put ``run`` (its network, optimiser, callbacks and history) in the state
-    saved at ``path``, after checking the checkpoint belongs to this run."""
+    saved at ``path``, after checking the checkpoint belongs to this run and
+    holds nothing it could not continue from."""
+    from ..checkpoint import CheckpointError
     header, arrays, state = _read(path)
+    _check_structure(path, header, state)
     _check_same_run(run, path, header, state)
+    _check_state(run, path, state, arrays)
     net, optim, b = run.net, run.optim, run.b
     net.set_parameters(b.asarray(arrays["params"]))
     optim.attach(net)
@@ -54,13 +219,16 @@ def load_run(run, path):
     optim.load_checkpoint_state(state["optimizer"], _split(arrays, "optim."), run.epoch)
     for cb in run.callbacks:
         if cb.state_key is not None and cb.state_key in state["callbacks"]:
-            cb.load_checkpoint_state(
-                state["callbacks"][cb.state_key],
-                {k: b.asarray(v) for k, v in _split(arrays, cb.state_key + ".").items()})
+            try:  # a callback of one's own may check nothing itself
+                cb.load_checkpoint_state(
+                    state["callbacks"][cb.state_key],
+                    {k: b.asarray(v) for k, v in _split(arrays, cb.state_key + ".").items()})
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise CheckpointError(
+                    f"checkpoint {str(path)!r} cannot be resumed: its training state's "
+                    f"callbacks.{cb.state_key} was refused by {type(cb).__name__} "
+                    f"({type(exc).__name__}: {exc})") from None
     run.good_params = b.asarray(arrays["good_params"])
     run.good_epoch = state["good_epoch"]
-    if not net.restore_generator(state["generator"], run.epoch):
-        log.warning("nnx: %s backend cannot restore its dropout generator; the resumed run "
-                    "draws a fresh reproducible stream, so it will not match the "
-                    "uninterrupted run bit for bit", b.name)
+    _restore_generator(net, path, state, run.epoch)
     run.history = History.from_dict(state["history"])

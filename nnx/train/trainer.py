@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 
 from .. import _checks
@@ -261,6 +262,10 @@ class _Run:
         self._stop = False
         self.good_params, self.good_epoch = None, 0
         self.pending = []  # device losses of the epochs since the last read
+        # written into every checkpoint of this run: a file that no longer
+        # carries it was written by someone else since this run's last save
+        self.run_id = os.urandom(8).hex()
+        self.saved_to = {}  # real path -> the epoch this run last saved there
 
     def request_stop(self):
         """End training after the current epoch (callbacks call this)."""
@@ -395,9 +400,17 @@ class _Run:
     # ------------------------------------------------------------ checkpoints
     def save(self, path):
         """The whole training state to ``path`` (the parameters, the
-        optimiser's, every callback's, the history), atomically."""
+        optimiser's, every callback's, the history), atomically. Raises
+        ``TrainingDiverged`` for parameters that are not finite (the file
+        keeps the last good state), and ``CheckpointError`` if something
+        else replaced the file this run last saved at ``path``."""
         if self.pending:  # never save parameters that may already be NaN
             self.check_pending()
+        with self.b.quiet_float_errors():  # the last update of an epoch may have overflowed
+            self.check_parameters(self.epoch)
+        key = os.path.realpath(os.fsdecode(os.fspath(path)))
+        if key in self.saved_to:
+            self.check_owner(path, self.saved_to[key])
         optim_data, optim_arrays = self.optim.state_for_checkpoint()
         extra = {"good_params": self.good_params}
         extra.update({f"optim.{k}": v for k, v in optim_arrays.items()})
@@ -410,8 +423,35 @@ class _Run:
         state = {"epoch": self.epoch, "finished": self.finished, "good_epoch": self.good_epoch,
                  "generator": self.net.generator_state(), "optimizer": optim_data,
                  "callbacks": callbacks, "history": self.history.as_dict(),
-                 "settings": self.settings.as_dict()}
+                 "settings": self.settings.as_dict(), "run_id": self.run_id}
         self.net.save(path, extra=extra, training=state)
+        self.saved_to[key] = self.epoch
+
+    def check_owner(self, path, epoch):
+        """Raise ``CheckpointError`` unless the file at ``path`` is this run's
+        last checkpoint (or is gone)."""
+        from ..checkpoint import CheckpointError, read_header
+        try:
+            training = read_header(path).get("training")
+        except CheckpointError as exc:
+            if not os.path.exists(path):
+                return  # removed: nobody's checkpoint is lost by writing it again
+            training, unreadable = None, exc
+        else:
+            unreadable = None
+        found = training.get("run_id") if isinstance(training, dict) else None
+        if found == self.run_id:
+            return
+        if isinstance(found, str):
+            now = f"run {found}'s checkpoint"
+        elif unreadable is not None:
+            now = f"a file nnx cannot read as this run's: {unreadable}"
+        else:
+            now = "a checkpoint without a run id, as net.save writes"
+        raise CheckpointError(
+            f"checkpoint {os.fspath(path)!r} was replaced since this run saved it at epoch "
+            f"{epoch} (it now holds {now}; this is run {self.run_id}): two runs, or a run "
+            "and something else, write this path; give each run its own checkpoint path")
 
     def load(self, path):
         from .resume import load_run
