@@ -420,16 +420,24 @@ class NeuralNetwork:
             self.build(int(X.shape[1]))
         return self.mean_loss(X, self.as_target(y, int(X.shape[0])), batch_size)
 
-    def mean_loss(self, X, y, batch_size=1024):
+    def mean_loss(self, X, y, batch_size=1024, accuracy=False):
         """``loss_on`` for data already on the device, without checks (the
-        trainer's evaluations)."""
-        n = int(X.shape[0])
-        total = None
+        trainer's evaluations). With ``accuracy=True``, also the share of rows
+        whose largest output is the target's class: ``(loss, accuracy)``, both
+        0-d device arrays, from the same forward pass."""
+        b, n = self.backend, int(X.shape[0])
+        total = correct = None
         for i in range(0, n, batch_size):
             rows = min(batch_size, n - i)
-            part = self.loss.forward(self._infer(X[i:i + rows, :]), y[i:i + rows, :]) * (rows / n)
+            out, target = self._infer(X[i:i + rows, :]), y[i:i + rows, :]
+            part = self.loss.forward(out, target) * (rows / n)
             total = part if total is None else total + part
-        return self.backend.xp.asarray(total)  # NumPy arithmetic gives a scalar, not 0-d
+            if accuracy:
+                hits = b.xp.sum(b.xp.astype(b.argmax_rows(out) == b.argmax_rows(target),
+                                            b.dtype))
+                correct = hits if correct is None else correct + hits
+        loss = b.xp.asarray(total)  # NumPy arithmetic gives a scalar, not 0-d
+        return (loss, correct / n) if accuracy else loss
 
 
 # the attributes NeuralNetwork itself keeps; a copy rebuilds them

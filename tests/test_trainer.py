@@ -54,7 +54,7 @@ def test_history_records_match_reference_losses():
     hist = trainer.fit(X, y, Xv, yv, epochs=6, eval_every=3, batch_size=64, callback=cb)
     assert hist.epochs == [3, 6]
     for rec in hist.records:
-        assert set(rec) == {"epoch", "loss", "lr", "train_loss"}
+        assert set(rec) == {"epoch", "loss", "accuracy", "lr", "train_loss"}
         e = rec["epoch"]
         assert per_epoch[e][1] is rec
         before = per_epoch[e - 1][0] if e > 1 else start[0]
@@ -472,3 +472,17 @@ def test_standardised_and_unit_range_inputs_do_not_warn():
             warnings.simplefilter("error")
             nnx.Trainer(_two_class_net(), nnx.SGD(0.01)).fit(X, y, epochs=1)
 
+
+
+def test_each_evaluation_records_the_accuracy_on_the_evaluation_set():
+    X, y, Xt, yt = make_data()
+    net = make_classifier(dtype="float64")
+    hist = nnx.Trainer(net, nnx.SGDMomentum(0.5)).fit(X, y, validation=(Xt, yt), epochs=6,
+                                                       eval_every=3, batch_size=20, seed=3,
+                                                       patience=None)
+    best = next(r for r in hist.records if r["epoch"] == hist.best_epoch)  # what net holds
+    assert best["accuracy"] == pytest.approx(nnx.accuracy(net, Xt, yt), abs=1e-12)
+    assert all(0 <= r["accuracy"] <= 1 for r in hist.records)
+    mse = nnx.NeuralNetwork([nnx.Dense(4, "tanh"), nnx.Dense(1, "linear")], "mse", seed=0)
+    hist = nnx.Trainer(mse, nnx.SGD(0.01)).fit(X, X[:, 0], validation=(Xt, Xt[:, 0]), epochs=2)
+    assert hist.records[-1]["accuracy"] is None  # a regression has no classes

@@ -244,18 +244,21 @@ class PrintProgress(Callback):
 
     def on_evaluation(self, run, record):
         out = self.file if self.file is not None else sys.stdout
+        acc = record.get("accuracy")
         print(f"epoch {record['epoch']:>4}/{run.settings.epochs}  train loss "
-              f"{_format(record['train_loss'])}  eval loss {_format(record['loss'])}  lr "
-              f"{record['lr']:.4g}  {time.perf_counter() - self._t0:.1f} s", file=out,
+              f"{_format(record['train_loss'])}  eval loss {_format(record['loss'])}"
+              + (f"  eval accuracy {acc:.4f}" if acc is not None else "")
+              + f"  lr {record['lr']:.4g}  {time.perf_counter() - self._t0:.1f} s", file=out,
               flush=True)
 
 
 class CSVLogger(Callback):
     """One row per evaluation in the CSV file ``path``: epoch, train_loss,
-    eval_loss (empty without an evaluation set), lr and seconds since the
-    fit started. A resumed run appends to the file."""
+    eval_loss and eval_accuracy (empty without an evaluation set, and the
+    accuracy for classification losses only), lr and seconds since the fit
+    started. A resumed run appends to the file."""
 
-    COLUMNS = ("epoch", "train_loss", "eval_loss", "lr", "seconds")
+    COLUMNS = ("epoch", "train_loss", "eval_loss", "eval_accuracy", "lr", "seconds")
 
     def __init__(self, path):
         self.path = _writable(path, "CSVLogger path")
@@ -270,9 +273,11 @@ class CSVLogger(Callback):
         self._t0 = time.perf_counter()
 
     def on_evaluation(self, run, record):
-        loss = "" if record["loss"] is None else repr(record["loss"])
-        self._writer.writerow([record["epoch"], repr(record["train_loss"]), loss,
-                               repr(record["lr"]), f"{time.perf_counter() - self._t0:.3f}"])
+        def cell(key):
+            return "" if record.get(key) is None else repr(record[key])
+        self._writer.writerow([record["epoch"], repr(record["train_loss"]), cell("loss"),
+                               cell("accuracy"), repr(record["lr"]),
+                               f"{time.perf_counter() - self._t0:.3f}"])
         self._file.flush()
 
     def close(self):

@@ -61,13 +61,15 @@ class FitSettings:
 class History:
     """What ``fit`` saw: ``records``, one per evaluation, with ``epoch``
     (1-based), ``loss`` (on the evaluation set, or None without one),
-    ``train_loss`` (mean batch loss of that epoch) and ``lr`` (the rate of
-    that epoch's first step); ``best_epoch`` and ``best_loss`` (the
-    evaluation whose parameters the network holds at the end; None and inf
-    when no evaluation measured a loss); ``stopped_early`` (training ended
-    before ``epochs``, by early stopping or a callback's request, or it
-    diverged); ``epochs_run``; ``graph`` and ``graph_note`` (whether full
-    batches ran as a replayed captured step, and why not)."""
+    ``accuracy`` (the share of evaluation rows classified right, for a
+    classification loss; else None), ``train_loss`` (mean batch loss of that
+    epoch) and ``lr`` (the rate of that epoch's first step); ``best_epoch``
+    and ``best_loss`` (the evaluation whose parameters the network holds at
+    the end; None and inf when no evaluation measured a loss);
+    ``stopped_early`` (training ended before ``epochs``, by early stopping or
+    a callback's request, or it diverged); ``epochs_run``; ``graph`` and
+    ``graph_note`` (whether full batches ran as a replayed captured step, and
+    why not)."""
 
     records: list = field(default_factory=list)
     best_epoch: int | None = None

@@ -355,10 +355,18 @@ class _Run:
         callbacks. Returns the record."""
         b, epoch, val = self.b, self.epoch, self.data.val
         record = {"epoch": epoch, "lr": lr,
-                  "train_loss": self.check_pending() / self.steps_per_epoch, "loss": None}
+                  "train_loss": self.check_pending() / self.steps_per_epoch, "loss": None,
+                  "accuracy": None}
         if val is not None:
+            classes = self.net.loss.classification and self.net.n_out > 1
             with b.quiet_float_errors():
-                record["loss"] = b.to_float(self.net.mean_loss(*val))
+                measured = self.net.mean_loss(*val, accuracy=classes)
+                if classes:  # both numbers in one transfer
+                    loss, acc = (float(v) for v in b.to_numpy(b.stack(list(measured))))
+                    record["accuracy"] = acc
+                else:
+                    loss = b.to_float(measured)
+            record["loss"] = loss
             self.check_finite(record["loss"], epoch)
         with b.quiet_float_errors():
             self.check_parameters(epoch, None if val is not None else self._last_batch)
