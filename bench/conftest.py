@@ -1,7 +1,7 @@
 """Shared set-up of the benchmark suite: networks, batches, backends, the
-PyTorch peer, the machine's measured matrix-multiply ceiling, and the parity
-checks run before timing, against the tests' independent plain-NumPy float64
-reference (tests/reference.py, which imports nothing from nnx)."""
+PyTorch peer's model, the machine's measured matrix-multiply ceiling, and the
+parity checks run before timing, against the tests' independent plain-NumPy
+float64 reference (tests/reference.py, which imports nothing from nnx)."""
 
 from __future__ import annotations
 
@@ -178,3 +178,123 @@ def check_parity(net, X, y, rtol, lr=0.01, momentum=0.9):
                          f"change of parameter {i} over 2 momentum steps")
     finally:
         net.set_parameters(start)
+
+
+# ------------------------------------------------------------- the PyTorch peer
+def torch_model(torch, name, dtype, device="cpu"):
+    """``torch.nn.Sequential`` of Linear and Tanh layers holding the weights
+    that ``build_net(name, ..., seed=0)`` draws, in ``dtype`` on ``device``.
+    A torch ``Linear`` keeps ``weight`` as (out, in), the transpose of nnx's
+    ``W``, and a 1-D ``bias``."""
+    sizes, act, _ = NETWORKS[name]
+    if act != "tanh":
+        raise ValueError(f"the PyTorch peer builds tanh networks, not {act!r}")
+    mods = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        mods.append(torch.nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            mods.append(torch.nn.Tanh())
+    model = torch.nn.Sequential(*mods).to(device=device, dtype=getattr(torch, dtype))
+    params = list(build_net(name, "cpu", "float64").params())
+    with torch.no_grad():
+        for lin, W, B in zip(torch_linears(torch, model), params[0::2], params[1::2]):
+            lin.weight.copy_(torch.from_numpy(W.T.copy()))
+            lin.bias.copy_(torch.from_numpy(B[0].copy()))
+    return model
+
+
+def torch_linears(torch, model):
+    return [m for m in model if isinstance(m, torch.nn.Linear)]
+
+
+def torch_params64(torch, model):
+    """The model's parameters as float64 host arrays in nnx's layout and
+    order: W (in, out), B (1, out), layer after layer."""
+    out = []
+    for lin in torch_linears(torch, model):
+        # copies: in float64 .numpy() shares memory with the live parameter
+        out += [np.array(lin.weight.detach().cpu().double().numpy().T),
+                np.array(lin.bias.detach().cpu().double().numpy().reshape(1, -1))]
+    return out
+
+
+def check_torch_parity(torch, model, lossf, X, y, Xt, yt, acts, rtol):
+    """PyTorch's loss and parameter gradients on one batch (after ``backward``,
+    before any optimiser step) against the independent float64 reference built
+    from the model's own weights; its gradients are zeroed afterwards so that
+    the timed run starts as before."""
+    lins = torch_linears(torch, model)
+    p = torch_params64(torch, model)
+    ref = reference.RefMLP(p[0::2], p[1::2], acts, loss="ce")
+    ref_loss, _, ref_grads = ref.loss_and_grads(X, reference.one_hot(y, lins[-1].out_features))
+    model.zero_grad(set_to_none=True)
+    loss = lossf(model(Xt), yt)
+    loss.backward()
+    got = float(loss.detach())
+    assert abs(got - ref_loss) <= rtol * abs(ref_loss), f"torch loss {got!r} != {ref_loss!r}"
+    for i, lin in enumerate(lins):
+        assert_close(lin.weight.grad.detach().cpu().double().numpy().T, ref_grads[2 * i], rtol,
+                     f"torch weight gradient {i}")
+        assert_close(lin.bias.grad.detach().cpu().double().numpy().reshape(1, -1),
+                     ref_grads[2 * i + 1], rtol, f"torch bias gradient {i}")
+    model.zero_grad(set_to_none=False)
+
+
+# ----------------------------------------------------------------------- Adam
+ADAM = {"lr": 0.001, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0}
+
+
+def assert_adam_close(got, expected, start, grads_by_step, rtol, lr, what):
+    """Parameters after ``len(grads_by_step)`` Adam steps against the
+    reference's (``reference.ref_adam``, float64, from the formulas).
+
+    Where ``|g|`` is far above ``eps``, an Adam step moves a weight by about
+    ``lr * g / |g|``: its error is the gradient's error over ``|g|``, not over
+    the array's largest gradient as in SGD. Float32 gradients sit about 1e-6
+    of the largest from the reference, so entries whose gradient is within
+    ``10 * rtol`` of the largest (in any step) may move quite differently, or
+    the other way: those (about 1% in float32, none in float64) are only held
+    to Adam's bound of ``lr`` per step. Every other entry must match within
+    ``rtol``, and its change from ``start`` within ``rtol * 10``, as in the
+    momentum checks."""
+    steps = len(grads_by_step)
+    for i, (p, r, r0) in enumerate(zip(got, expected, start, strict=True)):
+        steady = np.ones(p.shape, dtype=bool)
+        for grads in grads_by_step:
+            g = np.abs(grads[i])
+            steady &= g > 10 * rtol * g.max()
+        assert steady.mean() > 0.95, f"{what} parameter {i}: too few clear gradient signs"
+        assert_close(p[steady], r[steady], rtol, f"{what} parameter {i} after {steps} Adam steps")
+        assert_close((p - r0)[steady], (r - r0)[steady], rtol * 10,
+                     f"change of {what} parameter {i} over {steps} Adam steps")
+        moved = float(np.max(np.abs(p - r0)))
+        assert moved <= steps * lr * 1.01, \
+            f"{what} parameter {i} moved {moved:.3e}, over {steps} steps of lr={lr}"
+
+
+def nnx_adam_steps(net, X, y, steps=2):
+    """``steps`` rounds of ``train_batch(X, y)`` and ``nnx.Adam(**ADAM).step()``
+    on ``net``, which is put back as it was afterwards. Returns the
+    parameters after the steps (float64, host) and each step's reference
+    gradient (for ``assert_adam_close``), with the reference's parameters
+    after the same steps from the same start, and that start."""
+    b = net.backend
+    start = net.get_parameters()
+    ref = reference_mlp(net)
+    p0 = [p.copy() for p in ref.params()]
+    Y = reference.one_hot(y, net.n_out)
+    state = {}
+    optim = nnx.Adam(**ADAM)
+    optim.attach(net)
+    grads_by_step = []
+    try:
+        for t in range(1, steps + 1):
+            net.train_batch(X, y)
+            _, _, grads = ref.loss_and_grads(X, Y)
+            grads_by_step.append(grads)
+            optim.step()
+            reference.ref_adam(ref.params(), grads, state, t=t, **ADAM)
+        got = [to_host64(b, p) for p in net.params()]
+    finally:
+        net.set_parameters(start)
+    return got, ref.params(), p0, grads_by_step

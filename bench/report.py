@@ -1,14 +1,16 @@
 """Run the benchmark suite and write its side-by-side table.
 
-    python bench/report.py            # CPU: nnx vs PyTorch eager, writes README's Performance
+    python bench/report.py            # CPU: nnx vs PyTorch and JAX, into docs/performance.md
     python bench/report.py --no-readme --out bench/results/cpu.md
 
 The run unsets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for itself only (this
 machine sets them, and they slow NumPy), then reports the BLAS kernel that
-actually ran. Every network and dtype runs in an nnx process and then a
-PyTorch process, case after case, --repeats times over; nnx / PyTorch is the
-median of those side-by-side pairs' ratios. The GPU has its own script,
-bench/gpu_check.sh.
+actually ran. Every network and dtype runs in an nnx process, then a PyTorch
+process, then a JAX process, case after case, --repeats times over; nnx /
+PyTorch and nnx / JAX are the medians of those side-by-side runs' ratios. The
+Adam cases (nnx.Adam against torch.optim.Adam) run in the same processes. A
+peer that is not installed skips, and its columns read n/a. The GPU has its
+own script, bench/gpu_check.sh.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 START, END = "<!-- perf:start -->", "<!-- perf:end -->"
+# the training benchmarks, and each library's -k selection of them
+TRAIN_FILES = ("test_train_throughput.py", "test_adam_throughput.py")
+PEERS = (("nnx", "not torch and not jax"), ("torch", "torch"), ("jax", "jax"))
 
 
 def _cpu_model():
@@ -51,6 +56,11 @@ def machine_info():
         "    info['torch'] = torch.__version__; info['torch_threads'] = torch.get_num_threads()\n"
         "except ImportError:\n"
         "    info['torch'] = None\n"
+        "try:\n"
+        "    import jax\n"
+        "    info['jax'] = jax.__version__\n"
+        "except ImportError:\n"
+        "    info['jax'] = None\n"
         "print(json.dumps(info))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=_env(), check=True)
@@ -73,32 +83,37 @@ def _cases():
     return [(net, dtype) for net in NETWORKS if net not in GPU_ONLY for dtype in DTYPES]
 
 
-def _pytest(tmp, label, target, select, extra):
+def _pytest(tmp, label, targets, select, extra):
+    """One pytest process over ``targets`` (file names in bench/), keeping
+    the benchmarks that ``select`` (a -k expression) picks; their JSON entries."""
     path = os.path.join(tmp, f"{label}.json")
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "bench" / target), "-q",
+    files = [str(ROOT / "bench" / t) for t in ([targets] if isinstance(targets, str)
+                                                else targets)]
+    cmd = [sys.executable, "-m", "pytest", *files, "-q",
            "-p", "no:cacheprovider", f"--benchmark-json={path}",
            "--benchmark-columns=median,ops", *(["-k", select] if select else []), *extra]
     print("running:", " ".join(cmd), flush=True)
     done = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True)
-    if done.returncode not in (0, 5):  # 5: nothing selected (no torch, say)
+    if done.returncode not in (0, 5):  # 5: nothing selected
         print(done.stdout[-3000:], done.stderr[-3000:], sep="\n")
         raise SystemExit(f"benchmark run failed ({done.returncode}): {' '.join(cmd)}")
     return json.load(open(path))["benchmarks"] if os.path.exists(path) else []
 
 
 def run_suite(tmp, extra, repeats):
-    """Each network and dtype runs as an nnx process and then a PyTorch
-    process (a library's idle threads would otherwise compete with the
-    other's), case after case, ``repeats`` times over, so that a slow spell of
-    this shared machine hits both sides of a comparison alike. Per benchmark
-    the run with the median time is kept; each repeat's nnx/PyTorch pair also
-    gives one ratio, and the fit-overhead ratios are medians over the runs."""
+    """Each network and dtype runs as an nnx process, a PyTorch process and a
+    JAX process (a library's idle threads would otherwise compete with the
+    others'), case after case, ``repeats`` times over, so that a slow spell of
+    this shared machine hits every side of a comparison alike. Per benchmark
+    the run with the median time is kept; each repeat's side-by-side runs
+    also give one ratio per pair, and the fit-overhead ratios are medians over
+    the runs."""
     merged = {}
     for r in range(repeats):
         runs = [_pytest(tmp, f"ops-{r}", "test_ops_bench.py", None, extra)]
         for net, dtype in _cases():
-            for peer, select in (("nnx", "not torch"), ("torch", "torch")):
-                runs.append(_pytest(tmp, f"{peer}-{net}-{dtype}-{r}", "test_train_throughput.py",
+            for peer, select in PEERS:
+                runs.append(_pytest(tmp, f"{peer}-{net}-{dtype}-{r}", TRAIN_FILES,
                                     f"{net} and {dtype} and {select}", extra))
         for run in runs:
             for b in run:
@@ -119,9 +134,25 @@ def run_suite(tmp, extra, repeats):
 
 
 def _pair_ratios(mine, peer):
-    """nnx/PyTorch throughput of each repeat's side-by-side pair."""
+    """``mine``/``peer`` throughput of each repeat's side-by-side pair, sorted."""
     a, b = mine["rates_by_repeat"], peer["rates_by_repeat"]
     return sorted(a[r] / b[r] for r in a if a[r] and b.get(r))
+
+
+def _ratio_cell(mine, peer, bold=True, unit=""):
+    """The median side-by-side ratio with its range, or n/a without both."""
+    pairs = _pair_ratios(mine, peer) if mine and peer else []
+    if not pairs:
+        return "n/a"
+    mid = f"{statistics.median(pairs):.2f}x"
+    return f"{f'**{mid}**' if bold else mid}{unit} ({pairs[0]:.2f}-{pairs[-1]:.2f})"
+
+
+def _versions(info):
+    torch = (f"PyTorch {info['torch']} ({info['torch_threads']} threads)"
+             if info.get("torch") else "PyTorch not installed")
+    jax = f"JAX {info['jax']} (XLA CPU)" if info.get("jax") else "JAX not installed"
+    return f"{torch}; {jax}"
 
 
 def table(data, info):
@@ -149,49 +180,71 @@ def table(data, info):
         f"NumPy {info['numpy']}, BLAS "
         + ", ".join(f"{b['internal_api']} {b['version']} ({b['architecture']}, "
                     f"{b['num_threads']} threads)" for b in info["blas"])
-        + (f"; PyTorch {info['torch']} ({info['torch_threads']} threads)"
-           if info.get("torch") else "; PyTorch not installed"),
+        + f"; {_versions(info)}",
         "",
         "| network (batch) | dtype | nnx samples/s | PyTorch eager samples/s | nnx / PyTorch "
-        "| nnx share of matmul peak | PyTorch share | fit / bare loop | fit / hand-shuffled loop |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| JAX jit samples/s | nnx / JAX | nnx share of matmul peak | PyTorch share "
+        "| JAX share | fit / bare loop | fit / hand-shuffled loop |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def rate(e):
+        return f"{e['samples_per_s']:,.0f}" if e else "n/a"
+
     for (net, dtype), r in sorted(rows.items()):
-        nnx_, torch_, fit = r.get("nnx-cpu"), r.get("torch-cpu"), r.get("nnx-cpu-fit")
+        nnx_, torch_, jax_ = r.get("nnx-cpu"), r.get("torch-cpu"), r.get("jax-cpu")
+        fit = r.get("nnx-cpu-fit")
         if nnx_ is None:
             continue
-        t = f"{torch_['samples_per_s']:,.0f}" if torch_ else "n/a"
-        t_share = f"{share(torch_):.0%}" if torch_ else "n/a"
-        ratio = "n/a"
-        if torch_:
-            pairs = _pair_ratios(nnx_, torch_)
-            ratio = (f"**{statistics.median(pairs):.2f}x** ({pairs[0]:.2f}-{pairs[-1]:.2f})"
-                     if pairs else "n/a")
         overhead = [f"{fit[k]:.2f}x time" if fit and k in fit else "n/a"
                     for k in ("fit_over_bare", "fit_over_shuffled")]
         lines.append(
-            f"| {net} | {dtype} | {nnx_['samples_per_s']:,.0f} | {t} | {ratio} | "
-            f"{share(nnx_):.0%} of {peak[dtype] / 1e9:.0f} GFLOP/s | {t_share} | "
-            f"{overhead[0]} | {overhead[1]} |")
+            f"| {net} | {dtype} | {rate(nnx_)} | {rate(torch_)} | {_ratio_cell(nnx_, torch_)} | "
+            f"{rate(jax_)} | {_ratio_cell(nnx_, jax_)} | "
+            f"{share(nnx_):.0%} of {peak[dtype] / 1e9:.0f} GFLOP/s | "
+            f"{f'{share(torch_):.0%}' if torch_ else 'n/a'} | "
+            f"{f'{share(jax_):.0%}' if jax_ else 'n/a'} | {overhead[0]} | {overhead[1]} |")
+    adam = [(key, r) for key, r in sorted(rows.items()) if "nnx-cpu-adam" in r]
+    if adam:
+        lines += ["", "| network (batch) | dtype | nnx Adam samples/s "
+                  "| PyTorch Adam (foreach) samples/s | nnx / PyTorch "
+                  "| Adam / momentum step, nnx | Adam / momentum step, PyTorch |",
+                  "|---|---|---|---|---|---|---|"]
+        for (net, dtype), r in adam:
+            nnx_, torch_ = r["nnx-cpu-adam"], r.get("torch-cpu-adam")
+            # time per sample of an Adam loop over a momentum loop, run in the
+            # same process one after the other: what Adam's own pass costs
+            cost = [_ratio_cell(r.get(m), a, bold=False, unit=" time")
+                    for a, m in ((nnx_, "nnx-cpu"), (torch_, "torch-cpu"))]
+            lines.append(f"| {net} | {dtype} | {rate(nnx_)} | {rate(torch_)} | "
+                         f"{_ratio_cell(nnx_, torch_)} | {cost[0]} | {cost[1]} |")
     ops = sorted((b["group"], b["name"], b["stats"]["median"]) for b in data["benchmarks"]
                  if b["group"].startswith("op "))
     if ops:
         lines += ["", "| operation | backend | median |", "|---|---|---|"]
         lines += [f"| {g[3:]} | {n} | {m * 1e6:,.0f} µs |" for g, n, m in ops]
     lines += ["", f"Each figure is the median over {data['repeats']} alternating runs of "
-              "the median of 7 rounds; nnx and PyTorch run in separate processes so neither "
-              "library's idle threads slow the other, one network and dtype after another. "
-              "nnx / PyTorch is the median of the runs' side-by-side ratios (lowest-highest "
-              "in brackets). samples/s counts training samples "
-              "(forward, backward, optimiser step); the matmul peak is a 1024x1024x1024 "
+              "the median of 7 rounds; nnx, PyTorch and JAX run in separate processes so "
+              "no library's idle threads slow another, one network and dtype after another. "
+              "nnx / PyTorch and nnx / JAX are the medians of the runs' side-by-side ratios "
+              "(lowest-highest in brackets). samples/s counts training samples "
+              "(forward, backward, optimiser step: SGD with momentum 0.9, and Adam in its own "
+              "table); JAX compiles the whole step, batch gather included, with `jax.jit` and "
+              "is called once per batch. The matmul peak is NumPy's 1024x1024x1024 "
               "product, measured in every run, and each share is over the median of those "
-              "peaks for its dtype (no library can run more than 1/share times faster than "
-              "PyTorch on that network); "
+              "peaks for its dtype (no library whose matrix products run at NumPy's rate can "
+              "be more than 1/share times faster than that peer on that network); "
               "fit / bare loop is the time per epoch of "
               "`Trainer.fit` (shuffling, batching, one evaluation) over the bare step loop on "
               "pre-sliced batches, and over a loop that shuffles by hand (a permutation per "
               "epoch, each batch gathered into reused buffers): the latter is what the "
               "Trainer itself costs; the three alternate round by round (medians of 9)."]
+    if adam:
+        lines += ["", "Adam: `nnx.Adam` and `torch.optim.Adam(foreach=True)` at lr 0.001, betas "
+                  "(0.9, 0.999), eps 1e-8, in the same processes as the momentum runs; "
+                  "Adam / momentum step is the time of each library's Adam loop over its "
+                  "momentum loop in the same run (median of the runs, range in brackets): "
+                  "the share of a step that Adam's own pass over the parameters adds."]
     return "\n".join(lines)
 
 
@@ -216,13 +269,13 @@ def saved(path):
 def main(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0].rstrip(".")
-        + "; by default it also rewrites README.md's Performance section.",
+        + "; by default it also rewrites the table in docs/performance.md.",
         epilog="Extra pytest arguments go after --, and run after -m 'not gpu': "
                "python bench/report.py --repeats 1 --no-readme --out /tmp/cpu.md -- -x")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "cpu.md"),
                    help="the Markdown table; its measurements go beside it, as .json "
                         "(default: %(default)s)")
-    p.add_argument("--no-readme", action="store_true", help="leave README.md alone")
+    p.add_argument("--no-readme", action="store_true", help="leave docs/performance.md alone")
     p.add_argument("--repeats", type=int, default=3, help="side-by-side runs of every case")
     p.add_argument("--from-json", metavar="PATH",
                    help="render the table again from a report's saved JSON "
@@ -251,7 +304,7 @@ def main(argv=None):
             if "samples_per_s" in b["extra_info"] else {})}
         for b in data["benchmarks"]]}, indent=1))
     if not args.no_readme:
-        readme = ROOT / "README.md"
+        readme = ROOT / "docs" / "performance.md"
         text = readme.read_text()
         if START in text and END in text:
             head, rest = text.split(START, 1)

@@ -1,13 +1,14 @@
-"""Training throughput: nnx on every backend present against PyTorch eager on
-the same network, batch and dtype. Each case checks numerical parity before
-the clock starts; samples/s, the ratio to the ceiling and (in the report) to
-PyTorch go into extra_info."""
+"""Training throughput: nnx on every backend present against PyTorch eager and
+a jit-compiled JAX step on the same network, weights, batches and dtype. Each
+case checks numerical parity before the clock starts; samples/s and the ratio
+to the ceiling go into extra_info (the report adds the ratios between libraries)."""
 
 from __future__ import annotations
 
 import statistics
 import time
 
+import numpy as np
 import pytest
 
 import nnx
@@ -22,10 +23,12 @@ from .conftest import (
     assert_close,
     build_net,
     check_parity,
+    check_torch_parity,
     flops_per_sample,
     make_data,
     matmul_ceiling,
     reference,
+    torch_model,
 )
 
 FIT_EPOCHS = {"cpu": 3, "gpu": 10}  # on the GPU, fit records its step once per call
@@ -64,7 +67,7 @@ def _bare_loop(net, optim, Xd, yd, batch, epochs=1):
     def run():
         for _ in range(epochs):
             for xb, yb in batches:
-                net._train_step(xb, yb)
+                net.train_step(xb, yb)
                 optim.step()
         net.backend.synchronize()
     return run
@@ -84,7 +87,7 @@ def _shuffled_loop(net, optim, Xd, yd, batch, epochs=1):
                 m = min(batch, n - i)  # the last batch may be short
                 b.take_rows(Xd, order[i:i + m], out=xb[:m])
                 b.take_rows(yd, order[i:i + m], out=yb[:m])
-                net._train_step(xb[:m], yb[:m])
+                net.train_step(xb[:m], yb[:m])
                 optim.step()
         b.synchronize()
     return run
@@ -177,28 +180,14 @@ def test_torch_peer(benchmark, name, dtype, device):
     torch.backends.cudnn.allow_tf32 = False
     benchmark.group = f"train {name} {dtype}"
     benchmark.name = f"torch-{device}"
-    tdtype = getattr(torch, dtype)
-    net = build_net(name, "cpu", "float64")
     sizes, act, batch = NETWORKS[name]
-    mods = []
-    for i, (a, bsz) in enumerate(zip(sizes[:-1], sizes[1:])):
-        lin = torch.nn.Linear(a, bsz)
-        mods.append(lin)
-        if i < len(sizes) - 2:
-            mods.append(torch.nn.Tanh())
-    model = torch.nn.Sequential(*mods).to(device=device, dtype=tdtype)
-    with torch.no_grad():
-        params = list(net.params())
-        for lin, W, B in zip([m for m in mods if isinstance(m, torch.nn.Linear)],
-                             params[0::2], params[1::2]):
-            lin.weight.copy_(torch.from_numpy(W.T.copy()))
-            lin.bias.copy_(torch.from_numpy(B[0].copy()))
+    model = torch_model(torch, name, dtype, device)
     X, y = make_data(name, BATCHES_PER_ROUND[name])
-    Xt = torch.from_numpy(X).to(device=device, dtype=tdtype)
+    Xt = torch.from_numpy(X).to(device=device, dtype=getattr(torch, dtype))
     yt = torch.from_numpy(y).to(device)
     lossf = torch.nn.CrossEntropyLoss()
-    _check_torch_parity(torch, model, lossf, X[:batch], y[:batch], Xt[:batch], yt[:batch],
-                        acts=[act] * (len(sizes) - 2) + ["linear"], rtol=RTOL[dtype])
+    check_torch_parity(torch, model, lossf, X[:batch], y[:batch], Xt[:batch], yt[:batch],
+                       acts=[act] * (len(sizes) - 2) + ["linear"], rtol=RTOL[dtype])
     # torch's momentum form v = m v + g, p -= lr v equals nnx's at a constant lr
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     batches = [(Xt[i:i + batch], yt[i:i + batch]) for i in range(0, X.shape[0], batch)]
@@ -215,28 +204,113 @@ def test_torch_peer(benchmark, name, dtype, device):
     _record(benchmark, name, dtype, device, f"torch-{device}")
 
 
-def _check_torch_parity(torch, model, lossf, X, y, Xt, yt, acts, rtol):
-    """PyTorch's loss and parameter gradients on one batch (after ``backward``,
-    before any optimiser step) against the independent float64 reference built
-    from the model's own weights; its gradients are zeroed afterwards so that
-    the timed run starts as before. A torch ``Linear`` keeps ``weight`` as
-    (out, in), the transpose of the reference's ``W``, and a 1-D ``bias``."""
-    lins = [m for m in model if isinstance(m, torch.nn.Linear)]
+# ------------------------------------------------------------------ the JAX peer
+JAX_ACTIVATIONS = {"tanh": "tanh", "relu": "relu", "sigmoid": "sigmoid"}
 
-    def host(t):
-        return t.detach().cpu().double().numpy()
 
-    ref = reference.RefMLP([host(lin.weight).T for lin in lins],
-                           [host(lin.bias) for lin in lins], acts, loss="ce")
-    ref_loss, _, ref_grads = ref.loss_and_grads(X, reference.one_hot(y, lins[-1].out_features))
-    model.zero_grad(set_to_none=True)
-    loss = lossf(model(Xt), yt)
-    loss.backward()
-    got = float(loss.detach())
-    assert abs(got - ref_loss) <= rtol * abs(ref_loss), f"torch loss {got!r} != {ref_loss!r}"
-    for i, lin in enumerate(lins):
-        assert_close(host(lin.weight.grad).T, ref_grads[2 * i], rtol,
-                     f"torch weight gradient {i}")
-        assert_close(host(lin.bias.grad).reshape(1, -1), ref_grads[2 * i + 1], rtol,
-                     f"torch bias gradient {i}")
-    model.zero_grad(set_to_none=False)
+def _jax():
+    """jax and jax.numpy with 64-bit floats allowed (every array here names its
+    dtype, so float32 cases stay float32), or a skip that says why."""
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError as e:
+        pytest.skip(f"jax is not installed ({e}); pip install 'nnx-dl[jax]' for the JAX peer")
+    jax.config.update("jax_enable_x64", True)
+    return jax, jnp
+
+
+def _jax_step(jax, jnp, acts, batch, lr, momentum):
+    """The whole training step as one compiled function: the batch sliced
+    from the full data at ``start`` (as nnx's fit gathers its rows on the
+    device), forward, softmax cross-entropy, backward, and nnx's momentum
+    update ``v = momentum*v + lr*g; p -= v``. Parameters and velocities are
+    donated, so XLA may update them in place as nnx does."""
+    fns = [getattr(jax.nn, JAX_ACTIVATIONS[a]) if a != "linear" else None for a in acts]
+
+    def loss_fn(params, xb, yb):
+        a = xb
+        for W, B, f in zip(params[0::2], params[1::2], fns):
+            a = a @ W + B
+            if f is not None:
+                a = f(a)
+        logp = jax.nn.log_softmax(a, axis=1)
+        return -jnp.mean(jnp.take_along_axis(logp, yb[:, None], axis=1))
+
+    def step(params, velocity, X, y, start):
+        xb = jax.lax.dynamic_slice_in_dim(X, start, batch)
+        yb = jax.lax.dynamic_slice_in_dim(y, start, batch)
+        loss, grads = jax.value_and_grad(loss_fn)(params, xb, yb)
+        velocity = [momentum * v + lr * g for v, g in zip(velocity, grads)]
+        return [p - v for p, v in zip(params, velocity)], velocity, loss
+
+    return jax.jit(step, donate_argnums=(0, 1)), jax.jit(jax.value_and_grad(loss_fn))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_jax_peer(benchmark, name, dtype):
+    """JAX (XLA on the CPU) on the same network, weights, batches and dtype:
+    the step above, called once per batch from Python like nnx's and
+    PyTorch's loops."""
+    jax, jnp = _jax()
+    if name in GPU_ONLY:
+        pytest.skip(f"{name} is a GPU benchmark")
+    benchmark.group = f"train {name} {dtype}"
+    benchmark.name = "jax-cpu"
+    sizes, act, batch = NETWORKS[name]
+    acts = [act] * (len(sizes) - 2) + ["linear"]
+    lr, momentum = 0.01, 0.9
+    start_params = [np.array(p) for p in build_net(name, "cpu", "float64").params()]
+    X, y = make_data(name, BATCHES_PER_ROUND[name])
+    Xd, yd = jnp.asarray(X, dtype=dtype), jnp.asarray(y)
+    step, loss_and_grads = _jax_step(jax, jnp, acts, batch, lr, momentum)
+
+    def fresh():
+        params = [jnp.asarray(p, dtype=dtype) for p in start_params]
+        return params, [jnp.zeros_like(p) for p in params]
+
+    _check_jax_parity(jax, step, loss_and_grads, fresh, start_params, acts, X, y, Xd, yd,
+                      batch, lr, momentum, RTOL[dtype])
+    state = dict(zip(("params", "velocity"), fresh()))
+    starts = [jnp.asarray(i) for i in range(0, X.shape[0], batch)]
+
+    def run():
+        params, velocity = state["params"], state["velocity"]
+        for start in starts:
+            params, velocity, _ = step(params, velocity, Xd, yd, start)
+        jax.block_until_ready(params)
+        state.update(params=params, velocity=velocity)
+
+    benchmark.pedantic(run, rounds=7, iterations=1, warmup_rounds=1)
+    benchmark.extra_info["jax_version"] = jax.__version__
+    _record(benchmark, name, dtype, "cpu", "jax-cpu")
+
+
+def _check_jax_parity(jax, step, loss_and_grads, fresh, start_params, acts, X, y, Xd, yd,
+                      batch, lr, momentum, rtol):
+    """JAX's loss and gradients on the first batch, then two calls of the
+    compiled step itself (gather included), against the float64 reference
+    from the same weights: as nnx's check, every parameter within ``rtol``
+    and its change over the two steps within ``rtol * 10``."""
+    ref = reference.RefMLP(start_params[0::2], start_params[1::2], acts, loss="ce")
+    p0 = [p.copy() for p in ref.params()]
+    Y = reference.one_hot(y[:batch], ref.W[-1].shape[1])
+    params, velocity = fresh()
+    loss, grads = loss_and_grads(params, Xd[:batch], yd[:batch])
+    ref_loss, _, ref_grads = ref.loss_and_grads(X[:batch], Y)
+    assert abs(float(loss) - ref_loss) <= rtol * abs(ref_loss), \
+        f"jax loss {float(loss)!r} != reference {ref_loss!r}"
+    for i, (g, r) in enumerate(zip(grads, ref_grads)):
+        assert_close(np.asarray(g), r, rtol, f"jax gradient {i}")
+    ref_velocity = [np.zeros_like(p) for p in p0]
+    start = jax.numpy.asarray(0)
+    for k in range(2):
+        if k:
+            _, _, ref_grads = ref.loss_and_grads(X[:batch], Y)
+        params, velocity, loss = step(params, velocity, Xd, yd, start)
+        ref.momentum_step(ref_grads, ref_velocity, lr, momentum)
+    for i, (p, r, r0) in enumerate(zip(params, ref.params(), p0)):
+        p = np.asarray(p, dtype=np.float64)
+        assert_close(p, r, rtol, f"jax parameter {i} after 2 momentum steps")
+        assert_close(p - r0, r - r0, rtol * 10, f"change of jax parameter {i} over 2 steps")

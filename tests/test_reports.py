@@ -1,6 +1,6 @@
 """The report writers, checked on hand-made results whose right answers are
 known: the reproduce figure (nnx/report.py), the benchmark table that goes
-into the README (bench/report.py), and the GPU check's report
+into docs/performance.md (bench/report.py), and the GPU check's report
 (bench/gpu_report.py), which runs only on a machine lent a GPU, so its parsing
 is checked here on outputs shaped like the real ones."""
 
@@ -62,55 +62,140 @@ def _entry(name, median, rate, ceiling=2e11, **extra):
                            "matmul_ceiling_flops": ceiling, **extra}}
 
 
-# per repeat: (nnx median, nnx rate), (torch median, torch rate), (fit/bare, fit/shuffled)
-RUNS = [((0.3, 100.0), (0.5, 60.0), (1.2, 1.05)),
-        ((0.1, 300.0), (0.4, 75.0), (1.1, 1.00)),
-        ((0.2, 150.0), (0.6, 50.0), (1.3, 1.10))]
+# per repeat, (median s, samples/s) of: nnx, PyTorch, JAX, nnx Adam, PyTorch Adam;
+# and nnx's (fit/bare, fit/shuffled)
+RUNS = [((0.3, 100.0), (0.5, 60.0), (0.2, 200.0), (0.4, 80.0), (0.6, 50.0), (1.2, 1.05)),
+        ((0.1, 300.0), (0.4, 75.0), (0.3, 100.0), (0.2, 200.0), (0.5, 60.0), (1.1, 1.00)),
+        ((0.2, 150.0), (0.6, 50.0), (0.25, 120.0), (0.3, 100.0), (0.7, 40.0), (1.3, 1.10))]
 
 
-def _fake_suite(monkeypatch):
-    """bench/report.py run on RUNS instead of the benchmarks: (module, data, info)."""
+def _fake_suite(monkeypatch, peers=("nnx", "torch", "jax")):
+    """bench/report.py run on RUNS instead of the benchmarks, with only
+    ``peers`` installed: (module, data, info, the pytest calls it made)."""
     report = _script("report")
+    calls = []
 
-    def fake_pytest(tmp, label, target, select, extra):
-        if target == "test_ops_bench.py":
+    def fake_pytest(tmp, label, targets, select, extra):
+        calls.append((label, targets, select))
+        if targets == "test_ops_bench.py":
             return []
         r = int(label.rsplit("-", 1)[1])
-        (nm, nr), (tm, tr), (fb, fs) = RUNS[r]
-        if label.startswith("nnx"):
+        (nm, nr), (tm, tr), (jm, jr), (am, ar), (tam, tar), (fb, fs) = RUNS[r]
+        peer = label.split("-", 1)[0]
+        if peer not in peers:
+            return []  # its tests skipped
+        if peer == "nnx":
             return [_entry("nnx-cpu", nm, nr),
                     _entry("nnx-cpu-fit", nm, nr, 2.2e11, fit_over_bare=fb,
-                           fit_over_shuffled=fs)]
-        return [_entry("torch-cpu", tm, tr, 1.8e11)]
+                           fit_over_shuffled=fs),
+                    _entry("nnx-cpu-adam", am, ar, optimizer="adam")]
+        if peer == "torch":
+            return [_entry("torch-cpu", tm, tr, 1.8e11),
+                    _entry("torch-cpu-adam", tam, tar, optimizer="adam")]
+        return [_entry("jax-cpu", jm, jr)]
 
     monkeypatch.setattr(report, "_pytest", fake_pytest)
     monkeypatch.setattr(report, "_cases", lambda: [("study-784-89-10", "float32")])
     data = report.run_suite("unused", [], repeats=3)
-    info = {"cpu": "CPU", "cores": 2, "python": "3", "numpy": "2", "torch": "2",
-            "torch_threads": 2, "blas": [{"internal_api": "openblas", "version": "0",
-                                          "architecture": "Zen", "num_threads": 2}]}
-    return report, data, info
+    info = {"cpu": "CPU", "cores": 2, "python": "3", "numpy": "2",
+            "torch": "2" if "torch" in peers else None, "torch_threads": 2,
+            "jax": "0.4" if "jax" in peers else None,
+            "blas": [{"internal_api": "openblas", "version": "0",
+                      "architecture": "Zen", "num_threads": 2}]}
+    return report, data, info, calls
+
+
+def _cells(md, first, after=None):
+    """The cells of the first table row of ``md`` that starts with ``first``
+    (after the line starting with ``after``, if given)."""
+    lines = md.splitlines()
+    if after is not None:
+        lines = lines[next(i for i, line in enumerate(lines) if line.startswith(after)):]
+    row = next(line for line in lines if line.startswith(first))
+    return [c.strip() for c in row.strip("|").split("|")]
 
 
 def test_the_table_keeps_the_median_run_and_the_median_side_by_side_ratio(monkeypatch):
-    """Nothing checked the README's performance arithmetic: keeping the
+    """Nothing checked the performance table's arithmetic: keeping the
     fastest run, or dividing PyTorch by nnx, passed every test."""
-    report, data, info = _fake_suite(monkeypatch)
-    row = next(line for line in report.table(data, info).splitlines()
-               if line.startswith("| study-784-89-10"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
+    report, data, info, _ = _fake_suite(monkeypatch)
+    cells = _cells(report.table(data, info), "| study-784-89-10")
     # the median run by time: nnx repeat 2 (0.2 s, 150/s), PyTorch repeat 0 (0.5 s, 60/s);
     # side by side 100/60, 300/75, 150/50: median 3.00, from 1.67 to 4.00
     assert cells[2:5] == ["150", "60", "**3.00x** (1.67-4.00)"]
+    # JAX's median run is repeat 2 (0.25 s, 120/s); 100/200, 300/100, 150/120
+    assert cells[5:7] == ["120", "**1.25x** (0.50-3.00)"]
     # shares over one peak for the report, the median of those measured (1.8, 2, 2.2e11):
-    # 150e9 / 2e11 and 60e9 / 2e11, where PyTorch's own low reading would give 33%
-    assert cells[5:7] == ["75% of 200 GFLOP/s", "30%"]
-    assert cells[7:] == ["1.20x time", "1.05x time"]
+    # 150e9 / 2e11, 60e9 / 2e11 and 120e9 / 2e11, where PyTorch's own low reading
+    # would give 33%
+    assert cells[7:10] == ["75% of 200 GFLOP/s", "30%", "60%"]
+    assert cells[10:] == ["1.20x time", "1.05x time"]
+
+
+def test_the_adam_rows_compare_adam_with_adam(monkeypatch):
+    """nnx.Adam against torch's Adam, each repeat side by side, and each
+    library's Adam loop against its own momentum loop of the same run."""
+    report, data, info, _ = _fake_suite(monkeypatch)
+    md = report.table(data, info)
+    cells = _cells(md, "| study-784-89-10", after="| network (batch) | dtype | nnx Adam")
+    # median runs: nnx Adam repeat 2 (0.3 s, 100/s), PyTorch Adam repeat 0 (0.6 s, 50/s);
+    # side by side 80/50, 200/60, 100/40
+    assert cells[2:5] == ["100", "50", "**2.50x** (1.60-3.33)"]
+    # time per sample over the momentum loop: nnx 100/80, 300/200, 150/100;
+    # PyTorch 60/50, 75/60, 50/40
+    assert cells[5:] == ["1.50x time (1.25-1.50)", "1.25x time (1.20-1.25)"]
+
+
+def test_a_peer_that_is_not_installed_reads_n_a(monkeypatch):
+    """Without torch and jax their tests skip; the table still renders, and
+    says so, rather than failing on the missing runs."""
+    report, data, info, _ = _fake_suite(monkeypatch, peers=("nnx",))
+    md = report.table(data, info)
+    assert "PyTorch not installed; JAX not installed" in md.splitlines()[0]
+    cells = _cells(md, "| study-784-89-10")
+    assert cells[2:10] == ["150", "n/a", "n/a", "n/a", "n/a", "75% of 200 GFLOP/s", "n/a",
+                           "n/a"]
+    adam = _cells(md, "| study-784-89-10", after="| network (batch) | dtype | nnx Adam")
+    assert adam[2:] == ["100", "n/a", "n/a", "1.50x time (1.25-1.50)", "n/a"]
+
+
+def test_each_case_runs_every_library_in_a_process_of_its_own(monkeypatch):
+    """One pytest process per library, network and dtype, over both training
+    files, so that the Adam cases share their library's process."""
+    report, _, _, calls = _fake_suite(monkeypatch)
+    train = [(label, select) for label, targets, select in calls
+             if targets == report.TRAIN_FILES]
+    assert [label for label, _ in train] == [
+        f"{peer}-study-784-89-10-float32-{r}" for r in range(3)
+        for peer in ("nnx", "torch", "jax")]
+    assert len(calls) == 3 * 4  # and the operations once per repeat
+
+
+@pytest.mark.parametrize("peer, expected", [
+    ("nnx", {"test_nnx_train_steps", "test_nnx_fit", "test_nnx_adam"}),
+    ("torch", {"test_torch_peer", "test_torch_adam"}),
+    ("jax", {"test_jax_peer"}),
+])
+def test_each_library_selects_its_own_benchmarks(peer, expected):
+    """The report's -k expressions, collected for real on one case: a name
+    that matched another library's test would run it in the wrong process
+    (and its idle threads would slow the one being timed)."""
+    report = _script("report")
+    select = dict(report.PEERS)[peer]
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", *(str(BENCH / f) for f in report.TRAIN_FILES),
+         "--co", "-q", "-p", "no:cacheprovider", "-m", "not gpu",
+         "-k", f"wide-784-1024-1024-10 and float32 and {select}"],
+        capture_output=True, text=True, cwd=BENCH.parent, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    ids = [line for line in r.stdout.splitlines() if "::" in line]
+    assert {i.split("::")[1].split("[")[0] for i in ids} == expected
+    assert all("float32" in i and "wide" in i for i in ids)
 
 
 def test_the_table_renders_again_from_its_saved_json(monkeypatch, tmp_path):
     """--from-json reads back what the report saved and gives the same table."""
-    report, data, info = _fake_suite(monkeypatch)
+    report, data, info, _ = _fake_suite(monkeypatch)
     monkeypatch.setattr(report, "machine_info", lambda: info)
     monkeypatch.setattr(report, "run_suite", lambda tmp, extra, repeats: data)
     first = tmp_path / "first.md"
@@ -125,7 +210,7 @@ def test_the_table_renders_again_from_its_saved_json(monkeypatch, tmp_path):
 def test_extra_pytest_arguments_keep_the_report_on_the_cpu(monkeypatch, tmp_path):
     """Extra pytest arguments replaced the default -m 'not gpu', so
     `report.py -- -x` on a GPU machine mixed GPU cases into the CPU's table."""
-    report, data, info = _fake_suite(monkeypatch)
+    report, data, info, _ = _fake_suite(monkeypatch)
     monkeypatch.setattr(report, "machine_info", lambda: info)
     seen = []
     monkeypatch.setattr(report, "run_suite",
