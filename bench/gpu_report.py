@@ -151,6 +151,14 @@ def main(argv=None):
          bool(st_fit and st_torch and st_fit / st_torch >= 2.0)),
         ("device-to-host copies per batch", "0", no_copies, _all_passed(no_copies)),
     ]
+    for net in (large, study):  # nnx's Adam in its captured fit against PyTorch's fused Adam
+        mine = rate(net, "float32", "nnx-gpu-adam-fit")
+        for mode, wanted in (("fused", ">= 1.0x"), ("fused-graph", "(shown)")):
+            peer = rate(net, "float32", f"torch-cuda-adam-{mode}")
+            what = "fused Adam" + (", captured in a CUDA graph" if mode == "fused-graph" else "")
+            targets.append((f"{net}, f32, Adam: nnx captured fit / PyTorch {what}", wanted,
+                            f"{mine / peer:.2f}x" if mine and peer else "not run",
+                            bool(mine and peer and (mine / peer >= 1.0 or mode != "fused"))))
     report = {"device": device or device_info(),
               "tests": {k: v for k, v in t.items() if k != "cases"},
               "benchmarks": [dict(v, network=k[0], dtype=k[1], name=k[2])

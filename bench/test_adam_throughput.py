@@ -120,3 +120,142 @@ def _check_torch_adam(torch, name, dtype, model, lossf, X, y, Xt, yt, acts, step
         # the two libraries round differently, so each is held to the
         # reference's clear-sign entries, as against the reference itself
         assert_adam_close(mine, got, p0, grads_by_step, rtol, ADAM["lr"], "nnx against torch")
+
+
+# --------------------------------------------------------------------- GPU
+# nnx's Adam inside its captured step (one CUDA graph per fit replays forward,
+# loss, backward and the fused Adam kernel) against PyTorch's fused Adam, run
+# eagerly and captured in a CUDA graph of its own (capturable=True, static
+# input buffers refilled per batch), float32, TF32 off (gpu_check.sh).
+GPU_ADAM_NETWORKS = ["study-784-89-10", "large-784-4096-4096-10"]
+GPU_FIT_EPOCHS = 10
+
+
+def _gpu_or_skip():
+    ok, why = nnx.gpu_available()
+    if not ok:
+        pytest.skip(f"no GPU: {why}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", GPU_ADAM_NETWORKS)
+def test_nnx_adam_gpu_fit(benchmark, name):
+    """``Trainer.fit`` with Adam on the GPU: full batches replay one recorded
+    step whose fused Adam kernel reads the rate and the step count from
+    device arrays."""
+    _gpu_or_skip()
+    _need_nnx_adam()
+    dtype = "float32"
+    benchmark.group = f"train-adam {name} {dtype}"
+    benchmark.name = "nnx-gpu-adam-fit"
+    net = build_net(name, "gpu", dtype)
+    X, y = make_data(name, BATCHES_PER_ROUND[name])
+    batch = NETWORKS[name][2]
+    check_parity(net, X[:batch], y[:batch], RTOL[dtype])
+    got, expected, start, grads = nnx_adam_steps(net, X[:batch], y[:batch])
+    assert_adam_close(got, expected, start, grads, RTOL[dtype], ADAM["lr"], "nnx gpu")
+    Xd, yd = net.as_input(X), net.as_target(y, X.shape[0])
+    trainer = nnx.Trainer(net, nnx.Adam(**ADAM))
+    state = {}
+
+    def run():
+        state["history"] = trainer.fit(Xd, yd, Xd[:batch], yd[:batch], epochs=GPU_FIT_EPOCHS,
+                                       eval_every=GPU_FIT_EPOCHS, batch_size=batch, seed=0,
+                                       restart=False, patience=None)
+        net.backend.synchronize()
+
+    benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
+    benchmark.extra_info.update(optimizer="adam", graph=state["history"].graph,
+                                graph_note=state["history"].graph_note)
+    _record(benchmark, name, dtype, "gpu", "nnx-adam-fit", epochs=GPU_FIT_EPOCHS)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["fused", "fused-graph"])
+@pytest.mark.parametrize("name", GPU_ADAM_NETWORKS)
+def test_torch_adam_gpu(benchmark, name, mode):
+    """``torch.optim.Adam(fused=True)`` on CUDA: eagerly, or with the whole
+    step (forward, loss, backward, the fused update) captured once in a
+    ``torch.cuda.CUDAGraph`` and replayed per batch."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch sees no CUDA device")
+    dtype = "float32"
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    benchmark.group = f"train-adam {name} {dtype}"
+    benchmark.name = f"torch-cuda-adam-{mode}"
+    sizes, act, batch = NETWORKS[name]
+    model = torch_model(torch, name, dtype, device="cuda")
+    X, y = make_data(name, BATCHES_PER_ROUND[name])
+    Xt = torch.from_numpy(X).to(device="cuda", dtype=torch.float32)
+    yt = torch.from_numpy(y).to("cuda")
+    lossf = torch.nn.CrossEntropyLoss()
+    graph = mode == "fused-graph"
+    opt = torch.optim.Adam(model.parameters(), fused=True, capturable=graph, **ADAM)
+    batches = [(Xt[i:i + batch], yt[i:i + batch]) for i in range(0, X.shape[0], batch)]
+    _check_torch_gpu_adam(torch, name, dtype, X[:batch], y[:batch], batches[0], graph)
+    if not graph:
+        def run():
+            for xb, yb in batches:
+                opt.zero_grad(set_to_none=False)
+                lossf(model(xb), yb).backward()
+                opt.step()
+            torch.cuda.synchronize()
+    else:
+        step, static_x, static_y = _torch_captured_step(torch, model, opt, lossf, batches[0])
+
+        def run():
+            for xb, yb in batches:
+                static_x.copy_(xb)
+                static_y.copy_(yb)
+                step.replay()
+            torch.cuda.synchronize()
+
+    benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
+    benchmark.extra_info.update(optimizer="adam", graph=graph)
+    _record(benchmark, name, dtype, "cuda", f"torch-adam-{mode}")
+
+
+def _torch_captured_step(torch, model, opt, lossf, first):
+    """The whole training step recorded as a CUDA graph, as PyTorch's docs
+    show it: a few warm-up steps on a side stream, then capture with static
+    inputs (the gradients stay allocated: zero_grad(set_to_none=False))."""
+    static_x, static_y = first[0].clone(), first[1].clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            opt.zero_grad(set_to_none=False)
+            lossf(model(static_x), static_y).backward()
+            opt.step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=False)
+    with torch.cuda.graph(graph):
+        lossf(model(static_x), static_y).backward()
+        opt.step()
+    return graph, static_x, static_y
+
+
+def _check_torch_gpu_adam(torch, name, dtype, X, y, first, graph, steps=2):
+    """Two fused Adam steps (captured ones with ``graph``) of a fresh model
+    against the float64 reference from the same weights."""
+    model = torch_model(torch, name, dtype, device="cuda")
+    opt = torch.optim.Adam(model.parameters(), fused=True, capturable=graph, **ADAM)
+    lossf = torch.nn.CrossEntropyLoss()
+    p0 = torch_params64(torch, model)
+    sizes, act, _ = NETWORKS[name]
+    acts = [act] * (len(sizes) - 2) + ["linear"]
+    ref = reference.RefMLP(p0[0::2], p0[1::2], acts, loss="ce")
+    Y = reference.one_hot(y, sizes[-1])
+    state, grads_by_step = {}, []
+    for t in range(1, steps + 1):
+        opt.zero_grad(set_to_none=False)
+        lossf(model(first[0]), first[1]).backward()
+        opt.step()
+        _, _, grads = ref.loss_and_grads(X, Y)
+        grads_by_step.append(grads)
+        reference.ref_adam(ref.params(), grads, state, t=t, **ADAM)
+    assert_adam_close(torch_params64(torch, model), ref.params(), p0, grads_by_step,
+                      RTOL[dtype], ADAM["lr"], f"torch cuda {'captured ' if graph else ''}adam")
