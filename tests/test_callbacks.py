@@ -276,3 +276,30 @@ def test_a_checkpoint_between_evaluations_is_never_written_from_diverged_paramet
     header, _ = nnx.checkpoint.read(path)  # the last good checkpoint, untouched
     assert header["training"]["epoch"] == 1
     assert np.isfinite(nnx.NeuralNetwork.load(path).get_parameters()).all()
+
+
+def test_monitoring_the_accuracy_keeps_the_most_accurate_evaluation():
+    """With monitor="accuracy" the model is chosen on the evaluation accuracy
+    (higher is better), not on the loss."""
+    X, y, Xt, yt = make_data()
+    net = make_classifier(dtype="float64")
+    hist = nnx.Trainer(net, nnx.SGDMomentum(0.5)).fit(X, y, validation=(Xt, yt), epochs=12,
+                                                       eval_every=1, batch_size=20, seed=3,
+                                                       patience=None, monitor="accuracy")
+    accs = [r["accuracy"] for r in hist.records]
+    best = hist.records[accs.index(max(accs))]  # the first evaluation with the top accuracy
+    assert hist.best_epoch == best["epoch"] and hist.best_loss == best["loss"]
+    assert nnx.accuracy(net, Xt, yt) == pytest.approx(max(accs), abs=1e-12)
+    by_loss = nnx.Trainer(make_classifier(dtype="float64"), nnx.SGDMomentum(0.5)).fit(
+        X, y, validation=(Xt, yt), epochs=12, eval_every=1, batch_size=20, seed=3,
+        patience=None)
+    assert by_loss.best_epoch != hist.best_epoch  # the two choices differ on this run
+
+
+def test_monitoring_the_accuracy_of_a_regression_is_refused_before_training():
+    X, y, Xt, yt = make_data()
+    mse = nnx.NeuralNetwork([nnx.Dense(4, "tanh"), nnx.Dense(1, "linear")], "mse", seed=0)
+    with pytest.raises(ValueError, match="monitor='accuracy' needs a classification loss"):
+        nnx.Trainer(mse, nnx.SGD(0.1)).fit(X, X[:, 0], validation=(Xt, Xt[:, 0]),
+                                           monitor="accuracy")
+    assert not mse.built

@@ -54,6 +54,40 @@ def test_the_figure_shows_the_study_only_beside_mnist(dataset, with_study, tmp_p
     assert [x for x in labels if x and x.startswith("step")] == ["step 1", "step 2", "step 3"]
 
 
+def _figure_axes(monkeypatch, result, tmp_path):
+    """The two panels plot_ladder draws for ``result``."""
+    from matplotlib.figure import Figure
+    seen = []
+    real = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: seen.append(self.axes)
+                        or real(self, *a, **k))
+    plot_ladder(result, tmp_path / "f.png")
+    return seen[0]
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "digits"])
+def test_the_accuracy_axis_starts_at_zero_and_no_legend_covers_a_bar(dataset, tmp_path,
+                                                                     monkeypatch):
+    """The axis started just under the lowest bar (0.6 on digits), which made
+    small differences look large, and the legend sat on the bars."""
+    acc, _ = _figure_axes(monkeypatch, _result(dataset), tmp_path)
+    assert acc.get_ylim() == (0.0, 1.0)
+    legend = acc.get_legend()
+    if legend is not None:  # beside MNIST only, and then under the axis
+        assert legend.get_bbox_to_anchor().transformed(acc.transAxes.inverted()).y1 < 0
+
+
+def test_runs_with_one_evaluation_per_step_plot_the_loss_by_step(tmp_path, monkeypatch):
+    """Each step a lone dot on an epoch axis from 9.6 to 10.4: now one line
+    across the steps."""
+    result = _result("digits")
+    for s in result["steps"]:
+        s["evaluations"] = s["evaluations"][:1]
+    _, loss = _figure_axes(monkeypatch, result, tmp_path)
+    assert loss.get_xlabel().startswith("step")
+    assert [list(line.get_xdata()) for line in loss.get_lines()] == [[1, 2, 3]]
+
+
 def _entry(name, median, rate, ceiling=2e11, **extra):
     return {"name": name, "group": "train study-784-89-10 float32", "stats": {"median": median},
             "extra_info": {"network": "study-784-89-10", "dtype": "float32",

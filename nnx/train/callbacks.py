@@ -60,36 +60,56 @@ class Callback:
 
 
 class EarlyStopping(Callback):
-    """Stops when the evaluation loss has not improved by more than
-    ``min_delta`` for ``patience`` evaluations in a row (``patience=None``:
-    never stop), and, with ``restore_best`` (default), leaves the network
-    with the parameters of the best evaluation at the end. It keeps
-    ``history.best_epoch`` and ``history.best_loss``."""
+    """Stops when the monitored figure of the evaluations has not improved by
+    more than ``min_delta`` for ``patience`` evaluations in a row
+    (``patience=None``: never stop), and, with ``restore_best`` (default),
+    leaves the network with the parameters of the best evaluation at the end.
+    ``monitor="loss"`` (default) watches the evaluation loss, lower is better;
+    ``"accuracy"`` the evaluation accuracy (classification losses), higher is
+    better. It keeps ``history.best_epoch`` and ``history.best_loss`` (the
+    loss of that evaluation)."""
 
     state_key = "early_stopping"
+    MONITORS = ("loss", "accuracy")
 
-    def __init__(self, patience=1, min_delta=0.0, restore_best=True):
+    def __init__(self, patience=1, min_delta=0.0, restore_best=True, monitor="loss"):
         self.patience = None if patience is None else _checks.integer("patience", patience)
         self.min_delta = _checks.non_negative("min_delta", min_delta)
         if not isinstance(restore_best, bool):
             raise InputTypeError(f"restore_best must be True or False, got {restore_best!r}")
         self.restore_best = restore_best
+        self.monitor = _checks.name_in("monitor", monitor, self.MONITORS)
         self.bad_evals = 0
-        self.best_params = None
+        self.best_params = self.best_value = None
 
     def __repr__(self):
         return (f"EarlyStopping(patience={self.patience}, min_delta={self.min_delta}, "
-                f"restore_best={self.restore_best})")
+                f"restore_best={self.restore_best}, monitor={self.monitor!r})")
+
+    def check(self, net):
+        if self.monitor == "accuracy" and not (net.loss.classification and net.n_out > 1):
+            raise InputValueError(f"EarlyStopping monitor='accuracy' needs a classification "
+                                  f"loss with one output per class; this network has "
+                                  f"{type(net.loss).__name__} and {net.n_out} output(s)")
 
     def on_fit_start(self, run):
         if run.epoch == 0:  # a new run (a resumed one has its state from the checkpoint)
-            self.bad_evals, self.best_params = 0, None
+            self.bad_evals, self.best_params, self.best_value = 0, None, None
+
+    def _improves(self, value):
+        if self.best_value is None:
+            return True
+        if self.monitor == "loss":
+            return value < self.best_value - self.min_delta
+        return value > self.best_value + self.min_delta
 
     def on_evaluation(self, run, record):
         h = run.history
-        if record["loss"] is None:
+        value = record.get(self.monitor)
+        if value is None:
             return
-        if record["loss"] < h.best_loss - self.min_delta:
+        if self._improves(value):
+            self.best_value = value
             h.best_loss, h.best_epoch = record["loss"], record["epoch"]
             self.best_params = run.good_params  # a copy taken at this evaluation
             self.bad_evals = 0
@@ -105,10 +125,11 @@ class EarlyStopping(Callback):
 
     def checkpoint_state(self):
         arrays = {} if self.best_params is None else {"best_params": self.best_params}
-        return {"bad_evals": self.bad_evals}, arrays
+        return {"bad_evals": self.bad_evals, "best_value": self.best_value}, arrays
 
     def load_checkpoint_state(self, data, arrays):
         self.bad_evals = data["bad_evals"]
+        self.best_value = data.get("best_value")
         self.best_params = arrays.get("best_params")
 
 

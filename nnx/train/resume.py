@@ -176,6 +176,8 @@ def _check_state(run, path, state, arrays):
     if "early_stopping" in callbacks:
         f.integer("callbacks.early_stopping.bad_evals",
                   callbacks["early_stopping"].get("bad_evals"))
+        f.number("callbacks.early_stopping.best_value",
+                 callbacks["early_stopping"].get("best_value"), none=True)
         if "early_stopping.best_params" in arrays:
             f.flat("early_stopping.best_params", arrays["early_stopping.best_params"], n, dtype,
                    finite=True)

@@ -22,12 +22,14 @@ class FitSettings:
     patience: int | None
     min_delta: float
     optimizer: str
+    monitor: str = "loss"
     train_rows: int | None = None
     eval_rows: int | None = None
     net_seed: int | None = None
 
     @classmethod
-    def of(cls, epochs, eval_every, batch_size, seed, patience, min_delta, optimizer):
+    def of(cls, epochs, eval_every, batch_size, seed, patience, min_delta, optimizer,
+           monitor="loss"):
         """The checked settings; each refusal names the argument and its value."""
         epochs = _checks.integer("epochs", epochs)
         if eval_every is None:  # the study's 10, for runs of 10 epochs or more
@@ -42,7 +44,8 @@ class FitSettings:
         return cls(epochs=epochs, eval_every=eval_every, batch_size=batch_size,
                    seed=_checks.integer("seed", seed, minimum=0), patience=patience,
                    min_delta=_checks.non_negative("min_delta", min_delta),
-                   optimizer=repr(optimizer))
+                   optimizer=repr(optimizer),
+                   monitor=_checks.name_in("monitor", monitor, ("loss", "accuracy")))
 
     def with_data(self, train_rows, eval_rows, net_seed):
         return type(self)(**{**asdict(self), "train_rows": train_rows, "eval_rows": eval_rows,

@@ -155,7 +155,7 @@ class Trainer:
     def fit(self, X_train, y_train, X_test=None, y_test=None, epochs=100, eval_every=None,
             batch_size=32, seed=1, restart=True, *, validation=None, patience=1,
             min_delta=0.0, callback=None, callbacks=(), graph=True, checkpoint=None,
-            checkpoint_every=None, resume=None, verbose=False):
+            checkpoint_every=None, resume=None, verbose=False, monitor="loss"):
         """Train for up to ``epochs`` epochs of shuffled mini-batches.
 
         Every ``eval_every`` epochs (default 10, or ``epochs`` when that is
@@ -166,8 +166,9 @@ class Trainer:
         set when the test figure matters.
 
         The keywords are shorthands for callbacks (``nnx.train.callbacks``):
-        ``patience``/``min_delta`` an ``EarlyStopping`` (stop when the loss
-        has not improved by more than ``min_delta`` for ``patience``
+        ``patience``/``min_delta``/``monitor`` an ``EarlyStopping`` (stop when
+        the evaluation loss, or with ``monitor="accuracy"`` the evaluation
+        accuracy, has not improved by more than ``min_delta`` for ``patience``
         evaluations in a row, ``None`` never; the best evaluation's parameters
         are restored at the end); ``callback(epoch, record_or_None)`` a
         ``LambdaCallback`` called after every epoch, which stops training by
@@ -189,7 +190,7 @@ class Trainer:
         """
         net, optim = self.net, self.optim
         settings = FitSettings.of(epochs, eval_every, batch_size, seed, patience, min_delta,
-                                  optim)
+                                  optim, monitor)
         evaluation, names = _evaluation_set(X_test, y_test, validation)
         cbs = self._fit_callbacks(settings, callback, callbacks, checkpoint, checkpoint_every,
                                   verbose)
@@ -225,7 +226,8 @@ class Trainer:
         if checkpoint is not None:
             own.append(Checkpoint(checkpoint, checkpoint_every))
         if not any(isinstance(c, EarlyStopping) for c in own):
-            own.insert(0, EarlyStopping(settings.patience, settings.min_delta))
+            own.insert(0, EarlyStopping(settings.patience, settings.min_delta,
+                                        monitor=settings.monitor))
         if _checks.is_true(verbose):
             own.append(PrintProgress())
         elif verbose is not False and verbose is not None and not _checks._is_bool(verbose):
