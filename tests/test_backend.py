@@ -578,3 +578,29 @@ def test_one_output_regression_takes_1d_targets_as_values(y):
     assert float(net.train_batch(X, y)) == float(net.train_batch(X, y[:, None]))
     with pytest.raises(ValueError, match=r"class ids must be in \[0, 0\]"):
         host.check_targets(np.array([0, 1, 0]), 3, 1, distributions=True)
+
+
+@pytest.mark.parametrize("n", [1_000, 300_001, 700_000])
+def test_the_cpu_updates_in_blocks_and_threads_equal_the_reference(n):
+    """The NumPy backend runs large updates in blocks shared among threads;
+    every element must get exactly the reference's passes (momentum, SGD) or
+    its formula (Adam), whatever the block it falls in."""
+    from nnx.backend.base import Backend as Reference
+    b = get_backend("cpu", "float64")
+    rng = np.random.default_rng(n)
+    p, g = rng.standard_normal(n), rng.standard_normal(n)
+    state = {k: rng.random(n) for k in ("v", "m", "s")}
+    lr, t = b.asarray(0.01), b.asarray(np.int64(7))
+    mine = [a.copy() for a in (p, state["v"], state["m"], state["s"])]
+    ref = [a.copy() for a in mine]
+    b.momentum_step(mine[0], g, mine[1], lr, 0.9)
+    Reference.momentum_step(b, ref[0], g, ref[1], lr, 0.9)
+    np.testing.assert_array_equal(mine[0], ref[0])
+    np.testing.assert_array_equal(mine[1], ref[1])
+    b.sgd_step(mine[0], g, lr)
+    Reference.sgd_step(b, ref[0], g, lr)
+    np.testing.assert_array_equal(mine[0], ref[0])
+    b.adam_step(mine[0], g, mine[2], mine[3], lr, t, 0.9, 0.999, 1e-8, 0.01)
+    Reference.adam_step(b, ref[0], g, ref[2], ref[3], lr, t, 0.9, 0.999, 1e-8, 0.01)
+    for a, r in zip(mine, ref):
+        np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-14 * np.abs(r).max())

@@ -16,7 +16,7 @@ import numpy as np
 
 from .base import Backend
 
-_CHUNK = 1 << 15  # elements per block of an optimiser update: its arrays stay in cache
+_CHUNK = 1 << 17  # elements per block of an optimiser update (512 KiB of float32 each)
 _PARALLEL = 1 << 18  # from this many parameters, the blocks are shared among threads
 _POOL = {}
 
