@@ -66,20 +66,6 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, existing):
         assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("existing", [False, True])
-def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, existing):
-    path = tmp_path / "f.bin"
-    if existing:
-        path.write_bytes(b"old")
-    with pytest.raises(RuntimeError, match="mid-way"):
-        with atomic_write(path) as f:
-            f.write(b"half")
-            raise RuntimeError("writer failed mid-way")
-    assert sorted(p.name for p in tmp_path.iterdir()) == (["f.bin"] if existing else [])
-    if existing:
-        assert path.read_bytes() == b"old"
-
-
 # ----------------------------------------------------------------- durability
 def test_the_file_then_the_folder_are_fsynced(monkeypatch, tmp_path):
     """The rename is only durable once the folder is synced: the data first,
