@@ -287,3 +287,27 @@ def test_float32_and_float64_drop_the_same_units(keep):
     assert set(np.unique(masks["float64"])) == {0.0, 1.0 / keep}
     kept = np.count_nonzero(masks["float64"]) / masks["float64"].size
     assert abs(kept - keep) < 0.02  # 19,200 draws: the share kept is keep within 4 sigma
+
+
+@pytest.mark.parametrize("name", list(GPU_OPTIMISERS))
+def test_every_optimiser_in_float32_follows_the_cpu(name):
+    """float32 too: the kernels' constants (1 - beta, 1 - alpha) are rounded
+    from double once, as on the CPU, so the runs agree to float32 rounding."""
+    make = GPU_OPTIMISERS[name]
+    net_g, hist_g = _fit(dtype="float32", graph=True, make_opt=make)
+    net_c, hist_c = _fit(dtype="float32", backend="cpu", make_opt=make)
+    for rg, rc in zip(hist_g.records, hist_c.records):
+        _close(rg["loss"], rc["loss"], RTOL["float32"])
+    for p, c in zip(net_g.params(), net_c.params()):
+        _close(net_g.backend.to_numpy(p), c, RTOL["float32"] * 10)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_clip_factor_matches_the_cpu_and_keeps_nan(dtype):
+    gpu, cpu = get_backend("gpu", dtype), get_backend("cpu", dtype)
+    g = np.random.default_rng(0).standard_normal(1000)
+    for grad, max_norm in ((g, 1.0), (g * 1e-3, 1.0), (np.where(np.arange(1000) == 7, np.nan, g),
+                                                       1.0)):
+        mine = float(gpu.to_numpy(gpu.clip_scale(gpu.asarray(grad), max_norm)))
+        want = float(cpu.clip_scale(cpu.asarray(grad), max_norm))
+        assert (np.isnan(mine) and np.isnan(want)) or mine == pytest.approx(want, rel=1e-6)

@@ -269,8 +269,9 @@ class CupyBackend(Backend):
                   decoupled=False, scale=None):
         lr, wd, scale = self._update_args(param, lr, weight_decay, scale)
         T = param.dtype.type
-        self._optim.adam(grad, lr, t, T(beta1), T(beta2), T(eps), wd, np.int32(decoupled),
-                         scale, param, m, v)
+        # 1 - beta on the host in double, rounded once, as the reference computes it
+        self._optim.adam(grad, lr, t, T(beta1), T(beta2), T(1.0 - beta1), T(1.0 - beta2),
+                         T(eps), wd, np.int32(decoupled), scale, param, m, v)
 
     def rmsprop_step(self, param, grad, square_avg, lr, alpha, eps, weight_decay, momentum,
                      momentum_buffer=None, grad_avg=None, scale=None):
@@ -278,7 +279,8 @@ class CupyBackend(Backend):
         T = param.dtype.type
         kernel = self._optim.rmsprop(momentum_buffer is not None, grad_avg is not None)
         extra = [b for b in (momentum_buffer, grad_avg) if b is not None]
-        kernel(grad, lr, T(alpha), T(eps), wd, T(momentum), scale, param, square_avg, *extra)
+        kernel(grad, lr, T(alpha), T(1.0 - alpha), T(eps), wd, T(momentum), scale, param,
+               square_avg, *extra)
 
     def adagrad_step(self, param, grad, sum_sq, lr, t, lr_decay, eps, weight_decay,
                      scale=None):
@@ -408,7 +410,9 @@ class _Kernels:
 class _OptimizerKernels:
     """One fused elementwise kernel per optimiser update, and the small
     kernels around it (the step count, the per-step rate, the clip factor).
-    Each update computes the formula of the reference method in ``base.py``:
+    Each update computes the formula of the reference method in ``base.py``
+    (up to the last bit where the compiler contracts a product and a sum into
+    one fused multiply-add):
     ``gg`` is the gradient after clipping (``scale``) and L2 decay (``wd``)."""
 
     _GRAD = "T gg = g * scale; if (wd != (T)0) gg += wd * p;\n"
@@ -423,13 +427,14 @@ class _OptimizerKernels:
             grad + "v = mom * v + lr * gg; p -= nesterov ? mom * v + lr * gg : v;",
             "nnx_momentum")
         self.adam = ek(
-            "T g, T lr, int64 t, T b1, T b2, T eps, T wd, int32 decoupled, T scale",
+            "T g, T lr, int64 t, T b1, T b2, T omb1, T omb2, T eps, T wd, int32 decoupled, "
+            "T scale",
             "T p, T m, T v",
             """
             T gg = g * scale;
             if (wd != (T)0) { if (decoupled) p *= (T)1 - lr * wd; else gg += wd * p; }
-            m = b1 * m + ((T)1 - b1) * gg;
-            v = b2 * v + ((T)1 - b2) * (gg * gg);
+            m = b1 * m + omb1 * gg;
+            v = b2 * v + omb2 * (gg * gg);
             T bc1 = (T)1 - pow(b1, (T)t);
             T bc2 = (T)1 - pow(b2, (T)t);
             p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps);
@@ -447,23 +452,24 @@ class _OptimizerKernels:
                                                 "nnx_sum_squares")
         self.clip_scale = ek("T squares, T max_norm", "T scale",
                              "T c = max_norm / (sqrt(squares) + (T)1e-6);"
-                             "scale = c < (T)1 ? c : (T)1;", "nnx_clip_scale")
+                             "scale = c > (T)1 ? (T)1 : c;",  # NaN stays NaN, as in minimum()
+                             "nnx_clip_scale")
 
     def rmsprop(self, momentum, centered):
         """The RMSprop kernel for one combination of options (compiled on first use)."""
         key = (momentum, centered)
         if key not in self._rmsprop:
             outs = "T p, T sq" + (", T buf" if momentum else "") + (", T ga" if centered else "")
-            body = self._GRAD + "sq = alpha * sq + ((T)1 - alpha) * (gg * gg);\n"
+            body = self._GRAD + "sq = alpha * sq + oma * (gg * gg);\n"
             if centered:
-                body += ("ga = alpha * ga + ((T)1 - alpha) * gg;"
+                body += ("ga = alpha * ga + oma * gg;"
                          "T avg = sqrt(sq - ga * ga) + eps;\n")
             else:
                 body += "T avg = sqrt(sq) + eps;\n"
             body += ("buf = mom * buf + gg / avg; p -= lr * buf;" if momentum
                      else "p -= lr * (gg / avg);")
             self._rmsprop[key] = self._ek(
-                "T g, T lr, T alpha, T eps, T wd, T mom, T scale", outs, body,
+                "T g, T lr, T alpha, T oma, T eps, T wd, T mom, T scale", outs, body,
                 f"nnx_rmsprop_{int(momentum)}{int(centered)}")
         return self._rmsprop[key]
 
