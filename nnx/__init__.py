@@ -55,6 +55,27 @@ from .train import (
 
 __version__ = "0.1.0"
 
+
+def _entry_points():
+    """The calls a user makes raise refusals from the call itself (a short
+    traceback); per-batch internals are left alone."""
+    from . import _checks, metrics
+    own = {"NeuralNetwork": ("build", "forward", "backward", "train_batch", "predict",
+                             "predict_proba", "loss_on", "save", "load", "set_parameters"),
+           "Trainer": ("fit",), "Optimizer": ("attach", "start", "start_epoch", "setup_decay")}
+    for name in __all__:
+        obj = globals().get(name)
+        if isinstance(obj, type) and not issubclass(obj, (BaseException, Backend)):
+            for cls in obj.__mro__:
+                if cls.__module__.startswith("nnx"):
+                    _checks.shorten_refusals(cls, ("__init__", *own.get(cls.__name__, ())))
+    for name in ("accuracy", "predict_classes"):
+        wrapped = _checks.short_refusals(getattr(metrics, name))
+        setattr(metrics, name, wrapped)
+        globals()[name] = wrapped
+
+
+
 __all__ = [
     "Backend", "BackendUnavailableError", "get_backend", "gpu_available",
     "Operation", "ParamOperation", "WeightMultiply", "BiasAdd",
@@ -69,3 +90,5 @@ __all__ = [
     "InputWarning",
     "__version__",
 ]
+
+_entry_points()

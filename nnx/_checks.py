@@ -5,8 +5,12 @@ NumPy scalars are accepted like Python numbers; booleans are not numbers here.""
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import numbers
+import os
+import sys
+import warnings
 
 
 class InputError(Exception):
@@ -32,6 +36,44 @@ class InputWarning(UserWarning):
 
 for _cls in (InputError, InputValueError, InputTypeError, InputWarning):
     _cls.__module__ = "nnx"  # shown as nnx.InputValueError, the name users import
+
+
+def short_refusals(fn):
+    """``fn`` as a public entry point: a refusal raised anywhere inside it
+    surfaces with a traceback that starts here, not 13-26 frames deep in nnx,
+    so the caller sees their own line and the message. Bugs (anything that
+    is not an ``InputError``) keep their whole traceback."""
+    @functools.wraps(fn)
+    def entry(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except InputError as exc:
+            raise exc.with_traceback(None) from None
+    entry.short_refusals = True
+    return entry
+
+
+def warn_caller(message, category=None):
+    """``warnings.warn`` pointed at the first frame outside nnx: the user's
+    line, however deep inside nnx the warning is raised."""
+    here = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(0), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category or InputWarning, stacklevel=level)
+
+
+def shorten_refusals(cls, names):
+    """Wrap the methods ``names`` that ``cls`` defines itself (classmethods
+    included) with ``short_refusals``."""
+    for name in names:
+        attr = cls.__dict__.get(name)
+        if attr is None or getattr(attr, "short_refusals", False):
+            continue
+        if isinstance(attr, classmethod):
+            setattr(cls, name, classmethod(short_refusals(attr.__func__)))
+        elif callable(attr):
+            setattr(cls, name, short_refusals(attr))
 
 
 def _is_bool(value):

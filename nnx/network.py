@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import sys
-import warnings
 import weakref
 
 from . import _checks
@@ -54,11 +53,11 @@ class NeuralNetwork:
                                   "would be 0 with no gradient; use 2 outputs for two classes")
         last = getattr(layers[-1], "activation", None)
         if loss.classification and last is not None and getattr(last, "name", None) != "linear":
-            warnings.warn(
+            _checks.warn_caller(
                 f"the output layer applies {type(last).__name__} before {type(loss).__name__}, "
                 "which applies its own softmax: squashing the outputs first slows learning "
                 "and caps the accuracy; give the last layer a linear activation "
-                f"(Dense({layers[-1].neurons}, 'linear'))", _checks.InputWarning, stacklevel=2)
+                f"(Dense({layers[-1].neurons}, 'linear'))")
         if seed is not None:
             seed = _checks.integer("seed", seed, minimum=0)
         for i, layer in enumerate(layers):

@@ -5,6 +5,8 @@ pass as numbers."""
 
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -137,3 +139,40 @@ def test_refusals_show_their_public_names():
         nnx.Dense(0)
     assert err.type.__module__ == "nnx"
 
+
+
+@pytest.mark.parametrize("call", [
+    "nnx.Dense(0)",
+    "nnx.SGDMomentum(0.1, momentum=2)",
+    "nnx.Trainer(net, nnx.SGD(0.1)).fit(np.zeros((5, 4)), np.array([0, 1, 2, 3, 1]))",
+    "nnx.NeuralNetwork.load('missing.npz')",
+    "nnx.accuracy(net, np.zeros((2, 4)), np.array([0, 7]))",
+])
+def test_a_refusal_shows_the_callers_line_and_the_message_not_nnx_internals(call, tmp_path):
+    """A refusal came 13-26 lines deep through nnx's internals: now the
+    traceback holds the caller's line, one line of nnx and the message."""
+    script = tmp_path / "user.py"
+    script.write_text("import numpy as np\nimport nnx\n"
+                      "net = nnx.NeuralNetwork([nnx.Dense(4, 'tanh'), nnx.Dense(3, 'linear')],"
+                      " 'softmax_cross_entropy', seed=0)\nnet.build(4)\n" + call + "\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and lines[0] == "Traceback (most recent call last):"
+    frames = [line for line in lines if line.startswith("  File ")]
+    assert len(frames) == 2, r.stderr
+    assert str(script) in frames[0] and "nnx" in frames[1]
+    assert re.match(r"nnx\.(InputValueError|InputTypeError|checkpoint\.CheckpointError): ",
+                    lines[-1]), lines[-1]
+
+
+def test_a_bug_inside_nnx_keeps_its_whole_traceback():
+    """Only refusals are shortened: anything else is a bug worth its frames."""
+    from nnx._checks import short_refusals
+
+    def deep():
+        raise KeyError("a bug")
+
+    with pytest.raises(KeyError) as info:
+        short_refusals(lambda: deep())()
+    assert len(info.traceback) >= 3

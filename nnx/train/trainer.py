@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import warnings
 
 from .. import _checks
 from .._checks import InputTypeError, InputValueError, InputWarning
@@ -98,7 +97,7 @@ class _Data:
         if host.is_host_array(X_train) or isinstance(X_train, (list, tuple)):
             problem = host.spread_problem(X_train, "X_train")  # host data, already checked
             if problem:
-                warnings.warn(problem, InputWarning, stacklevel=3)
+                _checks.warn_caller(problem, InputWarning)
         self.n, width = int(self.X.shape[0]), int(self.X.shape[1])
         self.y = net.as_target(y_train, self.n, "y_train", "X_train")
         X_val, y_val = evaluation
@@ -278,10 +277,10 @@ class _Run:
         if restart:
             loaded = net.__dict__.pop("_loaded_from", None)
             if loaded is not None:
-                warnings.warn(
+                _checks.warn_caller(
                     f"fit(restart=True) draws new weights for the network loaded from "
                     f"{loaded!r}; pass restart=False to go on training the loaded weights",
-                    stacklevel=4)
+                    UserWarning)
             net.reset()
             optim.attach(net)
         optim.start(self.settings.epochs, self.steps_per_epoch)
