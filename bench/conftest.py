@@ -203,6 +203,21 @@ def torch_model(torch, name, dtype, device="cpu"):
     return model
 
 
+def torch_epoch(torch, model, opt, lossf, Xt, yt, batch, sync=False):
+    """A function that runs PyTorch's eager training loop once over the rows
+    of ``Xt`` in batches of ``batch`` (waiting for the GPU with ``sync``)."""
+    batches = [(Xt[i:i + batch], yt[i:i + batch]) for i in range(0, Xt.shape[0], batch)]
+
+    def run():
+        for xb, yb in batches:
+            opt.zero_grad(set_to_none=False)
+            lossf(model(xb), yb).backward()
+            opt.step()
+        if sync:
+            torch.cuda.synchronize()
+    return run
+
+
 def torch_linears(torch, model):
     return [m for m in model if isinstance(m, torch.nn.Linear)]
 

@@ -25,6 +25,7 @@ from .conftest import (
     make_data,
     nnx_adam_steps,
     reference,
+    torch_epoch,
     torch_model,
     torch_params64,
 )
@@ -81,14 +82,7 @@ def test_torch_adam(benchmark, name, dtype):
     _check_torch_adam(torch, name, dtype, model, lossf, X[:batch], y[:batch], Xt[:batch],
                       yt[:batch], acts)
     opt = torch.optim.Adam(model.parameters(), foreach=True, **ADAM)
-    batches = [(Xt[i:i + batch], yt[i:i + batch]) for i in range(0, X.shape[0], batch)]
-
-    def run():
-        for xb, yb in batches:
-            opt.zero_grad(set_to_none=False)
-            lossf(model(xb), yb).backward()
-            opt.step()
-
+    run = torch_epoch(torch, model, opt, lossf, Xt, yt, batch)
     benchmark.pedantic(run, rounds=7, iterations=1, warmup_rounds=1)
     benchmark.extra_info["optimizer"] = "adam"
     _record(benchmark, name, dtype, "cpu", "torch-adam")
@@ -196,12 +190,7 @@ def test_torch_adam_gpu(benchmark, name, mode):
     batches = [(Xt[i:i + batch], yt[i:i + batch]) for i in range(0, X.shape[0], batch)]
     _check_torch_gpu_adam(torch, name, dtype, X[:batch], y[:batch], batches[0], graph)
     if not graph:
-        def run():
-            for xb, yb in batches:
-                opt.zero_grad(set_to_none=False)
-                lossf(model(xb), yb).backward()
-                opt.step()
-            torch.cuda.synchronize()
+        run = torch_epoch(torch, model, opt, lossf, Xt, yt, batch, sync=True)
     else:
         step, static_x, static_y = _torch_captured_step(torch, model, opt, lossf, batches[0])
 

@@ -28,6 +28,7 @@ from .conftest import (
     make_data,
     matmul_ceiling,
     reference,
+    torch_epoch,
     torch_model,
 )
 
@@ -190,16 +191,7 @@ def test_torch_peer(benchmark, name, dtype, device):
                        acts=[act] * (len(sizes) - 2) + ["linear"], rtol=RTOL[dtype])
     # torch's momentum form v = m v + g, p -= lr v equals nnx's at a constant lr
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    batches = [(Xt[i:i + batch], yt[i:i + batch]) for i in range(0, X.shape[0], batch)]
-
-    def run():
-        for xb, yb in batches:
-            opt.zero_grad(set_to_none=False)
-            lossf(model(xb), yb).backward()
-            opt.step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-
+    run = torch_epoch(torch, model, opt, lossf, Xt, yt, batch, sync=device == "cuda")
     benchmark.pedantic(run, rounds=7, iterations=1, warmup_rounds=1)
     _record(benchmark, name, dtype, device, f"torch-{device}")
 

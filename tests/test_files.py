@@ -99,13 +99,10 @@ def test_a_file_written_over_keeps_its_mode(tmp_path, umask_022):
     assert path.read_bytes() == b"new" and path.stat().st_mode & 0o777 == 0o600
 
 
-def test_atomic_write_leaves_a_readable_file(tmp_path):
-    old = os.umask(0o022)  # new files get the umask's permissions (nnx._files)
-    try:
-        with atomic_write(tmp_path / "f.bin") as f:
-            f.write(b"data")
-    finally:
-        os.umask(old)
+def test_atomic_write_leaves_a_readable_file(tmp_path, umask_022):
+    # new files get the umask's permissions (nnx._files)
+    with atomic_write(tmp_path / "f.bin") as f:
+        f.write(b"data")
     assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
 
 

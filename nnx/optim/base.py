@@ -55,22 +55,13 @@ class Optimizer:
 
     def __repr__(self):
         s = self.schedule
-        if type(s) is _schedules.Constant and not s.warmup:
-            parts = [f"lr={s.lr}"]
-        elif type(s) in (_schedules.LinearDecay, _schedules.ExponentialDecay) \
-                and s.per == "epoch" and not s.warmup:
-            parts = [f"lr={s.lr}"]
-            hyper = self._hyper()
-            parts += [f"{k}={v!r}" for k, v in hyper.items()]
+        # the study's spelling for what it had (a rate, maybe with its decay), else the schedule
+        study = not s.warmup and (type(s) is _schedules.Constant
+                                  or (self.decay_type is not None and s.per == "epoch"))
+        parts = [f"lr={s.lr}" if study else f"lr={s!r}"]
+        parts += [f"{k}={v!r}" for k, v in self._hyper().items()]
+        if study and self.decay_type is not None:
             parts += [f"final_lr={s.final_lr}", f"decay_type={self.decay_type!r}"]
-            return self._join(parts, skip_hyper=True)
-        else:
-            parts = [f"lr={s!r}"]
-        return self._join(parts)
-
-    def _join(self, parts, skip_hyper=False):
-        if not skip_hyper:
-            parts += [f"{k}={v!r}" for k, v in self._hyper().items()]
         if self.weight_decay:
             parts.append(f"weight_decay={self.weight_decay}")
         if self.clip_norm is not None:

@@ -136,18 +136,14 @@ class EarlyStopping(Callback):
 class LRScheduler(Callback):
     """Drives the optimiser's schedule: sets each epoch's rates on the device
     before it runs, and shows the schedule every evaluation loss (for
-    ``ReduceOnPlateau``). ``fit`` always adds one."""
-
-    state_key = "schedule"
+    ``ReduceOnPlateau``). ``fit`` always adds one. The schedule's own state
+    travels with the optimiser's in a checkpoint."""
 
     def on_epoch_start(self, run, epoch):
         run.optim.start_epoch(epoch)
 
     def on_evaluation(self, run, record):
         run.optim.evaluated(record["loss"])
-
-    def checkpoint_state(self):
-        return {}, {}
 
 
 class LambdaCallback(Callback):

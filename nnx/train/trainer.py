@@ -332,7 +332,6 @@ class _Run:
         if epoch % s.eval_every == 0 or epoch == s.epochs:
             record = self.evaluate(lr)
         last = epoch == s.epochs
-        self.finishing = last or self._stop
         for cb in self.callbacks:
             if not cb.late and _checks.is_true(cb.on_epoch_end(self, epoch, record)):
                 self._stop = True
