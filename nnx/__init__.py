@@ -61,7 +61,8 @@ def _entry_points():
     traceback); per-batch internals are left alone."""
     from . import _checks, metrics
     own = {"NeuralNetwork": ("build", "forward", "backward", "train_batch", "predict",
-                             "predict_proba", "loss_on", "save", "load", "set_parameters"),
+                             "predict_proba", "loss_on", "save", "load", "set_parameters",
+                             "to_onnx"),
            "Trainer": ("fit",), "Optimizer": ("attach", "start", "start_epoch", "setup_decay")}
     for name in __all__:
         obj = globals().get(name)

@@ -376,6 +376,21 @@ class NeuralNetwork:
         from .checkpoint import load_network
         return load_network(path, backend=backend, dtype=dtype, cls=cls)
 
+    def to_onnx(self, path, output=None, opset=None):
+        """Write the network as an ONNX model to ``path`` (atomically); returns
+        ``path``. Needs the ``onnx`` extra: ``pip install 'nnx-dl[onnx]'``.
+
+        ``output`` is what the model returns: "softmax" (class probabilities,
+        as ``predict_proba``; the default for a classification loss), "raw"
+        (the outputs, as ``predict``; the default otherwise), "sigmoid" or
+        "exp" of the outputs. The input is named "X", of shape ``(N, n_in)`` in
+        the network's dtype; ``opset`` defaults to 17. Dropout is left out, as
+        at inference. See ``nnx.onnx.export_network``."""
+        from .onnx import export_network
+        if output is None:
+            output = "softmax" if self.loss.classification else "raw"
+        return export_network(self, path, output=output, opset=opset)
+
     # ------------------------------------------------------------- inference
     def predict(self, X, batch_size=1024):
         """Network outputs for ``X`` in inference mode, on the device,

@@ -1,0 +1,436 @@
+"""The engine shared by nnx's MLPClassifier and MLPRegressor.
+
+It follows scikit-learn's ``neural_network._multilayer_perceptron`` step for
+step (the same draws from ``random_state`` in the same order, the same batch
+order, losses, L2 term, optimiser updates and stopping rules), so that in
+float64 on the CPU the two give the same numbers; the arithmetic runs on an
+nnx network on the CPU or the GPU. The training data go to the device once;
+per batch only the batch is gathered there, and the host reads the device
+once per epoch (the epoch's loss, and the validation score with
+``early_stopping``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.optimize
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.neural_network import MLPClassifier as _SkMLPClassifier
+from sklearn.utils import check_random_state, shuffle
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.optimize import _check_optimize_result
+
+from .._checks import InputWarning, warn_caller
+from ..backend import BackendUnavailableError, get_backend, gpu_available
+from ..backend.host import spread_problem
+from ..layers import Dense
+from ..network import NeuralNetwork
+from . import _data
+from ._losses import LOSSES, activate
+
+_STOCHASTIC = ("sgd", "adam")
+# scikit-learn's activation names -> nnx's
+_HIDDEN = {"identity": "linear", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+
+
+class _Solver:
+    """scikit-learn's SGD (momentum, Nesterov) or Adam over the network's flat
+    buffers, with its learning-rate rules. The moments live on the device; the
+    rate is a host number (changed at most once per epoch) that each step
+    passes to the backend's fused update."""
+
+    def __init__(self, est, backend, size):
+        self.kind = est.solver
+        self.lr_init = float(est.learning_rate_init)
+        self.learning_rate = self.lr_init
+        self.schedule, self.power_t = est.learning_rate, est.power_t
+        self.momentum, self.nesterov = est.momentum, est.nesterovs_momentum
+        self.beta1, self.beta2, self.eps = est.beta_1, est.beta_2, est.epsilon
+        self.t = 0
+        self.state = [backend.zeros((size,)) for _ in range(2 if self.kind == "adam" else 1)]
+
+    def step(self, backend, param, grad):
+        if self.kind == "sgd":
+            # scikit-learn's velocity is minus nnx's: v = mu v - lr g, p += v is
+            # nnx's v = mu v + lr g, p -= v (and likewise with Nesterov)
+            backend.momentum_step(param, grad, self.state[0], self.learning_rate,
+                                  self.momentum, self.nesterov)
+            return
+        # scikit-learn's Adam: p -= lr sqrt(1-b2^t)/(1-b1^t) m / (sqrt(v) + eps),
+        # which is nnx's (PyTorch's) form with eps / sqrt(1-b2^t)
+        self.t += 1
+        eps = self.eps / math.sqrt(1.0 - self.beta2 ** self.t)
+        backend.adam_step(param, grad, self.state[0], self.state[1], self.lr_init,
+                          np.int64(self.t), self.beta1, self.beta2, eps, 0.0)
+        self.learning_rate = (self.lr_init * math.sqrt(1.0 - self.beta2 ** self.t)
+                              / (1.0 - self.beta1 ** self.t))
+
+    def iteration_ends(self, time_step):
+        if self.kind == "sgd" and self.schedule == "invscaling":
+            self.learning_rate = self.lr_init / (time_step + 1) ** self.power_t
+
+    def trigger_stopping(self, msg, verbose):
+        """True to stop; with the "adaptive" SGD rate, divide it by 5 first."""
+        if self.kind != "sgd" or self.schedule != "adaptive":
+            if verbose:
+                print(msg + " Stopping.")
+            return True
+        if self.learning_rate <= 1e-6:
+            if verbose:
+                print(msg + " Learning rate too small. Stopping.")
+            return True
+        self.learning_rate /= 5.0
+        if verbose:
+            print(f"{msg} Setting learning rate to {self.learning_rate:f}")
+        return False
+
+    def __getstate__(self):
+        # the moments travel as NumPy arrays, so a pickle loads without a GPU
+        state = dict(self.__dict__)
+        state["state"] = [_data.to_numpy(a) for a in self.state]
+        return state
+
+    def to_backend(self, backend):
+        self.state = [backend.asarray(a) if not backend.owns(a) else a for a in self.state]
+
+
+class BaseMLP(BaseEstimator):
+    """Everything but the targets' encoding, the loss and the score."""
+
+    _parameter_constraints: dict = {
+        **_SkMLPClassifier._parameter_constraints,
+        "backend": [StrOptions({"cpu", "gpu"})],
+        "dtype": [None, StrOptions({"float32", "float64"})],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "loss": [StrOptions({"squared_error", "poisson", "log_loss"})],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    # ----------------------------------------------------------- pickling
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_net", None)  # rebuilt from coefs_ on the next use
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if self.backend == "gpu" and not gpu_available()[0]:
+            warnings.warn(f"{type(self).__name__} was fitted with backend='gpu', which this "
+                          "machine cannot run; it continues on the CPU (backend='cpu')",
+                          UserWarning, stacklevel=2)
+            self.backend = "cpu"
+
+    # ------------------------------------------------------------ device
+    def _compute_dtype(self, X):
+        if self.dtype is not None:
+            return self.dtype
+        return "float32" if _data.dtype_of(X) == np.float32 else "float64"
+
+    def _backend(self, dtype):
+        try:
+            return get_backend(self.backend, dtype)
+        except BackendUnavailableError as exc:
+            raise ValueError(f"backend={self.backend!r} cannot run here: {exc}") from None
+
+    def _network(self, layer_units, dtype):
+        """The device network for ``layer_units`` in ``dtype``, holding
+        ``coefs_`` and ``intercepts_`` (kept between calls; rebuilt when the
+        shape, dtype, backend or dropout changed)."""
+        backend = self._backend(dtype)
+        key = (tuple(layer_units), backend.name, backend.dtype_name, self.activation,
+               self.dropout, self._loss_name())
+        net = getattr(self, "_net", None)
+        if net is None or getattr(self, "_net_key", None) != key:
+            keep = 1.0 - self.dropout
+            hidden = [Dense(u, _HIDDEN[self.activation], dropout=keep) for u in layer_units[1:-1]]
+            seed = self._dropout_seed() if self.dropout > 0 else 0
+            net = NeuralNetwork(hidden + [Dense(layer_units[-1], "linear")],
+                                LOSSES[self._loss_name()](), seed=seed, backend=backend)
+            net.build(layer_units[0])
+            self._net, self._net_key = net, key
+        self._push(net)
+        return net
+
+    def _dropout_seed(self):
+        # a fixed random_state gives reproducible masks; drawn only with
+        # dropout on, so scikit-learn's stream of draws is untouched without it
+        if isinstance(self.random_state, Integral):
+            return int(self.random_state)
+        return int(self._random_state.randint(2**31 - 1))
+
+    def _push(self, net):
+        """``coefs_`` and ``intercepts_`` (the NumPy truth) into the network."""
+        b = net.backend
+        for layer, W, B in zip(net.layers, self.coefs_, self.intercepts_):
+            w, bias = layer.params()
+            b.assign(w, b.asarray(np.asarray(W, dtype=b.dtype_name)))
+            b.assign(bias, b.asarray(np.asarray(B, dtype=b.dtype_name).reshape(1, -1)))
+
+    def _pull(self, net):
+        b = net.backend
+        params = [b.to_numpy(p) for p in net.params()]
+        self.coefs_ = [w.copy() for w in params[0::2]]
+        self.intercepts_ = [bias.reshape(-1).copy() for bias in params[1::2]]
+
+    # ---------------------------------------------------------- training
+    def _initialize(self, n_outputs, layer_units, dtype):
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_outputs_ = n_outputs
+        self.n_layers_ = len(layer_units)
+        self.out_activation_ = self._out_activation()
+        self.coefs_, self.intercepts_ = [], []
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        for fan_in, fan_out in zip(layer_units[:-1], layer_units[1:]):
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            coef = self._random_state.uniform(-bound, bound, (fan_in, fan_out))
+            intercept = self._random_state.uniform(-bound, bound, fan_out)
+            self.coefs_.append(coef.astype(dtype, copy=False))
+            self.intercepts_.append(intercept.astype(dtype, copy=False))
+        self._best_coefs = [c.copy() for c in self.coefs_]
+        self._best_intercepts = [i.copy() for i in self.intercepts_]
+        if self.solver in _STOCHASTIC:
+            self.loss_curve_ = []
+            self._no_improvement_count = 0
+            if self.early_stopping:
+                self.validation_scores_ = []
+                self.best_validation_score_ = -np.inf
+                self.best_loss_ = None
+            else:
+                self.best_loss_ = np.inf
+                self.validation_scores_ = None
+                self.best_validation_score_ = None
+
+    def _fit(self, X, y, sample_weight=None, incremental=False):
+        hidden = self.hidden_layer_sizes
+        hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
+        if np.any(np.array(hidden) <= 0):
+            raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
+        if self.dropout > 0 and self.solver == "lbfgs":
+            raise ValueError(f"dropout={self.dropout} needs a stochastic solver ('adam' or "
+                             "'sgd'): L-BFGS's line search needs the same loss each time "
+                             "it evaluates the same weights")
+        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        data = _data.prepare_fit(self, X, y, sample_weight, incremental, first_pass)
+        self._warned_divergence = False
+        if first_pass and isinstance(data.X, np.ndarray):
+            problem = spread_problem(data.X, "X")
+            if problem:
+                warn_caller(problem, InputWarning)
+        layer_units = [data.n_features] + hidden + [data.n_outputs]
+        self._random_state = check_random_state(self.random_state)
+        if first_pass:
+            self._initialize(data.n_outputs, layer_units, data.host_dtype)
+        self._fit_dtype = data.dtype
+        net = self._network(layer_units, data.dtype)
+        data.to_device(net.backend)
+        if self.solver in _STOCHASTIC:
+            self._fit_stochastic(net, data, incremental)
+        else:
+            self._fit_lbfgs(net, data, layer_units)
+        self._pull(net)
+        if self.solver in _STOCHASTIC and self.early_stopping:
+            self.coefs_, self.intercepts_ = self._best_coefs, self._best_intercepts
+        if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
+            raise ValueError("Solver produced non-finite parameter weights. The input data "
+                             "may contain large values and need to be preprocessed.")
+        return self
+
+    def _batch(self, net, data, rows, with_l2=True):
+        """Loss, gradient (in the network's grad buffer) of one batch, with the
+        L2 term ``alpha/2 |W|^2 / sum(weights)``; the loss a 0-d device array."""
+        b, loss = net.backend, net.loss
+        Xb, Yb = b.take_rows(data.X, rows), b.take_rows(data.Y, rows)
+        if data.sw is None:
+            loss.weights, loss.weight_sum = None, int(Xb.shape[0])
+        else:
+            w = b.take_rows(data.sw, rows)
+            loss.weights, loss.weight_sum = w.reshape(-1, 1), b.xp.sum(w)
+        value = net.train_step(Xb, Yb)
+        if with_l2 and self.alpha:
+            xp, scale = b.xp, self.alpha / loss.weight_sum
+            squares = 0.0
+            for layer in net.layers:
+                W, gW = next(layer.params()), next(layer.param_grads())
+                squares = squares + xp.vdot(W.reshape(-1), W.reshape(-1))
+                gW += scale * W
+            value = value + (0.5 * self.alpha) * squares / loss.weight_sum
+        return value
+
+    def _fit_stochastic(self, net, data, incremental):
+        b = net.backend
+        if not incremental or not hasattr(self, "_optimizer"):
+            self._optimizer = _Solver(self, b, int(net.param_buffer.shape[0]))
+        self._optimizer.to_backend(b)
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        train, val = self._split(data)
+        n = int(train.shape[0])
+        if self.batch_size == "auto":
+            batch_size = min(200, n)
+        else:
+            if self.batch_size > n:
+                warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
+                              "It is going to be clipped", stacklevel=3)
+            batch_size = int(np.clip(self.batch_size, 1, n))
+        sample_idx = np.arange(n, dtype=int)
+        order = b.asarray(train, dtype="int64") if not self.shuffle else None
+        try:
+            self.n_iter_ = 0
+            for _ in range(self.max_iter):
+                if self.shuffle:
+                    sample_idx = shuffle(sample_idx, random_state=self._random_state)
+                    order = b.asarray(train[sample_idx], dtype="int64")
+                total = None
+                for lo in range(0, n, batch_size):
+                    rows = order[lo:lo + batch_size]
+                    value = self._batch(net, data, rows) * int(rows.shape[0])
+                    total = value if total is None else total + value
+                    self._optimizer.step(b, net.param_buffer, net.grad_buffer)
+                if self._epoch_ends(net, data, val, float(total) / n, n, incremental):
+                    break
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.", stacklevel=3)
+
+    def _split(self, data):
+        """Row numbers of the training and validation rows (host arrays)."""
+        rows = np.arange(data.n_samples)
+        if not self.early_stopping:
+            return rows, None
+        stratify = data.stratify if data.stratify is not None and \
+            data.n_outputs == 1 and self._is_classifier() else None
+        train, val = train_test_split(rows, random_state=self._random_state,
+                                      test_size=self.validation_fraction, stratify=stratify)
+        if val.shape[0] < 2:
+            raise ValueError("The validation set is too small. Increase 'validation_fraction' "
+                             "or the size of your dataset.")
+        return train, val
+
+    def _epoch_ends(self, net, data, val, loss, n, incremental):
+        """scikit-learn's end of an epoch: record, check for improvement, maybe
+        stop. True to stop."""
+        self.n_iter_ += 1
+        self.loss_ = loss
+        self.t_ += n
+        self.loss_curve_.append(loss)
+        self._watch_divergence(loss)
+        if self.verbose:
+            print(f"Iteration {self.n_iter_}, loss = {loss:.8f}")
+        self._update_no_improvement_count(net, data, val)
+        self._optimizer.iteration_ends(self.t_)
+        if self._no_improvement_count > self.n_iter_no_change:
+            what = ("Validation score" if self.early_stopping else "Training loss")
+            msg = (f"{what} did not improve more than tol={self.tol:f} for "
+                   f"{self.n_iter_no_change} consecutive epochs.")
+            if self._optimizer.trigger_stopping(msg, self.verbose):
+                return True
+            self._no_improvement_count = 0
+        if incremental:
+            return True
+        if self.n_iter_ == self.max_iter:
+            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
+                          "and the optimization hasn't converged yet.", ConvergenceWarning,
+                          stacklevel=4)
+        return False
+
+    def _watch_divergence(self, loss):
+        """Say once per fit that the loss is diverging (scikit-learn trains on in
+        silence, to a loss of 1e139 or to non-finite weights): not finite, or
+        100 times the first epoch's."""
+        first = self.loss_curve_[-self.n_iter_]
+        if getattr(self, "_warned_divergence", False) or (math.isfinite(loss) and
+                                                          loss <= 100 * max(first, 1e-12)):
+            return
+        self._warned_divergence = True
+        warn_caller(f"the training loss is {loss:.4g} in epoch {self.n_iter_}, up from "
+                    f"{first:.4g} in epoch 1: training is diverging; lower "
+                    f"learning_rate_init (now {self.learning_rate_init:g}) or standardise X",
+                    InputWarning)
+
+    def _update_no_improvement_count(self, net, data, val):
+        if self.early_stopping:
+            score = self._validation_score(net, data, val)
+            self.validation_scores_.append(score)
+            if self.verbose:
+                print(f"Validation score: {score:f}")
+            if score < self.best_validation_score_ + self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if score > self.best_validation_score_:
+                self.best_validation_score_ = score
+                self._pull(net)
+                self._best_coefs, self._best_intercepts = self.coefs_, self.intercepts_
+            return
+        if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+            self._no_improvement_count += 1
+        else:
+            self._no_improvement_count = 0
+        if self.loss_curve_[-1] < self.best_loss_:
+            self.best_loss_ = self.loss_curve_[-1]
+
+    def _fit_lbfgs(self, net, data, layer_units):
+        b = net.backend
+        flat_of_packed = _data.packed_order(layer_units)
+        packed_of_flat = np.argsort(flat_of_packed)
+        everything = b.asarray(np.arange(data.n_samples), dtype="int64")
+        param = net.param_buffer
+
+        def loss_grad(packed):
+            b.assign(param, b.asarray(packed[flat_of_packed].astype(b.dtype_name)))
+            loss = self._batch(net, data, everything)
+            grad = b.to_numpy(net.grad_buffer).astype(np.float64)[packed_of_flat]
+            return float(loss), grad
+
+        packed = b.to_numpy(param).astype(np.float64)[packed_of_flat]
+        iprint = 1 if self.verbose is True or self.verbose >= 1 else -1
+        options = {"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol}
+        if iprint > 0:
+            options["disp"] = True
+        res = scipy.optimize.minimize(loss_grad, packed, method="L-BFGS-B", jac=True,
+                                      options=options)
+        self.n_iter_ = _check_optimize_result("lbfgs", res, self.max_iter)
+        self.loss_ = float(res.fun)
+        b.assign(param, b.asarray(res.x[flat_of_packed].astype(b.dtype_name)))
+
+    # --------------------------------------------------------- inference
+    def _raw(self, X):
+        """The last layer's raw outputs for ``X`` on the device, and whether
+        the caller's array library is the host's."""
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self)
+        Xd, on_host = _data.prepare_predict(self, X)
+        net = self._network([self.n_features_in_] + [c.shape[1] for c in self.coefs_],
+                            self._fit_dtype)
+        return net.predict(Xd, batch_size=4096), on_host, net.backend
+
+
+    def _forward(self, X):
+        """Output activations for ``X`` (scikit-learn's ``_forward_pass_fast``)."""
+        z, on_host, backend = self._raw(X)
+        return activate(backend.xp, self.out_activation_, z), on_host, backend
+
+    def to_onnx(self, path, opset=None):
+        """Write the fitted network to ``path`` as an ONNX model whose output is
+        what ``predict_proba`` (a classifier; its metadata ``classes`` lists
+        ``classes_``) or ``predict`` (a regressor, as rows x outputs) gives;
+        needs the ``onnx`` extra. See docs/onnx.md."""
+        from sklearn.utils.validation import check_is_fitted
+
+        from ..onnx import export_layers
+
+        check_is_fitted(self)
+        output = {"identity": "raw", "logistic": "sigmoid"}.get(self.out_activation_,
+                                                                 self.out_activation_)
+        if output == "sigmoid" and self.n_outputs_ == 1:
+            output = "binary"  # predict_proba's two columns
+        extra = {"classes": repr(self.classes_.tolist())} if hasattr(self, "classes_") else None
+        return export_layers(self.coefs_, self.intercepts_, _HIDDEN[self.activation], output,
+                             path, self._fit_dtype, opset=opset, extra=extra)

@@ -1,0 +1,323 @@
+"""``MLPClassifier`` and ``MLPRegressor``: scikit-learn's, on nnx."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import column_or_1d
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
+
+from . import _data
+from ._base import BaseMLP
+
+_SHARED_DOC = """
+    Every parameter of scikit-learn's estimator, with the same meaning and
+    default (see its documentation), plus three of nnx's:
+
+    backend : "cpu" or "gpu", default "cpu"
+        Where the arithmetic runs. With "gpu", X may be a NumPy or a CuPy
+        array; CuPy inputs stay on the device and predictions come back as
+        CuPy arrays.
+    dtype : None, "float32" or "float64", default None
+        The compute dtype. None follows scikit-learn: float32 input trains in
+        float32, anything else in float64.
+    dropout : float in [0, 1), default 0.0
+        The fraction of each hidden layer's units dropped at random in
+        training (inverted dropout; nothing is dropped at prediction). 0 turns
+        it off and keeps the numbers identical to scikit-learn's.
+
+    In float64 on the CPU, with the same data, parameters and random_state,
+    the fitted attributes (``coefs_``, ``loss_curve_``, ``n_iter_``, ...) equal
+    scikit-learn's to rounding. Sparse inputs are refused (pass a dense array).
+"""
+
+
+def _stochastic(est):
+    if est.solver not in ("sgd", "adam"):
+        raise AttributeError(f"partial_fit is only available for stochastic optimizers. "
+                             f"{est.solver} is not stochastic.")
+    return True
+
+
+class MLPClassifier(ClassifierMixin, BaseMLP):
+    __doc__ = ("A multi-layer perceptron classifier, a drop-in for "
+               "``sklearn.neural_network.MLPClassifier``.\n" + _SHARED_DOC)
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 backend="cpu", dtype=None, dropout=0.0):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.backend = backend
+        self.dtype = dtype
+        self.dropout = dropout
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+    # ---------------------------------------------------------- the model
+    def _is_classifier(self):
+        return True
+
+    def _out_activation(self):
+        return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+
+    def _loss_name(self):
+        return "binary_log_loss" if self.out_activation_ == "logistic" else "log_loss"
+
+    def _encode(self, y, incremental):
+        """Host labels -> the binarised targets (rows, outputs), and the same
+        array for stratification (as scikit-learn passes it)."""
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            self._check_classes(unique_labels(y))
+        Y = self._label_binarizer.transform(y).astype(bool)
+        return Y, Y
+
+    def _check_classes(self, classes):
+        if self.warm_start:
+            if set(classes) != set(self.classes_):
+                raise ValueError("warm_start can only be used where `y` has the same classes as "
+                                 f"in the previous call to fit. Previously got {self.classes_}, "
+                                 f"`y` has {classes}")
+        elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+            raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
+                             f"{self.classes_}. 'y' has {classes}.")
+
+    def _encode_device(self, y, n_rows, incremental):
+        """Device labels (1-D class labels, or a 2-D 0/1 indicator for
+        multilabel) -> binarised targets on the device; only the classes are
+        read back to the host."""
+        cp = _data.cupy()
+        y = cp.asarray(y)
+        if y.shape[0] != n_rows:
+            raise ValueError(f"Found input variables with inconsistent numbers of samples: "
+                             f"[{n_rows}, {y.shape[0]}]")
+        return encode_labels(cp, y, self, incremental)
+
+    def _validation_score(self, net, data, val):
+        b = net.backend
+        rows = b.asarray(val, dtype="int64")
+        Z = net.predict(b.take_rows(data.X, rows), batch_size=4096)
+        predicted = _data.to_numpy(self._decode(b.xp, net.loss.transform(Z)))
+        truth = _data.to_numpy(self._decode(b.xp, b.take_rows(data.Y, rows)))
+        sw = None if data.sw is None else _data.to_numpy(b.take_rows(data.sw, rows))
+        return float(accuracy_score(truth, predicted, sample_weight=sw))
+
+    def _decode(self, xp, P):
+        """Labels from output activations (or from binarised targets), as
+        LabelBinarizer.inverse_transform: a threshold of 0.5 for logistic
+        outputs, the largest for softmax."""
+        if self._label_binarizer.y_type_ == "multilabel-indicator":
+            return (P > 0.5).astype(np.int64)
+        idx = xp.argmax(P, axis=1) if P.shape[1] > 1 else (P[:, 0] > 0.5).astype(np.int64)
+        classes = self.classes_
+        if xp is np or classes.dtype.kind not in "biuf":
+            return classes[_data.to_numpy(idx)]
+        return xp.asarray(classes)[idx]
+
+    # -------------------------------------------------------------- API
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to ``X`` and ``y`` (class labels, or a label
+        indicator matrix for multilabel); ``sample_weight`` weighs the rows."""
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+
+    @available_if(_stochastic)
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over ``X``, ``y``; ``classes`` (every class) is required on
+        the first call."""
+        if _check_partial_fit_first_call(self, classes):
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(y).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(classes)
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def predict(self, X):
+        """Class labels for ``X`` (an indicator matrix for multilabel)."""
+        P, host, backend = self._forward(X)
+        labels = self._decode(backend.xp, P)
+        if self.n_outputs_ == 1 and labels.ndim > 1:
+            labels = labels.ravel()
+        return _data.to_numpy(labels) if host else labels
+
+    def predict_proba(self, X):
+        """Class probabilities, one column per class in ``classes_`` order (two
+        for a binary problem; one per label, each its own probability, for
+        multilabel)."""
+        P, host, backend = self._forward(X)
+        if self.n_outputs_ == 1:
+            p = P[:, 0]
+            P = backend.xp.stack([1.0 - p, p], axis=1)
+        return _data.to_numpy(P) if host else P
+
+    def predict_log_proba(self, X):
+        """The logarithm of ``predict_proba``."""
+        P = self.predict_proba(X)
+        xp = np if isinstance(P, np.ndarray) else _data.cupy()
+        return xp.log(P, out=P)
+
+
+def encode_labels(xp, y, est, incremental):
+    """Binarise labels on ``y``'s device as LabelBinarizer does (sorted
+    classes; one 0/1 column for two classes, one per class for more; a 2-D
+    0/1 ``y`` is a multilabel indicator kept as it is). Sets ``classes_`` (a
+    NumPy array, read from the device) on the first fit."""
+    multilabel = y.ndim == 2 and y.shape[1] > 1
+    if y.ndim == 2 and not multilabel:
+        y = y[:, 0]
+    if y.dtype.kind == "f" and bool(xp.any(y != xp.floor(y))):
+        raise ValueError("Unknown label type: continuous. The labels are floats with "
+                         "fractions; a classifier needs class labels (for real-valued "
+                         "targets use MLPRegressor)")
+    classes = np.arange(y.shape[1]) if multilabel else _data.to_numpy(xp.unique(y))
+    if not hasattr(est, "classes_") or (not est.warm_start and not incremental):
+        est._label_binarizer = _DeviceLabels(classes, multilabel)
+        est.classes_ = classes
+    elif not multilabel:
+        est._check_classes(classes)
+    if multilabel:
+        return y
+    known = xp.asarray(est.classes_)
+    Y = (y[:, None] == known[None, :])
+    return Y[:, 1:] if known.shape[0] == 2 else Y
+
+
+class _DeviceLabels:
+    """What the estimator keeps of a LabelBinarizer fitted on device labels."""
+
+    def __init__(self, classes, multilabel):
+        self.classes_ = classes
+        self.y_type_ = ("multilabel-indicator" if multilabel else
+                        "binary" if len(classes) <= 2 else "multiclass")
+
+
+class MLPRegressor(RegressorMixin, BaseMLP):
+    __doc__ = ("A multi-layer perceptron regressor, a drop-in for "
+               "``sklearn.neural_network.MLPRegressor``.\n" + _SHARED_DOC)
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 backend="cpu", dtype=None, dropout=0.0):
+        self.loss = loss
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.backend = backend
+        self.dtype = dtype
+        self.dropout = dropout
+
+    def _is_classifier(self):
+        return False
+
+    def _out_activation(self):
+        return "exp" if self.loss == "poisson" else "identity"
+
+    def _loss_name(self):
+        return "poisson" if self.loss == "poisson" else "squared_error"
+
+    def _encode(self, y, incremental):
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        return (y.reshape(-1, 1) if y.ndim == 1 else y), None
+
+    def _encode_device(self, y, n_rows, incremental):
+        y = _data.cupy().asarray(y)
+        if y.shape[0] != n_rows:
+            raise ValueError(f"Found input variables with inconsistent numbers of samples: "
+                             f"[{n_rows}, {y.shape[0]}]")
+        return y.reshape(-1, 1) if y.ndim == 1 else y
+
+    def _validation_score(self, net, data, val):
+        b = net.backend
+        rows = b.asarray(val, dtype="int64")
+        Z = net.predict(b.take_rows(data.X, rows), batch_size=4096)
+        predicted = _data.to_numpy(net.loss.transform(Z))
+        truth = _data.to_numpy(b.take_rows(data.Y, rows))
+        if predicted.shape[1] == 1:
+            predicted = predicted.ravel()
+        if not np.isfinite(predicted).all():
+            return np.nan
+        sw = None if data.sw is None else _data.to_numpy(b.take_rows(data.sw, rows))
+        return float(r2_score(truth, predicted, sample_weight=sw))
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to ``X`` and ``y`` (rows, or rows x outputs);
+        ``sample_weight`` weighs the rows."""
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+
+    @available_if(_stochastic)
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over ``X``, ``y``."""
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def predict(self, X):
+        """Predicted targets: (rows,) for one output, (rows, outputs) for more."""
+        P, host, _ = self._forward(X)
+        if P.shape[1] == 1:
+            P = P.ravel()
+        return _data.to_numpy(P) if host else P

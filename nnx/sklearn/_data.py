@@ -1,0 +1,148 @@
+"""Inputs of the estimators: checked once, sent to the device once.
+
+Host data (NumPy arrays, lists, DataFrames) are checked by scikit-learn's own
+``validate_data``, so the estimators refuse what scikit-learn's refuse, with
+its messages, and record ``n_features_in_``/``feature_names_in_`` as it does.
+CuPy arrays (``backend="gpu"``) are checked on the device and never copied to
+the host; only the classes found in ``y`` are read back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.utils.validation import _check_sample_weight, validate_data
+
+
+def on_device(x) -> bool:
+    """True for a GPU array (CuPy or anything with the CUDA array interface)."""
+    return hasattr(x, "__cuda_array_interface__") and not isinstance(x, np.ndarray)
+
+
+def cupy():
+    """CuPy, through the backend shim (the one place that imports it)."""
+    from ..backend import get_backend
+
+    return get_backend("gpu").xp
+
+
+def to_numpy(x):
+    if isinstance(x, np.ndarray):
+        return x
+    return x.get() if hasattr(x, "get") else np.asarray(x)
+
+
+def dtype_of(x):
+    return getattr(x, "dtype", None)
+
+
+def _refuse_sparse(X, name="X"):
+    if hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse"):
+        raise TypeError(f"{name} is a sparse matrix ({type(X).__name__}); nnx's estimators "
+                        "train on dense arrays: pass X.toarray() if it fits in memory")
+
+
+def _device_matrix(est, X, name, reset):
+    """Checks of a device ``X`` without leaving the device (one sync for the
+    finiteness check)."""
+    if est.backend != "gpu":
+        raise ValueError(f"{name} is a GPU array ({type(X).__module__.split('.')[0]}); use "
+                         "backend='gpu', or pass a NumPy array")
+    if X.ndim != 2 or 0 in X.shape:
+        raise ValueError(f"{name} must be a non-empty 2-D array (rows, features), got shape "
+                         f"{tuple(X.shape)}")
+    if X.dtype.kind not in "fiub":
+        raise ValueError(f"{name} must hold real numbers, got dtype {X.dtype}")
+    if X.dtype.kind == "f" and not bool(cupy().isfinite(X).all()):
+        raise ValueError(f"Input {name} contains NaN or infinity.")
+    if reset:
+        est.n_features_in_ = int(X.shape[1])
+        if hasattr(est, "feature_names_in_"):
+            del est.feature_names_in_
+    elif X.shape[1] != est.n_features_in_:
+        raise ValueError(f"X has {X.shape[1]} features, but {type(est).__name__} is "
+                         f"expecting {est.n_features_in_} features as input.")
+    return X
+
+
+class FitData:
+    """The data of one ``fit``: ``X`` (rows, features), the encoded targets
+    ``Y`` (rows, outputs) and the sample weights ``sw`` (rows,) or None, on the
+    host until ``to_device`` moves them (one copy each, in the compute dtype)."""
+
+    def __init__(self, X, Y, sw, dtype, stratify):
+        self.X, self.Y, self.sw = X, Y, sw
+        self.n_samples, self.n_features = int(X.shape[0]), int(X.shape[1])
+        self.n_outputs = int(Y.shape[1])
+        self.host_dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float64
+        self.dtype = dtype
+        self.stratify = stratify  # host labels scikit-learn stratifies on, or None
+
+    def to_device(self, backend):
+        b = backend
+        self.X = b.asarray(self.X)
+        self.Y = b.asarray(self.Y)
+        self.sw = None if self.sw is None else b.asarray(self.sw)
+
+
+def prepare_fit(est, X, y, sample_weight, incremental, reset):
+    """Check and encode ``X``, ``y``, ``sample_weight`` for ``fit``/``partial_fit``."""
+    if on_device(X):
+        X = _device_matrix(est, X, "X", reset)
+        Y = est._encode_device(y, int(X.shape[0]), incremental)
+        stratify = None  # scikit-learn stratifies binary targets only; see _split
+        if Y.shape[1] == 1 and est._is_classifier():
+            stratify = to_numpy(Y)
+        sw = _device_weights(sample_weight, X)
+    else:
+        _refuse_sparse(X)
+        X, y = validate_data(est, X, y, multi_output=True, dtype=(np.float64, np.float32),
+                             reset=reset, y_numeric=not est._is_classifier())
+        Y, stratify = est._encode(y, incremental)
+        sw = None if sample_weight is None else _check_sample_weight(sample_weight, X)
+    dtype = est._compute_dtype(X)
+    return FitData(X, _as_dtype(Y, dtype), _as_dtype(sw, dtype), dtype, stratify)
+
+
+def _as_dtype(a, dtype):
+    return None if a is None else a.astype(dtype, copy=False)
+
+
+def _device_weights(sample_weight, X):
+    if sample_weight is None:
+        return None
+    cp = cupy()
+    sw = cp.asarray(sample_weight)
+    if sw.ndim == 0:
+        sw = cp.full(X.shape[0], sw, dtype=X.dtype if X.dtype.kind == "f" else "float64")
+    if sw.shape != (X.shape[0],):
+        raise ValueError(f"sample_weight.shape == {tuple(sw.shape)}, expected "
+                         f"({X.shape[0]},)!")
+    if not bool(cp.isfinite(sw).all()) or bool((sw < 0).any()):
+        raise ValueError("sample_weight must be finite and non-negative")
+    return sw
+
+
+def prepare_predict(est, X):
+    """``X`` on the fitted network's device in its dtype, and whether it came
+    from the host (predictions then go back there)."""
+    if on_device(X):
+        X = _device_matrix(est, X, "X", reset=False)
+        host = False
+    else:
+        _refuse_sparse(X)
+        X = validate_data(est, X, dtype=(np.float64, np.float32), reset=False)
+        host = True
+    return X.astype(est._fit_dtype, copy=False), host
+
+
+def packed_order(layer_units):
+    """Where each entry of nnx's flat parameter buffer (W1, B1, W2, B2, ...)
+    sits in scikit-learn's packed vector (W1, W2, ..., B1, B2, ...)."""
+    shapes = list(zip(layer_units[:-1], layer_units[1:]))
+    w_sizes = [a * c for a, c in shapes]
+    w_start = np.cumsum([0] + w_sizes[:-1])
+    b_start = sum(w_sizes) + np.cumsum([0] + [c for _, c in shapes[:-1]])
+    parts = []
+    for (_, c), ws, wn, bs in zip(shapes, w_start, w_sizes, b_start):
+        parts += [np.arange(ws, ws + wn), np.arange(bs, bs + c)]
+    return np.concatenate(parts)

@@ -1,0 +1,236 @@
+"""ONNX export: every activation, output transform and dtype run in
+onnxruntime and match nnx's own predictions; dropout leaves the graph; the
+models are valid; the refusals name the problem."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import nnx
+from nnx import onnx as nnx_onnx
+from nnx.ops import ACTIVATIONS, Operation, make_activation
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+TOL = {"float32": 1e-5, "float64": 1e-12}
+# every built-in activation with its default setting, and the other settings
+ACTS = [(name, None) for name in ACTIVATIONS] + [("leaky_relu", 0.2), ("gelu", "tanh"),
+                                                 ("elu", 0.5)]
+
+
+def _run(path, X, input_name="X"):
+    session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {input_name: X})[0]
+
+
+def _net(act, dtype, classification=False, dropout=1.0):
+    """A built 6 -> 7 -> 5 -> 3 network with ``act`` in every layer (the last
+    is linear under a softmax cross-entropy loss)."""
+    last = "linear" if classification else make_activation(*act)
+    net = nnx.NeuralNetwork([nnx.Dense(7, make_activation(*act), dropout=dropout),
+                             nnx.Dense(5, make_activation(*act)), nnx.Dense(3, last)],
+                            "softmax_cross_entropy" if classification else "mse",
+                            seed=3, dtype=dtype)
+    net.build(6)
+    return net
+
+
+def _inputs(dtype, rows=40, width=6, scale=2.0):
+    return np.random.default_rng(1).normal(0.0, scale, (rows, width)).astype(dtype)
+
+
+def _expected(net, X, output):
+    if output == "softmax":
+        return net.predict_proba(X)
+    raw = net.predict(X)
+    return {"raw": raw, "sigmoid": nnx.Sigmoid().forward(raw, inference=True),
+            "exp": np.exp(raw)}[output]
+
+
+def _close(got, want, dtype):
+    assert got.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(got, want, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+# -------------------------------------------------- onnxruntime matches nnx
+def test_every_activation_of_nnx_can_be_exported():
+    assert set(nnx_onnx._EMITTERS) == set(ACTIVATIONS)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("output", [o for o in nnx_onnx.OUTPUTS if o != "binary"])
+@pytest.mark.parametrize("act", ACTS, ids=[f"{n}-{s}" if s is not None else n for n, s in ACTS])
+def test_onnxruntime_matches_the_network(act, output, dtype, tmp_path):
+    net = _net(act, dtype, classification=output == "softmax")
+    X = _inputs(dtype)
+    path = nnx_onnx.export_network(net, tmp_path / "m.onnx", output=output)
+    _close(_run(path, X), _expected(net, X, output), dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_layers_with_different_activations(dtype, tmp_path):
+    net = nnx.NeuralNetwork([nnx.Dense(8, nnx.LeakyReLU(0.3)), nnx.Dense(6, nnx.GELU("tanh")),
+                             nnx.Dense(5, nnx.ELU(0.4)), nnx.Dense(4, "silu"),
+                             nnx.Dense(3, "relu6")], "mse", seed=0, dtype=dtype)
+    net.build(5)
+    X = _inputs(dtype, width=5, scale=3.0)
+    _close(_run(net.to_onnx(tmp_path / "m.onnx"), X), net.predict(X), dtype)
+
+
+@pytest.mark.parametrize("act", [nnx.GELU(), nnx.GELU("tanh"), nnx.ELU(0.7), nnx.SiLU(),
+                                 nnx.LeakyReLU(0.3), nnx.Sigmoid()],
+                         ids=lambda a: f"{a.name}-{nnx.ops.activation_setting(a)}")
+def test_float64_activations_hold_their_precision_over_the_whole_line(act, tmp_path):
+    """float64 Erf and ELU are written out in elementary operators (onnxruntime
+    has no float64 kernel for them): every interval of Cody's erf, the tails,
+    and ELU near 0, where exp(x) - 1 would lose its relative precision."""
+    x = np.concatenate([np.linspace(-60, 60, 4801), [0.0, 1e-12, -1e-12, -1e-300, 0.46875,
+                                                     -0.46875, 4.0, -4.0, 6.0, -1e10, 1e10,
+                                                     -800.0]])[:, None]
+    path = nnx_onnx.export_layers([np.eye(1)], [np.zeros(1)], [act], "raw",
+                                  tmp_path / "a.onnx", "float64")
+    want = type(act)(**({act.setting: getattr(act, act.setting)}
+                        if getattr(act, "setting", None) else {})).forward(x, inference=True)
+    got = _run(path, x)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    if isinstance(act, nnx.ELU):  # near 0 too, relative to the value
+        tiny = np.abs(x[:, 0]) < 1e-6
+        np.testing.assert_allclose(got[tiny], want[tiny], rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_sigmoid_output_keeps_small_probabilities(dtype, tmp_path):
+    x = np.linspace(-80, 80, 161, dtype=dtype)[:, None]
+    path = nnx_onnx.export_layers([np.eye(1)], [np.zeros(1)], ["linear"], "sigmoid",
+                                  tmp_path / "s.onnx", dtype)
+    want = nnx.Sigmoid().forward(x, inference=True)
+    np.testing.assert_allclose(_run(path, x), want, rtol=TOL[dtype] / 10, atol=0)
+
+
+def test_dropout_exports_as_the_inference_pass(tmp_path):
+    net = _net(("relu", None), "float32", classification=True, dropout=0.5)
+    X, y = _inputs("float32"), np.arange(40) % 3
+    net.train_batch(X, y)  # a training pass has drawn a mask
+    path = net.to_onnx(tmp_path / "m.onnx")
+    _close(_run(path, X), net.predict_proba(X), "float32")
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert ops == {"Gemm", "Relu", "Softmax"}
+
+
+def test_the_batch_dimension_is_dynamic(tmp_path):
+    net = _net(("tanh", None), "float32")
+    path = net.to_onnx(tmp_path / "m.onnx")
+    for rows in (1, 33):
+        X = _inputs("float32", rows=rows)
+        _close(_run(path, X), net.predict(X), "float32")
+
+
+# ---------------------------------------------------------- the model file
+@pytest.mark.parametrize("dtype, elem", [("float32", 1), ("float64", 11)])
+def test_the_file_is_a_valid_model(dtype, elem, tmp_path):
+    net = _net(("gelu", None), dtype)
+    path = tmp_path / "m.onnx"
+    assert net.to_onnx(path) == path
+    onnx.checker.check_model(os.fspath(path), full_check=True)
+    model = onnx.load(path)
+    assert [(o.domain, o.version) for o in model.opset_import] == [("", 17)]
+    (inp,), (out,) = model.graph.input, model.graph.output
+    dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    assert (inp.name, dims, inp.type.tensor_type.elem_type) == ("X", ["N", 6], elem)
+    assert [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim] == ["N", 3]
+    assert {p.key: p.value for p in model.metadata_props}["nnx.output"] == "raw"
+    assert model.producer_name == "nnx"
+    assert os.listdir(tmp_path) == ["m.onnx"]  # no temporary file left
+
+
+def test_to_onnx_returns_probabilities_for_a_classifier(tmp_path):
+    net = _net(("relu", None), "float64", classification=True)
+    model = onnx.load(net.to_onnx(tmp_path / "m.onnx", opset=13))
+    assert model.opset_import[0].version == 13
+    assert model.graph.output[0].name == "probabilities"
+    X = _inputs("float64")
+    _close(_run(tmp_path / "m.onnx", X), net.predict_proba(X), "float64")
+    raw = net.to_onnx(tmp_path / "r.onnx", output="raw")
+    _close(_run(raw, X), net.predict(X), "float64")
+
+
+def test_export_layers_for_a_scikit_learn_style_stack(tmp_path):
+    """One hidden activation for every layer but the last, which is linear;
+    names and metadata as asked."""
+    rng = np.random.default_rng(2)
+    ws = [rng.normal(size=(4, 6)), rng.normal(size=(6, 2))]
+    bs = [rng.normal(size=6), rng.normal(size=(1, 2))]
+    path = nnx_onnx.export_layers(ws, bs, "tanh", "softmax", tmp_path / "s.onnx", np.float64,
+                                  input_name="features", extra={"classes": "[0, 1]"},
+                                  output_name="proba")
+    X = rng.normal(size=(9, 4))
+    z = np.tanh(X @ ws[0] + bs[0]) @ ws[1] + bs[1]
+    want = np.exp(z - z.max(axis=1, keepdims=True))
+    want /= want.sum(axis=1, keepdims=True)
+    _close(_run(path, X, "features"), want, "float64")
+    model = onnx.load(path)
+    assert model.graph.output[0].name == "proba"
+    assert {p.key: p.value for p in model.metadata_props}["classes"] == "[0, 1]"
+    # float64 parameters exported as a float32 model
+    path = nnx_onnx.export_layers(ws, bs, "tanh", "raw", tmp_path / "f.onnx", "float32")
+    _close(_run(path, X.astype(np.float32)), z.astype(np.float32), "float32")
+
+
+# ------------------------------------------------------------- refusals
+def test_an_unbuilt_network_is_refused(tmp_path):
+    net = nnx.NeuralNetwork([nnx.Dense(3, "linear")], "mse")
+    with pytest.raises(RuntimeError, match="no parameters yet"):
+        net.to_onnx(tmp_path / "m.onnx")
+    assert not os.listdir(tmp_path)
+
+
+def test_an_unknown_output_is_refused(tmp_path):
+    net = _net(("relu", None), "float32")
+    with pytest.raises(nnx.InputValueError, match=r"output='proba' is not known.*softmax"):
+        net.to_onnx(tmp_path / "m.onnx", output="proba")
+
+
+def test_a_missing_onnx_package_says_how_to_install_it(tmp_path, monkeypatch):
+    net = _net(("relu", None), "float32")
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(ImportError, match=r"onnx package.*pip install 'nnx-dl\[onnx\]'"):
+        net.to_onnx(tmp_path / "m.onnx")
+    assert not os.listdir(tmp_path)
+
+
+def test_a_custom_activation_is_refused(tmp_path):
+    class Square(Operation):
+        def _output(self, inference):
+            return self.input_ * self.input_
+
+    net = nnx.NeuralNetwork([nnx.Dense(3, Square())], "mse")
+    net.build(2)
+    with pytest.raises(nnx.InputTypeError, match="Square.*built-in activations only"):
+        net.to_onnx(tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"opset": 12}, "opset=12 must be an integer >= 13"),
+    ({"opset": 10_000}, "opset=10000 is newer"),
+    ({"weights": [np.ones((2, 3)), np.ones((4, 1))]}, r"weights\[1\] has shape \(4, 1\)"),
+    ({"biases": [np.ones(3), np.ones(2)]}, r"biases\[1\] has shape \(2,\)"),
+    ({"biases": [np.ones(3)]}, "biases must be a list of 2 arrays"),
+    ({"weights": [np.full((2, 3), np.nan), np.ones((3, 1))]}, "weights.0. holds NaN"),
+    ({"hidden_activation": ["relu"]}, "lists 1 activations for 2 layers"),
+    ({"hidden_activation": "relu7"}, "hidden_activation='relu7' is not known"),
+    ({"dtype": "float16"}, "dtype='float16' is not supported"),
+    ({"output_name": "X"}, "both 'X'"),
+    ({"extra": {"classes": [0, 1]}}, "extra must be a dict of str to str"),
+])
+def test_export_layers_refuses_bad_arguments(kwargs, match, tmp_path):
+    args = {"weights": [np.ones((2, 3)), np.ones((3, 1))], "biases": [np.ones(3), np.ones(1)],
+            "hidden_activation": "relu", "output": "raw", "path": tmp_path / "m.onnx",
+            "dtype": "float32", **kwargs}
+    (tmp_path / "m.onnx").write_bytes(b"old")
+    with pytest.raises(nnx.InputError, match=match):
+        nnx_onnx.export_layers(**args)
+    assert (tmp_path / "m.onnx").read_bytes() == b"old"  # the file there is left alone
+    assert os.listdir(tmp_path) == ["m.onnx"]

@@ -1,0 +1,243 @@
+"""nnx.sklearn as a scikit-learn estimator: scikit-learn's own estimator
+checks, pipelines, searches, clone and pickles, nnx's additions (dropout,
+dtype, backend) and its refusals. Numerical parity with scikit-learn is in
+test_sklearn_parity.py."""
+
+import io
+import pickle
+import warnings
+from contextlib import redirect_stdout
+
+import joblib
+import numpy as np
+import pytest
+from conftest import requires_gpu
+from sklearn import neural_network as sk
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import LabelBinarizer, StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from nnx import InputWarning
+from nnx.sklearn import MLPClassifier, MLPRegressor
+from nnx.sklearn._classes import encode_labels
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X[:300] / 16.0, y[:300]
+
+
+# scikit-learn's own battery (fit/predict contracts, input validation,
+# n_features_in_, clone, pickling, sample weights, ...). No check needs to be
+# marked as an expected failure.
+@parametrize_with_checks([MLPClassifier(max_iter=50, random_state=0),
+                          MLPRegressor(max_iter=50, random_state=0)])
+def test_scikit_learn_estimator_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check(estimator)
+
+
+def test_same_parameters_and_defaults_as_scikit_learn():
+    for ours, theirs in ((MLPClassifier(), sk.MLPClassifier()),
+                         (MLPRegressor(), sk.MLPRegressor())):
+        mine = ours.get_params()
+        assert {k: mine.pop(k) for k in ("backend", "dtype", "dropout")} == \
+            {"backend": "cpu", "dtype": None, "dropout": 0.0}
+        assert mine == theirs.get_params()
+
+
+def test_pipeline_search_cross_validation_and_clone(digits):
+    X, y = digits
+    pipe = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(16,), max_iter=40,
+                                                         learning_rate_init=0.01,
+                                                         random_state=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scores = cross_val_score(pipe, X, y, cv=3)
+        search = GridSearchCV(pipe, {"mlpclassifier__alpha": [1e-4, 1e-2],
+                                     "mlpclassifier__solver": ["adam", "sgd"]}, cv=2).fit(X, y)
+    assert scores.shape == (3,) and scores.min() > 0.8
+    assert set(search.best_params_) == {"mlpclassifier__alpha", "mlpclassifier__solver"}
+    assert search.score(X, y) > 0.95
+    twin = clone(search.best_estimator_)
+    assert twin.get_params()["mlpclassifier__alpha"] == search.best_params_[
+        "mlpclassifier__alpha"]
+    assert not hasattr(twin[-1], "coefs_")
+
+
+@pytest.mark.parametrize("dump", ["pickle", "joblib"])
+def test_fitted_estimator_round_trips(digits, tmp_path, dump):
+    X, y = digits
+    est = MLPClassifier(hidden_layer_sizes=(10,), max_iter=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, y)
+    if dump == "pickle":
+        back = pickle.loads(pickle.dumps(est))
+    else:
+        joblib.dump(est, tmp_path / "m.joblib")
+        back = joblib.load(tmp_path / "m.joblib")
+    np.testing.assert_array_equal(back.predict_proba(X), est.predict_proba(X))
+    # training goes on from the same state (optimiser moments included)
+    for model in (est, back):
+        model.partial_fit(X, y)
+    np.testing.assert_array_equal(back.coefs_[0], est.coefs_[0])
+
+
+def test_gpu_fitted_estimator_loads_as_cpu_without_a_gpu(digits):
+    from nnx.backend import gpu_available
+    if gpu_available()[0]:
+        pytest.skip("this machine has a GPU: the fallback cannot be seen here")
+    X, y = digits
+    est = MLPClassifier(hidden_layer_sizes=(10,), max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, y)
+    est.backend = "gpu"  # as a GPU-fitted estimator pickles: its arrays are NumPy
+    blob = pickle.dumps(est)
+    with pytest.warns(UserWarning, match="backend='gpu', which this machine cannot run"):
+        back = pickle.loads(blob)
+    assert back.backend == "cpu"
+    np.testing.assert_array_equal(back.predict(X), est.set_params(backend="cpu").predict(X))
+
+
+def test_verbose_prints_what_scikit_learn_prints(digits):
+    X, y = digits
+    out = []
+    for module in (sk, __import__("nnx.sklearn", fromlist=["x"])):
+        buf = io.StringIO()
+        with redirect_stdout(buf), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module.MLPClassifier(hidden_layer_sizes=(5,), max_iter=4, verbose=True,
+                                 early_stopping=True, random_state=0).fit(X, y)
+        out.append(buf.getvalue())
+    assert out[0] == out[1] and "Iteration 4, loss =" in out[1]
+
+
+def test_dropout_is_reproducible_and_trains(digits):
+    X, y = digits
+
+    def fit(**kw):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return MLPClassifier(hidden_layer_sizes=(32,), max_iter=15, random_state=0,
+                                 learning_rate_init=0.01, **kw).fit(X, y)
+    a, b, plain = fit(dropout=0.3), fit(dropout=0.3), fit()
+    np.testing.assert_array_equal(a.coefs_[0], b.coefs_[0])
+    assert not np.allclose(a.coefs_[0], plain.coefs_[0])
+    assert a.score(X, y) > 0.9
+    np.testing.assert_array_equal(a.predict_proba(X), a.predict_proba(X))  # no masks
+
+
+def test_float32_dtype_and_predict_log_proba(digits):
+    X, y = digits
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, dtype="float32",
+                            random_state=0).fit(X, y)
+    assert est.coefs_[0].dtype == np.float32
+    P = est.predict_proba(X)
+    assert P.dtype == np.float32 and np.allclose(P.sum(axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(est.predict_log_proba(X), np.log(P), rtol=1e-6)
+
+
+def test_refusals_name_the_problem(digits):
+    X, y = digits
+    import scipy.sparse
+    with pytest.raises(TypeError, match="sparse matrix .* pass X.toarray"):
+        MLPClassifier().fit(scipy.sparse.csr_matrix(X), y)
+    with pytest.raises(ValueError, match="dropout=0.2 needs a stochastic solver"):
+        MLPClassifier(solver="lbfgs", dropout=0.2).fit(X, y)
+    with pytest.raises(ValueError, match="dropout"):
+        MLPClassifier(dropout=1.0).fit(X, y)
+    with pytest.raises(ValueError, match="backend"):
+        MLPClassifier(backend="tpu").fit(X, y)
+    with pytest.raises(ValueError, match="does not support early_stopping"):
+        MLPClassifier(early_stopping=True).partial_fit(X, y, classes=np.arange(10))
+    with pytest.raises(AttributeError, match="no attribute 'partial_fit'") as caught:
+        MLPClassifier(solver="lbfgs").partial_fit(X, y)
+    assert "lbfgs is not stochastic" in str(caught.value.__cause__)
+    with pytest.warns(InputWarning, match="far from standardised"):
+        MLPClassifier(max_iter=1).fit(X * 255, y)
+
+
+def test_a_diverging_fit_says_so_where_scikit_learn_is_silent(digits):
+    X, y = digits
+    kw = dict(solver="sgd", learning_rate_init=10.0, max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn: not a word about it
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref = sk.MLPRegressor(**kw).fit(X, y * 10)
+    with pytest.warns(InputWarning, match=r"training is diverging; lower learning_rate_init "
+                                          r"\(now 10\)"):
+        est = MLPRegressor(**kw).fit(X, y * 10)
+    np.testing.assert_allclose(est.loss_curve_, ref.loss_curve_, rtol=1e-8)  # same numbers
+
+
+def test_continuous_labels_are_refused_on_the_device_path():
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        encode_labels(np, np.array([0.5, 1.0, 2.0]), MLPClassifier(), incremental=False)
+
+
+def test_labels_encoded_on_the_device_as_label_binarizer(digits):
+    # the path CuPy labels take, run with NumPy as the device's array library
+    _, y = digits
+    for labels in (y, y % 2, np.where(y > 3, 7.0, -1.0)):
+        est = MLPClassifier()
+        Y = encode_labels(np, labels, est, incremental=False)
+        np.testing.assert_array_equal(Y, LabelBinarizer().fit_transform(labels).astype(bool))
+        np.testing.assert_array_equal(est.classes_, np.unique(labels))
+        back = est._decode(np, Y.astype(float))
+        np.testing.assert_array_equal(back.ravel(), labels)
+
+
+@pytest.mark.gpu
+@requires_gpu()
+def test_gpu_estimator_keeps_cupy_inputs_on_the_device(digits):
+    import cupy
+
+    X, y = digits
+    for Model, target in ((MLPClassifier, y), (MLPRegressor, y / 9.0)):
+        kw = dict(hidden_layer_sizes=(16,), max_iter=5, random_state=0, dtype="float64")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cpu = Model(**kw).fit(X, target)
+            gpu = Model(backend="gpu", **kw).fit(cupy.asarray(X), cupy.asarray(target))
+        for a, b in zip(cpu.coefs_, gpu.coefs_):
+            np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12)
+        pred = gpu.predict(cupy.asarray(X))
+        assert isinstance(pred, cupy.ndarray)
+        np.testing.assert_allclose(cupy.asnumpy(pred), cpu.predict(X), rtol=1e-9, atol=1e-12)
+        assert isinstance(gpu.predict(X), np.ndarray)  # NumPy in, NumPy out
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "binary", "multilabel", "regression", "poisson"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_onnx_export_matches_predictions(digits, tmp_path, kind, dtype):
+    ort = pytest.importorskip("onnxruntime")
+    X, y = digits
+    if kind in ("regression", "poisson"):
+        est = MLPRegressor(loss="poisson" if kind == "poisson" else "squared_error",
+                           activation="tanh")
+        target = np.stack([y / 9.0, (y % 3) / 2.0], axis=1)
+    else:
+        est = MLPClassifier(activation="logistic")
+        target = {"multiclass": y, "binary": y % 2,
+                  "multilabel": np.stack([y % 2, y > 4], axis=1).astype(int)}[kind]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.set_params(hidden_layer_sizes=(12, 7), max_iter=5, random_state=0,
+                       dtype=dtype).fit(X, target)
+    path = est.to_onnx(tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"X": X.astype(dtype)})[0]
+    want = est.predict_proba(X) if kind not in ("regression", "poisson") else est.predict(X)
+    assert got.dtype == np.dtype(dtype) and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == "float32" else 1e-12,
+                               atol=1e-6 if dtype == "float32" else 1e-13)

@@ -1,0 +1,192 @@
+"""nnx's MLPClassifier/MLPRegressor against the installed scikit-learn's own
+estimators: same data, parameters and random_state, float64 on the CPU, so
+the same initial weights, batches, updates and stopping decisions. Targets
+(issue 16): ``coefs_`` after one epoch within 1e-10 relative, ``loss_curve_``
+over 20 epochs within 1e-8, the same ``n_iter_`` and predictions."""
+
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+from sklearn import neural_network as sk
+from sklearn.datasets import load_digits, make_multilabel_classification, make_regression
+
+from nnx import sklearn as nx
+
+SOLVERS = {"sgd-nesterov": dict(solver="sgd", learning_rate_init=0.05),
+           "sgd": dict(solver="sgd", nesterovs_momentum=False, learning_rate_init=0.05),
+           "adam": dict(solver="adam", learning_rate_init=0.01),
+           "lbfgs": dict(solver="lbfgs")}
+ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    rng = np.random.default_rng(0)
+    rows = rng.choice(len(y), 240, replace=False)
+    return X[rows] / 16.0, y[rows], rng.uniform(0.2, 3.0, 240)
+
+
+def fit_both(kind, X, y, sample_weight=None, **params):
+    """The scikit-learn estimator and nnx's, fitted alike (warnings kept
+    quiet: both warn the same way when max_iter is reached)."""
+    pair = []
+    for module in (sk, nx):
+        est = getattr(module, kind)(**params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.fit(X, y, sample_weight=sample_weight)
+        pair.append(est)
+    return pair
+
+
+def assert_close(ours, theirs, rel, what):
+    """Largest difference within ``rel`` of the reference's largest value."""
+    for i, (a, b) in enumerate(zip(theirs, ours, strict=True)):
+        a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+        assert a.shape == b.shape, f"{what}[{i}] shapes {a.shape} != {b.shape}"
+        gap = float(np.max(np.abs(a - b))) if a.size else 0.0
+        assert gap <= rel * max(float(np.max(np.abs(a))), 1e-300), \
+            f"{what}[{i}]: differs by {gap:.3g} (limit {rel:g} relative)"
+
+
+def assert_same_model(ref, est, X, rel=1e-8):
+    assert est.n_iter_ == ref.n_iter_
+    assert est.t_ == ref.t_
+    assert_close(est.coefs_, ref.coefs_, rel, "coefs_")
+    assert_close(est.intercepts_, ref.intercepts_, rel, "intercepts_")
+    if hasattr(ref, "loss_curve_"):
+        assert len(est.loss_curve_) == len(ref.loss_curve_)
+        assert_close([est.loss_curve_], [ref.loss_curve_], 1e-8, "loss_curve_")
+        assert est.best_loss_ == pytest.approx(ref.best_loss_, rel=1e-8, abs=0) \
+            if ref.best_loss_ is not None else est.best_loss_ is None
+    assert est.loss_ == pytest.approx(ref.loss_, rel=1e-8)
+    ours, theirs = est.predict(X), ref.predict(X)
+    if np.issubdtype(theirs.dtype, np.floating):  # a regressor's predictions: to rounding
+        np.testing.assert_allclose(ours, theirs, rtol=1e-8, atol=1e-10)
+    else:  # labels: the same
+        np.testing.assert_array_equal(ours, theirs)
+
+
+CASES = [(s, a, es, w) for s, a, es, w in itertools.product(SOLVERS, ACTIVATIONS,
+                                                             (False, True), (False, True))
+         if not (es and s == "lbfgs")]
+
+
+@pytest.mark.parametrize("solver,activation,early_stopping,weighted", CASES,
+                         ids=["-".join(map(str, c)) for c in CASES])
+def test_classifier_matches_scikit_learn(digits, solver, activation, early_stopping, weighted):
+    X, y, w = digits
+    params = dict(hidden_layer_sizes=(12,), activation=activation, random_state=3,
+                  early_stopping=early_stopping, batch_size=50, alpha=1e-3, **SOLVERS[solver])
+    sw = w if weighted else None
+    # the first epoch: coefficients to 1e-10
+    ref, est = fit_both("MLPClassifier", X, y, sw, max_iter=1, **params)
+    assert_close(est.coefs_, ref.coefs_, 1e-10, "coefs_ after one epoch")
+    assert_close(est.intercepts_, ref.intercepts_, 1e-10, "intercepts_ after one epoch")
+    # 20 epochs: the loss curve to 1e-8, the same epochs and predictions
+    ref, est = fit_both("MLPClassifier", X, y, sw, max_iter=20, **params)
+    assert_same_model(ref, est, X)
+    np.testing.assert_allclose(est.predict_proba(X), ref.predict_proba(X), rtol=1e-7, atol=1e-12)
+    if early_stopping:
+        np.testing.assert_allclose(est.validation_scores_, ref.validation_scores_, rtol=1e-12)
+        assert est.best_validation_score_ == ref.best_validation_score_
+
+
+@pytest.mark.parametrize("solver", list(SOLVERS))
+@pytest.mark.parametrize("weighted", [False, True])
+def test_regressor_matches_scikit_learn(solver, weighted):
+    X, y = make_regression(200, 8, n_targets=2, noise=0.5, random_state=1)
+    y = y / y.std()
+    sw = np.random.default_rng(1).uniform(0.5, 2.0, 200) if weighted else None
+    params = dict(hidden_layer_sizes=(10, 6), activation="tanh", random_state=5, batch_size=32,
+                  **SOLVERS[solver])
+    ref, est = fit_both("MLPRegressor", X, y, sw, max_iter=1, **params)
+    assert_close(est.coefs_, ref.coefs_, 1e-10, "coefs_ after one epoch")
+    ref, est = fit_both("MLPRegressor", X, y, sw, max_iter=20, **params)
+    assert_same_model(ref, est, X)
+    np.testing.assert_allclose(est.score(X, y), ref.score(X, y), rtol=1e-10)
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_regressor_one_output_and_poisson(early_stopping):
+    X, y = make_regression(150, 5, noise=1.0, random_state=2)
+    for loss, target in (("squared_error", y / y.std()), ("poisson", np.exp(y / y.std()))):
+        ref, est = fit_both("MLPRegressor", X, target, loss=loss, hidden_layer_sizes=(7,),
+                            random_state=0, max_iter=20, early_stopping=early_stopping,
+                            learning_rate_init=0.01)
+        assert est.out_activation_ == ref.out_activation_
+        assert_same_model(ref, est, X)
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
+def test_binary_and_multilabel_classification(digits, solver):
+    X, y, w = digits
+    params = dict(hidden_layer_sizes=(9,), random_state=1, max_iter=20, **SOLVERS[solver])
+    for target in (y % 2, np.where(y > 4, "high", "low")):  # stratified split when binary
+        ref, est = fit_both("MLPClassifier", X, target, w, early_stopping=solver != "lbfgs",
+                            **params)
+        assert est.out_activation_ == ref.out_activation_ == "logistic"
+        assert_same_model(ref, est, X)
+        np.testing.assert_allclose(est.predict_proba(X), ref.predict_proba(X), rtol=1e-7)
+    Xm, Ym = make_multilabel_classification(200, 10, n_classes=4, random_state=0)
+    ref, est = fit_both("MLPClassifier", Xm / Xm.max(), Ym, **params)
+    assert_same_model(ref, est, Xm / Xm.max())
+    assert est.predict(Xm).shape == Ym.shape
+
+
+def test_learning_rate_schedules_and_stopping(digits):
+    X, y, _ = digits
+    for schedule in ("constant", "invscaling", "adaptive"):
+        # a large tol makes the no-improvement rule fire: adaptive divides the
+        # rate by 5 each time, the others stop
+        ref, est = fit_both("MLPClassifier", X, y, solver="sgd", learning_rate=schedule,
+                            learning_rate_init=0.2, power_t=0.3, tol=0.05, n_iter_no_change=2,
+                            hidden_layer_sizes=(10,), random_state=4, max_iter=60)
+        assert ref.n_iter_ < 60
+        assert_same_model(ref, est, X)
+        assert est._optimizer.learning_rate == pytest.approx(ref._optimizer.learning_rate,
+                                                             rel=1e-12)
+
+
+def test_batches_shuffle_and_clipped_batch_size(digits):
+    X, y, _ = digits
+    for extra in (dict(shuffle=False), dict(batch_size=1000), dict(batch_size=7)):
+        ref, est = fit_both("MLPClassifier", X, y, hidden_layer_sizes=(8,), random_state=2,
+                            max_iter=5, **extra)
+        assert_same_model(ref, est, X)
+
+
+def test_warm_start_and_partial_fit_continue_alike(digits):
+    X, y, w = digits
+    pair = [m.MLPClassifier(hidden_layer_sizes=(8,), random_state=0, max_iter=4,
+                            warm_start=True) for m in (sk, nx)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for est in pair:
+            est.fit(X, y).fit(X, y, sample_weight=w)
+    assert_same_model(*pair, X)
+    pair = [m.MLPClassifier(hidden_layer_sizes=(8,), random_state=0) for m in (sk, nx)]
+    for est in pair:
+        for lo in range(0, 240, 80):
+            est.partial_fit(X[lo:lo + 80], y[lo:lo + 80], classes=np.arange(10))
+    assert_same_model(*pair, X)
+    pair = [m.MLPRegressor(hidden_layer_sizes=(8,), random_state=0, solver="sgd")
+            for m in (sk, nx)]
+    for est in pair:
+        for _ in range(3):
+            est.partial_fit(X, y.astype(float) / 9)
+    assert_same_model(*pair, X)
+
+
+def test_float32_follows_scikit_learn_closely(digits):
+    X, y, _ = digits
+    X32 = X.astype(np.float32)
+    ref, est = fit_both("MLPClassifier", X32, y, hidden_layer_sizes=(12,), random_state=0,
+                        max_iter=10)
+    assert est.coefs_[0].dtype == ref.coefs_[0].dtype == np.float32
+    assert est.n_iter_ == ref.n_iter_
+    assert_close(est.coefs_, ref.coefs_, 1e-4, "float32 coefs_")
+    assert_close([est.loss_curve_], [ref.loss_curve_], 1e-5, "float32 loss_curve_")
