@@ -55,19 +55,26 @@ class _Solver:
         self.t = 0
         self.state = [backend.zeros((size,)) for _ in range(2 if self.kind == "adam" else 1)]
 
-    def step(self, backend, param, grad):
+    def step(self, backend, param, grad, segments):
+        """One update; ``segments`` are ``(start, stop, l2)`` ranges of the flat
+        buffers, ``l2`` the coefficient of the L2 gradient ``l2 * param`` added
+        there (scikit-learn's ``alpha / sum(weights)`` on weights, 0 on
+        intercepts), so the backend adds it inside its fused pass."""
         if self.kind == "sgd":
             # scikit-learn's velocity is minus nnx's: v = mu v - lr g, p += v is
             # nnx's v = mu v + lr g, p -= v (and likewise with Nesterov)
-            backend.momentum_step(param, grad, self.state[0], self.learning_rate,
-                                  self.momentum, self.nesterov)
+            for lo, hi, l2 in segments:
+                backend.momentum_step(param[lo:hi], grad[lo:hi], self.state[0][lo:hi],
+                                      self.learning_rate, self.momentum, self.nesterov, l2)
             return
         # scikit-learn's Adam: p -= lr sqrt(1-b2^t)/(1-b1^t) m / (sqrt(v) + eps),
         # which is nnx's (PyTorch's) form with eps / sqrt(1-b2^t)
         self.t += 1
         eps = self.eps / math.sqrt(1.0 - self.beta2 ** self.t)
-        backend.adam_step(param, grad, self.state[0], self.state[1], self.lr_init,
-                          np.int64(self.t), self.beta1, self.beta2, eps, 0.0)
+        m, v = self.state
+        for lo, hi, l2 in segments:
+            backend.adam_step(param[lo:hi], grad[lo:hi], m[lo:hi], v[lo:hi], self.lr_init,
+                              np.int64(self.t), self.beta1, self.beta2, eps, l2)
         self.learning_rate = (self.lr_init * math.sqrt(1.0 - self.beta2 ** self.t)
                               / (1.0 - self.beta1 ** self.t))
 
@@ -242,26 +249,42 @@ class BaseMLP(BaseEstimator):
                              "may contain large values and need to be preprocessed.")
         return self
 
-    def _batch(self, net, data, rows, with_l2=True):
-        """Loss, gradient (in the network's grad buffer) of one batch, with the
-        L2 term ``alpha/2 |W|^2 / sum(weights)``; the loss a 0-d device array."""
+    def _batch(self, net, data, rows, weight_sum):
+        """Loss and gradient of one batch (``weight_sum``: its rows' weights
+        summed on the host, or its row count); the gradient lands in the
+        network's grad buffer without the L2 term, the loss (a 0-d device
+        array) includes scikit-learn's ``alpha/2 |W|^2 / weight_sum``."""
         b, loss = net.backend, net.loss
         Xb, Yb = b.take_rows(data.X, rows), b.take_rows(data.Y, rows)
-        if data.sw is None:
-            loss.weights, loss.weight_sum = None, int(Xb.shape[0])
-        else:
-            w = b.take_rows(data.sw, rows)
-            loss.weights, loss.weight_sum = w.reshape(-1, 1), b.xp.sum(w)
+        w = None if data.sw is None else b.take_rows(data.sw, rows).reshape(-1, 1)
+        loss.weights, loss.weight_sum = w, weight_sum
         value = net.train_step(Xb, Yb)
-        if with_l2 and self.alpha:
-            xp, scale = b.xp, self.alpha / loss.weight_sum
+        if self.alpha:
             squares = 0.0
             for layer in net.layers:
-                W, gW = next(layer.params()), next(layer.param_grads())
-                squares = squares + xp.vdot(W.reshape(-1), W.reshape(-1))
-                gW += scale * W
-            value = value + (0.5 * self.alpha) * squares / loss.weight_sum
+                W = next(layer.params()).reshape(-1)
+                squares = squares + b.xp.vdot(W, W)
+            value = value + (0.5 * self.alpha) * squares / weight_sum
         return value
+
+    def _segments(self, net, weight_sum):
+        """The optimiser's ``(start, stop, l2)`` ranges for a batch."""
+        if not self.alpha:
+            return [(0, int(net.param_buffer.shape[0]), 0.0)]
+        l2, out, start = self.alpha / weight_sum, [], 0
+        for layer in net.layers:
+            for i, p in enumerate(layer.params()):
+                size = int(p.size)
+                out.append((start, start + size, l2 if i == 0 else 0.0))
+                start += size
+        return out
+
+    @staticmethod
+    def _weight_sums(sw, order, starts):
+        """Each batch's sum of sample weights (host numbers), or its row count."""
+        if sw is None:
+            return np.diff(np.append(starts, order.shape[0])).astype(float)
+        return np.add.reduceat(sw[order], starts)
 
     def _fit_stochastic(self, net, data, incremental):
         b = net.backend
@@ -288,11 +311,14 @@ class BaseMLP(BaseEstimator):
                     sample_idx = shuffle(sample_idx, random_state=self._random_state)
                     order = b.asarray(train[sample_idx], dtype="int64")
                 total = None
-                for lo in range(0, n, batch_size):
+                starts = np.arange(0, n, batch_size)
+                sums = self._weight_sums(data.sw_host, train[sample_idx], starts)
+                for lo, weight_sum in zip(starts, sums.tolist()):
                     rows = order[lo:lo + batch_size]
-                    value = self._batch(net, data, rows) * int(rows.shape[0])
+                    value = self._batch(net, data, rows, weight_sum) * int(rows.shape[0])
                     total = value if total is None else total + value
-                    self._optimizer.step(b, net.param_buffer, net.grad_buffer)
+                    self._optimizer.step(b, net.param_buffer, net.grad_buffer,
+                                         self._segments(net, weight_sum))
                 if self._epoch_ends(net, data, val, float(total) / n, n, incremental):
                     break
         except KeyboardInterrupt:
@@ -382,11 +408,17 @@ class BaseMLP(BaseEstimator):
         everything = b.asarray(np.arange(data.n_samples), dtype="int64")
         param = net.param_buffer
 
+        weight_sum = float(self._weight_sums(data.sw_host, np.arange(data.n_samples),
+                                             np.zeros(1, dtype=int))[0])
+
         def loss_grad(packed):
             b.assign(param, b.asarray(packed[flat_of_packed].astype(b.dtype_name)))
-            loss = self._batch(net, data, everything)
-            grad = b.to_numpy(net.grad_buffer).astype(np.float64)[packed_of_flat]
-            return float(loss), grad
+            loss = self._batch(net, data, everything, weight_sum)
+            grad = net.grad_buffer
+            for lo, hi, l2 in self._segments(net, weight_sum):
+                if l2:  # the L2 gradient, which the stochastic solvers fuse
+                    grad[lo:hi] += l2 * param[lo:hi]
+            return float(loss), b.to_numpy(grad).astype(np.float64)[packed_of_flat]
 
         packed = b.to_numpy(param).astype(np.float64)[packed_of_flat]
         iprint = 1 if self.verbose is True or self.verbose >= 1 else -1

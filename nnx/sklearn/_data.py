@@ -4,7 +4,8 @@ Host data (NumPy arrays, lists, DataFrames) are checked by scikit-learn's own
 ``validate_data``, so the estimators refuse what scikit-learn's refuse, with
 its messages, and record ``n_features_in_``/``feature_names_in_`` as it does.
 CuPy arrays (``backend="gpu"``) are checked on the device and never copied to
-the host; only the classes found in ``y`` are read back.
+the host; only the classes found in ``y`` and the sample weights (one number
+a row, for the per-batch L2 coefficient) are read back.
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ class FitData:
 
     def to_device(self, backend):
         b = backend
+        # the weights' sums per batch are taken on the host, so no batch waits
+        # on the device for its L2 coefficient (n numbers, read once)
+        self.sw_host = None if self.sw is None else to_numpy(self.sw).astype(np.float64)
         self.X = b.asarray(self.X)
         self.Y = b.asarray(self.Y)
         self.sw = None if self.sw is None else b.asarray(self.sw)

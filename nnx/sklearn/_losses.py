@@ -22,7 +22,7 @@ from ..losses import Loss
 
 class _MLPLoss(Loss):
     """Weighted rows: set ``weights`` (``(rows, 1)`` on the device, or None)
-    and ``weight_sum`` (their sum, a 0-d device array, or the row count)
+    and ``weight_sum`` (their sum as a host number, or the row count)
     before each forward pass."""
 
     weights = None
@@ -40,7 +40,7 @@ class _MLPLoss(Loss):
         delta = out - self.target
         if self.weights is not None:
             delta *= self.weights
-        delta /= self.weight_sum if self.weights is not None else out.shape[0]
+        delta /= self.weight_sum
         return delta
 
     def transform(self, z):

@@ -1,0 +1,142 @@
+"""nnx's MLPClassifier beside scikit-learn's: the same settings, data and
+random_state, fitted in alternation in one run; fit time, test accuracy and
+the speed ratio, with medians and ranges over the repeats.
+
+    python3 bench/sklearn_compare.py [--repeats 3] [--epochs 5] [--out bench/results]
+
+Rows: digits and Fashion-MNIST (when its files are present; see docs/cli.md),
+``hidden_layer_sizes=(256,)``, adam, a fixed number of epochs (``tol=0`` so
+neither stops early), in float64 and float32 (the input's dtype, which both
+libraries follow), and nnx on the GPU when there is one (against scikit-learn
+on this machine's CPU). OpenBLAS's ``OPENBLAS_CORETYPE``/``OPENBLAS_L2_SIZE``
+overrides are dropped for this run (the script restarts itself without them)
+and the BLAS kernel in use is reported. Before timing, each pair is checked
+to give the same loss curve (1e-8 relative in float64).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+_BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def _data(name):
+    from nnx.data import load_dataset
+
+    try:
+        ds = load_dataset(name, download=False)
+    except Exception as exc:  # noqa: BLE001 - a missing dataset skips its rows
+        print(f"{name}: skipped ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return None
+    scale = 16.0 if name == "digits" else 255.0
+    to_labels = (lambda y: y.argmax(axis=1) if y.ndim == 2 else y)
+    return (ds.X_train / scale, to_labels(ds.y_train), ds.X_test / scale, to_labels(ds.y_test))
+
+
+def _fit(module, X, y, epochs, **extra):
+    est = module.MLPClassifier(hidden_layer_sizes=(256,), solver="adam", max_iter=epochs,
+                               tol=0.0, n_iter_no_change=10**6, random_state=0, **extra)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        start = time.perf_counter()
+        est.fit(X, y)
+        return est, time.perf_counter() - start
+
+
+def _spread(values):
+    return statistics.median(values), min(values), max(values)
+
+
+def compare(name, data, dtype, epochs, repeats, backend="cpu"):
+    from sklearn import neural_network as sk
+
+    import nnx.sklearn as nx
+
+    X, y, Xt, yt = data
+    X, Xt = X.astype(dtype), Xt.astype(dtype)
+    times = {"scikit-learn": [], "nnx": []}
+    for _ in range(repeats):  # alternate, so drifts in the machine's speed hit both
+        ref, t_ref = _fit(sk, X, y, epochs)
+        est, t_est = _fit(nx, X, y, epochs, backend=backend)
+        times["scikit-learn"].append(t_ref)
+        times["nnx"].append(t_est)
+    rel = 1e-8 if dtype == "float64" and backend == "cpu" else 1e-3
+    gap = np.max(np.abs(np.subtract(est.loss_curve_, ref.loss_curve_))) / max(ref.loss_curve_)
+    if gap > rel:
+        raise SystemExit(f"{name} {dtype}: loss curves differ by {gap:.3g} relative (> {rel:g})")
+    ratios = [a / b for a, b in zip(times["scikit-learn"], times["nnx"])]
+    return {"dataset": name, "dtype": dtype, "nnx_backend": backend, "rows": len(y),
+            "epochs": epochs, "repeats": repeats,
+            "sklearn_s": _spread(times["scikit-learn"]), "nnx_s": _spread(times["nnx"]),
+            "ratio": _spread(ratios),
+            "sklearn_accuracy": float(ref.score(Xt, yt)), "nnx_accuracy": float(est.score(Xt, yt)),
+            "loss_curve_gap": float(gap)}
+
+
+def _blas():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (threadpoolctl missing)"
+    return ", ".join(f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')} "
+                     f"x{i.get('num_threads')}" for i in threadpool_info()
+                     if i.get("user_api") == "blas") or "none found"
+
+
+def _table(rows, blas):
+    out = [f"BLAS: {blas}", "",
+           "| data | dtype | nnx on | rows x epochs | scikit-learn s | nnx s | speed-up "
+           "| accuracy sk / nnx |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        s, n, q = r["sklearn_s"], r["nnx_s"], r["ratio"]
+        out.append(f"| {r['dataset']} | {r['dtype']} | {r['nnx_backend']} | "
+                   f"{r['rows']} x {r['epochs']} | {s[0]:.2f} ({s[1]:.2f}-{s[2]:.2f}) | "
+                   f"{n[0]:.2f} ({n[1]:.2f}-{n[2]:.2f}) | **{q[0]:.2f}x** "
+                   f"({q[1]:.2f}-{q[2]:.2f}) | {r['sklearn_accuracy']:.4f} / "
+                   f"{r['nnx_accuracy']:.4f} |")
+    return "\n".join(out)
+
+
+def main(argv=None):
+    if any(k in os.environ for k in _BLAS_OVERRIDES):
+        env = {k: v for k, v in os.environ.items() if k not in _BLAS_OVERRIDES}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--datasets", default="digits,fashion-mnist")
+    p.add_argument("--out", type=Path, default=None, help="folder for sklearn.md/.json")
+    args = p.parse_args(argv)
+    from nnx.backend import gpu_available
+
+    rows = []
+    for name in args.datasets.split(","):
+        data = _data(name)
+        if data is None:
+            continue
+        epochs = args.epochs * (10 if name == "digits" else 1)
+        for dtype in ("float64", "float32"):
+            rows.append(compare(name, data, dtype, epochs, args.repeats))
+            print(_table(rows[-1:], "")[-1:] or "", rows[-1]["ratio"], file=sys.stderr)
+        if gpu_available()[0]:
+            rows.append(compare(name, data, "float32", epochs, args.repeats, backend="gpu"))
+    table = _table(rows, _blas())
+    print(table)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "sklearn.md").write_text(table + "\n")
+        (args.out / "sklearn.json").write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
