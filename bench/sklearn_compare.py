@@ -127,7 +127,8 @@ def main(argv=None):
         epochs = args.epochs * (10 if name == "digits" else 1)
         for dtype in ("float64", "float32"):
             rows.append(compare(name, data, dtype, epochs, args.repeats))
-            print(_table(rows[-1:], "")[-1:] or "", rows[-1]["ratio"], file=sys.stderr)
+            print(f"{name} {dtype}: nnx {rows[-1]['ratio'][0]:.2f}x scikit-learn",
+                  file=sys.stderr)
         if gpu_available()[0]:
             rows.append(compare(name, data, "float32", epochs, args.repeats, backend="gpu"))
     table = _table(rows, _blas())
