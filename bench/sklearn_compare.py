@@ -39,8 +39,11 @@ def _data(name):
         print(f"{name}: skipped ({type(exc).__name__}: {exc})", file=sys.stderr)
         return None
     scale = 16.0 if name == "digits" else 255.0
-    to_labels = (lambda y: y.argmax(axis=1) if y.ndim == 2 else y)
-    return (ds.X_train / scale, to_labels(ds.y_train), ds.X_test / scale, to_labels(ds.y_test))
+    return (ds.X_train / scale, _labels(ds.y_train), ds.X_test / scale, _labels(ds.y_test))
+
+
+def _labels(y):
+    return y.argmax(axis=1) if y.ndim == 2 else y
 
 
 def _fit(module, X, y, epochs, **extra):

@@ -156,6 +156,12 @@ def _reproduce_flags(args):
             LADDER[number - 1].optimizer(args.lr_scale)
         except InputError as exc:
             raise UsageError(f"--lr-scale {args.lr_scale!r}: step {number}: {exc}") from None
+    if args.workers is not None or args.scheduler is not None:
+        from .cluster import check_options
+        try:
+            check_options(args.workers, args.scheduler, names=("--workers ", "--scheduler "))
+        except (InputError, ImportError) as exc:
+            raise UsageError(str(exc)) from None
     return steps
 
 
@@ -188,6 +194,14 @@ def _ladder_step(number, prep, args, failures):
     if args.dataset == "mnist":
         cells.insert(3, f"{step.mnist_accuracy:.4f}")
     return rec, cells
+
+
+def _run_step(number, prep, args):
+    """One step of the ladder, here or as a Dask task: its results.json
+    entry, its table cells and what failed."""
+    failures = []
+    rec, cells = _ladder_step(number, prep, args, failures)
+    return rec, cells, failures
 
 
 def _write_results(args, prep, rows):
@@ -232,9 +246,16 @@ def cmd_reproduce(args):
           f"backend={args.backend}, dtype={args.dtype}, early stopping on {args.early_stopping}"
           + (f", learning rates x{args.lr_scale:g}" if args.lr_scale != 1.0 else ""))
     _row(header, widths)
-    for number in steps:
-        rec, cells = _ladder_step(number, prep, args, failures)
+    if args.workers is None and args.scheduler is None:
+        results = (_run_step(number, prep, args) for number in steps)
+    else:  # the steps as Dask tasks, without progress bars; the rows come in step order
+        from .cluster import map_shared
+        remote = argparse.Namespace(**{**vars(args), "quiet": True})
+        results = map_shared(_run_step, steps, prep, remote, workers=args.workers,
+                             scheduler=args.scheduler)
+    for rec, cells, step_failures in results:
         rows.append(rec)
+        failures += step_failures
         _row(cells, widths)
     _write_results(args, prep, rows)
     for line in failures:
@@ -420,6 +441,26 @@ def cmd_evaluate(args):
     return 0
 
 
+def cmd_export(args):
+    net = NeuralNetwork.load(args.checkpoint)
+    output = args.output or ("softmax" if net.loss.classification else "raw")
+    extra = net.checkpoint_extra
+    stats = None
+    if "x_mean" in extra and "x_std" in extra and not args.standardized_inputs:
+        stats = (extra["x_mean"], extra["x_std"])
+    try:
+        from .onnx import export_network
+        path = export_network(net, args.out, output=output, opset=args.opset,
+                              standardize=stats)
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    takes = ("raw features (the checkpoint's standardisation is folded into the first layer)"
+             if stats is not None else "features as the network saw them in training")
+    print(f"nnx {__version__} export: {args.checkpoint} -> {path} (output {output}, "
+          f"{net.backend.dtype_name}); the model takes {takes}")
+    return 0
+
+
 # -------------------------------------------------------------------- parser
 class _Help(argparse.HelpFormatter):
     """``--help`` shows each option's default, unless its text already says it."""
@@ -544,6 +585,12 @@ def build_parser():
                    help="multiply every step's learning rates; default 1 (the study's "
                         "rates, chosen for MNIST) except 0.1 on fashion-mnist, where the "
                         "study's rates overshoot")
+    p.add_argument("--workers", type=int, default=None,
+                   help="run the steps as tasks on a local Dask cluster of this many worker "
+                        "processes (pip install 'nnx-dl[dask]'; see docs/cluster.md)")
+    p.add_argument("--scheduler", default=None,
+                   help="run the steps as tasks on the Dask cluster of this scheduler, "
+                        "e.g. tcp://host:8786")
     p.set_defaults(func=cmd_reproduce)
 
     _train_parser(sub.add_parser("train", help="train one network and save a checkpoint",
@@ -554,6 +601,19 @@ def build_parser():
     p.add_argument("checkpoint")
     _common(p, training=False)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="write a checkpoint as an ONNX model (pip install "
+                       "'nnx-dl[onnx]')", formatter_class=_Help)
+    p.add_argument("checkpoint")
+    p.add_argument("out", help="the .onnx file to write")
+    p.add_argument("--output", choices=("raw", "softmax", "sigmoid", "exp"), default=None,
+                   help="what the model returns after the last layer; default softmax for a "
+                        "softmax cross-entropy network, raw outputs otherwise")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    p.add_argument("--standardized-inputs", action="store_true",
+                   help="leave the checkpoint's x_mean/x_std out: the model then takes "
+                        "standardised features, as the network itself")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -355,12 +355,17 @@ def _write(onnx, model, path):
         f.write(model.SerializeToString())
 
 
-def export_network(net, path, *, output="raw", opset=None, input_name="X", output_name=None):
+def export_network(net, path, *, output="raw", opset=None, input_name="X", output_name=None,
+                   standardize=None):
     """Write a built ``NeuralNetwork`` as an ONNX model to ``path``; returns ``path``.
 
     The model computes ``net.predict`` ("raw"), or its softmax, sigmoid or exp
     (``output``), for inputs of shape ``(N, net.n_in)`` in the network's dtype.
-    Dropout is left out (inference). See ``export_layers`` for the rest.
+    Dropout is left out (inference). ``standardize=(mean, std)`` (arrays of
+    ``n_in`` values, e.g. a checkpoint's ``x_mean`` and ``x_std``) makes the
+    model take raw features: ``(x - mean) / std`` is folded into the first
+    layer, ``W / std[:, None]`` and ``B - (mean / std) @ W``, computed in
+    float64. See ``export_layers`` for the rest.
     """
     from .layers import Dense
     from .network import NeuralNetwork
@@ -374,6 +379,22 @@ def export_network(net, path, *, output="raw", opset=None, input_name="X", outpu
             raise InputTypeError(f"layers[{i}] is {type(layer).__name__}: ONNX export knows "
                                  "Dense layers only")
     params = [net.backend.to_numpy(p) for p in net.params()]
+    if standardize is not None:
+        params[0], params[1] = _fold_standardization(params[0], params[1], standardize)
     return export_layers(params[0::2], params[1::2], [la.activation for la in net.layers],
                          output, path, net.backend.dtype_name, opset=opset,
                          input_name=input_name, output_name=output_name)
+
+
+def _fold_standardization(W, B, standardize):
+    """The first layer's weights and bias for raw inputs, given ``(mean, std)``."""
+    mean, std = (host.plain(a, name, "an array of one value per input").astype("float64")
+                 for a, name in zip(standardize, ("mean", "std")))
+    if mean.shape != (W.shape[0],) or std.shape != (W.shape[0],):
+        raise InputValueError(f"standardize needs mean and std of shape ({W.shape[0]},), got "
+                              f"{mean.shape} and {std.shape}")
+    if not (host.all_finite(mean) and host.all_finite(std)) or (std == 0).any():
+        raise InputValueError("standardize: mean and std must be finite, std non-zero")
+    W64 = W.astype("float64") / std[:, None]
+    B64 = B.astype("float64") - (mean @ W64).reshape(B.shape)
+    return W64.astype(W.dtype), B64.astype(B.dtype)

@@ -234,3 +234,37 @@ def test_export_layers_refuses_bad_arguments(kwargs, match, tmp_path):
         nnx_onnx.export_layers(**args)
     assert (tmp_path / "m.onnx").read_bytes() == b"old"  # the file there is left alone
     assert os.listdir(tmp_path) == ["m.onnx"]
+
+
+# ------------------------------------------------------------- nnx export
+def test_nnx_export_of_a_trained_checkpoint_takes_raw_features(tmp_path):
+    """``nnx train`` saves the standardisation beside the network; ``nnx
+    export`` folds it into the first layer, so the ONNX model scores the raw
+    test set as ``nnx evaluate`` does (same predictions)."""
+    from nnx.cli import main
+    from nnx.data import load_dataset, standardize_with
+
+    ckpt, model = tmp_path / "m.npz", tmp_path / "m.onnx"
+    assert main(["train", "--hidden", "24", "--epochs", "2", "--eval-every", "1", "--quiet",
+                 "--out", str(ckpt)]) == 0
+    assert main(["export", str(ckpt), str(model)]) == 0
+    net = nnx.NeuralNetwork.load(ckpt)
+    X = load_dataset("digits").X_test
+    want = net.predict_proba(standardize_with(X, net.checkpoint_extra["x_mean"],
+                                              net.checkpoint_extra["x_std"]))
+    got = _run(model, X.astype("float32"))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(got.argmax(axis=1), want.argmax(axis=1))
+    # without the statistics the model takes standardised features, as the network
+    assert main(["export", str(ckpt), str(model), "--standardized-inputs", "--output",
+                 "raw"]) == 0
+    Xs = standardize_with(X, net.checkpoint_extra["x_mean"], net.checkpoint_extra["x_std"])
+    _close(_run(model, Xs.astype("float32")), net.predict(Xs), "float32")
+
+
+def test_nnx_export_refuses_in_one_line(tmp_path, capsys):
+    from nnx.cli import main
+
+    assert main(["export", str(tmp_path / "none.npz"), str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nnx export: error:") and err.count("\n") == 1

@@ -1,0 +1,138 @@
+"""Many models at once on a Dask cluster (the optional ``dask`` extra): the
+ladder's steps as Dask tasks, and scikit-learn searches through joblib's Dask
+backend. Either way the data goes to each worker once, not once per task.
+
+``connect`` gives a client: on a new local cluster of worker processes, or on
+a running scheduler. ``map_shared`` runs one function per item with a large
+shared argument; ``fit_search`` fits a ``GridSearchCV``/``RandomizedSearchCV``
+(or any scikit-learn estimator whose ``fit`` uses joblib) on the workers."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import numbers
+
+from ._checks import InputTypeError, InputValueError
+
+INSTALL = "pip install 'nnx-dl[dask]'"
+_ARG_NAMES = ("workers=", "scheduler=")
+
+
+def _distributed(what):
+    """The ``distributed`` package, or an ImportError that says how to install it."""
+    try:
+        import distributed
+    except ImportError as exc:
+        raise ImportError(f"{what} needs dask.distributed, which is not installed "
+                          f"({exc}): {INSTALL}") from None
+    return distributed
+
+
+def check_options(workers=None, scheduler=None, names=_ARG_NAMES):
+    """Refuse a bad cluster choice before any work starts: exactly one of
+    ``workers`` (a positive number of local worker processes) and
+    ``scheduler`` (the address of a running scheduler), and dask.distributed
+    installed. ``names`` are how the messages spell the two options
+    (``("--workers ", "--scheduler ")`` on the command line)."""
+    wname, sname = names
+    if workers is not None and scheduler is not None:
+        raise InputValueError(f"{wname}{workers!r} and {sname}{scheduler!r}: give one of them "
+                              f"({wname.strip(' =')} starts a local cluster, "
+                              f"{sname.strip(' =')} connects to a running one)")
+    if workers is None and scheduler is None:
+        raise InputValueError(f"give {wname.strip(' =')} (a local cluster) or "
+                              f"{sname.strip(' =')} (the address of a running one)")
+    if workers is not None:
+        if isinstance(workers, bool) or not isinstance(workers, numbers.Integral):
+            raise InputTypeError(f"{wname}{workers!r}: expected a whole number of processes")
+        if workers < 1:
+            raise InputValueError(f"{wname}{workers!r}: must be a positive integer "
+                                  "(the number of worker processes)")
+        _distributed(f"{wname}{workers!r}")
+    else:
+        expected = "expected a scheduler address such as 'tcp://host:8786'"
+        if not isinstance(scheduler, str):
+            raise InputTypeError(f"{sname}{scheduler!r}: {expected}")
+        if not scheduler.strip():  # Client("") would start a local cluster of its own
+            raise InputValueError(f"{sname}{scheduler!r}: {expected}")
+        _distributed(f"{sname}{scheduler!r}")
+        from distributed.comm.addressing import get_address_host_port
+        try:  # refused here: a Client given a malformed address hangs for a minute on exit
+            get_address_host_port(scheduler)
+        except ValueError as exc:
+            raise InputValueError(f"{sname}{scheduler!r}: {exc}; {expected}") from None
+
+
+@contextlib.contextmanager
+def connect(workers=None, scheduler=None, **cluster_options):
+    """A ``distributed.Client``: on a new ``LocalCluster`` of ``workers``
+    processes with one thread each (closed on exit), or on the running
+    scheduler at ``scheduler`` such as ``'tcp://host:8786'`` (only the client
+    is closed on exit). ``cluster_options`` go to ``LocalCluster``."""
+    check_options(workers, scheduler)
+    from distributed import Client, LocalCluster
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, set_as_default=False)
+        except OSError as exc:  # a wrong address, or no scheduler there (yet)
+            raise OSError(f"could not connect to the Dask scheduler at {scheduler!r} "
+                          f"({exc})") from None
+        with client:
+            yield client
+        return
+    options = {"n_workers": workers, "threads_per_worker": 1, "processes": True,
+               "dashboard_address": ":0", "silence_logs": logging.ERROR, **cluster_options}
+    with LocalCluster(**options) as cluster, Client(cluster, set_as_default=False) as client:
+        yield client
+
+
+def map_shared(func, items, shared, *args, client=None, workers=None, scheduler=None):
+    """``func(item, shared, *args)`` for each of ``items``, each call a Dask
+    task. ``shared`` (the prepared dataset, say) is sent to every worker once,
+    before the first task, and each task gets that copy. The results are
+    yielded in the order of ``items``, each as soon as it and those before it
+    are done. Runs on ``client``, or on a cluster of ``connect(workers,
+    scheduler)`` that lasts as long as the iteration."""
+    if client is None:
+        with connect(workers, scheduler) as client:
+            yield from map_shared(func, items, shared, *args, client=client)
+        return
+    [data] = client.scatter([shared], broadcast=True)
+    # pure=False: the results hold timings, and an equal call is still a new run
+    futures = [client.submit(func, item, data, *args, pure=False) for item in items]
+    try:
+        for future in futures:
+            yield future.result()
+    finally:  # a failed or abandoned run leaves nothing behind on a shared cluster
+        client.cancel([*futures, data])
+
+
+def fit_search(search, X, y=None, *, client=None, workers=None, scheduler=None, **fit_params):
+    """``search.fit(X, y, **fit_params)`` with its fits as tasks on a Dask
+    cluster, through joblib's Dask backend; returns ``search``.
+
+    ``search`` is a ``GridSearchCV``, ``RandomizedSearchCV`` or any
+    scikit-learn object whose ``fit`` runs its work through joblib. ``X`` and
+    ``y`` are sent to every worker once, before the first task (joblib's
+    ``scatter``); each task then refers to those copies and slices its folds
+    there. (Arrays inside ``fit_params``, such as ``sample_weight``, travel
+    with each task.) Runs on ``client``, or on a cluster of
+    ``connect(workers, scheduler)`` for the length of the search. The
+    search's refit on the best parameters runs here, as in a serial search.
+    """
+    if client is None:
+        with connect(workers, scheduler) as client:
+            return fit_search(search, X, y, client=client, **fit_params)
+    if workers is not None or scheduler is not None:
+        raise InputValueError("fit_search: give client= or workers=/scheduler=, not both")
+    _distributed("fit_search")
+    from joblib import parallel_config
+    from sklearn.utils.validation import indexable
+    # as the search's fit does; its tasks then hold these very objects, which
+    # joblib recognises (by identity) as the copies already on the workers
+    X, y = indexable(X, y)
+    scatter = [a for a in (X, y) if a is not None]
+    with parallel_config(backend="dask", client=client, scatter=scatter):
+        search.fit(X, y, **fit_params)
+    return search

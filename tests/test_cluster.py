@@ -1,0 +1,236 @@
+"""nnx.cluster on a local Dask cluster of two worker processes: the ladder
+(``nnx reproduce --workers/--scheduler``) and scikit-learn searches give the
+numbers of the same work done here, the data reaches each worker once, and
+the refusals name the problem.
+
+"Here" runs with one BLAS thread, as Dask's workers do: OpenBLAS sums in an
+order that depends on its thread count, so a run on all cores can differ from
+a one-thread run, first in the last bits and then, as training goes on, more
+(see docs/cluster.md)."""
+
+import json
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
+from sklearn.neural_network import MLPClassifier
+from threadpoolctl import threadpool_limits
+
+from nnx import cli, cluster
+
+distributed = pytest.importorskip("distributed")
+from distributed.protocol import dask_serialize  # noqa: E402
+
+TINY = ["--epochs", "2", "--eval-every", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def client():
+    """One cluster for the module: two worker processes, one thread each."""
+    with cluster.connect(workers=2) as c:
+        c.wait_for_workers(2)
+        yield c
+
+
+# ------------------------------------------------------------------ reproduce
+def _reproduce(capsys, out, *flags):
+    status = cli.main(["reproduce", *TINY, "--out", str(out), *flags])
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    end = next(i for i, line in enumerate(lines) if line.startswith("wrote"))
+    # the table without its last column, the seconds each step took
+    table = [lines[0]] + [line.rsplit(None, 1)[0] for line in lines[1:end]]
+    result = json.loads((out / "results.json").read_text())
+    for step in result["steps"]:
+        step.pop("seconds")
+    return status, table, result, captured.err
+
+
+def _serial(capsys, out, *flags):
+    with threadpool_limits(1):
+        return _reproduce(capsys, out, *flags)
+
+
+def test_reproduce_on_two_local_workers_prints_the_serial_table(tmp_path, capsys):
+    here = _serial(capsys, tmp_path / "serial", "--steps", "1-8")
+    there = _reproduce(capsys, tmp_path / "dask", "--steps", "1-8", "--workers", "2")
+    assert there[0] == here[0] == 0
+    assert len(here[1]) == 10 and there[1] == here[1]  # run line, header, 8 steps
+    assert there[2] == here[2]  # every number of results.json, timings aside
+    assert (tmp_path / "dask" / "results.png").is_file()
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_reproduce_on_a_running_scheduler_keeps_the_failures(client, tmp_path, capsys):
+    """A step that diverges on a worker is reported as it is in a serial run."""
+    flags = ["--steps", "2-5", "--lr-scale", "3e37"]
+    here = _serial(capsys, tmp_path / "serial", *flags)
+    there = _reproduce(capsys, tmp_path / "dask", *flags, "--scheduler",
+                       client.scheduler.address)
+    assert there[0] == here[0] == 1
+    assert there[1:] == here[1:] and "diverged in epoch" in there[3]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--workers", "0"], "--workers 0: must be a positive integer"),
+    (["--workers", "2", "--scheduler", "tcp://h:8786"],
+     "--workers 2 and --scheduler 'tcp://h:8786': give one of them"),
+    (["--scheduler", "h"], "--scheduler 'h': missing port number in address 'h'"),
+    (["--scheduler", ""], "--scheduler '': expected a scheduler address"),
+])
+def test_reproduce_refuses_bad_cluster_flags_before_any_work(flags, message, tmp_path, capsys):
+    assert cli.main(["reproduce", *flags, "--out", str(tmp_path / "r")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith(f"nnx reproduce: error: {message}"), captured.err
+
+
+def test_a_missing_dask_names_the_extra_to_install(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed fails
+    assert cli.main(["reproduce", "--workers", "2", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nnx reproduce: error: --workers 2 needs dask.distributed, which "
+                          "is not installed")
+    assert err.rstrip().endswith("pip install 'nnx-dl[dask]'")
+    with pytest.raises(ImportError, match=r"fit_search needs dask.distributed.*nnx-dl\[dask\]"):
+        cluster.fit_search(None, [[0.0]], client=object())
+
+
+def test_a_scheduler_that_is_not_there_is_an_os_error(monkeypatch):
+    import dask
+    with dask.config.set({"distributed.comm.timeouts.connect": "0.5s"}):
+        with pytest.raises(OSError, match="could not connect to the Dask scheduler at "
+                                          "'tcp://127.0.0.1:9'"):
+            with cluster.connect(scheduler="tcp://127.0.0.1:9"):
+                pass
+
+
+# -------------------------------------------------------------------- search
+def _digits(n=300):
+    X, y = load_digits(return_X_y=True)
+    return X[:n] / 16.0, y[:n]
+
+
+GRID = {"hidden_layer_sizes": [(8,), (16,)], "alpha": [1e-4, 1e-2],
+        "learning_rate_init": [1e-3, 1e-2]}  # 8 settings
+
+
+def _sklearn_mlp():
+    return MLPClassifier(max_iter=5, random_state=0)
+
+
+def _nnx_mlp():
+    try:
+        from nnx.sklearn import MLPClassifier as NnxMLPClassifier
+    except ImportError as exc:
+        pytest.skip(f"nnx.sklearn.MLPClassifier does not import: {exc}")
+    return NnxMLPClassifier(max_iter=5, random_state=0)
+
+
+def _quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return fn(*args, **kwargs)
+
+
+def _warnings_off():
+    warnings.simplefilter("ignore", ConvergenceWarning)
+
+
+@pytest.mark.parametrize("make", [_sklearn_mlp, _nnx_mlp], ids=["sklearn", "nnx"])
+def test_a_grid_search_on_the_cluster_scores_as_the_serial_one(client, make):
+    X, y = _digits()
+    client.run(_warnings_off)
+    serial = GridSearchCV(make(), GRID, cv=3)
+    with threadpool_limits(1):
+        _quiet(serial.fit, X, y)
+    search = _quiet(cluster.fit_search, GridSearchCV(make(), GRID, cv=3), X, y, client=client)
+    assert len(search.cv_results_["params"]) == 8
+    assert search.cv_results_["params"] == serial.cv_results_["params"]
+    for key in ["mean_test_score", "std_test_score", "rank_test_score",
+                *(f"split{i}_test_score" for i in range(3))]:
+        np.testing.assert_array_equal(search.cv_results_[key], serial.cv_results_[key], key)
+    assert search.best_params_ == serial.best_params_
+    np.testing.assert_array_equal(search.predict(X), serial.predict(X))
+
+
+def test_a_randomized_search_on_a_local_cluster_of_its_own():
+    X, y = _digits(150)
+    params = {"alpha": [1e-4, 1e-3, 1e-2], "hidden_layer_sizes": [(4,), (8,)]}
+    serial = RandomizedSearchCV(_sklearn_mlp(), params, n_iter=3, cv=2, random_state=1)
+    with threadpool_limits(1):
+        _quiet(serial.fit, X, y)
+    search = RandomizedSearchCV(_sklearn_mlp(), params, n_iter=3, cv=2, random_state=1)
+    assert _quiet(cluster.fit_search, search, X, y, workers=1) is search
+    np.testing.assert_array_equal(search.cv_results_["mean_test_score"],
+                                  serial.cv_results_["mean_test_score"])
+
+
+# ----------------------------------------------- the data goes to each worker once
+RECEIVED = [0]  # in each process: how many Counted arrays it has unpickled
+
+
+class Counted(np.ndarray):
+    """An array that counts, in the process that receives it, each time it
+    arrives by pickle (a scatter, a task's argument, a transfer between
+    workers)."""
+
+    def __reduce__(self):
+        return _arrive, (np.asarray(self),)
+
+
+def _arrive(array):
+    RECEIVED[0] += 1
+    return array.view(Counted)
+
+
+@dask_serialize.register(Counted)
+def _by_pickle(x):  # not Dask's own array serialiser, which would drop the subclass
+    raise NotImplementedError
+
+
+def _received():
+    return RECEIVED[0]
+
+
+def _reset():
+    RECEIVED[0] = 0
+
+
+def _rows(X, _):
+    return len(X)
+
+
+def _shared_rows(item, shared, extra):
+    return item, len(shared["X"]), extra
+
+
+def test_the_search_data_reaches_each_worker_once(client):
+    X, y = _digits(600)
+    X, y = X[300:].view(Counted), y[300:]  # rows no earlier test sent
+    client.run(_reset)
+    client.run(_warnings_off)
+    # the counter works: an array passed to each task arrives with each task
+    futures = [client.submit(_rows, X, i, pure=False) for i in range(4)]
+    assert client.gather(futures) == [len(X)] * 4
+    assert sum(client.run(_received).values()) == 4
+    client.run(_reset)
+    with distributed.get_task_stream(client) as tasks:
+        _quiet(cluster.fit_search, GridSearchCV(_sklearn_mlp(), GRID, cv=3), X, y,
+               client=client)
+    fits = [t for t in tasks.data if "_fit_and_score" in t["key"]]
+    # the 24 fits ran in joblib's batches, more tasks than workers, on both workers
+    assert len(fits) > 2 and {t["worker"] for t in fits} == set(client.run(_received))
+    assert list(client.run(_received).values()) == [1, 1]
+
+
+def test_the_ladder_data_reaches_each_worker_once(client):
+    X = np.arange(12.0).reshape(4, 3).view(Counted)
+    client.run(_reset)
+    results = list(cluster.map_shared(_shared_rows, range(6), {"X": X}, 10, client=client))
+    assert results == [(i, 4, 10) for i in range(6)]
+    assert list(client.run(_received).values()) == [1, 1]
