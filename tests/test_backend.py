@@ -606,3 +606,23 @@ def test_the_cpu_updates_in_blocks_and_threads_equal_the_reference(n):
     Reference.adam_step(b, ref[0], g, ref[2], ref[3], lr, t, 0.9, 0.999, 1e-8, 0.01)
     for a, r in zip(mine, ref):
         np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-14 * np.abs(r).max())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_axpy_adds_in_place_on_every_backend(backend_name, dtype):
+    """``y += a * x`` into y's own storage: contiguous arrays (BLAS on the CPU)
+    and strided views (the generic path) alike."""
+    b = get_backend(backend_name, dtype)
+    rng = np.random.default_rng(0)
+    x0, y0 = rng.normal(size=(6, 5)), rng.normal(size=(6, 5))
+    views = [lambda a: a]
+    if backend_name != "strict":  # the array API has no writable views
+        views += [lambda a: a.T, lambda a: a[::2]]
+    for view in views:
+        x, y = b.asarray(x0), b.asarray(y0)
+        yv, xv = view(y), view(x)
+        b.axpy(0.25, xv, yv)
+        want = y0.copy()
+        view(want)[...] += 0.25 * view(x0)
+        tol = 1e-6 if dtype == "float32" else 1e-15
+        np.testing.assert_allclose(_host(b, y), want, rtol=tol, atol=tol)

@@ -368,6 +368,10 @@ class Backend:
             lr[...] = xp.reshape(xp.take(rates, xp.reshape(i, (1,)), axis=0), ())
             s += 1
 
+    def axpy(self, a, x, y):
+        """``y += a * x`` in place (``a`` a number)."""
+        y += a * x
+
     def clip_scale(self, grad, max_norm):
         """``min(1, max_norm / (||grad|| + 1e-6))`` as a 0-d device array: the
         factor that clips the gradient to a global norm of ``max_norm``."""

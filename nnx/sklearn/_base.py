@@ -55,26 +55,19 @@ class _Solver:
         self.t = 0
         self.state = [backend.zeros((size,)) for _ in range(2 if self.kind == "adam" else 1)]
 
-    def step(self, backend, param, grad, segments):
-        """One update; ``segments`` are ``(start, stop, l2)`` ranges of the flat
-        buffers, ``l2`` the coefficient of the L2 gradient ``l2 * param`` added
-        there (scikit-learn's ``alpha / sum(weights)`` on weights, 0 on
-        intercepts), so the backend adds it inside its fused pass."""
+    def step(self, backend, param, grad):
         if self.kind == "sgd":
             # scikit-learn's velocity is minus nnx's: v = mu v - lr g, p += v is
             # nnx's v = mu v + lr g, p -= v (and likewise with Nesterov)
-            for lo, hi, l2 in segments:
-                backend.momentum_step(param[lo:hi], grad[lo:hi], self.state[0][lo:hi],
-                                      self.learning_rate, self.momentum, self.nesterov, l2)
+            backend.momentum_step(param, grad, self.state[0], self.learning_rate,
+                                  self.momentum, self.nesterov)
             return
         # scikit-learn's Adam: p -= lr sqrt(1-b2^t)/(1-b1^t) m / (sqrt(v) + eps),
         # which is nnx's (PyTorch's) form with eps / sqrt(1-b2^t)
         self.t += 1
         eps = self.eps / math.sqrt(1.0 - self.beta2 ** self.t)
-        m, v = self.state
-        for lo, hi, l2 in segments:
-            backend.adam_step(param[lo:hi], grad[lo:hi], m[lo:hi], v[lo:hi], self.lr_init,
-                              np.int64(self.t), self.beta1, self.beta2, eps, l2)
+        backend.adam_step(param, grad, self.state[0], self.state[1], self.lr_init,
+                          np.int64(self.t), self.beta1, self.beta2, eps, 0.0)
         self.learning_rate = (self.lr_init * math.sqrt(1.0 - self.beta2 ** self.t)
                               / (1.0 - self.beta1 ** self.t))
 
@@ -251,33 +244,23 @@ class BaseMLP(BaseEstimator):
 
     def _batch(self, net, data, rows, weight_sum):
         """Loss and gradient of one batch (``weight_sum``: its rows' weights
-        summed on the host, or its row count); the gradient lands in the
-        network's grad buffer without the L2 term, the loss (a 0-d device
-        array) includes scikit-learn's ``alpha/2 |W|^2 / weight_sum``."""
+        summed on the host, or its row count), with scikit-learn's L2 term:
+        ``alpha/2 |W|^2 / weight_sum`` in the loss (a 0-d device array),
+        ``alpha W / weight_sum`` in the weights' gradient (the grad buffer)."""
         b, loss = net.backend, net.loss
         Xb, Yb = b.take_rows(data.X, rows), b.take_rows(data.Y, rows)
         w = None if data.sw is None else b.take_rows(data.sw, rows).reshape(-1, 1)
         loss.weights, loss.weight_sum = w, weight_sum
         value = net.train_step(Xb, Yb)
         if self.alpha:
-            squares = 0.0
+            squares, l2 = 0.0, self.alpha / weight_sum
             for layer in net.layers:
-                W = next(layer.params()).reshape(-1)
-                squares = squares + b.xp.vdot(W, W)
+                W, gW = next(layer.params()), next(layer.param_grads())
+                flat = W.reshape(-1)
+                squares = squares + b.xp.vdot(flat, flat)
+                b.axpy(l2, W, gW)
             value = value + (0.5 * self.alpha) * squares / weight_sum
         return value
-
-    def _segments(self, net, weight_sum):
-        """The optimiser's ``(start, stop, l2)`` ranges for a batch."""
-        if not self.alpha:
-            return [(0, int(net.param_buffer.shape[0]), 0.0)]
-        l2, out, start = self.alpha / weight_sum, [], 0
-        for layer in net.layers:
-            for i, p in enumerate(layer.params()):
-                size = int(p.size)
-                out.append((start, start + size, l2 if i == 0 else 0.0))
-                start += size
-        return out
 
     @staticmethod
     def _weight_sums(sw, order, starts):
@@ -317,8 +300,7 @@ class BaseMLP(BaseEstimator):
                     rows = order[lo:lo + batch_size]
                     value = self._batch(net, data, rows, weight_sum) * int(rows.shape[0])
                     total = value if total is None else total + value
-                    self._optimizer.step(b, net.param_buffer, net.grad_buffer,
-                                         self._segments(net, weight_sum))
+                    self._optimizer.step(b, net.param_buffer, net.grad_buffer)
                 if self._epoch_ends(net, data, val, float(total) / n, n, incremental):
                     break
         except KeyboardInterrupt:
@@ -414,11 +396,7 @@ class BaseMLP(BaseEstimator):
         def loss_grad(packed):
             b.assign(param, b.asarray(packed[flat_of_packed].astype(b.dtype_name)))
             loss = self._batch(net, data, everything, weight_sum)
-            grad = net.grad_buffer
-            for lo, hi, l2 in self._segments(net, weight_sum):
-                if l2:  # the L2 gradient, which the stochastic solvers fuse
-                    grad[lo:hi] += l2 * param[lo:hi]
-            return float(loss), b.to_numpy(grad).astype(np.float64)[packed_of_flat]
+            return float(loss), b.to_numpy(net.grad_buffer).astype(np.float64)[packed_of_flat]
 
         packed = b.to_numpy(param).astype(np.float64)[packed_of_flat]
         iprint = 1 if self.verbose is True or self.verbose >= 1 else -1
