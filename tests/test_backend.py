@@ -619,7 +619,7 @@ def test_axpy_adds_in_place_on_every_backend(backend_name, dtype):
     if backend_name != "strict":  # the array API has no writable views
         views += [lambda a: a.T, lambda a: a[::2]]
     for view in views:
-        x, y = b.asarray(x0), b.asarray(y0)
+        x, y = b.asarray(x0.copy()), b.asarray(y0.copy())  # asarray may not copy
         yv, xv = view(y), view(x)
         b.axpy(0.25, xv, yv)
         want = y0.copy()
