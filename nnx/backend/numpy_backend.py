@@ -17,11 +17,7 @@ import numpy as np
 from .base import Backend
 
 _CHUNK = 1 << 17  # elements per block of an optimiser update (512 KiB of float32 each)
-# from this many bytes per array (256K float32 or 128K float64 parameters), the
-# blocks are shared among threads: the passes are bound by memory traffic, so
-# the threshold is in bytes (measured: 203K float64 Adam parameters, 0.56 ms a
-# step on one thread, 0.43 ms on two, median of 4 runs on 2 cores)
-_PARALLEL_BYTES = 1 << 20
+_PARALLEL = 1 << 18  # from this many parameters, the blocks are shared among threads
 _POOL = {}
 
 
@@ -102,8 +98,7 @@ class NumpyBackend(Backend):
         def share(part):
             for lo, hi in part:
                 run(lo, hi)
-        parallel = n * np.dtype(self.dtype).itemsize >= _PARALLEL_BYTES
-        pool, workers = _pool() if parallel else (None, 1)
+        pool, workers = _pool() if n >= _PARALLEL else (None, 1)
         if workers < 2:
             share(blocks)
             return
@@ -154,18 +149,13 @@ class NumpyBackend(Backend):
         self._blocks(param.shape[0], run)
 
     def axpy(self, a, x, y):
-        # BLAS's axpy: one pass, no temporary (NumPy's y += a * x makes two
-        # passes through a temporary the size of y)
-        from scipy.linalg import blas
-
-        if x.flags.c_contiguous and y.flags.c_contiguous and x.shape == y.shape:
-            axpy = blas.daxpy if y.dtype == np.float64 else blas.saxpy
-            out = axpy(x.reshape(-1), y.reshape(-1), a=a)
-            if out.base is y or out is y.reshape(-1) or np.shares_memory(out, y):
-                return
-            y[...] = out.reshape(y.shape)  # BLAS made a copy: keep y's storage
-            return
-        super().axpy(a, x, y)
+        # through a reusable scratch array: no allocation per call. (SciPy's
+        # BLAS axpy would make one pass, but SciPy ships its own OpenBLAS,
+        # whose threads then spin against NumPy's: a 784x256 axpy took 1.8 ms
+        # between NumPy's matrix products, and slowed them too.)
+        tmp = self._tmp(tuple(x.shape))
+        np.multiply(x, a, out=tmp)
+        np.add(y, tmp, out=y)
 
     def erf(self, x):
         # SciPy's ufunc (SciPy comes with scikit-learn; imported on first use,
