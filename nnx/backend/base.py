@@ -249,7 +249,9 @@ class Backend:
         ``param``: alpha, GELU's approximate, or None) of ``x + bias``, and what
         ``bias_activation_grad`` needs from this pass. The reference runs nnx's
         activation of that name on the sum, so its results are exactly those of
-        ``BiasAdd`` followed by the activation; it saves the sum and the output."""
+        ``BiasAdd`` followed by the activation; it saves the sum and the output.
+        ``x`` (a layer's fresh matrix product) may be overwritten: the CPU
+        writes the result over it."""
         act = self._activation(name, param)
         z = x + bias
         out = act.forward(z)

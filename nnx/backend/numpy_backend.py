@@ -148,6 +148,43 @@ class NumpyBackend(Backend):
             P -= a
         self._blocks(param.shape[0], run)
 
+    # Dense layers fuse the bias with these activations on the CPU too: the sum
+    # and the activation are written over the matrix product (the layer's
+    # own fresh array), which saves two arrays of a batch's width per layer
+    # and pass; the values are the reference's, operation for operation.
+    fuses_bias_activation = True
+    _IN_PLACE = frozenset({"linear", "relu", "tanh", "sigmoid"})
+
+    def bias_activation(self, x, bias, name, param=None):
+        if name not in self._IN_PLACE or not x.flags.writeable:
+            return super().bias_activation(x, bias, name, param)
+        np.add(x, bias, out=x)
+        if name == "relu":
+            np.maximum(x, 0.0, out=x)
+        elif name == "tanh":
+            np.tanh(x, out=x)
+        elif name == "sigmoid":
+            z = np.abs(x)
+            np.negative(z, out=z)
+            np.exp(z, out=z)  # exp(-|x|)
+            d = 1.0 + z
+            positive = x >= 0
+            np.divide(1.0, d, out=x, where=positive)
+            np.divide(z, d, out=x, where=~positive)
+        return x, (None, x)
+
+    def bias_activation_grad(self, name, param, saved, output_grad):
+        if saved[0] is not None:  # the reference's pass saved the sum
+            return super().bias_activation_grad(name, param, saved, output_grad)
+        out = saved[1]
+        if name == "relu":  # out > 0 exactly where the sum was
+            return np.where(out > 0, output_grad, 0.0)
+        if name == "tanh":
+            return output_grad * (1.0 - out * out)
+        if name == "sigmoid":
+            return output_grad * out * (1.0 - out)
+        return output_grad
+
     def axpy(self, a, x, y):
         # through a reusable scratch array: no allocation per call. (SciPy's
         # BLAS axpy would make one pass, but SciPy ships its own OpenBLAS,

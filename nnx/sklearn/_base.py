@@ -26,7 +26,7 @@ from sklearn.utils import check_random_state, shuffle
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.optimize import _check_optimize_result
 
-from .._checks import InputWarning, warn_caller
+from .._checks import InputValueError, InputWarning, warn_caller
 from ..backend import BackendUnavailableError, get_backend, gpu_available
 from ..backend.host import spread_problem
 from ..layers import Dense
@@ -136,7 +136,7 @@ class BaseMLP(BaseEstimator):
         try:
             return get_backend(self.backend, dtype)
         except BackendUnavailableError as exc:
-            raise ValueError(f"backend={self.backend!r} cannot run here: {exc}") from None
+            raise InputValueError(f"backend={self.backend!r} cannot run here: {exc}") from None
 
     def _network(self, layer_units, dtype):
         """The device network for ``layer_units`` in ``dtype``, holding
@@ -211,9 +211,9 @@ class BaseMLP(BaseEstimator):
         hidden = self.hidden_layer_sizes
         hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
         if np.any(np.array(hidden) <= 0):
-            raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
+            raise InputValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
         if self.dropout > 0 and self.solver == "lbfgs":
-            raise ValueError(f"dropout={self.dropout} needs a stochastic solver ('adam' or "
+            raise InputValueError(f"dropout={self.dropout} needs a stochastic solver ('adam' or "
                              "'sgd'): L-BFGS's line search needs the same loss each time "
                              "it evaluates the same weights")
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
@@ -238,7 +238,7 @@ class BaseMLP(BaseEstimator):
         if self.solver in _STOCHASTIC and self.early_stopping:
             self.coefs_, self.intercepts_ = self._best_coefs, self._best_intercepts
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
-            raise ValueError("Solver produced non-finite parameter weights. The input data "
+            raise InputValueError("Solver produced non-finite parameter weights. The input data "
                              "may contain large values and need to be preprocessed.")
         return self
 
@@ -275,7 +275,7 @@ class BaseMLP(BaseEstimator):
             self._optimizer = _Solver(self, b, int(net.param_buffer.shape[0]))
         self._optimizer.to_backend(b)
         if self.early_stopping and incremental:
-            raise ValueError("partial_fit does not support early_stopping=True")
+            raise InputValueError("partial_fit does not support early_stopping=True")
         train, val = self._split(data)
         n = int(train.shape[0])
         if self.batch_size == "auto":
@@ -316,7 +316,7 @@ class BaseMLP(BaseEstimator):
         train, val = train_test_split(rows, random_state=self._random_state,
                                       test_size=self.validation_fraction, stratify=stratify)
         if val.shape[0] < 2:
-            raise ValueError("The validation set is too small. Increase 'validation_fraction' "
+            raise InputValueError("The validation set is too small. Increase 'validation_fraction' "
                              "or the size of your dataset.")
         return train, val
 

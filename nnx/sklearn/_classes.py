@@ -10,6 +10,7 @@ from sklearn.utils import column_or_1d
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
 
+from .._checks import InputValueError
 from . import _data
 from ._base import BaseMLP
 
@@ -112,11 +113,11 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def _check_classes(self, classes):
         if self.warm_start:
             if set(classes) != set(self.classes_):
-                raise ValueError("warm_start can only be used where `y` has the same classes as "
-                                 f"in the previous call to fit. Previously got {self.classes_}, "
-                                 f"`y` has {classes}")
+                raise InputValueError("warm_start can only be used where `y` has the same classes "
+                                      f"as in the previous call to fit. Previously got "
+                                      f"{self.classes_}, `y` has {classes}")
         elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
-            raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
+            raise InputValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
                              f"{self.classes_}. 'y' has {classes}.")
 
     def _encode_device(self, y, n_rows, incremental):
@@ -126,7 +127,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         cp = _data.cupy()
         y = cp.asarray(y)
         if y.shape[0] != n_rows:
-            raise ValueError(f"Found input variables with inconsistent numbers of samples: "
+            raise InputValueError(f"Found input variables with inconsistent numbers of samples: "
                              f"[{n_rows}, {y.shape[0]}]")
         return encode_labels(cp, y, self, incremental)
 
@@ -205,7 +206,7 @@ def encode_labels(xp, y, est, incremental):
     if y.ndim == 2 and not multilabel:
         y = y[:, 0]
     if y.dtype.kind == "f" and bool(xp.any(y != xp.floor(y))):
-        raise ValueError("Unknown label type: continuous. The labels are floats with "
+        raise InputValueError("Unknown label type: continuous. The labels are floats with "
                          "fractions; a classifier needs class labels (for real-valued "
                          "targets use MLPRegressor)")
     classes = np.arange(y.shape[1]) if multilabel else _data.to_numpy(xp.unique(y))
@@ -286,7 +287,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     def _encode_device(self, y, n_rows, incremental):
         y = _data.cupy().asarray(y)
         if y.shape[0] != n_rows:
-            raise ValueError(f"Found input variables with inconsistent numbers of samples: "
+            raise InputValueError(f"Found input variables with inconsistent numbers of samples: "
                              f"[{n_rows}, {y.shape[0]}]")
         return y.reshape(-1, 1) if y.ndim == 1 else y
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
+from .._checks import InputTypeError, InputValueError
+
 
 def on_device(x) -> bool:
     """True for a GPU array (CuPy or anything with the CUDA array interface)."""
@@ -38,7 +40,7 @@ def dtype_of(x):
 
 def _refuse_sparse(X, name="X"):
     if hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse"):
-        raise TypeError(f"{name} is a sparse matrix ({type(X).__name__}); nnx's estimators "
+        raise InputTypeError(f"{name} is a sparse matrix ({type(X).__name__}); nnx's estimators "
                         "train on dense arrays: pass X.toarray() if it fits in memory")
 
 
@@ -46,21 +48,21 @@ def _device_matrix(est, X, name, reset):
     """Checks of a device ``X`` without leaving the device (one sync for the
     finiteness check)."""
     if est.backend != "gpu":
-        raise ValueError(f"{name} is a GPU array ({type(X).__module__.split('.')[0]}); use "
+        raise InputValueError(f"{name} is a GPU array ({type(X).__module__.split('.')[0]}); use "
                          "backend='gpu', or pass a NumPy array")
     if X.ndim != 2 or 0 in X.shape:
-        raise ValueError(f"{name} must be a non-empty 2-D array (rows, features), got shape "
+        raise InputValueError(f"{name} must be a non-empty 2-D array (rows, features), got shape "
                          f"{tuple(X.shape)}")
     if X.dtype.kind not in "fiub":
-        raise ValueError(f"{name} must hold real numbers, got dtype {X.dtype}")
+        raise InputValueError(f"{name} must hold real numbers, got dtype {X.dtype}")
     if X.dtype.kind == "f" and not bool(cupy().isfinite(X).all()):
-        raise ValueError(f"Input {name} contains NaN or infinity.")
+        raise InputValueError(f"Input {name} contains NaN or infinity.")
     if reset:
         est.n_features_in_ = int(X.shape[1])
         if hasattr(est, "feature_names_in_"):
             del est.feature_names_in_
     elif X.shape[1] != est.n_features_in_:
-        raise ValueError(f"X has {X.shape[1]} features, but {type(est).__name__} is "
+        raise InputValueError(f"X has {X.shape[1]} features, but {type(est).__name__} is "
                          f"expecting {est.n_features_in_} features as input.")
     return X
 
@@ -119,10 +121,10 @@ def _device_weights(sample_weight, X):
     if sw.ndim == 0:
         sw = cp.full(X.shape[0], sw, dtype=X.dtype if X.dtype.kind == "f" else "float64")
     if sw.shape != (X.shape[0],):
-        raise ValueError(f"sample_weight.shape == {tuple(sw.shape)}, expected "
+        raise InputValueError(f"sample_weight.shape == {tuple(sw.shape)}, expected "
                          f"({X.shape[0]},)!")
     if not bool(cp.isfinite(sw).all()) or bool((sw < 0).any()):
-        raise ValueError("sample_weight must be finite and non-negative")
+        raise InputValueError("sample_weight must be finite and non-negative")
     return sw
 
 
