@@ -58,3 +58,37 @@ def test_the_first_example_scores_and_evaluates_to_the_same_accuracy(tmp_path, m
     assert "note:" not in r.stderr  # the dataset and the statistics came with the file
     assert float(re.search(r"accuracy (\d\.\d+)", r.stdout).group(1)) == pytest.approx(
         shown, abs=1e-4)
+
+
+def _shell_commands():
+    """Every concrete ``nnx ...`` command in the shell and text blocks of the
+    README and docs/ (synopses with [options] or PLACEHOLDERS aside), joined
+    across backslash continuations, with trailing prose (after two spaces) cut."""
+    found = []
+    for page in PAGES:
+        for _lang, block in re.findall(r"```(bash|sh|text)\n(.*?)```", page.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                for part in line.split("&&"):
+                    cmd, *prose = re.split(r"\s{2,}", part.strip())
+                    synopsis = "[" in part or re.search(r"\b[A-Z]{3,}", part)
+                    a_table_row = prose and len(cmd.split()) == 2  # "nnx train   what it does"
+                    if not cmd.startswith("nnx ") or synopsis or a_table_row:
+                        continue
+                    found.append(pytest.param(cmd, id=f"{page.name}: {cmd[:60]}"))
+    return found
+
+
+@pytest.mark.parametrize("command", _shell_commands())
+def test_every_nnx_command_in_the_docs_parses(command):
+    """The shell commands the pages show use flags and values the command line
+    has (they are parsed by nnx's own parser, not run: some train for minutes)."""
+    import shlex
+
+    from nnx.cli import build_parser
+
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    assert callable(args.func)
+
+
+def test_the_docs_show_nnx_commands():
+    assert len(_shell_commands()) >= 8
