@@ -7,11 +7,13 @@
 # 1. pytest -m gpu (parity with the CPU, fused kernels, every optimiser in the
 #    captured step, no device-to-host copies per batch); 2. the GPU benchmarks
 #    beside PyTorch's CUDA eager mode, and nnx's Adam beside PyTorch's fused
-#    Adam (eager and captured), TF32 off on both; 3. a Fashion-MNIST-sized run.
+#    Adam (eager and captured), TF32 off on both; 3. a Fashion-MNIST-sized run;
+# 4. nnx's MLPClassifier on the GPU beside scikit-learn's on this CPU
+#    (bench/sklearn_compare.py; Fashion-MNIST where its files are present).
 # Writes report.json and report.md (plus the raw logs) into OUTDIR; exits 2
 # at once without a usable GPU (3 when nnx itself does not import), 1 when a
 # gpu test failed or did not run. Each stage has its own time limit
-# (120 + 300 + 60 s): the whole script stays under 8 minutes.
+# (120 + 270 + 60 + 60 s): the whole script stays under 8.5 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-${OUT:-bench/results/gpu-$(date +%Y%m%d)}}
@@ -34,16 +36,20 @@ export CUPY_TF32=0                # CuPy: full float32 matmuls
 export NVIDIA_TF32_OVERRIDE=0     # and for every cuBLAS user, PyTorch included
 start=$(date +%s)
 
-echo "== 1/3 pytest -m gpu"
+echo "== 1/4 pytest -m gpu"
 timeout 120 python3 -m pytest tests -m gpu -q -p no:cacheprovider -p no:randomly \
   --junitxml="$OUTDIR/gpu-tests.xml" 2>&1 | tee "$OUTDIR/gpu-tests.log"
 
-echo "== 2/3 GPU benchmarks (nnx; PyTorch CUDA eager, fused Adam eager and captured)"
-timeout 300 python3 -m pytest bench -m gpu -q -p no:cacheprovider \
+echo "== 2/4 GPU benchmarks (nnx; PyTorch CUDA eager, fused Adam eager and captured)"
+timeout 270 python3 -m pytest bench -m gpu -q -p no:cacheprovider \
   --benchmark-json="$OUTDIR/bench.json" --benchmark-columns=median,ops 2>&1 \
   | tee "$OUTDIR/bench.log"
 
-echo "== 3/3 Fashion-MNIST-sized training run"
+echo "== 3/4 Fashion-MNIST-sized training run"
 timeout 60 python3 bench/gpu_train_run.py "$OUTDIR/train.json" 2>&1 | tee "$OUTDIR/train.log"
+
+echo "== 4/4 MLPClassifier: nnx on the GPU beside scikit-learn on the CPU"
+timeout 60 python3 bench/sklearn_compare.py --repeats 1 --epochs 2 --out "$OUTDIR" 2>&1 \
+  | tee "$OUTDIR/sklearn.log"
 
 python3 bench/gpu_report.py "$OUTDIR" --seconds $(( $(date +%s) - start ))
