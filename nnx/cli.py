@@ -1,5 +1,10 @@
 """The ``nnx`` command line: reproduce the study, train one network, evaluate
-a checkpoint. Every user error ends as one line on stderr and exit code 2."""
+a checkpoint. Every user error ends as one line on stderr and exit code 2.
+
+``nnx train`` started by a launcher (``mpirun -n 4 nnx train ...``, ``srun``,
+``torchrun``) trains one network data-parallel across the processes: each
+checks the flags and loads the data, they agree on any refusal, and rank 0
+alone prints and saves."""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import sys
 import tempfile
 import time
 
-from . import __version__, checkpoint
+from . import __version__, checkpoint, distributed
 from ._checks import InputError
 from .backend import BACKENDS, BackendUnavailableError, get_backend
 from .data import DATASETS, VALIDATION_FRACTION, prepare_dataset, standardize_with
@@ -45,9 +50,10 @@ def _prepare(args, validation=True):
 
 
 # ---------------------------------------------------------------- training
-def _fit(net, optim, prep, args, desc, callbacks=()):
+def _fit(net, optim, prep, args, desc, callbacks=(), comm=None):
     """Train with the flags' settings; the progress bar is a callback (off
-    with --quiet or away from a terminal)."""
+    with --quiet or away from a terminal). ``comm``: the processes that
+    train this network together (``nnx.distributed``), or None alone."""
     validation = None
     if getattr(args, "early_stopping", "validation") == "validation":
         validation = (prep["X_val"], prep["y_val"])
@@ -57,7 +63,8 @@ def _fit(net, optim, prep, args, desc, callbacks=()):
         prep["X_train"], prep["y_train"], prep["X_test"], prep["y_test"],
         epochs=args.epochs, eval_every=args.eval_every, batch_size=args.batch_size,
         seed=args.seed, validation=validation, patience=getattr(args, "patience", 1),
-        monitor=getattr(args, "monitor", "loss"), callbacks=[*bar, *callbacks])
+        monitor=getattr(args, "monitor", "loss"), callbacks=[*bar, *callbacks],
+        distributed=comm)
     net.backend.synchronize()
     return history, time.perf_counter() - t0
 
@@ -144,6 +151,11 @@ def _check_out_file(out):
 
 def _reproduce_flags(args):
     """The steps to run, after checking every flag (and the scaled rates)."""
+    here = distributed.world()
+    if here.size > 1:
+        raise UsageError(f"nnx reproduce runs in one process, not in each of the {here.size} "
+                         f"that {here.launcher} started (--workers runs its steps on a Dask "
+                         "cluster); nnx train trains one network across processes")
     steps = _parse_steps(args.steps)
     _check_training_flags(args)
     _check_out_folder(args.out)
@@ -373,28 +385,67 @@ def _save_model(net, out, extra, meta):
                   f"to {spare} instead")
 
 
-def cmd_train(args):
-    layers, schedule = _train_flags(args)
-    prep = _prepare(args, validation=args.early_stopping == "validation")
-    print(f"nnx {__version__} train: dataset={args.dataset} ({prep['source']}), "
-          f"backend={args.backend}, dtype={args.dtype}")
+def _communicator(args):
+    """The processes training this network together: those a launcher
+    started (each runs this command), or this one alone."""
+    if distributed.world().size == 1:
+        return distributed.LOCAL
+    return distributed.init(args.backend)  # before the network: it picks this rank's GPU
+
+
+def _prepare_in_turn(args, comm):
+    """The dataset on every rank: rank 0's first (a download happens once),
+    then the others' (from the files rank 0 left); a failure on any rank is
+    raised on all."""
+    prep = None
+    for main_turn in (True, False):
+        with distributed.agreement(comm):
+            if comm.is_main == main_turn:
+                prep = _prepare(args, validation=args.early_stopping == "validation")
+    return prep
+
+
+def _train_model(args, layers, prep, comm):
+    """The network (built) and what is saved beside it; the output path is
+    checked for room now, not after the training."""
     out_act = "sigmoid" if args.loss == "mse" else "linear"
     layers.append(Dense(prep["n_classes"], out_act, weight_init=args.init))
     net = NeuralNetwork(layers, LOSSES[args.loss](), seed=args.seed, backend=args.backend,
                         dtype=args.dtype)
     net.build(prep["X_train"].shape[1])  # as fit would: the model's size is known now
     extra = {"x_mean": prep["mean"], "x_std": prep["std"]}
-    problem = checkpoint.space_problem(args.out, checkpoint.saved_size(net, extra))
+    problem = checkpoint.space_problem(args.out, checkpoint.saved_size(net, extra)) \
+        if comm.is_main else None  # rank 0 writes it
     if problem:  # refused now, not after the training
         raise UsageError(f"--out {args.out!r}: {problem}")
-    optim = _optimizer(args, schedule, math.ceil(len(prep["X_train"]) / args.batch_size))
-    log = [CSVLogger(args.log)] if args.log is not None else []
-    history, seconds = _fit(net, optim, prep, args, "train", callbacks=log)
-    acc = accuracy(net, prep["X_test"], prep["y_test"])
-    print(f"test accuracy {acc:.4f}, best evaluation loss {history.best_loss:.4f} "
-          f"(epoch {history.best_epoch}), {history.epochs_run} epochs in {seconds:.1f} s")
-    path = _save_model(net, args.out, extra, {"dataset": args.dataset})
-    print(f"saved {path}")
+    return net, extra
+
+
+def cmd_train(args):
+    comm = _communicator(args)
+    say = print if comm.is_main else (lambda *a, **k: None)  # rank 0 speaks for the job
+    with distributed.guard(comm):
+        with distributed.agreement(comm):
+            layers, schedule = _train_flags(args)
+        prep = _prepare_in_turn(args, comm)
+        together = f", {comm.size} processes (batch {args.batch_size} each)" \
+            if comm.size > 1 else ""
+        say(f"nnx {__version__} train: dataset={args.dataset} ({prep['source']}), "
+            f"backend={args.backend}, dtype={args.dtype}{together}")
+        with distributed.agreement(comm):
+            net, extra = _train_model(args, layers, prep, comm)
+            steps = math.ceil(len(prep["X_train"]) / (args.batch_size * comm.size))
+            optim = _optimizer(args, schedule, steps)
+        log = [CSVLogger(args.log)] if args.log is not None else []
+        history, seconds = _fit(net, optim, prep, args, "train", callbacks=log, comm=comm)
+        if comm.is_main:
+            acc = accuracy(net, prep["X_test"], prep["y_test"])
+            say(f"test accuracy {acc:.4f}, best evaluation loss {history.best_loss:.4f} "
+                f"(epoch {history.best_epoch}), {history.epochs_run} epochs in {seconds:.1f} s")
+        with distributed.agreement(comm):  # rank 0 saves; its failure is everyone's
+            path = _save_model(net, args.out, extra, {"dataset": args.dataset}) \
+                if comm.is_main else None
+        say(f"saved {path}")
     return 0
 
 
@@ -495,7 +546,10 @@ def _common(p, data=True, training=True):
         p.add_argument("--eval-every", type=int, default=None,
                        help=f"epochs between evaluations (default {EVAL_EVERY}, or --epochs "
                             "when that is smaller)")
-        p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="rows per mini-batch")
+        p.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                       help="rows per mini-batch; with nnx train under mpirun/srun/torchrun, "
+                            "rows per process: each step then trains on processes x this "
+                            "many rows (docs/distributed.md)")
         p.add_argument("--seed", type=int, default=SEED,
                        help="seed of the weights, the split, the shuffling and dropout")
         p.add_argument("--early-stopping", choices=("validation", "test"), default="validation",
@@ -632,7 +686,8 @@ def main(argv=None):
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)
         return 1
-    except (UsageError, InputError, OSError, BackendUnavailableError, TrainingDiverged) as exc:
+    except (UsageError, InputError, OSError, BackendUnavailableError, TrainingDiverged,
+            distributed.DistributedError) as exc:
         # what nnx refused, in one line; anything else is a bug and keeps its traceback
         print(f"nnx {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -18,9 +18,9 @@ from nnx import (
     Tanh,
     WeightMultiply,
 )
+from nnx.backend import get_backend
 from nnx.backend.numpy_backend import NumpyBackend
 from nnx.ops import ACTIVATIONS
-from nnx.backend import get_backend
 
 
 def check_dense_grads(layer, x, rng):

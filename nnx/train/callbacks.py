@@ -5,9 +5,15 @@ with a few hooks. ``fit``'s keywords build the usual ones (``patience`` an
 ``callbacks=[...]``.
 
 Every hook receives the run: ``run.net``, ``run.optim``, ``run.history``,
-``run.epoch`` (epochs finished so far), ``run.settings`` (a ``FitSettings``)
-and ``run.request_stop()``. Epochs are counted from 1 in ``on_epoch_end``
-and from 0 in ``on_epoch_start`` (the epoch about to run), as in records.
+``run.epoch`` (epochs finished so far), ``run.settings`` (a ``FitSettings``),
+``run.comm`` (the communicator of a distributed fit: ``run.comm.rank`` of
+``run.comm.size``; see ``nnx.distributed``) and ``run.request_stop()``.
+Epochs are counted from 1 in ``on_epoch_end`` and from 0 in
+``on_epoch_start`` (the epoch about to run), as in records.
+
+In a distributed fit every rank runs every callback, except those marked
+``main_only`` (the printers and loggers), which run on rank 0 alone; a stop
+asked on any rank stops every rank after that epoch.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ class Callback:
 
     state_key = None
     late = False  # runs after the others, once it is known whether the epoch ends the run
+    main_only = False  # in a distributed fit, runs on rank 0 alone (prints, writes a file)
 
     def check(self, net):
         """Refuse, before any data is touched, a network this callback cannot serve."""
@@ -173,7 +180,8 @@ class Checkpoint(Callback):
     """Saves the whole training state to ``path`` every ``every`` epochs
     (default: at every evaluation) and at the end, atomically; ``fit(resume=path)``
     continues such a run exactly. Runs after every other callback, so the
-    final file holds the parameters ``fit`` returns."""
+    final file holds the parameters ``fit`` returns. In a distributed fit it
+    runs on every rank (saving is collective) and rank 0 writes the file."""
 
     late = True
 
@@ -220,6 +228,8 @@ class ProgressBar(Callback):
     """A progress bar (tqdm, on a terminal) showing the epoch, the last
     evaluation loss and the learning rate."""
 
+    main_only = True
+
     def __init__(self, desc="fit"):
         self.desc = desc
         self._bar = None
@@ -252,6 +262,8 @@ class PrintProgress(Callback):
     loss, evaluation loss, learning rate and seconds so far
     (``fit(verbose=True)``)."""
 
+    main_only = True
+
     def __init__(self, file=None):
         self.file = file
         self._t0 = None
@@ -276,6 +288,7 @@ class CSVLogger(Callback):
     started. A resumed run appends to the file."""
 
     COLUMNS = ("epoch", "train_loss", "eval_loss", "eval_accuracy", "lr", "seconds")
+    main_only = True
 
     def __init__(self, path):
         self.path = _writable(path, "CSVLogger path")

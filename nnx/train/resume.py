@@ -161,6 +161,8 @@ def _check_state(run, path, state, arrays):
     f.integer("good_epoch", state["good_epoch"], 0, epoch)
     if state["generator"] is not None:
         f.table("generator", state["generator"])
+    if "rank_generators" in state:
+        _check_rank_generators(f, state["rank_generators"], run.comm.size)
     if not isinstance(state.get("run_id", ""), str):
         f.bad("run_id", state["run_id"], "a string")
     n, dtype = int(run.net.param_buffer.shape[0]), run.b.dtype_name
@@ -184,17 +186,30 @@ def _check_state(run, path, state, arrays):
     _check_history(f, state)
 
 
+def _check_rank_generators(f, states, size):
+    """A distributed run's dropout streams: one state (or None) per rank."""
+    if not isinstance(states, list) or len(states) != size:
+        f.bad("rank_generators", states, f"a list of {size} generator states, one per rank")
+    for i, state in enumerate(states):
+        if state is not None:
+            f.table(f"rank_generators[{i}]", state)
+
+
 def _split(arrays, prefix):
     return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
-def _restore_generator(net, path, state, epoch):
-    """Put the dropout generator back. A backend may be unable to (it says so
-    by returning False, and a fresh stream is drawn); a state that makes it
-    fail is the file's fault."""
+def _restore_generator(net, path, state, epoch, comm):
+    """Put the dropout generator back: this rank's, in a distributed run.
+    A backend may be unable to (it says so by returning False, and a fresh
+    stream is drawn); a state that makes it fail is the file's fault.
+    Returns whether it was put back."""
     from ..checkpoint import CheckpointError
+    saved = state["generator"]
+    if comm.size > 1:
+        saved = state.get("rank_generators", [None] * comm.size)[comm.rank]
     try:
-        restored = net.restore_generator(state["generator"], epoch)
+        restored = net.restore_generator(saved, epoch)
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise CheckpointError(f"checkpoint {str(path)!r} cannot be resumed: its training "
                               f"state's generator was refused by the {net.backend.name} "
@@ -203,6 +218,7 @@ def _restore_generator(net, path, state, epoch):
         log.warning("nnx: %s backend cannot restore its dropout generator; the resumed run "
                     "draws a fresh reproducible stream, so it will not match the "
                     "uninterrupted run bit for bit", net.backend.name)
+    return restored
 
 
 def load_run(run, path):
@@ -232,5 +248,5 @@ def load_run(run, path):
                     f"({type(exc).__name__}: {exc})") from None
     run.good_params = b.asarray(arrays["good_params"])
     run.good_epoch = state["good_epoch"]
-    _restore_generator(net, path, state, run.epoch)
+    run.generator_restored = _restore_generator(net, path, state, run.epoch, run.comm)
     run.history = History.from_dict(state["history"])

@@ -26,6 +26,7 @@ class FitSettings:
     train_rows: int | None = None
     eval_rows: int | None = None
     net_seed: int | None = None
+    world_size: int = 1  # processes training together (batch_size rows each per step)
 
     @classmethod
     def of(cls, epochs, eval_every, batch_size, seed, patience, min_delta, optimizer,
@@ -47,16 +48,18 @@ class FitSettings:
                    optimizer=repr(optimizer),
                    monitor=_checks.name_in("monitor", monitor, ("loss", "accuracy")))
 
-    def with_data(self, train_rows, eval_rows, net_seed):
+    def with_data(self, train_rows, eval_rows, net_seed, world_size=1):
         return type(self)(**{**asdict(self), "train_rows": train_rows, "eval_rows": eval_rows,
-                             "net_seed": net_seed})
+                             "net_seed": net_seed, "world_size": world_size})
 
     def as_dict(self):
         return asdict(self)
 
     def differences(self, saved):
-        """``{name: (saved, given)}`` for every field whose saved value differs."""
+        """``{name: (saved, given)}`` for every field whose saved value differs
+        (a checkpoint that names no world size was written by one process)."""
         mine = self.as_dict()
+        saved = {"world_size": 1, **saved}
         return {k: (v, mine.get(k)) for k, v in saved.items() if mine.get(k) != v}
 
 

@@ -8,6 +8,7 @@ import math
 import os
 
 from .. import _checks
+from .. import distributed as _distributed
 from .._checks import InputTypeError, InputValueError, InputWarning
 from ..backend import Backend, CaptureUnavailable, host
 from ..optim import Optimizer
@@ -40,42 +41,69 @@ class TrainingDiverged(RuntimeError):
 class _Steps:
     """Runs the training step of each batch: eagerly, or, for full-size
     batches on a backend that can record graphs, by replaying one captured
-    step (forward, loss, backward, update) whose inputs are fixed buffers.
+    step (forward, loss, backward, gradient all-reduce, update) whose inputs
+    are fixed buffers.
 
     The first full batch runs eagerly (kernels compile, optimiser state is
     allocated); the step is captured on the next one, and again only if the
     network's dropout generator is replaced (the rates and the step count
-    live in device arrays that the optimiser updates in place).
+    live in device arrays that the optimiser updates in place). In a
+    distributed fit every rank makes the same choices, so the ranks' graphs
+    and eager steps call the all-reduce in the same order.
     """
 
-    def __init__(self, net, optim, use_graph):
-        self.net, self.optim = net, optim
+    def __init__(self, net, optim, use_graph, comm=_distributed.LOCAL):
+        self.net, self.optim, self.comm = net, optim, comm
         self.use_graph = bool(use_graph) and type(net.backend).capture is not Backend.capture
         self.warm = False
         self.replay = self.result = self.rng = None
         self.note = ""
 
-    def __call__(self, xb, yb, full):
+    def __call__(self, xb, yb, full, weight=1.0):
+        """One step on the batch ``xb, yb``; returns its loss, times ``weight``
+        (this rank's share of the batch's rows), as a 0-d device array."""
         if self.use_graph and full:
             # the graph reads the rate from the optimiser's device copy, but it
             # holds on to the generator it was recorded with
             if self.warm and (self.replay is None or self.rng is not self.net.rng):
-                self._capture(xb, yb)
+                self._capture(xb, yb, weight)
             if self.replay is not None:
                 self.replay()
-                return self.result
+                return self.result if weight == 1.0 else self.result * weight
             self.warm = True
+        loss = self._step(xb, yb, weight)
+        return loss if weight == 1.0 else loss * weight
+
+    def _step(self, xb, yb, weight):
         loss = self.net.train_step(xb, yb)
+        self._reduce(weight)
         self.optim.step()
         return loss
 
-    def _capture(self, xb, yb):
-        def step():
-            loss = self.net.train_step(xb, yb)
-            self.optim.step()
-            return loss
+    def _reduce(self, weight):
+        """The batch's gradient from every rank's: each rank's mean gradient
+        weighted by its share of the batch's rows, summed by one in-place
+        all-reduce of the flat gradient buffer (before the optimiser, so
+        clipping sees the whole batch's gradient). Alone, nothing."""
+        if self.comm.engine == "local":
+            return
+        grad = self.net.grad_buffer
+        if weight != 1.0:
+            grad *= weight
+        self.comm.allreduce(grad)
+
+    def idle(self):
+        """This rank's part in a step whose rows all went to other ranks (a
+        last batch smaller than the world): a zero gradient into the sum, and
+        the same update as everyone's."""
+        self.net.backend.assign(self.net.grad_buffer, 0.0)
+        self._reduce(1.0)
+        self.optim.step()
+
+    def _capture(self, xb, yb, weight):
         try:
-            self.replay, self.result = self.net.backend.capture(step)
+            self.replay, self.result = self.net.backend.capture(
+                lambda: self._step(xb, yb, weight))
             self.rng = self.net.rng
             # the layers keep arrays from the graph's private memory after the
             # last replay: the network holds the graph (and that memory) until
@@ -109,15 +137,43 @@ class _Data:
                                       f"X_train has {width}")
             self.val = (X_val, net.as_target(y_val, int(X_val.shape[0]), names[1], names[0]))
         self.eval_rows = None if self.val is None else int(self.val[0].shape[0])
+        self.val_share = self.val  # this rank's rows of it (see shard)
 
-    def batches(self, b, batch_size):
-        """``(start, stop, X buffer, y buffer, full size?)`` per batch; the
-        buffers are allocated once (two sizes at most) and refilled by every step."""
+    def fingerprint(self, b):
+        """A few sums of the data (host floats, one transfer): ranks that
+        were given different rows, or the same rows in another order, differ here."""
+        parts = [self.X, self.y, self.X[0], self.X[-1], self.y[0], self.y[-1]]
+        if self.val is not None:
+            parts += [self.val[0], self.val[1]]
+        return [float(v) for v in b.to_numpy(b.stack([b.xp.sum(p) for p in parts]))]
+
+    def shard(self, comm):
+        """This rank's contiguous share of the evaluation rows (None when a
+        world larger than the evaluation set leaves it none)."""
+        self.val_share = self.val
+        if self.val is not None and comm.size > 1:
+            n = self.eval_rows
+            lo, hi = comm.rank * n // comm.size, (comm.rank + 1) * n // comm.size
+            self.val_share = (self.val[0][lo:hi], self.val[1][lo:hi]) if hi > lo else None
+
+    def batches(self, b, batch_size, comm=_distributed.LOCAL):
+        """``(start, stop, X buffer, y buffer, full size?, weight)`` per batch,
+        as rows of the epoch's order. With W ranks a batch is W x batch_size
+        rows of that order, each rank taking its contiguous share: all of
+        them ``batch_size`` rows but in a short last batch, which is split
+        evenly (a rank may get none: its buffers are None). ``weight`` is the
+        share's rows over the batch's. The buffers are allocated once (two
+        sizes at most) and refilled by every step."""
         n, width, classes = self.n, int(self.X.shape[1]), int(self.y.shape[1])
-        sizes = {min(batch_size, n - start) for start in range(0, n, batch_size)}
-        bufs = {s: (b.empty((s, width)), b.empty((s, classes))) for s in sizes}
-        return [(start, min(start + batch_size, n), *bufs[min(batch_size, n - start)],
-                 start + batch_size <= n) for start in range(0, n, batch_size)]
+        size, rank, step = comm.size, comm.rank, batch_size * comm.size
+        plan = []
+        for start in range(0, n, step):
+            rows = min(step, n - start)
+            plan.append((start + rank * rows // size, start + (rank + 1) * rows // size, rows))
+        bufs = {hi - lo: (b.empty((hi - lo, width)), b.empty((hi - lo, classes)))
+                for lo, hi, _ in plan if hi > lo}
+        return [(lo, hi, *bufs.get(hi - lo, (None, None)), rows == step, (hi - lo) / rows)
+                for lo, hi, rows in plan]
 
 
 def _evaluation_set(X_test, y_test, validation):
@@ -154,7 +210,8 @@ class Trainer:
     def fit(self, X_train, y_train, X_test=None, y_test=None, epochs=100, eval_every=None,
             batch_size=32, seed=1, restart=True, *, validation=None, patience=1,
             min_delta=0.0, callback=None, callbacks=(), graph=True, checkpoint=None,
-            checkpoint_every=None, resume=None, verbose=False, monitor="loss"):
+            checkpoint_every=None, resume=None, verbose=False, monitor="loss",
+            distributed=None):
         """Train for up to ``epochs`` epochs of shuffled mini-batches.
 
         Every ``eval_every`` epochs (default 10, or ``epochs`` when that is
@@ -186,31 +243,60 @@ class Trainer:
         evaluations the losses since the last one are read, and a NaN or
         infinite value raises ``TrainingDiverged`` after restoring the last
         good evaluation's parameters. Returns a ``History``.
+
+        ``distributed=True`` (or an ``nnx.distributed`` communicator) trains
+        one model data-parallel with the other processes of the job, each
+        passing the same arguments and data: every rank takes its share of
+        each batch of ``batch_size`` rows *per rank*, and the gradients are
+        averaged by one all-reduce per step, so W ranks train as one process
+        with batches of W x ``batch_size`` rows. Only rank 0 prints and writes
+        files; see docs/distributed.md.
         """
+        comm = _distributed.resolve(distributed, self.net.backend)
+        with _distributed.guard(comm):  # a rank failing alone ends every rank
+            with _distributed.agreement(comm) as setup:  # a refusal: on every rank alike
+                settings = FitSettings.of(epochs, eval_every, batch_size, seed, patience,
+                                          min_delta, self.optim, monitor)
+                evaluation, names = _evaluation_set(X_test, y_test, validation)
+                cbs = self._fit_callbacks(settings, callback, callbacks, checkpoint,
+                                          checkpoint_every, verbose)
+                run = self._run(comm, settings, cbs, (X_train, y_train), (evaluation, names),
+                                restart, resume)
+                if comm.size > 1:
+                    setup.facts = run.facts(cbs, graph)
+            try:
+                run.agree_on(setup.shared)
+                run.share_start()
+                return run.train(graph)
+            finally:
+                for cb in cbs:
+                    cb.close()
+
+    def _run(self, comm, settings, cbs, train, evaluation, restart, resume):
+        """The run of one fit, checked as far as this rank can check it alone
+        (no collective here: the ranks agree on the outcome afterwards)."""
         net, optim = self.net, self.optim
-        settings = FitSettings.of(epochs, eval_every, batch_size, seed, patience, min_delta,
-                                  optim, monitor)
-        evaluation, names = _evaluation_set(X_test, y_test, validation)
-        cbs = self._fit_callbacks(settings, callback, callbacks, checkpoint, checkpoint_every,
-                                  verbose)
         for cb in cbs:
             cb.check(net)
-        data = _Data(net, X_train, y_train, evaluation, names)
+        data = _Data(net, *train, *evaluation)
         if not net.built:  # only once every array passed its checks
             net.build(int(data.X.shape[1]))
-        settings = settings.with_data(data.n, data.eval_rows, net.seed)
+        comm.check_backend(net.backend, net.param_buffer)
+        if data.n < comm.size:
+            raise InputValueError(f"X_train has {data.n} rows, fewer than the {comm.size} "
+                                  "processes training together: each needs at least one")
+        data.shard(comm)
+        settings = settings.with_data(data.n, data.eval_rows, net.seed, comm.size)
         if optim.net is not net:  # the optimiser was attached to another network since
             optim.attach(net)
-        run = _Run(net, optim, settings, cbs, data)
+        # printers and loggers run on rank 0 only: one line, one file
+        mine = [cb for cb in cbs if comm.is_main or not cb.main_only]
+        run = _Run(net, optim, settings, mine, data, comm)
         if resume is not None:
             run.load(resume)
         else:
             run.begin(restart)
-        try:
-            return run.train(graph)
-        finally:
-            for cb in cbs:
-                cb.close()
+        return run
 
     def _fit_callbacks(self, settings, callback, callbacks, checkpoint, checkpoint_every,
                        verbose):
@@ -251,11 +337,15 @@ def _callback_list(callbacks):
 
 class _Run:
     """The state of one ``fit``: where it is, what it saw, what it keeps; the
-    unit saved to and loaded from a training checkpoint."""
+    unit saved to and loaded from a training checkpoint. ``comm`` is the
+    communicator of a distributed fit (``nnx.distributed``; alone, one that
+    does nothing): every method that calls it is called on every rank."""
 
-    def __init__(self, net, optim, settings, callbacks, data):
+    def __init__(self, net, optim, settings, callbacks, data, comm=_distributed.LOCAL):
         self.net, self.optim, self.b = net, optim, net.backend
         self.settings, self.callbacks, self.data = settings, callbacks, data
+        self.comm = comm
+        self.generator_restored = False  # a resumed run put back this rank's dropout stream
         self.history = History()
         self.epoch = 0
         self.finished = False
@@ -288,13 +378,61 @@ class _Run:
 
     @property
     def steps_per_epoch(self):
-        return math.ceil(self.data.n / self.settings.batch_size)
+        """Steps per epoch: batches of ``batch_size`` rows on each rank."""
+        return math.ceil(self.data.n / (self.settings.batch_size * self.comm.size))
+
+    # ------------------------------------------------------- ranks together
+    def facts(self, callbacks, graph):
+        """What every rank of a distributed fit must have alike (plain data)."""
+        return {"settings": self.settings.as_dict(), "epoch": self.epoch,
+                "callbacks": [type(c).__name__ for c in callbacks], "graph": bool(graph),
+                "data": self.data.fingerprint(self.b)}
+
+    def agree_on(self, shared):
+        """Refuse, on every rank alike, a fit whose ranks were given other
+        arguments or data (``shared``: every rank's ``facts``, or None alone)."""
+        if shared is None:
+            return
+        first = shared[0]
+        for rank, facts in enumerate(shared[1:], 1):
+            if facts["data"] != first["data"] and not all(
+                    math.isclose(a, c, rel_tol=1e-9, abs_tol=1e-12)
+                    for a, c in zip(facts["data"], first["data"])):
+                raise _distributed.mark_agreed(InputValueError(
+                    f"rank {rank} was given other training or evaluation data than rank 0 "
+                    "(other rows, or the same rows in another order): every rank passes "
+                    "fit() the whole data set, and takes its share of every batch itself"))
+            differ = [f"{k}={first['settings'].get(k)!r} on rank 0 but {v!r} on rank {rank}"
+                      for k, v in facts["settings"].items() if first["settings"].get(k) != v]
+            differ += [f"{k} {first[k]!r} on rank 0 but {facts[k]!r} on rank {rank}"
+                       for k in ("epoch", "callbacks", "graph") if facts[k] != first[k]]
+            if differ:
+                hint = (" (seed=None draws a seed in each process: give NeuralNetwork a seed)"
+                        if any(d.startswith("net_seed") for d in differ) else "")
+                raise _distributed.mark_agreed(InputValueError(
+                    "the ranks of a distributed fit must be given the same arguments: "
+                    + "; ".join(differ) + hint))
+
+    def share_start(self):
+        """Once the ranks agreed: rank 0's parameters on every rank (the
+        starting weights are then identical whatever each rank drew), and
+        each rank's own dropout stream, drawn from the network's seed, the
+        rank and the epoch it starts at (reproducible run to run)."""
+        comm = self.comm
+        if comm.size == 1:
+            return
+        comm.broadcast(self.net.param_buffer)
+        if self.epoch == 0:  # a new run: its "last good" parameters are the shared ones
+            self.snapshot_good(0)
+        if not self.generator_restored:
+            self.net._use_generator(self.b.generator(
+                host.derive_seed(self.net.seed, 2, comm.rank, self.epoch)))
 
     # ---------------------------------------------------------------- the loop
     def train(self, graph):
         s, b = self.settings, self.b
-        batches = self.data.batches(b, s.batch_size)
-        steps = _Steps(self.net, self.optim, graph)
+        batches = self.data.batches(b, s.batch_size, self.comm)
+        steps = _Steps(self.net, self.optim, graph, self.comm)
         for cb in self.callbacks:
             cb.on_fit_start(self)
         for epoch in range(self.epoch, s.epochs):
@@ -312,18 +450,22 @@ class _Run:
         return self.history
 
     def _epoch(self, epoch, batches, steps):
-        """One pass over the rows in this epoch's order; the summed loss stays
-        on the device."""
+        """One pass over the rows in this epoch's order (the same on every
+        rank: drawn from the seed); the summed loss stays on the device. In a
+        distributed fit each batch's loss is this rank's share of it."""
         b, X, y = self.b, self.data.X, self.data.y
         order = b.epoch_order(host.derive_seed(self.settings.seed, 0, epoch), self.data.n)
         epoch_loss = b.zeros(())
         with b.quiet_float_errors():  # a divergence is reported as TrainingDiverged
-            for start, stop, xb, yb, full in batches:
+            for start, stop, xb, yb, full, weight in batches:
+                if xb is None:  # none of this short batch's rows are this rank's
+                    steps.idle()
+                    continue
                 idx = order[start:stop]
                 b.take_rows(X, idx, out=xb)
                 b.take_rows(y, idx, out=yb)
-                epoch_loss += steps(xb, yb, full)
-        self._last_batch = (xb, yb)
+                epoch_loss += steps(xb, yb, full, weight)
+                self._last_batch = (xb, yb)
         return epoch_loss
 
     def _end_epoch(self, lr):
@@ -335,6 +477,8 @@ class _Run:
         for cb in self.callbacks:
             if not cb.late and _checks.is_true(cb.on_epoch_end(self, epoch, record)):
                 self._stop = True
+        if self.comm.size > 1:  # a callback may ask on one rank alone: all stop if any asks
+            self._stop = self.comm.sum([1.0 if self._stop else 0.0])[0] > 0
         if self._stop and record is None:
             # stopping here: evaluate the parameters it stops with, as at any
             # last epoch (a divergence since the last evaluation shows now)
@@ -358,15 +502,7 @@ class _Run:
                   "train_loss": self.check_pending() / self.steps_per_epoch, "loss": None,
                   "accuracy": None}
         if val is not None:
-            classes = self.net.loss.classification and self.net.n_out > 1
-            with b.quiet_float_errors():
-                measured = self.net.mean_loss(*val, accuracy=classes)
-                if classes:  # both numbers in one transfer
-                    loss, acc = (float(v) for v in b.to_numpy(b.stack(list(measured))))
-                    record["accuracy"] = acc
-                else:
-                    loss = b.to_float(measured)
-            record["loss"] = loss
+            record["loss"], record["accuracy"] = self.measure()
             self.check_finite(record["loss"], epoch)
         with b.quiet_float_errors():
             self.check_parameters(epoch, None if val is not None else self._last_batch)
@@ -376,10 +512,30 @@ class _Run:
             cb.on_evaluation(self, record)
         return record
 
+    def measure(self):
+        """``(loss, accuracy)`` on the evaluation set (accuracy None unless
+        the loss classifies). In a distributed fit each rank measures its
+        share of the rows and the sums are added over the ranks."""
+        b, net, share = self.b, self.net, self.data.val_share
+        classes = net.loss.classification and net.n_out > 1
+        values = [0.0, 0.0]
+        if share is not None:
+            with b.quiet_float_errors():
+                measured = net.mean_loss(*share, accuracy=classes)
+                if classes:  # both numbers in one transfer
+                    values = [float(v) for v in b.to_numpy(b.stack(list(measured)))]
+                else:
+                    values[0] = b.to_float(measured)
+        if self.comm.size > 1:
+            rows = 0 if share is None else int(share[0].shape[0])
+            values = [v / self.data.eval_rows for v in self.comm.sum([v * rows for v in values])]
+        return values[0], values[1] if classes else None
+
     def check_pending(self):
-        """Read the epoch losses not read yet (one transfer); raise
-        ``TrainingDiverged`` if any is not finite. Returns the last one."""
-        values = [float(v) for v in self.b.to_numpy(self.b.stack(self.pending))]
+        """Read the epoch losses not read yet (one transfer; in a distributed
+        fit, summed over the ranks); raise ``TrainingDiverged`` if any is not
+        finite. Returns the last one."""
+        values = self.comm.sum(self.b.to_numpy(self.b.stack(self.pending)))
         first = self.epoch - len(values) + 1
         self.pending = []
         for i, v in enumerate(values):
@@ -391,16 +547,22 @@ class _Run:
             self.net.set_parameters(self.good_params)
             self.optim.state = {}  # it holds the NaNs too
             self.history.stopped_early = True
-            raise TrainingDiverged(epoch, self.good_epoch, self.history)
+            # every number checked here is the same on every rank: so is this
+            raise _distributed.mark_agreed(
+                TrainingDiverged(epoch, self.good_epoch, self.history))
 
     def check_parameters(self, epoch, last_batch=None):
         """Raise ``TrainingDiverged`` unless the parameters are finite and, given
         ``last_batch`` (without an evaluation set), give a finite loss on it:
         the epoch losses are measured before each update, so a last update
-        that diverged shows only here."""
-        self.check_finite(self.b.to_float(self.b.max_abs(self.net.param_buffer)), epoch)
+        that diverged shows only here. In a distributed fit the numbers are
+        summed over the ranks first (each rank's last batch is its own)."""
+        b = self.b
+        values = [b.to_float(b.max_abs(self.net.param_buffer))]
         if last_batch is not None:
-            self.check_finite(self.b.to_float(self.net.mean_loss(*last_batch)), epoch)
+            values.append(b.to_float(self.net.mean_loss(*last_batch)))
+        for value in self.comm.sum(values):
+            self.check_finite(value, epoch)
 
     def snapshot_good(self, epoch):
         self.good_params, self.good_epoch = self.net.get_parameters(), epoch
@@ -411,11 +573,27 @@ class _Run:
         optimiser's, every callback's, the history), atomically. Raises
         ``TrainingDiverged`` for parameters that are not finite (the file
         keeps the last good state), and ``CheckpointError`` if something
-        else replaced the file this run last saved at ``path``."""
+        else replaced the file this run last saved at ``path``. In a
+        distributed fit, call it on every rank: the checks and each rank's
+        dropout state are shared, rank 0 writes, and its error is raised on all."""
         if self.pending:  # never save parameters that may already be NaN
             self.check_pending()
         with self.b.quiet_float_errors():  # the last update of an epoch may have overflowed
             self.check_parameters(self.epoch)
+        comm = self.comm
+        generators = comm.gather(self.net.generator_state()) if comm.size > 1 else None
+        error = None
+        if comm.is_main:
+            try:
+                self._write(path, generators)
+            except Exception as exc:
+                if comm.size == 1:
+                    raise
+                error = exc
+        _distributed.agree(comm, error)
+
+    def _write(self, path, generators=None):
+        """Rank 0's part of ``save``: the file itself."""
         key = os.path.realpath(os.fsdecode(os.fspath(path)))
         if key in self.saved_to:
             self.check_owner(path, self.saved_to[key])
@@ -432,6 +610,8 @@ class _Run:
                  "generator": self.net.generator_state(), "optimizer": optim_data,
                  "callbacks": callbacks, "history": self.history.as_dict(),
                  "settings": self.settings.as_dict(), "run_id": self.run_id}
+        if generators is not None:  # each rank's dropout stream, for an exact resumption
+            state["rank_generators"] = generators
         self.net.save(path, extra=extra, training=state)
         self.saved_to[key] = self.epoch
 

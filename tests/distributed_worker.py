@@ -1,0 +1,181 @@
+"""One distributed fit per mode, run by tests/test_distributed.py under
+``mpiexec -n 2`` (or torchrun): each rank writes what the test compares into
+the folder OUT (parameters as .npy, histories and errors as JSON), so the
+test reads files, not interleaved output.
+
+    python distributed_worker.py MODE OUT [options]
+
+The data, network and optimiser are built here and imported by the test
+for its single-process reference run, so both sides train the same thing.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+import nnx
+from nnx import distributed
+
+
+def data(n=203, n_val=41, features=6, classes=3, seed=0):
+    """A small classification set: ``n`` training rows, ``n_val`` validation rows."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n + n_val, features))
+    y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(int) + (X[:, 2] > 0.8)
+    return X[:n], y[:n] % classes, X[n:], y[n:] % classes
+
+
+def network(keep=1.0, seed=3, activation="tanh"):
+    return nnx.NeuralNetwork([nnx.Dense(16, activation, dropout=keep), nnx.Dense(3, "linear")],
+                             nnx.SoftmaxCrossEntropy(), seed=seed, dtype="float64")
+
+
+def optimizer(lr=0.1, clip_norm=0.5):
+    # clip_norm small enough to clip: it must act on the all-reduced gradient
+    return nnx.SGDMomentum(lr, momentum=0.9, final_lr=lr / 4, decay_type="exponential",
+                           clip_norm=clip_norm)
+
+
+def fit(net, batch, n=203, epochs=2, distributed=None, lr=0.1, X=None, clip_norm=0.5,
+        evaluate=True, **kw):
+    """Train ``net`` on ``data(n)`` (``X`` replacing its training features),
+    evaluating on the validation rows unless ``evaluate`` is False."""
+    X_train, y_train, X_val, y_val = data(n)
+    if X is not None:
+        X_train = X
+    trainer = nnx.Trainer(net, optimizer(lr, clip_norm))
+    validation = (X_val, y_val) if evaluate else None
+    return trainer.fit(X_train, y_train, validation=validation, epochs=epochs,
+                       eval_every=1, batch_size=batch, seed=7, patience=None,
+                       distributed=distributed, **kw)
+
+
+def params(net):
+    return np.array(net.backend.to_numpy(net.get_parameters()))
+
+
+def _save(out, name, net, history, comm):
+    np.save(os.path.join(out, f"{name}-{comm.rank}.npy"), params(net))
+    with open(os.path.join(out, f"{name}-{comm.rank}.json"), "w") as f:
+        json.dump({"records": history.records, "epochs_run": history.epochs_run,
+                   "generator": net.generator_state()}, f)
+
+
+def _error(out, comm, exc):
+    with open(os.path.join(out, f"error-{comm.rank}.json"), "w") as f:
+        json.dump({"type": type(exc).__name__, "message": str(exc)}, f)
+
+
+# ------------------------------------------------------------------ modes
+def parity(args, comm):
+    net = network(args.keep)
+    history = fit(net, args.batch, n=args.rows, distributed=comm, evaluate=not args.no_val)
+    _save(args.out, "run", net, history, comm)
+
+
+def one_rank_stops(args, comm):
+    """A callback asks to stop on rank 1 alone: every rank stops after that epoch."""
+    net = network()
+    history = fit(net, 16, epochs=5, distributed=comm,
+                  callback=lambda epoch, record: comm.rank == 1 and epoch == 2)
+    _save(args.out, "run", net, history, comm)
+
+
+def bad_input(args, comm):
+    X = data()[0].copy()
+    if comm.rank == 1:
+        X[5, 2] = np.nan
+    try:
+        fit(network(), 16, X=X, distributed=comm)
+    except nnx.InputError as exc:
+        _error(args.out, comm, exc)
+        sys.exit(3)
+
+
+def different_arguments(args, comm):
+    try:
+        fit(network(), 16 + comm.rank, distributed=comm)
+    except nnx.InputError as exc:
+        _error(args.out, comm, exc)
+        sys.exit(3)
+
+
+def diverge(args, comm):
+    try:
+        # a linear network and a rate that overflow the outputs within an epoch or two
+        fit(network(activation="linear"), 16, lr=1e200, clip_norm=None, epochs=3,
+            distributed=comm)
+    except nnx.TrainingDiverged as exc:
+        _error(args.out, comm, exc)
+        sys.exit(3)
+
+
+def crash(args, comm):
+    """A callback that fails on rank 1 alone, in epoch 2: the job must end."""
+    def fail(epoch, record):
+        if comm.rank == 1 and epoch == 2:
+            raise RuntimeError("a callback failed on rank 1 only")
+    fit(network(), 16, epochs=4, distributed=comm, callback=fail)
+    open(os.path.join(args.out, f"finished-{comm.rank}"), "w").close()
+
+
+class Killed(Exception):
+    """Every rank stopped at once, as by a job killed between two epochs."""
+
+
+def resume(args, comm):
+    """An uninterrupted run, and one killed in epoch 3 (after the checkpoint
+    of epoch 2) then resumed by a new network: both end with the same
+    parameters, dropout included (each rank's stream is in the checkpoint)."""
+    whole = network(0.8)
+    history = fit(whole, 16, epochs=4, distributed=comm)
+    _save(args.out, "whole", whole, history, comm)
+    part = os.path.join(args.out, "part.npz")
+
+    def kill(epoch, record):
+        if epoch == 3:
+            raise distributed.mark_agreed(Killed())
+    try:
+        fit(network(0.8), 16, epochs=4, distributed=comm, checkpoint=part, checkpoint_every=1,
+            callback=kill)
+    except Killed:
+        pass
+    resumed = network(0.8)
+    history = fit(resumed, 16, epochs=4, distributed=comm, checkpoint=part, resume=part)
+    _save(args.out, "resumed", resumed, history, comm)
+
+
+def rendezvous(args, comm):
+    """Under torchrun (MPI under mpirun): the TCP store carries every rank's
+    data to every rank, as it carries NCCL's id from rank 0."""
+    here = distributed.world()
+    channel = (distributed._MPIHost if args.mode == "mpi-host" else distributed._StoreHost)(here)
+    got = channel.gather(f"hello from {here.rank}")
+    with open(os.path.join(args.out, f"rendezvous-{here.rank}.json"), "w") as f:
+        json.dump({"world": [here.rank, here.size, here.local_rank, here.launcher],
+                   "gathered": got}, f)
+
+
+MODES = {"parity": parity, "one-rank-stops": one_rank_stops, "bad-input": bad_input,
+         "different-arguments": different_arguments, "diverge": diverge, "crash": crash,
+         "resume": resume, "rendezvous": rendezvous, "mpi-host": rendezvous}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=sorted(MODES))
+    p.add_argument("out")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--rows", type=int, default=203)
+    p.add_argument("--keep", type=float, default=1.0)
+    p.add_argument("--no-val", action="store_true", help="no evaluation set")
+    args = p.parse_args()
+    comm = None if args.mode in ("rendezvous", "mpi-host") else distributed.init("cpu")
+    MODES[args.mode](args, comm)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,549 @@
+"""nnx.distributed and fit(distributed=...): the launchers' environments, the
+refusals that say what is missing, the split of every batch among the ranks,
+the agreement on errors; then real jobs of two MPI processes (mpiexec, each
+run with a 60 s limit: a hang fails the test) against the single process
+with the doubled batch, dropout run to run, failures that end every rank with
+the same message, exact resumption, and ``mpiexec -n 2 nnx train``.
+
+The MPI tests skip, saying why, where mpi4py or mpiexec is missing; CI
+installs both (.ci/run). Every run here uses one BLAS thread, as each of the
+two processes does on this 2-core machine: OpenBLAS sums in an order that
+depends on its thread count."""
+
+import functools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import distributed_worker as worker
+import numpy as np
+import pytest
+from conftest import requires_gpu
+from threadpoolctl import threadpool_limits
+
+import nnx
+from nnx import cli, distributed
+from nnx.distributed import DistributedError, World
+from nnx.train.trainer import _Data
+
+HERE = Path(__file__).resolve().parent
+WORKER = HERE / "distributed_worker.py"
+LAUNCH_VARS = {v for launcher in distributed.LAUNCHERS for v in launcher[1:]}
+TIMEOUT = 60  # seconds: a job still running then has hung
+
+
+@pytest.fixture
+def no_launcher(monkeypatch):
+    """This process outside any launcher, with no communicator made yet."""
+    for var in LAUNCH_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(distributed, "_ACTIVE", {})
+
+
+def _launched(monkeypatch, **env):
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+
+
+# ------------------------------------------------------ the launchers' worlds
+@pytest.mark.parametrize("launcher", distributed.LAUNCHERS, ids=lambda t: t[0])
+def test_world_reads_each_launcher(launcher):
+    name, rank, size, local = launcher
+    assert distributed.world({rank: "3", size: "4", local: "1"}) == World(3, 4, 1, name)
+    assert distributed.world({rank: "0", size: "2"}).local_rank is None
+
+
+def test_outside_a_launcher_the_world_is_one_process():
+    assert distributed.world({}) == World(0, 1, 0, None)
+    # a Slurm batch script has SLURM_PROCID and SLURM_NTASKS before srun starts a step
+    assert distributed.world({"SLURM_PROCID": "0", "SLURM_NTASKS": "4"}).size == 1
+
+
+def test_mpirun_inside_a_slurm_allocation_is_mpirun():
+    env = {"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2",
+           "SLURM_PROCID": "0", "SLURM_STEP_NUM_TASKS": "1"}
+    assert distributed.world(env).launcher == "Open MPI"
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"RANK": "one", "WORLD_SIZE": "2"}, r"RANK='one' is not an integer"),
+    ({"PMI_RANK": "2", "PMI_SIZE": "2"}, r"PMI_RANK=2 is not below PMI_SIZE=2"),
+    ({"PMI_RANK": "0", "PMI_SIZE": "0"}, r"PMI_SIZE='0' is not an integer >= 1"),
+])
+def test_malformed_launcher_variables_are_named(env, message):
+    with pytest.raises(DistributedError, match=message):
+        distributed.world(env)
+
+
+# ----------------------------------------------------- what is missing, said
+def test_one_process_needs_no_engine(no_launcher, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # `import mpi4py` fails
+    assert distributed.init("cpu") is distributed.LOCAL
+    X, y, Xv, yv = worker.data()
+    runs = []
+    for switch in (None, True):
+        net = worker.network()
+        history = worker.fit(net, 32, distributed=switch)
+        runs.append((worker.params(net), history.records))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    assert runs[0][1] == runs[1][1]
+
+
+def test_a_launched_job_without_mpi4py_says_how_to_install_it(no_launcher, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    _launched(monkeypatch, PMI_RANK="0", PMI_SIZE="2")
+    with pytest.raises(DistributedError, match=r"mpi4py.*pip install 'nnx-dl\[mpi\]'"):
+        distributed.init("cpu")
+    with pytest.raises(DistributedError, match=r"pip install 'nnx-dl\[mpi\]'"):
+        worker.fit(worker.network(), 16, distributed=True)
+
+
+def test_torchrun_cannot_start_the_cpu_backend(no_launcher, monkeypatch):
+    _launched(monkeypatch, RANK="0", WORLD_SIZE="2", LOCAL_RANK="0")
+    with pytest.raises(DistributedError, match=r"torchrun starts no MPI job.*mpirun"):
+        distributed.init("cpu")
+
+
+def test_fit_warns_when_launched_without_the_switch(no_launcher, monkeypatch):
+    _launched(monkeypatch, PMI_RANK="1", PMI_SIZE="2")
+    with pytest.warns(UserWarning, match=r"rank 1 of 2 .*distributed=True"):
+        worker.fit(worker.network(), 16)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        worker.fit(worker.network(), 16, distributed=False)
+
+
+def test_distributed_takes_a_communicator_or_a_switch():
+    with pytest.raises(TypeError, match=r"distributed must be True, False, None"):
+        worker.fit(worker.network(), 16, distributed="mpi")
+
+
+# -------------------------------------------------- every batch, split once
+class FakeComm(distributed.Communicator):
+    """A rank of a world that exists only in this test: ``gather`` returns
+    what the test says every rank contributed, ``abort`` records its call."""
+
+    def __init__(self, rank=0, size=2, others=None):
+        self.rank, self.size, self.others, self.aborted = rank, size, others, None
+
+    def gather(self, obj):
+        return [obj if r == self.rank else self.others.get(r, (None, None))
+                for r in range(self.size)]
+
+    def abort(self, exc=None):
+        self.aborted = exc
+
+
+@pytest.mark.parametrize("n", [203, 193, 64, 5])
+@pytest.mark.parametrize("size", [1, 2, 3])
+def test_each_rank_takes_its_share_of_every_batch(n, size):
+    """The ranks' shares of each global batch (size x 16 rows of the epoch's
+    order) are contiguous, disjoint and cover it; every share of a full batch
+    has 16 rows; a short last batch is split evenly; the weights of a
+    batch's shares add up to 1."""
+    X, y = np.zeros((n, 3)), np.arange(n) % 2
+    net = nnx.NeuralNetwork([nnx.Dense(2, "linear")], "softmax_cross_entropy", seed=0)
+    data = _Data(net, X, y, (None, None), ("X_val", "y_val"))
+    b = net.backend
+    plans = [data.batches(b, 16, FakeComm(r, size)) for r in range(size)]
+    assert len({len(p) for p in plans}) == 1
+    covered = []
+    for shares in zip(*plans):
+        rows = [hi - lo for lo, hi, *_ in shares]
+        assert sum(w for *_, w in shares) == pytest.approx(1.0)
+        assert len({full for *_, full, _ in shares}) == 1  # the ranks capture alike
+        if shares[0][4]:
+            assert rows == [16] * size
+        assert max(rows) - min(rows) <= 1
+        for lo, hi, xb, _, _, _ in shares:
+            assert (xb is None) == (hi == lo)
+            covered.extend(range(lo, hi))
+    assert covered == list(range(n))
+
+
+# ------------------------------------------------------ agreeing on errors
+def test_agreement_raises_the_lowest_failing_ranks_error_on_every_rank():
+    failure = ("nnx", "InputValueError", "X_train contains 1 NaN", False)
+    for rank in (0, 1):
+        comm = FakeComm(rank, 3, others={1: (failure, None), 2: (failure, None)})
+        error = nnx.InputValueError("X_train contains 1 NaN") if rank == 1 else None
+        with pytest.raises(nnx.InputValueError) as info:
+            distributed.agree(comm, error)
+        assert str(info.value) == "X_train contains 1 NaN (on ranks 1, 2 of 3)"
+        assert distributed.is_agreed(info.value)
+
+
+def test_an_error_that_cannot_be_rebuilt_is_named():
+    odd = ("nnx.train.trainer", "TrainingDiverged", "training diverged", False)
+    with pytest.raises(DistributedError, match=r"^TrainingDiverged: training diverged "
+                                               r"\(on rank 1 of 2\)$"):
+        distributed.agree(FakeComm(0, 2, others={1: (odd, None)}), None)
+    with pytest.raises(RuntimeError, match=r"^x \(on every rank\)$"):
+        distributed.agree(FakeComm(0, 2, others={1: (odd, None)}), RuntimeError("x"))
+    agreed = distributed.mark_agreed(RuntimeError("x (on rank 1 of 2)"))  # shared already
+    with pytest.raises(RuntimeError, match=r"^x \(on rank 1 of 2\)$"):
+        distributed.agree(FakeComm(0, 2, others={1: (odd, None)}), agreed)
+
+
+def test_agreement_shares_the_facts_when_all_went_well():
+    assert distributed.agree(FakeComm(1, 2, others={0: (None, "a")}), None, "b") == ["a", "b"]
+    with distributed.agreement(distributed.LOCAL):  # alone: the error itself, untouched
+        pass
+    with pytest.raises(KeyError), distributed.agreement(distributed.LOCAL):
+        raise KeyError("k")
+
+
+def test_guard_ends_the_job_for_an_error_of_one_rank_only():
+    comm = FakeComm(1, 2)
+    with pytest.raises(RuntimeError), distributed.guard(comm):
+        raise RuntimeError("a bug on rank 1")
+    assert str(comm.aborted) == "a bug on rank 1"
+    comm.aborted = None
+    with pytest.raises(ValueError), distributed.guard(comm):
+        raise distributed.mark_agreed(ValueError("every rank"))
+    assert comm.aborted is None
+
+
+# ------------------------------------ the NCCL communicator, on a stand-in CuPy
+class FakeNccl:
+    """Stands for ``cupy.cuda.nccl``: records what nnx asks of it."""
+
+    NCCL_FLOAT32, NCCL_FLOAT64, NCCL_SUM, available = 7, 8, 0, True
+
+    def __init__(self):
+        self.calls = []
+        fake = self
+
+        class NcclCommunicator:
+            def __init__(self, n, uid, rank):
+                fake.calls.append(("init", n, uid[:2], rank))
+
+            def allReduce(self, send, recv, count, kind, op, stream):
+                fake.calls.append(("allReduce", send, recv, count, kind, op, stream))
+
+            def bcast(self, ptr, count, kind, root, stream):
+                fake.calls.append(("bcast", ptr, count, kind, root, stream))
+
+        self.NcclCommunicator = NcclCommunicator
+
+    def get_unique_id(self):
+        return tuple(range(128))
+
+
+def _fake_gpu(devices=4):
+    """A backend object with a stand-in CuPy namespace: 4 GPUs, stream 1234."""
+    from types import SimpleNamespace as NS
+    used = []
+    cuda = NS(runtime=NS(getDeviceCount=lambda: devices),
+              Device=lambda n: NS(use=lambda: used.append(n)),
+              get_current_stream=lambda: NS(ptr=1234))
+    return NS(name="gpu", xp=NS(__name__="fakecupy", cuda=cuda)), used
+
+
+def _array(dtype="float32", device=1):
+    from types import SimpleNamespace as NS
+    return NS(data=NS(ptr=99), size=10, dtype=NS(name=dtype), device=NS(id=device))
+
+
+def test_the_nccl_communicator_picks_its_gpu_and_reduces_on_the_current_stream(monkeypatch):
+    nccl = FakeNccl()
+    monkeypatch.setattr(distributed, "_nccl_module", lambda xp: nccl)
+    backend, used = _fake_gpu()
+    comm = distributed.NCCLCommunicator(World(0, 1, 5, "torchrun"), backend)
+    assert used == [1] and comm.device == 1  # local rank 5 of 4 GPUs
+    comm.allreduce(_array("float64"))
+    comm.broadcast(_array("float32"))
+    assert nccl.calls == [("init", 1, (0, 1), 0), ("allReduce", 99, 99, 10, 8, 0, 1234),
+                          ("bcast", 99, 10, 7, 0, 1234)]
+    assert comm.sum([1.5, 2]) == [1.5, 2.0] and comm.gather("x") == ["x"]
+    comm.check_backend(backend, _array(device=1))
+    with pytest.raises(DistributedError, match=r"on GPU 0, but rank 0 .* trains on GPU 1: call "
+                                               r"nnx.distributed.init\('gpu'\) before"):
+        comm.check_backend(backend, _array(device=0))
+    with pytest.raises(DistributedError, match=r"moves CuPy arrays"):
+        comm.check_backend(nnx.get_backend("cpu"))
+
+
+def test_nccl_gets_rank_0s_id_and_a_rank_without_nccl_fails_them_all(monkeypatch):
+    """Rank 1 receives rank 0's unique id with the ranks' agreement; when
+    NCCL cannot load on one rank, every rank raises its error."""
+    nccl = FakeNccl()
+    backend, _ = _fake_gpu()
+    monkeypatch.setattr(distributed, "_nccl_module", lambda xp: nccl)
+    uid = tuple(range(128))
+    host = FakeComm(1, 2, others={0: (None, uid)})
+    monkeypatch.setattr(distributed, "_host_channel", lambda here: host)
+    distributed.NCCLCommunicator(World(1, 2, 1, "Open MPI"), backend)
+    assert nccl.calls == [("init", 2, (0, 1), 1)]
+    missing = ("nnx.distributed", "DistributedError", "CuPy cannot load NCCL", False)
+    host = FakeComm(0, 2, others={1: (missing, None)})
+    with pytest.raises(DistributedError, match=r"^CuPy cannot load NCCL \(on rank 1 of 2\)$"):
+        distributed.NCCLCommunicator(World(0, 2, 0, "Open MPI"), backend)
+
+
+def test_nccl_missing_and_a_launcher_mpi_cannot_see_are_explained():
+    from types import SimpleNamespace as NS
+    with pytest.raises(DistributedError, match=r"through NCCL, which CuPy cannot load"):
+        distributed._nccl_module(NS(__name__="no_such_cupy"))
+    lonely = NS(size=1, MPI=NS(Get_library_version=lambda: "Open MPI v5.0.3\nmore"))
+    with pytest.raises(DistributedError, match=r"MPICH/Hydra started 2 processes, but MPI sees "
+                                               r"a world of 1: mpi4py uses 'Open MPI v5.0.3'"):
+        distributed._check_mpi_world(lonely, World(0, 2, 0, "MPICH/Hydra"))
+
+
+# ------------------------------------------------------------ real MPI jobs
+@functools.cache
+def _mpi_problem():
+    """Why the MPI jobs cannot run here, or None. mpi4py is loaded in a
+    process of its own: loading it here would start MPI in the test process."""
+    probe = subprocess.run([sys.executable, "-c", "from mpi4py import MPI"],
+                           capture_output=True, text=True)
+    if probe.returncode:
+        last = (probe.stderr.strip().splitlines() or ["?"])[-1]
+        return (f"mpi4py cannot start MPI ({last}): pip install 'nnx-dl[mpi]' mpich (the "
+                "mpich wheel brings an MPI library and its mpiexec)")
+    beside = Path(sys.executable).parent / "mpiexec"
+    if not beside.exists() and shutil.which("mpiexec") is None:
+        return "no mpiexec on PATH or beside this Python: pip install mpich"
+    return None
+
+
+def _mpiexec():
+    """The mpiexec of the MPI library mpi4py loads: the one beside this
+    Python (the `mpich` wheel puts it there), else the first on PATH."""
+    if _mpi_problem():
+        pytest.skip(_mpi_problem())
+    beside = Path(sys.executable).parent / "mpiexec"
+    return str(beside) if beside.exists() else shutil.which("mpiexec")
+
+
+def _env():
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
+    env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               PYTHONPATH=os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]))
+    return env
+
+
+def _run(cmd, env, cwd=None):
+    """Run ``cmd`` in a process group of its own; a job that outlives
+    TIMEOUT has hung: the whole group (launcher and ranks) is killed, and
+    the test fails."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=cwd, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"the job hung: still running after {TIMEOUT} s\n{err}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _job(args, n=2, cwd=None):
+    """``mpiexec -n N ...``."""
+    return _run([_mpiexec(), "-n", str(n), *args], _env(), cwd)
+
+
+def _work(mode, out, *options, n=2):
+    return _job([sys.executable, str(WORKER), mode, str(out), *options], n=n)
+
+
+def _single(batch, rows=203, keep=1.0, evaluate=True):
+    """The reference: this process alone, with the doubled batch."""
+    with threadpool_limits(1):
+        net = worker.network(keep)
+        history = worker.fit(net, batch, n=rows, evaluate=evaluate)
+    return worker.params(net), history
+
+
+def _rel(a, b):
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.mark.parametrize("rows, evaluate", [(203, True), (193, True), (193, False)],
+                         ids=["short-last-batch", "one-row-last-batch", "no-evaluation-set"])
+def test_two_processes_train_as_one_with_the_doubled_batch(tmp_path, rows, evaluate):
+    """W=2, 16 rows per rank, float64, 2 epochs, dropout off: every parameter
+    within 1e-10 (relative) of one process with batches of 32. The last
+    batch of 11 rows is split 5/6; of 1 row, 0/1 (rank 0 then adds a zero
+    gradient). Clipping acts on the all-reduced gradient, the evaluations
+    on both ranks' shares of the validation rows (without them, the finite
+    check on each rank's last batch is summed)."""
+    job = _work("parity", tmp_path, "--batch", "16", "--rows", str(rows),
+                *([] if evaluate else ["--no-val"]))
+    assert job.returncode == 0, job.stderr
+    expected, history = _single(32, rows, evaluate=evaluate)
+    got = [np.load(tmp_path / f"run-{r}.npy") for r in (0, 1)]
+    np.testing.assert_array_equal(got[0], got[1])  # one model, on both ranks
+    assert _rel(got[0], expected) < 1e-10
+    for rank in (0, 1):
+        records = json.loads((tmp_path / f"run-{rank}.json").read_text())["records"]
+        assert len(records) == len(history.records) == 2
+        for mine, ref in zip(records, history.records):
+            for key in ("train_loss", "loss", "accuracy", "lr"):
+                assert mine[key] == pytest.approx(ref[key], rel=1e-12), key
+
+
+def test_a_stop_asked_on_one_rank_stops_every_rank(tmp_path):
+    job = _work("one-rank-stops", tmp_path)
+    assert job.returncode == 0, job.stderr
+    runs = [json.loads((tmp_path / f"run-{r}.json").read_text()) for r in (0, 1)]
+    assert [r["epochs_run"] for r in runs] == [2, 2]
+    np.testing.assert_array_equal(np.load(tmp_path / "run-0.npy"),
+                                  np.load(tmp_path / "run-1.npy"))
+
+
+def test_one_mpi_process_trains_exactly_as_alone(tmp_path):
+    job = _work("parity", tmp_path, "--batch", "32", n=1)
+    assert job.returncode == 0, job.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "run-0.npy"), _single(32)[0])
+
+
+def test_with_dropout_each_rank_draws_its_own_masks_reproducibly(tmp_path):
+    runs = []
+    for i in (1, 2):
+        out = tmp_path / str(i)
+        out.mkdir()
+        job = _work("parity", out, "--batch", "16", "--keep", "0.8")
+        assert job.returncode == 0, job.stderr
+        runs.append([np.load(out / f"run-{r}.npy") for r in (0, 1)])
+        streams = [json.loads((out / f"run-{r}.json").read_text())["generator"]
+                   for r in (0, 1)]
+        assert streams[0] != streams[1]  # each rank its own dropout stream
+    np.testing.assert_array_equal(runs[0][0], runs[0][1])
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])  # run to run
+    # masks the single process would not draw: not the doubled-batch run's
+    assert _rel(runs[0][0], _single(32, keep=0.8)[0]) > 1e-6
+
+
+def _errors(out):
+    return [json.loads((out / f"error-{r}.json").read_text()) for r in (0, 1)]
+
+
+@pytest.mark.parametrize("mode, kind, message", [
+    ("bad-input", "InputValueError",
+     r"^X_train contains 1 NaN or infinite value\(s\) \(on rank 1 of 2\)$"),
+    ("different-arguments", "InputValueError",
+     r"^the ranks of a distributed fit must be given the same arguments: batch_size=16 on "
+     r"rank 0 but 17 on rank 1$"),
+    ("diverge", "TrainingDiverged", r"^training diverged: the loss became NaN or infinite "
+                                    r"in epoch 1; the parameters of the start were restored"),
+])
+def test_a_refusal_or_divergence_ends_every_rank_with_the_same_error(tmp_path, mode, kind,
+                                                                     message):
+    """Bad input on rank 1 alone, ranks given other arguments, a divergence:
+    both ranks end, neither hangs, and both raise the same error."""
+    job = _work(mode, tmp_path)
+    assert job.returncode != 0
+    first, second = _errors(tmp_path)
+    assert first == second, (first, second)
+    assert first["type"] == kind
+    assert __import__("re").search(message, first["message"]), first["message"]
+
+
+def test_an_unexpected_error_on_one_rank_ends_the_whole_job(tmp_path):
+    """A callback that raises on rank 1 alone: rank 1 prints it and aborts
+    the job, so rank 0 does not wait for ever in its next all-reduce."""
+    job = _work("crash", tmp_path)
+    assert job.returncode != 0
+    assert "rank 1 of 2 failed; ending every rank" in job.stderr
+    assert "a callback failed on rank 1 only" in job.stderr
+    assert not list(tmp_path.glob("finished-*"))
+
+
+def test_a_resumed_distributed_run_ends_where_the_whole_one_does(tmp_path):
+    job = _work("resume", tmp_path)
+    assert job.returncode == 0, job.stderr
+    for rank in (0, 1):
+        np.testing.assert_array_equal(np.load(tmp_path / f"whole-{rank}.npy"),
+                                      np.load(tmp_path / f"resumed-{rank}.npy"))
+        whole, resumed = (json.loads((tmp_path / f"{name}-{rank}.json").read_text())
+                          for name in ("whole", "resumed"))
+        assert whole["records"] == resumed["records"]
+    assert sorted(p.name for p in tmp_path.glob("*.npz")) == ["part.npz"]  # rank 0 wrote it
+
+
+# ------------------------------------------------------ the command line
+def test_mpiexec_nnx_train_prints_and_saves_one_model_of_the_doubled_batch(tmp_path):
+    flags = ["--epochs", "3", "--eval-every", "1", "--dtype", "float64", "--quiet",
+             "--hidden", "32", "--patience", "none"]
+    job = _job([sys.executable, "-m", "nnx", "train", *flags, "--batch-size", "30",
+                "--out", "two.npz", "--log", "two.csv"], cwd=tmp_path)
+    assert job.returncode == 0, job.stderr
+    assert job.stdout.count("test accuracy") == 1 and job.stdout.count("saved") == 1
+    assert "2 processes (batch 30 each)" in job.stdout
+    assert len((tmp_path / "two.csv").read_text().splitlines()) == 4  # header, 3 epochs
+    with threadpool_limits(1):
+        assert cli.main(["train", *flags, "--batch-size", "60",
+                         "--out", str(tmp_path / "one.npz")]) == 0
+    two, one = (nnx.NeuralNetwork.load(tmp_path / f"{name}.npz") for name in ("two", "one"))
+    assert _rel(two.backend.to_numpy(two.get_parameters()),
+                one.backend.to_numpy(one.get_parameters())) < 1e-10
+
+
+def test_mpiexec_nnx_train_refuses_on_every_rank(tmp_path):
+    job = _job([sys.executable, "-m", "nnx", "train", "--epochs", "1", "--hidden", "0"],
+               cwd=tmp_path)
+    assert job.returncode == 2
+    assert job.stderr.count("nnx train: error: --hidden '0': sizes must be positive "
+                            "(on every rank)") == 2
+
+
+# --------------------------------------------------------------- torchrun
+def test_nccls_mpi_channel_carries_rank_0s_data_to_every_rank(tmp_path):
+    """Under mpirun, NCCL's id and the host-side exchanges go through MPI."""
+    job = _work("mpi-host", tmp_path)
+    assert job.returncode == 0, job.stderr
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"rendezvous-{rank}.json").read_text())
+        assert got["world"] == [rank, 2, rank, "MPICH/Hydra"] or got["world"][:2] == [rank, 2]
+        assert got["gathered"] == ["hello from 0", "hello from 1"]
+
+
+def test_torchrun_carries_rank_0s_data_to_every_rank(tmp_path):
+    """Under torchrun without MPI, NCCL's id travels through torch's TCP
+    store; the exchange itself needs no GPU."""
+    pytest.importorskip("torch.distributed")
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.skip("no torchrun beside this Python")
+    job = _run([str(torchrun), "--standalone", "--nproc-per-node", "2", str(WORKER),
+                "rendezvous", str(tmp_path)], _env())
+    assert job.returncode == 0, job.stderr
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"rendezvous-{rank}.json").read_text())
+        assert got["world"] == [rank, 2, rank, "torchrun"]
+        assert got["gathered"] == ["hello from 0", "hello from 1"]
+
+
+# --------------------------------------------------------------------- GPU
+@pytest.mark.gpu
+@requires_gpu()
+def test_nccl_with_one_process_trains_as_the_gpu_alone_inside_the_captured_step(no_launcher):
+    """The NCCL communicator of a world of one: the same parameters as the
+    GPU run without it, and its all-reduce recorded in the CUDA graph (the
+    Python call happens twice, for the eager first step and the capture,
+    however many steps replay it)."""
+    comm = distributed.init("gpu", engine="nccl")
+    calls = []
+    real = comm.allreduce
+    comm.allreduce = lambda array: (calls.append(1), real(array))[1]
+    X, y, Xv, yv = worker.data(n=320)
+    runs = []
+    for switch in (None, comm):
+        net = nnx.NeuralNetwork([nnx.Dense(16, "tanh"), nnx.Dense(3, "linear")],
+                                nnx.SoftmaxCrossEntropy(), seed=3, backend="gpu",
+                                dtype="float64")
+        history = nnx.Trainer(net, worker.optimizer()).fit(
+            X, y, validation=(Xv, yv), epochs=3, eval_every=1, batch_size=32, seed=7,
+            patience=None, distributed=switch)
+        assert history.graph, history.graph_note
+        runs.append(net.backend.to_numpy(net.get_parameters()))
+    assert len(calls) == 2  # 30 steps: 2 in Python, 28 replayed from the graph
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-12, atol=0)
