@@ -118,6 +118,7 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--datasets", default="digits,fashion-mnist")
+    p.add_argument("--dtypes", default="float64,float32")
     p.add_argument("--out", type=Path, default=None, help="folder for sklearn.md/.json")
     args = p.parse_args(argv)
     from nnx.backend import gpu_available
@@ -128,7 +129,7 @@ def main(argv=None):
         if data is None:
             continue
         epochs = args.epochs * (10 if name == "digits" else 1)
-        for dtype in ("float64", "float32"):
+        for dtype in args.dtypes.split(","):
             rows.append(compare(name, data, dtype, epochs, args.repeats))
             print(f"{name} {dtype}: nnx {rows[-1]['ratio'][0]:.2f}x scikit-learn",
                   file=sys.stderr)
