@@ -218,6 +218,27 @@ def torch_epoch(torch, model, opt, lossf, Xt, yt, batch, sync=False):
     return run
 
 
+def torch_captured_step(torch, model, opt, lossf, first):
+    """The whole training step recorded as a CUDA graph, as PyTorch's docs
+    show it: a few warm-up steps on a side stream, then capture with static
+    inputs (the gradients stay allocated: zero_grad(set_to_none=False))."""
+    static_x, static_y = first[0].clone(), first[1].clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            opt.zero_grad(set_to_none=False)
+            lossf(model(static_x), static_y).backward()
+            opt.step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=False)
+    with torch.cuda.graph(graph):
+        lossf(model(static_x), static_y).backward()
+        opt.step()
+    return graph, static_x, static_y
+
+
 def torch_linears(torch, model):
     return [m for m in model if isinstance(m, torch.nn.Linear)]
 

@@ -25,6 +25,7 @@ from .conftest import (
     make_data,
     nnx_adam_steps,
     reference,
+    torch_captured_step,
     torch_epoch,
     torch_model,
     torch_params64,
@@ -192,7 +193,7 @@ def test_torch_adam_gpu(benchmark, name, mode):
     if not graph:
         run = torch_epoch(torch, model, opt, lossf, Xt, yt, batch, sync=True)
     else:
-        step, static_x, static_y = _torch_captured_step(torch, model, opt, lossf, batches[0])
+        step, static_x, static_y = torch_captured_step(torch, model, opt, lossf, batches[0])
 
         def run():
             for xb, yb in batches:
@@ -204,27 +205,6 @@ def test_torch_adam_gpu(benchmark, name, mode):
     benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
     benchmark.extra_info.update(optimizer="adam", graph=graph)
     _record(benchmark, name, dtype, "cuda", f"torch-adam-{mode}")
-
-
-def _torch_captured_step(torch, model, opt, lossf, first):
-    """The whole training step recorded as a CUDA graph, as PyTorch's docs
-    show it: a few warm-up steps on a side stream, then capture with static
-    inputs (the gradients stay allocated: zero_grad(set_to_none=False))."""
-    static_x, static_y = first[0].clone(), first[1].clone()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            opt.zero_grad(set_to_none=False)
-            lossf(model(static_x), static_y).backward()
-            opt.step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    opt.zero_grad(set_to_none=False)
-    with torch.cuda.graph(graph):
-        lossf(model(static_x), static_y).backward()
-        opt.step()
-    return graph, static_x, static_y
 
 
 def _check_torch_gpu_adam(torch, name, dtype, X, y, first, graph, steps=2):

@@ -28,6 +28,7 @@ from .conftest import (
     make_data,
     matmul_ceiling,
     reference,
+    torch_captured_step,
     torch_epoch,
     torch_model,
 )
@@ -167,20 +168,35 @@ def _fit_overhead(net, trainer, Xd, yd, Xe, ye, batch, backend, rounds=9):
             "shuffled_over_bare": med["shuffled"] / med["bare"]}
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+TORCH_MODES = [("cpu", "eager"),
+               pytest.param("cuda", "eager", marks=pytest.mark.gpu),
+               pytest.param("cuda", "graph", marks=pytest.mark.gpu),
+               pytest.param("cuda", "compile", marks=pytest.mark.gpu)]
+
+
+@pytest.mark.parametrize("device, mode", TORCH_MODES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", list(NETWORKS))
-def test_torch_peer(benchmark, name, dtype, device):
-    """PyTorch eager on the same network, weights, batches and dtype (TF32 off)."""
+def test_torch_peer(benchmark, name, dtype, device, mode):
+    """PyTorch on the same network, weights, batches and dtype (TF32 off):
+    eager; on CUDA also the whole step (forward, loss, backward, SGD update)
+    captured once as a CUDA graph and replayed per batch with static inputs,
+    and ``torch.compile(mode="reduce-overhead")`` (its own CUDA graphs), which
+    is skipped, saying why, where it cannot compile."""
     torch = pytest.importorskip("torch")
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA device for torch")
     if device == "cpu" and name in GPU_ONLY:
         pytest.skip(f"{name} is a GPU benchmark")
+    if mode != "eager" and dtype != "float32":
+        pytest.skip("the captured and compiled peers run in float32 (the GPU report's dtype)")
+    if mode == "compile" and name != "study-784-89-10":
+        pytest.skip("torch.compile takes most of a minute per network: the study's only")
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    label = f"torch-{device}" + ("" if mode == "eager" else f"-{mode}")
     benchmark.group = f"train {name} {dtype}"
-    benchmark.name = f"torch-{device}"
+    benchmark.name = label
     sizes, act, batch = NETWORKS[name]
     model = torch_model(torch, name, dtype, device)
     X, y = make_data(name, BATCHES_PER_ROUND[name])
@@ -191,9 +207,69 @@ def test_torch_peer(benchmark, name, dtype, device):
                        acts=[act] * (len(sizes) - 2) + ["linear"], rtol=RTOL[dtype])
     # torch's momentum form v = m v + g, p -= lr v equals nnx's at a constant lr
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    run = torch_epoch(torch, model, opt, lossf, Xt, yt, batch, sync=device == "cuda")
+    if mode == "eager":
+        run = torch_epoch(torch, model, opt, lossf, Xt, yt, batch, sync=device == "cuda")
+    elif mode == "graph":
+        run = _torch_graph_epoch(torch, model, opt, lossf, Xt, yt, batch, dtype)
+    else:
+        run = _torch_compiled_epoch(torch, model, opt, lossf, Xt, yt, batch)
     benchmark.pedantic(run, rounds=7, iterations=1, warmup_rounds=1)
-    _record(benchmark, name, dtype, device, f"torch-{device}")
+    _record(benchmark, name, dtype, device, label)
+
+
+def _torch_graph_epoch(torch, model, opt, lossf, Xt, yt, batch, dtype):
+    """An epoch of replays of the captured step; before timing, one replay is
+    checked against one eager step of a copy of the model (same update)."""
+    import copy
+
+    batches = [(Xt[i:i + batch], yt[i:i + batch]) for i in range(0, Xt.shape[0], batch)]
+    twin = copy.deepcopy(model)
+    twin_opt = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9)
+    step, static_x, static_y = torch_captured_step(torch, model, opt, lossf, batches[0])
+    for _ in range(3):  # the capture's warm-up took three steps on the first batch
+        twin_opt.zero_grad(set_to_none=False)
+        lossf(twin(batches[0][0]), batches[0][1]).backward()
+        twin_opt.step()
+    static_x.copy_(batches[1][0])
+    static_y.copy_(batches[1][1])
+    step.replay()
+    twin_opt.zero_grad(set_to_none=False)
+    lossf(twin(batches[1][0]), batches[1][1]).backward()
+    twin_opt.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        gap = float((a - b).abs().max() / b.abs().max())
+        assert gap <= RTOL[dtype], f"the captured step differs from the eager one by {gap:.3g}"
+
+    def run():
+        for xb, yb in batches:
+            static_x.copy_(xb)
+            static_y.copy_(yb)
+            step.replay()
+        torch.cuda.synchronize()
+    return run
+
+
+def _torch_compiled_epoch(torch, model, opt, lossf, Xt, yt, batch):
+    """``torch.compile(mode="reduce-overhead")`` on forward and loss; backward
+    and the optimiser as PyTorch runs them. Compiled (and warmed) before timing."""
+    compiled = torch.compile(lambda xb, yb: lossf(model(xb), yb), mode="reduce-overhead")
+    batches = [(Xt[i:i + batch], yt[i:i + batch]) for i in range(0, Xt.shape[0], batch)]
+    try:
+        for xb, yb in batches[:3]:
+            opt.zero_grad(set_to_none=False)
+            compiled(xb, yb).backward()
+            opt.step()
+        torch.cuda.synchronize()
+    except Exception as exc:  # noqa: BLE001 - no compiler toolchain, old GPU, ...
+        pytest.skip(f"torch.compile does not work here: {type(exc).__name__}: {exc}"[:300])
+
+    def run():
+        for xb, yb in batches:
+            opt.zero_grad(set_to_none=False)
+            compiled(xb, yb).backward()
+            opt.step()
+        torch.cuda.synchronize()
+    return run
 
 
 # ------------------------------------------------------------------ the JAX peer
