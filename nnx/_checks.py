@@ -53,12 +53,14 @@ def short_refusals(fn):
     return entry
 
 
-def warn_caller(message, category=None):
-    """``warnings.warn`` pointed at the first frame outside nnx: the user's
-    line, however deep inside nnx the warning is raised."""
+def warn_caller(message, category=None, also=()):
+    """``warnings.warn`` pointed at the first frame outside nnx (and outside
+    the packages ``also``, e.g. scikit-learn's wrappers around an estimator's
+    fit): the user's line, however deep inside nnx the warning is raised."""
     here = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    skip = (here, *(os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in also))
     frame, level = sys._getframe(0), 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here):
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(skip):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category or InputWarning, stacklevel=level)
 

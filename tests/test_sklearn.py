@@ -22,6 +22,7 @@ from sklearn.preprocessing import LabelBinarizer, StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from nnx import InputWarning
+from nnx import sklearn as mlp
 from nnx.sklearn import MLPClassifier, MLPRegressor
 from nnx.sklearn._classes import encode_labels
 
@@ -215,6 +216,16 @@ def test_gpu_estimator_keeps_cupy_inputs_on_the_device(digits):
         assert isinstance(pred, cupy.ndarray)
         np.testing.assert_allclose(cupy.asnumpy(pred), cpu.predict(X), rtol=1e-9, atol=1e-12)
         assert isinstance(gpu.predict(X), np.ndarray)  # NumPy in, NumPy out
+    # partial_fit on device labels, and host string labels with device features
+    clf = MLPClassifier(backend="gpu", hidden_layer_sizes=(8,), random_state=0)
+    clf.partial_fit(cupy.asarray(X), cupy.asarray(y), classes=np.arange(10))
+    clf.partial_fit(X, y)
+    names = np.array(["even", "odd"])[y % 2]
+    est = MLPClassifier(backend="gpu", hidden_layer_sizes=(8,), max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(cupy.asarray(X), names)
+    assert set(est.predict(X)) <= {"even", "odd"}
 
 
 @pytest.mark.parametrize("kind", ["multiclass", "binary", "multilabel", "regression", "poisson"])
@@ -241,3 +252,84 @@ def test_onnx_export_matches_predictions(digits, tmp_path, kind, dtype):
     assert got.dtype == np.dtype(dtype) and got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == "float32" else 1e-12,
                                atol=1e-6 if dtype == "float32" else 1e-13)
+
+
+# ------------------------------------------- found by a review of the estimators
+def test_one_class_predicts_that_class_as_scikit_learn(digits):
+    X, _ = digits
+    y = np.full(X.shape[0], 7)
+    kw = dict(hidden_layer_sizes=(6,), random_state=0, max_iter=1, solver="sgd",
+              learning_rate_init=1e-9)
+    ours, theirs = MLPClassifier(**kw).fit(X, y), sk.MLPClassifier(**kw).fit(X, y)
+    np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
+    assert ours.score(X, y) == theirs.score(X, y) == 1.0
+    # the device path binarises one class as LabelBinarizer does: zeros
+    np.testing.assert_array_equal(encode_labels(np, y, MLPClassifier(), False),
+                                  np.zeros((X.shape[0], 1), dtype=bool))
+
+
+def test_labels_binarised_on_the_device_go_on_with_host_labels(digits):
+    """A fit on device labels keeps a LabelBinarizer, so warm starts, partial
+    fits and pickles loaded without a GPU go on with host labels."""
+    X, y = digits
+    est = MLPClassifier(hidden_layer_sizes=(6,), random_state=0, max_iter=2)
+    Y = encode_labels(np, y, est, incremental=False)  # as a fit on CuPy labels does
+    np.testing.assert_array_equal(est._label_binarizer.transform(y).astype(bool), Y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, y)
+    back = pickle.loads(pickle.dumps(est))
+    back.partial_fit(X, y)
+    back.set_params(warm_start=True).fit(X, y)
+    assert back.n_iter_ == 2
+
+
+def test_a_continued_fit_keeps_the_first_fits_dtype_as_scikit_learn(digits):
+    X, y = digits
+    pair = [m.MLPClassifier(hidden_layer_sizes=(8,), random_state=0) for m in (sk, mlp)]
+    for est in pair:
+        est.partial_fit(X, y, classes=np.arange(10))
+        est.partial_fit(X.astype(np.float32), y)
+    ref, est = pair
+    assert est.coefs_[0].dtype == ref.coefs_[0].dtype == np.float64
+    np.testing.assert_allclose(est.loss_curve_, ref.loss_curve_, rtol=1e-8)
+
+
+def test_regressor_refuses_the_classifiers_loss():
+    with pytest.raises(ValueError, match="'loss' parameter of MLPRegressor"):
+        MLPRegressor(loss="log_loss").fit(np.ones((4, 2)), np.ones(4))
+
+
+def test_lbfgs_verbose_passes_options_as_scipy_wants_them(digits, capsys):
+    X, y = digits
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        MLPClassifier(solver="lbfgs", max_iter=2, verbose=True, random_state=0).fit(X, y)
+
+
+def test_a_batch_of_zero_weights_is_refused_as_scikit_learn(digits):
+    X, y = digits
+    sw = np.ones(len(y))
+    sw[:10] = 0
+    kw = dict(batch_size=5, shuffle=False, max_iter=1, random_state=0)
+    for Model in (sk.MLPClassifier, MLPClassifier):
+        with pytest.raises(ZeroDivisionError, match="Weights sum to zero, can't be normalized"):
+            Model(**kw).fit(X, y, sample_weight=sw)
+
+
+def test_nnx_warnings_point_at_the_callers_line(digits):
+    X, y = digits
+    with pytest.warns(InputWarning, match="far from standardised") as caught:
+        MLPClassifier(max_iter=1).fit(X * 255, y)
+    assert [w.filename for w in caught if w.category is InputWarning] == [__file__]
+
+
+def test_a_warm_start_with_other_hidden_sizes_says_what_changed(digits):
+    X, y = digits
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = MLPClassifier(hidden_layer_sizes=(6,), max_iter=1, warm_start=True).fit(X, y)
+        with pytest.raises(ValueError, match=r"hidden_layer_sizes=\(9,\) .* differs from the "
+                                             r"fitted coefs_"):
+            est.set_params(hidden_layer_sizes=(9,)).fit(X, y)

@@ -18,12 +18,14 @@ from numbers import Integral, Real
 
 import numpy as np
 import scipy.optimize
+import sklearn
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier as _SkMLPClassifier
 from sklearn.utils import check_random_state, shuffle
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
 from sklearn.utils.optimize import _check_optimize_result
 
 from .._checks import InputValueError, InputWarning, warn_caller
@@ -97,7 +99,7 @@ class _Solver:
         return state
 
     def to_backend(self, backend):
-        self.state = [backend.asarray(a) if not backend.owns(a) else a for a in self.state]
+        self.state = [backend.asarray(a) for a in self.state]  # casts to its dtype too
 
 
 class BaseMLP(BaseEstimator):
@@ -108,7 +110,6 @@ class BaseMLP(BaseEstimator):
         "backend": [StrOptions({"cpu", "gpu"})],
         "dtype": [None, StrOptions({"float32", "float64"})],
         "dropout": [Interval(Real, 0, 1, closed="left")],
-        "loss": [StrOptions({"squared_error", "poisson", "log_loss"})],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
     }
 
@@ -222,12 +223,18 @@ class BaseMLP(BaseEstimator):
         if first_pass and isinstance(data.X, np.ndarray):
             problem = spread_problem(data.X, "X")
             if problem:
-                warn_caller(problem, InputWarning)
+                warn_caller(problem, InputWarning, also=(sklearn,))
         layer_units = [data.n_features] + hidden + [data.n_outputs]
         self._random_state = check_random_state(self.random_state)
         if first_pass:
             self._initialize(data.n_outputs, layer_units, data.host_dtype)
         self._fit_dtype = data.dtype
+        shapes = [(a, c) for a, c in zip(layer_units[:-1], layer_units[1:])]
+        if [tuple(W.shape) for W in self.coefs_] != shapes:
+            raise InputValueError(
+                f"hidden_layer_sizes={self.hidden_layer_sizes!r} (layers {shapes}) differs from "
+                f"the fitted coefs_ ({[tuple(W.shape) for W in self.coefs_]}): a warm start or "
+                "partial_fit continues the fitted network; set warm_start=False to fit anew")
         net = self._network(layer_units, data.dtype)
         data.to_device(net.backend)
         if self.solver in _STOCHASTIC:
@@ -250,6 +257,8 @@ class BaseMLP(BaseEstimator):
         b, loss = net.backend, net.loss
         Xb, Yb = b.take_rows(data.X, rows), b.take_rows(data.Y, rows)
         w = None if data.sw is None else b.take_rows(data.sw, rows).reshape(-1, 1)
+        if weight_sum == 0:  # scikit-learn's np.average says the same
+            raise ZeroDivisionError("Weights sum to zero, can't be normalized")
         loss.weights, loss.weight_sum = w, weight_sum
         value = net.train_step(Xb, Yb)
         if self.alpha:
@@ -359,7 +368,7 @@ class BaseMLP(BaseEstimator):
         warn_caller(f"the training loss is {loss:.4g} in epoch {self.n_iter_}, up from "
                     f"{first:.4g} in epoch 1: training is diverging; lower "
                     f"learning_rate_init (now {self.learning_rate_init:g}) or standardise X",
-                    InputWarning)
+                    InputWarning, also=(sklearn,))
 
     def _update_no_improvement_count(self, net, data, val):
         if self.early_stopping:
@@ -400,9 +409,8 @@ class BaseMLP(BaseEstimator):
 
         packed = b.to_numpy(param).astype(np.float64)[packed_of_flat]
         iprint = 1 if self.verbose is True or self.verbose >= 1 else -1
-        options = {"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol}
-        if iprint > 0:
-            options["disp"] = True
+        options = {"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol,
+                   **_get_additional_lbfgs_options_dict("iprint", iprint)}
         res = scipy.optimize.minimize(loss_grad, packed, method="L-BFGS-B", jac=True,
                                       options=options)
         self.n_iter_ = _check_optimize_result("lbfgs", res, self.max_iter)

@@ -7,6 +7,7 @@ from sklearn.base import ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import column_or_1d
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
 
@@ -128,8 +129,11 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         outputs, the largest for softmax."""
         if self._label_binarizer.y_type_ == "multilabel-indicator":
             return (P > 0.5).astype(np.int64)
-        idx = xp.argmax(P, axis=1) if P.shape[1] > 1 else (P[:, 0] > 0.5).astype(np.int64)
         classes = self.classes_
+        if len(classes) == 1:  # scikit-learn predicts its one class, whatever the output
+            idx = xp.zeros(P.shape[0], dtype=np.int64)
+        else:
+            idx = xp.argmax(P, axis=1) if P.shape[1] > 1 else (P[:, 0] > 0.5).astype(np.int64)
         if xp is np or classes.dtype.kind not in "biuf":
             return classes[_data.to_numpy(idx)]
         return xp.asarray(classes)[idx]
@@ -148,7 +152,9 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         the first call."""
         if _check_partial_fit_first_call(self, classes):
             self._label_binarizer = LabelBinarizer()
-            if type_of_target(y).startswith("multilabel"):
+            multilabel = (y.ndim == 2 and y.shape[1] > 1) if _data.on_device(y) else \
+                type_of_target(y).startswith("multilabel")
+            if multilabel:
                 self._label_binarizer.fit(y)
             else:
                 self._label_binarizer.fit(classes)
@@ -193,27 +199,28 @@ def encode_labels(xp, y, est, incremental):
                          "targets use MLPRegressor)")
     classes = np.arange(y.shape[1]) if multilabel else _data.to_numpy(xp.unique(y))
     if not hasattr(est, "classes_") or (not est.warm_start and not incremental):
-        est._label_binarizer = _DeviceLabels(classes, multilabel)
-        est.classes_ = classes
+        # a LabelBinarizer fitted on the classes alone: host labels can go on
+        # from here (warm start, partial_fit, a pickle loaded without a GPU)
+        est._label_binarizer = LabelBinarizer().fit(
+            np.eye(len(classes), dtype=int) if multilabel else classes)
+        est.classes_ = est._label_binarizer.classes_
     elif not multilabel:
         est._check_classes(classes)
     if multilabel:
         return y
     known = xp.asarray(est.classes_)
+    if known.shape[0] == 1:  # one class: LabelBinarizer's single column of zeros
+        return xp.zeros((y.shape[0], 1), dtype=bool)
     Y = (y[:, None] == known[None, :])
     return Y[:, 1:] if known.shape[0] == 2 else Y
 
 
-class _DeviceLabels:
-    """What the estimator keeps of a LabelBinarizer fitted on device labels."""
-
-    def __init__(self, classes, multilabel):
-        self.classes_ = classes
-        self.y_type_ = ("multilabel-indicator" if multilabel else
-                        "binary" if len(classes) <= 2 else "multiclass")
-
-
 class MLPRegressor(RegressorMixin, BaseMLP):
+    _parameter_constraints: dict = {
+        **BaseMLP._parameter_constraints,
+        "loss": [StrOptions({"squared_error", "poisson"})],
+    }
+
     __doc__ = ("A multi-layer perceptron regressor, a drop-in for "
                "``sklearn.neural_network.MLPRegressor``.\n" + _SHARED_DOC)
 

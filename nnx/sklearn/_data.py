@@ -94,10 +94,17 @@ def prepare_fit(est, X, y, sample_weight, incremental, reset):
     """Check and encode ``X``, ``y``, ``sample_weight`` for ``fit``/``partial_fit``."""
     if on_device(X):
         X = _device_matrix(est, X, "X", reset)
-        Y = est._encode_device(y, int(X.shape[0]), incremental)
-        stratify = None  # scikit-learn stratifies binary targets only; see _split
-        if Y.shape[1] == 1 and est._is_classifier():
-            stratify = to_numpy(Y)
+        if on_device(y):
+            Y = est._encode_device(y, int(X.shape[0]), incremental)
+            stratify = None  # scikit-learn stratifies binary targets only; see _split
+            if Y.shape[1] == 1 and est._is_classifier() and est.early_stopping:
+                stratify = to_numpy(Y)
+        else:  # host labels (strings, say) with device features: encoded on the host
+            y = np.asarray(y)
+            if y.shape[0] != X.shape[0]:
+                raise InputValueError(f"Found input variables with inconsistent numbers of "
+                                      f"samples: [{X.shape[0]}, {y.shape[0]}]")
+            Y, stratify = est._encode(y, incremental)
         sw = _device_weights(sample_weight, X)
     else:
         _refuse_sparse(X)
@@ -105,7 +112,8 @@ def prepare_fit(est, X, y, sample_weight, incremental, reset):
                              reset=reset, y_numeric=not est._is_classifier())
         Y, stratify = est._encode(y, incremental)
         sw = None if sample_weight is None else _check_sample_weight(sample_weight, X)
-    dtype = est._compute_dtype(X)
+    # a warm start or partial_fit goes on in the dtype of the first fit
+    dtype = est._fit_dtype if not reset and hasattr(est, "_fit_dtype") else est._compute_dtype(X)
     return FitData(X, _as_dtype(Y, dtype), _as_dtype(sw, dtype), dtype, stratify)
 
 
