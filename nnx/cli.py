@@ -671,6 +671,13 @@ def build_parser():
     return parser
 
 
+def _rank_of_launcher():
+    try:
+        return distributed.world().rank
+    except distributed.DistributedError:  # malformed launcher variables: say it everywhere
+        return 0
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -688,8 +695,11 @@ def main(argv=None):
         return 1
     except (UsageError, InputError, OSError, BackendUnavailableError, TrainingDiverged,
             distributed.DistributedError) as exc:
-        # what nnx refused, in one line; anything else is a bug and keeps its traceback
-        print(f"nnx {args.command}: error: {exc}", file=sys.stderr)
+        # what nnx refused, in one line; anything else is a bug and keeps its traceback.
+        # An error every rank of a distributed job raised alike is printed by rank 0.
+        alike = distributed.is_agreed(exc) or isinstance(exc, TrainingDiverged)
+        if not alike or _rank_of_launcher() == 0:
+            print(f"nnx {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nnx: interrupted", file=sys.stderr)

@@ -68,7 +68,12 @@ def world(environ=None) -> World:
     variables (``LAUNCHERS``, in that order); a world of one outside any
     launcher. A variable that is set but not a valid number is refused by name."""
     env = os.environ if environ is None else environ
-    for launcher, rank_var, size_var, local_var in LAUNCHERS:
+    launchers = LAUNCHERS
+    if "TORCHELASTIC_RUN_ID" in env:
+        # torchrun is always the innermost launcher: its workers also inherit
+        # the variables of an mpirun or srun that started torchrun itself
+        launchers = sorted(LAUNCHERS, key=lambda entry: entry[0] != "torchrun")
+    for launcher, rank_var, size_var, local_var in launchers:
         if rank_var not in env or size_var not in env:
             continue
         rank, size = _env_int(env, rank_var, 0), _env_int(env, size_var, 1)

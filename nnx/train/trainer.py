@@ -140,12 +140,22 @@ class _Data:
         self.val_share = self.val  # this rank's rows of it (see shard)
 
     def fingerprint(self, b):
-        """A few sums of the data (host floats, one transfer): ranks that
-        were given different rows, or the same rows in another order, differ here."""
-        parts = [self.X, self.y, self.X[0], self.X[-1], self.y[0], self.y[-1]]
-        if self.val is not None:
-            parts += [self.val[0], self.val[1]]
-        return [float(v) for v in b.to_numpy(b.stack([b.xp.sum(p) for p in parts]))]
+        """Sums of the data in float64 (host floats, one transfer): each
+        array's total and its rows' sums weighted by their position (and for
+        the targets, by the class's number), so that ranks given other rows,
+        or the same rows in another order, differ here, while the same data
+        summed in another order (another memory layout, another device) agree."""
+        xp = b.xp
+        pairs = [(self.X, self.y)] + ([self.val] if self.val is not None else [])
+        sums = []
+        for X, y in pairs:
+            n = int(X.shape[0])
+            w = xp.astype(xp.arange(n) % 251 + 1, xp.float64)
+            ids = xp.astype(xp.arange(int(y.shape[1])) + 1, xp.float64)
+            rows_x = xp.sum(X, axis=1, dtype=xp.float64)
+            rows_y = xp.sum(xp.astype(y, xp.float64) * ids, axis=1)
+            sums += [xp.sum(rows_x), xp.sum(rows_x * w), xp.sum(rows_y * w)]
+        return [float(v) for v in b.to_numpy(b.stack(sums))]
 
     def shard(self, comm):
         """This rank's contiguous share of the evaluation rows (None when a
