@@ -496,8 +496,12 @@ def cmd_export(args):
     net = NeuralNetwork.load(args.checkpoint)
     output = args.output or ("softmax" if net.loss.classification else "raw")
     extra = net.checkpoint_extra
+    held = [k for k in ("x_mean", "x_std") if k in extra]
+    if len(held) == 1:
+        raise UsageError(f"{args.checkpoint}: it holds {held[0]} without its partner; "
+                         "expected both x_mean and x_std, or neither")
     stats = None
-    if "x_mean" in extra and "x_std" in extra and not args.standardized_inputs:
+    if held and not args.standardized_inputs:
         stats = (extra["x_mean"], extra["x_std"])
     try:
         from .onnx import export_network

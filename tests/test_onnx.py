@@ -268,3 +268,14 @@ def test_nnx_export_refuses_in_one_line(tmp_path, capsys):
     assert main(["export", str(tmp_path / "none.npz"), str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("nnx export: error:") and err.count("\n") == 1
+
+
+def test_nnx_export_refuses_half_the_standardisation(tmp_path, capsys):
+    from nnx.cli import main
+
+    net = nnx.NeuralNetwork([nnx.Dense(3, "linear")], "mse", seed=0)
+    net.build(4)
+    ckpt = tmp_path / "half.npz"
+    net.save(ckpt, extra={"x_mean": np.zeros(4)})
+    assert main(["export", str(ckpt), str(tmp_path / "m.onnx")]) == 2
+    assert "holds x_mean without its partner" in capsys.readouterr().err
