@@ -249,14 +249,16 @@ class BaseMLP(BaseEstimator):
                              "may contain large values and need to be preprocessed.")
         return self
 
-    def _batch(self, net, data, rows, weight_sum):
+    def _batch(self, net, data, rows, weight_sum, buffers=None):
         """Loss and gradient of one batch (``weight_sum``: its rows' weights
         summed on the host, or its row count), with scikit-learn's L2 term:
         ``alpha/2 |W|^2 / weight_sum`` in the loss (a 0-d device array),
         ``alpha W / weight_sum`` in the weights' gradient (the grad buffer)."""
         b, loss = net.backend, net.loss
-        Xb, Yb = b.take_rows(data.X, rows), b.take_rows(data.Y, rows)
-        w = None if data.sw is None else b.take_rows(data.sw, rows).reshape(-1, 1)
+        full = buffers is not None and int(rows.shape[0]) == int(buffers[0].shape[0])
+        Xb, Yb, wb = buffers if full else (None, None, None)  # reused by every full batch
+        Xb, Yb = b.take_rows(data.X, rows, out=Xb), b.take_rows(data.Y, rows, out=Yb)
+        w = None if data.sw is None else b.take_rows(data.sw, rows, out=wb).reshape(-1, 1)
         if weight_sum == 0:  # scikit-learn's np.average says the same
             raise ZeroDivisionError("Weights sum to zero, can't be normalized")
         loss.weights, loss.weight_sum = w, weight_sum
@@ -295,6 +297,8 @@ class BaseMLP(BaseEstimator):
                               "It is going to be clipped", stacklevel=3)
             batch_size = int(np.clip(self.batch_size, 1, n))
         sample_idx = np.arange(n, dtype=int)
+        buffers = (b.empty((batch_size, data.n_features)), b.empty((batch_size, data.n_outputs)),
+                   None if data.sw is None else b.empty((batch_size,)))
         order = b.asarray(train, dtype="int64") if not self.shuffle else None
         try:
             self.n_iter_ = 0
@@ -307,7 +311,7 @@ class BaseMLP(BaseEstimator):
                 sums = self._weight_sums(data.sw_host, train[sample_idx], starts)
                 for lo, weight_sum in zip(starts, sums.tolist()):
                     rows = order[lo:lo + batch_size]
-                    value = self._batch(net, data, rows, weight_sum) * int(rows.shape[0])
+                    value = self._batch(net, data, rows, weight_sum, buffers) * int(rows.shape[0])
                     total = value if total is None else total + value
                     self._optimizer.step(b, net.param_buffer, net.grad_buffer)
                 if self._epoch_ends(net, data, val, float(total) / n, n, incremental):
