@@ -293,8 +293,8 @@ class BaseMLP(BaseEstimator):
             batch_size = min(200, n)
         else:
             if self.batch_size > n:
-                warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
-                              "It is going to be clipped", stacklevel=3)
+                warn_caller("Got `batch_size` less than 1 or larger than sample size. "
+                            "It is going to be clipped", UserWarning, also=(sklearn,))
             batch_size = int(np.clip(self.batch_size, 1, n))
         sample_idx = np.arange(n, dtype=int)
         buffers = (b.empty((batch_size, data.n_features)), b.empty((batch_size, data.n_outputs)),
@@ -355,9 +355,9 @@ class BaseMLP(BaseEstimator):
         if incremental:
             return True
         if self.n_iter_ == self.max_iter:
-            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
-                          "and the optimization hasn't converged yet.", ConvergenceWarning,
-                          stacklevel=4)
+            warn_caller(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
+                        "and the optimization hasn't converged yet.", ConvergenceWarning,
+                        also=(sklearn,))
         return False
 
     def _watch_divergence(self, loss):
