@@ -273,6 +273,8 @@ def test_the_report_keeps_every_benchmark_and_computes_the_targets(tmp_path):
                samples_per_s=5000.0, fraction_of_ceiling=0.01, graph=True),
         _bench("torch-cuda", "train study f32", 0.2, network=study, dtype="float32",
                samples_per_s=2000.0, fraction_of_ceiling=0.004),
+        _bench("torch-cuda-graph", "train study f32", 0.15, network=study, dtype="float32",
+               samples_per_s=4000.0, fraction_of_ceiling=0.008),
         _bench("nnx-gpu", "op dense forward", 0.001),
         _bench("nnx-gpu", "op softmax ce", 0.002),
     ]
@@ -283,7 +285,11 @@ def test_the_report_keeps_every_benchmark_and_computes_the_targets(tmp_path):
     share = next(t for t in report["targets"] if "share of the card's" in t["target"])
     assert share["measured"] == "80%" and share["met"] is True
     ratios = [t for t in report["targets"] if "nnx / PyTorch" in t["target"]]
-    assert [t["measured"] for t in ratios] == ["1.25x", "2.50x (graph: True)"]
+    assert [t["measured"] for t in ratios] == ["1.25x", "2.50x (graph: True)", "1.25x"]
+    captured = next(t for t in report["targets"] if "captured in a CUDA graph" in t["target"])
+    assert captured["met"] is False  # 1.25x of PyTorch's captured step: below 1.5x
+    compiled = next(t for t in report["targets"] if "torch.compile" in t["target"])
+    assert compiled["measured"] == "not run"
     assert (tmp_path / "report.md").read_text().startswith("# nnx GPU check")
 
 
