@@ -90,5 +90,35 @@ def test_every_nnx_command_in_the_docs_parses(command):
     assert callable(args.func)
 
 
+def _quick(command):
+    """Commands that finish in seconds here: digits on the CPU, no cluster."""
+    return not re.search(r"mnist|--scheduler|--workers|--backend gpu", command)
+
+
+def test_the_quick_nnx_commands_of_the_docs_run(tmp_path):
+    """The shell commands that take seconds (the README's `nnx reproduce`,
+    `nnx train --out model.npz && nnx export model.npz model.onnx`, ...) run
+    as written, each page's in order in a scratch folder; the others (other
+    datasets, a cluster, the GPU) are parsed above."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               MPLBACKEND="Agg")
+    ran = 0
+    for param in _shell_commands():
+        command = param.values[0]
+        if not _quick(command) or ("export" in command and not _has_onnx()):
+            continue
+        import shlex
+        r = subprocess.run([sys.executable, "-m", "nnx", *shlex.split(command)[1:]],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+        assert r.returncode == 0, f"{command}\n{r.stderr}"
+        ran += 1
+    assert ran >= 3
+
+
+def _has_onnx():
+    import importlib.util
+    return importlib.util.find_spec("onnx") is not None
+
+
 def test_the_docs_show_nnx_commands():
     assert len(_shell_commands()) >= 8
