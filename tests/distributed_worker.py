@@ -159,7 +159,20 @@ def rendezvous(args, comm):
                    "gathered": got}, f)
 
 
-MODES = {"parity": parity, "one-rank-stops": one_rank_stops, "bad-input": bad_input,
+def two_fits(args, comm):
+    """Two fits of one network, the second going on (restart=False): each
+    rank's dropout masks of the second fit are fresh, not the first's again."""
+    net = network(0.7)
+    draws = []
+    for _ in range(2):
+        fit(net, args.batch, epochs=1, distributed=comm, restart=False)
+        draws.append(float(net.backend.to_numpy(net.rng.random())))
+    with open(os.path.join(args.out, f"draws-{comm.rank}.json"), "w") as f:
+        json.dump(draws, f)
+
+
+MODES = {"parity": parity, "two-fits": two_fits, "one-rank-stops": one_rank_stops,
+         "bad-input": bad_input,
          "different-arguments": different_arguments, "diverge": diverge, "crash": crash,
          "resume": resume, "rendezvous": rendezvous, "mpi-host": rendezvous}
 

@@ -587,3 +587,14 @@ def test_the_data_fingerprint_tells_other_orders_from_other_layouts():
     assert labels[20] != labels[30]
     for other in (prints(rows, y), prints(X, labels)):
         assert not all(math.isclose(a, c, rel_tol=1e-9) for a, c in zip(same, other))
+
+
+
+def test_a_second_fit_goes_on_with_fresh_dropout_masks(tmp_path):
+    """restart=False continues a network: its second distributed fit must not
+    draw the first fit's masks again (each rank reseeded them at every fit)."""
+    job = _work("two-fits", tmp_path)
+    assert job.returncode == 0, job.stderr
+    for rank in (0, 1):
+        first, second = json.loads((tmp_path / f"draws-{rank}.json").read_text())
+        assert first != second

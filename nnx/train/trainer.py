@@ -435,8 +435,12 @@ class _Run:
         if self.epoch == 0:  # a new run: its "last good" parameters are the shared ones
             self.snapshot_good(0)
         if not self.generator_restored:
-            self.net._use_generator(self.b.generator(
-                host.derive_seed(self.net.seed, 2, comm.rank, self.epoch)))
+            # a later fit of the same network (restart=False) goes on with
+            # fresh masks, as its single-process stream would, not the first's
+            fits = self.net.__dict__.get("_distributed_fits", 0)
+            self.net._distributed_fits = fits + 1
+            keys = (self.net.seed, 2, comm.rank, self.epoch) + ((fits,) if fits else ())
+            self.net._use_generator(self.b.generator(host.derive_seed(*keys)))
 
     # ---------------------------------------------------------------- the loop
     def train(self, graph):
