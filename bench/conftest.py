@@ -239,6 +239,18 @@ def torch_captured_step(torch, model, opt, lossf, first):
     return graph, static_x, static_y
 
 
+def torch_replays(torch, step, static_x, static_y, batches):
+    """A function that replays the captured ``step`` once per batch (copied
+    into its static inputs), then waits for the GPU."""
+    def run():
+        for xb, yb in batches:
+            static_x.copy_(xb)
+            static_y.copy_(yb)
+            step.replay()
+        torch.cuda.synchronize()
+    return run
+
+
 def torch_linears(torch, model):
     return [m for m in model if isinstance(m, torch.nn.Linear)]
 

@@ -29,6 +29,7 @@ from .conftest import (
     torch_epoch,
     torch_model,
     torch_params64,
+    torch_replays,
 )
 from .test_train_throughput import _bare_loop, _record
 
@@ -194,13 +195,7 @@ def test_torch_adam_gpu(benchmark, name, mode):
         run = torch_epoch(torch, model, opt, lossf, Xt, yt, batch, sync=True)
     else:
         step, static_x, static_y = torch_captured_step(torch, model, opt, lossf, batches[0])
-
-        def run():
-            for xb, yb in batches:
-                static_x.copy_(xb)
-                static_y.copy_(yb)
-                step.replay()
-            torch.cuda.synchronize()
+        run = torch_replays(torch, step, static_x, static_y, batches)
 
     benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
     benchmark.extra_info.update(optimizer="adam", graph=graph)

@@ -31,6 +31,7 @@ from .conftest import (
     torch_captured_step,
     torch_epoch,
     torch_model,
+    torch_replays,
 )
 
 FIT_EPOCHS = {"cpu": 3, "gpu": 10}  # on the GPU, fit records its step once per call
@@ -239,14 +240,7 @@ def _torch_graph_epoch(torch, model, opt, lossf, Xt, yt, batch, dtype):
     for a, b in zip(model.parameters(), twin.parameters()):
         gap = float((a - b).abs().max() / b.abs().max())
         assert gap <= RTOL[dtype], f"the captured step differs from the eager one by {gap:.3g}"
-
-    def run():
-        for xb, yb in batches:
-            static_x.copy_(xb)
-            static_y.copy_(yb)
-            step.replay()
-        torch.cuda.synchronize()
-    return run
+    return torch_replays(torch, step, static_x, static_y, batches)
 
 
 def _torch_compiled_epoch(torch, model, opt, lossf, Xt, yt, batch):
