@@ -431,6 +431,13 @@ def save_network(net, path, extra=None, training=None, meta=None):
         if name in ("params", "__header__"):
             raise InputValueError(f"extra name {name!r} is reserved for the checkpoint's "
                                   "own arrays; choose another")
+        value = extra[name]
+        kind = value.dtype.kind if net.backend.owns(value) else np.asarray(value).dtype.kind
+        if kind == "O":
+            # NumPy would pickle it, and load() (which never unpickles) refuse the file
+            raise InputTypeError(f"extra[{name!r}] holds Python objects ({type(value).__name__}"
+                                 f" of dtype object); a checkpoint keeps arrays of numbers, "
+                                 "strings or booleans: convert it, or keep it in meta=")
     b = net.backend
     arrays = {"params": b.to_numpy(net.param_buffer)}
     bad = count_non_finite(arrays["params"])

@@ -841,3 +841,16 @@ def test_read_header_reads_no_array(tmp_path, monkeypatch):
                         lambda f, **kw: read_arrays.append(f.name) or real(f, **kw))
     assert checkpoint.read_header(path)["training"] == {"run_id": "abc"}
     assert read_arrays == ["__header__.npy"]
+
+
+def test_save_refuses_python_objects_in_extra_before_writing(tmp_path):
+    """np.savez pickled them, and load() (which never unpickles) then refused
+    the file: the model was saved but could not be read back."""
+    net = nnx.NeuralNetwork([nnx.Dense(2, "linear")], "mse", seed=0)
+    net.build(3)
+    path = tmp_path / "m.npz"
+    with pytest.raises(TypeError, match=r"extra\['notes'\] holds Python objects"):
+        net.save(path, extra={"notes": np.array([{"lr": 0.1}], dtype=object)})
+    assert not path.exists()
+    net.save(path, extra={"names": np.array(["a", "b"])})  # strings are fine
+    assert list(nnx.NeuralNetwork.load(path).checkpoint_extra["names"]) == ["a", "b"]
