@@ -190,3 +190,23 @@ def test_float32_follows_scikit_learn_closely(digits):
     assert est.n_iter_ == ref.n_iter_
     assert_close(est.coefs_, ref.coefs_, 1e-4, "float32 coefs_")
     assert_close([est.loss_curve_], [ref.loss_curve_], 1e-5, "float32 loss_curve_")
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_warm_starts_with_early_stopping_keep_the_best_weights_alike(digits, solver):
+    """The best epoch's weights (kept across warm starts, as scikit-learn
+    keeps them) end up in coefs_, including after a second fit whose
+    validation score never beats the first fit's best."""
+    X, y, _ = digits
+    pair = [m.MLPClassifier(hidden_layer_sizes=(8,), random_state=1, max_iter=6,
+                            early_stopping=True, warm_start=True, solver=solver,
+                            learning_rate_init=0.3 if solver == "sgd" else 0.05)
+            for m in (sk, nx)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for est in pair:
+            est.fit(X, y)
+            est.set_params(learning_rate_init=1e-6).fit(X, y)  # no improvement left
+    ref, est = pair
+    assert_same_model(ref, est, X)
+    assert est.best_validation_score_ == ref.best_validation_score_

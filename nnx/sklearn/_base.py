@@ -196,6 +196,7 @@ class BaseMLP(BaseEstimator):
             self.intercepts_.append(intercept.astype(dtype, copy=False))
         self._best_coefs = [c.copy() for c in self.coefs_]
         self._best_intercepts = [i.copy() for i in self.intercepts_]
+        self._best_is_live = False  # copies, not the trained arrays (see _fit_stochastic)
         if self.solver in _STOCHASTIC:
             self.loss_curve_ = []
             self._no_improvement_count = 0
@@ -318,6 +319,18 @@ class BaseMLP(BaseEstimator):
                     break
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.", stacklevel=3)
+        best = self.__dict__.pop("_best_device", None)
+        if best is not None:  # the best epoch's weights, kept on the device until now
+            b.assign(net.param_buffer, best)
+            self._pull(net)
+            self._best_coefs, self._best_intercepts = self.coefs_, self.intercepts_
+        elif self.early_stopping and getattr(self, "_best_is_live", False):
+            # scikit-learn's coefs_ and _best_coefs are the same arrays after an
+            # early-stopped fit, so a warm start that never improves trains its
+            # "best" weights in place and ends with its last ones: so do we
+            self._pull(net)
+            self._best_coefs, self._best_intercepts = self.coefs_, self.intercepts_
+        self._best_is_live = self.early_stopping
 
     def _split(self, data):
         """Row numbers of the training and validation rows (host arrays)."""
@@ -386,8 +399,7 @@ class BaseMLP(BaseEstimator):
                 self._no_improvement_count = 0
             if score > self.best_validation_score_:
                 self.best_validation_score_ = score
-                self._pull(net)
-                self._best_coefs, self._best_intercepts = self.coefs_, self.intercepts_
+                self._best_device = net.backend.copy(net.param_buffer)  # read at the end
             return
         if self.loss_curve_[-1] > self.best_loss_ - self.tol:
             self._no_improvement_count += 1

@@ -116,11 +116,9 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
 
     def _validation_score(self, net, data, val):
         b = net.backend
-        rows = b.asarray(val, dtype="int64")
+        rows, truth, sw = data.validation(b, val, lambda Y: self._decode(b.xp, Y))
         Z = net.predict(b.take_rows(data.X, rows), batch_size=4096)
         predicted = _data.to_numpy(self._decode(b.xp, net.loss.transform(Z)))
-        truth = _data.to_numpy(self._decode(b.xp, b.take_rows(data.Y, rows)))
-        sw = None if data.sw is None else _data.to_numpy(b.take_rows(data.sw, rows))
         return float(accuracy_score(truth, predicted, sample_weight=sw))
 
     def _decode(self, xp, P):
@@ -256,15 +254,13 @@ class MLPRegressor(RegressorMixin, BaseMLP):
 
     def _validation_score(self, net, data, val):
         b = net.backend
-        rows = b.asarray(val, dtype="int64")
+        rows, truth, sw = data.validation(b, val, lambda Y: Y)
         Z = net.predict(b.take_rows(data.X, rows), batch_size=4096)
         predicted = _data.to_numpy(net.loss.transform(Z))
-        truth = _data.to_numpy(b.take_rows(data.Y, rows))
         if predicted.shape[1] == 1:
             predicted = predicted.ravel()
         if not np.isfinite(predicted).all():
             return np.nan
-        sw = None if data.sw is None else _data.to_numpy(b.take_rows(data.sw, rows))
         return float(r2_score(truth, predicted, sample_weight=sw))
 
     @_fit_context(prefer_skip_nested_validation=True)

@@ -80,6 +80,19 @@ class FitData:
         self.dtype = dtype
         self.stratify = stratify  # host labels scikit-learn stratifies on, or None
 
+    def validation(self, backend, val, decode):
+        """The validation rows on the device, and their targets (through
+        ``decode``) and weights on the host: taken once per fit, then reused
+        by every epoch's score."""
+        cached = getattr(self, "_val", None)
+        if cached is None:
+            b = backend
+            rows = b.asarray(val, dtype="int64")
+            truth = to_numpy(decode(b.take_rows(self.Y, rows)))
+            sw = None if self.sw is None else to_numpy(b.take_rows(self.sw, rows))
+            cached = self._val = (rows, truth, sw)
+        return cached
+
     def to_device(self, backend):
         b = backend
         # the weights' sums per batch are taken on the host, so no batch waits
