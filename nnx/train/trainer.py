@@ -69,16 +69,17 @@ class _Steps:
                 self._capture(xb, yb, weight)
             if self.replay is not None:
                 self.replay()
-                return self.result if weight == 1.0 else self.result * weight
+                return self.result
             self.warm = True
-        loss = self._step(xb, yb, weight)
-        return loss if weight == 1.0 else loss * weight
+        return self._step(xb, yb, weight)
 
     def _step(self, xb, yb, weight):
+        # the weighting of the loss is part of the step, so a captured step
+        # records it too (a full batch's share is the same for every replay)
         loss = self.net.train_step(xb, yb)
         self._reduce(weight)
         self.optim.step()
-        return loss
+        return loss if weight == 1.0 else loss * weight
 
     def _reduce(self, weight):
         """The batch's gradient from every rank's: each rank's mean gradient
