@@ -400,7 +400,9 @@ class _StoreHost:
         agent = env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
         self.store = TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), here.size,
                               is_master=not agent and here.rank == 0,
-                              timeout=timedelta(seconds=300), multi_tenant=not agent)
+                              # long enough for rank 0 to download and prepare a
+                              # dataset while the others wait for its turn to end
+                              timeout=timedelta(hours=1), multi_tenant=not agent)
         self.rank, self.size, self.local_rank = here.rank, here.size, None
         self.prefix = f"nnx/{env.get('TORCHELASTIC_RESTART_COUNT', '0')}/"
         self.calls = 0

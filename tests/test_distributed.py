@@ -598,3 +598,15 @@ def test_a_second_fit_goes_on_with_fresh_dropout_masks(tmp_path):
     for rank in (0, 1):
         first, second = json.loads((tmp_path / f"draws-{rank}.json").read_text())
         assert first != second
+
+
+def test_only_rank_0_checks_the_checkpoint_path(tmp_path, monkeypatch):
+    """Rank 0 writes the checkpoints, so a rank whose file system cannot take
+    the path (another node, no shared folder) must not refuse the run."""
+    folder = str(tmp_path)  # a folder: no checkpoint can be written there
+    monkeypatch.setenv("PMI_RANK", "1")
+    monkeypatch.setenv("PMI_SIZE", "2")
+    assert nnx.Checkpoint(folder).path == folder
+    monkeypatch.setenv("PMI_RANK", "0")
+    with pytest.raises(ValueError, match="checkpoint="):
+        nnx.Checkpoint(folder)

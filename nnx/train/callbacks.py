@@ -186,7 +186,10 @@ class Checkpoint(Callback):
     late = True
 
     def __init__(self, path, every=None):
-        self.path = _writable(path, "checkpoint")  # now, not at the first save epochs later
+        # now, not at the first save epochs later; in a distributed job only
+        # rank 0 writes, so only its file system must take the file
+        from ..distributed import world
+        self.path = _writable(path, "checkpoint") if world().rank == 0 else path
         self.every = None if every is None else _checks.integer("checkpoint_every", every)
         self._trained = False
 
