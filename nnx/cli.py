@@ -449,6 +449,25 @@ def cmd_train(args):
     return 0
 
 
+def _standardisation(checkpoint, net):
+    """The checkpoint's ``(x_mean, x_std)`` (as ``nnx train`` saves them), or
+    None when it holds neither; refused when half there, not numbers, or not
+    one value per input."""
+    extra = net.checkpoint_extra
+    held = [k for k in ("x_mean", "x_std") if k in extra]
+    for k in held:
+        if extra[k].dtype.kind not in "iuf":
+            raise UsageError(f"{checkpoint}: its {k} holds {extra[k].dtype} values; "
+                             "expected real numbers")
+        if extra[k].shape != (net.n_in,):
+            raise UsageError(f"{checkpoint}: its {k} has shape {extra[k].shape} but the "
+                             f"network takes {net.n_in} features; expected ({net.n_in},)")
+    if len(held) == 1:
+        raise UsageError(f"{checkpoint}: it holds {held[0]} without its partner; "
+                         "expected both x_mean and x_std, or neither")
+    return (extra["x_mean"], extra["x_std"]) if held else None
+
+
 def cmd_evaluate(args):
     net = NeuralNetwork.load(args.checkpoint, backend=args.backend)
     trained_on = net.checkpoint_meta.get("dataset")
@@ -458,18 +477,7 @@ def cmd_evaluate(args):
         print(f"nnx evaluate: note: {args.checkpoint} was trained on {trained_on}, not "
               f"{args.dataset}", file=sys.stderr)
     _check_data_flags(args)
-    extra = net.checkpoint_extra
-    stats = [k for k in ("x_mean", "x_std") if k in extra]
-    for k in stats:
-        if extra[k].dtype.kind not in "iuf":
-            raise UsageError(f"{args.checkpoint}: its {k} holds {extra[k].dtype} values; "
-                             "expected real numbers")
-        if extra[k].shape != (net.n_in,):
-            raise UsageError(f"{args.checkpoint}: its {k} has shape {extra[k].shape} but the "
-                             f"network takes {net.n_in} features; expected ({net.n_in},)")
-    if len(stats) == 1:
-        raise UsageError(f"{args.checkpoint}: it holds {stats[0]} without its partner; "
-                         "expected both x_mean and x_std, or neither")
+    stats = _standardisation(args.checkpoint, net)
     ds = _load(args)
     print(f"nnx {__version__} evaluate: {args.checkpoint} on dataset={args.dataset} "
           f"({ds.source}), backend={args.backend}")
@@ -481,7 +489,7 @@ def cmd_evaluate(args):
         raise UsageError(f"{args.checkpoint}: the network has {net.n_out} outputs but "
                          f"{args.dataset} has {ds.n_classes} classes")
     if stats:
-        X = standardize_with(X, extra["x_mean"], extra["x_std"])
+        X = standardize_with(X, *stats)
     else:
         print(f"nnx evaluate: note: {args.checkpoint} holds no standardisation statistics "
               "(x_mean, x_std), so the features are used as they are", file=sys.stderr)
@@ -495,14 +503,9 @@ def cmd_evaluate(args):
 def cmd_export(args):
     net = NeuralNetwork.load(args.checkpoint)
     output = args.output or ("softmax" if net.loss.classification else "raw")
-    extra = net.checkpoint_extra
-    held = [k for k in ("x_mean", "x_std") if k in extra]
-    if len(held) == 1:
-        raise UsageError(f"{args.checkpoint}: it holds {held[0]} without its partner; "
-                         "expected both x_mean and x_std, or neither")
-    stats = None
-    if held and not args.standardized_inputs:
-        stats = (extra["x_mean"], extra["x_std"])
+    stats = _standardisation(args.checkpoint, net)
+    if args.standardized_inputs:
+        stats = None
     try:
         from .onnx import export_network
         path = export_network(net, args.out, output=output, opset=args.opset,

@@ -103,16 +103,11 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             raise InputValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
                              f"{self.classes_}. 'y' has {classes}.")
 
-    def _encode_device(self, y, n_rows, incremental):
+    def _encode_device(self, y, incremental):
         """Device labels (1-D class labels, or a 2-D 0/1 indicator for
         multilabel) -> binarised targets on the device; only the classes are
         read back to the host."""
-        cp = _data.cupy()
-        y = cp.asarray(y)
-        if y.shape[0] != n_rows:
-            raise InputValueError(f"Found input variables with inconsistent numbers of samples: "
-                             f"[{n_rows}, {y.shape[0]}]")
-        return encode_labels(cp, y, self, incremental)
+        return encode_labels(_data.cupy(), y, self, incremental)
 
     def _validation_score(self, net, data, val):
         b = net.backend
@@ -245,11 +240,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
             y = column_or_1d(y, warn=True)
         return (y.reshape(-1, 1) if y.ndim == 1 else y), None
 
-    def _encode_device(self, y, n_rows, incremental):
-        y = _data.cupy().asarray(y)
-        if y.shape[0] != n_rows:
-            raise InputValueError(f"Found input variables with inconsistent numbers of samples: "
-                             f"[{n_rows}, {y.shape[0]}]")
+    def _encode_device(self, y, incremental):
         return y.reshape(-1, 1) if y.ndim == 1 else y
 
     def _validation_score(self, net, data, val):

@@ -107,16 +107,16 @@ def prepare_fit(est, X, y, sample_weight, incremental, reset):
     """Check and encode ``X``, ``y``, ``sample_weight`` for ``fit``/``partial_fit``."""
     if on_device(X):
         X = _device_matrix(est, X, "X", reset)
+        y = cupy().asarray(y) if on_device(y) else np.asarray(y)
+        if y.shape[0] != X.shape[0]:
+            raise InputValueError(f"Found input variables with inconsistent numbers of "
+                                  f"samples: [{X.shape[0]}, {y.shape[0]}]")
         if on_device(y):
-            Y = est._encode_device(y, int(X.shape[0]), incremental)
+            Y = est._encode_device(y, incremental)
             stratify = None  # scikit-learn stratifies binary targets only; see _split
             if Y.shape[1] == 1 and est._is_classifier() and est.early_stopping:
                 stratify = to_numpy(Y)
         else:  # host labels (strings, say) with device features: encoded on the host
-            y = np.asarray(y)
-            if y.shape[0] != X.shape[0]:
-                raise InputValueError(f"Found input variables with inconsistent numbers of "
-                                      f"samples: [{X.shape[0]}, {y.shape[0]}]")
             Y, stratify = est._encode(y, incremental)
         sw = _device_weights(sample_weight, X)
     else:
