@@ -627,3 +627,37 @@ def test_axpy_adds_in_place_on_every_backend(backend_name, dtype):
         view(want)[...] += 0.25 * view(x0)
         tol = 1e-6 if dtype == "float32" else 1e-15
         np.testing.assert_allclose(_host(b, y), want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gather_batch_fetches_the_batch_at_the_device_counter(backend_name, dtype):
+    """Rows ``order[p * stride + offset:][:n]`` for a counter ``p`` on the
+    device, as one slice of the order and a take would give them; the
+    counter is read on the device (the simulated one refuses host reads)."""
+    b = get_backend(backend_name, dtype)
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((50, 7)), rng.standard_normal((50, 3))
+    order = rng.permutation(50)
+    Xd, Yd = b.asarray(X), b.asarray(Y)
+    order_d = b.asarray(order, dtype=b.xp.int64)
+    position = b.zeros_int((1,))
+    xb, yb = b.empty((4, 7)), b.empty((4, 3))
+    for p in range(5):  # batches of 4 rows, two ranks: this is rank 1 (offset 4)
+        b.assign(position, p)
+        assert b.gather_batch(Xd, order_d, position, 8, 4, xb) is xb
+        b.gather_batch(Yd, order_d, position, 8, 4, yb)
+        rows = order[p * 8 + 4:p * 8 + 8]
+        np.testing.assert_array_equal(b.to_numpy(xb), X[rows].astype(dtype))
+        np.testing.assert_array_equal(b.to_numpy(yb), Y[rows].astype(dtype))
+
+
+def test_gather_batch_wraps_positions_past_the_end(backend_name):
+    """A counter past the epoch's last batch reads from the order's start
+    again (rows of the data, never memory beyond the order)."""
+    b = get_backend(backend_name, "float64")
+    X = np.arange(30.0).reshape(10, 3)
+    order = np.array([9, 8, 7, 6, 5, 4, 3, 2, 1, 0])
+    position, out = b.zeros_int((1,)), b.empty((4, 3))
+    b.assign(position, 2)  # rows 8, 9, 10, 11 of the order: 8, 9, then 0, 1
+    b.gather_batch(b.asarray(X), b.asarray(order, dtype=b.xp.int64), position, 4, 0, out)
+    np.testing.assert_array_equal(b.to_numpy(out), X[[1, 0, 9, 8]])

@@ -170,3 +170,79 @@ def test_a_generator_swapped_mid_run_is_recorded_again():
                                               batch_size=32, seed=4, patience=5,
                                               callback=swap))
     assert runs[0].records == runs[1].records
+
+
+@pytest.mark.parametrize("group, replays", [(4, 3 + 5 * 4), (7, 6 + 5 * 1), (2, 3 + 5 * 4)])
+def test_graphs_of_several_steps_train_exactly_like_the_loop(monkeypatch, group, replays):
+    """Each recorded step fetches its batch by the device counter, so a graph
+    of ``group`` steps replays that many batches at once; the rest of an
+    epoch goes through the graph of one step. 7 full batches an epoch, the
+    first of the run eager: with groups of 4, epoch 1 is 4 + 1 + 1 and the
+    others 4 + 1 + 1 + 1 launches."""
+    from nnx.train import trainer
+    monkeypatch.setattr(trainer._Steps, "group", group)
+    fake = ReplayBackend()
+    net_g, hist_g = _fit(fake, 0.8)
+    net_e, hist_e = _fit("cpu", 0.8)
+    assert hist_g.graph and fake.captures == 2  # one graph of `group` steps, one of one
+    assert fake.replays == replays
+    assert hist_g.records == hist_e.records
+    for p, q in zip(net_g.params(), net_e.params()):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_recorded_steps_read_nothing_from_the_host(monkeypatch):
+    """The fed step (counter, gather, step, total) on the simulated device,
+    whose arrays refuse to become host arrays: a recorded step holds no
+    host read and no host-made index."""
+    from nnx.backend.strict_backend import StrictBackend
+    from nnx.train import trainer
+    pytest.importorskip("array_api_strict")
+
+    class StrictReplay(StrictBackend):
+        captures = 0
+
+        def capture(self, step):
+            StrictReplay.captures += 1
+            return step, None  # "replay" runs the recorded Python again
+
+    monkeypatch.setattr(trainer._Steps, "group", 3)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((250, 12)), rng.integers(0, 4, 250)
+    results = []
+    for backend in (StrictReplay("float64"), get_cpu("float64")):
+        net = nnx.NeuralNetwork([nnx.Dense(16, "tanh"), nnx.Dense(4, "linear")],
+                                nnx.SoftmaxCrossEntropy(), seed=3, backend=backend)
+        hist = nnx.Trainer(net, nnx.Adam(0.01)).fit(X, y, X[:50], y[:50], epochs=3,
+                                                    batch_size=32, seed=4)
+        results.append((hist, [net.backend.to_numpy(p) for p in net.params()]))
+    (hist_s, params_s), (hist_c, params_c) = results
+    assert hist_s.graph and StrictReplay.captures == 2
+    for rs, rc in zip(hist_s.records, hist_c.records):
+        assert rs["loss"] == pytest.approx(rc["loss"], rel=1e-12)
+    for p, q in zip(params_s, params_c):
+        np.testing.assert_allclose(p, q, rtol=1e-12, atol=1e-14)
+
+
+def get_cpu(dtype):
+    from nnx.backend import get_backend
+    return get_backend("cpu", dtype)
+
+
+@pytest.mark.parametrize("size, rank", [(1, 0), (2, 0), (2, 1), (3, 2)])
+def test_the_device_counter_finds_each_ranks_rows(size, rank):
+    """A recorded step reads full batch s at ``s * stride + offset`` of the
+    order; that must be where the trainer's batch plan puts this rank's share."""
+    from types import SimpleNamespace
+
+    from nnx.train.trainer import _Data, _Steps
+    comm = SimpleNamespace(size=size, rank=rank, engine="fake")
+    b = get_cpu("float64")
+    data = SimpleNamespace(n=250, X=np.zeros((250, 3)), y=np.zeros((250, 2)))
+    batches = _Data.batches(data, b, 16, comm)
+    steps = _Steps.__new__(_Steps)
+    _Steps.__init__(steps, SimpleNamespace(backend=b), None, True, comm, 16)
+    full = [bt for bt in batches if bt[4]]
+    assert full and all(not bt[4] for bt in batches[len(full):])
+    for s, (lo, hi, *_rest) in enumerate(full):
+        assert (lo, hi) == (s * steps.stride + steps.offset, s * steps.stride + steps.offset + 16)

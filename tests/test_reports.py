@@ -422,3 +422,21 @@ def test_rerender_refuses_what_it_cannot_keep(tmp_path, capsys, content, args):
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert "--rerender" in err and ("report.json" in err or "--seconds" in err)
+
+
+@pytest.mark.parametrize("epoch_s, met", [(0.04, True), (0.17, False)])
+def test_the_report_sets_the_fashion_sized_epoch_beside_its_target(tmp_path, epoch_s, met):
+    """The run's steady epoch (the median after the first) against 0.05 s,
+    and the µs per step of fit beside the graphs' device time per step."""
+    train = {"network": "784-178-46-10 tanh, dropout 0.8", "gpu": {
+        "epochs": 10, "seconds_per_epoch": epoch_s, "first_epoch_s": 1.2,
+        "us_per_step": epoch_s * 1000, "graph_us_per_step": {"1": 31.0, "16": 24.5},
+        "test_accuracy": 0.63, "graph": True, "graph_note": ""}}
+    (tmp_path / "train.json").write_text(json.dumps(train))
+    _script("gpu_report").main([str(tmp_path)])
+    report = json.loads((tmp_path / "report.json").read_text())
+    row = next(t for t in report["targets"] if "s per epoch after the first" in t["target"])
+    assert row["met"] is met and row["measured"] == f"{epoch_s:.3f} s"
+    md = (tmp_path / "report.md").read_text()
+    assert f"`fit` {epoch_s * 1000:.0f} µs" in md
+    assert "31 µs in graphs of 1, 24 µs in graphs of 16" in md  # 24.5 rounds to even

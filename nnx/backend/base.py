@@ -244,6 +244,21 @@ class Backend:
         out[...] = rows
         return out
 
+    def gather_batch(self, x, order, position, stride, offset, out):
+        """Rows ``order[position * stride + offset + i]`` of ``x`` into ``out``,
+        for ``i`` below ``out``'s row count: the batch at ``position`` of an
+        epoch's ``order``. ``position`` is a ``(1,)`` int64 device array (a
+        batch counter), read on the device: one recorded step fetches every
+        batch of the epoch, with no row index from the host per batch.
+        Positions past the end of ``order`` wrap around to its start, so a
+        step replayed too often reads rows of ``x``, never other memory."""
+        xp = self.xp
+        n = out.shape[0]
+        start = position * stride + offset
+        pos = (xp.arange(n, dtype=xp.int64, **self._on) + start) % order.shape[0]
+        idx = xp.take(order, pos, axis=0)
+        return self.take_rows(x, idx, out=out)
+
     def bias_activation(self, x, bias, name, param=None):
         """``(out, saved)``: the built-in activation ``name`` (with its setting
         ``param``: alpha, GELU's approximate, or None) of ``x + bias``, and what

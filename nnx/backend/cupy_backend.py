@@ -291,6 +291,16 @@ class CupyBackend(Backend):
     def take_rows(self, x, idx, out=None):
         return self.xp.take(x, idx, axis=0, out=out)
 
+    def gather_batch(self, x, order, position, stride, offset, out):
+        # one kernel: the row index is read from the device counter in place
+        if not (x.flags.c_contiguous and out.flags.c_contiguous and x.ndim == 2):
+            return super().gather_batch(x, order, position, stride, offset, out)
+        width = int(x.shape[1])
+        self._kernels.gather(x.reshape(-1), order, position, np.int64(stride),
+                             np.int64(offset), np.int64(width), np.int64(order.shape[0]),
+                             out.reshape(-1))
+        return out
+
 
 class _Fused(NamedTuple):
     """One activation's fused kernels, as CUDA statements in the kernels' type
@@ -379,6 +389,18 @@ class _Kernels:
             "float64 u, float64 keep, T scale", "T mask",
             "mask = u < keep ? scale : (T)0",
             "nnx_dropout_mask",
+        )
+        # out[r, c] = x[order[(position * stride + offset + r) % norder], c],
+        # over flat (C-ordered) views of x and out
+        self.gather = ek(
+            "raw T x, raw int64 order, raw int64 position, int64 stride, int64 offset, "
+            "int64 width, int64 norder", "T out",
+            """
+            long long r = i / width;
+            long long k = (position[0] * stride + offset + r) % norder;
+            out = x[order[k] * width + (i - r * width)];
+            """,
+            "nnx_gather_batch",
         )
         # per element: the clipped log-probability weighted by the target (summed
         # afterwards), and the gradient (softmax - y) / n

@@ -39,39 +39,102 @@ class TrainingDiverged(RuntimeError):
 
 
 class _Steps:
-    """Runs the training step of each batch: eagerly, or, for full-size
-    batches on a backend that can record graphs, by replaying one captured
-    step (forward, loss, backward, gradient all-reduce, update) whose inputs
-    are fixed buffers.
+    """Runs an epoch's training steps: eagerly, or, for the full-size batches
+    on a backend that can record graphs, by replaying recorded steps.
+
+    A recorded step does the whole of one batch on the device: it fetches
+    the batch's rows of the epoch's order by a batch counter kept on the
+    device (``gather_batch``), runs forward, loss, backward, the gradient
+    all-reduce and the update, adds the loss to the epoch's device total and
+    advances the counter. Nothing comes from the host per batch, so one graph
+    can hold ``group`` consecutive steps and be launched once for all of
+    them; a graph of one step serves the rest of the epoch.
 
     The first full batch runs eagerly (kernels compile, optimiser state is
-    allocated); the step is captured on the next one, and again only if the
+    allocated); the steps are recorded on the next, and again only if the
     network's dropout generator is replaced (the rates and the step count
     live in device arrays that the optimiser updates in place). In a
     distributed fit every rank makes the same choices, so the ranks' graphs
     and eager steps call the all-reduce in the same order.
     """
 
-    def __init__(self, net, optim, use_graph, comm=_distributed.LOCAL):
+    group = 16  # full-size steps per graph launch
+
+    def __init__(self, net, optim, use_graph, comm=_distributed.LOCAL, batch_size=None):
         self.net, self.optim, self.comm = net, optim, comm
         self.use_graph = bool(use_graph) and type(net.backend).capture is not Backend.capture
         self.warm = False
-        self.replay = self.result = self.rng = None
+        self.graphs = {}  # steps per launch -> (replay, result)
+        self.rng = None  # the generator the graphs were recorded with
         self.note = ""
+        # full batch s of an epoch is rows s * stride + offset onwards of its order
+        self.stride = None if batch_size is None else batch_size * comm.size
+        self.offset = None if batch_size is None else batch_size * comm.rank
+        self.feed = None  # the device arrays a recorded step reads (see _feed)
 
-    def __call__(self, xb, yb, full, weight=1.0):
-        """One step on the batch ``xb, yb``; returns its loss, times ``weight``
-        (this rank's share of the batch's rows), as a 0-d device array."""
-        if self.use_graph and full:
-            # the graph reads the rate from the optimiser's device copy, but it
-            # holds on to the generator it was recorded with
-            if self.warm and (self.replay is None or self.rng is not self.net.rng):
-                self._capture(xb, yb, weight)
-            if self.replay is not None:
-                self.replay()
-                return self.result
-            self.warm = True
-        return self._step(xb, yb, weight)
+    @property
+    def recorded(self):
+        """True if steps were replayed from a graph in this fit."""
+        return bool(self.graphs)
+
+    def epoch(self, X, y, order, batches):
+        """One pass over ``batches`` (from ``_Data.batches``) in ``order``;
+        returns the summed loss as a 0-d device array (in a distributed fit,
+        this rank's weighted share of it)."""
+        b = self.net.backend
+        full = sum(1 for batch in batches if batch[4])
+        fed = self.use_graph and full > 0 and self.stride is not None
+        total = self._recorded_epoch(X, y, order, batches, full) if fed else b.zeros(())
+        for start, stop, xb, yb, is_full, weight in batches:
+            if is_full and fed:
+                continue  # done above
+            if xb is None:  # none of this short batch's rows are this rank's
+                self.idle()
+                continue
+            idx = order[start:stop]
+            b.take_rows(X, idx, out=xb)
+            b.take_rows(y, idx, out=yb)
+            total += self._step(xb, yb, weight)
+        return total
+
+    def _recorded_epoch(self, X, y, order, batches, full):
+        """The ``full`` full-size batches, fed from the device: warm-up and
+        recording where needed, then graphs of ``group`` steps and of one."""
+        b = self.net.backend
+        xb, yb, weight = next((bt[2], bt[3], bt[5]) for bt in batches if bt[4])
+        if self.feed is None:
+            self.feed = (b.copy(order), b.zeros_int((1,)), b.zeros(()), X, y, xb, yb, weight)
+        else:
+            b.assign(self.feed[0], order)
+        order_buf, position, total = self.feed[:3]
+        b.assign(position, 0)
+        b.assign(total, 0.0)
+        done = 0
+        while done < full:
+            left = full - done
+            if not self.warm or not self.use_graph:  # eager, from the same device feed
+                self._fed_step()
+                self.warm = True
+                done += 1
+                continue
+            if self.rng is not self.net.rng:  # a graph holds the generator it recorded
+                self.graphs, self.rng = {}, self.net.rng
+            size = self.group if left >= self.group else 1
+            if size not in self.graphs and not self._record(size):
+                continue  # refused: the rest eagerly
+            self.graphs[size][0]()
+            done += size
+        return b.copy(total)
+
+    def _fed_step(self):
+        """One full-size step fed by the device counter (what a graph records)."""
+        b = self.net.backend
+        order, position, total, X, y, xb, yb, weight = self.feed
+        b.gather_batch(X, order, position, self.stride, self.offset, xb)
+        b.gather_batch(y, order, position, self.stride, self.offset, yb)
+        position += 1
+        total += self._step(xb, yb, weight)
+        return total
 
     def _step(self, xb, yb, weight):
         # the weighting of the loss is part of the step, so a captured step
@@ -101,19 +164,25 @@ class _Steps:
         self._reduce(1.0)
         self.optim.step()
 
-    def _capture(self, xb, yb, weight):
+    def _record(self, size):
+        """Record ``size`` fed steps as one graph; False (with a log line,
+        and eager steps from then on) where the backend refuses."""
+        def steps():
+            for _ in range(size - 1):
+                self._fed_step()
+            return self._fed_step()
         try:
-            self.replay, self.result = self.net.backend.capture(
-                lambda: self._step(xb, yb, weight))
-            self.rng = self.net.rng
-            # the layers keep arrays from the graph's private memory after the
-            # last replay: the network holds the graph (and that memory) until
-            # it records another
-            self.net._captured_step = self.replay
+            self.graphs[size] = self.net.backend.capture(steps)
         except CaptureUnavailable as exc:
-            self.use_graph, self.replay = False, None
+            self.use_graph, self.graphs = False, {}
             self.note = str(exc)
             log.warning("nnx: graph capture unavailable, training step by step (%s)", exc)
+            return False
+        # the layers keep arrays from the graphs' private memory after the
+        # last replay: the network holds the graphs (and that memory) until
+        # it records others
+        self.net._captured_step = dict(self.graphs)
+        return True
 
 
 class _Data:
@@ -447,7 +516,7 @@ class _Run:
     def train(self, graph):
         s, b = self.settings, self.b
         batches = self.data.batches(b, s.batch_size, self.comm)
-        steps = _Steps(self.net, self.optim, graph, self.comm)
+        steps = _Steps(self.net, self.optim, graph, self.comm, s.batch_size)
         for cb in self.callbacks:
             cb.on_fit_start(self)
         for epoch in range(self.epoch, s.epochs):
@@ -459,7 +528,7 @@ class _Run:
             self.pending.append(self._epoch(epoch, batches, steps))
             self.epoch = self.history.epochs_run = epoch + 1
             self._end_epoch(lr)
-        self.history.graph, self.history.graph_note = steps.replay is not None, steps.note
+        self.history.graph, self.history.graph_note = steps.recorded, steps.note
         for cb in self.callbacks:
             cb.on_fit_end(self)
         return self.history
@@ -468,20 +537,13 @@ class _Run:
         """One pass over the rows in this epoch's order (the same on every
         rank: drawn from the seed); the summed loss stays on the device. In a
         distributed fit each batch's loss is this rank's share of it."""
-        b, X, y = self.b, self.data.X, self.data.y
+        b = self.b
         order = b.epoch_order(host.derive_seed(self.settings.seed, 0, epoch), self.data.n)
-        epoch_loss = b.zeros(())
         with b.quiet_float_errors():  # a divergence is reported as TrainingDiverged
-            for start, stop, xb, yb, full, weight in batches:
-                if xb is None:  # none of this short batch's rows are this rank's
-                    steps.idle()
-                    continue
-                idx = order[start:stop]
-                b.take_rows(X, idx, out=xb)
-                b.take_rows(y, idx, out=yb)
-                epoch_loss += steps(xb, yb, full, weight)
-                self._last_batch = (xb, yb)
-        return epoch_loss
+            total = steps.epoch(self.data.X, self.data.y, order, batches)
+        # the last batch this rank trained on (its buffers hold its rows)
+        self._last_batch = next((bt[2], bt[3]) for bt in reversed(batches) if bt[2] is not None)
+        return total
 
     def _end_epoch(self, lr):
         epoch, s = self.epoch, self.settings
