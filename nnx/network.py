@@ -11,6 +11,7 @@ from ._checks import InputTypeError, InputValueError
 from .backend import get_backend, host
 from .layers import Layer
 from .losses import LOSSES, Loss
+from .precision import LossScaler
 
 
 class NeuralNetwork:
@@ -27,13 +28,18 @@ class NeuralNetwork:
     backend : "cpu", "gpu" or a Backend
     dtype : "float32" or "float64": every array the network owns. The default
         is float32, or the dtype of a Backend given as ``backend``.
+    precision : "float32", "tf32", "bfloat16" or "float16"
+        How the matrix products run (``nnx.precision``): exact float32 (the
+        default, or a given Backend's), or on tensor cores with TF32 or
+        half-precision operands, everything else staying float32. A float16
+        network scales its loss (``loss_scaler``, a ``LossScaler``).
 
     All parameters live in one flat buffer on the device; each layer's weights
     and biases are views into it, and likewise for the gradients, so an
     optimiser step is a few whole-buffer operations.
     """
 
-    def __init__(self, layers, loss, seed=None, backend="cpu", dtype=None):
+    def __init__(self, layers, loss, seed=None, backend="cpu", dtype=None, precision=None):
         if isinstance(layers, (Layer, str, bytes)) or not hasattr(layers, "__iter__"):
             raise InputTypeError(f"layers must be a list of Layer objects (e.g. [Dense(10)]), "
                                  f"got {type(layers).__name__}")
@@ -66,7 +72,9 @@ class NeuralNetwork:
                 raise InputValueError(
                     f"layers[{i}] ({layer!r}) already belongs to another NeuralNetwork, whose "
                     "parameters it holds; give each network its own layer objects")
-        self.backend = get_backend(backend, dtype)
+        self.backend = get_backend(backend, dtype, precision)
+        # float16 operands need the loss scaled; the others keep float32's range
+        self.loss_scaler = LossScaler() if self.backend.precision == "float16" else None
         self.layers = layers
         for layer in layers:
             layer._owner = weakref.ref(self)
@@ -91,6 +99,7 @@ class NeuralNetwork:
                  "params": self.backend.to_numpy(self._param_buf) if self.built else None,
                  "init_rng": self._init_rng.bit_generator.state,
                  "rng": self.generator_state(),
+                 "loss_scaler": self.loss_scaler,
                  # what a subclass or load() added (checkpoint_meta, ...)
                  "attributes": {k: v for k, v in self.__dict__.items() if k not in _OWN}}
         return (_rebuild, (type(self), [layer._settings_copy() for layer in self.layers],
@@ -237,8 +246,11 @@ class NeuralNetwork:
         self.n_in = n_in
 
     def reset(self):
-        """Re-seed the generators and draw the initial weights again."""
+        """Re-seed the generators, draw the initial weights again and start
+        the loss scale (float16) from its initial value."""
         self._seed_generators()
+        if self.loss_scaler is not None:
+            self.loss_scaler.reset()
         if self.built:
             for layer in self.layers:
                 layer.reset_parameters(self._init_rng)
@@ -312,7 +324,10 @@ class NeuralNetwork:
         batch loss as a 0-d device array."""
         prediction = self._infer(X, inference=False)
         loss = self.loss.forward(prediction, y)
-        self.backward(self.loss.backward(), input_grad=False)
+        grad = self.loss.backward()
+        if self.loss_scaler is not None:  # the optimiser divides it out again
+            grad = grad * self.loss_scaler.scale_of(self.backend)
+        self.backward(grad, input_grad=False)
         return loss
 
     def params(self):
@@ -355,6 +370,7 @@ class NeuralNetwork:
             "layers": [layer.describe() for layer in self.layers],
             "loss": self.loss.describe(),
             "dtype": self.backend.dtype_name,
+            "precision": self.backend.precision,
             "seed": self.seed,
             "n_in": self.n_in,
         }
@@ -456,7 +472,7 @@ class NeuralNetwork:
 
 # the attributes NeuralNetwork itself keeps; a copy rebuilds them
 _OWN = frozenset({"backend", "layers", "loss", "seed", "n_in", "_param_buf", "_grad_buf",
-                  "_captured_step", "_init_rng", "rng"})
+                  "_captured_step", "_init_rng", "rng", "loss_scaler"})
 
 
 def _rebuild(cls, layers, loss, seed, backend, state):
@@ -470,5 +486,6 @@ def _rebuild(cls, layers, loss, seed, backend, state):
     net._init_rng.bit_generator.state = state["init_rng"]
     if state["rng"] is not None:
         net.backend.set_generator_state(net.rng, state["rng"])
+    net.loss_scaler = state.get("loss_scaler", net.loss_scaler)
     net.__dict__.update(state["attributes"])
     return net

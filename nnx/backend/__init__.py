@@ -9,31 +9,44 @@ CuPy is imported only when the GPU backend is first asked for.
 from __future__ import annotations
 
 from .._checks import InputTypeError, InputValueError, did_you_mean
-from .base import Backend, BackendUnavailableError, CaptureUnavailable, dtype_name
+from .base import (
+    PRECISIONS,
+    Backend,
+    BackendUnavailableError,
+    CaptureUnavailable,
+    dtype_name,
+    precision_name,
+)
 
 BACKENDS = ("cpu", "gpu", "strict")
 
 _cache: dict = {}
 
 
-def get_backend(name="cpu", dtype=None) -> Backend:
+def get_backend(name="cpu", dtype=None, precision=None) -> Backend:
     """The backend called ``name`` ("cpu", "gpu" or "strict") computing in ``dtype``
-    (a name, or a NumPy dtype or type; float32 when not given).
+    (a name, or a NumPy dtype or type; float32 when not given), its matrix
+    products in ``precision`` (``PRECISIONS``; float32 when not given).
 
-    A ``Backend`` instance is returned unchanged; a ``dtype`` other than its
-    own is refused. Raises ``ValueError`` for an unknown name or dtype and
-    ``BackendUnavailableError`` when the backend cannot run on this machine.
+    A ``Backend`` instance is returned unchanged; a ``dtype`` or ``precision``
+    other than its own is refused. Raises ``ValueError`` for an unknown name,
+    dtype or precision and ``BackendUnavailableError`` when the backend cannot
+    run on this machine.
     """
     if isinstance(name, Backend):
         if dtype is not None and dtype_name(dtype) != name.dtype_name:
             raise InputValueError(f"dtype={dtype_name(dtype)!r} differs from the dtype of "
+                                  f"backend={name!r}; pass one or the other")
+        if precision is not None and precision != name.precision:
+            raise InputValueError(f"precision={precision!r} differs from the precision of "
                                   f"backend={name!r}; pass one or the other")
         return name
     if name not in BACKENDS:
         raise InputValueError(f"backend={name!r} is not known{did_you_mean(name, BACKENDS)}; "
                               f"expected one of {BACKENDS}")
     dtype = dtype_name("float32" if dtype is None else dtype)
-    key = (name, dtype)
+    precision = precision_name(precision, dtype)
+    key = (name, dtype, precision)
     if key not in _cache:
         if name == "cpu":
             from .numpy_backend import NumpyBackend as cls
@@ -41,7 +54,7 @@ def get_backend(name="cpu", dtype=None) -> Backend:
             from .cupy_backend import CupyBackend as cls
         else:
             from .strict_backend import StrictBackend as cls
-        _cache[key] = cls(dtype)
+        _cache[key] = cls(dtype) if precision == "float32" else cls(dtype, precision)
     return _cache[key]
 
 
@@ -70,5 +83,5 @@ def backend_of(x, dtype=None) -> Backend:
     return get_backend(kind, dtype)
 
 
-__all__ = ["Backend", "BackendUnavailableError", "CaptureUnavailable", "BACKENDS", "get_backend",
-           "gpu_available", "backend_of"]
+__all__ = ["Backend", "BackendUnavailableError", "CaptureUnavailable", "BACKENDS", "PRECISIONS",
+           "get_backend", "gpu_available", "backend_of"]

@@ -14,6 +14,9 @@ import numpy as _np  # host side only: initial weights, labels, read-back
 from .._checks import InputValueError
 
 _DTYPES = ("float32", "float64")
+# the matrix products' precision: exact float32, TF32 tensor-core math, or
+# half-precision operands (float32 accumulation and output)
+PRECISIONS = ("float32", "tf32", "bfloat16", "float16")
 
 # Coefficients of W. J. Cody's rational Chebyshev approximations to erf and
 # erfc ("Rational Chebyshev approximations for the error function", Math.
@@ -49,6 +52,19 @@ def dtype_name(dtype) -> str:
     return name
 
 
+def precision_name(precision, dtype) -> str:
+    """A checked matrix-product precision for a network of ``dtype``."""
+    if precision is None:
+        return "float32"
+    if precision not in PRECISIONS:
+        raise InputValueError(f"precision={precision!r} is not supported; expected one of "
+                              f"{PRECISIONS}")
+    if precision != "float32" and dtype != "float32":
+        raise InputValueError(f"precision={precision!r} applies to float32 networks, but "
+                              f"dtype={dtype!r}: a {dtype} network's products are {dtype}")
+    return precision
+
+
 class BackendUnavailableError(RuntimeError):
     """The requested backend cannot run here; the message says what is missing."""
 
@@ -64,6 +80,13 @@ class Backend:
     ----------
     name : str
         ``"cpu"``, ``"gpu"`` or ``"strict"`` (the simulated device used in tests).
+    precision : str
+        The matrix products' precision (``PRECISIONS``): ``"float32"`` exact;
+        ``"tf32"`` operands rounded to 10 mantissa bits (TF32 tensor cores);
+        ``"bfloat16"``/``"float16"`` operands rounded to that format, products
+        accumulated and returned in float32. Only for float32 backends. The
+        GPU runs these on tensor cores; the CPU emulates them (rounds the
+        operands, then multiplies in float32) to test their numerics.
     xp : module
         The array namespace (``numpy``, ``cupy`` or ``array_api_strict``).
     dtype : dtype object of ``xp``
@@ -74,8 +97,9 @@ class Backend:
     # True where bias_activation runs as one fused kernel (Dense then uses it)
     fuses_bias_activation = False
 
-    def __init__(self, xp, dtype="float32", device=None):
+    def __init__(self, xp, dtype="float32", device=None, precision="float32"):
         dtype = dtype_name(dtype)
+        self.precision = precision_name(precision, dtype)
         self.xp = xp
         self.dtype_name = dtype
         self.dtype = getattr(xp, dtype)
@@ -87,10 +111,11 @@ class Backend:
         # pickled (and deep-copied) by name: what comes back is this process's
         # backend of that name and dtype, itself holding the array module
         from . import get_backend
-        return (get_backend, (self.name, self.dtype_name))
+        return (get_backend, (self.name, self.dtype_name, self.precision))
 
     def __repr__(self):
-        return f"<nnx backend {self.name!r} dtype={self.dtype_name}>"
+        extra = "" if self.precision == "float32" else f" precision={self.precision}"
+        return f"<nnx backend {self.name!r} dtype={self.dtype_name}{extra}>"
 
     # ------------------------------------------------------------------ data
     def owns(self, x) -> bool:
@@ -209,11 +234,36 @@ class Backend:
 
     # ------------------------------------------------------------ linear algebra
     def matmul(self, a, b, out=None):
-        """``a @ b``, written into ``out`` when given."""
+        """``a @ b``, written into ``out`` when given; in the backend's
+        ``precision`` (the operands rounded first, unless float32)."""
+        if self.precision != "float32":
+            a, b = self.round_operand(a), self.round_operand(b)
         if out is None:
             return a @ b
         out[...] = a @ b
         return out
+
+    def round_operand(self, x):
+        """``x`` rounded (to nearest, ties to even) to the precision of this
+        backend's matrix products and returned in float32: what tensor cores
+        take as an operand. The reference works on the bits of float32
+        (``"tf32"``: 10 mantissa bits, ``"bfloat16"``: 7) or through
+        float16; NaN and infinities stay as they are, and float16 overflows
+        to infinity beyond 65504, as the hardware's conversion does."""
+        xp = self.xp
+        if self.precision == "float32":
+            return x
+        if self.precision == "float16":
+            with _np.errstate(over="ignore"):  # beyond 65504: infinity, as intended
+                return xp.astype(xp.astype(x, xp.float16), xp.float32)
+        drop = 13 if self.precision == "tf32" else 16  # mantissa bits cut off
+        bits = _np.ascontiguousarray(self.to_numpy(x), dtype=_np.float32).view(_np.uint32)
+        half = _np.uint32((1 << (drop - 1)) - 1)
+        rounded = (bits + half + ((bits >> _np.uint32(drop)) & _np.uint32(1))) \
+            & _np.uint32(~((1 << drop) - 1) & 0xFFFFFFFF)
+        special = (bits & _np.uint32(0x7F800000)) == _np.uint32(0x7F800000)  # inf, NaN
+        out = _np.where(special, bits, rounded).view(_np.float32)
+        return self.asarray(out, dtype=xp.float32)
 
     def sum_rows(self, g, out=None):
         """Column sums of ``g`` as a ``(1, n)`` row (the bias gradient)."""
@@ -388,6 +438,60 @@ class Backend:
     def axpy(self, a, x, y):
         """``y += a * x`` in place (``a`` a number)."""
         y += a * x
+
+    # Dynamic loss scaling (float16 products): the loss's gradient is
+    # multiplied by ``loss_scale`` before the backward pass; the update then
+    # multiplies the gradient by ``unscale_factor``, which is negative when
+    # the scaled gradient overflowed: that step is skipped.
+    def unscale_factor(self, grad, loss_scale, max_norm=None):
+        """``1 / loss_scale`` (times the clip factor of the unscaled gradient,
+        given ``max_norm``) as a 0-d device array, or -1 if any element of
+        ``grad`` is NaN or infinite."""
+        xp = self.xp
+        inv = 1.0 / loss_scale
+        with _np.errstate(invalid="ignore"):  # inf - inf: the NaN that says so
+            bad = xp.sum(grad - grad)  # 0, or NaN when an element is not finite
+        factor = inv
+        if max_norm is not None:
+            norm = xp.sqrt(xp.sum(grad * grad)) * inv
+            factor = inv * xp.minimum(xp.asarray(1.0, dtype=self.dtype, **self._on),
+                                      max_norm / (norm + 1e-6))
+        return xp.where(bad == 0, factor, xp.asarray(-1.0, dtype=self.dtype, **self._on))
+
+    def update_unless_skipped(self, scale, arrays, update):
+        """Run ``update()``, which writes ``arrays`` in place, except when the
+        0-d ``scale`` is negative (a skipped step): then every array keeps
+        its values. The reference keeps copies and puts them back on the
+        device; the GPU's update kernels skip by themselves."""
+        xp = self.xp
+        old = [self.copy(a) for a in arrays]
+        update()
+        skip = scale < 0
+        for a, o in zip(arrays, old):
+            a[...] = xp.where(skip, o, a)
+
+    def uncount_skipped(self, t, scale):
+        """``t -= 1`` when the step of 0-d ``scale`` was skipped (negative): a
+        skipped step does not count for the bias corrections."""
+        t -= self.xp.astype(scale < 0, self.xp.int64)
+
+    def update_loss_scale(self, loss_scale, tracker, scale, growth, backoff, interval):
+        """After a step with unscale factor ``scale``: a skipped step
+        multiplies ``loss_scale`` by ``backoff`` and zeroes ``tracker``; else
+        ``tracker`` counts the step, and at ``interval`` steps in a row
+        ``loss_scale`` grows by ``growth`` (if that stays finite) and the count
+        starts again. PyTorch's GradScaler rule; in place, on the device."""
+        xp = self.xp
+        skipped = scale < 0
+        counted = tracker + 1
+        with _np.errstate(over="ignore"):  # a scale grown past float32's range is not taken
+            grown = loss_scale * growth
+        grow = xp.logical_and(xp.logical_not(skipped),
+                              xp.logical_and(counted >= interval, xp.isfinite(grown)))
+        restart = xp.logical_or(skipped, counted >= interval)
+        loss_scale[...] = xp.where(skipped, loss_scale * backoff,
+                                   xp.where(grow, grown, loss_scale))
+        tracker[...] = xp.where(restart, xp.zeros_like(tracker), counted)
 
     def clip_scale(self, grad, max_norm):
         """``min(1, max_norm / (||grad|| + 1e-6))`` as a 0-d device array: the

@@ -46,9 +46,9 @@ class CupyBackend(Backend):
     name = "gpu"
     fuses_bias_activation = True
 
-    def __init__(self, dtype="float32"):
+    def __init__(self, dtype="float32", precision="float32"):
         cupy = _import_cupy()
-        super().__init__(cupy, dtype)
+        super().__init__(cupy, dtype, precision=precision)
         self._kernels = _Kernels(cupy)
         self._optim = _OptimizerKernels(cupy)
         self._capturing = None  # the stream being recorded, while capture() runs
@@ -117,9 +117,32 @@ class CupyBackend(Backend):
         return cupyx.scipy.special.erf(x)
 
     def matmul(self, a, b, out=None):
+        if self.precision != "float32":  # tensor cores, through our own cuBLAS handle
+            if self._gemm_checked is None:
+                self._gemm_checked = self._check_captured_gemm()
+            if self._gemm_checked is not True:
+                raise BackendUnavailableError(
+                    f"precision={self.precision!r}: {self._gemm_checked}")
+            return self._gemm(a, b, out)
         if self._capturing is not None:
             return self._gemm(a, b, out)
         return self.xp.matmul(a, b, out=out)
+
+    def round_operand(self, x):
+        if self.precision == "float32":
+            return x
+        if self.precision == "tf32":  # what TF32 tensor cores read of x, as float32
+            return self._kernels.round_tf32(x)
+        return self._half(x).astype(self.xp.float32) if self.precision == "float16" else \
+            self._kernels.bf16_to_float(self._half(x))
+
+    def _half(self, x):
+        """``x`` as the half-precision operand cuBLAS reads: float16, or
+        bfloat16's bits in uint16 (CuPy has no bfloat16 type), same layout."""
+        if self.precision == "float16":
+            return x.astype(self.xp.float16)
+        out = self.xp.empty_like(x, dtype=self.xp.uint16)
+        return self._kernels.float_to_bf16(x, out)
 
     def sum_rows(self, g, out=None):
         return self.xp.sum(g, axis=0, keepdims=True, out=out)
@@ -195,20 +218,23 @@ class CupyBackend(Backend):
         cases = [(a, b), (a.T, c), (c, b.T)]  # x @ W, x.T @ g, g @ W.T
         outs = [self.empty((x.shape[0], y.shape[1])) for x, y in cases]
         try:
-            if self._blas is None:
-                self._blas = _CapturedBlas(cp)
-            replay, _ = self._record(lambda: [self.matmul(x, y, out=o)
+            replay, _ = self._record(lambda: [self._gemm(x, y, o)
                                               for (x, y), o in zip(cases, outs)])
             replay()
+            # reduced precision: against the rounded operands' exact product
+            # (TF32 may be off whatever the handle asks: NVIDIA_TF32_OVERRIDE=0)
+            tol = {"float32": 1e-5, "tf32": 5e-3}.get(self.precision, 1e-4)
             for (x, y), o in zip(cases, outs):
-                if not bool(cp.allclose(o, cp.matmul(x, y), rtol=1e-5, atol=1e-6)):
+                want = cp.matmul(self.round_operand(x), self.round_operand(y))
+                if not bool(cp.allclose(o, want, rtol=tol, atol=tol)):
                     return "captured cuBLAS GEMM does not match cupy.matmul on this device"
         except Exception as exc:  # any failure here means: train step by step
             return f"matrix products cannot be recorded: {type(exc).__name__}: {exc}"
         return True
 
     def _gemm(self, a, b, out):
-        """``out = a @ b`` by one cuBLAS GEMM on the capturing stream.
+        """``out = a @ b`` by one cuBLAS GEMM of our handle, on the capturing
+        stream (or, outside a capture, the current one).
 
         Row-major ``C = A B`` is column-major ``C^T = B^T A^T``; a C-contiguous
         matrix is its own transpose in column-major terms and needs no
@@ -217,6 +243,10 @@ class CupyBackend(Backend):
         n = b.shape[1]
         if out is None:
             out = self.xp.empty((m, n), dtype=a.dtype)
+        if self._blas is None:
+            self._blas = _CapturedBlas(self.xp, self.precision)
+        if self.precision in ("float16", "bfloat16"):
+            a, b = self._half(a), self._half(b)
 
         def operand(x, cols):
             if x.flags.c_contiguous:
@@ -225,11 +255,17 @@ class CupyBackend(Backend):
                 return _CapturedBlas.OP_T, x.shape[0]
             raise CaptureUnavailable("a strided matrix cannot be recorded as one GEMM")
 
+        if self._capturing is None:  # eager: a strided operand is copied, not refused
+            a, b = (x if x.flags.c_contiguous or x.flags.f_contiguous
+                    else self.xp.ascontiguousarray(x) for x in (a, b))
+
         op_b, ld_b = operand(b, n)
         op_a, ld_a = operand(a, k)
         if not out.flags.c_contiguous:
             raise CaptureUnavailable("a GEMM output must be C-contiguous to be recorded")
-        self._blas.gemm(self._capturing.ptr, a.dtype.char, op_b, op_a, n, m, k,
+        stream = self._capturing if self._capturing is not None else \
+            self.xp.cuda.get_current_stream()
+        self._blas.gemm(stream.ptr, a.dtype.char, op_b, op_a, n, m, k,
                         b.data.ptr, ld_b, a.data.ptr, ld_a, out.data.ptr, n)
         return out
 
@@ -264,6 +300,22 @@ class CupyBackend(Backend):
     def clip_scale(self, grad, max_norm):
         squares = self._optim.sum_squares(grad)
         return self._optim.clip_scale(squares, grad.dtype.type(max_norm))
+
+    def unscale_factor(self, grad, loss_scale, max_norm=None):
+        o = self._optim
+        bad = o.nonfinite(grad)
+        squares = o.sum_squares(grad) if max_norm is not None else bad
+        T = grad.dtype.type
+        return o.unscale(bad, squares, loss_scale, T(max_norm or 0.0),
+                         np.int32(max_norm is not None))
+
+    def update_unless_skipped(self, scale, arrays, update):
+        update()  # every update kernel skips by itself when the scale is negative
+
+    def update_loss_scale(self, loss_scale, tracker, scale, growth, backoff, interval):
+        T = loss_scale.dtype.type
+        self._optim.loss_scale(scale, T(growth), T(backoff), np.int64(interval), loss_scale,
+                               tracker)
 
     def adam_step(self, param, grad, m, v, lr, t, beta1, beta2, eps, weight_decay,
                   decoupled=False, scale=None):
@@ -402,6 +454,28 @@ class _Kernels:
             """,
             "nnx_gather_batch",
         )
+        # round to nearest even on the bits of float32, NaN and infinities kept
+        self.float_to_bf16 = ek(
+            "float32 x", "uint16 h",
+            """
+            unsigned int u = __float_as_uint(x);
+            h = (u & 0x7F800000u) == 0x7F800000u ? (unsigned short)(u >> 16) | (u & 0xFFFFu ? 0x40 : 0)
+                : (unsigned short)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+            """,
+            "nnx_float_to_bf16",
+        )
+        self.bf16_to_float = ek("uint16 h", "float32 x",
+                                "x = __uint_as_float(((unsigned int)h) << 16)",
+                                "nnx_bf16_to_float")
+        self.round_tf32 = ek(
+            "float32 x", "float32 r",
+            """
+            unsigned int u = __float_as_uint(x);
+            r = (u & 0x7F800000u) == 0x7F800000u ? x
+                : __uint_as_float((u + 0xFFFu + ((u >> 13) & 1u)) & 0xFFFFE000u);
+            """,
+            "nnx_round_tf32",
+        )
         # per element: the clipped log-probability weighted by the target (summed
         # afterwards), and the gradient (softmax - y) / n
         self.softmax_ce = ek(
@@ -440,8 +514,13 @@ class _OptimizerKernels:
     _GRAD = "T gg = g * scale; if (wd != (T)0) gg += wd * p;\n"
 
     def __init__(self, cupy):
-        ek = cupy.ElementwiseKernel
-        self._ek = ek
+        self._ek = cupy.ElementwiseKernel
+
+        def ek(params, outs, body, name):
+            # a negative scale (dynamic loss scaling found an overflow) skips
+            # the step: nothing is written. NaN is not negative: it propagates
+            return self._ek(params, outs, "if (!(scale < (T)0)) {\n" + body + "\n}", name)
+        self._update_kernel = ek
         grad = self._GRAD
         self.sgd = ek("T g, T lr, T wd, T scale", "T p", grad + "p -= lr * gg;", "nnx_sgd")
         self.momentum = ek(
@@ -468,6 +547,7 @@ class _OptimizerKernels:
                    "s += gg * gg; p -= rate * gg / (sqrt(s) + eps);",
             "nnx_adagrad")
         self._rmsprop = {}
+        ek = self._ek  # the small kernels below take no scale
         self.tick = ek("raw T rates, int64 n", "T lr, int64 s, int64 t",
                        "lr = rates[s < n ? s : n - 1]; s = s + 1; t = t + 1;", "nnx_tick")
         self.sum_squares = cupy.ReductionKernel("T x", "T y", "x * x", "a + b", "y = a", "0",
@@ -476,6 +556,29 @@ class _OptimizerKernels:
                              "T c = max_norm / (sqrt(squares) + (T)1e-6);"
                              "scale = c > (T)1 ? (T)1 : c;",  # NaN stays NaN, as in minimum()
                              "nnx_clip_scale")
+        # dynamic loss scaling: x - x is 0, or NaN where x is not finite
+        self.nonfinite = cupy.ReductionKernel("T x", "T y", "x - x", "a + b", "y = a", "0",
+                                              "nnx_nonfinite")
+        self.unscale = ek(
+            "T bad, T squares, T loss_scale, T max_norm, int32 clip", "T factor",
+            """
+            T inv = (T)1 / loss_scale;
+            T f = inv;
+            if (clip) {
+                T c = max_norm / (sqrt(squares) * inv + (T)1e-6);
+                f = c < (T)1 ? inv * c : inv;
+            }
+            factor = bad == (T)0 ? f : (T)-1;
+            """,
+            "nnx_unscale")
+        self.loss_scale = ek(
+            "T scale, T growth, T backoff, int64 interval", "T s, int64 k",
+            """
+            if (scale < (T)0) { s = s * backoff; k = 0; }
+            else if (k + 1 >= interval) { T g = s * growth; if (isfinite(g)) s = g; k = 0; }
+            else { k = k + 1; }
+            """,
+            "nnx_loss_scale")
 
     def rmsprop(self, momentum, centered):
         """The RMSprop kernel for one combination of options (compiled on first use)."""
@@ -490,7 +593,7 @@ class _OptimizerKernels:
                 body += "T avg = sqrt(sq) + eps;\n"
             body += ("buf = mom * buf + gg / avg; p -= lr * buf;" if momentum
                      else "p -= lr * (gg / avg);")
-            self._rmsprop[key] = self._ek(
+            self._rmsprop[key] = self._update_kernel(
                 "T g, T lr, T alpha, T oma, T eps, T wd, T mom, T scale", outs, body,
                 f"nnx_rmsprop_{int(momentum)}{int(centered)}")
         return self._rmsprop[key]
@@ -501,14 +604,21 @@ class _CapturedBlas:
 
     CuPy's cuBLAS wrappers refuse to run while a stream is capturing (its
     ``setStream`` raises), but cuBLAS itself records GEMMs into graphs. This
-    handle is used for nothing else: host pointer mode, default math (no
-    TF32), and a fixed workspace, so a recorded GEMM allocates nothing.
+    handle is used for nothing else: host pointer mode, a fixed workspace (so
+    a recorded GEMM allocates nothing), and the math of one ``precision``:
+    default math (no TF32) for float32, TF32 tensor-op math for "tf32", and
+    for "float16"/"bfloat16" ``cublasGemmEx`` with half-precision operands,
+    float32 output and float32 accumulation (``CUBLAS_COMPUTE_32F``).
     """
+
+    # cudaDataType_t and cublasComputeType_t values (library_types.h, cublas_api.h)
+    R_32F, R_16F, R_16BF, COMPUTE_32F, GEMM_DEFAULT = 0, 2, 14, 68, -1
+    TF32_TENSOR_OP_MATH = 3
 
     OP_N, OP_T = 0, 1
     WORKSPACE = 32 * 2**20
 
-    def __init__(self, cupy):
+    def __init__(self, cupy, precision="float32"):
         import ctypes
 
         self._ct = ctypes
@@ -531,11 +641,15 @@ class _CapturedBlas:
         lib.cublasSetStream_v2.argtypes = [vp, vp]
         lib.cublasSetPointerMode_v2.argtypes = [vp, i]
         lib.cublasSetMathMode.argtypes = [vp, i]
+        lib.cublasGemmEx.argtypes = [vp, i, i, i, i, i, vp, vp, i, i, vp, i, i, vp, vp, i, i,
+                                     i, i]
+        self.precision = precision
         handle = vp()
         self._check(lib.cublasCreate_v2(ctypes.byref(handle)), "cublasCreate")
         self.handle = handle
         self._check(lib.cublasSetPointerMode_v2(handle, 0), "cublasSetPointerMode")  # host
-        self._check(lib.cublasSetMathMode(handle, 0), "cublasSetMathMode")  # default math
+        math = self.TF32_TENSOR_OP_MATH if precision == "tf32" else 0  # else default math
+        self._check(lib.cublasSetMathMode(handle, math), "cublasSetMathMode")
         self.workspace = cupy.empty(self.WORKSPACE, dtype=cupy.uint8)
         # CUDA 11.4+; older cuBLAS manages its own. Set again after every
         # cublasSetStream, which resets the workspace to cuBLAS's default pool
@@ -565,6 +679,14 @@ class _CapturedBlas:
         if self._has_workspace:  # a recorded GEMM must not allocate: our own workspace
             self._check(lib.cublasSetWorkspace_v2(self.handle, self.workspace.data.ptr,
                                                   self.WORKSPACE), "cublasSetWorkspace")
+        if self.precision in ("float16", "bfloat16"):  # half operands, float32 out
+            kind = self.R_16F if self.precision == "float16" else self.R_16BF
+            one, zero = self._scalars["f"]
+            self._check(lib.cublasGemmEx(self.handle, op_a, op_b, m, n, k, one.ctypes.data,
+                                         A, kind, lda, B, kind, ldb, zero.ctypes.data, C,
+                                         self.R_32F, ldc, self.COMPUTE_32F, self.GEMM_DEFAULT),
+                        "cublasGemmEx")
+            return
         one, zero = self._scalars[dtype_char]
         fn = lib.cublasSgemm_v2 if dtype_char == "f" else lib.cublasDgemm_v2
         self._check(fn(self.handle, op_a, op_b, m, n, k, one.ctypes.data, A, lda, B, ldb,

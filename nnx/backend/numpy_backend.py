@@ -35,8 +35,8 @@ def _pool():
 class NumpyBackend(Backend):
     name = "cpu"
 
-    def __init__(self, dtype="float32"):
-        super().__init__(np, dtype)
+    def __init__(self, dtype="float32", precision="float32"):
+        super().__init__(np, dtype, precision=precision)
         # Reusable temporaries, one per shape and per thread: every network of
         # this dtype shares the backend, and two of them training in two
         # threads (NumPy lets go of the GIL inside its loops) must never write
@@ -82,7 +82,15 @@ class NumpyBackend(Backend):
         return order
 
     def matmul(self, a, b, out=None):
+        if self.precision != "float32":  # emulated: the operands rounded, products in float32
+            a, b = self.round_operand(a), self.round_operand(b)
+            with np.errstate(invalid="ignore", over="ignore"):  # float16 overflows: see
+                return np.matmul(a, b, out=out)                 # LossScaler
         return np.matmul(a, b, out=out)
+
+    def update_unless_skipped(self, scale, arrays, update):
+        if not scale < 0:  # on the host, the skip is known at once: no copies
+            update()
 
     def sum_rows(self, g, out=None):
         return np.add.reduce(g, axis=0, keepdims=True, out=out)  # np.sum minus its wrapper

@@ -17,7 +17,11 @@ from .base import Backend, BackendUnavailableError
 class StrictBackend(Backend):
     name = "strict"
 
-    def __init__(self, dtype="float32"):
+    def __init__(self, dtype="float32", precision="float32"):
+        if precision not in (None, "float32"):
+            raise BackendUnavailableError(
+                f"backend 'strict' has only float32 products, not precision={precision!r} "
+                "(the CPU backend emulates the others)")
         try:
             import array_api_strict as xp
         except ImportError as exc:  # pragma: no cover - depends on the machine

@@ -219,14 +219,26 @@ class Optimizer:
         net = self._check_net()
         self._prepare(net)
         b, dev = net.backend, self._device
+        scaler = getattr(net, "loss_scaler", None)
+        scale = None
+        if scaler is not None:  # divide the loss scale out; negative: skip this step
+            scale = b.unscale_factor(net.grad_buffer, scaler.scale_of(b), self.clip_norm)
+        elif self.clip_norm is not None:
+            scale = b.clip_scale(net.grad_buffer, self.clip_norm)
         if self.schedule.per == "step":
             b.tick(dev["t"], dev["lr"], dev["rates"], dev["s"])
         elif self.counts_steps:
             b.tick(dev["t"])
-        scale = None
-        if self.clip_norm is not None:
-            scale = b.clip_scale(net.grad_buffer, self.clip_norm)
-        self._update(b, net.param_buffer, net.grad_buffer, scale)
+        if scaler is None:
+            self._update(b, net.param_buffer, net.grad_buffer, scale)
+            return
+        if self.counts_steps:
+            b.uncount_skipped(dev["t"], scale)
+        arrays = [net.param_buffer] + [self.state[k] for k in self.state_names
+                                       if self.state.get(k) is not None]
+        b.update_unless_skipped(scale, arrays, lambda: self._update(
+            b, net.param_buffer, net.grad_buffer, scale))
+        scaler.after_step(b, scale)
 
     def _update(self, b, param, grad, scale):
         raise NotImplementedError
@@ -240,6 +252,9 @@ class Optimizer:
         steps = 0 if self._device is None else int(b.to_numpy(self._device["t"]))
         data = {"lr": self._lr, "steps": steps, "max_epochs": self.max_epochs,
                 "steps_per_epoch": self.steps_per_epoch, "schedule": self.schedule.state()}
+        scaler = getattr(self.net, "loss_scaler", None)
+        if scaler is not None:  # float16: the loss scale and its count of good steps
+            data["loss_scale"] = list(scaler.state(b))
         return data, dict(self.state)
 
     def load_checkpoint_state(self, data, arrays, epoch):
@@ -253,3 +268,6 @@ class Optimizer:
         self.state = {k: b.asarray(v) for k, v in arrays.items()}
         self._prepare(net)
         b.assign(self._device["t"], int(data.get("steps", 0)))
+        scaler = getattr(net, "loss_scaler", None)
+        if scaler is not None and data.get("loss_scale") is not None:
+            scaler.load_state(b, *data["loss_scale"])

@@ -29,11 +29,13 @@ def _read(path):
 
 def _check_same_run(run, path, header, state):
     mine = run.net.describe()
-    differ = [k for k in ("layers", "loss", "dtype", "n_in")
-              if header["network"].get(k) != mine[k]]
+    saved = dict(header["network"])
+    saved.setdefault("precision", "float32")  # written before precision was a setting
+    differ = [k for k in ("layers", "loss", "dtype", "precision", "n_in")
+              if saved.get(k) != mine[k]]
     if differ:
         raise InputValueError(f"resume={str(path)!r} was written for another network: its "
-                              + ", ".join(f"{k} {header['network'].get(k)!r} (this network: "
+                              + ", ".join(f"{k} {saved.get(k)!r} (this network: "
                                           f"{mine[k]!r})" for k in differ))
     changed = run.settings.differences(state["settings"])
     if changed:
@@ -124,6 +126,12 @@ def _check_optimizer(f, run, data, arrays):
     schedule = f.table("optimizer.schedule", data.get("schedule", {}), keys)
     for k in keys:
         f.number(f"optimizer.schedule.{k}", schedule[k], none=True)
+    if data.get("loss_scale") is not None:
+        pair = data["loss_scale"]
+        if not isinstance(pair, list) or len(pair) != 2:
+            f.bad("optimizer.loss_scale", pair, "a pair [scale, good steps]")
+        f.number("optimizer.loss_scale[0]", pair[0], low=1e-45)
+        f.integer("optimizer.loss_scale[1]", pair[1])
     names = sorted(optim.state_names)
     for k in arrays:
         if k not in names:
