@@ -459,8 +459,11 @@ class _Kernels:
             "float32 x", "uint16 h",
             """
             unsigned int u = __float_as_uint(x);
-            h = (u & 0x7F800000u) == 0x7F800000u ? (unsigned short)(u >> 16) | (u & 0xFFFFu ? 0x40 : 0)
-                : (unsigned short)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+            if ((u & 0x7F800000u) == 0x7F800000u) {  // inf stays inf, NaN stays NaN
+                h = (unsigned short)((u >> 16) | ((u & 0xFFFFu) ? 0x40u : 0u));
+            } else {
+                h = (unsigned short)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+            }
             """,
             "nnx_float_to_bf16",
         )
