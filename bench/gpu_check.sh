@@ -5,15 +5,19 @@
 #   bash bench/gpu_check.sh [OUTDIR]     # default: $OUT, else bench/results/gpu-DATE
 #
 # 1. pytest -m gpu (parity with the CPU, fused kernels, every optimiser in the
-#    captured step, no device-to-host copies per batch); 2. the GPU benchmarks
-#    beside PyTorch's CUDA eager mode, and nnx's Adam beside PyTorch's fused
-#    Adam (eager and captured), TF32 off on both; 3. a Fashion-MNIST-sized run;
-# 4. nnx's MLPClassifier on the GPU beside scikit-learn's on this CPU
-#    (bench/sklearn_compare.py; Fashion-MNIST where its files are present).
+#    captured step, graphs of several steps, the precisions' products and loss
+#    scaling, no device-to-host copies per batch); 2. the GPU benchmarks
+#    beside PyTorch's CUDA eager mode, its CUDA-graph-captured step and
+#    torch.compile, and nnx's Adam beside PyTorch's fused Adam, TF32 off on
+#    all; 3. the 784-4096-4096-10 network with TF32, bfloat16 and float16
+#    products beside PyTorch with the same settings (TF32 allowed here);
+#    4. a Fashion-MNIST-sized run (s per epoch, µs per step beside the
+#    graphs' device time, and each precision's accuracy); 5. nnx's
+#    MLPClassifier on the GPU beside scikit-learn on this CPU.
 # Writes report.json and report.md (plus the raw logs) into OUTDIR; exits 2
 # at once without a usable GPU (3 when nnx itself does not import), 1 when a
 # gpu test failed or did not run. Each stage has its own time limit
-# (120 + 270 + 60 + 60 s): the whole script stays under 8.5 minutes.
+# (100 + 220 + 80 + 80 + 50 s): the whole script stays under 9 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-${OUT:-bench/results/gpu-$(date +%Y%m%d)}}
@@ -32,24 +36,29 @@ then
 fi
 mkdir -p "$OUTDIR"
 export PYTHONUNBUFFERED=1
-export CUPY_TF32=0                # CuPy: full float32 matmuls
-export NVIDIA_TF32_OVERRIDE=0     # and for every cuBLAS user, PyTorch included
+export CUPY_TF32=0                # CuPy's own matmuls: full float32 (nnx's precisions
+                                  # use cuBLAS handles of their own)
 start=$(date +%s)
 
-echo "== 1/4 pytest -m gpu"
-timeout 120 python3 -m pytest tests -m gpu -q -p no:cacheprovider -p no:randomly \
-  --junitxml="$OUTDIR/gpu-tests.xml" 2>&1 | tee "$OUTDIR/gpu-tests.log"
+echo "== 1/5 pytest -m gpu (TF32 off for every cuBLAS user)"
+NVIDIA_TF32_OVERRIDE=0 timeout 100 python3 -m pytest tests -m gpu -q -p no:cacheprovider \
+  -p no:randomly --junitxml="$OUTDIR/gpu-tests.xml" 2>&1 | tee "$OUTDIR/gpu-tests.log"
 
-echo "== 2/4 GPU benchmarks (nnx; PyTorch CUDA eager, fused Adam eager and captured)"
-timeout 270 python3 -m pytest bench -m gpu -q -p no:cacheprovider \
-  --benchmark-json="$OUTDIR/bench.json" --benchmark-columns=median,ops 2>&1 \
-  | tee "$OUTDIR/bench.log"
+echo "== 2/5 GPU benchmarks (nnx; PyTorch eager, CUDA graph, compile; fused Adam), TF32 off"
+NVIDIA_TF32_OVERRIDE=0 timeout 220 python3 -m pytest bench -m "gpu and not precision" -q \
+  -p no:cacheprovider --benchmark-json="$OUTDIR/bench.json" --benchmark-columns=median,ops \
+  2>&1 | tee "$OUTDIR/bench.log"
 
-echo "== 3/4 Fashion-MNIST-sized training run"
-timeout 60 python3 bench/gpu_train_run.py "$OUTDIR/train.json" 2>&1 | tee "$OUTDIR/train.log"
+echo "== 3/5 precisions: TF32, bfloat16, float16 products, nnx and PyTorch"
+timeout 80 python3 -m pytest bench/test_precision_throughput.py -m precision -q \
+  -p no:cacheprovider --benchmark-json="$OUTDIR/precision.json" \
+  --benchmark-columns=median,ops 2>&1 | tee "$OUTDIR/precision.log"
 
-echo "== 4/4 MLPClassifier: nnx on the GPU beside scikit-learn on the CPU"
-timeout 60 python3 bench/sklearn_compare.py --repeats 1 --epochs 2 --out "$OUTDIR" 2>&1 \
+echo "== 4/5 Fashion-MNIST-sized training run (and each precision's accuracy)"
+timeout 80 python3 bench/gpu_train_run.py "$OUTDIR/train.json" 2>&1 | tee "$OUTDIR/train.log"
+
+echo "== 5/5 MLPClassifier: nnx on the GPU beside scikit-learn on the CPU"
+timeout 50 python3 bench/sklearn_compare.py --repeats 1 --epochs 2 --out "$OUTDIR" 2>&1 \
   | tee "$OUTDIR/sklearn.log"
 
 python3 bench/gpu_report.py "$OUTDIR" --seconds $(( $(date +%s) - start ))

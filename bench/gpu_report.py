@@ -96,6 +96,41 @@ def _counts(counts):
     return ", ".join(f"{counts[k]} {w}" for k, w in words.items())
 
 
+# the precision targets: speed-up over nnx's own float32, and the accuracy gap
+PRECISION_SPEEDUP = {"tf32": 3.0, "bfloat16": 5.0, "float16": 5.0}
+ACCURACY_GAP = 0.003  # 0.3 points of test accuracy
+
+
+def _precision_targets(bench, train):
+    """Rows for the reduced precisions: each against nnx's float32 and
+    against PyTorch with the same setting (784-4096-4096-10, batch 1024), and
+    each one's test accuracy in the Fashion-MNIST-sized run against float32's."""
+    def rate(who, precision):
+        e = next((v for k, v in bench.items() if k[2] == f"{who}-{precision}"), None)
+        return e and e.get("samples_per_s")
+    rows = []
+    base = rate("nnx-gpu", "float32")
+    for p, wanted in PRECISION_SPEEDUP.items():
+        mine, peer = rate("nnx-gpu", p), rate("torch-cuda", p)
+        rows.append((f"784-4096-4096-10, b1024, precision={p}: nnx / nnx float32",
+                     f">= {wanted:g}x", f"{mine / base:.2f}x" if mine and base else "not run",
+                     bool(mine and base and mine / base >= wanted)))
+        what = "TF32 on" if p == "tf32" else f"autocast {p}"
+        rows.append((f"784-4096-4096-10, b1024, precision={p}: nnx / PyTorch ({what})",
+                     ">= 1.0x", f"{mine / peer:.2f}x" if mine and peer else "not run",
+                     bool(mine and peer and mine / peer >= 1.0)))
+    runs = (train or {}).get("precisions") or {}
+    ref = ((train or {}).get("gpu") or {}).get("test_accuracy")
+    for p in PRECISION_SPEEDUP:
+        acc = (runs.get(p) or {}).get("test_accuracy")
+        gap = None if acc is None or ref is None else ref - acc
+        rows.append((f"Fashion-MNIST-sized run, precision={p}: test accuracy below float32's",
+                     f"<= {ACCURACY_GAP * 100:.1f} points",
+                     f"{gap * 100:+.2f} points ({acc:.4f} vs {ref:.4f})" if gap is not None
+                     else "not run", gap is not None and gap <= ACCURACY_GAP))
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("outdir")
@@ -119,6 +154,7 @@ def main(argv=None):
                     f"'device' entry): {type(exc).__name__}: {exc}")
     t = tests(os.path.join(a.outdir, "gpu-tests.xml"))
     bench = benchmarks(os.path.join(a.outdir, "bench.json"))
+    precision = benchmarks(os.path.join(a.outdir, "precision.json"))
     train_path = os.path.join(a.outdir, "train.json")
     try:
         train = json.load(open(train_path))
@@ -158,6 +194,7 @@ def main(argv=None):
          f"{st_fit / st_compiled:.2f}x" if st_fit and st_compiled else "not run", True),
         ("device-to-host copies per batch", "0", no_copies, _all_passed(no_copies)),
     ]
+    targets += _precision_targets(precision, train)
     g = (train or {}).get("gpu") or {}
     epoch_s = g.get("seconds_per_epoch")
     targets.append(("784-178-46-10, dropout, b60, 60k rows: s per epoch after the first",
@@ -175,6 +212,8 @@ def main(argv=None):
               "tests": {k: v for k, v in t.items() if k != "cases"},
               "benchmarks": [dict(v, network=k[0], dtype=k[1], name=k[2])
                              for k, v in sorted(bench.items(), key=str)],
+              "precision_benchmarks": [dict(v, name=k[2])
+                                       for k, v in sorted(precision.items(), key=str)],
               "fashion_sized_run": train, "seconds": seconds,
               "targets": [{"target": n, "wanted": w, "measured": m, "met": ok}
                           for n, w, m, ok in targets]}

@@ -10,7 +10,9 @@ recording the graphs, so the steady figure is the median of the others.
 Then the recorded graphs are replayed back to back and timed on the device
 (CUDA events): their time per step is the launch-bound limit, what the
 step's kernels take with no host in the way, to set beside the µs per step
-that ``fit`` achieved. Usage: python bench/gpu_train_run.py OUT.json
+that ``fit`` achieved. Last, the same training with each reduced precision
+(TF32, bfloat16, float16), for its test accuracy beside float32's.
+Usage: python bench/gpu_train_run.py OUT.json
 """
 
 from __future__ import annotations
@@ -44,46 +46,64 @@ def graph_times(net):
     return out
 
 
+def train(backend, epochs, data, precision=None):
+    """One timed training run of the study's step 8; its figures."""
+    X_train, y_train, X_test, y_test = data
+    net, optim = LADDER[7].build(784, 10, backend=backend, precision=precision)
+    ends = []
+
+    def stamp(epoch, record):
+        net.backend.synchronize()
+        ends.append(time.perf_counter())
+    t = time.perf_counter()
+    hist = nnx.Trainer(net, optim).fit(X_train, y_train, X_test, y_test, epochs=epochs,
+                                       eval_every=epochs, batch_size=60, seed=1,
+                                       callback=stamp)
+    net.backend.synchronize()
+    seconds = time.perf_counter() - t
+    per_epoch = np.diff([t] + ends)
+    steps = -(-60_000 // 60)
+    steady = float(np.median(per_epoch[1:])) if len(per_epoch) > 1 else float(per_epoch[0])
+    out = {"epochs": epochs, "seconds": seconds, "seconds_per_epoch": steady,
+           "first_epoch_s": float(per_epoch[0]), "epoch_s": [float(v) for v in per_epoch],
+           "us_per_step": steady / steps * 1e6,
+           "test_accuracy": nnx.accuracy(net, X_test, y_test),
+           "best_loss": hist.best_loss, "graph": hist.graph, "graph_note": hist.graph_note}
+    if precision is not None:
+        out["precision"] = precision
+        if net.loss_scaler is not None:
+            out["loss_scale"] = net.loss_scaler.state(net.backend)[0]
+    return net, out
+
+
 def main(path):
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((10, 784)).astype(np.float32) * 0.25
     X_train, y_train = synthetic(60_000, rng, centres)
     X_test, y_test = synthetic(10_000, rng, centres)
+    data = (X_train, y_train, X_test, y_test)
     result = {"rows": [60_000, 10_000], "network": "784-178-46-10 tanh, dropout 0.8",
               "batch_size": 60, "epochs": 10}
-    for backend in ("gpu", "cpu"):
-        net, optim = LADDER[7].build(784, 10, backend=backend)
-        epochs = 10 if backend == "gpu" else 1  # the CPU figure is for scale only
-        ends = []
 
-        def stamp(epoch, record, net=net, ends=ends):
-            net.backend.synchronize()
-            ends.append(time.perf_counter())
-        t = time.perf_counter()
-        hist = nnx.Trainer(net, optim).fit(X_train, y_train, X_test, y_test, epochs=epochs,
-                                           eval_every=epochs, batch_size=60, seed=1,
-                                           callback=stamp)
-        net.backend.synchronize()
-        seconds = time.perf_counter() - t
-        per_epoch = np.diff([t] + ends)
-        steps = -(-60_000 // 60)
-        steady = float(np.median(per_epoch[1:])) if len(per_epoch) > 1 else float(per_epoch[0])
-        result[backend] = {"epochs": epochs, "seconds": seconds,
-                           "seconds_per_epoch": steady,
-                           "first_epoch_s": float(per_epoch[0]),
-                           "epoch_s": [float(v) for v in per_epoch],
-                           "us_per_step": steady / steps * 1e6,
-                           "test_accuracy": nnx.accuracy(net, X_test, y_test),
-                           "best_loss": hist.best_loss, "graph": hist.graph,
-                           "graph_note": hist.graph_note}
-        if backend == "gpu" and hist.graph:
-            result[backend]["graph_us_per_step"] = graph_times(net)
-        print(backend, json.dumps(result[backend]), flush=True)
-        if backend == "cpu":
-            result["gpu_speedup_per_epoch"] = (result["cpu"]["seconds_per_epoch"]
-                                               / result["gpu"]["seconds_per_epoch"])
-        with open(path, "w") as f:  # after each run: a timeout keeps what finished
+    def save():  # after each run: a timeout keeps what finished
+        with open(path, "w") as f:
             json.dump(result, f, indent=1)
+    net, result["gpu"] = train("gpu", 10, data)
+    if result["gpu"]["graph"]:
+        result["gpu"]["graph_us_per_step"] = graph_times(net)
+    print("gpu", json.dumps(result["gpu"]), flush=True)
+    save()
+    _, result["cpu"] = train("cpu", 1, data)  # the CPU figure is for scale only
+    result["gpu_speedup_per_epoch"] = (result["cpu"]["seconds_per_epoch"]
+                                       / result["gpu"]["seconds_per_epoch"])
+    print("cpu", json.dumps(result["cpu"]), flush=True)
+    save()
+    # the same training with each reduced precision: its accuracy beside float32's
+    result["precisions"] = {}
+    for precision in ("tf32", "bfloat16", "float16"):
+        _, result["precisions"][precision] = train("gpu", 10, data, precision)
+        print(precision, json.dumps(result["precisions"][precision]), flush=True)
+        save()
 
 
 if __name__ == "__main__":

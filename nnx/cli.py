@@ -20,7 +20,7 @@ import time
 
 from . import __version__, checkpoint, distributed
 from ._checks import InputError
-from .backend import BACKENDS, BackendUnavailableError, get_backend
+from .backend import BACKENDS, PRECISIONS, BackendUnavailableError, get_backend
 from .data import DATASETS, VALIDATION_FRACTION, prepare_dataset, standardize_with
 from .layers import Dense
 from .losses import LOSSES
@@ -341,6 +341,9 @@ def _train_flags(args):
     and the optimiser's schedule name."""
     _check_training_flags(args)
     _check_out_file(args.out)
+    if args.precision != "float32" and args.dtype != "float32":
+        raise UsageError(f"--precision {args.precision}: applies to --dtype float32, not "
+                         f"--dtype {args.dtype}")
     sizes = _hidden(args.hidden)
     if args.momentum is not None and args.optimizer not in ("momentum", "nesterov", "rmsprop"):
         raise UsageError(f"--momentum {args.momentum}: applies to --optimizer momentum, "
@@ -411,7 +414,7 @@ def _train_model(args, layers, prep, comm):
     out_act = "sigmoid" if args.loss == "mse" else "linear"
     layers.append(Dense(prep["n_classes"], out_act, weight_init=args.init))
     net = NeuralNetwork(layers, LOSSES[args.loss](), seed=args.seed, backend=args.backend,
-                        dtype=args.dtype)
+                        dtype=args.dtype, precision=args.precision)
     net.build(prep["X_train"].shape[1])  # as fit would: the model's size is known now
     extra = {"x_mean": prep["mean"], "x_std": prep["std"]}
     problem = checkpoint.space_problem(args.out, checkpoint.saved_size(net, extra)) \
@@ -431,7 +434,9 @@ def cmd_train(args):
         together = f", {comm.size} processes (batch {args.batch_size} each)" \
             if comm.size > 1 else ""
         say(f"nnx {__version__} train: dataset={args.dataset} ({prep['source']}), "
-            f"backend={args.backend}, dtype={args.dtype}{together}")
+            f"backend={args.backend}, dtype={args.dtype}"
+            + (f", precision={args.precision}" if args.precision != "float32" else "")
+            + together)
         with distributed.agreement(comm):
             net, extra = _train_model(args, layers, prep, comm)
             steps = math.ceil(len(prep["X_train"]) / (args.batch_size * comm.size))
@@ -583,6 +588,10 @@ def _train_parser(p):
     p.add_argument("--hidden", default="89", help="hidden sizes, e.g. 89 or 178,46")
     p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh",
                    help="activation of the hidden layers")
+    p.add_argument("--precision", choices=PRECISIONS, default="float32",
+                   help="matrix products: float32 (exact), or on GPU tensor cores tf32, "
+                        "bfloat16 or float16 (with loss scaling); the CPU emulates them, "
+                        "slowly (docs/gpu.md)")
     p.add_argument("--dropout", type=float, default=1.0,
                    help="keep probability of the hidden units, in (0, 1]")
     p.add_argument("--init", choices=("glorot", "he", "standard"), default="glorot",

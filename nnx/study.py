@@ -26,9 +26,11 @@ class Step:
         optim = self.optimizer(lr_scale)
         return self.change.format(lr=f"{optim.first_lr:g}", final=f"{optim.final_lr or 0:g}")
 
-    def build(self, n_in, n_out, backend="cpu", dtype=None, seed=SEED, lr_scale=1.0):
+    def build(self, n_in, n_out, backend="cpu", dtype=None, seed=SEED, lr_scale=1.0,
+              precision=None):
         """The network and optimiser of this step; ``lr_scale`` multiplies its
-        learning rates (the study's were chosen for MNIST)."""
+        learning rates (the study's were chosen for MNIST); ``precision`` is
+        the network's (``nnx.precision``)."""
         n = self.number
         init = "standard" if n <= 4 else "glorot"
         keep = 0.8 if n in (6, 8) else 1.0
@@ -41,7 +43,8 @@ class Step:
             out, loss = Dense(n_out, "sigmoid", weight_init=init), MeanSquaredError()
         else:
             out, loss = Dense(n_out, "linear", weight_init=init), SoftmaxCrossEntropy()
-        net = NeuralNetwork(hidden + [out], loss, seed=seed, backend=backend, dtype=dtype)
+        net = NeuralNetwork(hidden + [out], loss, seed=seed, backend=backend, dtype=dtype,
+                            precision=precision)
         net.build(n_in)
         return net, self.optimizer(lr_scale)
 

@@ -354,6 +354,8 @@ def test_bad_flags_exit_non_zero_with_usage(args, message):
     (["train", "--hidden", ""], "error: --hidden '': expected sizes like"),
     (["train", "--hidden", "89,,46"], "error: --hidden '89,,46': expected sizes like"),
     (["train", "--data-dir", "x"], "error: --data-dir 'x': applies to --dataset mnist or"),
+    (["train", "--precision", "tf32", "--dtype", "float64", "--epochs", "1"],
+     "error: --precision tf32: applies to --dtype float32, not --dtype float64"),
 ])
 def test_bad_values_are_one_line_errors(args, message, tmp_path):
     r = nnx_cli(*args, cwd=tmp_path)
@@ -606,3 +608,16 @@ def test_an_incomplete_data_dir_is_a_one_line_error_naming_what_is_missing(tmp_p
     assert_one_line_error(r, rf"nnx evaluate: error: MNIST: the folder {re.escape(repr(str(mine)))}"
                              r" \(--data-dir DIR\) holds only some of the dataset's files; "
                              r"missing: t10k-labels-idx1-ubyte\.gz\.")
+
+
+def test_train_with_half_precision_products_says_so_and_saves_the_setting(tmp_path):
+    """--precision float16 (emulated on the CPU, with loss scaling) trains the
+    digits network about as well as float32, and the checkpoint records it."""
+    r = nnx_cli("train", "--precision", "float16", "--epochs", "5", "--quiet", "--out",
+                "m.npz", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "precision=float16" in r.stdout.splitlines()[0]
+    acc = float(re.search(r"test accuracy ([0-9.]+)", r.stdout).group(1))
+    assert acc > 0.9
+    from nnx.checkpoint import read_header
+    assert read_header(tmp_path / "m.npz")["network"]["precision"] == "float16"

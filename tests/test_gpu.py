@@ -329,3 +329,93 @@ def test_the_clip_factor_matches_the_cpu_and_keeps_nan(dtype):
         mine = float(gpu.to_numpy(gpu.clip_scale(gpu.asarray(grad), max_norm)))
         want = float(cpu.clip_scale(cpu.asarray(grad), max_norm))
         assert (np.isnan(mine) and np.isnan(want)) or mine == pytest.approx(want, rel=1e-6)
+
+
+# ------------------------------------------------------ reduced precision
+# what each precision's products may differ from float32's, relative to the
+# largest entry (TF32 may be off: gpu_check sets NVIDIA_TF32_OVERRIDE=0)
+PRECISION_RTOL = {"tf32": 5e-3, "bfloat16": 3e-2, "float16": 5e-3}
+
+
+@pytest.mark.parametrize("precision", list(PRECISION_RTOL))
+def test_reduced_precision_products_eager_and_recorded(precision):
+    """Tensor-core products (cuBLAS TF32 math, GemmEx with half operands)
+    against the CPU's emulation, for the three layouts a layer uses, eagerly
+    and inside a recorded graph; the GPU's operand rounding is the CPU's."""
+    b = get_backend("gpu", "float32", precision)
+    cpu = get_backend("cpu", "float32", precision)
+    rng = np.random.default_rng(0)
+    a, w = rng.standard_normal((64, 300)), rng.standard_normal((300, 50))
+    g = rng.standard_normal((64, 50))
+    ad, wd, gd = b.asarray(a), b.asarray(w), b.asarray(g)
+    cases = [(ad, wd, a, w), (ad.T, gd, a.T, g), (gd, wd.T, g, w.T)]
+    for x, y, hx, hy in cases:
+        want = cpu.matmul(hx.astype(np.float32), hy.astype(np.float32))
+        _close(b.to_numpy(b.matmul(x, y)), want, PRECISION_RTOL[precision])
+    outs = [b.empty((x.shape[0], y.shape[1])) for x, y, _, _ in cases]
+    replay, _ = b.capture(lambda: [b.matmul(x, y, out=o) for (x, y, _, _), o in
+                                   zip(cases, outs)])
+    replay()
+    for (_, _, hx, hy), o in zip(cases, outs):
+        want = cpu.matmul(hx.astype(np.float32), hy.astype(np.float32))
+        _close(b.to_numpy(o), want, PRECISION_RTOL[precision])
+    x = rng.standard_normal(5000).astype(np.float32) * 100
+    np.testing.assert_array_equal(b.to_numpy(b.round_operand(b.asarray(x))),
+                                  cpu.round_operand(x))
+
+
+@pytest.mark.parametrize("precision", list(PRECISION_RTOL))
+def test_each_precision_trains_in_the_captured_step_close_to_float32(precision):
+    runs = {}
+    for p in ("float32", precision):
+        rng = np.random.default_rng(0)
+        X, y = rng.standard_normal((600, 20)), rng.integers(0, 5, 600)
+        net = nnx.NeuralNetwork([nnx.Dense(64, "tanh"), nnx.Dense(5, "linear")],
+                                nnx.SoftmaxCrossEntropy(), seed=3, backend="gpu", precision=p)
+        hist = nnx.Trainer(net, nnx.Adam(0.01)).fit(X, y, X[:100], y[:100], epochs=4,
+                                                    eval_every=2, batch_size=60, seed=4)
+        assert hist.graph, f"capture refused: {hist.graph_note}"
+        runs[p] = (net, hist)
+    h32, (nlow, hlow) = runs["float32"][1], runs[precision]
+    for a, c in zip(hlow.records, h32.records):
+        assert a["loss"] == pytest.approx(c["loss"], rel=0.03)
+    if precision == "float16":
+        scale, good = nlow.loss_scaler.state(nlow.backend)
+        assert scale == 2.0 ** 16 and good == 4 * 10  # no overflow: every step counted
+
+
+def test_a_float16_overflow_is_skipped_on_the_device_eagerly_and_recorded():
+    """The update kernels skip the step when the unscale factor is negative:
+    parameters, Adam's moments and step count stay; the scale halves."""
+    from nnx.precision import LossScaler
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((32, 20)), rng.integers(0, 5, 32)
+    net = nnx.NeuralNetwork([nnx.Dense(64, "tanh"), nnx.Dense(5, "linear")],
+                            nnx.SoftmaxCrossEntropy(), seed=3, backend="gpu",
+                            precision="float16")
+    net.loss_scaler = LossScaler(init_scale=2.0 ** 10)
+    opt = nnx.Adam(0.01)
+    opt.attach(net)
+    b = net.backend
+    xb, yb = net.as_input(X), net.as_target(y, 32)
+    net.build(20)
+
+    def step():
+        net.train_step(xb, yb)
+        opt.step()
+    step()  # at 2**10 nothing overflows: the state exists now
+    replay, _ = b.capture(step)
+    for run in (step, replay):
+        before = [b.to_numpy(net.param_buffer).copy()] + [
+            b.to_numpy(s).copy() for s in opt.state.values()]
+        t = int(b.to_numpy(opt._device["t"]))
+        b.assign(net.loss_scaler.scale_of(b), 2.0 ** 40)  # overflows float16
+        run()
+        after = [b.to_numpy(net.param_buffer)] + [b.to_numpy(s) for s in opt.state.values()]
+        for u, v in zip(before, after):
+            np.testing.assert_array_equal(u, v)
+        assert int(b.to_numpy(opt._device["t"])) == t
+        assert net.loss_scaler.state(b) == (2.0 ** 39, 0)
+        b.assign(net.loss_scaler.scale_of(b), 2.0 ** 10)
+        run()  # and a step that fits is taken
+        assert not np.array_equal(b.to_numpy(net.param_buffer), before[0])

@@ -284,7 +284,8 @@ def test_the_report_keeps_every_benchmark_and_computes_the_targets(tmp_path):
     assert len(report["benchmarks"]) == len(runs)
     share = next(t for t in report["targets"] if "share of the card's" in t["target"])
     assert share["measured"] == "80%" and share["met"] is True
-    ratios = [t for t in report["targets"] if "nnx / PyTorch" in t["target"]]
+    ratios = [t for t in report["targets"]
+              if "nnx / PyTorch" in t["target"] and "precision=" not in t["target"]]
     assert [t["measured"] for t in ratios] == ["1.25x", "2.50x (graph: True)", "1.25x"]
     captured = next(t for t in report["targets"] if "captured in a CUDA graph" in t["target"])
     assert captured["met"] is False  # 1.25x of PyTorch's captured step: below 1.5x
@@ -440,3 +441,37 @@ def test_the_report_sets_the_fashion_sized_epoch_beside_its_target(tmp_path, epo
     md = (tmp_path / "report.md").read_text()
     assert f"`fit` {epoch_s * 1000:.0f} µs" in md
     assert "31 µs in graphs of 1, 24 µs in graphs of 16" in md  # 24.5 rounds to even
+
+
+def test_the_report_sets_each_precision_beside_float32_and_pytorch(tmp_path):
+    """TF32 must reach 3x nnx's float32 and half precision 5x, each at least
+    PyTorch's with the same setting; each precision's accuracy within 0.3
+    points of float32's."""
+    net = "large-784-4096-4096-10"
+    rates = {"nnx-gpu-float32": 1000.0, "nnx-gpu-tf32": 3500.0, "torch-cuda-tf32": 3000.0,
+             "nnx-gpu-bfloat16": 4000.0, "torch-cuda-bfloat16": 5000.0,
+             "nnx-gpu-float16": 6000.0}
+    runs = [_bench(k, f"precision {net}", 0.1, network=net, dtype="float32", samples_per_s=v)
+            for k, v in rates.items()]
+    (tmp_path / "precision.json").write_text(json.dumps({"benchmarks": runs}))
+    train = {"network": "n", "gpu": {"test_accuracy": 0.6300, "seconds_per_epoch": 0.1,
+                                     "epochs": 10, "graph": True, "graph_note": ""},
+             "precisions": {"tf32": {"test_accuracy": 0.6290},
+                            "bfloat16": {"test_accuracy": 0.6200}}}
+    (tmp_path / "train.json").write_text(json.dumps(train))
+    _script("gpu_report").main([str(tmp_path)])
+    rows = {t["target"]: t for t in json.loads((tmp_path / "report.json").read_text())["targets"]}
+
+    def row(p, what):
+        return next(r for k, r in rows.items() if f"precision={p}" in k and what in k)
+    assert (row("tf32", "nnx float32")["measured"], row("tf32", "nnx float32")["met"]) == \
+        ("3.50x", True)
+    assert row("bfloat16", "nnx float32")["met"] is False  # 4x < 5x
+    assert row("float16", "nnx float32")["met"] is True
+    assert row("tf32", "PyTorch")["measured"] == "1.17x" and row("tf32", "PyTorch")["met"]
+    assert row("bfloat16", "PyTorch")["met"] is False
+    assert row("float16", "PyTorch")["measured"] == "not run"
+    assert row("tf32", "accuracy")["met"] is True  # 0.1 points below
+    assert row("bfloat16", "accuracy")["measured"].startswith("+1.00 points")
+    assert row("bfloat16", "accuracy")["met"] is False
+    assert row("float16", "accuracy")["measured"] == "not run"
