@@ -7,6 +7,7 @@ from .layers import Dense, Layer
 from .losses import Loss, MeanSquaredError, SoftmaxCrossEntropy
 from .metrics import accuracy, predict_classes
 from .network import NeuralNetwork
+from .precision import LossScaler
 from .ops import (
                   ELU,
                   GELU,
@@ -84,7 +85,7 @@ __all__ = [
     "Layer", "Dense", "Loss", "MeanSquaredError", "SoftmaxCrossEntropy",
     "Optimizer", "SGD", "SGDMomentum", "Adam", "AdamW", "RMSprop", "Adagrad",
     "Schedule", "Constant", "LinearDecay", "ExponentialDecay", "StepDecay", "Cosine", "OneCycle",
-    "ReduceOnPlateau", "NeuralNetwork", "Trainer", "History", "TrainingDiverged",
+    "ReduceOnPlateau", "NeuralNetwork", "LossScaler", "Trainer", "History", "TrainingDiverged",
     "Callback", "EarlyStopping", "Checkpoint", "CSVLogger", "LambdaCallback", "PrintProgress",
     "ProgressBar",
     "accuracy", "predict_classes", "InputError", "InputValueError", "InputTypeError",
