@@ -29,6 +29,7 @@ skips that comparison (for your own IDX files) but keeps the format checks.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import http.client
@@ -417,7 +418,7 @@ def _incomplete(name, info, searched, data_dir):
     return None
 
 
-def _load_idx(name, data_dir, download, verify):
+def _load_idx(name, data_dir, download, verify, test_only=False):
     info = _IDX_DATASETS[name]
     searched, folder = [], None
     for d in search_dirs(name, data_dir):
@@ -443,12 +444,16 @@ def _load_idx(name, data_dir, download, verify):
                              + "\n    ".join(problems))
     # labels first: they are small, so a bad file is reported before the images load;
     # each file goes straight into the Dataset's dtype, the only copy kept
-    y_train, y_test = (_read_known(folder / info.files[i].name, info.files[i], info, verify,
-                                   np.int64) for i in (1, 3))
-    X_train, X_test = (_read_known(folder / info.files[i].name, info.files[i], info, verify,
-                                   np.float32) for i in (0, 2))
+    def read(i, dtype):
+        return _read_known(folder / info.files[i].name, info.files[i], info, verify, dtype)
+    y_train, y_test = (None if test_only and i == 1 else read(i, np.int64) for i in (1, 3))
+    X_train, X_test = (None if test_only and i == 0 else read(i, np.float32) for i in (0, 2))
     n_classes = len(info.class_names)
+    if test_only:  # the training files are neither read nor kept
+        X_train, y_train = np.empty((0, X_test.shape[1]), np.float32), np.empty(0, np.int64)
     for X, y, i in ((X_train, y_train, 0), (X_test, y_test, 2)):
+        if test_only and i == 0:
+            continue
         if X.shape[0] != y.shape[0]:
             raise DatasetError(f"{folder / info.files[i].name}: {X.shape[0]} images but "
                                f"{info.files[i + 1].name} has {y.shape[0]} labels")
@@ -526,7 +531,8 @@ def _canonical(name):
     return key
 
 
-def load_dataset(name, data_dir=None, download=True, *, source=None, verify=True) -> Dataset:
+def load_dataset(name, data_dir=None, download=True, *, source=None, verify=True,
+                 test_only=False) -> Dataset:
     """Load dataset ``name`` ("digits", "mnist" or "fashion-mnist").
 
     Parameters
@@ -540,6 +546,9 @@ def load_dataset(name, data_dir=None, download=True, *, source=None, verify=True
         ``fetch_openml("mnist_784")``, as in the study) or "sklearn" (digits).
     verify : compare each IDX file with its official SHA-256; ``False`` for
         your own IDX files (format checks still apply).
+    test_only : load the test set alone (for evaluating a trained model): the
+        training arrays come back empty (0 rows), and the IDX training files
+        are not read.
 
     Raises ``DatasetError`` for a truncated, corrupted or wrong file.
     """
@@ -548,11 +557,12 @@ def load_dataset(name, data_dir=None, download=True, *, source=None, verify=True
     if source not in _SOURCES[name]:
         raise InputValueError(f"source={source!r} is not available for {name!r}; "
                               f"expected one of {_SOURCES[name]}")
-    if source == "sklearn":
-        return _load_digits()
-    if source == "openml":
-        return _load_openml_mnist(data_dir, download)
-    return _load_idx(name, data_dir, download, verify)
+    if source == "idx":
+        return _load_idx(name, data_dir, download, verify, test_only)
+    ds = _load_digits() if source == "sklearn" else _load_openml_mnist(data_dir, download)
+    if test_only:  # these sources come whole: the training rows are dropped
+        ds = dataclasses.replace(ds, X_train=ds.X_train[:0].copy(), y_train=ds.y_train[:0].copy())
+    return ds
 
 
 # ---------------------------------------------------------------------------

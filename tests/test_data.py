@@ -928,3 +928,27 @@ def test_loading_and_preparing_hold_the_data_about_once(tmp_path):
     assert peak - base < 1.5 * data_bytes + 16 * 2**20, (
         f"loading and preparing took {(peak - base) / 2**20:.0f} MiB above the interpreter's "
         f"{base / 2**20:.0f} MiB for {data_bytes / 2**20:.0f} MiB of float32 data")
+
+
+@needs_fashion
+def test_test_only_loading_reads_no_training_file(monkeypatch, fashion):
+    """nnx evaluate loaded (and decompressed) the 60,000 training images it
+    never used; with test_only only the test files are read, and the test
+    set is the one a full load gives."""
+    read = []
+    real = data._read_known
+    monkeypatch.setattr(data, "_read_known",
+                        lambda path, *a: read.append(path.name) or real(path, *a))
+    monkeypatch.delenv("NNX_DATA", raising=False)
+    ds = load_dataset("fashion-mnist", download=False, test_only=True)
+    assert sorted(read) == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    assert ds.X_train.shape == (0, 784) and ds.y_train.shape == (0,)
+    np.testing.assert_array_equal(ds.X_test, fashion.X_test)
+    np.testing.assert_array_equal(ds.y_test, fashion.y_test)
+
+
+def test_test_only_digits_keeps_the_same_test_rows():
+    whole, test = load_dataset("digits"), load_dataset("digits", test_only=True)
+    assert test.X_train.shape == (0, 64) and test.y_train.shape == (0,)
+    np.testing.assert_array_equal(test.X_test, whole.X_test)
+    np.testing.assert_array_equal(test.y_test, whole.y_test)
