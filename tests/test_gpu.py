@@ -222,10 +222,11 @@ def test_replays_draw_fresh_dropout_masks():
 
 
 def test_no_device_to_host_copy_per_batch(monkeypatch):
-    """Every per-batch call (gathers, the step) runs under CuPy's
-    allow_synchronize(False), which raises on any implicit synchronisation
-    (``float(x)``, ``if x:``, ``.get()``); the explicit reads through
-    ``to_numpy`` happen only at evaluations, however many batches there are."""
+    """Every epoch's steps (the gathers, the steps, eager and recorded, and
+    the recording itself) run under CuPy's allow_synchronize(False), which
+    raises on any implicit synchronisation (``float(x)``, ``if x:``,
+    ``.get()``); the explicit reads through ``to_numpy`` happen only at
+    evaluations, however many batches there are."""
     cupyx = pytest.importorskip("cupyx")
     if not hasattr(cupyx, "allow_synchronize"):
         pytest.skip("this CuPy has no cupyx.allow_synchronize")
@@ -240,7 +241,7 @@ def test_no_device_to_host_copy_per_batch(monkeypatch):
         return wrapper
 
     get_backend("gpu").capture(lambda: None)  # its one-off GEMM check reads back: do it now
-    monkeypatch.setattr(_Steps, "__call__", no_sync(_Steps.__call__))
+    monkeypatch.setattr(_Steps, "epoch", no_sync(_Steps.epoch))
     monkeypatch.setattr(CupyBackend, "take_rows", no_sync(CupyBackend.take_rows))
     reads = {"n": 0}
     real = CupyBackend.to_numpy
