@@ -459,13 +459,14 @@ def save_network(net, path, extra=None, training=None, meta=None):
     return write(path, header, arrays)
 
 
-def load_network(path, backend="cpu", dtype=None, cls=None):
+def load_network(path, backend="cpu", dtype=None, cls=None, precision=None):
     """The network saved at ``path``, rebuilt on ``backend`` in its saved dtype
-    unless ``dtype`` (see ``NeuralNetwork.load``); ``cls`` is the class to
+    unless ``dtype``, with ``precision`` (default float32; see
+    ``NeuralNetwork.load``); ``cls`` is the class to
     build (a subclass of ``NeuralNetwork``). The network comes back with
     ``checkpoint_extra`` (the ``extra=`` arrays given to ``save``, as NumPy
     arrays by name) and ``checkpoint_meta`` (its ``meta=`` dict)."""
-    from .backend import BACKENDS, Backend, get_backend
+    from .backend import BACKENDS, Backend, get_backend, precision_name
     from .layers import layer_from_description
     from .losses import loss_from_description
     from .network import NeuralNetwork
@@ -480,11 +481,17 @@ def load_network(path, backend="cpu", dtype=None, cls=None):
     if bad:
         raise CheckpointError(f"checkpoint {str(path)!r} holds {bad:,} NaN or infinite "
                               "parameters; it cannot predict anything")
+    if precision is not None:  # the arguments' fault, not the file's
+        saved = header.get("network", {}).get("dtype") if isinstance(header.get("network"),
+                                                                     dict) else None
+        precision_name(precision, backend.dtype_name if isinstance(backend, Backend)
+                       else saved if saved in ("float32", "float64") else "float32")
     try:
         desc = header["network"]
         layers = [layer_from_description(d) for d in desc["layers"]]
         net = cls(layers, loss_from_description(desc["loss"]), seed=desc["seed"],
-                  backend=backend, dtype=None if isinstance(backend, Backend) else desc["dtype"])
+                  backend=backend, dtype=None if isinstance(backend, Backend) else desc["dtype"],
+                  precision=precision)
         net.build(desc["n_in"])
         net.set_parameters(net.backend.asarray(arrays["params"]))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -85,7 +85,7 @@ class NeuralNetwork:
         self.seed = host.fresh_seed() if seed is None else seed
         self.n_in = None
         self._param_buf = self._grad_buf = None
-        self._captured_step = None  # the last recorded training step (GPU), kept alive
+        self._scaled_grads = False  # whether grad_buffer holds loss-scaled gradients
         self._seed_generators()
 
     def __reduce__(self):
@@ -305,6 +305,7 @@ class NeuralNetwork:
         """Back-propagate ``loss_grad``; returns the gradient with respect to the
         network's input, or None with ``input_grad=False`` (saves a matmul)."""
         self.require_built()
+        self._scaled_grads = False  # what a caller passes in is the gradient itself
         for layer in reversed(self.layers[1:]):
             loss_grad = layer.backward(loss_grad)
         return self.layers[0].backward(loss_grad, input_grad)
@@ -321,14 +322,35 @@ class NeuralNetwork:
         """Forward, loss and backward on a batch already on the device (from
         ``as_input`` and ``as_target``), without checks: the training loop's
         per-batch path. The gradients land in ``grad_buffer``; returns the
-        batch loss as a 0-d device array."""
+        batch loss as a 0-d device array. In a float16 network the gradients
+        are those of the loss times ``loss_scaler``'s current scale, which the
+        optimiser's next step divides out (``backward`` called directly
+        leaves the gradient it is given unscaled)."""
         prediction = self._infer(X, inference=False)
         loss = self.loss.forward(prediction, y)
         grad = self.loss.backward()
         if self.loss_scaler is not None:  # the optimiser divides it out again
             grad = grad * self.loss_scaler.scale_of(self.backend)
         self.backward(grad, input_grad=False)
+        self._scaled_grads = self.loss_scaler is not None
         return loss
+
+    def forget_pass(self):
+        """Let go of the arrays the last pass left in the layers and the loss
+        (inputs, outputs, masks, what the gradients needed): the next
+        ``backward`` needs a ``forward`` first. ``Trainer.fit`` calls it when
+        it ends after replaying recorded (CUDA graph) steps, whose arrays live
+        in memory that goes with the graphs."""
+        for layer in self.layers:
+            if "output" in layer.__dict__:
+                layer.output = None
+            for op in layer.operations:
+                for k in op._pass_state:
+                    if k in op.__dict__:
+                        setattr(op, k, None)
+        for k in ("prediction", "target", "value", "_grad", "input_grad"):
+            if k in self.loss.__dict__:
+                setattr(self.loss, k, None)
 
     def params(self):
         """The parameter arrays in layer order: W1, B1, W2, B2, ..."""
@@ -385,12 +407,15 @@ class NeuralNetwork:
         return save_network(self, path, extra=extra, training=training, meta=meta)
 
     @classmethod
-    def load(cls, path, backend="cpu", dtype=None):
+    def load(cls, path, backend="cpu", dtype=None, precision=None):
         """A network rebuilt from a checkpoint written by ``save``, on ``backend``
-        (any backend loads any checkpoint), in its saved dtype unless ``dtype``.
-        See ``nnx.checkpoint.load_network``."""
+        (any backend loads any checkpoint), in its saved dtype unless ``dtype``,
+        with exact float32 products unless ``precision`` (the precision it was
+        trained with is in its header, but predicting does not need it; pass
+        it to go on training, or resume, as it was). See
+        ``nnx.checkpoint.load_network``."""
         from .checkpoint import load_network
-        return load_network(path, backend=backend, dtype=dtype, cls=cls)
+        return load_network(path, backend=backend, dtype=dtype, cls=cls, precision=precision)
 
     def to_onnx(self, path, output=None, opset=None):
         """Write the network as an ONNX model to ``path`` (atomically); returns
@@ -472,7 +497,7 @@ class NeuralNetwork:
 
 # the attributes NeuralNetwork itself keeps; a copy rebuilds them
 _OWN = frozenset({"backend", "layers", "loss", "seed", "n_in", "_param_buf", "_grad_buf",
-                  "_captured_step", "_init_rng", "rng", "loss_scaler"})
+                  "_scaled_grads", "_init_rng", "rng", "loss_scaler"})
 
 
 def _rebuild(cls, layers, loss, seed, backend, state):

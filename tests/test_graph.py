@@ -246,3 +246,26 @@ def test_the_device_counter_finds_each_ranks_rows(size, rank):
     assert full and all(not bt[4] for bt in batches[len(full):])
     for s, (lo, hi, *_rest) in enumerate(full):
         assert (lo, hi) == (s * steps.stride + steps.offset, s * steps.stride + steps.offset + 16)
+
+
+def test_a_later_refusal_keeps_the_record_of_replayed_steps(monkeypatch):
+    """When the graph of several steps replayed and the later graph of one
+    was refused, the fit still trained exactly, but history.graph said no
+    step had been replayed (found by a review)."""
+    from nnx.train import trainer
+    monkeypatch.setattr(trainer._Steps, "group", 4)
+
+    class RefuseSecond(ReplayBackend):
+        def capture(self, step):
+            if self.captures == 1:
+                raise CaptureUnavailable("second capture refused")
+            return super().capture(step)
+    fake = RefuseSecond()
+    net_g, hist_g = _fit(fake, 0.8)
+    net_e, hist_e = _fit("cpu", 0.8)
+    assert hist_g.graph and hist_g.graph_note == "second capture refused"
+    assert fake.replays == 1  # the graph of four, once; everything after eagerly
+    assert hist_g.records == hist_e.records
+    for p, q in zip(net_g.params(), net_e.params()):
+        np.testing.assert_array_equal(p, q)
+    assert net_g.layers[0].operations[0].output is None  # the graphs' arrays let go

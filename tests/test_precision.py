@@ -263,3 +263,68 @@ def test_copies_keep_the_precision_and_the_loss_scale(how):
     assert twin.loss_scaler.state(twin.backend) == net.loss_scaler.state(net.backend)
     assert twin.loss_scaler.growth_interval == 3
     np.testing.assert_array_equal(twin.predict_proba(X), net.predict_proba(X))
+
+
+# ------------------------------------------------ found by a review of this work
+def test_a_gradient_not_from_train_step_is_not_unscaled():
+    """The float16 scale multiplies the gradient only in train_step, but every
+    optimiser step divided by it: a loop of forward, backward(loss.backward())
+    and step moved the weights 65536 times too little, silently."""
+    X, y = _data(64)
+    runs = []
+    for precision in ("float16", "float32"):
+        net = _net(precision)
+        opt = nnx.SGD(0.1)
+        opt.attach(net)
+        start = None
+        for _ in range(3):
+            pred = net.forward(X)
+            if start is None:
+                start = net.get_parameters()
+            net.loss.forward(pred, net.as_target(y, len(y)))
+            net.backward(net.loss.backward())
+            opt.step()
+        runs.append(net.get_parameters() - start)
+    np.testing.assert_allclose(runs[0], runs[1], rtol=0.02, atol=1e-4)
+    assert np.abs(runs[0]).max() > 1e-3
+
+
+def test_an_update_of_ones_own_is_skipped_where_the_kernels_skip_theirs():
+    """On the GPU the built-in update kernels skip an overflowing step
+    themselves, and the backend's skip did nothing else: an optimiser whose
+    update is its own arithmetic stepped with an infinite gradient."""
+    from nnx.backend.numpy_backend import NumpyBackend
+
+    class KernelsSkip(NumpyBackend):  # the GPU backend's promise, on the CPU
+        update_kernels_skip = True
+
+    class MySGD(nnx.Optimizer):
+        def _update(self, b, param, grad, scale):
+            param -= self.lr * (grad * scale)
+
+    X, y = _data(64)
+    for opt in (MySGD(0.1), nnx.SGD(0.1)):
+        net = _net(scaler=LossScaler(init_scale=2.0 ** 40))
+        net.backend = KernelsSkip("float32", "float16")
+        net.build(12)
+        opt.attach(net)
+        before = net.get_parameters()
+        net.train_batch(X, y)
+        with np.errstate(all="ignore"):
+            opt.step()
+        if isinstance(opt, MySGD):
+            np.testing.assert_array_equal(net.get_parameters(), before)
+        assert net.loss_scaler.state(net.backend)[0] == 2.0 ** 39
+
+
+def test_load_takes_the_precision_to_go_on_training(tmp_path):
+    X, y = _data()
+    net = _net("bfloat16")
+    nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, epochs=1, batch_size=32)
+    net.save(tmp_path / "m.npz")
+    assert nnx.NeuralNetwork.load(tmp_path / "m.npz").backend.precision == "float32"
+    again = nnx.NeuralNetwork.load(tmp_path / "m.npz", precision="bfloat16")
+    assert again.backend.precision == "bfloat16"
+    np.testing.assert_array_equal(again.predict_proba(X), net.predict_proba(X))
+    with pytest.raises(ValueError, match="precision='tf32' applies to float32 networks"):
+        nnx.NeuralNetwork.load(tmp_path / "m.npz", dtype="float64", precision="tf32")

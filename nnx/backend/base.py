@@ -96,6 +96,9 @@ class Backend:
     name = "base"
     # True where bias_activation runs as one fused kernel (Dense then uses it)
     fuses_bias_activation = False
+    # True where every *_step update kernel skips the step itself when its
+    # scale is negative (see update_unless_skipped)
+    update_kernels_skip = False
 
     def __init__(self, xp, dtype="float32", device=None, precision="float32"):
         dtype = dtype_name(dtype)

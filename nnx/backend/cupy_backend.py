@@ -13,7 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .base import Backend, BackendUnavailableError, CaptureUnavailable
+from .base import Backend, BackendUnavailableError
+from .cuda_graphs import Graphs
 
 log = logging.getLogger("nnx")
 
@@ -45,15 +46,18 @@ def _import_cupy():
 class CupyBackend(Backend):
     name = "gpu"
     fuses_bias_activation = True
+    update_kernels_skip = True
 
     def __init__(self, dtype="float32", precision="float32"):
         cupy = _import_cupy()
         super().__init__(cupy, dtype, precision=precision)
         self._kernels = _Kernels(cupy)
         self._optim = _OptimizerKernels(cupy)
-        self._capturing = None  # the stream being recorded, while capture() runs
-        self._gemm_checked = None
-        self._blas = None  # our own cuBLAS handle for recorded GEMMs, made on first capture
+        self._graphs = Graphs(self)  # CUDA graphs, and the cuBLAS handle of our own GEMMs
+        if self.precision != "float32":  # said now, not at the first product
+            ok = self._graphs.check(recorded=False)
+            if ok is not True:
+                raise BackendUnavailableError(f"precision={self.precision!r}: {ok}")
 
     def owns(self, x) -> bool:
         return isinstance(x, self.xp.ndarray)
@@ -117,15 +121,9 @@ class CupyBackend(Backend):
         return cupyx.scipy.special.erf(x)
 
     def matmul(self, a, b, out=None):
-        if self.precision != "float32":  # tensor cores, through our own cuBLAS handle
-            if self._gemm_checked is None:
-                self._gemm_checked = self._check_captured_gemm()
-            if self._gemm_checked is not True:
-                raise BackendUnavailableError(
-                    f"precision={self.precision!r}: {self._gemm_checked}")
-            return self._gemm(a, b, out)
-        if self._capturing is not None:
-            return self._gemm(a, b, out)
+        # reduced precisions, and every product inside a capture: our own cuBLAS handle
+        if self.precision != "float32" or self._graphs.capturing is not None:
+            return self._graphs.gemm(a, b, out)
         return self.xp.matmul(a, b, out=out)
 
     def round_operand(self, x):
@@ -133,10 +131,11 @@ class CupyBackend(Backend):
             return x
         if self.precision == "tf32":  # what TF32 tensor cores read of x, as float32
             return self._kernels.round_tf32(x)
-        return self._half(x).astype(self.xp.float32) if self.precision == "float16" else \
-            self._kernels.bf16_to_float(self._half(x))
+        half = self._half_operand(x)
+        return half.astype(self.xp.float32) if self.precision == "float16" else \
+            self._kernels.bf16_to_float(half)
 
-    def _half(self, x):
+    def _half_operand(self, x):
         """``x`` as the half-precision operand cuBLAS reads: float16, or
         bfloat16's bits in uint16 (CuPy has no bfloat16 type), same layout."""
         if self.precision == "float16":
@@ -160,115 +159,9 @@ class CupyBackend(Backend):
         return -xp.sum(terms) / n, grad
 
     def capture(self, step):
-        """Record ``step`` as a CUDA graph on a private stream and memory pool.
-
-        Every array the step allocates comes from a pool that only this graph
-        uses, so nothing allocated later can land in memory the graph writes.
-        Capture fails on any host synchronisation or device-to-host copy,
-        which is the proof that the recorded step makes none. CuPy refuses
-        its cuBLAS wrappers while a stream is capturing, so matrix products
-        are recorded as direct cuBLAS GEMM calls, after a one-off check that
-        those match ``cupy.matmul`` on this device.
-        """
-        if self._gemm_checked is None:
-            self._gemm_checked = self._check_captured_gemm()
-        if self._gemm_checked is not True:
-            raise CaptureUnavailable(self._gemm_checked)
-        return self._record(step)
-
-    def _record(self, step):
-        cp = self.xp
-        pool = cp.cuda.MemoryPool()
-        stream = cp.cuda.Stream(non_blocking=True)
-        stream.wait_event(cp.cuda.get_current_stream().record())  # see all queued work
-        mode = getattr(cp.cuda.runtime, "streamCaptureModeRelaxed", None)
-        try:
-            with cp.cuda.using_allocator(pool.malloc), stream:
-                stream.begin_capture() if mode is None else stream.begin_capture(mode)
-                self._capturing = stream
-                try:
-                    result = step()
-                except Exception as exc:
-                    try:
-                        stream.end_capture()
-                    except Exception:  # the capture was invalidated: nothing to keep
-                        pass
-                    raise CaptureUnavailable(f"{type(exc).__name__}: {exc}") from exc
-                finally:
-                    self._capturing = None
-                graph = stream.end_capture()
-        except CaptureUnavailable:
-            raise
-        except Exception as exc:  # CUDA refused the capture itself
-            raise CaptureUnavailable(f"{type(exc).__name__}: {exc}") from exc
-
-        def replay():
-            graph.launch(stream=cp.cuda.get_current_stream())
-
-        replay.keepalive = (graph, pool, stream)
-        return replay, result
-
-    def _check_captured_gemm(self):
-        """True if captured GEMMs reproduce cupy.matmul, else the reason (str)."""
-        cp = self.xp
-        rng = np.random.default_rng(0)
-        a = self.asarray(rng.standard_normal((7, 5)))
-        b = self.asarray(rng.standard_normal((5, 3)))
-        c = self.asarray(rng.standard_normal((7, 3)))
-        cases = [(a, b), (a.T, c), (c, b.T)]  # x @ W, x.T @ g, g @ W.T
-        outs = [self.empty((x.shape[0], y.shape[1])) for x, y in cases]
-        try:
-            replay, _ = self._record(lambda: [self._gemm(x, y, o)
-                                              for (x, y), o in zip(cases, outs)])
-            replay()
-            # reduced precision: against the rounded operands' exact product
-            # (TF32 may be off whatever the handle asks: NVIDIA_TF32_OVERRIDE=0)
-            tol = {"float32": 1e-5, "tf32": 5e-3}.get(self.precision, 1e-4)
-            for (x, y), o in zip(cases, outs):
-                want = cp.matmul(self.round_operand(x), self.round_operand(y))
-                if not bool(cp.allclose(o, want, rtol=tol, atol=tol)):
-                    return "captured cuBLAS GEMM does not match cupy.matmul on this device"
-        except Exception as exc:  # any failure here means: train step by step
-            return f"matrix products cannot be recorded: {type(exc).__name__}: {exc}"
-        return True
-
-    def _gemm(self, a, b, out):
-        """``out = a @ b`` by one cuBLAS GEMM of our handle, on the capturing
-        stream (or, outside a capture, the current one).
-
-        Row-major ``C = A B`` is column-major ``C^T = B^T A^T``; a C-contiguous
-        matrix is its own transpose in column-major terms and needs no
-        operation, an F-contiguous one (a ``.T`` view) needs ``T``."""
-        m, k = a.shape
-        n = b.shape[1]
-        if out is None:
-            out = self.xp.empty((m, n), dtype=a.dtype)
-        if self._blas is None:
-            self._blas = _CapturedBlas(self.xp, self.precision)
-        if self.precision in ("float16", "bfloat16"):
-            a, b = self._half(a), self._half(b)
-
-        def operand(x, cols):
-            if x.flags.c_contiguous:
-                return _CapturedBlas.OP_N, cols
-            if x.flags.f_contiguous:
-                return _CapturedBlas.OP_T, x.shape[0]
-            raise CaptureUnavailable("a strided matrix cannot be recorded as one GEMM")
-
-        if self._capturing is None:  # eager: a strided operand is copied, not refused
-            a, b = (x if x.flags.c_contiguous or x.flags.f_contiguous
-                    else self.xp.ascontiguousarray(x) for x in (a, b))
-
-        op_b, ld_b = operand(b, n)
-        op_a, ld_a = operand(a, k)
-        if not out.flags.c_contiguous:
-            raise CaptureUnavailable("a GEMM output must be C-contiguous to be recorded")
-        stream = self._capturing if self._capturing is not None else \
-            self.xp.cuda.get_current_stream()
-        self._blas.gemm(stream.ptr, a.dtype.char, op_b, op_a, n, m, k,
-                        b.data.ptr, ld_b, a.data.ptr, ld_a, out.data.ptr, n)
-        return out
-
+        # see cuda_graphs.Graphs.capture: a private stream and memory pool, and
+        # matrix products as cuBLAS calls of our own handle
+        return self._graphs.capture(step)
 
     def _scalar(self, value, like):
         # a 0-d device array stays one (a captured step reads it); numbers become T
@@ -308,9 +201,6 @@ class CupyBackend(Backend):
         T = grad.dtype.type
         return o.unscale(bad, squares, loss_scale, T(max_norm or 0.0),
                          np.int32(max_norm is not None))
-
-    def update_unless_skipped(self, scale, arrays, update):
-        update()  # every update kernel skips by itself when the scale is negative
 
     def update_loss_scale(self, loss_scale, tracker, scale, growth, backoff, interval):
         T = loss_scale.dtype.type
@@ -600,97 +490,3 @@ class _OptimizerKernels:
                 "T g, T lr, T alpha, T oma, T eps, T wd, T mom, T scale", outs, body,
                 f"nnx_rmsprop_{int(momentum)}{int(centered)}")
         return self._rmsprop[key]
-
-
-class _CapturedBlas:
-    """A cuBLAS handle of our own, called through ctypes.
-
-    CuPy's cuBLAS wrappers refuse to run while a stream is capturing (its
-    ``setStream`` raises), but cuBLAS itself records GEMMs into graphs. This
-    handle is used for nothing else: host pointer mode, a fixed workspace (so
-    a recorded GEMM allocates nothing), and the math of one ``precision``:
-    default math (no TF32) for float32, TF32 tensor-op math for "tf32", and
-    for "float16"/"bfloat16" ``cublasGemmEx`` with half-precision operands,
-    float32 output and float32 accumulation (``CUBLAS_COMPUTE_32F``).
-    """
-
-    # cudaDataType_t and cublasComputeType_t values (library_types.h, cublas_api.h)
-    R_32F, R_16F, R_16BF, COMPUTE_32F, GEMM_DEFAULT = 0, 2, 14, 68, -1
-    TF32_TENSOR_OP_MATH = 3
-
-    OP_N, OP_T = 0, 1
-    WORKSPACE = 32 * 2**20
-
-    def __init__(self, cupy, precision="float32"):
-        import ctypes
-
-        self._ct = ctypes
-        major = cupy.cuda.runtime.runtimeGetVersion() // 1000
-        cupy.cuda.device.get_cublas_handle()  # makes CuPy load libcublas first
-        lib = None
-        for name in (f"libcublas.so.{major}", "libcublas.so"):
-            try:
-                lib = ctypes.CDLL(name)  # the copy CuPy already loaded, by soname
-                break
-            except OSError:
-                continue
-        if lib is None:
-            lib = ctypes.CDLL(self._loaded_path())
-        self._lib = lib
-        vp, i = ctypes.c_void_p, ctypes.c_int
-        for fn in ("cublasSgemm_v2", "cublasDgemm_v2"):
-            getattr(lib, fn).argtypes = [vp, i, i, i, i, i, vp, vp, i, vp, i, vp, vp, i]
-        lib.cublasCreate_v2.argtypes = [ctypes.POINTER(vp)]
-        lib.cublasSetStream_v2.argtypes = [vp, vp]
-        lib.cublasSetPointerMode_v2.argtypes = [vp, i]
-        lib.cublasSetMathMode.argtypes = [vp, i]
-        lib.cublasGemmEx.argtypes = [vp, i, i, i, i, i, vp, vp, i, i, vp, i, i, vp, vp, i, i,
-                                     i, i]
-        self.precision = precision
-        handle = vp()
-        self._check(lib.cublasCreate_v2(ctypes.byref(handle)), "cublasCreate")
-        self.handle = handle
-        self._check(lib.cublasSetPointerMode_v2(handle, 0), "cublasSetPointerMode")  # host
-        math = self.TF32_TENSOR_OP_MATH if precision == "tf32" else 0  # else default math
-        self._check(lib.cublasSetMathMode(handle, math), "cublasSetMathMode")
-        self.workspace = cupy.empty(self.WORKSPACE, dtype=cupy.uint8)
-        # CUDA 11.4+; older cuBLAS manages its own. Set again after every
-        # cublasSetStream, which resets the workspace to cuBLAS's default pool
-        self._has_workspace = hasattr(lib, "cublasSetWorkspace_v2")
-        if self._has_workspace:
-            lib.cublasSetWorkspace_v2.argtypes = [vp, vp, ctypes.c_size_t]
-        # host scalars for host pointer mode, alive as long as the handle
-        self._scalars = {t: (np.ones((), t), np.zeros((), t)) for t in "fd"}
-
-    @staticmethod
-    def _loaded_path():
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                if "libcublas.so" in line and "libcublasLt" not in line:
-                    return line.split()[-1]
-        raise OSError("libcublas is not loaded in this process")
-
-    @staticmethod
-    def _check(status, what):
-        if status != 0:
-            raise CaptureUnavailable(f"{what} returned cuBLAS status {status}")
-
-    def gemm(self, stream_ptr, dtype_char, op_a, op_b, m, n, k, A, lda, B, ldb, C, ldc):
-        """Column-major ``C = op(A) op(B)`` on ``stream_ptr``."""
-        lib = self._lib
-        self._check(lib.cublasSetStream_v2(self.handle, stream_ptr), "cublasSetStream")
-        if self._has_workspace:  # a recorded GEMM must not allocate: our own workspace
-            self._check(lib.cublasSetWorkspace_v2(self.handle, self.workspace.data.ptr,
-                                                  self.WORKSPACE), "cublasSetWorkspace")
-        if self.precision in ("float16", "bfloat16"):  # half operands, float32 out
-            kind = self.R_16F if self.precision == "float16" else self.R_16BF
-            one, zero = self._scalars["f"]
-            self._check(lib.cublasGemmEx(self.handle, op_a, op_b, m, n, k, one.ctypes.data,
-                                         A, kind, lda, B, kind, ldb, zero.ctypes.data, C,
-                                         self.R_32F, ldc, self.COMPUTE_32F, self.GEMM_DEFAULT),
-                        "cublasGemmEx")
-            return
-        one, zero = self._scalars[dtype_char]
-        fn = lib.cublasSgemm_v2 if dtype_char == "f" else lib.cublasDgemm_v2
-        self._check(fn(self.handle, op_a, op_b, m, n, k, one.ctypes.data, A, lda, B, ldb,
-                       zero.ctypes.data, C, ldc), "cublas gemm")

@@ -50,6 +50,8 @@ class Adam(Optimizer):
     def _hyper(self):
         return {"betas": self.betas, "eps": self.eps}
 
+    _backend_update = True  # one backend update method: its kernel skips by itself
+
     def _update(self, b, param, grad, scale):
         d = self._device
         b.adam_step(param, grad, self.state["m"], self.state["v"], d["lr"], d["t"],
@@ -107,6 +109,8 @@ class RMSprop(Optimizer):
             out["centered"] = True
         return out
 
+    _backend_update = True  # one backend update method: its kernel skips by itself
+
     def _update(self, b, param, grad, scale):
         s = self.state
         b.rmsprop_step(param, grad, s["square_avg"], self._device["lr"], self.alpha, self.eps,
@@ -137,6 +141,8 @@ class Adagrad(Optimizer):
         if self.lr_decay:
             out["lr_decay"] = self.lr_decay
         return out
+
+    _backend_update = True  # one backend update method: its kernel skips by itself
 
     def _update(self, b, param, grad, scale):
         d = self._device

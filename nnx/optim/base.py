@@ -219,7 +219,8 @@ class Optimizer:
         net = self._check_net()
         self._prepare(net)
         b, dev = net.backend, self._device
-        scaler = getattr(net, "loss_scaler", None)
+        # a float16 network's train_step leaves its gradient multiplied by the loss scale
+        scaler = net.loss_scaler if getattr(net, "_scaled_grads", False) else None
         scale = None
         if scaler is not None:  # divide the loss scale out; negative: skip this step
             scale = b.unscale_factor(net.grad_buffer, scaler.scale_of(b), self.clip_norm)
@@ -234,11 +235,25 @@ class Optimizer:
             return
         if self.counts_steps:
             b.uncount_skipped(dev["t"], scale)
-        arrays = [net.param_buffer] + [self.state[k] for k in self.state_names
-                                       if self.state.get(k) is not None]
-        b.update_unless_skipped(scale, arrays, lambda: self._update(
-            b, net.param_buffer, net.grad_buffer, scale))
+
+        def update():
+            self._update(b, net.param_buffer, net.grad_buffer, scale)
+        if b.update_kernels_skip and self._kernel_skips():
+            update()  # the backend's update kernel leaves everything when scale < 0
+        else:
+            arrays = [net.param_buffer] + [self.state[k] for k in self.state_names
+                                           if self.state.get(k) is not None]
+            b.update_unless_skipped(scale, arrays, update)
         scaler.after_step(b, scale)
+
+    def _kernel_skips(self):
+        """True if this optimiser's update is one backend update method (the
+        built-in ones), whose device kernel skips a step by itself; an update
+        of one's own is skipped by the backend's generic copy-and-restore."""
+        for cls in type(self).__mro__:
+            if "_update" in cls.__dict__:
+                return cls.__dict__.get("_backend_update", False)
+        return False
 
     def _update(self, b, param, grad, scale):
         raise NotImplementedError

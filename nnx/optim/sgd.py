@@ -18,6 +18,8 @@ class SGD(Optimizer):
     def _hyper(self):
         return {"momentum": 0.0}  # as before the other optimisers came, for resume=
 
+    _backend_update = True  # one backend update method: its kernel skips by itself
+
     def _update(self, b, param, grad, scale):
         b.sgd_step(param, grad, self._device["lr"], weight_decay=self.weight_decay,
                    scale=scale)
@@ -55,6 +57,8 @@ class SGDMomentum(Optimizer):
         if self.nesterov:
             out["nesterov"] = True
         return out
+
+    _backend_update = True  # one backend update method: its kernel skips by itself
 
     def _update(self, b, param, grad, scale):
         lr = self._device["lr"]

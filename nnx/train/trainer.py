@@ -65,17 +65,20 @@ class _Steps:
         self.use_graph = bool(use_graph) and type(net.backend).capture is not Backend.capture
         self.warm = False
         self.graphs = {}  # steps per launch -> (replay, result)
+        self.replayed = False  # whether any step of this fit ran from a graph
         self.rng = None  # the generator the graphs were recorded with
         self.note = ""
         # full batch s of an epoch is rows s * stride + offset onwards of its order
         self.stride = None if batch_size is None else batch_size * comm.size
         self.offset = None if batch_size is None else batch_size * comm.rank
-        self.feed = None  # the device arrays a recorded step reads (see _feed)
+        self.feed = None  # the device arrays a recorded step reads (see _fed_step)
 
-    @property
-    def recorded(self):
-        """True if steps were replayed from a graph in this fit."""
-        return bool(self.graphs)
+    def close(self):
+        """The end of the fit: the graphs go, and with them the memory the
+        layers' last arrays live in, so the network lets go of those first."""
+        if self.graphs or self.replayed:
+            self.net.forget_pass()
+        self.graphs = {}
 
     def epoch(self, X, y, order, batches):
         """One pass over ``batches`` (from ``_Data.batches``) in ``order``;
@@ -123,6 +126,7 @@ class _Steps:
             if size not in self.graphs and not self._record(size):
                 continue  # refused: the rest eagerly
             self.graphs[size][0]()
+            self.replayed = True
             done += size
         return b.copy(total)
 
@@ -174,14 +178,10 @@ class _Steps:
         try:
             self.graphs[size] = self.net.backend.capture(steps)
         except CaptureUnavailable as exc:
-            self.use_graph, self.graphs = False, {}
+            self.use_graph = False  # the graphs already made stay until close()
             self.note = str(exc)
             log.warning("nnx: graph capture unavailable, training step by step (%s)", exc)
             return False
-        # the layers keep arrays from the graphs' private memory after the
-        # last replay: the network holds the graphs (and that memory) until
-        # it records others
-        self.net._captured_step = dict(self.graphs)
         return True
 
 
@@ -516,21 +516,24 @@ class _Run:
     def train(self, graph):
         s, b = self.settings, self.b
         batches = self.data.batches(b, s.batch_size, self.comm)
-        steps = _Steps(self.net, self.optim, graph, self.comm, s.batch_size)
-        for cb in self.callbacks:
-            cb.on_fit_start(self)
-        for epoch in range(self.epoch, s.epochs):
-            if self.finished:
-                break
+        self.steps = steps = _Steps(self.net, self.optim, graph, self.comm, s.batch_size)
+        try:
             for cb in self.callbacks:
-                cb.on_epoch_start(self, epoch)
-            lr = self.optim.lr
-            self.pending.append(self._epoch(epoch, batches, steps))
-            self.epoch = self.history.epochs_run = epoch + 1
-            self._end_epoch(lr)
-        self.history.graph, self.history.graph_note = steps.recorded, steps.note
-        for cb in self.callbacks:
-            cb.on_fit_end(self)
+                cb.on_fit_start(self)
+            for epoch in range(self.epoch, s.epochs):
+                if self.finished:
+                    break
+                for cb in self.callbacks:
+                    cb.on_epoch_start(self, epoch)
+                lr = self.optim.lr
+                self.pending.append(self._epoch(epoch, batches, steps))
+                self.epoch = self.history.epochs_run = epoch + 1
+                self._end_epoch(lr)
+            self.history.graph, self.history.graph_note = steps.replayed, steps.note
+            for cb in self.callbacks:
+                cb.on_fit_end(self)
+        finally:  # also when training stops with an error
+            steps.close()
         return self.history
 
     def _epoch(self, epoch, batches, steps):
