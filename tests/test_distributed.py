@@ -400,7 +400,10 @@ def test_two_processes_train_as_one_with_the_doubled_batch(tmp_path, rows, evalu
         assert len(records) == len(history.records) == 2
         for mine, ref in zip(records, history.records):
             for key in ("train_loss", "loss", "accuracy", "lr"):
-                assert mine[key] == pytest.approx(ref[key], rel=1e-12), key
+                if ref[key] is None:  # no evaluation set: newer pytest refuses approx(None)
+                    assert mine[key] is None, key
+                else:
+                    assert mine[key] == pytest.approx(ref[key], rel=1e-12), key
 
 
 def test_a_stop_asked_on_one_rank_stops_every_rank(tmp_path):
