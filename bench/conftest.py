@@ -61,6 +61,17 @@ def flops_per_sample(name):
     return 6 * sum(per_layer) - 2 * per_layer[0]
 
 
+def pytest_collection_modifyitems(items):
+    """pytest-benchmark before 5.3.1 reads ``item._nodeid``, which pytest 9.2
+    no longer has: the GPU machine's own packages may be such a pair."""
+    for item in items:
+        if not hasattr(item, "_nodeid"):
+            try:
+                item._nodeid = item.nodeid
+            except AttributeError:  # a read-only node: nothing to do here
+                pass
+
+
 @pytest.fixture(autouse=True)
 def _quiet_threads(request):
     """Let the other library's idle worker threads stop spinning before the
