@@ -164,7 +164,8 @@ class HostKernels:
         if len(arrays) != len(args):
             raise TypeError(f"{name} takes {len(args)} arrays, got {len(arrays)}")
         keep, ptrs, strides = [], [], []
-        n = max(np.asarray(arrays[k]).size for k in range(len(spec.inputs), len(args)))
+        # as in CuPy, the elements are those of the arrays that are not raw
+        n = max(np.asarray(arrays[k]).size for k in range(len(args)) if not args[k][0])
         for k, ((raw, kind, pname), value) in enumerate(zip(args, arrays)):
             ctype = T if kind == "T" else kind
             want = _NUMPY[ctype]

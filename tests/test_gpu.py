@@ -439,3 +439,16 @@ def test_a_float16_overflow_is_skipped_on_the_device_eagerly_and_recorded():
         b.assign(net.loss_scaler.scale_of(b), 2.0 ** 10)
         run()  # and a step that fits is taken
         assert not np.array_equal(b.to_numpy(net.param_buffer), before[0])
+
+
+@pytest.mark.parametrize("classes", [10, 300])  # the row kernel, and the general path
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_both_softmax_cross_entropy_paths_match_the_reference(classes, dtype):
+    b = get_backend("gpu", dtype)
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((64, classes)) * 10
+    y = np.eye(classes)[rng.integers(0, classes, 64)]
+    loss, grad = b.softmax_cross_entropy(b.asarray(z), b.asarray(y), 1e-7)
+    ref_loss, ref_grad = Reference.softmax_cross_entropy(b, b.asarray(z), b.asarray(y), 1e-7)
+    _close(b.to_numpy(loss), b.to_numpy(ref_loss), RTOL[dtype])
+    _close(b.to_numpy(grad), b.to_numpy(ref_grad), RTOL[dtype])

@@ -216,3 +216,41 @@ def test_tick_clip_unscale_and_loss_scale_kernels(K):
         b.update_loss_scale(scale_r, good_r, f, 2.0, 0.5, 3)
         assert (scale_k[0], good_k[0]) == (scale_r, good_r)
     assert scale_k[0] == np.float32(2.0 ** 127)  # stops short of infinity
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_row_kernel_of_softmax_cross_entropy_computes_the_reference(K, dtype):
+    """One thread per row: the loss's per-row shares sum to the reference
+    loss and the gradient is the reference's; NaN and infinite logits give a
+    NaN loss, as in the reference."""
+    b = get_backend("cpu", np.dtype(dtype).name)
+    rng = np.random.default_rng(7)
+    n, c = 9, 10
+    logits = (rng.standard_normal((n, c)) * 20).astype(dtype)
+    logits[0, 3] = 80.0  # a clipped probability
+    y = np.eye(c, dtype=dtype)[rng.integers(0, c, n)]
+    loss, grad = Backend.softmax_cross_entropy(b, logits, y, 1e-7)
+    terms, kgrad = np.empty(n, dtype), np.empty(n * c, dtype)
+    K("nnx_softmax_ce_rows", logits.ravel(), y.ravel(), c, 1e-7, 1 / n, terms, kgrad,
+      dtype=dtype)
+    _close(terms.sum(), float(loss), dtype)
+    _close(kgrad, grad.ravel(), dtype)
+    for bad in (np.nan, np.inf):
+        z = logits.copy()
+        z[4, 2] = bad
+        with np.errstate(all="ignore"):
+            K("nnx_softmax_ce_rows", z.ravel(), y.ravel(), c, 1e-7, 1 / n, terms, kgrad,
+              dtype=dtype)
+            ref, _ = Backend.softmax_cross_entropy(b, z, y, 1e-7)
+        assert np.isnan(terms.sum()) and np.isnan(float(ref))
+
+
+def test_the_advance_kernel_counts_the_batch_and_adds_the_loss(K):
+    b = get_backend("cpu", "float32")
+    pos_k, total_k = np.array([3], np.int64), np.float32([1.5])
+    pos_r, total_r = np.array([3], np.int64), np.full((), 1.5, np.float32)
+    for loss in (0.25, 2.0, np.nan):
+        K("nnx_advance", np.float32(loss), pos_k, total_k, dtype=np.float32)
+        b.advance(pos_r, total_r, np.asarray(np.float32(loss)))
+        assert pos_k[0] == pos_r[0]
+        np.testing.assert_array_equal(total_k[0], total_r)

@@ -312,6 +312,12 @@ class Backend:
         idx = xp.take(order, pos, axis=0)
         return self.take_rows(x, idx, out=out)
 
+    def advance(self, position, total, loss):
+        """After a fed step: ``position += 1`` (the batch counter, ``(1,)``
+        int64) and ``total += loss`` (0-d), on the device."""
+        position += 1
+        total += loss
+
     def bias_activation(self, x, bias, name, param=None):
         """``(out, saved)``: the built-in activation ``name`` (with its setting
         ``param``: alpha, GELU's approximate, or None) of ``x + bias``, and what

@@ -43,6 +43,10 @@ def _import_cupy():
     return cupy
 
 
+# up to this many classes, softmax cross-entropy runs one thread per row
+_ROW_CLASSES = 256
+
+
 class CupyBackend(Backend):
     name = "gpu"
     fuses_bias_activation = True
@@ -151,10 +155,18 @@ class CupyBackend(Backend):
 
     def softmax_cross_entropy(self, logits, target, eps):
         xp = self.xp
-        n = logits.shape[0]
+        n, classes = int(logits.shape[0]), int(logits.shape[1])
+        t = logits.dtype.type
+        if classes <= _ROW_CLASSES and logits.flags.c_contiguous and target.flags.c_contiguous:
+            # two kernels (the rows, then their sum) where the general path takes eight
+            grad = xp.empty_like(logits)
+            terms = xp.empty((n,), dtype=logits.dtype)
+            self._kernels.softmax_ce_rows(logits.reshape(-1), target.reshape(-1),
+                                          np.int64(classes), t(eps), t(1.0 / n), terms,
+                                          grad.reshape(-1))
+            return xp.sum(terms), grad
         e = xp.exp(logits - xp.max(logits, axis=1, keepdims=True))
         s = xp.sum(e, axis=1, keepdims=True)
-        t = logits.dtype.type
         terms, grad = self._kernels.softmax_ce(e, s, target, t(eps), t(1.0 / n))
         return -xp.sum(terms) / n, grad
 
@@ -232,6 +244,9 @@ class CupyBackend(Backend):
 
     def take_rows(self, x, idx, out=None):
         return self.xp.take(x, idx, axis=0, out=out)
+
+    def advance(self, position, total, loss):
+        self._kernels.advance(loss, position, total)  # one kernel for both
 
     def gather_batch(self, x, order, position, stride, offset, out):
         # one kernel: the row index is read from the device counter in place
@@ -344,6 +359,8 @@ class _Kernels:
             """,
             "nnx_gather_batch",
         )
+        self.advance = ek("T loss", "int64 position, T total",
+                          "position = position + 1; total = total + loss", "nnx_advance")
         # round to nearest even on the bits of float32, NaN and infinities kept
         self.float_to_bf16 = ek(
             "float32 x", "uint16 h",
@@ -368,6 +385,32 @@ class _Kernels:
                 : __uint_as_float((u + 0xFFFu + ((u >> 13) & 1u)) & 0xFFFFE000u);
             """,
             "nnx_round_tf32",
+        )
+        # one thread per row (few classes): the row's maximum, the sum of
+        # exponentials, the gradient (softmax - y) / n of each class, and the
+        # row's share -sum(y log clip(p)) / n of the loss, in one pass; NaN
+        # and infinities propagate as in the reference
+        self.softmax_ce_rows = ek(
+            "raw T z, raw T y, int64 classes, T eps, T inv_n", "T term, raw T grad",
+            """
+            const long long row = i * classes;
+            T m = z[row];
+            for (long long c = 1; c < classes; c++) {
+                T v = z[row + c];
+                if (v > m || v != v) m = v;
+            }
+            T s = (T)0;
+            for (long long c = 0; c < classes; c++) s += exp(z[row + c] - m);
+            T acc = (T)0;
+            for (long long c = 0; c < classes; c++) {
+                T p = exp(z[row + c] - m) / s;
+                T pc = p < eps ? eps : (p > (T)1 - eps ? (T)1 - eps : p);
+                acc += y[row + c] * log(pc);
+                grad[row + c] = (p - y[row + c]) * inv_n;
+            }
+            term = -acc * inv_n;
+            """,
+            "nnx_softmax_ce_rows",
         )
         # per element: the clipped log-probability weighted by the target (summed
         # afterwards), and the gradient (softmax - y) / n

@@ -136,8 +136,7 @@ class _Steps:
         order, position, total, X, y, xb, yb, weight = self.feed
         b.gather_batch(X, order, position, self.stride, self.offset, xb)
         b.gather_batch(y, order, position, self.stride, self.offset, yb)
-        position += 1
-        total += self._step(xb, yb, weight)
+        b.advance(position, total, self._step(xb, yb, weight))
         return total
 
     def _step(self, xb, yb, weight):
