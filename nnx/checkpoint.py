@@ -473,7 +473,7 @@ def load_network(path, backend="cpu", dtype=None, cls=None, precision=None):
     cls = NeuralNetwork if cls is None else cls
     # the arguments first, so that their errors are not blamed on the file
     if dtype is not None or isinstance(backend, Backend):
-        backend = get_backend(backend, dtype)
+        backend = get_backend(backend, dtype, precision)
     elif backend not in BACKENDS:
         get_backend(backend)  # raises, naming the value
     header, arrays = read(path)
@@ -491,7 +491,7 @@ def load_network(path, backend="cpu", dtype=None, cls=None, precision=None):
         layers = [layer_from_description(d) for d in desc["layers"]]
         net = cls(layers, loss_from_description(desc["loss"]), seed=desc["seed"],
                   backend=backend, dtype=None if isinstance(backend, Backend) else desc["dtype"],
-                  precision=precision)
+                  precision=None if isinstance(backend, Backend) else precision)
         net.build(desc["n_in"])
         net.set_parameters(net.backend.asarray(arrays["params"]))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

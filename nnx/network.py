@@ -86,6 +86,7 @@ class NeuralNetwork:
         self.n_in = None
         self._param_buf = self._grad_buf = None
         self._scaled_grads = False  # whether grad_buffer holds loss-scaled gradients
+        self._graph_memory = None  # a fit's graphs, kept while custom parts may hold their arrays
         self._seed_generators()
 
     def __reduce__(self):
@@ -497,7 +498,7 @@ class NeuralNetwork:
 
 # the attributes NeuralNetwork itself keeps; a copy rebuilds them
 _OWN = frozenset({"backend", "layers", "loss", "seed", "n_in", "_param_buf", "_grad_buf",
-                  "_scaled_grads", "_init_rng", "rng", "loss_scaler"})
+                  "_scaled_grads", "_graph_memory", "_init_rng", "rng", "loss_scaler"})
 
 
 def _rebuild(cls, layers, loss, seed, backend, state):

@@ -154,7 +154,7 @@ class HostKernels:
         self.lib = ctypes.CDLL(lib)
         self.specs = specs()
 
-    def __call__(self, name, *arrays, dtype=np.float64):
+    def __call__(self, name, *arrays, dtype=np.float64, size=None):
         """Run kernel ``name`` over its outputs' elements: inputs and outputs
         in the kernel's order, NumPy arrays (outputs written in place) or
         numbers; a one-element array or a number is broadcast."""
@@ -165,7 +165,8 @@ class HostKernels:
             raise TypeError(f"{name} takes {len(args)} arrays, got {len(arrays)}")
         keep, ptrs, strides = [], [], []
         # as in CuPy, the elements are those of the arrays that are not raw
-        n = max(np.asarray(arrays[k]).size for k in range(len(args)) if not args[k][0])
+        n = size if size is not None else \
+            max(np.asarray(arrays[k]).size for k in range(len(args)) if not args[k][0])
         for k, ((raw, kind, pname), value) in enumerate(zip(args, arrays)):
             ctype = T if kind == "T" else kind
             want = _NUMPY[ctype]

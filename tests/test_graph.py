@@ -269,3 +269,29 @@ def test_a_later_refusal_keeps_the_record_of_replayed_steps(monkeypatch):
     for p, q in zip(net_g.params(), net_e.params()):
         np.testing.assert_array_equal(p, q)
     assert net_g.layers[0].operations[0].output is None  # the graphs' arrays let go
+
+
+def test_a_network_with_parts_of_ones_own_keeps_the_graphs_memory():
+    """forget_pass knows nnx's own layers, operations and losses by name; a
+    part of the user's own may keep arrays under other names, which live in
+    the graphs' memory: such a network keeps the graphs until its next fit
+    (found by a review)."""
+    class MyTanh(nnx.Tanh):
+        def _output(self, inference):
+            self.kept = super()._output(inference)  # an array under a name of its own
+            return self.kept
+
+    runs = {}
+    for act in ("tanh", MyTanh()):
+        fake = ReplayBackend()
+        X, y = np.random.default_rng(0).standard_normal((250, 12)), np.arange(250) % 4
+        net = nnx.NeuralNetwork([nnx.Dense(16, act), nnx.Dense(4, "linear")],
+                                nnx.SoftmaxCrossEntropy(), seed=3, backend=fake)
+        opt = nnx.SGDMomentum(0.1)
+        fake.net, fake.optim = net, opt
+        hist = nnx.Trainer(net, opt).fit(X, y, epochs=2, batch_size=32)
+        assert hist.graph
+        runs[type(act).__name__] = net
+    own, builtin = runs["MyTanh"], runs["str"]
+    assert builtin._graph_memory is None and builtin.layers[0].operations[0].output is None
+    assert own._graph_memory and own.layers[0].operations[0].output is not None

@@ -133,7 +133,9 @@ class CublasHandle:
 class Graphs:
     """Graph capture and our own GEMMs for one GPU backend (``backend``:
     its ``xp`` is CuPy, its ``precision`` picks the handle's math, and its
-    ``round_operand``/``half_operand`` give the operands of reduced precision)."""
+    ``round_operand``/``_half_operand`` give the operands of reduced
+    precision). One capture at a time per backend: while one records, every
+    product of that backend goes onto the capturing stream."""
 
     def __init__(self, backend):
         self.b, self.cp = backend, backend.xp
@@ -181,7 +183,7 @@ class Graphs:
                 if not bool(cp.allclose(o, want, rtol=tol, atol=tol)):
                     return ("cuBLAS GEMM " + ("recorded in a graph " if recorded else "")
                             + "does not match cupy.matmul on this device")
-        except Exception as exc:  # any failure here means: do without
+        except (RuntimeError, OSError) as exc:  # CUDA, cuBLAS or capture refused: do without
             what = "recorded" if recorded else "run through nnx's cuBLAS handle"
             return f"matrix products cannot be {what}: {type(exc).__name__}: {exc}"
         return True
@@ -265,7 +267,7 @@ class Graphs:
                 raise CaptureUnavailable("a GEMM output must be C-contiguous to be recorded")
             out = cp.empty((m, n), dtype=a.dtype)  # eagerly: written here, copied back
         if self.b.precision in ("float16", "bfloat16"):
-            a, b = self.b.half_operand(a), self.b.half_operand(b)
+            a, b = self.b._half_operand(a), self.b._half_operand(b)
 
         def operand(x, cols):
             if x.flags.c_contiguous:

@@ -246,7 +246,9 @@ class CupyBackend(Backend):
         return self.xp.take(x, idx, axis=0, out=out)
 
     def advance(self, position, total, loss):
-        self._kernels.advance(loss, position, total)  # one kernel for both
+        # one kernel for both; the 0-d total as a (1,) view, the counter's
+        # shape: CuPy wants every output in the arguments' broadcast shape
+        self._kernels.advance(loss, position, total.reshape(1))
 
     def gather_batch(self, x, order, position, stride, offset, out):
         # one kernel: the row index is read from the device counter in place

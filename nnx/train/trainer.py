@@ -66,6 +66,7 @@ class _Steps:
         self.warm = False
         self.graphs = {}  # steps per launch -> (replay, result)
         self.replayed = False  # whether any step of this fit ran from a graph
+        self.recording = False  # whether a capture was tried (its arrays may be left over)
         self.rng = None  # the generator the graphs were recorded with
         self.note = ""
         # full batch s of an epoch is rows s * stride + offset onwards of its order
@@ -75,9 +76,16 @@ class _Steps:
 
     def close(self):
         """The end of the fit: the graphs go, and with them the memory the
-        layers' last arrays live in, so the network lets go of those first."""
-        if self.graphs or self.replayed:
-            self.net.forget_pass()
+        layers' last arrays live in, so the network lets go of those first.
+        A network with a layer, operation or loss of the user's own, which
+        may keep arrays under other names, keeps the graphs (and their
+        memory) instead, until its next fit."""
+        if self.graphs or self.replayed or self.recording:
+            if _all_builtin(self.net):
+                self.net.forget_pass()
+                self.net._graph_memory = None
+            else:
+                self.net._graph_memory = dict(self.graphs)
         self.graphs = {}
 
     def epoch(self, X, y, order, batches):
@@ -164,6 +172,9 @@ class _Steps:
         last batch smaller than the world): a zero gradient into the sum, and
         the same update as everyone's."""
         self.net.backend.assign(self.net.grad_buffer, 0.0)
+        # as after the other ranks' train_step: the optimiser unscales (zeros) and
+        # counts the step, so every rank keeps the same loss scale
+        self.net._scaled_grads = self.net.loss_scaler is not None
         self._reduce(1.0)
         self.optim.step()
 
@@ -174,6 +185,7 @@ class _Steps:
             for _ in range(size - 1):
                 self._fed_step()
             return self._fed_step()
+        self.recording = True
         try:
             self.graphs[size] = self.net.backend.capture(steps)
         except CaptureUnavailable as exc:
@@ -182,6 +194,13 @@ class _Steps:
             log.warning("nnx: graph capture unavailable, training step by step (%s)", exc)
             return False
         return True
+
+
+def _all_builtin(net):
+    """True if every layer, operation and the loss of ``net`` is nnx's own
+    (whose arrays of a pass ``forget_pass`` knows by name)."""
+    parts = [net.loss] + list(net.layers) + [op for la in net.layers for op in la.operations]
+    return all(type(p).__module__.split(".")[0] == "nnx" for p in parts)
 
 
 class _Data:

@@ -1,0 +1,139 @@
+"""The GPU backend's own code (CupyBackend, cuda_graphs.Graphs) run on the
+CPU through a stand-in for CuPy (tests/emulated_cupy.py): its CUDA kernels
+compiled for the host and called as CuPy calls them (with CuPy's rule on
+output shapes), and nnx's cuBLAS calls answered by a NumPy reference that
+reads the operands column-major at the addresses given. A whole fit on it,
+eager and with recorded (here: re-run) steps fed by the device counter,
+must match the CPU backend; the GEMM mapping of every layout and precision
+must match NumPy's product. CUDA itself is left to ``pytest -m gpu``."""
+
+import numpy as np
+import pytest
+
+import nnx
+from nnx.backend import get_backend
+from nnx.backend.cuda_graphs import Graphs
+from nnx.precision import LossScaler
+
+ec = pytest.importorskip("emulated_cupy")
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    """``gpu(dtype, precision)``: the emulated GPU backend, whose captures
+    hand back the step itself (a replay re-runs it, as a graph would)."""
+    def make(dtype="float64", precision="float32"):
+        try:
+            b = ec.cupy_backend(monkeypatch, dtype, precision)
+        except (RuntimeError, OSError) as exc:  # no C++ compiler here
+            pytest.skip(f"cannot build the host kernels: {exc}")
+        b._graphs.capture = lambda step: (step, None)
+        return b
+    return make
+
+
+def _data(n=250):
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((n, 12)), rng.integers(0, 4, n)
+
+
+def _fit(backend, make_opt, dropout=1.0, graph=True, precision=None, **kw):
+    X, y = _data()
+    net = nnx.NeuralNetwork([nnx.Dense(16, "tanh", dropout=dropout), nnx.Dense(4, "linear")],
+                            nnx.SoftmaxCrossEntropy(), seed=3, backend=backend,
+                            precision=precision)
+    if precision == "float16":
+        net.loss_scaler = LossScaler(init_scale=2.0 ** 24, growth_interval=5)
+    hist = nnx.Trainer(net, make_opt()).fit(X, y, X[:50], y[:50], epochs=4, eval_every=2,
+                                            batch_size=32, seed=4, graph=graph, **kw)
+    return net, hist
+
+
+OPTIMISERS = {
+    "momentum-decay": lambda: nnx.SGDMomentum(0.1, final_lr=0.02, decay_type="exponential"),
+    "nesterov-wd": lambda: nnx.SGDMomentum(0.1, nesterov=True, weight_decay=0.01),
+    "adam-onecycle-clipped": lambda: nnx.Adam(nnx.OneCycle(0.01), clip_norm=0.5),
+    "adamw-cosine-per-step": lambda: nnx.AdamW(nnx.Cosine(0.01, warmup=3, per="step")),
+    "rmsprop-centred": lambda: nnx.RMSprop(0.001, momentum=0.5, centered=True),
+    "adagrad": lambda: nnx.Adagrad(0.05, lr_decay=0.01, clip_norm=1.0),
+}
+
+
+@pytest.mark.parametrize("graph", [True, False], ids=["fed-recorded", "eager"])
+@pytest.mark.parametrize("name", list(OPTIMISERS))
+def test_the_gpu_backend_code_trains_as_the_cpu_backend(gpu, name, graph):
+    """Every kernel the GPU backend calls in a fit (fused activations,
+    dropout, the row-wise softmax cross-entropy, the gather by the device
+    counter, the step counter, the updates, tick and clip) through its own
+    Python wrappers, float64: the CPU backend's records and parameters."""
+    make = OPTIMISERS[name]
+    net_g, hist_g = _fit(gpu(), make, dropout=0.8, graph=graph)
+    net_c, hist_c = _fit(get_backend("cpu", "float64"), make, dropout=0.8, graph=graph)
+    assert hist_g.graph == graph
+    for rg, rc in zip(hist_g.records, hist_c.records):
+        assert rg["loss"] == pytest.approx(rc["loss"], rel=1e-10)
+        assert rg["train_loss"] == pytest.approx(rc["train_loss"], rel=1e-10)
+    for p, q in zip(net_g.params(), net_c.params()):
+        np.testing.assert_allclose(net_g.backend.to_numpy(p), q, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bfloat16", "float16"])
+def test_reduced_precision_products_go_through_the_handle_as_numpy_multiplies(gpu, precision):
+    """Graphs.gemm for the three layouts a layer uses, a strided operand and
+    a strided output: the reference handle, reading the operands
+    column-major (in float16 or bfloat16 bits where asked), gives the
+    product of the rounded operands; shapes that do not multiply are refused."""
+    b = gpu("float32", precision)
+    rng = np.random.default_rng(0)
+    x, w = b.asarray(rng.standard_normal((33, 70))), b.asarray(rng.standard_normal((70, 9)))
+    g = b.asarray(rng.standard_normal((33, 9)))
+    wide = b.asarray(rng.standard_normal((70, 18)))
+    cases = [(x, w), (x.T, g), (g, w.T), (x, wide[:, ::2])]
+    for p, q in cases:
+        want = (b.round_operand(b.xp.ascontiguousarray(p)).astype(np.float64)
+                @ b.round_operand(b.xp.ascontiguousarray(q)).astype(np.float64))
+        got = b.matmul(p, q)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        out = b.empty((want.shape[1], want.shape[0])).T  # an F-ordered output
+        assert b.matmul(p, q, out=out) is out
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"shapes \(33, 70\) and \(9, 70\) do not multiply"):
+        b.matmul(x, w.T)
+    cpu = get_backend("cpu", "float32", precision)
+    h = rng.standard_normal(3000).astype(np.float32) * 300
+    np.testing.assert_array_equal(b.round_operand(b.asarray(h)), cpu.round_operand(h))
+
+
+def test_float16_on_the_gpu_code_scales_skips_and_trains_like_the_cpu_emulation(gpu):
+    """The float16 path of the GPU code: products through the handle with
+    float16 operands, the loss scale, the update kernels skipping the
+    overflowing steps (a scale of 2**24 overflows at first): the CPU
+    emulation's records, within the products' summation order."""
+    make = OPTIMISERS["adam-onecycle-clipped"]
+    net_g, hist_g = _fit(gpu("float32", "float16"), make, precision="float16")
+    net_c, hist_c = _fit(get_backend("cpu", "float32", "float16"), make, precision="float16")
+    assert net_g.loss_scaler.state(net_g.backend) == net_c.loss_scaler.state(net_c.backend)
+    assert net_g.loss_scaler.state(net_g.backend)[0] < 2.0 ** 24
+    for rg, rc in zip(hist_g.records, hist_c.records):
+        assert rg["loss"] == pytest.approx(rc["loss"], rel=1e-4)
+
+
+def test_the_precision_check_at_creation_names_a_failing_handle(monkeypatch):
+    """A handle that cannot be made is reported when the backend is made,
+    with the reason; a bug in nnx's own code is not hidden as one."""
+    from nnx.backend import BackendUnavailableError, cuda_graphs
+
+    class Broken(ec.ReferenceBlas):
+        def __init__(self, cupy, precision):
+            raise OSError("libcublas.so.13: cannot open shared object file")
+    try:
+        ec.cupy_backend(monkeypatch, "float32", "float32")
+    except (RuntimeError, OSError) as exc:
+        pytest.skip(f"cannot build the host kernels: {exc}")
+    monkeypatch.setattr(cuda_graphs, "CublasHandle", Broken)
+    from nnx.backend import cupy_backend as cb
+    with pytest.raises(BackendUnavailableError, match="precision='bfloat16'.*libcublas"):
+        cb.CupyBackend("float32", "bfloat16")
+    monkeypatch.setattr(Graphs, "_check", lambda self, recorded: self.nothing_here)
+    with pytest.raises(AttributeError):
+        cb.CupyBackend("float32", "tf32")
