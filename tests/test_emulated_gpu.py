@@ -137,3 +137,84 @@ def test_the_precision_check_at_creation_names_a_failing_handle(monkeypatch):
     monkeypatch.setattr(Graphs, "_check", lambda self, recorded: self.nothing_here)
     with pytest.raises(AttributeError):
         cb.CupyBackend("float32", "tf32")
+
+
+@pytest.fixture
+def gpu_by_name(monkeypatch):
+    """``backend="gpu"`` everywhere resolves to the emulated GPU backend."""
+    import nnx.backend as backends
+    from nnx.backend import cuda_graphs
+    from nnx.backend import cupy_backend as cb
+    try:
+        fake = ec.FakeCupy(ec.kh.HostKernels())
+    except (RuntimeError, OSError) as exc:
+        pytest.skip(f"cannot build the host kernels: {exc}")
+    monkeypatch.setattr(cb, "_import_cupy", lambda: fake)
+    monkeypatch.setattr(cuda_graphs, "CublasHandle", ec.ReferenceBlas)
+    monkeypatch.setattr(backends, "_cache", {})
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_the_estimators_gpu_path_gives_the_cpu_numbers(gpu_by_name, solver, early_stopping):
+    """nnx.sklearn's estimators with backend="gpu" (their device data, batch
+    buffers, L2 by axpy, fused updates and device-side validation) fit as
+    with backend="cpu", float64."""
+    from sklearn.datasets import load_digits
+
+    from nnx.sklearn import MLPClassifier, MLPRegressor
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    fits = {}
+    for backend in ("cpu", "gpu"):
+        with _no_warning_check():
+            clf = MLPClassifier(hidden_layer_sizes=(32,), solver=solver, max_iter=8,
+                                random_state=0, alpha=1e-3, early_stopping=early_stopping,
+                                backend=backend).fit(X, y)
+            reg = MLPRegressor(hidden_layer_sizes=(16,), solver=solver, max_iter=8,
+                               random_state=0, early_stopping=early_stopping,
+                               backend=backend).fit(X, y.astype(float))
+        fits[backend] = (clf, reg)
+    for cpu_est, gpu_est in zip(fits["cpu"], fits["gpu"]):
+        assert gpu_est.loss_ == pytest.approx(cpu_est.loss_, rel=1e-10)
+        assert gpu_est.n_iter_ == cpu_est.n_iter_
+        for a, b in zip(gpu_est.coefs_, cpu_est.coefs_):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+        # labels alike; the regressor's values within the fused kernels' rounding
+        np.testing.assert_allclose(gpu_est.predict(X), cpu_est.predict(X), rtol=1e-12)
+
+
+def _no_warning_check():
+    import contextlib
+    import warnings
+
+    @contextlib.contextmanager
+    def quiet():
+        with warnings.catch_warnings():  # max_iter=8: scikit-learn's convergence warning
+            warnings.simplefilter("ignore")
+            yield
+    return quiet()
+
+
+@pytest.mark.parametrize("act", [("relu", None), ("leaky_relu", 0.2), ("relu6", None),
+                                 ("sigmoid", None), ("gelu", "none"), ("gelu", "tanh"),
+                                 ("silu", None), ("elu", 1.3), ("linear", None)],
+                         ids=lambda a: f"{a[0]}-{a[1]}")
+def test_every_fused_activation_through_the_gpu_wrappers(gpu, act):
+    """The bias-activation kernels as CupyBackend calls them (the ones
+    that keep the pre-activation return both): one batch's loss and every
+    gradient as on the CPU, float64."""
+    name, param = act
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 12)) * 2, rng.integers(0, 4, 40)
+    grads = []
+    for backend in (gpu(), get_backend("cpu", "float64")):
+        activation = nnx.ops.make_activation(name, param)
+        net = nnx.NeuralNetwork([nnx.Dense(16, activation), nnx.Dense(4, "linear")],
+                                nnx.SoftmaxCrossEntropy(), seed=5, backend=backend)
+        loss = float(net.backend.to_numpy(net.train_batch(X, y)))
+        grads.append((loss, [np.array(net.backend.to_numpy(g)) for g in net.param_grads()]))
+    (lg, gg), (lc, gc) = grads
+    assert lg == pytest.approx(lc, rel=1e-12)
+    for a, c in zip(gg, gc):
+        np.testing.assert_allclose(a, c, rtol=1e-10, atol=1e-13)
