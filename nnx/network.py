@@ -489,8 +489,8 @@ class NeuralNetwork:
             part = self.loss.forward(out, target) * (rows / n)
             total = part if total is None else total + part
             if accuracy:
-                hits = b.xp.sum(b.xp.astype(b.argmax_rows(out) == b.argmax_rows(target),
-                                            b.dtype))
+                hits = b.xp.sum(b.astype(b.argmax_rows(out) == b.argmax_rows(target),
+                                         b.dtype))
                 correct = hits if correct is None else correct + hits
         loss = b.xp.asarray(total)  # NumPy arithmetic gives a scalar, not 0-d
         return (loss, correct / n) if accuracy else loss

@@ -245,3 +245,28 @@ def test_the_command_line_on_the_gpu_code(gpu_by_name, tmp_path, capsys, precisi
     assert seen[0] == seen[1]
     if precision == "float32":
         assert seen[0] == acc
+
+
+def test_the_gpu_code_needs_no_astype_in_the_namespace(monkeypatch):
+    """cupy.astype came with CuPy 14, and nnx allows CuPy 13: the accuracy,
+    the float16 step count and the data fingerprint used ``xp.astype``."""
+    from nnx.backend import cuda_graphs
+    from nnx.backend import cupy_backend as cb
+
+    class Cupy13(ec.FakeCupy):
+        def __getattr__(self, name):
+            if name == "astype":
+                raise AttributeError("module 'cupy' has no attribute 'astype'")
+            return super().__getattr__(name)
+    try:
+        fake = Cupy13(ec.kh.HostKernels())
+    except (RuntimeError, OSError) as exc:
+        pytest.skip(f"cannot build the host kernels: {exc}")
+    monkeypatch.setattr(cb, "_import_cupy", lambda: fake)
+    monkeypatch.setattr(cuda_graphs, "CublasHandle", ec.ReferenceBlas)
+    b = cb.CupyBackend("float32", "float16")
+    b._graphs.capture = lambda step: (step, None)
+    net, hist = _fit(b, OPTIMISERS["adam-onecycle-clipped"], precision="float16")
+    X, y = _data()
+    assert 0 < nnx.accuracy(net, X, y) <= 1 and hist.graph
+    assert len(net.backend.to_numpy(b.astype(b.asarray([1.5]), b.xp.int64))) == 1

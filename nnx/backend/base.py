@@ -132,8 +132,14 @@ class Backend:
         (default: the compute dtype). No copy when nothing has to change."""
         dtype = self.dtype if dtype is None else dtype
         if self.owns(x):
-            return x if x.dtype == dtype else self.xp.astype(x, dtype)
+            return x if x.dtype == dtype else self.astype(x, dtype)
         return self.xp.asarray(_np.asarray(x), dtype=dtype, **self._on)
+
+    def astype(self, x, dtype):
+        """``x`` converted to ``dtype`` (a copy). The array API's ``xp.astype``,
+        or the array's own method where the namespace has none (CuPy before 14)."""
+        convert = getattr(self.xp, "astype", None)
+        return convert(x, dtype) if convert is not None else x.astype(dtype)
 
     def to_numpy(self, x):
         """Device -> host copy as a NumPy array (waits for the device)."""
@@ -233,7 +239,7 @@ class Backend:
         float64 whatever the compute dtype, so float32 and float64 networks
         with one seed drop the same units."""
         keep = self.uniform(gen, shape, "float64") < keep_prob
-        return self.xp.astype(keep, self.dtype) * (1.0 / keep_prob)
+        return self.astype(keep, self.dtype) * (1.0 / keep_prob)
 
     # ------------------------------------------------------------ linear algebra
     def matmul(self, a, b, out=None):
@@ -258,7 +264,7 @@ class Backend:
             return x
         if self.precision == "float16":
             with _np.errstate(over="ignore"):  # beyond 65504: infinity, as intended
-                return xp.astype(xp.astype(x, xp.float16), xp.float32)
+                return self.astype(self.astype(x, xp.float16), xp.float32)
         drop = 13 if self.precision == "tf32" else 16  # mantissa bits cut off
         bits = _np.ascontiguousarray(self.to_numpy(x), dtype=_np.float32).view(_np.uint32)
         half = _np.uint32((1 << (drop - 1)) - 1)
@@ -482,7 +488,7 @@ class Backend:
     def uncount_skipped(self, t, scale):
         """``t -= 1`` when the step of 0-d ``scale`` was skipped (negative): a
         skipped step does not count for the bias corrections."""
-        t -= self.xp.astype(scale < 0, self.xp.int64)
+        t -= self.astype(scale < 0, self.xp.int64)
 
     def update_loss_scale(self, loss_scale, tracker, scale, growth, backoff, interval):
         """After a step with unscale factor ``scale``: a skipped step
@@ -533,7 +539,7 @@ class Backend:
             param -= velocity
 
     def _count(self, t):
-        return self.xp.astype(t, self.dtype)  # the step count in the compute dtype
+        return self.astype(t, self.dtype)  # the step count in the compute dtype
 
     def adam_step(self, param, grad, m, v, lr, t, beta1, beta2, eps, weight_decay,
                   decoupled=False, scale=None):

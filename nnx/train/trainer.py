@@ -238,10 +238,10 @@ class _Data:
         sums = []
         for X, y in pairs:
             n = int(X.shape[0])
-            w = xp.astype(xp.arange(n) % 251 + 1, xp.float64)
-            ids = xp.astype(xp.arange(int(y.shape[1])) + 1, xp.float64)
+            w = b.astype(xp.arange(n) % 251 + 1, xp.float64)
+            ids = b.astype(xp.arange(int(y.shape[1])) + 1, xp.float64)
             rows_x = xp.sum(X, axis=1, dtype=xp.float64)
-            rows_y = xp.sum(xp.astype(y, xp.float64) * ids, axis=1)
+            rows_y = xp.sum(b.astype(y, xp.float64) * ids, axis=1)
             sums += [xp.sum(rows_x), xp.sum(rows_x * w), xp.sum(rows_y * w)]
         return [float(v) for v in b.to_numpy(b.stack(sums))]
 
