@@ -661,3 +661,23 @@ def test_gather_batch_wraps_positions_past_the_end(backend_name):
     b.assign(position, 2)  # rows 8, 9, 10, 11 of the order: 8, 9, then 0, 1
     b.gather_batch(b.asarray(X), b.asarray(order, dtype=b.xp.int64), position, 4, 0, out)
     np.testing.assert_array_equal(b.to_numpy(out), X[[1, 0, 9, 8]])
+
+
+@pytest.mark.parametrize("backend_name_", ["cpu", "strict"])
+def test_adam_with_a_bias_corrected_eps_is_scikit_learns_step(backend_name_):
+    """``eps_bias_corrected=True`` is scikit-learn's Adam: p -= lr sqrt(1-b2^t)
+    / (1-b1^t) m / (sqrt(v) + eps), in closed form; the CPU's blocked
+    override and the reference agree with it."""
+    b = get_backend(backend_name_, "float64")
+    rng = np.random.default_rng(0)
+    p0, g = rng.standard_normal(300), rng.standard_normal(300)
+    m0, v0 = rng.standard_normal(300) * 0.1, rng.random(300) * 0.01
+    lr, t, b1, b2, eps = 0.01, 3, 0.9, 0.999, 1e-3
+    m = b1 * m0 + (1 - b1) * g
+    v = b2 * v0 + (1 - b2) * g * g
+    want = p0 - lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t) * m / (np.sqrt(v) + eps)
+    for method in {type(b).adam_step, Backend.adam_step}:
+        p, mm, vv = (b.asarray(a.copy()) for a in (p0, m0, v0))  # the CPU would not copy
+        method(b, p, b.asarray(g), mm, vv, lr, b.asarray(np.int64(t), dtype=b.xp.int64),
+               b1, b2, eps, 0.0, eps_bias_corrected=True)
+        np.testing.assert_allclose(b.to_numpy(p), want, rtol=1e-13, atol=1e-15)

@@ -270,3 +270,41 @@ def test_the_gpu_code_needs_no_astype_in_the_namespace(monkeypatch):
     X, y = _data()
     assert 0 < nnx.accuracy(net, X, y) <= 1 and hist.graph
     assert len(net.backend.to_numpy(b.astype(b.asarray([1.5]), b.xp.int64))) == 1
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_the_estimators_recorded_gpu_steps_give_the_cpu_numbers(gpu_by_name, monkeypatch,
+                                                                solver, early_stopping):
+    """With graphs (here: the recorded step run again), the estimators' GPU
+    fit runs the trainer's recorded steps: each fetches its batch by the
+    device counter and takes scikit-learn's step with the rate and the Adam
+    step count on the device (eps bias-corrected in the kernel). The same
+    numbers as the CPU's host loop, float64; and partial_fit goes on alike."""
+    from sklearn.datasets import load_digits
+
+    from nnx.backend import cuda_graphs
+    from nnx.sklearn import MLPClassifier
+    recorded = []
+
+    def replaying(self, step):
+        recorded.append(step)
+        return step, None
+    monkeypatch.setattr(cuda_graphs.Graphs, "record", replaying)
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    fits = {}
+    for backend in ("cpu", "gpu"):
+        with _no_warning_check():
+            clf = MLPClassifier(hidden_layer_sizes=(32,), solver=solver, max_iter=6,
+                                batch_size=64, random_state=0, alpha=1e-3,
+                                early_stopping=early_stopping, backend=backend).fit(X, y)
+            clf.partial_fit(X[:500], y[:500]) if not early_stopping else None
+        fits[backend] = clf
+    assert len(recorded) > 2  # the GEMM check's, then the fit's graphs of 16 steps and of 1
+    cpu, gpu_fit = fits["cpu"], fits["gpu"]
+    assert gpu_fit.n_iter_ == cpu.n_iter_ and gpu_fit.t_ == cpu.t_
+    np.testing.assert_allclose(gpu_fit.loss_curve_, cpu.loss_curve_, rtol=1e-10)
+    for a, b in zip(gpu_fit.coefs_ + gpu_fit.intercepts_, cpu.coefs_ + cpu.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(gpu_fit.predict(X), cpu.predict(X))

@@ -126,7 +126,7 @@ def _state(n, rng, dtype):
     return [(rng.standard_normal(n) * s).astype(dtype) for s in (1.0, 0.1, 0.1, 0.1, 0.1)]
 
 
-UPDATES = ["sgd", "momentum", "nesterov", "adam", "adamw", "adagrad", "rmsprop_00",
+UPDATES = ["sgd", "momentum", "nesterov", "adam", "adamw", "adam-sk", "adagrad", "rmsprop_00",
            "rmsprop_01", "rmsprop_10", "rmsprop_11"]
 
 
@@ -148,12 +148,13 @@ def _run_update(K, which, param, grad, states, lr, scale, dtype, t=3):
         nest = which == "nesterov"
         Backend.momentum_step(b, ref[0], grad, ref[1], lr, 0.9, nest, wd, sc)
         K("nnx_momentum", grad, lr, 0.9, wd, k_scale, int(nest), ker[0], ker[1], dtype=T)
-    elif which in ("adam", "adamw"):
+    elif which in ("adam", "adamw", "adam-sk"):
         dec = which == "adamw"
-        Backend.adam_step(b, ref[0], grad, ref[1], ref[2], lr, np.asarray(t), 0.9, 0.999, 1e-8,
-                          wd, dec, sc)
-        K("nnx_adam", grad, lr, t, 0.9, 0.999, T(1 - 0.9), T(1 - 0.999), 1e-8, wd, int(dec),
-          k_scale, ker[0], ker[1], ker[2], dtype=T)
+        ebc = which == "adam-sk"  # scikit-learn's Adam: eps bias-corrected too
+        Backend.adam_step(b, ref[0], grad, ref[1], ref[2], lr, np.asarray(t), 0.9, 0.999, 1e-3,
+                          wd, dec, sc, eps_bias_corrected=ebc)
+        K("nnx_adam", grad, lr, t, 0.9, 0.999, T(1 - 0.9), T(1 - 0.999), 1e-3, wd, int(dec),
+          k_scale, int(ebc), ker[0], ker[1], ker[2], dtype=T)
     elif which == "adagrad":
         Backend.adagrad_step(b, ref[0], grad, ref[2], lr, np.asarray(t), 0.01, 1e-10, wd, sc)
         K("nnx_adagrad", grad, lr, t, 0.01, 1e-10, wd, k_scale, ker[0], ker[2], dtype=T)

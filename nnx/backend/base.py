@@ -542,8 +542,10 @@ class Backend:
         return self.astype(t, self.dtype)  # the step count in the compute dtype
 
     def adam_step(self, param, grad, m, v, lr, t, beta1, beta2, eps, weight_decay,
-                  decoupled=False, scale=None):
-        """Adam, or AdamW with ``decoupled`` (see ``nnx.optim.Adam`` for the formulas)."""
+                  decoupled=False, scale=None, eps_bias_corrected=False):
+        """Adam, or AdamW with ``decoupled`` (see ``nnx.optim.Adam`` for the
+        formulas). ``eps_bias_corrected`` divides ``eps`` by ``sqrt(1 -
+        beta2**t)`` too, which is scikit-learn's Adam in this form."""
         xp = self.xp
         g = self._decayed(grad, param, 0.0 if decoupled else weight_decay, scale)
         if decoupled and weight_decay:
@@ -554,6 +556,8 @@ class Backend:
         v += (1.0 - beta2) * (g * g)
         tf = self._count(t)
         bc1, bc2 = 1.0 - beta1 ** tf, 1.0 - beta2 ** tf
+        if eps_bias_corrected:
+            eps = eps / xp.sqrt(bc2)
         param -= (lr / bc1) * m / (xp.sqrt(v) / xp.sqrt(bc2) + eps)
 
     def rmsprop_step(self, param, grad, square_avg, lr, alpha, eps, weight_decay, momentum,

@@ -220,12 +220,13 @@ class CupyBackend(Backend):
                                tracker)
 
     def adam_step(self, param, grad, m, v, lr, t, beta1, beta2, eps, weight_decay,
-                  decoupled=False, scale=None):
+                  decoupled=False, scale=None, eps_bias_corrected=False):
         lr, wd, scale = self._update_args(param, lr, weight_decay, scale)
         T = param.dtype.type
         # 1 - beta on the host in double, rounded once, as the reference computes it
         self._optim.adam(grad, lr, t, T(beta1), T(beta2), T(1.0 - beta1), T(1.0 - beta2),
-                         T(eps), wd, np.int32(decoupled), scale, param, m, v)
+                         T(eps), wd, np.int32(decoupled), scale, np.int32(eps_bias_corrected),
+                         param, m, v)
 
     def rmsprop_step(self, param, grad, square_avg, lr, alpha, eps, weight_decay, momentum,
                      momentum_buffer=None, grad_avg=None, scale=None):
@@ -467,7 +468,7 @@ class _OptimizerKernels:
             "nnx_momentum")
         self.adam = ek(
             "T g, T lr, int64 t, T b1, T b2, T omb1, T omb2, T eps, T wd, int32 decoupled, "
-            "T scale",
+            "T scale, int32 ebc",
             "T p, T m, T v",
             """
             T gg = g * scale;
@@ -476,7 +477,8 @@ class _OptimizerKernels:
             v = b2 * v + omb2 * (gg * gg);
             T bc1 = (T)1 - pow(b1, (T)t);
             T bc2 = (T)1 - pow(b2, (T)t);
-            p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps);
+            T e = ebc ? eps / sqrt(bc2) : eps;  // scikit-learn's Adam: eps bias-corrected too
+            p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + e);
             """,
             "nnx_adam")
         self.adagrad = ek(

@@ -118,13 +118,15 @@ class NumpyBackend(Backend):
             f.result()
 
     def adam_step(self, param, grad, m, v, lr, t, beta1, beta2, eps, weight_decay,
-                  decoupled=False, scale=None):
+                  decoupled=False, scale=None, eps_bias_corrected=False):
         # The reference's formula, a cache-sized block at a time, each pass in
         # place through one scratch block. The scalars are read on the host,
         # where these arrays live anyway.
         lr, t = float(lr), int(t)
         step = lr / (1.0 - beta1 ** t)
         inv_root_bc2 = 1.0 / math.sqrt(1.0 - beta2 ** t)
+        if eps_bias_corrected:
+            eps = eps / math.sqrt(1.0 - beta2 ** t)
         scale = None if scale is None else float(scale)
         l2 = 0.0 if decoupled else weight_decay
         shrink = 1.0 - lr * weight_decay if decoupled and weight_decay else None

@@ -73,6 +73,37 @@ class _Solver:
         self.learning_rate = (self.lr_init * math.sqrt(1.0 - self.beta2 ** self.t)
                               / (1.0 - self.beta1 ** self.t))
 
+    def on_device(self, backend):
+        """Make the rate and the step count device arrays: the recorded steps
+        of a GPU fit read them there (``device_step``)."""
+        self._lr_device = backend.asarray(self.learning_rate)
+        self._t_device = backend.zeros_int(())
+        backend.assign(self._t_device, self.t)
+
+    def device_step(self, backend, param, grad):
+        """``step`` with the rate and step count read on the device (no host
+        number changes per step, so a recorded step serves every batch)."""
+        if self.kind == "sgd":
+            backend.momentum_step(param, grad, self.state[0], self._lr_device, self.momentum,
+                                  self.nesterov)
+            return
+        backend.tick(self._t_device)
+        backend.adam_step(param, grad, self.state[0], self.state[1], self.lr_init,
+                          self._t_device, self.beta1, self.beta2, self.eps, 0.0,
+                          eps_bias_corrected=True)
+
+    def epoch_starts(self, backend):
+        """The epoch's rate on the device (SGD's changes between epochs only)."""
+        if self.kind == "sgd":
+            backend.assign(self._lr_device, self.learning_rate)
+
+    def counted(self, steps):
+        """After ``steps`` device steps: the host's step count and rate follow."""
+        if self.kind == "adam":
+            self.t += steps
+            self.learning_rate = (self.lr_init * math.sqrt(1.0 - self.beta2 ** self.t)
+                                  / (1.0 - self.beta1 ** self.t))
+
     def iteration_ends(self, time_step):
         if self.kind == "sgd" and self.schedule == "invscaling":
             self.learning_rate = self.lr_init / (time_step + 1) ** self.power_t
@@ -96,6 +127,8 @@ class _Solver:
         # the moments travel as NumPy arrays, so a pickle loads without a GPU
         state = dict(self.__dict__)
         state["state"] = [_data.to_numpy(a) for a in self.state]
+        state.pop("_lr_device", None)
+        state.pop("_t_device", None)
         return state
 
     def to_backend(self, backend):
@@ -255,13 +288,17 @@ class BaseMLP(BaseEstimator):
         summed on the host, or its row count), with scikit-learn's L2 term:
         ``alpha/2 |W|^2 / weight_sum`` in the loss (a 0-d device array),
         ``alpha W / weight_sum`` in the weights' gradient (the grad buffer)."""
-        b, loss = net.backend, net.loss
+        b = net.backend
         full = buffers is not None and int(rows.shape[0]) == int(buffers[0].shape[0])
         Xb, Yb, wb = buffers if full else (None, None, None)  # reused by every full batch
         Xb, Yb = b.take_rows(data.X, rows, out=Xb), b.take_rows(data.Y, rows, out=Yb)
         w = None if data.sw is None else b.take_rows(data.sw, rows, out=wb).reshape(-1, 1)
         if weight_sum == 0:  # scikit-learn's np.average says the same
             raise ZeroDivisionError("Weights sum to zero, can't be normalized")
+        return self._loss_and_gradient(net, Xb, Yb, w, weight_sum)
+
+    def _loss_and_gradient(self, net, Xb, Yb, w, weight_sum):
+        b, loss = net.backend, net.loss
         loss.weights, loss.weight_sum = w, weight_sum
         value = net.train_step(Xb, Yb)
         if self.alpha:
@@ -301,24 +338,35 @@ class BaseMLP(BaseEstimator):
         buffers = (b.empty((batch_size, data.n_features)), b.empty((batch_size, data.n_outputs)),
                    None if data.sw is None else b.empty((batch_size,)))
         order = b.asarray(train, dtype="int64") if not self.shuffle else None
+        recorded = self._recorded_steps(net, data, n, batch_size)
         try:
             self.n_iter_ = 0
             for _ in range(self.max_iter):
                 if self.shuffle:
                     sample_idx = shuffle(sample_idx, random_state=self._random_state)
                     order = b.asarray(train[sample_idx], dtype="int64")
-                total = None
-                starts = np.arange(0, n, batch_size)
-                sums = self._weight_sums(data.sw_host, train[sample_idx], starts)
-                for lo, weight_sum in zip(starts, sums.tolist()):
-                    rows = order[lo:lo + batch_size]
-                    value = self._batch(net, data, rows, weight_sum, buffers) * int(rows.shape[0])
-                    total = value if total is None else total + value
-                    self._optimizer.step(b, net.param_buffer, net.grad_buffer)
+                if recorded is not None:
+                    steps, plan = recorded
+                    self._optimizer.epoch_starts(b)
+                    total = steps.epoch(data.X, data.Y, order, plan)
+                    self._optimizer.counted(len(plan))
+                else:
+                    total = None
+                    starts = np.arange(0, n, batch_size)
+                    sums = self._weight_sums(data.sw_host, train[sample_idx], starts)
+                    for lo, weight_sum in zip(starts, sums.tolist()):
+                        rows = order[lo:lo + batch_size]
+                        value = self._batch(net, data, rows, weight_sum, buffers) \
+                            * int(rows.shape[0])
+                        total = value if total is None else total + value
+                        self._optimizer.step(b, net.param_buffer, net.grad_buffer)
                 if self._epoch_ends(net, data, val, float(total) / n, n, incremental):
                     break
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.", stacklevel=3)
+        finally:
+            if recorded is not None:
+                recorded[0].close()
         best = self.__dict__.pop("_best_device", None)
         if best is not None:  # the best epoch's weights, kept on the device until now
             b.assign(net.param_buffer, best)
@@ -331,6 +379,33 @@ class BaseMLP(BaseEstimator):
             self._pull(net)
             self._best_coefs, self._best_intercepts = self.coefs_, self.intercepts_
         self._best_is_live = self.early_stopping
+
+    def _recorded_steps(self, net, data, n, batch_size):
+        """On a backend that records graphs (the GPU), without sample weights:
+        the trainer's recorded steps, each fetching its batch by a device
+        counter and running scikit-learn's step (loss, L2, update) with the
+        rate and step count on the device, with its batch plan. Else None:
+        the host loop above, which computes the same numbers."""
+        from ..backend import Backend
+        from ..train.trainer import _Steps
+        b = net.backend
+        if data.sw is not None or type(b).capture is Backend.capture:
+            return None
+        self._optimizer.on_device(b)
+
+        def step(xb, yb):
+            rows = int(xb.shape[0])
+            value = self._loss_and_gradient(net, xb, yb, None, float(rows))
+            self._optimizer.device_step(b, net.param_buffer, net.grad_buffer)
+            return value * rows
+        bufs = {}
+        plan = []
+        for lo in range(0, n, batch_size):
+            rows = min(batch_size, n - lo)
+            if rows not in bufs:  # two sizes at most, made once per fit
+                bufs[rows] = (b.empty((rows, data.n_features)), b.empty((rows, data.n_outputs)))
+            plan.append((lo, lo + rows, *bufs[rows], rows == batch_size, 1.0))
+        return _Steps(net, None, True, batch_size=batch_size, step=step), plan
 
     def _split(self, data):
         """Row numbers of the training and validation rows (host arrays)."""

@@ -60,8 +60,12 @@ class _Steps:
 
     group = 16  # full-size steps per graph launch
 
-    def __init__(self, net, optim, use_graph, comm=_distributed.LOCAL, batch_size=None):
+    def __init__(self, net, optim, use_graph, comm=_distributed.LOCAL, batch_size=None,
+                 step=None):
         self.net, self.optim, self.comm = net, optim, comm
+        # step(xb, yb) -> the batch's loss contribution: a whole step of one's
+        # own (nnx.sklearn's), in place of train_step, all-reduce and update
+        self.custom_step = step
         self.use_graph = bool(use_graph) and type(net.backend).capture is not Backend.capture
         self.warm = False
         self.graphs = {}  # steps per launch -> (replay, result)
@@ -148,6 +152,8 @@ class _Steps:
         return total
 
     def _step(self, xb, yb, weight):
+        if self.custom_step is not None:
+            return self.custom_step(xb, yb)
         # the weighting of the loss is part of the step, so a captured step
         # records it too (a full batch's share is the same for every replay)
         loss = self.net.train_step(xb, yb)
