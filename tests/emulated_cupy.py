@@ -25,17 +25,72 @@ import types
 import kernel_harness as kh
 import numpy as np
 
+# the host values passed to kernels, ufuncs and array functions while a
+# strict replay runs (see strict_replay): a list per replay being traced
+_TRACE = []
+
+
+def _log(entry):
+    if _TRACE:
+        _TRACE[-1].append(entry)
+
+
+def _scalars(values):
+    return tuple(repr(v) for v in values
+                 if isinstance(v, (bool, int, float, np.generic)) and not isinstance(v, type))
+
 
 class DeviceArray(np.ndarray):
-    """A NumPy array that answers ``.data.ptr`` like a CuPy array."""
+    """A NumPy array that answers ``.data.ptr`` like a CuPy array, and whose
+    operations give 0-d arrays, not NumPy scalars, as CuPy's do."""
 
     @property
     def data(self):
         return types.SimpleNamespace(ptr=self.ctypes.data)
 
+    def __array_ufunc__(self, ufunc, method, *inputs, **kw):
+        _log(("ufunc", ufunc.__name__, method, _scalars(inputs)))
+        plain = tuple(x.view(np.ndarray) if isinstance(x, DeviceArray) else x for x in inputs)
+        out = kw.get("out")
+        if out is not None:
+            kw["out"] = tuple(o.view(np.ndarray) if isinstance(o, DeviceArray) else o
+                              for o in out)
+        result = getattr(ufunc, method)(*plain, **kw)
+        if out is not None:
+            return out[0] if len(out) == 1 else out
+        return _dev(result)
+
 
 def _dev(x):
+    """A result as CuPy would give it: arrays (0-d for scalars) of the device."""
+    if isinstance(x, tuple):
+        return tuple(_dev(v) for v in x)
+    if isinstance(x, np.generic):
+        return np.asarray(x).view(DeviceArray)
     return x.view(DeviceArray) if isinstance(x, np.ndarray) else x
+
+
+def strict_replay(step):
+    """A stand-in for a recorded graph: each replay runs ``step`` again, and
+    every replay must pass the kernels, ufuncs and array functions the same
+    host numbers as the first: a number that changes between steps would be
+    frozen into a real graph at its recorded value."""
+    first = []
+
+    def replay():
+        _TRACE.append([])
+        try:
+            result = step()
+        finally:
+            seen = _TRACE.pop()
+        if not first:
+            first.append(seen)
+        elif seen != first[0]:
+            diff = [(a, b) for a, b in zip(first[0], seen) if a != b][:3]
+            raise AssertionError(f"a replay passed other host values than the recording: "
+                                 f"{diff or (len(first[0]), len(seen))}")
+        return result
+    return replay, None
 
 
 class _Kernel:
@@ -44,6 +99,7 @@ class _Kernel:
 
     def __call__(self, *args):
         spec = self.spec
+        _log(("kernel", spec.name, _scalars(args)))
         n_in = len(spec.inputs)
         params = spec.inputs + spec.outputs
         shapes = [np.shape(a) for a, (raw, _, _) in zip(args, params) if not raw]
@@ -109,8 +165,15 @@ class FakeCupy(types.ModuleType):
             runtime=types.SimpleNamespace(runtimeGetVersion=lambda: 13000),
             device=types.SimpleNamespace(get_cublas_handle=lambda: None))
 
-    def __getattr__(self, name):  # the rest of the array API: NumPy's
-        return getattr(np, name)
+    def __getattr__(self, name):  # the rest of the array API: NumPy's, with CuPy's results
+        value = getattr(np, name)
+        if not callable(value) or isinstance(value, type) or name in ("dtype", "finfo"):
+            return value
+
+        def call(*args, **kw):
+            _log(("fn", name, _scalars(args), _scalars(kw.values())))
+            return _dev(value(*args, **kw))
+        return call
 
     # arrays of this "device"
     def asarray(self, x, dtype=None):

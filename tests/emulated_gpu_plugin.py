@@ -4,7 +4,8 @@ and benchmarks can be dry-run on a machine without one:
 
     PYTHONPATH=tests python3 -m pytest -p emulated_gpu_plugin -m gpu tests/test_gpu.py
 
-Recorded graphs are the step run again; ``erf`` is SciPy's. What needs CuPy
+Recorded graphs are the step run again, which must pass the same host
+numbers every time (``emulated_cupy.strict_replay``); ``erf`` is SciPy's. What needs CuPy
 itself (``import cupy``, device counts, NCCL, CuPy's own arrays in
 ``backend_of``) fails there, saying so: read the failures, not the count.
 It finds mistakes in the GPU tests' own code before a device session does.
@@ -20,7 +21,7 @@ from nnx.backend import cupy_backend as cb
 
 class _ReplayGraphs(cuda_graphs.Graphs):
     def capture(self, step):
-        return (lambda: step()), None
+        return ec.strict_replay(step)
 
 
 def pytest_configure(config):

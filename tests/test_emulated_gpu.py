@@ -21,13 +21,14 @@ ec = pytest.importorskip("emulated_cupy")
 @pytest.fixture
 def gpu(monkeypatch):
     """``gpu(dtype, precision)``: the emulated GPU backend, whose captures
-    hand back the step itself (a replay re-runs it, as a graph would)."""
+    hand back the step itself: a replay re-runs it, and must pass the same
+    host numbers as the first (``emulated_cupy.strict_replay``)."""
     def make(dtype="float64", precision="float32"):
         try:
             b = ec.cupy_backend(monkeypatch, dtype, precision)
         except (RuntimeError, OSError) as exc:  # no C++ compiler here
             pytest.skip(f"cannot build the host kernels: {exc}")
-        b._graphs.capture = lambda step: (step, None)
+        b._graphs.capture = ec.strict_replay
         return b
     return make
 
@@ -265,7 +266,7 @@ def test_the_gpu_code_needs_no_astype_in_the_namespace(monkeypatch):
     monkeypatch.setattr(cb, "_import_cupy", lambda: fake)
     monkeypatch.setattr(cuda_graphs, "CublasHandle", ec.ReferenceBlas)
     b = cb.CupyBackend("float32", "float16")
-    b._graphs.capture = lambda step: (step, None)
+    b._graphs.capture = ec.strict_replay
     net, hist = _fit(b, OPTIMISERS["adam-onecycle-clipped"], precision="float16")
     X, y = _data()
     assert 0 < nnx.accuracy(net, X, y) <= 1 and hist.graph
@@ -289,7 +290,7 @@ def test_the_estimators_recorded_gpu_steps_give_the_cpu_numbers(gpu_by_name, mon
 
     def replaying(self, step):
         recorded.append(step)
-        return step, None
+        return ec.strict_replay(step)
     monkeypatch.setattr(cuda_graphs.Graphs, "record", replaying)
     X, y = load_digits(return_X_y=True)
     X = X / 16.0
@@ -297,7 +298,7 @@ def test_the_estimators_recorded_gpu_steps_give_the_cpu_numbers(gpu_by_name, mon
     for backend in ("cpu", "gpu"):
         with _no_warning_check():
             clf = MLPClassifier(hidden_layer_sizes=(32,), solver=solver, max_iter=6,
-                                batch_size=64, random_state=0, alpha=1e-3,
+                                batch_size=32, random_state=0, alpha=1e-3,
                                 early_stopping=early_stopping, backend=backend).fit(X, y)
             clf.partial_fit(X[:500], y[:500]) if not early_stopping else None
         fits[backend] = clf
@@ -308,3 +309,62 @@ def test_the_estimators_recorded_gpu_steps_give_the_cpu_numbers(gpu_by_name, mon
     for a, b in zip(gpu_fit.coefs_ + gpu_fit.intercepts_, cpu.coefs_ + cpu.intercepts_):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(gpu_fit.predict(X), cpu.predict(X))
+
+
+def test_an_interrupted_recorded_gpu_fit_goes_on_with_the_right_adam_count(
+        gpu_by_name, monkeypatch):
+    """An interrupt in the middle of a recorded epoch: the device had taken
+    that epoch's steps, but the host's Adam count was updated only at an
+    epoch's end, so the next partial_fit reset the device's count to a stale
+    one (found by a review). Interrupted at the same batch, the GPU code and
+    the CPU go on alike."""
+    from sklearn.datasets import load_digits
+
+    from nnx.backend import cuda_graphs
+    from nnx.sklearn import MLPClassifier, _base
+    monkeypatch.setattr(cuda_graphs.Graphs, "record", lambda self, step: ec.strict_replay(step))
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    real = _base.BaseMLP._loss_and_gradient
+    fits = {}
+    for backend in ("cpu", "gpu"):
+        calls = [0]
+
+        def interrupting(self, *args, calls=calls):
+            calls[0] += 1
+            if calls[0] == 90:  # in the second epoch (56 batches of 32 each)
+                raise KeyboardInterrupt
+            return real(self, *args)
+        monkeypatch.setattr(_base.BaseMLP, "_loss_and_gradient", interrupting)
+        with _no_warning_check():
+            clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=4, batch_size=32,
+                                solver="adam", random_state=0, backend=backend).fit(X, y)
+        monkeypatch.setattr(_base.BaseMLP, "_loss_and_gradient", real)
+        with _no_warning_check():
+            clf.partial_fit(X, y)
+        fits[backend] = clf
+    cpu, gpu_fit = fits["cpu"], fits["gpu"]
+    assert gpu_fit._optimizer.t == cpu._optimizer.t == 89 + 57
+    for a, b in zip(gpu_fit.coefs_, cpu.coefs_):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_another_threads_capture_does_not_take_this_threads_products(gpu):
+    """The stream being recorded was one attribute of the shared backend: a
+    product computed in another thread during a capture went into the graph
+    instead of running (found by a review). It is per thread now."""
+    import threading
+    b = gpu("float32", "tf32")  # every product goes through the handle
+    marker = object()
+    seen = {}
+
+    def other():
+        seen["capturing"] = b._graphs.capturing
+    b._graphs.capturing = marker
+    try:
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+    finally:
+        b._graphs.capturing = None
+    assert seen["capturing"] is None

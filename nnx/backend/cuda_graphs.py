@@ -14,6 +14,7 @@ reduced precisions (TF32 math, or half-precision operands through
 from __future__ import annotations
 
 import ctypes
+import threading
 
 import numpy as np
 
@@ -134,14 +135,27 @@ class Graphs:
     """Graph capture and our own GEMMs for one GPU backend (``backend``:
     its ``xp`` is CuPy, its ``precision`` picks the handle's math, and its
     ``round_operand``/``_half_operand`` give the operands of reduced
-    precision). One capture at a time per backend: while one records, every
-    product of that backend goes onto the capturing stream."""
+    precision). One capture at a time per backend; a thread's products go
+    onto the stream it is recording, if any, and the handle serves one call
+    at a time."""
 
     def __init__(self, backend):
         self.b, self.cp = backend, backend.xp
-        self.capturing = None  # the stream being recorded, while capture() runs
+        self._thread = threading.local()  # each thread's stream being recorded, if any
+        self._handle_lock = threading.Lock()  # one cuBLAS call at a time on the handle
+        self._record_lock = threading.Lock()  # one capture at a time
         self.blas = None  # made on first use, never inside a capture
         self.checked = {}  # "eager" / "captured" -> True, or why our GEMMs cannot be used
+
+    @property
+    def capturing(self):
+        """The stream this thread is recording, or None: another thread's
+        capture does not redirect this thread's products."""
+        return getattr(self._thread, "stream", None)
+
+    @capturing.setter
+    def capturing(self, stream):
+        self._thread.stream = stream
 
     def handle(self):
         if self.blas is None:
@@ -212,16 +226,18 @@ class Graphs:
         stream.wait_event(cp.cuda.get_current_stream().record())  # see all queued work
         mode = getattr(cp.cuda.runtime, "streamCaptureModeRelaxed", None)
         try:
-            with cp.cuda.using_allocator(pool.malloc), stream:
+            with self._record_lock, cp.cuda.using_allocator(pool.malloc), stream:
                 stream.begin_capture() if mode is None else stream.begin_capture(mode)
                 self.capturing = stream
                 try:
                     result = step()
-                except Exception as exc:
+                except BaseException as exc:  # an interrupt too: never leave it capturing
                     try:
                         stream.end_capture()
                     except Exception:  # the capture was invalidated: nothing to keep
                         pass
+                    if not isinstance(exc, Exception):
+                        raise
                     raise CaptureUnavailable(f"{type(exc).__name__}: {exc}") from exc
                 finally:
                     self.capturing = None
@@ -282,8 +298,10 @@ class Graphs:
         op_b, ld_b = operand(b, n)
         op_a, ld_a = operand(a, k)
         stream = self.capturing if recording else cp.cuda.get_current_stream()
-        self.handle().gemm(stream.ptr, out.dtype.char, op_b, op_a, n, m, k,
-                           b.data.ptr, ld_b, a.data.ptr, ld_a, out.data.ptr, n)
+        handle = self.handle()
+        with self._handle_lock:  # its stream and workspace are set per call
+            handle.gemm(stream.ptr, out.dtype.char, op_b, op_a, n, m, k,
+                        b.data.ptr, ld_b, a.data.ptr, ld_a, out.data.ptr, n)
         if target is not out:
             target[...] = out
         return target

@@ -97,12 +97,14 @@ class _Solver:
         if self.kind == "sgd":
             backend.assign(self._lr_device, self.learning_rate)
 
-    def counted(self, steps):
-        """After ``steps`` device steps: the host's step count and rate follow."""
+    def read_back(self, backend):
+        """After device steps (an epoch, or steps cut short by an interrupt):
+        the host's step count and Adam's rate follow the device's count."""
         if self.kind == "adam":
-            self.t += steps
-            self.learning_rate = (self.lr_init * math.sqrt(1.0 - self.beta2 ** self.t)
-                                  / (1.0 - self.beta1 ** self.t))
+            self.t = int(backend.to_numpy(self._t_device))
+            if self.t:
+                self.learning_rate = (self.lr_init * math.sqrt(1.0 - self.beta2 ** self.t)
+                                      / (1.0 - self.beta1 ** self.t))
 
     def iteration_ends(self, time_step):
         if self.kind == "sgd" and self.schedule == "invscaling":
@@ -335,10 +337,11 @@ class BaseMLP(BaseEstimator):
                             "It is going to be clipped", UserWarning, also=(sklearn,))
             batch_size = int(np.clip(self.batch_size, 1, n))
         sample_idx = np.arange(n, dtype=int)
-        buffers = (b.empty((batch_size, data.n_features)), b.empty((batch_size, data.n_outputs)),
-                   None if data.sw is None else b.empty((batch_size,)))
         order = b.asarray(train, dtype="int64") if not self.shuffle else None
         recorded = self._recorded_steps(net, data, n, batch_size)
+        buffers = None if recorded is not None else (
+            b.empty((batch_size, data.n_features)), b.empty((batch_size, data.n_outputs)),
+            None if data.sw is None else b.empty((batch_size,)))
         try:
             self.n_iter_ = 0
             for _ in range(self.max_iter):
@@ -349,7 +352,7 @@ class BaseMLP(BaseEstimator):
                     steps, plan = recorded
                     self._optimizer.epoch_starts(b)
                     total = steps.epoch(data.X, data.Y, order, plan)
-                    self._optimizer.counted(len(plan))
+                    self._optimizer.read_back(b)
                 else:
                     total = None
                     starts = np.arange(0, n, batch_size)
@@ -366,6 +369,7 @@ class BaseMLP(BaseEstimator):
             warnings.warn("Training interrupted by user.", stacklevel=3)
         finally:
             if recorded is not None:
+                self._optimizer.read_back(b)  # an interrupted epoch took some steps
                 recorded[0].close()
         best = self.__dict__.pop("_best_device", None)
         if best is not None:  # the best epoch's weights, kept on the device until now
@@ -389,7 +393,11 @@ class BaseMLP(BaseEstimator):
         from ..backend import Backend
         from ..train.trainer import _Steps
         b = net.backend
-        if data.sw is not None or type(b).capture is Backend.capture:
+        full = n // batch_size
+        # recording pays from a few graph launches on: a partial_fit of a small
+        # chunk (or sample weights, whose sums come from the host) runs step by step
+        if data.sw is not None or type(b).capture is Backend.capture \
+                or full < 2 * _Steps.group:
             return None
         self._optimizer.on_device(b)
 
