@@ -33,6 +33,12 @@ def gpu(monkeypatch):
     return make
 
 
+def _digits():
+    from sklearn.datasets import load_digits
+    X, y = load_digits(return_X_y=True)
+    return X / 16.0, y
+
+
 def _data(n=250):
     rng = np.random.default_rng(0)
     return rng.standard_normal((n, 12)), rng.integers(0, 4, n)
@@ -166,11 +172,8 @@ def test_the_estimators_gpu_path_gives_the_cpu_numbers(gpu_by_name, solver, earl
     """nnx.sklearn's estimators with backend="gpu" (their device data, batch
     buffers, L2 by axpy, fused updates and device-side validation) fit as
     with backend="cpu", float64."""
-    from sklearn.datasets import load_digits
-
     from nnx.sklearn import MLPClassifier, MLPRegressor
-    X, y = load_digits(return_X_y=True)
-    X = X / 16.0
+    X, y = _digits()
     fits = {}
     for backend in ("cpu", "gpu"):
         with _no_warning_check():
@@ -282,8 +285,6 @@ def test_the_estimators_recorded_gpu_steps_give_the_cpu_numbers(gpu_by_name, mon
     device counter and takes scikit-learn's step with the rate and the Adam
     step count on the device (eps bias-corrected in the kernel). The same
     numbers as the CPU's host loop, float64; and partial_fit goes on alike."""
-    from sklearn.datasets import load_digits
-
     from nnx.backend import cuda_graphs
     from nnx.sklearn import MLPClassifier
     recorded = []
@@ -292,8 +293,7 @@ def test_the_estimators_recorded_gpu_steps_give_the_cpu_numbers(gpu_by_name, mon
         recorded.append(step)
         return ec.strict_replay(step)
     monkeypatch.setattr(cuda_graphs.Graphs, "record", replaying)
-    X, y = load_digits(return_X_y=True)
-    X = X / 16.0
+    X, y = _digits()
     fits = {}
     for backend in ("cpu", "gpu"):
         with _no_warning_check():
@@ -318,13 +318,10 @@ def test_an_interrupted_recorded_gpu_fit_goes_on_with_the_right_adam_count(
     epoch's end, so the next partial_fit reset the device's count to a stale
     one (found by a review). Interrupted at the same batch, the GPU code and
     the CPU go on alike."""
-    from sklearn.datasets import load_digits
-
     from nnx.backend import cuda_graphs
     from nnx.sklearn import MLPClassifier, _base
     monkeypatch.setattr(cuda_graphs.Graphs, "record", lambda self, step: ec.strict_replay(step))
-    X, y = load_digits(return_X_y=True)
-    X = X / 16.0
+    X, y = _digits()
     real = _base.BaseMLP._loss_and_gradient
     fits = {}
     for backend in ("cpu", "gpu"):
