@@ -381,17 +381,19 @@ class Dropout(Operation):
         self.keep_prob = keep_prob
         self.rng = rng
 
-    def _draw_mask(self, shape):
+    def _masked(self, x):
+        """``(x * mask, mask)`` with a fresh mask: the backend draws and
+        applies it together (one kernel on the GPU)."""
         if self.rng is None:
             self.rng = self.backend.generator(None)
-        return self.backend.dropout_mask(self.rng, shape, self.keep_prob)
+        return self.backend.apply_dropout(self.rng, x, self.keep_prob)
 
     def _output(self, inference):
         if inference or self.keep_prob == 1.0:
             self.mask = None
             return self.input_
-        self.mask = self._draw_mask(tuple(self.input_.shape))
-        return self.input_ * self.mask
+        out, self.mask = self._masked(self.input_)
+        return out
 
     def _input_grad(self, output_grad):
         return output_grad if self.mask is None else output_grad * self.mask

@@ -255,3 +255,13 @@ def test_the_advance_kernel_counts_the_batch_and_adds_the_loss(K):
         b.advance(pos_r, total_r, np.asarray(np.float32(loss)))
         assert pos_k[0] == pos_r[0]
         np.testing.assert_array_equal(total_k[0], total_r)
+
+
+def test_the_dropout_apply_kernel_masks_and_multiplies_in_one_pass(K):
+    rng = np.random.default_rng(9)
+    u, x = rng.random(1000), rng.standard_normal(1000).astype(np.float32)
+    mask, y = np.empty(1000, np.float32), np.empty(1000, np.float32)
+    K("nnx_dropout_apply", x, u, 0.7, np.float32(1 / 0.7), mask, y, dtype=np.float32)
+    want = np.where(u < 0.7, np.float32(1 / 0.7), np.float32(0))
+    np.testing.assert_array_equal(mask, want)
+    np.testing.assert_array_equal(y, x * want)

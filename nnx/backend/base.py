@@ -241,6 +241,11 @@ class Backend:
         keep = self.uniform(gen, shape, "float64") < keep_prob
         return self.astype(keep, self.dtype) * (1.0 / keep_prob)
 
+    def apply_dropout(self, gen, x, keep_prob):
+        """``(x * mask, mask)`` with a fresh ``dropout_mask`` of ``x``'s shape."""
+        mask = self.dropout_mask(gen, tuple(x.shape), keep_prob)
+        return x * mask, mask
+
     # ------------------------------------------------------------ linear algebra
     def matmul(self, a, b, out=None):
         """``a @ b``, written into ``out`` when given; in the backend's

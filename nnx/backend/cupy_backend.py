@@ -104,6 +104,14 @@ class CupyBackend(Backend):
         return self._kernels.dropout(u, float(keep_prob), self.dtype(1.0 / keep_prob),
                                      self.empty(shape))
 
+    def apply_dropout(self, gen, x, keep_prob):
+        # the draw, then the mask and the product in one kernel (the mask drawn
+        # and compared in float64, as dropout_mask does)
+        u = self.uniform(gen, tuple(x.shape), "float64")
+        T = x.dtype.type
+        mask, out = self._kernels.dropout_apply(x, u, float(keep_prob), T(1.0 / keep_prob))
+        return out, mask
+
     def bias_activation(self, x, bias, name, param=None):
         kernel = self._kernels.act_forward.get(name)
         if kernel is None:  # an activation without a fused kernel
@@ -361,6 +369,11 @@ class _Kernels:
             out = x[order[k] * width + (i - r * width)];
             """,
             "nnx_gather_batch",
+        )
+        self.dropout_apply = ek(
+            "T x, float64 u, float64 keep, T scale", "T mask, T y",
+            "mask = u < keep ? scale : (T)0; y = x * mask",
+            "nnx_dropout_apply",
         )
         self.advance = ek("T loss", "int64 position, T total",
                           "position = position + 1; total = total + loss", "nnx_advance")
