@@ -391,7 +391,7 @@ class BaseMLP(BaseEstimator):
         rate and step count on the device, with its batch plan. Else None:
         the host loop above, which computes the same numbers."""
         from ..backend import Backend
-        from ..train.trainer import _Steps
+        from ..train.trainer import _Steps, batch_plan
         b = net.backend
         full = n // batch_size
         # recording pays from a few graph launches on: a partial_fit of a small
@@ -406,13 +406,7 @@ class BaseMLP(BaseEstimator):
             value = self._loss_and_gradient(net, xb, yb, None, float(rows))
             self._optimizer.device_step(b, net.param_buffer, net.grad_buffer)
             return value * rows
-        bufs = {}
-        plan = []
-        for lo in range(0, n, batch_size):
-            rows = min(batch_size, n - lo)
-            if rows not in bufs:  # two sizes at most, made once per fit
-                bufs[rows] = (b.empty((rows, data.n_features)), b.empty((rows, data.n_outputs)))
-            plan.append((lo, lo + rows, *bufs[rows], rows == batch_size, 1.0))
+        plan = batch_plan(b, n, data.n_features, data.n_outputs, batch_size)
         return _Steps(net, None, True, batch_size=batch_size, step=step), plan
 
     def _split(self, data):

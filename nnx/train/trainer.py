@@ -261,23 +261,29 @@ class _Data:
             self.val_share = (self.val[0][lo:hi], self.val[1][lo:hi]) if hi > lo else None
 
     def batches(self, b, batch_size, comm=_distributed.LOCAL):
-        """``(start, stop, X buffer, y buffer, full size?, weight)`` per batch,
-        as rows of the epoch's order. With W ranks a batch is W x batch_size
-        rows of that order, each rank taking its contiguous share: all of
-        them ``batch_size`` rows but in a short last batch, which is split
-        evenly (a rank may get none: its buffers are None). ``weight`` is the
-        share's rows over the batch's. The buffers are allocated once (two
-        sizes at most) and refilled by every step."""
-        n, width, classes = self.n, int(self.X.shape[1]), int(self.y.shape[1])
-        size, rank, step = comm.size, comm.rank, batch_size * comm.size
-        plan = []
-        for start in range(0, n, step):
-            rows = min(step, n - start)
-            plan.append((start + rank * rows // size, start + (rank + 1) * rows // size, rows))
-        bufs = {hi - lo: (b.empty((hi - lo, width)), b.empty((hi - lo, classes)))
-                for lo, hi, _ in plan if hi > lo}
-        return [(lo, hi, *bufs.get(hi - lo, (None, None)), rows == step, (hi - lo) / rows)
-                for lo, hi, rows in plan]
+        """This fit's ``batch_plan``."""
+        return batch_plan(b, self.n, int(self.X.shape[1]), int(self.y.shape[1]), batch_size,
+                          comm)
+
+
+def batch_plan(b, n, width, classes, batch_size, comm=_distributed.LOCAL):
+    """``(start, stop, X buffer, y buffer, full size?, weight)`` per batch of
+    an epoch over ``n`` rows, as rows of the epoch's order. With W ranks a
+    batch is W x batch_size rows of that order, each rank taking its
+    contiguous share: all of them ``batch_size`` rows but in a short last
+    batch, which is split evenly (a rank may get none: its buffers are None).
+    ``weight`` is the share's rows over the batch's. The buffers
+    (``width`` features, ``classes`` target columns) are allocated once (two
+    sizes at most) and refilled by every step."""
+    size, rank, step = comm.size, comm.rank, batch_size * comm.size
+    plan = []
+    for start in range(0, n, step):
+        rows = min(step, n - start)
+        plan.append((start + rank * rows // size, start + (rank + 1) * rows // size, rows))
+    bufs = {hi - lo: (b.empty((hi - lo, width)), b.empty((hi - lo, classes)))
+            for lo, hi, _ in plan if hi > lo}
+    return [(lo, hi, *bufs.get(hi - lo, (None, None)), rows == step, (hi - lo) / rows)
+            for lo, hi, rows in plan]
 
 
 def _evaluation_set(X_test, y_test, validation):
