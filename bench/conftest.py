@@ -6,6 +6,7 @@ float64 reference (tests/reference.py, which imports nothing from nnx)."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
 from pathlib import Path
 
@@ -23,6 +24,9 @@ NETWORKS = {
 BATCHES_PER_ROUND = {"study-784-89-10": 100, "wide-784-1024-1024-10": 8,
                      "large-784-4096-4096-10": 10}
 GPU_ONLY = {"large-784-4096-4096-10"}  # ~120 GFLOP a step: minutes per round on a CPU
+if os.environ.get("NNX_EMULATED_GPU"):  # a dry run (tests/emulated_gpu_plugin.py): the
+    NETWORKS["large-784-4096-4096-10"] = ([784, 256, 256, 10], "tanh", 64)  # code, not
+    BATCHES_PER_ROUND["large-784-4096-4096-10"] = 2  # the figures, at a size a CPU runs
 DTYPES = ["float32", "float64"]
 # parity tolerance per dtype, relative to the largest entry of the reference array
 RTOL = {"float32": 2e-4, "float64": 1e-10}

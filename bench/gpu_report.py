@@ -101,6 +101,15 @@ PRECISION_SPEEDUP = {"tf32": 3.0, "bfloat16": 5.0, "float16": 5.0}
 ACCURACY_GAP = 0.003  # 0.3 points of test accuracy
 
 
+def _json(path):
+    """A stage's JSON output, or None where the stage did not write it."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def _precision_targets(bench, train):
     """Rows for the reduced precisions: each against nnx's float32 and
     against PyTorch with the same setting (784-4096-4096-10, batch 1024), and
@@ -119,16 +128,49 @@ def _precision_targets(bench, train):
         rows.append((f"784-4096-4096-10, b1024, precision={p}: nnx / PyTorch ({what})",
                      ">= 1.0x", f"{mine / peer:.2f}x" if mine and peer else "not run",
                      bool(mine and peer and mine / peer >= 1.0)))
+    what_run = _run_name(train)
     runs = (train or {}).get("precisions") or {}
     ref = ((train or {}).get("gpu") or {}).get("test_accuracy")
     for p in PRECISION_SPEEDUP:
         acc = (runs.get(p) or {}).get("test_accuracy")
         gap = None if acc is None or ref is None else ref - acc
-        rows.append((f"Fashion-MNIST-sized run, precision={p}: test accuracy below float32's",
+        rows.append((f"{what_run}, precision={p}: test accuracy below float32's",
                      f"<= {ACCURACY_GAP * 100:.1f} points",
                      f"{gap * 100:+.2f} points ({acc:.4f} vs {ref:.4f})" if gap is not None
                      else "not run", gap is not None and gap <= ACCURACY_GAP))
     return rows
+
+
+def _run_name(train):
+    """The training run's data, as the report names it."""
+    if (train or {}).get("data") == "fashion-mnist":
+        return "Fashion-MNIST run"
+    return "Fashion-MNIST-sized run (synthetic rows)"
+
+
+SKLEARN_SPEEDUP = 20.0  # nnx's estimator on the GPU over scikit-learn on the machine's CPU
+
+
+def _sklearn_targets(rows):
+    """nnx's MLPClassifier on the GPU against scikit-learn's on this machine's
+    CPU (bench/sklearn_compare.py): the target is Fashion-MNIST's row; the
+    digits row, far too small for a GPU, is shown beside it."""
+    out = []
+    for name in ("fashion-mnist", "digits"):
+        r = next((r for r in rows if r.get("dataset") == name
+                  and r.get("nnx_backend") == "gpu"), None)
+        wanted = f">= {SKLEARN_SPEEDUP:g}x" if name == "fashion-mnist" else "(shown)"
+        label = (f"MLPClassifier (256,), adam, {name}, float32: nnx on the GPU / "
+                 "scikit-learn on this CPU")
+        if r is None:
+            out.append((label, wanted, "not run", name != "fashion-mnist"))
+            continue
+        q = r["ratio"]
+        out.append((label, wanted, f"{q[0]:.1f}x ({q[1]:.1f}-{q[2]:.1f}; {r['rows']} rows x "
+                    f"{r['epochs']} epochs, accuracy {r['sklearn_accuracy']:.4f} / "
+                    f"{r['nnx_accuracy']:.4f})",
+                    name != "fashion-mnist" or q[0] >= SKLEARN_SPEEDUP))
+    return out
 
 
 def _tf32_note(d):
@@ -163,11 +205,8 @@ def main(argv=None):
     t = tests(os.path.join(a.outdir, "gpu-tests.xml"))
     bench = benchmarks(os.path.join(a.outdir, "bench.json"))
     precision = benchmarks(os.path.join(a.outdir, "precision.json"))
-    train_path = os.path.join(a.outdir, "train.json")
-    try:
-        train = json.load(open(train_path))
-    except (OSError, ValueError):
-        train = None
+    train, sk_rows = _json(os.path.join(a.outdir, "train.json")), _json(
+        os.path.join(a.outdir, "sklearn.json"))
     cases = t.get("cases", [])
 
     def rate(net, dtype, name):
@@ -208,6 +247,7 @@ def main(argv=None):
     targets.append(("784-178-46-10, dropout, b60, 60k rows: s per epoch after the first",
                     "<= 0.05 s", f"{epoch_s:.3f} s" if epoch_s else "not run",
                     bool(epoch_s and epoch_s <= 0.05)))
+    targets += _sklearn_targets(sk_rows if isinstance(sk_rows, list) else [])
     for net in (large, study):  # nnx's Adam in its captured fit against PyTorch's fused Adam
         mine = rate(net, "float32", "nnx-gpu-adam-fit")
         for mode, wanted in (("fused", ">= 1.0x"), ("fused-graph", "(shown)")):
@@ -222,7 +262,7 @@ def main(argv=None):
                              for k, v in sorted(bench.items(), key=str)],
               "precision_benchmarks": [dict(v, name=k[2])
                                        for k, v in sorted(precision.items(), key=str)],
-              "fashion_sized_run": train, "seconds": seconds,
+              "fashion_sized_run": train, "sklearn": sk_rows, "seconds": seconds,
               "targets": [{"target": n, "wanted": w, "measured": m, "met": ok}
                           for n, w, m, ok in targets]}
     with open(os.path.join(a.outdir, "report.json"), "w") as f:
@@ -256,7 +296,8 @@ def main(argv=None):
                       f"{b.get('graph', '')} |")
     if train and "gpu" in train:
         g = train["gpu"]
-        md += ["", f"Fashion-MNIST-sized run (synthetic 60k/10k, {train['network']}, batch 60):",
+        rows_ = "/".join(f"{n // 1000}k" for n in train.get("rows", [60_000, 10_000]))
+        md += ["", f"{_run_name(train)} ({rows_}, {train['network']}, batch 60):",
                f"GPU {g['seconds_per_epoch']:.3f} s/epoch (median after the first, which took "
                f"{g.get('first_epoch_s', float('nan')):.2f} s) over {g['epochs']} epochs, test "
                f"accuracy {g['test_accuracy']:.4f}, captured step: {g['graph']} "

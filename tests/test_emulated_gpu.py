@@ -365,3 +365,37 @@ def test_another_threads_capture_does_not_take_this_threads_products(gpu):
     finally:
         b._graphs.capturing = None
     assert seen["capturing"] is None
+
+
+def test_the_dry_run_set_up_gives_every_process_the_emulated_gpu(tmp_path):
+    """The dry run of bench/gpu_check.sh (tests/emulated_gpu_plugin.py): with
+    tests/emulated_site on PYTHONPATH, a new Python process finds a GPU,
+    trains on it with recorded steps, imports cupy and times with cupyx."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+    tests = pathlib.Path(__file__).resolve().parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(tests / "emulated_site"), str(tests), str(tests.parent)]))
+    script = (
+        "import numpy as np, nnx, cupy\n"
+        "from cupyx.profiler import benchmark\n"
+        "ok, why = nnx.gpu_available()\n"
+        "assert ok, why\n"
+        "X = np.random.default_rng(0).standard_normal((64, 5)); y = np.arange(64) % 3\n"
+        "net = nnx.NeuralNetwork([nnx.Dense(4, 'tanh'), nnx.Dense(3, 'linear')],\n"
+        "                        nnx.SoftmaxCrossEntropy(), backend='gpu', seed=0)\n"
+        "h = nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, epochs=2, batch_size=8, seed=0)\n"
+        "assert h.graph, h.graph_note\n"
+        "assert isinstance(net.predict(cupy.asarray(X)), cupy.ndarray)\n"
+        "print(len(benchmark(lambda: None, n_repeat=3).gpu_times[0]))\n")
+    try:
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                              text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the dry-run process did not finish in 5 minutes")
+    if "no C++ compiler" in done.stderr:
+        pytest.skip("no C++ compiler here for the host kernels")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "3"

@@ -358,6 +358,34 @@ def test_a_tests_target_is_met_only_when_all_its_tests_passed(tmp_path, outcomes
     assert row.endswith("| yes |" if met else "| **no** |")
 
 
+@pytest.mark.parametrize("ratio, met", [(24.0, True), (12.5, False)])
+def test_the_report_holds_the_estimators_gpu_row_and_names_the_runs_data(tmp_path, ratio,
+                                                                          met):
+    """The MLPClassifier stage's figures (nnx on the GPU against scikit-learn
+    on the machine's CPU, the 20x target) were written by sklearn_compare.py
+    but never reached the report; and the training run was called synthetic
+    whatever data it read."""
+    row = {"dataset": "fashion-mnist", "dtype": "float32", "nnx_backend": "gpu",
+           "rows": 60000, "epochs": 5, "sklearn_s": [12.0, 12.0, 12.0],
+           "nnx_s": [12.0 / ratio] * 3, "ratio": [ratio] * 3,
+           "sklearn_accuracy": 0.87, "nnx_accuracy": 0.871}
+    cpu_row = dict(row, nnx_backend="cpu", ratio=[1.3] * 3)
+    (tmp_path / "sklearn.json").write_text(json.dumps([cpu_row, row]))
+    run = {"seconds_per_epoch": 0.04, "first_epoch_s": 1.0, "epochs": 10,
+           "test_accuracy": 0.88, "graph": True, "graph_note": ""}
+    (tmp_path / "train.json").write_text(json.dumps(
+        {"data": "fashion-mnist", "rows": [60000, 10000], "network": "784-178-46-10",
+         "gpu": run, "precisions": {"tf32": dict(run, test_accuracy=0.878)}}))
+    _script("gpu_report").main([str(tmp_path)])
+    report = json.loads((tmp_path / "report.json").read_text())
+    target = next(t for t in report["targets"]
+                  if "fashion-mnist, float32: nnx on the GPU / scikit-learn" in t["target"])
+    assert target["measured"].startswith(f"{ratio:.1f}x") and target["met"] is met
+    tf32 = next(t for t in report["targets"] if "precision=tf32: test accuracy" in t["target"])
+    assert tf32["target"].startswith("Fashion-MNIST run,") and tf32["met"] is True
+    assert "Fashion-MNIST run (60k/10k," in (tmp_path / "report.md").read_text()
+
+
 def test_rerender_keeps_the_device_the_gpu_machine_wrote(tmp_path):
     """Rendering a committed report again on a machine without CuPy must not
     replace the GPU machine's device details with this machine's."""
