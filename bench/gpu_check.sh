@@ -24,7 +24,7 @@
 # Writes report.json and report.md (plus the raw logs) into OUTDIR; exits 2
 # at once without a usable GPU (3 when nnx itself does not import), 1 when a
 # gpu test failed or did not run. Each stage has its own time limit
-# (100 + 220 + 80 + 80 + 60 s): the whole script stays under 9 minutes.
+# (100 + 200 + 80 + 110 + 60 = 550 s at most, about 9 minutes).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-${OUT:-bench/results/gpu-$(date +%Y%m%d)}}
@@ -53,7 +53,7 @@ NVIDIA_TF32_OVERRIDE=0 timeout 100 python3 -m pytest tests -m gpu -q -p no:cache
   -p no:randomly --junitxml="$OUTDIR/gpu-tests.xml" 2>&1 | tee "$OUTDIR/gpu-tests.log"
 
 echo "== 2/5 GPU benchmarks (nnx; PyTorch eager, CUDA graph, compile; fused Adam), TF32 off"
-NVIDIA_TF32_OVERRIDE=0 timeout 220 python3 -m pytest bench -m "gpu and not precision" -q \
+NVIDIA_TF32_OVERRIDE=0 timeout 200 python3 -m pytest bench -m "gpu and not precision" -q \
   -p no:cacheprovider --benchmark-json="$OUTDIR/bench.json" --benchmark-columns=median,ops \
   2>&1 | tee "$OUTDIR/bench.log"
 
@@ -63,7 +63,7 @@ timeout 80 python3 -m pytest bench/test_precision_throughput.py -m precision -q 
   --benchmark-columns=median,ops 2>&1 | tee "$OUTDIR/precision.log"
 
 echo "== 4/5 Fashion-MNIST-sized training run (and each precision's accuracy)"
-timeout 80 python3 bench/gpu_train_run.py "$OUTDIR/train.json" 2>&1 | tee "$OUTDIR/train.log"
+timeout 110 python3 bench/gpu_train_run.py "$OUTDIR/train.json" 2>&1 | tee "$OUTDIR/train.log"
 
 echo "== 5/5 MLPClassifier: nnx on the GPU beside scikit-learn on the CPU"
 timeout 60 python3 bench/sklearn_compare.py --repeats 1 --epochs 5 --dtypes float32 \
