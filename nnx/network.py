@@ -275,6 +275,8 @@ class NeuralNetwork:
         """``X`` on this network's device in its dtype: host data is checked
         and uploaded (one copy); arrays already on the device pass through."""
         b = self.backend
+        if host.is_sparse(X):
+            return self._sparse_input(X, name)
         if self.on_host(X, name):
             return b.asarray(host.check_features(X, name, self.n_in, b.dtype_name))
         if len(X.shape) != 2 or 0 in X.shape or (self.n_in is not None
@@ -282,6 +284,25 @@ class NeuralNetwork:
             raise InputValueError(f"{name} has shape {tuple(X.shape)}; expected (rows, "
                                   f"{self.n_in if self.n_in else 'features'}), neither of them 0")
         return b.asarray(X)
+
+    def _sparse_input(self, X, name):
+        """SciPy sparse rows, kept sparse (CSR in the compute dtype): the first
+        layer multiplies them with SciPy's sparse product, as scikit-learn's
+        MLP does. Only on the CPU, and only into a Dense first layer (no
+        other operation takes a sparse matrix)."""
+        from .layers import Dense
+
+        if self.backend.name != "cpu":
+            raise InputTypeError(f"{name} is a SciPy sparse matrix: sparse input trains and "
+                                 f"predicts on the CPU backend only (this network is on "
+                                 f"{self.backend.name!r}); pass {name}.toarray() if it fits "
+                                 "in memory")
+        if not self.layers or not isinstance(self.layers[0], Dense):
+            raise InputTypeError(f"{name} is a SciPy sparse matrix: only a Dense first layer "
+                                 f"takes sparse rows (this network's is "
+                                 f"{type(self.layers[0]).__name__ if self.layers else 'none'}); "
+                                 f"pass {name}.toarray()")
+        return host.check_sparse_features(X, name, self.n_in, self.backend.dtype_name)
 
     def as_target(self, y, n_rows, name="y", x_name="X"):
         """Class ids or one-hot/target rows -> ``(n_rows, n_out)`` on the device."""

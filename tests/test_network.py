@@ -802,3 +802,54 @@ def test_predict_proba_of_a_one_output_network_and_its_refusal():
     with pytest.raises(ValueError, match="predict_proba needs a classification loss"):
         two.predict_proba(X)
 
+
+
+# ------------------------------------------------------------ sparse input
+def _sparse_net(dtype="float64", backend="cpu", first=None):
+    layers = [first or nnx.Dense(6, "tanh"), nnx.Dense(3, "linear")]
+    return NeuralNetwork(layers, nnx.SoftmaxCrossEntropy(), seed=0, dtype=dtype,
+                         backend=backend)
+
+
+def test_sparse_rows_predict_and_train_as_their_dense_values():
+    """SciPy sparse X into a Dense first layer (on the CPU): outputs and every
+    gradient equal those of the same values densified."""
+    import scipy.sparse
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 9)) * (rng.random((40, 9)) < 0.3)
+    y = rng.integers(0, 3, 40)
+    for fmt in ("csr", "csc", "coo"):
+        Xs = scipy.sparse.csr_matrix(X).asformat(fmt)
+        dense, sparse = _sparse_net(), _sparse_net()
+        np.testing.assert_allclose(sparse.forward(Xs), dense.forward(X), rtol=1e-12)
+        dense.train_batch(X, y)
+        sparse.train_batch(Xs, y)
+        for a, b in zip(sparse.param_grads(), dense.param_grads()):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(sparse.predict(Xs, batch_size=16), dense.predict(X),
+                                   rtol=1e-12)
+
+
+def test_sparse_input_where_it_cannot_go_is_refused_by_name():
+    import scipy.sparse
+    X = scipy.sparse.random(10, 4, density=0.5, format="csr", random_state=0)
+    y = np.arange(10) % 3
+    with pytest.raises(nnx.InputTypeError, match="CPU backend only .* 'strict'"):
+        _sparse_net(backend="strict").forward(X)
+    class Custom(nnx.layers.Layer):  # a layer of the user's own
+        pass
+    with pytest.raises(nnx.InputTypeError, match="only a Dense first layer .* is Custom"):
+        _sparse_net(first=Custom(6)).forward(X)
+    with pytest.raises(nnx.InputTypeError, match="X_train is a SciPy sparse matrix: Trainer"):
+        Trainer(_sparse_net(), SGD(0.1)).fit(X, y, epochs=1)
+    with pytest.raises(nnx.InputTypeError, match="X_test is a SciPy sparse matrix: Trainer"):
+        Trainer(_sparse_net(), SGD(0.1)).fit(X.toarray(), y, X, y, epochs=1)
+    bad = X.copy()
+    bad.data[0] = np.nan
+    with pytest.raises(nnx.InputValueError, match="X's values contains 1 NaN"):
+        _sparse_net().forward(bad)
+    with pytest.raises(nnx.InputValueError, match="X has 4 features, but the network was "
+                                                  "built for 9"):
+        net = _sparse_net()
+        net.build(9)
+        net.predict(X)

@@ -210,3 +210,81 @@ def test_warm_starts_with_early_stopping_keep_the_best_weights_alike(digits, sol
     ref, est = pair
     assert_same_model(ref, est, X)
     assert est.best_validation_score_ == ref.best_validation_score_
+
+
+def _sparse(X, fmt, rng=None):
+    """``X`` with most entries zeroed, in the SciPy format ``fmt``."""
+    import scipy.sparse
+
+    rng = rng or np.random.default_rng(1)
+    dense = X * (rng.random(X.shape) < 0.3)
+    return dense, scipy.sparse.csr_matrix(dense).asformat(fmt)
+
+
+SPARSE_CASES = [("adam", False, "csr"), ("adam", True, "csc"), ("sgd-nesterov", False, "coo"),
+                ("sgd", True, "csr"), ("lbfgs", False, "csr")]
+
+
+@pytest.mark.parametrize("solver,early_stopping,fmt", SPARSE_CASES)
+def test_sparse_input_trains_as_scikit_learn_does(digits, solver, early_stopping, fmt):
+    """SciPy sparse X (scikit-learn's MLP takes it, nnx's refused it): the
+    same numbers as scikit-learn's with the same sparse X, and as nnx's own
+    fit of the same values densified."""
+    X, y, w = digits
+    dense, Xs = _sparse(X, fmt)
+    params = dict(hidden_layer_sizes=(12,), activation="relu", random_state=3,
+                  early_stopping=early_stopping, batch_size=50, alpha=1e-3, max_iter=20,
+                  **SOLVERS[solver])
+    ref, est = fit_both("MLPClassifier", Xs, y, w if solver != "lbfgs" else None, **params)
+    assert_same_model(ref, est, Xs)
+    np.testing.assert_allclose(est.predict_proba(Xs), ref.predict_proba(Xs), rtol=1e-7,
+                               atol=1e-12)
+    _, from_dense = fit_both("MLPClassifier", dense, y, w if solver != "lbfgs" else None,
+                             **params)
+    assert_close(est.coefs_, from_dense.coefs_, 1e-10, "sparse against dense coefs_")
+    np.testing.assert_array_equal(est.predict(dense), est.predict(Xs))
+
+
+def test_sparse_regression_and_partial_fit_follow_scikit_learn(digits):
+    X, y, _ = digits
+    _, Xs = _sparse(X, "csr")
+    ref, est = fit_both("MLPRegressor", Xs, y / 9.0, hidden_layer_sizes=(8,), random_state=0,
+                        max_iter=10)
+    assert_same_model(ref, est, Xs)
+    pair = [m.MLPClassifier(hidden_layer_sizes=(8,), random_state=0) for m in (sk, nx)]
+    for est in pair:
+        for lo in range(0, 240, 80):
+            est.partial_fit(Xs[lo:lo + 80], y[lo:lo + 80], classes=np.arange(10))
+    assert_same_model(*pair, Xs)
+
+
+def test_sparse_x_stays_one_sparse_copy_in_the_compute_dtype(digits, monkeypatch):
+    """No dense copy of a sparse X: the fit keeps CSR rows in its dtype, and
+    each batch is a CSR matrix of its rows."""
+    import scipy.sparse
+
+    from nnx.backend import numpy_backend
+    from nnx.sklearn import _data
+
+    X, y, _ = digits
+    _, Xs = _sparse(X, "csc")
+    seen, batches = {}, []
+    real_to_device, real_take = _data.FitData.to_device, numpy_backend.NumpyBackend.take_rows
+
+    def to_device(self, backend):
+        real_to_device(self, backend)
+        seen["X"] = self.X
+
+    def take_rows(self, x, idx, out=None):
+        result = real_take(self, x, idx, out)
+        if x is seen.get("X"):
+            batches.append(result)
+        return result
+    monkeypatch.setattr(_data.FitData, "to_device", to_device)
+    monkeypatch.setattr(numpy_backend.NumpyBackend, "take_rows", take_rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nx.MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, dtype="float32").fit(Xs, y)
+    assert scipy.sparse.issparse(seen["X"]) and seen["X"].format == "csr"
+    assert seen["X"].dtype == np.float32 and seen["X"].nnz == Xs.nnz
+    assert batches and all(scipy.sparse.issparse(b) and b.shape[0] <= 200 for b in batches)

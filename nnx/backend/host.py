@@ -21,6 +21,29 @@ def is_host_array(x) -> bool:
     return isinstance(x, (np.ndarray, np.generic))
 
 
+def is_sparse(x) -> bool:
+    """A SciPy sparse matrix or array (known by its module: SciPy is not
+    imported for the question)."""
+    return type(x).__module__.startswith("scipy.sparse")
+
+
+def check_sparse_features(X, name="X", n_features=None, dtype=None):
+    """A SciPy sparse ``X`` as CSR rows in ``dtype`` (one copy at most),
+    checked as ``check_features`` checks a dense one (the stored values only:
+    the others are zeros)."""
+    if len(X.shape) != 2:
+        raise InputValueError(f"{name} must be 2-D (rows, features), got shape {X.shape}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise InputValueError(f"{name} is empty (shape {X.shape})")
+    if n_features is not None and X.shape[1] != n_features:
+        raise InputValueError(
+            f"{name} has {X.shape[1]} features, but the network was built for {n_features}")
+    X = X.tocsr()
+    check_features(X.data.reshape(1, -1) if X.nnz else np.zeros((1, 1)), name + "'s values",
+                   dtype=dtype)
+    return X.astype(dtype, copy=False) if dtype is not None else X
+
+
 def plain(x, name, what):
     """``x`` as a plain ndarray. A masked array is refused: its mask would be
     dropped and the values under it (NaN, say) used. Other subclasses

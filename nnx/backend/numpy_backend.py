@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .base import Backend
+from .host import is_sparse
 
 _CHUNK = 1 << 17  # elements per block of an optimiser update (512 KiB of float32 each)
 _PARALLEL = 1 << 18  # from this many parameters, the blocks are shared among threads
@@ -82,11 +83,26 @@ class NumpyBackend(Backend):
         return order
 
     def matmul(self, a, b, out=None):
+        if is_sparse(a):  # SciPy sparse input rows into a first layer (or their transpose)
+            return self._sparse_matmul(a, b, out)
         if self.precision != "float32":  # emulated: the operands rounded, products in float32
             a, b = self.round_operand(a), self.round_operand(b)
             with np.errstate(invalid="ignore", over="ignore"):  # float16 overflows: see
                 return np.matmul(a, b, out=out)                 # LossScaler
         return np.matmul(a, b, out=out)
+
+    def _sparse_matmul(self, a, b, out):
+        # SciPy's sparse-times-dense product (what scikit-learn's MLP uses for
+        # sparse X), into ``out`` where one is given
+        if self.precision != "float32":
+            a = a.copy()
+            a.data = self.round_operand(a.data)
+            b = self.round_operand(b)
+        product = np.asarray(a @ b)
+        if out is None:
+            return product
+        out[...] = product
+        return out
 
     def update_unless_skipped(self, scale, arrays, update):
         if not scale < 0:  # on the host, the skip is known at once: no copies
@@ -213,6 +229,8 @@ class NumpyBackend(Backend):
         return erf(x)
 
     def take_rows(self, x, idx, out=None):
+        if is_sparse(x):  # a batch of sparse rows stays sparse (``out`` is for dense rows)
+            return x[idx]
         # the indices come from our own permutation; mode="clip" lets NumPy
         # write straight into ``out`` instead of through a bounds-checked buffer
         return x.take(idx, axis=0, out=out, mode="clip")

@@ -30,7 +30,7 @@ from sklearn.utils.optimize import _check_optimize_result
 
 from .._checks import InputValueError, InputWarning, warn_caller
 from ..backend import BackendUnavailableError, get_backend, gpu_available
-from ..backend.host import spread_problem
+from ..backend.host import is_sparse, spread_problem
 from ..layers import Dense
 from ..network import NeuralNetwork
 from . import _data
@@ -147,6 +147,11 @@ class BaseMLP(BaseEstimator):
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
     }
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = self.backend != "gpu"  # SciPy sparse X: the CPU's
+        return tags
 
     # ----------------------------------------------------------- pickling
     def __getstate__(self):
@@ -291,7 +296,7 @@ class BaseMLP(BaseEstimator):
         ``alpha/2 |W|^2 / weight_sum`` in the loss (a 0-d device array),
         ``alpha W / weight_sum`` in the weights' gradient (the grad buffer)."""
         b = net.backend
-        full = buffers is not None and int(rows.shape[0]) == int(buffers[0].shape[0])
+        full = buffers is not None and int(rows.shape[0]) == int(buffers[1].shape[0])
         Xb, Yb, wb = buffers if full else (None, None, None)  # reused by every full batch
         Xb, Yb = b.take_rows(data.X, rows, out=Xb), b.take_rows(data.Y, rows, out=Yb)
         w = None if data.sw is None else b.take_rows(data.sw, rows, out=wb).reshape(-1, 1)
@@ -340,8 +345,9 @@ class BaseMLP(BaseEstimator):
         order = b.asarray(train, dtype="int64") if not self.shuffle else None
         recorded = self._recorded_steps(net, data, n, batch_size)
         buffers = None if recorded is not None else (
-            b.empty((batch_size, data.n_features)), b.empty((batch_size, data.n_outputs)),
-            None if data.sw is None else b.empty((batch_size,)))
+            None if is_sparse(data.X) else b.empty((batch_size, data.n_features)),
+            b.empty((batch_size, data.n_outputs)),
+            None if data.sw is None else b.empty((batch_size,)))  # sparse rows: a new CSR
         try:
             self.n_iter_ = 0
             for _ in range(self.max_iter):

@@ -14,6 +14,7 @@ import numpy as np
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
 from .._checks import InputTypeError, InputValueError
+from ..backend.host import is_sparse
 
 
 def on_device(x) -> bool:
@@ -38,10 +39,14 @@ def dtype_of(x):
     return getattr(x, "dtype", None)
 
 
-def _refuse_sparse(X, name="X"):
-    if hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse"):
-        raise InputTypeError(f"{name} is a sparse matrix ({type(X).__name__}); nnx's estimators "
-                        "train on dense arrays: pass X.toarray() if it fits in memory")
+def _refuse_sparse_on_gpu(est, X, name="X"):
+    """Sparse X (any SciPy format) trains on the CPU backend, as CSR rows; the
+    GPU backend takes dense arrays only."""
+    if est.backend == "gpu" and (hasattr(X, "tocsr") or is_sparse(X)):
+        raise InputTypeError(f"{name} is a sparse matrix ({type(X).__name__}): with "
+                             "backend='gpu' nnx's estimators take dense arrays (pass "
+                             f"{name}.toarray() if it fits in memory); backend='cpu' takes "
+                             "sparse X as scikit-learn's do")
 
 
 def _device_matrix(est, X, name, reset):
@@ -98,7 +103,9 @@ class FitData:
         # the weights' sums per batch are taken on the host, so no batch waits
         # on the device for its L2 coefficient (n numbers, read once)
         self.sw_host = None if self.sw is None else to_numpy(self.sw).astype(np.float64)
-        self.X = b.asarray(self.X)
+        # sparse X stays sparse: CSR rows in the compute dtype, on the CPU
+        self.X = self.X.astype(self.dtype, copy=False) if is_sparse(self.X) else \
+            b.asarray(self.X)
         self.Y = b.asarray(self.Y)
         self.sw = None if self.sw is None else b.asarray(self.sw)
 
@@ -120,9 +127,10 @@ def prepare_fit(est, X, y, sample_weight, incremental, reset):
             Y, stratify = est._encode(y, incremental)
         sw = _device_weights(sample_weight, X)
     else:
-        _refuse_sparse(X)
+        _refuse_sparse_on_gpu(est, X)
         X, y = validate_data(est, X, y, multi_output=True, dtype=(np.float64, np.float32),
-                             reset=reset, y_numeric=not est._is_classifier())
+                             accept_sparse="csr", reset=reset,
+                             y_numeric=not est._is_classifier())
         Y, stratify = est._encode(y, incremental)
         sw = None if sample_weight is None else _check_sample_weight(sample_weight, X)
     # a warm start or partial_fit goes on in the dtype of the first fit
@@ -156,8 +164,9 @@ def prepare_predict(est, X):
         X = _device_matrix(est, X, "X", reset=False)
         host = False
     else:
-        _refuse_sparse(X)
-        X = validate_data(est, X, dtype=(np.float64, np.float32), reset=False)
+        _refuse_sparse_on_gpu(est, X)
+        X = validate_data(est, X, dtype=(np.float64, np.float32), accept_sparse="csr",
+                          reset=False)
         host = True
     return X.astype(est._fit_dtype, copy=False), host
 

@@ -215,6 +215,12 @@ class _Data:
 
     def __init__(self, net, X_train, y_train, evaluation, names):
         # one checked copy of each array on the device, before any training
+        for x, name in ((X_train, "X_train"), ((evaluation or (None,))[0], names[0])):
+            if host.is_sparse(x):  # the batches are gathered into dense buffers
+                raise InputTypeError(
+                    f"{name} is a SciPy sparse matrix: Trainer.fit trains on dense rows "
+                    f"(pass {name}.toarray() if it fits in memory); nnx.sklearn's estimators "
+                    "and NeuralNetwork.predict take sparse rows on the CPU")
         self.X = net.as_input(X_train, "X_train")
         if host.is_host_array(X_train) or isinstance(X_train, (list, tuple)):
             problem = host.spread_problem(X_train, "X_train")  # host data, already checked
