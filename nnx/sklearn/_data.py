@@ -42,7 +42,7 @@ def dtype_of(x):
 def _refuse_sparse_on_gpu(est, X, name="X"):
     """Sparse X (any SciPy format) trains on the CPU backend, as CSR rows; the
     GPU backend takes dense arrays only."""
-    if est.backend == "gpu" and (hasattr(X, "tocsr") or is_sparse(X)):
+    if est.backend == "gpu" and is_sparse(X):
         raise InputTypeError(f"{name} is a sparse matrix ({type(X).__name__}): with "
                              "backend='gpu' nnx's estimators take dense arrays (pass "
                              f"{name}.toarray() if it fits in memory); backend='cpu' takes "
