@@ -288,3 +288,38 @@ def test_sparse_x_stays_one_sparse_copy_in_the_compute_dtype(digits, monkeypatch
     assert scipy.sparse.issparse(seen["X"]) and seen["X"].format == "csr"
     assert seen["X"].dtype == np.float32 and seen["X"].nnz == Xs.nnz
     assert batches and all(scipy.sparse.issparse(b) and b.shape[0] <= 200 for b in batches)
+
+
+def test_sparse_x_far_from_standardised_gets_the_warning_dense_x_gets(digits):
+    """Found by a review: the same raw values warned when dense and said
+    nothing when sparse (count matrices are the usual case); the advice for
+    sparse X scales without centring, which keeps it sparse."""
+    from nnx import InputWarning
+
+    X, y, _ = digits
+    _, Xs = _sparse(X * 500.0, "csr")
+    for data, advice in ((Xs, "MaxAbsScaler"), (Xs.toarray(), "standardize_with")):
+        with pytest.warns(InputWarning, match=f"far from standardised.*{advice}"):
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=UserWarning,
+                                        message="Stochastic Optimizer")
+                nx.MLPClassifier(hidden_layer_sizes=(4,), max_iter=1).fit(data, y)
+    _, scaled = _sparse(X, "csr")  # values in [0, 1]: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputWarning)
+        warnings.filterwarnings("ignore", message="Stochastic Optimizer")
+        nx.MLPClassifier(hidden_layer_sizes=(4,), max_iter=1).fit(scaled, y)
+
+
+def test_a_scipy_object_that_is_not_a_sparse_matrix_is_refused_by_name():
+    """Found by a review: anything from scipy.sparse counted as sparse, so a
+    LinearOperator ended in an AttributeError ('no attribute tocsr')."""
+    import scipy.sparse.linalg
+
+    import nnx
+    net = nnx.NeuralNetwork([nnx.Dense(3, "tanh"), nnx.Dense(2, "linear")],
+                            nnx.SoftmaxCrossEntropy(), seed=0)
+    net.build(4)
+    with pytest.raises(nnx.InputTypeError, match="X must hold numbers, got dtype object"):
+        net.predict(scipy.sparse.linalg.aslinearoperator(np.eye(4)))
+    assert nx.MLPClassifier.__doc__.count("SciPy sparse X") == 1

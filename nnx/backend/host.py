@@ -22,9 +22,9 @@ def is_host_array(x) -> bool:
 
 
 def is_sparse(x) -> bool:
-    """A SciPy sparse matrix or array (known by its module: SciPy is not
-    imported for the question)."""
-    return type(x).__module__.startswith("scipy.sparse")
+    """A SciPy sparse matrix or array (known by its module and its ``tocsr``:
+    SciPy is not imported for the question; a LinearOperator is not one)."""
+    return type(x).__module__.startswith("scipy.sparse") and hasattr(x, "tocsr")
 
 
 def check_sparse_features(X, name="X", n_features=None, dtype=None):
@@ -108,15 +108,25 @@ def spread_problem(X, name, rows=1000, limit=10.0):
     far from standardised (a mean or standard deviation beyond ``limit`` in
     size), else None. Raw pixels (0-255) train to near chance with rates chosen
     for standardised data, and nothing else says why."""
-    sample = np.asarray(X[:rows], dtype=np.float64)
-    mean, std = np.abs(sample.mean(axis=0)).max(), sample.std(axis=0).max()
+    sparse = is_sparse(X)
+    if sparse:  # the columns' statistics over stored values and zeros, no dense copy
+        sample = X[:rows].astype(np.float64)
+        means = np.asarray(sample.mean(axis=0)).ravel()
+        squares = np.asarray(sample.multiply(sample).mean(axis=0)).ravel()
+        mean, std = np.abs(means).max(), np.sqrt(np.maximum(squares - means * means, 0)).max()
+    else:
+        sample = np.asarray(X[:rows], dtype=np.float64)
+        mean, std = np.abs(sample.mean(axis=0)).max(), sample.std(axis=0).max()
     if mean <= limit and std <= limit:
         return None
+    how = ("scale each feature without centring it, which keeps it sparse (scikit-learn's "
+           "MaxAbsScaler, or StandardScaler(with_mean=False))" if sparse else
+           "scale each feature to mean 0 and standard deviation 1 with the training rows' "
+           "statistics (nnx.data.feature_stats and standardize_with, or scikit-learn's "
+           "StandardScaler)")
     return (f"{name} is far from standardised: its columns have means up to {mean:.4g} and "
             f"standard deviations up to {std:.4g}. Networks train poorly on such inputs; "
-            "scale each feature to mean 0 and standard deviation 1 with the training rows' "
-            "statistics (nnx.data.feature_stats and standardize_with, or scikit-learn's "
-            "StandardScaler)")
+            + how)
 
 
 def check_targets(y, n_rows, n_classes, name="y", distributions=False, x_name="X",

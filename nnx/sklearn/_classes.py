@@ -33,7 +33,9 @@ _SHARED_DOC = """
 
     In float64 on the CPU, with the same data, parameters and random_state,
     the fitted attributes (``coefs_``, ``loss_curve_``, ``n_iter_``, ...) equal
-    scikit-learn's to rounding. Sparse inputs are refused (pass a dense array).
+    scikit-learn's to rounding, also for SciPy sparse X, which trains and
+    predicts with ``backend="cpu"`` (kept sparse; ``backend="gpu"`` takes
+    dense arrays only).
 """
 
 
