@@ -44,6 +44,11 @@ def check_sparse_features(X, name="X", n_features=None, dtype=None):
     return X.astype(dtype, copy=False) if dtype is not None else X
 
 
+def sparse_row_sums(X):
+    """The float64 sum of each row of a SciPy sparse ``X``, as a 1-D array."""
+    return np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()
+
+
 def plain(x, name, what):
     """``x`` as a plain ndarray. A masked array is refused: its mask would be
     dropped and the values under it (NaN, say) used. Other subclasses

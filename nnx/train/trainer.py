@@ -58,6 +58,8 @@ class _Steps:
     and eager steps call the all-reduce in the same order.
     """
 
+    last_rows = None  # (X, y) of the last batch stepped eagerly
+
     group = 16  # full-size steps per graph launch
 
     def __init__(self, net, optim, use_graph, comm=_distributed.LOCAL, batch_size=None,
@@ -107,9 +109,10 @@ class _Steps:
                 self.idle()
                 continue
             idx = order[start:stop]
-            b.take_rows(X, idx, out=xb)
+            xb = b.take_rows(X, idx, out=xb)  # the buffer, or sparse rows' own CSR
             b.take_rows(y, idx, out=yb)
             total += self._step(xb, yb, weight)
+            self.last_rows = (xb, yb)
         return total
 
     def _recorded_epoch(self, X, y, order, batches, full):
@@ -215,14 +218,10 @@ class _Data:
 
     def __init__(self, net, X_train, y_train, evaluation, names):
         # one checked copy of each array on the device, before any training
-        for x, name in ((X_train, "X_train"), ((evaluation or (None,))[0], names[0])):
-            if host.is_sparse(x):  # the batches are gathered into dense buffers
-                raise InputTypeError(
-                    f"{name} is a SciPy sparse matrix: Trainer.fit trains on dense rows "
-                    f"(pass {name}.toarray() if it fits in memory); nnx.sklearn's estimators "
-                    "and NeuralNetwork.predict take sparse rows on the CPU")
+        # (SciPy sparse X stays sparse: CSR rows on the CPU, see as_input)
         self.X = net.as_input(X_train, "X_train")
-        if host.is_host_array(X_train) or isinstance(X_train, (list, tuple)):
+        if host.is_host_array(X_train) or isinstance(X_train, (list, tuple)) \
+                or host.is_sparse(X_train):
             problem = host.spread_problem(X_train, "X_train")  # host data, already checked
             if problem:
                 _checks.warn_caller(problem, InputWarning)
@@ -252,7 +251,8 @@ class _Data:
             n = int(X.shape[0])
             w = b.astype(xp.arange(n) % 251 + 1, xp.float64)
             ids = b.astype(xp.arange(int(y.shape[1])) + 1, xp.float64)
-            rows_x = xp.sum(X, axis=1, dtype=xp.float64)
+            rows_x = host.sparse_row_sums(X) if host.is_sparse(X) else \
+                xp.sum(X, axis=1, dtype=xp.float64)
             rows_y = xp.sum(b.astype(y, xp.float64) * ids, axis=1)
             sums += [xp.sum(rows_x), xp.sum(rows_x * w), xp.sum(rows_y * w)]
         return [float(v) for v in b.to_numpy(b.stack(sums))]
@@ -267,9 +267,10 @@ class _Data:
             self.val_share = (self.val[0][lo:hi], self.val[1][lo:hi]) if hi > lo else None
 
     def batches(self, b, batch_size, comm=_distributed.LOCAL):
-        """This fit's ``batch_plan``."""
-        return batch_plan(b, self.n, int(self.X.shape[1]), int(self.y.shape[1]), batch_size,
-                          comm)
+        """This fit's ``batch_plan`` (sparse rows need no X buffers: each batch
+        is a CSR matrix of its own)."""
+        return batch_plan(b, self.n, 0 if host.is_sparse(self.X) else int(self.X.shape[1]),
+                          int(self.y.shape[1]), batch_size, comm)
 
 
 def batch_plan(b, n, width, classes, batch_size, comm=_distributed.LOCAL):
@@ -580,8 +581,10 @@ class _Run:
         order = b.epoch_order(host.derive_seed(self.settings.seed, 0, epoch), self.data.n)
         with b.quiet_float_errors():  # a divergence is reported as TrainingDiverged
             total = steps.epoch(self.data.X, self.data.y, order, batches)
-        # the last batch this rank trained on (its buffers hold its rows)
-        self._last_batch = next((bt[2], bt[3]) for bt in reversed(batches) if bt[2] is not None)
+        # the last batch this rank trained on (its buffers hold its rows; a
+        # sparse batch is its own matrix)
+        self._last_batch = steps.last_rows if host.is_sparse(self.data.X) else next(
+            (bt[2], bt[3]) for bt in reversed(batches) if bt[2] is not None)
         return total
 
     def _end_epoch(self, lr):
