@@ -115,7 +115,8 @@ def spread_problem(X, name, rows=1000, limit=10.0):
     for standardised data, and nothing else says why."""
     sparse = is_sparse(X)
     if sparse:  # the columns' statistics over stored values and zeros, no dense copy
-        sample = X[:rows].astype(np.float64)
+        rows_of = X if getattr(X, "format", None) in ("csr", "csc") else X.tocsr()  # COO...
+        sample = rows_of[:rows].astype(np.float64)
         means = np.asarray(sample.mean(axis=0)).ravel()
         squares = np.asarray(sample.multiply(sample).mean(axis=0)).ravel()
         mean, std = np.abs(means).max(), np.sqrt(np.maximum(squares - means * means, 0)).max()
