@@ -6,8 +6,8 @@ The rows are Fashion-MNIST's, standardised, where nnx finds its files
 without downloading (the GPU machine has no network: carry them, e.g. in
 an ignored .data/fashion-mnist/ that gpu_check.sh points NNX_DATA at);
 else synthetic: ten Gaussian classes in 784 dimensions, hard enough that
-the accuracy means something. The report says which. Each epoch is timed on its own (the device
-synchronised at its end): the first includes compiling kernels and
+the accuracy means something. The report says which. Each epoch is timed
+on its own (the device synchronised at its end): the first includes compiling kernels and
 recording the graphs, so the steady figure is the median of the others.
 Then the recorded graphs are replayed back to back and timed on the device
 (CUDA events): their time per step is the launch-bound limit, what the
@@ -98,10 +98,7 @@ def fashion_mnist():
               file=sys.stderr)
         return None
     X_train, X_test = standardize(ds.X_train, ds.X_test)
-
-    def labels(y):
-        return y.argmax(axis=1) if y.ndim == 2 else y
-    return X_train, labels(ds.y_train), X_test, labels(ds.y_test)
+    return X_train, ds.y_train, X_test, ds.y_test  # labels: class ids
 
 
 def main(path):

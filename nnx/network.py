@@ -9,7 +9,7 @@ import weakref
 from . import _checks
 from ._checks import InputTypeError, InputValueError
 from .backend import get_backend, host
-from .layers import Layer
+from .layers import Dense, Layer
 from .losses import LOSSES, Loss
 from .precision import LossScaler
 
@@ -290,8 +290,6 @@ class NeuralNetwork:
         layer multiplies them with SciPy's sparse product, as scikit-learn's
         MLP does. Only on the CPU, and only into a Dense first layer (no
         other operation takes a sparse matrix)."""
-        from .layers import Dense
-
         if self.backend.name != "cpu":
             raise InputTypeError(f"{name} is a SciPy sparse matrix: sparse input trains and "
                                  f"predicts on the CPU backend only (this network is on "

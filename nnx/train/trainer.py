@@ -220,9 +220,10 @@ class _Data:
         # one checked copy of each array on the device, before any training
         # (SciPy sparse X stays sparse: CSR rows on the CPU, see as_input)
         self.X = net.as_input(X_train, "X_train")
-        if host.is_host_array(X_train) or isinstance(X_train, (list, tuple)) \
-                or host.is_sparse(X_train):
-            problem = host.spread_problem(X_train, "X_train")  # host data, already checked
+        if host.is_sparse(self.X) or host.is_host_array(X_train) \
+                or isinstance(X_train, (list, tuple)):  # host data, already checked (sparse:
+            problem = host.spread_problem(  # the CSR copy, which rows can be taken from)
+                self.X if host.is_sparse(self.X) else X_train, "X_train")
             if problem:
                 _checks.warn_caller(problem, InputWarning)
         self.n, width = int(self.X.shape[0]), int(self.X.shape[1])
