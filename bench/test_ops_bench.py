@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import nnx
+from nnx.backend import subnormals
 
 from .conftest import (
     ADAM,
@@ -171,3 +172,46 @@ def test_adam_step(benchmark, backend, dtype):
                       RTOL[dtype], ADAM["lr"], "nnx")
     net.set_parameters(start)
     _time(benchmark, optim.step, b.synchronize)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_step_on_decayed_moments(benchmark, backend, dtype):
+    """One ``nnx.Adam`` step when a quarter of the first moments have decayed
+    into the subnormal range (what a zero gradient, batch after batch, leaves:
+    blank pixels, dead ReLU units). The CPU flushes them to zero (nnx.backend.
+    subnormals): checked first, then every timed step starts from the same
+    decayed moments again."""
+    if not hasattr(nnx, "Adam"):
+        pytest.skip("this nnx has no Adam optimiser")
+    benchmark.group = f"op adam-step 1.86M params {dtype}, 1/4 of m subnormal"
+    benchmark.name = f"nnx-{backend}"
+    net, X, y = _setup(backend, dtype)
+    b = net.backend
+    net.train_step(X, y)
+    optim = nnx.Adam(**ADAM)
+    optim.attach(net)
+    optim.step()
+    m = to_host64(b, optim.state["m"]).astype(dtype)
+    m[::4] = np.finfo(dtype).tiny / 4  # subnormal, and their gradients zero
+    g = to_host64(b, net.grad_buffer).astype(dtype)
+    g[::4] = 0.0
+    m_dev = b.asarray(m)
+    b.assign(net.grad_buffer, b.asarray(g))
+    start = net.get_parameters()
+
+    def decayed():
+        b.assign(optim.state["m"], m_dev)
+        b.assign(net.param_buffer, start)
+    decayed()
+    optim.step()
+    after = to_host64(b, optim.state["m"])[::4]
+    if backend == "cpu" and subnormals.SUPPORTED:
+        assert not after.any(), "subnormal moments times beta1 must flush to zero"
+    else:  # the GPU keeps subnormals, and handles them at full speed
+        assert np.all(np.abs(after) < np.finfo(dtype).tiny)
+
+    def step():
+        optim.step()
+        b.synchronize()
+    benchmark.pedantic(step, setup=decayed, rounds=20, iterations=1, warmup_rounds=2)

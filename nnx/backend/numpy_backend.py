@@ -7,6 +7,7 @@ are identical to the reference, and ``erf`` agrees with it to float64 rounding.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -16,6 +17,7 @@ import numpy as np
 
 from .base import Backend
 from .host import is_sparse
+from .subnormals import flush_here, flushing
 
 # bytes per array in a block of an optimiser update: the four or five arrays
 # one block touches stay in a core's L2 cache (2 MiB here; 256 KiB blocks
@@ -32,8 +34,21 @@ def _pool():
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
             os.cpu_count() or 1)
         _POOL["workers"] = workers
-        _POOL["pool"] = ThreadPoolExecutor(max(workers - 1, 1), thread_name_prefix="nnx")
+        # the threads run nothing but optimiser blocks: flush subnormals for good
+        _POOL["pool"] = ThreadPoolExecutor(max(workers - 1, 1), thread_name_prefix="nnx",
+                                           initializer=flush_here)
     return _POOL["pool"], _POOL["workers"]
+
+
+def _flushing_subnormals(update):
+    """An optimiser update with subnormal results and inputs taken as zero in
+    the calling thread (``subnormals``: state that decays where the gradient
+    is zero would otherwise run several times slower)."""
+    @functools.wraps(update)
+    def run(self, *args, **kwargs):
+        with flushing():
+            return update(self, *args, **kwargs)
+    return run
 
 
 class NumpyBackend(Backend):
@@ -137,6 +152,7 @@ class NumpyBackend(Backend):
         for f in futures:
             f.result()
 
+    @_flushing_subnormals
     def adam_step(self, param, grad, m, v, lr, t, beta1, beta2, eps, weight_decay,
                   decoupled=False, scale=None, eps_bias_corrected=False):
         # The reference's formula, a cache-sized block at a time, each pass in
@@ -280,6 +296,7 @@ class NumpyBackend(Backend):
         p /= n
         return loss, p
 
+    @_flushing_subnormals
     def sgd_step(self, param, grad, lr, weight_decay=0.0, scale=None):
         if weight_decay or scale is not None:
             return super().sgd_step(param, grad, lr, weight_decay, scale)
@@ -290,6 +307,7 @@ class NumpyBackend(Backend):
             param[lo:hi] -= step
         self._blocks(param.shape[0], run)
 
+    @_flushing_subnormals
     def momentum_step(self, param, grad, velocity, lr, momentum, nesterov=False,
                       weight_decay=0.0, scale=None):
         if nesterov or weight_decay or scale is not None:
@@ -303,3 +321,15 @@ class NumpyBackend(Backend):
             v += step
             param[lo:hi] -= v
         self._blocks(param.shape[0], run)
+
+    @_flushing_subnormals
+    def rmsprop_step(self, param, grad, square_avg, lr, alpha, eps, weight_decay, momentum,
+                     momentum_buffer=None, grad_avg=None, scale=None):
+        return super().rmsprop_step(param, grad, square_avg, lr, alpha, eps, weight_decay,
+                                    momentum, momentum_buffer, grad_avg, scale)
+
+    @_flushing_subnormals
+    def adagrad_step(self, param, grad, sum_sq, lr, t, lr_decay, eps, weight_decay,
+                     scale=None):
+        return super().adagrad_step(param, grad, sum_sq, lr, t, lr_decay, eps, weight_decay,
+                                    scale)
