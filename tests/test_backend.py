@@ -586,8 +586,8 @@ def test_one_output_regression_takes_1d_targets_as_values(y):
 @pytest.mark.parametrize("n", [1_000, 300_001, 700_000])
 def test_the_cpu_updates_in_blocks_and_threads_equal_the_reference(n):
     """The NumPy backend runs large updates in blocks shared among threads;
-    every element must get exactly the reference's passes (momentum, SGD,
-    axpy) or its formula (Adam), whatever the block it falls in."""
+    every element must get exactly the reference's passes (momentum, SGD) or
+    its formula (Adam), whatever the block it falls in."""
     from nnx.backend.base import Backend as Reference
     b = get_backend("cpu", "float64")
     rng = np.random.default_rng(n)
@@ -607,11 +607,6 @@ def test_the_cpu_updates_in_blocks_and_threads_equal_the_reference(n):
     Reference.adam_step(b, ref[0], g, ref[2], ref[3], lr, t, 0.9, 0.999, 1e-8, 0.01)
     for a, r in zip(mine, ref):
         np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-14 * np.abs(r).max())
-    y, want = p.copy(), p.copy()  # scikit-learn's L2 term, in blocks too
-    shape = (n // 1_000, 1_000) if n % 1_000 == 0 else (n,)
-    b.axpy(0.3, g.reshape(shape), y.reshape(shape))
-    Reference.axpy(b, 0.3, g, want)
-    np.testing.assert_array_equal(y, want)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
