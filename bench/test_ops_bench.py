@@ -176,15 +176,18 @@ def test_adam_step(benchmark, backend, dtype):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_adam_step_on_decayed_moments(benchmark, backend, dtype):
-    """One ``nnx.Adam`` step when a quarter of the first moments have decayed
-    into the subnormal range (what a zero gradient, batch after batch, leaves:
-    blank pixels, dead ReLU units). The CPU flushes them to zero (nnx.backend.
-    subnormals): checked first, then every timed step starts from the same
-    decayed moments again."""
+@pytest.mark.parametrize("decayed", [False, True], ids=["normal-m", "subnormal-m"])
+def test_adam_step_on_decayed_moments(benchmark, backend, dtype, decayed):
+    """One ``nnx.Adam`` step from a given state, restored before every timed
+    step: as it is, or with a quarter of the first moments decayed into the
+    subnormal range and their gradients zero (what a zero gradient, batch
+    after batch, leaves: blank pixels, dead ReLU units). The CPU flushes
+    them to zero (nnx.backend.subnormals): checked first. The two cases
+    differ only in those values, so their times compare directly."""
     if not hasattr(nnx, "Adam"):
         pytest.skip("this nnx has no Adam optimiser")
-    benchmark.group = f"op adam-step 1.86M params {dtype}, 1/4 of m subnormal"
+    what = "1/4 of m subnormal" if decayed else "m as trained"
+    benchmark.group = f"op adam-step 1.86M params {dtype}, state restored each step, {what}"
     benchmark.name = f"nnx-{backend}"
     net, X, y = _setup(backend, dtype)
     b = net.backend
@@ -193,20 +196,23 @@ def test_adam_step_on_decayed_moments(benchmark, backend, dtype):
     optim.attach(net)
     optim.step()
     m = to_host64(b, optim.state["m"]).astype(dtype)
-    m[::4] = np.finfo(dtype).tiny / 4  # subnormal, and their gradients zero
     g = to_host64(b, net.grad_buffer).astype(dtype)
-    g[::4] = 0.0
+    g[::4] = 0.0  # in both cases, so the two differ only in m
+    if decayed:
+        m[::4] = np.finfo(dtype).tiny / 4  # subnormal
     m_dev = b.asarray(m)
     b.assign(net.grad_buffer, b.asarray(g))
     start = net.get_parameters()
 
-    def decayed():
+    def restore():
         b.assign(optim.state["m"], m_dev)
         b.assign(net.param_buffer, start)
-    decayed()
+    restore()
     optim.step()
-    after = to_host64(b, optim.state["m"])[::4]
-    if backend == "cpu" and subnormals.SUPPORTED:
+    after = to_host64(b, optim.state["m"])[::4]  # beta1 m, their gradients being zero
+    if not decayed:
+        np.testing.assert_allclose(after, ADAM["betas"][0] * m[::4], rtol=RTOL[dtype])
+    elif backend == "cpu" and subnormals.SUPPORTED:
         assert not after.any(), "subnormal moments times beta1 must flush to zero"
     else:  # the GPU keeps subnormals, and handles them at full speed
         assert np.all(np.abs(after) < np.finfo(dtype).tiny)
@@ -214,4 +220,4 @@ def test_adam_step_on_decayed_moments(benchmark, backend, dtype):
     def step():
         optim.step()
         b.synchronize()
-    benchmark.pedantic(step, setup=decayed, rounds=20, iterations=1, warmup_rounds=2)
+    benchmark.pedantic(step, setup=restore, rounds=20, iterations=1, warmup_rounds=2)

@@ -5,6 +5,9 @@ the thread's floating-point environment is as before after each update."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -49,18 +52,49 @@ def test_state_that_decays_below_the_normal_range_becomes_zero(dtype, n):
     assert _still_subnormal_outside()
 
 
-def test_the_floating_point_environment_is_restored_after_an_update():
+def test_subnormal_inputs_read_as_zero_inside_an_update_only():
+    """Denormals-are-zero: a subnormal parameter, minus a zero step, becomes
+    0 in an update; outside updates, subnormals are computed as ever."""
     b = get_backend("cpu", "float32")
-    p, g = np.ones(10, np.float32), np.full(10, 1e-39, np.float32)  # a subnormal gradient
+    p, g = np.full(10, 2e-39, np.float32), np.zeros(10, np.float32)
     b.sgd_step(p, g, 0.5)
-    np.testing.assert_array_equal(p, 1.0)
+    assert not p.any()
     assert _still_subnormal_outside()
-    with subnormals.flushing():
-        assert not _still_subnormal_outside()
+
+
+def test_an_update_that_fails_leaves_the_environment_as_it_was():
+    b = get_backend("cpu", "float64")
+    p, m, v = np.ones(4), np.zeros(4), np.zeros(4)
+    with pytest.raises(ValueError):  # a gradient of the wrong length
+        b.adam_step(p, np.ones(3), m, v, 0.001, 1, 0.9, 0.999, 1e-8, 0.0)
     assert _still_subnormal_outside()
-    with pytest.raises(RuntimeError), subnormals.flushing():  # restored after an error too
+    with pytest.raises(RuntimeError), subnormals.flushing():
         raise RuntimeError
     assert _still_subnormal_outside()
+
+
+def test_a_caller_that_flushes_already_keeps_flushing_after_an_update():
+    b = get_backend("cpu", "float32")
+    with subnormals.flushing():
+        assert not _still_subnormal_outside()
+        b.sgd_step(np.ones(3, np.float32), np.ones(3, np.float32), 0.1)
+        assert not _still_subnormal_outside()
+    assert _still_subnormal_outside()
+
+
+def test_nnx_update_threads_flush_even_when_started_outside_an_update():
+    """Threads started inside an update inherit its bits; the pool's own
+    initializer must set them when it is started anywhere else (here: in a
+    fresh process, by asking for the pool before any update)."""
+    code = (
+        "import numpy as np\n"
+        "from nnx.backend import numpy_backend as nb\n"
+        "pool, _ = nb._pool()\n"
+        "print(pool.submit(lambda: float(np.float32(1e-38) * np.float32(0.01))).result(),"
+        " float(np.float32(1e-38) * np.float32(0.01)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert [float(x) for x in out] == [0.0, pytest.approx(1e-40, rel=1e-2)]
 
 
 def test_adam_on_an_always_blank_input_never_holds_subnormal_moments():

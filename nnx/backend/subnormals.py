@@ -13,11 +13,12 @@ subnormal, and each optimiser step took 3.7 ms instead of 0.7.
 
 The SSE control register has two bits for this: flush-to-zero (results that
 would be subnormal become 0) and denormals-are-zero (subnormal inputs read as
-0). ``flushing()`` sets both around a block of work and restores the
-thread's previous floating-point environment after it; ``flush_here()`` sets
-them for good in a thread of nnx's own. Values that small are below anything
-an update can resolve (Adam divides the moment by ``sqrt(v) + eps``), so
-flushing them changes no result measurably; it makes them exact zeros.
+0). ``flushing()`` sets both around a block of work and puts them back as
+they were after it; ``flush_here()`` sets them for good in a thread of nnx's
+own. (A thread started while they are set starts with them set.) Values
+that small are below anything an update can resolve (Adam divides the moment
+by ``sqrt(v) + eps``), so flushing them changes no result measurably; it
+makes them exact zeros.
 
 Only x86-64 Linux with glibc is handled (its ``fenv_t`` ends with the SSE
 register, and ``fesetenv`` loads it whole); elsewhere ``SUPPORTED`` is False
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import platform
 
 _FTZ_DAZ = 0x8040  # MXCSR bit 15 (flush to zero) and bit 6 (denormals are zero)
@@ -42,11 +42,13 @@ class _Fenv(ctypes.Structure):
 
 
 def _libm():
+    # a 64-bit process on x86-64 Linux with glibc: a 32-bit Python on an x86-64
+    # kernel reports the same machine, but its fenv_t is the x87 part alone
     if platform.system() != "Linux" or platform.machine().lower() not in ("x86_64", "amd64") \
-            or platform.libc_ver()[0] != "glibc":
+            or platform.libc_ver()[0] != "glibc" or ctypes.sizeof(ctypes.c_void_p) != 8:
         return None
-    try:
-        lib = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+    try:  # glibc's libm by its soname (find_library would run ldconfig first)
+        lib = ctypes.CDLL("libm.so.6")
         get, put = lib.fegetenv, lib.fesetenv
     except (OSError, AttributeError):
         return None
@@ -63,26 +65,29 @@ SUPPORTED = _LIBM is not None
 def flush_here():
     """Set flush-to-zero and denormals-are-zero in the calling thread, for good
     (nnx's own worker threads, which run nothing else)."""
-    if _LIBM is None:
-        return
-    env = _Fenv()
-    if _LIBM.fegetenv(ctypes.byref(env)) == 0:
-        env.mxcsr |= _FTZ_DAZ
-        _LIBM.fesetenv(ctypes.byref(env))
+    if _LIBM is not None:
+        _set_bits(_FTZ_DAZ)
 
 
 @contextlib.contextmanager
 def flushing():
     """Flush-to-zero and denormals-are-zero in the calling thread inside the
-    ``with`` block; its floating-point environment as before after it."""
+    ``with`` block; after it, the two bits as they were before it (a caller
+    that had set them keeps them), the rest of the environment untouched."""
     saved = _Fenv()
     if _LIBM is None or _LIBM.fegetenv(ctypes.byref(saved)) != 0:
         yield
         return
-    env = _Fenv.from_buffer_copy(saved)
-    env.mxcsr |= _FTZ_DAZ
-    _LIBM.fesetenv(ctypes.byref(env))
     try:
+        _set_bits(saved.mxcsr | _FTZ_DAZ)
         yield
     finally:
-        _LIBM.fesetenv(ctypes.byref(saved))
+        _set_bits(saved.mxcsr)
+
+
+def _set_bits(mxcsr):
+    """The calling thread's flush bits as in ``mxcsr``; all else as it is now."""
+    env = _Fenv()
+    if _LIBM.fegetenv(ctypes.byref(env)) == 0:
+        env.mxcsr = (env.mxcsr & ~_FTZ_DAZ) | (mxcsr & _FTZ_DAZ)
+        _LIBM.fesetenv(ctypes.byref(env))
