@@ -676,8 +676,10 @@ def build_parser():
                        "'nnx-dl[onnx]')", formatter_class=_Help)
     p.add_argument("checkpoint")
     p.add_argument("out", help="the .onnx file to write")
-    p.add_argument("--output", choices=("raw", "softmax", "sigmoid", "exp"), default=None,
-                   help="what the model returns after the last layer; default softmax for a "
+    p.add_argument("--output", choices=("raw", "softmax", "sigmoid", "binary", "exp"),
+                   default=None,
+                   help="what the model returns after the last layer (binary: a one-output "
+                        "network's predict_proba, [1 - p, p]); default softmax for a "
                         "softmax cross-entropy network, raw outputs otherwise")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
     p.add_argument("--standardized-inputs", action="store_true",

@@ -444,7 +444,9 @@ class NeuralNetwork:
         ``output`` is what the model returns: "softmax" (class probabilities,
         as ``predict_proba``; the default for a classification loss), "raw"
         (the outputs, as ``predict``; the default otherwise), "sigmoid" or
-        "exp" of the outputs. The input is named "X", of shape ``(N, n_in)`` in
+        "exp" of the outputs, or "binary" (a one-output network's
+        ``predict_proba``: ``[1 - p, p]``, ``p`` its output clipped into
+        [0, 1]). The input is named "X", of shape ``(N, n_in)`` in
         the network's dtype; ``opset`` defaults to 17. Dropout is left out, as
         at inference. See ``nnx.onnx.export_network``."""
         from .onnx import export_network

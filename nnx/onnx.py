@@ -268,7 +268,7 @@ def _opset(onnx, opset):
 
 # ------------------------------------------------------------------ export
 def export_layers(weights, biases, hidden_activation, output, path, dtype, opset=None,
-                  input_name="X", extra=None, output_name=None):
+                  input_name="X", extra=None, output_name=None, logistic=True):
     """Write the ONNX model of a stack of dense layers to ``path``; returns ``path``.
 
     ``weights[i]`` has shape ``(n_in, n_out)`` and ``biases[i]`` ``(n_out,)``
@@ -280,7 +280,10 @@ def export_layers(weights, biases, hidden_activation, output, path, dtype, opset
     "float32" or "float64"; ``opset`` defaults to 17. ``extra`` (str -> str)
     goes into the model's ``metadata_props``, e.g. a classifier's class labels.
     The input is named ``input_name``, the output ``output_name`` (default "Y",
-    or "probabilities" for "softmax" and "sigmoid").
+    or "probabilities" for "softmax" and "sigmoid"). "binary" gives the two
+    columns ``[1 - p, p]`` of a one-output model: ``p`` the logistic of the
+    output (a scikit-learn estimator's logit), or with ``logistic=False`` the
+    output itself clipped into [0, 1] (an nnx network's ``predict_proba``).
     """
     onnx = _require_onnx()
     dtype = _base.dtype_name(dtype)
@@ -295,7 +298,10 @@ def export_layers(weights, biases, hidden_activation, output, path, dtype, opset
         x = g.op("Gemm", x, g.tensor(f"layer{i}/W", w), g.tensor(f"layer{i}/B", b))
         x = _EMITTERS[name](g, x, setting)
     g.scope = "output"
-    x = _TRANSFORMS[output](g, x)
+    if output == "binary" and not logistic:
+        x = _binary(g, g.op("Clip", x, g.const(0.0), g.const(1.0)))
+    else:
+        x = _TRANSFORMS[output](g, x)
     output_name = _OUTPUT_NAMES[output] if output_name is None else output_name
     width = weights[-1].shape[1]
     if output == "binary":
@@ -360,7 +366,9 @@ def export_network(net, path, *, output="raw", opset=None, input_name="X", outpu
     """Write a built ``NeuralNetwork`` as an ONNX model to ``path``; returns ``path``.
 
     The model computes ``net.predict`` ("raw"), or its softmax, sigmoid or exp
-    (``output``), for inputs of shape ``(N, net.n_in)`` in the network's dtype.
+    (``output``), or for a one-output network ``net.predict_proba``'s two
+    columns ("binary"), for inputs of shape ``(N, net.n_in)`` in the network's
+    dtype.
     Dropout is left out (inference). ``standardize=(mean, std)`` (arrays of
     ``n_in`` values, e.g. a checkpoint's ``x_mean`` and ``x_std``) makes the
     model take raw features: ``(x - mean) / std`` is folded into the first
@@ -378,12 +386,21 @@ def export_network(net, path, *, output="raw", opset=None, input_name="X", outpu
         if type(layer) is not Dense:
             raise InputTypeError(f"layers[{i}] is {type(layer).__name__}: ONNX export knows "
                                  "Dense layers only")
+    output = _checks.name_in("output", output, OUTPUTS)
+    last = getattr(type(net.layers[-1].activation), "name", None)
+    if output == "sigmoid" and last == "sigmoid":
+        raise InputValueError('output="sigmoid": the last layer is a sigmoid already, so its '
+                              'outputs are the probabilities; a second sigmoid would squeeze '
+                              'every one into [0.5, 0.73]. Use output="raw" (or "binary" for '
+                              'the two columns [1 - p, p] of one output)')
     params = [net.backend.to_numpy(p) for p in net.params()]
     if standardize is not None:
         params[0], params[1] = _fold_standardization(params[0], params[1], standardize)
+    # "binary" is predict_proba's [1 - p, p], p the output clipped into [0, 1]
+    # (no sigmoid of its own: the network's last layer has applied its own)
     return export_layers(params[0::2], params[1::2], [la.activation for la in net.layers],
                          output, path, net.backend.dtype_name, opset=opset,
-                         input_name=input_name, output_name=output_name)
+                         input_name=input_name, output_name=output_name, logistic=False)
 
 
 def _fold_standardization(W, B, standardize):

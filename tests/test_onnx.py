@@ -64,6 +64,8 @@ def test_every_activation_of_nnx_can_be_exported():
 @pytest.mark.parametrize("output", [o for o in nnx_onnx.OUTPUTS if o != "binary"])
 @pytest.mark.parametrize("act", ACTS, ids=[f"{n}-{s}" if s is not None else n for n, s in ACTS])
 def test_onnxruntime_matches_the_network(act, output, dtype, tmp_path):
+    if act[0] == output == "sigmoid":
+        pytest.skip("a sigmoid output over a sigmoid layer is refused (a test below)")
     net = _net(act, dtype, classification=output == "softmax")
     X = _inputs(dtype)
     path = nnx_onnx.export_network(net, tmp_path / "m.onnx", output=output)
@@ -99,6 +101,35 @@ def test_float64_activations_hold_their_precision_over_the_whole_line(act, tmp_p
     if isinstance(act, nnx.ELU):  # near 0 too, relative to the value
         tiny = np.abs(x[:, 0]) < 1e-6
         np.testing.assert_allclose(got[tiny], want[tiny], rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("last", ["sigmoid", "linear"])
+def test_binary_output_is_predict_proba_of_a_one_output_network(last, dtype, tmp_path):
+    """A one-output network (a sigmoid, or a linear output whose values leave
+    [0, 1]) exported with output="binary" gives predict_proba's two columns
+    [1 - p, p], p its output clipped into [0, 1]. (It applied a sigmoid of
+    its own to the output: every row came out above 0.5, class 1.)"""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 4)).astype(dtype)
+    y = (X[:, 0] > 0).astype(dtype)
+    net = nnx.NeuralNetwork([nnx.Dense(8, "tanh"), nnx.Dense(1, last)], "mse", seed=0,
+                            dtype=dtype)
+    nnx.Trainer(net, nnx.SGD(0.5)).fit(X, y, epochs=30, batch_size=50, seed=0)
+    want = net.predict_proba(X)
+    assert (want[:, 1] < 0.5).any() and (want[:, 1] > 0.5).any()
+    if last == "linear":
+        assert ((want == 0) | (want == 1)).any()  # some outputs were clipped
+    path = net.to_onnx(tmp_path / "b.onnx", output="binary")
+    _close(_run(path, X), want, dtype)
+
+
+def test_a_sigmoid_output_over_a_sigmoid_layer_is_refused(tmp_path):
+    net = nnx.NeuralNetwork([nnx.Dense(3, "tanh"), nnx.Dense(1, "sigmoid")], "mse", seed=0)
+    net.build(2)
+    with pytest.raises(nnx.InputError, match='the last layer is a sigmoid already.*"raw"'):
+        net.to_onnx(tmp_path / "s.onnx", output="sigmoid")
+    assert not (tmp_path / "s.onnx").exists()
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
