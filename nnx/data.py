@@ -12,9 +12,10 @@ the loaded arrays themselves, so a dataset is held in memory once.
 Where the IDX files are looked for, first complete folder wins:
 
 1. ``data_dir`` (files directly in it, or in ``data_dir/<name>/``); a
-   ``data_dir`` that holds some of the four files but not all raises
-   ``DatasetNotFound`` naming the missing ones, rather than letting a copy
-   further down this list stand in for it;
+   ``data_dir`` that does not exist, or holds some of the four files but not
+   all, raises ``DatasetNotFound`` (naming the missing ones), rather than
+   letting a copy further down this list stand in for it; one that holds
+   none of them is passed over;
 2. ``$NNX_DATA/<name>/``, then ``$NNX_DATA`` itself;
 3. the user cache, ``$XDG_CACHE_HOME/nnx/<name>`` or ``~/.cache/nnx/<name>``;
 4. the system folder a package installs (Debian's ``dataset-fashion-mnist``
@@ -420,6 +421,13 @@ def _incomplete(name, info, searched, data_dir):
 
 def _load_idx(name, data_dir, download, verify, test_only=False):
     info = _IDX_DATASETS[name]
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        # a typo, most likely: another copy must not stand in without a word
+        raise DatasetNotFound(
+            f"{info.title}: the folder {str(data_dir)!r} (data_dir=...) does not exist. "
+            "Name the folder that holds the files, or leave it out to search the usual "
+            "places", dataset=name, files=[f.name for f in info.files], folder=data_dir,
+            searched=[data_dir])
     searched, folder = [], None
     for d in search_dirs(name, data_dir):
         missing = [f.name for f in info.files if not (d / f.name).is_file()]

@@ -340,6 +340,7 @@ def test_search_order(tmp_path, monkeypatch):
     monkeypatch.setenv("NNX_DATA", str(env))
     assert load(data_dir=mine) == 1          # data_dir beats $NNX_DATA
     assert load() == 2                       # $NNX_DATA/<name> beats the cache
+    (tmp_path / "empty").mkdir()
     assert load(data_dir=tmp_path / "empty") == 2  # an empty data_dir is passed over
     write_synthetic(env, mark=5)
     assert load() == 2                       # the per-dataset subfolder comes first
@@ -380,11 +381,23 @@ def test_an_incomplete_data_dir_is_an_error_naming_the_missing_files(tmp_path, s
     write_synthetic(tmp_path / "mine" / sub, mark=1)
     assert mark_of(load_dataset("mnist", data_dir=tmp_path / "mine", download=False,
                                 verify=False)) == 1
+    (tmp_path / "none").mkdir()
     assert mark_of(load_dataset("mnist", data_dir=tmp_path / "none", download=False,
                                 verify=False)) == 3
 
 
+def test_a_data_dir_that_does_not_exist_is_an_error_naming_it(tmp_path):
+    """A mistyped data_dir was passed over in silence, and another copy of the
+    dataset (here the user cache) was loaded instead."""
+    write_synthetic(tmp_path / "xdg-cache" / "nnx" / "mnist", mark=3)
+    for download in (False, True):
+        with pytest.raises(DatasetNotFound, match=r"'.*typo' \(data_dir=\.\.\.\) does not "
+                                                  r"exist"):
+            load_dataset("mnist", data_dir=tmp_path / "typo", download=download, verify=False)
+
+
 def test_missing_files_with_download_false(tmp_path):
+    (tmp_path / "nowhere").mkdir()  # an empty data_dir: passed over, and named as searched
     with pytest.raises(DatasetNotFound) as err:
         load_dataset("mnist", data_dir=tmp_path / "nowhere", download=False)
     e = err.value
