@@ -621,8 +621,8 @@ def _train_parser(p):
     p.add_argument("--step-size", type=int, default=None,
                    help="epochs between the cuts of --schedule step (default a third of "
                         "--epochs)")
-    p.add_argument("--gamma", type=float, default=0.1,
-                   help="factor of each cut of --schedule step or plateau")
+    p.add_argument("--gamma", type=float, default=None,
+                   help="factor of each cut of --schedule step or plateau (default 0.1)")
     p.add_argument("--momentum", type=float, default=None,
                    help="default 0.9 for momentum and nesterov, 0 for rmsprop")
     p.add_argument("--weight-decay", type=float, default=0.0,

@@ -346,6 +346,14 @@ def test_bad_flags_exit_non_zero_with_usage(args, message):
      "error: --warmup 3: must be fewer epochs than --epochs 3"),
     (["train", "--schedule", "step", "--step-size", "0", "--epochs", "3"],
      "error: --step-size=0 must be a positive integer"),
+    # these were ignored: the run trained with the schedule they do not belong to
+    (["train", "--step-size", "2", "--epochs", "3"],
+     "error: --step-size=2 applies only when --schedule is 'step', not 'constant'"),
+    (["train", "--schedule", "cosine", "--gamma", "0.5", "--epochs", "3"],
+     "error: --gamma=0.5 applies only when --schedule is 'step' or 'plateau', not 'cosine'"),
+    # named ReduceOnPlateau's factor= instead of the flag
+    (["train", "--schedule", "plateau", "--gamma", "5", "--epochs", "3"],
+     "error: --gamma=5.0 must be in (0, 1)"),
     # each of these used to start work, or to succeed
     (["reproduce", "--lr-scale", "inf"], "error: --lr-scale inf: must be a finite number > 0"),
     (["reproduce", "--lr-scale", "1e-323", "--steps", "5"],

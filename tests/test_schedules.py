@@ -347,3 +347,26 @@ def test_reduce_on_plateau_matches_torch():
         theirs.step(loss)
         mine.evaluated(loss)
         assert mine.rate(0, 1) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-12)
+
+
+@pytest.mark.parametrize("name, kwargs, message", [
+    ("constant", {"step_size": 2}, "step_size=2 applies only when schedule is 'step', "
+                                   "not 'constant'"),
+    ("cosine", {"gamma": 0.5}, "gamma=0.5 applies only when schedule is 'step' or "
+                               "'plateau', not 'cosine'"),
+    ("step", {"final_lr": 0.01}, "final_lr=0.01 applies only when schedule is 'linear', "
+                                 "'exponential' or 'cosine', not 'step'"),
+    ("plateau", {"gamma": 5.0}, r"gamma=5.0 must be in \(0, 1\)"),
+])
+def test_make_schedule_refuses_a_setting_its_schedule_does_not_use(name, kwargs, message):
+    """They were ignored (step_size, gamma), or named the schedule's own
+    argument (ReduceOnPlateau's factor) instead of the one given."""
+    with pytest.raises(nnx.InputError, match=message):
+        nnx.optim.make_schedule(name, 0.1, epochs=6, **kwargs)
+
+
+def test_make_schedule_takes_gamma_and_step_size_where_they_belong():
+    step = nnx.optim.make_schedule("step", 0.1, step_size=2, gamma=0.5)
+    assert (step.step_size, step.gamma) == (2, 0.5)
+    assert nnx.optim.make_schedule("plateau", 0.1, gamma=0.5).factor == 0.5
+    assert nnx.optim.make_schedule("step", 0.1, epochs=6).gamma == 0.1  # the default

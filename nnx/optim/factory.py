@@ -26,20 +26,31 @@ DEFAULT_LR = {"sgd": 0.1, "momentum": 0.2, "nesterov": 0.2, "adam": 0.001, "adam
 
 
 def make_schedule(name, lr, *, final_lr=None, warmup=0, epochs=None, steps_per_epoch=None,
-                  step_size=None, gamma=0.1):
+                  step_size=None, gamma=None):
     """The schedule ``name`` starting from ``lr``. ``warmup`` counts epochs;
     cosine and one-cycle change the rate every step when ``steps_per_epoch``
     is given (else every epoch), the others every epoch. ``step`` falls by
-    ``gamma`` every ``step_size`` epochs (default a third of ``epochs``);
-    ``plateau`` cuts the rate by ``gamma`` after an evaluation that did not
-    improve (patience 0)."""
+    ``gamma`` (default 0.1) every ``step_size`` epochs (default a third of
+    ``epochs``); ``plateau`` cuts the rate by ``gamma`` (default 0.1) after
+    an evaluation that did not improve (patience 0). A setting that the
+    schedule named does not use is refused, not ignored."""
     _checks.name_in("schedule", name, SCHEDULE_NAMES)
     warmup = _checks.integer("warmup", warmup, minimum=0)
     if name in ("linear", "exponential") and final_lr is None:
         raise InputValueError(f"schedule {name!r} needs a final_lr")
-    if final_lr is not None and name not in ("linear", "exponential", "cosine"):
-        raise InputValueError(f"final_lr={final_lr!r} applies to the linear, exponential and "
-                              f"cosine schedules, not {name!r}")
+    for setting, value, users in (("final_lr", final_lr, ("linear", "exponential", "cosine")),
+                                  ("step_size", step_size, ("step",)),
+                                  ("gamma", gamma, ("step", "plateau"))):
+        if value is not None and name not in users:
+            quoted = [repr(u) for u in users]
+            listed = " or ".join([", ".join(quoted[:-1]), quoted[-1]] if len(users) > 1
+                                 else quoted)
+            raise InputValueError(f"{setting}={value!r} applies only when schedule is "
+                                  f"{listed}, not {name!r}")
+    if gamma is None:
+        gamma = 0.1
+    elif name == "plateau":  # named here as the caller named it (ReduceOnPlateau's factor)
+        gamma = _checks.in_range("gamma", gamma, 0, 1, low_open=True, high_open=True)
     if name == "onecycle" and warmup:
         raise InputValueError("schedule 'onecycle' has its own warm-up; leave warmup at 0")
     per_step = steps_per_epoch is not None and name in ("cosine", "onecycle")
