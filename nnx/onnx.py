@@ -28,6 +28,7 @@ the optional ``onnx`` extra (``pip install 'nnx-dl[onnx]'``).
 from __future__ import annotations
 
 import math
+import os
 
 from . import _checks
 from ._checks import InputTypeError, InputValueError
@@ -286,6 +287,7 @@ def export_layers(weights, biases, hidden_activation, output, path, dtype, opset
     output itself clipped into [0, 1] (an nnx network's ``predict_proba``).
     """
     onnx = _require_onnx()
+    _check_path(path)
     dtype = _base.dtype_name(dtype)
     output = _checks.name_in("output", output, OUTPUTS)
     opset = _opset(onnx, opset)
@@ -350,13 +352,33 @@ def _model(g, x, input_name, output_name, widths, opset, metadata):
     return model
 
 
+def _check_path(path):
+    """Refuse, before any work, a path the model could not be written to; its
+    folder may still be missing (``_write`` makes it)."""
+    from .checkpoint import folder_problem
+
+    try:
+        text = os.fsdecode(os.fspath(path))
+    except TypeError:
+        raise InputTypeError(f"path must be a file path (str or os.PathLike), got "
+                             f"{type(path).__name__}") from None
+    if not text or text.endswith(("/", os.sep)) or os.path.isdir(text):
+        raise InputValueError(f"path={text!r} names a folder; expected a file path like "
+                              "model.onnx")
+    problem = folder_problem(os.path.dirname(os.path.abspath(text)))
+    if problem:
+        raise InputValueError(f"path={text!r}: {problem}")
+
+
 def _write(onnx, model, path):
-    """Check ``model`` and write it to ``path`` all at once."""
+    """Check ``model`` and write it to ``path`` all at once (its folder made
+    if missing, as for checkpoints)."""
     size = model.ByteSize()
     if size >= _PROTOBUF_LIMIT:
         raise InputValueError(f"the model takes {size:,} bytes, more than the 2 GiB one "
                               "ONNX file can hold")
     onnx.checker.check_model(model, full_check=True)
+    os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
     with atomic_write(path) as f:
         f.write(model.SerializeToString())
 

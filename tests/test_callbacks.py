@@ -303,3 +303,27 @@ def test_monitoring_the_accuracy_of_a_regression_is_refused_before_training():
         nnx.Trainer(mse, nnx.SGD(0.1)).fit(X, X[:, 0], validation=(Xt, Xt[:, 0]),
                                            monitor="accuracy")
     assert not mse.built
+
+
+# --------------------------------------------------------------- CSVLogger
+def test_the_csv_logger_writes_one_row_per_evaluation_into_a_folder_it_makes(tmp_path):
+    """Its folder is made when missing, as a checkpoint's is (open() failed
+    with a bare 'No such file or directory' after the data had loaded)."""
+    X, y, Xv, yv = make_data()
+    path = tmp_path / "logs" / "today" / "run.csv"
+    log = nnx.CSVLogger(path)
+    hist = Trainer(make_classifier(), SGD(0.1)).fit(X, y, Xv, yv, epochs=4, eval_every=2,
+                                                     batch_size=20, callbacks=[log])
+    lines = path.read_text().splitlines()
+    assert lines[0].split(",") == list(nnx.CSVLogger.COLUMNS)
+    rows = [line.split(",") for line in lines[1:]]
+    assert [int(r[0]) for r in rows] == [2, 4]
+    np.testing.assert_allclose([float(r[2]) for r in rows], [r["loss"] for r in hist.records],
+                               rtol=1e-12)
+
+
+def test_the_csv_logger_refuses_a_path_it_could_not_write_at_once(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for bad in (tmp_path, tmp_path / "afile" / "run.csv"):
+        with pytest.raises(nnx.InputError, match="CSVLogger path="):
+            nnx.CSVLogger(bad)

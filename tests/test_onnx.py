@@ -310,3 +310,18 @@ def test_nnx_export_refuses_half_the_standardisation(tmp_path, capsys):
     net.save(ckpt, extra={"x_mean": np.zeros(4)})
     assert main(["export", str(ckpt), str(tmp_path / "m.onnx")]) == 2
     assert "holds x_mean without its partner" in capsys.readouterr().err
+
+
+def test_the_model_goes_into_a_folder_made_for_it_and_a_bad_path_is_refused_first(tmp_path):
+    """A missing folder is made, as for checkpoints (the error named the
+    temporary file, '.x.onnx.<hex>.tmp'); a path that names a folder, or sits
+    under a file, is refused before the model is built."""
+    net = _net(("tanh", None), "float32")
+    path = net.to_onnx(tmp_path / "new" / "dir" / "m.onnx")
+    assert os.path.isfile(path)
+    (tmp_path / "afile").write_text("x")
+    for bad, message in ((tmp_path, "names a folder"),
+                         (tmp_path / "afile" / "m.onnx", "afile' is not a folder")):
+        with pytest.raises(nnx.InputError, match=message):
+            net.to_onnx(bad)
+    assert (tmp_path / "afile").read_text() == "x"

@@ -299,6 +299,8 @@ class CSVLogger(Callback):
 
     def on_fit_start(self, run):
         append = run.epoch > 0 and os.path.isfile(self.path)
+        # a missing folder is made, as for checkpoints (the path was checked)
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self._file = open(self.path, "a" if append else "w", newline="")
         self._writer = csv.writer(self._file)
         if not append:
