@@ -455,6 +455,11 @@ def save_network(net, path, extra=None, training=None, meta=None):
         if not isinstance(meta, dict):
             raise InputTypeError(f"meta must be a dict of plain data (e.g. {{'dataset': "
                                  f"'digits'}}), got {type(meta).__name__}")
+        try:  # refused here, in one line, not from deep inside the json module
+            json.dumps(meta, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise InputTypeError(f"meta must hold plain data that JSON can write (str, numbers, "
+                                 f"booleans, None, lists, dicts with str keys): {exc}") from None
         header["meta"] = meta
     return write(path, header, arrays)
 
