@@ -583,6 +583,19 @@ def test_one_output_regression_takes_1d_targets_as_values(y):
         host.check_targets(np.array([0, 1, 0]), 3, 1, distributions=True)
 
 
+
+def test_float_targets_of_a_several_output_regression_say_the_shape_they_need():
+    """1-D float targets for a network with 2 outputs and a regression loss
+    were refused as "class ids must be integers", with no word of the
+    (rows, outputs) shape a regression wants."""
+    y = np.linspace(0.1, 0.9, 5)
+    with pytest.raises(ValueError, match=r"class ids must be integers.*regression targets for "
+                                         r"a network with 2 outputs have shape \(5, 2\)"):
+        host.check_targets(y, 5, 2)
+    with pytest.raises(ValueError, match=r"non-integer value\(s\)$"):  # classification
+        host.check_targets(y, 5, 2, distributions=True)
+
+
 @pytest.mark.parametrize("n", [1_000, 300_001, 700_000])
 def test_the_cpu_updates_in_blocks_and_threads_equal_the_reference(n):
     """The NumPy backend runs large updates in blocks shared among threads;

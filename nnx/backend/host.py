@@ -164,8 +164,13 @@ def check_targets(y, n_rows, n_classes, name="y", distributions=False, x_name="X
             off = np.flatnonzero(y != np.round(y))
             if off.size:
                 first = float(y[off[0]])
+                # a regression loss reads 1-D targets as class ids only for several outputs
+                hint = "" if distributions else (
+                    f"; regression targets for a network with {n_classes} outputs have "
+                    f"shape ({n_rows}, {n_classes})")
                 raise InputValueError(f"{name}: class ids must be integers, got {first!r} "
-                                      f"(row {int(off[0])}; {off.size} non-integer value(s))")
+                                      f"(row {int(off[0])}; {off.size} non-integer value(s))"
+                                      + hint)
         low, high = y.min(), y.max()  # before any cast, so huge values are reported as they are
         if low < 0 or high >= n_classes:
             raise InputValueError(
