@@ -592,7 +592,7 @@ def test_float_targets_of_a_several_output_regression_say_the_shape_they_need():
     with pytest.raises(ValueError, match=r"class ids must be integers.*regression targets for "
                                          r"a network with 2 outputs have shape \(5, 2\)"):
         host.check_targets(y, 5, 2)
-    with pytest.raises(ValueError, match=r"non-integer value\(s\)$"):  # classification
+    with pytest.raises(ValueError, match=r"non-integer value\(s\)\)$"):  # classification
         host.check_targets(y, 5, 2, distributions=True)
 
 
