@@ -148,6 +148,22 @@ def test_float32_dtype_and_predict_log_proba(digits):
     np.testing.assert_allclose(est.predict_log_proba(X), np.log(P), rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_takes_numpy_types_as_well_as_names(digits, dtype):
+    """dtype=np.float32 was refused by the parameter check (names only),
+    where scikit-learn's own dtype parameters take NumPy types."""
+    X, y = digits
+    kw = dict(hidden_layer_sizes=(8,), max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        by_type = MLPClassifier(dtype=dtype, **kw).fit(X, y)
+        by_name = MLPClassifier(dtype=np.dtype(dtype).name, **kw).fit(X, y)
+    assert by_type.coefs_[0].dtype == dtype
+    np.testing.assert_array_equal(by_type.coefs_[0], by_name.coefs_[0])
+    with pytest.raises(ValueError, match="dtype"):
+        MLPClassifier(dtype=np.int32).fit(X, y)
+
+
 def test_refusals_name_the_problem(digits):
     X, y = digits
     import scipy.sparse

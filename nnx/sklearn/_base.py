@@ -24,7 +24,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier as _SkMLPClassifier
 from sklearn.utils import check_random_state, shuffle
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
 from sklearn.utils.optimize import _check_optimize_result
 
@@ -143,7 +143,9 @@ class BaseMLP(BaseEstimator):
     _parameter_constraints: dict = {
         **_SkMLPClassifier._parameter_constraints,
         "backend": [StrOptions({"cpu", "gpu"})],
-        "dtype": [None, StrOptions({"float32", "float64"})],
+        # a name, or NumPy's type as scikit-learn's own dtype parameters take it
+        "dtype": [None, StrOptions({"float32", "float64"}),
+                  Options(type, {np.float32, np.float64})],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
     }
@@ -170,7 +172,7 @@ class BaseMLP(BaseEstimator):
     # ------------------------------------------------------------ device
     def _compute_dtype(self, X):
         if self.dtype is not None:
-            return self.dtype
+            return np.dtype(self.dtype).name
         return "float32" if _data.dtype_of(X) == np.float32 else "float64"
 
     def _backend(self, dtype):
