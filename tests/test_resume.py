@@ -73,12 +73,16 @@ def test_every_optimiser_and_schedule_resumes_bit_identically(tmp_path, name, st
     assert hist3.records == hist.records
 
 
-def test_resuming_a_finished_run_changes_nothing(tmp_path):
+def test_resuming_a_finished_run_changes_nothing_and_says_so(tmp_path):
+    """fit returns at once (the run had ended); it did so without a word,
+    which looked like a resume that trained nothing by mistake."""
     path = tmp_path / "run.npz"
     net, opt = make_run()
     hist = fit_run(net, opt, checkpoint=path)
     net2, opt2 = make_run()
-    hist2 = fit_run(net2, opt2, resume=path)
+    with pytest.warns(nnx.InputWarning, match=r"that run had finished \(had run all its "
+                                              r"epochs.*restart=False"):
+        hist2 = fit_run(net2, opt2, resume=path)
     assert hist2.records == hist.records
     for p, q in zip(net.params(), net2.params()):
         np.testing.assert_array_equal(p, q)

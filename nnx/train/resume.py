@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import math
 
-from .._checks import InputValueError
+from .._checks import InputValueError, InputWarning, warn_caller
 from .settings import History
 
 log = logging.getLogger("nnx")
@@ -258,3 +258,9 @@ def load_run(run, path):
     run.good_epoch = state["good_epoch"]
     run.generator_restored = _restore_generator(net, path, state, run.epoch, run.comm)
     run.history = History.from_dict(state["history"])
+    if run.finished and run.comm.rank == 0:  # fit returns at once: say so, and why
+        how = "stopped early" if run.history.stopped_early else "had run all its epochs"
+        warn_caller(f"resume={str(path)!r}: that run had finished ({how}, at epoch "
+                    f"{run.epoch}), so fit returns its history without training; to train on "
+                    "from its parameters, NeuralNetwork.load the checkpoint and fit it with "
+                    "restart=False", InputWarning)
