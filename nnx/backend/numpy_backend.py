@@ -135,11 +135,14 @@ class NumpyBackend(Backend):
     def _blocks(self, n, run):
         """``run(lo, hi)`` over ``[0, n)`` in cache-sized blocks; large ``n`` on
         several threads, each taking a contiguous share of the blocks."""
-        chunk = _BLOCK_BYTES // np.dtype(self.dtype).itemsize
-        if n <= chunk:
+        # blocks of equal size near the target (2/3 to 3/2 of it): no small
+        # last block, whose numpy calls would cost more than its work saves
+        count = round(n / (_BLOCK_BYTES // np.dtype(self.dtype).itemsize))
+        if count <= 1:
             run(0, n)
             return
-        blocks = [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
+        size = math.ceil(n / count)
+        blocks = [(lo, min(lo + size, n)) for lo in range(0, n, size)]
 
         def share(part):
             for lo, hi in part:
