@@ -349,3 +349,33 @@ def test_a_warm_start_with_other_hidden_sizes_says_what_changed(digits):
         with pytest.raises(ValueError, match=r"hidden_layer_sizes=\(9,\) .* differs from the "
                                              r"fitted coefs_"):
             est.set_params(hidden_layer_sizes=(9,)).fit(X, y)
+
+
+def test_a_continued_fit_with_another_number_of_outputs_names_the_outputs():
+    """partial_fit on y of another width blamed hidden_layer_sizes, which had
+    not changed, and advised warm_start=False, which partial_fit ignores."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 3))
+    Y = X[:, :2] * 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = MLPRegressor(hidden_layer_sizes=(4,), max_iter=2).partial_fit(X, Y)
+        with pytest.raises(ValueError, match=r"y has 1 output\(s\) but the fitted network has "
+                                             r"2: .*; fit a new estimator$"):
+            est.partial_fit(X, Y[:, 0])
+        warm = MLPRegressor(hidden_layer_sizes=(4,), max_iter=2, warm_start=True).fit(X, Y)
+        with pytest.raises(ValueError, match="y has 1 output.*set warm_start=False"):
+            warm.fit(X, Y[:, 0])
+
+
+def test_a_first_epoch_divergence_does_not_compare_the_epoch_with_itself():
+    """It said "inf in epoch 1, up from inf in epoch 1 ... standardise X" for a
+    regressor whose y was the problem."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 3))
+    with pytest.warns(InputWarning) as caught:
+        with np.errstate(all="ignore"):
+            MLPRegressor(max_iter=2).fit(X, X[:, 0] * 1e200)
+    (message,) = [str(w.message) for w in caught if "diverging" in str(w.message)]
+    assert "in the first epoch: training is diverging" in message
+    assert "up from" not in message and message.endswith("standardise X and scale y")

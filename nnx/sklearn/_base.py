@@ -19,7 +19,7 @@ from numbers import Integral, Real
 import numpy as np
 import scipy.optimize
 import sklearn
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, is_regressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier as _SkMLPClassifier
@@ -273,11 +273,19 @@ class BaseMLP(BaseEstimator):
             self._initialize(data.n_outputs, layer_units, data.host_dtype)
         self._fit_dtype = data.dtype
         shapes = [(a, c) for a, c in zip(layer_units[:-1], layer_units[1:])]
-        if [tuple(W.shape) for W in self.coefs_] != shapes:
+        fitted = [tuple(W.shape) for W in self.coefs_]
+        if fitted != shapes:
+            anew = ("fit a new estimator" if incremental
+                    else "set warm_start=False to fit anew")
+            if fitted[:-1] == shapes[:-1] and fitted[-1][0] == shapes[-1][0]:
+                raise InputValueError(  # only the targets changed, not the layers
+                    f"y has {data.n_outputs} output(s) but the fitted network has "
+                    f"{fitted[-1][1]}: a warm start or partial_fit continues the fitted "
+                    f"network, with its outputs; {anew}")
             raise InputValueError(
                 f"hidden_layer_sizes={self.hidden_layer_sizes!r} (layers {shapes}) differs from "
-                f"the fitted coefs_ ({[tuple(W.shape) for W in self.coefs_]}): a warm start or "
-                "partial_fit continues the fitted network; set warm_start=False to fit anew")
+                f"the fitted coefs_ ({fitted}): a warm start or partial_fit continues the "
+                f"fitted network; {anew}")
         net = self._network(layer_units, data.dtype)
         data.to_device(net.backend)
         if self.solver in _STOCHASTIC:
@@ -467,10 +475,12 @@ class BaseMLP(BaseEstimator):
                                                           loss <= 100 * max(first, 1e-12)):
             return
         self._warned_divergence = True
-        warn_caller(f"the training loss is {loss:.4g} in epoch {self.n_iter_}, up from "
-                    f"{first:.4g} in epoch 1: training is diverging; lower "
-                    f"learning_rate_init (now {self.learning_rate_init:g}) or standardise X",
-                    InputWarning, also=(sklearn,))
+        where = (f"in epoch {self.n_iter_}, up from {first:.4g} in epoch 1"
+                 if self.n_iter_ > 1 else "in the first epoch")
+        hint = "standardise X and scale y" if is_regressor(self) else "standardise X"
+        warn_caller(f"the training loss is {loss:.4g} {where}: "
+                    f"training is diverging; lower learning_rate_init (now "
+                    f"{self.learning_rate_init:g}) or {hint}", InputWarning, also=(sklearn,))
 
     def _update_no_improvement_count(self, net, data, val):
         if self.early_stopping:
