@@ -424,7 +424,8 @@ def _load_idx(name, data_dir, download, verify, test_only=False):
     if data_dir is not None and not Path(data_dir).expanduser().is_dir():
         # a typo, most likely: another copy must not stand in without a word
         raise DatasetNotFound(
-            f"{info.title}: the folder {str(data_dir)!r} (data_dir=...) does not exist. "
+            f"{info.title}: the folder {str(data_dir)!r} (data_dir=...) does not exist "
+            "(or is not a folder). "
             "Name the folder that holds the files, or leave it out to search the usual "
             "places", dataset=name, files=[f.name for f in info.files], folder=data_dir,
             searched=[data_dir])
@@ -660,14 +661,16 @@ def _stats(X_train):
 
 def feature_stats(X_train):
     """Per-feature ``(mean, scale)`` of the training set (taken in float64),
-    in float32 for float32 data and float64 for any other, where ``scale`` is
-    the population std, or 1 for a constant feature, or for one whose spread
-    is too small for that dtype (it would divide by zero there). float64 data
+    where ``scale`` is the population std, or 1 for a constant feature, or for
+    one whose spread is too small for the statistics' dtype (it would divide
+    by zero there). That dtype is the one ``standardize_with`` gives the data
+    with float32 statistics: float32 for float32, float16 and small integer
+    data (images of uint8), float64 for float64 and wide integers. Such data
     keeps float64 statistics: a mean rounded to float32 is off by up to 6e-8
     of itself, which for a feature at 1e6 with a spread of 1e-3 is a whole
     standard deviation."""
     mean, scale = _stats(X_train)
-    dtype = np.float32 if np.asarray(X_train).dtype == np.float32 else np.float64
+    dtype = np.result_type(np.asarray(X_train).dtype, np.float32).type
     scale_d = scale.astype(dtype)
     tiny = scale_d < np.finfo(dtype).tiny  # zero or subnormal in that dtype
     return mean.astype(dtype), np.where(tiny, dtype(1), scale_d)

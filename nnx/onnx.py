@@ -308,8 +308,8 @@ def export_layers(weights, biases, hidden_activation, output, path, dtype, opset
     width = weights[-1].shape[1]
     if output == "binary":
         if width != 1:
-            raise InputValueError(f'output="binary" turns one logistic output into the two '
-                                  f"columns [1 - p, p]; this model has {width} outputs")
+            raise InputValueError(f'output="binary" turns one output into the two columns '
+                                  f"[1 - p, p]; this model has {width} outputs")
         width = 2
     model = _model(g, x, input_name, output_name, (weights[0].shape[0], width),
                    opset, {"nnx.output": output, **_metadata(extra)})

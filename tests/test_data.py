@@ -682,6 +682,17 @@ def test_a_subnormal_spread_gets_scale_one(dtype, tiny):
     assert scale.dtype == dtype and scale[0] == 1.0 and np.isfinite(scale).all()
 
 
+@pytest.mark.parametrize("dtype, stats", [(np.uint8, np.float32), (np.float16, np.float32),
+                                          (np.int64, np.float64), (np.float64, np.float64)])
+def test_statistics_come_in_the_dtype_the_standardised_data_gets(dtype, stats):
+    """uint8 images keep float32 statistics (float64 ones would double the
+    standardised copy); data that standardises to float64 anyway gets them."""
+    X = (np.arange(12).reshape(6, 2) * 7).astype(dtype)
+    mean, scale = feature_stats(X)
+    assert mean.dtype == scale.dtype == stats
+    assert standardize_with(X, mean, scale).dtype == np.result_type(dtype, np.float32)
+
+
 def test_float64_data_beyond_the_float32_range_has_finite_statistics():
     """They were cast to float32: inf, with only NumPy's overflow warning."""
     mean, scale = feature_stats(np.array([[1e39], [3e39]]))

@@ -148,7 +148,7 @@ def test_float32_dtype_and_predict_log_proba(digits):
     np.testing.assert_allclose(est.predict_log_proba(X), np.log(P), rtol=1e-6)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.dtype("float32")])
 def test_dtype_takes_numpy_types_as_well_as_names(digits, dtype):
     """dtype=np.float32 was refused by the parameter check (names only),
     where scikit-learn's own dtype parameters take NumPy types."""

@@ -73,6 +73,19 @@ def test_an_update_that_fails_leaves_the_environment_as_it_was():
     assert _still_subnormal_outside()
 
 
+def test_one_flushing_block_is_entered_once_at_a_time():
+    """Its saved state is one thread's: entered twice, the outer exit would
+    have put back the inner state, leaving the bits set."""
+    f = subnormals.flushing()
+    with f:
+        with pytest.raises(RuntimeError, match="entered once"):
+            f.__enter__()
+    assert _still_subnormal_outside()
+    with f:  # and again, after it has exited
+        assert not _still_subnormal_outside()
+    assert _still_subnormal_outside()
+
+
 def test_a_caller_that_flushes_already_keeps_flushing_after_an_update():
     b = get_backend("cpu", "float32")
     with subnormals.flushing():

@@ -77,10 +77,12 @@ class flushing:
     costs a few microseconds (two C calls in, one out; none where the bits
     are set already, as in nnx's own threads)."""
 
-    __slots__ = ("_saved",)
+    __slots__ = ("_saved", "_entered")
 
     def __enter__(self):
-        self._saved = None
+        if getattr(self, "_entered", False):  # its saved state is one thread's, once
+            raise RuntimeError("a flushing() is entered once; use a new one for each block")
+        self._entered, self._saved = True, None
         saved = _Fenv()
         if _LIBM is None or _LIBM.fegetenv(saved) != 0 or saved.mxcsr & _FTZ_DAZ == _FTZ_DAZ:
             return self
@@ -98,6 +100,7 @@ class flushing:
         if self._saved is not None:  # glibc's feupdateenv: the saved environment,
             _LIBM.feupdateenv(self._saved)  # then the flags raised meanwhile
             self._saved = None
+        self._entered = False
         return False
 
 

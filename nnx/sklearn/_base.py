@@ -145,7 +145,8 @@ class BaseMLP(BaseEstimator):
         "backend": [StrOptions({"cpu", "gpu"})],
         # a name, or NumPy's type as scikit-learn's own dtype parameters take it
         "dtype": [None, StrOptions({"float32", "float64"}),
-                  Options(type, {np.float32, np.float64})],
+                  Options(type, {np.float32, np.float64}),
+                  Options(np.dtype, {np.dtype("float32"), np.dtype("float64")})],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
     }
