@@ -517,6 +517,8 @@ def cmd_export(args):
                               standardize=stats)
     except ImportError as exc:
         raise UsageError(str(exc)) from None
+    except InputError as exc:  # the library names its argument; here it is the flag
+        raise UsageError(re.sub(r'\boutput="(\w+)"', r"--output \1", str(exc))) from None
     takes = ("raw features (the checkpoint's standardisation is folded into the first layer)"
              if stats is not None else "features as the network saw them in training")
     print(f"nnx {__version__} export: {args.checkpoint} -> {path} (output {output}, "

@@ -132,6 +132,19 @@ def test_a_sigmoid_output_over_a_sigmoid_layer_is_refused(tmp_path):
     assert not (tmp_path / "s.onnx").exists()
 
 
+def test_nnx_export_names_its_flag_in_a_refusal(tmp_path, capsys):
+    from nnx.cli import main
+
+    net = nnx.NeuralNetwork([nnx.Dense(3, "tanh"), nnx.Dense(1, "sigmoid")], "mse", seed=0)
+    net.build(2)
+    net.save(tmp_path / "m.npz")
+    assert main(["export", str(tmp_path / "m.npz"), str(tmp_path / "m.onnx"),
+                 "--output", "sigmoid"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nnx export: error: --output sigmoid: the last layer is a sigmoid")
+    assert err.count("\n") == 1 and 'output="' not in err
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_the_sigmoid_output_keeps_small_probabilities(dtype, tmp_path):
     x = np.linspace(-80, 80, 161, dtype=dtype)[:, None]
