@@ -17,9 +17,10 @@ import re
 import sys
 import tempfile
 import time
+import warnings
 
 from . import __version__, checkpoint, distributed
-from ._checks import InputError
+from ._checks import InputError, InputWarning
 from .backend import BACKENDS, PRECISIONS, BackendUnavailableError, get_backend
 from .data import DATASETS, VALIDATION_FRACTION, prepare_dataset, standardize_with
 from .layers import Dense
@@ -59,12 +60,14 @@ def _fit(net, optim, prep, args, desc, callbacks=(), comm=None):
         validation = (prep["X_val"], prep["y_val"])
     bar = [] if args.quiet else [ProgressBar(desc)]
     t0 = time.perf_counter()
+    run_file = getattr(args, "checkpoint", None)
+    resume = run_file if getattr(args, "resume", False) and os.path.exists(run_file) else None
     history = Trainer(net, optim).fit(
         prep["X_train"], prep["y_train"], prep["X_test"], prep["y_test"],
         epochs=args.epochs, eval_every=args.eval_every, batch_size=args.batch_size,
         seed=args.seed, validation=validation, patience=getattr(args, "patience", 1),
         monitor=getattr(args, "monitor", "loss"), callbacks=[*bar, *callbacks],
-        distributed=comm)
+        distributed=comm, checkpoint=run_file, resume=resume)
     net.backend.synchronize()
     return history, time.perf_counter() - t0
 
@@ -147,6 +150,20 @@ def _check_out_file(out):
     problem = checkpoint.path_problem(out)
     if problem:
         raise UsageError(f"--out {out!r}: {problem}")
+
+
+def _check_run_file(args):
+    """--checkpoint (the training state, at every evaluation) and --resume."""
+    if args.checkpoint is None:
+        if args.resume:
+            raise UsageError("--resume goes on from --checkpoint RUN.npz; give that too")
+        return
+    if os.path.abspath(args.checkpoint) == os.path.abspath(args.out):
+        raise UsageError(f"--checkpoint {args.checkpoint!r} is --out too: the run's state and "
+                         "the trained model need two files")
+    problem = checkpoint.path_problem(args.checkpoint)
+    if problem:
+        raise UsageError(f"--checkpoint {args.checkpoint!r}: {problem}")
 
 
 def _reproduce_flags(args):
@@ -265,10 +282,17 @@ def cmd_reproduce(args):
         remote = argparse.Namespace(**{**vars(args), "quiet": True})
         results = map_shared(_run_step, steps, prep, remote, workers=args.workers,
                              scheduler=args.scheduler)
-    for rec, cells, step_failures in results:
-        rows.append(rec)
-        failures += step_failures
-        _row(cells, widths)
+    try:
+        for rec, cells, step_failures in results:
+            rows.append(rec)
+            failures += step_failures
+            _row(cells, widths)
+    except KeyboardInterrupt:  # the steps that finished are kept
+        print(f"nnx reproduce: interrupted after {len(rows)} finished step(s)"
+              + ("; writing them" if rows else "; nothing written"), file=sys.stderr)
+        if rows:
+            _write_results(args, prep, rows)
+        raise
     _write_results(args, prep, rows)
     for line in failures:
         print(f"nnx reproduce: {line}", file=sys.stderr)
@@ -341,6 +365,7 @@ def _train_flags(args):
     and the optimiser's schedule name."""
     _check_training_flags(args)
     _check_out_file(args.out)
+    _check_run_file(args)
     if args.precision != "float32" and args.dtype != "float32":
         raise UsageError(f"--precision {args.precision}: applies to --dtype float32, not "
                          f"--dtype {args.dtype}")
@@ -424,6 +449,20 @@ def _train_model(args, layers, prep, comm):
     return net, extra
 
 
+def _interrupted_train(args):
+    """What an interrupted ``nnx train`` leaves, and how to go on."""
+    stale = " (the file there is an earlier run's)" if os.path.exists(args.out) else ""
+    if args.checkpoint is None:
+        return (f"nnx train: interrupted; --out {args.out!r} was not written{stale}. "
+                "Give --checkpoint RUN.npz to keep a long run's state at every evaluation "
+                "and go on from it with --resume")
+    kept = (f"--checkpoint {args.checkpoint!r} holds the state of the last evaluation"
+            if os.path.exists(args.checkpoint) else
+            f"no evaluation had saved --checkpoint {args.checkpoint!r} yet")
+    return (f"nnx train: interrupted; --out {args.out!r} was not written{stale}; {kept}: "
+            "the same command with --resume goes on")
+
+
 def cmd_train(args):
     comm = _communicator(args)
     say = print if comm.is_main else (lambda *a, **k: None)  # rank 0 speaks for the job
@@ -442,7 +481,12 @@ def cmd_train(args):
             steps = math.ceil(len(prep["X_train"]) / (args.batch_size * comm.size))
             optim = _optimizer(args, schedule, steps)
         log = [CSVLogger(args.log)] if args.log is not None else []
-        history, seconds = _fit(net, optim, prep, args, "train", callbacks=log, comm=comm)
+        try:
+            history, seconds = _fit(net, optim, prep, args, "train", callbacks=log, comm=comm)
+        except KeyboardInterrupt:
+            if comm.is_main:
+                print(_interrupted_train(args), file=sys.stderr)
+            raise
         if comm.is_main:
             acc = accuracy(net, prep["X_test"], prep["y_test"])
             say(f"test accuracy {acc:.4f}, best evaluation loss {history.best_loss:.4f} "
@@ -639,6 +683,12 @@ def _train_parser(p):
                         "the evaluation accuracy")
     p.add_argument("--log", default=None, help="write one CSV row per evaluation to this file")
     p.add_argument("--out", default="model.npz", help="checkpoint path (default model.npz)")
+    p.add_argument("--checkpoint", default=None, metavar="RUN.npz",
+                   help="save the whole training state here at every evaluation, so that an "
+                        "interrupted run (Ctrl-C, a lost machine) can go on with --resume")
+    p.add_argument("--resume", action="store_true",
+                   help="go on from --checkpoint's saved state (the same command and flags); "
+                        "a missing file starts the run afresh")
     p.set_defaults(func=cmd_train)
 
 
@@ -702,7 +752,18 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        status = args.func(args)
+        with warnings.catch_warnings():
+            # nnx's own warnings in one line, as its errors: not Python's two, whose
+            # second would show the console script's source line
+            plain = warnings.showwarning
+
+            def show(message, category, filename, lineno, file=None, line=None):
+                if issubclass(category, InputWarning):
+                    print(f"nnx {args.command}: warning: {message}", file=sys.stderr)
+                else:
+                    plain(message, category, filename, lineno, file, line)
+            warnings.showwarning = show
+            status = args.func(args)
         if sys.stdout is not None:  # a pipe buffers: a reader that left shows here
             sys.stdout.flush()
         return status

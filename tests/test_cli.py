@@ -629,3 +629,86 @@ def test_train_with_half_precision_products_says_so_and_saves_the_setting(tmp_pa
     assert acc > 0.9
     from nnx.checkpoint import read_header
     assert read_header(tmp_path / "m.npz")["network"]["precision"] == "float16"
+
+
+# ------------------------------------------------ an interrupted nnx train
+def test_an_interrupted_train_goes_on_from_its_checkpoint_with_resume(tmp_path, monkeypatch,
+                                                                      capsys):
+    """Ctrl-C threw the whole run away without a word (no --out, and no way
+    to keep a long run's state from the command line). With --checkpoint
+    the state of each evaluation is kept, and --resume ends on exactly the
+    parameters of the run that was never interrupted."""
+    from nnx.cli import main
+    from nnx.train.callbacks import CSVLogger
+
+    flags = ["train", "--epochs", "6", "--eval-every", "2", "--patience", "none", "--quiet",
+             "--log", str(tmp_path / "log.csv")]
+    assert main([*flags, "--out", str(tmp_path / "whole.npz")]) == 0
+    seen, real = [], CSVLogger.on_evaluation
+
+    def interrupt_at_the_second_evaluation(self, run, record):
+        seen.append(record["epoch"])
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+        real(self, run, record)
+    monkeypatch.setattr(CSVLogger, "on_evaluation", interrupt_at_the_second_evaluation)
+    run_file, out = tmp_path / "run.npz", tmp_path / "resumed.npz"
+    cut = [*flags, "--checkpoint", str(run_file), "--out", str(out)]
+    capsys.readouterr()
+    assert main(cut) == 130
+    err = capsys.readouterr().err
+    assert f"--out {str(out)!r} was not written" in err
+    assert f"--checkpoint {str(run_file)!r} holds the state of the last evaluation" in err
+    assert run_file.exists() and not out.exists()
+    monkeypatch.setattr(CSVLogger, "on_evaluation", real)
+    assert main([*cut, "--resume"]) == 0
+    whole, resumed = NeuralNetwork.load(tmp_path / "whole.npz"), NeuralNetwork.load(out)
+    for p, q in zip(whole.params(), resumed.params()):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_an_interrupted_train_without_a_checkpoint_says_what_was_lost(tmp_path, monkeypatch,
+                                                                      capsys):
+    from nnx.cli import main
+    from nnx.train.callbacks import CSVLogger
+
+    def interrupt(self, run, record):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(CSVLogger, "on_evaluation", interrupt)
+    (tmp_path / "m.npz").write_bytes(b"an earlier run's")
+    assert main(["train", "--epochs", "2", "--quiet", "--log", str(tmp_path / "l.csv"),
+                 "--out", str(tmp_path / "m.npz")]) == 130
+    err = capsys.readouterr().err
+    assert "was not written (the file there is an earlier run's)" in err
+    assert "Give --checkpoint RUN.npz" in err and "--resume" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--resume"], "--resume goes on from --checkpoint RUN.npz"),
+    (["--checkpoint", "m.npz", "--out", "m.npz"], "is --out too"),
+])
+def test_checkpoint_flags_are_checked_before_training(args, message, tmp_path, capsys):
+    from nnx.cli import main
+
+    assert main(["train", "--epochs", "1", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_interrupted_reproduce_writes_the_steps_it_finished(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during step 2 wrote no results.json, though step 1's row had
+    been printed."""
+    from nnx import cli
+
+    real = cli._run_step
+
+    def second_step_interrupted(number, prep, args):
+        if number == 2:
+            raise KeyboardInterrupt
+        return real(number, prep, args)
+    monkeypatch.setattr(cli, "_run_step", second_step_interrupted)
+    out = tmp_path / "res"
+    assert cli.main(["reproduce", "--steps", "1-3", "--epochs", "2", "--quiet",
+                     "--out", str(out)]) == 130
+    assert "interrupted after 1 finished step(s); writing them" in capsys.readouterr().err
+    saved = json.loads((out / "results.json").read_text())
+    assert [row["step"] for row in saved["steps"]] == [1]
