@@ -712,3 +712,17 @@ def test_an_interrupted_reproduce_writes_the_steps_it_finished(tmp_path, monkeyp
     assert "interrupted after 1 finished step(s); writing them" in capsys.readouterr().err
     saved = json.loads((out / "results.json").read_text())
     assert [row["step"] for row in saved["steps"]] == [1]
+
+
+def test_resuming_a_finished_run_warns_in_one_line(tmp_path, capsys):
+    """nnx's warnings print as its errors do; Python's form added a second
+    line, the console script's own source line."""
+    from nnx.cli import main
+
+    flags = ["train", "--epochs", "2", "--quiet", "--checkpoint", str(tmp_path / "r.npz"),
+             "--out", str(tmp_path / "m.npz")]
+    assert main(flags) == 0
+    capsys.readouterr()
+    assert main([*flags, "--resume"]) == 0
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x]
+    assert line.startswith("nnx train: warning: resume=") and "had finished" in line
