@@ -327,3 +327,26 @@ def test_the_csv_logger_refuses_a_path_it_could_not_write_at_once(tmp_path):
     for bad in (tmp_path, tmp_path / "afile" / "run.csv"):
         with pytest.raises(nnx.InputError, match="CSVLogger path="):
             nnx.CSVLogger(bad)
+
+
+def test_a_rate_set_by_hand_under_a_per_step_schedule_is_refused_not_ignored():
+    """A callback that set optim.lr under Cosine(per="step") changed nothing
+    (every step reads the epoch's table of rates), while the records and the
+    CSV log reported the rate it set."""
+    X, y, Xv, yv = make_data()
+
+    class ZeroRate(nnx.Callback):
+        def on_epoch_start(self, run, epoch):
+            run.optim.lr = 0.0
+
+    optim = nnx.SGD(nnx.Cosine(0.1, per="step"))
+    with pytest.raises(nnx.InputError, match=r"optim.lr = 0.0: .* sets the rate of every step"):
+        Trainer(make_classifier(), optim).fit(X, y, Xv, yv, epochs=2, batch_size=20,
+                                              callbacks=[ZeroRate()])
+    # per epoch, the rate set by hand is the one used: no step moves the parameters
+    net = make_classifier()
+    net.build(X.shape[1])
+    before = params(net)
+    Trainer(net, nnx.SGD(nnx.Cosine(0.1))).fit(X, y, Xv, yv, epochs=2, batch_size=20,
+                                              restart=False, callbacks=[ZeroRate()])
+    np.testing.assert_array_equal(params(net), before)

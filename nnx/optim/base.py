@@ -91,6 +91,16 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
+        if self.schedule.per == "step" and self.max_epochs is not None:
+            # every step reads the epoch's table of rates: a rate set here would be
+            # reported (records, logs) but never used
+            raise _checks.InputValueError(
+                f"optim.lr = {value!r}: {self.schedule!r} sets the rate of every step, so "
+                "a rate set by hand would not be used; change the schedule, or use a "
+                "per-epoch one (per=\"epoch\") to set rates between epochs")
+        self._set_lr(value)
+
+    def _set_lr(self, value):
         # 0 is allowed: a linear decay may end there
         self._lr = _checks.non_negative("lr", value)
         if self._device is not None:  # in place: a recorded step reads this array
@@ -155,7 +165,7 @@ class Optimizer:
     def start_epoch(self, epoch):
         """Set the rates of epoch ``epoch`` (0-based) on the device: one value,
         or for a per-step schedule the epoch's table of rates (one upload)."""
-        self.lr = self.lr_at(epoch)
+        self._set_lr(self.lr_at(epoch))
         if self.schedule.per == "step" and self.max_epochs is not None:
             total = self._units(self.max_epochs, self.steps_per_epoch)
             first = epoch * self.steps_per_epoch
@@ -278,7 +288,7 @@ class Optimizer:
         self.start(data["max_epochs"], data.get("steps_per_epoch"))
         self.schedule.load_state(data.get("schedule", {}))
         self.start_epoch(epoch)
-        self.lr = data["lr"]
+        self._set_lr(data["lr"])
         b = net.backend
         self.state = {k: b.asarray(v) for k, v in arrays.items()}
         self._prepare(net)
