@@ -350,3 +350,14 @@ def test_a_rate_set_by_hand_under_a_per_step_schedule_is_refused_not_ignored():
     Trainer(net, nnx.SGD(nnx.Cosine(0.1))).fit(X, y, Xv, yv, epochs=2, batch_size=20,
                                               restart=False, callbacks=[ZeroRate()])
     np.testing.assert_array_equal(params(net), before)
+
+
+@pytest.mark.parametrize("case", ["monitor-accuracy", "plateau"])
+def test_settings_only_an_evaluation_set_drives_are_refused_without_one(case):
+    """Without X_test/validation they did nothing: ReduceOnPlateau never cut
+    the rate, and monitor='accuracy' had no accuracy to compare."""
+    X, y, _, _ = make_data()
+    optim = nnx.SGD(nnx.ReduceOnPlateau(0.1)) if case == "plateau" else nnx.SGD(0.1)
+    kw = {"monitor": "accuracy"} if case == "monitor-accuracy" else {}
+    with pytest.raises(nnx.InputError, match="but fit has no evaluation set: pass X_test"):
+        Trainer(make_classifier(), optim).fit(X, y, epochs=2, batch_size=20, **kw)

@@ -294,6 +294,20 @@ def batch_plan(b, n, width, classes, batch_size, comm=_distributed.LOCAL):
             for lo, hi, rows in plan]
 
 
+def _nothing_to_watch(monitor, optim):
+    """Refuse settings that only an evaluation set can drive, when fit has none
+    (they would do nothing, in silence)."""
+    from ..optim.schedules import ReduceOnPlateau
+
+    give = "pass X_test, y_test or validation=(X_val, y_val)"
+    if monitor == "accuracy":
+        raise InputValueError(f"monitor='accuracy' chooses among evaluations by the evaluation "
+                              f"set's accuracy, but fit has no evaluation set: {give}")
+    if isinstance(getattr(optim, "schedule", None), ReduceOnPlateau):
+        raise InputValueError(f"ReduceOnPlateau cuts the rate when the evaluation loss stops "
+                              f"improving, but fit has no evaluation set: {give}")
+
+
 def _evaluation_set(X_test, y_test, validation):
     if (X_test is None) != (y_test is None):
         raise InputValueError("pass both X_test and y_test, or neither")
@@ -376,6 +390,8 @@ class Trainer:
                 settings = FitSettings.of(epochs, eval_every, batch_size, seed, patience,
                                           min_delta, self.optim, monitor)
                 evaluation, names = _evaluation_set(X_test, y_test, validation)
+                if evaluation[0] is None:
+                    _nothing_to_watch(monitor, self.optim)
                 cbs = self._fit_callbacks(settings, callback, callbacks, checkpoint,
                                           checkpoint_every, verbose)
                 run = self._run(comm, settings, cbs, (X_train, y_train), (evaluation, names),
