@@ -245,6 +245,7 @@ class NeuralNetwork:
         for op, offset, shape in zip(ops, offsets, shapes):
             op.param_grad = op.grad_out = b.view(self._grad_buf, offset, shape)
         self.n_in = n_in
+        self._built_layers = tuple(self.layers)  # see _check_layers
 
     def reset(self):
         """Re-seed the generators, draw the initial weights again and start
@@ -404,6 +405,20 @@ class NeuralNetwork:
         if not self.built:
             raise RuntimeError((f"{what}: " if what else "") + "the network has no parameters "
                                "yet: call fit(), build(n_in) or forward() first")
+        self._check_layers()
+
+    def _check_layers(self):
+        """Refuse a built network whose ``layers`` list was changed since: its
+        parameters live in one buffer laid out for the layers it was built with
+        (an appended layer failed deep inside, an IndexError)."""
+        built = getattr(self, "_built_layers", None)
+        if self.built and built is not None and (
+                len(built) != len(self.layers)
+                or any(a is not b for a, b in zip(built, self.layers))):
+            raise InputValueError(
+                f"net.layers was changed after the network was built ({len(built)} layers "
+                f"then, {len(self.layers)} now): a network's layers are fixed once it has "
+                "parameters; make a new NeuralNetwork with the layers you want")
 
     # ------------------------------------------------------------ checkpoints
     def describe(self) -> dict:
@@ -519,7 +534,8 @@ class NeuralNetwork:
 
 # the attributes NeuralNetwork itself keeps; a copy rebuilds them
 _OWN = frozenset({"backend", "layers", "loss", "seed", "n_in", "_param_buf", "_grad_buf",
-                  "_scaled_grads", "_graph_memory", "_init_rng", "rng", "loss_scaler"})
+                  "_scaled_grads", "_graph_memory", "_init_rng", "rng", "loss_scaler",
+                  "_built_layers"})
 
 
 def _rebuild(cls, layers, loss, seed, backend, state):

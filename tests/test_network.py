@@ -917,3 +917,22 @@ def test_a_fit_on_sparse_rows_is_the_fit_on_their_dense_values(tmp_path, evaluat
     finally:
         numpy_backend.NumpyBackend.take_rows = real
     assert len(seen) == 10 and all(scipy.sparse.issparse(b) for b in seen)
+
+
+@pytest.mark.parametrize("change", ["append", "replace"])
+def test_changing_the_layers_of_a_built_network_is_refused_by_name(change):
+    """An appended layer failed deep inside with an IndexError; a replaced one
+    with a shape error about WeightMultiply, while print(net) showed it."""
+    X = np.random.default_rng(0).standard_normal((40, 4))
+    y = np.arange(40) % 3
+    net = NeuralNetwork([Dense(8, "tanh"), Dense(3, "linear")], "softmax_cross_entropy", seed=0)
+    trainer = nnx.Trainer(net, nnx.SGD(0.1))
+    trainer.fit(X, y, epochs=1)
+    if change == "append":
+        net.layers.append(Dense(3, "linear"))
+    else:
+        net.layers[0] = Dense(16, "tanh")
+    for attempt in (lambda: trainer.fit(X, y, epochs=1), lambda: net.predict(X)):
+        with pytest.raises(nnx.InputError, match="net.layers was changed after the network "
+                                                 "was built"):
+            attempt()

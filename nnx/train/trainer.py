@@ -413,6 +413,7 @@ class Trainer:
         for cb in cbs:
             cb.check(net)
         data = _Data(net, *train, *evaluation)
+        net._check_layers()
         if not net.built:  # only once every array passed its checks
             net.build(int(data.X.shape[1]))
         comm.check_backend(net.backend, net.param_buffer)
