@@ -227,10 +227,19 @@ def _ladder_step(number, prep, args, failures):
 
 def _run_step(number, prep, args):
     """One step of the ladder, here or as a Dask task: its results.json
-    entry, its table cells and what failed."""
+    entry, its table cells, what failed and what nnx warned of (collected,
+    so that a step on a Dask worker reports them as a step here does)."""
     failures = []
-    rec, cells = _ladder_step(number, prep, args, failures)
-    return rec, cells, failures
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InputWarning)
+        rec, cells = _ladder_step(number, prep, args, failures)
+    notes = []
+    for w in caught:
+        if issubclass(w.category, InputWarning):
+            notes.append(f"step {number}: warning: {w.message}")
+        else:  # not nnx's: on as it came
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return rec, cells, failures, notes
 
 
 def _write_results(args, prep, rows):
@@ -265,7 +274,7 @@ def _write_results(args, prep, rows):
 def cmd_reproduce(args):
     steps = _reproduce_flags(args)
     prep = _prepare(args, validation=args.early_stopping == "validation")
-    rows, failures = [], []
+    rows, failures, notes = [], [], []
     show_study = args.dataset == "mnist"
     header = ["step", "change", "test acc", "best eval loss", "epochs", "seconds"]
     if show_study:
@@ -283,9 +292,10 @@ def cmd_reproduce(args):
         results = map_shared(_run_step, steps, prep, remote, workers=args.workers,
                              scheduler=args.scheduler)
     try:
-        for rec, cells, step_failures in results:
+        for rec, cells, step_failures, step_notes in results:
             rows.append(rec)
             failures += step_failures
+            notes += step_notes
             _row(cells, widths)
     except KeyboardInterrupt:  # the steps that finished are kept
         print(f"nnx reproduce: interrupted after {len(rows)} finished step(s)"
@@ -294,7 +304,7 @@ def cmd_reproduce(args):
             _write_results(args, prep, rows)
         raise
     _write_results(args, prep, rows)
-    for line in failures:
+    for line in notes + failures:
         print(f"nnx reproduce: {line}", file=sys.stderr)
     return 1 if failures else 0
 

@@ -486,3 +486,24 @@ def test_each_evaluation_records_the_accuracy_on_the_evaluation_set():
     mse = nnx.NeuralNetwork([nnx.Dense(4, "tanh"), nnx.Dense(1, "linear")], "mse", seed=0)
     hist = nnx.Trainer(mse, nnx.SGD(0.01)).fit(X, X[:, 0], validation=(Xt, Xt[:, 0]), epochs=2)
     assert hist.records[-1]["accuracy"] is None  # a regression has no classes
+
+
+@pytest.mark.parametrize("lr, warned", [(1000.0, True), (0.1, False)])
+def test_a_loss_worse_than_guessing_says_the_learning_rate_is_likely_too_large(lr, warned):
+    """SGD(1000) ended at a loss of 5, more than twice guessing's ln 10, with
+    no word (only scikit-learn's wrapper warned of a growing loss)."""
+    import warnings
+
+    from sklearn.datasets import load_digits
+    X, y = load_digits(return_X_y=True)
+    X = (X - X.mean(axis=0)) / (X.std(axis=0) + 1e-9)
+    net = nnx.NeuralNetwork([nnx.Dense(32, "tanh"), nnx.Dense(10, "linear")],
+                            "softmax_cross_entropy", seed=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        nnx.Trainer(net, nnx.SGD(lr)).fit(X, y, X[:200], y[:200], epochs=3, eval_every=1)
+    said = [str(w.message) for w in caught if "likely far too large" in str(w.message)]
+    assert len(said) == (1 if warned else 0)  # once per fit
+    if warned:
+        assert "more than twice the 2.3 of guessing each of the 10 classes" in said[0]
+        assert caught[0].filename == __file__  # pointed at the caller's line

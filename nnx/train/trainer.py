@@ -11,6 +11,7 @@ from .. import _checks
 from .. import distributed as _distributed
 from .._checks import InputTypeError, InputValueError, InputWarning
 from ..backend import Backend, CaptureUnavailable, host
+from ..losses import SoftmaxCrossEntropy
 from ..optim import Optimizer
 from .callbacks import (
     Callback,
@@ -644,10 +645,35 @@ class _Run:
         with b.quiet_float_errors():
             self.check_parameters(epoch, None if val is not None else self._last_batch)
         self.history.records.append(record)
+        self.warn_if_likely_wrong(record)
         self.snapshot_good(epoch)
         for cb in self.callbacks:
             cb.on_evaluation(self, record)
         return record
+
+    def warn_if_likely_wrong(self, record):
+        """Say once per fit (rank 0) that the training loss looks wrong while
+        it is still finite: a hundred times its first evaluation's, or, for
+        softmax cross-entropy, more than twice that of guessing every class at
+        equal odds (ln K): both mean a learning rate far too large."""
+        if getattr(self, "_warned_loss", False) or self.comm.rank != 0:
+            return
+        loss, first = record["train_loss"], self.history.records[0]["train_loss"]
+        net = self.net
+        # the built-in loss only: a loss of one's own may have another scale
+        chance = math.log(net.n_out) if type(net.loss) is SoftmaxCrossEntropy \
+            and net.n_out > 1 else None
+        if chance is not None and loss > 2 * chance:
+            why = (f"more than twice the {chance:.3g} of guessing each of the {net.n_out} "
+                   "classes at equal odds")
+        elif loss > 100 * max(first, 1e-12):
+            why = f"up from {first:.4g} at the first evaluation"
+        else:
+            return
+        self._warned_loss = True
+        _checks.warn_caller(f"the training loss is {loss:.4g} in epoch {record['epoch']}, {why}: "
+                            f"the learning rate ({record['lr']:g}) is likely far too large",
+                            InputWarning)
 
     def measure(self):
         """``(loss, accuracy)`` on the evaluation set (accuracy None unless
