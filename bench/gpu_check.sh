@@ -16,7 +16,7 @@
 #    MLPClassifier on the GPU beside scikit-learn on this CPU.
 # Fashion-MNIST (stages 4 and 5) is read from .data/fashion-mnist/ when that
 # folder is there (the GPU machine has no network: copy the four .gz files
-# into it, keep it out of git with .git/info/exclude, and carry it), else
+# into it (.gitignore keeps it out of git) and carry it), else
 # stage 4 uses synthetic rows and stage 5 digits alone.
 # A dry run on a machine without a GPU (the emulated device; figures
 # meaningless, code exercised):
