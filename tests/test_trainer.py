@@ -507,3 +507,9 @@ def test_a_loss_worse_than_guessing_says_the_learning_rate_is_likely_too_large(l
     if warned:
         assert "more than twice the 2.3 of guessing each of the 10 classes" in said[0]
         assert caught[0].filename == __file__  # pointed at the caller's line
+
+
+def test_graph_takes_true_or_false_only():
+    X, y, _, _ = make_data()
+    with pytest.raises(nnx.InputError, match="graph must be True or False, got 'yes'"):
+        nnx.Trainer(make_classifier(), nnx.SGD(0.1)).fit(X, y, epochs=1, graph="yes")

@@ -3,8 +3,9 @@
 
 An optimiser takes one as ``lr=`` (a plain number is a ``Constant``). Time
 ``t`` counts the schedule's units from 0; ``total`` is the run's length in
-them. Every schedule can start with a linear warm-up of ``warmup`` units,
-rising to ``lr`` in equal steps: ``lr * (t + 1) / (warmup + 1)``; the
+them. Every schedule but OneCycle (its own rise) and ReduceOnPlateau can
+start with a linear warm-up of ``warmup`` units, rising to ``lr`` in equal
+steps: ``lr * (t + 1) / (warmup + 1)``; the
 schedule's own shape then runs over the remaining ``total - warmup`` units
 (its formula below uses ``t`` and ``T`` counted from the end of the warm-up).
 

@@ -390,6 +390,8 @@ class Trainer:
             with _distributed.agreement(comm) as setup:  # a refusal: on every rank alike
                 settings = FitSettings.of(epochs, eval_every, batch_size, seed, patience,
                                           min_delta, self.optim, monitor)
+                if graph not in (True, False):  # "yes" was taken as True
+                    raise InputTypeError(f"graph must be True or False, got {graph!r}")
                 evaluation, names = _evaluation_set(X_test, y_test, validation)
                 if evaluation[0] is None:
                     _nothing_to_watch(monitor, self.optim)
