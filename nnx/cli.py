@@ -531,7 +531,11 @@ def cmd_evaluate(args):
     net = NeuralNetwork.load(args.checkpoint, backend=args.backend)
     trained_on = net.checkpoint_meta.get("dataset")
     if args.dataset is None:  # the dataset the checkpoint was trained on (nnx train saves it)
-        args.dataset = trained_on if trained_on in DATASETS else "digits"
+        if trained_on is not None and trained_on not in DATASETS:
+            raise UsageError(f"{args.checkpoint} was trained on {trained_on!r}, which nnx "
+                             f"evaluate cannot load; pass --dataset as one of "
+                             f"{list(DATASETS)} to score it on one of those")
+        args.dataset = trained_on or "digits"
     elif trained_on not in (None, args.dataset):
         print(f"nnx evaluate: note: {args.checkpoint} was trained on {trained_on}, not "
               f"{args.dataset}", file=sys.stderr)

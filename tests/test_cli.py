@@ -726,3 +726,16 @@ def test_resuming_a_finished_run_warns_in_one_line(tmp_path, capsys):
     assert main([*flags, "--resume"]) == 0
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x]
     assert line.startswith("nnx train: warning: resume=") and "had finished" in line
+
+
+def test_evaluate_refuses_a_checkpoint_of_a_dataset_it_cannot_load(tmp_path, capsys):
+    """It was scored on digits with no word, when the checkpoint said 'iris'."""
+    from nnx.cli import main
+
+    net = NeuralNetwork([Dense(5, "tanh"), Dense(10, "linear")], "softmax_cross_entropy")
+    net.build(64)
+    net.save(tmp_path / "m.npz", meta={"dataset": "iris"})
+    assert main(["evaluate", str(tmp_path / "m.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "was trained on 'iris', which nnx evaluate cannot load; pass --dataset" in err
+    assert main(["evaluate", str(tmp_path / "m.npz"), "--dataset", "digits"]) == 0  # named
