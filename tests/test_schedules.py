@@ -370,3 +370,38 @@ def test_make_schedule_takes_gamma_and_step_size_where_they_belong():
     assert (step.step_size, step.gamma) == (2, 0.5)
     assert nnx.optim.make_schedule("plateau", 0.1, gamma=0.5).factor == 0.5
     assert nnx.optim.make_schedule("step", 0.1, epochs=6).gamma == 0.1  # the default
+
+
+@pytest.mark.parametrize("lr", [lambda: nnx.LinearDecay(0.1, 0.01), lambda: nnx.Cosine(0.1),
+                                lambda: nnx.StepDecay(0.1, 1), lambda: nnx.Constant(0.1, warmup=1)])
+def test_a_hand_loop_that_never_planned_its_schedule_is_told_at_the_first_step(lr):
+    """Without optim.start(epochs), every step used the schedule's first rate:
+    0.1, 0.1, 0.1 where the decay meant 0.1, 0.055, 0.01, with no word."""
+    net = nnx.NeuralNetwork([nnx.Dense(3, "tanh"), nnx.Dense(2, "linear")],
+                            "softmax_cross_entropy", seed=0)
+    X, y = np.random.default_rng(0).standard_normal((6, 4)), np.array([0, 1] * 3)
+    optim = nnx.SGD(lr())
+    optim.attach(net)
+    net.train_batch(X, y)
+    with pytest.raises(RuntimeError, match=r"changes the rate with the epoch: call "
+                                           r"optim.start\(epochs\)"):
+        optim.step()
+    optim.start(3)  # planned, the decay is followed
+    rates = []
+    for epoch in range(3):
+        optim.start_epoch(epoch)
+        net.train_batch(X, y)
+        optim.step()
+        rates.append(optim.lr)
+    assert rates == [optim.lr_at(e) for e in range(3)] and len(set(rates)) > 1
+
+
+def test_constant_rates_and_plateau_cuts_need_no_plan():
+    net = nnx.NeuralNetwork([nnx.Dense(3, "tanh"), nnx.Dense(2, "linear")],
+                            "softmax_cross_entropy", seed=0)
+    X, y = np.random.default_rng(0).standard_normal((6, 4)), np.array([0, 1] * 3)
+    for lr in (0.1, nnx.Constant(0.1), nnx.ReduceOnPlateau(0.1)):
+        optim = nnx.SGD(lr)
+        optim.attach(net)
+        net.train_batch(X, y)
+        optim.step()  # no start() needed

@@ -214,6 +214,11 @@ class Optimizer:
             self._device["rates"] = b.zeros((self.steps_per_epoch,))
             self._device["s"] = b.zeros_int(())
             self._upload_rates()
+        elif self.max_epochs is None and self.schedule.follows_the_run:
+            raise RuntimeError(
+                f"{self.schedule!r} changes the rate with the epoch: call optim.start(epochs) "
+                "before the first step and optim.start_epoch(epoch) as each epoch begins "
+                "(Trainer.fit does); without them every step would use its first rate")
         for name in self.state_names:
             buf = self.state.get(name)
             if buf is None or tuple(buf.shape) != tuple(params.shape):

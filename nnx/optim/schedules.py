@@ -72,6 +72,11 @@ class Schedule:
             raise InputValueError(f"{type(self).__name__} warmup={self.warmup} {self.per}s is "
                                   f"not shorter than the run ({total} {self.per}s)")
 
+    @property
+    def follows_the_run(self):
+        """Whether the rate depends on where the run is (``start`` must plan it)."""
+        return True
+
     def evaluated(self, loss):
         """Told the evaluation loss after each evaluation (``ReduceOnPlateau`` uses it)."""
 
@@ -92,6 +97,10 @@ def _fraction(t, total):
 
 class Constant(Schedule):
     """The same rate throughout (after the warm-up, if any)."""
+
+    @property
+    def follows_the_run(self):
+        return bool(self.warmup)
 
     def _rate(self, t, total):
         return self.lr
@@ -232,6 +241,10 @@ class ReduceOnPlateau(Schedule):
     def restart(self):
         """Back to ``lr``, with no evaluation seen (a new run)."""
         self.current, self.best, self.bad, self.cooldown_left = self.lr, None, 0, 0
+
+    @property
+    def follows_the_run(self):  # it follows the evaluations it is shown
+        return False
 
     def _rate(self, t, total):
         return self.current
