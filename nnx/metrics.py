@@ -18,6 +18,12 @@ def predict_classes(net, X, batch_size=1024):
     0 elsewhere."""
     b = net.backend
     out = net.predict(X, batch_size)
+    if not np.isfinite(b.to_float(b.max_abs(out))):  # one number from the device
+        # an argmax of NaN rows would still count as classes (0.099 on digits)
+        raise InputValueError("the network's outputs are NaN or infinite, so they name no "
+                              "class: its parameters have diverged; train again with a "
+                              "smaller learning rate (Trainer.fit stops such a run itself, "
+                              "with TrainingDiverged)")
     if net.n_out == 1:
         return b.to_numpy(out[:, 0] > 0.5).astype("int64")
     return b.to_numpy(b.argmax_rows(out))

@@ -118,3 +118,18 @@ def test_the_text_form_is_what_nnx_evaluate_prints():
 def test_the_text_form_refuses_what_is_not_a_confusion_matrix(cm, error):
     with pytest.raises(error, match="cm must"):
         format_confusion_matrix(cm)
+
+
+def test_classes_of_a_diverged_network_are_refused_not_counted():
+    """A hand-written loop with SGD(1e4) left NaN parameters; accuracy still
+    came out as 0.099 (the argmax of NaN rows), with only NumPy's warnings."""
+    import nnx
+    net = nnx.NeuralNetwork([nnx.Dense(4, "tanh"), nnx.Dense(3, "linear")],
+                            "softmax_cross_entropy", seed=0)
+    net.build(2)
+    X, y = np.zeros((5, 2)), np.array([0, 1, 2, 0, 1])
+    net.set_parameters(np.full(net.param_buffer.shape, np.nan, dtype=np.float32))
+    for call in (lambda: nnx.metrics.accuracy(net, X, y),
+                 lambda: nnx.metrics.predict_classes(net, X)):
+        with pytest.raises(ValueError, match="outputs are NaN or infinite.*diverged"):
+            call()
