@@ -208,7 +208,12 @@ def _ladder_step(number, prep, args, failures):
         restored = f"epoch {err.restored_epoch}" if err.restored_epoch else "the start"
         failures.append(f"step {number} diverged in epoch {err.epoch}; its row shows the "
                         f"parameters of {restored} (try a smaller --lr-scale)")
-    acc = accuracy(net, prep["X_test"], prep["y_test"])
+    try:
+        acc = accuracy(net, prep["X_test"], prep["y_test"])
+    except InputError:  # outputs not finite: even the restored parameters had blown up
+        if diverged is None:
+            raise
+        acc = None  # no accuracy to report (a count of NaN rows' argmax is none)
     best = history.best_loss if math.isfinite(history.best_loss) else None
     change = step.describe(args.lr_scale)
     mnist = args.dataset == "mnist"  # the study's figures are MNIST's: beside MNIST only
@@ -218,7 +223,7 @@ def _ladder_step(number, prep, args, failures):
            "stopped_early": history.stopped_early, "seconds": seconds,
            "diverged_in_epoch": diverged.epoch if diverged else None,
            "evaluations": history.records}
-    cells = [number, change, f"{acc:.4f}", f"{history.best_loss:.4f}",
+    cells = [number, change, "n/a" if acc is None else f"{acc:.4f}", f"{history.best_loss:.4f}",
              f"div@{diverged.epoch}" if diverged else history.epochs_run, f"{seconds:.1f}"]
     if args.dataset == "mnist":
         cells.insert(3, f"{step.mnist_accuracy:.4f}")

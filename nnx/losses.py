@@ -43,6 +43,13 @@ class Loss:
         """Raise ValueError if the loss's settings do not work in the backend's dtype."""
 
     def forward(self, prediction, target):
+        if getattr(target, "shape", None) != getattr(prediction, "shape", None) \
+                and len(getattr(target, "shape", (0, 0))) == 1:
+            # class ids or 1-D values: what train_batch takes, not train_step
+            raise InputValueError(
+                f"target has shape {tuple(target.shape)}, expected {tuple(prediction.shape)}: "
+                "one row of targets per sample (net.as_target(y, rows) makes them from class "
+                "ids or values; train_batch and fit take class ids as they are)")
         _check_shape("target", target, prediction)
         self.prediction = prediction
         self.target = target

@@ -129,7 +129,8 @@ class NeuralNetwork:
                          "?" if count is None else f"{count:,}"))
             width = layer.neurons
         widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-        lines = [f"NeuralNetwork: {len(self.layers)} layers, {type(self.loss).__name__}, "
+        count = f"{len(self.layers)} layer" + ("s" if len(self.layers) != 1 else "")
+        lines = [f"NeuralNetwork: {count}, {type(self.loss).__name__}, "
                  f"backend {self.backend.name} {self.backend.dtype_name}, seed {self.seed}",
                  f"input: (rows, {self.n_in if self.n_in is not None else '?'})"]
         lines += ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]

@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def _accuracy_panel(ax, result, steps):
     nums = [s["step"] for s in steps]
-    ax.bar(nums, [s["test_accuracy"] for s in steps], color="tab:blue", label="nnx")
+    ax.bar(nums, [s["test_accuracy"] or 0.0 for s in steps], color="tab:blue",  # None: blown up
+           label="nnx")
     if result["dataset"] == "mnist":
         ax.plot(nums, [s["study_accuracy"] for s in steps], "o", color="tab:red",
                 label="study (MNIST)")

@@ -936,3 +936,22 @@ def test_changing_the_layers_of_a_built_network_is_refused_by_name(change):
         with pytest.raises(nnx.InputError, match="net.layers was changed after the network "
                                                  "was built"):
             attempt()
+
+
+def test_train_step_with_class_ids_says_what_it_takes_and_summary_counts_right():
+    """train_step (the fast path, on device rows) with class ids said only
+    "target has shape (4,), expected (4, 3)"; summary() said "1 layers"."""
+    net = NeuralNetwork([Dense(3, "linear")], "softmax_cross_entropy", seed=0)
+    net.build(2)
+    X = net.as_input(np.zeros((4, 2)))
+    with pytest.raises(nnx.InputError, match=r"expected \(4, 3\): one row of targets per "
+                                             r"sample \(net.as_target"):
+        net.train_step(X, np.array([0, 1, 2, 0]))
+    net.train_step(X, net.as_target(np.array([0, 1, 2, 0]), 4))  # as it says
+    assert "NeuralNetwork: 1 layer," in str(net)
+
+
+def test_an_optimiser_attached_to_something_else_is_refused_at_once():
+    with pytest.raises(nnx.InputError, match="attach\\(net\\): net must be a NeuralNetwork, "
+                                             "got str"):
+        nnx.SGD(0.1).attach("x")
