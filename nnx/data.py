@@ -670,7 +670,8 @@ def feature_stats(X_train):
     of itself, which for a feature at 1e6 with a spread of 1e-3 is a whole
     standard deviation."""
     mean, scale = _stats(X_train)
-    dtype = np.result_type(np.asarray(X_train).dtype, np.float32).type
+    # (a list's numbers are float64 or int64 as NumPy reads them: float64 either way)
+    dtype = np.result_type(getattr(X_train, "dtype", np.float64), np.float32).type
     scale_d = scale.astype(dtype)
     tiny = scale_d < np.finfo(dtype).tiny  # zero or subnormal in that dtype
     return mean.astype(dtype), np.where(tiny, dtype(1), scale_d)

@@ -158,13 +158,15 @@ class NeuralNetwork:
         """Every parameter in one flat device array (W1, B1, W2, B2, ... in
         order); each layer's arrays are views into it, so writing it in place
         changes the network."""
-        self.require_built("param_buffer")
+        if self._param_buf is None:  # read at every step: no more than this check
+            self.require_built("param_buffer")
         return self._param_buf
 
     @property
     def grad_buffer(self):
         """The gradients of the last training step, laid out like ``param_buffer``."""
-        self.require_built("grad_buffer")
+        if self._grad_buf is None:
+            self.require_built("grad_buffer")
         return self._grad_buf
 
     def _seed_generators(self):
