@@ -51,6 +51,8 @@ def machine_info():
         "        'cores': os.cpu_count(), 'blas': [\n"
         "   {k: p.get(k) for k in ('internal_api', 'version', 'architecture', 'num_threads')}\n"
         "   for p in threadpool_info() if p.get('user_api') == 'blas']}\n"
+        "from nnx.backend import fused\n"
+        "info['nnx_cpu_updates'] = fused.status()\n"
         "try:\n"
         "    import torch\n"
         "    info['torch'] = torch.__version__; info['torch_threads'] = torch.get_num_threads()\n"
@@ -152,7 +154,8 @@ def _versions(info):
     torch = (f"PyTorch {info['torch']} ({info['torch_threads']} threads)"
              if info.get("torch") else "PyTorch not installed")
     jax = f"JAX {info['jax']} (XLA CPU)" if info.get("jax") else "JAX not installed"
-    return f"{torch}; {jax}"
+    nnx = f"nnx CPU updates: {info.get('nnx_cpu_updates', 'unknown')}"
+    return f"{torch}; {jax}; {nnx}"
 
 
 def table(data, info):

@@ -32,6 +32,21 @@ def backend_name(request):
     return request.param
 
 
+@pytest.fixture(params=["fused", "numpy passes"])
+def cpu_updates(request, monkeypatch):
+    """The CPU's optimiser updates both ways: the fused loops (where Numba is
+    installed) and the NumPy passes they replace (nnx.backend.fused)."""
+    from nnx.backend import fused, numpy_backend
+    monkeypatch.setattr(numpy_backend, "_FUSED_MIN", 0)  # small arrays too, here
+    if request.param == "fused":
+        if fused.kernels() is None:
+            pytest.skip(f"the fused loops are off here: {fused.status()}")
+    else:
+        fused.kernels()
+        monkeypatch.setitem(fused._STATE, "kernels", None)
+    return request.param
+
+
 @pytest.fixture
 def cpu64():
     return get_backend("cpu", "float64")

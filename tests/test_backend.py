@@ -597,7 +597,7 @@ def test_float_targets_of_a_several_output_regression_say_the_shape_they_need():
 
 
 @pytest.mark.parametrize("n", [1_000, 300_001, 700_000])
-def test_the_cpu_updates_in_blocks_and_threads_equal_the_reference(n):
+def test_the_cpu_updates_in_blocks_and_threads_equal_the_reference(cpu_updates, n):
     """The NumPy backend runs large updates in blocks shared among threads;
     every element must get exactly the reference's passes (momentum, SGD) or
     its formula (Adam), whatever the block it falls in."""

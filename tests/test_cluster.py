@@ -209,6 +209,16 @@ def _shared_rows(item, shared, extra):
     return item, len(shared["X"]), extra
 
 
+def _assert_sent_once_per_worker(received, tasks):
+    """Every worker got the data, once; sent with each task, the counts would
+    add up to the number of tasks. (Dask's broadcast scatter sends to one
+    worker, then replicates: once in a full run, one worker got a second
+    copy, which this allows, still far from one per task.)"""
+    counts = list(received.values())
+    assert len(counts) == 2 and min(counts) >= 1, counts
+    assert sum(counts) <= 3 and tasks > 3, (counts, tasks)
+
+
 def test_the_search_data_reaches_each_worker_once(client):
     X, y = _digits(600)
     X, y = X[300:].view(Counted), y[300:]  # rows no earlier test sent
@@ -225,7 +235,7 @@ def test_the_search_data_reaches_each_worker_once(client):
     fits = [t for t in tasks.data if "_fit_and_score" in t["key"]]
     # the 24 fits ran in joblib's batches, more tasks than workers, on both workers
     assert len(fits) > 2 and {t["worker"] for t in fits} == set(client.run(_received))
-    assert list(client.run(_received).values()) == [1, 1]
+    _assert_sent_once_per_worker(client.run(_received), tasks=len(fits))
 
 
 def test_the_ladder_data_reaches_each_worker_once(client):
@@ -233,4 +243,4 @@ def test_the_ladder_data_reaches_each_worker_once(client):
     client.run(_reset)
     results = list(cluster.map_shared(_shared_rows, range(6), {"X": X}, 10, client=client))
     assert results == [(i, 4, 10) for i in range(6)]
-    assert list(client.run(_received).values()) == [1, 1]
+    _assert_sent_once_per_worker(client.run(_received), tasks=6)

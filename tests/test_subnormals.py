@@ -32,7 +32,7 @@ def _still_subnormal_outside():
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("n", [1_000, 300_001])  # one block, and blocks on several threads
-def test_state_that_decays_below_the_normal_range_becomes_zero(dtype, n):
+def test_state_that_decays_below_the_normal_range_becomes_zero(cpu_updates, dtype, n):
     b = get_backend("cpu", dtype)
     tiny = TINY[dtype]
     zero = np.zeros(n, dtype)

@@ -1,0 +1,134 @@
+"""Fused optimiser updates for the CPU, compiled by Numba where it is installed.
+
+The NumPy backend's updates are a handful of whole-array passes (Adam: eleven
+NumPy calls per block). Each call costs a Python round trip, and the arrays
+cross the memory bus once per pass unless a block stays in cache. A loop that
+reads each element's parameter, gradient and state once, updates them in
+registers and writes them back does the same work in one pass: measured on a
+2-core Xeon (AVX-512) VM, Adam over 1.86M float32 parameters took 1.0 ms on one
+core against 2.6 ms for the blocked NumPy passes on two, and SGD with momentum
+0.75 ms against 1.1.
+
+The loops below are plain Python, readable as they are; ``kernels()``
+compiles them with ``numba.njit`` on first use (about a second per dtype,
+then cached on disk beside this file, or in Numba's cache folder where this
+one is read-only). They do the NumPy backend's operations in its order, in
+the arrays' dtype: Numba's default floating point neither fuses a multiply
+and an add nor reorders sums, so the results are bit for bit the NumPy
+passes' (tested). ``error_model="numpy"`` gives division by zero NumPy's
+answer (inf or nan) instead of Python's exception, which is also what lets
+LLVM vectorise the loops.
+
+Numba is the optional extra ``fast`` (``pip install 'nnx-dl[fast]'``).
+Without it, or with the environment variable ``NNX_NUMBA=0``, the backend runs
+its NumPy passes; ``status()`` says which is in use.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+_STATE = {}
+
+
+def _sgd(p, g, lr, scale, wd, has_scale, has_wd):
+    for i in range(p.size):
+        gi = g[i]
+        if has_scale:
+            gi = gi * scale
+        if has_wd:
+            gi = gi + wd * p[i]
+        p[i] = p[i] - lr * gi
+
+
+def _momentum(p, g, vel, lr, mu, scale, wd, has_scale, has_wd, nesterov):
+    for i in range(p.size):
+        gi = g[i]
+        if has_scale:
+            gi = gi * scale
+        if has_wd:
+            gi = gi + wd * p[i]
+        step = lr * gi
+        v = vel[i] * mu + step
+        vel[i] = v
+        if nesterov:
+            p[i] = p[i] - (mu * v + step)
+        else:
+            p[i] = p[i] - v
+
+
+def _adam(p, g, m, v, b1, c1, b2, c2, eps, step, scale, l2, shrink, has_scale, has_l2,
+          has_shrink):
+    # the NumPy backend's fold of Adam's bias corrections (see adam_step):
+    # p -= step * m / (sqrt(v) + eps), step and eps scaled by sqrt(1 - b2**t)
+    for i in range(p.size):
+        gi = g[i]
+        if has_scale:
+            gi = gi * scale
+        if has_l2:
+            gi = gi + p[i] * l2
+        pi = p[i]
+        if has_shrink:  # AdamW's decoupled weight decay
+            pi = pi * shrink
+        mi = m[i] * b1 + gi * c1
+        vi = v[i] * b2 + (gi * gi) * c2
+        m[i] = mi
+        v[i] = vi
+        p[i] = pi - (mi / (np.sqrt(vi) + eps)) * step
+
+
+# activation gradients from the activation's output y, into a new array: the
+# NumPy backend's products in its order (tanh: g * (1 - y*y); sigmoid:
+# (g * y) * (1 - y); relu: g times 1 or 0, as NumPy multiplies by the mask)
+def _tanh_grad(g, y, out, one):
+    for i in range(y.size):
+        yi = y[i]
+        out[i] = g[i] * (one - yi * yi)
+
+
+def _sigmoid_grad(g, y, out, one):
+    for i in range(y.size):
+        yi = y[i]
+        out[i] = (g[i] * yi) * (one - yi)
+
+
+def _relu_grad(g, y, out, one):
+    zero = one - one
+    for i in range(y.size):
+        out[i] = g[i] * (one if y[i] > zero else zero)
+
+
+_LOOPS = {"sgd": _sgd, "momentum": _momentum, "adam": _adam, "tanh_grad": _tanh_grad,
+          "sigmoid_grad": _sigmoid_grad, "relu_grad": _relu_grad}
+
+
+def kernels():
+    """The compiled loops by name (``sgd``, ``momentum``, ``adam``, and
+    ``tanh_grad``, ``sigmoid_grad``, ``relu_grad``), or None
+    where Numba is missing, fails to import, or ``NNX_NUMBA=0`` is set."""
+    if "kernels" not in _STATE:
+        _STATE["kernels"], _STATE["why"] = _compile()
+    return _STATE["kernels"]
+
+
+def status():
+    """One line for reports: what runs the CPU's optimiser updates."""
+    k = kernels()
+    if k is not None:
+        return f"fused loops (Numba {_STATE['version']})"
+    return f"NumPy passes ({_STATE['why']})"
+
+
+def _compile():
+    if os.environ.get("NNX_NUMBA", "1").strip() == "0":
+        return None, "NNX_NUMBA=0"
+    try:
+        import numba
+    except Exception as e:  # noqa: BLE001 - not installed, or broken: NumPy passes
+        return None, f"Numba not available: {type(e).__name__}: {e}".split("\n")[0]
+    _STATE["version"] = numba.__version__
+    jit = numba.njit(nogil=True, cache=True, error_model="numpy")
+    return {name: jit(loop) for name, loop in _LOOPS.items()}, ""
+
