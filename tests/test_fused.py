@@ -166,16 +166,17 @@ def test_state_below_the_normal_range_is_flushed_by_the_loops_too(monkeypatch):
     assert ran == ["adam"] and not m.any()
 
 
-def _train_and_print(show, width, env=None, prelude=""):
+def _train_and_print(show, width, env=None, prelude="", rows=40):
     """Train a network of ``width`` hidden units (200 features: 200 * width
-    weights) in a new process; what the expression ``show`` is after it."""
+    weights) on ``rows`` rows, batches of half, in a new process; what the
+    expression ``show`` is after it."""
     code = (prelude + "import sys\nimport numpy as np, nnx\n"
             "from nnx.backend import fused\n"
             f"net = nnx.NeuralNetwork([nnx.Dense({width}, 'relu'), nnx.Dense(2, 'linear')],\n"
             "                        nnx.SoftmaxCrossEntropy(), seed=0)\n"
-            "X = np.random.default_rng(0).standard_normal((40, 200))\n"
+            f"X = np.random.default_rng(0).standard_normal(({rows}, 200))\n"
             "nnx.Trainer(net, nnx.Adam(0.01)).fit(X, (X[:, 0] > 0).astype(int), epochs=2,"
-            " batch_size=20, verbose=False)\n"
+            f" batch_size={rows // 2}, verbose=False)\n"
             "assert np.isfinite(net.param_buffer).all()\n"
             f"print({show})\n")
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **(env or {})},
@@ -185,8 +186,10 @@ def _train_and_print(show, width, env=None, prelude=""):
 
 def test_a_small_network_trains_without_loading_numba():
     """Below ``_FUSED_MIN`` elements NumPy's passes are as fast: a small run
-    does not wait for Numba to load."""
-    assert _train_and_print("'numba' in sys.modules", width=8) == "False"
+    does not wait for Numba to load, not for its batches' activation
+    gradients either (here 400 x 150 elements, above the limit; 30k weights,
+    below it)."""
+    assert _train_and_print("'numba' in sys.modules", width=150, rows=800) == "False"
 
 
 @needs_numba
@@ -204,3 +207,26 @@ def test_without_numba_the_numpy_passes_train_and_say_why():
     line = _train_and_print("fused.status()", width=300,
                             prelude="import sys; sys.modules['numba'] = None\n")
     assert line.startswith("NumPy passes (Numba not available: ModuleNotFoundError")
+
+
+@needs_numba
+def test_a_loop_numba_cannot_compile_leaves_the_numpy_passes_with_a_warning(monkeypatch):
+    def broken(*args):
+        raise RuntimeError("LLVM ERROR: no target here")
+    loops = dict(fused.kernels(), momentum=broken)
+    monkeypatch.setattr(numpy_backend, "_FUSED_MIN", 0)
+    monkeypatch.setitem(fused._STATE, "kernels", loops)
+    monkeypatch.setitem(fused._STATE, "why", "")
+    b = get_backend("cpu", "float64")
+    p, g, v = _data("float64", 50, 3)
+    want = [a.copy() for a in (p, v)]
+    with pytest.warns(RuntimeWarning, match="fused loops are off.*momentum: RuntimeError: "
+                                            "LLVM ERROR: no target here"):
+        b.momentum_step(p, g, v, 0.1, 0.9)
+    assert fused.status() == "NumPy passes (momentum: RuntimeError: LLVM ERROR: no target here)"
+    ref_p, ref_v = want  # the update still happened, once, by the NumPy passes
+    ref_v *= 0.9
+    ref_v += 0.1 * g
+    ref_p -= ref_v
+    np.testing.assert_array_equal(p, ref_p)
+    np.testing.assert_array_equal(v, ref_v)

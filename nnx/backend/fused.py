@@ -113,6 +113,12 @@ def kernels():
     return _STATE["kernels"]
 
 
+def loaded():
+    """The compiled loops if they are loaded already, else None: for work
+    too small to be worth loading Numba for (about 0.5 s a process)."""
+    return _STATE.get("kernels")
+
+
 def status():
     """One line for reports: what runs the CPU's optimiser updates."""
     k = kernels()
@@ -129,6 +135,19 @@ def _compile():
     except Exception as e:  # noqa: BLE001 - not installed, or broken: NumPy passes
         return None, f"Numba not available: {type(e).__name__}: {e}".split("\n")[0]
     _STATE["version"] = numba.__version__
-    jit = numba.njit(nogil=True, cache=True, error_model="numpy")
-    return {name: jit(loop) for name, loop in _LOOPS.items()}, ""
+    try:
+        jit = numba.njit(nogil=True, cache=True, error_model="numpy")
+        return {name: jit(loop) for name, loop in _LOOPS.items()}, ""
+    except RuntimeError:  # no writable folder for the cache: compile in every process
+        jit = numba.njit(nogil=True, error_model="numpy")
+        return {name: jit(loop) for name, loop in _LOOPS.items()}, ""
+
+
+def disable(why):
+    """The NumPy passes from now on in this process (a loop that Numba
+    could not compile here), with a warning that says why."""
+    import warnings
+    _STATE["kernels"], _STATE["why"] = None, why
+    warnings.warn(f"nnx: the CPU's fused loops are off, the NumPy passes run instead: {why}",
+                  RuntimeWarning, stacklevel=3)
 
