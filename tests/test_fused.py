@@ -121,7 +121,7 @@ def test_activation_gradient_loops_are_the_numpy_passes(monkeypatch, dtype, name
     mine, got, ran = _run(monkeypatch, True, update, [g, y])
     _, want, _ = _run(monkeypatch, False, update, [g, y])
     assert ran == [f"{name}_grad"]
-    # bit for bit, NaNs and the sign of zeros included
+    # bit for bit, signed zeros and lone NaNs included
     np.testing.assert_array_equal(got.view(f"u{got.itemsize}"), want.view(f"u{got.itemsize}"))
 
 
@@ -179,7 +179,8 @@ def _train_and_print(show, width, env=None, prelude="", rows=40):
             f" batch_size={rows // 2}, verbose=False)\n"
             "assert np.isfinite(net.param_buffer).all()\n"
             f"print({show})\n")
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **(env or {})},
+    base = {k: v for k, v in os.environ.items() if k not in ("NNX_NUMBA", "NUMBA_DISABLE_JIT")}
+    out = subprocess.run([sys.executable, "-c", code], env={**base, **(env or {})},
                          capture_output=True, text=True, check=True)
     return out.stdout.strip().splitlines()[-1]
 
@@ -197,16 +198,34 @@ def test_a_larger_network_trains_with_the_loops():
     assert _train_and_print("fused.status()", width=300).startswith("fused loops (Numba ")
 
 
-def test_nnx_numba_0_turns_the_loops_off():
+@pytest.mark.parametrize("value", ["0", "off"])
+def test_nnx_numba_0_turns_the_loops_off(value):
     line = _train_and_print("fused.status(), 'numba' in sys.modules", width=300,
-                            env={"NNX_NUMBA": "0"})
-    assert line == "NumPy passes (NNX_NUMBA=0) False"
+                            env={"NNX_NUMBA": value})
+    assert line == f"NumPy passes (NNX_NUMBA={value}) False"
+
+
+@needs_numba
+def test_numba_disable_jit_leaves_the_numpy_passes():
+    """Numba's switch that runs jitted functions as Python would make the
+    loops about 500x slower than the passes."""
+    line = _train_and_print("fused.status()", width=300, env={"NUMBA_DISABLE_JIT": "1"})
+    assert line == "NumPy passes (NUMBA_DISABLE_JIT is set: the loops would run as Python)"
+
+
+@needs_numba
+def test_status_does_not_load_numba():
+    """The reports ask; a run too small for the loops must stay without them."""
+    line = _train_and_print("fused.status(), 'numba' in sys.modules", width=8,
+                            prelude="from nnx.backend import fused; fused.status()\n")
+    assert line == ("fused loops from 32,768 elements (Numba "
+                    f"{fused._STATE['version']}, loaded at the first such update) False")
 
 
 def test_without_numba_the_numpy_passes_train_and_say_why():
     line = _train_and_print("fused.status()", width=300,
                             prelude="import sys; sys.modules['numba'] = None\n")
-    assert line.startswith("NumPy passes (Numba not available: ModuleNotFoundError")
+    assert line == "NumPy passes (Numba not installed)"
 
 
 @needs_numba
@@ -230,3 +249,84 @@ def test_a_loop_numba_cannot_compile_leaves_the_numpy_passes_with_a_warning(monk
     ref_p -= ref_v
     np.testing.assert_array_equal(p, ref_p)
     np.testing.assert_array_equal(v, ref_v)
+
+
+@needs_numba
+def test_scalars_of_another_dtype_go_to_the_numpy_passes(monkeypatch):
+    """NumPy computes a float32 update in float64 when a rate, momentum or
+    decay is a NumPy float64 (a scalar or a 0-d array): the loop, which
+    would round it to float32 first, must leave such updates to the passes."""
+    p, g, v, m = _data("float32", 1001, 4)
+    v = np.abs(v)
+    f64 = np.float64
+    cases = {
+        "sgd rate": lambda b, p, g, v, m: b.sgd_step(p, g, f64(0.1)),
+        "momentum": lambda b, p, g, v, m: b.momentum_step(p, g, v, 0.1, f64(0.9), True),
+        "adam beta1": lambda b, p, g, v, m: b.adam_step(p, g, m, v, 0.001, 3, f64(0.9), 0.999,
+                                                         1e-8, 0.0),
+        "adamw decay": lambda b, p, g, v, m: b.adam_step(p, g, m, v, 0.001, 3, 0.9, 0.999,
+                                                          1e-8, np.asarray(0.01), True),
+    }
+    for what, update in cases.items():
+        mine, _, ran = _run(monkeypatch, True, update, [p, g, v, m])
+        passes, _, _ = _run(monkeypatch, False, update, [p, g, v, m])
+        assert ran == [], what
+        for a, b in zip(mine, passes):
+            np.testing.assert_array_equal(a, b, err_msg=what)
+    # the same scalars as float32 do run the loops
+    mine, _, ran = _run(monkeypatch, True, lambda b, p, g: b.sgd_step(p, g, np.float32(0.1)),
+                        [p, g])
+    assert ran == ["sgd"]
+
+
+@needs_numba
+def test_matrices_overlapping_arrays_and_rate_arrays_go_to_the_numpy_passes(monkeypatch):
+    """An np.matrix stays 2-D when flattened (the loop would index past its
+    end); arrays that overlap are copied by NumPy first, not by the loop; a
+    rate per element is NumPy's broadcasting. None of them may turn the loops
+    off for the rest of the process either."""
+    p, g, v = _data("float64", 64, 3)
+    buf = np.arange(128.0)
+
+    def matrix(b, buf):  # the passes refuse it too (a matrix's slices are rows)
+        mat = np.asmatrix(buf[:8])
+        b.momentum_step(mat, np.asmatrix(np.ones(8)), np.asmatrix(np.ones(8)), 0.1, 0.9)
+    with pytest.raises(ValueError, match="non-broadcastable output"):
+        _run(monkeypatch, True, matrix, [buf])
+    assert fused.kernels() is not None
+
+    def overlapping(b, buf):
+        b.sgd_step(buf[1:], buf[:-1], 0.1)
+
+    def per_element_rate(b, p, g):
+        b.sgd_step(p, g, np.full(64, 0.1))
+    for update, arrays in [(overlapping, [buf]), (per_element_rate, [p, g])]:
+        mine, _, ran = _run(monkeypatch, True, update, arrays)
+        passes, _, _ = _run(monkeypatch, False, update, arrays)
+        assert ran == [], update.__name__
+        np.testing.assert_array_equal(mine[0], passes[0])
+    assert fused.kernels() is not None
+
+
+@needs_numba
+def test_a_float32_estimator_given_numpy_float64_settings_gets_the_same_fit(monkeypatch):
+    """A search hands the estimator NumPy floats (np.linspace, scipy.stats):
+    the solver takes them as numbers, so a float32 fit is the same with the
+    fused loops and with the passes."""
+    from nnx.sklearn import MLPClassifier
+    monkeypatch.setattr(numpy_backend, "_FUSED_MIN", 0)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((400, 50))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    fits = []
+    for solver, setting in [("sgd", {"momentum": np.float64(0.9)}),
+                            ("adam", {"beta_1": np.float64(0.9), "beta_2": np.float64(0.99)})]:
+        for loops in (fused.kernels(), None):
+            monkeypatch.setitem(fused._STATE, "kernels", loops)
+            clf = MLPClassifier((64,), solver=solver, max_iter=5, batch_size=50,
+                                random_state=0, dtype="float32", **setting)
+            with pytest.warns(Warning):  # five iterations do not converge
+                clf.fit(X, y)
+            fits.append(clf.coefs_)
+        for a, b in zip(fits[-2], fits[-1]):
+            np.testing.assert_array_equal(a, b, err_msg=solver)

@@ -1,6 +1,6 @@
 """Fused optimiser updates for the CPU, compiled by Numba where it is installed.
 
-The NumPy backend's updates are a handful of whole-array passes (Adam: eleven
+The NumPy backend's updates are a handful of whole-array passes (Adam: twelve
 NumPy calls per block). Each call costs a Python round trip, and the arrays
 cross the memory bus once per pass unless a block stays in cache. A loop that
 reads each element's parameter, gradient and state once, updates them in
@@ -15,18 +15,20 @@ then cached on disk beside this file, or in Numba's cache folder where this
 one is read-only). They do the NumPy backend's operations in its order, in
 the arrays' dtype: Numba's default floating point neither fuses a multiply
 and an add nor reorders sums, so the results are bit for bit the NumPy
-passes' (tested). ``error_model="numpy"`` gives division by zero NumPy's
+passes' (tested; only where two NaNs meet can the sign bit of the NaN that
+comes out differ). ``error_model="numpy"`` gives division by zero NumPy's
 answer (inf or nan) instead of Python's exception, which is also what lets
 LLVM vectorise the loops.
 
 Numba is the optional extra ``fast`` (``pip install 'nnx-dl[fast]'``).
-Without it, or with the environment variable ``NNX_NUMBA=0``, the backend runs
-its NumPy passes; ``status()`` says which is in use.
+Without it, or with the environment variable ``NNX_NUMBA=0`` (or ``false``,
+``off``, ``no``), the backend runs its NumPy passes; ``status()`` says which.
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
@@ -120,21 +122,48 @@ def loaded():
 
 
 def status():
-    """One line for reports: what runs the CPU's optimiser updates."""
-    k = kernels()
-    if k is not None:
+    """One line for reports: what runs the CPU's optimiser updates. (It does
+    not load Numba: a run too small to load it stays so.)"""
+    if _STATE.get("kernels") is not None:
         return f"fused loops (Numba {_STATE['version']})"
-    return f"NumPy passes ({_STATE['why']})"
+    if "kernels" in _STATE:
+        return f"NumPy passes ({_STATE['why']})"
+    why = _off()
+    if why:
+        return f"NumPy passes ({why})"
+    from .numpy_backend import _FUSED_MIN
+    return (f"fused loops from {_FUSED_MIN:,} elements (Numba {_STATE['version']}, "
+            "loaded at the first such update)")
+
+
+def _off():
+    """Why the loops cannot run here, or "" (without importing Numba)."""
+    if os.environ.get("NNX_NUMBA", "1").strip().lower() in ("0", "false", "off", "no"):
+        return f"NNX_NUMBA={os.environ['NNX_NUMBA']}"
+    import importlib.metadata
+    import importlib.util
+    try:
+        if importlib.util.find_spec("numba") is None:
+            return "Numba not installed"
+        _STATE["version"] = importlib.metadata.version("numba")
+    except (ImportError, ValueError, importlib.metadata.PackageNotFoundError) as e:
+        return _one_line(f"Numba not available: {type(e).__name__}: {e}")
+    if os.environ.get("NUMBA_DISABLE_JIT", "0").strip() not in ("", "0"):
+        return "NUMBA_DISABLE_JIT is set: the loops would run as Python"
+    return ""
 
 
 def _compile():
-    if os.environ.get("NNX_NUMBA", "1").strip() == "0":
-        return None, "NNX_NUMBA=0"
+    why = _off()
+    if why:
+        return None, why
     try:
         import numba
     except Exception as e:  # noqa: BLE001 - not installed, or broken: NumPy passes
-        return None, f"Numba not available: {type(e).__name__}: {e}".split("\n")[0]
+        return None, _one_line(f"Numba not available: {type(e).__name__}: {e}")
     _STATE["version"] = numba.__version__
+    if numba.config.DISABLE_JIT:
+        return None, "NUMBA_DISABLE_JIT is set: the loops would run as Python"
     try:
         jit = numba.njit(nogil=True, cache=True, error_model="numpy")
         return {name: jit(loop) for name, loop in _LOOPS.items()}, ""
@@ -143,10 +172,16 @@ def _compile():
         return {name: jit(loop) for name, loop in _LOOPS.items()}, ""
 
 
+def _one_line(text):
+    """A message's first line, without the terminal's colour codes (Numba's have them)."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", str(text)).split("\n")[0]
+
+
 def disable(why):
     """The NumPy passes from now on in this process (a loop that Numba
     could not compile here), with a warning that says why."""
     import warnings
+    why = _one_line(why)
     _STATE["kernels"], _STATE["why"] = None, why
     warnings.warn(f"nnx: the CPU's fused loops are off, the NumPy passes run instead: {why}",
                   RuntimeWarning, stacklevel=3)

@@ -168,28 +168,32 @@ class NumpyBackend(Backend):
     def _fused(self, name, arrays, scalars, flags):
         """Run the compiled loop ``name`` (``fused``) over ``arrays``, with
         ``scalars`` in their dtype; False, having done nothing, where there is
-        none or the arrays are not contiguous, writable and of one shape and
-        float dtype (the NumPy passes then run, and raise what they raise)."""
+        none or the loop would not compute what NumPy's passes do: arrays that
+        are not plain, contiguous, writable, separate and of one shape and
+        float dtype, or a scalar of another dtype than theirs, in which NumPy
+        would compute (the passes then run, and raise what they raise)."""
         first = arrays[0]
         if getattr(first, "size", 0) < _FUSED_MIN:
             return False
         loops = fused.kernels()
-        if loops is None or not all(
-                isinstance(a, np.ndarray) and a.dtype == first.dtype and a.shape == first.shape
-                and a.flags.c_contiguous and a.flags.writeable for a in arrays) \
-                or first.dtype not in (np.float32, np.float64):
+        if loops is None or first.dtype not in (np.float32, np.float64) or not all(
+                type(a) is np.ndarray and a.dtype == first.dtype and a.shape == first.shape
+                and a.flags.c_contiguous and a.flags.writeable for a in arrays):
             return False
-        for a in scalars:  # a device scalar in another dtype: NumPy would compute in it
-            if isinstance(a, np.ndarray) and a.dtype != first.dtype:
+        # NumPy copies an operand that overlaps its output; the loop would not
+        if any(np.may_share_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:]):
+            return False
+        values = []
+        for a in scalars:  # Python numbers, or NumPy ones of the arrays' own dtype
+            if isinstance(a, (np.ndarray, np.generic)) and (a.dtype != first.dtype or a.ndim):
                 return False
-        kind = first.dtype.type
-        # on one thread: in a training step, a second one measured slower (the
-        # BLAS's own threads still spin on the other core after the products)
+            if not isinstance(a, (int, float, np.ndarray, np.generic)):
+                return False
+            values.append(first.dtype.type(a))
         try:
-            loops[name](*[a.reshape(-1) for a in arrays], *[kind(float(a)) for a in scalars],
-                        *flags)
+            loops[name](*[a.reshape(-1) for a in arrays], *values, *flags)
         except Exception as e:  # noqa: BLE001 - Numba failed to compile it (before it ran)
-            fused.disable(f"{name}: {type(e).__name__}: {e}".split("\n")[0])
+            fused.disable(f"{name}: {type(e).__name__}: {e}")
             return False
         return True
 

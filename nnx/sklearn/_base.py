@@ -51,9 +51,12 @@ class _Solver:
         self.kind = est.solver
         self.lr_init = float(est.learning_rate_init)
         self.learning_rate = self.lr_init
-        self.schedule, self.power_t = est.learning_rate, est.power_t
-        self.momentum, self.nesterov = est.momentum, est.nesterovs_momentum
-        self.beta1, self.beta2, self.eps = est.beta_1, est.beta_2, est.epsilon
+        # Python numbers: a NumPy float64 (as searches give) would make NumPy
+        # compute a float32 network's update in float64
+        self.schedule, self.power_t = est.learning_rate, float(est.power_t)
+        self.momentum, self.nesterov = float(est.momentum), est.nesterovs_momentum
+        self.beta1, self.beta2, self.eps = (float(est.beta_1), float(est.beta_2),
+                                            float(est.epsilon))
         self.t = 0
         self.state = [backend.zeros((size,)) for _ in range(2 if self.kind == "adam" else 1)]
 
