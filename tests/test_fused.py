@@ -106,6 +106,34 @@ def test_adam_loop_is_the_numpy_passes(monkeypatch, dtype, scale, weight_decay, 
 
 @needs_numba
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("centred", [False, True])
+@pytest.mark.parametrize("scale,weight_decay", [(None, 0.0), (0.37, 0.01)])
+def test_rmsprop_loop_is_the_numpy_passes(monkeypatch, dtype, momentum, centred, scale,
+                                          weight_decay):
+    def update(b, p, g, sq, buf, avg):
+        for lr in (0.01, 0.003):
+            b.rmsprop_step(p, g, sq, b.asarray(lr), 0.99, 1e-8, weight_decay, momentum,
+                           buf if momentum else None, avg if centred else None, scale)
+    p, g, sq, buf, avg = _data(dtype, 1001, 5)
+    _assert_same(monkeypatch, update, [p, g, np.abs(sq), buf, avg * 0.01], "rmsprop")
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("lr_decay", [0.0, 0.01])
+@pytest.mark.parametrize("scale,weight_decay", [(None, 0.0), (0.37, 0.01)])
+def test_adagrad_loop_is_the_numpy_passes(monkeypatch, dtype, lr_decay, scale, weight_decay):
+    def update(b, p, g, s):
+        for t in (1, 2, 3):
+            b.adagrad_step(p, g, s, b.asarray(0.01), np.int64(t), lr_decay, 1e-10,
+                           weight_decay, scale)
+    p, g, s = _data(dtype, 1001, 3)
+    _assert_same(monkeypatch, update, [p, g, np.abs(s)], "adagrad")
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", ["tanh", "sigmoid", "relu"])
 def test_activation_gradient_loops_are_the_numpy_passes(monkeypatch, dtype, name):
     rng = np.random.default_rng(1)

@@ -81,6 +81,45 @@ def _adam(p, g, m, v, b1, c1, b2, c2, eps, step, scale, l2, shrink, has_scale, h
         p[i] = pi - (mi / (np.sqrt(vi) + eps)) * step
 
 
+def _rmsprop(p, g, sq, buf, avg_g, lr, alpha, c, eps, mu, scale, wd, has_scale, has_wd,
+             has_momentum, centred):
+    # the reference's RMSprop (nnx/backend/base.py), c = 1 - alpha; buf and
+    # avg_g are read only with momentum and when centred
+    for i in range(p.size):
+        gi = g[i]
+        if has_scale:
+            gi = gi * scale
+        if has_wd:
+            gi = gi + wd * p[i]
+        s = sq[i] * alpha + c * (gi * gi)
+        sq[i] = s
+        if centred:
+            a = avg_g[i] * alpha + c * gi
+            avg_g[i] = a
+            d = np.sqrt(s - a * a) + eps
+        else:
+            d = np.sqrt(s) + eps
+        if has_momentum:
+            b = buf[i] * mu + gi / d
+            buf[i] = b
+            p[i] = p[i] - lr * b
+        else:
+            p[i] = p[i] - lr * (gi / d)
+
+
+def _adagrad(p, g, sum_sq, rate, eps, scale, wd, has_scale, has_wd):
+    # the reference's Adagrad; rate = lr / (1 + (t - 1) lr_decay), computed as it does
+    for i in range(p.size):
+        gi = g[i]
+        if has_scale:
+            gi = gi * scale
+        if has_wd:
+            gi = gi + wd * p[i]
+        s = sum_sq[i] + gi * gi
+        sum_sq[i] = s
+        p[i] = p[i] - (rate * gi) / (np.sqrt(s) + eps)
+
+
 # activation gradients from the activation's output y, into a new array: the
 # NumPy backend's products in its order (tanh: g * (1 - y*y); sigmoid:
 # (g * y) * (1 - y); relu: g times 1 or 0, as NumPy multiplies by the mask)
@@ -102,12 +141,14 @@ def _relu_grad(g, y, out, one):
         out[i] = g[i] * (one if y[i] > zero else zero)
 
 
-_LOOPS = {"sgd": _sgd, "momentum": _momentum, "adam": _adam, "tanh_grad": _tanh_grad,
+_LOOPS = {"sgd": _sgd, "momentum": _momentum, "adam": _adam, "rmsprop": _rmsprop,
+          "adagrad": _adagrad, "tanh_grad": _tanh_grad,
           "sigmoid_grad": _sigmoid_grad, "relu_grad": _relu_grad}
 
 
 def kernels():
-    """The compiled loops by name (``sgd``, ``momentum``, ``adam``, and
+    """The compiled loops by name (``sgd``, ``momentum``, ``adam``,
+    ``rmsprop``, ``adagrad``, and
     ``tanh_grad``, ``sigmoid_grad``, ``relu_grad``), or None
     where Numba is missing, fails to import, or ``NNX_NUMBA=0`` is set."""
     if "kernels" not in _STATE:

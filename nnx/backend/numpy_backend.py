@@ -175,13 +175,14 @@ class NumpyBackend(Backend):
         first = arrays[0]
         if getattr(first, "size", 0) < _FUSED_MIN:
             return False
+        given = [a for a in arrays if a is not None]  # None: state an option leaves out
         loops = fused.kernels()
         if loops is None or first.dtype not in (np.float32, np.float64) or not all(
                 type(a) is np.ndarray and a.dtype == first.dtype and a.shape == first.shape
-                and a.flags.c_contiguous and a.flags.writeable for a in arrays):
+                and a.flags.c_contiguous and a.flags.writeable for a in given):
             return False
         # NumPy copies an operand that overlaps its output; the loop would not
-        if any(np.may_share_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:]):
+        if any(np.may_share_memory(a, b) for i, a in enumerate(given) for b in given[i + 1:]):
             return False
         values = []
         for a in scalars:  # Python numbers, or NumPy ones of the arrays' own dtype
@@ -191,7 +192,8 @@ class NumpyBackend(Backend):
                 return False
             values.append(first.dtype.type(a))
         try:
-            loops[name](*[a.reshape(-1) for a in arrays], *values, *flags)
+            none = first[:0].reshape(-1)  # never read: its flag is off
+            loops[name](*[none if a is None else a.reshape(-1) for a in arrays], *values, *flags)
         except Exception as e:  # noqa: BLE001 - Numba failed to compile it (before it ran)
             fused.disable(f"{name}: {type(e).__name__}: {e}")
             return False
@@ -382,11 +384,23 @@ class NumpyBackend(Backend):
     @_flushing_subnormals
     def rmsprop_step(self, param, grad, square_avg, lr, alpha, eps, weight_decay, momentum,
                      momentum_buffer=None, grad_avg=None, scale=None):
+        if self._fused("rmsprop", (param, grad, square_avg, momentum_buffer, grad_avg),
+                       (lr, alpha, 1.0 - alpha, eps, momentum, 1.0 if scale is None else scale,
+                        weight_decay),
+                       (scale is not None, bool(weight_decay), momentum_buffer is not None,
+                        grad_avg is not None)):
+            return
         return super().rmsprop_step(param, grad, square_avg, lr, alpha, eps, weight_decay,
                                     momentum, momentum_buffer, grad_avg, scale)
 
     @_flushing_subnormals
     def adagrad_step(self, param, grad, sum_sq, lr, t, lr_decay, eps, weight_decay,
                      scale=None):
+        if getattr(param, "size", 0) >= _FUSED_MIN:
+            rate = lr / (1.0 + (self._count(t) - 1.0) * lr_decay)  # as the reference has it
+            if self._fused("adagrad", (param, grad, sum_sq),
+                           (rate, eps, 1.0 if scale is None else scale, weight_decay),
+                           (scale is not None, bool(weight_decay))):
+                return
         return super().adagrad_step(param, grad, sum_sq, lr, t, lr_decay, eps, weight_decay,
                                     scale)
