@@ -28,8 +28,9 @@ def data(n=203, n_val=41, features=6, classes=3, seed=0):
     return X[:n], y[:n] % classes, X[n:], y[n:] % classes
 
 
-def network(keep=1.0, seed=3, activation="tanh"):
-    return nnx.NeuralNetwork([nnx.Dense(16, activation, dropout=keep), nnx.Dense(3, "linear")],
+def network(keep=1.0, seed=3, activation="tanh", width=16):
+    return nnx.NeuralNetwork([nnx.Dense(width, activation, dropout=keep),
+                              nnx.Dense(3, "linear")],
                              nnx.SoftmaxCrossEntropy(), seed=seed, dtype="float64")
 
 
@@ -103,6 +104,27 @@ def different_arguments(args, comm):
         sys.exit(3)
 
 
+def different_network(args, comm):
+    try:  # rank 1 builds a wider ReLU layer: its parameters would not even fit rank 0's
+        fit(network(width=16 + comm.rank, activation=("tanh", "relu")[comm.rank]), 16,
+            distributed=comm)
+    except nnx.InputError as exc:
+        _error(args.out, comm, exc)
+        sys.exit(3)
+
+
+def threads(args, comm):
+    """What init() left of this rank's BLAS threads, and nnx's update threads."""
+    from threadpoolctl import threadpool_info
+
+    from nnx.backend import numpy_backend
+    blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    _, workers = numpy_backend._pool()
+    with open(os.path.join(args.out, f"threads-{comm.rank}.json"), "w") as f:
+        json.dump({"given": comm.threads, "blas": blas, "update": workers,
+                   "cores": len(os.sched_getaffinity(0))}, f)
+
+
 def diverge(args, comm):
     try:
         # a linear network and a rate that overflow the outputs within an epoch or two
@@ -173,7 +195,9 @@ def two_fits(args, comm):
 
 MODES = {"parity": parity, "two-fits": two_fits, "one-rank-stops": one_rank_stops,
          "bad-input": bad_input,
-         "different-arguments": different_arguments, "diverge": diverge, "crash": crash,
+         "different-arguments": different_arguments, "different-network": different_network,
+         "threads": threads,
+         "diverge": diverge, "crash": crash,
          "resume": resume, "rendezvous": rendezvous, "mpi-host": rendezvous}
 
 

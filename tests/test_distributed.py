@@ -367,6 +367,31 @@ def _work(mode, out, *options, n=2):
     return _job([sys.executable, str(WORKER), mode, str(out), *options], n=n)
 
 
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@pytest.mark.parametrize("user_set", [False, True])
+def test_ranks_on_one_machine_share_its_cores(tmp_path, user_set):
+    """Two ranks of as many BLAS threads as cores ran 10-20x slower than with
+    one each: init() gives each rank cores // ranks threads, unless the user
+    chose a thread count (as the other tests here do)."""
+    env = {k: v for k, v in _env().items() if k not in THREAD_VARIABLES}
+    if user_set:
+        env["OPENBLAS_NUM_THREADS"] = "1"
+    job = _run([_mpiexec(), "-n", "2", sys.executable, str(WORKER), "threads", str(tmp_path)],
+               env)
+    assert job.returncode == 0, job.stderr
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"threads-{rank}.json").read_text())
+        share = max(1, got["cores"] // 2)
+        if user_set:
+            assert got["given"] is None and got["blas"] and set(got["blas"]) == {1}
+        else:
+            assert got["given"] == share
+            assert got["blas"] and set(got["blas"]) == {share}, got
+            assert got["update"] == share
+
+
 def _single(batch, rows=203, keep=1.0, evaluate=True):
     """The reference: this process alone, with the doubled batch."""
     with threadpool_limits(1):
@@ -446,8 +471,11 @@ def _errors(out):
     ("bad-input", "InputValueError",
      r"^X_train contains 1 NaN or infinite value\(s\) \(on rank 1 of 2\)$"),
     ("different-arguments", "InputValueError",
-     r"^the ranks of a distributed fit must be given the same arguments: batch_size=16 on "
-     r"rank 0 but 17 on rank 1$"),
+     r"^the ranks of a distributed fit must be given the same arguments and build the same "
+     r"network: batch_size=16 on rank 0 but 17 on rank 1$"),
+    ("different-network", "InputValueError",  # was accepted, or a raw MPI error at the start
+     r"network: layer 1's neurons 16 on rank 0 but 17 on rank 1, activation 'tanh' on rank 0 "
+     r"but 'relu' on rank 1$"),
     ("diverge", "TrainingDiverged", r"^training diverged: the loss became NaN or infinite "
                                     r"in epoch 1; the parameters of the start were restored"),
 ])
@@ -613,3 +641,25 @@ def test_only_rank_0_checks_the_checkpoint_path(tmp_path, monkeypatch):
     monkeypatch.setenv("PMI_RANK", "0")
     with pytest.raises(ValueError, match="checkpoint="):
         nnx.Checkpoint(folder)
+
+
+def test_the_network_rank_0_and_another_rank_built_are_compared_in_words():
+    """Every part of the network the ranks must share: a float16 rank beside
+    a float32 one, another loss, another keep probability, a layer fewer (a
+    float32 and a float16 rank trained two different models, silently)."""
+    from nnx.train.trainer import _network_differences, _network_facts
+
+    def net(precision="float32", loss=nnx.SoftmaxCrossEntropy, keep=1.0, layers=2):
+        hidden = [nnx.Dense(8, "tanh", dropout=keep)] * (layers - 1)
+        return nnx.NeuralNetwork([*hidden, nnx.Dense(3, "linear")], loss(), seed=0,
+                                 precision=precision)
+    base = _network_facts(net())
+    assert _network_differences(base, _network_facts(net()), 1) == []
+    assert _network_differences(base, _network_facts(net(precision="float16")), 1) == [
+        "the network's precision 'float32' on rank 0 but 'float16' on rank 1"]
+    loss = _network_differences(base, _network_facts(net(loss=nnx.MeanSquaredError)), 1)
+    assert len(loss) == 1 and loss[0].startswith("the network's loss {'name': 'softmax_")
+    assert _network_differences(base, _network_facts(net(keep=0.5)), 1) == [
+        "layer 1's dropout 1.0 on rank 0 but 0.5 on rank 1"]
+    assert _network_differences(base, _network_facts(net(layers=1)), 1) == [
+        "2 layers on rank 0 but 1 on rank 1"]

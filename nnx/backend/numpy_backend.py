@@ -43,11 +43,21 @@ def _pool():
     if "pool" not in _POOL:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
             os.cpu_count() or 1)
+        workers = min(workers, _POOL.get("limit", workers))
         _POOL["workers"] = workers
         # the threads run nothing but optimiser blocks: flush subnormals for good
         _POOL["pool"] = ThreadPoolExecutor(max(workers - 1, 1), thread_name_prefix="nnx",
                                            initializer=flush_here)
     return _POOL["pool"], _POOL["workers"]
+
+
+def limit_update_threads(n):
+    """At most ``n`` threads (the caller's included) for a large update's
+    NumPy passes, as for processes that share the machine's cores."""
+    pool = _POOL.pop("pool", None)
+    if pool is not None:
+        pool.shutdown(wait=True)
+    _POOL["limit"] = max(1, int(n))
 
 
 def _flushing_subnormals(update):

@@ -275,6 +275,39 @@ class _Data:
                           int(self.y.shape[1]), batch_size, comm)
 
 
+def _network_facts(net):
+    """The network as every rank of a distributed fit must build it (plain
+    data): its layers, loss, dtype and matrix-product precision."""
+    try:
+        facts = net.describe()
+    except Exception:  # noqa: BLE001 - an activation or loss of one's own: by its class
+        facts = {"layers": [repr(layer) for layer in net.layers],
+                 "loss": type(net.loss).__name__, "dtype": net.backend.dtype_name,
+                 "precision": net.backend.precision}
+    facts.pop("seed", None)  # compared with the fit's settings (net_seed)
+    facts.pop("n_in", None)  # the data's width: compared with the data
+    return facts
+
+
+def _network_differences(first, other, rank):
+    """What differs between rank 0's network and ``rank``'s, in words."""
+    out = [f"the network's {k} {first.get(k)!r} on rank 0 but {other.get(k)!r} on rank {rank}"
+           for k in ("loss", "dtype", "precision") if first.get(k) != other.get(k)]
+    mine, theirs = first["layers"], other["layers"]
+    if len(mine) != len(theirs):
+        return out + [f"{len(mine)} layers on rank 0 but {len(theirs)} on rank {rank}"]
+    for i, (a, b) in enumerate(zip(mine, theirs), 1):
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+            out.append(f"layer {i}'s " + ", ".join(
+                f"{k} {a.get(k)!r} on rank 0 but {b.get(k)!r} on rank {rank}" for k in keys))
+        else:
+            out.append(f"layer {i} {a} on rank 0 but {b} on rank {rank}")
+    return out
+
+
 def batch_plan(b, n, width, classes, batch_size, comm=_distributed.LOCAL):
     """``(start, stop, X buffer, y buffer, full size?, weight)`` per batch of
     an epoch over ``n`` rows, as rows of the epoch's order. With W ranks a
@@ -524,7 +557,7 @@ class _Run:
         """What every rank of a distributed fit must have alike (plain data)."""
         return {"settings": self.settings.as_dict(), "epoch": self.epoch,
                 "callbacks": [type(c).__name__ for c in callbacks], "graph": bool(graph),
-                "data": self.data.fingerprint(self.b)}
+                "data": self.data.fingerprint(self.b), "network": _network_facts(self.net)}
 
     def agree_on(self, shared):
         """Refuse, on every rank alike, a fit whose ranks were given other
@@ -544,12 +577,13 @@ class _Run:
                       for k, v in facts["settings"].items() if first["settings"].get(k) != v]
             differ += [f"{k} {first[k]!r} on rank 0 but {facts[k]!r} on rank {rank}"
                        for k in ("epoch", "callbacks", "graph") if facts[k] != first[k]]
+            differ += _network_differences(first["network"], facts["network"], rank)
             if differ:
                 hint = (" (seed=None draws a seed in each process: give NeuralNetwork a seed)"
                         if any(d.startswith("net_seed") for d in differ) else "")
                 raise _distributed.mark_agreed(InputValueError(
-                    "the ranks of a distributed fit must be given the same arguments: "
-                    + "; ".join(differ) + hint))
+                    "the ranks of a distributed fit must be given the same arguments and "
+                    "build the same network: " + "; ".join(differ) + hint))
 
     def share_start(self):
         """Once the ranks agreed: rank 0's parameters on every rank (the
