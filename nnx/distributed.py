@@ -210,8 +210,8 @@ class NCCLCommunicator(Communicator):
         self.local_rank = local
         error = uid = None
         try:  # this rank's GPU and NCCL: a rank without them fails every rank, not alone
+            self._nccl = _nccl_module(xp)  # first: without NCCL, that is what to say
             self.device = _select_device(xp, local)
-            self._nccl = _nccl_module(xp)
             uid = self._nccl.get_unique_id() if self.rank == 0 else None
         except Exception as exc:
             error = exc
@@ -533,7 +533,8 @@ def _rebuilt(failed, size):
             exc = cls(text)
     except Exception:  # a class that cannot be rebuilt from its message alone
         exc = None
-    if exc is None or str(exc) != text:
+    # KeyError's str() quotes its message: the rebuilt one must carry the text itself
+    if exc is None or (str(exc) != text and exc.args[:1] != (text,)):
         exc = DistributedError(f"{name}: {text}")
     return mark_agreed(exc)
 
