@@ -282,11 +282,16 @@ class NeuralNetwork:
         if host.is_sparse(X):
             return self._sparse_input(X, name)
         if self.on_host(X, name):
-            return b.asarray(host.check_features(X, name, self.n_in, b.dtype_name))
+            X = host.check_features(X, name, self.n_in, b.dtype_name)
+            if b.precision == "float16":
+                host.check_half_range(max(-float(X.min()), float(X.max())), name)
+            return b.asarray(X)
         if len(X.shape) != 2 or 0 in X.shape or (self.n_in is not None
                                                  and X.shape[1] != self.n_in):
             raise InputValueError(f"{name} has shape {tuple(X.shape)}; expected (rows, "
                                   f"{self.n_in if self.n_in else 'features'}), neither of them 0")
+        if b.precision == "float16":  # one reduction on the device, read once
+            host.check_half_range(float(b.to_numpy(b.xp.max(b.xp.abs(X)))), name)
         return b.asarray(X)
 
     def _sparse_input(self, X, name):

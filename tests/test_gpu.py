@@ -454,3 +454,14 @@ def test_both_softmax_cross_entropy_paths_match_the_reference(classes, dtype):
     ref_loss, ref_grad = Reference.softmax_cross_entropy(b, b.asarray(z), b.asarray(y), 1e-7)
     _close(b.to_numpy(loss), b.to_numpy(ref_loss), RTOL[dtype])
     _close(b.to_numpy(grad), b.to_numpy(ref_grad), RTOL[dtype])
+
+
+def test_a_float16_network_refuses_device_inputs_beyond_its_range():
+    """The range check of host inputs, on a CuPy array too (one reduction)."""
+    net = nnx.NeuralNetwork([nnx.Dense(8, "relu"), nnx.Dense(3, "linear")],
+                            nnx.SoftmaxCrossEntropy(), seed=0, backend="gpu", precision="float16")
+    net.build(4)
+    X = net.backend.asarray(np.random.default_rng(0).uniform(0, 1e5, (6, 4)))
+    with pytest.raises(nnx.InputValueError, match=r"^X has magnitudes up to 9\d+"):
+        net.predict_proba(X)
+    assert np.isfinite(net.backend.to_numpy(net.predict_proba(X / 10))).all()

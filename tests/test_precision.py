@@ -328,3 +328,31 @@ def test_load_takes_the_precision_to_go_on_training(tmp_path):
     np.testing.assert_array_equal(again.predict_proba(X), net.predict_proba(X))
     with pytest.raises(ValueError, match="precision='tf32' applies to float32 networks"):
         nnx.NeuralNetwork.load(tmp_path / "m.npz", dtype="float64", precision="tf32")
+
+
+def test_float16_refuses_inputs_beyond_its_range_and_says_why_a_run_diverged():
+    """Inputs above 65504 are infinite as float16 operands: a fit said only
+    "try a smaller learning rate", and a built network predicted NaN rows
+    in silence. bfloat16 (float32's exponent range) takes them."""
+    rng = np.random.default_rng(0)
+    X, y = rng.uniform(0, 1e5, (60, 4)), rng.integers(0, 3, 60)
+
+    def net(precision):
+        n = nnx.NeuralNetwork([nnx.Dense(8, "relu"), nnx.Dense(3, "linear")],
+                              nnx.SoftmaxCrossEntropy(), seed=0, precision=precision)
+        n.build(4)
+        return n
+    half = net("float16")
+    with pytest.raises(nnx.InputValueError, match=r"^X_train has magnitudes up to 9\d+(\.\d+)?, "
+                                                  r"beyond float16's range \(largest 65504\)"):
+        nnx.Trainer(half, nnx.Adam()).fit(X, y, epochs=1)
+    with pytest.raises(nnx.InputValueError, match=r"^X has magnitudes up to"):
+        half.predict_proba(X)
+    assert np.isfinite(net("bfloat16").predict_proba(X)).all()
+
+    Xs = rng.standard_normal((200, 4))  # in range, but a rate that overflows the outputs
+    with warnings.catch_warnings(), pytest.raises(
+            nnx.TrainingDiverged, match=r"precision='float16': a value beyond 65504 in a "
+                                        r"matrix product's inputs"):
+        warnings.simplefilter("ignore")  # the loss's own warnings on the way
+        nnx.Trainer(net("float16"), nnx.SGD(1e4)).fit(Xs, rng.integers(0, 3, 200), epochs=3)

@@ -85,6 +85,20 @@ def _fits(values, name, dtype):
                                   f"of {dtype} (largest {limit:g}); rescale the data")
 
 
+HALF_MAX = 65504.0  # float16's largest finite value
+
+
+def check_half_range(largest, name):
+    """Inputs of a float16-precision network are float16 operands of the
+    first product: a magnitude beyond 65504 would become infinite there."""
+    if largest > HALF_MAX:
+        raise InputValueError(
+            f"{name} has magnitudes up to {largest:g}, beyond float16's range (largest "
+            f"{HALF_MAX:g}), in which precision='float16' multiplies matrices: standardise "
+            "the inputs (nnx.data.feature_stats, standardize_with) or use "
+            "precision='bfloat16'")
+
+
 def check_features(X, name="X", n_features=None, dtype=None):
     """A 2-D, non-empty, real-valued, finite host array, returned as NumPy
     (values are checked to fit ``dtype``, the compute dtype, when given)."""

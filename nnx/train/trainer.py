@@ -31,12 +31,16 @@ class TrainingDiverged(RuntimeError):
     whose loss was not finite; the network holds the parameters of the last
     good evaluation (``restored_epoch``, 0 for the initial weights)."""
 
-    def __init__(self, epoch, restored_epoch, history):
+    def __init__(self, epoch, restored_epoch, history, precision=None):
         self.epoch, self.restored_epoch, self.history = epoch, restored_epoch, history
+        hint = ("try a smaller learning rate" if precision != "float16" else
+                "precision='float16': a value beyond 65504 in a matrix product's inputs "
+                "becomes infinite; standardise the inputs, or try precision='bfloat16' or a "
+                "smaller learning rate")
         super().__init__(
             f"training diverged: the loss became NaN or infinite in epoch {epoch}; the "
             f"parameters of {'epoch ' + str(restored_epoch) if restored_epoch else 'the start'}"
-            " were restored (try a smaller learning rate)")
+            f" were restored ({hint})")
 
 
 class _Steps:
@@ -748,7 +752,8 @@ class _Run:
             self.history.stopped_early = True
             # every number checked here is the same on every rank: so is this
             raise _distributed.mark_agreed(
-                TrainingDiverged(epoch, self.good_epoch, self.history))
+                TrainingDiverged(epoch, self.good_epoch, self.history,
+                                 self.net.backend.precision))
 
     def check_parameters(self, epoch, last_batch=None):
         """Raise ``TrainingDiverged`` unless the parameters are finite and, given
