@@ -31,7 +31,7 @@ import traceback
 from dataclasses import dataclass
 
 from . import _checks
-from ._checks import InputTypeError
+from ._checks import InputTypeError, InputValueError
 
 INSTALL = "pip install 'nnx-dl[mpi]'"
 
@@ -129,14 +129,50 @@ class Communicator:
         """Refuse a backend (and, for a GPU, a device) this engine cannot serve."""
 
     def allreduce(self, array):
-        """Sum ``array`` (a device array) over the ranks, in place."""
+        """Sum ``array`` (a device array) over the ranks, in place. Every
+        rank passes an array of the same shape and dtype (MPI and NCCL cannot
+        tell; MPI ends the job)."""
+        self._buffer(array, "allreduce")
 
     def broadcast(self, array, root=0):
         """Copy rank ``root``'s ``array`` into every rank's, in place."""
+        self._buffer(array, "broadcast")
+        self._root(root)
 
     def sum(self, values):
         """The element-wise sum over the ranks of a list of numbers (floats)."""
-        return [float(v) for v in values]
+        return self._numbers(values)
+
+    # the arguments, checked before an engine sees them (whose own errors say
+    # little, or, as raw NCCL would on a strided array, nothing at all)
+    @staticmethod
+    def _buffer(array, what):
+        flags = getattr(array, "flags", None)
+        if flags is None or not hasattr(array, "dtype") or not hasattr(array, "shape"):
+            raise InputTypeError(f"{what} takes an array (NumPy on the CPU, CuPy on the GPU), "
+                                 f"got {type(array).__name__}")
+        if not flags.c_contiguous:
+            raise InputValueError(f"{what} works in place on the array's memory, which must be "
+                                  "contiguous: pass a contiguous copy (np.ascontiguousarray) "
+                                  "and use that copy afterwards")
+        if not getattr(flags, "writeable", True):
+            raise InputValueError(f"{what} writes the result into the array, which is "
+                                  "read-only: pass a writable copy")
+        if array.dtype.kind not in "fiu":
+            raise InputTypeError(f"{what} takes an array of numbers, got dtype {array.dtype}")
+
+    def _root(self, root):
+        if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < self.size:
+            raise InputValueError(f"broadcast root must be a rank from 0 to {self.size - 1}, "
+                                  f"got {root!r}")
+
+    @staticmethod
+    def _numbers(values):
+        try:
+            return [float(v) for v in values]
+        except TypeError:
+            raise InputTypeError(f"sum takes a list of numbers (each summed over the ranks), "
+                                 f"got {type(values).__name__}") from None
 
     def gather(self, obj):
         """Every rank's ``obj`` (plain, picklable data), in rank order, on every rank."""
@@ -172,13 +208,16 @@ class MPICommunicator(Communicator):
                 "(NCCL) before creating the network")
 
     def allreduce(self, array):
+        self._buffer(array, "allreduce")
         self.comm.Allreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM)
 
     def broadcast(self, array, root=0):
+        self._buffer(array, "broadcast")
+        self._root(root)
         self.comm.Bcast(array, root=root)
 
     def sum(self, values):
-        buf = array.array("d", [float(v) for v in values])
+        buf = array.array("d", self._numbers(values))
         self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
         return list(buf)
 
@@ -241,15 +280,18 @@ class NCCLCommunicator(Communicator):
         return self.xp.cuda.get_current_stream().ptr  # the capturing stream while recording
 
     def allreduce(self, array):
+        self._buffer(array, "allreduce")
         ptr = array.data.ptr
         self._comm.allReduce(ptr, ptr, array.size, self._kind(array), self._nccl.NCCL_SUM,
                              self._stream())
 
     def broadcast(self, array, root=0):
+        self._buffer(array, "broadcast")
+        self._root(root)
         self._comm.bcast(array.data.ptr, array.size, self._kind(array), root, self._stream())
 
     def sum(self, values):
-        rows = self.gather([float(v) for v in values])
+        rows = self.gather(self._numbers(values))
         return [math.fsum(col) for col in zip(*rows)]  # one order, on every rank
 
     def gather(self, obj):

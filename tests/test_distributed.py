@@ -267,9 +267,10 @@ def _fake_gpu(devices=4):
     return NS(name="gpu", xp=NS(__name__="fakecupy", cuda=cuda)), used
 
 
-def _array(dtype="float32", device=1):
+def _array(dtype="float32", device=1, contiguous=True):
     from types import SimpleNamespace as NS
-    return NS(data=NS(ptr=99), size=10, dtype=NS(name=dtype), device=NS(id=device))
+    return NS(data=NS(ptr=99), size=10, shape=(10,), dtype=NS(name=dtype, kind="f"),
+              device=NS(id=device), flags=NS(c_contiguous=contiguous))
 
 
 def test_the_nccl_communicator_picks_its_gpu_and_reduces_on_the_current_stream(monkeypatch):
@@ -283,6 +284,9 @@ def test_the_nccl_communicator_picks_its_gpu_and_reduces_on_the_current_stream(m
     assert nccl.calls == [("init", 1, (0, 1), 0), ("allReduce", 99, 99, 10, 8, 0, 1234),
                           ("bcast", 99, 10, 7, 0, 1234)]
     assert comm.sum([1.5, 2]) == [1.5, 2.0] and comm.gather("x") == ["x"]
+    with pytest.raises(nnx.InputValueError, match="must be contiguous"):  # NCCL would not see
+        comm.allreduce(_array(contiguous=False))
+    assert len(nccl.calls) == 3
     comm.check_backend(backend, _array(device=1))
     with pytest.raises(DistributedError, match=r"on GPU 0, but rank 0 .* trains on GPU 1: call "
                                                r"nnx.distributed.init\('gpu'\) before"):
@@ -674,3 +678,35 @@ def test_the_network_rank_0_and_another_rank_built_are_compared_in_words():
         "layer 1's dropout 1.0 on rank 0 but 0.5 on rank 1"]
     assert _network_differences(base, _network_facts(net(layers=1)), 1) == [
         "2 layers on rank 0 but 1 on rank 1"]
+
+
+@pytest.mark.parametrize("engine", ["local", "mpi"])
+def test_the_collectives_refuse_what_they_cannot_reduce_in_place(engine):
+    """A list, a strided view, a read-only array, a root beyond the ranks, a
+    number for sum: clear errors (mpi4py said 'a bytes-like object is
+    required' or 'dlpack: buffer is not contiguous'; raw NCCL would reduce
+    the wrong memory of a strided CuPy array)."""
+    if engine == "mpi":
+        pytest.importorskip("mpi4py")
+        comm = distributed.MPICommunicator()
+    else:
+        comm = distributed.LOCAL
+    a = np.arange(6.0)
+    frozen = a.copy()
+    frozen.flags.writeable = False
+    for call, error, message in [
+            (lambda: comm.allreduce([1.0, 2.0]), nnx.InputTypeError,
+             r"^allreduce takes an array \(NumPy on the CPU, CuPy on the GPU\), got list$"),
+            (lambda: comm.allreduce(a[::2]), nnx.InputValueError, r"must be contiguous"),
+            (lambda: comm.allreduce(frozen), nnx.InputValueError, r"which is read-only"),
+            (lambda: comm.allreduce(np.array(["a"])), nnx.InputTypeError, r"dtype <U1"),
+            (lambda: comm.broadcast(a, root=5), nnx.InputValueError,
+             r"^broadcast root must be a rank from 0 to 0, got 5$"),
+            (lambda: comm.sum(3), nnx.InputTypeError,
+             r"^sum takes a list of numbers \(each summed over the ranks\), got int$")]:
+        with pytest.raises(error, match=message):
+            call()
+    comm.allreduce(a)
+    comm.broadcast(a, root=0)
+    np.testing.assert_array_equal(a, np.arange(6.0))
+    assert comm.sum([1, 2.5]) == [1.0, 2.5]
