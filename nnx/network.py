@@ -347,11 +347,13 @@ class NeuralNetwork:
             self.build(int(X.shape[1]))
         return self.train_step(X, self.as_target(y, int(X.shape[0])))
 
-    def train_step(self, X, y):
+    def train_step(self, X, y, weight=1.0):
         """Forward, loss and backward on a batch already on the device (from
         ``as_input`` and ``as_target``), without checks: the training loop's
         per-batch path. The gradients land in ``grad_buffer``; returns the
-        batch loss as a 0-d device array. In a float16 network the gradients
+        batch loss as a 0-d device array. ``weight`` multiplies the loss's
+        gradient (a rank's share of a distributed batch: each row's gradient
+        is then the single process's). In a float16 network the gradients
         are those of the loss times ``loss_scaler``'s current scale, which the
         optimiser's next step divides out (``backward`` called directly
         leaves the gradient it is given unscaled)."""
@@ -359,7 +361,10 @@ class NeuralNetwork:
         loss = self.loss.forward(prediction, y)
         grad = self.loss.backward()
         if self.loss_scaler is not None:  # the optimiser divides it out again
-            grad = grad * self.loss_scaler.scale_of(self.backend)
+            scale = self.loss_scaler.scale_of(self.backend)
+            grad = grad * (scale if weight == 1.0 else scale * weight)
+        elif weight != 1.0:
+            grad = grad * weight
         self.backward(grad, input_grad=False)
         self._scaled_grads = self.loss_scaler is not None
         return loss

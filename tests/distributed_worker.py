@@ -125,6 +125,27 @@ def threads(args, comm):
                    "cores": len(os.sched_getaffinity(0))}, f)
 
 
+def half_fit(batch, comm=None):
+    """A float16 regression whose loss scale overflows and halves on the way."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2000, 20))
+    y = (X @ rng.standard_normal((20, 1)))[:, 0] * 50
+    net = nnx.NeuralNetwork([nnx.Dense(64, "relu"), nnx.Dense(1, "linear")],
+                            nnx.MeanSquaredError(), seed=0, precision="float16")
+    history = nnx.Trainer(net, nnx.Adam(0.01)).fit(
+        X[:1800], y[:1800], validation=(X[1800:], y[1800:]), epochs=3, eval_every=1,
+        batch_size=batch, seed=1, patience=None, distributed=comm)
+    scale = float(net.backend.to_numpy(net.loss_scaler.scale_of(net.backend)))
+    return params(net), [r["loss"] for r in history.records], scale
+
+
+def half(args, comm):
+    p, losses, scale = half_fit(args.batch, comm)
+    np.save(os.path.join(args.out, f"half-{comm.rank}.npy"), p)
+    with open(os.path.join(args.out, f"half-{comm.rank}.json"), "w") as f:
+        json.dump({"losses": losses, "scale": scale}, f)
+
+
 def diverge(args, comm):
     try:
         # a linear network and a rate that overflow the outputs within an epoch or two
@@ -196,7 +217,7 @@ def two_fits(args, comm):
 MODES = {"parity": parity, "two-fits": two_fits, "one-rank-stops": one_rank_stops,
          "bad-input": bad_input,
          "different-arguments": different_arguments, "different-network": different_network,
-         "threads": threads,
+         "threads": threads, "half": half,
          "diverge": diverge, "crash": crash,
          "resume": resume, "rendezvous": rendezvous, "mpi-host": rendezvous}
 

@@ -453,6 +453,23 @@ def test_a_stop_asked_on_one_rank_stops_every_rank(tmp_path):
                                   np.load(tmp_path / "run-1.npy"))
 
 
+def test_float16_ranks_train_as_one_process_with_the_doubled_batch(tmp_path):
+    """Each rank's share of the batch weights the loss's gradient before the
+    backward pass, so the float16 operands, their overflows and the loss
+    scale are the single process's: the scale was 1024 against 2048, the
+    last evaluation loss 2879 against 2697, when the weight came after."""
+    job = _work("half", tmp_path, "--batch", "25")
+    assert job.returncode == 0, job.stderr
+    with threadpool_limits(1):
+        want, losses, scale = worker.half_fit(50)
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"half-{rank}.json").read_text())
+        assert got["scale"] == scale
+        np.testing.assert_allclose(got["losses"], losses, rtol=1e-5)
+        np.testing.assert_allclose(np.load(tmp_path / f"half-{rank}.npy"), want, rtol=1e-4,
+                                   atol=1e-5)
+
+
 def test_one_mpi_process_trains_exactly_as_alone(tmp_path):
     job = _work("parity", tmp_path, "--batch", "32", n=1)
     assert job.returncode == 0, job.stderr

@@ -164,22 +164,22 @@ class _Steps:
             return self.custom_step(xb, yb)
         # the weighting of the loss is part of the step, so a captured step
         # records it too (a full batch's share is the same for every replay)
-        loss = self.net.train_step(xb, yb)
-        self._reduce(weight)
+        # each rank's mean gradient weighted by its share of the batch's rows,
+        # on the loss's gradient: every row's gradient, and so every float16
+        # operand of the backward pass, is then the single process's
+        loss = self.net.train_step(xb, yb, weight)
+        self._reduce()
         self.optim.step()
         return loss if weight == 1.0 else loss * weight
 
-    def _reduce(self, weight):
-        """The batch's gradient from every rank's: each rank's mean gradient
-        weighted by its share of the batch's rows, summed by one in-place
-        all-reduce of the flat gradient buffer (before the optimiser, so
-        clipping sees the whole batch's gradient). Alone, nothing."""
+    def _reduce(self):
+        """The batch's gradient from every rank's weighted one, summed by one
+        in-place all-reduce of the flat gradient buffer (before the
+        optimiser, so clipping sees the whole batch's gradient). Alone,
+        nothing."""
         if self.comm.engine == "local":
             return
-        grad = self.net.grad_buffer
-        if weight != 1.0:
-            grad *= weight
-        self.comm.allreduce(grad)
+        self.comm.allreduce(self.net.grad_buffer)
 
     def idle(self):
         """This rank's part in a step whose rows all went to other ranks (a
@@ -189,7 +189,7 @@ class _Steps:
         # as after the other ranks' train_step: the optimiser unscales (zeros) and
         # counts the step, so every rank keeps the same loss scale
         self.net._scaled_grads = self.net.loss_scaler is not None
-        self._reduce(1.0)
+        self._reduce()
         self.optim.step()
 
     def _record(self, size):
