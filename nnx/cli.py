@@ -62,6 +62,10 @@ def _fit(net, optim, prep, args, desc, callbacks=(), comm=None):
     t0 = time.perf_counter()
     run_file = getattr(args, "checkpoint", None)
     resume = run_file if getattr(args, "resume", False) and os.path.exists(run_file) else None
+    if getattr(args, "resume", False) and resume is None and (comm is None or comm.is_main):
+        # as asked (a job that always passes --resume), but a mistyped path must show
+        print(f"--resume: no checkpoint at {run_file} yet: the run starts afresh and saves "
+              "its state there")
     history = Trainer(net, optim).fit(
         prep["X_train"], prep["y_train"], prep["X_test"], prep["y_test"],
         epochs=args.epochs, eval_every=args.eval_every, batch_size=args.batch_size,

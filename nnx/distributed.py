@@ -179,9 +179,10 @@ class Communicator:
         return [obj]
 
     def abort(self, exc=None):
-        """End every process of the job, after printing ``exc`` and its traceback."""
+        """End every process of the job, after printing ``exc`` and its traceback
+        (a KeyboardInterrupt: one line, and the status 130)."""
         _report(self, exc)
-        os._exit(1)
+        os._exit(_exit_code(exc))
 
 
 LOCAL = Communicator()
@@ -226,7 +227,8 @@ class MPICommunicator(Communicator):
 
     def abort(self, exc=None):
         _report(self, exc)
-        self.comm.Abort(1)
+        self.comm.Abort(_exit_code(exc))
+        os._exit(_exit_code(exc))  # MPICH's returns before the launcher ends this process
 
 
 class NCCLCommunicator(Communicator):
@@ -300,9 +302,9 @@ class NCCLCommunicator(Communicator):
     def abort(self, exc=None):
         _report(self, exc)
         if self._host is not None:
-            self._host.abort()  # MPI_Abort, where MPI started the job
+            self._host.abort(_exit_code(exc))  # MPI_Abort, where MPI started the job
         self._comm.abort()
-        os._exit(1)  # torchrun then stops the other workers
+        os._exit(_exit_code(exc))  # torchrun then stops the other workers
 
 
 # ------------------------------------------------------------ set-up
@@ -449,8 +451,8 @@ class _MPIHost:
     def gather(self, obj):
         return self.comm.allgather(obj)
 
-    def abort(self):
-        self.comm.Abort(1)
+    def abort(self, code=1):
+        self.comm.Abort(code)
 
 
 class _StoreHost:
@@ -487,7 +489,7 @@ class _StoreHost:
         self.store.set(key + str(self.rank), pickle.dumps(obj))
         return [pickle.loads(self.store.get(key + str(r))) for r in range(self.size)]
 
-    def abort(self):
+    def abort(self, code=1):
         pass  # torchrun stops the other workers when this one exits
 
 
@@ -616,12 +618,24 @@ def guard(comm):
         raise
 
 
+def _exit_code(exc):
+    """The job's exit status: 130 for Ctrl-C, as a shell gives, else 1."""
+    return 130 if isinstance(exc, KeyboardInterrupt) else 1
+
+
 def _report(comm, exc):
     if exc is None:
         return
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    sys.stderr.write(f"nnx: rank {comm.rank} of {comm.size} failed; ending every rank of the "
-                     f"job ({type(exc).__name__}: {exc})\n{text}")
+    if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, which the launcher passes to every rank
+        hint = ("; a checkpoint (fit(checkpoint=...), nnx train --checkpoint) holds the last "
+                "evaluation's state, and the same run with resume (--resume) goes on from it"
+                if comm.rank == 0 else "")
+        sys.stderr.write(f"nnx: interrupted on rank {comm.rank} of {comm.size}; ending every "
+                         f"rank of the job{hint}\n")
+    else:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        sys.stderr.write(f"nnx: rank {comm.rank} of {comm.size} failed; ending every rank of "
+                         f"the job ({type(exc).__name__}: {exc})\n{text}")
     sys.stderr.flush()
     # the launcher forwards each rank's output through a pipe, and ending the
     # job closes them at once: give it a moment to pass this message on

@@ -165,6 +165,14 @@ def crash(args, comm):
     open(os.path.join(args.out, f"finished-{comm.rank}"), "w").close()
 
 
+def interrupt(args, comm):
+    """Ctrl-C, as the launcher passes it to every rank, in epoch 2."""
+    def stop(epoch, record):
+        if epoch == 2:
+            raise KeyboardInterrupt
+    fit(network(), 16, epochs=4, distributed=comm, callback=stop)
+
+
 class Killed(Exception):
     """Every rank stopped at once, as by a job killed between two epochs."""
 
@@ -217,7 +225,7 @@ def two_fits(args, comm):
 MODES = {"parity": parity, "two-fits": two_fits, "one-rank-stops": one_rank_stops,
          "bad-input": bad_input,
          "different-arguments": different_arguments, "different-network": different_network,
-         "threads": threads, "half": half,
+         "threads": threads, "half": half, "interrupt": interrupt,
          "diverge": diverge, "crash": crash,
          "resume": resume, "rendezvous": rendezvous, "mpi-host": rendezvous}
 

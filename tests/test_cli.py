@@ -667,6 +667,18 @@ def test_an_interrupted_train_goes_on_from_its_checkpoint_with_resume(tmp_path, 
         np.testing.assert_array_equal(p, q)
 
 
+def test_resume_without_a_checkpoint_yet_says_the_run_starts_afresh(tmp_path, capsys):
+    """A job that always passes --resume starts afresh the first time, as
+    documented; a mistyped path did so without a word."""
+    from nnx.cli import main
+    run_file = tmp_path / "run.npz"
+    assert main(["train", "--epochs", "1", "--quiet", "--checkpoint", str(run_file),
+                 "--resume", "--out", str(tmp_path / "m.npz")]) == 0
+    assert (f"--resume: no checkpoint at {run_file} yet: the run starts afresh and saves "
+            "its state there") in capsys.readouterr().out
+    assert run_file.exists()
+
+
 def test_an_interrupted_train_without_a_checkpoint_says_what_was_lost(tmp_path, monkeypatch,
                                                                       capsys):
     from nnx.cli import main

@@ -531,6 +531,17 @@ def test_an_unexpected_error_on_one_rank_ends_the_whole_job(tmp_path):
     assert not list(tmp_path.glob("finished-*"))
 
 
+def test_ctrl_c_ends_the_job_with_one_line_and_status_130(tmp_path):
+    """Each rank printed a KeyboardInterrupt traceback, and the job ended
+    with status 1, where the single process says what it keeps and ends
+    with 130."""
+    job = _work("interrupt", tmp_path)
+    assert job.returncode == 130, (job.returncode, job.stderr)
+    assert "Traceback" not in job.stderr
+    assert "nnx: interrupted on rank" in job.stderr
+    assert "ending every rank of the job" in job.stderr
+
+
 def test_a_resumed_distributed_run_ends_where_the_whole_one_does(tmp_path):
     job = _work("resume", tmp_path)
     assert job.returncode == 0, job.stderr
