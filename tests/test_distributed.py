@@ -552,6 +552,12 @@ def test_a_resumed_distributed_run_ends_where_the_whole_one_does(tmp_path):
                           for name in ("whole", "resumed"))
         assert whole["records"] == resumed["records"]
     assert sorted(p.name for p in tmp_path.glob("*.npz")) == ["part.npz"]  # rank 0 wrote it
+    # alone, even with the same global batch, it cannot go on exactly: say how it can
+    with pytest.raises(nnx.InputValueError, match=r"world_size=2 vs 1.*; the run was saved by "
+                                                  r"2 processes: resume it with as many "
+                                                  r"\(mpirun -n 2 \.\.\.\), each with the "
+                                                  r"saved batch_size$"):
+        worker.fit(worker.network(0.8), 32, epochs=4, resume=str(tmp_path / "part.npz"))
 
 
 # ------------------------------------------------------ the command line

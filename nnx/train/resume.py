@@ -39,9 +39,17 @@ def _check_same_run(run, path, header, state):
                                           f"{mine[k]!r})" for k in differ))
     changed = run.settings.differences(state["settings"])
     if changed:
+        hint = ""
+        if "world_size" in changed:  # an exact resumption replays each rank's share
+            saved_size = changed["world_size"][0]
+            hint = (f"; the run was saved by {saved_size} process"
+                    f"{'es' if saved_size != 1 else ''}: resume it with as many "
+                    f"({'mpirun -n ' + str(saved_size) + ' ...' if saved_size > 1 else 'alone'})"
+                    ", each with the saved batch_size")
         raise InputValueError(f"resume={str(path)!r}: fit() arguments differ from the saved "
                               "run's (saved, given): " + ", ".join(
-                                  f"{k}={a!r} vs {c!r}" for k, (a, c) in changed.items()))
+                                  f"{k}={a!r} vs {c!r}" for k, (a, c) in changed.items())
+                              + hint)
 
 
 # ------------------------------------------------- the training state's checks
