@@ -537,7 +537,11 @@ def _standardisation(checkpoint, net):
 
 
 def cmd_evaluate(args):
-    net = NeuralNetwork.load(args.checkpoint, backend=args.backend)
+    precision = args.precision
+    if precision is None:  # as trained: nnx train's own figure
+        from .checkpoint import read_header
+        precision = read_header(args.checkpoint)["network"].get("precision", "float32")
+    net = NeuralNetwork.load(args.checkpoint, backend=args.backend, precision=precision)
     trained_on = net.checkpoint_meta.get("dataset")
     if args.dataset is None:  # the dataset the checkpoint was trained on (nnx train saves it)
         if trained_on is not None and trained_on not in DATASETS:
@@ -551,8 +555,9 @@ def cmd_evaluate(args):
     _check_data_flags(args)
     stats = _standardisation(args.checkpoint, net)
     ds = _load(args, test_only=True)  # the training rows are not needed
+    shown = "" if precision == "float32" else f", precision={precision}"
     print(f"nnx {__version__} evaluate: {args.checkpoint} on dataset={args.dataset} "
-          f"({ds.source}), backend={args.backend}")
+          f"({ds.source}), backend={args.backend}{shown}")
     X = ds.X_test
     if X.shape[1] != net.n_in:
         raise UsageError(f"{args.checkpoint}: the network takes {net.n_in} features but "
@@ -745,6 +750,9 @@ def build_parser():
                        formatter_class=_Help)
     p.add_argument("checkpoint")
     _common(p, training=False)
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="matrix products (default: those the checkpoint was trained with, "
+                        "so that the accuracy is the one nnx train printed)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("export", help="write a checkpoint as an ONNX model (pip install "

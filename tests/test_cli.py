@@ -631,6 +631,22 @@ def test_train_with_half_precision_products_says_so_and_saves_the_setting(tmp_pa
     assert read_header(tmp_path / "m.npz")["network"]["precision"] == "float16"
 
 
+def test_evaluate_scores_with_the_precision_the_checkpoint_was_trained_with(tmp_path):
+    """nnx evaluate loaded every checkpoint with exact float32 products, so a
+    float16 model's accuracy could differ from the one nnx train printed;
+    --precision chooses otherwise."""
+    r = nnx_cli("train", "--precision", "bfloat16", "--epochs", "3", "--quiet", "--out",
+                "m.npz", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    trained = re.search(r"test accuracy ([0-9.]+)", r.stdout).group(1)
+    r = nnx_cli("evaluate", "m.npz", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].endswith(", precision=bfloat16")
+    assert f"accuracy {trained}" in r.stdout
+    r = nnx_cli("evaluate", "m.npz", "--precision", "float32", cwd=tmp_path)
+    assert "precision=" not in r.stdout.splitlines()[0]
+
+
 # ------------------------------------------------ an interrupted nnx train
 def test_an_interrupted_train_goes_on_from_its_checkpoint_with_resume(tmp_path, monkeypatch,
                                                                       capsys):
