@@ -405,3 +405,40 @@ def test_constant_rates_and_plateau_cuts_need_no_plan():
         optim.attach(net)
         net.train_batch(X, y)
         optim.step()  # no start() needed
+
+
+def test_a_hand_loop_taking_more_steps_than_planned_is_told_once():
+    """optim.start(3, 10) with 30 batches an epoch: the 20 further steps of
+    each epoch silently got the epoch's last rate (0.0 at the end of a
+    one-epoch plan). The planned count, and Trainer.fit, stay silent."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((300, 5)), rng.integers(0, 3, 300)
+
+    def hand_loop(steps_per_epoch):
+        net = nnx.NeuralNetwork([nnx.Dense(8, "tanh"), nnx.Dense(3, "linear")],
+                                nnx.SoftmaxCrossEntropy(), seed=0)
+        net.build(5)
+        optim = nnx.Adam(nnx.Cosine(0.01, per="step"))
+        optim.attach(net)
+        Xd, yd = net.as_input(X), net.as_target(y, 300)
+        optim.start(2, steps_per_epoch)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            for epoch in range(2):
+                optim.start_epoch(epoch)
+                for i in range(0, 300, 10):
+                    net.train_step(Xd[i:i + 10], yd[i:i + 10])
+                    optim.step()
+        return [str(w.message) for w in seen]
+    told = hand_loop(10)
+    assert len(told) == 1 and "more than the 10 steps that optim.start(epochs, " \
+                              "steps_per_epoch) planned" in told[0]
+    assert hand_loop(30) == []
+    net = nnx.NeuralNetwork([nnx.Dense(8, "tanh"), nnx.Dense(3, "linear")],
+                            nnx.SoftmaxCrossEntropy(), seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nnx.Trainer(net, nnx.Adam(nnx.Cosine(0.01, per="step"))).fit(X, y, epochs=2,
+                                                                     batch_size=10)

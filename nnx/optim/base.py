@@ -145,6 +145,9 @@ class Optimizer:
         if hasattr(self.schedule, "restart"):
             self.schedule.restart()
         self.max_epochs, self.steps_per_epoch = epochs, steps_per_epoch
+        # a hand loop's steps are counted against the plan (Trainer.fit, whose
+        # recorded steps run without this Python, plans them itself)
+        self._plan = {"counted": True, "taken": 0, "warned": False}
         if self._device is not None and "rates" in self._device \
                 and self._device["rates"].shape[0] != steps_per_epoch:
             del self._device["rates"]  # made again at the next step, for this run's epochs
@@ -171,6 +174,8 @@ class Optimizer:
         """Set the rates of epoch ``epoch`` (0-based) on the device: one value,
         or for a per-step schedule the epoch's table of rates (one upload)."""
         self._set_lr(self.lr_at(epoch))
+        if "_plan" in self.__dict__:
+            self._plan["taken"] = 0
         if self.schedule.per == "step" and self.max_epochs is not None:
             total = self._units(self.max_epochs, self.steps_per_epoch)
             first = epoch * self.steps_per_epoch
@@ -247,6 +252,7 @@ class Optimizer:
         elif self.clip_norm is not None:
             scale = b.clip_scale(net.grad_buffer, self.clip_norm)
         if self.schedule.per == "step":
+            self._count_planned_step()
             b.tick(dev["t"], dev["lr"], dev["rates"], dev["s"])
         elif self.counts_steps:
             b.tick(dev["t"])
@@ -265,6 +271,23 @@ class Optimizer:
                                            if self.state.get(k) is not None]
             b.update_unless_skipped(scale, arrays, update)
         scaler.after_step(b, scale)
+
+    def _count_planned_step(self):
+        """A per-step schedule's table holds ``steps_per_epoch`` rates: say so
+        once if a hand loop takes more steps in an epoch (they would all get
+        the epoch's last rate)."""
+        plan = self.__dict__.get("_plan")
+        if plan is None or not plan["counted"]:
+            return
+        plan["taken"] += 1
+        if plan["taken"] == self.steps_per_epoch + 1 and not plan["warned"]:
+            plan["warned"] = True
+            _checks.warn_caller(
+                f"{self.schedule!r}: this epoch has taken more than the {self.steps_per_epoch} "
+                "steps that optim.start(epochs, steps_per_epoch) planned, and its further "
+                "steps all get the epoch's last rate: give start() the number of batches in "
+                "an epoch, and call optim.start_epoch(epoch) as each epoch begins "
+                "(Trainer.fit does both)", UserWarning)
 
     def _kernel_skips(self):
         """True if this optimiser's update is one backend update method (the
