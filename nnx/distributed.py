@@ -23,6 +23,7 @@ import array
 import contextlib
 import importlib
 import math
+import numbers
 import os
 import pickle
 import sys
@@ -162,17 +163,22 @@ class Communicator:
             raise InputTypeError(f"{what} takes an array of numbers, got dtype {array.dtype}")
 
     def _root(self, root):
-        if isinstance(root, bool) or not isinstance(root, int) or not 0 <= root < self.size:
+        if isinstance(root, bool) or not isinstance(root, numbers.Integral) \
+                or not 0 <= root < self.size:
             raise InputValueError(f"broadcast root must be a rank from 0 to {self.size - 1}, "
                                   f"got {root!r}")
 
     @staticmethod
     def _numbers(values):
         try:
-            return [float(v) for v in values]
+            items = list(values)
         except TypeError:
+            items = None
+        if items is None or isinstance(values, (str, bytes)) or not all(
+                isinstance(v, numbers.Real) or getattr(v, "ndim", None) == 0 for v in items):
             raise InputTypeError(f"sum takes a list of numbers (each summed over the ranks), "
-                                 f"got {type(values).__name__}") from None
+                                 f"got {values!r}"[:200])
+        return [float(v) for v in items]
 
     def gather(self, obj):
         """Every rank's ``obj`` (plain, picklable data), in rank order, on every rank."""
@@ -356,25 +362,46 @@ _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS
 
 
 def _share_cores(comm):
-    """The ranks on one machine share its cores: each gets ``cores // ranks``
-    (at least 1) BLAS threads and update threads, as torchrun does for
-    PyTorch; without this, two ranks of two BLAS threads each on two cores
-    measured 10-20x slower than one thread each. Skipped where the user set
-    one of ``_THREAD_VARIABLES``. Returns the count, or None if unchanged."""
-    node = comm.comm.Split_type(comm.MPI.COMM_TYPE_SHARED)
+    """The ranks of ``comm`` on one machine share its cores: each gets its
+    cores (those it may run on) over the number of processes that may run on
+    them too (at least 1) as BLAS threads and update threads. Without this,
+    two ranks of two BLAS threads each on two cores measured 10-20x slower
+    than one thread each (torchrun, alike, sets OMP_NUM_THREADS=1 where it
+    starts several processes a machine). A launcher that binds each rank to
+    cores of its own (srun -c, mpirun --bind-to) leaves nothing to divide.
+    Skipped where the user set one of ``_THREAD_VARIABLES`` (0 or empty is
+    no choice). Returns the count, or None if unchanged."""
+    if "threads" in _SHARED:  # once a process (each fit given an mpi4py communicator asks)
+        return _SHARED["threads"]
+    _SHARED["threads"] = threads = _share_cores_now(comm)
+    return threads
+
+
+_SHARED: dict = {}
+
+
+def _share_cores_now(comm):
+    mine = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(
+        range(os.cpu_count() or 1))
+    # the collective first, on every rank alike, whatever each then decides
+    node = comm.comm.Split_type(comm.MPI.COMM_TYPE_SHARED)  # its ranks on this machine
     try:
-        local = node.Get_size()
+        everyone = node.allgather(sorted(mine))
     finally:
         node.Free()
-    if local < 2 or any(os.environ.get(v) for v in _THREAD_VARIABLES):
+    if any(os.environ.get(v, "").strip() not in ("", "0") for v in _THREAD_VARIABLES):
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
-    threads = max(1, cores // local)
-    from threadpoolctl import threadpool_limits
-
+    sharing = sum(1 for cores in everyone if mine & set(cores))  # this rank included
+    if sharing < 2:
+        return None
+    threads = max(1, len(mine) // sharing)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # scikit-learn's dependency, so normally there
+        threadpool_limits = None
+    if threadpool_limits is not None:
+        threadpool_limits(threads, user_api="blas")  # for the rest of the process
     from .backend import numpy_backend
-    threadpool_limits(threads, user_api="blas")  # for the rest of the process
     numpy_backend.limit_update_threads(threads)
     return threads
 
@@ -401,7 +428,10 @@ def resolve(distributed, backend):
     if isinstance(distributed, Communicator):
         return distributed
     if all(hasattr(distributed, a) for a in ("Allreduce", "Get_size", "allgather")):
-        return MPICommunicator(distributed)
+        comm = MPICommunicator(distributed)
+        if comm.size > 1:  # among its own ranks: a collective over COMM_WORLD could hang
+            comm.threads = _share_cores(comm)
+        return comm
     raise InputTypeError(f"distributed must be True, False, None, an nnx.distributed."
                          f"Communicator or an mpi4py communicator, got {distributed!r}")
 
@@ -627,9 +657,9 @@ def _report(comm, exc):
     if exc is None:
         return
     if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, which the launcher passes to every rank
-        hint = ("; a checkpoint (fit(checkpoint=...), nnx train --checkpoint) holds the last "
-                "evaluation's state, and the same run with resume (--resume) goes on from it"
-                if comm.rank == 0 else "")
+        hint = ("; where the run wrote a checkpoint (fit(checkpoint=...), nnx train "
+                "--checkpoint), it holds the last evaluation's state, and the same run with "
+                "resume (--resume) goes on from it" if comm.rank == 0 else "")
         sys.stderr.write(f"nnx: interrupted on rank {comm.rank} of {comm.size}; ending every "
                          f"rank of the job{hint}\n")
     else:

@@ -290,8 +290,9 @@ class NeuralNetwork:
                                                  and X.shape[1] != self.n_in):
             raise InputValueError(f"{name} has shape {tuple(X.shape)}; expected (rows, "
                                   f"{self.n_in if self.n_in else 'features'}), neither of them 0")
-        if b.precision == "float16":  # one reduction on the device, read once
-            host.check_half_range(float(b.to_numpy(b.xp.max(b.xp.abs(X)))), name)
+        if b.precision == "float16":  # two reductions on the device, no temporary
+            xp = b.xp
+            host.check_half_range(float(b.to_numpy(xp.maximum(xp.max(X), -xp.min(X)))), name)
         return b.asarray(X)
 
     def _sparse_input(self, X, name):
@@ -309,7 +310,10 @@ class NeuralNetwork:
                                  f"takes sparse rows (this network's is "
                                  f"{type(self.layers[0]).__name__ if self.layers else 'none'}); "
                                  f"pass {name}.toarray()")
-        return host.check_sparse_features(X, name, self.n_in, self.backend.dtype_name)
+        X = host.check_sparse_features(X, name, self.n_in, self.backend.dtype_name)
+        if self.backend.precision == "float16" and X.nnz:  # the stored values are the operands
+            host.check_half_range(max(-float(X.data.min()), float(X.data.max())), name)
+        return X
 
     def as_target(self, y, n_rows, name="y", x_name="X"):
         """Class ids or one-hot/target rows -> ``(n_rows, n_out)`` on the device."""

@@ -225,7 +225,7 @@ def two_fits(args, comm):
 MODES = {"parity": parity, "two-fits": two_fits, "one-rank-stops": one_rank_stops,
          "bad-input": bad_input,
          "different-arguments": different_arguments, "different-network": different_network,
-         "threads": threads, "half": half, "interrupt": interrupt,
+         "threads": threads, "threads-comm": threads, "half": half, "interrupt": interrupt,
          "diverge": diverge, "crash": crash,
          "resume": resume, "rendezvous": rendezvous, "mpi-host": rendezvous}
 
@@ -239,7 +239,12 @@ def main():
     p.add_argument("--keep", type=float, default=1.0)
     p.add_argument("--no-val", action="store_true", help="no evaluation set")
     args = p.parse_args()
-    comm = None if args.mode in ("rendezvous", "mpi-host") else distributed.init("cpu")
+    if args.mode == "threads-comm":  # fit(distributed=an mpi4py communicator), no init()
+        from mpi4py import MPI
+        comm = distributed.resolve(MPI.COMM_WORLD, nnx.get_backend("cpu"))
+    else:
+        comm = (None if args.mode in ("rendezvous", "mpi-host")
+                else distributed.init("cpu"))
     MODES[args.mode](args, comm)
 
 

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import distributed_worker as worker
 import numpy as np
@@ -383,15 +384,17 @@ def _work(mode, out, *options, n=2):
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-@pytest.mark.parametrize("user_set", [False, True])
-def test_ranks_on_one_machine_share_its_cores(tmp_path, user_set):
+@pytest.mark.parametrize("mode, user_set", [("threads", False), ("threads", True),
+                                             ("threads-comm", False)])
+def test_ranks_on_one_machine_share_its_cores(tmp_path, mode, user_set):
     """Two ranks of as many BLAS threads as cores ran 10-20x slower than with
-    one each: init() gives each rank cores // ranks threads, unless the user
-    chose a thread count (as the other tests here do)."""
+    one each: init() (or a fit given an mpi4py communicator) gives each rank
+    cores // ranks threads, unless the user chose a thread count (as the
+    other tests here do)."""
     env = {k: v for k, v in _env().items() if k not in THREAD_VARIABLES}
     if user_set:
         env["OPENBLAS_NUM_THREADS"] = "1"
-    job = _run([_mpiexec(), "-n", "2", sys.executable, str(WORKER), "threads", str(tmp_path)],
+    job = _run([_mpiexec(), "-n", "2", sys.executable, str(WORKER), mode, str(tmp_path)],
                env)
     assert job.returncode == 0, job.stderr
     for rank in (0, 1):
@@ -737,10 +740,86 @@ def test_the_collectives_refuse_what_they_cannot_reduce_in_place(engine):
             (lambda: comm.broadcast(a, root=5), nnx.InputValueError,
              r"^broadcast root must be a rank from 0 to 0, got 5$"),
             (lambda: comm.sum(3), nnx.InputTypeError,
-             r"^sum takes a list of numbers \(each summed over the ranks\), got int$")]:
+             r"^sum takes a list of numbers \(each summed over the ranks\), got 3$"),
+            (lambda: comm.sum(["x"]), nnx.InputTypeError, r"got \['x'\]$")]:
         with pytest.raises(error, match=message):
             call()
     comm.allreduce(a)
-    comm.broadcast(a, root=0)
+    comm.broadcast(a, root=np.int64(0))  # a rank number from NumPy is a rank number
     np.testing.assert_array_equal(a, np.arange(6.0))
     assert comm.sum([1, 2.5]) == [1.0, 2.5]
+
+
+def test_ranks_bound_to_cores_of_their_own_keep_them(monkeypatch):
+    """The division is by the ranks that share this rank's cores: two ranks
+    each bound to 4 cores of its own (srun -c 4, mpirun --bind-to) keep 4
+    threads; two ranks free on all 8 get 4 each; the same with
+    OMP_NUM_THREADS=0 or empty (no choice); a count the user set, nothing."""
+    from nnx.backend import numpy_backend
+    limits = []
+    monkeypatch.setattr(numpy_backend, "limit_update_threads", limits.append)
+    import threadpoolctl
+    monkeypatch.setattr(threadpoolctl, "threadpool_limits", lambda n, user_api: None)
+
+    class Node:
+        def __init__(self, sets):
+            self.sets = sets
+
+        def allgather(self, mine):
+            return self.sets
+
+        def Free(self):
+            pass
+
+    def shared(mine, everyone, env=None):
+        for v in distributed._THREAD_VARIABLES:
+            monkeypatch.delenv(v, raising=False)
+        for k, v in (env or {}).items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(mine))
+        comm = SimpleNamespace(MPI=SimpleNamespace(COMM_TYPE_SHARED=0),
+                               comm=SimpleNamespace(Split_type=lambda kind: Node(everyone)))
+        return distributed._share_cores_now(comm)
+    bound = [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert shared(range(4), bound) is None  # nothing to divide
+    free = [list(range(8))] * 2
+    assert shared(range(8), free) == 4 and limits == [4]
+    assert shared(range(8), free, {"OMP_NUM_THREADS": "0"}) == 4
+    assert shared(range(8), free, {"OMP_NUM_THREADS": ""}) == 4
+    assert shared(range(8), free, {"OMP_NUM_THREADS": "2"}) is None
+
+
+def test_a_network_of_ones_own_parts_is_compared_by_class_and_settings():
+    """A layer of one's own without __repr__ was compared by its address,
+    different on every rank: every distributed fit with one was refused.
+    Now two equal such networks agree, and the built-in layers beside it
+    keep their settings (an ELU's alpha) in the comparison."""
+    from nnx.layers import Layer
+    from nnx.train.trainer import _network_differences, _network_facts
+
+    class Mine(Layer):  # no describe(), no __repr__
+        def param_shapes(self, n_in):
+            return [(n_in, self.neurons)]
+
+    def net(alpha):
+        return nnx.NeuralNetwork([nnx.Dense(8, nnx.ELU(alpha)), Mine(5),
+                                  nnx.Dense(3, "linear")], nnx.SoftmaxCrossEntropy(), seed=0)
+    assert _network_differences(_network_facts(net(1.0)), _network_facts(net(1.0)), 1) == []
+    differ = _network_differences(_network_facts(net(1.0)), _network_facts(net(0.5)), 1)
+    assert differ == ["layer 1's alpha 1.0 on rank 0 but 0.5 on rank 1"]
+
+
+def test_a_subclass_with_the_documented_train_step_still_fits():
+    """Trainer.fit called train_step(X, y, weight) in every fit, alone too: a
+    NeuralNetwork subclass overriding the documented train_step(X, y) failed."""
+    seen = []
+
+    class Counting(nnx.NeuralNetwork):
+        def train_step(self, X, y):
+            seen.append(1)
+            return super().train_step(X, y)
+    net = Counting([nnx.Dense(4, "tanh"), nnx.Dense(3, "linear")], nnx.SoftmaxCrossEntropy(),
+                   seed=0)
+    X, y, _, _ = worker.data(n=60)
+    nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, epochs=1, batch_size=20)
+    assert len(seen) == 3

@@ -349,6 +349,10 @@ def test_float16_refuses_inputs_beyond_its_range_and_says_why_a_run_diverged():
     with pytest.raises(nnx.InputValueError, match=r"^X has magnitudes up to"):
         half.predict_proba(X)
     assert np.isfinite(net("bfloat16").predict_proba(X)).all()
+    import scipy.sparse as sp  # the stored values of sparse rows are the operands
+    with pytest.raises(nnx.InputValueError, match=r"^X has magnitudes up to 70000"):
+        half.predict_proba(sp.csr_matrix(np.array([[0, 7e4, 0, 1.0], [1, 0, 0, 0]])))
+    assert np.isfinite(half.predict_proba(np.full((2, 4), 65510.0))).all()  # rounds to 65504
 
     Xs = rng.standard_normal((200, 4))  # in range, but a rate that overflows the outputs
     with warnings.catch_warnings(), pytest.raises(

@@ -85,13 +85,13 @@ def _fits(values, name, dtype):
                                   f"of {dtype} (largest {limit:g}); rescale the data")
 
 
-HALF_MAX = 65504.0  # float16's largest finite value
+HALF_MAX = 65504.0  # float16's largest finite value (from 65520 up, rounding gives inf)
 
 
 def check_half_range(largest, name):
     """Inputs of a float16-precision network are float16 operands of the
-    first product: a magnitude beyond 65504 would become infinite there."""
-    if largest > HALF_MAX:
+    first product: a magnitude of 65520 or more would become infinite there."""
+    if largest >= 65520.0:
         raise InputValueError(
             f"{name} has magnitudes up to {largest:g}, beyond float16's range (largest "
             f"{HALF_MAX:g}), in which precision='float16' multiplies matrices: standardise "

@@ -167,7 +167,9 @@ class _Steps:
         # each rank's mean gradient weighted by its share of the batch's rows,
         # on the loss's gradient: every row's gradient, and so every float16
         # operand of the backward pass, is then the single process's
-        loss = self.net.train_step(xb, yb, weight)
+        # (alone, the documented two-argument call: a subclass may override it)
+        loss = (self.net.train_step(xb, yb) if weight == 1.0
+                else self.net.train_step(xb, yb, weight))
         self._reduce()
         self.optim.step()
         return loss if weight == 1.0 else loss * weight
@@ -281,16 +283,27 @@ class _Data:
 
 def _network_facts(net):
     """The network as every rank of a distributed fit must build it (plain
-    data): its layers, loss, dtype and matrix-product precision."""
+    data): its layers, loss, dtype and matrix-product precision. A layer,
+    activation or loss of one's own, which cannot describe itself, is
+    described by its class and the usual settings (never by its address)."""
+    return {"layers": [_described(layer, _layer_outline) for layer in net.layers],
+            "loss": _described(net.loss, lambda loss: type(loss).__qualname__),
+            "dtype": net.backend.dtype_name, "precision": net.backend.precision}
+
+
+def _described(part, outline):
     try:
-        facts = net.describe()
-    except Exception:  # noqa: BLE001 - an activation or loss of one's own: by its class
-        facts = {"layers": [repr(layer) for layer in net.layers],
-                 "loss": type(net.loss).__name__, "dtype": net.backend.dtype_name,
-                 "precision": net.backend.precision}
-    facts.pop("seed", None)  # compared with the fit's settings (net_seed)
-    facts.pop("n_in", None)  # the data's width: compared with the data
-    return facts
+        return part.describe()
+    except Exception:  # noqa: BLE001 - one's own class: what can be read of it
+        return outline(part)
+
+
+def _layer_outline(layer):
+    act = getattr(layer, "activation", None)
+    return {"type": type(layer).__qualname__, "neurons": getattr(layer, "neurons", None),
+            "activation": None if act is None else type(act).__qualname__,
+            "dropout": getattr(layer, "dropout", None),
+            "weight_init": getattr(layer, "weight_init", None)}
 
 
 def _network_differences(first, other, rank):
