@@ -122,7 +122,7 @@ def threads(args, comm):
     _, workers = numpy_backend._pool()
     with open(os.path.join(args.out, f"threads-{comm.rank}.json"), "w") as f:
         json.dump({"given": comm.threads, "blas": blas, "update": workers,
-                   "cores": len(os.sched_getaffinity(0))}, f)
+                   "cores": sorted(os.sched_getaffinity(0))}, f)
 
 
 def half_fit(batch, comm=None):
