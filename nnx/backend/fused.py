@@ -35,23 +35,26 @@ import numpy as np
 _STATE = {}
 
 
+def _gradient(g, p, scale, wd, has_scale, has_wd):
+    """One element's gradient after clipping (``scale``) and L2 weight decay,
+    as the reference's ``_decayed``: ``g * scale + wd * p``. Compiled to be
+    inlined into each loop (``_compile``)."""
+    if has_scale:
+        g = g * scale
+    if has_wd:
+        g = g + wd * p
+    return g
+
+
 def _sgd(p, g, lr, scale, wd, has_scale, has_wd):
     for i in range(p.size):
-        gi = g[i]
-        if has_scale:
-            gi = gi * scale
-        if has_wd:
-            gi = gi + wd * p[i]
+        gi = _gradient(g[i], p[i], scale, wd, has_scale, has_wd)
         p[i] = p[i] - lr * gi
 
 
 def _momentum(p, g, vel, lr, mu, scale, wd, has_scale, has_wd, nesterov):
     for i in range(p.size):
-        gi = g[i]
-        if has_scale:
-            gi = gi * scale
-        if has_wd:
-            gi = gi + wd * p[i]
+        gi = _gradient(g[i], p[i], scale, wd, has_scale, has_wd)
         step = lr * gi
         v = vel[i] * mu + step
         vel[i] = v
@@ -66,11 +69,7 @@ def _adam(p, g, m, v, b1, c1, b2, c2, eps, step, scale, l2, shrink, has_scale, h
     # the NumPy backend's fold of Adam's bias corrections (see adam_step):
     # p -= step * m / (sqrt(v) + eps), step and eps scaled by sqrt(1 - b2**t)
     for i in range(p.size):
-        gi = g[i]
-        if has_scale:
-            gi = gi * scale
-        if has_l2:
-            gi = gi + p[i] * l2
+        gi = _gradient(g[i], p[i], scale, l2, has_scale, has_l2)
         pi = p[i]
         if has_shrink:  # AdamW's decoupled weight decay
             pi = pi * shrink
@@ -86,11 +85,7 @@ def _rmsprop(p, g, sq, buf, avg_g, lr, alpha, c, eps, mu, scale, wd, has_scale, 
     # the reference's RMSprop (nnx/backend/base.py), c = 1 - alpha; buf and
     # avg_g are read only with momentum and when centred
     for i in range(p.size):
-        gi = g[i]
-        if has_scale:
-            gi = gi * scale
-        if has_wd:
-            gi = gi + wd * p[i]
+        gi = _gradient(g[i], p[i], scale, wd, has_scale, has_wd)
         s = sq[i] * alpha + c * (gi * gi)
         sq[i] = s
         if centred:
@@ -110,11 +105,7 @@ def _rmsprop(p, g, sq, buf, avg_g, lr, alpha, c, eps, mu, scale, wd, has_scale, 
 def _adagrad(p, g, sum_sq, rate, eps, scale, wd, has_scale, has_wd):
     # the reference's Adagrad; rate = lr / (1 + (t - 1) lr_decay), computed as it does
     for i in range(p.size):
-        gi = g[i]
-        if has_scale:
-            gi = gi * scale
-        if has_wd:
-            gi = gi + wd * p[i]
+        gi = _gradient(g[i], p[i], scale, wd, has_scale, has_wd)
         s = sum_sq[i] + gi * gi
         sum_sq[i] = s
         p[i] = p[i] - (rate * gi) / (np.sqrt(s) + eps)
@@ -205,6 +196,10 @@ def _compile():
     _STATE["version"] = numba.__version__
     if numba.config.DISABLE_JIT:
         return None, "NUMBA_DISABLE_JIT is set: the loops would run as Python"
+    # the loops call the module's _gradient: compiled, it is inlined into each
+    global _gradient
+    if not hasattr(_gradient, "py_func"):  # not compiled yet in this process
+        _gradient = numba.njit(inline="always", error_model="numpy")(_gradient)
     try:
         jit = numba.njit(nogil=True, cache=True, error_model="numpy")
         return {name: jit(loop) for name, loop in _LOOPS.items()}, ""
