@@ -284,7 +284,7 @@ class NeuralNetwork:
         if self.on_host(X, name):
             X = host.check_features(X, name, self.n_in, b.dtype_name)
             if b.precision == "float16":
-                host.check_half_range(max(-float(X.min()), float(X.max())), name)
+                host.check_half_range(host.largest_magnitude(X), name)
             return b.asarray(X)
         if len(X.shape) != 2 or 0 in X.shape or (self.n_in is not None
                                                  and X.shape[1] != self.n_in):
@@ -312,7 +312,7 @@ class NeuralNetwork:
                                  f"pass {name}.toarray()")
         X = host.check_sparse_features(X, name, self.n_in, self.backend.dtype_name)
         if self.backend.precision == "float16" and X.nnz:  # the stored values are the operands
-            host.check_half_range(max(-float(X.data.min()), float(X.data.max())), name)
+            host.check_half_range(host.largest_magnitude(X.data), name)
         return X
 
     def as_target(self, y, n_rows, name="y", x_name="X"):

@@ -73,13 +73,19 @@ def all_finite(values) -> bool:
     return bool(np.isfinite(total)) or bool(np.isfinite(values).all())
 
 
+def largest_magnitude(values):
+    """``|values|.max()`` as a Python float, without the copy ``abs`` makes
+    (unsigned integers too: their minimum is read as a float first)."""
+    return max(-float(values.min()), float(values.max()))
+
+
 def _fits(values, name, dtype):
     """Finite float values must stay finite in the compute dtype."""
     if dtype is None or not np.issubdtype(values.dtype, np.floating):
         return
     limit = np.finfo(dtype).max
     if values.dtype.itemsize > np.dtype(dtype).itemsize:
-        largest = max(-values.min(), values.max())  # |values|.max() without a copy
+        largest = largest_magnitude(values)
         if largest > limit:
             raise InputValueError(f"{name} has magnitudes up to {largest:g}, beyond the range "
                                   f"of {dtype} (largest {limit:g}); rescale the data")

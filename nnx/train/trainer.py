@@ -626,7 +626,9 @@ class _Run:
         s, b = self.settings, self.b
         # the optimiser's plan is this run's (resumed or not); its steps are
         # not counted against it: recorded steps replay without Python
-        self.optim._plan["counted"] = False
+        plan = self.optim.__dict__.get("_plan")  # (an optimiser of one's own may lack one)
+        if plan is not None:
+            plan["counted"] = False
         batches = self.data.batches(b, s.batch_size, self.comm)
         self.steps = steps = _Steps(self.net, self.optim, graph, self.comm, s.batch_size)
         try:
