@@ -83,7 +83,7 @@ def _fits(values, name, dtype):
     """Finite float values must stay finite in the compute dtype."""
     if dtype is None or not np.issubdtype(values.dtype, np.floating):
         return
-    limit = np.finfo(dtype).max
+    limit = float(np.finfo(dtype).max)  # a Python float: no cast of 1e300 to float32
     if values.dtype.itemsize > np.dtype(dtype).itemsize:
         largest = largest_magnitude(values)
         if largest > limit:
