@@ -87,6 +87,22 @@ def is_true(value):
     return _is_bool(value) and bool(value)
 
 
+def asks_to_stop(result, who):
+    """Whether a callback's ``result`` asks training to stop: True (or NumPy's
+    True_) does; None and False do not; anything else (1, a loss) does not
+    either, and is said once per place it comes from, since it looks meant."""
+    if result is None or _is_bool(result):
+        return bool(result)
+    if who not in _SAID:
+        _SAID.add(who)
+        warn_caller(f"{who} returned {result!r} ({type(result).__name__}); only True stops "
+                    "training (return True to stop, or None to go on)", InputWarning)
+    return False
+
+
+_SAID = set()  # what asks_to_stop has warned of, once each
+
+
 def integer(name, value, minimum=1):
     """An int ``>= minimum`` (Python or NumPy integer)."""
     if _is_bool(value) or not isinstance(value, numbers.Integral) or value < minimum:

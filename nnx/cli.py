@@ -699,8 +699,9 @@ def _train_parser(p):
                    help="factor of each cut of --schedule step or plateau (default 0.1)")
     p.add_argument("--momentum", type=float, default=None,
                    help="default 0.9 for momentum and nesterov, 0 for rmsprop")
-    p.add_argument("--weight-decay", type=float, default=0.0,
-                   help="L2 weight decay (decoupled for adamw, whose default is 0.01)")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help="L2 weight decay (default 0; decoupled for adamw, whose default is "
+                        "0.01)")
     p.add_argument("--clip-norm", type=float, default=None,
                    help="clip the gradients to this global norm")
     p.add_argument("--patience", type=_patience, default=1,

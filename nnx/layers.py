@@ -71,10 +71,26 @@ class Layer:
         device generator for dropout, ``alloc(shape)`` returns storage for a
         parameter (a view into the network's flat buffer) or None for a new array.
         """
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} defines no setup(n_in, backend, init_rng, rng, alloc), "
+            "which makes the layer's operations (see Dense.setup)")
 
     def param_shapes(self, n_in):
         return []
+
+    def reset_parameters(self, init_rng):
+        """Draw the parameters afresh from ``init_rng`` (``net.reset()``,
+        ``fit(restart=True)``); a layer without parameters has nothing to draw."""
+        if any(True for _ in self.params()):
+            raise NotImplementedError(
+                f"{type(self).__name__} defines no reset_parameters(init_rng), which draws its "
+                "parameters afresh (net.reset(), fit(restart=True)) into the existing arrays")
+
+    def describe(self) -> dict:
+        """The layer as plain data (checkpoints): Dense layers only."""
+        raise InputTypeError(f"cannot describe {type(self).__name__}: checkpoints hold Dense "
+                             "layers only (a layer of one's own, a subclass of Dense too, is "
+                             "not saved)")
 
     def forward(self, input_, inference=False):
         if not self.built:
@@ -154,6 +170,8 @@ class Dense(Layer):
         self.built = True
 
     def describe(self) -> dict:
+        if type(self) is not Dense:  # it would load as a Dense, without its own code
+            return super().describe()
         act = self.activation
         if type(act) not in ACTIVATIONS.values():
             raise InputTypeError(f"cannot describe {type(act).__name__}: checkpoints hold the "

@@ -59,6 +59,10 @@ class Loss:
             self._check_backend(backend)
             self.backend = self._auto_backend = backend
         self.value, self._grad = self._compute()
+        if tuple(getattr(self.value, "shape", ())) != ():
+            raise InputValueError(
+                f"{type(self).__name__}._compute() returned a loss of shape "
+                f"{tuple(self.value.shape)}; expected one number, the mean over the rows")
         return self.value
 
     def backward(self):
@@ -70,7 +74,10 @@ class Loss:
         return self.input_grad
 
     def _compute(self):
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} defines no _compute(), which returns (the mean loss of "
+            "self.prediction against self.target, its gradient with respect to "
+            "self.prediction) (see MeanSquaredError)")
 
     def describe(self) -> dict:
         if type(self) not in LOSSES.values():

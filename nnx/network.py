@@ -119,7 +119,8 @@ class NeuralNetwork:
         rows = [("layer", "units", "activation", "dropout", "output", "parameters")]
         width, total = self.n_in, 0
         for i, layer in enumerate(self.layers, 1):
-            count = None if width is None else width * layer.neurons + layer.neurons
+            # from the layer's own shapes: a layer of one's own may hold any parameters
+            count = None if width is None else sum(r * c for r, c in layer.param_shapes(width))
             total = None if count is None or total is None else total + count
             act = getattr(layer, "activation", None)
             keep = getattr(layer, "dropout", 1.0)
@@ -236,9 +237,13 @@ class NeuralNetwork:
         slots = iter(zip(offsets, shapes))
 
         def alloc(shape):
-            offset, expected = next(slots)
-            assert tuple(shape) == expected
-            return b.view(self._param_buf, offset, shape)
+            slot = next(slots, None)
+            if slot is None or tuple(shape) != slot[1]:
+                raise InputValueError(
+                    f"a layer's setup asked alloc() for a parameter of shape {tuple(shape)}, "
+                    f"but its param_shapes(n_in) listed {'no more' if slot is None else slot[1]}"
+                    ": param_shapes must list every parameter, in the order setup allocates")
+            return b.view(self._param_buf, slot[0], shape)
 
         width = n_in
         for layer in self.layers:

@@ -103,12 +103,20 @@ class ParamOperation(Operation):
         else:
             self._check_output_grad(output_grad)
             input_grad = self.input_grad = None
-        self.param_grad = self._param_grad(output_grad)
-        _check_shape("param_grad", self.param_grad, self.param)
+        grad = self._param_grad(output_grad)
+        _check_shape("param_grad", grad, self.param)
+        if self.grad_out is not None and grad is not self.grad_out:
+            # a _param_grad of one's own may return a new array: the optimiser
+            # reads the network's gradient buffer, so the values go there
+            self.backend.assign(self.grad_out, grad)
+            grad = self.grad_out
+        self.param_grad = grad
         return input_grad
 
     def _param_grad(self, output_grad):
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} defines no _param_grad(output_grad), the gradient of the "
+            "loss with respect to its param")
 
 
 class WeightMultiply(ParamOperation):

@@ -361,3 +361,45 @@ def test_settings_only_an_evaluation_set_drives_are_refused_without_one(case):
     kw = {"monitor": "accuracy"} if case == "monitor-accuracy" else {}
     with pytest.raises(nnx.InputError, match="but fit has no evaluation set: pass X_test"):
         Trainer(make_classifier(), optim).fit(X, y, epochs=2, batch_size=20, **kw)
+
+
+def test_every_callback_closes_even_when_one_close_raises(tmp_path, caplog):
+    """One callback's close() raising skipped every later close() (a CSV log
+    left open), and replaced the error that ended training."""
+    X, y, Xv, yv = make_data()
+    closed = []
+
+    class BadClose(nnx.Callback):
+        def close(self):
+            raise OSError("disk gone")
+
+    class Records(nnx.Callback):
+        def close(self):
+            closed.append(True)
+    with pytest.raises(OSError, match="disk gone"):
+        Trainer(make_classifier(), SGD(0.1)).fit(X, y, Xv, yv, epochs=1, batch_size=20,
+                                                 callbacks=[BadClose(), Records()])
+    assert closed == [True]
+
+    class Boom(nnx.Callback):
+        def on_epoch_end(self, run, epoch, record):
+            raise KeyError("training's own error")
+    with pytest.raises(KeyError, match="training's own error"):
+        Trainer(make_classifier(), SGD(0.1)).fit(X, y, Xv, yv, epochs=1, batch_size=20,
+                                                 callbacks=[Boom(), BadClose(), Records()])
+    assert closed == [True, True]
+    assert "BadClose.close() raised OSError: disk gone" in caplog.text
+
+
+def test_a_callback_returning_something_other_than_true_is_told_it_does_not_stop():
+    """on_epoch_end or callback= returning 1 (or a loss) trained on without a
+    word, where the user meant to stop."""
+    X, y, Xv, yv = make_data()
+
+    def returns_one_for_the_test(epoch, record):
+        return 1
+    with pytest.warns(nnx.InputWarning, match=r"callback .*returns_one_for_the_test returned 1 "
+                                              r"\(int\); only True stops training"):
+        h = Trainer(make_classifier(), SGD(0.1)).fit(X, y, Xv, yv, epochs=3, batch_size=20,
+                                                     callback=returns_one_for_the_test)
+    assert h.epochs_run == 3 and not h.stopped_early

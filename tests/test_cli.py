@@ -767,3 +767,14 @@ def test_evaluate_refuses_a_checkpoint_of_a_dataset_it_cannot_load(tmp_path, cap
     err = capsys.readouterr().err
     assert "was trained on 'iris', which nnx evaluate cannot load; pass --dataset" in err
     assert main(["evaluate", str(tmp_path / "m.npz"), "--dataset", "digits"]) == 0  # named
+
+
+def test_train_weight_decay_zero_for_adamw_is_zero():
+    """--optimizer adamw --weight-decay 0 trained with AdamW's default 0.01:
+    the flag's default 0.0 and an explicit 0 could not be told apart."""
+    from nnx import cli
+    for flags, decay in (([], 0.01), (["--weight-decay", "0"], 0.0),
+                         (["--weight-decay", "0.2"], 0.2)):
+        args = cli.build_parser().parse_args(["train", "--optimizer", "adamw", *flags])
+        schedule = cli._schedule_flags(args)
+        assert cli._optimizer(args, schedule, 10).weight_decay == decay

@@ -20,7 +20,7 @@ def _blocks(page):
 
 def _run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    ns = {"__name__": f"docs_{page.stem}"}
+    ns = {"__name__": "__main__"}  # as a saved script runs (cluster.md's guard)
     for i, block in enumerate(_blocks(page)):
         exec(compile(block, f"{page.name} block {i + 1}", "exec"), ns)
     return ns

@@ -279,3 +279,132 @@ def test_dense_rejects_bad_neurons(neurons):
 def test_dense_rejects_keep_probability_outside_unit_interval(dropout):
     with pytest.raises(ValueError, match="dropout"):
         Dense(3, dropout=dropout)
+
+
+# ------------------------------------------------------- layers of one's own
+class _Residual(Dense):
+    """x + act(x W + b): a subclass of Dense with code of its own."""
+
+    def forward(self, x, inference=False):
+        return x + super().forward(x, inference)
+
+    def backward(self, g, input_grad=True):
+        return g + super().backward(g, True)
+
+
+def _residual_net():
+    return nnx.NeuralNetwork([Dense(4, "tanh"), _Residual(4, "tanh"), Dense(2, "linear")],
+                             nnx.SoftmaxCrossEntropy(), seed=0)
+
+
+def test_a_subclass_of_dense_is_not_saved_as_a_plain_dense(tmp_path):
+    """A Dense subclass was described as {"type": "Dense"}: saved and loaded,
+    it came back a plain Dense without its own forward pass, and predicted
+    other numbers without a word."""
+    net = _residual_net()
+    X = np.random.default_rng(0).standard_normal((20, 4))
+    y = np.arange(20) % 2
+    with pytest.raises(nnx.InputError, match="_Residual.*Dense layers only.*subclass of Dense"):
+        nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, epochs=1, batch_size=10,
+                                           checkpoint=tmp_path / "run.npz")
+    assert not net.built  # refused before any training
+    nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, epochs=1, batch_size=10)
+    with pytest.raises(nnx.InputError, match="_Residual.*Dense layers only"):
+        net.save(tmp_path / "model.npz")
+    assert not (tmp_path / "model.npz").exists()
+
+
+class _Centre(nnx.layers.Layer):
+    """A layer of one's own without parameters: x - mean(x) per row."""
+
+    def setup(self, n_in, backend, init_rng, rng=None, alloc=None):
+        self.built = True
+
+    def forward(self, x, inference=False):
+        return x - x.mean(axis=1, keepdims=True)
+
+    def backward(self, g, input_grad=True):
+        return g - g.mean(axis=1, keepdims=True)
+
+
+class _Scale(nnx.layers.Layer):
+    """x * s with a (1, n) parameter s, and no reset_parameters of its own."""
+
+    def param_shapes(self, n_in):
+        return [(1, n_in)]
+
+    def setup(self, n_in, backend, init_rng, rng=None, alloc=None):
+        from nnx.ops import Operation, ParamOperation
+
+        class Times(ParamOperation):
+            def _output(self, inference):
+                return self.input_ * self.param
+
+            def _input_grad(self, g):
+                return g * self.param
+
+            def _param_grad(self, g):  # a new array, not written into grad_out
+                return (g * self.input_).sum(axis=0, keepdims=True)
+        assert issubclass(Times, Operation)
+        s = alloc((1, n_in)) if alloc else backend.zeros((1, n_in))
+        backend.assign(s, 1.0)
+        self.operations = [Times(s, backend)]
+        self.built = True
+
+
+def test_a_layer_without_parameters_needs_no_reset_and_counts_none():
+    """fit(restart=True) raised AttributeError 'reset_parameters' for a layer
+    of one's own, and print(net) counted it width * units + units parameters."""
+    net = nnx.NeuralNetwork([Dense(6, "tanh"), _Centre(6), Dense(3, "linear")],
+                            nnx.SoftmaxCrossEntropy(), seed=0)
+    X = np.random.default_rng(0).standard_normal((30, 5))
+    y = np.arange(30) % 3
+    for _ in range(2):
+        nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, epochs=1, batch_size=10, restart=True)
+    counts = [line.split()[-1] for line in str(net).splitlines() if line[:1].isdigit()]
+    assert counts == ["36", "0", "21"]  # 5*6+6, none, 6*3+3
+
+
+def test_a_parameter_gradient_returned_as_a_new_array_trains():
+    """A ParamOperation whose _param_grad returned a new array (the documented
+    form for an operation used alone) never trained inside a network: the
+    optimiser reads the network's gradient buffer, which stayed zero."""
+    net = nnx.NeuralNetwork([_Scale(4), Dense(2, "linear")], nnx.MeanSquaredError(),
+                            seed=0, dtype="float64")
+    rng = np.random.default_rng(1)
+    X, Y = rng.standard_normal((16, 4)), rng.standard_normal((16, 2))
+    net.build(4)
+    net.train_step(X, Y)
+    scale, n = net.layers[0].operations[0], 4
+    assert np.array_equal(net.grad_buffer[:n], np.asarray(scale.param_grad).ravel())
+    assert np.abs(net.grad_buffer[:n]).max() > 0
+    before = net.param_buffer[:n].copy()
+    nnx.Trainer(net, nnx.SGD(0.1)).fit(X, Y, epochs=2, batch_size=8, restart=False)
+    assert not np.array_equal(before, net.param_buffer[:n])
+    with pytest.raises(NotImplementedError, match="_Scale defines no reset_parameters"):
+        net.reset()
+
+
+def test_param_shapes_that_do_not_match_setup_are_named():
+    """alloc() of a shape that param_shapes did not list was a bare AssertionError."""
+    class Wrong(_Scale):
+        def param_shapes(self, n_in):
+            return [(1, n_in + 1)]
+    net = nnx.NeuralNetwork([Wrong(4), Dense(2, "linear")], nnx.MeanSquaredError(), seed=0)
+    with pytest.raises(nnx.InputError, match=r"shape \(1, 4\).*listed \(1, 5\)"):
+        net.build(4)
+
+
+def test_a_layer_that_defines_no_setup_says_so():
+    class Bare(nnx.layers.Layer):
+        pass
+    with pytest.raises(NotImplementedError, match="Bare defines no setup"):
+        nnx.NeuralNetwork([Bare(3), Dense(2, "linear")], nnx.MeanSquaredError()).build(4)
+
+
+def test_a_network_without_parameters_is_refused_by_fit_in_words():
+    """fit failed in NumPy: zero-size array to reduction operation minimum."""
+    net = nnx.NeuralNetwork([_Centre(3)], nnx.SoftmaxCrossEntropy(), seed=0)
+    X = np.random.default_rng(0).standard_normal((30, 3))
+    with pytest.raises(nnx.InputError, match="no parameters to train"):
+        nnx.Trainer(net, nnx.SGD(0.1)).fit(X, np.arange(30) % 3, epochs=1, batch_size=10)

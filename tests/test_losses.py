@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from gradcheck import assert_grad_close, numeric_grad
 
+import nnx
 from nnx import MeanSquaredError, SoftmaxCrossEntropy, get_backend
 
 
@@ -249,3 +250,21 @@ def test_every_backends_fused_loss_gradient_matches_finite_differences(backend_n
 
     _, grad = getattr(b, name)(b.asarray(pred), b.asarray(target), *args)
     assert_grad_close(b.to_numpy(grad), numeric_grad(value, pred))
+
+
+def test_a_loss_of_ones_own_returning_a_value_per_row_is_named():
+    """A _compute returning one loss per row failed deep in the trainer
+    (non-broadcastable output operand) without naming the loss."""
+    class PerRow(nnx.MeanSquaredError):
+        def _compute(self):
+            d = self.prediction - self.target
+            return (d * d).mean(axis=1), 2 * d / d.size
+
+    class Missing(nnx.losses.Loss):
+        pass
+    p, t = np.zeros((4, 2)), np.ones((4, 2))
+    with pytest.raises(nnx.InputError, match=r"PerRow._compute\(\) returned a loss of shape "
+                                             r"\(4,\); expected one number"):
+        PerRow().forward(p, t)
+    with pytest.raises(NotImplementedError, match=r"Missing defines no _compute\(\)"):
+        Missing().forward(p, t)

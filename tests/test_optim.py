@@ -323,3 +323,83 @@ def test_every_optimiser_matches_torch_optim(name):
         for i, (mine, theirs) in enumerate(zip(host_params(net), tparams, strict=True)):
             assert_rel_close(mine, theirs.detach().numpy(), 1e-10,
                              f"{name} step {step} param {i}")
+
+
+def test_a_constant_rate_set_by_hand_holds_for_the_rest_of_the_run_and_later_fits():
+    """optim.lr = value in on_evaluation (a hand-made plateau rule) was reset
+    to the constructor's rate at the next epoch's start, and a rate set
+    between two fits was reset the same way; the records showed 0.1 throughout."""
+    from helpers import make_classifier, make_data
+    X, y, Xv, yv = make_data()
+
+    class Halve(nnx.Callback):
+        def on_evaluation(self, run, record):
+            run.optim.lr = run.optim.lr / 2
+    optim = nnx.SGD(0.1)
+    h = nnx.Trainer(make_classifier(), optim).fit(X, y, Xv, yv, epochs=4, eval_every=1,
+                                                  batch_size=20, callbacks=[Halve()])
+    assert [r["lr"] for r in h.records] == [0.1, 0.05, 0.025, 0.0125]
+    assert optim.lr == 0.00625 and repr(optim).startswith("SGD(lr=0.00625,")
+    optim = nnx.Adam(0.01)
+    optim.lr = 0.002  # between construction and fit
+    h = nnx.Trainer(make_classifier(), optim).fit(X, y, Xv, yv, epochs=2, eval_every=1,
+                                                  batch_size=20)
+    assert [r["lr"] for r in h.records] == [0.002, 0.002]
+
+
+def test_an_explicit_zero_weight_decay_for_adamw_is_zero():
+    """make_optimizer("adamw", weight_decay=0.0) (and nnx train --optimizer
+    adamw --weight-decay 0) trained with AdamW's default decay, 0.01."""
+    from nnx.optim.factory import make_optimizer
+    assert make_optimizer("adamw", weight_decay=0.0).weight_decay == 0.0
+    assert make_optimizer("adamw").weight_decay == 0.01  # its own default, unless given
+    assert make_optimizer("adam").weight_decay == 0.0
+
+
+@pytest.mark.parametrize("cpu_updates", ["numpy", "fused"], indirect=True)
+def test_centred_rmsprop_under_a_constant_gradient_stays_finite(cpu_updates):
+    """Centred RMSprop's variance estimate s - a*a rounds just below 0 in
+    float32 when the gradient is constant: sqrt gave NaN parameters (1113 of
+    3304 after 3000 steps; PyTorch 108)."""
+    net = nnx.NeuralNetwork([nnx.Dense(60, "tanh"), nnx.Dense(4, "linear")],
+                            nnx.SoftmaxCrossEntropy(), seed=0, dtype="float32")
+    net.build(50)
+    g = np.random.default_rng(0).standard_normal(net.param_buffer.size).astype(np.float32)
+    optim = nnx.RMSprop(1e-6, centered=True)
+    optim.attach(net)
+    for _ in range(3000):
+        net.grad_buffer[...] = g
+        optim.step()
+    assert np.isfinite(net.param_buffer).all()
+
+
+def test_an_optimiser_or_schedule_of_ones_own_without_its_method_says_which():
+    """A missing _update or _rate raised a bare NotImplementedError."""
+    class Mine(nnx.Optimizer):
+        pass
+
+    class Flat(nnx.Schedule):
+        pass
+    net = tiny_net()
+    net.build(4)
+    optim = Mine(0.1)
+    optim.attach(net)
+    with pytest.raises(NotImplementedError, match=r"Mine defines no _update\(b, param, grad"):
+        optim.step()
+    with pytest.raises(NotImplementedError, match=r"Flat defines no _rate\(t, total\)"):
+        Flat(0.1).rate(0, 5)
+
+
+def test_arguments_in_torchs_places_are_refused_with_where_they_go():
+    """SGD(0.1, Cosine(...)) said final_lr was given without a decay_type,
+    Adam(0.01, Cosine(...)) that betas must be a pair, and Adagrad(0.1, 0, 0,
+    0.1) (PyTorch's initial_accumulator_value) silently set eps=0.1."""
+    with pytest.raises(TypeError, match="a schedule goes in lr="):
+        nnx.SGD(0.1, nnx.Cosine(0.1))
+    with pytest.raises(TypeError, match="a schedule goes in lr="):
+        nnx.Adam(0.01, nnx.Cosine(0.1))
+    with pytest.raises(ValueError, match=r"momentum goes in SGDMomentum\(lr, momentum\)"):
+        nnx.SGD(0.1, 0.9)
+    with pytest.raises(TypeError, match="positional"):
+        nnx.Adagrad(0.1, 0.0, 0.0, 0.1)
+    assert nnx.Adagrad(0.1, eps=0.1).eps == 0.1

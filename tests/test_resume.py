@@ -73,6 +73,29 @@ def test_every_optimiser_and_schedule_resumes_bit_identically(tmp_path, name, st
     assert hist3.records == hist.records
 
 
+class _Halve(nnx.Callback):
+    """A plateau rule by hand: halves the rate at every evaluation."""
+
+    def on_evaluation(self, run, record):
+        run.optim.lr = run.optim.lr / 2
+
+
+@pytest.mark.parametrize("stop_after", [2, 3])
+def test_a_constant_rate_set_by_hand_resumes_as_it_ran(tmp_path, stop_after):
+    net, _ = make_run()
+    hist = fit_run(net, nnx.SGD(0.1), callbacks=[_Halve()])
+    assert [r["lr"] for r in hist.records] == [0.1, 0.05, 0.025]
+    path = tmp_path / "run.npz"
+    with pytest.raises(Stop):
+        fit_run(make_run()[0], nnx.SGD(0.1), checkpoint=path, checkpoint_every=1,
+                callbacks=[_Halve()], callback=_stop_at(stop_after + 1))
+    net3 = make_run()[0]
+    hist3 = fit_run(net3, nnx.SGD(0.1), checkpoint=path, resume=path, callbacks=[_Halve()])
+    for p, q in zip(net.params(), net3.params()):
+        np.testing.assert_array_equal(p, q)
+    assert hist3.records == hist.records
+
+
 def test_resuming_a_finished_run_changes_nothing_and_says_so(tmp_path):
     """fit returns at once (the run had ended); it did so without a word,
     which looked like a resume that trained nothing by mistake."""
@@ -321,3 +344,42 @@ def test_resume_refuses_a_crafted_training_state_naming_the_field(tmp_path, name
                        "resumed: its .*" + message):
         fit_run(*make_run(), resume=crafted)
     fit_run(*make_run(), resume=path)  # the file it came from resumes
+
+
+class _NumpyState(nnx.Callback):
+    """A callback whose checkpoint state holds a NumPy scalar."""
+    state_key = "mine"
+
+    def checkpoint_state(self):
+        return {"best": np.float32(0.5)}, {}
+
+
+class _Float64Momentum(nnx.SGD):
+    """An optimiser of one's own whose state buffer is float64 in a float32 network."""
+    state_names = ("velocity",)
+
+    def _update(self, b, param, grad, scale):
+        v = self.state["velocity"]
+        if v.dtype != np.float64:
+            v = self.state["velocity"] = v.astype(np.float64)
+        v *= 0.9
+        v += grad
+        param -= (self.lr * v).astype(param.dtype)
+
+
+@pytest.mark.parametrize("case", ["callback state", "optimiser array"])
+def test_a_training_state_resume_would_refuse_is_refused_when_written(tmp_path, case):
+    """Written unchecked, a callback's np.float32 state failed in the json
+    module's encoder (18 frames deep) at the first save, and an optimiser's
+    float64 state in a float32 network was written and then refused by resume."""
+    path = tmp_path / "run.npz"
+    kwargs = ({"callbacks": [_NumpyState()]} if case == "callback state" else {})
+    optim = nnx.SGD(0.1) if case == "callback state" else _Float64Momentum(0.1)
+    expected = (r"callback state 'mine' .* plain data that JSON can write"
+                if case == "callback state" else
+                r"could not be resumed: .*'optim.velocity' is of shape \(\d+,\) and dtype "
+                r"float64; expected shape \(\d+,\) and dtype float32")
+    shown = re.escape(repr(str(path)))
+    with pytest.raises(nnx.InputError, match=rf"cannot write checkpoint {shown}[:,] .*{expected}"):
+        fit_run(make_run()[0], optim, checkpoint=path, checkpoint_every=1, **kwargs)
+    assert not path.exists()

@@ -12,6 +12,8 @@ from helpers import (
     batches,
     good_data,
     host_params,
+    make_classifier,
+    make_data,
     make_net,
     small_net,
     tiny_net,
@@ -442,3 +444,48 @@ def test_a_hand_loop_taking_more_steps_than_planned_is_told_once():
         warnings.simplefilter("error")
         nnx.Trainer(net, nnx.Adam(nnx.Cosine(0.01, per="step"))).fit(X, y, epochs=2,
                                                                      batch_size=10)
+
+
+def test_a_per_step_schedule_of_ones_own_is_refused_a_negative_or_nan_rate():
+    """A per-step schedule's table was uploaded unchecked (only each epoch's
+    first rate was): a schedule of one's own giving -lr on later steps made
+    fit climb the loss, while records and warnings reported the rate +lr."""
+    class Flipping(nnx.Schedule):
+        def _rate(self, t, total):
+            return self.lr if t % 10 == 0 else self.bad
+
+    X, y, Xv, yv = make_data()
+    for bad, shown in ((-0.05, "-0.05"), (math.nan, "nan")):
+        sched = Flipping(0.05, per="step")
+        sched.bad = bad
+        net = make_classifier()
+        with pytest.raises(nnx.InputError, match=rf"gave step 1 .* the rate {shown}; a "
+                                                 r"learning rate must be a number >= 0"):
+            Trainer(net, SGD(sched)).fit(X, y, Xv, yv, epochs=2, batch_size=20)
+        fresh = make_classifier()
+        fresh.build(X.shape[1])
+        assert np.array_equal(net.param_buffer, fresh.param_buffer)  # before the first step
+
+
+def test_a_plateau_cut_applies_at_once_in_a_hand_loop():
+    """optim.evaluated(loss) cut ReduceOnPlateau's rate, but a hand loop (no
+    start_epoch calls) kept stepping at the first rate: optim.lr and the
+    device rate stayed at 0.1 while the schedule fell to 0.0125."""
+    net = nnx.NeuralNetwork([nnx.Dense(4, "tanh"), nnx.Dense(3, "linear")],
+                            nnx.SoftmaxCrossEntropy(), seed=0, dtype="float64")
+    net.build(5)
+    optim = SGD(nnx.ReduceOnPlateau(0.1, factor=0.5, patience=0))
+    optim.attach(net)
+    X = np.random.default_rng(0).standard_normal((8, 5))
+    y = np.arange(8) % 3
+    seen = []
+    for _ in range(3):
+        net.train_batch(X, y)
+        before = net.param_buffer.copy()
+        grad = net.grad_buffer.copy()
+        optim.step()
+        seen.append(float(np.median((before - net.param_buffer)[grad != 0]
+                                    / grad[grad != 0])))
+        optim.evaluated(1.0)
+    assert seen == pytest.approx([0.1, 0.1, 0.05], rel=1e-12)  # the first loss is a best
+    assert optim.lr == 0.025

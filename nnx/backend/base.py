@@ -576,7 +576,8 @@ class Backend:
         if grad_avg is not None:
             grad_avg *= alpha
             grad_avg += (1.0 - alpha) * g
-            avg = xp.sqrt(square_avg - grad_avg * grad_avg) + eps
+            # the variance estimate; rounding can take it just below 0 (a NaN from sqrt)
+            avg = xp.sqrt(xp.maximum(square_avg - grad_avg * grad_avg, 0.0)) + eps
         else:
             avg = xp.sqrt(square_avg) + eps
         if momentum_buffer is not None:

@@ -541,7 +541,9 @@ class _OptimizerKernels:
             body = self._GRAD + "sq = alpha * sq + oma * (gg * gg);\n"
             if centered:
                 body += ("ga = alpha * ga + oma * gg;"
-                         "T avg = sqrt(sq - ga * ga) + eps;\n")
+                         # the variance estimate: rounding can take it just below 0
+                         "T var = sq - ga * ga;"
+                         "T avg = sqrt(var < (T)0 ? (T)0 : var) + eps;\n")
             else:
                 body += "T avg = sqrt(sq) + eps;\n"
             body += ("buf = mom * buf + gg / avg; p -= lr * buf;" if momentum

@@ -91,7 +91,10 @@ def _rmsprop(p, g, sq, buf, avg_g, lr, alpha, c, eps, mu, scale, wd, has_scale, 
         if centred:
             a = avg_g[i] * alpha + c * gi
             avg_g[i] = a
-            d = np.sqrt(s - a * a) + eps
+            v = s - a * a
+            if v < 0:  # rounding below 0 (NumPy's maximum(v, 0); a NaN stays)
+                v = v - v
+            d = np.sqrt(v) + eps
         else:
             d = np.sqrt(s) + eps
         if has_momentum:

@@ -7,6 +7,7 @@ Each formula below is one step, with ``g`` the gradient after clipping,
 from __future__ import annotations
 
 from .. import _checks
+from . import schedules as _schedules
 from .base import Optimizer
 
 
@@ -16,7 +17,10 @@ def _beta(name, value):
 
 def _betas(betas):
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise _checks.InputTypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        hint = (": a schedule goes in lr=, the first argument"
+                if isinstance(betas, _schedules.Schedule) else "")
+        raise _checks.InputTypeError(f"betas must be a pair (beta1, beta2), got {betas!r}"
+                                     + hint)
     return _beta("beta1", betas[0]), _beta("beta2", betas[1])
 
 
@@ -129,7 +133,9 @@ class Adagrad(Optimizer):
     state_names = ("sum",)
     counts_steps = True
 
-    def __init__(self, lr=0.01, lr_decay=0.0, weight_decay=0.0, eps=1e-10, *,
+    # eps is keyword-only: PyTorch's fourth positional argument is
+    # initial_accumulator_value, which code ported from it would pass here
+    def __init__(self, lr=0.01, lr_decay=0.0, weight_decay=0.0, *, eps=1e-10,
                  final_lr=None, decay_type=None, clip_norm=None):
         super().__init__(lr, final_lr, decay_type, weight_decay=weight_decay,
                          clip_norm=clip_norm)

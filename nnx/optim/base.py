@@ -97,8 +97,17 @@ class Optimizer:
             raise _checks.InputValueError(
                 f"optim.lr = {value!r}: {self.schedule!r} sets the rate of every step, so "
                 "a rate set by hand would not be used; change the schedule, or use a "
-                "per-epoch one (per=\"epoch\") to set rates between epochs")
+                "per-epoch one (per=\"epoch\") and set the rate in a callback's "
+                "on_epoch_start")
         self._set_lr(value)
+        self._keep_constant()
+
+    def _keep_constant(self):
+        """A constant rate set by hand is the new constant: it holds for the
+        rest of the run, a resumed run and later fits (a schedule that follows
+        the run sets each epoch's rate itself)."""
+        if type(self.schedule) is _schedules.Constant and not self.schedule.warmup:
+            self.schedule.lr = self._lr
 
     def _set_lr(self, value):
         # 0 is allowed: a linear decay may end there
@@ -179,10 +188,20 @@ class Optimizer:
         if self.schedule.per == "step" and self.max_epochs is not None:
             total = self._units(self.max_epochs, self.steps_per_epoch)
             first = epoch * self.steps_per_epoch
-            self._rates = [self.schedule.rate(first + i, total)
+            self._rates = [self._checked_rate(first + i, total)
                            for i in range(self.steps_per_epoch)]
             if self._device is not None and "rates" in self._device:
                 self._upload_rates()
+
+    def _checked_rate(self, t, total):
+        """The schedule's rate of step ``t``, refused unless a number >= 0 (a
+        per-step table is not checked again when the steps read it)."""
+        rate = self.schedule.rate(t, total)
+        try:
+            return _checks.non_negative("lr", rate)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{self.schedule!r} gave step {t} (0-based, of {total}) the rate "
+                            f"{rate!r}; a learning rate must be a number >= 0") from None
 
     def decay(self, epoch):
         """Set the rate for the epoch after ``epoch``: the study's call at the
@@ -194,8 +213,13 @@ class Optimizer:
 
     def evaluated(self, loss):
         """Show the schedule an evaluation loss (``ReduceOnPlateau`` acts on it);
-        the new rate applies from the next epoch."""
+        a cut applies at once (in ``fit``, whose evaluations end an epoch:
+        from the next epoch)."""
         self.schedule.evaluated(loss)
+        if self.schedule.per == "epoch" and not self.schedule.follows_the_run:
+            # the rate depends on the evaluations alone: a hand loop that never calls
+            # start_epoch must see the cut too
+            self._set_lr(self.schedule.rate(0, 1))
 
     # --------------------------------------------------------------- steps
     def _check_net(self):
@@ -298,8 +322,34 @@ class Optimizer:
                 return cls.__dict__.get("_backend_update", False)
         return False
 
+    # ------------------------------------------- for an update of one's own
+    @property
+    def rate(self):
+        """The rate of the step being taken: the 0-d device array every step
+        reads (``lr`` is a host figure, the epoch's first rate)."""
+        self._check_net()
+        self._prepare(self.net)
+        return self._device["lr"]
+
+    @property
+    def step_count(self):
+        """The number of steps taken, the current one included (a 0-d device
+        integer; counted only with ``counts_steps = True``)."""
+        self._check_net()
+        self._prepare(self.net)
+        return self._device["t"]
+
+    def gradient(self, b, param, grad, scale):
+        """The gradient ``_update`` should use: ``grad`` clipped (and, in a
+        float16 network, unscaled) by ``scale``, with the L2 ``weight_decay``
+        added; a new array only if either applies."""
+        return b._decayed(grad, param, self.weight_decay, scale)
+
     def _update(self, b, param, grad, scale):
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} defines no _update(b, param, grad, scale), which updates "
+            "the flat parameter buffer param in place from grad (see docs/api.md, "
+            "'An optimiser of one's own')")
 
     # ------------------------------------------------------------ resuming
     def state_for_checkpoint(self):
@@ -322,6 +372,7 @@ class Optimizer:
         self.schedule.load_state(data.get("schedule", {}))
         self.start_epoch(epoch)
         self._set_lr(data["lr"])
+        self._keep_constant()
         b = net.backend
         self.state = {k: b.asarray(v) for k, v in arrays.items()}
         self._prepare(net)

@@ -75,7 +75,7 @@ def make_schedule(name, lr, *, final_lr=None, warmup=0, epochs=None, steps_per_e
     return ReduceOnPlateau(lr, factor=gamma, patience=0)
 
 
-def make_optimizer(name, lr=None, *, momentum=None, weight_decay=0.0, clip_norm=None,
+def make_optimizer(name, lr=None, *, momentum=None, weight_decay=None, clip_norm=None,
                    schedule="constant", **schedule_args):
     """The optimiser ``name`` (one of ``OPTIMIZER_NAMES``) with the schedule
     ``schedule`` (see ``make_schedule``, which takes the remaining keywords).
@@ -86,7 +86,11 @@ def make_optimizer(name, lr=None, *, momentum=None, weight_decay=0.0, clip_norm=
         raise InputValueError(f"momentum={momentum!r} applies to the momentum, nesterov and "
                               f"rmsprop optimizers, not {name!r}")
     rate = make_schedule(schedule, DEFAULT_LR[name] if lr is None else lr, **schedule_args)
-    common = {"weight_decay": weight_decay, "clip_norm": clip_norm}
+    # weight_decay None: the optimiser's own default (0, or 0.01 for AdamW); an
+    # explicit 0 is 0 for every one of them
+    common = {"clip_norm": clip_norm}
+    if weight_decay is not None:
+        common["weight_decay"] = weight_decay
     if name == "sgd":
         return SGD(rate, **common)
     if name in ("momentum", "nesterov"):
@@ -95,6 +99,4 @@ def make_optimizer(name, lr=None, *, momentum=None, weight_decay=0.0, clip_norm=
     if name == "rmsprop":
         return RMSprop(rate, momentum=momentum or 0.0, **common)
     cls = {"adam": Adam, "adamw": AdamW, "adagrad": Adagrad}[name]
-    if name == "adamw" and not weight_decay:
-        common.pop("weight_decay")  # AdamW's own default, 0.01
     return cls(rate, **common)

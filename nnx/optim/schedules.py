@@ -64,7 +64,9 @@ class Schedule:
         return self._rate(t - self.warmup, max(total - self.warmup, 1))
 
     def _rate(self, t, total):
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} defines no _rate(t, total), which returns the rate of unit "
+            "t (0-based, after any warm-up) of a run of total units")
 
     def check_run(self, total):
         """Refuse a run too short for the schedule (named, before training)."""
@@ -290,12 +292,18 @@ def from_arguments(lr, final_lr=None, decay_type=None):
     if isinstance(lr, type) and issubclass(lr, Schedule):
         raise InputTypeError(f"lr={lr.__name__} is a class; pass a schedule object, e.g. "
                              f"{lr.__name__}(0.1, ...)")
+    if isinstance(final_lr, Schedule) or (isinstance(final_lr, type)
+                                          and issubclass(final_lr, Schedule)):
+        raise InputTypeError(f"final_lr={final_lr!r} is a schedule: a schedule goes in lr= "
+                             "(the first argument), e.g. SGD(Cosine(0.1))")
     lr = positive("lr", lr)
     if decay_type is not None:
         _checks.name_in("decay_type", decay_type, DECAY_TYPES)
     if decay_type is None and final_lr not in (None, 0):  # 0: the study's "no final rate"
         raise InputValueError(f"final_lr={final_lr!r} was given without a decay_type; "
-                              f"pass decay_type as one of {list(DECAY_TYPES)}")
+                              f"pass decay_type as one of {list(DECAY_TYPES)} (the "
+                              "argument after lr is final_lr: momentum goes in "
+                              "SGDMomentum(lr, momentum))")
     if decay_type is not None and final_lr is None:
         raise InputValueError(f"decay_type={decay_type!r} needs a final_lr")
     if decay_type == "linear":

@@ -274,7 +274,8 @@ class BaseMLP(BaseEstimator):
         layer_units = [data.n_features] + hidden + [data.n_outputs]
         self._random_state = check_random_state(self.random_state)
         if first_pass:
-            self._initialize(data.n_outputs, layer_units, data.host_dtype)
+            # in the compute dtype: float64 weights for dtype="float64" on float32 X
+            self._initialize(data.n_outputs, layer_units, data.dtype)
         self._fit_dtype = data.dtype
         shapes = [(a, c) for a, c in zip(layer_units[:-1], layer_units[1:])]
         fitted = [tuple(W.shape) for W in self.coefs_]

@@ -56,6 +56,7 @@ def _stochastic(est):
 class MLPClassifier(ClassifierMixin, BaseMLP):
     __doc__ = ("A multi-layer perceptron classifier, a drop-in for "
                "``sklearn.neural_network.MLPClassifier``.\n" + _SHARED_DOC)
+    loss = "log_loss"  # as scikit-learn's MLPClassifier says (not a parameter)
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=0.0001, batch_size="auto", learning_rate="constant",
@@ -240,10 +241,20 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     def _encode(self, y, incremental):
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
+        self._check_counts(y)
         return (y.reshape(-1, 1) if y.ndim == 1 else y), None
 
     def _encode_device(self, y, incremental):
+        self._check_counts(y)
         return y.reshape(-1, 1) if y.ndim == 1 else y
+
+    def _check_counts(self, y):
+        """The Poisson deviance is defined for y >= 0 (scikit-learn's gives NaN)."""
+        if self.loss == "poisson" and y.size:
+            smallest = float(y.min())
+            if smallest < 0:
+                raise InputValueError(f"y has negative values (the smallest {smallest:g}); "
+                                      "loss='poisson' needs y >= 0 (counts or rates)")
 
     def _validation_score(self, net, data, val):
         b = net.backend

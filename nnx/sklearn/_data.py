@@ -81,7 +81,6 @@ class FitData:
         self.X, self.Y, self.sw = X, Y, sw
         self.n_samples, self.n_features = int(X.shape[0]), int(X.shape[1])
         self.n_outputs = int(Y.shape[1])
-        self.host_dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float64
         self.dtype = dtype
         self.stratify = stratify  # host labels scikit-learn stratifies on, or None
 

@@ -163,7 +163,8 @@ class LambdaCallback(Callback):
         self.fn = fn
 
     def on_epoch_end(self, run, epoch, record):
-        return _checks.is_true(self.fn(epoch, record))
+        name = getattr(self.fn, "__qualname__", type(self.fn).__name__)
+        return _checks.asks_to_stop(self.fn(epoch, record), f"callback {name}")
 
 
 def _writable(path, name):

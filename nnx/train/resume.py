@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import math
 
-from .._checks import InputValueError, InputWarning, warn_caller
+from .._checks import InputTypeError, InputValueError, InputWarning, warn_caller
 from .settings import History
 
 log = logging.getLogger("nnx")
@@ -200,6 +200,33 @@ def _check_state(run, path, state, arrays):
             f.flat("early_stopping.best_params", arrays["early_stopping.best_params"], n, dtype,
                    finite=True)
     _check_history(f, state)
+
+
+def check_before_writing(run, path, state, arrays):
+    """Refuse, as a checkpoint is written, a training state that ``resume=``
+    would refuse (a callback's state JSON cannot hold, an optimiser's array of
+    another dtype, a schedule's state that is not a number), naming the
+    field: said at the first save, not when the run is resumed. Returns the
+    arrays on the host (each copied from the device once)."""
+    import json
+
+    from ..checkpoint import CheckpointError
+    for key, value in state["callbacks"].items():
+        try:
+            json.dumps(value, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise InputTypeError(
+                f"cannot write checkpoint {str(path)!r}: callback state {key!r} (from "
+                f"checkpoint_state()) must be plain data that JSON can write (str, Python "
+                f"numbers, booleans, None, lists, dicts with str keys): {exc}") from None
+    plain = json.loads(json.dumps(state, sort_keys=True))
+    host = {k: run.b.to_numpy(v) if run.b.owns(v) else v for k, v in arrays.items()}
+    try:
+        _check_state(run, path, plain, {**host, "params": run.b.to_numpy(run.net.param_buffer)})
+    except CheckpointError as exc:
+        raise InputValueError(f"cannot write checkpoint {str(path)!r}, which could not be "
+                              f"resumed: {str(exc).split(': ', 1)[-1]}") from None
+    return host
 
 
 def _check_rank_generators(f, states, size):

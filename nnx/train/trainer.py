@@ -281,6 +281,24 @@ class _Data:
                           int(self.y.shape[1]), batch_size, comm)
 
 
+def _close_all(cbs, raise_first=True):
+    """Every callback's ``close()``, even after one of them raised: the first
+    such error is raised at the end (or, while training's own error is on its
+    way, logged)."""
+    failed = None
+    for cb in cbs:
+        try:
+            cb.close()
+        except Exception as exc:  # noqa: BLE001 - the others still close their files
+            if failed is None:
+                failed = exc
+            if not raise_first:
+                log.error("nnx: %s.close() raised %s: %s", type(cb).__name__,
+                          type(exc).__name__, exc)
+    if failed is not None and raise_first:
+        raise failed
+
+
 def _network_facts(net):
     """The network as every rank of a distributed fit must build it (plain
     data): its layers, loss, dtype and matrix-product precision. A layer,
@@ -454,10 +472,12 @@ class Trainer:
             try:
                 run.agree_on(setup.shared)
                 run.share_start()
-                return run.train(graph)
-            finally:
-                for cb in cbs:
-                    cb.close()
+                history = run.train(graph)
+            except BaseException:
+                _close_all(cbs, raise_first=False)  # training's own error is the one to see
+                raise
+            _close_all(cbs)
+            return history
 
     def _run(self, comm, settings, cbs, train, evaluation, restart, resume):
         """The run of one fit, checked as far as this rank can check it alone
@@ -469,6 +489,9 @@ class Trainer:
         net._check_layers()
         if not net.built:  # only once every array passed its checks
             net.build(int(data.X.shape[1]))
+        if int(net.param_buffer.shape[0]) == 0:
+            raise InputValueError("the network has no parameters to train: none of its layers "
+                                  "lists any (param_shapes)")
         comm.check_backend(net.backend, net.param_buffer)
         if data.n < comm.size:
             raise InputValueError(f"X_train has {data.n} rows, fewer than the {comm.size} "
@@ -671,7 +694,8 @@ class _Run:
             record = self.evaluate(lr)
         last = epoch == s.epochs
         for cb in self.callbacks:
-            if not cb.late and _checks.is_true(cb.on_epoch_end(self, epoch, record)):
+            if not cb.late and _checks.asks_to_stop(cb.on_epoch_end(self, epoch, record),
+                                                     f"{type(cb).__name__}.on_epoch_end"):
                 self._stop = True
         if self.comm.size > 1:  # a callback may ask on one rank alone: all stop if any asks
             self._stop = self.comm.sum([1.0 if self._stop else 0.0])[0] > 0
@@ -834,6 +858,8 @@ class _Run:
                  "settings": self.settings.as_dict(), "run_id": self.run_id}
         if generators is not None:  # each rank's dropout stream, for an exact resumption
             state["rank_generators"] = generators
+        from .resume import check_before_writing
+        extra = check_before_writing(self, path, state, extra)
         self.net.save(path, extra=extra, training=state)
         self.saved_to[key] = self.epoch
 
