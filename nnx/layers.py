@@ -89,13 +89,15 @@ class Layer:
     def describe(self) -> dict:
         """The layer as plain data (checkpoints): Dense layers only."""
         raise InputTypeError(f"cannot describe {type(self).__name__}: checkpoints hold Dense "
-                             "layers only (a layer of one's own, a subclass of Dense too, is "
-                             "not saved)")
+                             "layers only (a layer of one's own, or a subclass of Dense with "
+                             "passes of its own, is not saved); save its parameters with "
+                             "net.get_parameters() and rebuild the network in code")
 
     def forward(self, input_, inference=False):
         if not self.built:
             backend = backend_of(input_)
             self.setup(input_.shape[1], backend, backend.host_generator(None))
+            self.built = True
         x = input_
         for op in self.operations:
             x = op.forward(x, inference)
@@ -119,6 +121,21 @@ class Layer:
 
     def param_grads(self):
         return (op.param_grad for op in self.operations if hasattr(op, "param"))
+
+
+_PASSES = ("setup", "param_shapes", "forward", "backward", "reset_parameters", "params",
+           "param_grads")
+
+
+def _passes_of_its_own(cls):
+    """Whether a subclass of Dense computes anything differently (a thin one,
+    say with other defaults, is a Dense: saved and loaded as one)."""
+    for klass in cls.__mro__:
+        if klass is Dense:
+            return False
+        if any(name in klass.__dict__ for name in _PASSES):
+            return True
+    return True
 
 
 class Dense(Layer):
@@ -170,7 +187,7 @@ class Dense(Layer):
         self.built = True
 
     def describe(self) -> dict:
-        if type(self) is not Dense:  # it would load as a Dense, without its own code
+        if _passes_of_its_own(type(self)):  # it would load as a Dense, without its code
             return super().describe()
         act = self.activation
         if type(act) not in ACTIVATIONS.values():

@@ -248,6 +248,7 @@ class NeuralNetwork:
         width = n_in
         for layer in self.layers:
             layer.setup(width, b, self._init_rng, self.rng, alloc)
+            layer.built = True  # a layer of one's own may not say so itself
             width = layer.neurons
         ops = [op for layer in self.layers for op in layer.operations if hasattr(op, "param")]
         for op, offset, shape in zip(ops, offsets, shapes):

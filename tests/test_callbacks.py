@@ -152,12 +152,14 @@ def test_a_callback_that_returns_true_stops_training_like_early_stopping():
     nnx.Trainer(again, nnx.SGD(0.5)).fit(X, y, Xv, yv, epochs=10, eval_every=3,
                                          callback=lambda e, r: e == h.best_epoch)
     np.testing.assert_array_equal(net.get_parameters(), again.get_parameters())
-    # NumPy's True stops too; anything else (None, a record, 1) goes on
+    # NumPy's True stops too; anything else goes on (None and False silently,
+    # 1 or a record with a warning: see below)
     h = nnx.Trainer(make_classifier(), nnx.SGD(0.5)).fit(X, y, Xv, yv, epochs=5, eval_every=5,
                                                   callback=lambda e, r: np.bool_(e == 2))
     assert h.epochs_run == 2 and h.stopped_early
-    h = nnx.Trainer(make_classifier(), nnx.SGD(0.5)).fit(X, y, Xv, yv, epochs=3, eval_every=3,
-                                                  callback=lambda e, r: 1)
+    with pytest.warns(nnx.InputWarning, match="returned 1 .*only True stops"):
+        h = nnx.Trainer(make_classifier(), nnx.SGD(0.5)).fit(
+            X, y, Xv, yv, epochs=3, eval_every=3, callback=lambda e, r: 1)
     assert h.epochs_run == 3 and not h.stopped_early
 
 

@@ -121,6 +121,25 @@ def test_rmsprop_loop_is_the_numpy_passes(monkeypatch, dtype, momentum, centred,
 
 @needs_numba
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_centred_rmsprop_clamps_a_negative_variance_alike(monkeypatch, dtype):
+    """The variance estimate s - a*a below 0 (rounding, or a state whose a*a
+    overflows to give -inf) is 0 in NumPy's passes and the CUDA kernel; the
+    loop's v - v made -inf into NaN."""
+    big = np.finfo(dtype).max / 4
+    p, g, sq, avg = _data(dtype, 1001, 4)
+    sq, avg = np.abs(sq), avg * 0.01
+    avg[::3], sq[::3] = big, 1.0          # a*a overflows: -inf
+    avg[1::3], sq[1::3] = 1.0, 1.0 - 1e-3  # below 0 by more than rounding
+
+    def update(b, p, g, sq, avg):
+        b.rmsprop_step(p, g, sq, b.asarray(0.01), 0.99, 1e-8, 0.0, 0.0, None, avg, None)
+    _assert_same(monkeypatch, update, [p, g, sq, avg], "rmsprop")
+    mine, _, _ = _run(monkeypatch, True, update, [p, g, sq, avg])
+    assert np.isfinite(mine[0][1::3]).all()
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("lr_decay", [0.0, 0.01])
 @pytest.mark.parametrize("scale,weight_decay", [(None, 0.0), (0.37, 0.01)])
 def test_adagrad_loop_is_the_numpy_passes(monkeypatch, dtype, lr_decay, scale, weight_decay):

@@ -408,3 +408,35 @@ def test_a_network_without_parameters_is_refused_by_fit_in_words():
     X = np.random.default_rng(0).standard_normal((30, 3))
     with pytest.raises(nnx.InputError, match="no parameters to train"):
         nnx.Trainer(net, nnx.SGD(0.1)).fit(X, np.arange(30) % 3, epochs=1, batch_size=10)
+
+
+def test_a_layer_whose_setup_does_not_say_it_is_built_still_trains():
+    """Layer.forward set a layer up again on every pass unless its setup set
+    self.built: the new operations held arrays of their own, outside the
+    network's buffer, and the layer trained nothing."""
+    class Forgetful(_Scale):
+        def setup(self, n_in, backend, init_rng, rng=None, alloc=None):
+            super().setup(n_in, backend, init_rng, rng, alloc)
+            self.built = False
+    net = nnx.NeuralNetwork([Forgetful(4), Dense(2, "linear")], nnx.MeanSquaredError(),
+                            seed=0, dtype="float64")
+    rng = np.random.default_rng(1)
+    X, Y = rng.standard_normal((16, 4)), rng.standard_normal((16, 2))
+    nnx.Trainer(net, nnx.SGD(0.1)).fit(X, Y, epochs=2, batch_size=8, restart=False)
+    scale = net.layers[0].operations[0].param
+    assert np.shares_memory(scale, net.param_buffer)
+    assert not np.array_equal(net.param_buffer[:4], np.ones(4))
+
+
+def test_a_thin_subclass_of_dense_is_still_a_dense_in_a_checkpoint(tmp_path):
+    """Refusing every subclass of Dense also refused one that only changes
+    defaults, so runs checkpointed with one could no longer be resumed."""
+    class ReluDense(Dense):
+        def __init__(self, neurons, activation="relu", **kw):
+            super().__init__(neurons, activation, **kw)
+    net = nnx.NeuralNetwork([ReluDense(4), Dense(2, "linear")], nnx.SoftmaxCrossEntropy(),
+                            seed=0)
+    net.build(3)
+    net.save(tmp_path / "m.npz")
+    back = nnx.NeuralNetwork.load(tmp_path / "m.npz")
+    assert back.describe()["layers"] == net.describe()["layers"]

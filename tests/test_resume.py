@@ -96,6 +96,25 @@ def test_a_constant_rate_set_by_hand_resumes_as_it_ran(tmp_path, stop_after):
     assert hist3.records == hist.records
 
 
+def test_a_run_whose_rate_was_set_by_hand_resumes_with_the_same_optimiser_object(tmp_path):
+    """The rate set by hand rewrote the optimiser's settings (its repr), so
+    the natural next step after a Ctrl-C in a notebook, fit(resume=) with the
+    same optimiser object, was refused as a run with other settings."""
+    net, _ = make_run()
+    hist = fit_run(net, nnx.SGD(0.1), callbacks=[_Halve()])
+    path = tmp_path / "run.npz"
+    optim = nnx.SGD(0.1)
+    with pytest.raises(Stop):
+        fit_run(make_run()[0], optim, checkpoint=path, checkpoint_every=1,
+                callbacks=[_Halve()], callback=_stop_at(4))
+    assert optim.lr == 0.025
+    net3 = make_run()[0]
+    hist3 = fit_run(net3, optim, checkpoint=path, resume=path, callbacks=[_Halve()])
+    for p, q in zip(net.params(), net3.params()):
+        np.testing.assert_array_equal(p, q)
+    assert hist3.records == hist.records
+
+
 def test_resuming_a_finished_run_changes_nothing_and_says_so(tmp_path):
     """fit returns at once (the run had ended); it did so without a word,
     which looked like a resume that trained nothing by mistake."""

@@ -489,3 +489,11 @@ def test_a_plateau_cut_applies_at_once_in_a_hand_loop():
         optim.evaluated(1.0)
     assert seen == pytest.approx([0.1, 0.1, 0.05], rel=1e-12)  # the first loss is a best
     assert optim.lr == 0.025
+
+
+def test_the_rate_shown_before_a_run_is_planned_is_the_first_one():
+    """nnx.Adam(nnx.OneCycle(0.1)).lr said 4e-07, the rate the one-cycle
+    schedule ends at (a one-unit run), not the 0.004 it starts with."""
+    assert nnx.Adam(nnx.OneCycle(0.1)).lr == pytest.approx(0.1 / 25, rel=1e-12)
+    assert nnx.SGD(nnx.Cosine(0.1, warmup=3)).lr == pytest.approx(0.1 / 4)
+    assert nnx.SGD(nnx.LinearDecay(0.1, 0.01)).lr == 0.1

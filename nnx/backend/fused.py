@@ -93,7 +93,7 @@ def _rmsprop(p, g, sq, buf, avg_g, lr, alpha, c, eps, mu, scale, wd, has_scale, 
             avg_g[i] = a
             v = s - a * a
             if v < 0:  # rounding below 0 (NumPy's maximum(v, 0); a NaN stays)
-                v = v - v
+                v = c - c  # a zero of the arrays' dtype (v - v: NaN for -inf)
             d = np.sqrt(v) + eps
         else:
             d = np.sqrt(s) + eps

@@ -44,7 +44,8 @@ class Optimizer:
                                                                            clip_norm)
         self.net = None
         self.state = {}  # name -> device array shaped like the parameters
-        self._lr = self.schedule.rate(0, 1)
+        self._by_hand = None  # a constant rate set by hand (optim.lr = ...), if any
+        self._lr = self._unplanned_rate()
         self.max_epochs = self.steps_per_epoch = None
         self._device = None  # the device scalars, made at the first step
 
@@ -103,11 +104,13 @@ class Optimizer:
         self._keep_constant()
 
     def _keep_constant(self):
-        """A constant rate set by hand is the new constant: it holds for the
+        """A constant rate set by hand replaces the constant: it holds for the
         rest of the run, a resumed run and later fits (a schedule that follows
-        the run sets each epoch's rate itself)."""
+        the run sets each epoch's rate itself). The schedule, and so the
+        optimiser's settings (its ``repr``, which ``resume=`` compares), stay
+        as constructed: the rate set is state, as the rate of a decay is."""
         if type(self.schedule) is _schedules.Constant and not self.schedule.warmup:
-            self.schedule.lr = self._lr
+            self._by_hand = self._lr
 
     def _set_lr(self, value):
         # 0 is allowed: a linear decay may end there
@@ -172,12 +175,19 @@ class Optimizer:
     def lr_at(self, epoch):
         """The rate of epoch ``epoch`` (0-based; with a per-step schedule, of its
         first step) in the run planned by ``start``."""
+        if self.__dict__.get("_by_hand") is not None:
+            return self._by_hand
         if self.max_epochs is None:
-            return self.schedule.rate(0, 1)
+            return self._unplanned_rate()
         if self.schedule.per == "step":
             return self.schedule.rate(epoch * self.steps_per_epoch,
                                       self._units(self.max_epochs, self.steps_per_epoch))
         return self.schedule.rate(epoch, self.max_epochs)
+
+    def _unplanned_rate(self):
+        """Before a run is planned, the first rate of a long one (OneCycle's
+        start, not the end a one-unit run would jump to)."""
+        return self.schedule.rate(0, self.schedule.warmup + 1000)
 
     def start_epoch(self, epoch):
         """Set the rates of epoch ``epoch`` (0-based) on the device: one value,
@@ -219,7 +229,7 @@ class Optimizer:
         if self.schedule.per == "epoch" and not self.schedule.follows_the_run:
             # the rate depends on the evaluations alone: a hand loop that never calls
             # start_epoch must see the cut too
-            self._set_lr(self.schedule.rate(0, 1))
+            self._set_lr(self.lr_at(0))  # the same at every epoch (or the rate set by hand)
 
     # --------------------------------------------------------------- steps
     def _check_net(self):

@@ -301,9 +301,7 @@ def from_arguments(lr, final_lr=None, decay_type=None):
         _checks.name_in("decay_type", decay_type, DECAY_TYPES)
     if decay_type is None and final_lr not in (None, 0):  # 0: the study's "no final rate"
         raise InputValueError(f"final_lr={final_lr!r} was given without a decay_type; "
-                              f"pass decay_type as one of {list(DECAY_TYPES)} (the "
-                              "argument after lr is final_lr: momentum goes in "
-                              "SGDMomentum(lr, momentum))")
+                              f"pass decay_type as one of {list(DECAY_TYPES)}")
     if decay_type is not None and final_lr is None:
         raise InputValueError(f"decay_type={decay_type!r} needs a final_lr")
     if decay_type == "linear":

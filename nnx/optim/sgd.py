@@ -11,8 +11,16 @@ class SGD(Optimizer):
 
     def __init__(self, lr=0.01, final_lr=None, decay_type=None, *, weight_decay=0.0,
                  clip_norm=None):
-        super().__init__(lr, final_lr, decay_type, weight_decay=weight_decay,
-                         clip_norm=clip_norm)
+        try:
+            super().__init__(lr, final_lr, decay_type, weight_decay=weight_decay,
+                             clip_norm=clip_norm)
+        except _checks.InputValueError as exc:
+            if decay_type is None and isinstance(final_lr, float) and 0 < final_lr < 1:
+                # SGD(0.1, 0.9): PyTorch's SGD(params, lr, momentum), read in nnx's places
+                raise _checks.InputValueError(
+                    f"{exc} (SGD's second argument is final_lr; for momentum use "
+                    f"SGDMomentum(lr, momentum={final_lr!r}))") from None
+            raise
         self.momentum = 0.0
 
     def _hyper(self):

@@ -167,7 +167,7 @@ def _check_history(f, state):
     f.integer("history.epochs_run", h["epochs_run"], 0, epoch)
 
 
-def _check_state(run, path, state, arrays):
+def _check_state(run, path, state, arrays, parameters=True):
     """Refuse, naming the field, a training state or array this run could
     not continue from (else: raw KeyErrors and TypeErrors, or a buffer of the
     wrong shape silently replaced by zeros)."""
@@ -182,7 +182,7 @@ def _check_state(run, path, state, arrays):
     if not isinstance(state.get("run_id", ""), str):
         f.bad("run_id", state["run_id"], "a string")
     n, dtype = int(run.net.param_buffer.shape[0]), run.b.dtype_name
-    for name in ("params", "good_params"):
+    for name in ("params", "good_params") if parameters else ():
         f.flat(name, arrays.get(name), n, dtype, finite=True)
     optim_arrays = _split(arrays, "optim.")
     _check_optimizer(f, run, state["optimizer"], optim_arrays)
@@ -221,8 +221,8 @@ def check_before_writing(run, path, state, arrays):
                 f"numbers, booleans, None, lists, dicts with str keys): {exc}") from None
     plain = json.loads(json.dumps(state, sort_keys=True))
     host = {k: run.b.to_numpy(v) if run.b.owns(v) else v for k, v in arrays.items()}
-    try:
-        _check_state(run, path, plain, {**host, "params": run.b.to_numpy(run.net.param_buffer)})
+    try:  # the parameters themselves were checked on the device, and save() checks them
+        _check_state(run, path, plain, host, parameters=False)
     except CheckpointError as exc:
         raise InputValueError(f"cannot write checkpoint {str(path)!r}, which could not be "
                               f"resumed: {str(exc).split(': ', 1)[-1]}") from None
