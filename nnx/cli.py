@@ -30,7 +30,7 @@ from .network import NeuralNetwork
 from .ops import ACTIVATIONS
 from .optim import DECAY_TYPES, DEFAULT_LR, OPTIMIZER_NAMES, SCHEDULE_NAMES, make_optimizer
 from .study import BATCH_SIZE, EPOCHS, EVAL_EVERY, LADDER, SEED
-from .train import CSVLogger, ProgressBar, Trainer, TrainingDiverged
+from .train import Checkpoint, CSVLogger, ProgressBar, Trainer, TrainingDiverged
 
 
 class UsageError(Exception):
@@ -51,10 +51,12 @@ def _prepare(args, validation=True):
 
 
 # ---------------------------------------------------------------- training
-def _fit(net, optim, prep, args, desc, callbacks=(), comm=None):
+def _fit(net, optim, prep, args, desc, callbacks=(), comm=None, saved=None):
     """Train with the flags' settings; the progress bar is a callback (off
     with --quiet or away from a terminal). ``comm``: the processes that
-    train this network together (``nnx.distributed``), or None alone."""
+    train this network together (``nnx.distributed``), or None alone.
+    ``saved``: the ``(extra, meta)`` the model file gets, which --checkpoint
+    files get too (so that evaluate and export take them alike)."""
     validation = None
     if getattr(args, "early_stopping", "validation") == "validation":
         validation = (prep["X_val"], prep["y_val"])
@@ -66,12 +68,15 @@ def _fit(net, optim, prep, args, desc, callbacks=(), comm=None):
         # as asked (a job that always passes --resume), but a mistyped path must show
         print(f"--resume: no checkpoint at {run_file} yet: the run starts afresh and saves "
               "its state there")
+    if run_file is not None:
+        extra, meta = saved or (None, None)
+        callbacks = [*callbacks, Checkpoint(run_file, extra=extra, meta=meta)]
     history = Trainer(net, optim).fit(
         prep["X_train"], prep["y_train"], prep["X_test"], prep["y_test"],
         epochs=args.epochs, eval_every=args.eval_every, batch_size=args.batch_size,
         seed=args.seed, validation=validation, patience=getattr(args, "patience", 1),
         monitor=getattr(args, "monitor", "loss"), callbacks=[*bar, *callbacks],
-        distributed=comm, checkpoint=run_file, resume=resume)
+        distributed=comm, resume=resume)
     net.backend.synchronize()
     return history, time.perf_counter() - t0
 
@@ -156,13 +161,27 @@ def _check_out_file(out):
         raise UsageError(f"--out {out!r}: {problem}")
 
 
+def _same_file(a, b):
+    """Whether two paths name one file (a link to it too)."""
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _check_log_file(args):
+    """--log must not be a file the run writes otherwise: each would
+    replace the other."""
+    for flag, other in (("--out", args.out), ("--checkpoint", args.checkpoint)):
+        if args.log is not None and other is not None and _same_file(args.log, other):
+            raise UsageError(f"--log {args.log!r} is {flag} too: the log and the "
+                             f"{'model' if flag == '--out' else 'run state'} need two files")
+
+
 def _check_run_file(args):
     """--checkpoint (the training state, at every evaluation) and --resume."""
     if args.checkpoint is None:
         if args.resume:
             raise UsageError("--resume goes on from --checkpoint RUN.npz; give that too")
         return
-    if os.path.abspath(args.checkpoint) == os.path.abspath(args.out):
+    if _same_file(args.checkpoint, args.out):
         raise UsageError(f"--checkpoint {args.checkpoint!r} is --out too: the run's state and "
                          "the trained model need two files")
     problem = checkpoint.path_problem(args.checkpoint)
@@ -385,9 +404,14 @@ def _train_flags(args):
     _check_training_flags(args)
     _check_out_file(args.out)
     _check_run_file(args)
+    _check_log_file(args)
     if args.precision != "float32" and args.dtype != "float32":
         raise UsageError(f"--precision {args.precision}: applies to --dtype float32, not "
                          f"--dtype {args.dtype}")
+    if args.monitor == "accuracy" and not LOSSES[args.loss].classification:
+        raise UsageError(f"--monitor accuracy: early stopping by the evaluation accuracy "
+                         f"needs a classification loss, not --loss {args.loss} (use --loss "
+                         "softmax_cross_entropy, or --monitor loss)")
     sizes = _hidden(args.hidden)
     if args.momentum is not None and args.optimizer not in ("momentum", "nesterov", "rmsprop"):
         raise UsageError(f"--momentum {args.momentum}: applies to --optimizer momentum, "
@@ -468,6 +492,16 @@ def _train_model(args, layers, prep, comm):
     return net, extra
 
 
+def _chosen(history, args):
+    """The evaluation whose parameters were kept, by the figure it was chosen by."""
+    if getattr(args, "monitor", "loss") == "accuracy":
+        record = next((r for r in history.records if r["epoch"] == history.best_epoch), None)
+        if record is not None and record.get("accuracy") is not None:
+            return (f"best evaluation accuracy {record['accuracy']:.4f} (epoch "
+                    f"{history.best_epoch}, loss {record['loss']:.4f})")
+    return f"best evaluation loss {history.best_loss:.4f} (epoch {history.best_epoch})"
+
+
 def _interrupted_train(args):
     """What an interrupted ``nnx train`` leaves, and how to go on."""
     stale = " (the file there is an earlier run's)" if os.path.exists(args.out) else ""
@@ -501,15 +535,16 @@ def cmd_train(args):
             optim = _optimizer(args, schedule, steps)
         log = [CSVLogger(args.log)] if args.log is not None else []
         try:
-            history, seconds = _fit(net, optim, prep, args, "train", callbacks=log, comm=comm)
+            history, seconds = _fit(net, optim, prep, args, "train", callbacks=log, comm=comm,
+                                    saved=(extra, {"dataset": args.dataset}))
         except KeyboardInterrupt:
             if comm.is_main:
                 print(_interrupted_train(args), file=sys.stderr)
             raise
         if comm.is_main:
             acc = accuracy(net, prep["X_test"], prep["y_test"])
-            say(f"test accuracy {acc:.4f}, best evaluation loss {history.best_loss:.4f} "
-                f"(epoch {history.best_epoch}), {history.epochs_run} epochs in {seconds:.1f} s")
+            say(f"test accuracy {acc:.4f}, {_chosen(history, args)}, "
+                f"{history.epochs_run} epochs in {seconds:.1f} s")
         with distributed.agreement(comm):  # rank 0 saves; its failure is everyone's
             path = _save_model(net, args.out, extra, {"dataset": args.dataset}) \
                 if comm.is_main else None
@@ -578,6 +613,9 @@ def cmd_evaluate(args):
 
 
 def cmd_export(args):
+    if _same_file(args.checkpoint, args.out):  # the export would replace its source
+        raise UsageError(f"{args.out!r} is the checkpoint itself: give the ONNX model another "
+                         "path, such as model.onnx")
     net = NeuralNetwork.load(args.checkpoint)
     output = args.output or ("softmax" if net.loss.classification else "raw")
     stats = _standardisation(args.checkpoint, net)

@@ -406,15 +406,15 @@ def _given(name, data_dir):
     return {os.path.abspath(given), os.path.abspath(given / name)}
 
 
-def _incomplete(name, info, searched, data_dir):
-    """A ``DatasetNotFound`` for a ``data_dir`` that holds some of the files
-    but not all, or None."""
+def _incomplete(name, info, searched, data_dir, needed=4):
+    """A ``DatasetNotFound`` for a ``data_dir`` that holds some of the
+    ``needed`` files but not all, or None."""
     for d, missing in searched:
-        if os.path.abspath(d) in _given(name, data_dir) and len(missing) < len(info.files):
+        if os.path.abspath(d) in _given(name, data_dir) and len(missing) < needed:
             return DatasetNotFound(
                 f"{info.title}: the folder {str(d)!r} (data_dir=...) holds only some of the "
                 f"dataset's files; missing: {', '.join(missing)}. Put them there, or name a "
-                "folder that has all four", dataset=name,
+                "folder that has them all", dataset=name,
                 files=[f.name for f in info.files], folder=d, searched=[d])
     return None
 
@@ -430,8 +430,10 @@ def _load_idx(name, data_dir, download, verify, test_only=False):
             "places", dataset=name, files=[f.name for f in info.files], folder=data_dir,
             searched=[data_dir])
     searched, folder = [], None
+    # the test set alone (evaluating a model) needs the two test files only
+    needed = info.files[2:] if test_only else info.files
     for d in search_dirs(name, data_dir):
-        missing = [f.name for f in info.files if not (d / f.name).is_file()]
+        missing = [f.name for f in needed if not (d / f.name).is_file()]
         if not missing:
             folder = d
             break
@@ -439,14 +441,14 @@ def _load_idx(name, data_dir, download, verify, test_only=False):
     # a folder the caller named is used whole or not at all: another copy
     # further down the search must not make up for its missing files
     if folder is None or os.path.abspath(folder) not in _given(name, data_dir):
-        problem = _incomplete(name, info, searched, data_dir)
+        problem = _incomplete(name, info, searched, data_dir, len(needed))
         if problem is not None:
             raise problem
     if folder is None:
         if not download:
             raise _not_found(name, info, searched, "(download=False).")
         folder = cache_dir(name)
-        todo = [f for f in info.files if not (folder / f.name).is_file()]
+        todo = [f for f in needed if not (folder / f.name).is_file()]
         problems = _download(info, folder, todo)
         if problems:
             raise _not_found(name, info, searched, "and the download failed:\n    "

@@ -298,7 +298,13 @@ def export_layers(weights, biases, hidden_activation, output, path, dtype, opset
     for i, (w, b, (name, setting)) in enumerate(zip(weights, biases, activations), 1):
         g.scope = f"layer{i}"
         x = g.op("Gemm", x, g.tensor(f"layer{i}/W", w), g.tensor(f"layer{i}/B", b))
-        x = _EMITTERS[name](g, x, setting)
+        if name == "sigmoid" and i == len(weights):
+            # the network's outputs (a sigmoid output layer, as MSE training has):
+            # onnxruntime's Sigmoid returns 0 for every small output, and the
+            # classes the outputs rank would tie
+            x = _stable_sigmoid(g, x)
+        else:
+            x = _EMITTERS[name](g, x, setting)
     g.scope = "output"
     if output == "binary" and not logistic:
         x = _binary(g, g.op("Clip", x, g.const(0.0), g.const(1.0)))

@@ -778,3 +778,52 @@ def test_train_weight_decay_zero_for_adamw_is_zero():
         args = cli.build_parser().parse_args(["train", "--optimizer", "adamw", *flags])
         schedule = cli._schedule_flags(args)
         assert cli._optimizer(args, schedule, 10).weight_decay == decay
+
+
+def test_a_training_checkpoint_evaluates_and_exports_as_the_model_does(tmp_path):
+    """--checkpoint files held no standardisation or dataset: nnx evaluate
+    scored raw features (0.80 where the model file gave 0.98), with a note."""
+    r = nnx_cli("train", "--epochs", "3", "--eval-every", "1", "--checkpoint", "run.npz",
+                "--out", "model.npz", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    got = {}
+    for name in ("run.npz", "model.npz"):
+        r = nnx_cli("evaluate", name, cwd=tmp_path)
+        assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
+        got[name] = re.search(r"accuracy (\d\.\d+)", r.stdout).group(1)
+    assert got["run.npz"] == got["model.npz"]
+    assert nnx.NeuralNetwork.load(tmp_path / "run.npz").checkpoint_meta == {"dataset": "digits"}
+
+
+def test_files_a_command_would_write_over_each_other_are_refused(tmp_path):
+    """nnx export m.npz m.npz replaced the checkpoint with the ONNX model;
+    --log equal to --out or --checkpoint lost the log."""
+    r = nnx_cli("train", "--epochs", "1", "--out", "m.npz", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    before = (tmp_path / "m.npz").read_bytes()
+    assert_one_line_error(nnx_cli("export", "m.npz", "m.npz", cwd=tmp_path),
+                          "'m.npz' is the checkpoint itself")
+    assert (tmp_path / "m.npz").read_bytes() == before
+    assert_one_line_error(nnx_cli("train", "--log", "m2.npz", "--out", "m2.npz", *NO_DATA,
+                                  cwd=tmp_path), "--log 'm2.npz' is --out too")
+    assert_one_line_error(nnx_cli("train", "--log", "c.npz", "--checkpoint", "c.npz",
+                                  *NO_DATA, cwd=tmp_path), "--log 'c.npz' is --checkpoint too")
+
+
+def test_train_monitoring_accuracy_reports_the_accuracy_it_chose_by():
+    from nnx import cli
+    from nnx.train import History
+    h = History(records=[{"epoch": 1, "loss": 0.3, "accuracy": 0.9},
+                         {"epoch": 2, "loss": 0.2, "accuracy": 0.8}], best_epoch=1,
+                best_loss=0.3)
+    args = _args(monitor="accuracy")
+    assert cli._chosen(h, args) == "best evaluation accuracy 0.9000 (epoch 1, loss 0.3000)"
+    assert cli._chosen(h, _args(monitor="loss")) == "best evaluation loss 0.3000 (epoch 1)"
+
+
+def test_monitoring_accuracy_with_mse_is_refused_before_the_data_loads(tmp_path):
+    """It failed after the data had loaded, naming EarlyStopping, not a flag."""
+    assert_one_line_error(
+        nnx_cli("train", "--loss", "mse", "--monitor", "accuracy", *NO_DATA,
+                cwd=tmp_path, env=no_data_env(tmp_path)),
+        r"--monitor accuracy: .*not --loss mse")

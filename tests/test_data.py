@@ -983,6 +983,19 @@ def test_test_only_loading_reads_no_training_file(monkeypatch, fashion):
     np.testing.assert_array_equal(ds.y_test, fashion.y_test)
 
 
+def test_test_only_needs_the_two_test_files_alone(tmp_path):
+    """nnx evaluate --data-dir with only the t10k files was refused: the
+    folder 'holds only some of the dataset's files', the training ones."""
+    write_synthetic(tmp_path, mark=3)
+    for name in NAMES[:2]:
+        (tmp_path / name).unlink()
+    ds = load_dataset("mnist", data_dir=tmp_path, download=False, verify=False, test_only=True)
+    assert ds.X_test.shape == (2, 9) and set(ds.y_test.tolist()) == {3}
+    with pytest.raises(DatasetNotFound, match="holds only some of the dataset's files; "
+                                              "missing: train-images"):
+        load_dataset("mnist", data_dir=tmp_path, download=False, verify=False)
+
+
 def test_test_only_digits_keeps_the_same_test_rows():
     whole, test = load_dataset("digits"), load_dataset("digits", test_only=True)
     assert test.X_train.shape == (0, 64) and test.y_train.shape == (0,)

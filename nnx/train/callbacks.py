@@ -186,12 +186,25 @@ class Checkpoint(Callback):
 
     late = True
 
-    def __init__(self, path, every=None):
+    def __init__(self, path, every=None, *, extra=None, meta=None):
+        """``extra`` (arrays by name) and ``meta`` (plain data) are written
+        into every checkpoint as ``save(path, extra=, meta=)`` writes them
+        (``nnx train`` keeps its standardisation and dataset there, so that
+        ``nnx evaluate`` and ``nnx export`` take a training checkpoint too)."""
         # now, not at the first save epochs later; in a distributed job only
         # rank 0 writes, so only its file system must take the file
         from ..distributed import world
         self.path = _writable(path, "checkpoint") if world().rank == 0 else path
         self.every = None if every is None else _checks.integer("checkpoint_every", every)
+        for name in extra or {}:
+            if not isinstance(name, str) or "." in name or name in ("params", "good_params"):
+                raise InputValueError(f"Checkpoint extra name {name!r}: the training state's "
+                                      "arrays use 'params', 'good_params' and names with a "
+                                      "dot; choose a plain name such as 'x_mean'")
+        if meta is not None and not isinstance(meta, dict):
+            raise InputTypeError(f"Checkpoint meta must be a dict of plain data, got "
+                                 f"{type(meta).__name__}")
+        self.extra, self.meta = dict(extra or {}), meta
         self._trained = False
 
     def check(self, net):
@@ -207,11 +220,11 @@ class Checkpoint(Callback):
         self._trained = True
         every = self.every or run.settings.eval_every
         if not run.finishing and epoch % every == 0:
-            run.save(self.path)
+            run.save(self.path, extra=self.extra, meta=self.meta)
 
     def on_fit_end(self, run):
         if self._trained:  # resuming a finished run writes nothing
-            run.save(self.path)
+            run.save(self.path, extra=self.extra, meta=self.meta)
 
 
 class _Bar:

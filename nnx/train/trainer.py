@@ -814,14 +814,15 @@ class _Run:
         self.good_params, self.good_epoch = self.net.get_parameters(), epoch
 
     # ------------------------------------------------------------ checkpoints
-    def save(self, path):
+    def save(self, path, extra=None, meta=None):
         """The whole training state to ``path`` (the parameters, the
         optimiser's, every callback's, the history), atomically. Raises
         ``TrainingDiverged`` for parameters that are not finite (the file
         keeps the last good state), and ``CheckpointError`` if something
         else replaced the file this run last saved at ``path``. In a
         distributed fit, call it on every rank: the checks and each rank's
-        dropout state are shared, rank 0 writes, and its error is raised on all."""
+        dropout state are shared, rank 0 writes, and its error is raised on all.
+        ``extra`` and ``meta`` are written beside the state, as by ``net.save``."""
         if self.pending:  # never save parameters that may already be NaN
             self.check_pending()
         with self.b.quiet_float_errors():  # the last update of an epoch may have overflowed
@@ -831,20 +832,20 @@ class _Run:
         error = None
         if comm.is_main:
             try:
-                self._write(path, generators)
+                self._write(path, generators, extra, meta)
             except Exception as exc:
                 if comm.size == 1:
                     raise
                 error = exc
         _distributed.agree(comm, error)
 
-    def _write(self, path, generators=None):
+    def _write(self, path, generators=None, own=None, meta=None):
         """Rank 0's part of ``save``: the file itself."""
         key = os.path.realpath(os.fsdecode(os.fspath(path)))
         if key in self.saved_to:
             self.check_owner(path, self.saved_to[key])
         optim_data, optim_arrays = self.optim.state_for_checkpoint()
-        extra = {"good_params": self.good_params}
+        extra = {**(own or {}), "good_params": self.good_params}
         extra.update({f"optim.{k}": v for k, v in optim_arrays.items()})
         callbacks = {}
         for cb in self.callbacks:
@@ -860,7 +861,7 @@ class _Run:
             state["rank_generators"] = generators
         from .resume import check_before_writing
         extra = check_before_writing(self, path, state, extra)
-        self.net.save(path, extra=extra, training=state)
+        self.net.save(path, extra=extra, training=state, meta=meta)
         self.saved_to[key] = self.epoch
 
     def check_owner(self, path, epoch):
