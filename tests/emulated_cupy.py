@@ -48,6 +48,28 @@ class DeviceArray(np.ndarray):
     def data(self):
         return types.SimpleNamespace(ptr=self.ctypes.data)
 
+    # A value read back to the host inside a recorded step: a real capture
+    # refuses it (a device-to-host copy synchronises), so the emulated replay does
+    def __float__(self):
+        _no_host_read("float()")
+        return float(self.view(np.ndarray))
+
+    def __int__(self):
+        _no_host_read("int()")
+        return int(self.view(np.ndarray))
+
+    def __bool__(self):
+        _no_host_read("bool()")
+        return bool(self.view(np.ndarray))
+
+    def item(self, *args):
+        _no_host_read(".item()")
+        return self.view(np.ndarray).item(*args)
+
+    def get(self):
+        _no_host_read(".get()")
+        return np.array(self)
+
     def __array_ufunc__(self, ufunc, method, *inputs, **kw):
         _log(("ufunc", ufunc.__name__, method, _scalars(inputs)))
         plain = tuple(x.view(np.ndarray) if isinstance(x, DeviceArray) else x for x in inputs)
@@ -61,6 +83,12 @@ class DeviceArray(np.ndarray):
         return _dev(result)
 
 
+def _no_host_read(what):
+    if _TRACE:
+        raise AssertionError(f"{what} of a device array inside a recorded step: on a GPU the "
+                             "capture is refused (a device-to-host copy synchronises)")
+
+
 def _dev(x):
     """A result as CuPy would give it: arrays (0-d for scalars) of the device."""
     if isinstance(x, tuple):
@@ -70,19 +98,27 @@ def _dev(x):
     return x.view(DeviceArray) if isinstance(x, np.ndarray) else x
 
 
-def strict_replay(step):
+def strict_replay(step, graphs=None):
     """A stand-in for a recorded graph: each replay runs ``step`` again, and
     every replay must pass the kernels, ufuncs and array functions the same
     host numbers as the first: a number that changes between steps would be
-    frozen into a real graph at its recorded value."""
+    frozen into a real graph at its recorded value. With ``graphs`` (the
+    backend's ``Graphs``), the step runs as if being recorded: its products
+    take the capture's path (nnx's own GEMMs, with their rules)."""
     first = []
+    if graphs is not None:
+        graphs.handle()  # as Graphs.record makes it: before the capture
 
     def replay():
         _TRACE.append([])
+        if graphs is not None:
+            graphs.capturing = types.SimpleNamespace(ptr=0)  # the stream being recorded
         try:
             result = step()
         finally:
             seen = _TRACE.pop()
+            if graphs is not None:
+                graphs.capturing = None
         if not first:
             first.append(seen)
         elif seen != first[0]:
@@ -176,8 +212,12 @@ class FakeCupy(types.ModuleType):
         return call
 
     # arrays of this "device"
-    def asarray(self, x, dtype=None):
-        return _dev(np.array(x, dtype=dtype, copy=True))
+    def asarray(self, x, dtype=None, order="K"):
+        # CuPy's: a device array that already fits is returned as it is (no
+        # copy); host data is always copied to the device
+        if isinstance(x, DeviceArray):
+            return _dev(np.asarray(x, dtype=dtype, order=order))
+        return _dev(np.array(x, dtype=dtype, copy=True, order=order))
 
     def empty(self, shape, dtype=np.float64):
         return _dev(np.empty(shape, dtype))
@@ -192,6 +232,8 @@ class FakeCupy(types.ModuleType):
         return _dev(np.ascontiguousarray(x))
 
     def asnumpy(self, x):
+        if isinstance(x, DeviceArray):
+            _no_host_read("cupy.asnumpy")
         return np.array(x)
 
     def ElementwiseKernel(self, params, outs, body, name, **kw):  # noqa: N802 (CuPy's name)

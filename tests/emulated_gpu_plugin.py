@@ -36,7 +36,7 @@ from nnx.backend import cupy_backend as cb
 
 class _ReplayGraphs(cuda_graphs.Graphs):
     def capture(self, step):
-        return ec.strict_replay(step)
+        return ec.strict_replay(step, self)
 
 
 def _benchmark(fn, args=(), n_repeat=10, n_warmup=1, **_):

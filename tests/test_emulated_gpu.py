@@ -28,7 +28,7 @@ def gpu(monkeypatch):
             b = ec.cupy_backend(monkeypatch, dtype, precision)
         except (RuntimeError, OSError) as exc:  # no C++ compiler here
             pytest.skip(f"cannot build the host kernels: {exc}")
-        b._graphs.capture = ec.strict_replay
+        b._graphs.capture = lambda step: ec.strict_replay(step, b._graphs)
         return b
     return make
 
@@ -399,3 +399,18 @@ def test_the_dry_run_set_up_gives_every_process_the_emulated_gpu(tmp_path):
         pytest.skip("no C++ compiler here for the host kernels")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "3"
+
+
+def test_a_host_read_inside_a_recorded_step_is_caught_here_as_on_a_gpu(gpu):
+    """The emulated replay re-ran the step with float(), bool() and
+    cupy.asnumpy of device arrays allowed: an update that read the device
+    every step passed here, where a real capture is refused."""
+    class Reading(nnx.SGD):
+        def _update(self, b, param, grad, scale):
+            if float(b.xp.sum(grad * grad)) > 0:  # a host read, every step
+                param -= self.rate * grad
+
+    with pytest.raises(AssertionError, match=r"float\(\) of a device array inside a "
+                                             "recorded step"):
+        _fit(gpu(), lambda: Reading(0.1))
+    _fit(gpu(), lambda: Reading(0.1), graph=False)  # step by step, reading is allowed

@@ -465,3 +465,15 @@ def test_a_float16_network_refuses_device_inputs_beyond_its_range():
     with pytest.raises(nnx.InputValueError, match=r"^X has magnitudes up to 9\d+"):
         net.predict_proba(X)
     assert np.isfinite(net.backend.to_numpy(net.predict_proba(X / 10))).all()
+
+
+def test_cupy_tf32_is_said_and_does_not_turn_recording_off(monkeypatch, caplog):
+    """With CUPY_TF32=1, CuPy's float32 products run on TF32: the one-off
+    check of nnx's own GEMMs, which compared them with cupy.matmul at 1e-5,
+    failed, and every capture of the process was refused without a word."""
+    from nnx.backend.cupy_backend import CupyBackend
+    monkeypatch.setenv("CUPY_TF32", "1")
+    with caplog.at_level("WARNING", logger="nnx"):
+        b = CupyBackend("float32")  # a fresh backend: its checks are its own
+    assert "CUPY_TF32 is set" in caplog.text
+    assert b._graphs.check(recorded=False) is True

@@ -209,6 +209,14 @@ def test_tick_clip_unscale_and_loss_scale_kernels(K):
         _close(out[0], float(b.unscale_factor(g, np.float32(8.0), max_norm)), np.float32)
     K("nnx_unscale", np.nan, squares, 8.0, 1.0, 1, out, dtype=np.float32)
     assert out[0] == -1.0
+    # a zero gradient under a loss scale so small that 1/scale is infinite:
+    # the clip factor is 0 * inf, NaN, and so is the reference's (minimum(1,
+    # NaN)); `c < 1 ? ... : inv` gave inf
+    tiny, zero = np.float32(1e-45), np.zeros(3, np.float32)
+    K("nnx_unscale", 0.0, np.float32(0.0), tiny, 1.0, 1, out, dtype=np.float32)
+    with np.errstate(all="ignore"):
+        want = float(b.unscale_factor(zero, tiny, 1.0))
+    assert np.isnan(want) and np.isnan(out[0])
     scale_k, good_k = np.float32([2.0 ** 120]), np.zeros(1, np.int64)
     scale_r, good_r = np.asarray(np.float32(2.0 ** 120)), np.zeros((), np.int64)
     for skipped in [True, False, False, False, True] + [False] * 30:

@@ -350,3 +350,22 @@ def test_a_scipy_object_that_is_not_a_sparse_matrix_is_refused_by_name():
     with pytest.raises(nnx.InputTypeError, match="X must hold numbers, got dtype object"):
         net.predict(scipy.sparse.linalg.aslinearoperator(np.eye(4)))
     assert nx.MLPClassifier.__doc__.count("SciPy sparse X") == 1
+
+
+def test_validation_scores_over_more_rows_than_one_chunk_match(monkeypatch):
+    """The validation rows are scored a chunk (4096 rows) at a time, not
+    gathered whole every epoch: the scores are scikit-learn's all the same."""
+    from nnx.backend.numpy_backend import NumpyBackend
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50000, 5))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    taken = []
+    real = NumpyBackend.take_rows
+    monkeypatch.setattr(NumpyBackend, "take_rows",
+                        lambda self, x, idx, out=None: (x.shape[1] == 5 and taken.append(len(idx)))
+                        or real(self, x, idx, out))  # rows of X (5 columns), not of y
+    ref, est = fit_both("MLPClassifier", X, y, hidden_layer_sizes=(4,), max_iter=3,
+                        early_stopping=True, random_state=0)
+    assert_close([est.validation_scores_], [ref.validation_scores_], 1e-12,
+                 "validation_scores_")
+    assert max(taken) <= 4096

@@ -513,3 +513,26 @@ def test_graph_takes_true_or_false_only():
     X, y, _, _ = make_data()
     with pytest.raises(nnx.InputError, match="graph must be True or False, got 'yes'"):
         nnx.Trainer(make_classifier(), nnx.SGD(0.1)).fit(X, y, epochs=1, graph="yes")
+
+
+@pytest.mark.parametrize("layout", ["strided", "fortran"])
+def test_training_data_of_another_layout_is_made_contiguous_once(monkeypatch, layout):
+    """A strided view or a Fortran-ordered X was used as given: np.take copies
+    a source that is not C-contiguous whole, so every batch copied all of X
+    (60k x 784: 53 ms a batch instead of 0.1 ms, and X's size again in memory)."""
+    from nnx.backend.numpy_backend import NumpyBackend
+    rng = np.random.default_rng(0)
+    wide = rng.standard_normal((120, 12))
+    X = wide[:, :8] if layout == "strided" else np.asfortranarray(wide[:, :8])
+    y = np.arange(120) % 3
+    sources = []
+    real = NumpyBackend.take_rows
+
+    def spy(self, x, idx, out=None):
+        sources.append(x.flags.c_contiguous)
+        return real(self, x, idx, out)
+    monkeypatch.setattr(NumpyBackend, "take_rows", spy)
+    net = nnx.NeuralNetwork([nnx.Dense(6, "tanh"), nnx.Dense(3, "linear")],
+                            nnx.SoftmaxCrossEntropy(), seed=0, dtype="float64")
+    nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, epochs=2, batch_size=20)
+    assert sources and all(sources)

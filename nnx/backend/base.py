@@ -128,12 +128,14 @@ class Backend:
         )
 
     def asarray(self, x, dtype=None):
-        """Host (or own-device) data -> array on this device in ``dtype``
-        (default: the compute dtype). No copy when nothing has to change."""
+        """Host (or own-device) data -> a C-contiguous array on this device in
+        ``dtype`` (default: the compute dtype). No copy when nothing has to
+        change; a strided view or a Fortran-ordered array is copied once (a
+        batch taken from one would copy it whole every time)."""
         dtype = self.dtype if dtype is None else dtype
         if self.owns(x):
             return x if x.dtype == dtype else self.astype(x, dtype)
-        return self.xp.asarray(_np.asarray(x), dtype=dtype, **self._on)
+        return self.xp.asarray(_np.asarray(x, order="C"), dtype=dtype, **self._on)
 
     def astype(self, x, dtype):
         """``x`` converted to ``dtype`` (a copy). The array API's ``xp.astype``,

@@ -9,6 +9,7 @@ each computes exactly what the reference method in ``base.py`` computes.
 from __future__ import annotations
 
 import logging
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -58,6 +59,12 @@ class CupyBackend(Backend):
         self._kernels = _Kernels(cupy)
         self._optim = _OptimizerKernels(cupy)
         self._graphs = Graphs(self)  # CUDA graphs, and the cuBLAS handle of our own GEMMs
+        if self.precision == "float32" and self.dtype_name == "float32" \
+                and os.environ.get("CUPY_TF32", "0") not in ("", "0"):
+            log.warning("nnx: CUPY_TF32 is set, so CuPy runs float32 matrix products outside "
+                        "a recorded step on TF32 tensor cores: this network's products are "
+                        "not exact float32; use precision='tf32' to ask for TF32, or unset "
+                        "CUPY_TF32")
         if self.precision != "float32":  # said now, not at the first product
             ok = self._graphs.check(recorded=False)
             if ok is not True:
@@ -67,10 +74,8 @@ class CupyBackend(Backend):
         return isinstance(x, self.xp.ndarray)
 
     def asarray(self, x, dtype=None):
-        dtype = self.dtype if dtype is None else dtype
-        if self.owns(x):
-            return x if x.dtype == dtype else x.astype(dtype)
-        return self.xp.asarray(x, dtype=dtype)
+        # C order: a batch is gathered from contiguous rows, and a GEMM takes them
+        return self.xp.asarray(x, dtype=self.dtype if dtype is None else dtype, order="C")
 
     def to_numpy(self, x):
         return self.xp.asnumpy(x)
@@ -519,7 +524,7 @@ class _OptimizerKernels:
             T f = inv;
             if (clip) {
                 T c = max_norm / (sqrt(squares) * inv + (T)1e-6);
-                f = c < (T)1 ? inv * c : inv;
+                f = !(c >= (T)1) ? inv * c : inv;  // a NaN c gives NaN, as minimum(1, c)
             }
             factor = bad == (T)0 ? f : (T)-1;
             """,

@@ -358,8 +358,8 @@ class Optimizer:
     def _update(self, b, param, grad, scale):
         raise NotImplementedError(
             f"{type(self).__name__} defines no _update(b, param, grad, scale), which updates "
-            "the flat parameter buffer param in place from grad (see docs/api.md, "
-            "'An optimiser of one's own')")
+            "the flat parameter buffer param in place from grad (see docs/training.md, "
+            "'Parts of your own')")
 
     # ------------------------------------------------------------ resuming
     def state_for_checkpoint(self):

@@ -115,7 +115,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def _validation_score(self, net, data, val):
         b = net.backend
         rows, truth, sw = data.validation(b, val, lambda Y: self._decode(b.xp, Y))
-        Z = net.predict(b.take_rows(data.X, rows), batch_size=4096)
+        Z = data.predict_rows(net, rows)
         predicted = _data.to_numpy(self._decode(b.xp, net.loss.transform(Z)))
         return float(accuracy_score(truth, predicted, sample_weight=sw))
 
@@ -259,7 +259,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     def _validation_score(self, net, data, val):
         b = net.backend
         rows, truth, sw = data.validation(b, val, lambda Y: Y)
-        Z = net.predict(b.take_rows(data.X, rows), batch_size=4096)
+        Z = data.predict_rows(net, rows)
         predicted = _data.to_numpy(net.loss.transform(Z))
         if predicted.shape[1] == 1:
             predicted = predicted.ravel()

@@ -97,6 +97,15 @@ class FitData:
             cached = self._val = (rows, truth, sw)
         return cached
 
+    def predict_rows(self, net, rows, chunk=4096):
+        """The network's outputs for the rows ``rows`` of ``X`` (the validation
+        rows at each epoch), gathered a chunk at a time: one chunk's rows in
+        memory, not a copy of them all every epoch."""
+        b, n = net.backend, int(rows.shape[0])
+        parts = [net.predict(b.take_rows(self.X, rows[i:i + chunk]), batch_size=chunk)
+                 for i in range(0, n, chunk)]
+        return parts[0] if len(parts) == 1 else b.xp.concatenate(parts)
+
     def to_device(self, backend):
         b = backend
         # the weights' sums per batch are taken on the host, so no batch waits
@@ -127,7 +136,7 @@ def prepare_fit(est, X, y, sample_weight, incremental, reset):
         sw = _device_weights(sample_weight, X)
     else:
         _refuse_sparse_on_gpu(est, X)
-        X, y = validate_data(est, X, y, multi_output=True, dtype=(np.float64, np.float32),
+        X, y = validate_data(est, X, y, multi_output=True, dtype=_host_dtype(est, reset),
                              accept_sparse="csr", reset=reset,
                              y_numeric=not est._is_classifier())
         Y, stratify = est._encode(y, incremental)
@@ -135,6 +144,16 @@ def prepare_fit(est, X, y, sample_weight, incremental, reset):
     # a warm start or partial_fit goes on in the dtype of the first fit
     dtype = est._fit_dtype if not reset and hasattr(est, "_fit_dtype") else est._compute_dtype(X)
     return FitData(X, _as_dtype(Y, dtype), _as_dtype(sw, dtype), dtype, stratify)
+
+
+def _host_dtype(est, reset):
+    """The dtype scikit-learn's checks convert host ``X`` to: the compute
+    dtype where it is known already (given, or a warm start's), so that
+    integer data becomes it in one copy, not float64 first; otherwise
+    scikit-learn's rule (float32 stays, anything else becomes float64)."""
+    if not reset and hasattr(est, "_fit_dtype"):
+        return np.dtype(est._fit_dtype)
+    return (np.float64, np.float32) if est.dtype is None else np.dtype(est.dtype)
 
 
 def _as_dtype(a, dtype):
@@ -164,7 +183,7 @@ def prepare_predict(est, X):
         host = False
     else:
         _refuse_sparse_on_gpu(est, X)
-        X = validate_data(est, X, dtype=(np.float64, np.float32), accept_sparse="csr",
+        X = validate_data(est, X, dtype=np.dtype(est._fit_dtype), accept_sparse="csr",
                           reset=False)
         host = True
     return X.astype(est._fit_dtype, copy=False), host
