@@ -143,6 +143,12 @@ class _Kernel:
         # the type T: CuPy takes it from the array arguments typed T
         T = next((a.dtype for a, (raw, kind, _) in zip(args, params)
                   if kind == "T" and isinstance(a, np.ndarray)), np.dtype(np.float64))
+        # and, as CuPy, refuses an array of another dtype than its parameter's
+        for a, (raw, kind, name) in zip(args, params):
+            want = T if kind == "T" else kh._NUMPY.get(kind)
+            if isinstance(a, np.ndarray) and want is not None \
+                    and a.dtype != np.dtype(want):
+                raise TypeError(f"{spec.name}: Type is mismatched. {name} {a.dtype} {want}")
         outs = list(args[n_in:])
         for k in range(len(outs), len(spec.outputs)):
             raw, kind, _ = spec.outputs[k]

@@ -477,3 +477,17 @@ def test_cupy_tf32_is_said_and_does_not_turn_recording_off(monkeypatch, caplog):
         b = CupyBackend("float32")  # a fresh backend: its checks are its own
     assert "CUPY_TF32 is set" in caplog.text
     assert b._graphs.check(recorded=False) is True
+
+
+def test_a_loss_takes_targets_of_another_dtype_as_the_cpu_does():
+    """CuPy refuses an array of another dtype than a kernel's T: softmax
+    cross-entropy of float32 logits against float64 target rows raised a
+    TypeError on the GPU where the CPU computes it."""
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((5, 3)).astype(np.float32)
+    target = np.eye(3)[[0, 1, 2, 0, 1]]
+    gpu, cpu = get_backend("gpu", "float32"), get_backend("cpu", "float32")
+    ce = nnx.SoftmaxCrossEntropy()
+    got = float(ce.forward(gpu.asarray(logits), gpu.asarray(target, dtype="float64")))
+    want = float(nnx.SoftmaxCrossEntropy().forward(cpu.asarray(logits), target))
+    assert got == pytest.approx(want, rel=1e-6)

@@ -170,6 +170,8 @@ class CupyBackend(Backend):
         xp = self.xp
         n, classes = int(logits.shape[0]), int(logits.shape[1])
         t = logits.dtype.type
+        if target.dtype != logits.dtype:  # the kernels take one type T (CuPy checks)
+            target = target.astype(logits.dtype)
         if classes <= _ROW_CLASSES and logits.flags.c_contiguous and target.flags.c_contiguous:
             # two kernels (the rows, then their sum) where the general path takes eight
             grad = xp.empty_like(logits)
