@@ -144,7 +144,7 @@ class _Kernel:
         T = next((a.dtype for a, (raw, kind, _) in zip(args, params)
                   if kind == "T" and isinstance(a, np.ndarray)), np.dtype(np.float64))
         # and, as CuPy, refuses an array of another dtype than its parameter's
-        for a, (raw, kind, name) in zip(args, params):
+        for a, (_, kind, name) in zip(args, params):
             want = T if kind == "T" else kh._NUMPY.get(kind)
             if isinstance(a, np.ndarray) and want is not None \
                     and a.dtype != np.dtype(want):
