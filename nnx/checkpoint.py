@@ -424,20 +424,8 @@ def save_network(net, path, extra=None, training=None, meta=None):
     ``NeuralNetwork.save``); returns the path as given."""
     from . import __version__
     net.require_built()
-    for name in extra or {}:  # before any work: these would replace the file's own
-        if not isinstance(name, str):
-            raise InputTypeError(f"extra names must be strings, got "
-                                 f"{type(name).__name__} {name!r}")
-        if name in ("params", "__header__"):
-            raise InputValueError(f"extra name {name!r} is reserved for the checkpoint's "
-                                  "own arrays; choose another")
-        value = extra[name]
-        kind = value.dtype.kind if net.backend.owns(value) else np.asarray(value).dtype.kind
-        if kind == "O":
-            # NumPy would pickle it, and load() (which never unpickles) refuse the file
-            raise InputTypeError(f"extra[{name!r}] holds Python objects ({type(value).__name__}"
-                                 f" of dtype object); a checkpoint keeps arrays of numbers, "
-                                 "strings or booleans: convert it, or keep it in meta=")
+    check_extra(extra)
+    check_meta(meta)
     b = net.backend
     arrays = {"params": b.to_numpy(net.param_buffer)}
     bad = count_non_finite(arrays["params"])
@@ -452,16 +440,42 @@ def save_network(net, path, extra=None, training=None, meta=None):
     if training is not None:
         header["training"] = training
     if meta is not None:
-        if not isinstance(meta, dict):
-            raise InputTypeError(f"meta must be a dict of plain data (e.g. {{'dataset': "
-                                 f"'digits'}}), got {type(meta).__name__}")
-        try:  # refused here, in one line, not from deep inside the json module
-            json.dumps(meta, sort_keys=True)
-        except (TypeError, ValueError) as exc:
-            raise InputTypeError(f"meta must hold plain data that JSON can write (str, numbers, "
-                                 f"booleans, None, lists, dicts with str keys): {exc}") from None
         header["meta"] = meta
     return write(path, header, arrays)
+
+
+def check_extra(extra, reserved=("params", "__header__")):
+    """Refuse, before any work, ``extra=`` arrays a checkpoint cannot keep:
+    names that are not strings or are ``reserved`` (the file's own arrays),
+    and arrays of Python objects."""
+    for name in extra or {}:
+        if not isinstance(name, str):
+            raise InputTypeError(f"extra names must be strings, got "
+                                 f"{type(name).__name__} {name!r}")
+        if name in reserved:
+            raise InputValueError(f"extra name {name!r} is reserved for the checkpoint's "
+                                  "own arrays; choose another")
+        value = extra[name]
+        dtype = getattr(value, "dtype", None)  # a device array's, without a copy
+        if (dtype if dtype is not None else np.asarray(value).dtype).kind == "O":
+            # NumPy would pickle it, and load() (which never unpickles) refuse the file
+            raise InputTypeError(f"extra[{name!r}] holds Python objects ({type(value).__name__}"
+                                 f" of dtype object); a checkpoint keeps arrays of numbers, "
+                                 "strings or booleans: convert it, or keep it in meta=")
+
+
+def check_meta(meta):
+    """Refuse ``meta=`` that is not a dict of plain data JSON can write."""
+    if meta is None:
+        return
+    if not isinstance(meta, dict):
+        raise InputTypeError(f"meta must be a dict of plain data (e.g. {{'dataset': "
+                             f"'digits'}}), got {type(meta).__name__}")
+    try:  # refused here, in one line, not from deep inside the json module
+        json.dumps(meta, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise InputTypeError(f"meta must hold plain data that JSON can write (str, numbers, "
+                             f"booleans, None, lists, dicts with str keys): {exc}") from None
 
 
 def load_network(path, backend="cpu", dtype=None, cls=None, precision=None):

@@ -13,15 +13,16 @@ Where the IDX files are looked for, first complete folder wins:
 
 1. ``data_dir`` (files directly in it, or in ``data_dir/<name>/``); a
    ``data_dir`` that does not exist, or holds some of the four files but not
-   all, raises ``DatasetNotFound`` (naming the missing ones), rather than
-   letting a copy further down this list stand in for it; one that holds
-   none of them is passed over;
+   all those needed (the two test files alone with ``test_only``), raises
+   ``DatasetNotFound`` (naming the missing ones), rather than letting a copy
+   further down this list stand in for it; one that holds none of them is
+   passed over;
 2. ``$NNX_DATA/<name>/``, then ``$NNX_DATA`` itself;
 3. the user cache, ``$XDG_CACHE_HOME/nnx/<name>`` or ``~/.cache/nnx/<name>``;
 4. the system folder a package installs (Debian's ``dataset-fashion-mnist``
    puts Fashion-MNIST in ``/usr/share/datasets/fashion-mnist``).
 
-If none has all four files and ``download=True``, the missing ones are fetched
+If none has all the files needed and ``download=True``, the missing ones are fetched
 from the published mirror into the user cache, each checked against its
 SHA-256 before it is written (atomically). Every file loaded with
 ``verify=True`` (the default) must match the official checksum; ``verify=False``
@@ -392,9 +393,9 @@ def _not_found(name, info, searched, reason):
     if info.hint:
         lines.append(info.hint + ".")
     lines.append("Searched:")
-    lines += [f"    {d}  (missing: {', '.join(m)})" for d, m in searched]
+    lines += [f"    {d}  (missing: {', '.join(m)})" for d, m, _ in searched]
     return DatasetNotFound("\n".join(lines), dataset=name, files=[f.name for f in info.files],
-                           folder=cache, searched=[d for d, _ in searched])
+                           folder=cache, searched=[d for d, _, _ in searched])
 
 
 def _given(name, data_dir):
@@ -406,11 +407,12 @@ def _given(name, data_dir):
     return {os.path.abspath(given), os.path.abspath(given / name)}
 
 
-def _incomplete(name, info, searched, data_dir, needed=4):
-    """A ``DatasetNotFound`` for a ``data_dir`` that holds some of the
-    ``needed`` files but not all, or None."""
-    for d, missing in searched:
-        if os.path.abspath(d) in _given(name, data_dir) and len(missing) < needed:
+def _incomplete(name, info, searched, data_dir):
+    """A ``DatasetNotFound`` for a folder the caller named that holds some of
+    the dataset's files but not all those needed (``searched``: each folder,
+    the needed files it lacks, whether it holds any of the four), or None."""
+    for d, missing, holds_some in searched:
+        if os.path.abspath(d) in _given(name, data_dir) and holds_some:
             return DatasetNotFound(
                 f"{info.title}: the folder {str(d)!r} (data_dir=...) holds only some of the "
                 f"dataset's files; missing: {', '.join(missing)}. Put them there, or name a "
@@ -433,15 +435,16 @@ def _load_idx(name, data_dir, download, verify, test_only=False):
     # the test set alone (evaluating a model) needs the two test files only
     needed = info.files[2:] if test_only else info.files
     for d in search_dirs(name, data_dir):
-        missing = [f.name for f in needed if not (d / f.name).is_file()]
+        held = {f.name for f in info.files if (d / f.name).is_file()}
+        missing = [f.name for f in needed if f.name not in held]
         if not missing:
             folder = d
             break
-        searched.append((d, missing))
+        searched.append((d, missing, bool(held)))
     # a folder the caller named is used whole or not at all: another copy
     # further down the search must not make up for its missing files
     if folder is None or os.path.abspath(folder) not in _given(name, data_dir):
-        problem = _incomplete(name, info, searched, data_dir, len(needed))
+        problem = _incomplete(name, info, searched, data_dir)
         if problem is not None:
             raise problem
     if folder is None:
@@ -559,7 +562,7 @@ def load_dataset(name, data_dir=None, download=True, *, source=None, verify=True
         your own IDX files (format checks still apply).
     test_only : load the test set alone (for evaluating a trained model): the
         training arrays come back empty (0 rows), and the IDX training files
-        are not read.
+        are neither needed, read nor downloaded.
 
     Raises ``DatasetError`` for a truncated, corrupted or wrong file.
     """

@@ -405,3 +405,18 @@ def test_a_callback_returning_something_other_than_true_is_told_it_does_not_stop
         h = Trainer(make_classifier(), SGD(0.1)).fit(X, y, Xv, yv, epochs=3, batch_size=20,
                                                      callback=returns_one_for_the_test)
     assert h.epochs_run == 3 and not h.stopped_early
+
+
+def test_checkpoint_extra_and_meta_a_save_would_refuse_are_refused_at_once(tmp_path):
+    """Checkpoint(extra=, meta=) refused dotted names alone: a reserved name,
+    an array of Python objects or meta JSON cannot write were refused at the
+    first save, after an epoch of training."""
+    path = tmp_path / "run.npz"
+    for kwargs, match in (({"extra": {"__header__": np.zeros(2)}}, "reserved"),
+                          ({"extra": {"good_params": np.zeros(2)}}, "reserved"),
+                          ({"extra": {"a.b": np.zeros(2)}}, "names with a dot"),
+                          ({"extra": {"o": np.array([object()])}}, "Python objects"),
+                          ({"meta": {"a": object()}}, "JSON can write"),
+                          ({"meta": ["digits"]}, "meta must be a dict")):
+        with pytest.raises(nnx.InputError, match=match):
+            nnx.Checkpoint(path, extra=kwargs.get("extra"), meta=kwargs.get("meta"))

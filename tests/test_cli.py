@@ -793,6 +793,8 @@ def test_a_training_checkpoint_evaluates_and_exports_as_the_model_does(tmp_path)
         got[name] = re.search(r"accuracy (\d\.\d+)", r.stdout).group(1)
     assert got["run.npz"] == got["model.npz"]
     assert nnx.NeuralNetwork.load(tmp_path / "run.npz").checkpoint_meta == {"dataset": "digits"}
+    r = nnx_cli("export", "run.npz", "run.onnx", cwd=tmp_path)
+    assert r.returncode == 0 and "takes raw features" in r.stdout, r.stdout + r.stderr
 
 
 def test_files_a_command_would_write_over_each_other_are_refused(tmp_path):

@@ -983,7 +983,7 @@ def test_test_only_loading_reads_no_training_file(monkeypatch, fashion):
     np.testing.assert_array_equal(ds.y_test, fashion.y_test)
 
 
-def test_test_only_needs_the_two_test_files_alone(tmp_path):
+def test_test_only_needs_the_two_test_files_alone(tmp_path, monkeypatch):
     """nnx evaluate --data-dir with only the t10k files was refused: the
     folder 'holds only some of the dataset's files', the training ones."""
     write_synthetic(tmp_path, mark=3)
@@ -994,6 +994,17 @@ def test_test_only_needs_the_two_test_files_alone(tmp_path):
     with pytest.raises(DatasetNotFound, match="holds only some of the dataset's files; "
                                               "missing: train-images"):
         load_dataset("mnist", data_dir=tmp_path, download=False, verify=False)
+    # a named folder with the training files alone is not passed over for
+    # another copy (a complete one in $NNX_DATA here)
+    write_synthetic(tmp_path / "env" / "mnist", mark=5)
+    monkeypatch.setenv("NNX_DATA", str(tmp_path / "env"))
+    train_only = write_synthetic(tmp_path / "train-only", mark=4)
+    for name in NAMES[2:]:
+        (train_only / name).unlink()
+    with pytest.raises(DatasetNotFound, match="holds only some of the dataset's files; "
+                                              "missing: t10k-images"):
+        load_dataset("mnist", data_dir=train_only, download=False, verify=False,
+                     test_only=True)
 
 
 def test_test_only_digits_keeps_the_same_test_rows():

@@ -471,12 +471,26 @@ def test_cupy_tf32_is_said_and_does_not_turn_recording_off(monkeypatch, caplog):
     """With CUPY_TF32=1, CuPy's float32 products run on TF32: the one-off
     check of nnx's own GEMMs, which compared them with cupy.matmul at 1e-5,
     failed, and every capture of the process was refused without a word."""
+    import cupy
+
     from nnx.backend.cupy_backend import CupyBackend
     monkeypatch.setenv("CUPY_TF32", "1")
-    with caplog.at_level("WARNING", logger="nnx"):
-        b = CupyBackend("float32")  # a fresh backend: its checks are its own
-    assert "CUPY_TF32 is set" in caplog.text
-    assert b._graphs.check(recorded=False) is True
+    # CuPy reads CUPY_TF32 once, at its first float32 product: set what it read
+    linalg = getattr(getattr(cupy, "_core", None), "_routines_linalg", None)
+    before = None
+    if linalg is not None and hasattr(linalg, "set_compute_type"):
+        before = linalg.get_compute_type(np.float32)
+        linalg.set_compute_type(np.float32, getattr(linalg, "COMPUTE_TYPE_TF32", 7))
+    try:
+        with caplog.at_level("WARNING", logger="nnx"):
+            b = CupyBackend("float32")  # a fresh backend: its checks are its own
+        assert "CUPY_TF32 is set" in caplog.text
+        assert b._graphs.check(recorded=False) is True
+        if before is not None:  # a real CuPy: the check inside a recorded graph too
+            assert b._graphs.check(recorded=True) is True
+    finally:
+        if before is not None:
+            linalg.set_compute_type(np.float32, before)
 
 
 def test_a_loss_takes_targets_of_another_dtype_as_the_cpu_does():

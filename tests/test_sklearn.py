@@ -398,3 +398,29 @@ def test_integer_x_becomes_the_compute_dtype_in_one_copy():
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert peak < 6 * X.size, f"{peak / X.size:.1f} bytes an element at the peak"
+
+
+def test_fortran_ordered_x_is_made_row_contiguous_once_for_the_batches(monkeypatch):
+    """pandas' to_numpy() gives Fortran-ordered arrays: np.take copied such an
+    X whole at every batch. It is made row-contiguous once, for fit only:
+    predictions slice rows, which needs no copy of X."""
+    import tracemalloc
+
+    from nnx.backend.numpy_backend import NumpyBackend
+    rng = np.random.default_rng(0)
+    X = np.asfortranarray(rng.standard_normal((20000, 100)).astype(np.float32))
+    y = np.arange(20000) % 3
+    sources = []
+    real = NumpyBackend.take_rows
+    monkeypatch.setattr(NumpyBackend, "take_rows", lambda self, x, idx, out=None:
+                        sources.append(x.flags.c_contiguous) or real(self, x, idx, out))
+    est = MLPClassifier((8,), max_iter=1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, y)
+    assert sources and all(sources)
+    tracemalloc.start()
+    est.predict_proba(X)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < X.nbytes / 4, f"predict_proba took {peak / X.nbytes:.2f} of X's size"

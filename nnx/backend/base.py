@@ -128,14 +128,22 @@ class Backend:
         )
 
     def asarray(self, x, dtype=None):
-        """Host (or own-device) data -> a C-contiguous array on this device in
-        ``dtype`` (default: the compute dtype). No copy when nothing has to
-        change; a strided view or a Fortran-ordered array is copied once (a
-        batch taken from one would copy it whole every time)."""
+        """Host (or own-device) data -> array on this device in ``dtype``
+        (default: the compute dtype). No copy when nothing has to change."""
         dtype = self.dtype if dtype is None else dtype
         if self.owns(x):
             return x if x.dtype == dtype else self.astype(x, dtype)
-        return self.xp.asarray(_np.asarray(x, order="C"), dtype=dtype, **self._on)
+        return self.xp.asarray(_np.asarray(x), dtype=dtype, **self._on)
+
+    def rows_contiguous(self, x):
+        """``x`` with C-contiguous rows, for data whose rows are gathered into
+        batches: a strided view or a Fortran-ordered array is copied once
+        (NumPy's ``take`` would copy it whole at every batch); a sparse
+        matrix, or one that is contiguous already, is returned as it is."""
+        if getattr(getattr(x, "flags", None), "c_contiguous", True):
+            return x
+        convert = getattr(self.xp, "ascontiguousarray", None)
+        return convert(x) if convert is not None else self.xp.asarray(x, copy=True)
 
     def astype(self, x, dtype):
         """``x`` converted to ``dtype`` (a copy). The array API's ``xp.astype``,

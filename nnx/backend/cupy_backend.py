@@ -74,8 +74,10 @@ class CupyBackend(Backend):
         return isinstance(x, self.xp.ndarray)
 
     def asarray(self, x, dtype=None):
-        # C order: a batch is gathered from contiguous rows, and a GEMM takes them
-        return self.xp.asarray(x, dtype=self.dtype if dtype is None else dtype, order="C")
+        dtype = self.dtype if dtype is None else dtype
+        if self.owns(x):
+            return x if x.dtype == dtype else x.astype(dtype)
+        return self.xp.asarray(x, dtype=dtype)
 
     def to_numpy(self, x):
         return self.xp.asnumpy(x)

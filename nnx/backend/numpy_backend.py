@@ -97,12 +97,6 @@ class NumpyBackend(Backend):
     def owns(self, x) -> bool:
         return isinstance(x, np.ndarray)
 
-    def asarray(self, x, dtype=None):
-        # the host's arrays are this device's: only a dtype or a layout to change
-        # makes a copy (np.take copies a source that is not C-contiguous whole,
-        # at every batch)
-        return np.asarray(x, dtype=self.dtype if dtype is None else dtype, order="C")
-
     def copy(self, x):
         return x.copy()
 

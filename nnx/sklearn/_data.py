@@ -104,7 +104,7 @@ class FitData:
         b, n = net.backend, int(rows.shape[0])
         parts = [net.predict(b.take_rows(self.X, rows[i:i + chunk]), batch_size=chunk)
                  for i in range(0, n, chunk)]
-        return parts[0] if len(parts) == 1 else b.xp.concatenate(parts)
+        return parts[0] if len(parts) == 1 else b.concat_rows(parts)
 
     def to_device(self, backend):
         b = backend
@@ -112,8 +112,9 @@ class FitData:
         # on the device for its L2 coefficient (n numbers, read once)
         self.sw_host = None if self.sw is None else to_numpy(self.sw).astype(np.float64)
         # sparse X stays sparse: CSR rows in the compute dtype, on the CPU
+        # (rows are gathered from X at every batch: C-contiguous ones, one copy at most)
         self.X = self.X.astype(self.dtype, copy=False) if is_sparse(self.X) else \
-            b.asarray(self.X)
+            b.rows_contiguous(b.asarray(self.X))
         self.Y = b.asarray(self.Y)
         self.sw = None if self.sw is None else b.asarray(self.sw)
 

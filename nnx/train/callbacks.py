@@ -196,14 +196,16 @@ class Checkpoint(Callback):
         from ..distributed import world
         self.path = _writable(path, "checkpoint") if world().rank == 0 else path
         self.every = None if every is None else _checks.integer("checkpoint_every", every)
-        for name in extra or {}:
-            if not isinstance(name, str) or "." in name or name in ("params", "good_params"):
-                raise InputValueError(f"Checkpoint extra name {name!r}: the training state's "
-                                      "arrays use 'params', 'good_params' and names with a "
-                                      "dot; choose a plain name such as 'x_mean'")
-        if meta is not None and not isinstance(meta, dict):
-            raise InputTypeError(f"Checkpoint meta must be a dict of plain data, got "
-                                 f"{type(meta).__name__}")
+        from ..checkpoint import check_extra, check_meta
+        # what save() would refuse, refused now (the training state's own
+        # arrays are 'good_params' and names with a dot)
+        check_extra(extra, reserved=("params", "good_params", "__header__"))
+        dotted = [n for n in extra or {} if "." in n]
+        if dotted:
+            raise InputValueError(f"Checkpoint extra name {dotted[0]!r}: names with a dot are "
+                                  "the training state's own; choose a plain name such as "
+                                  "'x_mean'")
+        check_meta(meta)
         self.extra, self.meta = dict(extra or {}), meta
         self._trained = False
 

@@ -226,7 +226,8 @@ class _Data:
     def __init__(self, net, X_train, y_train, evaluation, names):
         # one checked copy of each array on the device, before any training
         # (SciPy sparse X stays sparse: CSR rows on the CPU, see as_input)
-        self.X = net.as_input(X_train, "X_train")
+        # rows are gathered from it at every batch: C-contiguous ones (one copy at most)
+        self.X = net.backend.rows_contiguous(net.as_input(X_train, "X_train"))
         if host.is_sparse(self.X) or host.is_host_array(X_train) \
                 or isinstance(X_train, (list, tuple)):  # host data, already checked (sparse:
             problem = host.spread_problem(  # the CSR copy, which rows can be taken from)
@@ -238,7 +239,7 @@ class _Data:
         X_val, y_val = evaluation
         self.val = None
         if X_val is not None:
-            X_val = net.as_input(X_val, names[0])
+            X_val = net.backend.rows_contiguous(net.as_input(X_val, names[0]))
             if int(X_val.shape[1]) != width:
                 raise InputValueError(f"{names[0]} has {int(X_val.shape[1])} features, but "
                                       f"X_train has {width}")
