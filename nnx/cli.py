@@ -22,6 +22,7 @@ import warnings
 from . import __version__, checkpoint, distributed
 from ._checks import InputError, InputWarning
 from .backend import BACKENDS, PRECISIONS, BackendUnavailableError, get_backend
+from .cluster import ClusterError
 from .data import DATASETS, VALIDATION_FRACTION, prepare_dataset, standardize_with
 from .layers import Dense
 from .losses import LOSSES
@@ -325,8 +326,9 @@ def cmd_reproduce(args):
             failures += step_failures
             notes += step_notes
             _row(cells, widths)
-    except KeyboardInterrupt:  # the steps that finished are kept
-        print(f"nnx reproduce: interrupted after {len(rows)} finished step(s)"
+    except BaseException as exc:  # Ctrl-C, a lost worker...: the steps that finished are kept
+        what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "stopped by an error"
+        print(f"nnx reproduce: {what} after {len(rows)} finished step(s)"
               + ("; writing them" if rows else "; nothing written"), file=sys.stderr)
         if rows:
             _write_results(args, prep, rows)
@@ -845,7 +847,7 @@ def main(argv=None):
             os.close(devnull)
         return 1
     except (UsageError, InputError, OSError, BackendUnavailableError, TrainingDiverged,
-            distributed.DistributedError) as exc:
+            distributed.DistributedError, ClusterError) as exc:
         # what nnx refused, in one line; anything else is a bug and keeps its traceback.
         # An error every rank of a distributed job raised alike is printed by rank 0.
         alike = distributed.is_agreed(exc) or isinstance(exc, TrainingDiverged)

@@ -9,14 +9,26 @@ shared argument; ``fit_search`` fits a ``GridSearchCV``/``RandomizedSearchCV``
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
+import multiprocessing
 import numbers
 
 from ._checks import InputTypeError, InputValueError
 
 INSTALL = "pip install 'nnx-dl[dask]'"
 _ARG_NAMES = ("workers=", "scheduler=")
+
+
+class ClusterError(RuntimeError):
+    """The cluster, not the work, failed: a worker died or left (out of memory,
+    killed, its machine gone) and took tasks or shared data with it."""
+
+
+_NO_GUARD = ("Worker processes start fresh and import the script that started them: in a "
+             "script, start the cluster under `if __name__ == \"__main__\":` "
+             "(see docs/cluster.md)")
 
 
 def _distributed(what):
@@ -59,9 +71,50 @@ def check_options(workers=None, scheduler=None, names=_ARG_NAMES):
         _distributed(f"{sname}{scheduler!r}")
         from distributed.comm.addressing import get_address_host_port
         try:  # refused here: a Client given a malformed address hangs for a minute on exit
-            get_address_host_port(scheduler)
+            _, port = get_address_host_port(scheduler)
         except ValueError as exc:
             raise InputValueError(f"{sname}{scheduler!r}: {exc}; {expected}") from None
+        if not 0 < port < 65536:
+            raise InputValueError(f"{sname}{scheduler!r}: port {port} is not a TCP port "
+                                  f"(1 to 65535); {expected}")
+
+
+def _ask_scheduler(address):
+    """Check that a Dask scheduler answers at ``address`` within Dask's connect
+    timeout (``distributed.comm.timeouts.connect``, 30 s by default), or raise
+    an OSError that says what is there instead. A Client alone waits without
+    limit on a port that accepts the connection and says nothing, and fails
+    deep inside its protocol on a port where something else answers."""
+    import asyncio
+
+    import dask
+    from dask.utils import parse_timedelta
+    from distributed.core import rpc
+    seconds = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s")
+
+    async def identity():
+        async with rpc(address, timeout=seconds) as scheduler:
+            return await scheduler.identity()
+
+    prefix = f"could not connect to the Dask scheduler at {address!r}"
+    try:
+        # a loop of its own, in a thread of its own: the caller's thread may
+        # already run one (a notebook's), where asyncio.run is refused
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(asyncio.run, asyncio.wait_for(identity(), seconds)).result()
+    except (asyncio.TimeoutError, TimeoutError):
+        raise OSError(f"{prefix}: no answer within {seconds:g} s (Dask's connect timeout, "
+                      "distributed.comm.timeouts.connect); is a Dask scheduler "
+                      "listening on that port?") from None
+    except OSError as exc:  # a wrong address, or no scheduler there (yet)
+        raise OSError(f"{prefix} ({exc})") from None
+    except Exception as exc:  # something else answered, in another protocol
+        raise OSError(f"{prefix}: what answered there is not a Dask scheduler "
+                      f"({type(exc).__name__}: {str(exc)[:200]})") from None
+    kind = answer.get("type") if isinstance(answer, dict) else None
+    if kind != "Scheduler":
+        raise OSError(f"{prefix}: what answered there is a Dask {kind or 'peer'}, not a "
+                      "scheduler (give the scheduler's address, as its log prints it)")
 
 
 @contextlib.contextmanager
@@ -71,19 +124,38 @@ def connect(workers=None, scheduler=None, **cluster_options):
     scheduler at ``scheduler`` such as ``'tcp://host:8786'`` (only the client
     is closed on exit). ``cluster_options`` go to ``LocalCluster``."""
     check_options(workers, scheduler)
+    if "n_workers" in cluster_options:
+        raise InputValueError(f"connect: workers={workers!r} and n_workers="
+                              f"{cluster_options['n_workers']!r}: give the number of "
+                              "processes once, as workers=")
+    if scheduler is not None and cluster_options:
+        raise InputValueError(f"connect: {', '.join(sorted(cluster_options))} would go to a "
+                              "new LocalCluster, and scheduler= connects to a running one")
     from distributed import Client, LocalCluster
     if scheduler is not None:
+        _ask_scheduler(scheduler)
         try:
             client = Client(scheduler, set_as_default=False)
-        except OSError as exc:  # a wrong address, or no scheduler there (yet)
+        except OSError as exc:  # it went away since it answered
             raise OSError(f"could not connect to the Dask scheduler at {scheduler!r} "
                           f"({exc})") from None
         with client:
             yield client
         return
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        # a worker process importing the script that started it, as spawn does:
+        # one line here, and the script's own process says the rest
+        raise ClusterError(_NO_GUARD)
     options = {"n_workers": workers, "threads_per_worker": 1, "processes": True,
                "dashboard_address": ":0", "silence_logs": logging.ERROR, **cluster_options}
-    with LocalCluster(**options) as cluster, Client(cluster, set_as_default=False) as client:
+    try:
+        cluster = LocalCluster(**options)
+    except RuntimeError as exc:
+        if "failed to start" not in str(exc):
+            raise
+        raise ClusterError(f"the local cluster's worker processes did not start ({exc}). "
+                           f"{_NO_GUARD}") from None
+    with cluster, Client(cluster, set_as_default=False) as client:
         yield client
 
 
@@ -98,14 +170,36 @@ def map_shared(func, items, shared, *args, client=None, workers=None, scheduler=
         with connect(workers, scheduler) as client:
             yield from map_shared(func, items, shared, *args, client=client)
         return
-    [data] = client.scatter([shared], broadcast=True)
+    # hash=False: a key of its own. A key named by the data's content is shared
+    # with an earlier call on equal data whose copy is still being released,
+    # and the release then takes this call's copy away (dask/distributed#8576)
+    [data] = client.scatter([shared], broadcast=True, hash=False)
+    items = list(items)
     # pure=False: the results hold timings, and an equal call is still a new run
     futures = [client.submit(func, item, data, *args, pure=False) for item in items]
     try:
-        for future in futures:
-            yield future.result()
+        for done, (item, future) in enumerate(zip(items, futures)):
+            yield _result(future, item, done, len(items))
     finally:  # a failed or abandoned run leaves nothing behind on a shared cluster
         client.cancel([*futures, data])
+
+
+def _result(future, item, done, total):
+    """A task's result; its own error as it raised it; a ClusterError when
+    the cluster lost it (``done`` tasks before it had finished)."""
+    from concurrent.futures import CancelledError
+
+    from distributed import KilledWorker
+    try:
+        return future.result()
+    except KilledWorker as exc:
+        reason = (f"the workers that ran it died {exc.allowed_failures + 1} times "
+                  "(out of memory? see the workers' logs)")
+    except CancelledError as exc:
+        reason = (f"a worker died or left and took it or its shared data with it, which "
+                  f"Dask cannot recover (out of memory? see the workers' logs): {exc}")
+    raise ClusterError(f"the Dask cluster lost the task for {item!r} ({done} of {total} "
+                       f"finished before it): {reason}") from None
 
 
 def fit_search(search, X, y=None, *, client=None, workers=None, scheduler=None, **fit_params):

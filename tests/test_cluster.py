@@ -20,7 +20,7 @@ from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
 from sklearn.neural_network import MLPClassifier
 from threadpoolctl import threadpool_limits
 
-from nnx import cli, cluster
+from nnx import InputValueError, cli, cluster
 
 distributed = pytest.importorskip("distributed")
 from distributed.protocol import dask_serialize  # noqa: E402
@@ -75,18 +75,78 @@ def test_reproduce_on_a_running_scheduler_keeps_the_failures(client, tmp_path, c
     assert there[1:] == here[1:] and "diverged in epoch" in there[3]
 
 
+def test_a_worker_that_dies_ends_the_run_with_the_finished_steps_written(tmp_path, capsys,
+                                                                          monkeypatch):
+    """A worker that died mid-run took the shared data with it; the run ended
+    in a traceback from inside Dask, and the steps that had finished were not
+    written."""
+    real = cli._run_step
+
+    def second_step_dies(number, prep, args):  # sent by value: a closure
+        if number == 2:
+            import os
+            import time
+            time.sleep(1.0)  # step 1's result has reached the client by then
+            os._exit(3)
+        return real(number, prep, args)
+    monkeypatch.setattr(cli, "_run_step", second_step_dies)
+    out = tmp_path / "res"
+    status = cli.main(["reproduce", *TINY, "--steps", "1-3", "--workers", "1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert "stopped by an error after 1 finished step(s); writing them" in err
+    assert ("error: the Dask cluster lost the task for 2 (1 of 3 finished before it): "
+            "a worker died or left") in err
+    saved = json.loads((out / "results.json").read_text())
+    assert [row["step"] for row in saved["steps"]] == [1]
+
+
+def test_a_script_without_the_main_guard_is_told_so(tmp_path):
+    """Started at a script's top level, the cluster's worker processes (which
+    import the script) failed with some 450 lines of tracebacks from
+    multiprocessing and Dask, and no word of the guard."""
+    import subprocess
+    script = tmp_path / "unguarded.py"
+    script.write_text("from nnx.cluster import connect\n"
+                      "with connect(workers=1) as client:\n"
+                      "    print('connected')\n")
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert run.returncode == 1 and "connected" not in run.stdout
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("nnx.cluster.ClusterError: the local cluster's worker processes "
+                           "did not start"), run.stderr[-2000:]
+    assert 'under `if __name__ == "__main__":` (see docs/cluster.md)' in last
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--workers", "0"], "--workers 0: must be a positive integer"),
     (["--workers", "2", "--scheduler", "tcp://h:8786"],
      "--workers 2 and --scheduler 'tcp://h:8786': give one of them"),
     (["--scheduler", "h"], "--scheduler 'h': missing port number in address 'h'"),
     (["--scheduler", ""], "--scheduler '': expected a scheduler address"),
+    (["--scheduler", "tcp://h:99999"], "--scheduler 'tcp://h:99999': port 99999 is not a TCP "
+                                       "port (1 to 65535)"),
 ])
 def test_reproduce_refuses_bad_cluster_flags_before_any_work(flags, message, tmp_path, capsys):
     assert cli.main(["reproduce", *flags, "--out", str(tmp_path / "r")]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1
     assert captured.err.startswith(f"nnx reproduce: error: {message}"), captured.err
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"workers": 1, "n_workers": 3}, "workers=1 and n_workers=3: give the number of processes "
+                                     "once"),
+    ({"scheduler": "tcp://127.0.0.1:9", "threads_per_worker": 2},
+     "threads_per_worker would go to a new LocalCluster, and scheduler= connects to a "
+     "running one"),
+])
+def test_connect_refuses_cluster_options_it_would_not_use(kwargs, message):
+    """n_workers silently replaced workers=; options beside scheduler= were dropped."""
+    with pytest.raises(InputValueError, match=message):
+        with cluster.connect(**kwargs):
+            pass
 
 
 def test_a_missing_dask_names_the_extra_to_install(monkeypatch, tmp_path, capsys):
@@ -107,6 +167,56 @@ def test_a_scheduler_that_is_not_there_is_an_os_error(monkeypatch):
                                           "'tcp://127.0.0.1:9'"):
             with cluster.connect(scheduler="tcp://127.0.0.1:9"):
                 pass
+
+
+def _listening(answer):
+    """A local TCP port that accepts connections and then sends ``answer``
+    (nothing, if it is empty); the socket, closed by the caller."""
+    import socket
+    import threading
+    server = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:  # closed
+                return
+            held.append(conn)
+            if answer:
+                conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize("answer, message", [
+    (b"", r"no answer within 0.5 s .*is a Dask scheduler listening on that port\?"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello" * 3,
+     "what answered there is not a Dask scheduler"),
+], ids=["silent", "another-protocol"])
+def test_a_port_where_no_scheduler_answers_is_an_error_in_time(answer, message):
+    """A Client alone waited without limit on a silent port, and died of a
+    MemoryError deep in Dask's protocol on a port that speaks another one."""
+    import dask
+    server = _listening(answer)
+    address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    try:
+        with dask.config.set({"distributed.comm.timeouts.connect": "0.5s"}):
+            with pytest.raises(OSError, match="could not connect to the Dask scheduler at "
+                                              f"'{address}': {message}"):
+                with cluster.connect(scheduler=address):
+                    pass
+    finally:
+        server.close()
+
+
+def test_a_worker_address_is_not_taken_for_the_scheduler(client):
+    worker = next(iter(client.scheduler_info()["workers"]))
+    with pytest.raises(OSError, match="what answered there is a Dask Worker, not a scheduler"):
+        with cluster.connect(scheduler=worker):
+            pass
 
 
 # -------------------------------------------------------------------- search
@@ -244,3 +354,24 @@ def test_the_ladder_data_reaches_each_worker_once(client):
     results = list(cluster.map_shared(_shared_rows, range(6), {"X": X}, 10, client=client))
     assert results == [(i, 4, 10) for i in range(6)]
     _assert_sent_once_per_worker(client.run(_received), tasks=6)
+
+
+def _shared_sum(item, shared):
+    return item + float(shared.sum())
+
+
+def test_the_same_data_shared_again_on_one_client(client):
+    """A ladder run after another on one client, with equal data: each run's
+    copy has a key of its own (a key named by the content was the earlier
+    run's, still being released, and its release cancelled the new run's
+    tasks with 'lost dependencies'); then a search on that data."""
+    X, y = _digits(200)
+    want = [i + float(X.sum()) for i in range(3)]
+    for _ in range(3):
+        assert list(cluster.map_shared(_shared_sum, range(3), X, client=client)) == want
+    client.run(_warnings_off)
+    for _ in range(2):
+        search = _quiet(cluster.fit_search, GridSearchCV(_sklearn_mlp(), {"alpha": [1e-4]}, cv=2),
+                        X, y, client=client)
+        assert search.cv_results_["mean_test_score"].shape == (1,)
+    assert list(cluster.map_shared(_shared_sum, range(3), X, client=client)) == want
