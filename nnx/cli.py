@@ -129,12 +129,14 @@ def _check_data_flags(args):
                          "fashion-mnist; digits is bundled with scikit-learn")
 
 
-def _load(args, test_only=False):
-    """The dataset of ``--dataset``; a missing file's message names the flags."""
+def _load(args, test_only=False, dtype=None):
+    """The dataset of ``--dataset``, its images in ``dtype`` (``--dtype`` if
+    None); a missing file's message names the flags."""
     from .data import DatasetError, DatasetNotFound, load_dataset
     try:
         return load_dataset(args.dataset, data_dir=args.data_dir,
-                            download=not args.no_download, test_only=test_only)
+                            download=not args.no_download, test_only=test_only,
+                            dtype=dtype or getattr(args, "dtype", "float32"))
     except (DatasetError, DatasetNotFound) as exc:
         exc.args = (str(exc).replace("data_dir=...", "--data-dir DIR").replace(
             "download=False", "--no-download"),)
@@ -591,7 +593,7 @@ def cmd_evaluate(args):
               f"{args.dataset}", file=sys.stderr)
     _check_data_flags(args)
     stats = _standardisation(args.checkpoint, net)
-    ds = _load(args, test_only=True)  # the training rows are not needed
+    ds = _load(args, test_only=True, dtype=net.backend.dtype_name)  # the training rows: not needed
     shown = "" if precision == "float32" else f", precision={precision}"
     print(f"nnx {__version__} evaluate: {args.checkpoint} on dataset={args.dataset} "
           f"({ds.source}), backend={args.backend}{shown}")

@@ -78,10 +78,14 @@ class DatasetNotFound(FileNotFoundError):
         self.searched = tuple(searched)
 
 
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # of a Dataset's images
+
+
 @dataclass(frozen=True, repr=False)
 class Dataset:
-    """Train and test arrays on the host: ``X_*`` float32 ``(rows, features)``
-    raw pixel/feature values, ``y_*`` int64 class ids in ``[0, n_classes)``."""
+    """Train and test arrays on the host: ``X_*`` float32 or float64 (both
+    alike) ``(rows, features)`` raw pixel/feature values, ``y_*`` int64 class
+    ids in ``[0, n_classes)``."""
 
     X_train: np.ndarray
     y_train: np.ndarray
@@ -95,13 +99,17 @@ class Dataset:
     def __post_init__(self):
         for split in ("train", "test"):
             X, y = getattr(self, f"X_{split}"), getattr(self, f"y_{split}")
-            if X.ndim != 2 or X.dtype != np.float32:
-                raise InputValueError(f"X_{split} must be 2-D float32, got {X.dtype} {X.shape}")
+            if X.ndim != 2 or X.dtype not in _DTYPES:
+                raise InputValueError(f"X_{split} must be 2-D float32 or float64, got {X.dtype} "
+                                      f"{X.shape}")
             if y.ndim != 1 or y.dtype != np.int64 or y.shape[0] != X.shape[0]:
                 raise InputValueError(
                     f"y_{split} must be 1-D int64 with one entry per row of X_{split} "
                     f"({X.shape[0]}), got {y.dtype} {y.shape}"
                 )
+        if self.X_train.dtype != self.X_test.dtype:
+            raise InputValueError(f"X_train is {self.X_train.dtype} and X_test "
+                                  f"{self.X_test.dtype}: expected one dtype")
         if self.X_train.shape[1] != self.X_test.shape[1]:
             raise InputValueError(
                 f"X_train has {self.X_train.shape[1]} features, X_test {self.X_test.shape[1]}"
@@ -421,7 +429,7 @@ def _incomplete(name, info, searched, data_dir):
     return None
 
 
-def _load_idx(name, data_dir, download, verify, test_only=False):
+def _load_idx(name, data_dir, download, verify, test_only, dtype):
     info = _IDX_DATASETS[name]
     if data_dir is not None and not Path(data_dir).expanduser().is_dir():
         # a typo, most likely: another copy must not stand in without a word
@@ -461,10 +469,10 @@ def _load_idx(name, data_dir, download, verify, test_only=False):
     def read(i, dtype):
         return _read_known(folder / info.files[i].name, info.files[i], info, verify, dtype)
     y_train, y_test = (None if test_only and i == 1 else read(i, np.int64) for i in (1, 3))
-    X_train, X_test = (None if test_only and i == 0 else read(i, np.float32) for i in (0, 2))
+    X_train, X_test = (None if test_only and i == 0 else read(i, dtype) for i in (0, 2))
     n_classes = len(info.class_names)
     if test_only:  # the training files are neither read nor kept
-        X_train, y_train = np.empty((0, X_test.shape[1]), np.float32), np.empty(0, np.int64)
+        X_train, y_train = np.empty((0, X_test.shape[1]), dtype), np.empty(0, np.int64)
     for X, y, i in ((X_train, y_train, 0), (X_test, y_test, 2)):
         if test_only and i == 0:
             continue
@@ -486,7 +494,7 @@ def _load_idx(name, data_dir, download, verify, test_only=False):
 # scikit-learn sources
 # ---------------------------------------------------------------------------
 
-def _load_digits():
+def _load_digits(dtype):
     # imported here: scikit-learn is slow to import and only these loaders need it
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -495,15 +503,15 @@ def _load_digits():
     X_train, X_test, y_train, y_test = train_test_split(
         X, y, test_size=0.25, random_state=0, stratify=y)
     return Dataset(
-        X_train=X_train.astype(np.float32), y_train=y_train.astype(np.int64),
-        X_test=X_test.astype(np.float32), y_test=y_test.astype(np.int64),
+        X_train=X_train.astype(dtype), y_train=y_train.astype(np.int64),
+        X_test=X_test.astype(dtype), y_test=y_test.astype(np.int64),
         name="digits", n_classes=10, class_names=tuple(str(d) for d in range(10)),
         source="sklearn.datasets.load_digits (train_test_split: stratified, "
                "test_size=0.25, random_state=0)",
     )
 
 
-def _load_openml_mnist(data_dir, download):
+def _load_openml_mnist(data_dir, download, dtype):
     """MNIST as the study loaded it: OpenML's mnist_784, whose first 60,000 rows
     are the training set and last 10,000 the test set. ``data_dir`` is passed
     as scikit-learn's ``data_home`` (its default, ~/scikit_learn_data, if None)."""
@@ -523,7 +531,7 @@ def _load_openml_mnist(data_dir, download):
             f"OpenML mnist_784 is not in scikit-learn's cache ({data_dir or 'its default'}) "
             f"and could not be downloaded: {e}. Use load_dataset('mnist') for the IDX files.",
             dataset="mnist", folder=data_dir) from e
-    X = np.asarray(X, dtype=np.float32)
+    X = np.asarray(X, dtype=dtype)
     y = np.asarray(y).astype(np.int64)  # OpenML gives the labels as strings
     return Dataset(X_train=X[:60000], y_train=y[:60000], X_test=X[60000:], y_test=y[60000:],
                    name="mnist", n_classes=10, class_names=tuple(str(d) for d in range(10)),
@@ -537,6 +545,16 @@ def _load_openml_mnist(data_dir, download):
 _SOURCES = {"digits": ("sklearn",), "mnist": ("idx", "openml"), "fashion-mnist": ("idx",)}
 
 
+def _check_dtype(dtype):
+    try:  # np.dtype(None), and a dtype compared with None, are float64: None is refused here
+        got = None if dtype is None else np.dtype(dtype)
+    except TypeError:
+        got = None
+    if got is None or got not in _DTYPES:
+        raise InputValueError(f"dtype={dtype!r}: expected 'float32' or 'float64'")
+    return got
+
+
 def _canonical(name):
     key = str(name).strip().lower().replace("_", "-")
     if key not in DATASETS:
@@ -546,7 +564,7 @@ def _canonical(name):
 
 
 def load_dataset(name, data_dir=None, download=True, *, source=None, verify=True,
-                 test_only=False) -> Dataset:
+                 test_only=False, dtype="float32") -> Dataset:
     """Load dataset ``name`` ("digits", "mnist" or "fashion-mnist").
 
     Parameters
@@ -563,17 +581,22 @@ def load_dataset(name, data_dir=None, download=True, *, source=None, verify=True
     test_only : load the test set alone (for evaluating a trained model): the
         training arrays come back empty (0 rows), and the IDX training files
         are neither needed, read nor downloaded.
+    dtype : "float32" (default) or "float64": the images are read straight
+        into it, the one copy kept (give the network's dtype: a float64
+        network then trains on data that never passed through float32).
 
     Raises ``DatasetError`` for a truncated, corrupted or wrong file.
     """
     name = _canonical(name)
+    dtype = _check_dtype(dtype)
     source = _SOURCES[name][0] if source is None else source
     if source not in _SOURCES[name]:
         raise InputValueError(f"source={source!r} is not available for {name!r}; "
                               f"expected one of {_SOURCES[name]}")
     if source == "idx":
-        return _load_idx(name, data_dir, download, verify, test_only)
-    ds = _load_digits() if source == "sklearn" else _load_openml_mnist(data_dir, download)
+        return _load_idx(name, data_dir, download, verify, test_only, dtype)
+    ds = (_load_digits(dtype) if source == "sklearn"
+          else _load_openml_mnist(data_dir, download, dtype))
     if test_only:  # these sources come whole: the training rows are dropped
         ds = dataclasses.replace(ds, X_train=ds.X_train[:0].copy(), y_train=ds.y_train[:0].copy())
     return ds
@@ -810,8 +833,8 @@ def standardize_with(X, mean, scale, *, inplace=False):
 @dataclass(frozen=True, repr=False)
 class PreparedData:
     """A ``Dataset`` made ready to train on by ``prepare_dataset``: every
-    ``X_*`` standardised with the training rows' float32 ``mean`` and
-    ``scale`` (keep them to standardise new data alike, as ``nnx train``
+    ``X_*`` standardised with the training rows' ``mean`` and ``scale``
+    (in the images' dtype; keep them to standardise new data alike, as ``nnx train``
     saves them beside the network); ``X_val``/``y_val`` are the held-out
     rows, or None without a validation split."""
 

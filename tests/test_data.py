@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from helpers import INF, N_IN, NAN, X0, with_value
 
-from nnx import data
+from nnx import InputValueError, data
 from nnx.data import (
     Dataset,
     DatasetError,
@@ -1012,3 +1012,29 @@ def test_test_only_digits_keeps_the_same_test_rows():
     assert test.X_train.shape == (0, 64) and test.y_train.shape == (0,)
     np.testing.assert_array_equal(test.X_test, whole.X_test)
     np.testing.assert_array_equal(test.y_test, whole.y_test)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", np.float64])
+def test_a_dataset_loads_straight_into_the_dtype_asked(dtype, tmp_path):
+    """A float64 network's data was read into float32 and converted again
+    later: two copies, and values that had passed through float32."""
+    folder = write_synthetic(tmp_path / "idx", mark=3)
+    ds = load_dataset("fashion-mnist", data_dir=folder, download=False, verify=False,
+                      dtype=dtype)
+    assert ds.X_train.dtype == ds.X_test.dtype == np.dtype(dtype)
+    raw = read_idx(folder / NAMES[0]).reshape(4, 9)
+    np.testing.assert_array_equal(ds.X_train, raw)
+    test_only = load_dataset("fashion-mnist", data_dir=folder, download=False, verify=False,
+                             dtype=dtype, test_only=True)
+    assert test_only.X_train.dtype == test_only.X_test.dtype == np.dtype(dtype)
+    digits = load_dataset("digits", dtype=dtype)
+    assert digits.X_train.dtype == np.dtype(dtype)
+    prepared = prepare_dataset(digits, seed=0)
+    assert prepared.X_train.dtype == prepared.mean.dtype == np.dtype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [None, "float16", "int64", "floot32"])
+def test_a_dataset_dtype_other_than_float32_or_float64_is_refused(dtype):
+    with pytest.raises(InputValueError, match=f"dtype={dtype!r}: expected 'float32' or "
+                                              "'float64'"):
+        load_dataset("digits", dtype=dtype)

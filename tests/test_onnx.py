@@ -319,6 +319,25 @@ def test_nnx_export_of_a_trained_checkpoint_takes_raw_features(tmp_path):
     _close(_run(model, Xs.astype("float32")), net.predict(Xs), "float32")
 
 
+def test_a_float64_training_exports_a_float64_model_of_raw_features(tmp_path):
+    """``--dtype float64`` loaded the images as float32 and standardised them
+    there, with float32 statistics: the saved x_mean/x_std were float32 and
+    the network trained on data that had passed through float32."""
+    from nnx.cli import main
+    from nnx.data import load_dataset, standardize_with
+
+    ckpt, model = tmp_path / "m.npz", tmp_path / "m.onnx"
+    assert main(["train", "--hidden", "24", "--epochs", "2", "--eval-every", "1", "--quiet",
+                 "--dtype", "float64", "--out", str(ckpt)]) == 0
+    net = nnx.NeuralNetwork.load(ckpt)
+    mean, std = net.checkpoint_extra["x_mean"], net.checkpoint_extra["x_std"]
+    assert mean.dtype == std.dtype == np.float64
+    assert main(["export", str(ckpt), str(model)]) == 0
+    X = load_dataset("digits", dtype="float64").X_test
+    want = net.predict_proba(standardize_with(X, mean, std))
+    _close(_run(model, X), want, "float64")
+
+
 def test_nnx_export_refuses_in_one_line(tmp_path, capsys):
     from nnx.cli import main
 
