@@ -202,6 +202,24 @@ def _result(future, item, done, total):
                        f"finished before it): {reason}") from None
 
 
+def _joblib_backend():
+    """The name of joblib's Dask backend as ``fit_search`` uses it: joblib's
+    own, except that it counts at least two jobs. joblib's counts the
+    cluster's worker threads, and at one it runs the whole search in the
+    calling process, away from the cluster (its rule for ``n_jobs=1``): a
+    cluster of one GPU worker would see none of the work."""
+    from joblib import parallel
+    if "nnx-dask" not in parallel.BACKENDS:
+        from joblib._dask import DaskDistributedBackend
+
+        class OnTheCluster(DaskDistributedBackend):
+            def effective_n_jobs(self, n_jobs):
+                return max(2, super().effective_n_jobs(n_jobs))
+
+        parallel.register_parallel_backend("nnx-dask", OnTheCluster)
+    return "nnx-dask"
+
+
 def fit_search(search, X, y=None, *, client=None, workers=None, scheduler=None, **fit_params):
     """``search.fit(X, y, **fit_params)`` with its fits as tasks on a Dask
     cluster, through joblib's Dask backend; returns ``search``.
@@ -227,6 +245,15 @@ def fit_search(search, X, y=None, *, client=None, workers=None, scheduler=None, 
     # joblib recognises (by identity) as the copies already on the workers
     X, y = indexable(X, y)
     scatter = [a for a in (X, y) if a is not None]
-    with parallel_config(backend="dask", client=client, scatter=scatter):
-        search.fit(X, y, **fit_params)
+    from concurrent.futures import CancelledError
+
+    from distributed import KilledWorker
+    try:
+        with parallel_config(backend=_joblib_backend(), client=client, scatter=scatter):
+            search.fit(X, y, **fit_params)
+    except (CancelledError, KilledWorker) as exc:
+        raise ClusterError(f"the Dask cluster lost a task of the search: a worker died or "
+                           f"left and took it or the scattered X and y with it, which Dask "
+                           f"cannot recover (out of memory? see the workers' logs): "
+                           f"{type(exc).__name__}: {exc}") from None
     return search

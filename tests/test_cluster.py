@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
@@ -268,6 +269,32 @@ def test_a_grid_search_on_the_cluster_scores_as_the_serial_one(client, make):
     np.testing.assert_array_equal(search.predict(X), serial.predict(X))
 
 
+class _DiesOnFit(ClassifierMixin, BaseEstimator):
+    """Fits as a constant classifier; with ``dies=True`` its process exits."""
+
+    def __init__(self, dies=False):
+        self.dies = dies
+
+    def fit(self, X, y):
+        if self.dies:
+            import os
+            os._exit(3)
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.classes_[0])
+
+
+def test_a_worker_that_dies_in_a_search_is_a_cluster_error():
+    """A FutureCancelledError came out of joblib's internals, naming a batch."""
+    X, y = _digits(60)
+    search = GridSearchCV(_DiesOnFit(), {"dies": [False, True]}, cv=2)
+    with pytest.raises(cluster.ClusterError, match="the Dask cluster lost a task of the "
+                                                   "search: a worker died or left"):
+        cluster.fit_search(search, X, y, workers=1)
+
+
 def test_a_randomized_search_on_a_local_cluster_of_its_own():
     X, y = _digits(150)
     params = {"alpha": [1e-4, 1e-3, 1e-2], "hidden_layer_sizes": [(4,), (8,)]}
@@ -278,6 +305,18 @@ def test_a_randomized_search_on_a_local_cluster_of_its_own():
     assert _quiet(cluster.fit_search, search, X, y, workers=1) is search
     np.testing.assert_array_equal(search.cv_results_["mean_test_score"],
                                   serial.cv_results_["mean_test_score"])
+
+
+def test_a_cluster_of_one_worker_runs_the_search_there():
+    """joblib counts the cluster's threads and, at one, ran every fit in the
+    calling process: a cluster of one (GPU) worker got none of the work."""
+    X, y = _digits(150)
+    with cluster.connect(workers=1) as client:
+        client.run(_warnings_off)
+        with distributed.get_task_stream(client) as tasks:
+            _quiet(cluster.fit_search, GridSearchCV(_sklearn_mlp(), {"alpha": [1e-4, 1e-2]},
+                                                    cv=2), X, y, client=client)
+    assert any("_fit_and_score" in t["key"] for t in tasks.data), tasks.data
 
 
 # ----------------------------------------------- the data goes to each worker once
