@@ -429,6 +429,36 @@ def test_divergence_restores_the_last_good_evaluation():
     assert np.isfinite(hist.records[-1]["loss"])
 
 
+def test_after_a_divergence_adam_goes_on_as_a_fresh_adam():
+    """The divergence cleared Adam's moments but kept its step count, so the
+    next steps ran on fresh moments without their bias correction: a first
+    update of 2.8 times the rate instead of one rate."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 5))
+    y = X @ rng.standard_normal((5, 1))
+
+    def make():
+        return nnx.NeuralNetwork([nnx.Dense(16, "tanh"), nnx.Dense(1, "linear")],
+                                 nnx.MeanSquaredError(), seed=0, dtype="float64")
+    net, opt = make(), nnx.Adam(1e-3)
+    trainer = nnx.Trainer(net, opt)
+    trainer.fit(X, y, epochs=50, batch_size=8, patience=None)  # 400 steps
+    opt.lr = 1e300
+    with np.errstate(all="ignore"), pytest.raises(nnx.TrainingDiverged):
+        trainer.fit(X, y, epochs=5, batch_size=8, restart=False, patience=None)
+    assert int(opt.step_count) == 0 and not any(np.any(v) for v in opt.state.values())
+    opt.lr = 1e-3  # as the error suggests: a smaller rate, and on
+    twin, fresh = make(), nnx.Adam(1e-3)
+    twin.build(5)
+    twin.set_parameters(net.get_parameters())
+    fresh.attach(twin)
+    for n, o in ((net, opt), (twin, fresh)):
+        for _ in range(3):
+            n.train_batch(X, y)
+            o.step()
+    np.testing.assert_allclose(net.get_parameters(), twin.get_parameters(), rtol=1e-12)
+
+
 def test_a_real_divergence_before_any_evaluation_restores_the_start():
     X, y = run_data()
     net = nnx.NeuralNetwork([nnx.Dense(8, "linear"), nnx.Dense(3, "linear")],

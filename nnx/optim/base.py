@@ -142,6 +142,15 @@ class Optimizer:
         self.state = {}
         self._device = None
 
+    def forget_state(self):
+        """Back to no step taken: the state buffers (Adam's moments, the
+        velocity...) cleared and the step count at 0, together (Adam's bias
+        correction goes with its moments). The rate and the plan stay. The
+        trainer calls it when training diverged: the buffers hold the NaNs."""
+        self.state = {}
+        if self._device is not None:
+            self.net.backend.assign(self._device["t"], 0)
+
     def start(self, epochs, steps_per_epoch=None):
         """Plan the schedule for a run of ``epochs`` epochs (of
         ``steps_per_epoch`` steps; needed by per-step schedules) and go back

@@ -791,7 +791,7 @@ class _Run:
     def check_finite(self, value, epoch):
         if not math.isfinite(value):
             self.net.set_parameters(self.good_params)
-            self.optim.state = {}  # it holds the NaNs too
+            self.optim.forget_state()  # its buffers hold the NaNs too
             self.history.stopped_early = True
             # every number checked here is the same on every rank: so is this
             raise _distributed.mark_agreed(
