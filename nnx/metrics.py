@@ -17,16 +17,24 @@ def predict_classes(net, X, batch_size=1024):
     sigmoid trained on 0/1 targets, say), 1 where the output is above 0.5 and
     0 elsewhere."""
     b = net.backend
-    out = net.predict(X, batch_size)
-    if not np.isfinite(b.to_float(b.max_abs(out))):  # one number from the device
+    batch_size = integer("batch_size", batch_size, minimum=1)
+    net.require_built("predict_classes")
+    X = net.as_input(X)
+    n = int(X.shape[0])
+    # a chunk's outputs at a time: only the ids are kept, not (rows, classes)
+    ids, worst = [], None
+    for i in range(0, n, batch_size):
+        out = net.predict(X[i:min(i + batch_size, n), :], batch_size)
+        m = b.max_abs(out)
+        worst = m if worst is None else worst + m  # NaN or inf stays so: no cancelling
+        ids.append(out[:, 0] > 0.5 if net.n_out == 1 else b.argmax_rows(out))
+    if not np.isfinite(b.to_float(worst)):  # one number from the device
         # an argmax of NaN rows would still count as classes (0.099 on digits)
         raise InputValueError("the network's outputs are NaN or infinite, so they name no "
                               "class: its parameters have diverged; train again with a "
                               "smaller learning rate (Trainer.fit stops such a run itself, "
                               "with TrainingDiverged)")
-    if net.n_out == 1:
-        return b.to_numpy(out[:, 0] > 0.5).astype("int64")
-    return b.to_numpy(b.argmax_rows(out))
+    return b.to_numpy(b.concat_rows(ids)).astype("int64", copy=False)  # one transfer
 
 
 def accuracy(net, X, y):
@@ -46,7 +54,9 @@ def accuracy(net, X, y):
                 "one output predicts class 1 where its output is above 0.5, else 0: y must hold "
                 "0/1 labels")
     else:
-        labels = host.class_ids(host.check_targets(y, n, net.n_out, "y", distributions=True))
+        labels = host.check_targets(y, n, net.n_out, "y", distributions=True, ids_only=True)
+        if labels.ndim == 2:  # one-hot or probability rows
+            labels = host.class_ids(labels)
     return float((predict_classes(net, X) == labels).mean())
 
 

@@ -156,12 +156,14 @@ def spread_problem(X, name, rows=1000, limit=10.0):
 
 
 def check_targets(y, n_rows, n_classes, name="y", distributions=False, x_name="X",
-                  dtype=None):
+                  dtype=None, ids_only=False):
     """Integer class ids (1-D) or target rows (2-D) -> a float array
-    ``(n_rows, n_classes)`` on the host, after checking every label. With
-    ``distributions=True`` (classification losses) rows must be one-hot or,
-    more generally, non-negative and sum to one. For a one-output network
-    and a regression loss, 1-D targets are the values themselves."""
+    ``(n_rows, n_classes)`` on the host (of ``dtype``, float64 if None),
+    after checking every label. With ``distributions=True`` (classification
+    losses) rows must be one-hot or, more generally, non-negative and sum to
+    one. For a one-output network and a regression loss, 1-D targets are the
+    values themselves. ``ids_only``: class ids come back as they are (int64),
+    not as one-hot rows."""
     y = plain(y, name, "an array of labels")
     if not _numeric(y.dtype):
         raise InputTypeError(f"{name} must hold numbers, got dtype {y.dtype}")
@@ -197,7 +199,10 @@ def check_targets(y, n_rows, n_classes, name="y", distributions=False, x_name="X
                 f"{name}: class ids must be in [0, {n_classes - 1}] for a network with "
                 f"{n_classes} outputs, got values from {low:g} to {high:g}"
             )
-        out = np.zeros((n_rows, n_classes), dtype=np.float64)
+        if ids_only:
+            return y.astype(np.int64, copy=False)
+        # straight in the compute dtype: one full-size array, not a float64 one and a copy
+        out = np.zeros((n_rows, n_classes), dtype=np.float64 if dtype is None else dtype)
         out[np.arange(n_rows), y.astype(np.int64)] = 1.0
         return out
     if y.ndim != 2 or y.shape[1] != n_classes:
