@@ -113,6 +113,44 @@ def different_network(args, comm):
         sys.exit(3)
 
 
+def mismatch(args, comm):
+    """Rank 1 differs from rank 0 in one way (``--what``), each of which was
+    accepted (and trained on inconsistent data, or on two loss scales) or
+    ended in a raw MPI error."""
+    X = data()[0].copy()
+    net, kw = network(), {}
+    other = comm.rank == 1
+    if args.what == "width" and other:  # a zero column leaves every sum as it was
+        X = np.hstack([X, np.zeros((len(X), 1))])
+    elif args.what == "columns" and other:  # the features in another order
+        X = X[:, ::-1].copy()
+    elif args.what == "checkpoint-every":  # the ranks would save at other epochs
+        kw = {"checkpoint": os.path.join(args.out, "run.npz"), "checkpoint_every": 1 + comm.rank}
+    elif args.what == "loss-scaler":
+        net = nnx.NeuralNetwork([nnx.Dense(16, "tanh"), nnx.Dense(3, "linear")],
+                                nnx.SoftmaxCrossEntropy(), seed=3, precision="float16")
+        if other:
+            net.loss_scaler = nnx.precision.LossScaler(init_scale=1024.0)
+    elif args.what == "dtype" and other:
+        net = nnx.NeuralNetwork([nnx.Dense(16, "tanh"), nnx.Dense(3, "linear")],
+                                nnx.SoftmaxCrossEntropy(), seed=3, dtype="float32")
+    try:  # no evaluation set: rank 1 alone would refuse its 6 features beside 7
+        fit(net, 16, X=X, distributed=comm, evaluate=args.what != "width", **kw)
+    except nnx.InputError as exc:
+        _error(args.out, comm, exc)
+        sys.exit(3)
+
+
+def main_only(args, comm):
+    """Printers and loggers given on rank 0 alone, as they run there alone;
+    data far from standardised (a warning, on rank 0 alone)."""
+    log = [nnx.CSVLogger(os.path.join(args.out, "log.csv"))] if comm.is_main else []
+    net = network()
+    history = fit(net, 16, X=data()[0] * 100 + 50, distributed=comm, verbose=comm.is_main,
+                  callbacks=log)
+    _save(args.out, "run", net, history, comm)
+
+
 def threads(args, comm):
     """What init() left of this rank's BLAS threads, and nnx's update threads."""
     from threadpoolctl import threadpool_info
@@ -227,7 +265,8 @@ MODES = {"parity": parity, "two-fits": two_fits, "one-rank-stops": one_rank_stop
          "different-arguments": different_arguments, "different-network": different_network,
          "threads": threads, "threads-comm": threads, "half": half, "interrupt": interrupt,
          "diverge": diverge, "crash": crash,
-         "resume": resume, "rendezvous": rendezvous, "mpi-host": rendezvous}
+         "resume": resume, "rendezvous": rendezvous, "mpi-host": rendezvous,
+         "mismatch": mismatch, "main-only": main_only}
 
 
 def main():
@@ -238,6 +277,7 @@ def main():
     p.add_argument("--rows", type=int, default=203)
     p.add_argument("--keep", type=float, default=1.0)
     p.add_argument("--no-val", action="store_true", help="no evaluation set")
+    p.add_argument("--what", help="mismatch: what differs on rank 1")
     args = p.parse_args()
     if args.mode == "threads-comm":  # fit(distributed=an mpi4py communicator), no init()
         from mpi4py import MPI

@@ -508,8 +508,8 @@ def _errors(out):
     ("bad-input", "InputValueError",
      r"^X_train contains 1 NaN or infinite value\(s\) \(on rank 1 of 2\)$"),
     ("different-arguments", "InputValueError",
-     r"^the ranks of a distributed fit must be given the same arguments and build the same "
-     r"network: batch_size=16 on rank 0 but 17 on rank 1$"),
+     r"^the ranks of a distributed fit must be given the same arguments, data and network: "
+     r"batch_size=16 on rank 0 but 17 on rank 1$"),
     ("different-network", "InputValueError",  # was accepted, or a raw MPI error at the start
      r"network: layer 1's neurons 16 on rank 0 but 17 on rank 1, activation 'tanh' on rank 0 "
      r"but 'relu' on rank 1$"),
@@ -526,6 +526,39 @@ def test_a_refusal_or_divergence_ends_every_rank_with_the_same_error(tmp_path, m
     assert first == second, (first, second)
     assert first["type"] == kind
     assert __import__("re").search(message, first["message"]), first["message"]
+
+
+@pytest.mark.parametrize("what, message", [
+    # a raw "MPI_Bcast: message sizes do not match" error: the sums saw no zero column
+    ("width", r"X_train has shape \(203, 6\) on rank 0 but \(203, 7\) on rank 1"),
+    # trained on, silently: the sums were of rows
+    ("columns", r"^rank 1 was given other training or evaluation data than rank 0 \(other rows, "
+                r"the same rows in another order, or the features in another order\)"),
+    # a raw "MPI_Allreduce: message truncated": the ranks saved at other epochs
+    ("checkpoint-every", r"callbacks .*'every': 1.* on rank 0 but .*'every': 2.* on rank 1"),
+    # trained on, silently, with two loss scales in one sum
+    ("loss-scaler", r"the network's loss scaler 'LossScaler\(init_scale=65536"),
+    # reported as other data
+    ("dtype", r"the network's dtype 'float64' on rank 0 but 'float32' on rank 1"),
+])
+def test_ranks_that_differ_are_refused_before_any_step(tmp_path, what, message):
+    job = _work("mismatch", tmp_path, "--what", what)
+    assert job.returncode != 0
+    first, second = _errors(tmp_path)
+    assert first == second, (first, second)
+    assert first["type"] == "InputValueError"
+    assert __import__("re").search(message, first["message"]), first["message"]
+
+
+def test_printers_and_loggers_may_be_given_on_rank_0_alone(tmp_path):
+    """verbose=comm.is_main was refused as other callbacks on the two ranks,
+    though such callbacks run on rank 0 alone either way; a warning about
+    the data came once per rank."""
+    job = _work("main-only", tmp_path)
+    assert job.returncode == 0, job.stderr
+    assert job.stderr.count("is far from standardised") == 1, job.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "run-0.npy"), np.load(tmp_path / "run-1.npy"))
+    assert len((tmp_path / "log.csv").read_text().splitlines()) == 3  # a header, 2 epochs
 
 
 def test_an_unexpected_error_on_one_rank_ends_the_whole_job(tmp_path):

@@ -49,6 +49,11 @@ def sparse_row_sums(X):
     return np.asarray(X.sum(axis=1, dtype=np.float64)).ravel()
 
 
+def sparse_column_sums(X):
+    """The float64 sum of each column of a SciPy sparse ``X``, as a 1-D array."""
+    return np.asarray(X.sum(axis=0, dtype=np.float64)).ravel()
+
+
 def plain(x, name, what):
     """``x`` as a plain ndarray. A masked array is refused: its mask would be
     dropped and the values under it (NaN, say) used. Other subclasses

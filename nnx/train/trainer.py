@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 
 from .. import _checks
 from .. import distributed as _distributed
@@ -247,23 +248,35 @@ class _Data:
         self.eval_rows = None if self.val is None else int(self.val[0].shape[0])
         self.val_share = self.val  # this rank's rows of it (see shard)
 
+    def shapes(self):
+        """The arrays' shapes (rows, columns), training set then evaluation set."""
+        pairs = [(self.X, self.y)] + ([self.val] if self.val is not None else [])
+        return [[int(d) for d in a.shape] for pair in pairs for a in pair]
+
     def fingerprint(self, b):
         """Sums of the data in float64 (host floats, one transfer): each
-        array's total and its rows' sums weighted by their position (and for
-        the targets, by the class's number), so that ranks given other rows,
-        or the same rows in another order, differ here, while the same data
-        summed in another order (another memory layout, another device) agree."""
+        array's total, its rows' sums weighted by their position and its
+        columns' sums weighted by theirs (the targets' columns by the class's
+        number), so that ranks given other rows, the same rows in another
+        order or the features in another order differ here, while the same
+        data summed in another order (another memory layout, another device)
+        agree. The weights are 1 + position/rows, so no two positions weigh alike."""
         xp = b.xp
         pairs = [(self.X, self.y)] + ([self.val] if self.val is not None else [])
         sums = []
         for X, y in pairs:
-            n = int(X.shape[0])
-            w = b.astype(xp.arange(n) % 251 + 1, xp.float64)
+            n, d = int(X.shape[0]), int(X.shape[1])
+            w = b.astype(xp.arange(n), xp.float64) / n + 1
+            wc = b.astype(xp.arange(d), xp.float64) / d + 1
             ids = b.astype(xp.arange(int(y.shape[1])) + 1, xp.float64)
-            rows_x = host.sparse_row_sums(X) if host.is_sparse(X) else \
-                xp.sum(X, axis=1, dtype=xp.float64)
+            if host.is_sparse(X):
+                rows_x, cols_x = host.sparse_row_sums(X), host.sparse_column_sums(X)
+            else:
+                rows_x = xp.sum(X, axis=1, dtype=xp.float64)
+                cols_x = xp.sum(X, axis=0, dtype=xp.float64)
             rows_y = xp.sum(b.astype(y, xp.float64) * ids, axis=1)
-            sums += [xp.sum(rows_x), xp.sum(rows_x * w), xp.sum(rows_y * w)]
+            sums += [xp.sum(rows_x), xp.sum(rows_x * w), xp.sum(cols_x * wc),
+                     xp.sum(rows_y * w)]
         return [float(v) for v in b.to_numpy(b.stack(sums))]
 
     def shard(self, comm):
@@ -305,9 +318,23 @@ def _network_facts(net):
     data): its layers, loss, dtype and matrix-product precision. A layer,
     activation or loss of one's own, which cannot describe itself, is
     described by its class and the usual settings (never by its address)."""
+    scaler = net.loss_scaler
     return {"layers": [_described(layer, _layer_outline) for layer in net.layers],
             "loss": _described(net.loss, lambda loss: type(loss).__qualname__),
-            "dtype": net.backend.dtype_name, "precision": net.backend.precision}
+            "dtype": net.backend.dtype_name, "precision": net.backend.precision,
+            "parameters": int(net.param_buffer.shape[0]) if net.built else None,
+            # a float16 network's gradients are summed scaled: one scale on every rank
+            "loss scaler": None if scaler is None else repr(scaler)}
+
+
+def _callback_facts(cb):
+    """A callback as every rank must have it: its class and its plain
+    settings (numbers, flags, names: a checkpoint's interval, a patience);
+    its file's path is rank 0's alone."""
+    plain = (bool, int, float, str, type(None))
+    return [type(cb).__qualname__, {k: v for k, v in sorted(vars(cb).items())
+                                    if not k.startswith("_") and k != "path"
+                                    and isinstance(v, plain)}]
 
 
 def _described(part, outline):
@@ -328,7 +355,10 @@ def _layer_outline(layer):
 def _network_differences(first, other, rank):
     """What differs between rank 0's network and ``rank``'s, in words."""
     out = [f"the network's {k} {first.get(k)!r} on rank 0 but {other.get(k)!r} on rank {rank}"
-           for k in ("loss", "dtype", "precision") if first.get(k) != other.get(k)]
+           for k in ("loss", "dtype", "precision", "loss scaler")
+           if first.get(k) != other.get(k)
+           # a float16 network has a loss scaler, another none: its precision says it
+           and not (k == "loss scaler" and first.get("precision") != other.get("precision"))]
     mine, theirs = first["layers"], other["layers"]
     if len(mine) != len(theirs):
         return out + [f"{len(mine)} layers on rank 0 but {len(theirs)} on rank {rank}"]
@@ -341,6 +371,10 @@ def _network_differences(first, other, rank):
                 f"{k} {a.get(k)!r} on rank 0 but {b.get(k)!r} on rank {rank}" for k in keys))
         else:
             out.append(f"layer {i} {a} on rank 0 but {b} on rank {rank}")
+    if not out and first.get("parameters") != other.get("parameters"):
+        # layers that describe themselves alike, but of other sizes (one's own)
+        out.append(f"{first.get('parameters')} parameters on rank 0 but "
+                   f"{other.get('parameters')} on rank {rank}")
     return out
 
 
@@ -466,8 +500,11 @@ class Trainer:
                     _nothing_to_watch(monitor, self.optim)
                 cbs = self._fit_callbacks(settings, callback, callbacks, checkpoint,
                                           checkpoint_every, verbose)
-                run = self._run(comm, settings, cbs, (X_train, y_train), (evaluation, names),
-                                restart, resume)
+                with warnings.catch_warnings():
+                    if not comm.is_main:  # every rank checks the same data: rank 0 says it
+                        warnings.simplefilter("ignore", InputWarning)
+                    run = self._run(comm, settings, cbs, (X_train, y_train),
+                                    (evaluation, names), restart, resume)
                 if comm.size > 1:
                     setup.facts = run.facts(cbs, graph)
             try:
@@ -597,7 +634,9 @@ class _Run:
     def facts(self, callbacks, graph):
         """What every rank of a distributed fit must have alike (plain data)."""
         return {"settings": self.settings.as_dict(), "epoch": self.epoch,
-                "callbacks": [type(c).__name__ for c in callbacks], "graph": bool(graph),
+                # the printers and loggers run on rank 0 alone: verbose=comm.is_main is fine
+                "callbacks": [_callback_facts(c) for c in callbacks if not c.main_only],
+                "graph": bool(graph), "shapes": self.data.shapes(),
                 "data": self.data.fingerprint(self.b), "network": _network_facts(self.net)}
 
     def agree_on(self, shared):
@@ -606,25 +645,35 @@ class _Run:
         if shared is None:
             return
         first = shared[0]
+        names = ("X_train", "y_train (as targets)", "the evaluation X",
+                 "the evaluation y (as targets)")
         for rank, facts in enumerate(shared[1:], 1):
-            if facts["data"] != first["data"] and not all(
-                    math.isclose(a, c, rel_tol=1e-9, abs_tol=1e-12)
-                    for a, c in zip(facts["data"], first["data"])):
-                raise _distributed.mark_agreed(InputValueError(
-                    f"rank {rank} was given other training or evaluation data than rank 0 "
-                    "(other rows, or the same rows in another order): every rank passes "
-                    "fit() the whole data set, and takes its share of every batch itself"))
+            # the arguments and the network first: data cast to another dtype, or
+            # of another width, would otherwise be reported as other data
             differ = [f"{k}={first['settings'].get(k)!r} on rank 0 but {v!r} on rank {rank}"
                       for k, v in facts["settings"].items() if first["settings"].get(k) != v]
             differ += [f"{k} {first[k]!r} on rank 0 but {facts[k]!r} on rank {rank}"
                        for k in ("epoch", "callbacks", "graph") if facts[k] != first[k]]
             differ += _network_differences(first["network"], facts["network"], rank)
+            if facts["shapes"] != first["shapes"]:
+                differ += [f"{name} has shape {tuple(a)} on rank 0 but {tuple(c)} on rank {rank}"
+                           for name, a, c in zip(names, first["shapes"], facts["shapes"])
+                           if a != c] or [f"an evaluation set on one of rank 0 and rank {rank} "
+                                          "only"]
             if differ:
                 hint = (" (seed=None draws a seed in each process: give NeuralNetwork a seed)"
                         if any(d.startswith("net_seed") for d in differ) else "")
                 raise _distributed.mark_agreed(InputValueError(
-                    "the ranks of a distributed fit must be given the same arguments and "
-                    "build the same network: " + "; ".join(differ) + hint))
+                    "the ranks of a distributed fit must be given the same arguments, data "
+                    "and network: " + "; ".join(differ) + hint))
+            if facts["data"] != first["data"] and not all(
+                    math.isclose(a, c, rel_tol=1e-9, abs_tol=1e-12)
+                    for a, c in zip(facts["data"], first["data"])):
+                raise _distributed.mark_agreed(InputValueError(
+                    f"rank {rank} was given other training or evaluation data than rank 0 "
+                    "(other rows, the same rows in another order, or the features in "
+                    "another order): every rank passes fit() the whole data set, and takes "
+                    "its share of every batch itself"))
 
     def share_start(self):
         """Once the ranks agreed: rank 0's parameters on every rank (the
