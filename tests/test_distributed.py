@@ -691,7 +691,7 @@ def test_the_data_fingerprint_tells_other_orders_from_other_layouts():
     net = nnx.NeuralNetwork([nnx.Dense(4, "tanh"), nnx.Dense(3, "linear")], "softmax_cross_entropy",
                             seed=0, dtype="float32")
     rng = np.random.default_rng(0)
-    X, y = rng.normal(size=(40, 6)).astype(np.float32), rng.integers(0, 3, 40)
+    X, y = rng.normal(size=(300, 6)).astype(np.float32), rng.integers(0, 3, 300)
     b = net.backend
 
     def prints(X, y):
@@ -705,7 +705,10 @@ def test_the_data_fingerprint_tells_other_orders_from_other_layouts():
     labels = y.copy()
     labels[[20, 30]] = labels[[30, 20]]
     assert labels[20] != labels[30]
-    for other in (prints(rows, y), prints(X, labels)):
+    far = X.copy()  # rows 251 apart weighed alike
+    far[[0, 251]] = far[[251, 0]]
+    columns = X[:, [1, 0, 2, 3, 4, 5]]  # the features in another order
+    for other in (prints(rows, y), prints(X, labels), prints(far, y), prints(columns, y)):
         assert not all(math.isclose(a, c, rel_tol=1e-9) for a, c in zip(same, other))
 
 
