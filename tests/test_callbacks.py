@@ -324,6 +324,34 @@ def test_the_csv_logger_writes_one_row_per_evaluation_into_a_folder_it_makes(tmp
                                rtol=1e-12)
 
 
+def test_a_resumed_run_logs_each_evaluation_once(tmp_path):
+    """The log was appended to: evaluations after the checkpoint resumed from,
+    logged before the interruption and made again, came twice (1,2,3,3,4)."""
+    X, y, Xv, yv = make_data()
+
+    def run(log, ckpt, stop=None, resume=None):
+        def interrupt(epoch, record):
+            if epoch == stop:
+                raise KeyboardInterrupt
+        return Trainer(make_classifier(), SGD(0.1)).fit(
+            X, y, Xv, yv, epochs=5, eval_every=1, batch_size=20, callbacks=[nnx.CSVLogger(log)],
+            checkpoint=ckpt, checkpoint_every=2, callback=interrupt, resume=resume)
+
+    def rows(path):
+        return [line.split(",") for line in path.read_text().splitlines()[1:]]
+    whole = run(tmp_path / "whole.csv", tmp_path / "whole.npz")
+    with pytest.raises(KeyboardInterrupt):  # after epoch 3's row; the checkpoint is epoch 2's
+        run(tmp_path / "cut.csv", tmp_path / "cut.npz", stop=3)
+    assert [int(r[0]) for r in rows(tmp_path / "cut.csv")] == [1, 2, 3]
+    resumed = run(tmp_path / "cut.csv", tmp_path / "cut.npz", resume=tmp_path / "cut.npz")
+    got, want = rows(tmp_path / "cut.csv"), rows(tmp_path / "whole.csv")
+    assert [r[0] for r in got] == [r[0] for r in want] == ["1", "2", "3", "4", "5"]
+    assert [r[1:5] for r in got] == [r[1:5] for r in want]  # the seconds aside
+    assert resumed.records == whole.records
+    seconds = [float(r[5]) for r in got]
+    assert seconds == sorted(seconds)  # counted on from the rows kept
+
+
 def test_the_csv_logger_refuses_a_path_it_could_not_write_at_once(tmp_path):
     (tmp_path / "afile").write_text("x")
     for bad in (tmp_path, tmp_path / "afile" / "run.csv"):

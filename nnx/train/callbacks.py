@@ -19,11 +19,13 @@ asked on any rank stops every rank after that epoch.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import sys
 import time
 
 from .. import _checks
+from .._files import atomic_write
 from .._checks import InputTypeError, InputValueError
 
 
@@ -304,7 +306,9 @@ class CSVLogger(Callback):
     """One row per evaluation in the CSV file ``path``: epoch, train_loss,
     eval_loss and eval_accuracy (empty without an evaluation set, and the
     accuracy for classification losses only), lr and seconds since the fit
-    started. A resumed run appends to the file."""
+    started. A resumed run goes on with the file: its rows up to the epoch
+    resumed from are kept (the rows of evaluations after that checkpoint, which
+    the resumed run makes again, are dropped) and the seconds count on."""
 
     COLUMNS = ("epoch", "train_loss", "eval_loss", "eval_accuracy", "lr", "seconds")
     main_only = True
@@ -314,14 +318,36 @@ class CSVLogger(Callback):
         self._file = self._writer = self._t0 = None
 
     def on_fit_start(self, run):
-        append = run.epoch > 0 and os.path.isfile(self.path)
+        kept = self._rows_before(run.epoch) if run.epoch > 0 else []
         # a missing folder is made, as for checkpoints (the path was checked)
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self._file = open(self.path, "a" if append else "w", newline="")
+        text = io.StringIO(newline="")
+        csv.writer(text).writerows([self.COLUMNS, *kept])
+        with atomic_write(self.path) as f:  # a crash here leaves the old log whole
+            f.write(text.getvalue().encode())
+        self._file = open(self.path, "a", newline="")
         self._writer = csv.writer(self._file)
-        if not append:
-            self._writer.writerow(self.COLUMNS)
-        self._t0 = time.perf_counter()
+        self._t0 = time.perf_counter() - (float(kept[-1][-1]) if kept else 0.0)
+
+    def _rows_before(self, epoch):
+        """The file's rows of epochs up to ``epoch``, where it is a log of
+        these columns (anything else there is not kept)."""
+        try:
+            with open(self.path, newline="") as f:
+                rows = list(csv.reader(f))
+        except (OSError, UnicodeDecodeError, csv.Error):
+            return []
+        if not rows or tuple(rows[0]) != self.COLUMNS:
+            return []
+        kept = []
+        for row in rows[1:]:
+            try:
+                if len(row) == len(self.COLUMNS) and int(row[0]) <= epoch:
+                    float(row[-1])
+                    kept.append(row)
+            except ValueError:  # a row cut short by a crash mid-write
+                continue
+        return kept
 
     def on_evaluation(self, run, record):
         def cell(key):
