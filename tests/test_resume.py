@@ -224,6 +224,55 @@ def test_resume_refuses_a_checkpoint_of_another_loss_or_dtype(tmp_path):
             fit_run(net, make_run()[1], resume=path)
 
 
+def test_resume_refuses_a_settings_table_without_a_field(tmp_path):
+    """A field the saved table lacked was not compared: seed=7 resumed a seed=5 run."""
+    path = tmp_path / "run.npz"
+    fit_run(*make_run(), checkpoint=path)
+    header, arrays = checkpoint.read(path)
+    del header["training"]["settings"]["seed"]
+    crafted = checkpoint.write(tmp_path / "crafted.npz", header, arrays)
+    with pytest.raises(ValueError, match=r"differ.*seed='missing' vs 5"):
+        fit_run(*make_run(), resume=crafted)
+
+
+def test_resume_compares_the_early_stopping_in_use(tmp_path):
+    """An EarlyStopping passed in callbacks= was not compared (fit's own
+    patience, unused, was): a run saved with patience 1 on the accuracy went
+    on with patience 8 on the loss, comparing losses with a saved accuracy."""
+    path = tmp_path / "run.npz"
+    X, y = run_data()
+
+    def run(es, **kw):
+        return nnx.Trainer(*make_run()).fit(X[:120], y[:120], X[120:], y[120:], epochs=EPOCHS,
+                                            eval_every=2, batch_size=16, seed=5,
+                                            callbacks=[es], **kw)
+    run(nnx.EarlyStopping(patience=1, monitor="accuracy"), checkpoint=path)
+    with pytest.raises(ValueError, match=r"differ.*patience=1 vs 8, .*monitor='accuracy' vs "
+                                         r"'loss'"):
+        run(nnx.EarlyStopping(patience=8), resume=path)
+    with pytest.raises(ValueError, match=r"differ.*restore_best=True vs False"):
+        run(nnx.EarlyStopping(patience=1, monitor="accuracy", restore_best=False), resume=path)
+    run(nnx.EarlyStopping(patience=1, monitor="accuracy"), resume=path)  # its own resumes
+
+
+def test_resume_refuses_other_data_of_the_same_size(tmp_path):
+    """Only the numbers of rows were compared: the same rows shuffled, or other
+    rows, resumed a run that then matched neither."""
+    path = tmp_path / "run.npz"
+    fit_run(*make_run(), checkpoint=path)
+    X, y = run_data()
+    common = dict(epochs=EPOCHS, eval_every=2, batch_size=16, seed=5, patience=10, resume=path)
+    order = np.random.default_rng(1).permutation(120)
+    for X_train, y_train in ((X[order], y[order]), (X[:120] + 1e-3, y[:120]),
+                             (X[:120, ::-1], y[:120])):
+        with pytest.raises(ValueError, match="the training or evaluation data differ from the "
+                                             "saved run's"):
+            nnx.Trainer(*make_run()).fit(X_train, y_train, X[120:], y[120:], **common)
+    # the same data in another memory layout is the same data
+    nnx.Trainer(*make_run()).fit(np.asfortranarray(X[:120]), y[:120], X[120:], y[120:],
+                                 **common)
+
+
 def test_resume_refuses_other_training_data_or_a_new_evaluation_set(tmp_path):
     """resume= compared the fit() arguments only: a run resumed on 60 of its
     120 rows, or with an evaluation set it did not have, went on silently."""
@@ -343,6 +392,13 @@ CRAFTED = {
     "generator-without-its-state": (_field("generator", value={"bit_generator": "PCG64"}),
                                    "generator was refused by the cpu backend"),
     "settings-a-list": (_field("settings", value=[1]), r"settings is \[1\]; expected a table"),
+    # accepted, the buffer then filled with zeros: another run
+    "velocity-missing": (lambda h, a: a.pop("optim.velocity"),
+                         r"optimiser arrays is \[\]; expected \['optim\.velocity'\] after 2 "
+                         r"epoch\(s\) of SGDMomentum"),
+    "accuracy-a-string": (lambda h, a: h["training"]["history"]["records"][0].update(
+        accuracy="high"), r"history\.records\[0\]\.accuracy is 'high'"),
+    "data-a-string": (_field("data", value="x"), "data is 'x'; expected a list of 8 numbers"),
 }
 
 

@@ -25,8 +25,8 @@ import sys
 import time
 
 from .. import _checks
-from .._files import atomic_write
 from .._checks import InputTypeError, InputValueError
+from .._files import atomic_write
 
 
 class Callback:

@@ -50,6 +50,18 @@ def _check_same_run(run, path, header, state):
                               "run's (saved, given): " + ", ".join(
                                   f"{k}={a!r} vs {c!r}" for k, (a, c) in changed.items())
                               + hint)
+    saved_print = state.get("data")  # checkpoints hold it since it was added
+    if saved_print is not None:
+        mine_print = run.data_print()
+        if not isinstance(saved_print, list) or len(saved_print) != len(mine_print) or not all(
+                type(v) in (int, float) for v in saved_print):
+            _Fields(path).bad("data", saved_print, f"a list of {len(mine_print)} numbers")
+        if not all(math.isclose(a, c, rel_tol=1e-9, abs_tol=1e-12)
+                   for a, c in zip(saved_print, mine_print)):
+            raise InputValueError(
+                f"resume={str(path)!r}: the training or evaluation data differ from the saved "
+                "run's (the same numbers of rows, but other values, or the rows or features "
+                "in another order): an exact resumption needs the run's own data")
 
 
 # ------------------------------------------------- the training state's checks
@@ -120,7 +132,7 @@ def _check_structure(path, header, state):
     f.table("settings", state["settings"])
 
 
-def _check_optimizer(f, run, data, arrays):
+def _check_optimizer(f, run, data, arrays, epoch):
     optim = run.optim
     f.table("optimizer", data, ("lr", "max_epochs"))
     f.number("optimizer.lr", data["lr"], low=0)
@@ -145,6 +157,11 @@ def _check_optimizer(f, run, data, arrays):
         if k not in names:
             f.bad("optimiser array name", f"optim.{k}",
                   f"one of {['optim.' + n for n in names]} for {type(optim).__name__}")
+    missing = [n for n in names if n not in arrays]
+    if epoch > 0 and missing:  # else filled with zeros: another run
+        f.bad("optimiser arrays", sorted(f"optim.{k}" for k in arrays),
+              f"{['optim.' + n for n in names]} after {epoch} epoch(s) of "
+              f"{type(optim).__name__}")
 
 
 def _check_history(f, state):
@@ -160,6 +177,7 @@ def _check_history(f, state):
         f.number(f"{where}.lr", r["lr"], low=0)
         f.number(f"{where}.train_loss", r["train_loss"])
         f.number(f"{where}.loss", r["loss"], none=True)
+        f.number(f"{where}.accuracy", r.get("accuracy"), none=True, low=0)
     if h["best_epoch"] is not None:
         f.integer("history.best_epoch", h["best_epoch"], 1, epoch)
     f.number("history.best_loss", h["best_loss"], none=True)
@@ -185,7 +203,7 @@ def _check_state(run, path, state, arrays, parameters=True):
     for name in ("params", "good_params") if parameters else ():
         f.flat(name, arrays.get(name), n, dtype, finite=True)
     optim_arrays = _split(arrays, "optim.")
-    _check_optimizer(f, run, state["optimizer"], optim_arrays)
+    _check_optimizer(f, run, state["optimizer"], optim_arrays, epoch)
     for k, v in optim_arrays.items():
         f.flat(f"optim.{k}", v, n, dtype)
     callbacks = f.table("callbacks", state["callbacks"])

@@ -23,6 +23,7 @@ class FitSettings:
     min_delta: float
     optimizer: str
     monitor: str = "loss"
+    restore_best: bool = True
     train_rows: int | None = None
     eval_rows: int | None = None
     net_seed: int | None = None
@@ -48,6 +49,14 @@ class FitSettings:
                    optimizer=repr(optimizer),
                    monitor=_checks.name_in("monitor", monitor, ("loss", "accuracy")))
 
+    def stopping_as(self, early_stopping):
+        """These settings with the early stopping of the run: that of the
+        ``EarlyStopping`` callback in use, which ``fit``'s keywords make
+        unless one is passed (then it is the one to compare on resuming)."""
+        es = early_stopping
+        return type(self)(**{**asdict(self), "patience": es.patience, "min_delta": es.min_delta,
+                             "monitor": es.monitor, "restore_best": es.restore_best})
+
     def with_data(self, train_rows, eval_rows, net_seed, world_size=1):
         return type(self)(**{**asdict(self), "train_rows": train_rows, "eval_rows": eval_rows,
                              "net_seed": net_seed, "world_size": world_size})
@@ -55,12 +64,17 @@ class FitSettings:
     def as_dict(self):
         return asdict(self)
 
+    # fields checkpoints did not always hold, and what a checkpoint without one
+    # means (one process; early stopping that restores the best evaluation)
+    LATER = {"world_size": 1, "restore_best": True}
+
     def differences(self, saved):
-        """``{name: (saved, given)}`` for every field whose saved value differs
-        (a checkpoint that names no world size was written by one process)."""
+        """``{name: (saved, given)}`` for every field whose saved value differs,
+        or that the saved table lacks (shown as ``"missing"``)."""
         mine = self.as_dict()
-        saved = {"world_size": 1, **saved}
-        return {k: (v, mine.get(k)) for k, v in saved.items() if mine.get(k) != v}
+        saved = {**self.LATER, **saved}
+        return {k: (saved.get(k, "missing"), v) for k, v in mine.items()
+                if k not in saved or saved[k] != v}
 
 
 @dataclass

@@ -535,7 +535,9 @@ class Trainer:
             raise InputValueError(f"X_train has {data.n} rows, fewer than the {comm.size} "
                                   "processes training together: each needs at least one")
         data.shard(comm)
-        settings = settings.with_data(data.n, data.eval_rows, net.seed, comm.size)
+        stopping = next(cb for cb in cbs if isinstance(cb, EarlyStopping))  # one is always there
+        settings = settings.stopping_as(stopping).with_data(data.n, data.eval_rows, net.seed,
+                                                            comm.size)
         if optim.net is not net:  # the optimiser was attached to another network since
             optim.attach(net)
         # printers and loggers run on rank 0 only: one line, one file
@@ -637,7 +639,7 @@ class _Run:
                 # the printers and loggers run on rank 0 alone: verbose=comm.is_main is fine
                 "callbacks": [_callback_facts(c) for c in callbacks if not c.main_only],
                 "graph": bool(graph), "shapes": self.data.shapes(),
-                "data": self.data.fingerprint(self.b), "network": _network_facts(self.net)}
+                "data": self.data_print(), "network": _network_facts(self.net)}
 
     def agree_on(self, shared):
         """Refuse, on every rank alike, a fit whose ranks were given other
@@ -906,7 +908,8 @@ class _Run:
         state = {"epoch": self.epoch, "finished": self.finished, "good_epoch": self.good_epoch,
                  "generator": self.net.generator_state(), "optimizer": optim_data,
                  "callbacks": callbacks, "history": self.history.as_dict(),
-                 "settings": self.settings.as_dict(), "run_id": self.run_id}
+                 "settings": self.settings.as_dict(), "run_id": self.run_id,
+                 "data": self.data_print()}
         if generators is not None:  # each rank's dropout stream, for an exact resumption
             state["rank_generators"] = generators
         from .resume import check_before_writing
@@ -939,6 +942,13 @@ class _Run:
             f"checkpoint {os.fspath(path)!r} was replaced since this run saved it at epoch "
             f"{epoch} (it now holds {now}; this is run {self.run_id}): two runs, or a run "
             "and something else, write this path; give each run its own checkpoint path")
+
+    def data_print(self):
+        """The data's fingerprint (``_Data.fingerprint``), taken once a run:
+        a checkpoint holds it, and a resumed run must be given the same data."""
+        if self.__dict__.get("_data_print") is None:
+            self._data_print = self.data.fingerprint(self.b)
+        return self._data_print
 
     def load(self, path):
         from .resume import load_run
