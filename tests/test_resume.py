@@ -220,7 +220,7 @@ def test_resume_refuses_a_checkpoint_of_another_loss_or_dtype(tmp_path):
                                                             "dtype")):
         net = nnx.NeuralNetwork([nnx.Dense(16, "tanh", dropout=0.8), nnx.Dense(3, "linear")],
                                 loss, seed=11, dtype=dtype)
-        with pytest.raises(ValueError, match=f"another network: its {what}"):
+        with pytest.raises(ValueError, match=f"another network: the network.s {what} "):
             fit_run(net, make_run()[1], resume=path)
 
 

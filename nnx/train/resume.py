@@ -34,9 +34,12 @@ def _check_same_run(run, path, header, state):
     differ = [k for k in ("layers", "loss", "dtype", "precision", "n_in")
               if saved.get(k) != mine[k]]
     if differ:
-        raise InputValueError(f"resume={str(path)!r} was written for another network: its "
-                              + ", ".join(f"{k} {saved.get(k)!r} (this network: "
-                                          f"{mine[k]!r})" for k in differ))
+        from .trainer import _network_differences
+        words = _network_differences(saved, mine, 1, where=(" in the checkpoint", " here"))
+        words += [f"the network's {k} {saved.get(k)!r} in the checkpoint but {mine[k]!r} here"
+                  for k in differ if k not in ("layers", "loss", "dtype", "precision")]
+        raise InputValueError(f"resume={str(path)!r} was written for another network: "
+                              + "; ".join(words))
     changed = run.settings.differences(state["settings"])
     if changed:
         hint = ""

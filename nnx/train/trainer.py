@@ -352,29 +352,31 @@ def _layer_outline(layer):
             "weight_init": getattr(layer, "weight_init", None)}
 
 
-def _network_differences(first, other, rank):
-    """What differs between rank 0's network and ``rank``'s, in words."""
-    out = [f"the network's {k} {first.get(k)!r} on rank 0 but {other.get(k)!r} on rank {rank}"
+def _network_differences(first, other, rank, where=None):
+    """What differs between rank 0's network and ``rank``'s, in words;
+    ``where``: other words for the two (" in the checkpoint", " here")."""
+    one, two = where or (" on rank 0", f" on rank {rank}")
+    out = [f"the network's {k} {first.get(k)!r}{one} but {other.get(k)!r}{two}"
            for k in ("loss", "dtype", "precision", "loss scaler")
            if first.get(k) != other.get(k)
            # a float16 network has a loss scaler, another none: its precision says it
            and not (k == "loss scaler" and first.get("precision") != other.get("precision"))]
     mine, theirs = first["layers"], other["layers"]
     if len(mine) != len(theirs):
-        return out + [f"{len(mine)} layers on rank 0 but {len(theirs)} on rank {rank}"]
+        return out + [f"{len(mine)} layers{one} but {len(theirs)}{two}"]
     for i, (a, b) in enumerate(zip(mine, theirs), 1):
         if a == b:
             continue
         if isinstance(a, dict) and isinstance(b, dict):
             keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
             out.append(f"layer {i}'s " + ", ".join(
-                f"{k} {a.get(k)!r} on rank 0 but {b.get(k)!r} on rank {rank}" for k in keys))
+                f"{k} {a.get(k)!r}{one} but {b.get(k)!r}{two}" for k in keys))
         else:
-            out.append(f"layer {i} {a} on rank 0 but {b} on rank {rank}")
+            out.append(f"layer {i} {a}{one} but {b}{two}")
     if not out and first.get("parameters") != other.get("parameters"):
         # layers that describe themselves alike, but of other sizes (one's own)
-        out.append(f"{first.get('parameters')} parameters on rank 0 but "
-                   f"{other.get('parameters')} on rank {rank}")
+        out.append(f"{first.get('parameters')} parameters{one} but "
+                   f"{other.get('parameters')}{two}")
     return out
 
 
