@@ -90,10 +90,13 @@ def _ask_scheduler(address):
     import dask
     from dask.utils import parse_timedelta
     from distributed.core import rpc
+    from distributed.security import Security
     seconds = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), "s")
+    # as a Client connects: with the TLS settings of Dask's configuration, if any
+    options = Security().get_connection_args("client")
 
     async def identity():
-        async with rpc(address, timeout=seconds) as scheduler:
+        async with rpc(address, timeout=seconds, connection_args=options) as scheduler:
             return await scheduler.identity()
 
     prefix = f"could not connect to the Dask scheduler at {address!r}"
@@ -106,7 +109,8 @@ def _ask_scheduler(address):
         raise OSError(f"{prefix}: no answer within {seconds:g} s (Dask's connect timeout, "
                       "distributed.comm.timeouts.connect); is a Dask scheduler "
                       "listening on that port?") from None
-    except OSError as exc:  # a wrong address, or no scheduler there (yet)
+    except (OSError, TypeError) as exc:  # a wrong address, no scheduler there (yet), or
+        # tls:// without Dask's TLS settings ("TLS expects a ssl_context")
         raise OSError(f"{prefix} ({exc})") from None
     except Exception as exc:  # something else answered, in another protocol
         raise OSError(f"{prefix}: what answered there is not a Dask scheduler "
@@ -153,6 +157,17 @@ def connect(workers=None, scheduler=None, **cluster_options):
     except RuntimeError as exc:
         if "failed to start" not in str(exc):
             raise
+        causes, cause = [], exc
+        while cause is not None and len(causes) < 20:
+            causes.append(cause)
+            cause = cause.__cause__ or cause.__context__
+        other = [c for c in causes
+                 if not (type(c) is RuntimeError and "failed to start" in str(c))]
+        if other:  # the workers' own error (a preload module missing, say)
+            raise ClusterError(f"the local cluster's worker processes did not start: "
+                               f"{type(other[0]).__name__}: {other[0]}") from exc
+        # nothing but "Nanny failed to start": a worker that could not import the
+        # script, as one without the guard makes them
         raise ClusterError(f"the local cluster's worker processes did not start ({exc}). "
                            f"{_NO_GUARD}") from None
     with cluster, Client(cluster, set_as_default=False) as client:

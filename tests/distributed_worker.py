@@ -141,10 +141,19 @@ def mismatch(args, comm):
         sys.exit(3)
 
 
+class _RankTagged(nnx.Callback):
+    """A callback of one's own holding its rank's settings (a file name, a NaN)."""
+
+    def __init__(self, rank):
+        self.tag, self.limit = f"rank-{rank}.txt", float("nan")
+
+
 def main_only(args, comm):
     """Printers and loggers given on rank 0 alone, as they run there alone;
-    data far from standardised (a warning, on rank 0 alone)."""
+    a callback with settings of each rank's own; data far from standardised
+    (a warning, on rank 0 alone)."""
     log = [nnx.CSVLogger(os.path.join(args.out, "log.csv"))] if comm.is_main else []
+    log.append(_RankTagged(comm.rank))
     net = network()
     history = fit(net, 16, X=data()[0] * 100 + 50, distributed=comm, verbose=comm.is_main,
                   callbacks=log)

@@ -120,6 +120,16 @@ def test_a_script_without_the_main_guard_is_told_so(tmp_path):
     assert 'under `if __name__ == "__main__":` (see docs/cluster.md)' in last
 
 
+def test_workers_that_fail_to_start_for_another_reason_say_which():
+    """Any failed start was blamed on a missing __main__ guard, and the
+    workers' own error (a preload module not there) was dropped."""
+    with pytest.raises(cluster.ClusterError, match="the local cluster's worker processes did not "
+                                                   "start: ModuleNotFoundError: No module named "
+                                                   "'no_such_module_xyz'"):
+        with cluster.connect(workers=1, preload=["no_such_module_xyz"]):
+            pass
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--workers", "0"], "--workers 0: must be a positive integer"),
     (["--workers", "2", "--scheduler", "tcp://h:8786"],
@@ -211,6 +221,53 @@ def test_a_port_where_no_scheduler_answers_is_an_error_in_time(answer, message):
                     pass
     finally:
         server.close()
+
+
+def test_a_tls_scheduler_is_reached_with_dasks_tls_settings(tmp_path):
+    """The probe that checks a scheduler answers connected without Dask's TLS
+    settings, so a tls:// scheduler that a Client reaches was called 'not a
+    Dask scheduler'."""
+    import asyncio
+    import shutil
+    import subprocess
+    import threading
+
+    import dask
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make a certificate with")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    tls = {"distributed.comm.tls.ca-file": str(cert), "distributed.comm.require-encryption": True}
+    for who in ("scheduler", "client", "worker"):
+        tls.update({f"distributed.comm.tls.{who}.cert": str(cert),
+                    f"distributed.comm.tls.{who}.key": str(key)})
+    box = {}
+
+    def serve():
+        async def main():
+            async with distributed.Scheduler(host="tls://127.0.0.1", port=0,
+                                             dashboard_address=":0") as scheduler:
+                box["address"] = scheduler.address
+                while "stop" not in box:
+                    await asyncio.sleep(0.05)
+        with dask.config.set(tls):
+            asyncio.run(main())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if "address" in box:
+                break
+            thread.join(0.05)
+        with dask.config.set(tls), cluster.connect(scheduler=box["address"]) as client:
+            assert client.scheduler_info()["type"] == "Scheduler"
+    finally:
+        box["stop"] = True
+        thread.join(10)
 
 
 def test_a_worker_address_is_not_taken_for_the_scheduler(client):

@@ -145,8 +145,9 @@ class Optimizer:
     def forget_state(self):
         """Back to no step taken: the state buffers (Adam's moments, the
         velocity...) cleared and the step count at 0, together (Adam's bias
-        correction goes with its moments). The rate and the plan stay. The
-        trainer calls it when training diverged: the buffers hold the NaNs."""
+        correction goes with its moments; Adagrad's ``lr_decay``, which counts
+        steps, starts over). The rate and the plan stay. The trainer calls it
+        when training diverged: the buffers hold the NaNs."""
         self.state = {}
         if self._device is not None:
             self.net.backend.assign(self._device["t"], 0)

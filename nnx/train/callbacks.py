@@ -60,6 +60,13 @@ class Callback:
     def close(self):
         """Always called last, even when training raised (release files, bars)."""
 
+    def agreed_settings(self):
+        """In a distributed fit, the settings (a dict of plain values) every
+        rank must give this callback alike: those that decide when the ranks
+        save together or what they decide together. None by default (a
+        callback may hold a rank's own file name, say)."""
+        return {}
+
     def checkpoint_state(self):
         """``(plain data, {name: array})`` for a training checkpoint."""
         return {}, {}
@@ -94,6 +101,10 @@ class EarlyStopping(Callback):
     def __repr__(self):
         return (f"EarlyStopping(patience={self.patience}, min_delta={self.min_delta}, "
                 f"restore_best={self.restore_best}, monitor={self.monitor!r})")
+
+    def agreed_settings(self):
+        return {"patience": self.patience, "min_delta": self.min_delta,
+                "restore_best": self.restore_best, "monitor": self.monitor}
 
     def check(self, net):
         if self.monitor == "accuracy" and not (net.loss.classification and net.n_out > 1):
@@ -210,6 +221,9 @@ class Checkpoint(Callback):
         check_meta(meta)
         self.extra, self.meta = dict(extra or {}), meta
         self._trained = False
+
+    def agreed_settings(self):
+        return {"every": self.every}  # when the ranks save together
 
     def check(self, net):
         try:

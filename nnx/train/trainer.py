@@ -255,28 +255,32 @@ class _Data:
 
     def fingerprint(self, b):
         """Sums of the data in float64 (host floats, one transfer): each
-        array's total, its rows' sums weighted by their position and its
-        columns' sums weighted by theirs (the targets' columns by the class's
-        number), so that ranks given other rows, the same rows in another
-        order or the features in another order differ here, while the same
-        data summed in another order (another memory layout, another device)
-        agree. The weights are 1 + position/rows, so no two positions weigh alike."""
-        xp = b.xp
+        array's total, its rows' sums weighted by their position, and every
+        value weighted by its row's and its column's position together (the
+        targets' columns by the class's number), so that ranks given other
+        rows, the same rows in another order or the features in another order
+        differ here (standardised columns, which all sum to 0, too), while the
+        same data summed in another order (another memory layout, another
+        device) agree. A position's weight is 1 + position/count, so no two
+        positions weigh alike."""
         pairs = [(self.X, self.y)] + ([self.val] if self.val is not None else [])
-        sums = []
+        sums, f64 = [], b.xp.float64
         for X, y in pairs:
-            n, d = int(X.shape[0]), int(X.shape[1])
-            w = b.astype(xp.arange(n), xp.float64) / n + 1
-            wc = b.astype(xp.arange(d), xp.float64) / d + 1
-            ids = b.astype(xp.arange(int(y.shape[1])) + 1, xp.float64)
-            if host.is_sparse(X):
-                rows_x, cols_x = host.sparse_row_sums(X), host.sparse_column_sums(X)
+            n, d, k = (int(v) for v in (*X.shape, y.shape[1]))
+            w, wc, ids = (host.position_weights(m) for m in (n, d, k))
+            if host.is_sparse(X):  # on the host
+                rows_x, joint = host.sparse_row_sums(X), X @ wc
             else:
-                rows_x = xp.sum(X, axis=1, dtype=xp.float64)
-                cols_x = xp.sum(X, axis=0, dtype=xp.float64)
-            rows_y = xp.sum(b.astype(y, xp.float64) * ids, axis=1)
-            sums += [xp.sum(rows_x), xp.sum(rows_x * w), xp.sum(cols_x * wc),
-                     xp.sum(rows_y * w)]
+                rows_x = b.xp.sum(X, axis=1, dtype=f64)
+                wc_d = b.asarray(wc, f64)
+                step = _fingerprint_rows(d)  # a block of rows at a time in float64
+                joint = b.concat_rows([b.astype(X[i:min(i + step, n), :], f64) @ wc_d
+                                       for i in range(0, n, step)])
+            w_d = b.asarray(w, f64)
+            rows_y = b.astype(y, f64) @ b.asarray(ids, f64)
+            sums += [b.xp.sum(b.asarray(rows_x, f64)),
+                     b.xp.sum(b.asarray(rows_x, f64) * w_d),
+                     b.xp.sum(b.asarray(joint, f64) * w_d), b.xp.sum(rows_y * w_d)]
         return [float(v) for v in b.to_numpy(b.stack(sums))]
 
     def shard(self, comm):
@@ -293,6 +297,11 @@ class _Data:
         is a CSR matrix of its own)."""
         return batch_plan(b, self.n, 0 if host.is_sparse(self.X) else int(self.X.shape[1]),
                           int(self.y.shape[1]), batch_size, comm)
+
+
+def _fingerprint_rows(width):
+    """Rows per block of the fingerprint's float64 copy: about 8 MiB of it."""
+    return max(1, 2**20 // max(1, width))
 
 
 def _close_all(cbs, raise_first=True):
@@ -328,13 +337,25 @@ def _network_facts(net):
 
 
 def _callback_facts(cb):
-    """A callback as every rank must have it: its class and its plain
-    settings (numbers, flags, names: a checkpoint's interval, a patience);
-    its file's path is rank 0's alone."""
-    plain = (bool, int, float, str, type(None))
-    return [type(cb).__qualname__, {k: v for k, v in sorted(vars(cb).items())
-                                    if not k.startswith("_") and k != "path"
-                                    and isinstance(v, plain)}]
+    """A callback as every rank must have it: its class and the settings it
+    declares (``agreed_settings``: a checkpoint's interval, a patience), as
+    text (a NaN setting is then equal to itself)."""
+    declared = getattr(cb, "agreed_settings", dict)()
+    return [type(cb).__qualname__, {str(k): repr(v) for k, v in declared.items()}]
+
+
+def _callback_differences(first, other, rank):
+    """What differs between rank 0's callbacks and ``rank``'s, in words."""
+    if [c[0] for c in first] != [c[0] for c in other]:
+        return [f"callbacks {[c[0] for c in first]} on rank 0 but {[c[0] for c in other]} on "
+                f"rank {rank}"]
+    out = []
+    for i, ((name, a), (_, b)) in enumerate(zip(first, other), 1):
+        keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+        if keys:
+            out.append(f"callback {i} ({name})'s " + ", ".join(
+                f"{k} {a.get(k)} on rank 0 but {b.get(k)} on rank {rank}" for k in keys))
+    return out
 
 
 def _described(part, outline):
@@ -657,7 +678,8 @@ class _Run:
             differ = [f"{k}={first['settings'].get(k)!r} on rank 0 but {v!r} on rank {rank}"
                       for k, v in facts["settings"].items() if first["settings"].get(k) != v]
             differ += [f"{k} {first[k]!r} on rank 0 but {facts[k]!r} on rank {rank}"
-                       for k in ("epoch", "callbacks", "graph") if facts[k] != first[k]]
+                       for k in ("epoch", "graph") if facts[k] != first[k]]
+            differ += _callback_differences(first["callbacks"], facts["callbacks"], rank)
             differ += _network_differences(first["network"], facts["network"], rank)
             if facts["shapes"] != first["shapes"]:
                 differ += [f"{name} has shape {tuple(a)} on rank 0 but {tuple(c)} on rank {rank}"
