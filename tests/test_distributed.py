@@ -702,6 +702,16 @@ def test_the_data_fingerprint_tells_other_orders_from_other_layouts():
     same = prints(X, y)
     assert all(math.isclose(a, c, rel_tol=1e-9, abs_tol=1e-12)
                for a, c in zip(same, prints(np.asfortranarray(X), y)))
+    try:  # on a device (its weights made there: made on the host, the strict one refused)
+        import array_api_strict  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        strict = nnx.NeuralNetwork([nnx.Dense(4, "tanh"), nnx.Dense(3, "linear")],
+                                   "softmax_cross_entropy", seed=0, dtype="float32",
+                                   backend="strict")
+        there = _Data(strict, X, y, (None, None), ("X_val", "y_val")).fingerprint(strict.backend)
+        assert all(math.isclose(a, c, rel_tol=1e-9, abs_tol=1e-12) for a, c in zip(same, there))
     rows = X.copy()
     rows[[10, 11]] = rows[[11, 10]]
     labels = y.copy()
