@@ -72,14 +72,40 @@ def _fit(net, optim, prep, args, desc, callbacks=(), comm=None, saved=None):
     if run_file is not None:
         extra, meta = saved or (None, None)
         callbacks = [*callbacks, Checkpoint(run_file, extra=extra, meta=meta)]
-    history = Trainer(net, optim).fit(
-        prep["X_train"], prep["y_train"], prep["X_test"], prep["y_test"],
-        epochs=args.epochs, eval_every=args.eval_every, batch_size=args.batch_size,
-        seed=args.seed, validation=validation, patience=getattr(args, "patience", 1),
-        monitor=getattr(args, "monitor", "loss"), callbacks=[*bar, *callbacks],
-        distributed=comm, resume=resume)
+    try:
+        history = Trainer(net, optim).fit(
+            prep["X_train"], prep["y_train"], prep["X_test"], prep["y_test"],
+            epochs=args.epochs, eval_every=args.eval_every, batch_size=args.batch_size,
+            seed=args.seed, validation=validation, patience=getattr(args, "patience", 1),
+            monitor=getattr(args, "monitor", "loss"), callbacks=[*bar, *callbacks],
+            distributed=comm, resume=resume)
+    except InputError as exc:  # (what --resume warns of is reworded as main() prints it)
+        if resume is not None:
+            exc.args = (_in_flags(str(exc)),)
+        raise
     net.backend.synchronize()
     return history, time.perf_counter() - t0
+
+
+# fit()'s words for what a resumed run must share, as the flags that set it
+_FLAGS = {"epochs": "--epochs", "eval_every": "--eval-every", "batch_size": "--batch-size",
+          "seed": "--seed", "net_seed": "--seed", "patience": "--patience",
+          "monitor": "--monitor", "train_rows": "training rows",
+          "eval_rows": "evaluation rows",
+          "optimizer": "the optimiser (--optimizer, --lr, --schedule, ...)"}
+
+
+def _in_flags(message):
+    """A resume refusal or warning of ``fit`` in the command line's words."""
+    message = message.replace("fit() arguments differ from the saved run's",
+                              "the flags differ from the saved run's")
+    message = re.sub(r"\b(" + "|".join(_FLAGS) + r")=", lambda m: _FLAGS[m.group(1)] + " ",
+                     message)
+    return message.replace("so fit returns its history without training",
+                           "so nothing is trained").replace(
+        "to train on from its parameters, NeuralNetwork.load the checkpoint and fit it with "
+        "restart=False", "nnx evaluate or nnx export it, or train a new run under another "
+        "--checkpoint path").replace("resume=", "--checkpoint ")
 
 
 # ----------------------------------------------------------------- reproduce
@@ -833,7 +859,9 @@ def main(argv=None):
 
             def show(message, category, filename, lineno, file=None, line=None):
                 if issubclass(category, InputWarning):
-                    print(f"nnx {args.command}: warning: {message}", file=sys.stderr)
+                    text = str(message)  # a resumed run's, in the command line's words
+                    text = _in_flags(text) if text.startswith("resume=") else text
+                    print(f"nnx {args.command}: warning: {text}", file=sys.stderr)
                 else:
                     plain(message, category, filename, lineno, file, line)
             warnings.showwarning = show

@@ -753,7 +753,25 @@ def test_resuming_a_finished_run_warns_in_one_line(tmp_path, capsys):
     capsys.readouterr()
     assert main([*flags, "--resume"]) == 0
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x]
-    assert line.startswith("nnx train: warning: resume=") and "had finished" in line
+    assert line.startswith("nnx train: warning: --checkpoint ") and "had finished" in line
+    # in the command line's words: it had pointed to NeuralNetwork.load and restart=False
+    assert line.endswith("so nothing is trained; nnx evaluate or nnx export it, or train a "
+                         "new run under another --checkpoint path")
+
+
+def test_a_resume_with_other_flags_names_the_flags(tmp_path, capsys):
+    """The refusal spoke fit()'s keywords (epochs=2 vs 3, batch_size=...)."""
+    from nnx.cli import main
+
+    flags = ["train", "--epochs", "2", "--eval-every", "1", "--quiet", "--checkpoint",
+             str(tmp_path / "r.npz"), "--out", str(tmp_path / "m.npz")]
+    assert main(flags) == 0
+    capsys.readouterr()
+    assert main([*flags[:2], "3", *flags[3:], "--batch-size", "30", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nnx train: error: --checkpoint ") and err.count("\n") == 1
+    assert err.rstrip().endswith("the flags differ from the saved run's (saved, given): "
+                                 "--epochs 2 vs 3, --batch-size 60 vs 30"), err
 
 
 def test_evaluate_refuses_a_checkpoint_of_a_dataset_it_cannot_load(tmp_path, capsys):
