@@ -214,11 +214,13 @@ class Backend:
         return state if isinstance(state, dict) else None
 
     def set_generator_state(self, gen, state):
-        """Restore ``generator_state`` output; returns False if it cannot."""
-        try:
-            gen.bit_generator.state = state
-        except (AttributeError, TypeError, ValueError):
+        """Restore ``generator_state`` output; returns False if this kind of
+        generator cannot be restored. A state it refuses raises (TypeError,
+        ValueError...): the state is at fault, not the backend."""
+        bit_generator = getattr(gen, "bit_generator", None)
+        if bit_generator is None or not hasattr(type(bit_generator), "state"):
             return False
+        bit_generator.state = state
         return True
 
     def permutation(self, gen, n):

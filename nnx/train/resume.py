@@ -279,9 +279,10 @@ def _restore_generator(net, path, state, epoch, comm):
                               f"state's generator was refused by the {net.backend.name} "
                               f"backend ({type(exc).__name__}: {exc})") from None
     if not restored:
-        log.warning("nnx: %s backend cannot restore its dropout generator; the resumed run "
-                    "draws a fresh reproducible stream, so it will not match the "
-                    "uninterrupted run bit for bit", net.backend.name)
+        why = (f"checkpoint {str(path)!r} holds no dropout generator state" if saved is None
+               else f"the {net.backend.name} backend cannot restore its dropout generator")
+        log.warning("nnx: %s; the resumed run draws a fresh reproducible stream, so it will "
+                    "not match the uninterrupted run bit for bit", why)
     return restored
 
 
