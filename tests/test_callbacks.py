@@ -448,3 +448,23 @@ def test_checkpoint_extra_and_meta_a_save_would_refuse_are_refused_at_once(tmp_p
                           ({"meta": ["digits"]}, "meta must be a dict")):
         with pytest.raises(nnx.InputError, match=match):
             nnx.Checkpoint(path, extra=kwargs.get("extra"), meta=kwargs.get("meta"))
+
+
+def test_a_resumed_runs_progress_bar_starts_at_its_epoch(monkeypatch):
+    """The bar counted the epochs before the checkpoint as done at the start:
+    '1302 epoch/s' on resuming."""
+    import io
+    import types
+    pytest.importorskip("tqdm")
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    monkeypatch.setattr("sys.stderr", Terminal())
+    bar = nnx.ProgressBar("fit")
+    bar.on_fit_start(types.SimpleNamespace(epoch=3, settings=types.SimpleNamespace(epochs=10)))
+    try:
+        shown = bar._bar.format_meter(**bar._bar.format_dict)
+        assert "3/10" in shown and "?epoch/s" in shown, shown  # no rate until an epoch ran
+    finally:
+        bar.close()

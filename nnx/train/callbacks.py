@@ -248,7 +248,7 @@ class Checkpoint(Callback):
 class _Bar:
     """A tqdm bar on stderr, or nothing (off a terminal, or without tqdm)."""
 
-    def __init__(self, total, desc):
+    def __init__(self, total, desc, initial=0):
         self.bar = None
         if not sys.stderr.isatty():
             return
@@ -256,7 +256,10 @@ class _Bar:
             from tqdm.auto import tqdm
         except ImportError:
             return
-        self.bar = tqdm(total=total, desc=desc, unit="epoch", leave=False, file=sys.stderr)
+        # a resumed run starts at its epoch (an update() would count those epochs
+        # as done in no time, and show thousands of epochs a second)
+        self.bar = tqdm(total=total, desc=desc, unit="epoch", leave=False, file=sys.stderr,
+                        initial=initial)
 
 
 class ProgressBar(Callback):
@@ -270,9 +273,7 @@ class ProgressBar(Callback):
         self._bar = None
 
     def on_fit_start(self, run):
-        self._bar = _Bar(run.settings.epochs, self.desc).bar
-        if self._bar is not None:
-            self._bar.update(run.epoch)
+        self._bar = _Bar(run.settings.epochs, self.desc, initial=run.epoch).bar
 
     def on_epoch_end(self, run, epoch, record):
         if self._bar is None:
