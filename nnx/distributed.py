@@ -350,7 +350,9 @@ def _make(engine, here, b):
         raise DistributedError(
             "the CPU backend trains across processes through MPI, and torchrun starts no MPI "
             "job: launch with mpirun/mpiexec or srun instead, or train on the GPU (NCCL)")
-    comm = MPICommunicator(local_rank=here.local_rank)
+    # local rank by MPI (a collective), as a communicator passed to fit() finds it:
+    # ranks that reach MPI by either way then make the same collectives
+    comm = MPICommunicator()
     _check_mpi_world(comm, here)
     comm.threads = _share_cores(comm)
     return comm

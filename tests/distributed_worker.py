@@ -148,6 +148,17 @@ class _RankTagged(nnx.Callback):
         self.tag, self.limit = f"rank-{rank}.txt", float("nan")
 
 
+def mixed_kinds(args, comm):
+    """Rank 0 passes distributed=True, rank 1 its mpi4py communicator: they
+    made other collectives on the way (one found its local rank by MPI, the
+    other from the launcher) and waited in them for ever."""
+    from mpi4py import MPI
+    rank = MPI.COMM_WORLD.Get_rank()
+    net = network()
+    history = fit(net, 16, distributed=True if rank == 0 else MPI.COMM_WORLD)
+    _save(args.out, "run", net, history, argparse.Namespace(rank=rank))
+
+
 def main_only(args, comm):
     """Printers and loggers given on rank 0 alone, as they run there alone;
     a callback with settings of each rank's own; data far from standardised
@@ -275,7 +286,7 @@ MODES = {"parity": parity, "two-fits": two_fits, "one-rank-stops": one_rank_stop
          "threads": threads, "threads-comm": threads, "half": half, "interrupt": interrupt,
          "diverge": diverge, "crash": crash,
          "resume": resume, "rendezvous": rendezvous, "mpi-host": rendezvous,
-         "mismatch": mismatch, "main-only": main_only}
+         "mismatch": mismatch, "main-only": main_only, "mixed-kinds": mixed_kinds}
 
 
 def main():
@@ -292,7 +303,7 @@ def main():
         from mpi4py import MPI
         comm = distributed.resolve(MPI.COMM_WORLD, nnx.get_backend("cpu"))
     else:
-        comm = (None if args.mode in ("rendezvous", "mpi-host")
+        comm = (None if args.mode in ("rendezvous", "mpi-host", "mixed-kinds")
                 else distributed.init("cpu"))
     MODES[args.mode](args, comm)
 

@@ -551,6 +551,12 @@ def test_ranks_that_differ_are_refused_before_any_step(tmp_path, what, message):
     assert __import__("re").search(message, first["message"]), first["message"]
 
 
+def test_ranks_may_reach_mpi_by_true_or_by_their_communicator(tmp_path):
+    job = _work("mixed-kinds", tmp_path)
+    assert job.returncode == 0, job.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "run-0.npy"), np.load(tmp_path / "run-1.npy"))
+
+
 def test_printers_and_loggers_may_be_given_on_rank_0_alone(tmp_path):
     """verbose=comm.is_main was refused as other callbacks on the two ranks,
     though such callbacks run on rank 0 alone either way; a callback may hold
