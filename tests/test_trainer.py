@@ -498,6 +498,24 @@ def test_raw_inputs_warn_with_the_measured_spread_and_the_fix(scale, shift):
     assert caught[0].filename == __file__  # points at the caller's fit(), not into nnx
 
 
+@pytest.mark.parametrize("how", ["validation", "test set"])
+def test_an_evaluation_set_left_raw_beside_standardised_training_rows_warns(how):
+    """The training rows standardised and the evaluation rows forgotten: early
+    stopping chose on a loss of other inputs (digits stopped at 0.75), silently."""
+    X, y = _spread_data()
+    raw, _ = _spread_data(80.0, 40.0, seed=1)
+    where = {"validation": (raw, y)} if how == "validation" else {"X_test": raw, "y_test": y}
+    name = "X_val" if how == "validation" else "X_test"
+    with pytest.warns(nnx.InputWarning, match=f"{name} is far from standardised, though "
+                                              "X_train is: standardise it with the training "
+                                              "rows' statistics too") as caught:
+        nnx.Trainer(_two_class_net(), nnx.SGD(0.01)).fit(X, y, epochs=1, **where)
+    assert caught[0].filename == __file__
+    with pytest.warns(nnx.InputWarning) as both:  # raw alike: one warning, the first
+        nnx.Trainer(_two_class_net(), nnx.SGD(0.01)).fit(raw, y, epochs=1, validation=(raw, y))
+    assert len(both) == 1 and "X_train is far from" in str(both[0].message)
+
+
 def test_standardised_and_unit_range_inputs_do_not_warn():
     for X, y in (_spread_data(), _spread_data(0.3, 0.5)):
         with warnings.catch_warnings():

@@ -229,21 +229,26 @@ class _Data:
         # (SciPy sparse X stays sparse: CSR rows on the CPU, see as_input)
         # rows are gathered from it at every batch: C-contiguous ones (one copy at most)
         self.X = net.backend.rows_contiguous(net.as_input(X_train, "X_train"))
-        if host.is_sparse(self.X) or host.is_host_array(X_train) \
-                or isinstance(X_train, (list, tuple)):  # host data, already checked (sparse:
-            problem = host.spread_problem(  # the CSR copy, which rows can be taken from)
-                self.X if host.is_sparse(self.X) else X_train, "X_train")
-            if problem:
-                _checks.warn_caller(problem, InputWarning)
+        problem = _spread_problem(self.X, X_train, "X_train")
+        if problem:
+            _checks.warn_caller(problem, InputWarning)
         self.n, width = int(self.X.shape[0]), int(self.X.shape[1])
         self.y = net.as_target(y_train, self.n, "y_train", "X_train")
         X_val, y_val = evaluation
         self.val = None
         if X_val is not None:
-            X_val = net.backend.rows_contiguous(net.as_input(X_val, names[0]))
+            given, X_val = X_val, net.backend.rows_contiguous(net.as_input(X_val, names[0]))
             if int(X_val.shape[1]) != width:
                 raise InputValueError(f"{names[0]} has {int(X_val.shape[1])} features, but "
                                       f"X_train has {width}")
+            if not problem and _spread_problem(X_val, given, names[0]):
+                # the usual slip: the training rows standardised, these not (early
+                # stopping then stops on a loss of other inputs, at once)
+                _checks.warn_caller(
+                    f"{names[0]} is far from standardised, though X_train is: standardise "
+                    "it with the training rows' statistics too (the same mean and scale: "
+                    "nnx.data.standardize_with, or the StandardScaler fitted on X_train)",
+                    InputWarning)
             self.val = (X_val, net.as_target(y_val, int(X_val.shape[0]), names[1], names[0]))
         self.eval_rows = None if self.val is None else int(self.val[0].shape[0])
         self.val_share = self.val  # this rank's rows of it (see shard)
@@ -297,6 +302,15 @@ class _Data:
         is a CSR matrix of its own)."""
         return batch_plan(b, self.n, 0 if host.is_sparse(self.X) else int(self.X.shape[1]),
                           int(self.y.shape[1]), batch_size, comm)
+
+
+def _spread_problem(X, given, name):
+    """``host.spread_problem`` of data given on the host (sparse: its CSR
+    copy ``X``, which rows can be taken from), else None (device data is not
+    read back to be checked)."""
+    if host.is_sparse(X) or host.is_host_array(given) or isinstance(given, (list, tuple)):
+        return host.spread_problem(X if host.is_sparse(X) else given, name)
+    return None
 
 
 def _fingerprint_rows(width):
