@@ -153,6 +153,12 @@ class Dense(Layer):
         # dropout is the keep probability, as in the study
         self.dropout = _checks.in_range("Dense dropout", dropout, 0, 1, low_open=True,
                                         hint=" (it is the keep probability)")
+        if self.dropout < 0.5:  # likely the share to drop, as Keras and PyTorch take it
+            _checks.warn_caller(
+                f"Dense dropout={self.dropout:g} keeps only {self.dropout:.0%} of the units in "
+                f"training: nnx's dropout is the probability of keeping a unit (the study's); "
+                f"to drop {self.dropout:.0%}, pass dropout={1 - self.dropout:g}",
+                _checks.InputWarning)
         self.weight_init = _checks.name_in("weight_init", weight_init, INITIALIZERS)
 
     def __repr__(self):

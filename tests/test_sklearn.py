@@ -424,3 +424,16 @@ def test_fortran_ordered_x_is_made_row_contiguous_once_for_the_batches(monkeypat
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < X.nbytes / 4, f"predict_proba took {peak / X.nbytes:.2f} of X's size"
+
+
+def test_a_dropout_above_one_half_is_warned_of_in_the_estimators_words():
+    """MLPClassifier(dropout=0.8), meant as nnx.Dense's keep probability,
+    dropped 80% of the units, silently."""
+    X, y = load_digits(return_X_y=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        MLPClassifier(dropout=0.8, max_iter=1, random_state=0).fit(X[:200] / 16, y[:200])
+    said = [str(w.message) for w in caught if issubclass(w.category, InputWarning)]
+    assert said == ["dropout=0.8 drops 80% of the hidden units in training: the estimators' "
+                    "dropout is the share dropped, as in Keras and PyTorch (nnx.Dense's is the "
+                    "share kept); to keep 80%, pass dropout=0.2"], said

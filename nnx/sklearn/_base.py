@@ -195,7 +195,10 @@ class BaseMLP(BaseEstimator):
         net = getattr(self, "_net", None)
         if net is None or getattr(self, "_net_key", None) != key:
             keep = 1.0 - self.dropout
-            hidden = [Dense(u, _HIDDEN[self.activation], dropout=keep) for u in layer_units[1:-1]]
+            with warnings.catch_warnings():  # the keep probability is ours: _fit said the rest
+                warnings.simplefilter("ignore", InputWarning)
+                hidden = [Dense(u, _HIDDEN[self.activation], dropout=keep)
+                          for u in layer_units[1:-1]]
             seed = self._dropout_seed() if self.dropout > 0 else 0
             net = NeuralNetwork(hidden + [Dense(layer_units[-1], "linear")],
                                 LOSSES[self._loss_name()](), seed=seed, backend=backend)
@@ -264,6 +267,11 @@ class BaseMLP(BaseEstimator):
             raise InputValueError(f"dropout={self.dropout} needs a stochastic solver ('adam' or "
                              "'sgd'): L-BFGS's line search needs the same loss each time "
                              "it evaluates the same weights")
+        if self.dropout > 0.5:  # likely nnx.Dense's keep probability
+            warn_caller(f"dropout={self.dropout:g} drops {self.dropout:.0%} of the hidden units "
+                        "in training: the estimators' dropout is the share dropped, as in "
+                        "Keras and PyTorch (nnx.Dense's is the share kept); to keep "
+                        f"{self.dropout:.0%}, pass dropout={1 - self.dropout:g}", InputWarning)
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         data = _data.prepare_fit(self, X, y, sample_weight, incremental, first_pass)
         self._warned_divergence = False
