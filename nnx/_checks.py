@@ -145,11 +145,22 @@ def in_range(name, value, low, high, low_open=False, high_open=False, hint=""):
     return value
 
 
+# names other libraries use for one of nnx's (offered only where it is a choice)
+_SYNONYMS = {"cuda": "gpu", "cupy": "gpu", "device": "gpu", "numpy": "cpu", "host": "cpu",
+             "swish": "silu", "identity": "linear", "logistic": "sigmoid", "lrelu": "leaky_relu"}
+
+
 def did_you_mean(value, choices):
     """`` (did you mean 'tanh'?)`` for a misspelt name close to one of
-    ``choices``, else an empty string."""
+    ``choices``, or another library's name for one, else an empty string."""
     if not isinstance(value, str):
         return ""
+    known = {str(c) for c in choices}
+    if value.lower() == "softmax" and "linear" in known and "tanh" in known:  # activations
+        return (" (softmax belongs to the loss: give the output layer 'linear' and the "
+                "network nnx.SoftmaxCrossEntropy(), which applies it)")
+    if _SYNONYMS.get(value.lower()) in known:
+        return f" (did you mean {_SYNONYMS[value.lower()]!r}?)"
     by_lower = {str(c).lower(): c for c in choices}
     close = difflib.get_close_matches(value.lower(), list(by_lower), n=1, cutoff=0.6)
     return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""

@@ -43,6 +43,9 @@ def _new_file(folder, name):
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             continue
+        except OSError as exc:  # named by the file asked for, not our hidden temporary one
+            raise type(exc)(exc.errno, f"{exc.strerror} (writing {os.path.join(folder, name)!r}"
+                            f" by way of a temporary file in {folder!r})") from None
         if fcntl is not None:
             with contextlib.suppress(OSError):  # a file system without locks: no cleanup then
                 fcntl.flock(fd, fcntl.LOCK_EX)

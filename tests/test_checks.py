@@ -176,3 +176,26 @@ def test_a_bug_inside_nnx_keeps_its_whole_traceback():
     with pytest.raises(KeyError) as info:
         short_refusals(lambda: deep())()
     assert len(info.traceback) >= 3
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: nnx.Dense(10, "softmax"), "softmax belongs to the loss: give the output layer "
+                                       "'linear' and the network nnx.SoftmaxCrossEntropy()"),
+    (lambda: nnx.NeuralNetwork([nnx.Dense(3, "linear")], "mse", backend="cuda"),
+     "backend='cuda' is not known \\(did you mean 'gpu'\\?\\)"),
+    (lambda: nnx.Dense(3, "swish"), "did you mean 'silu'"),
+    (lambda: nnx.Trainer(nnx.NeuralNetwork([nnx.Dense(3, "linear")], "softmax_cross_entropy"),
+                         nnx.SGD(0.1)).fit(np.eye(3), np.array(["a", "b", "c"]), epochs=1),
+     "y_train must hold numbers, got dtype <U1: class labels such as these are encoded as ids "
+     "0..K-1 first \\(sklearn.preprocessing.LabelEncoder\\)"),
+    (lambda: nnx.Trainer(nnx.NeuralNetwork([nnx.Dense(3, "linear")], "softmax_cross_entropy"),
+                         nnx.SGD(0.1)).fit(np.c_[np.ones(3), np.full(3, np.nan)], [0, 1, 2],
+                                           epochs=1),
+     "X_train contains 3 NaN or infinite value\\(s\\); column\\(s\\) \\[1\\] are NaN in every "
+     "row: a constant feature divided by its standard deviation of 0\\?"),
+])
+def test_a_newcomers_slip_gets_the_likely_cause_in_its_message(make, message):
+    """From a newcomer's first hour: the messages named the problem but not
+    its usual cause (another library's name, labels as strings, x / x.std(0))."""
+    with pytest.raises(nnx.InputError, match=message):
+        make()

@@ -206,3 +206,13 @@ def test_no_live_or_recent_or_other_targets_temporary_file_is_removed(tmp_path):
     with atomic_write(path) as f:
         f.write(b"newer")
     assert temporaries(tmp_path) == [other] and path.read_bytes() == b"newer"
+
+
+def test_a_folder_that_takes_no_new_file_is_named_by_the_file_asked_for():
+    """The error named the hidden temporary file ('/proc/.x.npz.f9ff9b4b8d20.tmp')."""
+    if sys.platform != "linux" or not os.path.isdir("/proc"):
+        pytest.skip("needs Linux's /proc, where no file can be made")
+    with pytest.raises(OSError) as info:
+        with _files.atomic_write("/proc/x.npz") as f:
+            f.write(b"x")
+    assert "'/proc/x.npz'" in str(info.value) and ".x.npz." not in str(info.value)

@@ -127,8 +127,14 @@ def check_features(X, name="X", n_features=None, dtype=None):
             f"{name} has {X.shape[1]} features, but the network was built for {n_features}"
         )
     if np.issubdtype(X.dtype, np.floating) and not all_finite(X):
-        bad = int(np.count_nonzero(~np.isfinite(X)))
-        raise InputValueError(f"{name} contains {bad} NaN or infinite value(s)")
+        wrong = ~np.isfinite(X)
+        columns = np.flatnonzero(wrong.all(axis=0))
+        hint = "" if not columns.size else (
+            f"; column(s) {columns[:5].tolist()}{'...' if columns.size > 5 else ''} are NaN "
+            "in every row: a constant feature divided by its standard deviation of 0? "
+            "(nnx.data.feature_stats gives such a feature a scale of 1)")
+        raise InputValueError(f"{name} contains {int(np.count_nonzero(wrong))} NaN or infinite "
+                              f"value(s){hint}")
     _fits(X, name, dtype)
     return X
 
@@ -171,7 +177,11 @@ def check_targets(y, n_rows, n_classes, name="y", distributions=False, x_name="X
     not as one-hot rows."""
     y = plain(y, name, "an array of labels")
     if not _numeric(y.dtype):
-        raise InputTypeError(f"{name} must hold numbers, got dtype {y.dtype}")
+        hint = "" if y.dtype.kind not in "USO" else (
+            ": class labels such as these are encoded as ids 0..K-1 first "
+            "(sklearn.preprocessing.LabelEncoder), or nnx.sklearn.MLPClassifier takes them "
+            "as they are")
+        raise InputTypeError(f"{name} must hold numbers, got dtype {y.dtype}{hint}")
     if np.issubdtype(y.dtype, np.complexfloating):
         raise InputTypeError(f"{name} must hold real numbers, got dtype {y.dtype}")
     if y.ndim == 0 or y.size == 0:
