@@ -144,12 +144,35 @@ def test_fit_warns_before_redrawing_the_weights_of_a_loaded_network(tmp_path, re
     nnx.Trainer(loaded, nnx.SGD(1e-9)).fit(X, y, epochs=1, restart=False)
     assert not recwarn.list  # going on from the loaded weights: nothing to say
     np.testing.assert_allclose(loaded.predict(X), net.predict(X), rtol=1e-5, atol=1e-6)
-    with pytest.warns(UserWarning, match=r"m\.npz.*restart=False"):
+    with pytest.warns(nnx.InputWarning, match=r"replacing the weights an earlier fit trained "
+                                              r".*pass restart=False"):
         nnx.Trainer(loaded, nnx.SGD(0.1)).fit(X, y, epochs=1)
+    again = nnx.NeuralNetwork.load(path)
+    with pytest.warns(nnx.InputWarning, match=r"replacing the weights loaded from .*m\.npz"):
+        nnx.Trainer(again, nnx.SGD(0.1)).fit(X, y, epochs=1)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # once redrawn, it is an ordinary network
-        nnx.Trainer(loaded, nnx.SGD(0.1)).fit(X, y, epochs=1)
-        nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, epochs=1)  # never loaded: no warning
+        warnings.simplefilter("error")  # said outright: nothing to warn of
+        nnx.Trainer(loaded, nnx.SGD(0.1)).fit(X, y, epochs=1, restart=True)
+        nnx.Trainer(nnx.NeuralNetwork.load(path), nnx.SGD(0.1)).fit(X, y, epochs=1,
+                                                                    restart=True)
+
+
+def test_a_second_fit_that_restarts_a_trained_network_says_so():
+    """A Keras or PyTorch user's second fit() goes on training; here it drew
+    new weights (the study's default, restart=True) and gave the same figures
+    again, silently."""
+    import warnings
+    net, X = _trained()
+    y = nnx.predict_classes(net, X)
+    with pytest.warns(nnx.InputWarning, match=r"fit\(\) draws new weights, replacing the "
+                                              "weights an earlier fit trained"):
+        nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, epochs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, epochs=1, restart=False)
+        fresh = nnx.NeuralNetwork([nnx.Dense(4, "tanh"), nnx.Dense(int(y.max()) + 1, "linear")],
+                                  nnx.SoftmaxCrossEntropy(), seed=0)
+        nnx.Trainer(fresh, nnx.SGD(0.1)).fit(X, y, epochs=1)  # its first fit: nothing to say
 
 
 # ---------------------------------------------------------- what save refuses

@@ -393,9 +393,8 @@ CRAFTED = {
                                    "generator was refused by the cpu backend"),
     "settings-a-list": (_field("settings", value=[1]), r"settings is \[1\]; expected a table"),
     # accepted with a warning that the backend could not restore generators
-    "generator-of-another-kind": (_field("generator", value={"bit_generator": "MT19937",
-                                                             "state": {"key": [0], "pos": 0}}),
-                                  "generator was refused by the cpu backend \\(ValueError"),
+    "generator-damaged": (_field("generator", "state", value={"state": "x", "inc": 1}),
+                          "generator was refused by the cpu backend \\(TypeError"),
     # accepted, the buffer then filled with zeros: another run
     "velocity-missing": (lambda h, a: a.pop("optim.velocity"),
                          r"optimiser arrays is \[\]; expected \['optim\.velocity'\] after 2 "

@@ -215,10 +215,13 @@ class Backend:
 
     def set_generator_state(self, gen, state):
         """Restore ``generator_state`` output; returns False if this kind of
-        generator cannot be restored. A state it refuses raises (TypeError,
-        ValueError...): the state is at fault, not the backend."""
+        generator cannot be restored, or the state is of another kind (another
+        bit generator's). A state of its own kind that it refuses raises
+        (TypeError, ValueError...): the state is damaged, not the backend."""
         bit_generator = getattr(gen, "bit_generator", None)
         if bit_generator is None or not hasattr(type(bit_generator), "state"):
+            return False
+        if isinstance(state, dict) and state.get("bit_generator") != type(bit_generator).__name__:
             return False
         bit_generator.state = state
         return True

@@ -481,7 +481,7 @@ class Trainer:
         optim.attach(net)
 
     def fit(self, X_train, y_train, X_test=None, y_test=None, epochs=100, eval_every=None,
-            batch_size=32, seed=1, restart=True, *, validation=None, patience=1,
+            batch_size=32, seed=1, restart=None, *, validation=None, patience=1,
             min_delta=0.0, callback=None, callbacks=(), graph=True, checkpoint=None,
             checkpoint_every=None, resume=None, verbose=False, monitor="loss",
             distributed=None):
@@ -508,14 +508,17 @@ class Trainer:
         ``PrintProgress`` printing one line per evaluation. ``callbacks``
         adds your own (an ``EarlyStopping`` there replaces the default one).
 
-        ``restart=True`` draws the initial weights again from the network's
-        seed; ``seed`` seeds the shuffling. ``graph=True`` (default) records
-        the training step as a CUDA graph and replays it on backends that can
-        (the GPU); where capture is refused, a log line says why and training
+        ``restart=True`` (the default) draws the initial weights again from the
+        network's seed, ``restart=False`` goes on from the weights the network
+        holds; left unsaid on a network an earlier fit trained (or one loaded from
+        a file), it restarts with a warning, since Keras and PyTorch users expect
+        training to go on. ``seed`` seeds the shuffling. ``graph=True`` (default)
+        records the training step as a CUDA graph and replays it on backends that
+        can (the GPU); where capture is refused, a log line says why and training
         goes on step by step. Each epoch's loss stays on the device; at
-        evaluations the losses since the last one are read, and a NaN or
-        infinite value raises ``TrainingDiverged`` after restoring the last
-        good evaluation's parameters. Returns a ``History``.
+        evaluations the losses since the last one are read, and a NaN or infinite
+        value raises ``TrainingDiverged`` after restoring the last good
+        evaluation's parameters. Returns a ``History``.
 
         ``distributed=True`` (or an ``nnx.distributed`` communicator) trains
         one model data-parallel with the other processes of the job, each
@@ -584,6 +587,7 @@ class Trainer:
             run.load(resume)
         else:
             run.begin(restart)
+        net._trained_by_fit = True  # a later fit that restarts it says so
         return run
 
     def _fit_callbacks(self, settings, callback, callbacks, checkpoint, checkpoint_every,
@@ -651,14 +655,21 @@ class _Run:
         self._stop = True
 
     def begin(self, restart):
+        """A new run: ``restart`` True, False or None (True, saying so where
+        the network holds weights of its own: loaded, or trained before)."""
         net, optim = self.net, self.optim
-        if restart:
-            loaded = net.__dict__.pop("_loaded_from", None)
-            if loaded is not None:
+        loaded = net.__dict__.pop("_loaded_from", None)
+        trained = net.__dict__.get("_trained_by_fit", False)
+        if restart is None:
+            restart = True
+            if loaded is not None or trained:
+                held = f"the weights loaded from {loaded!r}" if loaded is not None else \
+                    "the weights an earlier fit trained"
                 _checks.warn_caller(
-                    f"fit(restart=True) draws new weights for the network loaded from "
-                    f"{loaded!r}; pass restart=False to go on training the loaded weights",
-                    UserWarning)
+                    f"fit() draws new weights, replacing {held} (restart=True is the "
+                    "default): pass restart=False to go on training them, or restart=True "
+                    "to start again without this warning", InputWarning)
+        if restart:
             net.reset()
             optim.attach(net)
         optim.start(self.settings.epochs, self.steps_per_epoch)
