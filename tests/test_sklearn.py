@@ -438,21 +438,3 @@ def test_a_dropout_above_one_half_is_warned_of_in_the_estimators_words():
     assert said == ["dropout=0.8 drops 80% of the hidden units in training: the estimators' "
                     "dropout is the share dropped, as in Keras and PyTorch (nnx.Dense's is the "
                     "share kept); to keep 80%, pass dropout=0.2"], said
-
-
-def test_a_classifier_far_worse_than_guessing_is_warned_of():
-    """learning_rate_init=10 with sgd trained digits to 0.005 accuracy, its loss
-    far above guessing's from the first epoch, silently (it did not grow a
-    hundredfold from that first epoch)."""
-    X, y = load_digits(return_X_y=True)
-    X = StandardScaler().fit_transform(X)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        MLPClassifier(solver="sgd", learning_rate_init=10, max_iter=2, random_state=0).fit(X, y)
-    said = [str(w.message) for w in caught if issubclass(w.category, InputWarning)]
-    assert len(said) == 1 and "more than twice the 2.3 of guessing each of the 10 classes" in \
-        said[0] and "learning_rate_init (now 10)" in said[0], said
-    with warnings.catch_warnings(record=True) as caught:  # a sound rate: nothing to say
-        warnings.simplefilter("always")
-        MLPClassifier(solver="sgd", learning_rate_init=0.01, max_iter=2, random_state=0).fit(X, y)
-    assert not [w for w in caught if issubclass(w.category, InputWarning)]

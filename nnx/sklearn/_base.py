@@ -484,32 +484,16 @@ class BaseMLP(BaseEstimator):
         silence, to a loss of 1e139 or to non-finite weights): not finite, or
         100 times the first epoch's."""
         first = self.loss_curve_[-self.n_iter_]
-        chance = self._chance_loss()
-        if getattr(self, "_warned_divergence", False) or (
-                math.isfinite(loss) and loss <= 100 * max(first, 1e-12)
-                and (chance is None or loss <= 2 * chance)):
+        if getattr(self, "_warned_divergence", False) or (math.isfinite(loss) and
+                                                          loss <= 100 * max(first, 1e-12)):
             return
         self._warned_divergence = True
         where = (f"in epoch {self.n_iter_}, up from {first:.4g} in epoch 1"
                  if self.n_iter_ > 1 else "in the first epoch")
-        if chance is not None and math.isfinite(loss) and loss <= 100 * max(first, 1e-12):
-            # not growing a hundredfold, but worse than guessing: training is not working
-            where = (f"in epoch {self.n_iter_}, more than twice the {chance:.3g} of guessing "
-                     f"each of the {len(self.classes_)} classes at equal odds")
         hint = "standardise X and scale y" if is_regressor(self) else "standardise X"
         warn_caller(f"the training loss is {loss:.4g} {where}: "
                     f"training is diverging; lower learning_rate_init (now "
                     f"{self.learning_rate_init:g}) or {hint}", InputWarning, also=(sklearn,))
-
-    def _chance_loss(self):
-        """The log-loss of guessing every class at equal odds (ln K), for a
-        classifier of one label per row; None otherwise (regression, or
-        several labels a row, whose losses add up per label)."""
-        binarizer = getattr(self, "_label_binarizer", None)
-        if is_regressor(self) or binarizer is None or \
-                getattr(binarizer, "y_type_", None) == "multilabel-indicator":
-            return None
-        return math.log(max(len(self.classes_), 2))
 
     def _update_no_improvement_count(self, net, data, val):
         if self.early_stopping:
