@@ -486,7 +486,7 @@ def load_network(path, backend="cpu", dtype=None, cls=None, precision=None):
     ``checkpoint_extra`` (the ``extra=`` arrays given to ``save``, as NumPy
     arrays by name) and ``checkpoint_meta`` (its ``meta=`` dict)."""
     from .backend import BACKENDS, Backend, get_backend, precision_name
-    from .layers import layer_from_description
+    from .layers import QUIET_DROPOUT, layer_from_description
     from .losses import loss_from_description
     from .network import NeuralNetwork
     cls = NeuralNetwork if cls is None else cls
@@ -507,7 +507,11 @@ def load_network(path, backend="cpu", dtype=None, cls=None, precision=None):
                        else saved if saved in ("float32", "float64") else "float32")
     try:
         desc = header["network"]
-        layers = [layer_from_description(d) for d in desc["layers"]]
+        quiet = QUIET_DROPOUT.set(True)  # the file's dropout was chosen when it trained
+        try:
+            layers = [layer_from_description(d) for d in desc["layers"]]
+        finally:
+            QUIET_DROPOUT.reset(quiet)
         net = cls(layers, loss_from_description(desc["loss"]), seed=desc["seed"],
                   backend=backend, dtype=None if isinstance(backend, Backend) else desc["dtype"],
                   precision=None if isinstance(backend, Backend) else precision)

@@ -89,7 +89,7 @@ def _fit(net, optim, prep, args, desc, callbacks=(), comm=None, saved=None):
 
 # fit()'s words for what a resumed run must share, as the flags that set it
 _FLAGS = {"epochs": "--epochs", "eval_every": "--eval-every", "batch_size": "--batch-size",
-          "seed": "--seed", "net_seed": "--seed", "patience": "--patience",
+          "seed": "--seed", "net_seed": "the network's seed (--seed)", "patience": "--patience",
           "monitor": "--monitor", "train_rows": "training rows",
           "eval_rows": "evaluation rows",
           "optimizer": "the optimiser (--optimizer, --lr, --schedule, ...)"}
@@ -861,6 +861,9 @@ def main(argv=None):
                 if issubclass(category, InputWarning):
                     text = str(message)  # a resumed run's, in the command line's words
                     text = _in_flags(text) if text.startswith("resume=") else text
+                    if args.command == "train":  # the keep probability, as --dropout takes it
+                        text = text.replace("Dense dropout=", "--dropout ").replace(
+                            "pass dropout=", "pass --dropout ")
                     print(f"nnx {args.command}: warning: {text}", file=sys.stderr)
                 else:
                     plain(message, category, filename, lineno, file, line)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import copy
 
 from . import _checks
@@ -20,6 +21,10 @@ from .ops import (
     activation_setting,
     make_activation,
 )
+
+# set while layers are rebuilt from a checkpoint or made by an estimator from its
+# own dropout: a keep probability below one half is then no user's slip to warn of
+QUIET_DROPOUT = contextvars.ContextVar("nnx_quiet_dropout", default=False)
 
 
 def _activation(spec):
@@ -153,7 +158,9 @@ class Dense(Layer):
         # dropout is the keep probability, as in the study
         self.dropout = _checks.in_range("Dense dropout", dropout, 0, 1, low_open=True,
                                         hint=" (it is the keep probability)")
-        if self.dropout < 0.5:  # likely the share to drop, as Keras and PyTorch take it
+        if self.dropout < 0.5 and not QUIET_DROPOUT.get():  # likely the share to drop, as
+            # Keras and PyTorch take it (not said of a layer rebuilt from a file, or made
+            # by an estimator from its own dropout)
             _checks.warn_caller(
                 f"Dense dropout={self.dropout:g} keeps only {self.dropout:.0%} of the units in "
                 f"training: nnx's dropout is the probability of keeping a unit (the study's); "

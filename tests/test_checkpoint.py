@@ -173,6 +173,8 @@ def test_a_second_fit_that_restarts_a_trained_network_says_so():
         fresh = nnx.NeuralNetwork([nnx.Dense(4, "tanh"), nnx.Dense(int(y.max()) + 1, "linear")],
                                   nnx.SoftmaxCrossEntropy(), seed=0)
         nnx.Trainer(fresh, nnx.SGD(0.1)).fit(X, y, epochs=1)  # its first fit: nothing to say
+        net.reset()  # weights drawn afresh by hand: nothing trained to replace
+        nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, epochs=1)
 
 
 # ---------------------------------------------------------- what save refuses

@@ -454,3 +454,23 @@ def test_a_keep_probability_below_one_half_is_warned_of():
         warnings.simplefilter("error")
         nnx.Dense(8, "tanh", dropout=0.5)
         nnx.Dense(8, "tanh", dropout=0.8)
+
+
+def test_a_loaded_layer_or_the_command_line_says_dropout_in_its_own_words(tmp_path, capsys):
+    """Loading a keep-0.3 model warned of a training choice made long before
+    (nnx evaluate and export too), and nnx train --dropout 0.3 was told to
+    'pass dropout=0.7'."""
+    from nnx.cli import main
+    with pytest.warns(nnx.InputWarning):
+        net = nnx.NeuralNetwork([nnx.Dense(3, "tanh", dropout=0.3), nnx.Dense(2, "linear")],
+                                "mse", seed=0)
+    net.build(2)
+    net.save(tmp_path / "m.npz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nnx.NeuralNetwork.load(tmp_path / "m.npz")
+    assert main(["train", "--epochs", "1", "--quiet", "--dropout", "0.3",
+                 "--out", str(tmp_path / "t.npz")]) == 0
+    err = capsys.readouterr().err
+    assert "nnx train: warning: --dropout 0.3 keeps only 30% of the units" in err
+    assert "pass --dropout 0.7" in err

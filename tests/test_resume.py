@@ -389,10 +389,13 @@ CRAFTED = {
                            r"callbacks\.early_stopping\.bad_evals is 'x'"),
     "generator-a-string": (_field("generator", value="PCG64"),
                            "generator is 'PCG64'; expected a table"),
+    "generator-empty": (_field("generator", value={}), "generator was refused by the cpu "
+                                                       "backend \\(InputValueError: a generator "
+                                                       "state names its bit generator"),
     "generator-without-its-state": (_field("generator", value={"bit_generator": "PCG64"}),
                                    "generator was refused by the cpu backend"),
     "settings-a-list": (_field("settings", value=[1]), r"settings is \[1\]; expected a table"),
-    # accepted with a warning that the backend could not restore generators
+    # was accepted, with a warning that the backend could not restore generators
     "generator-damaged": (_field("generator", "state", value={"state": "x", "inc": 1}),
                           "generator was refused by the cpu backend \\(TypeError"),
     # accepted, the buffer then filled with zeros: another run

@@ -338,7 +338,6 @@ def test_nnx_warnings_point_at_the_callers_line(digits):
     X, y = digits
     with pytest.warns(InputWarning, match="far from standardised") as caught:
         MLPClassifier(max_iter=1).fit(X * 255, y)
-    # (raw pixels also train far worse than guessing: a second warning, from the same line)
     assert {w.filename for w in caught if w.category is InputWarning} == {__file__}
 
 

@@ -514,6 +514,15 @@ def test_an_evaluation_set_left_raw_beside_standardised_training_rows_warns(how)
     with pytest.warns(nnx.InputWarning) as both:  # raw alike: one warning, the first
         nnx.Trainer(_two_class_net(), nnx.SGD(0.01)).fit(raw, y, epochs=1, validation=(raw, y))
     assert len(both) == 1 and "X_train is far from" in str(both[0].message)
+    # standardised with the training rows' statistics, one feature nearly constant in
+    # them: that column alone is far off in the evaluation rows, and nothing is wrong
+    odd = _spread_data(seed=2)[0]
+    odd[:, 3] *= 12.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nnx.Trainer(_two_class_net(), nnx.SGD(0.01)).fit(X, y, epochs=1, **{
+            k: (odd, y) if k == "validation" else (odd if k == "X_test" else y)
+            for k in where})
 
 
 def test_standardised_and_unit_range_inputs_do_not_warn():

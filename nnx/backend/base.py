@@ -221,7 +221,10 @@ class Backend:
         bit_generator = getattr(gen, "bit_generator", None)
         if bit_generator is None or not hasattr(type(bit_generator), "state"):
             return False
-        if isinstance(state, dict) and state.get("bit_generator") != type(bit_generator).__name__:
+        if not isinstance(state, dict) or "bit_generator" not in state:
+            raise InputValueError(
+                f"a generator state names its bit generator; got {state!r:.80}")
+        if state["bit_generator"] != type(bit_generator).__name__:
             return False
         bit_generator.state = state
         return True

@@ -128,7 +128,8 @@ def check_features(X, name="X", n_features=None, dtype=None):
         )
     if np.issubdtype(X.dtype, np.floating) and not all_finite(X):
         wrong = ~np.isfinite(X)
-        columns = np.flatnonzero(wrong.all(axis=0))
+        # (rows of one: no column is "NaN in every row" worth a hint)
+        columns = np.flatnonzero(wrong.all(axis=0)) if X.shape[0] > 1 else np.array([], int)
         hint = "" if not columns.size else (
             f"; column(s) {columns[:5].tolist()}{'...' if columns.size > 5 else ''} are NaN "
             "in every row: a constant feature divided by its standard deviation of 0? "
@@ -137,6 +138,13 @@ def check_features(X, name="X", n_features=None, dtype=None):
                               f"value(s){hint}")
     _fits(X, name, dtype)
     return X
+
+
+def typical_spread(X, rows=1000):
+    """The median over the columns of ``max(|mean|, std)`` of ``X``'s first
+    ``rows`` rows: about 1 for standardised data, whatever a few columns do."""
+    sample = np.asarray(X[:rows], dtype=np.float64)
+    return float(np.median(np.maximum(np.abs(sample.mean(axis=0)), sample.std(axis=0))))
 
 
 def spread_problem(X, name, rows=1000, limit=10.0):

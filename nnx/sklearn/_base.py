@@ -31,7 +31,7 @@ from sklearn.utils.optimize import _check_optimize_result
 from .._checks import InputValueError, InputWarning, warn_caller
 from ..backend import BackendUnavailableError, get_backend, gpu_available
 from ..backend.host import is_sparse, spread_problem
-from ..layers import Dense
+from ..layers import QUIET_DROPOUT, Dense
 from ..network import NeuralNetwork
 from . import _data
 from ._losses import LOSSES, activate
@@ -195,10 +195,12 @@ class BaseMLP(BaseEstimator):
         net = getattr(self, "_net", None)
         if net is None or getattr(self, "_net_key", None) != key:
             keep = 1.0 - self.dropout
-            with warnings.catch_warnings():  # the keep probability is ours: _fit said the rest
-                warnings.simplefilter("ignore", InputWarning)
+            quiet = QUIET_DROPOUT.set(True)  # the keep probability is ours: _fit said the rest
+            try:
                 hidden = [Dense(u, _HIDDEN[self.activation], dropout=keep)
                           for u in layer_units[1:-1]]
+            finally:
+                QUIET_DROPOUT.reset(quiet)
             seed = self._dropout_seed() if self.dropout > 0 else 0
             net = NeuralNetwork(hidden + [Dense(layer_units[-1], "linear")],
                                 LOSSES[self._loss_name()](), seed=seed, backend=backend)
@@ -271,7 +273,8 @@ class BaseMLP(BaseEstimator):
             warn_caller(f"dropout={self.dropout:g} drops {self.dropout:.0%} of the hidden units "
                         "in training: the estimators' dropout is the share dropped, as in "
                         "Keras and PyTorch (nnx.Dense's is the share kept); to keep "
-                        f"{self.dropout:.0%}, pass dropout={1 - self.dropout:g}", InputWarning)
+                        f"{self.dropout:.0%}, pass dropout={1 - self.dropout:g}", InputWarning,
+                        also=(sklearn,))
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         data = _data.prepare_fit(self, X, y, sample_weight, incremental, first_pass)
         self._warned_divergence = False

@@ -279,7 +279,12 @@ def _restore_generator(net, path, state, epoch, comm):
                               f"state's generator was refused by the {net.backend.name} "
                               f"backend ({type(exc).__name__}: {exc})") from None
     if not restored:
+        kind = saved.get("bit_generator") if isinstance(saved, dict) else None
+        mine = net.backend.generator_state(net.rng)
+        mine = mine.get("bit_generator") if isinstance(mine, dict) else None
         why = (f"checkpoint {str(path)!r} holds no dropout generator state" if saved is None
+               else f"checkpoint {str(path)!r} holds a {kind} generator state, and the "
+                    f"{net.backend.name} backend draws with {mine}" if kind and mine
                else f"the {net.backend.name} backend cannot restore its dropout generator")
         log.warning("nnx: %s; the resumed run draws a fresh reproducible stream, so it will "
                     "not match the uninterrupted run bit for bit", why)

@@ -230,6 +230,7 @@ class _Data:
         # rows are gathered from it at every batch: C-contiguous ones (one copy at most)
         self.X = net.backend.rows_contiguous(net.as_input(X_train, "X_train"))
         problem = _spread_problem(self.X, X_train, "X_train")
+        checked = _on_host(self.X, X_train)  # device data is not read back to be checked
         if problem:
             _checks.warn_caller(problem, InputWarning)
         self.n, width = int(self.X.shape[0]), int(self.X.shape[1])
@@ -241,7 +242,7 @@ class _Data:
             if int(X_val.shape[1]) != width:
                 raise InputValueError(f"{names[0]} has {int(X_val.shape[1])} features, but "
                                       f"X_train has {width}")
-            if not problem and _spread_problem(X_val, given, names[0]):
+            if checked and not problem and _typically_raw(X_val, given):
                 # the usual slip: the training rows standardised, these not (early
                 # stopping then stops on a loss of other inputs, at once)
                 _checks.warn_caller(
@@ -304,13 +305,27 @@ class _Data:
                           int(self.y.shape[1]), batch_size, comm)
 
 
+def _on_host(X, given):
+    return host.is_sparse(X) or host.is_host_array(given) or isinstance(given, (list, tuple))
+
+
 def _spread_problem(X, given, name):
     """``host.spread_problem`` of data given on the host (sparse: its CSR
     copy ``X``, which rows can be taken from), else None (device data is not
     read back to be checked)."""
-    if host.is_sparse(X) or host.is_host_array(given) or isinstance(given, (list, tuple)):
+    if _on_host(X, given):
         return host.spread_problem(X if host.is_sparse(X) else given, name)
     return None
+
+
+def _typically_raw(X, given):
+    """Whether host data is far from standardised in its typical column (the
+    median over columns of max(|mean|, std) above 3), not in its worst one:
+    a test set standardised with the training rows' statistics can have a
+    column or two far off (a feature nearly constant in the training rows)."""
+    if not _on_host(X, given) or host.is_sparse(X):
+        return False
+    return host.typical_spread(given) > 3.0
 
 
 def _fingerprint_rows(width):
@@ -508,17 +523,17 @@ class Trainer:
         ``PrintProgress`` printing one line per evaluation. ``callbacks``
         adds your own (an ``EarlyStopping`` there replaces the default one).
 
-        ``restart=True`` (the default) draws the initial weights again from the
-        network's seed, ``restart=False`` goes on from the weights the network
-        holds; left unsaid on a network an earlier fit trained (or one loaded from
-        a file), it restarts with a warning, since Keras and PyTorch users expect
-        training to go on. ``seed`` seeds the shuffling. ``graph=True`` (default)
-        records the training step as a CUDA graph and replays it on backends that
-        can (the GPU); where capture is refused, a log line says why and training
-        goes on step by step. Each epoch's loss stays on the device; at
-        evaluations the losses since the last one are read, and a NaN or infinite
-        value raises ``TrainingDiverged`` after restoring the last good
-        evaluation's parameters. Returns a ``History``.
+        ``restart=True`` (what the default, None, does) draws the initial weights
+        again from the network's seed, ``restart=False`` goes on from the weights
+        the network holds; left unsaid on a network an earlier fit trained (or one
+        loaded from a file), it restarts with a warning, since Keras and PyTorch
+        users expect training to go on. ``seed`` seeds the shuffling.
+        ``graph=True`` (default) records the training step as a CUDA graph and
+        replays it on backends that can (the GPU); where capture is refused, a log
+        line says why and training goes on step by step. Each epoch's loss stays
+        on the device; at evaluations the losses since the last one are read, and
+        a NaN or infinite value raises ``TrainingDiverged`` after restoring the
+        last good evaluation's parameters. Returns a ``History``.
 
         ``distributed=True`` (or an ``nnx.distributed`` communicator) trains
         one model data-parallel with the other processes of the job, each
@@ -550,7 +565,11 @@ class Trainer:
             try:
                 run.agree_on(setup.shared)
                 run.share_start()
-                history = run.train(graph)
+                try:
+                    history = run.train(graph)
+                finally:  # its weights are trained now: a later fit that restarts says so
+                    if run.epoch > 0:
+                        self.net._trained_by_fit = True
             except BaseException:
                 _close_all(cbs, raise_first=False)  # training's own error is the one to see
                 raise
@@ -587,7 +606,6 @@ class Trainer:
             run.load(resume)
         else:
             run.begin(restart)
-        net._trained_by_fit = True  # a later fit that restarts it says so
         return run
 
     def _fit_callbacks(self, settings, callback, callbacks, checkpoint, checkpoint_every,
@@ -658,13 +676,13 @@ class _Run:
         """A new run: ``restart`` True, False or None (True, saying so where
         the network holds weights of its own: loaded, or trained before)."""
         net, optim = self.net, self.optim
-        loaded = net.__dict__.pop("_loaded_from", None)
+        loaded = net.__dict__.get("_loaded_from")
         trained = net.__dict__.get("_trained_by_fit", False)
         if restart is None:
             restart = True
             if loaded is not None or trained:
-                held = f"the weights loaded from {loaded!r}" if loaded is not None else \
-                    "the weights an earlier fit trained"
+                held = "the weights an earlier fit trained" if trained else \
+                    f"the weights loaded from {loaded!r}"
                 _checks.warn_caller(
                     f"fit() draws new weights, replacing {held} (restart=True is the "
                     "default): pass restart=False to go on training them, or restart=True "
