@@ -59,8 +59,8 @@ def _check_same_run(run, path, header, state):
         if not isinstance(saved_print, list) or len(saved_print) != len(mine_print) or not all(
                 type(v) in (int, float) for v in saved_print):
             _Fields(path).bad("data", saved_print, f"a list of {len(mine_print)} numbers")
-        if not all(math.isclose(a, c, rel_tol=1e-9, abs_tol=1e-12)
-                   for a, c in zip(saved_print, mine_print)):
+        from .trainer import same_data
+        if not same_data(saved_print, mine_print):
             raise InputValueError(
                 f"resume={str(path)!r}: the training or evaluation data differ from the saved "
                 "run's (the same numbers of rows, but other values, or the rows or features "

@@ -305,6 +305,14 @@ class _Data:
                           int(self.y.shape[1]), batch_size, comm)
 
 
+def same_data(one, other):
+    """Whether two data fingerprints (``_Data.fingerprint``) are of the same
+    data: equal to rounding (the same sums taken in another order, on
+    another device, agree to far better than 1e-9)."""
+    return len(one) == len(other) and all(
+        math.isclose(a, c, rel_tol=1e-9, abs_tol=1e-12) for a, c in zip(one, other))
+
+
 def _on_host(X, given):
     return host.is_sparse(X) or host.is_host_array(given) or isinstance(given, (list, tuple))
 
@@ -735,9 +743,7 @@ class _Run:
                 raise _distributed.mark_agreed(InputValueError(
                     "the ranks of a distributed fit must be given the same arguments, data "
                     "and network: " + "; ".join(differ) + hint))
-            if facts["data"] != first["data"] and not all(
-                    math.isclose(a, c, rel_tol=1e-9, abs_tol=1e-12)
-                    for a, c in zip(facts["data"], first["data"])):
+            if not same_data(facts["data"], first["data"]):
                 raise _distributed.mark_agreed(InputValueError(
                     f"rank {rank} was given other training or evaluation data than rank 0 "
                     "(other rows, the same rows in another order, or the features in "
