@@ -15,8 +15,10 @@ Where ``flock`` does not exist (Windows) nothing is removed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import stat
 import time
 
 try:
@@ -102,6 +104,27 @@ def _fsync_folder(folder):
             os.close(fd)
 
 
+def _check_replaceable(path):
+    """Refuse a ``path`` that holds something other than a regular file (or a
+    symbolic link, which is replaced): the rename would put a file in place
+    of a folder, a device such as /dev/null, a pipe or a socket."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError:  # not ours to judge: opening the temporary file will say
+        return
+    if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, f"{path!r} is a folder; expected a file path")
+    kind = ("a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else
+            "a named pipe" if stat.S_ISFIFO(mode) else
+            "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+    raise OSError(errno.EINVAL, f"{path!r} is {kind}, not a regular file: writing the new "
+                                "file in its place would replace it; give a file path")
+
+
 @contextlib.contextmanager
 def atomic_write(path):
     """Yield a binary file to write ``path``'s new contents into.
@@ -111,10 +134,12 @@ def atomic_write(path):
     rename survives a crash too. A new file gets the umask's permissions; one
     written over an existing file keeps that file's mode. If the body raises,
     the temporary file is removed and ``path`` is left as it was. ``path``
-    itself is replaced: a symbolic link there is not followed. After the
+    itself is replaced: a symbolic link there is not followed. A folder,
+    device, pipe or socket at ``path`` is refused (``OSError``). After the
     rename, temporary files of ``path`` left by killed writers are removed
     (see the module docstring)."""
     path = os.path.abspath(os.fsdecode(os.fspath(path)))
+    _check_replaceable(path)
     folder, name = os.path.split(path)
     fd, tmp = _new_file(folder, name)
     try:

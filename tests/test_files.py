@@ -50,6 +50,48 @@ def test_atomic_write_replaces_the_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
 
 
+def _special_file(kind, path):
+    if kind == "fifo":
+        os.mkfifo(path)
+        return stat.S_ISFIFO
+    import socket
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    sock.close()
+    return stat.S_ISSOCK
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket"])
+def test_a_pipe_or_socket_at_the_path_is_refused_not_replaced(tmp_path, kind):
+    # the rename put a regular file in place of whatever stood at the path:
+    # `nnx export model.npz /dev/null`, run as root, replaced the device node
+    path = tmp_path / "target"
+    still = _special_file(kind, path)
+    with pytest.raises(OSError, match=r"is a (named pipe|socket), not a regular file.*give a "
+                                      r"file path"):
+        with atomic_write(path) as f:
+            f.write(b"new")
+    assert still(os.lstat(path).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["target"]  # no temporary left
+
+
+def test_a_folder_at_the_path_is_refused(tmp_path):
+    (tmp_path / "d").mkdir()
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        with atomic_write(tmp_path / "d") as f:
+            f.write(b"new")
+    assert (tmp_path / "d").is_dir()
+
+
+def test_a_link_to_a_pipe_is_replaced_not_followed(tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "link").symlink_to(tmp_path / "pipe")
+    with atomic_write(tmp_path / "link") as f:
+        f.write(b"new")
+    assert (tmp_path / "link").read_bytes() == b"new"
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "pipe").st_mode)
+
+
 @pytest.mark.parametrize("existing", [False, True])
 def test_atomic_write_leaves_no_partial_file(tmp_path, existing):
     path = tmp_path / "f.bin"
