@@ -31,6 +31,7 @@ from .network import NeuralNetwork
 from .ops import ACTIVATIONS
 from .optim import DECAY_TYPES, DEFAULT_LR, OPTIMIZER_NAMES, SCHEDULE_NAMES, make_optimizer
 from .study import BATCH_SIZE, EPOCHS, EVAL_EVERY, LADDER, SEED
+from .tables import TEST_FRACTION, _kind, file_digest, load_file
 from .train import Checkpoint, CSVLogger, ProgressBar, Trainer, TrainingDiverged
 
 
@@ -45,10 +46,24 @@ def _prepare(args, validation=True):
     p = prepare_dataset(_load(args), VALIDATION_FRACTION if validation else None,
                         seed=args.seed, inplace=True)
     out = {"X_train": p.X_train, "y_train": p.y_train, "X_test": p.X_test, "y_test": p.y_test,
-           "mean": p.mean, "std": p.scale, "n_classes": p.n_classes, "source": p.source}
+           "mean": p.mean, "std": p.scale, "n_classes": p.n_classes, "source": p.source,
+           "meta": _data_meta(args, p.class_names)}
     if validation:
         out["X_val"], out["y_val"] = p.X_val, p.y_val
     return out
+
+
+def _data_meta(args, class_names):
+    """What the model file records of its data: the dataset's name, and for a
+    --data file its path, bytes (SHA-256), target, test split and class names,
+    with which nnx evaluate scores the same test rows later."""
+    if getattr(args, "data", None) is None:
+        return {"dataset": args.dataset}
+    fraction = args.test_fraction if args.test_fraction is not None else TEST_FRACTION
+    return {"dataset": _data_name(args),
+            "data_file": {"path": os.path.abspath(args.data), "sha256": file_digest(args.data),
+                          "target": args.target, "test_fraction": fraction,
+                          "classes": list(class_names)}}
 
 
 # ---------------------------------------------------------------- training
@@ -149,20 +164,56 @@ def _check_training_flags(args):
     get_backend(args.backend, args.dtype)  # a missing CuPy is reported before the data load
 
 
-def _check_data_flags(args):
+def _check_data_flags(args, default="digits"):
+    """--data (a file of the user's) or --dataset (a known one, ``default``
+    when neither is given), and the flags that go with each."""
+    data = getattr(args, "data", None)
+    if data is not None:
+        if args.dataset is not None:
+            raise UsageError(f"--data {data!r} and --dataset {args.dataset}: give one of them")
+        for flag, value in (("--data-dir", args.data_dir), ("--no-download", args.no_download)):
+            if value:
+                raise UsageError(f"{flag}: applies to --dataset mnist or fashion-mnist, not "
+                                 f"to --data {data!r}")
+        try:
+            _kind(data)
+        except InputError as exc:
+            raise UsageError(str(exc).replace(repr(data), f"--data {data!r}", 1)) from None
+        fraction = getattr(args, "test_fraction", None)
+        if fraction is not None and not 0 < fraction < 1:
+            raise UsageError(f"--test-fraction {fraction}: must be between 0 and 1 (exclusive)")
+        return
+    for flag in ("target", "test_fraction"):  # --data's own flags
+        if getattr(args, flag, None) is not None:
+            raise UsageError(f"--{flag.replace('_', '-')}: applies to --data FILE (a CSV, TSV "
+                             "or .npz file of your own)")
+    if args.dataset is None:
+        args.dataset = default
     if args.data_dir is not None and args.dataset == "digits":
         raise UsageError(f"--data-dir {args.data_dir!r}: applies to --dataset mnist or "
                          "fashion-mnist; digits is bundled with scikit-learn")
 
 
+def _data_name(args):
+    """What the run trains on, as the messages and the model's meta name it."""
+    return os.path.basename(args.data) if getattr(args, "data", None) else args.dataset
+
+
 def _load(args, test_only=False, dtype=None):
-    """The dataset of ``--dataset``, its images in ``dtype`` (``--dtype`` if
-    None); a missing file's message names the flags."""
+    """The dataset of ``--dataset`` or ``--data``, its features in ``dtype``
+    (``--dtype`` if None); a missing file's message names the flags."""
     from .data import DatasetError, DatasetNotFound, load_dataset
+    dtype = dtype or getattr(args, "dtype", "float32")
+    if getattr(args, "data", None) is not None:
+        fraction = args.test_fraction if args.test_fraction is not None else TEST_FRACTION
+        try:
+            return load_file(args.data, target=args.target, dtype=dtype,
+                             test_fraction=None if test_only else fraction)
+        except InputError as exc:
+            raise UsageError(re.sub(r"^target=", "--target ", str(exc))) from None
     try:
         return load_dataset(args.dataset, data_dir=args.data_dir,
-                            download=not args.no_download, test_only=test_only,
-                            dtype=dtype or getattr(args, "dtype", "float32"))
+                            download=not args.no_download, test_only=test_only, dtype=dtype)
     except (DatasetError, DatasetNotFound) as exc:
         exc.args = (str(exc).replace("data_dir=...", "--data-dir DIR").replace(
             "download=False", "--no-download"),)
@@ -555,7 +606,7 @@ def cmd_train(args):
         prep = _prepare_in_turn(args, comm)
         together = f", {comm.size} processes (batch {args.batch_size} each)" \
             if comm.size > 1 else ""
-        say(f"nnx {__version__} train: dataset={args.dataset} ({prep['source']}), "
+        say(f"nnx {__version__} train: dataset={_data_name(args)} ({prep['source']}), "
             f"backend={args.backend}, dtype={args.dtype}"
             + (f", precision={args.precision}" if args.precision != "float32" else "")
             + together)
@@ -566,7 +617,7 @@ def cmd_train(args):
         log = [CSVLogger(args.log)] if args.log is not None else []
         try:
             history, seconds = _fit(net, optim, prep, args, "train", callbacks=log, comm=comm,
-                                    saved=(extra, {"dataset": args.dataset}))
+                                    saved=(extra, prep["meta"]))
         except KeyboardInterrupt:
             if comm.is_main:
                 print(_interrupted_train(args), file=sys.stderr)
@@ -576,7 +627,7 @@ def cmd_train(args):
             say(f"test accuracy {acc:.4f}, {_chosen(history, args)}, "
                 f"{history.epochs_run} epochs in {seconds:.1f} s")
         with distributed.agreement(comm):  # rank 0 saves; its failure is everyone's
-            path = _save_model(net, args.out, extra, {"dataset": args.dataset}) \
+            path = _save_model(net, args.out, extra, prep["meta"]) \
                 if comm.is_main else None
         say(f"saved {path}")
     return 0
@@ -608,28 +659,40 @@ def cmd_evaluate(args):
         precision = read_header(args.checkpoint)["network"].get("precision", "float32")
     net = NeuralNetwork.load(args.checkpoint, backend=args.backend, precision=precision)
     trained_on = net.checkpoint_meta.get("dataset")
-    if args.dataset is None:  # the dataset the checkpoint was trained on (nnx train saves it)
-        if trained_on is not None and trained_on not in DATASETS:
-            raise UsageError(f"{args.checkpoint} was trained on {trained_on!r}, which nnx "
-                             f"evaluate cannot load; pass --dataset as one of "
-                             f"{list(DATASETS)} to score it on one of those")
-        args.dataset = trained_on or "digits"
-    elif trained_on not in (None, args.dataset):
-        print(f"nnx evaluate: note: {args.checkpoint} was trained on {trained_on}, not "
-              f"{args.dataset}", file=sys.stderr)
-    _check_data_flags(args)
+    trained_file = net.checkpoint_meta.get("data_file")
+    trained_file = trained_file if isinstance(trained_file, dict) else None
+    if args.dataset is None and args.data is None and trained_file is not None:
+        args.data = trained_file.get("path")  # the file it was trained on, if still there
+        if not isinstance(args.data, str) or not os.path.isfile(args.data):
+            raise UsageError(f"{args.checkpoint} was trained on the file {args.data!r}, which "
+                             "is not there now; pass --data FILE (or --dataset) to score it")
+    if args.data is not None:
+        _check_data_flags(args)
+        ds, rows = _evaluation_file(args, net, trained_file)
+    else:
+        if args.dataset is None:  # the dataset the checkpoint was trained on (nnx train saves it)
+            if trained_on is not None and trained_on not in DATASETS:
+                raise UsageError(f"{args.checkpoint} was trained on {trained_on!r}, which nnx "
+                                 f"evaluate cannot load; pass --dataset as one of "
+                                 f"{list(DATASETS)} to score it on one of those")
+            args.dataset = trained_on or "digits"
+        elif trained_on not in (None, args.dataset):
+            print(f"nnx evaluate: note: {args.checkpoint} was trained on {trained_on}, not "
+                  f"{args.dataset}", file=sys.stderr)
+        _check_data_flags(args)
+        # the training rows: not needed
+        ds, rows = _load(args, test_only=True, dtype=net.backend.dtype_name), "test set"
     stats = _standardisation(args.checkpoint, net)
-    ds = _load(args, test_only=True, dtype=net.backend.dtype_name)  # the training rows: not needed
     shown = "" if precision == "float32" else f", precision={precision}"
-    print(f"nnx {__version__} evaluate: {args.checkpoint} on dataset={args.dataset} "
+    print(f"nnx {__version__} evaluate: {args.checkpoint} on dataset={_data_name(args)} "
           f"({ds.source}), backend={args.backend}{shown}")
     X = ds.X_test
     if X.shape[1] != net.n_in:
         raise UsageError(f"{args.checkpoint}: the network takes {net.n_in} features but "
-                         f"{args.dataset} has {X.shape[1]}")
+                         f"{_data_name(args)} has {X.shape[1]}")
     if ds.n_classes != net.n_out:
         raise UsageError(f"{args.checkpoint}: the network has {net.n_out} outputs but "
-                         f"{args.dataset} has {ds.n_classes} classes")
+                         f"{_data_name(args)} has {ds.n_classes} classes")
     if stats:
         X = standardize_with(X, *stats)
     else:
@@ -637,9 +700,35 @@ def cmd_evaluate(args):
               "(x_mean, x_std), so the features are used as they are", file=sys.stderr)
     pred = predict_classes(net, X)
     acc = float((pred == ds.y_test).mean())
-    print(f"{args.dataset} test set: {len(pred)} rows, accuracy {acc:.4f}")
+    print(f"{_data_name(args)} {rows}: {len(pred)} rows, accuracy {acc:.4f}")
     print(format_confusion_matrix(confusion_matrix(ds.y_test, pred, ds.n_classes)))
+    names = ds.class_names or ()
+    if tuple(names) != tuple(str(i) for i in range(ds.n_classes)):
+        print("classes: " + ", ".join(f"{i} {name}" for i, name in enumerate(names)))
     return 0
+
+
+def _evaluation_file(args, net, trained):
+    """The rows of ``--data`` to score, labelled with the model's classes,
+    and what they are: the test rows ``nnx train`` held out when the file is
+    the one it trained on (same bytes), else every row of the file."""
+    classes = trained.get("classes") if trained else None
+    if not isinstance(classes, list):  # a model of a known dataset: labels are class ids
+        classes = [str(i) for i in range(net.n_out)]
+    same = trained is not None and file_digest(args.data) == trained.get("sha256")
+    target = args.target if args.target is not None else trained.get("target") if same else None
+    fraction = trained.get("test_fraction") if same else None
+    try:
+        ds = load_file(args.data, target=target, test_fraction=fraction,
+                       dtype=net.backend.dtype_name, classes=classes)
+    except InputError as exc:
+        raise UsageError(re.sub(r"^target=", "--target ", str(exc))) from None
+    if same:
+        return ds, "test rows (held out by nnx train)"
+    if trained is not None:
+        print(f"nnx evaluate: note: {args.data} is not the file {args.checkpoint} was trained "
+              "on (its bytes differ), so every row of it is scored", file=sys.stderr)
+    return ds, "rows (all of the file)"
 
 
 def cmd_export(args):
@@ -678,7 +767,7 @@ class _Help(argparse.HelpFormatter):
         return text
 
 
-def _common(p, data=True, training=True):
+def _common(p, data=True, training=True, files=False):
     p.add_argument("--backend", choices=BACKENDS[:2], default="cpu",
                    help="cpu (NumPy) or gpu (CuPy); default cpu")
     if data and not training:  # evaluate
@@ -686,8 +775,21 @@ def _common(p, data=True, training=True):
                        help="digits, mnist or fashion-mnist; default: the dataset the "
                             "checkpoint was trained on (digits if it does not say)")
     elif data:
-        p.add_argument("--dataset", choices=DATASETS, default="digits",
+        p.add_argument("--dataset", choices=DATASETS, default="digits" if not files else None,
                        help="digits (bundled, default), mnist or fashion-mnist")
+    if files:
+        p.add_argument("--data", default=None, metavar="FILE",
+                       help="a dataset of your own instead: a .csv, .tsv or .npz file "
+                            "(docs/cli.md)" + ("" if training else
+                                               "; default: the file the checkpoint was "
+                                               "trained on, if it was"))
+        p.add_argument("--target", default=None, metavar="COLUMN",
+                       help="the label column of a --data CSV/TSV file, by header name or "
+                            "index (default: the last column)")
+        if training:
+            p.add_argument("--test-fraction", type=float, default=None,
+                           help=f"share of the --data file's rows held out as its test set, "
+                                f"when it has no split of its own (default {TEST_FRACTION})")
     if data:
         p.add_argument("--data-dir", default=None,
                        help="folder with the MNIST/Fashion-MNIST .gz files")
@@ -726,7 +828,7 @@ def _patience(text):
 
 def _train_parser(p):
     """The flags of ``nnx train``."""
-    _common(p)
+    _common(p, files=True)
     p.add_argument("--hidden", default="89", help="hidden sizes, e.g. 89 or 178,46")
     p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh",
                    help="activation of the hidden layers")
@@ -818,7 +920,7 @@ def build_parser():
     p = sub.add_parser("evaluate", help="accuracy and confusion matrix of a checkpoint",
                        formatter_class=_Help)
     p.add_argument("checkpoint")
-    _common(p, training=False)
+    _common(p, training=False, files=True)
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="matrix products (default: those the checkpoint was trained with, "
                         "so that the accuracy is the one nnx train printed)")

@@ -687,6 +687,14 @@ def _stats(X_train):
     return mean, np.where(constant | (std == 0), 1.0, std)
 
 
+def __getattr__(name):
+    # load_file lives in nnx.tables, which builds on this module
+    if name == "load_file":
+        from .tables import load_file
+        return load_file
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def feature_stats(X_train):
     """Per-feature ``(mean, scale)`` of the training set (taken in float64),
     where ``scale`` is the population std, or 1 for a constant feature, or for

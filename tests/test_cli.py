@@ -240,6 +240,87 @@ def test_evaluate_defaults_to_the_dataset_the_checkpoint_was_trained_on(tmp_path
     assert "the network takes 784 features but digits has 64" in r.stderr
 
 
+# ------------------------------------------------- a dataset of the user's own
+def _iris_csv(path):
+    from sklearn.datasets import load_iris
+    d = load_iris()
+    lines = ["sepal_l,sepal_w,petal_l,petal_w,species"]
+    lines += [",".join(map(str, x)) + "," + d.target_names[y] for x, y in zip(d.data, d.target)]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path), d
+
+
+def _accuracy(stdout, before):
+    return float(stdout.split(before)[1].split("accuracy ")[1].split()[0].rstrip(","))
+
+
+def test_train_and_evaluate_a_csv_file_of_ones_own(tmp_path):
+    csv_path, d = _iris_csv(tmp_path / "iris.csv")
+    ckpt = tmp_path / "m.npz"
+    r = nnx_cli("train", "--data", csv_path, "--target", "species", "--hidden", "16",
+                "--optimizer", "adam", "--lr", "0.01", "--epochs", "40", "--quiet",
+                "--out", str(ckpt))
+    assert r.returncode == 0, r.stderr
+    assert f"dataset=iris.csv ({csv_path})" in r.stdout
+    trained_acc = _accuracy(r.stdout, "test ")
+    assert trained_acc >= 0.9
+    meta = NeuralNetwork.load(ckpt).checkpoint_meta
+    assert meta["dataset"] == "iris.csv"
+    assert meta["data_file"]["classes"] == ["setosa", "versicolor", "virginica"]
+    assert meta["data_file"]["test_fraction"] == 0.2
+    # evaluate goes back to the file and scores the same 30 held-out rows
+    r = nnx_cli("evaluate", str(ckpt))
+    assert r.returncode == 0, r.stderr
+    assert "iris.csv test rows (held out by nnx train): 30 rows" in r.stdout
+    assert f"accuracy {trained_acc:.4f}" in r.stdout
+    assert "classes: 0 setosa, 1 versicolor, 2 virginica" in r.stdout
+    # a file of new rows, its classes in another order of first appearance: all scored,
+    # each label mapped onto the model's classes by name
+    new = tmp_path / "new.csv"
+    rows = Path(csv_path).read_text().splitlines()
+    new.write_text("\n".join(rows[:1] + rows[:0:-3]) + "\n")
+    r = nnx_cli("evaluate", str(ckpt), "--data", str(new))
+    assert r.returncode == 0, r.stderr
+    assert "new.csv rows (all of the file): 50 rows" in r.stdout
+    assert "is not the file" in r.stderr
+    matrix = r.stdout.split("predicted)\n")[1].splitlines()[1:4]
+    true_counts = [sum(int(v) for v in row.split()[1:]) for row in matrix]
+    assert true_counts == np.bincount(d.target[::-1][::3], minlength=3).tolist()
+
+
+def test_a_file_of_ones_own_refused_before_training(tmp_path):
+    csv_path, _ = _iris_csv(tmp_path / "iris.csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b,label\n1,2,x\n3,,y\n")
+    for args, pattern in [
+        (("--data", str(bad)), r"data row 2, column 'b' holds an empty cell"),
+        (("--data", csv_path, "--target", "specis"), r"--target 'specis' is not a column.*"
+                                                     r"did you mean 'species'"),
+        (("--data", csv_path, "--dataset", "digits"), r"give one of them"),
+        (("--data", csv_path, "--test-fraction", "1.5"), r"--test-fraction 1.5: must be"),
+        (("--target", "species",), r"--target: applies to --data FILE"),
+        (("--data", str(tmp_path / "x.xlsx")), r"--data '.*x.xlsx': expected a file ending"),
+        (("--data", str(tmp_path / "missing.csv")), r"no such file"),
+    ]:
+        r = nnx_cli("train", *args, "--epochs", "1", "--out", str(tmp_path / "m.npz"))
+        assert_one_line_error(r, pattern)
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_evaluate_a_known_datasets_model_on_a_file_of_class_ids(tmp_path):
+    r = nnx_cli("train", "--epochs", "3", "--quiet", "--out", str(tmp_path / "m.npz"))
+    assert r.returncode == 0, r.stderr
+    from sklearn.datasets import load_digits
+    X, y = load_digits(return_X_y=True)
+    np.savez(tmp_path / "d.npz", X=X[:100], y=y[:100])
+    r = nnx_cli("evaluate", str(tmp_path / "m.npz"), "--data", str(tmp_path / "d.npz"))
+    assert r.returncode == 0, r.stderr
+    assert "d.npz rows (all of the file): 100 rows" in r.stdout
+    np.savez(tmp_path / "e.npz", X=X[:3], y=np.array([1, 2, 12]))
+    r = nnx_cli("evaluate", str(tmp_path / "m.npz"), "--data", str(tmp_path / "e.npz"))
+    assert_one_line_error(r, r"labels \['12'\] are not among the model's classes")
+
+
 # -------------------------------------- the data preparation is the library's
 def test_the_validation_split_is_held_out_and_statistics_come_from_training_rows():
     """The main job's data preparation (the study's trap of choosing the model

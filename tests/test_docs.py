@@ -102,6 +102,7 @@ def test_the_quick_nnx_commands_of_the_docs_run(tmp_path):
     datasets, a cluster, the GPU) are parsed above."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                MPLBACKEND="Agg")
+    _files_the_docs_name(tmp_path)
     ran = 0
     for param in _shell_commands():
         command = param.values[0]
@@ -113,6 +114,17 @@ def test_the_quick_nnx_commands_of_the_docs_run(tmp_path):
         assert r.returncode == 0, f"{command}\n{r.stderr}"
         ran += 1
     assert ran >= 3
+
+
+def _files_the_docs_name(folder):
+    """The user's own data of docs/cli.md's example: iris as a CSV with its
+    species named, and a file of 'new' rows (every fifth)."""
+    from sklearn.datasets import load_iris
+    d = load_iris()
+    lines = ["sepal_length,sepal_width,petal_length,petal_width,species"]
+    lines += [",".join(map(str, x)) + "," + d.target_names[y] for x, y in zip(d.data, d.target)]
+    (folder / "iris.csv").write_text("\n".join(lines) + "\n")
+    (folder / "new.csv").write_text("\n".join(lines[:1] + lines[1::5]) + "\n")
 
 
 def _has_onnx():

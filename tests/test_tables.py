@@ -1,0 +1,182 @@
+"""nnx.tables.load_file: a classification dataset from a CSV, TSV or .npz
+file of the user's, checked against the file's contents read by Python's csv
+module and scikit-learn's LabelEncoder."""
+
+import csv
+import gzip
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.preprocessing import LabelEncoder
+
+from nnx.data import DatasetError, prepare_dataset
+from nnx.tables import load_file
+
+
+def _write_csv(path, header, rows, delimiter=","):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, delimiter=delimiter)
+        if header:
+            w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def iris_csv(tmp_path):
+    d = load_iris()
+    rows = [[*x, d.target_names[y]] for x, y in zip(d.data, d.target)]
+    return _write_csv(tmp_path / "iris.csv", [*d.feature_names, "species"], rows), d
+
+
+def _all_rows(ds):
+    return np.concatenate([ds.X_train, ds.X_test]), np.concatenate([ds.y_train, ds.y_test])
+
+
+def _sorted_rows(X, y):
+    order = np.lexsort(np.column_stack([X, y]).T[::-1])
+    return X[order], y[order]
+
+
+def test_a_csv_with_string_labels_gives_every_row_once_with_sorted_classes(iris_csv):
+    path, d = iris_csv
+    ds = load_file(path, dtype="float64")
+    assert ds.class_names == ("setosa", "versicolor", "virginica")  # LabelEncoder's order
+    assert ds.n_classes == 3 and ds.X_train.dtype == np.float64
+    assert (len(ds.y_train), len(ds.y_test)) == (120, 30)
+    assert np.bincount(ds.y_test).tolist() == [10, 10, 10]  # stratified
+    X, y = _all_rows(ds)
+    want_y = LabelEncoder().fit_transform(d.target_names[d.target])
+    got = _sorted_rows(X, y)
+    want = _sorted_rows(d.data, want_y)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_the_test_rows_do_not_depend_on_anything_but_the_file(iris_csv):
+    path, _ = iris_csv
+    a, b = load_file(path), load_file(path, dtype="float64")
+    np.testing.assert_array_equal(a.X_test, b.X_test.astype(np.float32))
+    c = load_file(path, test_fraction=0.5)
+    assert len(c.y_test) == 75
+
+
+def test_test_fraction_none_makes_every_row_a_test_row_in_file_order(iris_csv):
+    path, d = iris_csv
+    ds = load_file(path, test_fraction=None, dtype="float64")
+    assert ds.X_train.shape == (0, 4)
+    np.testing.assert_array_equal(ds.X_test, d.data)
+    np.testing.assert_array_equal(ds.y_test, d.target)
+
+
+def test_target_by_name_or_index_and_no_header(tmp_path):
+    rows = [[i % 3, i * 0.5, -i] for i in range(30)]
+    plain = _write_csv(tmp_path / "p.csv", None, rows)
+    named = _write_csv(tmp_path / "n.csv", ["label", "a", "b"], rows)
+    for ds in (load_file(plain, target=0, test_fraction=None),
+               load_file(named, target="label", test_fraction=None),
+               load_file(named, target="-3", test_fraction=None)):
+        assert ds.class_names == ("0", "1", "2")
+        np.testing.assert_array_equal(ds.y_test, [r[0] for r in rows])
+        np.testing.assert_array_equal(ds.X_test, np.array([r[1:] for r in rows], np.float32))
+
+
+def test_whole_number_labels_sort_as_numbers_and_float_spellings_are_one_class(tmp_path):
+    rows = [[i, ("10" if i % 2 else "2.0")] for i in range(20)] + [[99, "2"]]
+    ds = load_file(_write_csv(tmp_path / "f.csv", ["x", "y"], rows), test_fraction=None)
+    assert ds.class_names == ("2", "10")
+    assert ds.y_test.tolist() == [0 if i % 2 == 0 else 1 for i in range(20)] + [0]
+
+
+def test_a_tsv_and_a_gzipped_csv(tmp_path, iris_csv):
+    path, d = iris_csv
+    tsv = tmp_path / "iris.tsv"
+    tsv.write_text(path.read_text().replace(",", "\t"))
+    gz = tmp_path / "iris.csv.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    for p in (tsv, gz):
+        ds = load_file(p, test_fraction=None, dtype="float64")
+        np.testing.assert_array_equal(ds.X_test, d.data)
+
+
+def test_comments_blank_lines_and_quoted_cells(tmp_path):
+    p = tmp_path / "q.csv"
+    p.write_text('# made by hand\n"a","b","kind"\n\n1,2,"x, y"\n3,4,z\n# end\n5,6,z\n')
+    ds = load_file(p, test_fraction=None)
+    assert ds.class_names == ("x, y", "z")
+    np.testing.assert_array_equal(ds.X_test, [[1, 2], [3, 4], [5, 6]])
+    np.testing.assert_array_equal(ds.y_test, [0, 1, 1])
+
+
+def test_npz_with_x_and_y_or_its_own_split(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(50, 3)), rng.integers(0, 4, 50)
+    np.savez(tmp_path / "xy.npz", X=X, y=y)
+    ds = load_file(tmp_path / "xy.npz", dtype="float64")
+    assert (len(ds.y_train), len(ds.y_test)) == (40, 10)
+    got = _sorted_rows(*_all_rows(ds))
+    np.testing.assert_array_equal(got[0], _sorted_rows(X, y)[0])
+    np.savez(tmp_path / "split.npz", X_train=X[:30], y_train=y[:30], X_test=X[30:],
+             y_test=np.array(["0", "1", "2", "3"] * 5))
+    ds = load_file(tmp_path / "split.npz", dtype="float64")
+    np.testing.assert_array_equal(ds.X_train, X[:30])
+    np.testing.assert_array_equal(ds.y_test, [0, 1, 2, 3] * 5)
+    only_test = load_file(tmp_path / "split.npz", test_fraction=None, dtype="float64")
+    assert only_test.X_train.shape == (0, 3) and len(only_test.y_test) == 20
+
+
+def test_labels_mapped_onto_a_models_classes(iris_csv):
+    path, d = iris_csv
+    ds = load_file(path, test_fraction=None, classes=["virginica", "setosa", "versicolor"])
+    np.testing.assert_array_equal(ds.y_test, (d.target + 1) % 3)
+    with pytest.raises(DatasetError, match=r"labels \['virginica'\] are not among the model's "
+                                           r"classes \['setosa', 'versicolor'\]"):
+        load_file(path, test_fraction=None, classes=["setosa", "versicolor"])
+
+
+def test_the_loaded_dataset_prepares_like_a_known_one(iris_csv):
+    prep = prepare_dataset(load_file(iris_csv[0]), seed=3)
+    assert prep.X_val.shape == (12, 4) and prep.class_names[0] == "setosa"
+    np.testing.assert_allclose(prep.X_train.mean(axis=0), 0, atol=1e-6)
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("a,b,y\n1,,c\n2,3,d\n", r"data row 1, column 'b' holds an empty cell; expected a number"),
+    ("a,b,y\n1,2,c\n2,red,d\n", r"data row 2, column 'b' holds 'red'"),
+    ("a,b,y\n1,2,c\n2,3\n", r"data row 2 has 2 columns, fewer than"),
+    ("a,b,y\n1,2,0.5\n2,3,1.5\n", r"not all whole numbers.*MLPRegressor"),
+    ("a,b,y\n1,2,c\n2,3,c\n", r"hold one class, 'c'; a classifier needs at least two"),
+    ("a,b,y\n", r"has a header but no data rows"),
+    ("\n# nothing\n", r"holds no rows"),
+    ("a\tb\ty\n1\t2\t3\n", r"first row has 1 column.*name it \.tsv"),
+])
+def test_a_bad_table_is_named_by_row_and_column(tmp_path, text, pattern):
+    p = tmp_path / "bad.csv"
+    p.write_text(text)
+    with pytest.raises(DatasetError, match=pattern):
+        load_file(p)
+
+
+def test_bad_arguments(tmp_path, iris_csv):
+    path, _ = iris_csv
+    with pytest.raises(ValueError, match=r"expected a file ending in \.csv"):
+        load_file(tmp_path / "x.xlsx")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_file(tmp_path / "missing.csv")
+    with pytest.raises(ValueError, match=r"target='specis' is not a column.*did you mean "
+                                         r"'species'"):
+        load_file(path, target="specis")
+    with pytest.raises(ValueError, match="target=7 is not a column"):
+        load_file(path, target=7)
+    with pytest.raises(ValueError, match="test_fraction"):
+        load_file(path, test_fraction=1.0)
+    np.savez(tmp_path / "o.npz", X=np.zeros((4, 2)), y=np.array([0, 1, 0, 1]))
+    with pytest.raises(ValueError, match=r"target= applies to CSV and TSV"):
+        load_file(tmp_path / "o.npz", target="y")
+    np.savez(tmp_path / "k.npz", data=np.zeros((4, 2)))
+    with pytest.raises(DatasetError, match=r"holds \['data'\]; expected arrays X and y"):
+        load_file(tmp_path / "k.npz")
+    np.savez(tmp_path / "r.npz", X=np.zeros((4, 2)), y=np.array([0, 1, 0]))
+    with pytest.raises(DatasetError, match=r"one label per row \(4,\)"):
+        load_file(tmp_path / "r.npz")
