@@ -735,7 +735,10 @@ def cmd_export(args):
     if _same_file(args.checkpoint, args.out):  # the export would replace its source
         raise UsageError(f"{args.out!r} is the checkpoint itself: give the ONNX model another "
                          "path, such as model.onnx")
-    net = NeuralNetwork.load(args.checkpoint)
+    from .checkpoint import read_header
+    # as trained: a network of reduced precision is exported with a warning saying so
+    precision = read_header(args.checkpoint)["network"].get("precision", "float32")
+    net = NeuralNetwork.load(args.checkpoint, precision=precision)
     output = args.output or ("softmax" if net.loss.classification else "raw")
     stats = _standardisation(args.checkpoint, net)
     if args.standardized_inputs:
@@ -748,7 +751,7 @@ def cmd_export(args):
         raise UsageError(str(exc)) from None
     except InputError as exc:  # the library names its argument; here it is the flag
         raise UsageError(re.sub(r'\boutput="(\w+)"', r"--output \1", str(exc))) from None
-    takes = ("raw features (the checkpoint's standardisation is folded into the first layer)"
+    takes = ("raw features (the checkpoint's standardisation is its first step)"
              if stats is not None else "features as the network saw them in training")
     print(f"nnx {__version__} export: {args.checkpoint} -> {path} (output {output}, "
           f"{net.backend.dtype_name}); the model takes {takes}")

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 from . import _checks
-from ._checks import InputTypeError, InputValueError
+from ._checks import InputTypeError, InputValueError, InputWarning
 from ._files import atomic_write
 from .backend import base as _base
 from .backend import host
@@ -269,7 +270,8 @@ def _opset(onnx, opset):
 
 # ------------------------------------------------------------------ export
 def export_layers(weights, biases, hidden_activation, output, path, dtype, opset=None,
-                  input_name="X", extra=None, output_name=None, logistic=True):
+                  input_name="X", extra=None, output_name=None, logistic=True,
+                  standardize=None):
     """Write the ONNX model of a stack of dense layers to ``path``; returns ``path``.
 
     ``weights[i]`` has shape ``(n_in, n_out)`` and ``biases[i]`` ``(n_out,)``
@@ -285,9 +287,12 @@ def export_layers(weights, biases, hidden_activation, output, path, dtype, opset
     columns ``[1 - p, p]`` of a one-output model: ``p`` the logistic of the
     output (a scikit-learn estimator's logit), or with ``logistic=False`` the
     output itself clipped into [0, 1] (an nnx network's ``predict_proba``).
+    ``standardize=(mean, std)`` (``n_in`` values each) makes the model take
+    raw features: it computes ``(x - mean) / std`` first, in ``dtype``, the
+    two roundings ``nnx.data.standardize_with`` makes.
     """
     onnx = _require_onnx()
-    _check_path(path)
+    target = _check_path(path)
     dtype = _base.dtype_name(dtype)
     output = _checks.name_in("output", output, OUTPUTS)
     opset = _opset(onnx, opset)
@@ -295,6 +300,11 @@ def export_layers(weights, biases, hidden_activation, output, path, dtype, opset
     activations = _activations(hidden_activation, len(weights))
     g = _Graph(onnx, dtype)
     x = input_name
+    if standardize is not None:
+        mean, std = _statistics(standardize, weights[0].shape[0], dtype)
+        g.scope = "standardize"
+        x = g.op("Div", g.op("Sub", x, g.tensor("standardize/mean", mean)),
+                 g.tensor("standardize/std", std))
     for i, (w, b, (name, setting)) in enumerate(zip(weights, biases, activations), 1):
         g.scope = f"layer{i}"
         x = g.op("Gemm", x, g.tensor(f"layer{i}/W", w), g.tensor(f"layer{i}/B", b))
@@ -319,7 +329,7 @@ def export_layers(weights, biases, hidden_activation, output, path, dtype, opset
         width = 2
     model = _model(g, x, input_name, output_name, (weights[0].shape[0], width),
                    opset, {"nnx.output": output, **_metadata(extra)})
-    _write(onnx, model, path)
+    _write(onnx, model, target)
     return path
 
 
@@ -360,7 +370,8 @@ def _model(g, x, input_name, output_name, widths, opset, metadata):
 
 def _check_path(path):
     """Refuse, before any work, a path the model could not be written to; its
-    folder may still be missing (``_write`` makes it)."""
+    folder may still be missing (``_write`` makes it). Returns the file the
+    model goes to: a symbolic link's target (the link stays), as checkpoints."""
     from .checkpoint import folder_problem
 
     try:
@@ -368,12 +379,17 @@ def _check_path(path):
     except TypeError:
         raise InputTypeError(f"path must be a file path (str or os.PathLike), got "
                              f"{type(path).__name__}") from None
-    if not text or text.endswith(("/", os.sep)) or os.path.isdir(text):
+    real = os.path.realpath(text) if text else text  # written through a symbolic link
+    if not text or text.endswith(("/", os.sep)) or os.path.isdir(real):
         raise InputValueError(f"path={text!r} names a folder; expected a file path like "
                               "model.onnx")
-    problem = folder_problem(os.path.dirname(os.path.abspath(text)))
+    if os.path.lexists(real) and not os.path.isfile(real):
+        raise InputValueError(f"path={text!r} exists and is not a regular file (a device, "
+                              "pipe or socket); expected a file path like model.onnx")
+    problem = folder_problem(os.path.dirname(real))
     if problem:
         raise InputValueError(f"path={text!r}: {problem}")
+    return real
 
 
 def _write(onnx, model, path):
@@ -399,11 +415,12 @@ def export_network(net, path, *, output="raw", opset=None, input_name="X", outpu
     dtype.
     Dropout is left out (inference). ``standardize=(mean, std)`` (arrays of
     ``n_in`` values, e.g. a checkpoint's ``x_mean`` and ``x_std``) makes the
-    model take raw features: ``(x - mean) / std`` is folded into the first
-    layer, ``W / std[:, None]`` and ``B - (mean / std) @ W``, computed in
-    float64. See ``export_layers`` for the rest.
+    model take raw features: it computes ``(x - mean) / std`` before the first
+    layer, as ``nnx.data.standardize_with`` does. A network whose products
+    run in TF32, bfloat16 or float16 (``precision=``) is exported with float32
+    products, with a warning. See ``export_layers`` for the rest.
     """
-    from .layers import Dense
+    from .layers import Dense, _passes_of_its_own
     from .network import NeuralNetwork
 
     if not isinstance(net, NeuralNetwork):
@@ -411,7 +428,7 @@ def export_network(net, path, *, output="raw", opset=None, input_name="X", outpu
     _require_onnx()
     net.require_built("ONNX export")
     for i, layer in enumerate(net.layers):
-        if type(layer) is not Dense:
+        if not isinstance(layer, Dense) or _passes_of_its_own(type(layer)):
             raise InputTypeError(f"layers[{i}] is {type(layer).__name__}: ONNX export knows "
                                  "Dense layers only")
     output = _checks.name_in("output", output, OUTPUTS)
@@ -422,24 +439,36 @@ def export_network(net, path, *, output="raw", opset=None, input_name="X", outpu
                               'every one into [0.5, 0.73]. Use output="raw" (or "binary" for '
                               'the two columns [1 - p, p] of one output)')
     params = [net.backend.to_numpy(p) for p in net.params()]
-    if standardize is not None:
-        params[0], params[1] = _fold_standardization(params[0], params[1], standardize)
+    precision = getattr(net.backend, "precision", "float32")
+    if precision != "float32":
+        warnings.warn(
+            f"the network computes its matrix products in {precision}; the ONNX model "
+            "computes them in float32 with the same (float32) weights, so its outputs differ "
+            "from net.predict's by that rounding (loaded with precision='float32', or "
+            "scored by nnx evaluate --precision float32, the network predicts as the ONNX "
+            "model does)", InputWarning, stacklevel=2)
     # "binary" is predict_proba's [1 - p, p], p the output clipped into [0, 1]
     # (no sigmoid of its own: the network's last layer has applied its own)
     return export_layers(params[0::2], params[1::2], [la.activation for la in net.layers],
                          output, path, net.backend.dtype_name, opset=opset,
-                         input_name=input_name, output_name=output_name, logistic=False)
+                         input_name=input_name, output_name=output_name, logistic=False,
+                         standardize=standardize,
+                         extra={"nnx.trained_precision": precision})
 
 
-def _fold_standardization(W, B, standardize):
-    """The first layer's weights and bias for raw inputs, given ``(mean, std)``."""
-    mean, std = (host.plain(a, name, "an array of one value per input").astype("float64")
+def _statistics(standardize, n_in, dtype):
+    """``(mean, std)`` of ``standardize``, ``n_in`` finite values each (std
+    above zero), in ``dtype``."""
+    if isinstance(standardize, (str, bytes)) or not hasattr(standardize, "__len__") \
+            or len(standardize) != 2:
+        raise InputTypeError("standardize must be a pair (mean, std) of arrays, one value "
+                             "per input")
+    mean, std = (host.plain(a, name, "an array of one value per input").astype(dtype)
                  for a, name in zip(standardize, ("mean", "std")))
-    if mean.shape != (W.shape[0],) or std.shape != (W.shape[0],):
-        raise InputValueError(f"standardize needs mean and std of shape ({W.shape[0]},), got "
+    if mean.shape != (n_in,) or std.shape != (n_in,):
+        raise InputValueError(f"standardize needs mean and std of shape ({n_in},), got "
                               f"{mean.shape} and {std.shape}")
-    if not (host.all_finite(mean) and host.all_finite(std)) or (std == 0).any():
-        raise InputValueError("standardize: mean and std must be finite, std non-zero")
-    W64 = W.astype("float64") / std[:, None]
-    B64 = B.astype("float64") - (mean @ W64).reshape(B.shape)
-    return W64.astype(W.dtype), B64.astype(B.dtype)
+    if not (host.all_finite(mean) and host.all_finite(std)) or (std <= 0).any():
+        raise InputValueError(f"standardize: mean and std must be finite in {dtype}, std "
+                              "above zero")
+    return mean, std

@@ -370,3 +370,76 @@ def test_the_model_goes_into_a_folder_made_for_it_and_a_bad_path_is_refused_firs
         with pytest.raises(nnx.InputError, match=message):
             net.to_onnx(bad)
     assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_a_pipe_at_the_path_is_refused_before_the_model_is_built(tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(nnx.InputError, match="exists and is not a regular file"):
+        _net(("tanh", None), "float32").to_onnx(tmp_path / "pipe")
+    assert stat_is_fifo(tmp_path / "pipe")
+
+
+def stat_is_fifo(path):
+    import stat
+    return stat.S_ISFIFO(os.lstat(path).st_mode)
+
+
+def test_a_symbolic_link_is_written_through_as_checkpoints_are(tmp_path):
+    """The export replaced a link (current.onnx -> deployed.onnx) with a file,
+    leaving the deployed model as it was; a checkpoint writes its target."""
+    net = _net(("tanh", None), "float32")
+    (tmp_path / "deployed.onnx").write_bytes(b"old")
+    (tmp_path / "current.onnx").symlink_to(tmp_path / "deployed.onnx")
+    assert net.to_onnx(tmp_path / "current.onnx") == tmp_path / "current.onnx"
+    assert (tmp_path / "current.onnx").is_symlink()
+    X = _inputs("float32")
+    _close(_run(tmp_path / "deployed.onnx", X), net.predict(X), "float32")
+
+
+def test_the_standardisation_keeps_its_precision_for_features_far_from_zero(tmp_path):
+    """Folded into the first layer (W / std, B - mean/std @ W), float32 lost
+    the difference of two large products: features near 1e5 with a spread of
+    1 came out up to 200% off. Computed as (x - mean) / std first, the model
+    gives what standardize_with and predict give."""
+    from nnx.data import feature_stats, standardize_with
+    rng = np.random.default_rng(0)
+    X = (np.array([2e3, 1e4, 5e4, 1e5, 0, -3e4]) + rng.normal(size=(200, 6))).astype("float32")
+    mean, std = feature_stats(X)
+    net = _net(("tanh", None), "float32")
+    path = nnx_onnx.export_network(net, tmp_path / "m.onnx", standardize=(mean, std))
+    _close(_run(path, X), net.predict(standardize_with(X, mean, std)), "float32")
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bfloat16"])
+def test_a_reduced_precision_network_exports_float32_products_with_a_warning(precision,
+                                                                            tmp_path):
+    """Its ONNX model matched its own predictions to 7e-3 only, in silence."""
+    net = _net(("tanh", None), "float32")
+    reduced = nnx.NeuralNetwork.load(net.save(tmp_path / "n.npz"), precision=precision)
+    with pytest.warns(nnx.InputWarning, match=f"in {precision}; the ONNX model computes them "
+                                              "in float32"):
+        path = reduced.to_onnx(tmp_path / "m.onnx")
+    X = _inputs("float32")
+    _close(_run(path, X), net.predict(X), "float32")
+    meta = {p.key: p.value for p in onnx.load(path).metadata_props}
+    assert meta["nnx.trained_precision"] == precision
+
+
+def test_a_thin_dense_subclass_exports_as_it_saves(tmp_path):
+    class Wide(nnx.Dense):
+        def __init__(self, neurons, activation="relu", **kw):
+            super().__init__(neurons, activation, **kw)
+
+    net = nnx.NeuralNetwork([Wide(7), nnx.Dense(3, "linear")], "softmax_cross_entropy", seed=0)
+    net.build(6)
+    X = _inputs("float32")
+    _close(_run(net.to_onnx(tmp_path / "m.onnx"), X), net.predict_proba(X), "float32")
+
+    class Doubled(nnx.Dense):
+        def forward(self, x, inference=False):
+            return 2 * super().forward(x, inference)
+
+    odd = nnx.NeuralNetwork([Doubled(3, "linear")], "softmax_cross_entropy", seed=0)
+    odd.build(6)
+    with pytest.raises(nnx.InputError, match="ONNX export knows Dense layers only"):
+        odd.to_onnx(tmp_path / "odd.onnx")
