@@ -437,3 +437,32 @@ def test_a_dropout_above_one_half_is_warned_of_in_the_estimators_words():
     assert said == ["dropout=0.8 drops 80% of the hidden units in training: the estimators' "
                     "dropout is the share dropped, as in Keras and PyTorch (nnx.Dense's is the "
                     "share kept); to keep 80%, pass dropout=0.2"], said
+
+
+@pytest.mark.parametrize("first, then", [("squared_error", "poisson"),
+                                         ("poisson", "squared_error")])
+def test_a_warm_start_or_partial_fit_with_another_loss_is_refused(first, then):
+    """The network was built from the new loss (an exp output), predictions
+    used the fitted one (identity): predict returned the raw outputs and
+    score fell to -0.53, in silence."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    y = rng.poisson(2.0, 60).astype(float)
+    est = MLPRegressor(hidden_layer_sizes=(5,), loss=first, max_iter=3, random_state=0,
+                       warm_start=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, y)
+    coefs = [c.copy() for c in est.coefs_]
+    est.set_params(loss=then)
+    with pytest.raises(ValueError, match=r"the fitted network has an? \w+ output .*set "
+                                         r"warm_start=False to fit anew"):
+        est.fit(X, y)
+    with pytest.raises(ValueError, match="fit a new estimator"):
+        est.partial_fit(X, y)
+    for a, b in zip(coefs, est.coefs_):
+        np.testing.assert_array_equal(a, b)
+    est.set_params(warm_start=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert est.fit(X, y).out_activation_ == ("exp" if then == "poisson" else "identity")

@@ -369,3 +369,26 @@ def test_validation_scores_over_more_rows_than_one_chunk_match(monkeypatch):
     assert_close([est.validation_scores_], [ref.validation_scores_], 1e-12,
                  "validation_scores_")
     assert max(taken) <= 4096
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_an_alpha_of_numpy_float32_gives_scikit_learns_numbers(digits, solver):
+    """The L2 term stayed float32 under NumPy 2's promotion (alpha / weight_sum):
+    coefs_ 3.3e-9 off scikit-learn's, which promotes alpha * coefs_ to float64."""
+    X, y, _ = digits
+    ref, est = fit_both("MLPClassifier", X, y, hidden_layer_sizes=(12,), max_iter=5,
+                        random_state=0, alpha=np.float32(0.37), **SOLVERS[solver])
+    assert_same_model(ref, est, X, rel=1e-12)
+
+
+def test_a_sparse_multilabel_y_predicts_sparse_labels_as_scikit_learn():
+    import scipy.sparse as sp
+    X, Y = make_multilabel_classification(n_samples=80, n_features=6, n_classes=3,
+                                          random_state=0)
+    ref, est = fit_both("MLPClassifier", X, sp.csr_matrix(Y), hidden_layer_sizes=(8,),
+                        max_iter=20, random_state=0)
+    got, want = est.predict(X), ref.predict(X)
+    assert type(got) is type(want) and sp.issparse(got)
+    np.testing.assert_array_equal(got.toarray(), want.toarray())
+    assert not sp.issparse(fit_both("MLPClassifier", X, Y, hidden_layer_sizes=(8,),
+                                    max_iter=2, random_state=0)[1].predict(X))

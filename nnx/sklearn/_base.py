@@ -288,6 +288,13 @@ class BaseMLP(BaseEstimator):
             # in the compute dtype: float64 weights for dtype="float64" on float32 X
             self._initialize(data.n_outputs, layer_units, data.dtype)
         self._fit_dtype = data.dtype
+        if self._out_activation() != self.out_activation_:
+            # the network is built from the current loss, predictions use the fitted output
+            raise InputValueError(
+                f"loss={self.loss!r} gives the network a {self._out_activation()} output, but "
+                f"the fitted network has a {self.out_activation_} output (the loss it was "
+                "fitted with): a warm start or partial_fit continues the fitted network; "
+                + ("fit a new estimator" if incremental else "set warm_start=False to fit anew"))
         shapes = [(a, c) for a, c in zip(layer_units[:-1], layer_units[1:])]
         fitted = [tuple(W.shape) for W in self.coefs_]
         if fitted != shapes:
@@ -335,13 +342,14 @@ class BaseMLP(BaseEstimator):
         loss.weights, loss.weight_sum = w, weight_sum
         value = net.train_step(Xb, Yb)
         if self.alpha:
-            squares, l2 = 0.0, self.alpha / weight_sum
+            # alpha as a Python float: an np.float32 alpha kept the term in float32
+            squares, l2 = 0.0, float(self.alpha) / weight_sum
             for layer in net.layers:
                 W, gW = next(layer.params()), next(layer.param_grads())
                 flat = W.reshape(-1)
                 squares = squares + b.xp.vdot(flat, flat)
                 b.axpy(l2, W, gW)
-            value = value + (0.5 * self.alpha) * squares / weight_sum
+            value = value + (0.5 * float(self.alpha)) * squares / weight_sum
         return value
 
     @staticmethod

@@ -162,6 +162,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         labels = self._decode(backend.xp, P)
         if self.n_outputs_ == 1 and labels.ndim > 1:
             labels = labels.ravel()
+        if host and getattr(self._label_binarizer, "sparse_input_", False):
+            return _sparse_labels(_data.to_numpy(labels))  # sparse y in, sparse labels out
         return _data.to_numpy(labels) if host else labels
 
     def predict_proba(self, X):
@@ -179,6 +181,17 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         P = self.predict_proba(X)
         xp = np if isinstance(P, np.ndarray) else _data.cupy()
         return xp.log(P, out=P)
+
+
+def _sparse_labels(labels):
+    """Labels as LabelBinarizer.inverse_transform gives them after a fit on
+    a sparse ``y``: a CSR matrix of the kind scikit-learn's settings ask for."""
+    import scipy.sparse as sp
+    try:
+        from sklearn.utils._sparse import _align_api_if_sparse
+    except ImportError:  # a scikit-learn without the sparse-interface setting
+        return sp.csr_matrix(labels)
+    return _align_api_if_sparse(sp.csr_array(labels))
 
 
 def encode_labels(xp, y, est, incremental):
