@@ -293,6 +293,19 @@ def export_layers(weights, biases, hidden_activation, output, path, dtype, opset
     """
     onnx = _require_onnx()
     target = _check_path(path)
+    model = layers_model(weights, biases, hidden_activation, output, dtype, opset=opset,
+                         input_name=input_name, extra=extra, output_name=output_name,
+                         logistic=logistic, standardize=standardize)
+    _write(onnx, model, target)
+    return path
+
+
+def layers_model(weights, biases, hidden_activation, output, dtype, opset=None,
+                 input_name="X", extra=None, output_name=None, logistic=True,
+                 standardize=None):
+    """The ``onnx.ModelProto`` that ``export_layers`` writes, in memory (for
+    converters that splice it into a larger graph, such as skl2onnx's)."""
+    onnx = _require_onnx()
     dtype = _base.dtype_name(dtype)
     output = _checks.name_in("output", output, OUTPUTS)
     opset = _opset(onnx, opset)
@@ -327,10 +340,8 @@ def export_layers(weights, biases, hidden_activation, output, path, dtype, opset
             raise InputValueError(f'output="binary" turns one output into the two columns '
                                   f"[1 - p, p]; this model has {width} outputs")
         width = 2
-    model = _model(g, x, input_name, output_name, (weights[0].shape[0], width),
-                   opset, {"nnx.output": output, **_metadata(extra)})
-    _write(onnx, model, target)
-    return path
+    return _model(g, x, input_name, output_name, (weights[0].shape[0], width),
+                  opset, {"nnx.output": output, **_metadata(extra)})
 
 
 def _metadata(extra):

@@ -443,3 +443,91 @@ def test_a_thin_dense_subclass_exports_as_it_saves(tmp_path):
     odd.build(6)
     with pytest.raises(nnx.InputError, match="ONNX export knows Dense layers only"):
         odd.to_onnx(tmp_path / "odd.onnx")
+
+
+# ------------------------------- the estimators inside skl2onnx's conversions
+def _skl2onnx():
+    skl2onnx = pytest.importorskip("skl2onnx")
+    from nnx.sklearn import register_skl2onnx
+    register_skl2onnx()
+    return skl2onnx
+
+
+def _fit_quietly(est, X, y):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning after a few epochs
+        return est.fit(X, y)
+
+
+def _run_all(model, X):
+    session = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: X})
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("labels", ["binary-names", "multiclass-ids", "multiclass-names"])
+def test_a_pipeline_ending_in_the_classifier_converts_with_skl2onnx(dtype, labels):
+    """skl2onnx.to_onnx of Pipeline(StandardScaler, nnx MLPClassifier): the
+    label and probabilities onnxruntime gives are predict's and
+    predict_proba's (skl2onnx refused the estimator: no converter)."""
+    skl2onnx = _skl2onnx()
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from nnx.sklearn import MLPClassifier
+    rng = np.random.default_rng(0)
+    X = rng.normal(3.0, 2.0, (150, 5)).astype(dtype)
+    k = (X[:, 0] > 3).astype(int) + (0 if labels.startswith("binary") else (X[:, 1] > 3))
+    y = np.array(["no", "yes", "maybe"])[k] if labels.endswith("names") else 7 * k
+    pipe = _fit_quietly(make_pipeline(StandardScaler(), MLPClassifier(
+        hidden_layer_sizes=(8,), activation="tanh", max_iter=40, random_state=0)), X, y)
+    model = skl2onnx.to_onnx(pipe, X[:1], options={id(pipe[-1]): {"zipmap": False}})
+    label, proba = _run_all(model, X)
+    np.testing.assert_array_equal(label, pipe.predict(X))
+    np.testing.assert_allclose(proba, pipe.predict_proba(X), rtol=TOL[dtype], atol=TOL[dtype])
+
+
+def test_a_multilabel_classifier_converts_with_its_indicator_labels():
+    skl2onnx = _skl2onnx()
+    from sklearn.datasets import make_multilabel_classification
+
+    from nnx.sklearn import MLPClassifier
+    X, Y = make_multilabel_classification(n_samples=100, n_features=5, n_classes=3,
+                                          random_state=0)
+    X = X.astype("float32")
+    est = _fit_quietly(MLPClassifier(hidden_layer_sizes=(8,), max_iter=40, random_state=0),
+                       X, Y)
+    label, proba = _run_all(skl2onnx.to_onnx(est, X[:1], options={"zipmap": False}), X)
+    np.testing.assert_array_equal(label, est.predict(X))
+    _close(proba, est.predict_proba(X), "float32")
+    zipped = _run_all(skl2onnx.to_onnx(est, X[:1]), X)[1]  # skl2onnx's default: a map per row
+    assert zipped[0] == pytest.approx(dict(enumerate(est.predict_proba(X[:1])[0])), abs=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["squared_error", "poisson"])
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_a_pipeline_ending_in_the_regressor_converts_with_skl2onnx(loss, outputs):
+    """Rows x outputs, with the Poisson loss's exp output (skl2onnx's own
+    converter for scikit-learn's MLPRegressor fails on it)."""
+    skl2onnx = _skl2onnx()
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from nnx.sklearn import MLPRegressor
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(120, 4)).astype("float32")
+    y = np.abs(X[:, :outputs]) * 3 if outputs > 1 else np.abs(X[:, 0]) * 3
+    pipe = _fit_quietly(make_pipeline(StandardScaler(), MLPRegressor(
+        hidden_layer_sizes=(8,), loss=loss, max_iter=40, random_state=0)), X, y)
+    (got,) = _run_all(skl2onnx.to_onnx(pipe, X[:1]), X)
+    assert got.shape == (120, outputs)
+    _close(got, pipe.predict(X).reshape(120, outputs), "float32")
+
+
+def test_register_skl2onnx_says_how_to_install_it(monkeypatch):
+    from nnx.sklearn import register_skl2onnx
+    monkeypatch.setitem(sys.modules, "skl2onnx", None)
+    with pytest.raises(ImportError, match=r"pip install skl2onnx"):
+        register_skl2onnx()

@@ -6,5 +6,6 @@ See docs/sklearn.md.
 """
 
 from ._classes import MLPClassifier, MLPRegressor
+from ._onnx import register_skl2onnx
 
-__all__ = ["MLPClassifier", "MLPRegressor"]
+__all__ = ["MLPClassifier", "MLPRegressor", "register_skl2onnx"]

@@ -580,10 +580,14 @@ class BaseMLP(BaseEstimator):
         from ..onnx import export_layers
 
         check_is_fitted(self)
+        extra = {"classes": repr(self.classes_.tolist())} if hasattr(self, "classes_") else None
+        return export_layers(self.coefs_, self.intercepts_, _HIDDEN[self.activation],
+                             self._onnx_output(), path, self._fit_dtype, opset=opset,
+                             extra=extra)
+
+    def _onnx_output(self):
+        """The ONNX export's output transform: what predict_proba (a
+        classifier) or predict (a regressor) computes from the raw outputs."""
         output = {"identity": "raw", "logistic": "sigmoid"}.get(self.out_activation_,
                                                                  self.out_activation_)
-        if output == "sigmoid" and self.n_outputs_ == 1:
-            output = "binary"  # predict_proba's two columns
-        extra = {"classes": repr(self.classes_.tolist())} if hasattr(self, "classes_") else None
-        return export_layers(self.coefs_, self.intercepts_, _HIDDEN[self.activation], output,
-                             path, self._fit_dtype, opset=opset, extra=extra)
+        return "binary" if output == "sigmoid" and self.n_outputs_ == 1 else output

@@ -1,0 +1,140 @@
+"""The nnx estimators inside skl2onnx conversions: a scikit-learn Pipeline
+that ends in (or holds) ``nnx.sklearn.MLPClassifier`` or ``MLPRegressor``
+becomes one ONNX model with ``skl2onnx.to_onnx``, as scikit-learn's own
+estimators do, once ``register_skl2onnx()`` has been called.
+
+The network's part of the graph is the one ``to_onnx(path)`` writes (nnx's
+own export, checked against onnxruntime), spliced into skl2onnx's graph under
+fresh names and computed in the pipeline input's float type. A classifier
+gives skl2onnx's two outputs, ``label`` (``classes_`` by the largest
+probability, or by p > 0.5 for a binary or multilabel problem, as
+``predict``) and ``probabilities`` (``predict_proba``; skl2onnx's ``zipmap``
+option applies as to its own classifiers). A regressor gives ``variable``,
+rows x outputs, including the Poisson loss's exp output (skl2onnx's
+converter for scikit-learn's own MLPRegressor has none).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._checks import InputValueError
+
+
+def _input_dtype(operator):
+    from skl2onnx.common.data_types import guess_proto_type
+    from skl2onnx.proto import onnx_proto
+    return "float64" if guess_proto_type(operator.inputs[0].type) == \
+        onnx_proto.TensorProto.DOUBLE else "float32"
+
+
+def _splice(scope, operator, container, output_name):
+    """Add the estimator's network (nnx's own ONNX graph of it) to
+    ``container``, reading the operator's input and writing ``output_name``."""
+    from onnx import helper, numpy_helper
+
+    from ..onnx import MIN_OPSET, layers_model
+    from ._base import _HIDDEN
+
+    est = operator.raw_operator
+    opset = container.target_opset
+    if opset is not None and opset < MIN_OPSET:
+        raise InputValueError(f"target_opset={opset}: nnx's estimators export from opset "
+                              f"{MIN_OPSET}")
+    model = layers_model(est.coefs_, est.intercepts_, _HIDDEN[est.activation],
+                         est._onnx_output(), _input_dtype(operator), opset=opset)
+    graph = model.graph
+    names = {graph.input[0].name: operator.inputs[0].full_name,
+             graph.output[0].name: output_name}
+    for tensor in graph.initializer:
+        names[tensor.name] = scope.get_unique_variable_name("nnx_" + _plain(tensor.name))
+        value = numpy_helper.to_array(tensor)
+        container.add_initializer(names[tensor.name], tensor.data_type, list(value.shape),
+                                  value.ravel().tolist())
+    for node in graph.node:
+        for out in node.output:
+            names.setdefault(out, scope.get_unique_variable_name("nnx_" + _plain(out)))
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        container.add_node(node.op_type, [names[i] for i in node.input],
+                           [names[o] for o in node.output],
+                           name=scope.get_unique_operator_name("nnx_" + node.op_type),
+                           op_domain=node.domain, **attrs)
+
+
+def _plain(name):
+    return "".join(c if c.isalnum() else "_" for c in name)
+
+
+def _convert_classifier(scope, operator, container):
+    est = operator.raw_operator
+    label, probabilities = (o.full_name for o in operator.outputs)
+    _splice(scope, operator, container, probabilities)
+    if est._label_binarizer.y_type_ == "multilabel-indicator":  # one 0/1 column per label
+        above = scope.get_unique_variable_name("above_half")
+        container.add_initializer(half := scope.get_unique_variable_name("half"),
+                                  _elem(operator), [], [0.5])
+        container.add_node("Greater", [probabilities, half], above,
+                           name=scope.get_unique_operator_name("Greater"))
+        container.add_node("Cast", above, label, to=7,  # INT64: predict's 0/1 indicator
+                           name=scope.get_unique_operator_name("Cast"))
+        return
+    classes = est.classes_
+    index = scope.get_unique_variable_name("class_index")
+    container.add_node("ArgMax", probabilities, index, axis=1, keepdims=0,
+                       name=scope.get_unique_operator_name("ArgMax"))
+    table = scope.get_unique_variable_name("classes")
+    if classes.dtype.kind in "biu":
+        container.add_initializer(table, 7, [len(classes)], classes.astype(np.int64).tolist())
+    else:
+        container.add_initializer(table, 8, [len(classes)],  # STRING
+                                  [str(c).encode() for c in classes])
+    container.add_node("Gather", [table, index], label, axis=0,
+                       name=scope.get_unique_operator_name("Gather"))
+
+
+def _elem(operator):
+    return 11 if _input_dtype(operator) == "float64" else 1  # DOUBLE or FLOAT
+
+
+def _regressor_shapes(operator):
+    """``variable``: rows x outputs, in the input's float type."""
+    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
+    rows = operator.inputs[0].get_first_dimension()
+    kind = DoubleTensorType if _input_dtype(operator) == "float64" else FloatTensorType
+    operator.outputs[0].type = kind([rows, operator.raw_operator.n_outputs_])
+
+
+def _convert_regressor(scope, operator, container):
+    _splice(scope, operator, container, operator.outputs[0].full_name)
+
+
+def _classifier_shapes(operator):
+    from skl2onnx.common.data_types import Int64TensorType
+    from skl2onnx.shape_calculators.linear_classifier import (
+        calculate_linear_classifier_output_shapes,
+    )
+    calculate_linear_classifier_output_shapes(operator)
+    est = operator.raw_operator
+    if est._label_binarizer.y_type_ == "multilabel-indicator":
+        rows = operator.inputs[0].get_first_dimension()
+        operator.outputs[0].type = Int64TensorType([rows, est.n_outputs_])
+
+
+def register_skl2onnx():
+    """Teach skl2onnx (``pip install skl2onnx``) to convert the nnx
+    estimators, alone or inside a Pipeline: afterwards
+    ``skl2onnx.to_onnx(pipeline, X[:1])`` gives one ONNX model of the whole
+    pipeline. Call it once per process; calling it again does no harm."""
+    try:
+        from skl2onnx import update_registered_converter
+    except ImportError as exc:
+        raise ImportError("register_skl2onnx needs skl2onnx: pip install skl2onnx (or "
+                          "'nnx-dl[onnx]')") from exc
+    from ._classes import MLPClassifier, MLPRegressor
+
+    update_registered_converter(MLPClassifier, "NnxMLPClassifier", _classifier_shapes,
+                                _convert_classifier,
+                                options={"zipmap": [True, False, "columns"],
+                                         "nocl": [True, False]})
+    update_registered_converter(MLPRegressor, "NnxMLPRegressor", _regressor_shapes,
+                                _convert_regressor)
