@@ -127,11 +127,11 @@ def connect(workers=None, scheduler=None, **cluster_options):
     processes with one thread each (closed on exit), or on the running
     scheduler at ``scheduler`` such as ``'tcp://host:8786'`` (only the client
     is closed on exit). ``cluster_options`` go to ``LocalCluster``."""
+    if "n_workers" in cluster_options:  # LocalCluster's name for it: named before the rest
+        given = f"workers={workers!r} and " if workers is not None else ""
+        raise InputValueError(f"connect: {given}n_workers={cluster_options['n_workers']!r}: "
+                              "give the number of processes once, as workers=")
     check_options(workers, scheduler)
-    if "n_workers" in cluster_options:
-        raise InputValueError(f"connect: workers={workers!r} and n_workers="
-                              f"{cluster_options['n_workers']!r}: give the number of "
-                              "processes once, as workers=")
     if scheduler is not None and cluster_options:
         raise InputValueError(f"connect: {', '.join(sorted(cluster_options))} would go to a "
                               "new LocalCluster, and scheduler= connects to a running one")

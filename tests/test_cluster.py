@@ -149,6 +149,9 @@ def test_reproduce_refuses_bad_cluster_flags_before_any_work(flags, message, tmp
 @pytest.mark.parametrize("kwargs, message", [
     ({"workers": 1, "n_workers": 3}, "workers=1 and n_workers=3: give the number of processes "
                                      "once"),
+    # LocalCluster's name alone: named (it got the general 'give workers or scheduler')
+    ({"n_workers": 2}, r"connect: n_workers=2: give the number of processes once, as "
+                       r"workers="),
     ({"scheduler": "tcp://127.0.0.1:9", "threads_per_worker": 2},
      "threads_per_worker would go to a new LocalCluster, and scheduler= connects to a "
      "running one"),
