@@ -4,7 +4,7 @@
 from ._checks import InputError, InputTypeError, InputValueError, InputWarning
 from .backend import Backend, BackendUnavailableError, get_backend, gpu_available
 from .layers import Dense, Layer
-from .losses import Loss, MeanSquaredError, SoftmaxCrossEntropy
+from .losses import Loss, MeanSquaredError, SigmoidCrossEntropy, SoftmaxCrossEntropy
 from .metrics import accuracy, predict_classes
 from .network import NeuralNetwork
 from .ops import (
@@ -82,7 +82,7 @@ __all__ = [
     "Backend", "BackendUnavailableError", "get_backend", "gpu_available",
     "Operation", "ParamOperation", "WeightMultiply", "BiasAdd",
     "Linear", "Sigmoid", "Tanh", "ReLU", "LeakyReLU", "ReLU6", "GELU", "SiLU", "ELU", "Dropout",
-    "Layer", "Dense", "Loss", "MeanSquaredError", "SoftmaxCrossEntropy",
+    "Layer", "Dense", "Loss", "MeanSquaredError", "SoftmaxCrossEntropy", "SigmoidCrossEntropy",
     "Optimizer", "SGD", "SGDMomentum", "Adam", "AdamW", "RMSprop", "Adagrad",
     "Schedule", "Constant", "LinearDecay", "ExponentialDecay", "StepDecay", "Cosine", "OneCycle",
     "ReduceOnPlateau", "NeuralNetwork", "LossScaler", "Trainer", "History", "TrainingDiverged",

@@ -147,7 +147,12 @@ def in_range(name, value, low, high, low_open=False, high_open=False, hint=""):
 
 # names other libraries use for one of nnx's (offered only where it is a choice)
 _SYNONYMS = {"cuda": "gpu", "cupy": "gpu", "device": "gpu", "numpy": "cpu", "host": "cpu",
-             "swish": "silu", "identity": "linear", "logistic": "sigmoid", "lrelu": "leaky_relu"}
+             "swish": "silu", "identity": "linear", "logistic": "sigmoid", "lrelu": "leaky_relu",
+             "bce": "sigmoid_cross_entropy", "binary_cross_entropy": "sigmoid_cross_entropy",
+             "binary_crossentropy": "sigmoid_cross_entropy",
+             "bce_with_logits": "sigmoid_cross_entropy", "log_loss": "softmax_cross_entropy",
+             "cross_entropy": "softmax_cross_entropy",
+             "categorical_crossentropy": "softmax_cross_entropy"}
 
 
 def did_you_mean(value, choices):

@@ -489,7 +489,8 @@ def _train_flags(args):
     if args.precision != "float32" and args.dtype != "float32":
         raise UsageError(f"--precision {args.precision}: applies to --dtype float32, not "
                          f"--dtype {args.dtype}")
-    if args.monitor == "accuracy" and not LOSSES[args.loss].classification:
+    if args.monitor == "accuracy" and not (LOSSES[args.loss].classification
+                                           or LOSSES[args.loss].binary):
         raise UsageError(f"--monitor accuracy: early stopping by the evaluation accuracy "
                          f"needs a classification loss, not --loss {args.loss} (use --loss "
                          "softmax_cross_entropy, or --monitor loss)")
@@ -561,7 +562,9 @@ def _train_model(args, layers, prep, comm):
     """The network (built) and what is saved beside it; the output path is
     checked for room now, not after the training."""
     out_act = "sigmoid" if args.loss == "mse" else "linear"
-    layers.append(Dense(prep["n_classes"], out_act, weight_init=args.init))
+    # a sigmoid cross-entropy classifies two classes with one output (the logit of class 1)
+    outputs = 1 if LOSSES[args.loss].binary and prep["n_classes"] == 2 else prep["n_classes"]
+    layers.append(Dense(outputs, out_act, weight_init=args.init))
     net = NeuralNetwork(layers, LOSSES[args.loss](), seed=args.seed, backend=args.backend,
                         dtype=args.dtype, precision=args.precision)
     net.build(prep["X_train"].shape[1])  # as fit would: the model's size is known now
@@ -690,9 +693,10 @@ def cmd_evaluate(args):
     if X.shape[1] != net.n_in:
         raise UsageError(f"{args.checkpoint}: the network takes {net.n_in} features but "
                          f"{_data_name(args)} has {X.shape[1]}")
-    if ds.n_classes != net.n_out:
-        raise UsageError(f"{args.checkpoint}: the network has {net.n_out} outputs but "
-                         f"{_data_name(args)} has {ds.n_classes} classes")
+    if ds.n_classes != _classes_of(net):
+        raise UsageError(f"{args.checkpoint}: the network has {net.n_out} output(s), for "
+                         f"{_classes_of(net)} classes, but {_data_name(args)} has "
+                         f"{ds.n_classes} classes")
     if stats:
         X = standardize_with(X, *stats)
     else:
@@ -708,13 +712,18 @@ def cmd_evaluate(args):
     return 0
 
 
+def _classes_of(net):
+    """How many classes a network tells apart: two for one output."""
+    return 2 if net.n_out == 1 else net.n_out
+
+
 def _evaluation_file(args, net, trained):
     """The rows of ``--data`` to score, labelled with the model's classes,
     and what they are: the test rows ``nnx train`` held out when the file is
     the one it trained on (same bytes), else every row of the file."""
     classes = trained.get("classes") if trained else None
     if not isinstance(classes, list):  # a model of a known dataset: labels are class ids
-        classes = [str(i) for i in range(net.n_out)]
+        classes = [str(i) for i in range(_classes_of(net))]
     same = trained is not None and file_digest(args.data) == trained.get("sha256")
     target = args.target if args.target is not None else trained.get("target") if same else None
     fraction = trained.get("test_fraction") if same else None
@@ -739,7 +748,7 @@ def cmd_export(args):
     # as trained: a network of reduced precision is exported with a warning saying so
     precision = read_header(args.checkpoint)["network"].get("precision", "float32")
     net = NeuralNetwork.load(args.checkpoint, precision=precision)
-    output = args.output or ("softmax" if net.loss.classification else "raw")
+    output = args.output or net.probability_output
     stats = _standardisation(args.checkpoint, net)
     if args.standardized_inputs:
         stats = None
@@ -844,7 +853,9 @@ def _train_parser(p):
     p.add_argument("--init", choices=("glorot", "he", "standard"), default="glorot",
                    help="weight initialisation")
     p.add_argument("--loss", choices=sorted(LOSSES), default="softmax_cross_entropy",
-                   help="mse gives the output layer a sigmoid, as in the study's step 1")
+                   help="mse gives the output layer a sigmoid, as in the study's step 1; "
+                        "sigmoid_cross_entropy gives two classes one output (more: one "
+                        "sigmoid per class, one-vs-rest)")
     p.add_argument("--optimizer", choices=OPTIMIZER_NAMES, default="momentum",
                    help="sgd, momentum (the study's), nesterov, adam, adamw, rmsprop, adagrad")
     p.add_argument("--lr", type=float, default=None,

@@ -18,13 +18,16 @@ class Loss:
     ``self.target`` (both ``(rows, outputs)``) with the array functions of
     ``self.backend.xp``: the value a 0-d array, the gradient shaped like the
     prediction. Set ``classification = True`` if targets are class
-    distributions (then class ids are accepted too). It trains like the
+    distributions (then class ids are accepted too), ``binary = True`` if each
+    output is the logit of a target in [0, 1] (then ``threshold = 0.0``). It trains like the
     built-in losses; checkpoints (``save``, ``fit(checkpoint=...)``) hold the
     built-in losses only.
     """
 
     backend = None  # set by the network that owns the loss
     classification = False  # targets are class distributions (rows sum to one)
+    binary = False  # each output is the logit of its own 0/1 target (a sigmoid per output)
+    threshold = 0.5  # a one-output network predicts class 1 where its output is above this
     _grad = None  # the gradient of the last forward pass
     _follows_input = True  # until a network binds the loss to its backend
     _auto_backend = None  # the backend last taken from a prediction (not set by hand)
@@ -122,7 +125,26 @@ class SoftmaxCrossEntropy(Loss):
         return {**super().describe(), "eps": self.eps}
 
 
-LOSSES = {"mse": MeanSquaredError, "softmax_cross_entropy": SoftmaxCrossEntropy}
+class SigmoidCrossEntropy(Loss):
+    """A sigmoid per output, then the binary cross-entropy of each against its
+    target in [0, 1], summed over the outputs and averaged over the rows:
+    ``sum(max(z, 0) - z y + log(1 + exp(-|z|))) / n_rows`` of the raw outputs
+    ``z``, which is ``-sum(y log s(z) + (1 - y) log(1 - s(z))) / n_rows``
+    computed without overflow or a clip; gradient ``(s(z) - y) / n_rows``.
+    One output makes a binary classifier (targets: 0/1 class ids); several
+    make independent labels (multilabel 0/1 rows, or class ids as one-vs-rest
+    rows). PyTorch's ``BCEWithLogitsLoss(reduction="sum")`` over the rows."""
+
+    name = "sigmoid_cross_entropy"
+    binary = True
+    threshold = 0.0  # the logit of p = 0.5
+
+    def _compute(self):
+        return self.backend.sigmoid_cross_entropy(self.prediction, self.target)
+
+
+LOSSES = {"mse": MeanSquaredError, "softmax_cross_entropy": SoftmaxCrossEntropy,
+          "sigmoid_cross_entropy": SigmoidCrossEntropy}
 
 
 def loss_from_description(d) -> Loss:

@@ -13,9 +13,10 @@ __all__ = ["predict_classes", "accuracy", "confusion_matrix", "format_confusion_
 
 def predict_classes(net, X, batch_size=1024):
     """Predicted class id of each row of ``X``, as a NumPy array on the host:
-    the output with the largest value or, for a network with one output (a
-    sigmoid trained on 0/1 targets, say), 1 where the output is above 0.5 and
-    0 elsewhere."""
+    the output with the largest value or, for a network with one output, 1
+    where the output is above the loss's ``threshold`` (0 for a sigmoid
+    cross-entropy's logit; 0.5 for a sigmoid output trained on 0/1 targets)
+    and 0 elsewhere."""
     b = net.backend
     batch_size = integer("batch_size", batch_size, minimum=1)
     net.require_built("predict_classes")
@@ -27,7 +28,7 @@ def predict_classes(net, X, batch_size=1024):
         out = net.predict(X[i:min(i + batch_size, n), :], batch_size)
         m = b.max_abs(out)
         worst = m if worst is None else worst + m  # NaN or inf stays so: no cancelling
-        ids.append(out[:, 0] > 0.5 if net.n_out == 1 else b.argmax_rows(out))
+        ids.append(out[:, 0] > net.loss.threshold if net.n_out == 1 else b.argmax_rows(out))
     if not np.isfinite(b.to_float(worst)):  # one number from the device
         # an argmax of NaN rows would still count as classes (0.099 on digits)
         raise InputValueError("the network's outputs are NaN or infinite, so they name no "
@@ -51,8 +52,8 @@ def accuracy(net, X, y):
         if not ((labels == 0) | (labels == 1)).all():
             raise InputValueError(
                 f"y holds values from {labels.min():g} to {labels.max():g}, but a network with "
-                "one output predicts class 1 where its output is above 0.5, else 0: y must hold "
-                "0/1 labels")
+                "one output predicts class 1 or 0 (by its output's side of the loss's "
+                "threshold): y must hold 0/1 labels")
     else:
         labels = host.check_targets(y, n, net.n_out, "y", distributions=True, ids_only=True)
         if labels.ndim == 2:  # one-hot or probability rows

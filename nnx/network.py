@@ -58,12 +58,13 @@ class NeuralNetwork:
                                   "layer has 1: a softmax over one output is always 1, so the loss "
                                   "would be 0 with no gradient; use 2 outputs for two classes")
         last = getattr(layers[-1], "activation", None)
-        if loss.classification and last is not None and getattr(last, "name", None) != "linear":
+        if (loss.classification or loss.binary) and last is not None \
+                and getattr(last, "name", None) != "linear":
             _checks.warn_caller(
                 f"the output layer applies {type(last).__name__} before {type(loss).__name__}, "
-                "which applies its own softmax: squashing the outputs first slows learning "
-                "and caps the accuracy; give the last layer a linear activation "
-                f"(Dense({layers[-1].neurons}, 'linear'))")
+                f"which applies its own {'sigmoid' if loss.binary else 'softmax'}: squashing "
+                "the outputs first slows learning and caps the accuracy; give the last layer a "
+                f"linear activation (Dense({layers[-1].neurons}, 'linear'))")
         if seed is not None:
             seed = _checks.integer("seed", seed, minimum=0)
         for i, layer in enumerate(layers):
@@ -330,7 +331,7 @@ class NeuralNetwork:
         if self.on_host(y, name):
             return b.asarray(host.check_targets(
                 y, n_rows, self.n_out, name, distributions=self.loss.classification,
-                x_name=x_name, dtype=b.dtype_name))
+                x_name=x_name, dtype=b.dtype_name, unit=self.loss.binary))
         if tuple(y.shape) != (n_rows, self.n_out):
             raise InputValueError(f"{name} on the device must have shape ({n_rows}, {self.n_out}),"
                                   f" got {tuple(y.shape)}")
@@ -492,8 +493,29 @@ class NeuralNetwork:
         at inference. See ``nnx.onnx.export_network``."""
         from .onnx import export_network
         if output is None:
-            output = "softmax" if self.loss.classification else "raw"
+            output = self.probability_output
         return export_network(self, path, output=output, opset=opset)
+
+    @property
+    def probability_output(self):
+        """How the outputs become what ``predict_proba`` gives, by the name of
+        ONNX export's ``output``: "softmax" for a softmax cross-entropy
+        network, "binary" ([1 - p, p]) for one sigmoid cross-entropy output,
+        "sigmoid" for several, "raw" otherwise."""
+        if self.loss.classification:
+            return "softmax"
+        if self.loss.binary:
+            return "binary" if self.n_out == 1 else "sigmoid"
+        return "raw"
+
+    @property
+    def reports_accuracy(self):
+        """Whether evaluations measure an accuracy: a softmax cross-entropy
+        network of several classes, or a sigmoid cross-entropy one with one
+        output (a binary classifier; several outputs may be labels of their
+        own, which no single accuracy describes)."""
+        return (self.loss.classification and self.n_out > 1) or \
+            (self.loss.binary and self.n_out == 1)
 
     # ------------------------------------------------------------- inference
     def predict(self, X, batch_size=1024):
@@ -510,20 +532,26 @@ class NeuralNetwork:
 
     def predict_proba(self, X, batch_size=1024):
         """Class probabilities for ``X``, one row per sample, on the device: the
-        softmax of the outputs for a softmax cross-entropy network; for a
-        network with one output (a sigmoid trained on 0/1 targets), the
-        columns ``1 - p`` and ``p`` with ``p`` the output clipped into [0, 1]."""
+        softmax of the outputs for a softmax cross-entropy network; the sigmoid
+        of each output for a sigmoid cross-entropy one (``[1 - p, p]`` for one
+        output); for another network with one output (a sigmoid trained on 0/1
+        targets), the columns ``1 - p`` and ``p`` with ``p`` the output
+        clipped into [0, 1]."""
         out = self.predict(X, batch_size)
         b, xp = self.backend, self.backend.xp
         if self.loss.classification:
             return b.softmax(out)
+        if self.loss.binary:
+            out = b.sigmoid(out)
+        if self.loss.binary and self.n_out > 1:
+            return out
         if self.n_out == 1:
             p = xp.clip(out, 0.0, 1.0)
             return xp.concat([1.0 - p, p], axis=1) if hasattr(xp, "concat") else \
                 xp.concatenate([1.0 - p, p], axis=1)
-        raise InputValueError(f"predict_proba needs a classification loss (softmax cross-"
-                              f"entropy) or one output; this network has {self.n_out} outputs "
-                              f"and {type(self.loss).__name__}: use predict()")
+        raise InputValueError(f"predict_proba needs a classification loss (softmax or sigmoid "
+                              f"cross-entropy) or one output; this network has {self.n_out} "
+                              f"outputs and {type(self.loss).__name__}: use predict()")
 
     def _infer(self, X, inference=True):
         for layer in self.layers:
@@ -541,8 +569,9 @@ class NeuralNetwork:
     def mean_loss(self, X, y, batch_size=1024, accuracy=False):
         """``loss_on`` for data already on the device, without checks (the
         trainer's evaluations). With ``accuracy=True``, also the share of rows
-        whose largest output is the target's class: ``(loss, accuracy)``, both
-        0-d device arrays, from the same forward pass."""
+        whose largest output is the target's class (for one output: whose
+        output is on the target's side of the loss's ``threshold``):
+        ``(loss, accuracy)``, both 0-d device arrays, from the same forward pass."""
         b, n = self.backend, int(X.shape[0])
         total = correct = None
         for i in range(0, n, batch_size):
@@ -551,8 +580,9 @@ class NeuralNetwork:
             part = self.loss.forward(out, target) * (rows / n)
             total = part if total is None else total + part
             if accuracy:
-                hits = b.xp.sum(b.astype(b.argmax_rows(out) == b.argmax_rows(target),
-                                         b.dtype))
+                same = (out[:, 0] > self.loss.threshold) == (target[:, 0] > 0.5) \
+                    if self.n_out == 1 else b.argmax_rows(out) == b.argmax_rows(target)
+                hits = b.xp.sum(b.astype(same, b.dtype))
                 correct = hits if correct is None else correct + hits
         loss = b.xp.asarray(total)  # NumPy arithmetic gives a scalar, not 0-d
         return (loss, correct / n) if accuracy else loss

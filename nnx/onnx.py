@@ -458,11 +458,13 @@ def export_network(net, path, *, output="raw", opset=None, input_name="X", outpu
             "from net.predict's by that rounding (loaded with precision='float32', or "
             "scored by nnx evaluate --precision float32, the network predicts as the ONNX "
             "model does)", InputWarning, stacklevel=2)
-    # "binary" is predict_proba's [1 - p, p], p the output clipped into [0, 1]
-    # (no sigmoid of its own: the network's last layer has applied its own)
+    # "binary" is predict_proba's [1 - p, p]: p the sigmoid of the logit for a
+    # sigmoid cross-entropy network, else the output clipped into [0, 1] (no
+    # sigmoid of its own: the network's last layer has applied its own)
     return export_layers(params[0::2], params[1::2], [la.activation for la in net.layers],
                          output, path, net.backend.dtype_name, opset=opset,
-                         input_name=input_name, output_name=output_name, logistic=False,
+                         input_name=input_name, output_name=output_name,
+                         logistic=net.loss.binary,
                          standardize=standardize,
                          extra={"nnx.trained_precision": precision})
 

@@ -30,7 +30,8 @@ PKG = pathlib.Path(nnx.__file__).parent
 
 # host-side input/output may use NumPy (datasets, checkpoint files, the command
 # line, counting predicted labels); the compute path may not
-HOST_IO = {"data.py", "checkpoint.py", "cli.py", "__main__.py", "report.py", "metrics.py"}
+HOST_IO = {"data.py", "checkpoint.py", "cli.py", "__main__.py", "report.py", "metrics.py",
+           "tables.py"}
 
 
 def _imports(path):

@@ -301,7 +301,7 @@ def test_monitoring_the_accuracy_keeps_the_most_accurate_evaluation():
 def test_monitoring_the_accuracy_of_a_regression_is_refused_before_training():
     X, y, Xt, yt = make_data()
     mse = nnx.NeuralNetwork([nnx.Dense(4, "tanh"), nnx.Dense(1, "linear")], "mse", seed=0)
-    with pytest.raises(ValueError, match="monitor='accuracy' needs a classification loss"):
+    with pytest.raises(ValueError, match="monitor='accuracy' needs a classifier"):
         nnx.Trainer(mse, nnx.SGD(0.1)).fit(X, X[:, 0], validation=(Xt, Xt[:, 0]),
                                            monitor="accuracy")
     assert not mse.built

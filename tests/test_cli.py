@@ -288,6 +288,25 @@ def test_train_and_evaluate_a_csv_file_of_ones_own(tmp_path):
     assert true_counts == np.bincount(d.target[::-1][::3], minlength=3).tolist()
 
 
+def test_two_classes_with_a_sigmoid_cross_entropy_train_one_output(tmp_path):
+    csv_path, _ = _iris_csv(tmp_path / "iris.csv")
+    rows = Path(csv_path).read_text().splitlines()
+    two = tmp_path / "two.csv"
+    two.write_text("\n".join(rows[:1] + [r for r in rows[1:] if "setosa" not in r]) + "\n")
+    ckpt = tmp_path / "m.npz"
+    r = nnx_cli("train", "--data", str(two), "--loss", "sigmoid_cross_entropy", "--optimizer",
+                "adam", "--lr", "0.01", "--epochs", "30", "--monitor", "accuracy", "--quiet",
+                "--out", str(ckpt))
+    assert r.returncode == 0, r.stderr
+    net = NeuralNetwork.load(ckpt)
+    assert net.n_out == 1 and isinstance(net.loss, nnx.SigmoidCrossEntropy)
+    trained_acc = _accuracy(r.stdout, "test ")
+    r = nnx_cli("evaluate", str(ckpt))
+    assert r.returncode == 0, r.stderr
+    assert f"20 rows, accuracy {trained_acc:.4f}" in r.stdout
+    assert "classes: 0 versicolor, 1 virginica" in r.stdout
+
+
 def test_a_file_of_ones_own_refused_before_training(tmp_path):
     csv_path, _ = _iris_csv(tmp_path / "iris.csv")
     bad = tmp_path / "bad.csv"

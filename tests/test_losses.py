@@ -8,7 +8,7 @@ import pytest
 from gradcheck import assert_grad_close, numeric_grad
 
 import nnx
-from nnx import MeanSquaredError, SoftmaxCrossEntropy, get_backend
+from nnx import MeanSquaredError, SigmoidCrossEntropy, SoftmaxCrossEntropy, get_backend
 
 
 def one_hot(ids, n_classes):
@@ -232,7 +232,8 @@ def test_a_backend_set_by_hand_on_a_standalone_loss_is_kept():
 
 
 # ------------------------------------ every backend's fused loss and gradient
-@pytest.mark.parametrize("name", ["mean_squared_error", "softmax_cross_entropy"])
+@pytest.mark.parametrize("name", ["mean_squared_error", "softmax_cross_entropy",
+                                  "sigmoid_cross_entropy"])
 def test_every_backends_fused_loss_gradient_matches_finite_differences(backend_name, name):
     """Each backend computes loss and gradient together; the finite-difference
     checks above exercised only the CPU's, so halving the reference
@@ -242,6 +243,7 @@ def test_every_backends_fused_loss_gradient_matches_finite_differences(backend_n
     rng = np.random.default_rng(3)
     pred = rng.standard_normal((5, 3))
     target = np.eye(3)[[0, 2, 1, 1, 0]] if name == "softmax_cross_entropy" else (
+        rng.uniform(0, 1, (5, 3)) if name == "sigmoid_cross_entropy" else
         rng.standard_normal((5, 3)))
     args = (1e-12,) if name == "softmax_cross_entropy" else ()
 
@@ -268,3 +270,54 @@ def test_a_loss_of_ones_own_returning_a_value_per_row_is_named():
         PerRow().forward(p, t)
     with pytest.raises(NotImplementedError, match=r"Missing defines no _compute\(\)"):
         Missing().forward(p, t)
+
+
+# ----------------------------------------------------- sigmoid cross-entropy
+def _ref_bce(z, y):
+    """-sum(y log s + (1 - y) log(1 - s)) / rows in float64 by log-sigmoid
+    (logaddexp), independent of nnx."""
+    z = np.asarray(z, np.float64)
+    return float(np.sum(y * np.logaddexp(0, -z) + (1 - y) * np.logaddexp(0, z)) / z.shape[0])
+
+
+@pytest.mark.parametrize("shape", [(6, 1), (5, 4)])
+def test_sigmoid_cross_entropy_value_and_gradient(backend_name, shape):
+    b = get_backend(backend_name, "float64")
+    rng = np.random.default_rng(4)
+    z = 3.0 * rng.standard_normal(shape)
+    y = (rng.uniform(size=shape) > 0.5).astype(float)
+    loss = SigmoidCrossEntropy()
+    value = loss.forward(b.asarray(z), b.asarray(y))
+    assert b.owns(value) and tuple(value.shape) == ()
+    assert b.to_float(value) == pytest.approx(_ref_bce(z, y), rel=1e-12)
+    numeric = numeric_grad(lambda: _ref_bce(z, y), z)
+    assert_grad_close(b.to_numpy(loss.backward()), numeric)
+
+
+def test_sigmoid_cross_entropy_is_torchs_bce_with_logits():
+    from helpers import torch_or_skip
+    torch = torch_or_skip()
+    rng = np.random.default_rng(5)
+    z = rng.normal(0, 4, (8, 3))
+    y = rng.uniform(0, 1, (8, 3))  # soft targets too
+    zt = torch.tensor(z, requires_grad=True)
+    want = torch.nn.BCEWithLogitsLoss(reduction="sum")(zt, torch.tensor(y)) / 8
+    want.backward()
+    loss = SigmoidCrossEntropy()
+    assert float(loss.forward(z, y)) == pytest.approx(float(want), rel=1e-12)
+    np.testing.assert_allclose(loss.backward(), zt.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sigmoid_cross_entropy_stays_finite_for_extreme_logits(dtype):
+    """No clip: log(1 + exp(-|z|)) neither overflows nor loses a confident
+    wrong answer (a loss of |z| where the clipped form would stop at -log eps)."""
+    z = np.array([[1e4], [-1e4], [80.0], [-80.0]], dtype)
+    y = np.array([[0.0], [1.0], [1.0], [0.0]], dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not even an overflow warning
+        loss = SigmoidCrossEntropy()
+        value = float(loss.forward(z, y))
+        grad = loss.backward()
+    assert value == pytest.approx((1e4 + 1e4 + 2 * np.log1p(np.exp(-80.0))) / 4, rel=1e-6)
+    np.testing.assert_allclose(grad[:, 0], [0.25, -0.25, 0.0, 0.0], atol=1e-7)

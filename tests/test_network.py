@@ -804,6 +804,83 @@ def test_predict_proba_of_a_one_output_network_and_its_refusal():
 
 
 
+# ------------------------------------------------- a sigmoid cross-entropy
+def _logistic_data(n=240, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 3))
+    p = 1.0 / (1.0 + np.exp(-(X @ np.array([1.5, -2.0, 0.5]) + 0.3)))
+    return X, (rng.uniform(size=n) < p).astype(np.int64)  # noisy: not separable
+
+
+def test_one_sigmoid_cross_entropy_output_trains_to_scikit_learns_logistic_regression():
+    """No hidden layer and full-batch descent to convergence: the maximum
+    likelihood logistic regression, which scikit-learn finds by its own means."""
+    from sklearn.linear_model import LogisticRegression
+    X, y = _logistic_data()
+    net = NeuralNetwork([Dense(1, "linear")], nnx.SigmoidCrossEntropy(), seed=0,
+                        dtype="float64")
+    Trainer(net, SGD(2.0)).fit(X, y, epochs=3000, eval_every=3000, batch_size=len(y),
+                               patience=None)
+    ref = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10_000).fit(X, y)
+    W, B = (net.backend.to_numpy(p) for p in net.params())
+    np.testing.assert_allclose(W[:, 0], ref.coef_[0], rtol=1e-6)
+    np.testing.assert_allclose(B[0], ref.intercept_, rtol=1e-6)
+    np.testing.assert_allclose(net.predict_proba(X), ref.predict_proba(X), atol=1e-8)
+    assert (nnx.predict_classes(net, X) == ref.predict(X)).all()  # the logit's sign
+    assert nnx.accuracy(net, X, y) == pytest.approx(ref.score(X, y))
+
+
+def test_a_binary_fit_reports_its_accuracy_and_stops_by_it():
+    X, y = _logistic_data(seed=1)
+    net = NeuralNetwork([Dense(6, "tanh"), Dense(1, "linear")], "sigmoid_cross_entropy",
+                        seed=0, dtype="float64")
+    history = Trainer(net, nnx.Adam(0.05)).fit(X[:200], y[:200], validation=(X[200:], y[200:]),
+                                               epochs=20, eval_every=5, monitor="accuracy")
+    assert all(r["accuracy"] is not None for r in history.records)
+    # the parameters kept are those of the most accurate evaluation, measured alike
+    best = max(history.records, key=lambda r: r["accuracy"])
+    assert history.best_epoch == best["epoch"]
+    assert best["accuracy"] == pytest.approx(nnx.accuracy(net, X[200:], y[200:]))
+
+
+def test_several_sigmoid_outputs_are_labels_of_their_own():
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((50, 4))
+    Y = (X[:, :3] > 0).astype(float)  # three independent 0/1 labels per row
+    net = NeuralNetwork([Dense(3, "linear")], nnx.SigmoidCrossEntropy(), seed=0, dtype="float64")
+    history = Trainer(net, nnx.Adam(0.1)).fit(X, Y, X, Y, epochs=30, eval_every=10)
+    assert history.records[-1]["accuracy"] is None  # no one accuracy describes several labels
+    z = net.predict(X)
+    np.testing.assert_allclose(net.predict_proba(X), 1 / (1 + np.exp(-z)), rtol=1e-12)
+    assert ((net.predict_proba(X) > 0.5) == Y).mean() > 0.9
+    with pytest.raises(ValueError, match="monitor='accuracy' needs a classifier"):
+        Trainer(net, nnx.Adam(0.1)).fit(X, Y, X, Y, epochs=2, monitor="accuracy", restart=True)
+
+
+@pytest.mark.parametrize("y, n_out, pattern", [
+    (np.array([0, 1, 2, 1]), 1, r"holds values from 0 to 2.*one output takes 0/1 class ids"),
+    (np.array([[0.0, 1.5], [1, 0], [0, 1], [1, 1]]), 2, r"holds values from 0 to 1.5"),
+    (np.array([[-0.1, 1.0], [1, 0], [0, 1], [1, 1]]), 2, r"holds values from -0.1 to 1"),
+])
+def test_sigmoid_cross_entropy_targets_outside_zero_one_are_refused(y, n_out, pattern):
+    net = NeuralNetwork([Dense(n_out, "linear")], "sigmoid_cross_entropy", seed=0)
+    with pytest.raises(ValueError, match=pattern):
+        Trainer(net, SGD(0.1)).fit(np.zeros((4, 2)), y, epochs=1)
+
+
+def test_a_squashed_output_before_a_sigmoid_cross_entropy_warns():
+    with pytest.warns(nnx.InputWarning, match="applies its own sigmoid"):
+        NeuralNetwork([Dense(1, "sigmoid")], "sigmoid_cross_entropy", seed=0)
+
+
+def test_a_sigmoid_cross_entropy_network_saves_and_loads(tmp_path):
+    X, y = _logistic_data(40)
+    net = NeuralNetwork([Dense(1, "linear")], nnx.SigmoidCrossEntropy(), seed=0)
+    Trainer(net, SGD(0.5)).fit(X, y, epochs=3)
+    back = NeuralNetwork.load(net.save(tmp_path / "m.npz"))
+    assert isinstance(back.loss, nnx.SigmoidCrossEntropy)
+    np.testing.assert_array_equal(back.predict_proba(X), net.predict_proba(X))
+
 # ------------------------------------------------------------ sparse input
 def _sparse_net(dtype="float64", backend="cpu", first=None):
     layers = [first or nnx.Dense(6, "tanh"), nnx.Dense(3, "linear")]

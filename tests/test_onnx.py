@@ -531,3 +531,14 @@ def test_register_skl2onnx_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "skl2onnx", None)
     with pytest.raises(ImportError, match=r"pip install skl2onnx"):
         register_skl2onnx()
+
+
+@pytest.mark.parametrize("n_out, output", [(1, "binary"), (3, "sigmoid")])
+def test_a_sigmoid_cross_entropy_network_exports_its_probabilities(n_out, output, tmp_path):
+    net = nnx.NeuralNetwork([nnx.Dense(5, "tanh"), nnx.Dense(n_out, "linear")],
+                            nnx.SigmoidCrossEntropy(), seed=0)
+    net.build(6)
+    assert net.probability_output == output
+    X = _inputs("float32", scale=4.0)
+    path = net.to_onnx(tmp_path / "m.onnx")
+    _close(_run(path, X), net.predict_proba(X), "float32")

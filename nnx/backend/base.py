@@ -442,6 +442,22 @@ class Backend:
         loss = xp.asarray(-xp.sum(target * logp) / n)  # 0-d array, not a NumPy scalar
         return loss, (p - target) / n
 
+    def sigmoid(self, x):
+        """``1 / (1 + exp(-x))`` through ``exp(-|x|)``: no overflow, and small
+        probabilities keep their relative precision."""
+        xp = self.xp
+        e = xp.exp(-xp.abs(x))
+        return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+    def sigmoid_cross_entropy(self, logits, target):
+        """Loss ``sum(max(z, 0) - z y + log1p(exp(-|z|))) / n`` (the binary
+        cross-entropy of ``sigmoid(z)``, stable for any ``z``) as a 0-d device
+        array, and its gradient ``(sigmoid(z) - y) / n``."""
+        xp = self.xp
+        n = logits.shape[0]
+        per = xp.maximum(logits, 0.0) - logits * target + xp.log1p(xp.exp(-xp.abs(logits)))
+        return xp.asarray(xp.sum(per) / n), (self.sigmoid(logits) - target) / n
+
     def mean_squared_error(self, pred, target):
         """Loss ``sum((p - y)**2) / n`` and gradient ``2 (p - y) / n``."""
         n = pred.shape[0]

@@ -175,14 +175,15 @@ def spread_problem(X, name, rows=1000, limit=10.0):
 
 
 def check_targets(y, n_rows, n_classes, name="y", distributions=False, x_name="X",
-                  dtype=None, ids_only=False):
+                  dtype=None, ids_only=False, unit=False):
     """Integer class ids (1-D) or target rows (2-D) -> a float array
     ``(n_rows, n_classes)`` on the host (of ``dtype``, float64 if None),
     after checking every label. With ``distributions=True`` (classification
     losses) rows must be one-hot or, more generally, non-negative and sum to
     one. For a one-output network and a regression loss, 1-D targets are the
     values themselves. ``ids_only``: class ids come back as they are (int64),
-    not as one-hot rows."""
+    not as one-hot rows. ``unit``: every target must lie in [0, 1] (the
+    probabilities a sigmoid cross-entropy learns)."""
     y = plain(y, name, "an array of labels")
     if not _numeric(y.dtype):
         hint = "" if y.dtype.kind not in "USO" else (
@@ -201,6 +202,14 @@ def check_targets(y, n_rows, n_classes, name="y", distributions=False, x_name="X
         y = y[:, 0]
     if y.ndim == 1 and n_classes == 1 and not distributions:
         y = y[:, None]  # one output and no classes: each row's target value
+    if unit and y.ndim == 2 and np.issubdtype(y.dtype, np.number) and y.size \
+            and (y.min() < 0 or y.max() > 1):
+        raise InputValueError(
+            f"{name} holds values from {y.min():g} to {y.max():g}; a sigmoid cross-entropy "
+            "learns a probability per output, so its targets are 0/1 labels (or values in "
+            "[0, 1])" + (": a network with one output takes 0/1 class ids; for more classes "
+                         "give it one output per class (class ids work then)"
+                         if n_classes == 1 else ""))
     if np.issubdtype(y.dtype, np.floating) and not all_finite(y):
         bad = int(np.count_nonzero(~np.isfinite(y)))
         raise InputValueError(f"{name} contains NaN or infinite values ({bad} of them)")

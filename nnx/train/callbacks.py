@@ -107,9 +107,10 @@ class EarlyStopping(Callback):
                 "restore_best": self.restore_best, "monitor": self.monitor}
 
     def check(self, net):
-        if self.monitor == "accuracy" and not (net.loss.classification and net.n_out > 1):
-            raise InputValueError(f"EarlyStopping monitor='accuracy' needs a classification "
-                                  f"loss with one output per class; this network has "
+        if self.monitor == "accuracy" and not net.reports_accuracy:
+            raise InputValueError(f"EarlyStopping monitor='accuracy' needs a classifier: "
+                                  f"SoftmaxCrossEntropy with one output per class, or "
+                                  f"SigmoidCrossEntropy with one output; this network has "
                                   f"{type(net.loss).__name__} and {net.n_out} output(s)")
 
     def on_fit_start(self, run):

@@ -887,7 +887,7 @@ class _Run:
         the loss classifies). In a distributed fit each rank measures its
         share of the rows and the sums are added over the ranks."""
         b, net, share = self.b, self.net, self.data.val_share
-        classes = net.loss.classification and net.n_out > 1
+        classes = net.reports_accuracy
         values = [0.0, 0.0]
         if share is not None:
             with b.quiet_float_errors():
