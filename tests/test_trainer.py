@@ -595,3 +595,35 @@ def test_training_data_of_another_layout_is_made_contiguous_once(monkeypatch, la
                             nnx.SoftmaxCrossEntropy(), seed=0, dtype="float64")
     nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, epochs=2, batch_size=20)
     assert sources and all(sources)
+
+
+# ------------------------------------------------------------ validation_split
+def _digits_net():
+    return nnx.NeuralNetwork([nnx.Dense(16, "tanh"), nnx.Dense(10, "linear")],
+                             "softmax_cross_entropy", seed=0, dtype="float64")
+
+
+def test_validation_split_holds_out_the_last_rows_as_keras_does():
+    from sklearn.datasets import load_digits
+    X, y = load_digits(return_X_y=True)
+    X = X[:500] / 16.0
+    y = y[:500]
+    a = Trainer(_digits_net(), SGD(0.1)).fit(X, y, epochs=4, eval_every=2, validation_split=0.2)
+    b = Trainer(_digits_net(), SGD(0.1)).fit(X[:400], y[:400], epochs=4, eval_every=2,
+                                             validation=(X[400:], y[400:]))
+    assert a.records == b.records
+
+
+def test_validation_split_of_sorted_labels_warns_and_bad_ones_are_refused():
+    X = np.random.default_rng(0).standard_normal((40, 3))
+    y = np.repeat([0, 1, 2, 3], [12, 12, 12, 4])  # sorted: class 3 only in the last tenth
+    net = nnx.NeuralNetwork([nnx.Dense(4, "linear")], "softmax_cross_entropy", seed=0)
+    with pytest.warns(nnx.InputWarning, match=r"hold classes \[3\] that the training rows "
+                                              r"lack; is the data sorted"):
+        Trainer(net, SGD(0.1)).fit(X, y, epochs=1, validation_split=0.1)
+    for kwargs, pattern in [({"validation_split": 1.0}, r"validation_split=1.0 must be in"),
+                            ({"validation_split": 0.1, "validation": (X, y)}, "not both"),
+                            ({"validation_split": 0.1, "X_test": X, "y_test": y}, "not both"),
+                            ({"validation_split": 0.99}, "leaving none to train on")]:
+        with pytest.raises(ValueError, match=pattern):
+            Trainer(net, SGD(0.1)).fit(X, y, epochs=1, restart=True, **kwargs)

@@ -254,6 +254,15 @@ def check_targets(y, n_rows, n_classes, name="y", distributions=False, x_name="X
     return y
 
 
+def unseen_classes(y_fit, y_val):
+    """The class ids of ``y_val`` absent from ``y_fit`` (sorted, as ints), when
+    both are 1-D integer NumPy arrays; else an empty list (nothing to judge)."""
+    if not all(isinstance(a, np.ndarray) and a.ndim == 1 and a.dtype.kind in "iu"
+               for a in (y_fit, y_val)):
+        return []
+    return np.setdiff1d(np.unique(y_val), np.unique(y_fit)).tolist()
+
+
 def class_ids(targets):
     """Class id of each row of checked target rows (``check_targets`` output)."""
     return np.asarray(targets).argmax(axis=1)

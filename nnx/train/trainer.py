@@ -472,6 +472,41 @@ def _nothing_to_watch(monitor, optim):
                               f"improving, but fit has no evaluation set: {give}")
 
 
+def _split_off(X, y, fraction, X_test, validation):
+    """``validation_split``: the training rows and the last ``fraction`` of
+    them as the validation pair (slices of the arrays given)."""
+    fraction = _checks.in_range("validation_split", fraction, 0, 1, low_open=True,
+                                high_open=True)
+    if validation is not None or X_test is not None:
+        raise InputValueError("validation_split holds out rows of X_train as the evaluation "
+                              "set; give it or validation=/X_test, not both")
+    n = getattr(X, "shape", (None,))[0]
+    if n is None:  # a list of rows
+        n = len(X)
+    if getattr(y, "shape", (len(y),))[0] != n:
+        raise InputValueError(f"y_train has {getattr(y, 'shape', (len(y),))[0]} rows but "
+                              f"X_train has {n}")
+    k = max(1, int(round(fraction * n)))
+    if k >= n:
+        raise InputValueError(f"validation_split={fraction!r} of {n} rows holds out {k}, "
+                              "leaving none to train on")
+    y_fit, y_val = y[:n - k], y[n - k:]
+    _warn_if_sorted(y_fit, y_val)
+    return X[:n - k], y_fit, (X[n - k:], y_val)
+
+
+def _warn_if_sorted(y_fit, y_val):
+    """Warn when host class ids held out hold classes the training rows lack
+    (data sorted by label: the split then tests on classes never trained)."""
+    unseen = host.unseen_classes(y_fit, y_val)
+    if unseen:
+        _checks.warn_caller(
+            f"validation_split: the held-out rows (the last ones, as in Keras) hold classes "
+            f"{unseen[:5]} that the training rows lack; is the data sorted by "
+            "label? Shuffle it first (or pass validation=(X_val, y_val), e.g. from "
+            "nnx.data.train_validation_split)", InputWarning)
+
+
 def _evaluation_set(X_test, y_test, validation):
     if (X_test is None) != (y_test is None):
         raise InputValueError("pass both X_test and y_test, or neither")
@@ -504,7 +539,8 @@ class Trainer:
         optim.attach(net)
 
     def fit(self, X_train, y_train, X_test=None, y_test=None, epochs=100, eval_every=None,
-            batch_size=32, seed=1, restart=None, *, validation=None, patience=1,
+            batch_size=32, seed=1, restart=None, *, validation=None, validation_split=None,
+            patience=1,
             min_delta=0.0, callback=None, callbacks=(), graph=True, checkpoint=None,
             checkpoint_every=None, resume=None, verbose=False, monitor="loss",
             distributed=None):
@@ -515,7 +551,10 @@ class Trainer:
         measured in inference mode. That set is ``validation=(X_val, y_val)``
         when given, else ``(X_test, y_test)`` as in the study; choosing the
         model on a set you then report on flatters it, so pass a validation
-        set when the test figure matters.
+        set when the test figure matters. ``validation_split=0.1`` holds out
+        the last tenth of the training rows as that set, as Keras does (views,
+        no copy; shuffle sorted data first: a warning says when the held-out
+        rows hold classes the others lack).
 
         The keywords are shorthands for callbacks (``nnx.train.callbacks``):
         ``patience``/``min_delta``/``monitor`` an ``EarlyStopping`` (stop when
@@ -558,6 +597,9 @@ class Trainer:
                                           min_delta, self.optim, monitor)
                 if graph not in (True, False):  # "yes" was taken as True
                     raise InputTypeError(f"graph must be True or False, got {graph!r}")
+                if validation_split is not None:
+                    X_train, y_train, validation = _split_off(
+                        X_train, y_train, validation_split, X_test, validation)
                 evaluation, names = _evaluation_set(X_test, y_test, validation)
                 if evaluation[0] is None:
                     _nothing_to_watch(monitor, self.optim)
