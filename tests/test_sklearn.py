@@ -466,3 +466,65 @@ def test_a_warm_start_or_partial_fit_with_another_loss_is_refused(first, then):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert est.fit(X, y).out_activation_ == ("exp" if then == "poisson" else "identity")
+
+
+# ------------------------------------- a fit that learned nothing says so
+def _digits01():
+    X, y = load_digits(return_X_y=True)
+    return X / 16.0, y
+
+
+@pytest.mark.parametrize("params", [
+    dict(solver="sgd", learning_rate_init=10.0),  # diverges: accuracy 0.1, in silence before
+    dict(learning_rate_init=1e-5),  # hardly moves from its start
+    dict(alpha=1000.0),  # the penalty holds every weight at zero
+])
+def test_a_classifier_no_better_than_the_class_frequencies_warns(params):
+    X, y = _digits01()
+    est = MLPClassifier(random_state=0, max_iter=30, **params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        with pytest.warns(InputWarning, match=r"no lower than that of predicting the class "
+                                              r"frequencies for every row \(2\.30\d\): it has "
+                                              r"learned nothing"):
+            est.fit(X, y)
+    p = np.bincount(y) / len(y)
+    assert est.score(X, y) <= p.max() + 0.01  # indeed no better than guessing
+
+
+def test_a_regressor_no_better_than_the_mean_warns():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 4))
+    y = 50.0 + X @ np.array([1.0, -2.0, 0.5, 0.0])  # far from where the outputs start
+    est = MLPRegressor(solver="sgd", learning_rate_init=1e-6, random_state=0, max_iter=20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        with pytest.warns(InputWarning, match="predicting the mean of y for every row"):
+            est.fit(X, y)
+
+
+@pytest.mark.parametrize("est, data", [
+    (MLPClassifier(random_state=0, max_iter=30), "digits"),
+    (MLPClassifier(random_state=0, max_iter=30, early_stopping=True), "digits"),
+    (MLPClassifier(solver="lbfgs", random_state=0, max_iter=30), "digits"),
+    (MLPClassifier(random_state=0, max_iter=30), "binary"),
+    (MLPClassifier(alpha=100.0, random_state=0, max_iter=9), "digits"),  # too few to judge
+    (MLPRegressor(random_state=0, max_iter=100, learning_rate_init=0.01), "regression"),
+    (MLPRegressor(random_state=0, max_iter=30), "constant"),
+])
+def test_fits_that_learned_something_do_not_warn(est, data):
+    X, y = _digits01()
+    if data == "binary":
+        y = y % 2
+    elif data in ("regression", "constant"):
+        y = X[:, 10] - X[:, 20] if data == "regression" else np.ones(len(X))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("error", InputWarning)
+        est.fit(X, y)
+    est.set_params(warm_start=False)
+    with warnings.catch_warnings():  # partial_fit is never judged: one epoch says little
+        warnings.simplefilter("error", InputWarning)
+        if hasattr(est, "partial_fit") and data == "digits":
+            MLPClassifier(learning_rate_init=1e-5, random_state=0).partial_fit(
+                X, y, classes=np.arange(10))

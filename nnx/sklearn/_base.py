@@ -38,6 +38,7 @@ from ._losses import LOSSES, activate
 
 _STOCHASTIC = ("sgd", "adam")
 # scikit-learn's activation names -> nnx's
+_JUDGED_AFTER = 10  # iterations before a fit is judged against a constant prediction
 _HIDDEN = {"identity": "linear", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 
 
@@ -321,7 +322,56 @@ class BaseMLP(BaseEstimator):
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
             raise InputValueError("Solver produced non-finite parameter weights. The input data "
                              "may contain large values and need to be preprocessed.")
+        if not incremental and self.n_iter_ >= _JUDGED_AFTER:
+            self._judge_against_constant(net, data)
         return self
+
+    def _judge_against_constant(self, net, data):
+        """Warn when the fitted model's training loss (the data term, without
+        the L2 penalty, with the sample weights) is no lower than that of the
+        best constant prediction: the class frequencies, or the mean of y. A
+        learning rate far too large or small, or too strong an alpha, leaves
+        such a model, in silence otherwise (digits at learning_rate_init=10:
+        accuracy 0.1)."""
+        b, loss = net.backend, net.loss
+        if data.n_outputs == 1 and getattr(self, "classes_", np.zeros(2)).shape[0] < 2:
+            return  # one class: nothing to learn
+        self._push(net)  # the kept weights (early stopping's best ones, say)
+        n = data.n_samples
+        rows = b.asarray(np.arange(n), dtype="int64")
+        Y = to_host = _data.to_numpy(data.Y).astype(np.float64)
+        sw = data.sw_host
+        mean = np.average(to_host, axis=0, weights=sw)
+        spread = np.average((Y - mean) ** 2, axis=0, weights=sw).sum()
+        if not spread > 0:
+            return  # constant targets: the constant is the answer
+        loss.weights = None if data.sw is None else data.sw.reshape(-1, 1)
+        loss.weight_sum = n if sw is None else float(sw.sum())
+        tiny = np.finfo(np.float64).tiny
+        if self.out_activation_ in ("softmax", "exp"):
+            z0 = np.log(np.maximum(mean, tiny))
+        elif self.out_activation_ == "logistic":
+            m = np.clip(mean, tiny, 1 - 1e-16)
+            z0 = np.log(m) - np.log1p(-m)
+        else:
+            z0 = mean
+        with b.quiet_float_errors():
+            fitted = b.to_float(loss.forward(data.predict_rows(net, rows), data.Y))
+            constant = b.to_float(loss.forward(
+                b.asarray(np.broadcast_to(z0, (n, z0.shape[0])).astype(data.dtype)), data.Y))
+        if not fitted >= constant:
+            return
+        what = "the class frequencies" if hasattr(self, "classes_") else "the mean of y"
+        curve = getattr(self, "loss_curve_", None)
+        moved = (f"; its loss went from {curve[0]:.4g} to {curve[-1]:.4g} over the epochs"
+                 if curve else "")
+        causes = (f"learning_rate_init={self.learning_rate_init:g} far too large or too small, "
+                  if self.solver in _STOCHASTIC else "")
+        warn_caller(f"after {self.n_iter_} iterations the fitted model's training loss "
+                    f"({fitted:.4g}) is no lower than that of predicting {what} for every row "
+                    f"({constant:.4g}): it has learned nothing from X{moved}. Likely causes: "
+                    f"{causes}alpha={self.alpha:g} too strong, or features far from "
+                    "standardised", InputWarning, also=(sklearn,))
 
     def _batch(self, net, data, rows, weight_sum, buffers=None):
         """Loss and gradient of one batch (``weight_sum``: its rows' weights
