@@ -43,27 +43,50 @@ class UsageError(Exception):
 def _prepare(args, validation=True):
     """The dataset as ``nnx.data.prepare_dataset`` prepares it, as a dict of
     host arrays. It works in place: the loaded arrays are held only once."""
-    p = prepare_dataset(_load(args), VALIDATION_FRACTION if validation else None,
-                        seed=args.seed, inplace=True)
+    ds = _load(args)
+    try:
+        p = prepare_dataset(ds, VALIDATION_FRACTION if validation else None, seed=args.seed,
+                            inplace=True)
+    except InputError as exc:  # a file of one's own with too few rows, say
+        raise UsageError(f"{_data_name(args)}: {len(ds.y_train)} training rows (after "
+                         f"{len(ds.y_test)} test rows) are too few for the validation split "
+                         f"of --early-stopping validation ({exc})") from None
     out = {"X_train": p.X_train, "y_train": p.y_train, "X_test": p.X_test, "y_test": p.y_test,
            "mean": p.mean, "std": p.scale, "n_classes": p.n_classes, "source": p.source,
-           "meta": _data_meta(args, p.class_names)}
+           "meta": _data_meta(args, p)}
     if validation:
         out["X_val"], out["y_val"] = p.X_val, p.y_val
     return out
 
 
-def _data_meta(args, class_names):
-    """What the model file records of its data: the dataset's name, and for a
-    --data file its path, bytes (SHA-256), target, test split and class names,
-    with which nnx evaluate scores the same test rows later."""
+def _file_summary(prep):
+    """One line on a --data file as read: its rows, features, target and classes."""
+    data = prep["meta"]["data_file"]
+    classes = data["classes"]
+    shown = ", ".join(classes[:6]) + (f", ... ({len(classes)})" if len(classes) > 6 else "")
+    target = f"target {data['target']!r}" if data["target"] is not None else "labels y"
+    val = len(prep["y_val"]) if prep.get("y_val") is not None else 0
+    return (f"data: {len(prep['y_train']) + val + len(prep['y_test'])} rows x "
+            f"{prep['X_train'].shape[1]} features, {target} with {len(classes)} classes "
+            f"({shown}); {len(prep['y_train'])} training, {val} validation, "
+            f"{len(prep['y_test'])} test rows")
+
+
+def _data_meta(args, p):
+    """What the model file records of its data: the dataset's name (and
+    class names), and for a --data file its path, bytes (SHA-256), target
+    and feature columns by name, test split and class names, with which nnx
+    evaluate scores the same test rows later, or a file of new rows."""
     if getattr(args, "data", None) is None:
-        return {"dataset": args.dataset}
+        return {"dataset": args.dataset, "classes": list(p.class_names or ())}
     fraction = args.test_fraction if args.test_fraction is not None else TEST_FRACTION
-    return {"dataset": _data_name(args),
+    table = p.feature_names is not None or not args.data.lower().endswith(".npz")
+    return {"dataset": _data_name(args), "classes": list(p.class_names),
             "data_file": {"path": os.path.abspath(args.data), "sha256": file_digest(args.data),
-                          "target": args.target, "test_fraction": fraction,
-                          "classes": list(class_names)}}
+                          "target": p.target_name if table else None,
+                          "features": None if p.feature_names is None else
+                          list(p.feature_names),
+                          "test_fraction": fraction, "classes": list(p.class_names)}}
 
 
 # ---------------------------------------------------------------- training
@@ -613,6 +636,8 @@ def cmd_train(args):
             f"backend={args.backend}, dtype={args.dtype}"
             + (f", precision={args.precision}" if args.precision != "float32" else "")
             + together)
+        if args.data is not None:  # what was read, where a misread shows at once
+            say(_file_summary(prep))
         with distributed.agreement(comm):
             net, extra = _train_model(args, layers, prep, comm)
             steps = math.ceil(len(prep["X_train"]) / (args.batch_size * comm.size))
@@ -669,6 +694,11 @@ def cmd_evaluate(args):
         if not isinstance(args.data, str) or not os.path.isfile(args.data):
             raise UsageError(f"{args.checkpoint} was trained on the file {args.data!r}, which "
                              "is not there now; pass --data FILE (or --dataset) to score it")
+        if file_digest(args.data) != trained_file.get("sha256"):
+            raise UsageError(f"{args.data} has changed since {args.checkpoint} was trained on "
+                             "it (its bytes differ), so the rows nnx train held out for "
+                             f"testing cannot be found again; --data {args.data} scores "
+                             "every row of it as it is now (training rows included)")
     if args.data is not None:
         _check_data_flags(args)
         ds, rows = _evaluation_file(args, net, trained_file)
@@ -725,11 +755,15 @@ def _evaluation_file(args, net, trained):
     if not isinstance(classes, list):  # a model of a known dataset: labels are class ids
         classes = [str(i) for i in range(_classes_of(net))]
     same = trained is not None and file_digest(args.data) == trained.get("sha256")
-    target = args.target if args.target is not None else trained.get("target") if same else None
+    # the label column and the features by the names they had in training
+    target = args.target if args.target is not None else trained.get("target") \
+        if trained and not args.data.lower().endswith(".npz") else None
+    features = trained.get("features") if trained else None
     fraction = trained.get("test_fraction") if same else None
     try:
         ds = load_file(args.data, target=target, test_fraction=fraction,
-                       dtype=net.backend.dtype_name, classes=classes)
+                       dtype=net.backend.dtype_name, classes=classes,
+                       features=features if isinstance(features, list) else None)
     except InputError as exc:
         raise UsageError(re.sub(r"^target=", "--target ", str(exc))) from None
     if same:
@@ -754,8 +788,11 @@ def cmd_export(args):
         stats = None
     try:
         from .onnx import export_network
+        classes = net.checkpoint_meta.get("classes")  # nnx train's, named as on the estimators
         path = export_network(net, args.out, output=output, opset=args.opset,
-                              standardize=stats)
+                              standardize=stats,
+                              metadata={"classes": repr(list(classes))}
+                              if isinstance(classes, list) and classes else None)
     except ImportError as exc:
         raise UsageError(str(exc)) from None
     except InputError as exc:  # the library names its argument; here it is the flag
@@ -905,13 +942,19 @@ def _train_parser(p):
     p.set_defaults(func=cmd_train)
 
 
+def _subcommand(sub, name, **kwargs):
+    """A subcommand whose flags must be spelt out: ``nnx export m.npz --out
+    m.onnx`` was read as --output (an abbreviation), with a baffling refusal."""
+    return sub.add_parser(name, allow_abbrev=False, **kwargs)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="nnx", description="nnx: the study's neural networks on NumPy or CuPy")
     parser.add_argument("--version", action="version", version=f"nnx {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("reproduce", help="run the study's 8-step ladder and tabulate it",
+    p = _subcommand(sub, "reproduce", help="run the study's 8-step ladder and tabulate it",
                        formatter_class=_Help)
     _common(p)
     p.add_argument("--steps", default="1-8", help="which steps, e.g. 1-8 (default) or 5,7")
@@ -928,10 +971,10 @@ def build_parser():
                         "e.g. tcp://host:8786")
     p.set_defaults(func=cmd_reproduce)
 
-    _train_parser(sub.add_parser("train", help="train one network and save a checkpoint",
+    _train_parser(_subcommand(sub, "train", help="train one network and save a checkpoint",
                                  formatter_class=_Help))
 
-    p = sub.add_parser("evaluate", help="accuracy and confusion matrix of a checkpoint",
+    p = _subcommand(sub, "evaluate", help="accuracy and confusion matrix of a checkpoint",
                        formatter_class=_Help)
     p.add_argument("checkpoint")
     _common(p, training=False, files=True)
@@ -940,7 +983,7 @@ def build_parser():
                         "so that the accuracy is the one nnx train printed)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("export", help="write a checkpoint as an ONNX model (pip install "
+    p = _subcommand(sub, "export", help="write a checkpoint as an ONNX model (pip install "
                        "'nnx-dl[onnx]')", formatter_class=_Help)
     p.add_argument("checkpoint")
     p.add_argument("out", help="the .onnx file to write")

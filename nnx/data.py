@@ -95,6 +95,8 @@ class Dataset:
     n_classes: int
     class_names: tuple[str, ...] | None = None
     source: str = ""
+    feature_names: tuple[str, ...] | None = None  # a table's header names, or None
+    target_name: str | None = None  # the label column of a table (load_file)
 
     def __post_init__(self):
         for split in ("train", "test"):
@@ -858,6 +860,8 @@ class PreparedData:
     n_classes: int
     class_names: tuple[str, ...] | None = None
     source: str = ""
+    feature_names: tuple[str, ...] | None = None
+    target_name: str | None = None
 
     def __repr__(self):
         val = None if self.X_val is None else self.X_val.shape
@@ -893,7 +897,8 @@ def prepare_dataset(dataset, validation=VALIDATION_FRACTION, seed=None, *, inpla
         X_test=standardize_with(dataset.X_test, mean, scale, inplace=inplace),
         y_test=dataset.y_test if inplace else dataset.y_test.copy(), mean=mean, scale=scale,
         name=dataset.name, n_classes=dataset.n_classes, class_names=dataset.class_names,
-        source=dataset.source)
+        source=dataset.source, feature_names=dataset.feature_names,
+        target_name=dataset.target_name)
 
 
 def one_hot(y, n_classes):

@@ -417,7 +417,7 @@ def _write(onnx, model, path):
 
 
 def export_network(net, path, *, output="raw", opset=None, input_name="X", output_name=None,
-                   standardize=None):
+                   standardize=None, metadata=None):
     """Write a built ``NeuralNetwork`` as an ONNX model to ``path``; returns ``path``.
 
     The model computes ``net.predict`` ("raw"), or its softmax, sigmoid or exp
@@ -429,7 +429,9 @@ def export_network(net, path, *, output="raw", opset=None, input_name="X", outpu
     model take raw features: it computes ``(x - mean) / std`` before the first
     layer, as ``nnx.data.standardize_with`` does. A network whose products
     run in TF32, bfloat16 or float16 (``precision=``) is exported with float32
-    products, with a warning. See ``export_layers`` for the rest.
+    products, with a warning. ``metadata`` (str -> str) goes into the model's
+    ``metadata_props``, as ``nnx export`` writes a model's class names there.
+    See ``export_layers`` for the rest.
     """
     from .layers import Dense, _passes_of_its_own
     from .network import NeuralNetwork
@@ -466,7 +468,7 @@ def export_network(net, path, *, output="raw", opset=None, input_name="X", outpu
                          input_name=input_name, output_name=output_name,
                          logistic=net.loss.binary,
                          standardize=standardize,
-                         extra={"nnx.trained_precision": precision})
+                         extra={**_metadata(metadata), "nnx.trained_precision": precision})
 
 
 def _statistics(standardize, n_in, dtype):

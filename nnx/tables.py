@@ -5,7 +5,8 @@ features, int64 class ids, class names), so ``prepare_dataset``, ``nnx train``
 and ``nnx evaluate`` take it as they take MNIST:
 
 * ``.csv`` / ``.tsv`` (optionally ``.gz``): one row per sample; a header row
-  is recognised when a feature cell of the first row is not a number. The
+  is recognised when a feature cell of the first row is not a number, or a
+  column's first cell differs in kind (number or not) from its second. The
   ``target`` column (a header name or a 0-based index, negative from the end;
   default the last column) holds the labels, every other column a numeric
   feature. Parsed by ``numpy.loadtxt``, straight into ``dtype``.
@@ -18,8 +19,8 @@ its class's index. Numbers that are not whole (a regression target) are
 refused: ``nnx.sklearn.MLPRegressor`` fits those.
 
 Without a split of its own, ``test_fraction`` of the rows (20% by default) are
-the test set, stratified by class where every class has two rows or more,
-and drawn with a fixed seed, so every run on the file (whatever ``--seed``)
+the test set, stratified by class (a class of one row stays in training, with
+a warning), and drawn with a fixed seed, so every run on the file (whatever ``--seed``)
 tests on the same rows. ``test_fraction=None`` makes every row a test row
 (new rows to evaluate a trained model on).
 """
@@ -32,11 +33,13 @@ import hashlib
 import os
 import re
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import _checks
-from ._checks import InputValueError
+from ._checks import InputValueError, InputWarning
+from .backend import host
 from .data import Dataset, DatasetError, _check_dtype, _permute_rows
 
 __all__ = ["load_file", "TEST_FRACTION", "FILE_SUFFIXES", "file_digest"]
@@ -66,9 +69,10 @@ def file_digest(path):
 
 # ----------------------------------------------------------------- CSV/TSV
 def _open_text(path):
+    # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first cell
     if os.fspath(path).lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def _is_number(text):
@@ -79,13 +83,69 @@ def _is_number(text):
     return True
 
 
-def _first_row(path, delimiter):
-    """The first row that is not blank or a ``#`` comment, split into cells."""
+def _blank(cells):
+    return not cells or (len(cells) == 1 and not cells[0].strip())
+
+
+@dataclass
+class _Shape:
+    """What one pass over a table finds: its first two rows, its width (a
+    trailing empty column, from a delimiter at the end of every row, left
+    out) and its number of rows."""
+
+    first: list
+    second: list | None
+    width: int
+    rows: int
+
+
+def _scan(path, delimiter):
+    """One pass with the csv module: the first two rows, and every row of
+    the same width as the first (a row with more or fewer cells is a
+    DatasetError naming its line: loadtxt would take its first cells)."""
+    shown = os.fspath(path)
+    first = second = None
+    rows, trailing = 0, True
     with _open_text(path) as f:
-        for line in f:
-            if line.strip() and not line.lstrip().startswith("#"):
-                return [c.strip() for c in next(csv.reader([line], delimiter=delimiter))]
-    raise DatasetError(f"{os.fspath(path)!r} holds no rows")
+        reader = csv.reader(f, delimiter=delimiter)
+        for cells in reader:
+            if _blank(cells):
+                continue
+            cells = [c.strip() for c in cells]
+            if first is None:
+                first = cells
+            elif len(cells) != len(first):
+                raise DatasetError(
+                    f"{shown!r}: line {reader.line_num} has {len(cells)} cells but the first "
+                    f"row has {len(first)}; expected the same number in every row (a comma "
+                    "inside a number or a name? quote such cells)")
+            elif second is None:
+                second = cells
+            trailing = trailing and cells[-1] == ""
+            rows += 1
+    if first is None:
+        raise DatasetError(f"{shown!r} holds no rows")
+    width = len(first) - 1 if trailing and len(first) > 1 else len(first)
+    return _Shape(first[:width], second[:width] if second else None, width, rows)
+
+
+def _has_header(shape, target):
+    """Whether the first row names the columns: a target named in it, a
+    feature cell that is not a number, or a column whose first cell is a
+    number and second not, or the other way round (numbers as names)."""
+    first, second = shape.first, shape.second
+    if isinstance(target, str) and target in first:
+        return True
+    guess = shape.width - 1 if target is None else None
+    if isinstance(target, (int, np.integer)) or (isinstance(target, str)
+                                                 and re.fullmatch(r"[+-]?\d+", target)):
+        index = int(target)
+        guess = index % shape.width if -shape.width <= index < shape.width else None
+    if any(not _is_number(c) for i, c in enumerate(first) if i != guess):
+        return True
+    if second is not None:
+        return any(_is_number(a) != _is_number(b) for a, b in zip(first, second))
+    return all(not _is_number(c) for c in first)
 
 
 def _target_index(target, header, n_columns, path):
@@ -110,31 +170,50 @@ def _target_index(target, header, n_columns, path):
     return index % n_columns
 
 
-def _read_table(path, target, dtype, delimiter):
+def _feature_columns(features, header, t, width, shown):
+    """The feature columns' indices: every column but the target's, or those
+    named by ``features`` (a trained model's), in that order."""
+    if features is None or header is None:
+        columns = [i for i in range(width) if i != t]
+        if features is not None and len(features) != len(columns):
+            raise DatasetError(f"{shown!r} has {len(columns)} feature columns; the model "
+                               f"takes {len(features)} ({list(features)[:8]}...)")
+        return columns
+    missing = [name for name in features if name not in header]
+    if missing:
+        raise DatasetError(f"{shown!r} has no column {missing[0]!r}"
+                           + (f" (nor {missing[1:4]})" if len(missing) > 1 else "")
+                           + f"; the model takes the features {list(features)[:8]}"
+                           + ("..." if len(features) > 8 else ""))
+    return [header.index(name) for name in features]
+
+
+def _read_table(path, target, dtype, delimiter, features=None):
     shown = os.fspath(path)
-    first = _first_row(path, delimiter)
-    n_columns = len(first)
-    if n_columns < 2:
-        raise DatasetError(f"{shown!r}: its first row has {n_columns} column; expected at "
-                           f"least one feature and the target"
-                           + (" (is it tab-separated? name it .tsv)" if delimiter == "," and
-                              "\t" in first[0] else ""))
-    # a header names the columns: the first row is one if a cell other than a
-    # possible target is not a number (a target given by name needs one)
-    guess = n_columns - 1 if target is None or not isinstance(target, str) \
-        or target not in first else first.index(target)
-    header = first if (any(not _is_number(c) for i, c in enumerate(first) if i != guess)
-                       or all(not _is_number(c) for c in first)) else None
-    t = _target_index(target, header, n_columns, shown)
-    features = [i for i in range(n_columns) if i != t]
-    options = dict(delimiter=delimiter, skiprows=0, comments="#", quotechar='"',
-                   encoding="utf-8")
-    X = _columns(path, header, shown, usecols=features, dtype=dtype, ndmin=2, **options)
+    shape = _scan(path, delimiter)
+    if shape.width < 2:
+        hint = next((f" (is it {what}? {how})" for sep, what, how in (
+            ("\t", "tab-separated", "name it .tsv"),
+            (";", "semicolon-separated, as European Excel writes it",
+             "save it with commas, and points for decimals")) if sep in shape.first[0]), "")
+        raise DatasetError(f"{shown!r}: its first row has {shape.width} column; expected at "
+                           f"least one feature and the target{hint}")
+    header = shape.first if _has_header(shape, target) else None
+    t = _target_index(target, header, shape.width, shown)
+    columns = _feature_columns(features, header, t, shape.width, shown)
+    options = dict(delimiter=delimiter, comments=None, quotechar='"')
+    X = _columns(path, header, shown, usecols=columns, dtype=dtype, ndmin=2, **options)
     labels = _columns(path, header, shown, usecols=[t], dtype=str, ndmin=1, **options)
     if X.shape[0] == 0:
         raise DatasetError(f"{shown!r} has a header but no data rows")
-    name = header[t] if header is not None else f"column {t}"
-    return X, np.char.strip(labels), name
+    if not host.all_finite(X):
+        row, col = (int(i[0]) for i in np.nonzero(~np.isfinite(X)))
+        name = repr(header[columns[col]]) if header is not None else str(columns[col])
+        raise DatasetError(f"{shown!r}: data row {row + 1}, column {name} holds "
+                           f"{X[row, col]}; expected a finite number in every feature cell "
+                           "(fill or drop missing values before training)")
+    names = [header[i] for i in columns] if header is not None else None
+    return X, np.char.strip(labels), (header[t] if header is not None else t), names
 
 
 def _columns(path, header, shown, **options):
@@ -150,10 +229,10 @@ def _columns(path, header, shown, **options):
 
 
 def _after_header(lines):
-    """The lines after the first that is not blank or a comment (the header)."""
+    """The lines after the first that is not blank (the header)."""
     seen = False
     for line in lines:
-        if not seen and line.strip() and not line.lstrip().startswith("#"):
+        if not seen and line.strip():
             seen = True
             continue
         yield line
@@ -170,10 +249,6 @@ def _cell_problem(path, exc, header):
         return (f"{path!r}: data row {row + 1}, column {column} holds {what}; expected a "
                 "number in every feature cell (fill or drop missing values, and encode "
                 "categories as numbers, before training)")
-    m = re.search(r"invalid column index (-?\d+) at row (\d+) with (\d+) columns", text)
-    if m:
-        return (f"{path!r}: data row {int(m.group(2))} has {m.group(3)} columns, fewer than the "
-                "header or first row; expected the same number of cells in every row")
     return f"{path!r}: {text}"
 
 
@@ -190,16 +265,20 @@ def _read_npz(path, target, dtype):
     with archive:
         keys = set(archive.files)
         if {"X_train", "y_train", "X_test", "y_test"} <= keys:
-            parts = [archive[k] for k in ("X_train", "y_train", "X_test", "y_test")]
+            names = ("X_train", "y_train", "X_test", "y_test")
         elif {"X", "y"} <= keys:
-            parts = [archive["X"], archive["y"]]
+            names = ("X", "y")
         else:
             raise DatasetError(f"{shown!r} holds {sorted(keys)}; expected arrays X and y, or "
                                "X_train, y_train, X_test and y_test")
-    for name, a in zip(("X", "y", "X_test", "y_test"), parts):
-        if a.dtype.kind == "O":  # allow_pickle=False refuses these on reading; say so
-            raise DatasetError(f"{shown!r}: {name} holds Python objects; expected numbers "
-                               "(and strings or numbers for labels)")
+        parts = []
+        for name in names:  # each array is read here, lazily: object arrays fail here
+            try:
+                parts.append(archive[name])
+            except ValueError:  # allow_pickle=False: "Object arrays cannot be loaded"
+                raise DatasetError(f"{shown!r}: {name} holds Python objects; expected "
+                                   "numbers (and strings or numbers for labels): save it "
+                                   "with a numeric or string dtype") from None
     Xs = []
     for name, X, y in zip(("X", "X_test"), parts[::2], parts[1::2]):
         if X.ndim != 2 or X.dtype.kind not in "biuf":
@@ -218,8 +297,10 @@ def _class_ids(labels, classes, shown):
     """Class ids of ``labels`` and the class names (those given, or the
     labels' sorted distinct values as text)."""
     if labels.dtype.kind in "US":
-        numeric = labels.size > 0 and all(_is_number(v) for v in np.unique(labels))
-        if numeric:
+        distinct = np.unique(labels)
+        if distinct.size and all(re.fullmatch(r"[+-]?\d+", v) for v in distinct.tolist()):
+            labels = _whole_numbers(labels, distinct)  # exactly: 12345678901234567 stays
+        elif distinct.size and all(_is_number(v) for v in distinct.tolist()):
             labels = labels.astype(np.float64)
     if labels.dtype.kind in "fc":
         values = np.asarray(labels, dtype=np.float64)
@@ -229,9 +310,7 @@ def _class_ids(labels, classes, shown):
                 "whole numbers; nnx train trains classifiers (class labels: names or whole "
                 "numbers). For a numeric target, fit nnx.sklearn.MLPRegressor")
         labels = values.astype(np.int64)
-    if labels.dtype.kind == "b":
-        labels = labels.astype(np.int64)
-    text = labels.astype(str)
+    text = labels.astype(str)  # booleans keep their names, False and True
     if classes is None:
         if labels.dtype.kind in "iu":  # numeric order, not text order (2 before 10)
             uniq = np.unique(labels)
@@ -249,6 +328,15 @@ def _class_ids(labels, classes, shown):
     return np.fromiter((index[v] for v in text.tolist()), np.int64, len(text)), classes
 
 
+def _whole_numbers(labels, distinct):
+    """Labels written as whole numbers, as int64 where they fit (else as
+    text, normalised: 01 and 1 are one class)."""
+    values = [int(v) for v in distinct.tolist()]
+    if all(-2**63 <= v < 2**63 for v in values):
+        return labels.astype(np.int64)
+    return np.asarray([str(int(v)) for v in labels.tolist()])
+
+
 def _split(X, y, fraction, shown):
     """``(X_train, y_train, X_test, y_test)``: ``fraction`` of the rows held
     out, stratified where each class has two rows or more, reordered in
@@ -262,18 +350,23 @@ def _split(X, y, fraction, shown):
         raise DatasetError(f"{shown!r} has {n} rows: test_fraction={fraction!r} leaves none to "
                            "train on")
     counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 and n_test >= np.count_nonzero(counts) \
-        and n - n_test >= np.count_nonzero(counts) else None
-    train, test = train_test_split(np.arange(n), test_size=n_test, random_state=TEST_SEED,
+    alone = np.flatnonzero(counts[y] == 1)  # a class of one row: trained on, never tested
+    rest = np.flatnonzero(counts[y] >= 2)
+    if n_test > len(rest) - 1:
+        raise DatasetError(f"{shown!r} has {n} rows, too few for a test set of {n_test} "
+                           "with training rows of every class")
+    kinds = np.count_nonzero(counts >= 2)
+    stratify = y[rest] if n_test >= kinds and len(rest) - n_test >= kinds else None
+    train, test = train_test_split(rest, test_size=n_test, random_state=TEST_SEED,
                                    stratify=stratify)
-    order = np.concatenate([test, train])
+    order = np.concatenate([test, alone, train])
     _permute_rows(X, order)
     _permute_rows(y, order)
     return X[n_test:], y[n_test:], X[:n_test], y[:n_test]
 
 
 def load_file(path, target=None, *, test_fraction=TEST_FRACTION, dtype="float32",
-              classes=None) -> Dataset:
+              classes=None, features=None) -> Dataset:
     """A ``Dataset`` from a CSV, TSV or ``.npz`` file (see the module docstring).
 
     ``target``: the label column of a CSV/TSV file, by header name or index
@@ -281,7 +374,11 @@ def load_file(path, target=None, *, test_fraction=TEST_FRACTION, dtype="float32"
     test set when the file has no split of its own (None: all rows are test
     rows). ``dtype``: of the features, read straight into it. ``classes``:
     class names to map the labels onto (a trained model's), instead of the
-    file's own; a label outside them is refused.
+    file's own; a label outside them is refused. ``features``: the feature
+    columns by header name, in a trained model's order (a table with a
+    header is read in that order, whatever its own; one without a header
+    must have as many feature columns). The dataset's ``feature_names`` and
+    ``target_name`` say what was read.
     """
     shown = os.fspath(path)
     kind = _kind(path)
@@ -293,9 +390,13 @@ def load_file(path, target=None, *, test_fraction=TEST_FRACTION, dtype="float32"
                                 else f"{shown!r} is not a file")
     if kind == "npz":
         Xs, labels = _read_npz(path, target, dtype)
-        label_name = "y"
+        label_name, names = "y", None
+        if features is not None and len(features) != Xs[0].shape[1]:
+            raise DatasetError(f"{shown!r}: X has {Xs[0].shape[1]} features; the model takes "
+                               f"{len(features)}")
     else:
-        X, label, label_name = _read_table(path, target, dtype, "," if kind == "csv" else "\t")
+        X, label, label_name, names = _read_table(path, target, dtype,
+                                                  "," if kind == "csv" else "\t", features)
         Xs, labels = [X], [label]
     sizes = [len(y) for y in labels]
     ids, classes = _class_ids(np.concatenate(labels), classes, shown)
@@ -309,7 +410,16 @@ def load_file(path, target=None, *, test_fraction=TEST_FRACTION, dtype="float32"
     else:
         X = Xs[0] if Xs[0].flags.writeable else Xs[0].copy()
         parts = _split(X, ids, test_fraction, shown)
+        if test_fraction is not None:
+            alone = np.flatnonzero(np.bincount(ids, minlength=len(classes)) == 1)
+            if alone.size:
+                _checks.warn_caller(
+                    f"{shown!r}: classes {[classes[i] for i in alone[:5]]} have one row each: "
+                    "it is trained on, never tested (and the test accuracy says nothing of "
+                    "them)", InputWarning)
     return Dataset(X_train=parts[0], y_train=parts[1], X_test=parts[2], y_test=parts[3],
                    name=os.path.basename(shown), n_classes=len(classes), class_names=classes,
-                   source=os.path.abspath(shown))
+                   source=os.path.abspath(shown),
+                   feature_names=None if names is None else tuple(names),
+                   target_name=str(label_name))
 

@@ -251,7 +251,9 @@ def _iris_csv(path):
 
 
 def _accuracy(stdout, before):
-    return float(stdout.split(before)[1].split("accuracy ")[1].split()[0].rstrip(","))
+    """The accuracy on the first line that starts with ``before``."""
+    line = next(line for line in stdout.splitlines() if line.startswith(before))
+    return float(line.split("accuracy ")[1].split()[0].rstrip(","))
 
 
 def test_train_and_evaluate_a_csv_file_of_ones_own(tmp_path):
@@ -262,7 +264,7 @@ def test_train_and_evaluate_a_csv_file_of_ones_own(tmp_path):
                 "--out", str(ckpt))
     assert r.returncode == 0, r.stderr
     assert f"dataset=iris.csv ({csv_path})" in r.stdout
-    trained_acc = _accuracy(r.stdout, "test ")
+    trained_acc = _accuracy(r.stdout, "test accuracy")
     assert trained_acc >= 0.9
     meta = NeuralNetwork.load(ckpt).checkpoint_meta
     assert meta["dataset"] == "iris.csv"
@@ -300,11 +302,47 @@ def test_two_classes_with_a_sigmoid_cross_entropy_train_one_output(tmp_path):
     assert r.returncode == 0, r.stderr
     net = NeuralNetwork.load(ckpt)
     assert net.n_out == 1 and isinstance(net.loss, nnx.SigmoidCrossEntropy)
-    trained_acc = _accuracy(r.stdout, "test ")
+    trained_acc = _accuracy(r.stdout, "test accuracy")
     r = nnx_cli("evaluate", str(ckpt))
     assert r.returncode == 0, r.stderr
     assert f"20 rows, accuracy {trained_acc:.4f}" in r.stdout
     assert "classes: 0 versicolor, 1 virginica" in r.stdout
+
+
+def test_evaluate_reads_a_new_file_by_the_columns_trained_on(tmp_path):
+    """From a probe: a new file with its columns in another order scored 0.33
+    in silence; one with the target in the middle lost it unless --target was
+    repeated; an edited training file was scored whole, training rows and all."""
+    csv_path, d = _iris_csv(tmp_path / "iris.csv")
+    ckpt = tmp_path / "m.npz"
+    r = nnx_cli("train", "--data", csv_path, "--target", "species", "--hidden", "16",
+                "--optimizer", "adam", "--lr", "0.01", "--epochs", "40", "--quiet",
+                "--out", str(ckpt))
+    assert r.returncode == 0, r.stderr
+    assert ("data: 150 rows x 4 features, target 'species' with 3 classes (setosa, "
+            "versicolor, virginica); 108 training, 12 validation, 30 test rows") in r.stdout
+    rows = [line.split(",") for line in Path(csv_path).read_text().splitlines()]
+    moved = tmp_path / "moved.csv"  # species in the middle, the features reversed
+    moved.write_text("\n".join(",".join([r[3], r[2], r[4], r[1], r[0]]) for r in rows) + "\n")
+    a = nnx_cli("evaluate", str(ckpt), "--data", csv_path)
+    b = nnx_cli("evaluate", str(ckpt), "--data", str(moved))
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    assert _accuracy(b.stdout, "moved.csv") == _accuracy(a.stdout, "iris.csv")
+    dropped = tmp_path / "dropped.csv"
+    dropped.write_text("\n".join(",".join(r[1:]) for r in rows) + "\n")
+    assert_one_line_error(nnx_cli("evaluate", str(ckpt), "--data", str(dropped)),
+                          r"has no column 'sepal_l'")
+    Path(csv_path).write_text(Path(csv_path).read_text().replace("5.1,3.5", "5.2,3.5", 1))
+    assert_one_line_error(nnx_cli("evaluate", str(ckpt)), r"has changed since .* was trained "
+                                                          r"on it")
+    r = nnx_cli("export", str(ckpt), str(tmp_path / "m.onnx"))
+    assert r.returncode == 0, r.stderr
+    import onnx
+    meta = {p.key: p.value for p in onnx.load(tmp_path / "m.onnx").metadata_props}
+    assert meta["classes"] == "['setosa', 'versicolor', 'virginica']"
+    # a flag of train given to export is not taken for export's --output
+    r = nnx_cli("export", str(ckpt), "--out", str(tmp_path / "x.onnx"))
+    assert r.returncode == 2 and "unrecognized arguments: --out" in r.stderr
 
 
 def test_a_file_of_ones_own_refused_before_training(tmp_path):
@@ -910,7 +948,8 @@ def test_a_training_checkpoint_evaluates_and_exports_as_the_model_does(tmp_path)
         assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
         got[name] = re.search(r"accuracy (\d\.\d+)", r.stdout).group(1)
     assert got["run.npz"] == got["model.npz"]
-    assert nnx.NeuralNetwork.load(tmp_path / "run.npz").checkpoint_meta == {"dataset": "digits"}
+    assert nnx.NeuralNetwork.load(tmp_path / "run.npz").checkpoint_meta == {
+        "dataset": "digits", "classes": [str(d) for d in range(10)]}
     r = nnx_cli("export", "run.npz", "run.onnx", cwd=tmp_path)
     assert r.returncode == 0 and "takes raw features" in r.stdout, r.stdout + r.stderr
 

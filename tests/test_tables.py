@@ -100,13 +100,15 @@ def test_a_tsv_and_a_gzipped_csv(tmp_path, iris_csv):
         np.testing.assert_array_equal(ds.X_test, d.data)
 
 
-def test_comments_blank_lines_and_quoted_cells(tmp_path):
+def test_blank_lines_quoted_cells_and_a_hash_in_a_label(tmp_path):
+    """'#' was a comment mark: labels C# and C merged, an Excel row starting
+    with #N/A vanished."""
     p = tmp_path / "q.csv"
-    p.write_text('# made by hand\n"a","b","kind"\n\n1,2,"x, y"\n3,4,z\n# end\n5,6,z\n')
+    p.write_text('"a","b","kind"\n\n1,2,"x, y"\n3,4,C#\n\n5,6,C\n')
     ds = load_file(p, test_fraction=None)
-    assert ds.class_names == ("x, y", "z")
+    assert ds.class_names == ("C", "C#", "x, y")
     np.testing.assert_array_equal(ds.X_test, [[1, 2], [3, 4], [5, 6]])
-    np.testing.assert_array_equal(ds.y_test, [0, 1, 1])
+    np.testing.assert_array_equal(ds.y_test, [2, 1, 0])
 
 
 def test_npz_with_x_and_y_or_its_own_split(tmp_path):
@@ -144,11 +146,16 @@ def test_the_loaded_dataset_prepares_like_a_known_one(iris_csv):
 @pytest.mark.parametrize("text, pattern", [
     ("a,b,y\n1,,c\n2,3,d\n", r"data row 1, column 'b' holds an empty cell; expected a number"),
     ("a,b,y\n1,2,c\n2,red,d\n", r"data row 2, column 'b' holds 'red'"),
-    ("a,b,y\n1,2,c\n2,3\n", r"data row 2 has 2 columns, fewer than"),
+    ("a,b,y\n1,2,c\n2,3\n", r"line 3 has 2 cells but the first row has 3"),
+    ("a,b,y\n1,2,c\n1,234,5,d\n", r"line 3 has 4 cells but the first row has 3"),
+    ("a,b,y\n1,2,c\n#N/A,3,d\n", r"data row 2, column 'a' holds '#N/A'"),
+    ("a,b,y\n1,nan,c\n2,3,d\n", r"data row 1, column 'b' holds nan; expected a finite"),
+    ("a,b,y\n1,2,c\n2,inf,d\n", r"data row 2, column 'b' holds inf"),
+    ("a;b;y\n1;2;c\n", r"semicolon-separated"),
     ("a,b,y\n1,2,0.5\n2,3,1.5\n", r"not all whole numbers.*MLPRegressor"),
     ("a,b,y\n1,2,c\n2,3,c\n", r"hold one class, 'c'; a classifier needs at least two"),
     ("a,b,y\n", r"has a header but no data rows"),
-    ("\n# nothing\n", r"holds no rows"),
+    ("\n  \n", r"holds no rows"),
     ("a\tb\ty\n1\t2\t3\n", r"first row has 1 column.*name it \.tsv"),
 ])
 def test_a_bad_table_is_named_by_row_and_column(tmp_path, text, pattern):
@@ -180,3 +187,60 @@ def test_bad_arguments(tmp_path, iris_csv):
     np.savez(tmp_path / "r.npz", X=np.zeros((4, 2)), y=np.array([0, 1, 0]))
     with pytest.raises(DatasetError, match=r"one label per row \(4,\)"):
         load_file(tmp_path / "r.npz")
+
+
+def test_a_header_of_numbers_is_a_header(tmp_path):
+    """Years as column names (2019,2020,label over whole-number labels) were
+    read as a data row: a class 'label' appeared and a sample of years."""
+    p = tmp_path / "years.csv"
+    p.write_text("2019,2020,label\n" + "".join(f"{i},{i + 1},{i % 2}\n" for i in range(10)))
+    ds = load_file(p, test_fraction=None)
+    assert ds.class_names == ("0", "1") and ds.feature_names == ("2019", "2020")
+    assert ds.X_test.shape == (10, 2) and ds.target_name == "label"
+    q = tmp_path / "names.csv"  # numbers as names over text labels
+    q.write_text("1,2,3\n" + "".join(f"{i},{i},{'ab'[i % 2]}\n" for i in range(6)))
+    assert load_file(q, test_fraction=None).class_names == ("a", "b")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_cell(tmp_path):
+    rows = "".join(f"{i * 0.5},{i},{i % 2}\n" for i in range(8))
+    (tmp_path / "h.csv").write_bytes(b"\xef\xbb\xbff1,f2,label\n" + rows.encode())
+    (tmp_path / "n.csv").write_bytes(b"\xef\xbb\xbf" + rows.encode())
+    assert load_file(tmp_path / "h.csv", target="label").feature_names == ("f1", "f2")
+    assert load_file(tmp_path / "n.csv", test_fraction=None).X_test.shape == (8, 2)  # not 7
+
+
+def test_a_delimiter_ending_every_row_adds_no_column(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("a,b,label,\n" + "".join(f"{i},{-i},{'xy'[i % 2]},\n" for i in range(6)))
+    ds = load_file(p, test_fraction=None)
+    assert ds.class_names == ("x", "y") and ds.feature_names == ("a", "b")
+
+
+def test_features_are_read_by_the_names_a_model_was_trained_with(tmp_path):
+    p = tmp_path / "r.csv"
+    p.write_text("b,label,a\n" + "".join(f"{i},{i % 2},{-i}\n" for i in range(6)))
+    ds = load_file(p, target="label", test_fraction=None, features=["a", "b"])
+    np.testing.assert_array_equal(ds.X_test[:, 0], -np.arange(6))
+    with pytest.raises(DatasetError, match="has no column 'c'"):
+        load_file(p, target="label", test_fraction=None, features=["a", "c"])
+
+
+def test_one_row_classes_are_trained_on_with_a_warning(tmp_path):
+    p = tmp_path / "few.csv"
+    p.write_text("x,label\n1,a\n2,a\n3,b\n4,b\n5,c\n")
+    with pytest.warns(UserWarning, match=r"classes \['c'\] have one row each: it is trained on"):
+        ds = load_file(p)
+    assert 2 in ds.y_train and len(ds.y_test) == 1
+
+
+def test_labels_as_big_whole_numbers_and_booleans(tmp_path):
+    p = tmp_path / "ids.csv"
+    p.write_text("x,id\n1,12345678901234567\n2,12345678901234568\n3,01\n4,1\n")
+    assert load_file(p, test_fraction=None).class_names == (
+        "1", "12345678901234567", "12345678901234568")
+    np.savez(tmp_path / "b.npz", X=np.zeros((4, 2)), y=np.array([True, False, True, False]))
+    assert load_file(tmp_path / "b.npz", test_fraction=None).class_names == ("False", "True")
+    np.savez(tmp_path / "o.npz", X=np.zeros((2, 2)), y=np.array(["a", None], dtype=object))
+    with pytest.raises(DatasetError, match="y holds Python objects"):
+        load_file(tmp_path / "o.npz")
