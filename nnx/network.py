@@ -285,9 +285,11 @@ class NeuralNetwork:
                 f"network's device ({self.backend.name}); pass a NumPy array or move it first")
         return True
 
-    def as_input(self, X, name="X"):
+    def as_input(self, X, name="X", rows=False):
         """``X`` on this network's device in its dtype: host data is checked
-        and uploaded (one copy); arrays already on the device pass through."""
+        and uploaded (one copy); arrays already on the device pass through.
+        ``rows=True``: host data comes C-contiguous too (its rows are gathered
+        into batches), in the same one conversion."""
         b = self.backend
         if host.is_sparse(X):
             return self._sparse_input(X, name)
@@ -295,6 +297,8 @@ class NeuralNetwork:
             X = host.check_features(X, name, self.n_in, b.dtype_name)
             if b.precision == "float16":
                 host.check_half_range(host.largest_magnitude(X), name)
+            if rows and not X.flags.c_contiguous:  # cast, then copied again by its rows
+                X = host.c_order(X, b.dtype_name)
             return b.asarray(X)
         if len(X.shape) != 2 or 0 in X.shape or (self.n_in is not None
                                                  and X.shape[1] != self.n_in):
@@ -526,9 +530,12 @@ class NeuralNetwork:
         X = self.as_input(X)
         n = X.shape[0]
         if n <= batch_size:
-            return self._infer(X)
-        parts = [self._infer(X[i:min(i + batch_size, n), :]) for i in range(0, n, batch_size)]
-        return self.backend.concat_rows(parts)
+            out = self._infer(X)
+        else:
+            out = self.backend.concat_rows([self._infer(X[i:min(i + batch_size, n), :])
+                                            for i in range(0, n, batch_size)])
+        self.forget_pass()  # the layers held the last chunk: a view of all of X
+        return out
 
     def predict_proba(self, X, batch_size=1024):
         """Class probabilities for ``X``, one row per sample, on the device: the
@@ -585,6 +592,7 @@ class NeuralNetwork:
                 hits = b.xp.sum(b.astype(same, b.dtype))
                 correct = hits if correct is None else correct + hits
         loss = b.xp.asarray(total)  # NumPy arithmetic gives a scalar, not 0-d
+        self.forget_pass()  # the layers and the loss held views of the whole set
         return (loss, correct / n) if accuracy else loss
 
 

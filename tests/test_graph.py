@@ -294,4 +294,7 @@ def test_a_network_with_parts_of_ones_own_keeps_the_graphs_memory():
         runs[type(act).__name__] = net
     own, builtin = runs["MyTanh"], runs["str"]
     assert builtin._graph_memory is None and builtin.layers[0].operations[0].output is None
-    assert own._graph_memory and own.layers[0].operations[0].output is not None
+    # (its arrays of a pass, built-in names included, were let go by the last
+    # evaluation, which forgets its pass; its own names may still point anywhere)
+    assert own._graph_memory
+    assert any(getattr(op, "kept", None) is not None for op in own.layers[0].operations)

@@ -528,3 +528,16 @@ def test_fits_that_learned_something_do_not_warn(est, data):
         if hasattr(est, "partial_fit") and data == "digits":
             MLPClassifier(learning_rate_init=1e-5, random_state=0).partial_fit(
                 X, y, classes=np.arange(10))
+
+
+def test_a_fortran_ordered_float64_x_is_converted_once_for_a_float32_fit(monkeypatch):
+    """Cast keeping its layout, then copied again by its rows: two copies."""
+    from nnx.backend.numpy_backend import NumpyBackend
+    X, y = _digits01()
+    given, real = [], NumpyBackend.rows_contiguous
+    monkeypatch.setattr(NumpyBackend, "rows_contiguous",
+                        lambda self, x: given.append(x.flags.c_contiguous) or real(self, x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        MLPClassifier(dtype="float32", max_iter=2, random_state=0).fit(np.asfortranarray(X), y)
+    assert given and all(given)

@@ -627,3 +627,52 @@ def test_validation_split_of_sorted_labels_warns_and_bad_ones_are_refused():
                             ({"validation_split": 0.99}, "leaving none to train on")]:
         with pytest.raises(ValueError, match=pattern):
             Trainer(net, SGD(0.1)).fit(X, y, epochs=1, restart=True, **kwargs)
+
+
+# ------------------------------------------------ memory, from an audit
+def test_a_fortran_ordered_x_of_another_dtype_is_converted_once(monkeypatch):
+    """A float64 Fortran-ordered X (a transposed array, a DataFrame's values)
+    was cast keeping its layout, then copied again for its rows: two full
+    copies where one does."""
+    X, y, Xv, yv = make_data()
+    net = make_classifier()
+    cls = type(net.backend)
+    given, real = [], cls.rows_contiguous
+    monkeypatch.setattr(cls, "rows_contiguous",
+                        lambda self, x: given.append(x.flags.c_contiguous) or real(self, x))
+    nnx.Trainer(net, SGD(0.1)).fit(np.asfortranarray(X), y, np.asfortranarray(Xv), yv,
+                                   epochs=1)
+    assert given == [True, True]  # nothing left for rows_contiguous to copy
+
+
+def test_predict_and_evaluations_let_go_of_the_data():
+    """The first layer kept the last chunk of an inference pass, a view of the
+    whole converted X (of the caller's own array in float32), for as long as
+    the network lived: 80 MB held after predict on 200k x 100."""
+    import gc
+    import weakref
+    X, y, Xv, yv = make_data()
+    net = make_classifier()
+    nnx.Trainer(net, SGD(0.1)).fit(X, y, epochs=1)
+    Xf = np.ascontiguousarray(Xv, dtype=np.float32)  # used as it is: no conversion
+    ref = weakref.ref(Xf)
+    net.predict(Xf)
+    nnx.accuracy(net, Xf, yv)
+    del Xf
+    gc.collect()
+    assert ref() is None
+
+
+def test_the_fingerprint_sums_the_targets_a_block_of_rows_at_a_time(monkeypatch, tmp_path):
+    """The checkpoint's data fingerprint cast all the one-hot targets to
+    float64 at once: n x classes x 8 bytes (1.6 GB at 200k rows x 1000)."""
+    from nnx.train import trainer as trainer_module
+    X, y, Xv, yv = make_data()
+    net = make_classifier()
+    monkeypatch.setattr(trainer_module, "_fingerprint_rows", lambda width: 16)
+    cls = type(net.backend)
+    cast, real = [], cls.astype
+    monkeypatch.setattr(cls, "astype", lambda self, x, dtype: cast.append(
+        (tuple(x.shape), str(dtype))) or real(self, x, dtype))
+    nnx.Trainer(net, SGD(0.1)).fit(X, y, Xv, yv, epochs=1, checkpoint=tmp_path / "run.npz")
+    assert all(rows <= 16 for (rows, *_), dtype in cast if "64" in dtype and len(_) == 1)

@@ -254,6 +254,12 @@ def check_targets(y, n_rows, n_classes, name="y", distributions=False, x_name="X
     return y
 
 
+def c_order(X, dtype):
+    """``X`` (a checked host array) C-contiguous in ``dtype``: itself when it
+    is already, else one converted copy."""
+    return np.ascontiguousarray(X, dtype=dtype)
+
+
 def unseen_classes(y_fit, y_val):
     """The class ids of ``y_val`` absent from ``y_fit`` (sorted, as ints), when
     both are 1-D integer NumPy arrays; else an empty list (nothing to judge)."""

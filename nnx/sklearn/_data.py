@@ -137,8 +137,10 @@ def prepare_fit(est, X, y, sample_weight, incremental, reset):
         sw = _device_weights(sample_weight, X)
     else:
         _refuse_sparse_on_gpu(est, X)
+        # C order in the same conversion: batches gather rows (a Fortran-ordered
+        # X of another dtype was converted, then copied again by to_device)
         X, y = validate_data(est, X, y, multi_output=True, dtype=_host_dtype(est, reset),
-                             accept_sparse="csr", reset=reset,
+                             accept_sparse="csr", reset=reset, order="C",
                              y_numeric=not est._is_classifier())
         Y, stratify = est._encode(y, incremental)
         sw = None if sample_weight is None else _check_sample_weight(sample_weight, X)

@@ -228,7 +228,7 @@ class _Data:
         # one checked copy of each array on the device, before any training
         # (SciPy sparse X stays sparse: CSR rows on the CPU, see as_input)
         # rows are gathered from it at every batch: C-contiguous ones (one copy at most)
-        self.X = net.backend.rows_contiguous(net.as_input(X_train, "X_train"))
+        self.X = net.backend.rows_contiguous(net.as_input(X_train, "X_train", rows=True))
         problem = _spread_problem(self.X, X_train, "X_train")
         checked = _on_host(self.X, X_train)  # device data is not read back to be checked
         if problem:
@@ -238,7 +238,8 @@ class _Data:
         X_val, y_val = evaluation
         self.val = None
         if X_val is not None:
-            given, X_val = X_val, net.backend.rows_contiguous(net.as_input(X_val, names[0]))
+            given, X_val = X_val, net.backend.rows_contiguous(
+                net.as_input(X_val, names[0], rows=True))
             if int(X_val.shape[1]) != width:
                 raise InputValueError(f"{names[0]} has {int(X_val.shape[1])} features, but "
                                       f"X_train has {width}")
@@ -283,7 +284,9 @@ class _Data:
                 joint = b.concat_rows([b.astype(X[i:min(i + step, n), :], f64) @ wc_d
                                        for i in range(0, n, step)])
             w_d = b.asarray(w, f64)
-            rows_y = b.astype(y, f64) @ b.asarray(ids, f64)
+            ids_d, step_y = b.asarray(ids, f64), _fingerprint_rows(k)  # in blocks, as X
+            rows_y = b.concat_rows([b.astype(y[i:min(i + step_y, n), :], f64) @ ids_d
+                                    for i in range(0, n, step_y)])
             sums += [b.xp.sum(b.asarray(rows_x, f64)),
                      b.xp.sum(b.asarray(rows_x, f64) * w_d),
                      b.xp.sum(b.asarray(joint, f64) * w_d), b.xp.sum(rows_y * w_d)]
