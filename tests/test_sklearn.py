@@ -541,3 +541,16 @@ def test_a_fortran_ordered_float64_x_is_converted_once_for_a_float32_fit(monkeyp
         warnings.simplefilter("ignore", ConvergenceWarning)
         MLPClassifier(dtype="float32", max_iter=2, random_state=0).fit(np.asfortranarray(X), y)
     assert given and all(given)
+
+
+@pytest.mark.parametrize("y", [np.arange(60) % 5, np.arange(60) % 2,
+                               np.array(["b", "a", "c"] * 20), np.arange(60) % 3 * 1.5])
+def test_labels_are_binarised_as_booleans_without_the_int64_matrix(y, monkeypatch):
+    """LabelBinarizer.transform built an int64 rows x classes array, then cast
+    it: 8 times the memory of the boolean targets kept."""
+    from nnx.sklearn._classes import _binarised
+    lb = LabelBinarizer().fit(y)
+    want = lb.transform(y).astype(bool)
+    monkeypatch.setattr(LabelBinarizer, "transform", lambda *a: pytest.fail("transform used"))
+    got = _binarised(lb, y)
+    assert got.dtype == bool and got.shape == want.shape and (got == want).all()

@@ -93,7 +93,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             self.classes_ = self._label_binarizer.classes_
         else:
             self._check_classes(unique_labels(y))
-        Y = self._label_binarizer.transform(y).astype(bool)
+        Y = _binarised(self._label_binarizer, y)
         return Y, Y
 
     def _check_classes(self, classes):
@@ -181,6 +181,27 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         P = self.predict_proba(X)
         xp = np if isinstance(P, np.ndarray) else _data.cupy()
         return xp.log(P, out=P)
+
+
+def _binarised(binarizer, y):
+    """``binarizer.transform(y)`` as booleans, made as booleans: the
+    transform's int64 (rows x classes) array first took 8 times the memory.
+    Multilabel and sparse targets, and labels it does not know, go through
+    the transform itself (which says what is wrong)."""
+    classes = binarizer.classes_
+    if binarizer.y_type_ not in ("binary", "multiclass") or not isinstance(y, np.ndarray) \
+            or y.ndim != 1 or len(classes) < 2:
+        return binarizer.transform(y).astype(bool)
+    try:
+        idx = np.searchsorted(classes, y)
+        known = (idx < len(classes)) & (classes[np.minimum(idx, len(classes) - 1)] == y)
+    except TypeError:  # labels of mixed kinds: the transform's own message
+        return binarizer.transform(y).astype(bool)
+    if not known.all():
+        return binarizer.transform(y).astype(bool)
+    Y = np.zeros((len(y), len(classes)), dtype=bool)
+    Y[np.arange(len(y)), idx] = True
+    return Y[:, 1:] if len(classes) == 2 else Y
 
 
 def _sparse_labels(labels):
