@@ -544,7 +544,7 @@ def test_a_fortran_ordered_float64_x_is_converted_once_for_a_float32_fit(monkeyp
 
 
 @pytest.mark.parametrize("y", [np.arange(60) % 5, np.arange(60) % 2,
-                               np.array(["b", "a", "c"] * 20), np.arange(60) % 3 * 1.5])
+                               np.array(["b", "a", "c"] * 20), np.arange(60) % 3 * 2.0])
 def test_labels_are_binarised_as_booleans_without_the_int64_matrix(y, monkeypatch):
     """LabelBinarizer.transform built an int64 rows x classes array, then cast
     it: 8 times the memory of the boolean targets kept."""
