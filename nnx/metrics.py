@@ -20,12 +20,12 @@ def predict_classes(net, X, batch_size=1024):
     b = net.backend
     batch_size = integer("batch_size", batch_size, minimum=1)
     net.require_built("predict_classes")
-    X = net.as_input(X)
+    X = net.as_input(X, convert=False)  # checked; converted a chunk at a time
     n = int(X.shape[0])
     # a chunk's outputs at a time: only the ids are kept, not (rows, classes)
     ids, worst = [], None
     for i in range(0, n, batch_size):
-        out = net.predict(X[i:min(i + batch_size, n), :], batch_size)
+        out = net._predict(X[i:min(i + batch_size, n), :], batch_size)
         m = b.max_abs(out)
         worst = m if worst is None else worst + m  # NaN or inf stays so: no cancelling
         ids.append(out[:, 0] > net.loss.threshold if net.n_out == 1 else b.argmax_rows(out))
@@ -43,7 +43,7 @@ def accuracy(net, X, y):
     matches ``y``: class ids or one-hot rows, on the host or on the network's
     device; 0/1 labels for a network with one output."""
     net.require_built()
-    X = net.as_input(X)
+    X = net.as_input(X, convert=False)  # checked; predict_classes converts by chunks
     if not net.on_host(y, "y"):
         y = net.backend.to_numpy(y)  # labels are checked on the host
     n = int(X.shape[0])

@@ -285,11 +285,13 @@ class NeuralNetwork:
                 f"network's device ({self.backend.name}); pass a NumPy array or move it first")
         return True
 
-    def as_input(self, X, name="X", rows=False):
+    def as_input(self, X, name="X", rows=False, convert=True):
         """``X`` on this network's device in its dtype: host data is checked
         and uploaded (one copy); arrays already on the device pass through.
         ``rows=True``: host data comes C-contiguous too (its rows are gathered
-        into batches), in the same one conversion."""
+        into batches), in the same one conversion. ``convert=False``: host
+        data is checked and returned as it is, for a caller that converts a
+        chunk of rows at a time (inference)."""
         b = self.backend
         if host.is_sparse(X):
             return self._sparse_input(X, name)
@@ -297,6 +299,8 @@ class NeuralNetwork:
             X = host.check_features(X, name, self.n_in, b.dtype_name)
             if b.precision == "float16":
                 host.check_half_range(host.largest_magnitude(X), name)
+            if not convert:
+                return X
             if rows and not X.flags.c_contiguous:  # cast, then copied again by its rows
                 X = host.c_order(X, b.dtype_name)
             return b.asarray(X)
@@ -527,14 +531,23 @@ class NeuralNetwork:
         computed in chunks of ``batch_size`` rows."""
         batch_size = _checks.integer("batch_size", batch_size)
         self.require_built("predict")
-        X = self.as_input(X)
-        n = X.shape[0]
+        return self._predict(self.as_input(X, convert=False), batch_size)
+
+    def _predict(self, X, batch_size):
+        """``predict`` of checked rows (``as_input(..., convert=False)``): host
+        rows are converted and uploaded a chunk at a time, so the whole of X
+        is never copied into the compute dtype or onto the device."""
+        b, n = self.backend, int(X.shape[0])
+
+        def chunk(i):
+            part = X[i:min(i + batch_size, n), :]
+            return part if host.is_sparse(part) else b.asarray(part)
+
         if n <= batch_size:
-            out = self._infer(X)
+            out = self._infer(chunk(0))
         else:
-            out = self.backend.concat_rows([self._infer(X[i:min(i + batch_size, n), :])
-                                            for i in range(0, n, batch_size)])
-        self.forget_pass()  # the layers held the last chunk: a view of all of X
+            out = b.concat_rows([self._infer(chunk(i)) for i in range(0, n, batch_size)])
+        self.forget_pass()  # the layers held the last chunk (a view of all of X, maybe)
         return out
 
     def predict_proba(self, X, batch_size=1024):

@@ -676,3 +676,21 @@ def test_the_fingerprint_sums_the_targets_a_block_of_rows_at_a_time(monkeypatch,
         (tuple(x.shape), str(dtype))) or real(self, x, dtype))
     nnx.Trainer(net, SGD(0.1)).fit(X, y, Xv, yv, epochs=1, checkpoint=tmp_path / "run.npz")
     assert all(rows <= 16 for (rows, *_), dtype in cast if "64" in dtype and len(_) == 1)
+
+
+def test_inference_converts_a_chunk_of_rows_at_a_time(monkeypatch):
+    """predict, predict_classes and accuracy converted the whole X to the
+    compute dtype first: a full copy (80 MB for 200k x 100 float64 rows into
+    a float32 network) where a chunk's does."""
+    X, y, Xv, yv = make_data(n=300)
+    net = make_classifier()
+    nnx.Trainer(net, SGD(0.1)).fit(X, y, epochs=1)
+    cls = type(net.backend)
+    sizes, real = [], cls.asarray
+    monkeypatch.setattr(cls, "asarray", lambda self, x, dtype=None: sizes.append(
+        getattr(x, "shape", (0,))[0]) or real(self, x, dtype))
+    out = net.predict(X, batch_size=64)
+    ids = nnx.predict_classes(net, X, batch_size=64)
+    acc = nnx.accuracy(net, X, y)
+    assert max(s for s in sizes) <= 1024 and max(sizes[:5]) <= 64  # no 300-row copy
+    assert (ids == out.argmax(axis=1)).all() and acc == (ids == y).mean()
