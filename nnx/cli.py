@@ -83,7 +83,9 @@ def _data_meta(args, p):
     table = p.feature_names is not None or not args.data.lower().endswith(".npz")
     return {"dataset": _data_name(args), "classes": list(p.class_names),
             "data_file": {"path": os.path.abspath(args.data), "sha256": file_digest(args.data),
-                          "target": p.target_name if table else None,
+                          # by name where the table has a header, else as the flag gave it
+                          "target": (p.target_name if p.feature_names is not None
+                                     else args.target) if table else None,
                           "features": None if p.feature_names is None else
                           list(p.feature_names),
                           "test_fraction": fraction, "classes": list(p.class_names)}}

@@ -19,7 +19,8 @@ class Loss:
     ``self.backend.xp``: the value a 0-d array, the gradient shaped like the
     prediction. Set ``classification = True`` if targets are class
     distributions (then class ids are accepted too), ``binary = True`` if each
-    output is the logit of a target in [0, 1] (then ``threshold = 0.0``). It trains like the
+    output is the logit of a target in [0, 1] (``threshold``, where a
+    one-output network's class changes, then follows: 0 rather than 0.5). It trains like the
     built-in losses; checkpoints (``save``, ``fit(checkpoint=...)``) hold the
     built-in losses only.
     """
@@ -27,7 +28,12 @@ class Loss:
     backend = None  # set by the network that owns the loss
     classification = False  # targets are class distributions (rows sum to one)
     binary = False  # each output is the logit of its own 0/1 target (a sigmoid per output)
-    threshold = 0.5  # a one-output network predicts class 1 where its output is above this
+
+    @property
+    def threshold(self):
+        """A one-output network predicts class 1 where its output is above
+        this: 0 for a logit (``binary``), 0.5 for a probability."""
+        return 0.0 if self.binary else 0.5
     _grad = None  # the gradient of the last forward pass
     _follows_input = True  # until a network binds the loss to its backend
     _auto_backend = None  # the backend last taken from a prediction (not set by hand)
@@ -137,7 +143,6 @@ class SigmoidCrossEntropy(Loss):
 
     name = "sigmoid_cross_entropy"
     binary = True
-    threshold = 0.0  # the logit of p = 0.5
 
     def _compute(self):
         return self.backend.sigmoid_cross_entropy(self.prediction, self.target)

@@ -97,6 +97,7 @@ class _Shape:
     second: list | None
     width: int
     rows: int
+    repeats: list  # per column, how many later rows repeat the first row's cell
 
 
 def _scan(path, delimiter):
@@ -104,48 +105,72 @@ def _scan(path, delimiter):
     the same width as the first (a row with more or fewer cells is a
     DatasetError naming its line: loadtxt would take its first cells)."""
     shown = os.fspath(path)
-    first = second = None
+    first = second = repeats = None
     rows, trailing = 0, True
     with _open_text(path) as f:
         reader = csv.reader(f, delimiter=delimiter)
-        for cells in reader:
+        for cells in _decoded(reader, shown):
             if _blank(cells):
                 continue
             cells = [c.strip() for c in cells]
             if first is None:
-                first = cells
+                first, repeats = cells, [0] * len(cells)
             elif len(cells) != len(first):
                 raise DatasetError(
                     f"{shown!r}: line {reader.line_num} has {len(cells)} cells but the first "
                     f"row has {len(first)}; expected the same number in every row (a comma "
                     "inside a number or a name? quote such cells)")
-            elif second is None:
-                second = cells
+            else:
+                second = cells if second is None else second
+                for j, (a, b) in enumerate(zip(first, cells)):
+                    repeats[j] += a == b
             trailing = trailing and cells[-1] == ""
             rows += 1
     if first is None:
         raise DatasetError(f"{shown!r} holds no rows")
     width = len(first) - 1 if trailing and len(first) > 1 else len(first)
-    return _Shape(first[:width], second[:width] if second else None, width, rows)
+    return _Shape(first[:width], second[:width] if second else None, width, rows,
+                  repeats[:width])
+
+
+def _decoded(reader, shown):
+    """The reader's rows; a file that is not UTF-8 is named, not a traceback."""
+    try:
+        yield from reader
+    except UnicodeDecodeError as exc:
+        raise DatasetError(
+            f"{shown!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at position "
+            f"{exc.start}); save it as UTF-8 (Excel: 'CSV UTF-8')") from None
 
 
 def _has_header(shape, target):
     """Whether the first row names the columns: a target named in it, a
-    feature cell that is not a number, or a column whose first cell is a
-    number and second not, or the other way round (numbers as names)."""
+    feature cell that is text (not a number, not empty: a missing value is
+    no name), a column whose first cell is a number and second text or the
+    other way round, or numbers as names: feature cells of whole numbers
+    rising (0,1,2,... as pandas names columns, or years) beside a target
+    cell no other row repeats."""
     first, second = shape.first, shape.second
-    if isinstance(target, str) and target in first:
+    index_like = isinstance(target, (int, np.integer)) or (
+        isinstance(target, str) and re.fullmatch(r"[+-]?\d+", target.strip()) is not None)
+    if isinstance(target, str) and not index_like and target in first:
         return True
     guess = shape.width - 1 if target is None else None
-    if isinstance(target, (int, np.integer)) or (isinstance(target, str)
-                                                 and re.fullmatch(r"[+-]?\d+", target)):
+    if index_like:
         index = int(target)
         guess = index % shape.width if -shape.width <= index < shape.width else None
-    if any(not _is_number(c) for i, c in enumerate(first) if i != guess):
+    features = [c for i, c in enumerate(first) if i != guess]
+    if any(c and not _is_number(c) for c in features):
         return True
-    if second is not None:
-        return any(_is_number(a) != _is_number(b) for a, b in zip(first, second))
-    return all(not _is_number(c) for c in first)
+    if second is not None and any(a and b and _is_number(a) != _is_number(b)
+                                  for a, b in zip(first, second)):
+        return True
+    whole = [int(c) for c in features if re.fullmatch(r"[+-]?\d+", c)]
+    if guess is not None and shape.rows > 2 and len(whole) == len(features) \
+            and all(a < b for a, b in zip(whole, whole[1:])) \
+            and shape.repeats[guess] == 0:
+        return True
+    return second is None and all(c and not _is_number(c) for c in first)
 
 
 def _target_index(target, header, n_columns, path):
@@ -179,6 +204,14 @@ def _feature_columns(features, header, t, width, shown):
             raise DatasetError(f"{shown!r} has {len(columns)} feature columns; the model "
                                f"takes {len(features)} ({list(features)[:8]}...)")
         return columns
+    own = [header[i] for i in range(width) if i != t]
+    if list(features) == own:  # as trained: by position (names may repeat)
+        return [i for i in range(width) if i != t]
+    twice = sorted({name for name in features if header.count(name) > 1})
+    if twice:
+        raise DatasetError(f"{shown!r} has several columns named {twice[0]!r}, and its "
+                           "columns are not in the order trained on: they cannot be told "
+                           "apart by name; give the file its columns in the training order")
     missing = [name for name in features if name not in header]
     if missing:
         raise DatasetError(f"{shown!r} has no column {missing[0]!r}"
@@ -405,8 +438,8 @@ def load_file(path, target=None, *, test_fraction=TEST_FRACTION, dtype="float32"
                            f"{classes[0]!r}; a classifier needs at least two")
     if len(Xs) == 2:  # the file's own split
         parts = Xs[0], ids[:sizes[0]], Xs[1], ids[sizes[0]:]
-        if test_fraction is None:  # new rows to evaluate on: the test rows
-            parts = Xs[0][:0], parts[1][:0], Xs[1], parts[3]
+        if test_fraction is None:  # new rows to evaluate on: all of them
+            parts = Xs[0][:0], ids[:0], np.concatenate([Xs[0], Xs[1]]), ids
     else:
         X = Xs[0] if Xs[0].flags.writeable else Xs[0].copy()
         parts = _split(X, ids, test_fraction, shown)

@@ -321,3 +321,20 @@ def test_sigmoid_cross_entropy_stays_finite_for_extreme_logits(dtype):
         grad = loss.backward()
     assert value == pytest.approx((1e4 + 1e4 + 2 * np.log1p(np.exp(-80.0))) / 4, rel=1e-6)
     np.testing.assert_allclose(grad[:, 0], [0.25, -0.25, 0.0, 0.0], atol=1e-7)
+
+
+def test_a_binary_loss_of_ones_own_cuts_one_output_at_the_logits_zero():
+    """threshold stayed 0.5 for a loss of one's own with binary = True:
+    predict_classes cut its logits at 0.5 while predict_proba cut at 0."""
+    class MyBCE(nnx.Loss):
+        binary = True
+
+        def _compute(self):
+            return self.backend.sigmoid_cross_entropy(self.prediction, self.target)
+
+    assert MyBCE().threshold == 0.0 and MeanSquaredError().threshold == 0.5
+    net = nnx.NeuralNetwork([nnx.Dense(1, "linear")], MyBCE(), seed=0, dtype="float64")
+    X = np.random.default_rng(0).standard_normal((200, 3))
+    net.build(3)
+    np.testing.assert_array_equal(nnx.predict_classes(net, X),
+                                  net.predict_proba(X).argmax(axis=1))

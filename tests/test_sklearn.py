@@ -554,3 +554,29 @@ def test_labels_are_binarised_as_booleans_without_the_int64_matrix(y, monkeypatc
     monkeypatch.setattr(LabelBinarizer, "transform", lambda *a: pytest.fail("transform used"))
     got = _binarised(lb, y)
     assert got.dtype == bool and got.shape == want.shape and (got == want).all()
+
+
+def test_the_judgement_against_a_constant_takes_a_block_of_rows_at_a_time(monkeypatch):
+    """It copied the targets whole into float64 and predicted every row at
+    once: 630 MiB at 100k rows x 200 classes, after the booleans had cut it."""
+    from nnx.sklearn import _base, _data
+    X, y = _digits01()
+    monkeypatch.setattr(_base, "_JUDGE_BLOCK", 500)  # 50 rows of 10 classes
+    judging, seen, real = [False], [], _data.to_numpy
+    monkeypatch.setattr(_data, "to_numpy", lambda a: (judging[0] and seen.append(
+        getattr(a, "shape", (0,))[0])) or real(a))
+    real_judge = _base.BaseMLP._judge_against_constant
+
+    def judge(self, net, data):
+        judging[0] = True
+        try:
+            return real_judge(self, net, data)
+        finally:
+            judging[0] = False
+
+    monkeypatch.setattr(_base.BaseMLP, "_judge_against_constant", judge)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        with pytest.warns(InputWarning, match="learned nothing"):
+            MLPClassifier(alpha=1000.0, max_iter=30, random_state=0).fit(X, y)
+    assert seen and max(seen) <= 50

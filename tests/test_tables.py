@@ -124,8 +124,8 @@ def test_npz_with_x_and_y_or_its_own_split(tmp_path):
     ds = load_file(tmp_path / "split.npz", dtype="float64")
     np.testing.assert_array_equal(ds.X_train, X[:30])
     np.testing.assert_array_equal(ds.y_test, [0, 1, 2, 3] * 5)
-    only_test = load_file(tmp_path / "split.npz", test_fraction=None, dtype="float64")
-    assert only_test.X_train.shape == (0, 3) and len(only_test.y_test) == 20
+    every = load_file(tmp_path / "split.npz", test_fraction=None, dtype="float64")
+    assert every.X_train.shape == (0, 3) and len(every.y_test) == 50  # new rows: all of them
 
 
 def test_labels_mapped_onto_a_models_classes(iris_csv):
@@ -244,3 +244,53 @@ def test_labels_as_big_whole_numbers_and_booleans(tmp_path):
     np.savez(tmp_path / "o.npz", X=np.zeros((2, 2)), y=np.array(["a", None], dtype=object))
     with pytest.raises(DatasetError, match="y holds Python objects"):
         load_file(tmp_path / "o.npz")
+
+
+# ------------------------------------------------ from a review of the reader
+def _iris_rows():
+    d = load_iris()
+    return [[*map(str, x), d.target_names[y]] for x, y in zip(d.data, d.target)], d
+
+
+@pytest.mark.parametrize("header", [["0", "1", "2", "3", "4"],  # pandas' unnamed columns
+                                    ["2001", "2002", "2003", "2004", "species"]])
+def test_headers_of_rising_whole_numbers_are_headers(tmp_path, header):
+    rows, d = _iris_rows()
+    p = _write_csv(tmp_path / "h.csv", header, rows)
+    ds = load_file(p, test_fraction=None, dtype="float64")
+    assert ds.class_names == ("setosa", "versicolor", "virginica")
+    np.testing.assert_array_equal(ds.X_test, d.data)
+
+
+def test_a_missing_cell_in_the_first_row_is_an_error_not_a_header(tmp_path):
+    rows, _ = _iris_rows()
+    rows[0][1] = ""
+    with pytest.raises(DatasetError, match=r"data row 1, column 1 holds an empty cell"):
+        load_file(_write_csv(tmp_path / "m.csv", None, rows))
+
+
+def test_a_headerless_target_index_is_not_taken_for_a_name(tmp_path):
+    """The index given as text ("4") was looked for among the first row's
+    cells: a first row holding 4 became a header."""
+    rows = [[str(i % 5), str((i * 7) % 5), str(i % 2), "1", str(i % 2)] for i in range(40)]
+    rows[0] = ["4", "4", "0", "1", "0"]
+    p = _write_csv(tmp_path / "n.csv", None, rows)
+    ds = load_file(p, target="4", test_fraction=None)
+    assert ds.X_test.shape == (40, 4) and ds.class_names == ("0", "1")
+
+
+def test_features_of_repeated_names_read_by_position_when_in_the_trained_order(tmp_path):
+    rows = [[str(i), str(-i), str(i * i), str(i % 2)] for i in range(20)]
+    p = _write_csv(tmp_path / "d.csv", ["x", "x", "x", "label"], rows)
+    ds = load_file(p, test_fraction=None, features=["x", "x", "x"])
+    np.testing.assert_array_equal(ds.X_test[:, 2], np.arange(20) ** 2)
+    q = _write_csv(tmp_path / "e.csv", ["y", "x", "x", "label"], rows)  # trained as x,y,x
+    with pytest.raises(DatasetError, match="several columns named 'x'"):
+        load_file(q, test_fraction=None, features=["x", "y", "x"])
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path):
+    p = tmp_path / "latin.csv"
+    p.write_bytes("a,b,label\n1,2,caf\xe9\n3,4,th\xe9\n".encode("cp1252"))
+    with pytest.raises(DatasetError, match=r"is not UTF-8 text \(byte 0xe9.*CSV UTF-8"):
+        load_file(p)

@@ -39,6 +39,7 @@ from ._losses import LOSSES, activate
 _STOCHASTIC = ("sgd", "adam")
 # scikit-learn's activation names -> nnx's
 _JUDGED_AFTER = 10  # iterations before a fit is judged against a constant prediction
+_JUDGE_BLOCK = 2**20  # values of the targets (rows x outputs) judged at a time
 _HIDDEN = {"identity": "linear", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 
 
@@ -337,16 +338,20 @@ class BaseMLP(BaseEstimator):
         if data.n_outputs == 1 and getattr(self, "classes_", np.zeros(2)).shape[0] < 2:
             return  # one class: nothing to learn
         self._push(net)  # the kept weights (early stopping's best ones, say)
-        n = data.n_samples
-        rows = b.asarray(np.arange(n), dtype="int64")
-        Y = to_host = _data.to_numpy(data.Y).astype(np.float64)
-        sw = data.sw_host
-        mean = np.average(to_host, axis=0, weights=sw)
-        spread = np.average((Y - mean) ** 2, axis=0, weights=sw).sum()
-        if not spread > 0:
+        n, sw = data.n_samples, data.sw_host
+        total = float(n if sw is None else sw.sum())
+        # a block of rows at a time, in float64: no copy of the targets, no
+        # outputs for every row (the targets may be rows x 1000 classes)
+        step = max(1, _JUDGE_BLOCK // max(1, data.n_outputs))
+        first = second = 0.0
+        for i in range(0, n, step):
+            block = _data.to_numpy(data.Y[i:i + step]).astype(np.float64)
+            w = np.ones(len(block)) if sw is None else sw[i:i + step]
+            first = first + w @ block
+            second = second + w @ (block * block)
+        mean = first / total
+        if not (second / total - mean * mean).sum() > 1e-12 * max(1.0, (mean * mean).sum()):
             return  # constant targets: the constant is the answer
-        loss.weights = None if data.sw is None else data.sw.reshape(-1, 1)
-        loss.weight_sum = n if sw is None else float(sw.sum())
         tiny = np.finfo(np.float64).tiny
         if self.out_activation_ in ("softmax", "exp"):
             z0 = np.log(np.maximum(mean, tiny))
@@ -355,10 +360,17 @@ class BaseMLP(BaseEstimator):
             z0 = np.log(m) - np.log1p(-m)
         else:
             z0 = mean
+        loss.weight_sum = total  # each block's loss is its share of the whole
+        fitted = constant = 0.0
         with b.quiet_float_errors():
-            fitted = b.to_float(loss.forward(data.predict_rows(net, rows), data.Y))
-            constant = b.to_float(loss.forward(
-                b.asarray(np.broadcast_to(z0, (n, z0.shape[0])).astype(data.dtype)), data.Y))
+            for i in range(0, n, step):
+                rows = b.asarray(np.arange(i, min(i + step, n)), dtype="int64")
+                Y = data.Y[i:i + step]
+                loss.weights = None if data.sw is None else data.sw[i:i + step].reshape(-1, 1)
+                share = len(rows) / total if data.sw is None else 1.0  # unweighted: a mean
+                fitted += share * b.to_float(loss.forward(data.predict_rows(net, rows), Y))
+                z = b.asarray(np.broadcast_to(z0, (len(rows), z0.shape[0])).astype(data.dtype))
+                constant += share * b.to_float(loss.forward(z, Y))
         if not fitted >= constant:
             return
         what = "the class frequencies" if hasattr(self, "classes_") else "the mean of y"
