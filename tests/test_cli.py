@@ -256,13 +256,19 @@ def _accuracy(stdout, before):
     return float(line.split("accuracy ")[1].split()[0].rstrip(","))
 
 
-def test_train_and_evaluate_a_csv_file_of_ones_own(tmp_path):
+def _train_on_iris(tmp_path):
+    """nnx train on iris as a CSV of one's own: the file, the data, the model, the run."""
     csv_path, d = _iris_csv(tmp_path / "iris.csv")
     ckpt = tmp_path / "m.npz"
     r = nnx_cli("train", "--data", csv_path, "--target", "species", "--hidden", "16",
                 "--optimizer", "adam", "--lr", "0.01", "--epochs", "40", "--quiet",
                 "--out", str(ckpt))
     assert r.returncode == 0, r.stderr
+    return csv_path, d, ckpt, r
+
+
+def test_train_and_evaluate_a_csv_file_of_ones_own(tmp_path):
+    csv_path, d, ckpt, r = _train_on_iris(tmp_path)
     assert f"dataset=iris.csv ({csv_path})" in r.stdout
     trained_acc = _accuracy(r.stdout, "test accuracy")
     assert trained_acc >= 0.9
@@ -313,12 +319,7 @@ def test_evaluate_reads_a_new_file_by_the_columns_trained_on(tmp_path):
     """From a probe: a new file with its columns in another order scored 0.33
     in silence; one with the target in the middle lost it unless --target was
     repeated; an edited training file was scored whole, training rows and all."""
-    csv_path, d = _iris_csv(tmp_path / "iris.csv")
-    ckpt = tmp_path / "m.npz"
-    r = nnx_cli("train", "--data", csv_path, "--target", "species", "--hidden", "16",
-                "--optimizer", "adam", "--lr", "0.01", "--epochs", "40", "--quiet",
-                "--out", str(ckpt))
-    assert r.returncode == 0, r.stderr
+    csv_path, d, ckpt, r = _train_on_iris(tmp_path)
     assert ("data: 150 rows x 4 features, target 'species' with 3 classes (setosa, "
             "versicolor, virginica); 108 training, 12 validation, 30 test rows") in r.stdout
     rows = [line.split(",") for line in Path(csv_path).read_text().splitlines()]
