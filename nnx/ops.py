@@ -214,9 +214,7 @@ class Sigmoid(Operation):
     name = "sigmoid"
 
     def _output(self, inference):
-        xp = self.backend.xp
-        z = xp.exp(-xp.abs(self.input_))
-        return xp.where(self.input_ >= 0, 1.0 / (1.0 + z), z / (1.0 + z))
+        return self.backend.sigmoid(self.input_)  # the one the sigmoid cross-entropy uses
 
     def _input_grad(self, output_grad):
         return output_grad * self.output * (1.0 - self.output)
