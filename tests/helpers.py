@@ -37,7 +37,7 @@ def params(net):
 def assert_usable(net, trainer, X, y, before):
     """The failed call changed nothing, and a good fit still works."""
     np.testing.assert_array_equal(params(net), before)
-    history = trainer.fit(X, y, epochs=2, eval_every=1)
+    history = trainer.fit(X, y, epochs=2, eval_every=1, restart=True)
     assert history.epochs_run == 2 and np.isfinite(params(net)).all()
 
 

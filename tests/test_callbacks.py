@@ -239,7 +239,7 @@ def test_an_early_stopping_object_given_to_the_trainer_starts_afresh_every_fit()
     trainer = nnx.Trainer(net, nnx.SGDMomentum(0.5), callbacks=[rule])
     trainer.fit(X, y, Xt, yt, epochs=30, eval_every=1, batch_size=20, seed=3)
     first = net.get_parameters().copy()
-    trainer.fit(X, y, epochs=3, batch_size=20, seed=4)  # no evaluation set
+    trainer.fit(X, y, epochs=3, batch_size=20, seed=4, restart=True)  # no evaluation set
     alone = make_classifier()
     nnx.Trainer(alone, nnx.SGDMomentum(0.5)).fit(X, y, epochs=3, batch_size=20, seed=4)
     assert not np.array_equal(net.get_parameters(), first)

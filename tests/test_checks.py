@@ -58,7 +58,7 @@ def test_numpy_scalars_are_accepted_as_settings(trained):
     Dropout(np.float32(0.5))
     SGDMomentum(np.float32(0.1), momentum=np.float32(0.9))
     history = trainer.fit(X, y, epochs=np.int64(2), eval_every=np.int64(1),
-                          batch_size=np.int64(4), patience=np.int64(2))
+                          batch_size=np.int64(4), patience=np.int64(2), restart=True)
     assert history.epochs_run == 2
 
 

@@ -236,7 +236,7 @@ def test_restart_true_reinitialises():
     trainer = nnx.Trainer(net, nnx.SGDMomentum(0.1))
     h1 = trainer.fit(X, y, Xv, yv, epochs=4, eval_every=2, seed=3)
     p1 = params(net)
-    h2 = trainer.fit(X, y, Xv, yv, epochs=4, eval_every=2, seed=3)
+    h2 = trainer.fit(X, y, Xv, yv, epochs=4, eval_every=2, seed=3, restart=True)
     assert np.array_equal(p1, params(net))
     assert h1.losses == h2.losses and h1.records == h2.records
 
@@ -404,7 +404,8 @@ def test_divergence_without_an_evaluation_set_restores_usable_parameters():
     X = rng.standard_normal((64, 4)).astype(np.float32)
     Y = rng.standard_normal((64, 2)).astype(np.float32)
     net = nnx.NeuralNetwork([nnx.Dense(8, "linear"), nnx.Dense(2, "linear")], "mse", seed=0)
-    with np.errstate(all="ignore"), pytest.raises(nnx.TrainingDiverged) as info:
+    with np.errstate(all="ignore"), pytest.raises(nnx.TrainingDiverged) as info, \
+            pytest.warns(nnx.InputWarning, match="far too large"):
         nnx.Trainer(net, nnx.SGD(40.0)).fit(X, Y, epochs=50, eval_every=1, batch_size=64)
     assert np.isfinite(net.get_parameters()).all()
     with np.errstate(all="ignore"):
@@ -427,7 +428,7 @@ def test_divergence_restores_the_last_good_evaluation():
     assert opt.velocity is None
     X, y = run_data()
     assert 0.0 <= nnx.accuracy(net, X, y) <= 1.0  # still usable
-    hist = fit_run(net, opt)  # and trainable again
+    hist = fit_run(net, opt, restart=True)  # and trainable again
     assert np.isfinite(hist.records[-1]["loss"])
 
 
