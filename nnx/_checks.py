@@ -103,6 +103,15 @@ def asks_to_stop(result, who):
 _SAID = set()  # what asks_to_stop has warned of, once each
 
 
+def network(net, where="net"):
+    """``net`` itself if it is a NeuralNetwork; otherwise a refusal naming
+    ``where`` (arguments given in the wrong order land here)."""
+    from .network import NeuralNetwork  # the network module imports this one
+    if not isinstance(net, NeuralNetwork):
+        raise InputTypeError(f"{where} must be a NeuralNetwork, got {type(net).__name__}")
+    return net
+
+
 def integer(name, value, minimum=1):
     """An int ``>= minimum`` (Python or NumPy integer)."""
     if _is_bool(value) or not isinstance(value, numbers.Integral) or value < minimum:

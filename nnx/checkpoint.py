@@ -30,6 +30,7 @@ import zipfile
 
 import numpy as np
 
+from . import _checks
 from ._checks import InputTypeError, InputValueError
 from ._files import atomic_write
 
@@ -423,7 +424,7 @@ def save_network(net, path, extra=None, training=None, meta=None):
     """Write ``net``'s parameters and architecture to ``path`` (see
     ``NeuralNetwork.save``); returns the path as given."""
     from . import __version__
-    net.require_built()
+    _checks.network(net).require_built()
     check_extra(extra)
     check_meta(meta)
     b = net.backend

@@ -793,7 +793,7 @@ def cmd_export(args):
         classes = net.checkpoint_meta.get("classes")  # nnx train's, named as on the estimators
         path = export_network(net, args.out, output=output, opset=args.opset,
                               standardize=stats,
-                              metadata={"classes": repr(list(classes))}
+                              metadata={"classes": json.dumps(list(classes))}
                               if isinstance(classes, list) and classes else None)
     except ImportError as exc:
         raise UsageError(str(exc)) from None
@@ -992,8 +992,9 @@ def build_parser():
     p.add_argument("--output", choices=("raw", "softmax", "sigmoid", "binary", "exp"),
                    default=None,
                    help="what the model returns after the last layer (binary: a one-output "
-                        "network's predict_proba, [1 - p, p]); default softmax for a "
-                        "softmax cross-entropy network, raw outputs otherwise")
+                        "network's predict_proba, [1 - p, p]); default: what the model's "
+                        "predict_proba gives (softmax for a softmax cross-entropy network, "
+                        "sigmoid or binary for a sigmoid cross-entropy one), raw otherwise")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
     p.add_argument("--standardized-inputs", action="store_true",
                    help="leave the checkpoint's x_mean/x_std out: the model then takes "

@@ -16,7 +16,6 @@ from .ops import (
     Dropout,
     Operation,
     ParamOperation,
-    Sigmoid,
     WeightMultiply,
     activation_setting,
     make_activation,
@@ -30,8 +29,9 @@ QUIET_DROPOUT = contextvars.ContextVar("nnx_quiet_dropout", default=False)
 def _activation(spec):
     """An activation operation from an instance or a name; a fresh object
     every time, so no two layers ever share one (and its stored arrays)."""
-    if spec is None:
-        return Sigmoid()
+    if spec is None:  # Keras reads None as no activation, the study's default was sigmoid
+        raise InputTypeError('activation=None: name the activation, "linear" for none (what '
+                             'Keras means by None) or "sigmoid" (the default when left out)')
     if isinstance(spec, str):
         return ACTIVATIONS[_checks.name_in("activation", spec, ACTIVATIONS)]()
     cls = spec if isinstance(spec, type) else type(spec)
@@ -152,7 +152,7 @@ class Dense(Layer):
     ``weight_init`` is "glorot" (default), "he" or "standard".
     """
 
-    def __init__(self, neurons, activation=None, dropout=1.0, weight_init="glorot"):
+    def __init__(self, neurons, activation="sigmoid", dropout=1.0, weight_init="glorot"):
         super().__init__(neurons)
         self.activation = _activation(activation)
         # dropout is the keep probability, as in the study

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import InputTypeError, InputValueError, integer
+from ._checks import InputTypeError, InputValueError, integer, network
 from .backend import host
 
 __all__ = ["predict_classes", "accuracy", "confusion_matrix", "format_confusion_matrix"]
@@ -17,7 +17,7 @@ def predict_classes(net, X, batch_size=1024):
     where the output is above the loss's ``threshold`` (0 for a sigmoid
     cross-entropy's logit; 0.5 for a sigmoid output trained on 0/1 targets)
     and 0 elsewhere."""
-    b = net.backend
+    b = network(net).backend
     batch_size = integer("batch_size", batch_size, minimum=1)
     net.require_built("predict_classes")
     X = net.as_input(X, convert=False)  # checked; converted a chunk at a time
@@ -42,7 +42,7 @@ def accuracy(net, X, y):
     """Fraction of rows of ``X`` whose predicted class (``predict_classes``)
     matches ``y``: class ids or one-hot rows, on the host or on the network's
     device; 0/1 labels for a network with one output."""
-    net.require_built()
+    network(net).require_built()
     X = net.as_input(X, convert=False)  # checked; predict_classes converts by chunks
     if not net.on_host(y, "y"):
         y = net.backend.to_numpy(y)  # labels are checked on the host

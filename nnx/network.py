@@ -491,12 +491,12 @@ class NeuralNetwork:
         """Write the network as an ONNX model to ``path`` (atomically); returns
         ``path``. Needs the ``onnx`` extra: ``pip install 'nnx-dl[onnx]'``.
 
-        ``output`` is what the model returns: "softmax" (class probabilities,
-        as ``predict_proba``; the default for a classification loss), "raw"
-        (the outputs, as ``predict``; the default otherwise), "sigmoid" or
-        "exp" of the outputs, or "binary" (a one-output network's
-        ``predict_proba``: ``[1 - p, p]``, ``p`` its output clipped into
-        [0, 1]). The input is named "X", of shape ``(N, n_in)`` in
+        ``output`` is what the model returns: "raw" (the outputs, as
+        ``predict``), "softmax", "sigmoid" or "exp" of the outputs, or
+        "binary" (a one-output network's ``[1 - p, p]``, ``p`` the logistic
+        of its output for a sigmoid cross-entropy, else the output clipped
+        into [0, 1]); the default is what ``predict_proba`` gives
+        (``probability_output``). The input is named "X", of shape ``(N, n_in)`` in
         the network's dtype; ``opset`` defaults to 17. Dropout is left out, as
         at inference. See ``nnx.onnx.export_network``."""
         from .onnx import export_network

@@ -434,10 +434,8 @@ def export_network(net, path, *, output="raw", opset=None, input_name="X", outpu
     See ``export_layers`` for the rest.
     """
     from .layers import Dense, _passes_of_its_own
-    from .network import NeuralNetwork
 
-    if not isinstance(net, NeuralNetwork):
-        raise InputTypeError(f"net must be a NeuralNetwork, got {type(net).__name__}")
+    _checks.network(net)
     _require_onnx()
     net.require_built("ONNX export")
     for i, layer in enumerate(net.layers):
@@ -445,6 +443,13 @@ def export_network(net, path, *, output="raw", opset=None, input_name="X", outpu
             raise InputTypeError(f"layers[{i}] is {type(layer).__name__}: ONNX export knows "
                                  "Dense layers only")
     output = _checks.name_in("output", output, OUTPUTS)
+    proba = net.probability_output
+    if output not in ("raw", proba) and proba != "raw":  # a classifier's, but not its own
+        _checks.warn_caller(
+            f"output={output!r}: this network's probabilities (predict_proba) are its "
+            f"{proba!r} output, as its loss {type(net.loss).__name__} trained them; the model "
+            f"will not return them (output={proba!r} does, output='raw' the plain outputs)",
+            InputWarning)
     last = getattr(type(net.layers[-1].activation), "name", None)
     if output == "sigmoid" and last == "sigmoid":
         raise InputValueError('output="sigmoid": the last layer is a sigmoid already, so its '

@@ -340,7 +340,7 @@ def test_evaluate_reads_a_new_file_by_the_columns_trained_on(tmp_path):
     assert r.returncode == 0, r.stderr
     import onnx
     meta = {p.key: p.value for p in onnx.load(tmp_path / "m.onnx").metadata_props}
-    assert meta["classes"] == "['setosa', 'versicolor', 'virginica']"
+    assert json.loads(meta["classes"]) == ["setosa", "versicolor", "virginica"]  # not a repr
     # a flag of train given to export is not taken for export's --output
     r = nnx_cli("export", str(ckpt), "--out", str(tmp_path / "x.onnx"))
     assert r.returncode == 2 and "unrecognized arguments: --out" in r.stderr

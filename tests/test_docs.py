@@ -31,6 +31,86 @@ def test_every_python_block_runs(page, tmp_path, monkeypatch, capsys):
     _run(page, tmp_path, monkeypatch)
 
 
+def _call(text, start):
+    """(name, arguments text, end) of the call written at ``text[start:]``."""
+    m = re.compile(r"((?:\w+\.)*[A-Za-z_]\w*)\(").match(text, start)
+    if not m:
+        return None
+    depth, i = 1, m.end()
+    while depth and i < len(text):
+        depth += (text[i] in "([{") - (text[i] in ")]}")
+        i += 1
+    return m.group(1), text[m.end():i - 1], i
+
+
+def _documented_signatures():
+    """(page, text, callable, [argument as written]) for each table row that
+    opens with a call signature of something nnx exports; on
+    ``Trainer(net, optim).fit(...)`` the method's."""
+    import nnx
+    import nnx.data
+    import nnx.metrics
+    for page in PAGES:
+        for line in page.read_text().splitlines():
+            call = _call(line, 3) if line.startswith("| `") else None
+            if call is None:
+                continue
+            name, args, end = call
+            method = _call(line, end + 1) if line[end:end + 1] == "." else None
+            parts = name.split(".")
+            parts = parts[1:] if parts[0] == "nnx" else parts
+            for root in (nnx, nnx.data, nnx.metrics):
+                obj = root
+                for part in parts + ([method[0]] if method else []):
+                    obj = getattr(obj, part, None)
+                if callable(obj):
+                    yield page.name, line[2:(method or call)[2]], obj, _arguments(
+                        (method or call)[1])
+                    break
+
+
+def _arguments(text):
+    """The comma-separated arguments of a signature, brackets kept whole."""
+    out, depth, current = [], 0, ""
+    for ch in text:
+        depth += (ch in "([{") - (ch in ")]}")
+        if ch == "," and depth == 0:
+            out.append(current.strip())
+            current = ""
+        else:
+            current += ch
+    return [a for a in [*out, current.strip()] if a]
+
+
+def test_the_signatures_in_the_docs_tables_are_the_codes():
+    """Positional arguments in the order the code takes them, keywords it has:
+    training.md listed RMSprop(lr, alpha, eps, momentum, ...), whose fourth
+    positional argument is weight_decay, as in PyTorch."""
+    import inspect
+    checked, wrong = 0, []
+    for page, text, obj, args in _documented_signatures():
+        params = inspect.signature(obj).parameters
+        positional = [n for n, p in params.items()
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                      and n != "self"]  # Trainer.fit, read off the class
+        position, keywords_only = 0, False
+        for arg in args:
+            if arg in ("*", "..."):  # what follows is named, not placed
+                keywords_only = True
+                continue
+            name = re.match(r"(\w+)\s*=", arg)
+            if name and name.group(1) not in params:
+                wrong.append(f"{page}: {text}: {name.group(1)} is not a parameter")
+            elif name and not keywords_only and positional[position:position + 1] != [
+                    name.group(1)]:
+                wrong.append(f"{page}: {text}: {name.group(1)} is argument {position + 1} in "
+                             f"the docs, {positional[position:position + 1]} in the code")
+            position += 1
+        checked += 1
+    assert checked >= 20, checked  # the tables were found
+    assert not wrong, "\n".join(wrong)
+
+
 def test_every_page_is_linked_from_the_readme_and_every_link_resolves():
     readme = (ROOT / "README.md").read_text()
     for page in PAGES[1:]:

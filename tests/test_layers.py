@@ -143,6 +143,13 @@ def test_default_activation_is_a_fresh_sigmoid_per_layer():
     assert first.activation is not second.activation
 
 
+def test_activation_none_is_refused_not_read_as_sigmoid():
+    """Dense(10, activation=None) was a sigmoid; a Keras user means no activation."""
+    with pytest.raises(nnx.InputTypeError, match='activation=None: .*"linear" for none'):
+        Dense(10, activation=None)
+    assert isinstance(Dense(10).activation, Sigmoid)  # left out: the study's sigmoid
+
+
 def test_activation_class_gives_a_fresh_instance():
     first, second = Dense(3, Tanh), Dense(3, Tanh)
     assert isinstance(first.activation, Tanh)

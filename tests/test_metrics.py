@@ -7,6 +7,7 @@ from helpers import N_ROWS, NAN, ONE_HOT, Y0, on_device1, with_value
 
 import nnx
 from nnx import accuracy
+from nnx.checkpoint import save_network
 from nnx.metrics import confusion_matrix, format_confusion_matrix
 
 
@@ -56,6 +57,17 @@ def test_accuracy_rejects_bad_features(trained):
         accuracy(net, with_value(X, (0, 0), NAN), y)
     with pytest.raises(ValueError, match=r"X has 5 features, but the network was built for 4"):
         accuracy(net, np.ones((N_ROWS, 5)), y)
+
+
+def test_arguments_in_the_wrong_order_are_named():
+    """accuracy(X, net, y) failed deep inside with an AttributeError
+    ('numpy.ndarray' object has no attribute 'require_built')."""
+    X = np.zeros((3, 2))
+    net = _binary_net()
+    for call in (lambda: accuracy(X, net, [0, 1, 0]), lambda: nnx.predict_classes(X, net),
+                 lambda: save_network(X, "never.npz")):
+        with pytest.raises(nnx.InputTypeError, match="net must be a NeuralNetwork, got ndarray"):
+            call()
 
 
 def test_array_on_another_device_is_rejected_by_accuracy(trained):

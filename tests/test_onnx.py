@@ -4,6 +4,7 @@ models are valid; the refusals name the problem."""
 
 import os
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -542,3 +543,22 @@ def test_a_sigmoid_cross_entropy_network_exports_its_probabilities(n_out, output
     X = _inputs("float32", scale=4.0)
     path = net.to_onnx(tmp_path / "m.onnx")
     _close(_run(path, X), net.predict_proba(X), "float32")
+
+
+@pytest.mark.parametrize("output", ["sigmoid", "exp", "softmax"])
+def test_an_output_other_than_a_classifiers_probabilities_warns(output, tmp_path):
+    """output="sigmoid" on a softmax cross-entropy network wrote a model whose
+    outputs read like probabilities but are not the network's; a warning now."""
+    loss = "sigmoid_cross_entropy" if output == "softmax" else "softmax_cross_entropy"
+    net = nnx.NeuralNetwork([nnx.Dense(3, "linear")], loss, seed=0)
+    net.build(2)
+    with pytest.warns(nnx.InputWarning, match=f"output='{output}': this network's "
+                                              "probabilities .* are its '(softmax|sigmoid)'"):
+        net.to_onnx(tmp_path / "m.onnx", output=output)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        net.to_onnx(tmp_path / "raw.onnx", output="raw")
+        net.to_onnx(tmp_path / "own.onnx")
+        regression = nnx.NeuralNetwork([nnx.Dense(3, "linear")], "mse", seed=0)
+        regression.build(2)
+        regression.to_onnx(tmp_path / "exp.onnx", output=output)  # a regression's choice

@@ -270,6 +270,22 @@ def test_onnx_export_matches_predictions(digits, tmp_path, kind, dtype):
                                atol=1e-6 if dtype == "float32" else 1e-13)
 
 
+def test_onnx_metadata_lists_the_classes_as_json(digits, tmp_path):
+    """The classes were written as a Python repr (['cat', 'dog']), which a
+    reader in another language cannot parse."""
+    pytest.importorskip("onnx")
+    import json
+
+    import onnx
+    X, y = digits
+    names = np.array(["cat", "dog", "eel"])[y % 3]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = MLPClassifier(hidden_layer_sizes=(5,), max_iter=2, random_state=0).fit(X, names)
+    meta = {p.key: p.value for p in onnx.load(est.to_onnx(tmp_path / "m.onnx")).metadata_props}
+    assert json.loads(meta["classes"]) == ["cat", "dog", "eel"]
+
+
 # ------------------------------------------- found by a review of the estimators
 def test_one_class_predicts_that_class_as_scikit_learn(digits):
     X, _ = digits

@@ -133,11 +133,7 @@ class Optimizer:
     # -------------------------------------------------------- the schedule
     def attach(self, net):
         """Update the parameters of ``net`` from now on (forgets any state)."""
-        from ..network import NeuralNetwork  # the network module imports the optimisers
-
-        if not isinstance(net, NeuralNetwork):  # not at the first step(), deep inside
-            raise _checks.InputTypeError(f"attach(net): net must be a NeuralNetwork, got "
-                                         f"{type(net).__name__}")
+        _checks.network(net, "attach(net): net")  # not at the first step(), deep inside
         self.net = net
         self.state = {}
         self._device = None

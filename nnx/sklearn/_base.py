@@ -12,6 +12,7 @@ once per epoch (the epoch's loss, and the validation score with
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from numbers import Integral, Real
@@ -642,7 +643,8 @@ class BaseMLP(BaseEstimator):
         from ..onnx import export_layers
 
         check_is_fitted(self)
-        extra = {"classes": repr(self.classes_.tolist())} if hasattr(self, "classes_") else None
+        extra = ({"classes": json.dumps(self.classes_.tolist())}  # JSON: any reader parses it
+                 if hasattr(self, "classes_") else None)
         return export_layers(self.coefs_, self.intercepts_, _HIDDEN[self.activation],
                              self._onnx_output(), path, self._fit_dtype, opset=opset,
                              extra=extra)

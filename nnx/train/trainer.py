@@ -530,9 +530,7 @@ class Trainer:
     ``callbacks`` are used by every ``fit`` of this trainer."""
 
     def __init__(self, net, optim, callbacks=()):
-        from ..network import NeuralNetwork
-        if not isinstance(net, NeuralNetwork):
-            raise InputTypeError(f"net must be a NeuralNetwork, got {type(net).__name__}")
+        _checks.network(net)
         if not isinstance(optim, Optimizer):
             raise InputTypeError(f"optim must be an Optimizer (SGD, SGDMomentum, Adam, ...), "
                                  f"got {optim!r}")
