@@ -348,6 +348,19 @@ def test_a_constant_rate_set_by_hand_holds_for_the_rest_of_the_run_and_later_fit
     assert [r["lr"] for r in h.records] == [0.002, 0.002]
 
 
+@pytest.mark.parametrize("schedule", [nnx.Cosine(0.01), nnx.Cosine(0.01, per="step"),
+                                      nnx.Constant(0.01, warmup=2), nnx.ReduceOnPlateau(0.01)])
+def test_a_rate_set_before_a_schedules_run_is_refused_not_lost(schedule):
+    """optim.lr = 0.1 before fit was taken and printed back, then fit's first
+    epoch replaced it with the schedule's rate: silently a run at 0.01."""
+    optim = nnx.Adam(schedule)
+    before = optim.lr
+    with pytest.raises(nnx.InputValueError, match=r"optim.lr = 0.1: .* (before it would not "
+                                                  r"be used|sets the rate of every step)"):
+        optim.lr = 0.1
+    assert optim.lr == before
+
+
 def test_an_explicit_zero_weight_decay_for_adamw_is_zero():
     """make_optimizer("adamw", weight_decay=0.0) (and nnx train --optimizer
     adamw --weight-decay 0) trained with AdamW's default decay, 0.01."""

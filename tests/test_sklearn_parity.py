@@ -392,3 +392,50 @@ def test_a_sparse_multilabel_y_predicts_sparse_labels_as_scikit_learn():
     np.testing.assert_array_equal(got.toarray(), want.toarray())
     assert not sp.issparse(fit_both("MLPClassifier", X, Y, hidden_layer_sizes=(8,),
                                     max_iter=2, random_state=0)[1].predict(X))
+
+
+@pytest.mark.parametrize("solver", list(SOLVERS))
+def test_a_convergence_warning_made_an_error_leaves_the_weights_trained_so_far(digits, solver):
+    """Under warnings.simplefilter("error", ConvergenceWarning) the caught
+    estimator kept its initial coefs_ while n_iter_ and loss_curve_ said it
+    had trained: scikit-learn's had trained them in place before warning."""
+    from sklearn.exceptions import ConvergenceWarning
+    X, y, _ = digits
+    pair = []
+    for module in (sk, nx):
+        est = module.MLPClassifier(hidden_layer_sizes=(12,), max_iter=6, random_state=0,
+                                   **SOLVERS[solver])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ConvergenceWarning)
+            with pytest.raises(ConvergenceWarning):
+                est.fit(X, y)
+        pair.append(est)
+    ref, est = pair
+    assert est.n_iter_ == ref.n_iter_
+    assert_close(est.coefs_, ref.coefs_, 1e-8, "coefs_")
+    assert_close(est.intercepts_, ref.intercepts_, 1e-8, "intercepts_")
+
+
+def test_strings_are_refused_where_scikit_learn_refuses_them(digits):
+    """MLPRegressor trained on y = ["0.5", ...] (converted to floats), and
+    predict read string X as numbers; scikit-learn refuses both."""
+    X, y, _ = digits
+    with pytest.raises(TypeError, match=r"y holds strings .* MLPRegressor fits numbers"):
+        nx.MLPRegressor(max_iter=2).fit(X, (y / 9).astype(str))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = nx.MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0).fit(X, y)
+        ref = sk.MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0).fit(X, y)
+    for model in (ref, est):
+        with pytest.raises(ValueError, match="strings"):
+            model.predict(X.astype(str))
+
+
+def test_partial_fit_refuses_a_setting_set_params_made_invalid(digits):
+    """set_params(alpha="0.01") then partial_fit trained with alpha 0.01
+    (float() of the string); scikit-learn fails on it too (TypeError)."""
+    X, y, _ = digits
+    est = nx.MLPRegressor(hidden_layer_sizes=(4,), random_state=0).partial_fit(X, y)
+    est.set_params(alpha="0.01")
+    with pytest.raises((TypeError, ValueError), match="alpha"):
+        est.partial_fit(X, y)

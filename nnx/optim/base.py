@@ -100,8 +100,17 @@ class Optimizer:
                 "a rate set by hand would not be used; change the schedule, or use a "
                 "per-epoch one (per=\"epoch\") and set the rate in a callback's "
                 "on_epoch_start")
+        if self.max_epochs is None and not self._is_plain_constant():
+            # start() sets the first epoch's rate from the schedule: this one would be lost
+            raise _checks.InputValueError(
+                f"optim.lr = {value!r}: {self.schedule!r} sets every epoch's rate when the run "
+                "starts, so a rate set before it would not be used; give the schedule the "
+                "rate, or set it in a callback's on_epoch_start")
         self._set_lr(value)
         self._keep_constant()
+
+    def _is_plain_constant(self):
+        return type(self.schedule) is _schedules.Constant and not self.schedule.warmup
 
     def _keep_constant(self):
         """A constant rate set by hand replaces the constant: it holds for the
@@ -109,7 +118,7 @@ class Optimizer:
         the run sets each epoch's rate itself). The schedule, and so the
         optimiser's settings (its ``repr``, which ``resume=`` compares), stay
         as constructed: the rate set is state, as the rate of a decay is."""
-        if type(self.schedule) is _schedules.Constant and not self.schedule.warmup:
+        if self._is_plain_constant():
             self._by_hand = self._lr
 
     def _set_lr(self, value):

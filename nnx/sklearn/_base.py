@@ -264,6 +264,8 @@ class BaseMLP(BaseEstimator):
                 self.best_validation_score_ = None
 
     def _fit(self, X, y, sample_weight=None, incremental=False):
+        if incremental:  # _fit_context skips this on a fitted estimator, where set_params
+            self._validate_params()  # can have left alpha="0.01" (taken as 0.01 by float())
         hidden = self.hidden_layer_sizes
         hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
         if np.any(np.array(hidden) <= 0):
@@ -314,11 +316,13 @@ class BaseMLP(BaseEstimator):
                 f"fitted network; {anew}")
         net = self._network(layer_units, data.dtype)
         data.to_device(net.backend)
-        if self.solver in _STOCHASTIC:
-            self._fit_stochastic(net, data, incremental)
-        else:
-            self._fit_lbfgs(net, data, layer_units)
-        self._pull(net)
+        try:
+            if self.solver in _STOCHASTIC:
+                self._fit_stochastic(net, data, incremental)
+            else:
+                self._fit_lbfgs(net, data, layer_units)
+        finally:  # scikit-learn trains coefs_ in place: a warning made an error (or any
+            self._pull(net)  # other exception) leaves them as trained so far, as there
         if self.solver in _STOCHASTIC and self.early_stopping:
             self.coefs_, self.intercepts_ = self._best_coefs, self._best_intercepts
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):

@@ -11,7 +11,7 @@ from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
 
-from .._checks import InputValueError
+from .._checks import InputTypeError, InputValueError
 from . import _data
 from ._base import BaseMLP
 
@@ -273,6 +273,10 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         return "poisson" if self.loss == "poisson" else "squared_error"
 
     def _encode(self, y, incremental):
+        if y.dtype.kind in "US":  # scikit-learn's fails later, in its loss
+            raise InputTypeError(f"y holds strings (dtype {y.dtype}): MLPRegressor fits "
+                                 "numbers; convert them "
+                                 "(y.astype(float)), or fit class labels with MLPClassifier")
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         self._check_counts(y)

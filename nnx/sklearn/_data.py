@@ -186,10 +186,21 @@ def prepare_predict(est, X):
         host = False
     else:
         _refuse_sparse_on_gpu(est, X)
+        _refuse_strings(X)
         X = validate_data(est, X, dtype=np.dtype(est._fit_dtype), accept_sparse="csr",
                           reset=False)
         host = True
     return X.astype(est._fit_dtype, copy=False), host
+
+
+def _refuse_strings(X):
+    """scikit-learn predicts from numbers only (its check asks for a numeric
+    dtype); converting to the fit's dtype would read "1.5" as 1.5."""
+    kind = X.dtype.kind if isinstance(X, np.ndarray) else (
+        np.asarray(X).dtype.kind if isinstance(X, (list, tuple)) else None)
+    if kind in ("U", "S"):
+        raise InputValueError("X holds strings: predictions take numbers; convert X "
+                              "(X.astype(float)) first")
 
 
 def packed_order(layer_units):
