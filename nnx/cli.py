@@ -20,7 +20,7 @@ import time
 import warnings
 
 from . import __version__, checkpoint, distributed
-from ._checks import InputError, InputWarning
+from ._checks import InputError, InputWarning, did_you_mean
 from .backend import BACKENDS, PRECISIONS, BackendUnavailableError, get_backend
 from .cluster import ClusterError
 from .data import DATASETS, VALIDATION_FRACTION, prepare_dataset, standardize_with
@@ -98,9 +98,10 @@ def _fit(net, optim, prep, args, desc, callbacks=(), comm=None, saved=None):
     train this network together (``nnx.distributed``), or None alone.
     ``saved``: the ``(extra, meta)`` the model file gets, which --checkpoint
     files get too (so that evaluate and export take them alike)."""
-    validation = None
+    # the evaluation set: the validation rows, or (the study's choice) the test rows
+    evaluation = (prep["X_test"], prep["y_test"])
     if getattr(args, "early_stopping", "validation") == "validation":
-        validation = (prep["X_val"], prep["y_val"])
+        evaluation = (prep["X_val"], prep["y_val"])
     bar = [] if args.quiet else [ProgressBar(desc)]
     t0 = time.perf_counter()
     run_file = getattr(args, "checkpoint", None)
@@ -114,9 +115,9 @@ def _fit(net, optim, prep, args, desc, callbacks=(), comm=None, saved=None):
         callbacks = [*callbacks, Checkpoint(run_file, extra=extra, meta=meta)]
     try:
         history = Trainer(net, optim).fit(
-            prep["X_train"], prep["y_train"], prep["X_test"], prep["y_test"],
+            prep["X_train"], prep["y_train"], validation=evaluation,
             epochs=args.epochs, eval_every=args.eval_every, batch_size=args.batch_size,
-            seed=args.seed, validation=validation, patience=getattr(args, "patience", 1),
+            seed=args.seed, patience=getattr(args, "patience", 1),
             monitor=getattr(args, "monitor", "loss"), callbacks=[*bar, *callbacks],
             distributed=comm, resume=resume)
     except InputError as exc:  # (what --resume warns of is reworded as main() prints it)
@@ -767,6 +768,9 @@ def _evaluation_file(args, net, trained):
                        dtype=net.backend.dtype_name, classes=classes,
                        features=features if isinstance(features, list) else None)
     except InputError as exc:
+        if args.target is None and target is not None:  # the model's, not a flag given
+            raise UsageError(re.sub(r"^target=", "the model's target column ", str(exc))
+                             + "; name this file's label column with --target") from None
         raise UsageError(re.sub(r"^target=", "--target ", str(exc))) from None
     if same:
         return ds, "test rows (held out by nnx train)"
@@ -836,7 +840,9 @@ def _common(p, data=True, training=True, files=False):
                                                "trained on, if it was"))
         p.add_argument("--target", default=None, metavar="COLUMN",
                        help="the label column of a --data CSV/TSV file, by header name or "
-                            "index (default: the last column)")
+                            "index (default: " + ("the last column)" if training else
+                                                  "the column the model was trained on, "
+                                                  "else the last)"))
         if training:
             p.add_argument("--test-fraction", type=float, default=None,
                            help=f"share of the --data file's rows held out as its test set, "
@@ -947,7 +953,11 @@ def _train_parser(p):
 def _subcommand(sub, name, **kwargs):
     """A subcommand whose flags must be spelt out: ``nnx export m.npz --out
     m.onnx`` was read as --output (an abbreviation), with a baffling refusal."""
-    return sub.add_parser(name, allow_abbrev=False, **kwargs)
+    _SUBCOMMANDS[name] = sub.add_parser(name, allow_abbrev=False, **kwargs)
+    return _SUBCOMMANDS[name]
+
+
+_SUBCOMMANDS = {}  # name -> its parser, for refusals in its own words
 
 
 def build_parser():
@@ -1010,9 +1020,27 @@ def _rank_of_launcher():
         return 0
 
 
+def _parse(parser, argv):
+    """The arguments; a flag the subcommand does not know is refused in the
+    subcommand's words (argparse leaves it to the top level, whose usage
+    line lists the subcommands), with the closest flag it has."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        command = _SUBCOMMANDS[args.command]
+        flags = [f for action in command._actions for f in action.option_strings]
+        positional = [a.dest for a in command._actions if not a.option_strings]
+        named = [e for e in extras if e.startswith("--")]
+        hint = next((f" ({e[2:]} is given by its place: nnx {args.command} "
+                     f"{' '.join(p.upper() for p in positional)})" for e in named
+                     if e[2:].split("=")[0] in positional), "") \
+            or next((h for h in (did_you_mean(e.split("=")[0], flags) for e in named) if h), "")
+        command.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+    return args
+
+
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     try:
         with warnings.catch_warnings():
             # nnx's own warnings in one line, as its errors: not Python's two, whose

@@ -246,7 +246,26 @@ def _read_table(path, target, dtype, delimiter, features=None):
                            f"{X[row, col]}; expected a finite number in every feature cell "
                            "(fill or drop missing values before training)")
     names = [header[i] for i in columns] if header is not None else None
+    if features is None:  # training's read (evaluation reads the columns trained on)
+        _warn_of_row_numbers(X, [repr(n) for n in names] if names else columns, shown)
     return X, np.char.strip(labels), (header[t] if header is not None else t), names
+
+
+def _warn_of_row_numbers(X, shown_names, shown):
+    """A feature column that counts the rows (0, 1, 2, ... or 1, 2, 3, ...) is
+    a row id, or the index pandas' to_csv writes unless told not to: trained
+    on, it is noise, and on rows sorted by label it gives the label away."""
+    n = X.shape[0]
+    for c in range(X.shape[1] if n >= 20 else 0):  # not a toy table of a few rows
+        col = X[:, c]
+        start = col[0]
+        if start in (0, 1) and col[1] == start + 1 and col[-1] == start + n - 1 \
+                and np.array_equal(col, np.arange(start, start + n, dtype=col.dtype)):
+            _checks.warn_caller(
+                f"{shown!r}: feature column {shown_names[c]} holds the row numbers {start:g} "
+                f"to {start + n - 1:g}, a row id or a pandas index (to_csv writes one unless "
+                "index=False); it is trained on as a feature: drop it from the file",
+                InputWarning)
 
 
 def _columns(path, header, shown, **options):
@@ -326,9 +345,10 @@ def _read_npz(path, target, dtype):
 
 
 # ------------------------------------------------------------------ labels
-def _class_ids(labels, classes, shown):
+def _class_ids(labels, classes, shown, column="the file"):
     """Class ids of ``labels`` and the class names (those given, or the
-    labels' sorted distinct values as text)."""
+    labels' sorted distinct values as text); ``column`` says where the
+    labels were read, for the refusals."""
     if labels.dtype.kind in "US":
         distinct = np.unique(labels)
         if distinct.size and all(re.fullmatch(r"[+-]?\d+", v) for v in distinct.tolist()):
@@ -339,9 +359,10 @@ def _class_ids(labels, classes, shown):
         values = np.asarray(labels, dtype=np.float64)
         if not np.isfinite(values).all() or not (values == np.round(values)).all():
             raise DatasetError(
-                f"{shown!r}: its labels hold {np.unique(values).size} distinct values, not all "
-                "whole numbers; nnx train trains classifiers (class labels: names or whole "
-                "numbers). For a numeric target, fit nnx.sklearn.MLPRegressor")
+                f"{shown!r}: the labels in {column} hold {np.unique(values).size} distinct "
+                "values, not all whole numbers; nnx train trains classifiers (class labels: "
+                "names or whole numbers). If the labels are in another column, name it as the "
+                "target; for a numeric target, fit nnx.sklearn.MLPRegressor")
         labels = values.astype(np.int64)
     text = labels.astype(str)  # booleans keep their names, False and True
     if classes is None:
@@ -368,6 +389,18 @@ def _whole_numbers(labels, distinct):
     if all(-2**63 <= v < 2**63 for v in values):
         return labels.astype(np.int64)
     return np.asarray([str(int(v)) for v in labels.tolist()])
+
+
+def _warn_if_a_quantity(n, classes, shown, column):
+    """Many whole-number classes with few rows each look like a count or an
+    age, which a classifier treats as unrelated names."""
+    if len(classes) > 10 and n < 10 * len(classes) \
+            and all(re.fullmatch(r"[+-]?\d+", c) for c in classes):
+        _checks.warn_caller(
+            f"{shown!r}: the labels in {column} hold {len(classes)} distinct whole numbers "
+            f"over {n} rows, which nnx train learns as {len(classes)} unrelated classes; if "
+            "it is a quantity (a count, an age), fit nnx.sklearn.MLPRegressor instead",
+            InputWarning)
 
 
 def _split(X, y, fraction, shown):
@@ -432,7 +465,13 @@ def load_file(path, target=None, *, test_fraction=TEST_FRACTION, dtype="float32"
                                                   "," if kind == "csv" else "\t", features)
         Xs, labels = [X], [label]
     sizes = [len(y) for y in labels]
-    ids, classes = _class_ids(np.concatenate(labels), classes, shown)
+    column = "its array y" if kind == "npz" else (
+        f"its target column {label_name!r}" if target is not None
+        else f"its last column {label_name!r} (the target when none is named)")
+    own_classes = classes is None  # the file's (training), not a model's (evaluation)
+    ids, classes = _class_ids(np.concatenate(labels), classes, shown, column)
+    if own_classes:
+        _warn_if_a_quantity(len(ids), classes, shown, column)
     if len(classes) < 2:
         raise DatasetError(f"{shown!r}: its labels ({label_name}) hold one class, "
                            f"{classes[0]!r}; a classifier needs at least two")
@@ -446,10 +485,11 @@ def load_file(path, target=None, *, test_fraction=TEST_FRACTION, dtype="float32"
         if test_fraction is not None:
             alone = np.flatnonzero(np.bincount(ids, minlength=len(classes)) == 1)
             if alone.size:
+                more = f" and {alone.size - 5} more" if alone.size > 5 else ""
                 _checks.warn_caller(
-                    f"{shown!r}: classes {[classes[i] for i in alone[:5]]} have one row each: "
-                    "it is trained on, never tested (and the test accuracy says nothing of "
-                    "them)", InputWarning)
+                    f"{shown!r}: classes {[classes[i] for i in alone[:5]]}{more} have one row "
+                    "each: it is trained on, never tested (and the test accuracy says nothing "
+                    "of them)", InputWarning)
     return Dataset(X_train=parts[0], y_train=parts[1], X_test=parts[2], y_test=parts[3],
                    name=os.path.basename(shown), n_classes=len(classes), class_names=classes,
                    source=os.path.abspath(shown),

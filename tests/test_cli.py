@@ -333,6 +333,14 @@ def test_evaluate_reads_a_new_file_by_the_columns_trained_on(tmp_path):
     dropped.write_text("\n".join(",".join(r[1:]) for r in rows) + "\n")
     assert_one_line_error(nnx_cli("evaluate", str(ckpt), "--data", str(dropped)),
                           r"has no column 'sepal_l'")
+    renamed = tmp_path / "renamed.csv"  # the label column under another name: not a flag's
+    renamed.write_text(Path(csv_path).read_text().replace("species", "label", 1))
+    assert_one_line_error(nnx_cli("evaluate", str(ckpt), "--data", str(renamed)),
+                          r"the model's target column 'species' is not a column of .*; name "
+                          r"this file's label column with --target")
+    r = nnx_cli("evaluate", str(ckpt), "--data", str(renamed), "--target", "label")
+    assert r.returncode == 0 and _accuracy(r.stdout, "renamed.csv") == _accuracy(
+        a.stdout, "iris.csv"), r.stderr
     Path(csv_path).write_text(Path(csv_path).read_text().replace("5.1,3.5", "5.2,3.5", 1))
     assert_one_line_error(nnx_cli("evaluate", str(ckpt)), r"has changed since .* was trained "
                                                           r"on it")
@@ -423,7 +431,7 @@ def test_early_stopping_looks_at_the_set_the_flag_names(monkeypatch, where):
     from nnx import cli
     seen = {}
 
-    def fake_fit(self, X_train, y_train, X_test, y_test, **kw):
+    def fake_fit(self, X_train, y_train, X_test=None, y_test=None, **kw):
         seen.update(kw, X_test=X_test)
         from nnx.trainer import History
         return History()
@@ -433,10 +441,9 @@ def test_early_stopping_looks_at_the_set_the_flag_names(monkeypatch, where):
     from nnx.study import LADDER
     net, optim = LADDER[4].build(64, 10)
     cli._fit(net, optim, prep, args, "step 5")
-    if where == "validation":
-        assert seen["validation"][0] is prep["X_val"] and seen["validation"][1] is prep["y_val"]
-    else:
-        assert seen["validation"] is None and seen["X_test"] is prep["X_test"]
+    assert seen["X_test"] is None  # one evaluation set: fit refuses two
+    want = ("X_val", "y_val") if where == "validation" else ("X_test", "y_test")
+    assert seen["validation"][0] is prep[want[0]] and seen["validation"][1] is prep[want[1]]
 
 
 # ------------------ bad flags and values: one line on stderr, before any work
@@ -447,6 +454,13 @@ def test_early_stopping_looks_at_the_set_the_flag_names(monkeypatch, where):
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     (["train", "--patience", "0"], "argument --patience: 0 must be at least 1 (or 'none')"),
     (["train", "--optimizer", "lion"], "invalid choice: 'lion'"),
+    # a subcommand's unknown flag was refused with the top-level usage, and no suggestion
+    (["train", "--epoch", "3"], "usage: nnx train [-h]"),
+    (["train", "--epoch", "3"], "nnx train: error: unrecognized arguments: --epoch 3 (did you "
+                                "mean '--epochs'?)"),
+    (["reproduce", "--step=2"], "(did you mean '--steps'?)"),
+    (["export", "m.npz", "--out", "m.onnx"], "unrecognized arguments: --out (out is "
+                                             "given by its place: nnx export CHECKPOINT OUT)"),
 ])
 def test_bad_flags_exit_non_zero_with_usage(args, message):
     r = nnx_cli(*args)

@@ -4,6 +4,8 @@ module and scikit-learn's LabelEncoder."""
 
 import csv
 import gzip
+import re
+import warnings
 
 import numpy as np
 import pytest
@@ -294,3 +296,55 @@ def test_a_file_that_is_not_utf8_is_named(tmp_path):
     p.write_bytes("a,b,label\n1,2,caf\xe9\n3,4,th\xe9\n".encode("cp1252"))
     with pytest.raises(DatasetError, match=r"is not UTF-8 text \(byte 0xe9.*CSV UTF-8"):
         load_file(p)
+
+
+# ------------------------------------------------ from a newcomer's first hour
+def test_labels_that_are_not_classes_name_their_column(tmp_path):
+    """The refusal did not say which column it had taken for the labels (the
+    last, when the labels were in the first)."""
+    p = tmp_path / "first.csv"
+    p.write_text("label,a,b\n0,0.5,1.5\n1,2.5,3.25\n0,4.5,5.75\n")
+    with pytest.raises(DatasetError, match=r"the labels in its last column 'b' \(the target "
+                                           r"when none is named\) hold 3 distinct values, not "
+                                           r"all whole numbers.*name it as the target"):
+        load_file(p)
+    with pytest.raises(DatasetError, match=r"the labels in its target column 'a' hold"):
+        load_file(p, target="a")
+    assert load_file(p, target="label", test_fraction=None).class_names == ("0", "1")
+
+
+def test_a_column_of_row_numbers_warns(tmp_path):
+    """pandas' to_csv writes its index as a first column named ''; it was
+    trained on as a feature, in silence (on sorted rows it is the label)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 2))
+    rows = [[i, *x, int(x[0] > 0)] for i, x in enumerate(X)]
+    p = _write_csv(tmp_path / "pandas.csv", ["", "a", "b", "label"], rows)
+    with pytest.warns(UserWarning, match=r"feature column '' holds the row numbers 0 to 39, a "
+                                         r"row id or a pandas index"):
+        load_file(p)
+    ids = _write_csv(tmp_path / "ids.csv", None, [[x[0], i + 1, x[1], y] for i, (*x, y)
+                                                  in enumerate(r[1:] for r in rows)])
+    with pytest.warns(UserWarning, match=r"feature column 1 holds the row numbers 1 to 40"):
+        load_file(ids)
+    plain = _write_csv(tmp_path / "plain.csv", ["a", "b", "label"], [r[1:] for r in rows])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_file(plain)
+
+
+def test_many_whole_number_classes_of_few_rows_suggest_a_regressor(tmp_path):
+    """An integer 'age' column became an 89-class classifier, with no hint."""
+    rng = np.random.default_rng(0)
+    rows = [[*rng.normal(size=2), int(a)] for a in rng.integers(1, 90, 200)]
+    p = _write_csv(tmp_path / "ages.csv", ["a", "b", "age"], rows)
+    with pytest.warns(UserWarning) as record:
+        load_file(p)
+    messages = [str(w.message) for w in record]
+    assert any(re.search(r"the labels in its last column 'age' .* hold \d\d distinct whole "
+                         r"numbers over 200 rows.*MLPRegressor", m) for m in messages), messages
+    assert any(re.search(r"and \d+ more have one row each", m) for m in messages), messages
+    digits = [[*rng.normal(size=2), int(a)] for a in rng.integers(0, 10, 200)]  # 10 classes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_file(_write_csv(tmp_path / "digits.csv", ["a", "b", "digit"], digits))

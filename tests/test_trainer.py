@@ -569,6 +569,31 @@ def test_a_loss_worse_than_guessing_says_the_learning_rate_is_likely_too_large(l
         assert caught[0].filename == __file__  # pointed at the caller's line
 
 
+@pytest.mark.parametrize("lr, warned", [(10.0, True), (0.2, False), (0.001, False)])
+def test_a_loss_that_stays_above_guessing_says_so(lr, warned):
+    """From a newcomer's first hour: SGDMomentum(10) on digits trained for
+    epochs at a loss above ln 10 (worse than guessing, under the twice ln 10
+    that warned) with no word."""
+    import warnings
+
+    from sklearn.datasets import load_digits
+    X, y = load_digits(return_X_y=True)
+    X = (X - X.mean(axis=0)) / (X.std(axis=0) + 1e-9)
+    net = nnx.NeuralNetwork([nnx.Dense(89, "tanh", dropout=0.8), nnx.Dense(10, "linear")],
+                            "softmax_cross_entropy", seed=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hist = nnx.Trainer(net, nnx.SGDMomentum(lr, momentum=0.9)).fit(
+            X[:1500], y[:1500], X[1500:], y[1500:], epochs=10, eval_every=5, batch_size=60,
+            patience=None)
+    said = [str(w.message) for w in caught if "likely far too large" in str(w.message)]
+    assert len(said) == (1 if warned else 0), said
+    if warned:
+        assert 2.3 < hist.records[1]["train_loss"] < 4.6  # above ln 10, under twice it
+        assert re.search(r"in epoch 10, still worse than the 2.3 of guessing each of the 10 "
+                         r"classes .*far too large \(or far too small", said[0]), said[0]
+
+
 def test_graph_takes_true_or_false_only():
     X, y, _, _ = make_data()
     with pytest.raises(nnx.InputError, match="graph must be True or False, got 'yes'"):

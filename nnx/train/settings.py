@@ -39,8 +39,10 @@ class FitSettings:
         eval_every = _checks.integer("eval_every", eval_every)
         batch_size = _checks.integer("batch_size", batch_size)
         if eval_every > epochs:
-            raise InputValueError(f"eval_every={eval_every} is larger than epochs={epochs}: "
-                                  "no evaluation would happen before the end")
+            raise InputValueError(f"eval_every={eval_every} is larger than epochs={epochs}, so "
+                                  "it would never apply (fit evaluates after the last epoch "
+                                  f"anyway): give eval_every={epochs} to evaluate at the end "
+                                  "only, or fewer epochs between evaluations")
         if patience is not None:
             patience = _checks.integer("patience", patience)
         return cls(epochs=epochs, eval_every=eval_every, batch_size=batch_size,

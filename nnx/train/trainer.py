@@ -905,7 +905,9 @@ class _Run:
         """Say once per fit (rank 0) that the training loss looks wrong while
         it is still finite: a hundred times its first evaluation's, or, for
         softmax cross-entropy, more than twice that of guessing every class at
-        equal odds (ln K): both mean a learning rate far too large."""
+        equal odds (ln K), or 10% above ln K after the first evaluation
+        (training starts near ln K and falls below it): a learning rate far
+        too large (or, for the last, possibly far too small)."""
         if getattr(self, "_warned_loss", False) or self.comm.rank != 0:
             return
         loss, first = record["train_loss"], self.history.records[0]["train_loss"]
@@ -918,11 +920,15 @@ class _Run:
                    "classes at equal odds")
         elif loss > 100 * max(first, 1e-12):
             why = f"up from {first:.4g} at the first evaluation"
+        elif chance is not None and loss > 1.1 * chance and len(self.history.records) > 1:
+            why = (f"still worse than the {chance:.3g} of guessing each of the {net.n_out} "
+                   f"classes at equal odds (the first evaluation's: {first:.4g})")
         else:
             return
         self._warned_loss = True
+        slow = " (or far too small, if the loss has barely moved)" if "still" in why else ""
         _checks.warn_caller(f"the training loss is {loss:.4g} in epoch {record['epoch']}, {why}: "
-                            f"the learning rate ({record['lr']:g}) is likely far too large",
+                            f"the learning rate ({record['lr']:g}) is likely far too large{slow}",
                             InputWarning)
 
     def measure(self):
