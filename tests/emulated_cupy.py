@@ -71,6 +71,9 @@ class DeviceArray(np.ndarray):
         return np.array(self)
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kw):
+        if _TRACE and ufunc.__name__ == "matmul":
+            raise AssertionError("the @ of device arrays inside a recorded step: a real "
+                                 "capture refuses CuPy's cuBLAS calls")
         _log(("ufunc", ufunc.__name__, method, _scalars(inputs)))
         plain = tuple(x.view(np.ndarray) if isinstance(x, DeviceArray) else x for x in inputs)
         out = kw.get("out")
@@ -193,6 +196,15 @@ class _Stream:
         pass
 
 
+# what CuPy cannot do while a stream is being captured: its cuBLAS calls set
+# the handle's stream, which raises during a capture; these read sizes back
+_REFUSED_IN_CAPTURE = {
+    **dict.fromkeys(("matmul", "dot", "vdot", "inner", "tensordot", "einsum"),
+                    "CuPy's cuBLAS calls raise during a stream capture"),
+    **dict.fromkeys(("nonzero", "flatnonzero", "argwhere", "unique"),
+                    "its output size is read back to the host")}
+
+
 class FakeCupy(types.ModuleType):
     """The parts of the cupy module the GPU backend uses, on NumPy."""
 
@@ -213,6 +225,9 @@ class FakeCupy(types.ModuleType):
             return value
 
         def call(*args, **kw):
+            if _TRACE and name in _REFUSED_IN_CAPTURE:
+                raise AssertionError(f"cupy.{name} inside a recorded step: a real capture "
+                                     f"refuses it ({_REFUSED_IN_CAPTURE[name]})")
             _log(("fn", name, _scalars(args), _scalars(kw.values())))
             return _dev(value(*args, **kw))
         return call

@@ -291,7 +291,7 @@ def test_the_estimators_recorded_gpu_steps_give_the_cpu_numbers(gpu_by_name, mon
 
     def replaying(self, step):
         recorded.append(step)
-        return ec.strict_replay(step)
+        return ec.strict_replay(step, self)  # as recorded: its products on the capture path
     monkeypatch.setattr(cuda_graphs.Graphs, "record", replaying)
     X, y = _digits()
     fits = {}
@@ -320,7 +320,8 @@ def test_an_interrupted_recorded_gpu_fit_goes_on_with_the_right_adam_count(
     the CPU go on alike."""
     from nnx.backend import cuda_graphs
     from nnx.sklearn import MLPClassifier, _base
-    monkeypatch.setattr(cuda_graphs.Graphs, "record", lambda self, step: ec.strict_replay(step))
+    monkeypatch.setattr(cuda_graphs.Graphs, "record",
+                        lambda self, step: ec.strict_replay(step, self))
     X, y = _digits()
     real = _base.BaseMLP._loss_and_gradient
     fits = {}

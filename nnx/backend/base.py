@@ -547,6 +547,12 @@ class Backend:
                                    xp.where(grow, grown, loss_scale))
         tracker[...] = xp.where(restart, xp.zeros_like(tracker), counted)
 
+    def sum_squares(self, x):
+        """The sum of the squares of ``x``'s entries (a dot product of the
+        flat array with itself, as scikit-learn's L2 term takes it)."""
+        flat = x.reshape(-1)
+        return self.xp.vdot(flat, flat)
+
     def clip_scale(self, grad, max_norm):
         """``min(1, max_norm / (||grad|| + 1e-6))`` as a 0-d device array: the
         factor that clips the gradient to a global norm of ``max_norm``."""

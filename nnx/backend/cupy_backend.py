@@ -219,6 +219,11 @@ class CupyBackend(Backend):
         else:
             self._optim.tick(rates, np.int64(rates.shape[0]), lr, s, t)
 
+    def sum_squares(self, x):
+        # a reduction kernel: cupy.vdot goes through cuBLAS, which a graph
+        # capture refuses (the scikit-learn estimators' recorded step takes it)
+        return self._optim.sum_squares(x.reshape(-1))
+
     def clip_scale(self, grad, max_norm):
         squares = self._optim.sum_squares(grad)
         return self._optim.clip_scale(squares, grad.dtype.type(max_norm))

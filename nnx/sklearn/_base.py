@@ -413,8 +413,7 @@ class BaseMLP(BaseEstimator):
             squares, l2 = 0.0, float(self.alpha) / weight_sum
             for layer in net.layers:
                 W, gW = next(layer.params()), next(layer.param_grads())
-                flat = W.reshape(-1)
-                squares = squares + b.xp.vdot(flat, flat)
+                squares = squares + b.sum_squares(W)
                 b.axpy(l2, W, gW)
             value = value + (0.5 * float(self.alpha)) * squares / weight_sum
         return value
