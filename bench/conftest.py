@@ -236,7 +236,10 @@ def torch_epoch(torch, model, opt, lossf, Xt, yt, batch, sync=False):
 def torch_captured_step(torch, model, opt, lossf, first):
     """The whole training step recorded as a CUDA graph, as PyTorch's docs
     show it: a few warm-up steps on a side stream, then capture with static
-    inputs (the gradients stay allocated: zero_grad(set_to_none=False))."""
+    inputs. The gradients are set to None just before the capture, so the
+    recorded backward writes them afresh (from the graph's pool) at every
+    replay; left allocated, it recorded ``grad += new``, and every replay
+    added all the earlier replays' gradients."""
     static_x, static_y = first[0].clone(), first[1].clone()
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -247,7 +250,7 @@ def torch_captured_step(torch, model, opt, lossf, first):
             opt.step()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    opt.zero_grad(set_to_none=False)
+    opt.zero_grad(set_to_none=True)
     with torch.cuda.graph(graph):
         lossf(model(static_x), static_y).backward()
         opt.step()

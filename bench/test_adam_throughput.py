@@ -203,8 +203,10 @@ def test_torch_adam_gpu(benchmark, name, mode):
 
 
 def _check_torch_gpu_adam(torch, name, dtype, X, y, first, graph, steps=2):
-    """Two fused Adam steps (captured ones with ``graph``) of a fresh model
-    against the float64 reference from the same weights."""
+    """Two fused Adam steps of a fresh model against the float64 reference
+    from the same weights; with ``graph``, the captured step's three warm-up
+    steps and two replays (gradients that piled up from replay to replay
+    would show in the second)."""
     model = torch_model(torch, name, dtype, device="cuda")
     opt = torch.optim.Adam(model.parameters(), fused=True, capturable=graph, **ADAM)
     lossf = torch.nn.CrossEntropyLoss()
@@ -214,10 +216,16 @@ def _check_torch_gpu_adam(torch, name, dtype, X, y, first, graph, steps=2):
     ref = reference.RefMLP(p0[0::2], p0[1::2], acts, loss="ce")
     Y = reference.one_hot(y, sizes[-1])
     state, grads_by_step = {}, []
+    if graph:  # every step on the first batch: the warm-up's and the replays'
+        step = torch_captured_step(torch, model, opt, lossf, first)[0]
+        for _ in range(steps):
+            step.replay()
+        steps += 3
     for t in range(1, steps + 1):
-        opt.zero_grad(set_to_none=False)
-        lossf(model(first[0]), first[1]).backward()
-        opt.step()
+        if not graph:
+            opt.zero_grad(set_to_none=False)
+            lossf(model(first[0]), first[1]).backward()
+            opt.step()
         _, _, grads = ref.loss_and_grads(X, Y)
         grads_by_step.append(grads)
         reference.ref_adam(ref.params(), grads, state, t=t, **ADAM)
