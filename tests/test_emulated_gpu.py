@@ -415,3 +415,70 @@ def test_a_host_read_inside_a_recorded_step_is_caught_here_as_on_a_gpu(gpu):
                                              "recorded step"):
         _fit(gpu(), lambda: Reading(0.1))
     _fit(gpu(), lambda: Reading(0.1), graph=False)  # step by step, reading is allowed
+
+
+# ------------------------------------- the cuBLAS handle's lifetime (a review)
+def test_a_dropped_backend_frees_its_handle_at_once(monkeypatch):
+    """The backend and its Graphs referred to each other, so a dropped
+    backend's cuBLAS handle waited for the cycle collector, which may run in
+    the middle of another backend's capture (cublasDestroy synchronises)."""
+    import gc
+    import weakref
+    try:
+        b = ec.cupy_backend(monkeypatch, "float32")
+    except (RuntimeError, OSError) as exc:  # no C++ compiler here
+        pytest.skip(f"cannot build the host kernels: {exc}")
+    b._graphs.handle()
+    graphs, handle = weakref.ref(b._graphs), weakref.ref(b._graphs.blas)
+    gc.disable()
+    try:
+        del b
+        assert graphs() is None and handle() is None  # freed by its last reference
+    finally:
+        gc.enable()
+
+
+def test_a_handle_closed_during_a_capture_is_destroyed_after_it():
+    """Destroying a handle (and freeing its workspace) while another stream
+    records would invalidate that capture: it waits for the capture's end."""
+    import contextlib
+    import threading
+    import types
+
+    from nnx.backend import cuda_graphs
+    destroyed = []
+    lib = types.SimpleNamespace(cublasDestroy_v2=destroyed.append)
+
+    def handle(n):
+        h = object.__new__(cuda_graphs.CublasHandle)
+        h._lib, h.handle, h._workspace = lib, n, f"workspace {n}"
+        return h
+
+    class Stream(contextlib.nullcontext):
+        def wait_event(self, event):
+            pass
+
+        def begin_capture(self, mode=None):
+            pass
+
+        def end_capture(self):
+            return "graph"
+    cuda = types.SimpleNamespace(
+        MemoryPool=lambda: types.SimpleNamespace(malloc=None),
+        Stream=lambda non_blocking: Stream(),
+        get_current_stream=lambda: types.SimpleNamespace(record=lambda: None),
+        using_allocator=lambda malloc: contextlib.nullcontext(),
+        runtime=types.SimpleNamespace())
+    graphs = object.__new__(Graphs)
+    graphs.cp, graphs._thread = types.SimpleNamespace(cuda=cuda), threading.local()
+    graphs._record_lock, graphs.blas = threading.Lock(), handle(1)
+    other = handle(2)
+
+    def step():
+        other.close()  # another backend's, dropped while this one records
+        assert destroyed == []
+        return "done"
+    replay, result = graphs.record(step)
+    assert result == "done" and destroyed == [2]
+    handle(3).close()  # no capture in progress: at once
+    assert destroyed == [2, 3]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+import weakref
 
 import numpy as np
 
@@ -24,6 +25,30 @@ from .base import CaptureUnavailable
 
 class CublasError(RuntimeError):
     """A cuBLAS call returned an error status."""
+
+
+# Captures in progress in this process, and the handles closed meanwhile:
+# cublasDestroy synchronises the device and freeing the workspace is a
+# cudaFree, either of which would invalidate a capture on another stream (a
+# backend dropped by one thread, or collected, while another records)
+_CAPTURES = {"active": 0, "deferred": []}
+_CAPTURES_LOCK = threading.RLock()  # RLock: a collection inside the lock may close a handle
+
+
+def _capture_starts():
+    with _CAPTURES_LOCK:
+        _CAPTURES["active"] += 1
+
+
+def _capture_ends():
+    """One capture fewer; with none left, destroy the handles closed meanwhile."""
+    with _CAPTURES_LOCK:
+        _CAPTURES["active"] -= 1
+        pending = []
+        if not _CAPTURES["active"]:
+            pending, _CAPTURES["deferred"] = _CAPTURES["deferred"], []
+    for lib, handle, _workspace in pending:  # the workspace is freed after its handle
+        lib.cublasDestroy_v2(handle)
 
 
 class CublasHandle:
@@ -99,10 +124,16 @@ class CublasHandle:
             raise CublasError(f"{what} returned cuBLAS status {status}")
 
     def close(self):
-        """Destroy the handle (its workspace goes with this object)."""
-        if self.handle is not None:
-            handle, self.handle = self.handle, None
-            self._lib.cublasDestroy_v2(handle)
+        """Destroy the handle (its workspace goes with this object); while any
+        capture is in progress, once the last one ends."""
+        if self.handle is None:
+            return
+        handle, self.handle = self.handle, None
+        with _CAPTURES_LOCK:
+            if _CAPTURES["active"]:
+                _CAPTURES["deferred"].append((self._lib, handle, self._workspace))
+                return
+        self._lib.cublasDestroy_v2(handle)
 
     def __del__(self):
         try:
@@ -140,12 +171,19 @@ class Graphs:
     at a time."""
 
     def __init__(self, backend):
-        self.b, self.cp = backend, backend.xp
+        # a weak reference: the backend owns this object, and a cycle would leave
+        # a dropped backend's handle to the cycle collector, to be destroyed at
+        # any moment (in the middle of another backend's capture, say)
+        self._backend, self.cp = weakref.ref(backend), backend.xp
         self._thread = threading.local()  # each thread's stream being recorded, if any
         self._handle_lock = threading.Lock()  # one cuBLAS call at a time on the handle
         self._record_lock = threading.Lock()  # one capture at a time
         self.blas = None  # made on first use, never inside a capture
         self.checked = {}  # "eager" / "captured" -> True, or why our GEMMs cannot be used
+
+    @property
+    def b(self):
+        return self._backend()
 
     @property
     def capturing(self):
@@ -234,21 +272,11 @@ class Graphs:
         mode = getattr(cp.cuda.runtime, "streamCaptureModeRelaxed", None)
         try:
             with self._record_lock, cp.cuda.using_allocator(pool.malloc), stream:
-                stream.begin_capture() if mode is None else stream.begin_capture(mode)
-                self.capturing = stream
+                _capture_starts()
                 try:
-                    result = step()
-                except BaseException as exc:  # an interrupt too: never leave it capturing
-                    try:
-                        stream.end_capture()
-                    except Exception:  # the capture was invalidated: nothing to keep
-                        pass
-                    if not isinstance(exc, Exception):
-                        raise
-                    raise CaptureUnavailable(f"{type(exc).__name__}: {exc}") from exc
+                    result, graph = self._captured(stream, mode, step)
                 finally:
-                    self.capturing = None
-                graph = stream.end_capture()
+                    _capture_ends()
         except CaptureUnavailable:
             raise
         except Exception as exc:  # CUDA refused the capture itself
@@ -260,6 +288,24 @@ class Graphs:
         # the graph writes into the pool's memory and cuBLAS's workspace
         replay.keepalive = (graph, pool, stream, blas)
         return replay, result
+
+    def _captured(self, stream, mode, step):
+        """``(step's result, its graph)``, recorded on ``stream``."""
+        stream.begin_capture() if mode is None else stream.begin_capture(mode)
+        self.capturing = stream
+        try:
+            result = step()
+        except BaseException as exc:  # an interrupt too: never leave it capturing
+            try:
+                stream.end_capture()
+            except Exception:  # the capture was invalidated: nothing to keep
+                pass
+            if not isinstance(exc, Exception):
+                raise
+            raise CaptureUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            self.capturing = None
+        return result, stream.end_capture()
 
     # ----------------------------------------------------------------- GEMM
     def gemm(self, a, b, out=None):
