@@ -153,7 +153,13 @@ def main(argv=None):
     args = p.parse_args(argv)
     from nnx.backend import gpu_available
 
-    rows, failures = [], []
+    rows, failures, blas = [], [], _blas()
+
+    def write():  # after every row: a run stopped by a time limit keeps what it measured
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "sklearn.md").write_text(_table(rows, blas) + "\n")
+            (args.out / "sklearn.json").write_text(json.dumps(rows, indent=1) + "\n")
     for name in args.datasets.split(","):
         data = _data(name)
         if data is None:
@@ -171,12 +177,9 @@ def main(argv=None):
                 continue
             print(f"{name} {dtype} (nnx on {backend}): nnx {rows[-1]['ratio'][0]:.2f}x "
                   "scikit-learn", file=sys.stderr)
-    table = _table(rows, _blas())
-    print(table)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "sklearn.md").write_text(table + "\n")
-        (args.out / "sklearn.json").write_text(json.dumps(rows, indent=1) + "\n")
+            write()
+    print(_table(rows, blas))
+    write()
     if failures:
         raise SystemExit("parity failed, those rows are left out:\n" + "\n".join(failures))
 

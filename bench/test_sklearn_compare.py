@@ -31,3 +31,25 @@ def test_a_row_that_fails_parity_is_left_out_and_the_others_still_run(monkeypatc
     assert "digits float64 (nnx on cpu): loss curves differ" in str(stop.value)
     rows = json.loads((tmp_path / "sklearn.json").read_text())
     assert [(r["dataset"], r["dtype"]) for r in rows] == [("digits", "float32")]
+
+
+def test_the_rows_measured_are_written_before_a_time_limit_ends_the_run(monkeypatch, tmp_path):
+    """The files were written once, at the end: the device check's time
+    limit on this stage would have left none (from a review of the GPU path)."""
+    import json
+
+    for name in sklearn_compare._BLAS_OVERRIDES:
+        monkeypatch.delenv(name, raising=False)
+    real, calls = sklearn_compare.compare, []
+
+    def stopped_after_one(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt  # as the stage's timeout ends the process
+        return real(*args, **kwargs)
+    monkeypatch.setattr(sklearn_compare, "compare", stopped_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        sklearn_compare.main(["--datasets", "digits", "--dtypes", "float64,float32",
+                              "--repeats", "1", "--epochs", "1", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "sklearn.json").read_text())
+    assert [(r["dataset"], r["dtype"]) for r in rows] == [("digits", "float64")]

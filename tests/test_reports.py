@@ -319,6 +319,15 @@ def test_the_report_exits_non_zero_unless_every_gpu_test_passed(tmp_path, outcom
     assert _script("gpu_report").main([str(tmp_path)]) == status
 
 
+def test_the_report_says_why_a_gpu_test_was_skipped(tmp_path):
+    """A skipped test (NCCL missing from the device's CuPy, say) was counted
+    but not named, so the report could not tell a missing library from a fault."""
+    _junit(tmp_path / "gpu-tests.xml", ["passed", "skipped"])
+    _script("gpu_report").main([str(tmp_path)])
+    assert "- skipped: `tests.test_gpu::test_1 (no GPU)`" in (
+        tmp_path / "report.md").read_text().splitlines()
+
+
 @pytest.mark.skipif(nnx.gpu_available()[0], reason="on a GPU machine the check would run")
 def test_the_gpu_check_stops_at_once_without_a_gpu(tmp_path):
     """Without a GPU it ran every stage, exited 0 and wrote a report of
