@@ -48,6 +48,13 @@ class DeviceArray(np.ndarray):
     def data(self):
         return types.SimpleNamespace(ptr=self.ctypes.data)
 
+    @property
+    def __cuda_array_interface__(self):
+        """As CuPy's arrays say they live on the GPU: so that nnx takes this
+        array down its device paths, not its host ones."""
+        return {"shape": self.shape, "typestr": self.dtype.str, "version": 3,
+                "data": (self.ctypes.data, False), "strides": None}
+
     # A value read back to the host inside a recorded step: a real capture
     # refuses it (a device-to-host copy synchronises), so the emulated replay does
     def __float__(self):

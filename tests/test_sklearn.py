@@ -227,11 +227,13 @@ def test_gpu_estimator_keeps_cupy_inputs_on_the_device(digits):
             cpu = Model(**kw).fit(X, target)
             gpu = Model(backend="gpu", **kw).fit(cupy.asarray(X), cupy.asarray(target))
         for a, b in zip(cpu.coefs_, gpu.coefs_):
+            assert type(b) is np.ndarray  # the fitted attributes are NumPy arrays
             np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12)
         pred = gpu.predict(cupy.asarray(X))
         assert isinstance(pred, cupy.ndarray)
         np.testing.assert_allclose(cupy.asnumpy(pred), cpu.predict(X), rtol=1e-9, atol=1e-12)
-        assert isinstance(gpu.predict(X), np.ndarray)  # NumPy in, NumPy out
+        assert type(gpu.predict(X)) is np.ndarray  # NumPy in, NumPy out
+        assert type(gpu.predict(cupy.asarray(X))) is not np.ndarray
     # partial_fit on device labels, and host string labels with device features
     clf = MLPClassifier(backend="gpu", hidden_layer_sizes=(8,), random_state=0)
     clf.partial_fit(cupy.asarray(X), cupy.asarray(y), classes=np.arange(10))

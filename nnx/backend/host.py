@@ -17,8 +17,10 @@ def _numeric(dtype) -> bool:
 
 
 def is_host_array(x) -> bool:
-    """NumPy arrays and NumPy scalars (checked, and refused, like any host data)."""
-    return isinstance(x, (np.ndarray, np.generic))
+    """NumPy arrays and NumPy scalars (checked, and refused, like any host data);
+    not an array that says it lives on a GPU (``__cuda_array_interface__``),
+    as a NumPy subclass standing in for CuPy's does."""
+    return isinstance(x, (np.ndarray, np.generic)) and not hasattr(x, "__cuda_array_interface__")
 
 
 def is_sparse(x) -> bool:

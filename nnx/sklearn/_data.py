@@ -19,7 +19,7 @@ from ..backend.host import is_sparse
 
 def on_device(x) -> bool:
     """True for a GPU array (CuPy or anything with the CUDA array interface)."""
-    return hasattr(x, "__cuda_array_interface__") and not isinstance(x, np.ndarray)
+    return hasattr(x, "__cuda_array_interface__")
 
 
 def cupy():
@@ -30,7 +30,7 @@ def cupy():
 
 
 def to_numpy(x):
-    if isinstance(x, np.ndarray):
+    if isinstance(x, np.ndarray) and not on_device(x):
         return x
     return x.get() if hasattr(x, "get") else np.asarray(x)
 
