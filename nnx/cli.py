@@ -110,6 +110,10 @@ def _fit(net, optim, prep, args, desc, callbacks=(), comm=None, saved=None):
         # as asked (a job that always passes --resume), but a mistyped path must show
         print(f"--resume: no checkpoint at {run_file} yet: the run starts afresh and saves "
               "its state there")
+    elif run_file is not None and resume is None and os.path.exists(run_file) \
+            and (comm is None or comm.is_main):  # it was replaced in silence
+        print(f"--checkpoint {run_file}: an earlier run's state is there; this run starts "
+              "afresh and replaces it (add --resume to go on from it instead)", file=sys.stderr)
     if run_file is not None:
         extra, meta = saved or (None, None)
         callbacks = [*callbacks, Checkpoint(run_file, extra=extra, meta=meta)]

@@ -846,6 +846,11 @@ def test_resume_without_a_checkpoint_yet_says_the_run_starts_afresh(tmp_path, ca
     assert (f"--resume: no checkpoint at {run_file} yet: the run starts afresh and saves "
             "its state there") in capsys.readouterr().out
     assert run_file.exists()
+    # the same command without --resume replaced that state without a word
+    assert main(["train", "--epochs", "1", "--quiet", "--checkpoint", str(run_file),
+                 "--out", str(tmp_path / "m.npz")]) == 0
+    assert (f"--checkpoint {run_file}: an earlier run's state is there; this run starts "
+            "afresh and replaces it (add --resume") in capsys.readouterr().err
 
 
 def test_an_interrupted_train_without_a_checkpoint_says_what_was_lost(tmp_path, monkeypatch,
