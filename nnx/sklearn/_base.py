@@ -293,27 +293,7 @@ class BaseMLP(BaseEstimator):
             # in the compute dtype: float64 weights for dtype="float64" on float32 X
             self._initialize(data.n_outputs, layer_units, data.dtype)
         self._fit_dtype = data.dtype
-        if self._out_activation() != self.out_activation_:
-            # the network is built from the current loss, predictions use the fitted output
-            raise InputValueError(
-                f"loss={self.loss!r} gives the network a {self._out_activation()} output, but "
-                f"the fitted network has a {self.out_activation_} output (the loss it was "
-                "fitted with): a warm start or partial_fit continues the fitted network; "
-                + ("fit a new estimator" if incremental else "set warm_start=False to fit anew"))
-        shapes = [(a, c) for a, c in zip(layer_units[:-1], layer_units[1:])]
-        fitted = [tuple(W.shape) for W in self.coefs_]
-        if fitted != shapes:
-            anew = ("fit a new estimator" if incremental
-                    else "set warm_start=False to fit anew")
-            if fitted[:-1] == shapes[:-1] and fitted[-1][0] == shapes[-1][0]:
-                raise InputValueError(  # only the targets changed, not the layers
-                    f"y has {data.n_outputs} output(s) but the fitted network has "
-                    f"{fitted[-1][1]}: a warm start or partial_fit continues the fitted "
-                    f"network, with its outputs; {anew}")
-            raise InputValueError(
-                f"hidden_layer_sizes={self.hidden_layer_sizes!r} (layers {shapes}) differs from "
-                f"the fitted coefs_ ({fitted}): a warm start or partial_fit continues the "
-                f"fitted network; {anew}")
+        self._check_continuation(data, layer_units, incremental)
         net = self._network(layer_units, data.dtype)
         data.to_device(net.backend)
         try:
@@ -424,6 +404,30 @@ class BaseMLP(BaseEstimator):
         if sw is None:
             return np.diff(np.append(starts, order.shape[0])).astype(float)
         return np.add.reduceat(sw[order], starts)
+
+    def _check_continuation(self, data, layer_units, incremental):
+        """Refuse a warm start or partial_fit that cannot continue the fitted
+        network: another loss's output, other outputs or other layers."""
+        anew = "fit a new estimator" if incremental else "set warm_start=False to fit anew"
+        if self._out_activation() != self.out_activation_:
+            # the network is built from the current loss, predictions use the fitted output
+            raise InputValueError(
+                f"loss={self.loss!r} gives the network a {self._out_activation()} output, but "
+                f"the fitted network has a {self.out_activation_} output (the loss it was "
+                "fitted with): a warm start or partial_fit continues the fitted network; "
+                + anew)
+        shapes = [(a, c) for a, c in zip(layer_units[:-1], layer_units[1:])]
+        fitted = [tuple(W.shape) for W in self.coefs_]
+        if fitted != shapes:
+            if fitted[:-1] == shapes[:-1] and fitted[-1][0] == shapes[-1][0]:
+                raise InputValueError(  # only the targets changed, not the layers
+                    f"y has {data.n_outputs} output(s) but the fitted network has "
+                    f"{fitted[-1][1]}: a warm start or partial_fit continues the fitted "
+                    f"network, with its outputs; {anew}")
+            raise InputValueError(
+                f"hidden_layer_sizes={self.hidden_layer_sizes!r} (layers {shapes}) differs from "
+                f"the fitted coefs_ ({fitted}): a warm start or partial_fit continues the "
+                f"fitted network; {anew}")
 
     def _fit_stochastic(self, net, data, incremental):
         b = net.backend
