@@ -4,6 +4,7 @@ arguments; and the data it takes or refuses at forward, predict, train_batch
 and fit (checked on the host by nnx.backend.host, on the device by the
 network)."""
 
+import copy
 import math
 import re
 import warnings
@@ -1032,3 +1033,32 @@ def test_an_optimiser_attached_to_something_else_is_refused_at_once():
     with pytest.raises(nnx.InputError, match="attach\\(net\\): net must be a NeuralNetwork, "
                                              "got str"):
         nnx.SGD(0.1).attach("x")
+
+
+# -------------------------------------------- pandas inputs (a newcomer's first hour)
+def test_dataframes_of_nullable_numbers_train_and_other_columns_are_named():
+    """A DataFrame of pandas' nullable Float64 (or a Series of Int64) became
+    an object array: "X_train must hold numbers, got dtype object"; a
+    category or string column got the same words, naming no column."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.standard_normal((60, 3)), columns=["a", "b", "c"])
+    y = pd.Series(np.arange(60) % 3)
+    plain = nnx.NeuralNetwork([nnx.Dense(4, "tanh"), nnx.Dense(3, "linear")],
+                              "softmax_cross_entropy", seed=0)
+    nullable = copy.deepcopy(plain)
+    nnx.Trainer(plain, nnx.SGD(0.1)).fit(X.to_numpy(), y.to_numpy(), epochs=2)
+    nnx.Trainer(nullable, nnx.SGD(0.1)).fit(X.astype("Float64"), y.astype("Int64"), epochs=2)
+    np.testing.assert_array_equal(nullable.get_parameters(), plain.get_parameters())
+    with_na = X.astype("Float64")
+    with_na.iloc[4, 1] = pd.NA
+    with pytest.raises(nnx.InputValueError, match=r"X contains 1 NaN"):
+        plain.predict(with_na)
+    words = X.assign(kind=pd.Categorical(["x", "y"] * 30), note="n")
+    with pytest.raises(nnx.InputTypeError, match=r"X has columns that hold no numbers: 'kind' "
+                                                 r"\(category\), 'note' \(.*\); encode them"):
+        plain.predict(words)
+    flags = X.assign(flag=pd.array([True, False] * 30, dtype="boolean"))
+    net = nnx.NeuralNetwork([nnx.Dense(3, "linear")], "softmax_cross_entropy", seed=0)
+    net.build(4)
+    assert net.predict(flags).shape == (60, 3)

@@ -65,10 +65,38 @@ def plain(x, name, what):
                              f"(e.g. {name}.filled(value)) and pass a plain array")
     if type(x) is np.ndarray:
         return x
+    if _is_pandas(x) and all(_kind(d) in "biuf" for d in _dtypes(x)) \
+            and not all(isinstance(d, np.dtype) for d in _dtypes(x)):
+        # nullable numbers (Int64, Float64, boolean): NumPy would make them objects
+        return x.to_numpy(dtype=np.float64, na_value=np.nan)
     try:
         return np.asarray(x)
     except Exception as exc:
         raise InputTypeError(f"{name} must be {what}, got {type(x).__name__}") from exc
+
+
+def _is_pandas(x):
+    return type(x).__module__.startswith("pandas") and hasattr(x, "to_numpy")
+
+
+def _dtypes(x):
+    return list(x.dtypes) if hasattr(x, "columns") else [x.dtype]
+
+
+def _kind(dtype):
+    return getattr(dtype, "kind", "O")  # pandas' own dtypes have one too ("O": category...)
+
+
+def _refuse_columns_of_other_kinds(X, name):
+    """A DataFrame's columns that hold no numbers, by name and dtype."""
+    if not (_is_pandas(X) and hasattr(X, "columns")):
+        return
+    bad = [(c, d) for c, d in zip(X.columns, X.dtypes) if _kind(d) not in "biuf"]
+    if bad:
+        shown = ", ".join(f"{c!r} ({d})" for c, d in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        raise InputTypeError(f"{name} has columns that hold no numbers: {shown}; encode them "
+                             "as numbers first (pandas.get_dummies, or scikit-learn's "
+                             "OneHotEncoder or OrdinalEncoder), or drop them")
 
 
 def all_finite(values) -> bool:
@@ -115,6 +143,7 @@ def check_half_range(largest, name):
 def check_features(X, name="X", n_features=None, dtype=None):
     """A 2-D, non-empty, real-valued, finite host array, returned as NumPy
     (values are checked to fit ``dtype``, the compute dtype, when given)."""
+    _refuse_columns_of_other_kinds(X, name)
     X = plain(X, name, "a 2-D numeric array")
     if not _numeric(X.dtype):
         raise InputTypeError(f"{name} must hold numbers, got dtype {X.dtype}")
