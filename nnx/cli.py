@@ -98,30 +98,32 @@ def _fit(net, optim, prep, args, desc, callbacks=(), comm=None, saved=None):
     train this network together (``nnx.distributed``), or None alone.
     ``saved``: the ``(extra, meta)`` the model file gets, which --checkpoint
     files get too (so that evaluate and export take them alike)."""
-    # the evaluation set: the validation rows, or (the study's choice) the test rows
-    evaluation = (prep["X_test"], prep["y_test"])
+    validation = None
     if getattr(args, "early_stopping", "validation") == "validation":
-        evaluation = (prep["X_val"], prep["y_val"])
+        validation = (prep["X_val"], prep["y_val"])
     bar = [] if args.quiet else [ProgressBar(desc)]
     t0 = time.perf_counter()
     run_file = getattr(args, "checkpoint", None)
     resume = run_file if getattr(args, "resume", False) and os.path.exists(run_file) else None
     if getattr(args, "resume", False) and resume is None and (comm is None or comm.is_main):
         # as asked (a job that always passes --resume), but a mistyped path must show
-        print(f"--resume: no checkpoint at {run_file} yet: the run starts afresh and saves "
-              "its state there")
+        print(f"nnx train: note: --resume: no checkpoint at {run_file} yet: the run starts "
+              "afresh and saves its state there", file=sys.stderr)
     elif run_file is not None and resume is None and os.path.exists(run_file) \
             and (comm is None or comm.is_main):  # it was replaced in silence
-        print(f"--checkpoint {run_file}: an earlier run's state is there; this run starts "
-              "afresh and replaces it (add --resume to go on from it instead)", file=sys.stderr)
+        print(f"nnx train: note: --checkpoint {run_file}: an earlier run's state is there; "
+              "this run starts afresh and replaces it (add --resume to go on from it instead)",
+              file=sys.stderr)
     if run_file is not None:
         extra, meta = saved or (None, None)
         callbacks = [*callbacks, Checkpoint(run_file, extra=extra, meta=meta)]
     try:
         history = Trainer(net, optim).fit(
-            prep["X_train"], prep["y_train"], validation=evaluation,
-            epochs=args.epochs, eval_every=args.eval_every, batch_size=args.batch_size,
-            seed=args.seed, patience=getattr(args, "patience", 1),
+            prep["X_train"], prep["y_train"],
+            # the study's evaluation set (--early-stopping test), or the validation rows
+            *((prep["X_test"], prep["y_test"]) if validation is None else ()),
+            validation=validation, epochs=args.epochs, eval_every=args.eval_every,
+            batch_size=args.batch_size, seed=args.seed, patience=getattr(args, "patience", 1),
             monitor=getattr(args, "monitor", "loss"), callbacks=[*bar, *callbacks],
             distributed=comm, resume=resume)
     except InputError as exc:  # (what --resume warns of is reworded as main() prints it)
@@ -772,7 +774,7 @@ def _evaluation_file(args, net, trained):
                        dtype=net.backend.dtype_name, classes=classes,
                        features=features if isinstance(features, list) else None)
     except InputError as exc:
-        if args.target is None and target is not None:  # the model's, not a flag given
+        if args.target is None and target is not None and str(exc).startswith("target="):
             raise UsageError(re.sub(r"^target=", "the model's target column ", str(exc))
                              + "; name this file's label column with --target") from None
         raise UsageError(re.sub(r"^target=", "--target ", str(exc))) from None
@@ -1037,6 +1039,8 @@ def _parse(parser, argv):
         hint = next((f" ({e[2:]} is given by its place: nnx {args.command} "
                      f"{' '.join(p.upper() for p in positional)})" for e in named
                      if e[2:].split("=")[0] in positional), "") \
+            or next((f" ({e.split('=')[0]} belongs after the subcommand: nnx {args.command} "
+                     f"{e.split('=')[0]} ...)" for e in named if e.split("=")[0] in flags), "") \
             or next((h for h in (did_you_mean(e.split("=")[0], flags) for e in named) if h), "")
         command.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
     return args

@@ -1055,9 +1055,13 @@ def test_dataframes_of_nullable_numbers_train_and_other_columns_are_named():
     with pytest.raises(nnx.InputValueError, match=r"X contains 1 NaN"):
         plain.predict(with_na)
     words = X.assign(kind=pd.Categorical(["x", "y"] * 30), note="n")
-    with pytest.raises(nnx.InputTypeError, match=r"X has columns that hold no numbers: 'kind' "
-                                                 r"\(category\), 'note' \(.*\); encode them"):
+    with pytest.raises(nnx.InputTypeError, match=r"X has columns of a non-numeric dtype: 'kind' "
+                                                 r"\(category\), 'note' \(.*\); convert"):
         plain.predict(words)
+    mixed = X.assign(up=X["a"] > 0)  # a NumPy bool column beside floats: objects to NumPy
+    np.testing.assert_array_equal(plain.predict(mixed.drop(columns="up")), plain.predict(X))
+    assert nnx.NeuralNetwork([nnx.Dense(3, "linear")], "softmax_cross_entropy",
+                             seed=0).forward(mixed).shape == (60, 3)
     flags = X.assign(flag=pd.array([True, False] * 30, dtype="boolean"))
     net = nnx.NeuralNetwork([nnx.Dense(3, "linear")], "softmax_cross_entropy", seed=0)
     net.build(4)

@@ -349,16 +349,30 @@ def test_a_constant_rate_set_by_hand_holds_for_the_rest_of_the_run_and_later_fit
 
 
 @pytest.mark.parametrize("schedule", [nnx.Cosine(0.01), nnx.Cosine(0.01, per="step"),
-                                      nnx.Constant(0.01, warmup=2), nnx.ReduceOnPlateau(0.01)])
-def test_a_rate_set_before_a_schedules_run_is_refused_not_lost(schedule):
-    """optim.lr = 0.1 before fit was taken and printed back, then fit's first
-    epoch replaced it with the schedule's rate: silently a run at 0.01."""
+                                      nnx.Constant(0.01, warmup=2)])
+def test_a_rate_set_outside_a_schedules_run_is_refused_not_lost(schedule):
+    """optim.lr = 0.1 before fit (or between two fits) was taken and printed
+    back, then fit's first epoch replaced it with the schedule's rate:
+    silently a run at 0.01."""
+    from helpers import make_classifier, make_data
+    X, y, Xv, yv = make_data()
     optim = nnx.Adam(schedule)
-    before = optim.lr
-    with pytest.raises(nnx.InputValueError, match=r"optim.lr = 0.1: .* (before it would not "
-                                                  r"be used|sets the rate of every step)"):
-        optim.lr = 0.1
-    assert optim.lr == before
+    for _ in range(2):  # before the first fit, then after it
+        before = optim.lr
+        with pytest.raises(nnx.InputValueError, match=r"optim.lr = 0.1: .* (outside a run "
+                                                      r"would not be used|sets the rate of "
+                                                      r"every step)"):
+            optim.lr = 0.1
+        assert optim.lr == before
+        nnx.Trainer(make_classifier(), optim).fit(X, y, Xv, yv, epochs=3, eval_every=1,
+                                                  batch_size=20)
+
+
+def test_a_plateau_rate_set_by_hand_is_taken_at_any_time():
+    """ReduceOnPlateau's rate follows the evaluations alone: a hand loop sets it."""
+    optim = nnx.SGD(nnx.ReduceOnPlateau(0.01))
+    optim.lr = 0.05
+    assert optim.lr == 0.05
 
 
 def test_an_explicit_zero_weight_decay_for_adamw_is_zero():

@@ -65,10 +65,14 @@ def plain(x, name, what):
                              f"(e.g. {name}.filled(value)) and pass a plain array")
     if type(x) is np.ndarray:
         return x
-    if _is_pandas(x) and all(_kind(d) in "biuf" for d in _dtypes(x)) \
-            and not all(isinstance(d, np.dtype) for d in _dtypes(x)):
-        # nullable numbers (Int64, Float64, boolean): NumPy would make them objects
-        return x.to_numpy(dtype=np.float64, na_value=np.nan)
+    if _is_pandas(x):
+        dtypes = _dtypes(x)
+        if all(_kind(d) in "biuf" for d in dtypes) and (
+                len({str(d) for d in dtypes}) > 1
+                or not all(isinstance(d, np.dtype) for d in dtypes)):
+            # numbers of several dtypes (a bool column beside floats) or nullable
+            # ones (Int64, Float64, boolean): NumPy would make them objects
+            return x.to_numpy(dtype=np.float64, na_value=np.nan)
     try:
         return np.asarray(x)
     except Exception as exc:
@@ -94,9 +98,10 @@ def _refuse_columns_of_other_kinds(X, name):
     bad = [(c, d) for c, d in zip(X.columns, X.dtypes) if _kind(d) not in "biuf"]
     if bad:
         shown = ", ".join(f"{c!r} ({d})" for c, d in bad[:5]) + (" ..." if len(bad) > 5 else "")
-        raise InputTypeError(f"{name} has columns that hold no numbers: {shown}; encode them "
-                             "as numbers first (pandas.get_dummies, or scikit-learn's "
-                             "OneHotEncoder or OrdinalEncoder), or drop them")
+        raise InputTypeError(f"{name} has columns of a non-numeric dtype: {shown}; convert "
+                             "numbers held as text or objects with pandas.to_numeric, encode "
+                             "categories as numbers (pandas.get_dummies, or scikit-learn's "
+                             "OneHotEncoder or OrdinalEncoder), or drop the columns")
 
 
 def all_finite(values) -> bool:

@@ -100,11 +100,11 @@ class Optimizer:
                 "a rate set by hand would not be used; change the schedule, or use a "
                 "per-epoch one (per=\"epoch\") and set the rate in a callback's "
                 "on_epoch_start")
-        if self.max_epochs is None and not self._is_plain_constant():
+        if self.schedule.follows_the_run and not self.__dict__.get("_in_run", False):
             # start() sets the first epoch's rate from the schedule: this one would be lost
             raise _checks.InputValueError(
-                f"optim.lr = {value!r}: {self.schedule!r} sets every epoch's rate when the run "
-                "starts, so a rate set before it would not be used; give the schedule the "
+                f"optim.lr = {value!r}: {self.schedule!r} sets every epoch's rate when a run "
+                "starts, so a rate set outside a run would not be used; give the schedule the "
                 "rate, or set it in a callback's on_epoch_start")
         self._set_lr(value)
         self._keep_constant()
@@ -172,6 +172,7 @@ class Optimizer:
         if hasattr(self.schedule, "restart"):
             self.schedule.restart()
         self.max_epochs, self.steps_per_epoch = epochs, steps_per_epoch
+        self._in_run = True  # until end_run(): a rate set by hand now is used
         # a hand loop's steps are counted against the plan (Trainer.fit, whose
         # recorded steps run without this Python, plans them itself)
         self._plan = {"counted": True, "taken": 0, "warned": False}
@@ -179,6 +180,12 @@ class Optimizer:
                 and self._device["rates"].shape[0] != steps_per_epoch:
             del self._device["rates"]  # made again at the next step, for this run's epochs
         self.start_epoch(0)
+
+    def end_run(self):
+        """The run ``start`` planned is over (``Trainer.fit`` says so as it
+        returns): a rate set by hand from now on would be replaced by the
+        next run's plan, so a schedule that follows the run refuses it."""
+        self._in_run = False
 
     def setup_decay(self, epochs):
         """The study's name for ``start(epochs)`` (per-epoch schedules)."""

@@ -839,6 +839,9 @@ class _Run:
                 cb.on_fit_end(self)
         finally:  # also when training stops with an error
             steps.close()
+            end_run = getattr(self.optim, "end_run", None)  # (one's own may lack it)
+            if end_run is not None:
+                end_run()
         return self.history
 
     def _epoch(self, epoch, batches, steps):
