@@ -287,8 +287,9 @@ def _check_log_file(args):
                              f"{'model' if flag == '--out' else 'run state'} need two files")
 
 
-def _check_run_file(args):
-    """--checkpoint (the training state, at every evaluation) and --resume."""
+def _check_run_file(args, writes=True):
+    """--checkpoint (the training state, at every evaluation) and --resume;
+    its folder where it is written (``writes``)."""
     if args.checkpoint is None:
         if args.resume:
             raise UsageError("--resume goes on from --checkpoint RUN.npz; give that too")
@@ -296,18 +297,25 @@ def _check_run_file(args):
     if _same_file(args.checkpoint, args.out):
         raise UsageError(f"--checkpoint {args.checkpoint!r} is --out too: the run's state and "
                          "the trained model need two files")
-    problem = checkpoint.path_problem(args.checkpoint)
+    problem = checkpoint.path_problem(args.checkpoint) if writes else None
     if problem:
         raise UsageError(f"--checkpoint {args.checkpoint!r}: {problem}")
 
 
-def _reproduce_flags(args):
-    """The steps to run, after checking every flag (and the scaled rates)."""
+def _one_process(command, instead):
+    """Refuse, on every rank alike (rank 0 says it), a command that runs in
+    one process when a launcher started several."""
     here = distributed.world()
     if here.size > 1:
-        raise UsageError(f"nnx reproduce runs in one process, not in each of the {here.size} "
-                         f"that {here.launcher} started (--workers runs its steps on a Dask "
-                         "cluster); nnx train trains one network across processes")
+        raise distributed.mark_agreed(UsageError(
+            f"nnx {command} runs in one process, not in each of the {here.size} that "
+            f"{here.launcher} started ({instead}); nnx train trains one network across "
+            "processes"))
+
+
+def _reproduce_flags(args):
+    """The steps to run, after checking every flag (and the scaled rates)."""
+    _one_process("reproduce", "--workers runs its steps on a Dask cluster")
     steps = _parse_steps(args.steps)
     _check_training_flags(args)
     _check_out_folder(args.out)
@@ -511,12 +519,15 @@ def _optimizer(args, schedule, steps_per_epoch):
         raise _flag_error(exc) from None
 
 
-def _train_flags(args):
+def _train_flags(args, writes=True):
     """Every training flag checked before the data is loaded: the layers
-    and the optimiser's schedule name."""
+    and the optimiser's schedule name. The files' folders only where the
+    files are written (``writes``: rank 0 of a distributed run, whose file
+    system may be another rank's)."""
     _check_training_flags(args)
-    _check_out_file(args.out)
-    _check_run_file(args)
+    if writes:
+        _check_out_file(args.out)
+    _check_run_file(args, writes)
     _check_log_file(args)
     if args.precision != "float32" and args.dtype != "float32":
         raise UsageError(f"--precision {args.precision}: applies to --dtype float32, not "
@@ -535,7 +546,7 @@ def _train_flags(args):
         raise UsageError(f"--warmup {args.warmup}: must be fewer epochs than --epochs "
                          f"{args.epochs}")
     _optimizer(args, schedule, 1)  # refused now, not after loading the data
-    if args.log is not None:
+    if args.log is not None and writes:
         try:
             CSVLogger(args.log)
         except InputError as exc:
@@ -637,7 +648,7 @@ def cmd_train(args):
     say = print if comm.is_main else (lambda *a, **k: None)  # rank 0 speaks for the job
     with distributed.guard(comm):
         with distributed.agreement(comm):
-            layers, schedule = _train_flags(args)
+            layers, schedule = _train_flags(args, writes=comm.is_main)
         prep = _prepare_in_turn(args, comm)
         together = f", {comm.size} processes (batch {args.batch_size} each)" \
             if comm.size > 1 else ""
@@ -651,7 +662,7 @@ def cmd_train(args):
             net, extra = _train_model(args, layers, prep, comm)
             steps = math.ceil(len(prep["X_train"]) / (args.batch_size * comm.size))
             optim = _optimizer(args, schedule, steps)
-        log = [CSVLogger(args.log)] if args.log is not None else []
+        log = [CSVLogger(args.log)] if args.log is not None and comm.is_main else []
         try:
             history, seconds = _fit(net, optim, prep, args, "train", callbacks=log, comm=comm,
                                     saved=(extra, prep["meta"]))
@@ -690,6 +701,7 @@ def _standardisation(checkpoint, net):
 
 
 def cmd_evaluate(args):
+    _one_process("evaluate", "each would print the same report")
     precision = args.precision
     if precision is None:  # as trained: nnx train's own figure
         from .checkpoint import read_header
@@ -787,6 +799,7 @@ def _evaluation_file(args, net, trained):
 
 
 def cmd_export(args):
+    _one_process("export", "each would write the same file")
     if _same_file(args.checkpoint, args.out):  # the export would replace its source
         raise UsageError(f"{args.out!r} is the checkpoint itself: give the ONNX model another "
                          "path, such as model.onnx")
@@ -1054,9 +1067,12 @@ def main(argv=None):
             # nnx's own warnings in one line, as its errors: not Python's two, whose
             # second would show the console script's source line
             plain = warnings.showwarning
+            quiet = _rank_of_launcher() != 0  # every rank reads the same data: rank 0 says it
 
             def show(message, category, filename, lineno, file=None, line=None):
                 if issubclass(category, InputWarning):
+                    if quiet:
+                        return
                     text = str(message)  # a resumed run's, in the command line's words
                     text = _in_flags(text) if text.startswith("resume=") else text
                     if args.command == "train":  # the keep probability, as --dropout takes it

@@ -134,6 +134,9 @@ def mismatch(args, comm):
     elif args.what == "dtype" and other:
         net = nnx.NeuralNetwork([nnx.Dense(16, "tanh"), nnx.Dense(3, "linear")],
                                 nnx.SoftmaxCrossEntropy(), seed=3, dtype="float32")
+    elif args.what == "restart":  # a second fit: rank 0 starts again, rank 1 goes on
+        fit(net, 16, X=X, distributed=comm)
+        kw = {"restart": not other}
     try:  # no evaluation set: rank 1 alone would refuse its 6 features beside 7
         fit(net, 16, X=X, distributed=comm, evaluate=args.what != "width", **kw)
     except nnx.InputError as exc:
@@ -280,7 +283,23 @@ def two_fits(args, comm):
         json.dump(draws, f)
 
 
-MODES = {"parity": parity, "two-fits": two_fits, "one-rank-stops": one_rank_stops,
+def warnings_said(args, comm):
+    """What each rank warns of: a held-out split of sorted labels is rank 0's
+    to say."""
+    import warnings
+    X, y = data()[:2]
+    order = np.argsort(y, kind="stable")
+    net = network()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        nnx.Trainer(net, optimizer()).fit(X[order], y[order], epochs=1, batch_size=16,
+                                          validation_split=0.2, distributed=comm)
+    with open(os.path.join(args.out, f"warnings-{comm.rank}.json"), "w") as f:
+        json.dump([str(w.message) for w in caught], f)
+
+
+MODES = {"parity": parity, "two-fits": two_fits, "warnings": warnings_said,
+         "one-rank-stops": one_rank_stops,
          "bad-input": bad_input,
          "different-arguments": different_arguments, "different-network": different_network,
          "threads": threads, "threads-comm": threads, "half": half, "interrupt": interrupt,

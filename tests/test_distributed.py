@@ -541,6 +541,8 @@ def test_a_refusal_or_divergence_ends_every_rank_with_the_same_error(tmp_path, m
     ("loss-scaler", r"the network's loss scaler 'LossScaler\(init_scale=65536"),
     # reported as other data
     ("dtype", r"the network's dtype 'float64' on rank 0 but 'float32' on rank 1"),
+    # trained on, silently: rank 0's fresh weights and optimiser beside rank 1's old state
+    ("restart", r"restart True on rank 0 but False on rank 1"),
 ])
 def test_ranks_that_differ_are_refused_before_any_step(tmp_path, what, message):
     job = _work("mismatch", tmp_path, "--what", what)
@@ -623,6 +625,38 @@ def test_mpiexec_nnx_train_prints_and_saves_one_model_of_the_doubled_batch(tmp_p
     two, one = (nnx.NeuralNetwork.load(tmp_path / f"{name}.npz") for name in ("two", "one"))
     assert _rel(two.backend.to_numpy(two.get_parameters()),
                 one.backend.to_numpy(one.get_parameters())) < 1e-10
+
+
+def test_warnings_about_the_data_come_from_rank_0_alone(tmp_path):
+    """validation_split's warning of sorted labels came from every rank (it
+    was given before the filter that quiets the others); under mpiexec, nnx
+    train's warnings about the data file and its flags came once per rank."""
+    job = _work("warnings", tmp_path)
+    assert job.returncode == 0, job.stderr
+    said = [json.loads((tmp_path / f"warnings-{r}.json").read_text()) for r in (0, 1)]
+    assert any("held-out rows" in w for w in said[0]), said[0]
+    assert said[1] == []
+    rows = "\n".join(f"{i},{i % 7 * 0.5},{i % 3}" for i in range(40))
+    (tmp_path / "d.csv").write_text(",a,label\n" + rows + "\n")  # a pandas index column
+    job = _job([sys.executable, "-m", "nnx", "train", "--data", "d.csv", "--epochs", "1",
+                "--dropout", "0.2", "--quiet", "--out", "m.npz"], cwd=tmp_path)
+    assert job.returncode == 0, job.stderr
+    assert job.stderr.count("holds the row numbers") == 1, job.stderr
+    assert job.stderr.count("--dropout 0.2") == 1, job.stderr
+
+
+def test_the_commands_of_one_process_refuse_a_launcher_once(tmp_path):
+    """mpiexec -n 2 nnx evaluate printed its report twice, and nnx export had
+    both ranks write the one file; nnx reproduce refused, once per rank."""
+    assert cli.main(["train", "--epochs", "1", "--quiet", "--out", str(tmp_path / "m.npz")]) == 0
+    for command in (["evaluate", "m.npz"], ["export", "m.npz", "m.onnx"],
+                    ["reproduce", "--epochs", "1"]):
+        job = _job([sys.executable, "-m", "nnx", *command], cwd=tmp_path)
+        assert job.returncode == 2, job.stdout + job.stderr
+        assert job.stderr.count(f"nnx {command[0]}: error: nnx {command[0]} runs in one "
+                                "process, not in each of the 2") == 1, job.stderr
+        assert "accuracy" not in job.stdout
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_mpiexec_nnx_train_refuses_on_every_rank(tmp_path):
@@ -893,3 +927,23 @@ def test_a_subclass_with_the_documented_train_step_still_fits():
     X, y, _, _ = worker.data(n=60)
     nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, epochs=1, batch_size=20)
     assert len(seen) == 3
+
+
+def test_only_the_rank_that_writes_checks_where_the_files_go(tmp_path, monkeypatch):
+    """nnx train under a launcher refused a run because rank 1 could not
+    write --out, --checkpoint or --log, which rank 0 alone writes (nodes of
+    their own file systems); fit's Checkpoint already checked on rank 0 only."""
+    (tmp_path / "sub").write_text("a file where a folder is wanted")
+    monkeypatch.chdir(tmp_path)
+    args = cli.build_parser().parse_args(
+        ["train", "--epochs", "2", "--out", "sub/m.npz", "--checkpoint", "sub/run.npz",
+         "--log", "sub/log.csv"])
+    with pytest.raises(cli.UsageError, match=r"--out 'sub/m.npz'"):
+        cli._train_flags(args)
+    cli._train_flags(args, writes=False)  # another rank: nothing of its own to write
+    args.out = "m.npz"
+    with pytest.raises(cli.UsageError, match=r"--checkpoint 'sub/run.npz'"):
+        cli._train_flags(args)
+    args.checkpoint = None
+    with pytest.raises(cli.UsageError, match=r"--log"):
+        cli._train_flags(args)

@@ -593,7 +593,9 @@ class Trainer:
         """
         comm = _distributed.resolve(distributed, self.net.backend)
         with _distributed.guard(comm):  # a rank failing alone ends every rank
-            with _distributed.agreement(comm) as setup:  # a refusal: on every rank alike
+            with _distributed.agreement(comm) as setup, warnings.catch_warnings():
+                if not comm.is_main:  # every rank checks the same data: rank 0 says it
+                    warnings.simplefilter("ignore", InputWarning)
                 settings = FitSettings.of(epochs, eval_every, batch_size, seed, patience,
                                           min_delta, self.optim, monitor)
                 if graph not in (True, False):  # "yes" was taken as True
@@ -606,11 +608,8 @@ class Trainer:
                     _nothing_to_watch(monitor, self.optim)
                 cbs = self._fit_callbacks(settings, callback, callbacks, checkpoint,
                                           checkpoint_every, verbose)
-                with warnings.catch_warnings():
-                    if not comm.is_main:  # every rank checks the same data: rank 0 says it
-                        warnings.simplefilter("ignore", InputWarning)
-                    run = self._run(comm, settings, cbs, (X_train, y_train),
-                                    (evaluation, names), restart, resume)
+                run = self._run(comm, settings, cbs, (X_train, y_train),
+                                (evaluation, names), restart, resume)
                 if comm.size > 1:
                     setup.facts = run.facts(cbs, graph)
             try:
@@ -738,6 +737,7 @@ class _Run:
                     f"fit() draws new weights, replacing {held} (restart=True is the "
                     "default): pass restart=False to go on training them, or restart=True "
                     "to start again without this warning", InputWarning)
+        self.restarted = restart  # the ranks of a distributed fit must agree on it
         if restart:
             net.reset()
             optim.attach(net)
@@ -753,6 +753,7 @@ class _Run:
     def facts(self, callbacks, graph):
         """What every rank of a distributed fit must have alike (plain data)."""
         return {"settings": self.settings.as_dict(), "epoch": self.epoch,
+                "restart": self.__dict__.get("restarted", "resumed"),
                 # the printers and loggers run on rank 0 alone: verbose=comm.is_main is fine
                 "callbacks": [_callback_facts(c) for c in callbacks if not c.main_only],
                 "graph": bool(graph), "shapes": self.data.shapes(),
@@ -772,7 +773,7 @@ class _Run:
             differ = [f"{k}={first['settings'].get(k)!r} on rank 0 but {v!r} on rank {rank}"
                       for k, v in facts["settings"].items() if first["settings"].get(k) != v]
             differ += [f"{k} {first[k]!r} on rank 0 but {facts[k]!r} on rank {rank}"
-                       for k in ("epoch", "graph") if facts[k] != first[k]]
+                       for k in ("epoch", "graph", "restart") if facts[k] != first[k]]
             differ += _callback_differences(first["callbacks"], facts["callbacks"], rank)
             differ += _network_differences(first["network"], facts["network"], rank)
             if facts["shapes"] != first["shapes"]:
