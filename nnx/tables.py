@@ -247,25 +247,38 @@ def _read_table(path, target, dtype, delimiter, features=None):
                            "(fill or drop missing values before training)")
     names = [header[i] for i in columns] if header is not None else None
     if features is None:  # training's read (evaluation reads the columns trained on)
-        _warn_of_row_numbers(X, [repr(n) for n in names] if names else columns, shown)
+        _warn_of_row_numbers(X, names, columns, shown)
     return X, np.char.strip(labels), (header[t] if header is not None else t), names
 
 
-def _warn_of_row_numbers(X, shown_names, shown):
-    """A feature column that counts the rows (0, 1, 2, ... or 1, 2, 3, ...) is
-    a row id, or the index pandas' to_csv writes unless told not to: trained
+def _warn_of_row_numbers(X, names, columns, shown):
+    """A feature column holding each of n consecutive whole numbers once (in
+    any order) is a row id, or the index pandas' to_csv writes unless told
+    not to (an unnamed column; shuffled or sorted with the frame): trained
     on, it is noise, and on rows sorted by label it gives the label away."""
     n = X.shape[0]
-    for c in range(X.shape[1] if n >= 20 else 0):  # not a toy table of a few rows
-        col = X[:, c]
-        start = col[0]
-        if start in (0, 1) and col[1] == start + 1 and col[-1] == start + n - 1 \
-                and np.array_equal(col, np.arange(start, start + n, dtype=col.dtype)):
+    if n < 20:  # not a toy table of a few rows
+        return
+    lows, highs = X.min(axis=0), X.max(axis=0)
+    for c in np.flatnonzero(highs - lows == n - 1):
+        name = names[c] if names else None
+        unnamed = name is not None and (name == "" or name.startswith("Unnamed:"))
+        low = lows[c]
+        if not (unnamed or low in (0, 1)) or not np.array_equal(
+                np.sort(X[:, c]), np.arange(low, low + n, dtype=X.dtype)):
+            continue
+        what = repr(name) if name is not None else str(columns[c])
+        if unnamed:
             _checks.warn_caller(
-                f"{shown!r}: feature column {shown_names[c]} holds the row numbers {start:g} "
-                f"to {start + n - 1:g}, a row id or a pandas index (to_csv writes one unless "
-                "index=False); it is trained on as a feature: drop it from the file",
-                InputWarning)
+                f"{shown!r}: the unnamed feature column {what} holds the row numbers {low:g} "
+                f"to {low + n - 1:g}, the index pandas' to_csv writes unless index=False; it "
+                "is trained on as a feature: drop it from the file", InputWarning)
+        else:
+            _checks.warn_caller(
+                f"{shown!r}: feature column {what} holds the numbers {low:g} to "
+                f"{low + n - 1:g}, one per row: a row id? Trained on, an id is noise, and on "
+                "rows sorted by label it gives the label away; if it is not a feature, drop "
+                "it from the file", InputWarning)
 
 
 def _columns(path, header, shown, **options):
@@ -391,16 +404,21 @@ def _whole_numbers(labels, distinct):
     return np.asarray([str(int(v)) for v in labels.tolist()])
 
 
-def _warn_if_a_quantity(n, classes, shown, column):
+def _warn_if_a_quantity(ids, classes, shown, column):
     """Many whole-number classes with few rows each look like a count or an
-    age, which a classifier treats as unrelated names."""
-    if len(classes) > 10 and n < 10 * len(classes) \
-            and all(re.fullmatch(r"[+-]?\d+", c) for c in classes):
-        _checks.warn_caller(
-            f"{shown!r}: the labels in {column} hold {len(classes)} distinct whole numbers "
-            f"over {n} rows, which nnx train learns as {len(classes)} unrelated classes; if "
-            "it is a quantity (a count, an age), fit nnx.sklearn.MLPRegressor instead",
-            InputWarning)
+    age, which a classifier treats as unrelated names; class ids 0..K-1 (or
+    1..K) of about as many rows each look like labels already encoded."""
+    n, k = len(ids), len(classes)
+    if k <= 10 or n >= 10 * k or not all(re.fullmatch(r"[+-]?\d+", c) for c in classes):
+        return
+    values, counts = [int(c) for c in classes], np.bincount(ids, minlength=k)
+    if values[0] in (0, 1) and values == list(range(values[0], values[0] + k)) \
+            and counts.min() >= counts.mean() / 2:
+        return
+    _checks.warn_caller(
+        f"{shown!r}: the labels in {column} hold {k} distinct whole numbers over {n} rows, "
+        f"which nnx train learns as {k} unrelated classes; if it is a quantity (a count, "
+        "an age), fit nnx.sklearn.MLPRegressor instead", InputWarning)
 
 
 def _split(X, y, fraction, shown):
@@ -465,15 +483,16 @@ def load_file(path, target=None, *, test_fraction=TEST_FRACTION, dtype="float32"
                                                   "," if kind == "csv" else "\t", features)
         Xs, labels = [X], [label]
     sizes = [len(y) for y in labels]
-    column = "its array y" if kind == "npz" else (
+    column = ("its arrays y_train and y_test" if len(labels) == 2 else "its array y") \
+        if kind == "npz" else (
         f"its target column {label_name!r}" if target is not None
         else f"its last column {label_name!r} (the target when none is named)")
     own_classes = classes is None  # the file's (training), not a model's (evaluation)
     ids, classes = _class_ids(np.concatenate(labels), classes, shown, column)
     if own_classes:
-        _warn_if_a_quantity(len(ids), classes, shown, column)
+        _warn_if_a_quantity(ids, classes, shown, column)
     if len(classes) < 2:
-        raise DatasetError(f"{shown!r}: its labels ({label_name}) hold one class, "
+        raise DatasetError(f"{shown!r}: the labels in {column} hold one class, "
                            f"{classes[0]!r}; a classifier needs at least two")
     if len(Xs) == 2:  # the file's own split
         parts = Xs[0], ids[:sizes[0]], Xs[1], ids[sizes[0]:]

@@ -53,7 +53,8 @@ class DeviceArray(np.ndarray):
         """As CuPy's arrays say they live on the GPU: so that nnx takes this
         array down its device paths, not its host ones."""
         return {"shape": self.shape, "typestr": self.dtype.str, "version": 3,
-                "data": (self.ctypes.data, False), "strides": None}
+                "data": (self.ctypes.data, False),
+                "strides": None if self.flags.c_contiguous else self.strides}
 
     # A value read back to the host inside a recorded step: a real capture
     # refuses it (a device-to-host copy synchronises), so the emulated replay does

@@ -175,6 +175,16 @@ def test_every_array_has_the_compute_dtype(backend_name, dtype):
     assert isinstance(b, Backend)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sum_squares_is_the_squared_norm_on_every_backend(backend_name, dtype):
+    """It took reshape and vdot, which the Array API (the strict backend) lacks."""
+    b = get_backend(backend_name, dtype)
+    x = np.random.default_rng(0).standard_normal((7, 5))
+    got = float(b.to_numpy(b.sum_squares(b.asarray(x))))
+    assert got == pytest.approx(float(np.sum(x.astype(dtype).astype(np.float64) ** 2)),
+                                rel=1e-6 if dtype == "float32" else 1e-13)
+
+
 # ------------------------ random numbers: row orders, dropout masks and seeds
 def test_permutation_is_a_permutation(backend_name):
     b = get_backend(backend_name)

@@ -482,3 +482,15 @@ def test_a_handle_closed_during_a_capture_is_destroyed_after_it():
     assert result == "done" and destroyed == [2]
     handle(3).close()  # no capture in progress: at once
     assert destroyed == [2, 3]
+
+
+def test_a_cpu_network_refuses_an_emulated_device_array_as_real_cupy_is_refused():
+    """The CPU backend took the emulated CuPy's arrays (NumPy underneath) as
+    its own: no NaN check, no dtype conversion, where a real CuPy array is
+    refused as another device's."""
+    net = nnx.NeuralNetwork([nnx.Dense(2, "linear")], "mse", seed=0)
+    net.build(2)
+    on_gpu = ec._dev(np.array([[1.0, np.nan], [0.0, 1.0]]))
+    with pytest.raises(nnx.InputValueError, match=r"X is an array of .*not on this network's "
+                                                  r"device \(cpu\)"):
+        net.predict(on_gpu)

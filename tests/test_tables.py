@@ -315,22 +315,30 @@ def test_labels_that_are_not_classes_name_their_column(tmp_path):
 
 def test_a_column_of_row_numbers_warns(tmp_path):
     """pandas' to_csv writes its index as a first column named ''; it was
-    trained on as a feature, in silence (on sorted rows it is the label)."""
+    trained on as a feature, in silence (on sorted rows it is the label).
+    Shuffled or sliced frames write it out of order or from another start."""
     rng = np.random.default_rng(0)
     X = rng.normal(size=(40, 2))
     rows = [[i, *x, int(x[0] > 0)] for i, x in enumerate(X)]
-    p = _write_csv(tmp_path / "pandas.csv", ["", "a", "b", "label"], rows)
-    with pytest.warns(UserWarning, match=r"feature column '' holds the row numbers 0 to 39, a "
-                                         r"row id or a pandas index"):
-        load_file(p)
-    ids = _write_csv(tmp_path / "ids.csv", None, [[x[0], i + 1, x[1], y] for i, (*x, y)
-                                                  in enumerate(r[1:] for r in rows)])
-    with pytest.warns(UserWarning, match=r"feature column 1 holds the row numbers 1 to 40"):
+    for index, start in [(np.arange(40), 0), (rng.permutation(40) + 10, 10)]:
+        data = [[i, *r[1:]] for i, r in zip(index, rows)]
+        p = _write_csv(tmp_path / "pandas.csv", ["", "a", "b", "label"], data)
+        with pytest.warns(UserWarning, match=rf"the unnamed feature column '' holds the row "
+                                             rf"numbers {start} to {start + 39}, the index "
+                                             r"pandas' to_csv writes"):
+            load_file(p)
+    ids = _write_csv(tmp_path / "ids.csv", None, [[r[1], i + 1, r[2], r[3]]
+                                                  for i, r in enumerate(rows)])
+    with pytest.warns(UserWarning, match=r"feature column 1 holds the numbers 1 to 40, one per "
+                                         r"row: a row id\? .*if it is not a feature, drop it"):
         load_file(ids)
     plain = _write_csv(tmp_path / "plain.csv", ["a", "b", "label"], [r[1:] for r in rows])
+    later = _write_csv(tmp_path / "later.csv", ["year", "a", "label"],  # not from 0 or 1
+                       [[2000 + i, r[1], r[3]] for i, r in enumerate(rows)])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_file(plain)
+        load_file(later)
 
 
 def test_many_whole_number_classes_of_few_rows_suggest_a_regressor(tmp_path):
@@ -345,6 +353,8 @@ def test_many_whole_number_classes_of_few_rows_suggest_a_regressor(tmp_path):
                          r"numbers over 200 rows.*MLPRegressor", m) for m in messages), messages
     assert any(re.search(r"and \d+ more have one row each", m) for m in messages), messages
     digits = [[*rng.normal(size=2), int(a)] for a in rng.integers(0, 10, 200)]  # 10 classes
+    letters = [[*rng.normal(size=2), i % 26] for i in range(200)]  # ids 0..25, balanced
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_file(_write_csv(tmp_path / "digits.csv", ["a", "b", "digit"], digits))
+        load_file(_write_csv(tmp_path / "letters.csv", ["a", "b", "letter"], letters))

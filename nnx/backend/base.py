@@ -548,10 +548,8 @@ class Backend:
         tracker[...] = xp.where(restart, xp.zeros_like(tracker), counted)
 
     def sum_squares(self, x):
-        """The sum of the squares of ``x``'s entries (a dot product of the
-        flat array with itself, as scikit-learn's L2 term takes it)."""
-        flat = x.reshape(-1)
-        return self.xp.vdot(flat, flat)
+        """The sum of the squares of ``x``'s entries, as a 0-d device array."""
+        return self.xp.sum(x * x)
 
     def clip_scale(self, grad, max_norm):
         """``min(1, max_norm / (||grad|| + 1e-6))`` as a 0-d device array: the

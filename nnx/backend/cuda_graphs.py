@@ -42,13 +42,13 @@ def _capture_starts():
 
 def _capture_ends():
     """One capture fewer; with none left, destroy the handles closed meanwhile."""
-    with _CAPTURES_LOCK:
+    with _CAPTURES_LOCK:  # held throughout: no capture may begin while one is destroyed
         _CAPTURES["active"] -= 1
-        pending = []
         if not _CAPTURES["active"]:
             pending, _CAPTURES["deferred"] = _CAPTURES["deferred"], []
-    for lib, handle, _workspace in pending:  # the workspace is freed after its handle
-        lib.cublasDestroy_v2(handle)
+            for lib, handle, _workspace in pending:
+                lib.cublasDestroy_v2(handle)
+            del pending  # the workspaces are freed here, under the lock too
 
 
 class CublasHandle:
@@ -129,11 +129,13 @@ class CublasHandle:
         if self.handle is None:
             return
         handle, self.handle = self.handle, None
-        with _CAPTURES_LOCK:
+        with _CAPTURES_LOCK:  # no capture may begin while it is destroyed
+            workspace, self._workspace = self.__dict__.get("_workspace"), None
             if _CAPTURES["active"]:
-                _CAPTURES["deferred"].append((self._lib, handle, self._workspace))
+                _CAPTURES["deferred"].append((self._lib, handle, workspace))
                 return
-        self._lib.cublasDestroy_v2(handle)
+            self._lib.cublasDestroy_v2(handle)
+            del workspace  # freed here (a cudaFree), under the lock too
 
     def __del__(self):
         try:

@@ -94,8 +94,14 @@ class NumpyBackend(Backend):
             buf = scratch[shape] = np.empty(shape, dtype=self.dtype)
         return buf
 
+    def sum_squares(self, x):
+        # a dot product of the flat array with itself, as scikit-learn's L2 term takes it
+        flat = x.reshape(-1)
+        return np.vdot(flat, flat)
+
     def owns(self, x) -> bool:
-        return isinstance(x, np.ndarray)
+        # not an array that says it lives on a GPU (a NumPy subclass standing in for CuPy's)
+        return isinstance(x, np.ndarray) and not hasattr(x, "__cuda_array_interface__")
 
     def copy(self, x):
         return x.copy()

@@ -283,7 +283,7 @@ class BaseMLP(BaseEstimator):
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         data = _data.prepare_fit(self, X, y, sample_weight, incremental, first_pass)
         self._warned_divergence = False
-        if first_pass and (isinstance(data.X, np.ndarray) or is_sparse(data.X)):
+        if first_pass and (not _data.on_device(data.X) or is_sparse(data.X)):
             problem = spread_problem(data.X, "X")
             if problem:
                 warn_caller(problem, InputWarning, also=(sklearn,))
