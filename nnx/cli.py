@@ -1078,6 +1078,8 @@ def main(argv=None):
                     if args.command == "train":  # the keep probability, as --dropout takes it
                         text = text.replace("Dense dropout=", "--dropout ").replace(
                             "pass dropout=", "pass --dropout ")
+                    elif args.command == "export":  # export_network's output=, as the flag
+                        text = re.sub(r"\boutput='(\w+)'", r"--output \1", text)
                     print(f"nnx {args.command}: warning: {text}", file=sys.stderr)
                 else:
                     plain(message, category, filename, lineno, file, line)

@@ -144,6 +144,16 @@ def test_nnx_export_names_its_flag_in_a_refusal(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("nnx export: error: --output sigmoid: the last layer is a sigmoid")
     assert err.count("\n") == 1 and 'output="' not in err
+    # a warning too is said in the flag's words, not export_network's output='sigmoid'
+    classifier = nnx.NeuralNetwork([nnx.Dense(3, "linear")], "softmax_cross_entropy", seed=0)
+    classifier.build(2)
+    classifier.save(tmp_path / "c.npz")
+    assert main(["export", str(tmp_path / "c.npz"), str(tmp_path / "c.onnx"),
+                 "--output", "sigmoid"]) == 0
+    err = capsys.readouterr().err
+    assert "nnx export: warning: --output sigmoid: this network's probabilities" in err
+    assert "(--output softmax does, --output raw the plain outputs)" in err
+    assert "output='" not in err
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

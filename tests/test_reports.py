@@ -319,6 +319,27 @@ def test_the_report_exits_non_zero_unless_every_gpu_test_passed(tmp_path, outcom
     assert _script("gpu_report").main([str(tmp_path)]) == status
 
 
+def test_the_adam_stage_is_read_from_its_own_file_and_shown_rows_have_no_target(tmp_path):
+    """Stage 3 (Adam) writes bench-adam.json, apart from stage 2's file so that
+    one time limit cannot lose both; the rows shown beside the targets (the
+    compiled peer, the captured Adam, digits) read "yes" when they did not run."""
+    large = "large-784-4096-4096-10"
+    runs = [_bench(name, "train-adam large f32", t, network=large, dtype="float32",
+                   samples_per_s=rate, fraction_of_ceiling=0.5)
+            for name, t, rate in (("nnx-gpu-adam-fit", 0.5, 1200.0),
+                                  ("torch-cuda-adam-fused", 0.6, 1000.0))]
+    (tmp_path / "bench-adam.json").write_text(json.dumps({"benchmarks": runs}))
+    _script("gpu_report").main([str(tmp_path)])
+    report = json.loads((tmp_path / "report.json").read_text())
+    rows = {t["target"]: t for t in report["targets"]}
+    fused = rows[f"{large}, f32, Adam: nnx captured fit / PyTorch fused Adam"]
+    assert fused["measured"] == "1.20x" and fused["met"] is True
+    shown = [t for t in report["targets"] if t["wanted"] == "(shown)"]
+    assert len(shown) >= 4 and all(t["met"] is None for t in shown)
+    text = (tmp_path / "report.md").read_text()
+    assert "torch.compile(mode='reduce-overhead') | (shown) | not run | (no target) |" in text
+
+
 def test_the_report_says_why_a_gpu_test_was_skipped(tmp_path):
     """A skipped test (NCCL missing from the device's CuPy, say) was counted
     but not named, so the report could not tell a missing library from a fault."""

@@ -301,8 +301,16 @@ class BaseMLP(BaseEstimator):
                 self._fit_stochastic(net, data, incremental)
             else:
                 self._fit_lbfgs(net, data, layer_units)
-        finally:  # scikit-learn trains coefs_ in place: a warning made an error (or any
-            self._pull(net)  # other exception) leaves them as trained so far, as there
+        except BaseException:
+            # scikit-learn trains coefs_ in place: a warning made an error (or any other
+            # exception) leaves them as trained so far, as there; a failure to read them
+            # back (the device's, say) must not hide the error that stopped the fit
+            try:
+                self._pull(net)
+            except Exception:
+                pass
+            raise
+        self._pull(net)
         if self.solver in _STOCHASTIC and self.early_stopping:
             self.coefs_, self.intercepts_ = self._best_coefs, self._best_intercepts
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):

@@ -186,7 +186,7 @@ def prepare_predict(est, X):
         host = False
     else:
         _refuse_sparse_on_gpu(est, X)
-        _refuse_strings(X)
+        X = _refuse_strings(X)
         X = validate_data(est, X, dtype=np.dtype(est._fit_dtype), accept_sparse="csr",
                           reset=False)
         host = True
@@ -194,13 +194,18 @@ def prepare_predict(est, X):
 
 
 def _refuse_strings(X):
-    """scikit-learn predicts from numbers only (its check asks for a numeric
-    dtype); converting to the fit's dtype would read "1.5" as 1.5."""
-    kind = X.dtype.kind if isinstance(X, np.ndarray) else (
-        np.asarray(X).dtype.kind if isinstance(X, (list, tuple)) else None)
-    if kind in ("U", "S"):
-        raise InputValueError("X holds strings: predictions take numbers; convert X "
-                              "(X.astype(float)) first")
+    """``X`` (a list made an array once), refused if it holds strings:
+    scikit-learn predicts from numbers only (its check asks for a numeric
+    dtype), where converting to the fit's dtype would read "1.5" as 1.5."""
+    if isinstance(X, (list, tuple)):
+        try:
+            X = np.asarray(X)
+        except ValueError:  # ragged rows: scikit-learn's check says so
+            return X
+    if isinstance(X, np.ndarray) and X.dtype.kind in "US":
+        raise InputValueError(f"X holds strings (dtype {X.dtype}): predictions take numbers; "
+                              "convert them (X.astype(float)) first")
+    return X
 
 
 def packed_order(layer_units):
