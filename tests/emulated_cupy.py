@@ -78,6 +78,19 @@ class DeviceArray(np.ndarray):
         _no_host_read(".get()")
         return np.array(self)
 
+    def dot(self, other, out=None):
+        if _TRACE:
+            raise AssertionError("a.dot(b) of a device array inside a recorded step: a real "
+                                 "capture refuses CuPy's cuBLAS calls")
+        return _dev(np.ndarray.dot(self.view(np.ndarray), other, out=out))
+
+    def __getitem__(self, key):
+        if _TRACE and any(getattr(k, "dtype", None) == np.bool_
+                          for k in (key if isinstance(key, tuple) else (key,))):
+            raise AssertionError("boolean-mask indexing of a device array inside a recorded "
+                                 "step: its result's size is read back to the host")
+        return super().__getitem__(key)
+
     def __array_ufunc__(self, ufunc, method, *inputs, **kw):
         if _TRACE and ufunc.__name__ == "matmul":
             raise AssertionError("the @ of device arrays inside a recorded step: a real "
