@@ -117,7 +117,9 @@ def integer(name, value, minimum=1):
     if _is_bool(value) or not isinstance(value, numbers.Integral) or value < minimum:
         what = {1: "a positive integer", 0: "a non-negative integer"}.get(
             minimum, f"an integer >= {minimum}")
-        raise InputValueError(f"{name}={value!r} must be {what}")
+        kind = InputValueError if isinstance(value, numbers.Real) and not _is_bool(value) \
+            else InputTypeError  # "2", None, True: not a number of any kind
+        raise kind(f"{name}={value!r} must be {what}")
     return int(value)
 
 

@@ -109,16 +109,17 @@ def folder_problem(folder):
     return None
 
 
-def path_problem(path):
-    """Why a checkpoint could not be written at ``path``, as a message (to be
-    shown after the argument's name); None if it can."""
+def path_problem(path, like="model.npz"):
+    """Why a file (a checkpoint, or another file like ``like``) could not be
+    written at ``path``, as a message (to be shown after the argument's
+    name); None if it can."""
     try:
         path = os.fsdecode(os.fspath(path))
     except TypeError:
         return f"must be a file path (str or os.PathLike), got {type(path).__name__}"
     real = os.path.realpath(path) if path else path  # writing goes through symbolic links
     if not path or path.endswith(("/", os.sep)) or os.path.isdir(real):
-        return "names a folder; expected a checkpoint file path like model.npz"
+        return f"names a folder; expected a file path like {like}"
     if os.path.lexists(real) and not os.path.isfile(real):
         return "exists and is not a regular file"
     return folder_problem(os.path.dirname(real))

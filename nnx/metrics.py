@@ -43,6 +43,12 @@ def accuracy(net, X, y):
     matches ``y``: class ids or one-hot rows, on the host or on the network's
     device; 0/1 labels for a network with one output."""
     network(net).require_built()
+    if net.loss.binary and net.n_out > 1:
+        raise InputValueError(
+            f"accuracy: this network's {net.n_out} sigmoid outputs are labels of their own "
+            "(multilabel), which no single accuracy describes; compare "
+            "net.predict_proba(X) > 0.5 with y label by label (or use "
+            "sklearn.metrics on those)")
     X = net.as_input(X, convert=False)  # checked; predict_classes converts by chunks
     if not net.on_host(y, "y"):
         y = net.backend.to_numpy(y)  # labels are checked on the host

@@ -197,7 +197,8 @@ def test_a_bad_checkpoint_path_is_refused_before_training(tmp_path):
                           (tmp_path / "afile" / "run.npz", "is not a folder"),
                           (str(tmp_path / "new") + os.sep, "names a folder")]:
         net = make_net()
-        with pytest.raises(ValueError) as err:
+        # a path of the wrong type is a TypeError (found by a probe: it was a ValueError)
+        with pytest.raises(TypeError if path == 123 else ValueError) as err:
             Trainer(net, SGD(0.1)).fit(X, y, epochs=4, eval_every=2, checkpoint=path)
         shown = os.fspath(path) if isinstance(path, os.PathLike) else path
         assert str(err.value).startswith(f"checkpoint={shown!r}: ") and message in str(err.value)
@@ -382,13 +383,15 @@ def test_a_rate_set_by_hand_under_a_per_step_schedule_is_refused_not_ignored():
     np.testing.assert_array_equal(params(net), before)
 
 
-@pytest.mark.parametrize("case", ["monitor-accuracy", "plateau"])
+@pytest.mark.parametrize("case", ["monitor-accuracy", "plateau", "early-stopping-given"])
 def test_settings_only_an_evaluation_set_drives_are_refused_without_one(case):
     """Without X_test/validation they did nothing: ReduceOnPlateau never cut
-    the rate, and monitor='accuracy' had no accuracy to compare."""
+    the rate, and monitor='accuracy' had no accuracy to compare (an
+    EarlyStopping(monitor="accuracy") given in callbacks= went unchecked)."""
     X, y, _, _ = make_data()
     optim = nnx.SGD(nnx.ReduceOnPlateau(0.1)) if case == "plateau" else nnx.SGD(0.1)
-    kw = {"monitor": "accuracy"} if case == "monitor-accuracy" else {}
+    kw = {"monitor-accuracy": {"monitor": "accuracy"}, "plateau": {},
+          "early-stopping-given": {"callbacks": [nnx.EarlyStopping(monitor="accuracy")]}}[case]
     with pytest.raises(nnx.InputError, match="but fit has no evaluation set: pass X_test"):
         Trainer(make_classifier(), optim).fit(X, y, epochs=2, batch_size=20, **kw)
 

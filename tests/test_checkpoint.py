@@ -144,7 +144,7 @@ def test_fit_warns_before_redrawing_the_weights_of_a_loaded_network(tmp_path, re
     nnx.Trainer(loaded, nnx.SGD(1e-9)).fit(X, y, epochs=1, restart=False)
     assert not recwarn.list  # going on from the loaded weights: nothing to say
     np.testing.assert_allclose(loaded.predict(X), net.predict(X), rtol=1e-5, atol=1e-6)
-    with pytest.warns(nnx.InputWarning, match=r"replacing the weights an earlier fit trained "
+    with pytest.warns(nnx.InputWarning, match=r"replacing the weights it was trained to "
                                               r".*pass restart=False"):
         nnx.Trainer(loaded, nnx.SGD(0.1)).fit(X, y, epochs=1)
     again = nnx.NeuralNetwork.load(path)
@@ -165,7 +165,7 @@ def test_a_second_fit_that_restarts_a_trained_network_says_so():
     net, X = _trained()
     y = nnx.predict_classes(net, X)
     with pytest.warns(nnx.InputWarning, match=r"fit\(\) draws new weights, replacing the "
-                                              "weights an earlier fit trained"):
+                                              "weights it was trained to"):
         nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, epochs=1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -212,10 +212,12 @@ def test_save_refuses_extra_names_that_would_replace_its_own(trained, tmp_path):
 
 @pytest.mark.parametrize("call", ["save", "load", "resume"])
 def test_a_checkpoint_path_that_is_not_a_path_is_refused_by_name(trained, call):
-    """save(123), load(None) and fit(resume=123) raised os.fspath's bare TypeError."""
+    """save(123), load(None) and fit(resume=123) raised os.fspath's bare TypeError
+    (and fit's refusal did not name resume=)."""
     net, trainer, X, y = trained
-    with pytest.raises(nnx.InputTypeError, match="a checkpoint path must be a str, bytes or "
-                                                 "os.PathLike, got int 123"):
+    match = ("resume=123: expected the path of a training checkpoint" if call == "resume"
+             else "a checkpoint path must be a str, bytes or os.PathLike, got int 123")
+    with pytest.raises(nnx.InputTypeError, match=match):
         if call == "save":
             net.save(123)
         elif call == "load":

@@ -278,9 +278,12 @@ def test_an_activation_that_overrides_forward_is_still_accepted():
     np.testing.assert_allclose(net.forward(X0), 2 * (X0 @ W + B), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("neurons", [0, -1, 2.5, True, "3"])
-def test_dense_rejects_bad_neurons(neurons):
-    with pytest.raises(ValueError, match="neurons"):
+@pytest.mark.parametrize("neurons, error", [(0, ValueError), (-1, ValueError),
+                                            (2.5, ValueError), (True, TypeError),
+                                            ("3", TypeError)])
+def test_dense_rejects_bad_neurons(neurons, error):
+    """A value of another type ("3", True) is a TypeError, as SGD("0.1") is."""
+    with pytest.raises(error, match="neurons"):
         Dense(neurons)
 
 

@@ -70,6 +70,16 @@ def test_arguments_in_the_wrong_order_are_named():
             call()
 
 
+def test_a_multilabel_network_has_no_single_accuracy():
+    """accuracy of several sigmoid outputs complained that the 0/1 label rows
+    were not one-hot, as if they were mistaken."""
+    net = nnx.NeuralNetwork([nnx.Dense(3, "linear")], nnx.SigmoidCrossEntropy(), seed=0)
+    net.build(2)
+    with pytest.raises(nnx.InputValueError, match=r"3 sigmoid outputs are labels of their own "
+                                                  r"\(multilabel\), which no single accuracy"):
+        accuracy(net, np.zeros((4, 2)), np.array([[1, 0, 1]] * 4))
+
+
 def test_array_on_another_device_is_rejected_by_accuracy(trained):
     """accuracy(net, X, y) with X or y on another device names the device."""
     net, _, X, y = trained
@@ -105,7 +115,7 @@ def test_confusion_matrix_counts_like_a_loop():
     ([0.0, 1.0], [0, 1], 2, TypeError, "y_true must hold integer class ids, got dtype float64"),
     ([[0, 1]], [[0, 1]], 2, ValueError, r"y_true must be 1-D class ids, got shape \(1, 2\)"),
     ([0], [0], 0, ValueError, "n_classes=0 must be a positive integer"),
-    ([0], [0], True, ValueError, "n_classes=True must be a positive integer"),
+    ([0], [0], True, TypeError, "n_classes=True must be a positive integer"),
 ])
 def test_confusion_matrix_refuses_bad_input(y_true, y_pred, n, error, message):
     with pytest.raises(error, match=message):

@@ -360,7 +360,7 @@ def test_a_rate_set_outside_a_schedules_run_is_refused_not_lost(schedule):
     for _ in range(2):  # before the first fit, then after it
         before = optim.lr
         with pytest.raises(nnx.InputValueError, match=r"optim.lr = 0.1: .* (outside a run "
-                                                      r"would not be used|sets the rate of "
+                                                      r"would be replaced|sets the rate of "
                                                       r"every step)"):
             optim.lr = 0.1
         assert optim.lr == before
@@ -368,11 +368,31 @@ def test_a_rate_set_outside_a_schedules_run_is_refused_not_lost(schedule):
                                                   batch_size=20)
 
 
-def test_a_plateau_rate_set_by_hand_is_taken_at_any_time():
-    """ReduceOnPlateau's rate follows the evaluations alone: a hand loop sets it."""
-    optim = nnx.SGD(nnx.ReduceOnPlateau(0.01))
-    optim.lr = 0.05
-    assert optim.lr == 0.05
+def test_a_plateau_rate_set_in_a_run_is_where_its_cuts_go_on_from():
+    """ReduceOnPlateau took optim.lr = x before fit and trained at its own
+    rate; set in on_epoch_start, the rate went back to the schedule's at the
+    next epoch, though no cut had happened. Outside a run it is refused now,
+    in a run the schedule goes on from it."""
+    from helpers import make_classifier, make_data
+    X, y, Xv, yv = make_data()
+    optim = nnx.SGD(nnx.ReduceOnPlateau(0.3, patience=100))
+    with pytest.raises(nnx.InputValueError, match=r"outside a run would be replaced"):
+        optim.lr = 0.01
+
+    class SetAtTwo(nnx.Callback):
+        def on_epoch_start(self, run, epoch):
+            if epoch == 1:
+                run.optim.lr = 0.01
+    h = nnx.Trainer(make_classifier(), optim).fit(X, y, Xv, yv, epochs=4, eval_every=1,
+                                                  batch_size=20, callbacks=[SetAtTwo()])
+    assert [r["lr"] for r in h.records] == [0.3, 0.01, 0.01, 0.01]
+
+
+def test_a_constant_per_step_refuses_a_rate_set_by_hand_before_the_run_too():
+    """Constant(0.5, per="step") took optim.lr = 0.001 before fit, reported it in
+    every record, and trained at 0.5 (the rate table is the schedule's)."""
+    with pytest.raises(nnx.InputValueError, match=r"sets the rate of every step"):
+        nnx.SGD(nnx.Constant(0.5, per="step")).lr = 0.001
 
 
 def test_an_explicit_zero_weight_decay_for_adamw_is_zero():
@@ -434,3 +454,13 @@ def test_arguments_in_torchs_places_are_refused_with_where_they_go():
     with pytest.raises(TypeError, match="positional"):
         nnx.Adagrad(0.1, 0.0, 0.0, 0.1)
     assert nnx.Adagrad(0.1, eps=0.1).eps == 0.1
+
+
+def test_the_repr_of_an_optimiser_builds_it_again():
+    """AdamW(weight_decay=0) printed without its weight decay, so the repr
+    read back was AdamW's default 0.01 (resume= compares these)."""
+    for optim in (nnx.AdamW(weight_decay=0.0), nnx.AdamW(), nnx.Adam(weight_decay=0.1),
+                  nnx.SGDMomentum(0.2, momentum=0.5, nesterov=True),
+                  nnx.RMSprop(0.01, centered=True)):
+        again = eval("nnx." + repr(optim))
+        assert repr(again) == repr(optim) and again.weight_decay == optim.weight_decay

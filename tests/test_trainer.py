@@ -548,6 +548,19 @@ def test_each_evaluation_records_the_accuracy_on_the_evaluation_set():
     assert hist.records[-1]["accuracy"] is None  # a regression has no classes
 
 
+def test_the_recorded_accuracy_is_the_exact_share_in_float32_too():
+    """42 of 60 rows right was recorded as float32's 0.699999988, so a
+    min_delta of 2/60 on the accuracy counted 44/60 as more than 2/60 better."""
+    X, y, Xt, yt = make_data()
+    net = make_classifier()  # float32
+    hist = nnx.Trainer(net, nnx.SGDMomentum(0.5)).fit(X, y, validation=(Xt[:60], yt[:60]),
+                                                       epochs=4, eval_every=1, batch_size=20,
+                                                       seed=3, patience=None)
+    for r in hist.records:
+        right = round(r["accuracy"] * 60)
+        assert r["accuracy"] == right / 60, r["accuracy"]
+
+
 @pytest.mark.parametrize("lr, warned", [(1000.0, True), (0.1, False)])
 def test_a_loss_worse_than_guessing_says_the_learning_rate_is_likely_too_large(lr, warned):
     """SGD(1000) ended at a loss of 5, more than twice guessing's ln 10, with
@@ -592,6 +605,28 @@ def test_a_loss_that_stays_above_guessing_says_so(lr, warned):
         assert 2.3 < hist.records[1]["train_loss"] < 4.6  # above ln 10, under twice it
         assert re.search(r"in epoch 10, still worse than the 2.3 of guessing each of the 10 "
                          r"classes .*far too large \(or far too small", said[0]), said[0]
+
+
+def test_restart_takes_true_false_or_none_only():
+    """restart="False" (a string) was true: the trained weights were redrawn."""
+    X, y, _, _ = make_data()
+    with pytest.raises(nnx.InputTypeError, match=r"restart must be True, False or None "
+                                                 r"\(the default\), got 'False'"):
+        nnx.Trainer(make_classifier(), nnx.SGD(0.1)).fit(X, y, epochs=1, restart="False")
+
+
+def test_a_network_trained_by_a_hand_loop_is_not_redrawn_in_silence():
+    """api.md promises a warning when fit redraws trained weights; weights
+    trained by train_batch and optim.step() were redrawn without one."""
+    X, y, _, _ = make_data()
+    net = make_classifier()
+    optim = nnx.SGD(0.1)
+    trainer = nnx.Trainer(net, optim)  # attaches the optimiser, as the study's loop needs
+    for _ in range(3):
+        net.train_batch(X[:20], y[:20])
+        optim.step()
+    with pytest.warns(nnx.InputWarning, match=r"replacing the weights it was trained to"):
+        trainer.fit(X, y, epochs=1)
 
 
 def test_graph_takes_true_or_false_only():

@@ -11,6 +11,8 @@ epoch boundaries (``start_epoch``) and when a run starts.
 
 from __future__ import annotations
 
+import inspect
+
 from .. import _checks
 from . import schedules as _schedules
 
@@ -63,7 +65,9 @@ class Optimizer:
         parts += [f"{k}={v!r}" for k, v in self._hyper().items()]
         if study and self.decay_type is not None:
             parts += [f"final_lr={s.final_lr}", f"decay_type={self.decay_type!r}"]
-        if self.weight_decay:
+        default = inspect.signature(type(self).__init__).parameters.get("weight_decay")
+        if self.weight_decay or (default is not None and default.default != self.weight_decay):
+            # AdamW(weight_decay=0) read back as AdamW(...) would be AdamW's 0.01
             parts.append(f"weight_decay={self.weight_decay}")
         if self.clip_norm is not None:
             parts.append(f"clip_norm={self.clip_norm}")
@@ -92,7 +96,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
-        if self.schedule.per == "step" and self.max_epochs is not None:
+        if self.schedule.per == "step":
             # every step reads the epoch's table of rates: a rate set here would be
             # reported (records, logs) but never used
             raise _checks.InputValueError(
@@ -100,14 +104,16 @@ class Optimizer:
                 "a rate set by hand would not be used; change the schedule, or use a "
                 "per-epoch one (per=\"epoch\") and set the rate in a callback's "
                 "on_epoch_start")
-        if self.schedule.follows_the_run and not self.__dict__.get("_in_run", False):
+        if not self._is_plain_constant() and not self.__dict__.get("_in_run", False):
             # start() sets the first epoch's rate from the schedule: this one would be lost
             raise _checks.InputValueError(
-                f"optim.lr = {value!r}: {self.schedule!r} sets every epoch's rate when a run "
-                "starts, so a rate set outside a run would not be used; give the schedule the "
-                "rate, or set it in a callback's on_epoch_start")
+                f"optim.lr = {value!r}: {self.schedule!r} sets the rate when a run starts (fit, "
+                "or optim.start), so a rate set outside a run would be replaced; give the "
+                "schedule the rate, or set it during the run (a callback's on_epoch_start)")
         self._set_lr(value)
         self._keep_constant()
+        if isinstance(self.schedule, _schedules.ReduceOnPlateau):  # its later cuts go on
+            self.schedule.current = self._lr  # from this rate, not from its own
 
     def _is_plain_constant(self):
         return type(self.schedule) is _schedules.Constant and not self.schedule.warmup
@@ -298,6 +304,8 @@ class Optimizer:
     def step(self):
         """Apply one update from the gradients in the network's ``grad_buffer``."""
         net = self._check_net()
+        # trained now (a hand loop's too): a later fit that redraws its weights says so
+        net.__dict__["_trained_by_fit"] = True
         self._prepare(net)
         b, dev = net.backend, self._device
         # a float16 network's train_step leaves its gradient multiplied by the loss scale

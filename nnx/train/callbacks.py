@@ -181,13 +181,14 @@ class LambdaCallback(Callback):
         return _checks.asks_to_stop(self.fn(epoch, record), f"callback {name}")
 
 
-def _writable(path, name):
+def _writable(path, name, like="model.npz"):
     """Refuse, before any training, a path that could not be written."""
     from ..checkpoint import path_problem
-    problem = path_problem(path)
+    problem = path_problem(path, like)
     if problem:
         shown = os.fspath(path) if isinstance(path, os.PathLike) else path
-        raise InputValueError(f"{name}={shown!r}: {problem}")
+        kind = InputTypeError if problem.startswith("must be a file path") else InputValueError
+        raise kind(f"{name}={shown!r}: {problem}")
     return path
 
 
@@ -330,7 +331,7 @@ class CSVLogger(Callback):
     main_only = True
 
     def __init__(self, path):
-        self.path = _writable(path, "CSVLogger path")
+        self.path = _writable(path, "CSVLogger path", like="run.csv")
         self._file = self._writer = self._t0 = None
 
     def on_fit_start(self, run):

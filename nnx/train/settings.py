@@ -86,8 +86,10 @@ class History:
     ``accuracy`` (the share of evaluation rows classified right, for a
     classification loss; else None), ``train_loss`` (mean batch loss of that
     epoch) and ``lr`` (the rate of that epoch's first step); ``best_epoch``
-    and ``best_loss`` (the evaluation whose parameters the network holds at
-    the end; None and inf when no evaluation measured a loss);
+    and ``best_loss`` (the best evaluation, by the early stopping's
+    ``monitor``: the one whose parameters the network holds at the end,
+    unless ``restore_best=False`` left it with the last epoch's; None and inf
+    when no evaluation measured a loss);
     ``stopped_early`` (training ended before ``epochs``, by early stopping or
     a callback's request, or it diverged); ``epochs_run``; ``graph`` and
     ``graph_note`` (whether full batches ran as a replayed captured step, and

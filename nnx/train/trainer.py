@@ -573,7 +573,7 @@ class Trainer:
 
         ``restart=True`` (what the default, None, does) draws the initial weights
         again from the network's seed, ``restart=False`` goes on from the weights
-        the network holds; left unsaid on a network an earlier fit trained (or one
+        the network holds; left unsaid on a network trained before (or one
         loaded from a file), it restarts with a warning, since Keras and PyTorch
         users expect training to go on. ``seed`` seeds the shuffling.
         ``graph=True`` (default) records the training step as a CUDA graph and
@@ -600,14 +600,18 @@ class Trainer:
                                           min_delta, self.optim, monitor)
                 if graph not in (True, False):  # "yes" was taken as True
                     raise InputTypeError(f"graph must be True or False, got {graph!r}")
+                if restart not in (None, True, False):  # "False" (a string) redrew the weights
+                    raise InputTypeError(f"restart must be True, False or None (the default), "
+                                         f"got {restart!r}")
                 if validation_split is not None:
                     X_train, y_train, validation = _split_off(
                         X_train, y_train, validation_split, X_test, validation)
                 evaluation, names = _evaluation_set(X_test, y_test, validation)
-                if evaluation[0] is None:
-                    _nothing_to_watch(monitor, self.optim)
                 cbs = self._fit_callbacks(settings, callback, callbacks, checkpoint,
                                           checkpoint_every, verbose)
+                if evaluation[0] is None:  # the early stopping in use: the keyword's, or one given
+                    _nothing_to_watch(next(c for c in cbs if isinstance(c, EarlyStopping)).monitor,
+                                      self.optim)
                 run = self._run(comm, settings, cbs, (X_train, y_train),
                                 (evaluation, names), restart, resume)
                 if comm.size > 1:
@@ -731,7 +735,7 @@ class _Run:
         if restart is None:
             restart = True
             if loaded is not None or trained:
-                held = "the weights an earlier fit trained" if trained else \
+                held = "the weights it was trained to (by fit or optim.step)" if trained else \
                     f"the weights loaded from {loaded!r}"
                 _checks.warn_caller(
                     f"fit() draws new weights, replacing {held} (restart=True is the "
@@ -949,8 +953,10 @@ class _Run:
                     values = [float(v) for v in b.to_numpy(b.stack(list(measured)))]
                 else:
                     values[0] = b.to_float(measured)
+        rows = 0 if share is None else int(share[0].shape[0])
+        if classes and rows:  # the count of rows right, exactly: 42/60, not float32's 0.69999999
+            values[1] = round(values[1] * rows) / rows
         if self.comm.size > 1:
-            rows = 0 if share is None else int(share[0].shape[0])
             values = [v / self.data.eval_rows for v in self.comm.sum([v * rows for v in values])]
         return values[0], values[1] if classes else None
 
