@@ -146,6 +146,8 @@ def _in_flags(message):
     """A resume refusal or warning of ``fit`` in the command line's words."""
     message = message.replace("fit() arguments differ from the saved run's",
                               "the flags differ from the saved run's")
+    # the command line always seeds its network: the seed differs because --seed does
+    message = re.sub(r"; net_seed is the network's own seed \([^)]*\)", "", message)
     message = re.sub(r"\b(" + "|".join(_FLAGS) + r")=", lambda m: _FLAGS[m.group(1)] + " ",
                      message)
     return message.replace("so fit returns its history without training",

@@ -43,12 +43,12 @@ def accuracy(net, X, y):
     matches ``y``: class ids or one-hot rows, on the host or on the network's
     device; 0/1 labels for a network with one output."""
     network(net).require_built()
-    if net.loss.binary and net.n_out > 1:
+    if net.loss.binary and net.n_out > 1 and _multilabel_rows(y):
         raise InputValueError(
-            f"accuracy: this network's {net.n_out} sigmoid outputs are labels of their own "
-            "(multilabel), which no single accuracy describes; compare "
-            "net.predict_proba(X) > 0.5 with y label by label (or use "
-            "sklearn.metrics on those)")
+            f"accuracy: y's rows hold several labels each (multilabel), for this network's "
+            f"{net.n_out} sigmoid outputs, and no single accuracy describes them; compare "
+            "net.predict_proba(X) > 0.5 with y label by label (or use sklearn.metrics on "
+            "those). Class ids, or one-hot rows, are scored by the largest output")
     X = net.as_input(X, convert=False)  # checked; predict_classes converts by chunks
     if not net.on_host(y, "y"):
         y = net.backend.to_numpy(y)  # labels are checked on the host
@@ -65,6 +65,15 @@ def accuracy(net, X, y):
         if labels.ndim == 2:  # one-hot or probability rows
             labels = host.class_ids(labels)
     return float((predict_classes(net, X) == labels).mean())
+
+
+def _multilabel_rows(y):
+    """Whether host ``y`` is rows of 0/1 labels that are not all one-hot."""
+    if not host.is_host_array(y) and not isinstance(y, (list, tuple)):
+        return False  # a device array: checked as targets, as before
+    y = np.asarray(y)
+    return y.ndim == 2 and y.shape[1] > 1 and np.isin(y, (0, 1)).all() \
+        and not (y.sum(axis=1) == 1).all()
 
 
 def _class_ids(y, name, n_classes):

@@ -296,6 +296,15 @@ def test_train_and_evaluate_a_csv_file_of_ones_own(tmp_path):
     assert true_counts == np.bincount(d.target[::-1][::3], minlength=3).tolist()
 
 
+def test_a_sigmoid_cross_entropy_of_several_classes_trains_one_versus_rest(tmp_path):
+    """nnx train --loss sigmoid_cross_entropy on digits (10 outputs, one per
+    class) ended, after training, in accuracy()'s multilabel refusal: no model."""
+    r = nnx_cli("train", "--loss", "sigmoid_cross_entropy", "--epochs", "2", "--quiet",
+                "--out", str(tmp_path / "m.npz"))
+    assert r.returncode == 0, r.stderr
+    assert _accuracy(r.stdout, "test accuracy") > 0.5 and (tmp_path / "m.npz").exists()
+
+
 def test_two_classes_with_a_sigmoid_cross_entropy_train_one_output(tmp_path):
     csv_path, _ = _iris_csv(tmp_path / "iris.csv")
     rows = Path(csv_path).read_text().splitlines()

@@ -75,9 +75,15 @@ def test_a_multilabel_network_has_no_single_accuracy():
     were not one-hot, as if they were mistaken."""
     net = nnx.NeuralNetwork([nnx.Dense(3, "linear")], nnx.SigmoidCrossEntropy(), seed=0)
     net.build(2)
-    with pytest.raises(nnx.InputValueError, match=r"3 sigmoid outputs are labels of their own "
-                                                  r"\(multilabel\), which no single accuracy"):
+    with pytest.raises(nnx.InputValueError, match=r"y's rows hold several labels each "
+                                                  r"\(multilabel\), for this network's 3 "
+                                                  r"sigmoid outputs"):
         accuracy(net, np.zeros((4, 2)), np.array([[1, 0, 1]] * 4))
+    # one-vs-rest (nnx train --loss sigmoid_cross_entropy on K classes): class ids and
+    # one-hot rows are scored by the largest output, as they were
+    X = np.array([[2.0, 0.0], [0.0, 2.0]])
+    net.set_parameters([1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0])  # W (2x3), B (3)
+    assert accuracy(net, X, [0, 1]) == 1.0 and accuracy(net, X, np.eye(3)[[0, 2]]) == 0.5
 
 
 def test_array_on_another_device_is_rejected_by_accuracy(trained):

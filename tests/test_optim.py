@@ -371,13 +371,11 @@ def test_a_rate_set_outside_a_schedules_run_is_refused_not_lost(schedule):
 def test_a_plateau_rate_set_in_a_run_is_where_its_cuts_go_on_from():
     """ReduceOnPlateau took optim.lr = x before fit and trained at its own
     rate; set in on_epoch_start, the rate went back to the schedule's at the
-    next epoch, though no cut had happened. Outside a run it is refused now,
-    in a run the schedule goes on from it."""
+    next epoch, though no cut had happened. In a run the schedule goes on
+    from it; after a run, it is refused (the next run would replace it)."""
     from helpers import make_classifier, make_data
     X, y, Xv, yv = make_data()
     optim = nnx.SGD(nnx.ReduceOnPlateau(0.3, patience=100))
-    with pytest.raises(nnx.InputValueError, match=r"outside a run would be replaced"):
-        optim.lr = 0.01
 
     class SetAtTwo(nnx.Callback):
         def on_epoch_start(self, run, epoch):
@@ -386,6 +384,32 @@ def test_a_plateau_rate_set_in_a_run_is_where_its_cuts_go_on_from():
     h = nnx.Trainer(make_classifier(), optim).fit(X, y, Xv, yv, epochs=4, eval_every=1,
                                                   batch_size=20, callbacks=[SetAtTwo()])
     assert [r["lr"] for r in h.records] == [0.3, 0.01, 0.01, 0.01]
+    with pytest.raises(nnx.InputValueError, match=r"outside a run would be replaced"):
+        optim.lr = 0.01
+
+
+def test_a_hand_loop_sets_a_plateau_rate_without_a_run_and_a_run_says_it_replaces_it():
+    """A hand loop that never calls optim.start drives ReduceOnPlateau with
+    optim.evaluated(loss): a rate it sets holds, and the schedule's cuts go
+    on from it; one set before a run that then starts is replaced, with a
+    warning (it was replaced in silence)."""
+    from helpers import make_classifier, make_data
+    X, y, Xv, yv = make_data()
+    net = make_classifier()
+    optim = nnx.SGD(nnx.ReduceOnPlateau(0.1, patience=0, factor=0.5))
+    nnx.Trainer(net, optim)  # attaches
+    optim.lr = 0.02
+    net.train_batch(X[:20], y[:20])
+    optim.step()
+    optim.evaluated(1.0)
+    assert optim.lr == 0.02
+    optim.evaluated(2.0)  # worse: a cut, from the rate set
+    assert optim.lr == pytest.approx(0.01)
+    optim.lr = 0.3
+    with pytest.warns(nnx.InputWarning, match=r"optim.lr = 0.3 was set before this run; "
+                                              r"ReduceOnPlateau.* starts the run from its own"):
+        h = nnx.Trainer(net, optim).fit(X, y, Xv, yv, epochs=1, restart=False)
+    assert h.records[0]["lr"] == 0.1
 
 
 def test_a_constant_per_step_refuses_a_rate_set_by_hand_before_the_run_too():
@@ -464,3 +488,16 @@ def test_the_repr_of_an_optimiser_builds_it_again():
                   nnx.RMSprop(0.01, centered=True)):
         again = eval("nnx." + repr(optim))
         assert repr(again) == repr(optim) and again.weight_decay == optim.weight_decay
+
+
+def test_a_checkpoint_of_adamw_without_weight_decay_resumes_after_the_repr_changed():
+    """AdamW(weight_decay=0)'s repr now names the 0 (its default is 0.01);
+    the settings saved before, without it, still compare equal."""
+    from nnx.train.settings import FitSettings
+    now = FitSettings.of(2, 1, 8, 0, 1, 0.0, nnx.AdamW(weight_decay=0.0, clip_norm=1.0))
+    saved = dict(now.as_dict(), optimizer="AdamW(lr=0.001, betas=(0.9, 0.999), eps=1e-08, "
+                                          "clip_norm=1.0)")
+    assert now.differences(saved) == {}
+    other = dict(saved, optimizer="AdamW(lr=0.001, betas=(0.9, 0.999), eps=1e-08, "
+                                  "weight_decay=0.01, clip_norm=1.0)")
+    assert set(now.differences(other)) == {"optimizer"}

@@ -613,6 +613,8 @@ def test_restart_takes_true_false_or_none_only():
     with pytest.raises(nnx.InputTypeError, match=r"restart must be True, False or None "
                                                  r"\(the default\), got 'False'"):
         nnx.Trainer(make_classifier(), nnx.SGD(0.1)).fit(X, y, epochs=1, restart="False")
+    with pytest.raises(nnx.InputTypeError, match=r"restart must be True, False or None"):
+        nnx.Trainer(make_classifier(), nnx.SGD(0.1)).fit(X, y, epochs=1, restart=1)
 
 
 def test_a_network_trained_by_a_hand_loop_is_not_redrawn_in_silence():
@@ -627,6 +629,15 @@ def test_a_network_trained_by_a_hand_loop_is_not_redrawn_in_silence():
         optim.step()
     with pytest.warns(nnx.InputWarning, match=r"replacing the weights it was trained to"):
         trainer.fit(X, y, epochs=1)
+    # a step that failed trained nothing: nothing to warn of
+    fresh, per_step = make_classifier(), nnx.SGD(nnx.Cosine(0.1, per="step"))
+    nnx.Trainer(fresh, per_step)
+    fresh.train_batch(X[:20], y[:20])
+    with pytest.raises(RuntimeError, match="call optim.start"):
+        per_step.step()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nnx.Trainer(fresh, nnx.SGD(0.1)).fit(X, y, epochs=1)
 
 
 def test_graph_takes_true_or_false_only():

@@ -104,7 +104,11 @@ class Optimizer:
                 "a rate set by hand would not be used; change the schedule, or use a "
                 "per-epoch one (per=\"epoch\") and set the rate in a callback's "
                 "on_epoch_start")
-        if not self._is_plain_constant() and not self.__dict__.get("_in_run", False):
+        plateau = isinstance(self.schedule, _schedules.ReduceOnPlateau)
+        in_run = self.__dict__.get("_in_run", False)
+        # a hand loop drives ReduceOnPlateau without optim.start: before any run, take it
+        if not self._is_plain_constant() and not in_run \
+                and not (plateau and self.max_epochs is None):
             # start() sets the first epoch's rate from the schedule: this one would be lost
             raise _checks.InputValueError(
                 f"optim.lr = {value!r}: {self.schedule!r} sets the rate when a run starts (fit, "
@@ -112,8 +116,10 @@ class Optimizer:
                 "schedule the rate, or set it during the run (a callback's on_epoch_start)")
         self._set_lr(value)
         self._keep_constant()
-        if isinstance(self.schedule, _schedules.ReduceOnPlateau):  # its later cuts go on
-            self.schedule.current = self._lr  # from this rate, not from its own
+        if plateau:  # its later cuts go on from this rate, not from its own
+            self.schedule.current = self._lr
+            if not in_run:  # a run started now would start from the schedule's lr: say so
+                self._rate_before_run = self._lr
 
     def _is_plain_constant(self):
         return type(self.schedule) is _schedules.Constant and not self.schedule.warmup
@@ -175,6 +181,12 @@ class Optimizer:
                 f"{self.schedule!r} changes the rate every step: pass steps_per_epoch to "
                 "start(epochs, steps_per_epoch) (Trainer.fit does)")
         self.schedule.check_run(self._units(epochs, steps_per_epoch))
+        by_hand = self.__dict__.pop("_rate_before_run", None)
+        if by_hand is not None:
+            _checks.warn_caller(
+                f"optim.lr = {by_hand!r} was set before this run; {self.schedule!r} starts "
+                "the run from its own rate (a hand loop without optim.start keeps it): give "
+                "the schedule the rate", _checks.InputWarning)
         if hasattr(self.schedule, "restart"):
             self.schedule.restart()
         self.max_epochs, self.steps_per_epoch = epochs, steps_per_epoch
@@ -304,9 +316,9 @@ class Optimizer:
     def step(self):
         """Apply one update from the gradients in the network's ``grad_buffer``."""
         net = self._check_net()
+        self._prepare(net)
         # trained now (a hand loop's too): a later fit that redraws its weights says so
         net.__dict__["_trained_by_fit"] = True
-        self._prepare(net)
         b, dev = net.backend, self._device
         # a float16 network's train_step leaves its gradient multiplied by the loss scale
         scaler = net.loss_scaler if getattr(net, "_scaled_grads", False) else None

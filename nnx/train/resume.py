@@ -19,7 +19,7 @@ def _read(path):
     from ..checkpoint import CheckpointError, read
     if not isinstance(path, (str, bytes, os.PathLike)):
         raise InputTypeError(f"resume={path!r}: expected the path of a training checkpoint "
-                             f"(str or os.PathLike), got {type(path).__name__}")
+                             f"(str, bytes or os.PathLike), got {type(path).__name__}")
     header, arrays = read(path)
     state = header.get("training")
     if state is None:
@@ -54,8 +54,8 @@ def _check_same_run(run, path, header, state):
                     f"({'mpirun -n ' + str(saved_size) + ' ...' if saved_size > 1 else 'alone'})"
                     ", each with the saved batch_size")
         if "net_seed" in changed:  # not an argument of fit's: the network's own
-            hint += ("; net_seed is the network's seed: NeuralNetwork(seed=None) draws a new "
-                     "one in every process, so give the network a seed to resume its run")
+            hint += ("; net_seed is the network's own seed (a network made without one draws "
+                     "its own in every process: give it one to resume its run)")
         raise InputValueError(f"resume={str(path)!r}: fit() arguments differ from the saved "
                               "run's (saved, given): " + ", ".join(
                                   f"{k}={a!r} vs {c!r}" for k, (a, c) in changed.items())

@@ -75,8 +75,19 @@ class FitSettings:
         or that the saved table lacks (shown as ``"missing"``)."""
         mine = self.as_dict()
         saved = {**self.LATER, **saved}
+        saved["optimizer"] = _optimizer_as_now(saved.get("optimizer"))
         return {k: (saved.get(k, "missing"), v) for k, v in mine.items()
                 if k not in saved or saved[k] != v}
+
+
+def _optimizer_as_now(text):
+    """A saved optimiser's repr as this version writes it: before AdamW's repr
+    named a weight decay of 0 (its default is 0.01), it left it out."""
+    if not isinstance(text, str) or not text.startswith("AdamW(") or "weight_decay=" in text:
+        return text
+    at = text.find(", clip_norm=")
+    at = at if at >= 0 else len(text) - 1
+    return text[:at] + ", weight_decay=0.0" + text[at:]
 
 
 @dataclass

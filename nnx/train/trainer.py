@@ -600,7 +600,7 @@ class Trainer:
                                           min_delta, self.optim, monitor)
                 if graph not in (True, False):  # "yes" was taken as True
                     raise InputTypeError(f"graph must be True or False, got {graph!r}")
-                if restart not in (None, True, False):  # "False" (a string) redrew the weights
+                if not (restart is None or _checks._is_bool(restart)):  # "False" redrew them
                     raise InputTypeError(f"restart must be True, False or None (the default), "
                                          f"got {restart!r}")
                 if validation_split is not None:
