@@ -464,3 +464,28 @@ def test_a_training_state_resume_would_refuse_is_refused_when_written(tmp_path, 
     with pytest.raises(nnx.InputError, match=rf"cannot write checkpoint {shown}[:,] .*{expected}"):
         fit_run(make_run()[0], optim, checkpoint=path, checkpoint_every=1, **kwargs)
     assert not path.exists()
+
+
+class _PickyState(nnx.Callback):
+    """Saves a state, and refuses it when a resumed run gives it back."""
+    state_key = "picky"
+
+    def checkpoint_state(self):
+        return {"n": 1}, {}
+
+    def load_checkpoint_state(self, data, arrays):
+        raise ValueError("not this one")
+
+
+def test_a_resume_refused_after_the_optimiser_was_planned_ends_its_run(tmp_path):
+    """The optimiser's state is loaded (its run planned) before a callback
+    refuses its own; the run stayed open, so optim.lr set afterwards was
+    taken, and replaced in silence by the next fit."""
+    path = tmp_path / "run.npz"
+    net, _ = make_run()
+    optim = nnx.SGD(nnx.Cosine(0.1))
+    fit_run(net, optim, checkpoint=path, checkpoint_every=1, callbacks=[_PickyState()])
+    with pytest.raises(nnx.InputError, match=r"callbacks.picky was refused by _PickyState"):
+        fit_run(make_run()[0], optim, resume=path, callbacks=[_PickyState()])
+    with pytest.raises(nnx.InputValueError, match=r"outside a run would be replaced"):
+        optim.lr = 0.5

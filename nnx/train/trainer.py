@@ -591,44 +591,50 @@ class Trainer:
         with batches of W x ``batch_size`` rows. Only rank 0 prints and writes
         files; see docs/distributed.md.
         """
-        comm = _distributed.resolve(distributed, self.net.backend)
-        with _distributed.guard(comm):  # a rank failing alone ends every rank
-            with _distributed.agreement(comm) as setup, warnings.catch_warnings():
-                if not comm.is_main:  # every rank checks the same data: rank 0 says it
-                    warnings.simplefilter("ignore", InputWarning)
-                settings = FitSettings.of(epochs, eval_every, batch_size, seed, patience,
-                                          min_delta, self.optim, monitor)
-                if graph not in (True, False):  # "yes" was taken as True
-                    raise InputTypeError(f"graph must be True or False, got {graph!r}")
-                if not (restart is None or _checks._is_bool(restart)):  # "False" redrew them
-                    raise InputTypeError(f"restart must be True, False or None (the default), "
-                                         f"got {restart!r}")
-                if validation_split is not None:
-                    X_train, y_train, validation = _split_off(
-                        X_train, y_train, validation_split, X_test, validation)
-                evaluation, names = _evaluation_set(X_test, y_test, validation)
-                cbs = self._fit_callbacks(settings, callback, callbacks, checkpoint,
-                                          checkpoint_every, verbose)
-                if evaluation[0] is None:  # the early stopping in use: the keyword's, or one given
-                    _nothing_to_watch(next(c for c in cbs if isinstance(c, EarlyStopping)).monitor,
-                                      self.optim)
-                run = self._run(comm, settings, cbs, (X_train, y_train),
-                                (evaluation, names), restart, resume)
-                if comm.size > 1:
-                    setup.facts = run.facts(cbs, graph)
-            try:
-                run.agree_on(setup.shared)
-                run.share_start()
+        try:
+            comm = _distributed.resolve(distributed, self.net.backend)
+            with _distributed.guard(comm):  # a rank failing alone ends every rank
+                with _distributed.agreement(comm) as setup, warnings.catch_warnings():
+                    if not comm.is_main:  # every rank checks the same data: rank 0 says it
+                        warnings.simplefilter("ignore", InputWarning)
+                    settings = FitSettings.of(epochs, eval_every, batch_size, seed, patience,
+                                              min_delta, self.optim, monitor)
+                    if graph not in (True, False):  # "yes" was taken as True
+                        raise InputTypeError(f"graph must be True or False, got {graph!r}")
+                    if not (restart is None or _checks._is_bool(restart)):  # "False" redrew them
+                        raise InputTypeError(f"restart must be True, False or None (the default), "
+                                             f"got {restart!r}")
+                    if validation_split is not None:
+                        X_train, y_train, validation = _split_off(
+                            X_train, y_train, validation_split, X_test, validation)
+                    evaluation, names = _evaluation_set(X_test, y_test, validation)
+                    cbs = self._fit_callbacks(settings, callback, callbacks, checkpoint,
+                                              checkpoint_every, verbose)
+                    if evaluation[0] is None:  # the early stopping in use (keyword's, or given)
+                        stopping = next(c for c in cbs if isinstance(c, EarlyStopping))
+                        _nothing_to_watch(stopping.monitor, self.optim)
+                    run = self._run(comm, settings, cbs, (X_train, y_train),
+                                    (evaluation, names), restart, resume)
+                    if comm.size > 1:
+                        setup.facts = run.facts(cbs, graph)
                 try:
-                    history = run.train(graph)
-                finally:  # its weights are trained now: a later fit that restarts says so
-                    if run.epoch > 0:
-                        self.net._trained_by_fit = True
-            except BaseException:
-                _close_all(cbs, raise_first=False)  # training's own error is the one to see
-                raise
-            _close_all(cbs)
-            return history
+                    run.agree_on(setup.shared)
+                    run.share_start()
+                    try:
+                        history = run.train(graph)
+                    finally:  # its weights are trained now: a later fit that restarts says so
+                        if run.epoch > 0:
+                            self.net._trained_by_fit = True
+                except BaseException:
+                    _close_all(cbs, raise_first=False)  # training's own error is the one to see
+                    raise
+                _close_all(cbs)
+                return history
+        except BaseException:  # a run begun and refused (ranks disagreeing, say) is over
+            end_run = getattr(self.optim, "end_run", None)
+            if end_run is not None:
+                end_run()
+            raise
 
     def _run(self, comm, settings, cbs, train, evaluation, restart, resume):
         """The run of one fit, checked as far as this rank can check it alone
