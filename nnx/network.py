@@ -262,7 +262,7 @@ class NeuralNetwork:
         the loss scale (float16) from its initial value."""
         self._seed_generators()
         # fresh weights: nothing trained or loaded for a later fit to warn of replacing
-        self.__dict__.pop("_trained_by_fit", None)
+        self.__dict__.pop("_trained", None)
         self.__dict__.pop("_loaded_from", None)
         if self.loss_scaler is not None:
             self.loss_scaler.reset()

@@ -318,7 +318,7 @@ class Optimizer:
         net = self._check_net()
         self._prepare(net)
         # trained now (a hand loop's too): a later fit that redraws its weights says so
-        net.__dict__["_trained_by_fit"] = True
+        net.__dict__["_trained"] = True
         b, dev = net.backend, self._device
         # a float16 network's train_step leaves its gradient multiplied by the loss scale
         scaler = net.loss_scaler if getattr(net, "_scaled_grads", False) else None

@@ -624,7 +624,7 @@ class Trainer:
                         history = run.train(graph)
                     finally:  # its weights are trained now: a later fit that restarts says so
                         if run.epoch > 0:
-                            self.net._trained_by_fit = True
+                            self.net._trained = True
                 except BaseException:
                     _close_all(cbs, raise_first=False)  # training's own error is the one to see
                     raise
@@ -737,7 +737,7 @@ class _Run:
         the network holds weights of its own: loaded, or trained before)."""
         net, optim = self.net, self.optim
         loaded = net.__dict__.get("_loaded_from")
-        trained = net.__dict__.get("_trained_by_fit", False)
+        trained = net.__dict__.get("_trained", False)
         if restart is None:
             restart = True
             if loaded is not None or trained:
