@@ -309,6 +309,8 @@ def _one_process(command, instead):
     one process when a launcher started several."""
     here = distributed.world()
     if here.size > 1:
+        if here.rank != 0:  # rank 0 says it: the others leave after it (Open MPI ends the
+            time.sleep(2)   # job at the first exit, which could be before rank 0 printed)
         raise distributed.mark_agreed(UsageError(
             f"nnx {command} runs in one process, not in each of the {here.size} that "
             f"{here.launcher} started ({instead}); nnx train trains one network across "
