@@ -3,6 +3,7 @@ around it (see ``callbacks.py``)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -524,6 +525,19 @@ def _evaluation_set(X_test, y_test, validation):
     return tuple(validation), ("X_val", "y_val")
 
 
+@contextlib.contextmanager
+def _ends_run(optim):
+    """Tell ``optim`` its run is over when ``fit`` returns or fails (after its
+    plan began, a refused resume or disagreeing ranks end it too): a rate set
+    by hand afterwards would be replaced by the next run's."""
+    try:
+        yield
+    finally:
+        end_run = getattr(optim, "end_run", None)  # (an optimiser of one's own may lack it)
+        if end_run is not None:
+            end_run()
+
+
 class Trainer:
     """Trains ``net`` with ``optim``. Creating the trainer attaches the network
     to the optimiser, so ``net.train_batch(X, y); optim.step()`` also works.
@@ -591,50 +605,45 @@ class Trainer:
         with batches of W x ``batch_size`` rows. Only rank 0 prints and writes
         files; see docs/distributed.md.
         """
-        try:
-            comm = _distributed.resolve(distributed, self.net.backend)
-            with _distributed.guard(comm):  # a rank failing alone ends every rank
-                with _distributed.agreement(comm) as setup, warnings.catch_warnings():
-                    if not comm.is_main:  # every rank checks the same data: rank 0 says it
-                        warnings.simplefilter("ignore", InputWarning)
-                    settings = FitSettings.of(epochs, eval_every, batch_size, seed, patience,
-                                              min_delta, self.optim, monitor)
-                    if graph not in (True, False):  # "yes" was taken as True
-                        raise InputTypeError(f"graph must be True or False, got {graph!r}")
-                    if not (restart is None or _checks._is_bool(restart)):  # "False" redrew them
-                        raise InputTypeError(f"restart must be True, False or None (the default), "
-                                             f"got {restart!r}")
-                    if validation_split is not None:
-                        X_train, y_train, validation = _split_off(
-                            X_train, y_train, validation_split, X_test, validation)
-                    evaluation, names = _evaluation_set(X_test, y_test, validation)
-                    cbs = self._fit_callbacks(settings, callback, callbacks, checkpoint,
-                                              checkpoint_every, verbose)
-                    if evaluation[0] is None:  # the early stopping in use (keyword's, or given)
-                        stopping = next(c for c in cbs if isinstance(c, EarlyStopping))
-                        _nothing_to_watch(stopping.monitor, self.optim)
-                    run = self._run(comm, settings, cbs, (X_train, y_train),
-                                    (evaluation, names), restart, resume)
-                    if comm.size > 1:
-                        setup.facts = run.facts(cbs, graph)
+        comm = _distributed.resolve(distributed, self.net.backend)
+        # a rank failing alone ends every rank; a run begun (and refused, say) ends its plan
+        with _distributed.guard(comm), _ends_run(self.optim):
+            with _distributed.agreement(comm) as setup, warnings.catch_warnings():
+                if not comm.is_main:  # every rank checks the same data: rank 0 says it
+                    warnings.simplefilter("ignore", InputWarning)
+                settings = FitSettings.of(epochs, eval_every, batch_size, seed, patience,
+                                          min_delta, self.optim, monitor)
+                if graph not in (True, False):  # "yes" was taken as True
+                    raise InputTypeError(f"graph must be True or False, got {graph!r}")
+                if not (restart is None or _checks._is_bool(restart)):  # "False" redrew them
+                    raise InputTypeError(f"restart must be True, False or None (the default), "
+                                         f"got {restart!r}")
+                if validation_split is not None:
+                    X_train, y_train, validation = _split_off(
+                        X_train, y_train, validation_split, X_test, validation)
+                evaluation, names = _evaluation_set(X_test, y_test, validation)
+                cbs = self._fit_callbacks(settings, callback, callbacks, checkpoint,
+                                          checkpoint_every, verbose)
+                if evaluation[0] is None:  # the early stopping in use (keyword's, or given)
+                    stopping = next(c for c in cbs if isinstance(c, EarlyStopping))
+                    _nothing_to_watch(stopping.monitor, self.optim)
+                run = self._run(comm, settings, cbs, (X_train, y_train),
+                                (evaluation, names), restart, resume)
+                if comm.size > 1:
+                    setup.facts = run.facts(cbs, graph)
+            try:
+                run.agree_on(setup.shared)
+                run.share_start()
                 try:
-                    run.agree_on(setup.shared)
-                    run.share_start()
-                    try:
-                        history = run.train(graph)
-                    finally:  # its weights are trained now: a later fit that restarts says so
-                        if run.epoch > 0:
-                            self.net._trained = True
-                except BaseException:
-                    _close_all(cbs, raise_first=False)  # training's own error is the one to see
-                    raise
-                _close_all(cbs)
-                return history
-        except BaseException:  # a run begun and refused (ranks disagreeing, say) is over
-            end_run = getattr(self.optim, "end_run", None)
-            if end_run is not None:
-                end_run()
-            raise
+                    history = run.train(graph)
+                finally:  # its weights are trained now: a later fit that restarts says so
+                    if run.epoch > 0:
+                        self.net._trained = True
+            except BaseException:
+                _close_all(cbs, raise_first=False)  # training's own error is the one to see
+                raise
+            _close_all(cbs)
+            return history
 
     def _run(self, comm, settings, cbs, train, evaluation, restart, resume):
         """The run of one fit, checked as far as this rank can check it alone
@@ -850,9 +859,6 @@ class _Run:
                 cb.on_fit_end(self)
         finally:  # also when training stops with an error
             steps.close()
-            end_run = getattr(self.optim, "end_run", None)  # (one's own may lack it)
-            if end_run is not None:
-                end_run()
         return self.history
 
     def _epoch(self, epoch, batches, steps):
@@ -929,6 +935,7 @@ class _Run:
         # the built-in loss only: a loss of one's own may have another scale
         chance = math.log(net.n_out) if type(net.loss) is SoftmaxCrossEntropy \
             and net.n_out > 1 else None
+        slow = ""
         if chance is not None and loss > 2 * chance:
             why = (f"more than twice the {chance:.3g} of guessing each of the {net.n_out} "
                    "classes at equal odds")
@@ -937,10 +944,10 @@ class _Run:
         elif chance is not None and loss > 1.1 * chance and len(self.history.records) > 1:
             why = (f"still worse than the {chance:.3g} of guessing each of the {net.n_out} "
                    f"classes at equal odds (the first evaluation's: {first:.4g})")
+            slow = " (or far too small, if the loss has barely moved)"
         else:
             return
         self._warned_loss = True
-        slow = " (or far too small, if the loss has barely moved)" if "still" in why else ""
         _checks.warn_caller(f"the training loss is {loss:.4g} in epoch {record['epoch']}, {why}: "
                             f"the learning rate ({record['lr']:g}) is likely far too large{slow}",
                             InputWarning)
