@@ -379,6 +379,8 @@ class NeuralNetwork:
         are those of the loss times ``loss_scaler``'s current scale, which the
         optimiser's next step divides out (``backward`` called directly
         leaves the gradient it is given unscaled)."""
+        if not self.built:  # its layers would make weights of their own, outside the buffers
+            self.build(int(X.shape[1]))
         prediction = self._infer(X, inference=False)
         loss = self.loss.forward(prediction, y)
         grad = self.loss.backward()
@@ -593,6 +595,8 @@ class NeuralNetwork:
         output is on the target's side of the loss's ``threshold``):
         ``(loss, accuracy)``, both 0-d device arrays, from the same forward pass."""
         b, n = self.backend, int(X.shape[0])
+        if not self.built:
+            self.build(int(X.shape[1]))
         total = correct = None
         for i in range(0, n, batch_size):
             rows = min(batch_size, n - i)

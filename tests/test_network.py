@@ -458,6 +458,23 @@ def test_backward_before_forward_is_a_clear_error():
         nnx.Dense(3).backward(np.ones((2, 3)))
 
 
+def test_train_step_and_mean_loss_build_an_unbuilt_network_as_train_batch_does():
+    """train_step (the per-batch path on device arrays) ran the forward pass
+    through layers that made weights of their own, then refused its backward
+    pass: 'no parameters yet: call ... forward() first', which it had just done."""
+    X, ids = make_data()
+    want = make_mlp()
+    want_loss = float(want.train_batch(X, ids))
+    net = make_mlp()
+    loss = net.train_step(net.as_input(X), net.as_target(ids, X.shape[0]))
+    assert net.built and float(loss) == want_loss
+    np.testing.assert_array_equal(net.grad_buffer, want.grad_buffer)
+    np.testing.assert_array_equal(net.param_buffer, want.param_buffer)
+    fresh = make_mlp()
+    got = float(fresh.mean_loss(fresh.as_input(X), fresh.as_target(ids, X.shape[0])))
+    assert fresh.built and got == float(make_mlp().loss_on(X, ids))
+
+
 def test_predict_on_an_unbuilt_network_is_refused():
     """predict() built the network with random weights and answered from them."""
     net = make_net()
