@@ -439,3 +439,25 @@ def test_partial_fit_refuses_a_setting_set_params_made_invalid(digits):
     est.set_params(alpha="0.01")
     with pytest.raises((TypeError, ValueError), match="alpha"):
         est.partial_fit(X, y)
+
+
+def test_partial_fit_validates_settings_again_only_when_one_changed(digits, monkeypatch):
+    """Each partial_fit validated every setting again (about a tenth of a small
+    call); now only after one was given another value, which is still refused."""
+    X, y, _ = digits
+    est = nx.MLPClassifier(hidden_layer_sizes=(4,), random_state=0)
+    calls = []
+    real = type(est)._validate_params
+    monkeypatch.setattr(type(est), "_validate_params",
+                        lambda self: calls.append(1) or real(self))
+    est.partial_fit(X[:50], y[:50], classes=np.unique(y))
+    first = len(calls)
+    for _ in range(3):
+        est.partial_fit(X[:50], y[:50])
+    assert len(calls) == first
+    est.set_params(learning_rate_init=0.002)
+    est.partial_fit(X[:50], y[:50])
+    assert len(calls) == first + 1
+    est.momentum = -1.0  # as set_params, bypassed
+    with pytest.raises(ValueError, match="momentum"):
+        est.partial_fit(X[:50], y[:50])
