@@ -466,6 +466,29 @@ def check_extra(extra, reserved=("params", "__header__")):
                                  "strings or booleans: convert it, or keep it in meta=")
 
 
+def json_problem(value, where):
+    """Why ``value`` would not come back from JSON as it went in (a key that is
+    not a str becomes one, a tuple a list, a NumPy number is refused), naming
+    the place below ``where``; "" for plain data."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return (f"{where} has the key {key!r} ({type(key).__name__}): JSON's keys are "
+                        f"strings, so it would come back as {json.dumps(str(key))}")
+            problem = json_problem(item, f"{where}[{key!r}]")
+            if problem:
+                return problem
+        return ""
+    if isinstance(value, list):
+        return next((p for p in (json_problem(v, f"{where}[{i}]") for i, v in enumerate(value))
+                     if p), "")
+    if isinstance(value, tuple):
+        return f"{where} is a tuple, which JSON would bring back as a list: pass a list"
+    if value is None or isinstance(value, (str, int, float)):  # np.float64 is a float
+        return ""
+    return f"{where} is {type(value).__name__}, which JSON cannot write"
+
+
 def check_meta(meta):
     """Refuse ``meta=`` that is not a dict of plain data JSON can write."""
     if meta is None:
@@ -473,11 +496,10 @@ def check_meta(meta):
     if not isinstance(meta, dict):
         raise InputTypeError(f"meta must be a dict of plain data (e.g. {{'dataset': "
                              f"'digits'}}), got {type(meta).__name__}")
-    try:  # refused here, in one line, not from deep inside the json module
-        json.dumps(meta, sort_keys=True)
-    except (TypeError, ValueError) as exc:
-        raise InputTypeError(f"meta must hold plain data that JSON can write (str, numbers, "
-                             f"booleans, None, lists, dicts with str keys): {exc}") from None
+    problem = json_problem(meta, "meta")  # refused here, in one line, naming the place
+    if problem:
+        raise InputTypeError(f"meta must hold plain data that JSON can write (str, Python "
+                             f"numbers, booleans, None, lists, dicts with str keys): {problem}")
 
 
 def load_network(path, backend="cpu", dtype=None, cls=None, precision=None):

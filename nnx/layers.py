@@ -186,7 +186,8 @@ class Dense(Layer):
         # one of its own, even a copy.copy of another layer
         self.activation = _activation(self.activation)
         self.activation._bind(backend)
-        w_shape, b_shape = self.param_shapes(n_in)
+        # Dense's own two: a subclass may list more after them, and take them itself
+        w_shape, b_shape = Dense.param_shapes(self, n_in)
         W = backend.zeros(w_shape) if alloc is None else alloc(w_shape)
         B = backend.zeros(b_shape) if alloc is None else alloc(b_shape)
         if backend.fuses_bias_activation and type(self.activation) in ACTIVATIONS.values():

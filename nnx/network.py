@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import sys
 import weakref
 
@@ -121,7 +122,8 @@ class NeuralNetwork:
         width, total = self.n_in, 0
         for i, layer in enumerate(self.layers, 1):
             # from the layer's own shapes: a layer of one's own may hold any parameters
-            count = None if width is None else sum(r * c for r, c in layer.param_shapes(width))
+            count = None if width is None else sum(
+                math.prod(shape) for shape in layer.param_shapes(width))
             total = None if count is None or total is None else total + count
             act = getattr(layer, "activation", None)
             keep = getattr(layer, "dropout", 1.0)
@@ -227,15 +229,17 @@ class NeuralNetwork:
 
     def _build(self, n_in):
         b = self.backend
-        shapes, width = [], n_in
+        listed, width = [], n_in
         for layer in self.layers:
-            shapes.extend(layer.param_shapes(width))
+            listed.append([tuple(int(n) for n in shape) for shape in layer.param_shapes(width)])
             width = layer.neurons
-        sizes = [r * c for r, c in shapes]
+        shapes = [shape for layer_shapes in listed for shape in layer_shapes]
+        sizes = [math.prod(shape) for shape in shapes]
         self._param_buf = b.zeros((sum(sizes),))
         self._grad_buf = b.zeros((sum(sizes),))
         offsets = [sum(sizes[:i]) for i in range(len(sizes))]
         slots = iter(zip(offsets, shapes))
+        taken = {}  # id of each view alloc() gave -> (the view, its offset, its shape)
 
         def alloc(shape):
             slot = next(slots, None)
@@ -244,18 +248,50 @@ class NeuralNetwork:
                     f"a layer's setup asked alloc() for a parameter of shape {tuple(shape)}, "
                     f"but its param_shapes(n_in) listed {'no more' if slot is None else slot[1]}"
                     ": param_shapes must list every parameter, in the order setup allocates")
-            return b.view(self._param_buf, slot[0], shape)
+            view = b.view(self._param_buf, slot[0], shape)
+            taken[id(view)] = (view, *slot)
+            return view
 
         width = n_in
-        for layer in self.layers:
+        for layer, layer_shapes in zip(self.layers, listed):
+            before = len(taken)
             layer.setup(width, b, self._init_rng, self.rng, alloc)
+            if len(taken) - before != len(layer_shapes):
+                raise InputValueError(
+                    f"{type(layer).__name__}.setup took {len(taken) - before} parameter(s) "
+                    f"from alloc(), but its param_shapes({width}) listed {len(layer_shapes)}: "
+                    "every parameter listed must be taken from alloc(), which places it in "
+                    "the network's buffers (the optimiser trains those, not arrays of a "
+                    "layer's own)")
             layer.built = True  # a layer of one's own may not say so itself
             width = layer.neurons
-        ops = [op for layer in self.layers for op in layer.operations if hasattr(op, "param")]
-        for op, offset, shape in zip(ops, offsets, shapes):
-            op.param_grad = op.grad_out = b.view(self._grad_buf, offset, shape)
+        self._place_gradients(taken)
         self.n_in = n_in
         self._built_layers = tuple(self.layers)  # see _check_layers
+
+    def _place_gradients(self, taken):
+        """Each operation's gradient into the slot of the gradient buffer that
+        matches its parameter's in the parameter buffer, found by the parameter
+        itself: a layer may apply its operations in another order than it
+        allocated their parameters."""
+        b, owner = self.backend, {}
+        for layer in self.layers:
+            for op in layer.operations:
+                if not hasattr(op, "param"):
+                    continue
+                what = f"{type(layer).__name__}'s {type(op).__name__}"
+                slot = taken.get(id(op.param))
+                if slot is None or slot[0] is not op.param:
+                    raise InputValueError(
+                        f"{what} has a parameter that its setup did not take from alloc() "
+                        "(or took and then reshaped, transposed or copied): give the "
+                        "operation the array alloc(shape) returned")
+                if id(op.param) in owner:
+                    raise InputValueError(
+                        f"{what} and {owner[id(op.param)]} share one parameter: each "
+                        "operation's gradient would overwrite the other's; give each its own")
+                owner[id(op.param)] = what
+                op.param_grad = op.grad_out = b.view(self._grad_buf, *slot[1:])
 
     def reset(self):
         """Re-seed the generators, draw the initial weights again and start

@@ -442,6 +442,11 @@ def export_network(net, path, *, output="raw", opset=None, input_name="X", outpu
         if not isinstance(layer, Dense) or _passes_of_its_own(type(layer)):
             raise InputTypeError(f"layers[{i}] is {type(layer).__name__}: ONNX export knows "
                                  "Dense layers only")
+        act = layer.activation
+        if type(act) not in ACTIVATIONS.values() or act.name not in _EMITTERS:
+            raise InputTypeError(f"layers[{i}]'s activation is {type(act).__name__}, one of "
+                                 "your own: ONNX export knows the built-in activations only "
+                                 f"({sorted(_EMITTERS)})")
     output = _checks.name_in("output", output, OUTPUTS)
     proba = net.probability_output
     if output not in ("raw", proba) and proba != "raw":  # a classifier's, but not its own

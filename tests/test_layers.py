@@ -407,6 +407,124 @@ def test_param_shapes_that_do_not_match_setup_are_named():
         net.build(4)
 
 
+class _Gain(nnx.ops.ParamOperation):
+    """x * g, with g of any shape that broadcasts over a batch's rows."""
+
+    def _output(self, inference):
+        return self.input_ * self.param
+
+    def _input_grad(self, g):
+        return g * self.param
+
+    def _param_grad(self, g):
+        return (g * self.input_).sum(axis=0).reshape(self.param.shape)
+
+
+class _TwoGains(nnx.layers.Layer):
+    """Two gains, allocated a then b and applied ``order`` ('ab' or 'ba');
+    ``shape`` of each: (1, n) or (n,)."""
+
+    def __init__(self, neurons, order="ab", one_d=False):
+        super().__init__(neurons)
+        self.order, self.one_d = order, one_d
+
+    def _shape(self, n_in):
+        return (n_in,) if self.one_d else (1, n_in)
+
+    def param_shapes(self, n_in):
+        return [self._shape(n_in)] * 2
+
+    def setup(self, n_in, backend, init_rng, rng=None, alloc=None):
+        made = {name: alloc(self._shape(n_in)) for name in "ab"}
+        backend.assign(made["a"], 2.0)
+        backend.assign(made["b"], -1.5)
+        self.operations = [_Gain(made[name], backend) for name in self.order]
+        self.built = True
+
+    def reset_parameters(self, init_rng):
+        pass
+
+
+@pytest.mark.parametrize("order,one_d", [("ab", False), ("ba", False), ("ab", True)])
+def test_each_parameter_gets_its_own_gradient_whatever_the_order_of_the_operations(order,
+                                                                                  one_d):
+    """The gradients were handed out in the operations' order, the parameters
+    in alloc()'s: a layer applying b before a trained each with the other's
+    gradient, silently; a parameter of one dimension failed to build (a bare
+    'not enough values to unpack')."""
+    net = nnx.NeuralNetwork([_TwoGains(3, order, one_d), Dense(2, "linear")], "mse", seed=0,
+                            dtype="float64")
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((20, 3)), rng.standard_normal((20, 2))
+    net.build(3)
+    net.train_batch(X, Y)
+    got = net.grad_buffer.copy()
+    flat = net.get_parameters()
+
+    def loss():
+        net.set_parameters(flat)
+        return float(net.loss_on(X, Y))
+    want = numeric_grad(loss, flat, eps=1e-6)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+    assert str(net).splitlines()[3].split()[-1] == "6"  # two gains of 3
+
+
+def test_a_listed_parameter_not_taken_from_alloc_is_refused():
+    """A bias made with backend.zeros instead of alloc(): the layer used an
+    array of its own that never trained, and the optimiser trained the
+    buffer's slot, which nothing read."""
+    class Forgot(_TwoGains):
+        def setup(self, n_in, backend, init_rng, rng=None, alloc=None):
+            a, b = alloc((1, n_in)), backend.zeros((1, n_in))
+            self.operations = [_Gain(a, backend), _Gain(b, backend)]
+    net = nnx.NeuralNetwork([Forgot(3), Dense(2, "linear")], "mse", seed=0)
+    with pytest.raises(nnx.InputError, match=r"Forgot.setup took 1 parameter\(s\) from alloc\(\),"
+                                             r" but its param_shapes\(3\) listed 2"):
+        net.build(3)
+    assert not net.built
+
+
+@pytest.mark.parametrize("case", ["copied", "shared"])
+def test_an_operation_whose_parameter_is_not_its_slot_is_refused(case):
+    class Odd(_TwoGains):
+        def setup(self, n_in, backend, init_rng, rng=None, alloc=None):
+            a, b = alloc((1, n_in)), alloc((1, n_in))
+            self.operations = [_Gain(a, backend), _Gain(a if case == "shared" else b.copy(),
+                                                        backend)]
+    net = nnx.NeuralNetwork([Odd(3), Dense(2, "linear")], "mse", seed=0)
+    expected = ("share one parameter" if case == "shared" else
+                "has a parameter that its setup did not take from alloc")
+    with pytest.raises(nnx.InputError, match=rf"Odd's _Gain.*{expected}"):
+        net.build(3)
+
+
+def test_a_subclass_of_dense_may_add_a_parameter_after_its_own():
+    """Dense.setup unpacked self.param_shapes(n_in) into two: a subclass that
+    listed a third parameter could not build (too many values to unpack)."""
+    class GainedDense(Dense):
+        def param_shapes(self, n_in):
+            return super().param_shapes(n_in) + [(1, self.neurons)]
+
+        def setup(self, n_in, backend, init_rng, rng=None, alloc=None):
+            super().setup(n_in, backend, init_rng, rng, alloc)
+            g = alloc((1, self.neurons))
+            backend.assign(g, 1.0)
+            self.operations.append(_Gain(g, backend))
+    net = nnx.NeuralNetwork([GainedDense(4, "tanh"), Dense(2, "linear")], "mse", seed=0,
+                            dtype="float64")
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((10, 3)), rng.standard_normal((10, 2))
+    net.build(3)
+    net.train_batch(X, Y)
+    flat = net.get_parameters()
+
+    def loss():
+        net.set_parameters(flat)
+        return float(net.loss_on(X, Y))
+    np.testing.assert_allclose(net.grad_buffer[:20], numeric_grad(loss, flat, eps=1e-6)[:20],
+                               rtol=1e-6, atol=1e-9)
+
+
 def test_a_layer_that_defines_no_setup_says_so():
     class Bare(nnx.layers.Layer):
         pass

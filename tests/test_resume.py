@@ -466,6 +466,31 @@ def test_a_training_state_resume_would_refuse_is_refused_when_written(tmp_path, 
     assert not path.exists()
 
 
+class _ChangedByJson(nnx.Callback):
+    state_key = "mine"
+
+    def __init__(self, state):
+        self.state = state
+
+    def checkpoint_state(self):
+        return self.state, {}
+
+
+@pytest.mark.parametrize("state,expected", [
+    ({"seen": {1: "a"}}, r"it\['seen'\] has the key 1 \(int\).*come back as \"1\""),
+    ({"best": (0.5, 3)}, r"it\['best'\] is a tuple.*pass a list"),
+    ({"ok": [1, 2.5, None, True, np.float64(2)], "bad": [np.float32(1)]},
+     r"it\['bad'\]\[0\] is float32, which JSON cannot write")])
+def test_a_callback_state_json_would_change_is_refused_when_written(tmp_path, state, expected):
+    """{1: "a"} was written and came back from resume= as {"1": "a"} (so
+    .get(1) gave None); a tuple came back a list."""
+    path = tmp_path / "run.npz"
+    with pytest.raises(nnx.InputError, match=expected):
+        fit_run(make_run()[0], nnx.SGD(0.1), checkpoint=path, checkpoint_every=1,
+                callbacks=[_ChangedByJson(state)])
+    assert not path.exists()
+
+
 class _PickyState(nnx.Callback):
     """Saves a state, and refuses it when a resumed run gives it back."""
     state_key = "picky"

@@ -467,6 +467,20 @@ def test_a_per_step_schedule_of_ones_own_is_refused_a_negative_or_nan_rate():
         assert np.array_equal(net.param_buffer, fresh.param_buffer)  # before the first step
 
 
+def test_a_per_epoch_schedule_of_ones_own_giving_a_negative_rate_is_named():
+    """The per-step table named the schedule and the step; a per-epoch
+    schedule's bad rate was a bare 'lr=-0.1 must be a number >= 0'."""
+    class Sinking(nnx.Schedule):
+        def _rate(self, t, total):
+            return self.lr - 0.1 * t
+
+    X, y, Xv, yv = make_data()
+    net = make_classifier()
+    with pytest.raises(nnx.InputError, match=r"Sinking\(.*\) gave epoch 2 \(0-based, of 4\) "
+                                             r"the rate -0.1.*; a learning rate must be"):
+        Trainer(net, SGD(Sinking(0.1))).fit(X, y, Xv, yv, epochs=4, batch_size=20)
+
+
 def test_a_plateau_cut_applies_at_once_in_a_hand_loop():
     """optim.evaluated(loss) cut ReduceOnPlateau's rate, but a hand loop (no
     start_epoch calls) kept stepping at the first rate: optim.lr and the

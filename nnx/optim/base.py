@@ -232,7 +232,14 @@ class Optimizer:
     def start_epoch(self, epoch):
         """Set the rates of epoch ``epoch`` (0-based) on the device: one value,
         or for a per-step schedule the epoch's table of rates (one upload)."""
-        self._set_lr(self.lr_at(epoch))
+        rate = self.lr_at(epoch)
+        if self.__dict__.get("_by_hand") is None:  # the schedule's: named if it is no rate
+            rate = self._checked(rate, "its first rate" if self.max_epochs is None else
+                                 f"{self.schedule.per} {epoch * self.steps_per_epoch} (0-based, "
+                                 f"of {self._units(self.max_epochs, self.steps_per_epoch)})"
+                                 if self.schedule.per == "step" else
+                                 f"epoch {epoch} (0-based, of {self.max_epochs})")
+        self._set_lr(rate)
         if "_plan" in self.__dict__:
             self._plan["taken"] = 0
         if self.schedule.per == "step" and self.max_epochs is not None:
@@ -246,12 +253,14 @@ class Optimizer:
     def _checked_rate(self, t, total):
         """The schedule's rate of step ``t``, refused unless a number >= 0 (a
         per-step table is not checked again when the steps read it)."""
-        rate = self.schedule.rate(t, total)
+        return self._checked(self.schedule.rate(t, total), f"step {t} (0-based, of {total})")
+
+    def _checked(self, rate, what):
         try:
             return _checks.non_negative("lr", rate)
         except (TypeError, ValueError) as exc:
-            raise type(exc)(f"{self.schedule!r} gave step {t} (0-based, of {total}) the rate "
-                            f"{rate!r}; a learning rate must be a number >= 0") from None
+            raise type(exc)(f"{self.schedule!r} gave {what} the rate {rate!r}; a learning "
+                            "rate must be a number >= 0") from None
 
     def decay(self, epoch):
         """Set the rate for the epoch after ``epoch``: the study's call at the

@@ -238,15 +238,14 @@ def check_before_writing(run, path, state, arrays):
     arrays on the host (each copied from the device once)."""
     import json
 
-    from ..checkpoint import CheckpointError
+    from ..checkpoint import CheckpointError, json_problem
     for key, value in state["callbacks"].items():
-        try:
-            json.dumps(value, sort_keys=True)
-        except (TypeError, ValueError) as exc:
+        problem = json_problem(value, "it")
+        if problem:
             raise InputTypeError(
                 f"cannot write checkpoint {str(path)!r}: callback state {key!r} (from "
                 f"checkpoint_state()) must be plain data that JSON can write (str, Python "
-                f"numbers, booleans, None, lists, dicts with str keys): {exc}") from None
+                f"numbers, booleans, None, lists, dicts with str keys): {problem}")
     plain = json.loads(json.dumps(state, sort_keys=True))
     host = {k: run.b.to_numpy(v) if run.b.owns(v) else v for k, v in arrays.items()}
     try:  # the parameters themselves were checked on the device, and save() checks them
