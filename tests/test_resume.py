@@ -491,6 +491,66 @@ def test_a_callback_state_json_would_change_is_refused_when_written(tmp_path, st
     assert not path.exists()
 
 
+class _Counter(nnx.Callback):
+    """The documented pattern: state_key as a class attribute, so every
+    instance has the same key."""
+    state_key = "counter"
+
+    def __init__(self, every):
+        self.every, self.n = every, 0
+
+    def on_epoch_end(self, run, epoch, record):
+        self.n += epoch % self.every == 0
+
+    def checkpoint_state(self):
+        return {"n": self.n}, {}
+
+    def load_checkpoint_state(self, data, arrays):
+        self.n = data["n"]
+
+
+class _StopAt(nnx.Callback):
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_start(self, run, epoch):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_callbacks_that_share_a_state_key_each_resume_their_own_state(tmp_path):
+    """The checkpoint kept one state per state_key: the last callback's. Two
+    counters resumed as [6, 4], not [8, 4]; a loss EarlyStopping beside an
+    accuracy one resumed with the other's best value and trained on."""
+    path = tmp_path / "run.npz"
+
+    def callbacks():
+        return [_Counter(1), _Counter(2),
+                nnx.EarlyStopping(2, monitor="loss"),
+                nnx.EarlyStopping(None, monitor="accuracy", restore_best=False)]
+    whole = callbacks()
+    want = fit_run(make_run()[0], make_run()[1], callbacks=whole)
+    assert [c.n for c in whole[:2]] == [want.epochs_run, want.epochs_run // 2]
+    with pytest.raises(KeyboardInterrupt):
+        fit_run(make_run()[0], make_run()[1], callbacks=callbacks() + [_StopAt(3)],
+                checkpoint=path)
+    resumed, (net, optim) = callbacks(), make_run()
+    got = fit_run(net, optim, callbacks=resumed, resume=path, checkpoint=path)
+    assert [c.n for c in resumed[:2]] == [c.n for c in whole[:2]]
+    assert got.records == want.records
+    assert [cb.best_value for cb in resumed[2:]] == [cb.best_value for cb in whole[2:]]
+
+
+@pytest.mark.parametrize("key", [5, "", "a.b", "optim"])
+def test_a_state_key_a_checkpoint_cannot_hold_is_refused_before_training(key):
+    class Keyed(_Counter):
+        state_key = key
+    net, optim = make_run()
+    with pytest.raises(nnx.InputTypeError, match=rf"Keyed.state_key is {re.escape(repr(key))}"):
+        fit_run(net, optim, callbacks=[Keyed(1)])
+    assert not net.built
+
+
 class _PickyState(nnx.Callback):
     """Saves a state, and refuses it when a resumed run gives it back."""
     state_key = "picky"

@@ -511,3 +511,25 @@ def test_the_rate_shown_before_a_run_is_planned_is_the_first_one():
     assert nnx.Adam(nnx.OneCycle(0.1)).lr == pytest.approx(0.1 / 25, rel=1e-12)
     assert nnx.SGD(nnx.Cosine(0.1, warmup=3)).lr == pytest.approx(0.1 / 4)
     assert nnx.SGD(nnx.LinearDecay(0.1, 0.01)).lr == 0.1
+
+
+@pytest.mark.parametrize("epoch,error", [("2", nnx.InputTypeError), (None, nnx.InputTypeError),
+                                         (1.5, nnx.InputValueError), (-1, nnx.InputValueError)])
+def test_start_epoch_refuses_what_is_no_epoch(epoch, error):
+    """'2' and None failed inside the schedule ('<' not supported); -1 set a
+    per-epoch cosine's rate to 0 and 1.5 one between two epochs, silently."""
+    optim = nnx.SGD(nnx.Cosine(0.1))
+    optim.start(10, 4)
+    with pytest.raises(error, match=rf"epoch={re.escape(repr(epoch))} must be a non-negative "
+                                    "integer"):
+        optim.start_epoch(epoch)
+
+
+@pytest.mark.parametrize("loss", ["x", np.array([1.0, 2.0]), True])
+def test_evaluated_refuses_what_is_no_loss(loss):
+    optim = nnx.SGD(nnx.ReduceOnPlateau(0.1))
+    with pytest.raises(nnx.InputTypeError, match=r"evaluated\(loss=.*must be one number"):
+        optim.evaluated(loss)
+    optim.evaluated(np.float32(1.0))
+    optim.evaluated(np.array(2.0))
+    optim.evaluated(None)

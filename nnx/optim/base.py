@@ -12,6 +12,7 @@ epoch boundaries (``start_epoch``) and when a run starts.
 from __future__ import annotations
 
 import inspect
+import numbers
 
 from .. import _checks
 from . import schedules as _schedules
@@ -232,6 +233,7 @@ class Optimizer:
     def start_epoch(self, epoch):
         """Set the rates of epoch ``epoch`` (0-based) on the device: one value,
         or for a per-step schedule the epoch's table of rates (one upload)."""
+        epoch = _checks.integer("epoch", epoch, minimum=0)
         rate = self.lr_at(epoch)
         if self.__dict__.get("_by_hand") is None:  # the schedule's: named if it is no rate
             rate = self._checked(rate, "its first rate" if self.max_epochs is None else
@@ -274,6 +276,10 @@ class Optimizer:
         """Show the schedule an evaluation loss (``ReduceOnPlateau`` acts on it);
         a cut applies at once (in ``fit``, whose evaluations end an epoch:
         from the next epoch)."""
+        if loss is not None and getattr(loss, "shape", None) != () and (
+                _checks._is_bool(loss) or not isinstance(loss, numbers.Real)):
+            raise _checks.InputTypeError(f"evaluated(loss={loss!r}): the evaluation loss must "
+                                         "be one number (or None: no evaluation)")
         self.schedule.evaluated(loss)
         if self.schedule.per == "epoch" and not self.schedule.follows_the_run:
             # the rate depends on the evaluations alone: a hand loop that never calls

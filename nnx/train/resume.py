@@ -312,15 +312,16 @@ def load_run(run, path):
     run.epoch, run.finished = state["epoch"], state["finished"]
     optim.load_checkpoint_state(state["optimizer"], _split(arrays, "optim."), run.epoch)
     for cb in run.callbacks:
-        if cb.state_key is not None and cb.state_key in state["callbacks"]:
+        key = run.state_keys.get(id(cb))
+        if key is not None and key in state["callbacks"]:
             try:  # a callback of one's own may check nothing itself
                 cb.load_checkpoint_state(
-                    state["callbacks"][cb.state_key],
-                    {k: b.asarray(v) for k, v in _split(arrays, cb.state_key + ".").items()})
+                    state["callbacks"][key],
+                    {k: b.asarray(v) for k, v in _split(arrays, key + ".").items()})
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise CheckpointError(
                     f"checkpoint {str(path)!r} cannot be resumed: its training state's "
-                    f"callbacks.{cb.state_key} was refused by {type(cb).__name__} "
+                    f"callbacks.{key} was refused by {type(cb).__name__} "
                     f"({type(exc).__name__}: {exc})") from None
     run.good_params = b.asarray(arrays["good_params"])
     run.good_epoch = state["good_epoch"]

@@ -670,7 +670,8 @@ class Trainer:
             optim.attach(net)
         # printers and loggers run on rank 0 only: one line, one file
         mine = [cb for cb in cbs if comm.is_main or not cb.main_only]
-        run = _Run(net, optim, settings, mine, data, comm)
+        # the checkpoint keys from the whole list, the same on every rank
+        run = _Run(net, optim, settings, mine, data, comm, state_keys=_state_keys(cbs))
         if resume is not None:
             run.load(resume)
         else:
@@ -696,7 +697,28 @@ class Trainer:
             own.append(PrintProgress())
         elif verbose is not False and verbose is not None and not _checks._is_bool(verbose):
             raise InputTypeError(f"verbose must be True or False, got {verbose!r}")
-        return [LRScheduler()] + [c for c in own if not c.late] + [c for c in own if c.late]
+        cbs = [LRScheduler()] + [c for c in own if not c.late] + [c for c in own if c.late]
+        _state_keys(cbs)  # a key a checkpoint cannot hold: refused before any data is read
+        return cbs
+
+
+def _state_keys(callbacks):
+    """Where each callback with a ``state_key`` keeps its state in a checkpoint:
+    under that key, and a second (third...) callback of the same key, such as
+    two EarlyStopping, under ``key#2`` (``key#3``...), by their order in the
+    fit (each loaded the last one's state on resume, silently)."""
+    keys, count = {}, {}
+    for cb in callbacks:
+        key = cb.state_key
+        if key is None:
+            continue
+        if not isinstance(key, str) or not key or "." in key or "#" in key or key == "optim":
+            raise InputTypeError(f"{type(cb).__name__}.state_key is {key!r}: a callback's "
+                                 "state_key must be a non-empty str without '.' or '#', and "
+                                 "not 'optim' (or None: a callback without checkpoint state)")
+        count[key] = count.get(key, 0) + 1
+        keys[id(cb)] = key if count[key] == 1 else f"{key}#{count[key]}"
+    return keys
 
 
 def _callback_list(callbacks):
@@ -720,7 +742,8 @@ class _Run:
     communicator of a distributed fit (``nnx.distributed``; alone, one that
     does nothing): every method that calls it is called on every rank."""
 
-    def __init__(self, net, optim, settings, callbacks, data, comm=_distributed.LOCAL):
+    def __init__(self, net, optim, settings, callbacks, data, comm=_distributed.LOCAL,
+                 state_keys=None):
         self.net, self.optim, self.b = net, optim, net.backend
         self.settings, self.callbacks, self.data = settings, callbacks, data
         self.comm = comm
@@ -736,6 +759,8 @@ class _Run:
         # carries it was written by someone else since this run's last save
         self.run_id = os.urandom(8).hex()
         self.saved_to = {}  # real path -> the epoch this run last saved there
+        # id of a callback -> where a checkpoint keeps its state
+        self.state_keys = _state_keys(callbacks) if state_keys is None else state_keys
 
     def request_stop(self):
         """End training after the current epoch (callbacks call this)."""
@@ -1046,10 +1071,11 @@ class _Run:
         extra.update({f"optim.{k}": v for k, v in optim_arrays.items()})
         callbacks = {}
         for cb in self.callbacks:
-            if cb.state_key is not None:
+            name = self.state_keys.get(id(cb))
+            if name is not None:
                 data, arrays = cb.checkpoint_state()
-                callbacks[cb.state_key] = data
-                extra.update({f"{cb.state_key}.{k}": v for k, v in arrays.items()})
+                callbacks[name] = data
+                extra.update({f"{name}.{k}": v for k, v in arrays.items()})
         state = {"epoch": self.epoch, "finished": self.finished, "good_epoch": self.good_epoch,
                  "generator": self.net.generator_state(), "optimizer": optim_data,
                  "callbacks": callbacks, "history": self.history.as_dict(),
