@@ -280,6 +280,45 @@ def _same_file(a, b):
     return os.path.realpath(a) == os.path.realpath(b)
 
 
+def _nnx_file_problem(path, kind):
+    """Why the existing file ``path`` is not one nnx wrote as ``kind`` ("log":
+    a training log; else a model or checkpoint), or "" (also where nothing
+    is there): nnx train replaces only its own files."""
+    if not os.path.isfile(path):
+        return ""
+    if kind == "log":
+        try:
+            with open(path, newline="") as f:
+                first = f.readline(200).strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            return f"cannot be read as a training log ({type(exc).__name__})"
+        if first in ("", ",".join(CSVLogger.COLUMNS)):
+            return ""
+        return f"is not a training log (its first line is {first[:60]!r})"
+    try:
+        checkpoint.read_header(path)
+    except checkpoint.CheckpointError as exc:
+        return f"is not a model or checkpoint nnx wrote ({str(exc)[:120]})"
+    return ""
+
+
+def _check_outputs(args):
+    """--out, --checkpoint and --log may replace files nnx wrote, never the
+    --data file or a file of another kind (each was replaced in silence)."""
+    for flag, path, kind in (("--out", args.out, "model"),
+                             ("--checkpoint", args.checkpoint, "checkpoint"),
+                             ("--log", args.log, "log")):
+        if path is None:
+            continue
+        if getattr(args, "data", None) is not None and _same_file(path, args.data):
+            raise UsageError(f"{flag} {path!r} is the --data file: the run would replace the "
+                             f"data it trains on; give {flag} another path")
+        problem = _nnx_file_problem(path, kind)
+        if problem:
+            raise UsageError(f"{flag} {path!r}: a file is there that {problem}; nnx train "
+                             "replaces only files it wrote: remove it, or give another path")
+
+
 def _check_log_file(args):
     """--log must not be a file the run writes otherwise: each would
     replace the other."""
@@ -533,6 +572,8 @@ def _train_flags(args, writes=True):
         _check_out_file(args.out)
     _check_run_file(args, writes)
     _check_log_file(args)
+    if writes:
+        _check_outputs(args)
     if args.precision != "float32" and args.dtype != "float32":
         raise UsageError(f"--precision {args.precision}: applies to --dtype float32, not "
                          f"--dtype {args.dtype}")
@@ -807,6 +848,10 @@ def cmd_export(args):
     if _same_file(args.checkpoint, args.out):  # the export would replace its source
         raise UsageError(f"{args.out!r} is the checkpoint itself: give the ONNX model another "
                          "path, such as model.onnx")
+    if os.path.isfile(args.out) and not str(args.out).lower().endswith(".onnx"):
+        raise UsageError(f"{args.out!r} exists and is not a .onnx file (the model's training "
+                         "data, say): nnx export replaces only .onnx files; give a path such "
+                         "as model.onnx")
     from .checkpoint import read_header
     # as trained: a network of reduced precision is exported with a warning saying so
     precision = read_header(args.checkpoint)["network"].get("precision", "float32")

@@ -1004,6 +1004,38 @@ def test_files_a_command_would_write_over_each_other_are_refused(tmp_path):
                                   *NO_DATA, cwd=tmp_path), "--log 'c.npz' is --checkpoint too")
 
 
+def test_an_output_flag_never_replaces_the_data_or_a_file_nnx_did_not_write(tmp_path):
+    """--log, --out and --checkpoint naming the --data file replaced it (the
+    checkpoint even with a note calling it 'an earlier run's state'); any
+    other file there was replaced as well; nnx export wrote ONNX over a CSV."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((120, 3))
+    lines = ["a,b,c,label"] + [",".join(f"{v:.3f}" for v in row) + ("," + "ab"[int(row[0] > 0)])
+                               for row in X]
+    data = tmp_path / "v.csv"
+    data.write_text("\n".join(lines) + "\n")
+    other = tmp_path / "notes.csv"
+    other.write_text("mine,not,nnx's\n1,2,3\n")
+    kept = {p: p.read_bytes() for p in (data, other)}
+    quick = ("--data", "v.csv", "--epochs", "1", "--quiet")
+    for flag in ("--log", "--out", "--checkpoint"):
+        assert_one_line_error(nnx_cli("train", *quick, flag, "v.csv", cwd=tmp_path),
+                              rf"{flag} 'v.csv' is the --data file: the run would replace the "
+                              "data it trains on")
+        assert_one_line_error(nnx_cli("train", *quick, flag, "notes.csv", cwd=tmp_path),
+                              rf"{flag} 'notes.csv': a file is there that is not a .*nnx train "
+                              "replaces only files it wrote")
+    r = nnx_cli("train", *quick, "--out", "m.npz", "--log", "run.csv", "--checkpoint", "run.npz",
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    again = nnx_cli("train", *quick, "--out", "m.npz", "--log", "run.csv",
+                    "--checkpoint", "run.npz", cwd=tmp_path)  # its own files: replaced
+    assert again.returncode == 0, again.stderr
+    assert_one_line_error(nnx_cli("export", "m.npz", "v.csv", cwd=tmp_path),
+                          "'v.csv' exists and is not a .onnx file")
+    assert {p: p.read_bytes() for p in (data, other)} == kept
+
+
 def test_train_monitoring_accuracy_reports_the_accuracy_it_chose_by():
     from nnx import cli
     from nnx.train import History
