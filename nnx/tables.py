@@ -33,6 +33,8 @@ import hashlib
 import os
 import re
 import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -232,6 +234,8 @@ def _read_table(path, target, dtype, delimiter, features=None):
         raise DatasetError(f"{shown!r}: its first row has {shape.width} column; expected at "
                            f"least one feature and the target{hint}")
     header = shape.first if _has_header(shape, target) else None
+    if header is not None and features is None:  # training: the model keeps these names
+        _refuse_repeated_names(header, shown)
     t = _target_index(target, header, shape.width, shown)
     columns = _feature_columns(features, header, t, shape.width, shown)
     options = dict(delimiter=delimiter, comments=None, quotechar='"')
@@ -246,9 +250,71 @@ def _read_table(path, target, dtype, delimiter, features=None):
                            f"{X[row, col]}; expected a finite number in every feature cell "
                            "(fill or drop missing values before training)")
     names = [header[i] for i in columns] if header is not None else None
+    labels = np.char.strip(labels)
+    _refuse_missing_labels(labels, shown, repr(header[t]) if header is not None else str(t))
     if features is None:  # training's read (evaluation reads the columns trained on)
         _warn_of_row_numbers(X, names, columns, shown)
-    return X, np.char.strip(labels), (header[t] if header is not None else t), names
+        _warn_of_rounding(path, X, header, columns, shown, options)
+    return X, labels, (header[t] if header is not None else t), names
+
+
+# cells that stand for a missing value (pandas reads these as NaN, among others)
+_MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "?", "-", "#n/a"})
+
+
+def _refuse_repeated_names(header, shown):
+    """Two columns of one name: a model trained on them is read back by name,
+    and a later file's columns cannot be told apart (one was fed twice)."""
+    seen = {}
+    for i, name in enumerate(header):
+        if name in seen:
+            raise DatasetError(f"{shown!r}: columns {seen[name]} and {i} are both named "
+                               f"{name!r}; give each column its own name")
+        seen[name] = i
+
+
+def _refuse_missing_labels(labels, shown, column):
+    """An empty or NA label cell is a missing label, not a class of its own."""
+    if labels.size == 0:
+        return
+    missing = np.isin(np.char.lower(labels), list(_MISSING))
+    if missing.any():
+        rows = np.flatnonzero(missing)
+        more = f" (and {rows.size - 1} more rows)" if rows.size > 1 else ""
+        value = "an empty cell" if labels[rows[0]] == "" else repr(str(labels[rows[0]]))
+        raise DatasetError(f"{shown!r}: data row {rows[0] + 1}, column {column} (the target) "
+                           f"holds {value}{more}, a missing label; drop such rows (or "
+                           "label them) before training")
+
+
+def _warn_of_rounding(path, X, header, columns, shown, options):
+    """A float32 feature of large values that vary little (timestamps, ids)
+    is rounded to float32's steps as it is read: 1.6e9 in steps of 128,
+    which can erase the differences a model needs. Such columns are read
+    again in float64 (only they, and only when there are any) to tell."""
+    if X.dtype != np.float32 or X.shape[0] < 2:
+        return
+    hi, lo = X.max(axis=0), X.min(axis=0)
+    size = np.maximum(np.abs(hi), np.abs(lo))
+    step = np.spacing(size)
+    suspects = np.flatnonzero((size >= 1024) & (step > 1e-3 * (hi - lo)))
+    if suspects.size == 0:
+        return
+    exact = _columns(path, header, shown,
+                     usecols=[columns[j] for j in suspects], dtype=np.float64, ndmin=2,
+                     **options)
+    spread = exact.std(axis=0)
+    lost = [j for j, sd in zip(suspects, spread) if sd > 0 and step[j] > 0.01 * sd]
+    if lost:
+        j = lost[0]
+        name = repr(header[columns[j]]) if header is not None else f"column {columns[j]}"
+        more = f" (and {len(lost) - 1} more columns)" if len(lost) > 1 else ""
+        _checks.warn_caller(
+            f"{shown!r}: {name}{more} holds values near {size[j]:.4g} that vary by about "
+            f"{spread[lost.index(j)]:.3g} (standard deviation); float32 keeps them in steps of "
+            f"{step[j]:.3g}, so much of that variation is lost as the file is read: train in "
+            "float64 (nnx train --dtype float64), or subtract an offset (such as the column's "
+            "first value) in the file first", InputWarning)
 
 
 def _warn_of_row_numbers(X, names, columns, shown):
@@ -345,14 +411,20 @@ def _read_npz(path, target, dtype):
                                    "numbers (and strings or numbers for labels): save it "
                                    "with a numeric or string dtype") from None
     Xs = []
-    for name, X, y in zip(("X", "X_test"), parts[::2], parts[1::2]):
+    for name, X, y in zip(names[::2], parts[::2], parts[1::2]):
         if X.ndim != 2 or X.dtype.kind not in "biuf":
             raise DatasetError(f"{shown!r}: {name} has dtype {X.dtype} and shape {X.shape}; "
                                "expected a 2-D array of numbers (rows, features)")
         if y.ndim != 1 or y.shape[0] != X.shape[0]:
             raise DatasetError(f"{shown!r}: its labels have shape {y.shape} beside {name} "
                                f"{X.shape}; expected one label per row ({X.shape[0]},)")
-        Xs.append(X.astype(dtype, copy=False))
+        X = X.astype(dtype, copy=False)
+        if not host.all_finite(X):
+            row, col = (int(i[0]) for i in np.nonzero(~np.isfinite(X)))
+            raise DatasetError(f"{shown!r}: {name}[{row}, {col}] is {X[row, col]}; expected a "
+                               "finite number in every feature (fill or drop missing values "
+                               "before training)")
+        Xs.append(X)
     labels = [y.astype(str) if y.dtype.kind in "US" else y for y in parts[1::2]]
     return Xs, labels
 
@@ -393,6 +465,17 @@ def _class_ids(labels, classes, shown, column="the file"):
         raise DatasetError(f"{shown!r}: labels {unknown[:5]} are not among the model's classes "
                            f"{list(classes)}")
     return np.fromiter((index[v] for v in text.tolist()), np.int64, len(text)), classes
+
+
+def _warn_of_untrained_classes(train_ids, test_ids, classes, shown):
+    """A file's own test split with classes its training rows never show:
+    the network gets outputs for them that nothing trains."""
+    unseen = np.setdiff1d(np.unique(test_ids), np.unique(train_ids))
+    if unseen.size:
+        _checks.warn_caller(
+            f"{shown!r}: classes {[classes[i] for i in unseen[:5]]} are in y_test only: no "
+            "training row shows them, so the network cannot learn them and each of their "
+            "test rows counts as an error", InputWarning)
 
 
 def _whole_numbers(labels, distinct):
@@ -472,6 +555,15 @@ def load_file(path, target=None, *, test_fraction=TEST_FRACTION, dtype="float32"
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{shown!r}: no such file" if not os.path.exists(path)
                                 else f"{shown!r} is not a file")
+    try:
+        return _load(path, shown, kind, target, test_fraction, dtype, classes, features)
+    except (EOFError, zlib.error, zipfile.BadZipFile, gzip.BadGzipFile) as exc:
+        raise DatasetError(f"{shown!r} could not be read to its end ({type(exc).__name__}: "
+                           f"{exc}): a download cut short, or a file that is not what its "
+                           "name says") from None
+
+
+def _load(path, shown, kind, target, test_fraction, dtype, classes, features):
     if kind == "npz":
         Xs, labels = _read_npz(path, target, dtype)
         label_name, names = "y", None
@@ -491,6 +583,8 @@ def load_file(path, target=None, *, test_fraction=TEST_FRACTION, dtype="float32"
     ids, classes = _class_ids(np.concatenate(labels), classes, shown, column)
     if own_classes:
         _warn_if_a_quantity(ids, classes, shown, column)
+        if len(labels) == 2:
+            _warn_of_untrained_classes(ids[:sizes[0]], ids[sizes[0]:], classes, shown)
     if len(classes) < 2:
         raise DatasetError(f"{shown!r}: the labels in {column} hold one class, "
                            f"{classes[0]!r}; a classifier needs at least two")

@@ -876,7 +876,9 @@ def test_an_interrupted_train_without_a_checkpoint_says_what_was_lost(tmp_path, 
     def interrupt(self, run, record):
         raise KeyboardInterrupt
     monkeypatch.setattr(CSVLogger, "on_evaluation", interrupt)
-    (tmp_path / "m.npz").write_bytes(b"an earlier run's")
+    earlier = nnx.NeuralNetwork([nnx.Dense(3, "linear")], "mse", seed=0)
+    earlier.build(2)
+    earlier.save(tmp_path / "m.npz")
     assert main(["train", "--epochs", "2", "--quiet", "--log", str(tmp_path / "l.csv"),
                  "--out", str(tmp_path / "m.npz")]) == 130
     err = capsys.readouterr().err
