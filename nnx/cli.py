@@ -756,6 +756,11 @@ def cmd_evaluate(args):
     trained_file = net.checkpoint_meta.get("data_file")
     trained_file = trained_file if isinstance(trained_file, dict) else None
     if args.dataset is None and args.data is None and trained_file is not None:
+        own = trained_file.get("target")
+        if args.target is not None and str(args.target) != str(own):
+            raise UsageError(f"--target {args.target} applies to a file given with --data; "
+                             f"{args.checkpoint} goes back to the file it was trained on, "
+                             f"whose target is {own!r}")
         args.data = trained_file.get("path")  # the file it was trained on, if still there
         if not isinstance(args.data, str) or not os.path.isfile(args.data):
             raise UsageError(f"{args.checkpoint} was trained on the file {args.data!r}, which "
@@ -804,7 +809,8 @@ def cmd_evaluate(args):
     print(format_confusion_matrix(confusion_matrix(ds.y_test, pred, ds.n_classes)))
     names = ds.class_names or ()
     if tuple(names) != tuple(str(i) for i in range(ds.n_classes)):
-        print("classes: " + ", ".join(f"{i} {name}" for i, name in enumerate(names)))
+        print("classes (index = name): "
+              + ", ".join(f"{i} = {name}" for i, name in enumerate(names)))
     return 0
 
 

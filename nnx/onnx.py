@@ -448,6 +448,9 @@ def export_network(net, path, *, output="raw", opset=None, input_name="X", outpu
                                  "your own: ONNX export knows the built-in activations only "
                                  f"({sorted(_EMITTERS)})")
     output = _checks.name_in("output", output, OUTPUTS)
+    if output == "binary" and net.n_out != 1:  # refused before the warning below
+        raise InputValueError(f'output="binary" turns one output into the two columns '
+                              f"[1 - p, p]; this model has {net.n_out} outputs")
     proba = net.probability_output
     if output not in ("raw", proba) and proba != "raw":  # a classifier's, but not its own
         _checks.warn_caller(

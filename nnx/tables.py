@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import itertools
 import os
 import re
 import warnings
@@ -100,6 +101,7 @@ class _Shape:
     width: int
     rows: int
     repeats: list  # per column, how many later rows repeat the first row's cell
+    head: int  # lines up to the end of the first row (a quoted cell may hold line breaks)
 
 
 def _scan(path, delimiter):
@@ -116,12 +118,14 @@ def _scan(path, delimiter):
                 continue
             cells = [c.strip() for c in cells]
             if first is None:
-                first, repeats = cells, [0] * len(cells)
+                first, repeats, head = cells, [0] * len(cells), reader.line_num
             elif len(cells) != len(first):
+                hint = ("is it semicolon-separated, as European Excel writes it? save it with "
+                        "commas, and points for decimals" if len(first) == 1 and ";" in first[0]
+                        else "a comma inside a number or a name? quote such cells")
                 raise DatasetError(
-                    f"{shown!r}: line {reader.line_num} has {len(cells)} cells but the first "
-                    f"row has {len(first)}; expected the same number in every row (a comma "
-                    "inside a number or a name? quote such cells)")
+                    f"{shown!r}: line {reader.line_num} has {_cells(len(cells))} but the first "
+                    f"row has {len(first)}; expected the same number in every row ({hint})")
             else:
                 second = cells if second is None else second
                 for j, (a, b) in enumerate(zip(first, cells)):
@@ -132,7 +136,11 @@ def _scan(path, delimiter):
         raise DatasetError(f"{shown!r} holds no rows")
     width = len(first) - 1 if trailing and len(first) > 1 else len(first)
     return _Shape(first[:width], second[:width] if second else None, width, rows,
-                  repeats[:width])
+                  repeats[:width], head)
+
+
+def _cells(n):
+    return "1 cell" if n == 1 else f"{n} cells"
 
 
 def _decoded(reader, shown):
@@ -239,6 +247,7 @@ def _read_table(path, target, dtype, delimiter, features=None):
     t = _target_index(target, header, shape.width, shown)
     columns = _feature_columns(features, header, t, shape.width, shown)
     options = dict(delimiter=delimiter, comments=None, quotechar='"')
+    options = dict(options, skip=shape.head)
     X = _columns(path, header, shown, usecols=columns, dtype=dtype, ndmin=2, **options)
     labels = _columns(path, header, shown, usecols=[t], dtype=str, ndmin=1, **options)
     if X.shape[0] == 0:
@@ -253,6 +262,8 @@ def _read_table(path, target, dtype, delimiter, features=None):
     labels = np.char.strip(labels)
     _refuse_missing_labels(labels, shown, repr(header[t]) if header is not None else str(t))
     if features is None:  # training's read (evaluation reads the columns trained on)
+        if header is None:
+            _warn_of_a_header_of_numbers(labels, shown)
         _warn_of_row_numbers(X, names, columns, shown)
         _warn_of_rounding(path, X, header, columns, shown, options)
     return X, labels, (header[t] if header is not None else t), names
@@ -260,6 +271,18 @@ def _read_table(path, target, dtype, delimiter, features=None):
 
 # cells that stand for a missing value (pandas reads these as NaN, among others)
 _MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "?", "-", "#n/a"})
+
+
+def _warn_of_a_header_of_numbers(labels, shown):
+    """A header whose feature names are numbers (wavelengths, say) reads as a
+    row of data; its target cell is then a text label no other row has."""
+    if labels.size < 3 or _is_number(labels[0]) or np.count_nonzero(labels == labels[0]) > 1:
+        return
+    _checks.warn_caller(
+        f"{shown!r}: the first row's target cell {str(labels[0])!r} is in no other row, so "
+        "that row was read as a sample; if it names the columns (feature names that are "
+        f"numbers), name the target column (nnx train --target {labels[0]}), which makes the "
+        "row the header", InputWarning)
 
 
 def _refuse_repeated_names(header, shown):
@@ -347,26 +370,18 @@ def _warn_of_row_numbers(X, names, columns, shown):
                 "it from the file", InputWarning)
 
 
-def _columns(path, header, shown, **options):
-    """``numpy.loadtxt`` of the data rows (after the header, if any); its
-    notes about blank lines and an empty file are ours to tell."""
+def _columns(path, header, shown, skip, **options):
+    """``numpy.loadtxt`` of the data rows (after the header's ``skip`` lines,
+    if there is a header); its notes about blank lines and an empty file
+    are ours to tell."""
     with _open_text(path) as f, warnings.catch_warnings():
         warnings.filterwarnings("ignore", "(Input line|loadtxt: input contained no data)",
                                 UserWarning)
         try:
-            return np.loadtxt(f if header is None else _after_header(f), **options)
+            return np.loadtxt(f if header is None else itertools.islice(f, skip, None),
+                              **options)
         except ValueError as exc:
             raise DatasetError(_cell_problem(shown, exc, header)) from None
-
-
-def _after_header(lines):
-    """The lines after the first that is not blank (the header)."""
-    seen = False
-    for line in lines:
-        if not seen and line.strip():
-            seen = True
-            continue
-        yield line
 
 
 def _cell_problem(path, exc, header):

@@ -281,7 +281,7 @@ def test_train_and_evaluate_a_csv_file_of_ones_own(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "iris.csv test rows (held out by nnx train): 30 rows" in r.stdout
     assert f"accuracy {trained_acc:.4f}" in r.stdout
-    assert "classes: 0 setosa, 1 versicolor, 2 virginica" in r.stdout
+    assert "classes (index = name): 0 = setosa, 1 = versicolor, 2 = virginica" in r.stdout
     # a file of new rows, its classes in another order of first appearance: all scored,
     # each label mapped onto the model's classes by name
     new = tmp_path / "new.csv"
@@ -321,7 +321,7 @@ def test_two_classes_with_a_sigmoid_cross_entropy_train_one_output(tmp_path):
     r = nnx_cli("evaluate", str(ckpt))
     assert r.returncode == 0, r.stderr
     assert f"20 rows, accuracy {trained_acc:.4f}" in r.stdout
-    assert "classes: 0 versicolor, 1 virginica" in r.stdout
+    assert "classes (index = name): 0 = versicolor, 1 = virginica" in r.stdout
 
 
 def test_evaluate_reads_a_new_file_by_the_columns_trained_on(tmp_path):
@@ -1036,6 +1036,20 @@ def test_an_output_flag_never_replaces_the_data_or_a_file_nnx_did_not_write(tmp_
     assert_one_line_error(nnx_cli("export", "m.npz", "v.csv", cwd=tmp_path),
                           "'v.csv' exists and is not a .onnx file")
     assert {p: p.read_bytes() for p in (data, other)} == kept
+
+
+def test_evaluate_refuses_another_target_for_the_file_it_goes_back_to(tmp_path):
+    """Without --data, evaluate scores the training file's held-out rows:
+    --target a rescored them with a feature as the labels, silently."""
+    rows = [f"{i % 7},{-i % 5},{i % 3},{'ab'[i % 2]}" for i in range(120)]
+    (tmp_path / "v.csv").write_text("a,b,c,label\n" + "\n".join(rows) + "\n")
+    r = nnx_cli("train", "--data", "v.csv", "--epochs", "1", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert_one_line_error(nnx_cli("evaluate", "model.npz", "--target", "a", cwd=tmp_path),
+                          "--target a applies to a file given with --data; model.npz goes "
+                          "back to the file it was trained on, whose target is 'label'")
+    r = nnx_cli("evaluate", "model.npz", "--target", "label", cwd=tmp_path)
+    assert r.returncode == 0 and "test rows (held out by nnx train)" in r.stdout, r.stderr
 
 
 def test_train_monitoring_accuracy_reports_the_accuracy_it_chose_by():

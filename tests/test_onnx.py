@@ -575,3 +575,15 @@ def test_an_output_other_than_a_classifiers_probabilities_warns(output, tmp_path
         regression = nnx.NeuralNetwork([nnx.Dense(3, "linear")], "mse", seed=0)
         regression.build(2)
         regression.to_onnx(tmp_path / "exp.onnx", output=output)  # a regression's choice
+
+
+def test_binary_output_of_several_outputs_is_refused_before_any_warning(tmp_path):
+    """nnx export --output binary on a softmax model printed a long warning
+    (not predict_proba's output) and then the refusal."""
+    net = _net(("relu", None), "float32", classification=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(nnx.InputValueError, match=r'output="binary" turns one output.*'
+                                                      r"this model has 3 outputs"):
+            net.to_onnx(tmp_path / "m.onnx", output="binary")
+    assert not os.listdir(tmp_path)

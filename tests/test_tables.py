@@ -435,3 +435,43 @@ def test_classes_of_an_npz_test_split_that_training_never_shows_warn(tmp_path):
     with pytest.warns(Warning, match=r"classes \['bird'\] are in y_test only"):
         ds = load_file(tmp_path / "t.npz")
     assert ds.class_names == ("bird", "cat", "dog")
+
+
+def test_a_header_cell_with_a_line_break_is_one_header(tmp_path):
+    """Excel's wrapped header text: the header's second line was read as a
+    data row ("data row 1, column 'a' holds 'measured\"'")."""
+    rows = [[float(i), float(-i), float(i % 3), "ab"[i % 2]] for i in range(40)]
+    path = _write_csv(tmp_path / "h.csv", ["a", "b (cm)\nmeasured", "c", "label"], rows)
+    ds = load_file(path, test_fraction=None, dtype="float64")
+    assert ds.feature_names == ("a", "b (cm)\nmeasured", "c")
+    assert sorted(ds.X_test[:, 0].tolist()) == [float(i) for i in range(40)]
+
+
+def test_a_semicolon_file_with_decimal_commas_is_named_as_such(tmp_path):
+    """Its rows split at the decimal commas, so the refusal said 'a comma
+    inside a number or a name? quote such cells'."""
+    lines = ['"a";"b";"label"'] + [f"0,{i};1,5;{'ab'[i % 2]}" for i in range(10)]
+    (tmp_path / "s.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=r"line 2 has 3 cells but the first row has 1; .*is "
+                                           r"it semicolon-separated"):
+        load_file(tmp_path / "s.csv")
+    lines = ["a,b,label", "1,2,a", "3", *[f"{i},{i},b" for i in range(5)]]
+    (tmp_path / "o.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=r"line 3 has 1 cell but the first row has 3; .*a "
+                                           "comma inside a number"):
+        load_file(tmp_path / "o.csv")
+
+
+def test_a_header_of_numbers_read_as_a_row_warns_and_a_named_target_reads_it(tmp_path):
+    """Wavelengths as column names over a text label: the header trained as
+    a sample of a class 'species', with one-row-class warning alone."""
+    rng = np.random.default_rng(0)
+    rows = [[*np.round(rng.standard_normal(3), 3), "cd"[i % 2]] for i in range(60)]
+    path = _write_csv(tmp_path / "spectra.csv", ["400.5", "450.5", "500.5", "species"], rows)
+    with pytest.warns(Warning, match=r"first row's target cell 'species' is in no other row.*"
+                                     r"--target species"):
+        load_file(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = load_file(path, target="species")
+    assert ds.feature_names == ("400.5", "450.5", "500.5") and ds.class_names == ("c", "d")
