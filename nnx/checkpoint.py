@@ -502,6 +502,17 @@ def check_meta(meta):
                              f"numbers, booleans, None, lists, dicts with str keys): {problem}")
 
 
+def _training_arrays(training, arrays):
+    """The names of a training checkpoint's own arrays (the best parameters,
+    the optimiser's and the callbacks' state): ``resume=``'s, not the
+    ``extra=`` a user gave, which is all ``checkpoint_extra`` shows."""
+    if not isinstance(training, dict):
+        return set()
+    keys = training.get("callbacks")
+    prefixes = ("optim.", *(f"{k}." for k in (keys if isinstance(keys, dict) else ())))
+    return {k for k in arrays if k == "good_params" or k.startswith(prefixes)}
+
+
 def load_network(path, backend="cpu", dtype=None, cls=None, precision=None):
     """The network saved at ``path``, rebuilt on ``backend`` in its saved dtype
     unless ``dtype``, with ``precision`` (default float32; see
@@ -547,7 +558,8 @@ def load_network(path, backend="cpu", dtype=None, cls=None, precision=None):
     except MemoryError as exc:  # the device's memory (CuPy's OutOfMemoryError is one)
         raise CheckpointError(f"checkpoint {str(path)!r}: not enough free memory to load its "
                               f"network ({type(exc).__name__}: {exc})") from None
-    net.checkpoint_extra = {k: v for k, v in arrays.items() if k != "params"}
+    state = _training_arrays(header.get("training"), arrays)
+    net.checkpoint_extra = {k: v for k, v in arrays.items() if k != "params" and k not in state}
     meta = header.get("meta")
     net.checkpoint_meta = meta if isinstance(meta, dict) else {}
     net._loaded_from = os.fspath(path)  # fit(restart=True) warns before redrawing

@@ -574,3 +574,19 @@ def test_a_resume_refused_after_the_optimiser_was_planned_ends_its_run(tmp_path)
         fit_run(make_run()[0], optim, resume=path, callbacks=[_PickyState()])
     with pytest.raises(nnx.InputValueError, match=r"outside a run would be replaced"):
         optim.lr = 0.5
+
+
+def test_a_training_checkpoint_loads_with_the_extra_it_was_given_alone(tmp_path):
+    """checkpoint_extra of a training checkpoint held the optimiser's moments,
+    the best parameters and EarlyStopping's copy of them too (each the size
+    of the network), where the docs promise what save was given."""
+    path = tmp_path / "run.npz"
+    mean = np.arange(4.0)
+    fit_run(make_run()[0], nnx.Adam(0.01), callbacks=[
+        nnx.Checkpoint(path, extra={"x_mean": mean}), nnx.EarlyStopping(3)])
+    back = nnx.NeuralNetwork.load(path)
+    assert sorted(back.checkpoint_extra) == ["x_mean"]
+    np.testing.assert_array_equal(back.checkpoint_extra["x_mean"], mean)
+    resumed = fit_run(make_run()[0], nnx.Adam(0.01), resume=path, callbacks=[
+        nnx.Checkpoint(path, extra={"x_mean": mean}), nnx.EarlyStopping(3)])
+    assert resumed.epochs_run >= 1  # resume still finds every array it needs
