@@ -473,8 +473,11 @@ def json_problem(value, where):
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
+                back = next(iter(json.loads(json.dumps({key: 0}))), None) \
+                    if key is None or isinstance(key, (int, float)) else None
                 return (f"{where} has the key {key!r} ({type(key).__name__}): JSON's keys are "
-                        f"strings, so it would come back as {json.dumps(str(key))}")
+                        + (f"strings, so it would come back as {json.dumps(back)}"
+                           if back is not None else "strings, and it cannot write this one"))
             problem = json_problem(item, f"{where}[{key!r}]")
             if problem:
                 return problem

@@ -284,7 +284,7 @@ def _nnx_file_problem(path, kind):
     """Why the existing file ``path`` is not one nnx wrote as ``kind`` ("log":
     a training log; else a model or checkpoint), or "" (also where nothing
     is there): nnx train replaces only its own files."""
-    if not os.path.isfile(path):
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:  # a placeholder (mktemp)
         return ""
     if kind == "log":
         try:
@@ -760,7 +760,8 @@ def cmd_evaluate(args):
         if args.target is not None and str(args.target) != str(own):
             raise UsageError(f"--target {args.target} applies to a file given with --data; "
                              f"{args.checkpoint} goes back to the file it was trained on, "
-                             f"whose target is {own!r}")
+                             "whose target is "
+                             + (repr(own) if own is not None else "its last column"))
         args.data = trained_file.get("path")  # the file it was trained on, if still there
         if not isinstance(args.data, str) or not os.path.isfile(args.data):
             raise UsageError(f"{args.checkpoint} was trained on the file {args.data!r}, which "

@@ -33,6 +33,7 @@ import hashlib
 import itertools
 import os
 import re
+import shlex
 import warnings
 import zipfile
 import zlib
@@ -260,8 +261,8 @@ def _read_table(path, target, dtype, delimiter, features=None):
                            "(fill or drop missing values before training)")
     names = [header[i] for i in columns] if header is not None else None
     labels = np.char.strip(labels)
-    _refuse_missing_labels(labels, shown, repr(header[t]) if header is not None else str(t))
     if features is None:  # training's read (evaluation reads the columns trained on)
+        _refuse_missing_labels(labels, shown, repr(header[t]) if header is not None else str(t))
         if header is None:
             _warn_of_a_header_of_numbers(labels, shown)
         _warn_of_row_numbers(X, names, columns, shown)
@@ -269,8 +270,10 @@ def _read_table(path, target, dtype, delimiter, features=None):
     return X, labels, (header[t] if header is not None else t), names
 
 
-# cells that stand for a missing value (pandas reads these as NaN, among others)
-_MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "?", "-", "#n/a"})
+# cells that stand for a missing value (pandas reads these as NaN, among others):
+# a label of their own among text labels ('None', the class '-' of credit data),
+# but missing among numbers; an empty or NaN cell is missing among either
+_MISSING = frozenset({"na", "n/a", "null", "none", "?", "-", "#n/a"})
 
 
 def _warn_of_a_header_of_numbers(labels, shown):
@@ -281,8 +284,8 @@ def _warn_of_a_header_of_numbers(labels, shown):
     _checks.warn_caller(
         f"{shown!r}: the first row's target cell {str(labels[0])!r} is in no other row, so "
         "that row was read as a sample; if it names the columns (feature names that are "
-        f"numbers), name the target column (nnx train --target {labels[0]}), which makes the "
-        "row the header", InputWarning)
+        f"numbers), name the target column (nnx train --target {shlex.quote(str(labels[0]))}),"
+        " which makes the row the header", InputWarning)
 
 
 def _refuse_repeated_names(header, shown):
@@ -300,7 +303,12 @@ def _refuse_missing_labels(labels, shown, column):
     """An empty or NA label cell is a missing label, not a class of its own."""
     if labels.size == 0:
         return
-    missing = np.isin(np.char.lower(labels), list(_MISSING))
+    lower = np.char.lower(labels)
+    missing = (lower == "") | (lower == "nan")
+    marked = np.isin(lower, list(_MISSING))
+    if marked.any() and all(_is_number(v) for v in np.unique(labels[~marked | missing]).tolist()
+                            if v):
+        missing |= marked  # NA among numbers: no class of its own
     if missing.any():
         rows = np.flatnonzero(missing)
         more = f" (and {rows.size - 1} more rows)" if rows.size > 1 else ""

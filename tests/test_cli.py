@@ -1036,6 +1036,9 @@ def test_an_output_flag_never_replaces_the_data_or_a_file_nnx_did_not_write(tmp_
     assert_one_line_error(nnx_cli("export", "m.npz", "v.csv", cwd=tmp_path),
                           "'v.csv' exists and is not a .onnx file")
     assert {p: p.read_bytes() for p in (data, other)} == kept
+    (tmp_path / "placeholder.npz").write_bytes(b"")  # as mktemp leaves one: replaced
+    r = nnx_cli("train", *quick, "--out", "placeholder.npz", cwd=tmp_path)
+    assert r.returncode == 0 and (tmp_path / "placeholder.npz").stat().st_size > 0, r.stderr
 
 
 def test_evaluate_refuses_another_target_for_the_file_it_goes_back_to(tmp_path):

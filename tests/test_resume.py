@@ -590,3 +590,33 @@ def test_a_training_checkpoint_loads_with_the_extra_it_was_given_alone(tmp_path)
     resumed = fit_run(make_run()[0], nnx.Adam(0.01), resume=path, callbacks=[
         nnx.Checkpoint(path, extra={"x_mean": mean}), nnx.EarlyStopping(3)])
     assert resumed.epochs_run >= 1  # resume still finds every array it needs
+
+
+def test_a_second_early_stopping_state_is_checked_as_the_first_is(tmp_path):
+    """The resume checks named only 'early_stopping': a bad state of the
+    second one ('early_stopping#2') failed mid-training with a raw TypeError."""
+    from nnx import checkpoint as ck
+    path = tmp_path / "run.npz"
+
+    def callbacks():
+        return [nnx.EarlyStopping(3), nnx.EarlyStopping(None, monitor="accuracy")]
+    with pytest.raises(KeyboardInterrupt):
+        fit_run(*make_run(), callbacks=callbacks() + [_StopAt(3)], checkpoint=path)
+    header, arrays = ck.read(path)
+    header["training"]["callbacks"]["early_stopping#2"]["bad_evals"] = "x"
+    ck.write(path, header, arrays)
+    with pytest.raises(CheckpointError, match=r"callbacks\.early_stopping#2\.bad_evals"):
+        fit_run(*make_run(), callbacks=callbacks(), resume=path)
+
+
+def test_a_callback_without_state_in_the_checkpoint_warns_that_it_starts_afresh(tmp_path):
+    """A checkpoint written before same-key callbacks were told apart holds
+    one state for the key: the second callback started afresh, silently."""
+    path = tmp_path / "run.npz"
+    with pytest.raises(KeyboardInterrupt):
+        fit_run(*make_run(), callbacks=[_Counter(1), _StopAt(3)], checkpoint=path)
+    counters = [_Counter(1), _Counter(2)]
+    with pytest.warns(Warning, match=r"holds no state for _Counter \(state_key 'counter#2'\), "
+                                     "which starts afresh"):
+        fit_run(*make_run(), callbacks=counters, resume=path)
+    assert counters[0].n > counters[1].n

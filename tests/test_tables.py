@@ -361,17 +361,27 @@ def test_many_whole_number_classes_of_few_rows_suggest_a_regressor(tmp_path):
 
 
 # ------------------------------------- from a probe with an analyst's own files
-@pytest.mark.parametrize("missing", ["", "NA", "n/a", "?", "NaN"])
-def test_a_missing_label_is_refused_by_row_not_made_a_class(tmp_path, missing):
-    """An empty or NA target cell trained a class '' (or 'NA') of its own,
-    with no more than a one-row-class warning."""
-    rows = [[i, i % 3, "ab"[i % 2]] for i in range(40)]
+@pytest.mark.parametrize("missing,labels", [("", "ab"), ("NaN", "ab"), ("NA", "12"),
+                                            ("?", "01"), ("null", "01")])
+def test_a_missing_label_is_refused_by_row_not_made_a_class(tmp_path, missing, labels):
+    """An empty or NaN target cell (among any labels), or NA, ? and the like
+    among numeric labels, trained a class of its own, with no more than a
+    one-row-class warning."""
+    rows = [[i, i % 3, labels[i % 2]] for i in range(40)]
     rows[6][2] = missing
     path = _write_csv(tmp_path / "m.csv", ["x", "z", "label"], rows)
     shown = "an empty cell" if missing == "" else repr(missing)
     with pytest.raises(DatasetError, match=rf"data row 7, column 'label' \(the target\) holds "
                                            rf"{re.escape(shown)}, a missing label"):
         load_file(path)
+
+
+@pytest.mark.parametrize("names", [("+", "-"), ("None", "Insomnia"), ("NA", "EU")])
+def test_words_that_can_mean_missing_are_classes_among_text_labels(tmp_path, names):
+    """Credit data's classes + and -, a sleep study's None, North America's NA."""
+    rows = [[i, i % 3, names[i % 2]] for i in range(40)]
+    ds = load_file(_write_csv(tmp_path / "c.csv", ["x", "z", "label"], rows))
+    assert ds.class_names == tuple(sorted(names))
 
 
 def test_two_columns_of_one_name_are_refused_at_training(tmp_path):

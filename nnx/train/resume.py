@@ -219,14 +219,15 @@ def _check_state(run, path, state, arrays, parameters=True):
     callbacks = f.table("callbacks", state["callbacks"])
     for key, data in callbacks.items():
         f.table(f"callbacks.{key}", data)
-    if "early_stopping" in callbacks:
-        f.integer("callbacks.early_stopping.bad_evals",
-                  callbacks["early_stopping"].get("bad_evals"))
-        f.number("callbacks.early_stopping.best_value",
-                 callbacks["early_stopping"].get("best_value"), none=True)
-        if "early_stopping.best_params" in arrays:
-            f.flat("early_stopping.best_params", arrays["early_stopping.best_params"], n, dtype,
-                   finite=True)
+    from .callbacks import EarlyStopping
+    for cb in run.callbacks:  # each early stopping's own key: early_stopping, early_stopping#2
+        key = run.state_keys.get(id(cb))
+        if not isinstance(cb, EarlyStopping) or key not in callbacks:
+            continue
+        f.integer(f"callbacks.{key}.bad_evals", callbacks[key].get("bad_evals"))
+        f.number(f"callbacks.{key}.best_value", callbacks[key].get("best_value"), none=True)
+        if f"{key}.best_params" in arrays:
+            f.flat(f"{key}.best_params", arrays[f"{key}.best_params"], n, dtype, finite=True)
     _check_history(f, state)
 
 
@@ -313,6 +314,10 @@ def load_run(run, path):
     optim.load_checkpoint_state(state["optimizer"], _split(arrays, "optim."), run.epoch)
     for cb in run.callbacks:
         key = run.state_keys.get(id(cb))
+        if key is not None and key not in state["callbacks"] and run.comm.rank == 0:
+            warn_caller(  # a callback added since, or a second one of a key saved
+                f"resume: checkpoint {str(path)!r} holds no state for {type(cb).__name__} "
+                f"(state_key {key!r}), which starts afresh", InputWarning)
         if key is not None and key in state["callbacks"]:
             try:  # a callback of one's own may check nothing itself
                 cb.load_checkpoint_state(
