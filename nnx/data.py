@@ -800,13 +800,18 @@ def _check_stat(values, name, n_features):
     return values
 
 
-def standardize_with(X, mean, scale, *, inplace=False):
+def standardize_with(X, mean, scale, *, inplace=False, dtype=None):
     """``(X - mean) / scale`` for each feature (column) of ``X``, with the
     statistics given (such as ``feature_stats`` of the training rows, or those
     saved beside a network), in the dtype NumPy gives these arrays: float32
     for float32 data and statistics. ``inplace=True`` writes the result into
     ``X``, which must then be a writable array of that dtype; should the
-    result overflow, ``X`` is left partly standardised."""
+    result overflow, ``X`` is left partly standardised. ``dtype`` (such as
+    the network's "float32") stores the result in that dtype, computed as
+    above a block of rows at a time: the values of ``.astype(dtype)`` of the
+    result, without a full-size result in the wider dtype (float64 data
+    into a float32 network: one copy of half the size, which fit then
+    trains on without another)."""
     X = _host_array(X, "X", inplace)
     if X.ndim != 2:
         raise InputValueError(f"X must be 2-D (rows, features), got shape {X.shape}")
@@ -823,19 +828,31 @@ def standardize_with(X, mean, scale, *, inplace=False):
     if X.dtype.kind == "f" and not host.all_finite(X):
         raise InputValueError(f"X contains {int(np.count_nonzero(~np.isfinite(X)))} NaN or "
                               "infinite value(s)")
-    dtype = np.result_type(X, mean, scale)
-    if inplace and dtype != X.dtype:
+    dtype_in = np.result_type(X, mean, scale)
+    stored = dtype_in if dtype is None else _check_dtype(dtype)
+    if inplace and (dtype_in != X.dtype or stored != X.dtype):
         raise InputTypeError(f"X is {X.dtype}, but standardised with a {mean.dtype} mean and "
-                             f"{scale.dtype} scale it becomes {dtype}, so it cannot be "
-                             "overwritten; pass inplace=False or statistics of X's dtype")
-    out = X if inplace else np.empty(X.shape, dtype=dtype)
+                             f"{scale.dtype} scale it becomes {dtype_in}"
+                             + (f", stored as {stored}" if stored != dtype_in else "")
+                             + ", so it cannot be overwritten; pass inplace=False or "
+                             "statistics of X's dtype")
+    out = X if inplace else np.empty(X.shape, dtype=stored)
     # the same two rounded operations as (X - mean) / scale, without its temporary
     with np.errstate(over="ignore"):  # checked just below, naming the row
-        np.subtract(X, mean, out=out)
-        np.divide(out, scale, out=out)
+        if stored == dtype_in:
+            np.subtract(X, mean, out=out)
+            np.divide(out, scale, out=out)
+        else:  # a block of rows at a time through a scratch block, then stored
+            rows = max(1, (1 << 20) // max(1, X.shape[1]))
+            scratch = np.empty((min(rows, X.shape[0]), X.shape[1]), dtype_in)
+            for lo in range(0, X.shape[0], rows):
+                block = scratch[:min(rows, X.shape[0] - lo)]
+                np.subtract(X[lo:lo + len(block)], mean, out=block)
+                np.divide(block, scale, out=block)
+                out[lo:lo + len(block)] = block
     if out.dtype.kind == "f" and not host.all_finite(out):
         row = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
-        raise InputValueError(f"X row {row} lies beyond the {dtype} range once standardised "
+        raise InputValueError(f"X row {row} lies beyond the {stored} range once standardised "
                               "with this mean and scale")
     return out
 

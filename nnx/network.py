@@ -619,7 +619,7 @@ class NeuralNetwork:
     def loss_on(self, X, y, batch_size=1024):
         """Mean loss over ``(X, y)`` in inference mode, as a 0-d device array."""
         batch_size = _checks.integer("batch_size", batch_size)
-        X = self.as_input(X)
+        X = self.as_input(X, convert=False)  # checked; mean_loss converts it by chunks
         if not self.built:
             self.build(int(X.shape[1]))
         return self.mean_loss(X, self.as_target(y, int(X.shape[0])), batch_size)
@@ -636,7 +636,9 @@ class NeuralNetwork:
         total = correct = None
         for i in range(0, n, batch_size):
             rows = min(batch_size, n - i)
-            out, target = self._infer(X[i:i + rows, :]), y[i:i + rows, :]
+            part = X[i:i + rows, :]  # host rows (from loss_on) converted a chunk at a time
+            out = self._infer(part if host.is_sparse(part) else b.asarray(part))
+            target = y[i:i + rows, :]
             part = self.loss.forward(out, target) * (rows / n)
             total = part if total is None else total + part
             if accuracy:

@@ -705,3 +705,17 @@ def test_adam_with_a_bias_corrected_eps_is_scikit_learns_step(backend_name_):
         method(b, p, b.asarray(g), mm, vv, lr, b.asarray(np.int64(t), dtype=b.xp.int64),
                b1, b2, eps, 0.0, eps_bias_corrected=True)
         np.testing.assert_allclose(b.to_numpy(p), want, rtol=1e-13, atol=1e-15)
+
+
+def test_sparse_rows_of_another_dtype_share_their_index_arrays():
+    """astype copied the int32 indices and the row pointers beside the values."""
+    import scipy.sparse as sp
+
+    from nnx.backend import host
+    X = sp.random(200, 50, density=0.1, format="csr", random_state=0)
+    for cls in (sp.csr_matrix, sp.csr_array):
+        got = host.check_sparse_features(cls(X), dtype="float32")
+        assert type(got) is cls and got.dtype == np.float32
+        assert np.shares_memory(got.indices, X.indices) and np.shares_memory(got.indptr, X.indptr)
+        np.testing.assert_array_equal(got.toarray(), X.astype(np.float32).toarray())
+    assert host.check_sparse_features(X, dtype="float64") is X

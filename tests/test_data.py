@@ -1038,3 +1038,26 @@ def test_a_dataset_dtype_other_than_float32_or_float64_is_refused(dtype):
     with pytest.raises(InputValueError, match=f"dtype={dtype!r}: expected 'float32' or "
                                               "'float64'"):
         load_dataset("digits", dtype=dtype)
+
+
+def test_standardize_with_a_dtype_stores_the_result_without_a_wide_copy():
+    """float64 data standardised for a float32 network made a float64 result
+    (twice the float32 data) and fit then a float32 copy of it."""
+    import tracemalloc
+
+    from nnx.data import feature_stats, standardize_with
+    X = np.random.default_rng(0).standard_normal((20_000, 300)) * 3 + 5
+    mean, std = feature_stats(X)
+    want = standardize_with(X, mean, std).astype(np.float32)
+    tracemalloc.start()
+    try:
+        got = standardize_with(X, mean, std, dtype="float32")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got.dtype == np.float32 and np.array_equal(got, want)
+    assert peak < want.nbytes + 9e6  # the result and an 8 MiB block, not a float64 result
+    from nnx import InputTypeError
+    with pytest.raises(InputTypeError, match="stored as float32, so it cannot be "
+                                                 "overwritten"):
+        standardize_with(X, mean, std, dtype="float32", inplace=True)

@@ -1083,3 +1083,23 @@ def test_dataframes_of_nullable_numbers_train_and_other_columns_are_named():
     net = nnx.NeuralNetwork([nnx.Dense(3, "linear")], "softmax_cross_entropy", seed=0)
     net.build(4)
     assert net.predict(flags).shape == (60, 3)
+
+
+def test_loss_on_converts_host_rows_a_chunk_at_a_time():
+    """loss_on copied all of a float64 X into the float32 network's dtype
+    first (as much memory as X in float32); predict and accuracy did not."""
+    import tracemalloc
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((20_000, 300)), np.arange(20_000) % 3
+    net = nnx.NeuralNetwork([nnx.Dense(8, "relu"), nnx.Dense(3, "linear")],
+                            nnx.SoftmaxCrossEntropy(), seed=0)
+    net.build(300)
+    want = float(net.mean_loss(net.as_input(X), net.as_target(y, 20_000)))
+    tracemalloc.start()
+    try:
+        got = float(net.loss_on(X, y))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got == want
+    assert peak < X.size * 4 / 4

@@ -598,3 +598,27 @@ def test_the_judgement_against_a_constant_takes_a_block_of_rows_at_a_time(monkey
         with pytest.warns(InputWarning, match="learned nothing"):
             MLPClassifier(alpha=1000.0, max_iter=30, random_state=0).fit(X, y)
     assert seen and max(seen) <= 50
+
+
+def test_predicting_from_another_dtype_than_the_fits_converts_by_chunks():
+    """predict, predict_proba and score converted all of a float64 X to the
+    float32 fit's dtype first; the network converts a chunk at a time."""
+    import tracemalloc
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40_000, 300))
+    y = (X[:, 0] > 0).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = MLPClassifier((8,), dtype="float32", max_iter=2, random_state=0)
+        est.fit(X[:500], y[:500])
+    want = est.predict_proba(X.astype(np.float32))
+    tracemalloc.start()
+    try:
+        got = est.predict_proba(X)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(got, want)
+    assert peak < X.size * 4 / 2  # 4096-row chunks, not X in float32
+    pixels = (np.abs(X[:100]) * 40).astype(np.uint8)
+    np.testing.assert_array_equal(est.predict(pixels), est.predict(pixels.astype(np.float32)))

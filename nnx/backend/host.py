@@ -43,7 +43,11 @@ def check_sparse_features(X, name="X", n_features=None, dtype=None):
     X = X.tocsr()
     check_features(X.data.reshape(1, -1) if X.nnz else np.zeros((1, 1)), name + "'s values",
                    dtype=dtype)
-    return X.astype(dtype, copy=False) if dtype is not None else X
+    if dtype is None or X.dtype == np.dtype(dtype):
+        return X
+    # the stored values converted, the index arrays shared (astype copies all three:
+    # int32 indices are as large as float32 values); nnx never reorders them in place
+    return type(X)((X.data.astype(dtype), X.indices, X.indptr), shape=X.shape)
 
 
 def sparse_row_sums(X):

@@ -187,9 +187,10 @@ def prepare_predict(est, X):
     else:
         _refuse_sparse_on_gpu(est, X)
         X = _refuse_strings(X)
-        X = validate_data(est, X, dtype=np.dtype(est._fit_dtype), accept_sparse="csr",
-                          reset=False)
-        host = True
+        # checked in its own numeric dtype: the network converts it a chunk of rows at a
+        # time (a whole converted copy cost as much memory as X in the fit's dtype)
+        X = validate_data(est, X, dtype="numeric", accept_sparse="csr", reset=False)
+        return X, True
     return X.astype(est._fit_dtype, copy=False), host
 
 
