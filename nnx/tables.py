@@ -266,7 +266,11 @@ def _read_table(path, target, dtype, delimiter, features=None):
         if header is None:
             _warn_of_a_header_of_numbers(labels, shown)
         _warn_of_row_numbers(X, names, columns, shown)
-        _warn_of_rounding(path, X, header, columns, shown, options)
+        _warn_of_rounding(
+            X, lambda idx: _columns(path, header, shown, usecols=[columns[j] for j in idx],
+                                    dtype=np.float64, ndmin=2, **options),
+            lambda j: repr(header[columns[j]]) if header is not None else f"column {columns[j]}",
+            shown)
     return X, labels, (header[t] if header is not None else t), names
 
 
@@ -318,11 +322,12 @@ def _refuse_missing_labels(labels, shown, column):
                            "label them) before training")
 
 
-def _warn_of_rounding(path, X, header, columns, shown, options):
+def _warn_of_rounding(X, exact, name_of, shown):
     """A float32 feature of large values that vary little (timestamps, ids)
     is rounded to float32's steps as it is read: 1.6e9 in steps of 128,
     which can erase the differences a model needs. Such columns are read
-    again in float64 (only they, and only when there are any) to tell."""
+    again in float64 (``exact(indices)``: only they, and only when there are
+    any) to tell; ``name_of(index)`` names one."""
     if X.dtype != np.float32 or X.shape[0] < 2:
         return
     hi, lo = X.max(axis=0), X.min(axis=0)
@@ -331,14 +336,11 @@ def _warn_of_rounding(path, X, header, columns, shown, options):
     suspects = np.flatnonzero((size >= 1024) & (step > 1e-3 * (hi - lo)))
     if suspects.size == 0:
         return
-    exact = _columns(path, header, shown,
-                     usecols=[columns[j] for j in suspects], dtype=np.float64, ndmin=2,
-                     **options)
-    spread = exact.std(axis=0)
+    spread = exact(suspects).std(axis=0)
     lost = [j for j, sd in zip(suspects, spread) if sd > 0 and step[j] > 0.01 * sd]
     if lost:
         j = lost[0]
-        name = repr(header[columns[j]]) if header is not None else f"column {columns[j]}"
+        name = name_of(j)
         more = f" (and {len(lost) - 1} more columns)" if len(lost) > 1 else ""
         _checks.warn_caller(
             f"{shown!r}: {name}{more} holds values near {size[j]:.4g} that vary by about "
@@ -441,7 +443,10 @@ def _read_npz(path, target, dtype):
         if y.ndim != 1 or y.shape[0] != X.shape[0]:
             raise DatasetError(f"{shown!r}: its labels have shape {y.shape} beside {name} "
                                f"{X.shape}; expected one label per row ({X.shape[0]},)")
-        X = X.astype(dtype, copy=False)
+        source, X = X, X.astype(dtype, copy=False)
+        if name in ("X", "X_train") and source.dtype.itemsize > X.dtype.itemsize:
+            _warn_of_rounding(X, lambda idx, a=source: a[:, idx].astype(np.float64),
+                              lambda j, n=name: f"{n}[:, {j}]", shown)
         if not host.all_finite(X):
             row, col = (int(i[0]) for i in np.nonzero(~np.isfinite(X)))
             raise DatasetError(f"{shown!r}: {name}[{row}, {col}] is {X[row, col]}; expected a "
