@@ -21,6 +21,8 @@ the numbers (and the loss scaling) can be tried and tested anywhere.
 
 from __future__ import annotations
 
+import numpy as np
+
 from . import _checks
 from .backend import PRECISIONS
 
@@ -47,8 +49,12 @@ class LossScaler:
     def __init__(self, init_scale=2.0 ** 16, growth_factor=2.0, backoff_factor=0.5,
                  growth_interval=2000):
         self.init_scale = _checks.number("init_scale", init_scale)
-        if self.init_scale <= 0:
-            raise _checks.InputValueError(f"init_scale={init_scale!r} must be above 0")
+        tiny, big = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
+        if not tiny <= self.init_scale <= big:  # the scale lives in float32
+            raise _checks.InputValueError(
+                f"init_scale={init_scale!r} must be above 0 and within float32's normal range "
+                f"({tiny:.3g} to {big:.3g}): the scale is a float32, and 1/scale undoes it "
+                "(1e39 would be infinite, every step skipped; 1e-46 zero)")
         self.growth_factor = _checks.number("growth_factor", growth_factor)
         if self.growth_factor <= 1.0:
             raise _checks.InputValueError(f"growth_factor={growth_factor!r} must be above 1")

@@ -237,7 +237,7 @@ def test_a_float16_run_resumes_exactly_with_its_loss_scale(tmp_path):
         return net, hist
 
     def stop(epoch, record):
-        if epoch == 2:
+        if epoch == 3:  # after the checkpoint of epoch 2
             raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
         fit(checkpoint=path, checkpoint_every=1, callback=stop)
@@ -361,3 +361,45 @@ def test_float16_refuses_inputs_beyond_its_range_and_says_why_a_run_diverged():
                                         r"matrix product's inputs"):
         warnings.simplefilter("ignore")  # the loss's own warnings on the way
         nnx.Trainer(net("float16"), nnx.SGD(1e4)).fit(Xs, rng.integers(0, 3, 200), epochs=3)
+
+
+@pytest.mark.parametrize("init", [1e39, 1e-46, 1e-40])
+def test_a_loss_scale_float32_cannot_hold_is_refused(init):
+    """1e39 became an infinite float32 scale (every step skipped, silently);
+    1e-46 a zero one (its inverse infinite: NaN weights, blamed on the inputs)."""
+    with pytest.raises(nnx.InputValueError, match=r"init_scale=.* within float32's normal "
+                                                  "range"):
+        LossScaler(init_scale=init)
+    LossScaler(init_scale=3e38)
+
+
+def test_float16_inputs_that_float32_rounds_to_65520_are_refused():
+    """65519.999 passed the check (below 65520) and became 65520.0 in the
+    float32 network, then infinite in float16: every step skipped, silently."""
+    X = np.random.default_rng(0).standard_normal((20, 5))
+    X[0, 0] = 65519.999
+    net = _net()
+    with pytest.raises(nnx.InputValueError, match="beyond float16's range"):
+        nnx.Trainer(net, nnx.SGD(0.01)).fit(X, np.arange(20) % 4, epochs=1, batch_size=10)
+    X[0, 0] = 65519.0  # float32 holds it: 65504 in float16
+    nnx.Trainer(_net(), nnx.SGD(0.01)).fit(X, np.arange(20) % 4, epochs=1, batch_size=10)
+
+
+def test_resume_refuses_a_loss_scaler_of_other_rules(tmp_path):
+    """The scale and count came back, then followed the new scaler's rules."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 5)), np.arange(40) % 4
+    path = tmp_path / "run.npz"
+    kw = dict(epochs=4, eval_every=2, batch_size=10)
+
+    def stop(epoch, record):
+        if epoch == 3:  # after the checkpoint of epoch 2
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        nnx.Trainer(_net(), nnx.Adam(0.01)).fit(X, y, checkpoint=path, callback=stop, **kw)
+    other = _net(scaler=LossScaler(growth_interval=10))
+    with pytest.raises(nnx.InputValueError, match=r"written with the loss scaler "
+                                                  r"LossScaler\(.*growth_interval=2000\), this "
+                                                  r"network has LossScaler\(.*growth_interval=10"):
+        nnx.Trainer(other, nnx.Adam(0.01)).fit(X, y, resume=path, **kw)
+    nnx.Trainer(_net(), nnx.Adam(0.01)).fit(X, y, resume=path, **kw)

@@ -141,7 +141,9 @@ HALF_MAX = 65504.0  # float16's largest finite value (from 65520 up, rounding gi
 def check_half_range(largest, name):
     """Inputs of a float16-precision network are float16 operands of the
     first product: a magnitude of 65520 or more would become infinite there."""
-    if largest >= 65520.0:
+    with np.errstate(over="ignore"):  # as float32 holds it: 65519.999 is 65520, 1e39 inf
+        held = float(np.float32(largest))
+    if held >= 65520.0:
         raise InputValueError(
             f"{name} has magnitudes up to {largest:g}, beyond float16's range (largest "
             f"{HALF_MAX:g}), in which precision='float16' multiplies matrices: standardise "

@@ -430,6 +430,7 @@ class Optimizer:
         scaler = getattr(self.net, "loss_scaler", None)
         if scaler is not None:  # float16: the loss scale and its count of good steps
             data["loss_scale"] = list(scaler.state(b))
+            data["loss_scaler"] = repr(scaler)  # its rules, which resume= compares
         return data, dict(self.state)
 
     def load_checkpoint_state(self, data, arrays, epoch):

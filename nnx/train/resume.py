@@ -44,6 +44,14 @@ def _check_same_run(run, path, header, state):
                   for k in differ if k not in ("layers", "loss", "dtype", "precision")]
         raise InputValueError(f"resume={str(path)!r} was written for another network: "
                               + "; ".join(words))
+    saved_scaler = state["optimizer"].get("loss_scaler") \
+        if isinstance(state.get("optimizer"), dict) else None
+    scaler = getattr(run.net, "loss_scaler", None)
+    if saved_scaler is not None and scaler is not None and saved_scaler != repr(scaler):
+        raise InputValueError(f"resume={str(path)!r} was written with the loss scaler "
+                              f"{saved_scaler}, this network has {scaler!r}: a resumed run "
+                              "goes on with the saved scale under the saved rules; give the "
+                              "network that scaler")
     changed = run.settings.differences(state["settings"])
     if changed:
         hint = ""
