@@ -195,7 +195,8 @@ def _check_training_flags(args):
         raise UsageError(f"--eval-every {args.eval_every}: must be between 1 and --epochs "
                          f"{args.epochs}")
     _check_data_flags(args)
-    get_backend(args.backend, args.dtype)  # a missing CuPy is reported before the data load
+    if getattr(args, "scheduler", None) is None:  # a cluster's workers run it, not this machine
+        get_backend(args.backend, args.dtype)  # a missing CuPy is reported before the data load
 
 
 def _check_data_flags(args, default="digits"):

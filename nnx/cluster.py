@@ -213,7 +213,7 @@ def _result(future, item, done, total):
     except CancelledError as exc:
         reason = (f"a worker died or left and took it or its shared data with it, which "
                   f"Dask cannot recover (out of memory? see the workers' logs): {exc}")
-    raise ClusterError(f"the Dask cluster lost the task for {item!r} ({done} of {total} "
+    raise ClusterError(f"the Dask cluster lost the task of item {item!r} ({done} of {total} "
                        f"finished before it): {reason}") from None
 
 

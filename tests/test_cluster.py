@@ -96,7 +96,7 @@ def test_a_worker_that_dies_ends_the_run_with_the_finished_steps_written(tmp_pat
     err = capsys.readouterr().err
     assert status == 2, err
     assert "stopped by an error after 1 finished step(s); writing them" in err
-    assert ("error: the Dask cluster lost the task for 2 (1 of 3 finished before it): "
+    assert ("error: the Dask cluster lost the task of item 2 (1 of 3 finished before it): "
             "a worker died or left") in err
     saved = json.loads((out / "results.json").read_text())
     assert [row["step"] for row in saved["steps"]] == [1]
@@ -474,3 +474,16 @@ def test_the_same_data_shared_again_on_one_client(client):
                         X, y, client=client)
         assert search.cv_results_["mean_test_score"].shape == (1,)
     assert list(cluster.map_shared(_shared_sum, range(3), X, client=client)) == want
+
+
+def test_reproduce_on_a_scheduler_leaves_the_gpu_check_to_its_workers(monkeypatch, capsys):
+    """--backend gpu --scheduler ADDR was refused on a client without CuPy,
+    though the cluster's workers run the steps (the docs' GPU example)."""
+    from nnx import cli, cluster
+
+    def reached(*args, **kwargs):
+        raise cluster.ClusterError("the steps went to the cluster")
+    monkeypatch.setattr(cluster, "map_shared", reached)
+    code = cli.main(["reproduce", "--backend", "gpu", "--scheduler", "tcp://127.0.0.1:8786",
+                     "--steps", "1", "--quiet"])
+    assert code != 0 and "the steps went to the cluster" in capsys.readouterr().err

@@ -622,3 +622,19 @@ def test_predicting_from_another_dtype_than_the_fits_converts_by_chunks():
     assert peak < X.size * 4 / 2  # 4096-row chunks, not X in float32
     pixels = (np.abs(X[:100]) * 40).astype(np.uint8)
     np.testing.assert_array_equal(est.predict(pixels), est.predict(pixels.astype(np.float32)))
+
+
+def test_an_unfitted_gpu_estimator_unpickled_without_a_gpu_stays_on_the_gpu():
+    """joblib pickles the unfitted estimator to each worker of a search: one
+    without a GPU switched it to the CPU and trained there, in silence (the
+    serial search refused it). A fitted one still predicts on the CPU."""
+    from nnx.backend import gpu_available
+    if gpu_available()[0]:
+        pytest.skip("this machine has a GPU")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back = pickle.loads(pickle.dumps(MLPClassifier(max_iter=2, backend="gpu")))
+    assert back.backend == "gpu"
+    X, y = np.random.default_rng(0).standard_normal((30, 4)), np.arange(30) % 2
+    with pytest.raises(ValueError, match="backend='gpu' cannot run here"):
+        back.fit(X, y)

@@ -170,7 +170,10 @@ class BaseMLP(BaseEstimator):
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        if self.backend == "gpu" and not gpu_available()[0]:
+        # a fitted GPU estimator predicts on a machine without one; an unfitted one
+        # (joblib's copy for a search's worker) stays on the GPU, where a fit on a
+        # worker without one is refused: it trained on the CPU, in silence
+        if self.backend == "gpu" and "coefs_" in self.__dict__ and not gpu_available()[0]:
             warnings.warn(f"{type(self).__name__} was fitted with backend='gpu', which this "
                           "machine cannot run; it continues on the CPU (backend='cpu')",
                           UserWarning, stacklevel=2)
