@@ -1103,3 +1103,21 @@ def test_loss_on_converts_host_rows_a_chunk_at_a_time():
         tracemalloc.stop()
     assert got == want
     assert peak < X.size * 4 / 4
+
+
+def test_regression_targets_whose_squared_errors_overflow_are_refused():
+    """y = 1e20 into a float32 network: loss_on and train_batch gave inf with
+    NumPy's overflow warning, and fit blamed the learning rate (TrainingDiverged)."""
+    X = np.random.default_rng(0).standard_normal((60, 4))
+    net = nnx.NeuralNetwork([nnx.Dense(8, "tanh"), nnx.Dense(1, "linear")], "mse", seed=0)
+    for call in (lambda: net.loss_on(X, np.full(60, 1e20)),
+                 lambda: net.train_batch(X, np.full(60, 1e20)),
+                 lambda: nnx.Trainer(net, nnx.SGD(1e-3)).fit(X, np.full(60, 1e19), epochs=1,
+                                                               batch_size=20)):
+        with pytest.raises(nnx.InputValueError, match=r"y(_train)? holds values up to 1e\+(19|20)"
+                                                      r": the squared errors of .* overflow "
+                                                      "float32"):
+            call()
+    assert np.isfinite(float(net.loss_on(X, np.full(60, 1e15))))
+    net64 = nnx.NeuralNetwork([nnx.Dense(1, "linear")], "mse", seed=0, dtype="float64")
+    assert np.isfinite(float(net64.loss_on(X, np.full(60, 1e20))))

@@ -21,6 +21,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import LabelBinarizer, StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+import nnx
 from nnx import InputWarning
 from nnx import sklearn as mlp
 from nnx.sklearn import MLPClassifier, MLPRegressor
@@ -638,3 +639,43 @@ def test_an_unfitted_gpu_estimator_unpickled_without_a_gpu_stays_on_the_gpu():
     X, y = np.random.default_rng(0).standard_normal((30, 4)), np.arange(30) % 2
     with pytest.raises(ValueError, match="backend='gpu' cannot run here"):
         back.fit(X, y)
+
+
+@pytest.mark.parametrize("weights, expected", [
+    (np.full(60, 1e308), "sums to inf"), ([-1.0] * 30 + [1.0] * 30, "sums to 0")])
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_sample_weights_whose_sum_is_no_positive_finite_number_are_refused(weights, expected,
+                                                                          solver):
+    """1e308 each summed to inf: a NaN fit that returned normally (loss_ nan,
+    weights unmoved, a warning blaming the learning rate); a sum of zero
+    raised ZeroDivisionError from inside NumPy."""
+    X, y = np.random.default_rng(0).standard_normal((60, 4)), np.arange(60) % 3
+    est = MLPClassifier((8,), solver=solver, max_iter=5, random_state=0)
+    with pytest.raises(nnx.InputValueError, match=rf"sample_weight {expected}; the weights "
+                                                  "divide the loss by their sum"):
+        est.fit(X, y, sample_weight=weights)
+    assert not hasattr(est, "coefs_")
+    with pytest.raises(nnx.InputValueError, match="sums to 6e\\+38.*float32"):
+        MLPClassifier((8,), dtype="float32", max_iter=5).fit(X, y,
+                                                             sample_weight=np.full(60, 1e37))
+
+
+def test_dates_and_strings_are_refused_by_fit_as_predict_refuses_them():
+    """A regressor trained on datetime64 targets (nanoseconds since 1970, a
+    loss of 1e30) and fit took datetime or numeric-string X that predict
+    then refused: the work was lost."""
+    import pandas as pd
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((60, 4)), np.arange(60) % 3
+    dates = pd.date_range("2020", periods=60)
+    with pytest.raises(nnx.InputTypeError, match=r"^y holds datetime64\[.*dates and durations"):
+        MLPRegressor(hidden_layer_sizes=(8,), max_iter=5).fit(X, dates.values)
+    with pytest.raises(nnx.InputTypeError, match=r"^y holds timedelta64"):
+        MLPRegressor(hidden_layer_sizes=(8,), max_iter=5).fit(X, pd.Series(dates - dates[0]))
+    with pytest.raises(nnx.InputTypeError, match=r"^X holds datetime64\[s\]"):
+        MLPClassifier(max_iter=5).fit(np.arange(240).reshape(60, 4).astype("datetime64[s]"), y)
+    frame = pd.DataFrame(X, columns=list("abcd")).assign(when=dates)
+    with pytest.raises(nnx.InputTypeError, match=r"^X's column 'when' holds datetime64"):
+        MLPClassifier(max_iter=5).fit(frame, y)
+    with pytest.raises(nnx.InputValueError, match="X holds strings .*training takes numbers"):
+        MLPClassifier(max_iter=5).fit(X.astype(str), y)

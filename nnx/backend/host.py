@@ -4,6 +4,8 @@ be validated here, and errors must name the argument before work starts."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .._checks import InputTypeError, InputValueError
@@ -133,6 +135,24 @@ def _fits(values, name, dtype):
         if largest > limit:
             raise InputValueError(f"{name} has magnitudes up to {largest:g}, beyond the range "
                                   f"of {dtype} (largest {limit:g}); rescale the data")
+
+
+def _refuse_overflowing_errors(y, name, dtype):
+    """Regression targets so large that a batch's squared errors (predictions
+    start near 0) overflow the compute dtype: the loss would be infinite, and
+    fit would blame the learning rate."""
+    if not y.size or not np.issubdtype(y.dtype, np.number):
+        return
+    kind = np.dtype(np.float64 if dtype is None else dtype)
+    terms = min(y.shape[0], 1024) * y.shape[1]  # a batch's squared errors, at most
+    limit = math.sqrt(float(np.finfo(kind).max) / terms)
+    largest = largest_magnitude(y)
+    if largest >= limit:
+        raise InputValueError(
+            f"{name} holds values up to {largest:g}: the squared errors of {terms // y.shape[1]}"
+            f" rows of such targets overflow {kind.name} (largest {float(np.finfo(kind).max):g})"
+            ", so the loss would be infinite; scale the targets (divide them by their "
+            "standard deviation, and multiply the predictions back)")
 
 
 HALF_MAX = 65504.0  # float16's largest finite value (from 65520 up, rounding gives inf)
@@ -285,6 +305,8 @@ def check_targets(y, n_rows, n_classes, name="y", distributions=False, x_name="X
             f"({n_rows}, {n_classes}), got shape {y.shape}"
         )
     _fits(y, name, dtype)
+    if not distributions and not unit:
+        _refuse_overflowing_errors(y, name, dtype)
     if distributions:
         sums = y.sum(axis=1)
         bad = np.flatnonzero((np.abs(sums - 1) > 1e-6) | (y < 0).any(axis=1))

@@ -137,6 +137,10 @@ def prepare_fit(est, X, y, sample_weight, incremental, reset):
         sw = _device_weights(sample_weight, X)
     else:
         _refuse_sparse_on_gpu(est, X)
+        X = _refuse_strings(X, "training takes")  # as predict refuses them, before any work
+        _refuse_times(X, "X")
+        if not est._is_classifier():  # a regressor would learn nanoseconds since 1970
+            _refuse_times(y, "y")
         # C order in the same conversion: batches gather rows (a Fortran-ordered
         # X of another dtype was converted, then copied again by to_device)
         X, y = validate_data(est, X, y, multi_output=True, dtype=_host_dtype(est, reset),
@@ -146,7 +150,37 @@ def prepare_fit(est, X, y, sample_weight, incremental, reset):
         sw = None if sample_weight is None else _check_sample_weight(sample_weight, X)
     # a warm start or partial_fit goes on in the dtype of the first fit
     dtype = est._fit_dtype if not reset and hasattr(est, "_fit_dtype") else est._compute_dtype(X)
+    if sw is not None:
+        _check_weight_sum(sw, dtype)
     return FitData(X, _as_dtype(Y, dtype), _as_dtype(sw, dtype), dtype, stratify)
+
+
+def _refuse_times(a, name):
+    """Dates and durations (NumPy's datetime64/timedelta64, or such pandas
+    columns) are not numbers to train on: as numbers they are counts of
+    nanoseconds (or seconds) since 1970."""
+    kinds = [(None, getattr(a, "dtype", None))] if not hasattr(a, "dtypes") else \
+        list(a.dtypes.items()) if hasattr(a.dtypes, "items") else [(None, a.dtypes)]
+    for column, dtype in kinds:
+        if getattr(dtype, "kind", None) in ("M", "m"):
+            where = f"{name}'s column {column!r}" if column is not None else name
+            raise InputTypeError(f"{where} holds {dtype} values: dates and durations are not "
+                                 "features or targets as they are; convert them to numbers "
+                                 "that mean something (days since a start, say) first")
+
+
+def _check_weight_sum(sw, dtype):
+    """The weights' sum divides the loss: it must be a positive finite number
+    in the compute dtype (1e308 each summed to inf, and the fit to NaN; a sum of
+    zero raised ZeroDivisionError from inside NumPy)."""
+    xp = cupy() if on_device(sw) else np
+    total = float(xp.sum(sw, dtype=xp.float64))
+    limit = float(np.finfo(dtype).max)
+    if not (0 < total <= limit):
+        raise InputValueError(
+            f"sample_weight sums to {total:g}; the weights divide the loss by their sum, which "
+            f"must be above 0 and within {np.dtype(dtype).name}'s range (largest {limit:g}): "
+            "rescale them (only their ratios matter)")
 
 
 def _host_dtype(est, reset):
@@ -194,7 +228,7 @@ def prepare_predict(est, X):
     return X.astype(est._fit_dtype, copy=False), host
 
 
-def _refuse_strings(X):
+def _refuse_strings(X, what="predictions take"):
     """``X`` (a list made an array once), refused if it holds strings:
     scikit-learn predicts from numbers only (its check asks for a numeric
     dtype), where converting to the fit's dtype would read "1.5" as 1.5."""
@@ -204,7 +238,7 @@ def _refuse_strings(X):
         except ValueError:  # ragged rows: scikit-learn's check says so
             return X
     if isinstance(X, np.ndarray) and X.dtype.kind in "US":
-        raise InputValueError(f"X holds strings (dtype {X.dtype}): predictions take numbers; "
+        raise InputValueError(f"X holds strings (dtype {X.dtype}): {what} numbers; "
                               "convert them (X.astype(float)) first")
     return X
 
