@@ -316,9 +316,12 @@ class NeuralNetwork:
             return False
         if any(hasattr(x, a) for a in ("__array_namespace__", "__cuda_array_interface__",
                                        "__dlpack__")):
+            lib = type(x).__module__.split(".")[0]
+            how = f"{name}.numpy() (on the CPU), " if lib == "torch" else ""
             raise InputValueError(
-                f"{name} is an array of {type(x).__module__.split('.')[0]}, not on this "
-                f"network's device ({self.backend.name}); pass a NumPy array or move it first")
+                f"{name} is an array of {lib}, not on this network's device "
+                f"({self.backend.name}), which takes NumPy arrays (and lists, pandas) or arrays "
+                f"of its own device: pass {how}np.asarray({name}), or move it first")
         return True
 
     def as_input(self, X, name="X", rows=False, convert=True):

@@ -1121,3 +1121,13 @@ def test_regression_targets_whose_squared_errors_overflow_are_refused():
     assert np.isfinite(float(net.loss_on(X, np.full(60, 1e15))))
     net64 = nnx.NeuralNetwork([nnx.Dense(1, "linear")], "mse", seed=0, dtype="float64")
     assert np.isfinite(float(net64.loss_on(X, np.full(60, 1e20))))
+
+
+def test_a_torch_tensor_is_refused_with_the_call_that_converts_it():
+    """A CPU tensor got 'not on this network's device (cpu)', which it is, and
+    no word of what to pass instead."""
+    torch = pytest.importorskip("torch")
+    net = nnx.NeuralNetwork([nnx.Dense(3, "linear")], "mse", seed=0)
+    with pytest.raises(nnx.InputValueError, match=r"X is an array of torch.*takes NumPy arrays "
+                                                  r".*pass X\.numpy\(\) \(on the CPU\)"):
+        net.forward(torch.ones(2, 4))
