@@ -830,12 +830,13 @@ def standardize_with(X, mean, scale, *, inplace=False, dtype=None):
                               "infinite value(s)")
     dtype_in = np.result_type(X, mean, scale)
     stored = dtype_in if dtype is None else _check_dtype(dtype)
-    if inplace and (dtype_in != X.dtype or stored != X.dtype):
+    if inplace and dtype is not None and stored != X.dtype:
+        raise InputTypeError(f"dtype={dtype!r} with inplace=True: X is {X.dtype}, so it cannot "
+                             f"hold the result in {stored}; drop dtype= (or pass inplace=False)")
+    if inplace and dtype_in != X.dtype:
         raise InputTypeError(f"X is {X.dtype}, but standardised with a {mean.dtype} mean and "
-                             f"{scale.dtype} scale it becomes {dtype_in}"
-                             + (f", stored as {stored}" if stored != dtype_in else "")
-                             + ", so it cannot be overwritten; pass inplace=False or "
-                             "statistics of X's dtype")
+                             f"{scale.dtype} scale it becomes {dtype_in}, so it cannot be "
+                             "overwritten; pass inplace=False or statistics of X's dtype")
     out = X if inplace else np.empty(X.shape, dtype=stored)
     # the same two rounded operations as (X - mean) / scale, without its temporary
     with np.errstate(over="ignore"):  # checked just below, naming the row

@@ -21,8 +21,6 @@ the numbers (and the loss scaling) can be tried and tested anywhere.
 
 from __future__ import annotations
 
-import numpy as np
-
 from . import _checks
 from .backend import PRECISIONS
 
@@ -49,12 +47,13 @@ class LossScaler:
     def __init__(self, init_scale=2.0 ** 16, growth_factor=2.0, backoff_factor=0.5,
                  growth_interval=2000):
         self.init_scale = _checks.number("init_scale", init_scale)
-        tiny, big = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
-        if not tiny <= self.init_scale <= big:  # the scale lives in float32
+        # the scale is a float32, and 1/scale undoes it: both must be normal numbers
+        tiny, big = 2.0 ** -126, 2.0 ** 126
+        if not tiny <= self.init_scale <= big:
             raise _checks.InputValueError(
-                f"init_scale={init_scale!r} must be above 0 and within float32's normal range "
-                f"({tiny:.3g} to {big:.3g}): the scale is a float32, and 1/scale undoes it "
-                "(1e39 would be infinite, every step skipped; 1e-46 zero)")
+                f"init_scale={init_scale!r} must be from 2**-126 to 2**126 ({tiny:.3g} to "
+                f"{big:.3g}): the scale is a float32, and so is 1/scale, which undoes it (1e39 "
+                "would be infinite, every step skipped; 1e-46 zero)")
         self.growth_factor = _checks.number("growth_factor", growth_factor)
         if self.growth_factor <= 1.0:
             raise _checks.InputValueError(f"growth_factor={growth_factor!r} must be above 1")

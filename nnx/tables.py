@@ -444,7 +444,7 @@ def _read_npz(path, target, dtype):
             raise DatasetError(f"{shown!r}: its labels have shape {y.shape} beside {name} "
                                f"{X.shape}; expected one label per row ({X.shape[0]},)")
         source, X = X, X.astype(dtype, copy=False)
-        if name in ("X", "X_train") and source.dtype.itemsize > X.dtype.itemsize:
+        if name in ("X", "X_train") and not np.can_cast(source.dtype, X.dtype, "safe"):
             _warn_of_rounding(X, lambda idx, a=source: a[:, idx].astype(np.float64),
                               lambda j, n=name: f"{n}[:, {j}]", shown)
         if not host.all_finite(X):

@@ -480,10 +480,18 @@ def test_reproduce_on_a_scheduler_leaves_the_gpu_check_to_its_workers(monkeypatc
     """--backend gpu --scheduler ADDR was refused on a client without CuPy,
     though the cluster's workers run the steps (the docs' GPU example)."""
     from nnx import cli, cluster
+    from nnx.backend import BackendUnavailableError
 
     def reached(*args, **kwargs):
         raise cluster.ClusterError("the steps went to the cluster")
     monkeypatch.setattr(cluster, "map_shared", reached)
+
+    def no_gpu(name, *args, **kwargs):  # this machine has no GPU, whatever it has
+        if name == "gpu":
+            raise BackendUnavailableError("backend 'gpu' needs CuPy (here: none)")
+        return real(name, *args, **kwargs)
+    real = cli.get_backend
+    monkeypatch.setattr(cli, "get_backend", no_gpu)
     code = cli.main(["reproduce", "--backend", "gpu", "--scheduler", "tcp://127.0.0.1:8786",
                      "--steps", "1", "--quiet"])
     assert code != 0 and "the steps went to the cluster" in capsys.readouterr().err

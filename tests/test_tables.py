@@ -487,10 +487,13 @@ def test_a_header_of_numbers_read_as_a_row_warns_and_a_named_target_reads_it(tmp
     assert ds.feature_names == ("400.5", "450.5", "500.5") and ds.class_names == ("c", "d")
 
 
-def test_an_npz_column_float32_rounds_away_warns_too(tmp_path):
+@pytest.mark.parametrize("kind", [np.float64, np.int32])
+def test_an_npz_column_float32_rounds_away_warns_too(tmp_path, kind):
+    """int32 timestamps too: float32 is as wide, and holds them no better."""
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 200)
-    X = np.column_stack([1.6e9 + 20 * y + rng.integers(0, 5, 200), rng.standard_normal(200)])
+    X = np.column_stack([1.6e9 + 20 * y + rng.integers(0, 5, 200),
+                         rng.standard_normal(200) * 100]).astype(kind)
     np.savez(tmp_path / "ts.npz", X=X, y=y)
     with pytest.warns(Warning, match=r"X\[:, 0\] holds values near 1\.6e\+09 .* steps of 128"):
         load_file(tmp_path / "ts.npz")
