@@ -766,3 +766,12 @@ def test_inference_converts_a_chunk_of_rows_at_a_time(monkeypatch):
     acc = nnx.accuracy(net, X, y)
     assert max(s for s in sizes) <= 1024 and max(sizes[:5]) <= 64  # no 300-row copy
     assert (ids == out.argmax(axis=1)).all() and acc == (ids == y).mean()
+
+
+def test_validation_classes_the_training_rows_lack_warn_as_validation_split_does():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 4)), np.arange(40) % 2
+    net = nnx.NeuralNetwork([nnx.Dense(3, "linear")], nnx.SoftmaxCrossEntropy(), seed=0)
+    with pytest.warns(nnx.InputWarning, match=r"y_val holds classes \[2\] that y_train lacks"):
+        nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, validation=(X[:10], np.full(10, 2)),
+                                           epochs=1, batch_size=10)

@@ -511,6 +511,18 @@ def _warn_if_sorted(y_fit, y_val):
             "nnx.data.train_validation_split)", InputWarning)
 
 
+def _warn_of_untrained_classes(y_fit, y_val):
+    """validation=(X_val, y_val) holding classes no training row shows: the
+    evaluations score them, but nothing trains them."""
+    unseen = host.unseen_classes(y_fit, y_val)
+    if unseen:
+        _checks.warn_caller(
+            f"validation: y_val holds classes {unseen[:5]} that y_train lacks, so nothing "
+            "trains them and the evaluations count each of their rows as an error; split "
+            "the rows stratified by class (nnx.data.train_validation_split, or scikit-learn's "
+            "train_test_split(..., stratify=y))", InputWarning)
+
+
 def _evaluation_set(X_test, y_test, validation):
     if (X_test is None) != (y_test is None):
         raise InputValueError("pass both X_test and y_test, or neither")
@@ -622,6 +634,8 @@ class Trainer:
                     X_train, y_train, validation = _split_off(
                         X_train, y_train, validation_split, X_test, validation)
                 evaluation, names = _evaluation_set(X_test, y_test, validation)
+                if validation is not None and validation_split is None:
+                    _warn_of_untrained_classes(y_train, evaluation[1])
                 cbs = self._fit_callbacks(settings, callback, callbacks, checkpoint,
                                           checkpoint_every, verbose)
                 if evaluation[0] is None:  # the early stopping in use (keyword's, or given)
