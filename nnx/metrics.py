@@ -45,7 +45,8 @@ def accuracy(net, X, y):
     network(net).require_built()
     if net.loss.binary and net.n_out > 1 and _multilabel_rows(y):
         raise InputValueError(
-            f"accuracy: y's rows hold several labels each (multilabel), for this network's "
+            f"accuracy: y's rows are 0/1 labels, not one per row (multilabel: several labels "
+            f"in a row, or none), for this network's "
             f"{net.n_out} sigmoid outputs, and no single accuracy describes them; compare "
             "net.predict_proba(X) > 0.5 with y label by label (or use sklearn.metrics on "
             "those). Class ids, or one-hot rows, are scored by the largest output")
@@ -69,7 +70,8 @@ def accuracy(net, X, y):
 
 def _multilabel_rows(y):
     """Whether host ``y`` is rows of 0/1 labels that are not all one-hot."""
-    if not host.is_host_array(y) and not isinstance(y, (list, tuple)):
+    if not host.is_host_array(y) and not isinstance(y, (list, tuple)) \
+            and not type(y).__module__.startswith("pandas"):
         return False  # a device array: checked as targets, as before
     y = np.asarray(y)
     return y.ndim == 2 and y.shape[1] > 1 and np.isin(y, (0, 1)).all() \

@@ -75,10 +75,13 @@ def test_a_multilabel_network_has_no_single_accuracy():
     were not one-hot, as if they were mistaken."""
     net = nnx.NeuralNetwork([nnx.Dense(3, "linear")], nnx.SigmoidCrossEntropy(), seed=0)
     net.build(2)
-    with pytest.raises(nnx.InputValueError, match=r"y's rows hold several labels each "
-                                                  r"\(multilabel\), for this network's 3 "
-                                                  r"sigmoid outputs"):
-        accuracy(net, np.zeros((4, 2)), np.array([[1, 0, 1]] * 4))
+    import pandas as pd
+    for y in (np.array([[1, 0, 1]] * 4), pd.DataFrame([[1, 0, 1], [0, 0, 0]] * 2)):
+        # a DataFrame was told its rows must be one-hot: the check skipped pandas
+        with pytest.raises(nnx.InputValueError, match=r"y's rows are 0/1 labels, not one per row "
+                                                      r"\(multilabel: several labels in a row, "
+                                                      r"or none\), for this network's 3 sigmoid"):
+            accuracy(net, np.zeros((4, 2)), y)
     # one-vs-rest (nnx train --loss sigmoid_cross_entropy on K classes): class ids and
     # one-hot rows are scored by the largest output, as they were
     X = np.array([[2.0, 0.0], [0.0, 2.0]])
