@@ -159,8 +159,9 @@ def _refuse_times(a, name):
     """Dates and durations (NumPy's datetime64/timedelta64, or such pandas
     columns) are not numbers to train on: as numbers they are counts of
     nanoseconds (or seconds) since 1970."""
-    kinds = [(None, getattr(a, "dtype", None))] if not hasattr(a, "dtypes") else \
-        list(a.dtypes.items()) if hasattr(a.dtypes, "items") else [(None, a.dtypes)]
+    dtypes = getattr(a, "dtypes", None)  # a DataFrame's, column by column
+    kinds = list(dtypes.items()) if hasattr(dtypes, "items") else \
+        [(None, getattr(a, "dtype", None))]
     for column, dtype in kinds:
         if getattr(dtype, "kind", None) in ("M", "m"):
             where = f"{name}'s column {column!r}" if column is not None else name
