@@ -283,6 +283,26 @@ def two_fits(args, comm):
         json.dump(draws, f)
 
 
+def rank_0_went_ahead(args, comm):
+    """Rank 0 alone takes a few steps by hand (float16 Adam: moments, a step
+    count and a loss scale of its own), then both fit on with restart=False:
+    they must train one model, from rank 0's state."""
+    X, y = data()[:2]
+    net = nnx.NeuralNetwork([nnx.Dense(16, "tanh"), nnx.Dense(3, "linear")],
+                            nnx.SoftmaxCrossEntropy(), seed=3, precision="float16")
+    net.loss_scaler = nnx.LossScaler(init_scale=16.0, growth_interval=1)
+    optim = nnx.Adam(0.01)
+    net.build(X.shape[1])
+    optim.attach(net)
+    if comm.rank == 0:
+        for i in range(0, 80, 16):
+            net.train_batch(X[i:i + 16], y[i:i + 16])
+            optim.step()
+    nnx.Trainer(net, optim).fit(X, y, epochs=2, batch_size=16, seed=7, patience=None,
+                                distributed=comm, restart=False)
+    np.save(os.path.join(args.out, f"params-{comm.rank}.npy"), net.param_buffer)
+
+
 def warnings_said(args, comm):
     """What each rank warns of: a held-out split of sorted labels is rank 0's
     to say."""
@@ -305,7 +325,8 @@ MODES = {"parity": parity, "two-fits": two_fits, "warnings": warnings_said,
          "threads": threads, "threads-comm": threads, "half": half, "interrupt": interrupt,
          "diverge": diverge, "crash": crash,
          "resume": resume, "rendezvous": rendezvous, "mpi-host": rendezvous,
-         "mismatch": mismatch, "main-only": main_only, "mixed-kinds": mixed_kinds}
+         "mismatch": mismatch, "main-only": main_only, "mixed-kinds": mixed_kinds,
+         "rank-0-went-ahead": rank_0_went_ahead}
 
 
 def main():

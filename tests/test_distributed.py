@@ -787,6 +787,30 @@ def test_a_second_fit_goes_on_with_fresh_dropout_masks(tmp_path):
         assert first != second
 
 
+def test_ranks_go_on_from_rank_0s_optimiser_state_and_loss_scale(tmp_path):
+    """Steps taken on rank 0 alone before a fit with restart=False: the
+    parameters were broadcast, but not Adam's moments, its step count or the
+    float16 loss scale (512 on one rank, 16 on the other, summed in one
+    all-reduce): the ranks ended up to 2 apart, silently."""
+    job = _work("rank-0-went-ahead", tmp_path)
+    assert job.returncode == 0, job.stderr
+    first, second = (np.load(tmp_path / f"params-{rank}.npy") for rank in (0, 1))
+    np.testing.assert_array_equal(first, second)
+
+
+def test_only_rank_0_checks_the_log_path(tmp_path, monkeypatch):
+    """CSVLogger checked its folder on every rank: a rank whose file system
+    refused it raised there, while rank 0 waited in the first collective."""
+    (tmp_path / "logs").write_text("a file, not a folder")
+    path = str(tmp_path / "logs" / "run.csv")
+    monkeypatch.setenv("PMI_RANK", "1")
+    monkeypatch.setenv("PMI_SIZE", "2")
+    assert nnx.CSVLogger(path).path == path
+    monkeypatch.setenv("PMI_RANK", "0")
+    with pytest.raises(ValueError, match="CSVLogger path"):
+        nnx.CSVLogger(path)
+
+
 def test_only_rank_0_checks_the_checkpoint_path(tmp_path, monkeypatch):
     """Rank 0 writes the checkpoints, so a rank whose file system cannot take
     the path (another node, no shared folder) must not refuse the run."""

@@ -331,7 +331,11 @@ class CSVLogger(Callback):
     main_only = True
 
     def __init__(self, path):
-        self.path = _writable(path, "CSVLogger path", like="run.csv")
+        # rank 0 writes it: only its file system must take the path (another rank
+        # refusing it left rank 0 waiting in the first collective)
+        from ..distributed import world
+        self.path = _writable(path, "CSVLogger path", like="run.csv") if world().rank == 0 \
+            else path
         self._file = self._writer = self._t0 = None
 
     def on_fit_start(self, run):

@@ -853,7 +853,8 @@ class _Run:
                     "its share of every batch itself"))
 
     def share_start(self):
-        """Once the ranks agreed: rank 0's parameters on every rank (the
+        """Once the ranks agreed: rank 0's parameters and optimiser state on
+        every rank (the
         starting weights are then identical whatever each rank drew), and
         each rank's own dropout stream, drawn from the network's seed, the
         rank and the epoch it starts at (reproducible run to run)."""
@@ -861,6 +862,17 @@ class _Run:
         if comm.size == 1:
             return
         comm.broadcast(self.net.param_buffer)
+        # and rank 0's optimiser state, step count and (float16) loss scale: a later
+        # fit (restart=False) goes on from what each rank's earlier steps left, which
+        # steps taken on one rank alone made differ (each rank then trained its own model)
+        optim = self.optim
+        optim._prepare(self.net)
+        for name in sorted(optim.state):
+            comm.broadcast(optim.state[name])
+        comm.broadcast(optim._device["t"])
+        if self.net.loss_scaler is not None:
+            for array in self.net.loss_scaler.arrays(self.b):
+                comm.broadcast(array)
         if self.epoch == 0:  # a new run: its "last good" parameters are the shared ones
             self.snapshot_good(0)
         if not self.generator_restored:
