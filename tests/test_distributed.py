@@ -635,6 +635,7 @@ def test_warnings_about_the_data_come_from_rank_0_alone(tmp_path):
     assert job.returncode == 0, job.stderr
     said = [json.loads((tmp_path / f"warnings-{r}.json").read_text()) for r in (0, 1)]
     assert any("held-out rows" in w for w in said[0]), said[0]
+    assert any("only True stops" in w for w in said[0]), said[0]
     assert said[1] == []
     rows = "\n".join(f"{i},{i % 7 * 0.5},{i % 3}" for i in range(40))
     (tmp_path / "d.csv").write_text(",a,label\n" + rows + "\n")  # a pandas index column
@@ -809,6 +810,28 @@ def test_only_rank_0_checks_the_log_path(tmp_path, monkeypatch):
     monkeypatch.setenv("PMI_RANK", "0")
     with pytest.raises(ValueError, match="CSVLogger path"):
         nnx.CSVLogger(path)
+
+
+def test_rank_0s_own_callbacks_neither_number_nor_run_on_the_other_ranks():
+    """A main_only callback given on rank 0 alone numbered rank 0's every-rank
+    callback of the same state_key 'counter#2', rank 1's 'counter': on resume
+    rank 1's loaded rank 0's own state. And its check and close ran on every
+    rank (a close that raised ended the job from both)."""
+    from types import SimpleNamespace
+
+    from nnx.train.trainer import _of_rank, _state_keys
+
+    class Counter(nnx.Callback):
+        state_key = "counter"
+
+    class Own(Counter):
+        main_only = True
+    own, shared = Own(), Counter()
+    assert _state_keys([own, shared])[id(shared)] == _state_keys([shared])[id(shared)] \
+        == "counter"
+    assert _state_keys([own, shared])[id(own)] == "counter#2"
+    assert _of_rank([own, shared], SimpleNamespace(is_main=False)) == [shared]
+    assert _of_rank([own, shared], SimpleNamespace(is_main=True)) == [own, shared]
 
 
 def test_only_rank_0_checks_the_checkpoint_path(tmp_path, monkeypatch):

@@ -620,3 +620,19 @@ def test_a_callback_without_state_in_the_checkpoint_warns_that_it_starts_afresh(
                                      "which starts afresh"):
         fit_run(*make_run(), callbacks=counters, resume=path)
     assert counters[0].n > counters[1].n
+
+
+def test_a_second_early_stopping_given_other_settings_is_refused_on_resume(tmp_path):
+    """Only the first early stopping's settings were compared: a second one
+    tracking the accuracy resumed as one tracking the loss, its best value
+    (an accuracy) read as a loss, and the run stopped at another epoch."""
+    path = tmp_path / "run.npz"
+    with pytest.raises(KeyboardInterrupt):
+        fit_run(*make_run(), callbacks=[nnx.EarlyStopping(3),
+                                        nnx.EarlyStopping(3, monitor="accuracy"), _StopAt(3)],
+                checkpoint=path)
+    with pytest.raises(CheckpointError, match=r"callbacks\.early_stopping#2 was refused by "
+                                              r"EarlyStopping .*'monitor': 'accuracy'.*resume "
+                                              "with the early stopping the run was saved with"):
+        fit_run(*make_run(), callbacks=[nnx.EarlyStopping(3),
+                                        nnx.EarlyStopping(3, min_delta=0.5)], resume=path)

@@ -146,9 +146,17 @@ class EarlyStopping(Callback):
 
     def checkpoint_state(self):
         arrays = {} if self.best_params is None else {"best_params": self.best_params}
-        return {"bad_evals": self.bad_evals, "best_value": self.best_value}, arrays
+        # its settings beside its state: resume= compares the first early stopping's
+        # among fit's settings, and a second one's here (one tracking the accuracy
+        # resumed as one tracking the loss, its best value read as a loss)
+        return {"bad_evals": self.bad_evals, "best_value": self.best_value,
+                "settings": self.agreed_settings()}, arrays
 
     def load_checkpoint_state(self, data, arrays):
+        saved = data.get("settings")  # checkpoints hold them since they were added
+        if saved is not None and saved != self.agreed_settings():
+            raise InputValueError(f"it was saved by {saved} and is given to {self!r}; resume "
+                                  "with the early stopping the run was saved with")
         self.bad_evals = data["bad_evals"]
         self.best_value = data.get("best_value")
         self.best_params = arrays.get("best_params")

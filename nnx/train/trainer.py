@@ -345,6 +345,12 @@ def _fingerprint_rows(width):
     return max(1, 2**20 // max(1, width))
 
 
+def _of_rank(cbs, comm):
+    """The callbacks this rank runs: printers and loggers (``main_only``) on rank
+    0 alone (one line, one file; their check and close too)."""
+    return [cb for cb in cbs if comm.is_main or not cb.main_only]
+
+
 def _close_all(cbs, raise_first=True):
     """Every callback's ``close()``, even after one of them raised: the first
     such error is raised at the end (or, while training's own error is on its
@@ -654,16 +660,17 @@ class Trainer:
                     if run.epoch > 0:
                         self.net._trained = True
             except BaseException:
-                _close_all(cbs, raise_first=False)  # training's own error is the one to see
+                # training's own error is the one to see
+                _close_all(_of_rank(cbs, comm), raise_first=False)
                 raise
-            _close_all(cbs)
+            _close_all(_of_rank(cbs, comm))
             return history
 
     def _run(self, comm, settings, cbs, train, evaluation, restart, resume):
         """The run of one fit, checked as far as this rank can check it alone
         (no collective here: the ranks agree on the outcome afterwards)."""
         net, optim = self.net, self.optim
-        for cb in cbs:
+        for cb in _of_rank(cbs, comm):
             cb.check(net)
         data = _Data(net, *train, *evaluation)
         net._check_layers()
@@ -682,8 +689,7 @@ class Trainer:
                                                             comm.size)
         if optim.net is not net:  # the optimiser was attached to another network since
             optim.attach(net)
-        # printers and loggers run on rank 0 only: one line, one file
-        mine = [cb for cb in cbs if comm.is_main or not cb.main_only]
+        mine = _of_rank(cbs, comm)
         # the checkpoint keys from the whole list, the same on every rank
         run = _Run(net, optim, settings, mine, data, comm, state_keys=_state_keys(cbs))
         if resume is not None:
@@ -720,9 +726,12 @@ def _state_keys(callbacks):
     """Where each callback with a ``state_key`` keeps its state in a checkpoint:
     under that key, and a second (third...) callback of the same key, such as
     two EarlyStopping, under ``key#2`` (``key#3``...), by their order in the
-    fit (each loaded the last one's state on resume, silently)."""
+    fit, those of every rank before rank 0's own (each loaded the last one's
+    state on resume, silently)."""
     keys, count = {}, {}
-    for cb in callbacks:
+    # every rank's callbacks numbered first: a rank without the rank-0-only ones
+    # (main_only, given on rank 0 alone) numbers its own as rank 0 does
+    for cb in [c for c in callbacks if not c.main_only] + [c for c in callbacks if c.main_only]:
         key = cb.state_key
         if key is None:
             continue
@@ -932,10 +941,13 @@ class _Run:
         if epoch % s.eval_every == 0 or epoch == s.epochs:
             record = self.evaluate(lr)
         last = epoch == s.epochs
-        for cb in self.callbacks:
-            if not cb.late and _checks.asks_to_stop(cb.on_epoch_end(self, epoch, record),
-                                                     f"{type(cb).__name__}.on_epoch_end"):
-                self._stop = True
+        with warnings.catch_warnings():
+            if not self.comm.is_main:  # a callback's odd answer is rank 0's to point out
+                warnings.simplefilter("ignore", InputWarning)
+            for cb in self.callbacks:
+                if not cb.late and _checks.asks_to_stop(cb.on_epoch_end(self, epoch, record),
+                                                         f"{type(cb).__name__}.on_epoch_end"):
+                    self._stop = True
         if self.comm.size > 1:  # a callback may ask on one rank alone: all stop if any asks
             self._stop = self.comm.sum([1.0 if self._stop else 0.0])[0] > 0
         if self._stop and record is None:
