@@ -70,6 +70,8 @@ def accuracy(net, X, y):
 
 def _multilabel_rows(y):
     """Whether host ``y`` is rows of 0/1 labels that are not all one-hot."""
+    if host.is_sparse(y):
+        y = y.toarray()
     if not host.is_host_array(y) and not isinstance(y, (list, tuple)) \
             and not type(y).__module__.startswith("pandas"):
         return False  # a device array: checked as targets, as before

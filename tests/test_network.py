@@ -1131,3 +1131,20 @@ def test_a_torch_tensor_is_refused_with_the_call_that_converts_it():
     with pytest.raises(nnx.InputValueError, match=r"X is an array of torch.*takes NumPy arrays "
                                                   r".*pass X\.numpy\(\) \(on the CPU\)"):
         net.forward(torch.ones(2, 4))
+
+
+def test_sparse_one_hot_rows_as_onehotencoder_gives_them_train_and_score():
+    """OneHotEncoder's default (sparse) rows, as the study encodes its labels,
+    were refused as 'dtype object: class labels such as these are encoded as
+    ids first'."""
+    from sklearn.preprocessing import OneHotEncoder
+    rng = np.random.default_rng(0)
+    X, ids = rng.standard_normal((60, 4)), np.arange(60) % 3
+    rows = OneHotEncoder().fit_transform(ids.reshape(-1, 1))
+    assert hasattr(rows, "toarray")  # sparse, as by default
+    nets = [nnx.NeuralNetwork([nnx.Dense(5, "tanh"), nnx.Dense(3, "linear")],
+                              nnx.SoftmaxCrossEntropy(), seed=0) for _ in range(2)]
+    for net, y in zip(nets, (rows, ids)):
+        nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, epochs=2, batch_size=20)
+    np.testing.assert_array_equal(nets[0].param_buffer, nets[1].param_buffer)
+    assert nnx.accuracy(nets[0], X, rows) == nnx.accuracy(nets[0], X, ids)

@@ -246,6 +246,8 @@ def check_targets(y, n_rows, n_classes, name="y", distributions=False, x_name="X
     values themselves. ``ids_only``: class ids come back as they are (int64),
     not as one-hot rows. ``unit``: every target must lie in [0, 1] (the
     probabilities a sigmoid cross-entropy learns)."""
+    if is_sparse(y):  # one-hot rows from OneHotEncoder(), sparse by default: (rows, classes)
+        y = y.toarray()
     y = plain(y, name, "an array of labels")
     if not _numeric(y.dtype):
         hint = "" if y.dtype.kind not in "USO" else (
