@@ -280,9 +280,17 @@ class NCCLCommunicator(Communicator):
                 "nnx.distributed.init('gpu') before creating the network, so that it is "
                 "built on this rank's GPU")
 
+    # NCCL's element types by NumPy's names: the parameters and gradients, and the
+    # integer step count and loss-scale count that a fit's start broadcasts
+    _KINDS = {"float32": "NCCL_FLOAT32", "float64": "NCCL_FLOAT64", "float16": "NCCL_FLOAT16",
+              "int32": "NCCL_INT32", "int64": "NCCL_INT64", "uint8": "NCCL_UINT8"}
+
     def _kind(self, array):
-        nccl = self._nccl
-        return {"float32": nccl.NCCL_FLOAT32, "float64": nccl.NCCL_FLOAT64}[array.dtype.name]
+        name = self._KINDS.get(array.dtype.name)
+        if name is None:
+            raise InputTypeError(f"NCCL takes arrays of {sorted(self._KINDS)}, got dtype "
+                                 f"{array.dtype.name}")
+        return getattr(self._nccl, name)
 
     def _stream(self):
         return self.xp.cuda.get_current_stream().ptr  # the capturing stream while recording

@@ -75,9 +75,12 @@ def _multilabel_rows(y):
     if not host.is_host_array(y) and not isinstance(y, (list, tuple)) \
             and not type(y).__module__.startswith("pandas"):
         return False  # a device array: checked as targets, as before
-    y = np.asarray(y)
-    return y.ndim == 2 and y.shape[1] > 1 and np.isin(y, (0, 1)).all() \
-        and not (y.sum(axis=1) == 1).all()
+    try:
+        y = np.asarray(y)
+        return y.ndim == 2 and y.shape[1] > 1 and bool(np.isin(y, (0, 1)).all()) \
+            and not (y.sum(axis=1) == 1).all()
+    except (TypeError, ValueError):  # pd.NA, ragged rows...: the target check names it
+        return False
 
 
 def _class_ids(y, name, n_classes):

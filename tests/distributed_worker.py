@@ -303,6 +303,18 @@ def rank_0_went_ahead(args, comm):
     np.save(os.path.join(args.out, f"params-{comm.rank}.npy"), net.param_buffer)
 
 
+def bad_log_path(args, comm):
+    """A CSVLogger path under a file, wrong on every rank (a shared file
+    system): refused, on every rank, by fit."""
+    blocker = os.path.join(args.out, "blocker")
+    if comm.rank == 0:
+        with open(blocker, "w") as f:
+            f.write("a file, not a folder")
+    comm.sum([0.0])  # the file is there before either rank looks
+    logger = nnx.CSVLogger(os.path.join(blocker, "run.csv"))
+    fit(network(), args.batch, epochs=1, distributed=comm, callbacks=[logger])
+
+
 def warnings_said(args, comm):
     """What each rank warns of: a held-out split of sorted labels is rank 0's
     to say."""
@@ -312,7 +324,7 @@ def warnings_said(args, comm):
     net = network()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        # a callback answering 1 (not True): warned of on every rank, once per rank
+        # a callback answering 1 (not True): rank 0's to point out, as the rest
         nnx.Trainer(net, optimizer()).fit(X[order], y[order], epochs=1, batch_size=16,
                                           validation_split=0.2, distributed=comm,
                                           callback=lambda epoch, record: 1)
@@ -328,7 +340,7 @@ MODES = {"parity": parity, "two-fits": two_fits, "warnings": warnings_said,
          "diverge": diverge, "crash": crash,
          "resume": resume, "rendezvous": rendezvous, "mpi-host": rendezvous,
          "mismatch": mismatch, "main-only": main_only, "mixed-kinds": mixed_kinds,
-         "rank-0-went-ahead": rank_0_went_ahead}
+         "rank-0-went-ahead": rank_0_went_ahead, "bad-log-path": bad_log_path}
 
 
 def main():

@@ -237,6 +237,7 @@ class FakeNccl:
     """Stands for ``cupy.cuda.nccl``: records what nnx asks of it."""
 
     NCCL_FLOAT32, NCCL_FLOAT64, NCCL_SUM, available = 7, 8, 0, True
+    NCCL_INT32, NCCL_INT64, NCCL_FLOAT16, NCCL_UINT8 = 2, 4, 6, 1  # as NCCL numbers them
 
     def __init__(self):
         self.calls = []
@@ -270,8 +271,23 @@ def _fake_gpu(devices=4):
 
 def _array(dtype="float32", device=1, contiguous=True):
     from types import SimpleNamespace as NS
-    return NS(data=NS(ptr=99), size=10, shape=(10,), dtype=NS(name=dtype, kind="f"),
+    return NS(data=NS(ptr=99), size=10, shape=(10,), dtype=NS(name=dtype, kind=dtype[0]),
               device=NS(id=device), flags=NS(c_contiguous=contiguous))
+
+
+def test_nccl_broadcasts_the_integer_counts_a_fit_starts_with(monkeypatch):
+    """A distributed fit's start broadcasts the optimiser's int64 step count
+    (and a float16 loss scale's count of good steps): NCCL knew float32 and
+    float64 alone, so every GPU data-parallel fit ended in KeyError 'int64'."""
+    nccl = FakeNccl()
+    monkeypatch.setattr(distributed, "_nccl_module", lambda xp: nccl)
+    backend, _ = _fake_gpu()
+    comm = distributed.NCCLCommunicator(World(0, 1, 1, "torchrun"), backend)
+    comm.broadcast(_array("int64"))
+    comm.broadcast(_array("int32"))
+    assert [c[3] for c in nccl.calls if c[0] == "bcast"] == [4, 2]
+    with pytest.raises(nnx.InputTypeError, match="NCCL takes arrays of .*got dtype uint16"):
+        comm.broadcast(_array("uint16"))
 
 
 def test_the_nccl_communicator_picks_its_gpu_and_reduces_on_the_current_stream(monkeypatch):
@@ -788,6 +804,15 @@ def test_a_second_fit_goes_on_with_fresh_dropout_masks(tmp_path):
         assert first != second
 
 
+def test_a_log_path_refused_on_every_rank_ends_every_rank(tmp_path):
+    """Refused at construction on rank 0 (or every rank but the others'
+    own copy), the path left rank 1 waiting in fit's first collective."""
+    job = _work("bad-log-path", tmp_path)
+    assert job.returncode != 0
+    assert job.stderr.count("CSVLogger path=") >= 1, job.stderr
+    assert "Timeout" not in job.stderr
+
+
 def test_ranks_go_on_from_rank_0s_optimiser_state_and_loss_scale(tmp_path):
     """Steps taken on rank 0 alone before a fit with restart=False: the
     parameters were broadcast, but not Adam's moments, its step count or the
@@ -804,11 +829,17 @@ def test_only_rank_0_checks_the_log_path(tmp_path, monkeypatch):
     refused it raised there, while rank 0 waited in the first collective."""
     (tmp_path / "logs").write_text("a file, not a folder")
     path = str(tmp_path / "logs" / "run.csv")
-    monkeypatch.setenv("PMI_RANK", "1")
+    net = nnx.NeuralNetwork([nnx.Dense(2, "linear")], "mse", seed=0)
     monkeypatch.setenv("PMI_SIZE", "2")
-    assert nnx.CSVLogger(path).path == path
-    monkeypatch.setenv("PMI_RANK", "0")
+    monkeypatch.setenv("PMI_RANK", "1")
+    nnx.CSVLogger(path).check(net)
+    monkeypatch.setenv("PMI_RANK", "0")  # refused inside fit's agreement: every rank hears it
+    logger = nnx.CSVLogger(path)
+    assert logger.path == path
     with pytest.raises(ValueError, match="CSVLogger path"):
+        logger.check(net)
+    monkeypatch.setenv("PMI_SIZE", "1")
+    with pytest.raises(ValueError, match="CSVLogger path"):  # alone: at once
         nnx.CSVLogger(path)
 
 
@@ -838,12 +869,16 @@ def test_only_rank_0_checks_the_checkpoint_path(tmp_path, monkeypatch):
     """Rank 0 writes the checkpoints, so a rank whose file system cannot take
     the path (another node, no shared folder) must not refuse the run."""
     folder = str(tmp_path)  # a folder: no checkpoint can be written there
+    net = nnx.NeuralNetwork([nnx.Dense(2, "linear")], "mse", seed=0)
     monkeypatch.setenv("PMI_RANK", "1")
     monkeypatch.setenv("PMI_SIZE", "2")
-    assert nnx.Checkpoint(folder).path == folder
+    nnx.Checkpoint(folder).check(net)
+    # rank 0 refuses it when fit checks its callbacks, inside the ranks' agreement (refused
+    # at construction, it left the other ranks waiting in the first collective)
     monkeypatch.setenv("PMI_RANK", "0")
+    assert nnx.Checkpoint(folder).path == folder
     with pytest.raises(ValueError, match="checkpoint="):
-        nnx.Checkpoint(folder)
+        nnx.Checkpoint(folder).check(net)
 
 
 def test_the_network_rank_0_and_another_rank_built_are_compared_in_words():

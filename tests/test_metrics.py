@@ -186,3 +186,12 @@ def test_accuracy_holds_a_chunk_of_outputs_at_a_time():
         tracemalloc.stop()
     assert got == want
     assert peak < 12 * 2**20, peak  # a 1024-row chunk of outputs is 2 MiB
+
+
+def test_accuracy_of_nullable_pandas_labels_with_a_gap_is_refused_in_words():
+    import pandas as pd
+    net = nnx.NeuralNetwork([nnx.Dense(3, "linear")], nnx.SigmoidCrossEntropy(), seed=0)
+    net.build(2)
+    y = pd.DataFrame([[1, 0, 1], [0, None, 1]], dtype="Int64")
+    with pytest.raises(nnx.InputError, match="y"):  # was pandas' 'boolean value of NA'
+        accuracy(net, np.zeros((2, 2)), y)

@@ -1148,3 +1148,12 @@ def test_sparse_one_hot_rows_as_onehotencoder_gives_them_train_and_score():
         nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, epochs=2, batch_size=20)
     np.testing.assert_array_equal(nets[0].param_buffer, nets[1].param_buffer)
     assert nnx.accuracy(nets[0], X, rows) == nnx.accuracy(nets[0], X, ids)
+
+
+def test_sparse_one_hot_rows_take_a_validation_split():
+    from sklearn.preprocessing import OneHotEncoder
+    rng = np.random.default_rng(0)
+    X, ids = rng.standard_normal((60, 4)), rng.permutation(np.arange(60) % 3)
+    rows = OneHotEncoder().fit_transform(ids.reshape(-1, 1))
+    net = nnx.NeuralNetwork([nnx.Dense(3, "linear")], nnx.SoftmaxCrossEntropy(), seed=0)
+    nnx.Trainer(net, nnx.SGD(0.1)).fit(X, rows, epochs=1, batch_size=20, validation_split=0.2)

@@ -775,3 +775,35 @@ def test_validation_classes_the_training_rows_lack_warn_as_validation_split_does
     with pytest.warns(nnx.InputWarning, match=r"y_val holds classes \[2\] that y_train lacks"):
         nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, validation=(X[:10], np.full(10, 2)),
                                            epochs=1, batch_size=10)
+
+
+def test_a_regressions_whole_number_targets_are_not_taken_for_classes():
+    """Integer targets of a mean-squared-error network beside validation
+    rows of other values warned that y_val 'holds classes y_train lacks'."""
+    import warnings
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 4))
+    y = rng.integers(-20, 40, 40)
+    net = nnx.NeuralNetwork([nnx.Dense(1, "linear")], nnx.MeanSquaredError(), seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", nnx.InputWarning)
+        for kw in (dict(validation=(X[:10], y[:10] + 100)), dict(validation_split=0.25)):
+            nnx.Trainer(net, nnx.SGD(0.001)).fit(X, np.sort(y), epochs=1, batch_size=10,
+                                                 restart=True, **kw)
+
+
+def test_a_callbacks_own_once_only_warning_shows_once():
+    """Each epoch's callbacks ran inside a catch_warnings, which forgets the
+    warnings already shown: a callback's once-only warning came every epoch."""
+    import warnings
+
+    class Noisy(nnx.Callback):
+        def on_epoch_end(self, run, epoch, record):
+            warnings.warn("a callback's note", UserWarning, stacklevel=1)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 4)), np.arange(40) % 2
+    net = nnx.NeuralNetwork([nnx.Dense(2, "linear")], nnx.SoftmaxCrossEntropy(), seed=0)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, epochs=5, batch_size=10, callbacks=[Noisy()])
+    assert sum("a callback's note" in str(w.message) for w in seen) == 1

@@ -200,6 +200,22 @@ def _writable(path, name, like="model.npz"):
     return path
 
 
+def _checked_path(path, name, like="model.npz", deferred=False):
+    """``_writable`` where it is known which rank writes the file: alone, at
+    construction; in a distributed job, when fit checks its callbacks
+    (``deferred``), on rank 0 alone (its file system is the one that must
+    take the file) and inside the ranks' agreement, so that its refusal ends
+    every rank (refused at construction, on one rank or on all, it left the
+    others waiting in the first collective)."""
+    from ..distributed import world
+    here = world()
+    if deferred:
+        if here.size > 1 and here.rank == 0:
+            _writable(path, name, like)
+        return path
+    return _writable(path, name, like) if here.size == 1 else path
+
+
 class Checkpoint(Callback):
     """Saves the whole training state to ``path`` every ``every`` epochs
     (default: at every evaluation) and at the end, atomically; ``fit(resume=path)``
@@ -214,10 +230,8 @@ class Checkpoint(Callback):
         into every checkpoint as ``save(path, extra=, meta=)`` writes them
         (``nnx train`` keeps its standardisation and dataset there, so that
         ``nnx evaluate`` and ``nnx export`` take a training checkpoint too)."""
-        # now, not at the first save epochs later; in a distributed job only
-        # rank 0 writes, so only its file system must take the file
-        from ..distributed import world
-        self.path = _writable(path, "checkpoint") if world().rank == 0 else path
+        # now, not at the first save epochs later (in a distributed job: see _checked_path)
+        self.path = _checked_path(path, "checkpoint")
         self.every = None if every is None else _checks.integer("checkpoint_every", every)
         from ..checkpoint import check_extra, check_meta
         # what save() would refuse, refused now (the training state's own
@@ -236,6 +250,7 @@ class Checkpoint(Callback):
         return {"every": self.every}  # when the ranks save together
 
     def check(self, net):
+        _checked_path(self.path, "checkpoint", deferred=True)
         try:
             net.describe()
         except TypeError as exc:
@@ -339,12 +354,11 @@ class CSVLogger(Callback):
     main_only = True
 
     def __init__(self, path):
-        # rank 0 writes it: only its file system must take the path (another rank
-        # refusing it left rank 0 waiting in the first collective)
-        from ..distributed import world
-        self.path = _writable(path, "CSVLogger path", like="run.csv") if world().rank == 0 \
-            else path
+        self.path = _checked_path(path, "CSVLogger path", like="run.csv")
         self._file = self._writer = self._t0 = None
+
+    def check(self, net):  # main_only: on rank 0 alone
+        _checked_path(self.path, "CSVLogger path", like="run.csv", deferred=True)
 
     def on_fit_start(self, run):
         kept = self._rows_before(run.epoch) if run.epoch > 0 else []

@@ -482,7 +482,7 @@ def _nothing_to_watch(monitor, optim):
                               f"improving, but fit has no evaluation set: {give}")
 
 
-def _split_off(X, y, fraction, X_test, validation):
+def _split_off(X, y, fraction, X_test, validation, classes=True):
     """``validation_split``: the training rows and the last ``fraction`` of
     them as the validation pair (slices of the arrays given)."""
     fraction = _checks.in_range("validation_split", fraction, 0, 1, low_open=True,
@@ -493,15 +493,16 @@ def _split_off(X, y, fraction, X_test, validation):
     n = getattr(X, "shape", (None,))[0]
     if n is None:  # a list of rows
         n = len(X)
-    if getattr(y, "shape", (len(y),))[0] != n:
-        raise InputValueError(f"y_train has {getattr(y, 'shape', (len(y),))[0]} rows but "
-                              f"X_train has {n}")
+    rows = y.shape[0] if hasattr(y, "shape") else len(y)  # len() of sparse rows raises
+    if rows != n:
+        raise InputValueError(f"y_train has {rows} rows but X_train has {n}")
     k = max(1, int(round(fraction * n)))
     if k >= n:
         raise InputValueError(f"validation_split={fraction!r} of {n} rows holds out {k}, "
                               "leaving none to train on")
     y_fit, y_val = y[:n - k], y[n - k:]
-    _warn_if_sorted(y_fit, y_val)
+    if classes:  # a regression's whole-number targets are values, not classes
+        _warn_if_sorted(y_fit, y_val)
     return X[:n - k], y_fit, (X[n - k:], y_val)
 
 
@@ -638,9 +639,11 @@ class Trainer:
                                          f"got {restart!r}")
                 if validation_split is not None:
                     X_train, y_train, validation = _split_off(
-                        X_train, y_train, validation_split, X_test, validation)
+                        X_train, y_train, validation_split, X_test, validation,
+                        classes=self.net.loss.classification or self.net.loss.binary)
                 evaluation, names = _evaluation_set(X_test, y_test, validation)
-                if validation is not None and validation_split is None:
+                classifies = self.net.loss.classification or self.net.loss.binary
+                if validation is not None and validation_split is None and classifies:
                     _warn_of_untrained_classes(y_train, evaluation[1])
                 cbs = self._fit_callbacks(settings, callback, callbacks, checkpoint,
                                           checkpoint_every, verbose)
@@ -941,8 +944,10 @@ class _Run:
         if epoch % s.eval_every == 0 or epoch == s.epochs:
             record = self.evaluate(lr)
         last = epoch == s.epochs
-        with warnings.catch_warnings():
-            if not self.comm.is_main:  # a callback's odd answer is rank 0's to point out
+        # a callback's odd answer is rank 0's to point out (a catch_warnings on rank 0, or
+        # alone, would show a callback's own once-only warnings again every epoch)
+        with warnings.catch_warnings() if not self.comm.is_main else contextlib.nullcontext():
+            if not self.comm.is_main:
                 warnings.simplefilter("ignore", InputWarning)
             for cb in self.callbacks:
                 if not cb.late and _checks.asks_to_stop(cb.on_epoch_end(self, epoch, record),
