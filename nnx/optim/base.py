@@ -406,6 +406,14 @@ class Optimizer:
         self._prepare(self.net)
         return self._device["t"]
 
+    def state_arrays(self):
+        """Every device array the optimiser's next steps read besides the
+        parameters: its state buffers (by name) and its step count, made if not
+        yet; a distributed fit copies rank 0's into every rank's, in place."""
+        self._check_net()
+        self._prepare(self.net)
+        return [self.state[name] for name in sorted(self.state)] + [self._device["t"]]
+
     def gradient(self, b, param, grad, scale):
         """The gradient ``_update`` should use: ``grad`` clipped (and, in a
         float16 network, unscaled) by ``scale``, with the L2 ``weight_decay``

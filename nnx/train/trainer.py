@@ -501,33 +501,30 @@ def _split_off(X, y, fraction, X_test, validation, classes=True):
         raise InputValueError(f"validation_split={fraction!r} of {n} rows holds out {k}, "
                               "leaving none to train on")
     y_fit, y_val = y[:n - k], y[n - k:]
-    if classes:  # a regression's whole-number targets are values, not classes
-        _warn_if_sorted(y_fit, y_val)
+    if classes:
+        _warn_of_unseen(y_fit, y_val, "validation_split")
     return X[:n - k], y_fit, (X[n - k:], y_val)
 
 
-def _warn_if_sorted(y_fit, y_val):
-    """Warn when host class ids held out hold classes the training rows lack
-    (data sorted by label: the split then tests on classes never trained)."""
+def _warn_of_unseen(y_fit, y_val, how):
+    """Warn when host class ids held out hold classes the training rows lack:
+    nothing trains them, and the evaluations count each of their rows as an
+    error (``how``: "validation_split", whose cause is likely data sorted by
+    label, or "validation")."""
     unseen = host.unseen_classes(y_fit, y_val)
-    if unseen:
-        _checks.warn_caller(
-            f"validation_split: the held-out rows (the last ones, as in Keras) hold classes "
-            f"{unseen[:5]} that the training rows lack; is the data sorted by "
-            "label? Shuffle it first (or pass validation=(X_val, y_val), e.g. from "
-            "nnx.data.train_validation_split)", InputWarning)
-
-
-def _warn_of_untrained_classes(y_fit, y_val):
-    """validation=(X_val, y_val) holding classes no training row shows: the
-    evaluations score them, but nothing trains them."""
-    unseen = host.unseen_classes(y_fit, y_val)
-    if unseen:
-        _checks.warn_caller(
-            f"validation: y_val holds classes {unseen[:5]} that y_train lacks, so nothing "
-            "trains them and the evaluations count each of their rows as an error; split "
-            "the rows stratified by class (nnx.data.train_validation_split, or scikit-learn's "
-            "train_test_split(..., stratify=y))", InputWarning)
+    if not unseen:
+        return
+    if how == "validation_split":
+        words = (f"validation_split: the held-out rows (the last ones, as in Keras) hold "
+                 f"classes {unseen[:5]} that the training rows lack; is the data sorted by "
+                 "label? Shuffle it first (or pass validation=(X_val, y_val), e.g. from "
+                 "nnx.data.train_validation_split)")
+    else:
+        words = (f"validation: y_val holds classes {unseen[:5]} that y_train lacks, so nothing "
+                 "trains them and the evaluations count each of their rows as an error; "
+                 "split the rows stratified by class (nnx.data.train_validation_split, or "
+                 "scikit-learn's train_test_split(..., stratify=y))")
+    _checks.warn_caller(words, InputWarning)
 
 
 def _evaluation_set(X_test, y_test, validation):
@@ -637,14 +634,14 @@ class Trainer:
                 if not (restart is None or _checks._is_bool(restart)):  # "False" redrew them
                     raise InputTypeError(f"restart must be True, False or None (the default), "
                                          f"got {restart!r}")
+                # class ids held out that training lacks warn (a regression's are values)
+                classifies = self.net.loss.classification or self.net.loss.binary
                 if validation_split is not None:
                     X_train, y_train, validation = _split_off(
-                        X_train, y_train, validation_split, X_test, validation,
-                        classes=self.net.loss.classification or self.net.loss.binary)
+                        X_train, y_train, validation_split, X_test, validation, classifies)
                 evaluation, names = _evaluation_set(X_test, y_test, validation)
-                classifies = self.net.loss.classification or self.net.loss.binary
-                if validation is not None and validation_split is None and classifies:
-                    _warn_of_untrained_classes(y_train, evaluation[1])
+                if names[0] == "X_val" and validation_split is None and classifies:
+                    _warn_of_unseen(y_train, evaluation[1], "validation")
                 cbs = self._fit_callbacks(settings, callback, callbacks, checkpoint,
                                           checkpoint_every, verbose)
                 if evaluation[0] is None:  # the early stopping in use (keyword's, or given)
@@ -768,8 +765,7 @@ class _Run:
     communicator of a distributed fit (``nnx.distributed``; alone, one that
     does nothing): every method that calls it is called on every rank."""
 
-    def __init__(self, net, optim, settings, callbacks, data, comm=_distributed.LOCAL,
-                 state_keys=None):
+    def __init__(self, net, optim, settings, callbacks, data, comm, state_keys):
         self.net, self.optim, self.b = net, optim, net.backend
         self.settings, self.callbacks, self.data = settings, callbacks, data
         self.comm = comm
@@ -785,8 +781,7 @@ class _Run:
         # carries it was written by someone else since this run's last save
         self.run_id = os.urandom(8).hex()
         self.saved_to = {}  # real path -> the epoch this run last saved there
-        # id of a callback -> where a checkpoint keeps its state
-        self.state_keys = _state_keys(callbacks) if state_keys is None else state_keys
+        self.state_keys = state_keys  # id of a callback -> where a checkpoint keeps its state
 
     def request_stop(self):
         """End training after the current epoch (callbacks call this)."""
@@ -877,14 +872,10 @@ class _Run:
         # and rank 0's optimiser state, step count and (float16) loss scale: a later
         # fit (restart=False) goes on from what each rank's earlier steps left, which
         # steps taken on one rank alone made differ (each rank then trained its own model)
-        optim = self.optim
-        optim._prepare(self.net)
-        for name in sorted(optim.state):
-            comm.broadcast(optim.state[name])
-        comm.broadcast(optim._device["t"])
-        if self.net.loss_scaler is not None:
-            for array in self.net.loss_scaler.arrays(self.b):
-                comm.broadcast(array)
+        scaler = self.net.loss_scaler
+        for array in self.optim.state_arrays() + ([] if scaler is None else
+                                                  list(scaler.arrays(self.b))):
+            comm.broadcast(array)
         if self.epoch == 0:  # a new run: its "last good" parameters are the shared ones
             self.snapshot_good(0)
         if not self.generator_restored:
