@@ -516,6 +516,17 @@ def _training_arrays(training, arrays):
     return {k for k in arrays if k == "good_params" or k.startswith(prefixes)}
 
 
+def _feature_names(desc):
+    """The DataFrame column names a network description records, or None."""
+    names = desc.get("feature_names")
+    if names is None:
+        return None
+    if not (isinstance(names, list) and len(names) == desc["n_in"]
+            and all(isinstance(c, str) for c in names)):
+        raise ValueError(f"feature_names must be {desc['n_in']} strings, got {names!r}")
+    return tuple(names)
+
+
 def load_network(path, backend="cpu", dtype=None, cls=None, precision=None):
     """The network saved at ``path``, rebuilt on ``backend`` in its saved dtype
     unless ``dtype``, with ``precision`` (default float32; see
@@ -555,6 +566,7 @@ def load_network(path, backend="cpu", dtype=None, cls=None, precision=None):
                   precision=None if isinstance(backend, Backend) else precision)
         net.build(desc["n_in"])
         net.set_parameters(net.backend.asarray(arrays["params"]))
+        net.feature_names = _feature_names(desc)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(
             f"checkpoint {str(path)!r} describes no valid network ({exc})") from None

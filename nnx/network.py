@@ -86,6 +86,9 @@ class NeuralNetwork:
         self.loss._bind(self.backend)
         self.seed = host.fresh_seed() if seed is None else seed
         self.n_in = None
+        # a pandas DataFrame's column names the network was trained on (see
+        # note_columns): later frames must name the same columns in this order
+        self.feature_names = None
         self._param_buf = self._grad_buf = None
         self._scaled_grads = False  # whether grad_buffer holds loss-scaled gradients
         self._graph_memory = None  # a fit's graphs, kept while custom parts may hold their arrays
@@ -300,6 +303,7 @@ class NeuralNetwork:
         # fresh weights: nothing trained or loaded for a later fit to warn of replacing
         self.__dict__.pop("_trained", None)
         self.__dict__.pop("_loaded_from", None)
+        self.feature_names = None  # what fresh weights learned nothing of
         if self.loss_scaler is not None:
             self.loss_scaler.reset()
         if self.built:
@@ -324,17 +328,21 @@ class NeuralNetwork:
                 f"of its own device: pass {how}np.asarray({name}), or move it first")
         return True
 
-    def as_input(self, X, name="X", rows=False, convert=True):
+    def as_input(self, X, name="X", rows=False, convert=True, columns=True):
         """``X`` on this network's device in its dtype: host data is checked
         and uploaded (one copy); arrays already on the device pass through.
         ``rows=True``: host data comes C-contiguous too (its rows are gathered
         into batches), in the same one conversion. ``convert=False``: host
         data is checked and returned as it is, for a caller that converts a
-        chunk of rows at a time (inference)."""
+        chunk of rows at a time (inference). ``columns=False``: a DataFrame's
+        column names are not compared with ``feature_names`` (a fit's data,
+        which may be going to replace them)."""
         b = self.backend
         if host.is_sparse(X):
             return self._sparse_input(X, name)
         if self.on_host(X, name):
+            if columns:
+                self._check_columns(X, name)
             X = host.check_features(X, name, self.n_in, b.dtype_name)
             if b.precision == "float16":
                 host.check_half_range(host.largest_magnitude(X), name)
@@ -351,6 +359,36 @@ class NeuralNetwork:
             xp = b.xp
             host.check_half_range(float(b.to_numpy(xp.maximum(xp.max(X), -xp.min(X)))), name)
         return b.asarray(X)
+
+    def note_columns(self, names, fresh):
+        """Take ``names`` (``host.column_names`` of a DataFrame about to be
+        trained on; None for other data) as the network's ``feature_names``:
+        always for ``fresh`` weights, else where it has none yet; weights
+        trained on other columns refuse them. ``Trainer.fit`` calls it."""
+        if fresh or self.feature_names is None:
+            self.feature_names = names
+        elif names is not None and names != self.feature_names:
+            raise InputValueError(
+                "X_train is a DataFrame of other columns than the network was trained on: "
+                f"{host.differing_columns(names, self.feature_names)}; select and order them "
+                "as before (X_train[net.feature_names]), or pass restart=True to train new "
+                "weights on these")
+
+    def _check_columns(self, X, name, expected=None, source="the network"):
+        """Refuse a DataFrame whose column names differ from those the network
+        was trained on (or ``expected``, those of ``source``): the same values
+        in another order would otherwise give wrong predictions without a
+        word. NumPy arrays are not checked."""
+        expected = self.feature_names if expected is None else expected
+        names = host.column_names(X)
+        if names is None or expected is None or names == expected:
+            return
+        mine = source == "the network"
+        raise InputValueError(
+            f"{name} is a DataFrame of other columns than {source} "
+            f"{'was trained on' if mine else 'has'}: "
+            f"{host.differing_columns(names, expected, source)}; select and order them as in "
+            f"training ({name}[{'net.feature_names' if mine else 'list(X_train.columns)'}])")
 
     def _sparse_input(self, X, name):
         """SciPy sparse rows, kept sparse (CSR in the compute dtype): the first
@@ -506,6 +544,8 @@ class NeuralNetwork:
             "precision": self.backend.precision,
             "seed": self.seed,
             "n_in": self.n_in,
+            **({} if self.feature_names is None
+               else {"feature_names": list(self.feature_names)}),
         }
 
     def save(self, path, extra=None, training=None, meta=None):

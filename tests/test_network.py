@@ -1157,3 +1157,51 @@ def test_sparse_one_hot_rows_take_a_validation_split():
     rows = OneHotEncoder().fit_transform(ids.reshape(-1, 1))
     net = nnx.NeuralNetwork([nnx.Dense(3, "linear")], nnx.SoftmaxCrossEntropy(), seed=0)
     nnx.Trainer(net, nnx.SGD(0.1)).fit(X, rows, epochs=1, batch_size=20, validation_split=0.2)
+
+
+def test_a_dataframe_of_other_columns_is_refused_not_predicted(tmp_path):
+    """A network trained on a DataFrame predicted from one whose columns came
+    in another order (or other columns) without a word: wrong outputs."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.standard_normal((60, 3)), columns=["a", "b", "c"])
+    y = np.arange(60) % 3
+    net = nnx.NeuralNetwork([nnx.Dense(4, "tanh"), nnx.Dense(3, "linear")],
+                            "softmax_cross_entropy", seed=0)
+    nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, epochs=2)
+    assert net.feature_names == ("a", "b", "c")
+    np.testing.assert_array_equal(net.predict(X[["a", "b", "c"]]), net.predict(X.to_numpy()))
+    with pytest.raises(nnx.InputValueError, match=r"X is a DataFrame of other columns than the "
+                       r"network was trained on: its columns are in another order \(column 0 "
+                       r"is 'b', where the network has 'a'\); .*X\[net.feature_names\]"):
+        net.predict(X[["b", "a", "c"]])
+    with pytest.raises(nnx.InputValueError, match=r"it lacks 'c'; it has 'd', unknown"):
+        nnx.accuracy(net, X.rename(columns={"c": "d"}), y)
+    trained = net.get_parameters()
+    with pytest.raises(nnx.InputValueError, match=r"X_train is a DataFrame of other columns.*"
+                                                  r"or pass restart=True"):
+        nnx.Trainer(net, nnx.SGD(0.1)).fit(X[["c", "b", "a"]], y, epochs=1, restart=False)
+    np.testing.assert_array_equal(net.get_parameters(), trained)
+    nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, epochs=1, restart=False)  # the same: goes on
+    again = copy.deepcopy(net)  # new weights learn the new frame's columns
+    nnx.Trainer(again, nnx.SGD(0.1)).fit(X[["c", "b", "a"]], y, epochs=1, restart=True)
+    assert again.feature_names == ("c", "b", "a")
+    # a validation frame is held to the training frame's columns, before any step
+    fresh = nnx.NeuralNetwork([nnx.Dense(3, "linear")], "softmax_cross_entropy", seed=0)
+    with pytest.raises(nnx.InputValueError, match=r"X_test is a DataFrame of other columns "
+                       r"than X_train has: .*list\(X_train.columns\)"):
+        nnx.Trainer(fresh, nnx.SGD(0.1)).fit(X, y, X[["c", "b", "a"]], y, epochs=1)
+    assert not fresh.built and fresh.feature_names is None
+    # the names travel with the network: a checkpoint, a copy; fresh weights forget them
+    net.save(tmp_path / "n.nnx")
+    back = nnx.NeuralNetwork.load(tmp_path / "n.nnx")
+    assert back.feature_names == net.feature_names == copy.deepcopy(net).feature_names
+    with pytest.raises(nnx.InputValueError, match="other order"):
+        back.predict(X[["a", "c", "b"]])
+    back.reset()
+    assert back.feature_names is None
+    # unnamed columns (pandas' 0, 1, 2) and NumPy rows are not checked or recorded
+    plain = nnx.NeuralNetwork([nnx.Dense(3, "linear")], "softmax_cross_entropy", seed=0)
+    nnx.Trainer(plain, nnx.SGD(0.1)).fit(pd.DataFrame(X.to_numpy()), y, epochs=1)
+    assert plain.feature_names is None
+    assert plain.predict(X[["c", "b", "a"]]).shape == (60, 3)

@@ -89,6 +89,37 @@ def _is_pandas(x):
     return type(x).__module__.startswith("pandas") and hasattr(x, "to_numpy")
 
 
+def column_names(X):
+    """A pandas DataFrame's column names as a tuple of strings; None for any
+    other input, or a frame with a name that is not a string (pandas' default
+    0, 1, 2 ... says nothing about what a column holds)."""
+    if not (_is_pandas(X) and hasattr(X, "columns")):
+        return None
+    names = tuple(X.columns)
+    return names if names and all(isinstance(c, str) for c in names) else None
+
+
+def differing_columns(given, expected, source="the network"):
+    """Words for how the column names ``given`` differ from ``expected``
+    (those of ``source``)."""
+    missing = [c for c in expected if c not in given]
+    extra = [c for c in given if c not in expected]
+
+    def shown(names):
+        return ", ".join(repr(c) for c in names[:5]) + (" ..." if len(names) > 5 else "")
+
+    words = []
+    if missing:
+        words.append(f"it lacks {shown(missing)}")
+    if extra:
+        words.append(f"it has {shown(extra)}, unknown to {source}")
+    if not words:
+        at = next(i for i, (a, b) in enumerate(zip(given, expected)) if a != b)
+        words.append(f"its columns are in another order (column {at} is {given[at]!r}, "
+                     f"where {source} has {expected[at]!r})")
+    return "; ".join(words)
+
+
 def _dtypes(x):
     return list(x.dtypes) if hasattr(x, "columns") else [x.dtype]
 

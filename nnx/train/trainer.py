@@ -229,7 +229,9 @@ class _Data:
         # one checked copy of each array on the device, before any training
         # (SciPy sparse X stays sparse: CSR rows on the CPU, see as_input)
         # rows are gathered from it at every batch: C-contiguous ones (one copy at most)
-        self.X = net.backend.rows_contiguous(net.as_input(X_train, "X_train", rows=True))
+        self.X = net.backend.rows_contiguous(net.as_input(X_train, "X_train", rows=True,
+                                                          columns=False))
+        self.columns = host.column_names(X_train)  # the network's after begin (note_columns)
         problem = _spread_problem(self.X, X_train, "X_train")
         checked = _on_host(self.X, X_train)  # device data is not read back to be checked
         if problem:
@@ -240,7 +242,8 @@ class _Data:
         self.val = None
         if X_val is not None:
             given, X_val = X_val, net.backend.rows_contiguous(
-                net.as_input(X_val, names[0], rows=True))
+                net.as_input(X_val, names[0], rows=True, columns=False))
+            net._check_columns(given, names[0], self.columns, "X_train")
             if int(X_val.shape[1]) != width:
                 raise InputValueError(f"{names[0]} has {int(X_val.shape[1])} features, but "
                                       f"X_train has {width}")
@@ -696,6 +699,7 @@ class Trainer:
             run.load(resume)
         else:
             run.begin(restart)
+        net.note_columns(data.columns, run.__dict__.get("restarted", False))
         return run
 
     def _fit_callbacks(self, settings, callback, callbacks, checkpoint, checkpoint_every,
