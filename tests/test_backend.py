@@ -675,6 +675,34 @@ def test_gather_batch_fetches_the_batch_at_the_device_counter(backend_name, dtyp
         np.testing.assert_array_equal(b.to_numpy(yb), Y[rows].astype(dtype))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_class_ids_become_the_batchs_one_hot_rows(backend_name, dtype):
+    """Targets kept as class ids: a batch's one-hot rows, taken by indices
+    (``one_hot_rows``) or at the device counter (``gather_one_hot``), are
+    those of the ids' rows, 1 in the class's column and 0 elsewhere."""
+    b = get_backend(backend_name, dtype)
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, 5, 40)
+    ids[:5] = [0, 4, 4, 0, 2]  # the first and last columns too
+    eye = np.eye(5, dtype=dtype)
+    ids_d = b.asarray(ids, dtype=b.xp.int32)
+    order = rng.permutation(40)
+    order_d = b.asarray(order, dtype=b.xp.int64)
+    out = b.empty((6, 5))
+    b.assign(out, 7.0)  # what is not a class's 1 is written 0
+    idx = b.asarray(np.array([0, 1, 2, 3, 4, 39]), dtype=b.xp.int64)
+    assert b.one_hot_rows(ids_d, idx, out) is out
+    np.testing.assert_array_equal(b.to_numpy(out), eye[ids[[0, 1, 2, 3, 4, 39]]])
+    assert b.one_hot_rows(ids_d, order_d[6:12], out) is out  # a slice of the order, as fit
+    np.testing.assert_array_equal(b.to_numpy(out), eye[ids[order[6:12]]])
+    position = b.zeros_int((1,))
+    for p in range(5):  # batches of 6 rows, two ranks: this is rank 1 (offset 6)
+        b.assign(position, p)
+        assert b.gather_one_hot(ids_d, order_d, position, 12, 6, out) is out
+        rows = order[np.arange(p * 12 + 6, p * 12 + 12) % 40]  # the last wraps around
+        np.testing.assert_array_equal(b.to_numpy(out), eye[ids[rows]])
+
+
 def test_gather_batch_wraps_positions_past_the_end(backend_name):
     """A counter past the epoch's last batch reads from the order's start
     again (rows of the data, never memory beyond the order)."""

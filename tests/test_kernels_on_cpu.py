@@ -46,7 +46,8 @@ def test_the_harness_sees_every_activation_and_optimiser_kernel(K):
     assert {f"nnx_bias_{a}" for a in FUSED_ACTIVATIONS} <= names
     assert {f"nnx_{a}_grad" for a in FUSED_ACTIVATIONS} <= names
     assert {"nnx_sgd", "nnx_momentum", "nnx_adam", "nnx_adagrad", "nnx_rmsprop_00",
-            "nnx_rmsprop_11", "nnx_tick", "nnx_gather_batch", "nnx_loss_scale"} <= names
+            "nnx_rmsprop_11", "nnx_tick", "nnx_gather_batch", "nnx_loss_scale",
+            "nnx_one_hot_rows", "nnx_gather_one_hot"} <= names
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -103,6 +104,24 @@ def test_the_gather_kernel_fetches_the_reference_batch(K):
         out = np.empty(15)
         K("nnx_gather_batch", X.ravel(), order, np.array([position]), 6, 3, 5, 12, out)
         want = b.gather_batch(X, order, np.array([position]), 6, 3, np.empty((3, 5)))
+        np.testing.assert_array_equal(out, want.ravel())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_one_hot_kernels_make_the_reference_rows(K, dtype):
+    b = get_backend("cpu", np.dtype(dtype).name)
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, 4, 12).astype(np.int32)
+    order = rng.permutation(12)
+    idx = order[3:8]
+    out = np.full(20, 9, dtype)
+    K("nnx_one_hot_rows", ids, idx, 4, out, dtype=dtype)
+    np.testing.assert_array_equal(out, b.one_hot_rows(ids, idx, np.empty((5, 4), dtype)).ravel())
+    for position in range(4):  # the last ones wrap around the order
+        out = np.full(12, 9, dtype)
+        K("nnx_gather_one_hot", ids, order, np.array([position]), 5, 2, 4, 12, out,
+          dtype=dtype)
+        want = b.gather_one_hot(ids, order, np.array([position]), 5, 2, np.empty((3, 4), dtype))
         np.testing.assert_array_equal(out, want.ravel())
 
 

@@ -291,19 +291,21 @@ def test_fit_does_not_copy_the_dataset_per_epoch(monkeypatch, epochs):
     hist = nnx.Trainer(net, opt).fit(X, y, Xv, yv, epochs=epochs, eval_every=2, batch_size=32,
                                      patience=10)
     assert hist.epochs_run == epochs
-    # the training and evaluation sets are converted once each (their one-hot
-    # targets are made in the compute dtype, so they need no conversion: they
-    # were made in float64 and converted, two full-size arrays); the remaining
-    # conversions are the initial weights (2 per layer, drawn by build and restart)
+    # the training and evaluation sets are converted once each (the evaluation
+    # set's one-hot targets are made in the compute dtype, so they need no
+    # conversion: they were made in float64 and converted, two full-size
+    # arrays), the training labels uploaded as class ids (one-hot a batch at a
+    # time); the remaining conversions are the initial weights (2 per layer,
+    # drawn by build and restart)
     data = [s for s in created if s and s[0] in (200, 100)]
-    assert sorted(data) == [(100, N_FEATURES), (200, N_FEATURES)]
-    assert len(created) <= 4 + 2 * 4 + 1  # + the learning rate's one device copy
+    assert sorted(data) == [(100, N_FEATURES), (200,), (200, N_FEATURES)]
+    assert len(created) <= 5 + 2 * 4 + 1  # + the learning rate's one device copy
     # the only copies are parameter snapshots (1-D flat buffers): one per evaluation,
     # plus the starting weights kept in case the very first epochs diverge
     assert all(len(shape) == 1 for shape in copied) and len(copied) <= epochs // 2 + 1
     # every training batch is a batch, never the whole set: 7 batches (6x32 + 8) per epoch
-    assert len(batch_rows) == 2 * 7 * epochs
-    assert max(batch_rows) == 32 and sum(batch_rows) == 2 * 200 * epochs
+    assert len(batch_rows) == 7 * epochs
+    assert max(batch_rows) == 32 and sum(batch_rows) == 200 * epochs
 
 
 # ------------------------------------ the network and the optimiser it trains
@@ -807,3 +809,32 @@ def test_a_callbacks_own_once_only_warning_shows_once():
         warnings.simplefilter("default")
         nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, epochs=5, batch_size=10, callbacks=[Noisy()])
     assert sum("a callback's note" in str(w.message) for w in seen) == 1
+
+
+def test_class_ids_are_held_as_ids_not_one_hot_rows():
+    """fit made one-hot rows of the whole training set's class ids, in the
+    compute dtype: with many classes, many times the size of X (here 8x).
+    Now the ids stay ids on the device and each batch gets its one-hot
+    rows; the training is the same as from one-hot rows given by hand."""
+    import tracemalloc
+    rng = np.random.default_rng(0)
+    n, k = 8_000, 400
+    X = rng.standard_normal((n, 50)).astype(np.float32)
+    ids = rng.integers(0, k, n)
+
+    def net():
+        return nnx.NeuralNetwork([nnx.Dense(k, "linear")], nnx.SoftmaxCrossEntropy(), seed=0)
+
+    by_ids, by_rows = net(), net()
+    tracemalloc.start()
+    try:
+        nnx.Trainer(by_ids, nnx.SGD(0.1)).fit(X, ids, epochs=2, batch_size=100, verbose=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    one_hot_bytes = n * k * 4
+    # X's copy (1.6 MB), the weights, batches: far below the one-hot set's 12.8 MB
+    assert peak < one_hot_bytes / 3, peak
+    rows = np.eye(k, dtype=np.float32)[ids]
+    nnx.Trainer(by_rows, nnx.SGD(0.1)).fit(X, rows, epochs=2, batch_size=100, verbose=False)
+    np.testing.assert_array_equal(by_ids.get_parameters(), by_rows.get_parameters())

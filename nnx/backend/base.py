@@ -334,12 +334,29 @@ class Backend:
         batch of the epoch, with no row index from the host per batch.
         Positions past the end of ``order`` wrap around to its start, so a
         step replayed too often reads rows of ``x``, never other memory."""
+        return self.take_rows(x, self._fed_rows(order, position, stride, offset, out), out=out)
+
+    def _fed_rows(self, order, position, stride, offset, out):
+        """The rows of ``order`` that ``gather_batch`` fetches into ``out``."""
         xp = self.xp
-        n = out.shape[0]
         start = position * stride + offset
-        pos = (xp.arange(n, dtype=xp.int64, **self._on) + start) % order.shape[0]
-        idx = xp.take(order, pos, axis=0)
-        return self.take_rows(x, idx, out=out)
+        pos = (xp.arange(out.shape[0], dtype=xp.int64, **self._on) + start) % order.shape[0]
+        return xp.take(order, pos, axis=0)
+
+    def one_hot_rows(self, ids, idx, out):
+        """The one-hot rows of the class ids ``ids[idx]`` written into ``out``
+        (rows, classes): a batch of targets kept as class ids (1-D integers
+        below ``out``'s column count), as ``take_rows`` takes one of rows."""
+        xp = self.xp
+        picked = xp.take(ids, idx, axis=0)
+        classes = xp.arange(out.shape[1], dtype=picked.dtype, **self._on)
+        out[...] = self.astype(picked[:, None] == classes, out.dtype)
+        return out
+
+    def gather_one_hot(self, ids, order, position, stride, offset, out):
+        """``gather_batch`` of targets kept as class ids: the one-hot rows of
+        ``ids[order[position * stride + offset + i]]`` into ``out``."""
+        return self.one_hot_rows(ids, self._fed_rows(order, position, stride, offset, out), out)
 
     def advance(self, position, total, loss):
         """After a fed step: ``position += 1`` (the batch counter, ``(1,)``

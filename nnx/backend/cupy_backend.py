@@ -283,6 +283,22 @@ class CupyBackend(Backend):
                              out.reshape(-1))
         return out
 
+    def one_hot_rows(self, ids, idx, out):
+        if not (out.flags.c_contiguous and ids.dtype == self.xp.int32):
+            return super().one_hot_rows(ids, idx, out)
+        self._kernels.one_hot(ids, idx.astype(self.xp.int64, copy=False),
+                              np.int64(out.shape[1]), out.reshape(-1))
+        return out
+
+    def gather_one_hot(self, ids, order, position, stride, offset, out):
+        # one kernel, as gather_batch: each element finds its row's class id
+        if not (out.flags.c_contiguous and ids.dtype == self.xp.int32):
+            return super().gather_one_hot(ids, order, position, stride, offset, out)
+        self._kernels.gather_one_hot(ids, order, position, np.int64(stride), np.int64(offset),
+                                     np.int64(out.shape[1]), np.int64(order.shape[0]),
+                                     out.reshape(-1))
+        return out
+
 
 class _Fused(NamedTuple):
     """One activation's fused kernels, as CUDA statements in the kernels' type
@@ -383,6 +399,26 @@ class _Kernels:
             out = x[order[k] * width + (i - r * width)];
             """,
             "nnx_gather_batch",
+        )
+        # out[r, c] = 1 where ids[idx[r]] == c, else 0 (flat views of out)
+        self.one_hot = ek(
+            "raw int32 ids, raw int64 idx, int64 width", "T out",
+            """
+            long long r = i / width;
+            out = ids[idx[r]] == (int)(i - r * width) ? (T)1 : (T)0;
+            """,
+            "nnx_one_hot_rows",
+        )
+        # the same for the row of the epoch's order at the device counter
+        self.gather_one_hot = ek(
+            "raw int32 ids, raw int64 order, raw int64 position, int64 stride, int64 offset, "
+            "int64 width, int64 norder", "T out",
+            """
+            long long r = i / width;
+            long long k = (position[0] * stride + offset + r) % norder;
+            out = ids[order[k]] == (int)(i - r * width) ? (T)1 : (T)0;
+            """,
+            "nnx_gather_one_hot",
         )
         self.dropout_apply = ek(
             "T x, float64 u, float64 keep, T scale", "T mask, T y",

@@ -350,6 +350,11 @@ class NumpyBackend(Backend):
         # write straight into ``out`` instead of through a bounds-checked buffer
         return x.take(idx, axis=0, out=out, mode="clip")
 
+    def one_hot_rows(self, ids, idx, out):
+        out.fill(0)  # then a 1 per row: no (rows, classes) comparison
+        out[np.arange(out.shape[0]), ids.take(idx, mode="clip")] = 1
+        return out
+
     # The overrides below do the reference arithmetic in the same order (so
     # results are bit-identical to it) with fewer temporaries.
     def softmax_cross_entropy(self, logits, target, eps):

@@ -117,7 +117,10 @@ class _Steps:
                 continue
             idx = order[start:stop]
             xb = b.take_rows(X, idx, out=xb)  # the buffer, or sparse rows' own CSR
-            b.take_rows(y, idx, out=yb)
+            if isinstance(y, ClassIds):
+                b.one_hot_rows(y.ids, idx, out=yb)
+            else:
+                b.take_rows(y, idx, out=yb)
             total += self._step(xb, yb, weight)
             self.last_rows = (xb, yb)
         return total
@@ -157,7 +160,10 @@ class _Steps:
         b = self.net.backend
         order, position, total, X, y, xb, yb, weight = self.feed
         b.gather_batch(X, order, position, self.stride, self.offset, xb)
-        b.gather_batch(y, order, position, self.stride, self.offset, yb)
+        if isinstance(y, ClassIds):
+            b.gather_one_hot(y.ids, order, position, self.stride, self.offset, yb)
+        else:
+            b.gather_batch(y, order, position, self.stride, self.offset, yb)
         b.advance(position, total, self._step(xb, yb, weight))
         return total
 
@@ -221,6 +227,31 @@ def _all_builtin(net):
     return all(type(p).__module__.split(".")[0] == "nnx" for p in parts)
 
 
+class ClassIds:
+    """Training targets given as class ids, kept as one int32 per row on the
+    device: each batch's one-hot rows are made as it is taken
+    (``one_hot_rows``, ``gather_one_hot``), not held for the whole set,
+    which would take ``classes`` numbers of the compute dtype per row.
+    ``shape`` is that of the rows they stand for."""
+
+    def __init__(self, ids, classes):
+        self.ids, self.shape = ids, (int(ids.shape[0]), int(classes))
+
+
+def _training_targets(net, y, n):
+    """``y_train`` on the device: ``ClassIds`` for class ids of a network of
+    several outputs, else the target rows (``as_target``). Checked alike."""
+    if host.is_sparse(y) or not net.on_host(y, "y_train"):
+        return net.as_target(y, n, "y_train", "X_train")
+    b, loss = net.backend, net.loss
+    rows = host.check_targets(y, n, net.n_out, "y_train", distributions=loss.classification,
+                              x_name="X_train", dtype=b.dtype_name, ids_only=True,
+                              unit=loss.binary)
+    if rows.ndim == 2:  # rows of targets: in the compute dtype (one copy), as as_target
+        return b.asarray(rows)
+    return ClassIds(b.asarray(rows, dtype=b.xp.int32), net.n_out)
+
+
 class _Data:
     """The training and evaluation arrays on the device, checked once, and
     the batch buffers every step refills."""
@@ -237,7 +268,7 @@ class _Data:
         if problem:
             _checks.warn_caller(problem, InputWarning)
         self.n, width = int(self.X.shape[0]), int(self.X.shape[1])
-        self.y = net.as_target(y_train, self.n, "y_train", "X_train")
+        self.y = _training_targets(net, y_train, self.n)
         X_val, y_val = evaluation
         self.val = None
         if X_val is not None:
@@ -289,8 +320,11 @@ class _Data:
                                        for i in range(0, n, step)])
             w_d = b.asarray(w, f64)
             ids_d, step_y = b.asarray(ids, f64), _fingerprint_rows(k)  # in blocks, as X
-            rows_y = b.concat_rows([b.astype(y[i:min(i + step_y, n), :], f64) @ ids_d
-                                    for i in range(0, n, step_y)])
+            if isinstance(y, ClassIds):  # what its one-hot rows would give
+                rows_y = b.xp.take(ids_d, y.ids, axis=0)
+            else:
+                rows_y = b.concat_rows([b.astype(y[i:min(i + step_y, n), :], f64) @ ids_d
+                                        for i in range(0, n, step_y)])
             sums += [b.xp.sum(b.asarray(rows_x, f64)),
                      b.xp.sum(b.asarray(rows_x, f64) * w_d),
                      b.xp.sum(b.asarray(joint, f64) * w_d), b.xp.sum(rows_y * w_d)]
