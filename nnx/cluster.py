@@ -150,8 +150,12 @@ def connect(workers=None, scheduler=None, **cluster_options):
         # a worker process importing the script that started it, as spawn does:
         # one line here, and the script's own process says the rest
         raise ClusterError(_NO_GUARD)
+    # Ctrl-C is for this process alone to take (see nnx._dask_worker)
+    preload = cluster_options.pop("preload", None)
+    preload = [preload] if isinstance(preload, str) else list(preload or ())
     options = {"n_workers": workers, "threads_per_worker": 1, "processes": True,
-               "dashboard_address": ":0", "silence_logs": logging.ERROR, **cluster_options}
+               "dashboard_address": ":0", "silence_logs": logging.ERROR,
+               "preload": ["nnx._dask_worker", *preload], **cluster_options}
     try:
         cluster = LocalCluster(**options)
     except RuntimeError as exc:

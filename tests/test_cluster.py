@@ -120,6 +120,22 @@ def test_a_script_without_the_main_guard_is_told_so(tmp_path):
     assert 'under `if __name__ == "__main__":` (see docs/cluster.md)' in last
 
 
+def _sigint_handler():
+    import signal
+    return signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def test_local_workers_leave_ctrl_c_to_the_client(client):
+    """Ctrl-C in a terminal reaches every process of the group: each worker
+    of a local cluster printed its event loop's KeyboardInterrupt traceback
+    (two screens for `nnx reproduce --workers 2`) while the client's process
+    said "interrupted" and closed the cluster."""
+    import signal
+    ignored = client.run(_sigint_handler)
+    assert len(ignored) == 2 and all(ignored.values())
+    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # this process's own stays
+
+
 def test_workers_that_fail_to_start_for_another_reason_say_which():
     """Any failed start was blamed on a missing __main__ guard, and the
     workers' own error (a preload module not there) was dropped."""
