@@ -856,10 +856,13 @@ def cmd_export(args):
     if _same_file(args.checkpoint, args.out):  # the export would replace its source
         raise UsageError(f"{args.out!r} is the checkpoint itself: give the ONNX model another "
                          "path, such as model.onnx")
-    if os.path.isfile(args.out) and not str(args.out).lower().endswith(".onnx"):
-        raise UsageError(f"{args.out!r} exists and is not a .onnx file (the model's training "
-                         "data, say): nnx export replaces only .onnx files; give a path such "
-                         "as model.onnx")
+    real = os.path.realpath(args.out)  # a symbolic link's target is what would be replaced
+    if any(os.path.isfile(p) and not str(p).lower().endswith(".onnx")
+           for p in (args.out, real)):
+        linked = "" if real == os.path.abspath(args.out) else f" (a link to {real!r})"
+        raise UsageError(f"{args.out!r}{linked} exists and is not a .onnx file (the model's "
+                         "training data, say): nnx export replaces only .onnx files; give a "
+                         "path such as model.onnx")
     from .checkpoint import read_header
     # as trained: a network of reduced precision is exported with a warning saying so
     precision = read_header(args.checkpoint)["network"].get("precision", "float32")
@@ -878,7 +881,9 @@ def cmd_export(args):
     except ImportError as exc:
         raise UsageError(str(exc)) from None
     except InputError as exc:  # the library names its argument; here it is the flag
-        raise UsageError(re.sub(r'\boutput="(\w+)"', r"--output \1", str(exc))) from None
+        words = re.sub(r'\boutput="(\w+)"', r"--output \1", str(exc))
+        words = re.sub(r"\bopset=", "--opset ", re.sub(r"^path=", "OUT ", words))
+        raise UsageError(words) from None
     takes = ("raw features (the checkpoint's standardisation is its first step)"
              if stats is not None else "features as the network saw them in training")
     print(f"nnx {__version__} export: {args.checkpoint} -> {path} (output {output}, "

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 
 from . import _checks
 from ._checks import InputTypeError, InputValueError, InputWarning
@@ -330,7 +329,9 @@ def layers_model(weights, biases, hidden_activation, output, dtype, opset=None,
             x = _EMITTERS[name](g, x, setting)
     g.scope = "output"
     if output == "binary" and not logistic:
-        x = _binary(g, g.op("Clip", x, g.const(0.0), g.const(1.0)))
+        # Max and Min, not Clip: onnxruntime's optimiser fails to load a float64
+        # Clip after a Relu (it fuses the two and expects float32 bounds)
+        x = _binary(g, g.op("Min", g.op("Max", x, g.const(0.0)), g.const(1.0)))
     else:
         x = _TRANSFORMS[output](g, x)
     output_name = _OUTPUT_NAMES[output] if output_name is None else output_name
@@ -344,12 +345,12 @@ def layers_model(weights, biases, hidden_activation, output, dtype, opset=None,
                   opset, {"nnx.output": output, **_metadata(extra)})
 
 
-def _metadata(extra):
+def _metadata(extra, name="extra"):
     if extra is None:
         return {}
     if not isinstance(extra, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                               for k, v in extra.items()):
-        raise InputTypeError(f"extra must be a dict of str to str (model metadata), got "
+        raise InputTypeError(f"{name} must be a dict of str to str (model metadata), got "
                              f"{extra!r}")
     return extra
 
@@ -459,7 +460,9 @@ def export_network(net, path, *, output="raw", opset=None, input_name="X", outpu
             f"will not return them (output={proba!r} does, output='raw' the plain outputs)",
             InputWarning)
     last = getattr(type(net.layers[-1].activation), "name", None)
-    if output == "sigmoid" and last == "sigmoid":
+    if output == "sigmoid" and last == "sigmoid" and not net.loss.binary:
+        # (a sigmoid cross-entropy takes a sigmoid of its outputs, whatever
+        # the last layer did: predict_proba's too)
         raise InputValueError('output="sigmoid": the last layer is a sigmoid already, so its '
                               'outputs are the probabilities; a second sigmoid would squeeze '
                               'every one into [0.5, 0.73]. Use output="raw" (or "binary" for '
@@ -467,12 +470,12 @@ def export_network(net, path, *, output="raw", opset=None, input_name="X", outpu
     params = [net.backend.to_numpy(p) for p in net.params()]
     precision = getattr(net.backend, "precision", "float32")
     if precision != "float32":
-        warnings.warn(
+        _checks.warn_caller(
             f"the network computes its matrix products in {precision}; the ONNX model "
             "computes them in float32 with the same (float32) weights, so its outputs differ "
             "from net.predict's by that rounding (loaded with precision='float32', or "
             "scored by nnx evaluate --precision float32, the network predicts as the ONNX "
-            "model does)", InputWarning, stacklevel=2)
+            "model does)", InputWarning)
     # "binary" is predict_proba's [1 - p, p]: p the sigmoid of the logit for a
     # sigmoid cross-entropy network, else the output clipped into [0, 1] (no
     # sigmoid of its own: the network's last layer has applied its own)
@@ -481,7 +484,19 @@ def export_network(net, path, *, output="raw", opset=None, input_name="X", outpu
                          input_name=input_name, output_name=output_name,
                          logistic=net.loss.binary,
                          standardize=standardize,
-                         extra={**_metadata(metadata), "nnx.trained_precision": precision})
+                         extra={**_users_metadata(metadata),
+                                "nnx.trained_precision": precision})
+
+
+def _users_metadata(metadata):
+    """``metadata=`` of ``export_network``: str -> str, none of nnx's own keys."""
+    metadata = _metadata(metadata, "metadata")
+    own = sorted(k for k in metadata if k.startswith("nnx."))
+    if own:
+        raise InputValueError(f"metadata keys {own} start with 'nnx.', which names what nnx "
+                              "itself records (nnx.output, nnx.trained_precision); give them "
+                              "other names")
+    return metadata
 
 
 def _statistics(standardize, n_in, dtype):

@@ -133,6 +133,57 @@ def test_a_sigmoid_output_over_a_sigmoid_layer_is_refused(tmp_path):
     assert not (tmp_path / "s.onnx").exists()
 
 
+def test_a_float64_binary_output_after_a_relu_loads_in_onnxruntime(tmp_path):
+    """Its Clip into [0, 1] after the Relu made onnxruntime's optimiser fail to
+    load the model ("Unexpected data type for Clip 'min' input of 11")."""
+    net = nnx.NeuralNetwork([nnx.Dense(4, "tanh"), nnx.Dense(1, "relu")], "mse", seed=0,
+                            dtype="float64")
+    net.build(3)
+    X = _inputs("float64", width=3, scale=3.0)
+    want = net.predict_proba(X)
+    assert ((want[:, 1] == 0) | (want[:, 1] == 1)).any()  # some clipped
+    _close(_run(net.to_onnx(tmp_path / "b.onnx", output="binary"), X), want, "float64")
+
+
+def test_a_sigmoid_cross_entropy_over_a_sigmoid_layer_exports_its_probabilities(tmp_path):
+    """Its predict_proba is the sigmoid of its (sigmoid) outputs, but the
+    default export refused "the last layer is a sigmoid already"."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", nnx.InputWarning)  # the squashed output's warning
+        net = nnx.NeuralNetwork([nnx.Dense(4, "tanh"), nnx.Dense(3, "sigmoid")],
+                                nnx.SigmoidCrossEntropy(), seed=0)
+    net.build(6)
+    X = _inputs("float32")
+    _close(_run(net.to_onnx(tmp_path / "s.onnx"), X), net.predict_proba(X), "float32")
+
+
+def test_the_reduced_precision_warning_points_at_the_callers_line(tmp_path):
+    net = _net(("tanh", None), "float32")
+    reduced = nnx.NeuralNetwork.load(net.save(tmp_path / "n.npz"), precision="bfloat16")
+    with pytest.warns(nnx.InputWarning, match="in bfloat16") as caught:
+        reduced.to_onnx(tmp_path / "m.onnx")
+    assert [w.filename for w in caught] == [__file__]
+
+
+def test_nnx_export_refuses_a_link_to_a_file_of_other_data(tmp_path, capsys):
+    """model.onnx linked to the training CSV: the check read the link's name,
+    the export wrote through it and replaced the CSV with a protobuf."""
+    from nnx.cli import main
+    net = nnx.NeuralNetwork([nnx.Dense(3, "linear")], "softmax_cross_entropy", seed=0)
+    net.build(2)
+    net.save(tmp_path / "m.npz")
+    (tmp_path / "data.csv").write_text("a,b,label\n1,2,0\n")
+    (tmp_path / "model.onnx").symlink_to(tmp_path / "data.csv")
+    assert main(["export", str(tmp_path / "m.npz"), str(tmp_path / "model.onnx")]) == 2
+    assert "(a link to " in capsys.readouterr().err
+    assert (tmp_path / "data.csv").read_text() == "a,b,label\n1,2,0\n"
+    # the library's words are the command's: OUT and --opset, not path= and opset=
+    assert main(["export", str(tmp_path / "m.npz"), str(tmp_path), "--opset", "13"]) == 2
+    assert capsys.readouterr().err.startswith(f"nnx export: error: OUT {str(tmp_path)!r} "
+                                              "names a folder")
+
+
 def test_nnx_export_names_its_flag_in_a_refusal(tmp_path, capsys):
     from nnx.cli import main
 
@@ -540,6 +591,59 @@ def test_a_pipeline_ending_in_the_regressor_converts_with_skl2onnx(loss, outputs
     _close(got, pipe.predict(X).reshape(120, outputs), "float32")
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_float_labels_and_integer_features_convert_with_skl2onnx(dtype):
+    """Labels held as floats (0.0/1.0, as a pandas float column gives them)
+    made a model onnxruntime refused (the class table held strings, the label
+    int64); integer features fed a float Gemm an int64 tensor: refused too.
+    scikit-learn's own MLPClassifier converts both."""
+    skl2onnx = _skl2onnx()
+    from nnx.sklearn import MLPClassifier, MLPRegressor
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((80, 3)).astype(dtype)
+    y = (X[:, 0] > 0).astype(np.float64) + (X[:, 1] > 0)
+    clf = _fit_quietly(MLPClassifier((5,), max_iter=20, random_state=0), X, y)
+    label, proba = _run_all(skl2onnx.to_onnx(clf, X[:1], options={"zipmap": False}), X)
+    np.testing.assert_array_equal(label, clf.predict(X))
+    np.testing.assert_allclose(proba, clf.predict_proba(X), rtol=TOL[dtype], atol=TOL[dtype])
+    counts = rng.integers(0, 16, (80, 3))
+    for est in (MLPClassifier((5,), max_iter=20, random_state=0),
+                MLPRegressor(hidden_layer_sizes=(5,), max_iter=20, random_state=0)):
+        est = _fit_quietly(est, counts, counts.argmax(axis=1))
+        got = _run_all(skl2onnx.to_onnx(est, counts[:1]), counts)
+        if hasattr(est, "classes_"):
+            np.testing.assert_array_equal(got[0], est.predict(counts))
+        else:
+            _close(got[0].ravel(), est.predict(counts), "float32")
+
+
+def test_a_classifier_of_one_class_converts_as_scikit_learns_does():
+    """Fitted on one class, the model's label indexed a one-entry table by
+    the larger of [1 - p, p]: an error for every row with p > 0.5. Now the
+    label is the class and the probabilities [p], as skl2onnx's converter
+    of scikit-learn's MLPClassifier gives them (ZipMap maps them)."""
+    skl2onnx = _skl2onnx()
+    from nnx.sklearn import MLPClassifier
+    X = np.random.default_rng(0).standard_normal((60, 3)).astype("float32")
+    clf = _fit_quietly(MLPClassifier((5,), max_iter=5, random_state=0), X,
+                       np.array(["only"] * 60))
+    assert (clf.predict_proba(X)[:, 1] > 0.5).any()
+    label, proba = _run_all(skl2onnx.to_onnx(clf, X[:1], options={"zipmap": False}), X)
+    np.testing.assert_array_equal(label, clf.predict(X))
+    _close(proba, clf.predict_proba(X)[:, 1:], "float32")
+    zipped = _run_all(skl2onnx.to_onnx(clf, X[:1]), X)[1]
+    assert zipped[0] == pytest.approx({"only": clf.predict_proba(X[:1])[0, 1]}, abs=1e-6)
+
+
+def test_an_unfitted_regressor_is_refused_as_predict_refuses_it():
+    skl2onnx = _skl2onnx()
+    from sklearn.exceptions import NotFittedError
+
+    from nnx.sklearn import MLPRegressor
+    with pytest.raises(NotFittedError):
+        skl2onnx.to_onnx(MLPRegressor(), np.zeros((1, 3), np.float32))
+
+
 def test_register_skl2onnx_says_how_to_install_it(monkeypatch):
     from nnx.sklearn import register_skl2onnx
     monkeypatch.setitem(sys.modules, "skl2onnx", None)
@@ -587,3 +691,14 @@ def test_binary_output_of_several_outputs_is_refused_before_any_warning(tmp_path
                                                       r"this model has 3 outputs"):
             net.to_onnx(tmp_path / "m.onnx", output="binary")
     assert not os.listdir(tmp_path)
+
+
+def test_metadata_is_named_and_cannot_replace_nnxs_own_keys(tmp_path):
+    """A bad metadata= was blamed on 'extra'; a key nnx.output replaced the
+    output nnx records for the model."""
+    net = _net(("tanh", None), "float32")
+    with pytest.raises(nnx.InputTypeError, match=r"^metadata must be a dict of str to str"):
+        nnx_onnx.export_network(net, tmp_path / "m.onnx", metadata={"a": 1})
+    with pytest.raises(nnx.InputValueError, match=r"metadata keys \['nnx.output'\] start with"):
+        nnx_onnx.export_network(net, tmp_path / "m.onnx", metadata={"nnx.output": "softmax"})
+    assert not (tmp_path / "m.onnx").exists()

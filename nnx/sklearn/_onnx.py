@@ -21,11 +21,16 @@ import numpy as np
 from .._checks import InputValueError
 
 
-def _input_dtype(operator):
+def _proto_type(operator):
+    """The ONNX element type of the operator's input (1 FLOAT, 11 DOUBLE, ...)."""
     from skl2onnx.common.data_types import guess_proto_type
-    from skl2onnx.proto import onnx_proto
-    return "float64" if guess_proto_type(operator.inputs[0].type) == \
-        onnx_proto.TensorProto.DOUBLE else "float32"
+    return guess_proto_type(operator.inputs[0].type)
+
+
+def _input_dtype(operator):
+    """The float type the network computes in: the input's, float32 for any
+    but float64 (integer features are cast to float32 first)."""
+    return "float64" if _proto_type(operator) == 11 else "float32"
 
 
 def _splice(scope, operator, container, output_name):
@@ -38,13 +43,18 @@ def _splice(scope, operator, container, output_name):
 
     est = operator.raw_operator
     opset = container.target_opset
+    source = operator.inputs[0].full_name
+    if _proto_type(operator) not in (1, 11):  # integer features: as floats, as predict takes them
+        source = scope.get_unique_variable_name("nnx_float_input")
+        container.add_node("Cast", operator.inputs[0].full_name, source, to=1,
+                           name=scope.get_unique_operator_name("nnx_Cast"))
     if opset is not None and opset < MIN_OPSET:
         raise InputValueError(f"target_opset={opset}: nnx's estimators export from opset "
                               f"{MIN_OPSET}")
     model = layers_model(est.coefs_, est.intercepts_, _HIDDEN[est.activation],
                          est._onnx_output(), _input_dtype(operator), opset=opset)
     graph = model.graph
-    names = {graph.input[0].name: operator.inputs[0].full_name,
+    names = {graph.input[0].name: source,
              graph.output[0].name: output_name}
     for tensor in graph.initializer:
         names[tensor.name] = scope.get_unique_variable_name("nnx_" + _plain(tensor.name))
@@ -68,7 +78,19 @@ def _plain(name):
 def _convert_classifier(scope, operator, container):
     est = operator.raw_operator
     label, probabilities = (o.full_name for o in operator.outputs)
-    _splice(scope, operator, container, probabilities)
+    if len(est.classes_) == 1:
+        # predict_proba's [1 - p, p]; the model gives [p] alone, as skl2onnx's
+        # converter of scikit-learn's own MLPClassifier does (one probability
+        # per class: ZipMap maps each to its class)
+        both = scope.get_unique_variable_name("probabilities_1_p")
+        _splice(scope, operator, container, both)
+        container.add_initializer(second := scope.get_unique_variable_name("column_p"), 7,
+                                  [1], [1])
+        container.add_node("Gather", [both, second], probabilities, axis=1,
+                           name=scope.get_unique_operator_name("Gather"))
+        probabilities = both  # the label's ArgMax reads both columns
+    else:
+        _splice(scope, operator, container, probabilities)
     if est._label_binarizer.y_type_ == "multilabel-indicator":  # one 0/1 column per label
         above = scope.get_unique_variable_name("above_half")
         container.add_initializer(half := scope.get_unique_variable_name("half"),
@@ -83,7 +105,11 @@ def _convert_classifier(scope, operator, container):
     container.add_node("ArgMax", probabilities, index, axis=1, keepdims=0,
                        name=scope.get_unique_operator_name("ArgMax"))
     table = scope.get_unique_variable_name("classes")
-    if classes.dtype.kind in "biu":
+    if len(classes) == 1:  # predict_proba's two columns [1 - p, p] name the one class
+        classes = np.repeat(classes, 2)
+    # numbers as int64, skl2onnx's type for them (float labels are whole:
+    # scikit-learn refuses others as continuous targets)
+    if classes.dtype.kind in "biuf":
         container.add_initializer(table, 7, [len(classes)], classes.astype(np.int64).tolist())
     else:
         container.add_initializer(table, 8, [len(classes)],  # STRING
@@ -99,6 +125,8 @@ def _elem(operator):
 def _regressor_shapes(operator):
     """``variable``: rows x outputs, in the input's float type."""
     from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
+    from sklearn.utils.validation import check_is_fitted
+    check_is_fitted(operator.raw_operator)  # NotFittedError, as predict says it
     rows = operator.inputs[0].get_first_dimension()
     kind = DoubleTensorType if _input_dtype(operator) == "float64" else FloatTensorType
     operator.outputs[0].type = kind([rows, operator.raw_operator.n_outputs_])
