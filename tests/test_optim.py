@@ -501,3 +501,33 @@ def test_a_checkpoint_of_adamw_without_weight_decay_resumes_after_the_repr_chang
     other = dict(saved, optimizer="AdamW(lr=0.001, betas=(0.9, 0.999), eps=1e-08, "
                                   "weight_decay=0.01, clip_norm=1.0)")
     assert set(now.differences(other)) == {"optimizer"}
+
+
+def test_float32_adams_bias_corrections_are_those_of_the_betas_in_double(backend_name):
+    """float32 Adam's bias corrections were computed in float32 on the
+    reference and the GPU: float32's 0.999 is 0.99900001, so 1 - beta2**t
+    was 1e-5 off and every step with it (the CPU's override, in double, was
+    not). Each step against the float64 formula of the same gradients."""
+    import math
+
+    from nnx.backend import get_backend
+    b = get_backend(backend_name, "float32")
+    rng = np.random.default_rng(0)
+    n = 2000
+    param = b.asarray(rng.standard_normal(n))
+    m, v = b.zeros((n,)), b.zeros((n,))
+    lr, t = b.asarray(np.float32(0.5)), b.zeros_int(())
+    mh = vh = np.zeros(n)
+    for step in range(1, 6):
+        g = rng.standard_normal(n).astype(np.float32)
+        before = b.to_numpy(param).astype(np.float64)
+        b.assign(t, step)
+        b.adam_step(param, b.asarray(g), m, v, lr, t, 0.9, 0.999, 1e-8, 0.0)
+        moved = b.to_numpy(param).astype(np.float64) - before
+        g64 = g.astype(np.float64)
+        mh, vh = 0.9 * mh + 0.1 * g64, 0.999 * vh + 0.001 * g64 * g64
+        want = -0.5 / (1 - 0.9 ** step) * mh / (np.sqrt(vh) / math.sqrt(1 - 0.999 ** step)
+                                                + 1e-8)
+        big = np.abs(want) > 1e-2
+        # float32 rounding of each element, without the 1e-5 bias of them all
+        assert abs(np.median(moved[big] / want[big] - 1)) < 1e-6, (backend_name, step)

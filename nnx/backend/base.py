@@ -614,11 +614,15 @@ class Backend:
         m += (1.0 - beta1) * g
         v *= beta2
         v += (1.0 - beta2) * (g * g)
-        tf = self._count(t)
-        bc1, bc2 = 1.0 - beta1 ** tf, 1.0 - beta2 ** tf
+        # the bias corrections in float64, rounded once to the compute dtype:
+        # float32's beta2 = 0.999 is 0.99900001, and 1 - beta2**t would be
+        # off by 1e-5 relative (the CPU's override computes them in double too)
+        tf = self.astype(t, xp.float64)
+        bc1 = self.astype(1.0 - beta1 ** tf, self.dtype)
+        root_bc2 = self.astype(xp.sqrt(1.0 - beta2 ** tf), self.dtype)
         if eps_bias_corrected:
-            eps = eps / xp.sqrt(bc2)
-        param -= (lr / bc1) * m / (xp.sqrt(v) / xp.sqrt(bc2) + eps)
+            eps = eps / root_bc2
+        param -= (lr / bc1) * m / (xp.sqrt(v) / root_bc2 + eps)
 
     def rmsprop_step(self, param, grad, square_avg, lr, alpha, eps, weight_decay, momentum,
                      momentum_buffer=None, grad_avg=None, scale=None):
