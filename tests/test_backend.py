@@ -701,6 +701,10 @@ def test_class_ids_become_the_batchs_one_hot_rows(backend_name, dtype):
         assert b.gather_one_hot(ids_d, order_d, position, 12, 6, out) is out
         rows = order[np.arange(p * 12 + 6, p * 12 + 12) % 40]  # the last wraps around
         np.testing.assert_array_equal(b.to_numpy(out), eye[ids[rows]])
+    many = rng.integers(0, 1500, 40)  # classes past the CPU's table of identity rows
+    wide = b.empty((6, 1500))
+    b.one_hot_rows(b.asarray(many, dtype=b.xp.int32), order_d[:6], wide)
+    np.testing.assert_array_equal(b.to_numpy(wide), np.eye(1500, dtype=dtype)[many[order[:6]]])
 
 
 def test_gather_batch_wraps_positions_past_the_end(backend_name):
