@@ -859,7 +859,7 @@ def cmd_export(args):
     real = os.path.realpath(args.out)  # a symbolic link's target is what would be replaced
     if any(os.path.isfile(p) and not str(p).lower().endswith(".onnx")
            for p in (args.out, real)):
-        linked = "" if real == os.path.abspath(args.out) else f" (a link to {real!r})"
+        linked = f" (a link to {real!r})" if os.path.islink(args.out) else ""
         raise UsageError(f"{args.out!r}{linked} exists and is not a .onnx file (the model's "
                          "training data, say): nnx export replaces only .onnx files; give a "
                          "path such as model.onnx")

@@ -150,12 +150,9 @@ def connect(workers=None, scheduler=None, **cluster_options):
         # a worker process importing the script that started it, as spawn does:
         # one line here, and the script's own process says the rest
         raise ClusterError(_NO_GUARD)
-    # Ctrl-C is for this process alone to take (see nnx._dask_worker)
-    preload = cluster_options.pop("preload", None)
-    preload = [preload] if isinstance(preload, str) else list(preload or ())
     options = {"n_workers": workers, "threads_per_worker": 1, "processes": True,
                "dashboard_address": ":0", "silence_logs": logging.ERROR,
-               "preload": ["nnx._dask_worker", *preload], **cluster_options}
+               **_with_own_preload(cluster_options)}
     try:
         cluster = LocalCluster(**options)
     except RuntimeError as exc:
@@ -176,6 +173,26 @@ def connect(workers=None, scheduler=None, **cluster_options):
                            f"{_NO_GUARD}") from None
     with cluster, Client(cluster, set_as_default=False) as client:
         yield client
+
+
+def _with_own_preload(options):
+    """``options`` with nnx's worker preload (Ctrl-C is for the process that
+    started the cluster alone to take: see ``nnx._dask_worker``) before the
+    user's: those given, else those of Dask's configuration
+    (``distributed.worker.preload``), which a given list would replace."""
+    import dask
+    options = dict(options)
+    preload = options.pop("preload", None)
+    if preload is None:
+        preload = dask.config.get("distributed.worker.preload", None) or []
+    preload = [preload] if isinstance(preload, str) else list(preload)
+    argv = options.pop("preload_argv", None)
+    if argv is None:
+        argv = dask.config.get("distributed.worker.preload-argv", None) or []
+    argv = list(argv)
+    if argv and not isinstance(argv[0], str):  # one list per preload: ours takes none
+        argv = [[], *argv]
+    return {**options, "preload": ["nnx._dask_worker", *preload], "preload_argv": argv}
 
 
 def map_shared(func, items, shared, *args, client=None, workers=None, scheduler=None):

@@ -15,6 +15,18 @@ from .losses import LOSSES, Loss
 from .precision import LossScaler
 
 
+class ClassIds:
+    """Targets given as class ids, kept as one int32 per row on the device
+    (``NeuralNetwork.as_target(..., ids=True)``): ``Trainer.fit`` makes each
+    batch's one-hot rows as it takes the batch (``one_hot_rows``,
+    ``gather_one_hot``) instead of holding the whole set's, which would take
+    ``classes`` numbers of the compute dtype per row. ``shape`` is that of the
+    rows they stand for."""
+
+    def __init__(self, ids, classes):
+        self.ids, self.shape = ids, (int(ids.shape[0]), int(classes))
+
+
 class NeuralNetwork:
     """A stack of layers trained against a loss.
 
@@ -371,24 +383,15 @@ class NeuralNetwork:
             raise InputValueError(
                 "X_train is a DataFrame of other columns than the network was trained on: "
                 f"{host.differing_columns(names, self.feature_names)}; select and order them "
-                "as before (X_train[net.feature_names]), or pass restart=True to train new "
-                "weights on these")
+                "as before (X_train[list(net.feature_names)]), or pass restart=True to train "
+                "new weights on these")
 
-    def _check_columns(self, X, name, expected=None, source="the network"):
+    def _check_columns(self, X, name):
         """Refuse a DataFrame whose column names differ from those the network
-        was trained on (or ``expected``, those of ``source``): the same values
-        in another order would otherwise give wrong predictions without a
-        word. NumPy arrays are not checked."""
-        expected = self.feature_names if expected is None else expected
-        names = host.column_names(X)
-        if names is None or expected is None or names == expected:
-            return
-        mine = source == "the network"
-        raise InputValueError(
-            f"{name} is a DataFrame of other columns than {source} "
-            f"{'was trained on' if mine else 'has'}: "
-            f"{host.differing_columns(names, expected, source)}; select and order them as in "
-            f"training ({name}[{'net.feature_names' if mine else 'list(X_train.columns)'}])")
+        was trained on: the same values in another order would otherwise give
+        wrong predictions without a word. NumPy arrays are not checked."""
+        host.check_same_columns(X, name, self.feature_names, "the network",
+                                "list(net.feature_names)")
 
     def _sparse_input(self, X, name):
         """SciPy sparse rows, kept sparse (CSR in the compute dtype): the first
@@ -410,13 +413,18 @@ class NeuralNetwork:
             host.check_half_range(host.largest_magnitude(X.data), name)
         return X
 
-    def as_target(self, y, n_rows, name="y", x_name="X"):
-        """Class ids or one-hot/target rows -> ``(n_rows, n_out)`` on the device."""
+    def as_target(self, y, n_rows, name="y", x_name="X", ids=False):
+        """Class ids or one-hot/target rows -> ``(n_rows, n_out)`` on the device.
+        ``ids=True``: host class ids come back as ``ClassIds`` (int32 on the
+        device, one per row), not as one-hot rows."""
         b = self.backend
         if self.on_host(y, name):
-            return b.asarray(host.check_targets(
+            rows = host.check_targets(
                 y, n_rows, self.n_out, name, distributions=self.loss.classification,
-                x_name=x_name, dtype=b.dtype_name, unit=self.loss.binary))
+                x_name=x_name, dtype=b.dtype_name, unit=self.loss.binary, ids_only=ids)
+            if rows.ndim == 1:  # ids (ids_only): as they are
+                return ClassIds(b.asarray(rows, dtype=b.xp.int32), self.n_out)
+            return b.asarray(rows)
         if tuple(y.shape) != (n_rows, self.n_out):
             raise InputValueError(f"{name} on the device must have shape ({n_rows}, {self.n_out}),"
                                   f" got {tuple(y.shape)}")

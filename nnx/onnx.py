@@ -341,8 +341,10 @@ def layers_model(weights, biases, hidden_activation, output, dtype, opset=None,
             raise InputValueError(f'output="binary" turns one output into the two columns '
                                   f"[1 - p, p]; this model has {width} outputs")
         width = 2
+    extra = _metadata(extra)
+    _refuse_own_keys(extra, "extra", ("nnx.output",))
     return _model(g, x, input_name, output_name, (weights[0].shape[0], width),
-                  opset, {"nnx.output": output, **_metadata(extra)})
+                  opset, {"nnx.output": output, **extra})
 
 
 def _metadata(extra, name="extra"):
@@ -491,12 +493,16 @@ def export_network(net, path, *, output="raw", opset=None, input_name="X", outpu
 def _users_metadata(metadata):
     """``metadata=`` of ``export_network``: str -> str, none of nnx's own keys."""
     metadata = _metadata(metadata, "metadata")
-    own = sorted(k for k in metadata if k.startswith("nnx."))
-    if own:
-        raise InputValueError(f"metadata keys {own} start with 'nnx.', which names what nnx "
-                              "itself records (nnx.output, nnx.trained_precision); give them "
-                              "other names")
+    _refuse_own_keys(metadata, "metadata", ("nnx.output", "nnx.trained_precision"))
     return metadata
+
+
+def _refuse_own_keys(metadata, name, keys):
+    """Refuse metadata that would replace what nnx records under ``keys``."""
+    own = sorted(k for k in metadata if k in keys)
+    if own:
+        raise InputValueError(f"{name} keys {own} are what nnx itself records about the "
+                              "model; give yours other names")
 
 
 def _statistics(standardize, n_in, dtype):

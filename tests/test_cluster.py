@@ -136,6 +136,23 @@ def test_local_workers_leave_ctrl_c_to_the_client(client):
     assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # this process's own stays
 
 
+def _preloaded(dask_worker):
+    return getattr(dask_worker, "nnx_test_preloaded", None)
+
+
+def test_the_preloads_of_dasks_configuration_still_run(tmp_path):
+    """nnx's own preload (above) replaced those Dask's configuration names:
+    a preload given as an argument is used instead of the configured ones."""
+    import dask
+    script = tmp_path / "mark_worker.py"
+    script.write_text("def dask_setup(worker):\n    worker.nnx_test_preloaded = 'ran'\n")
+    with dask.config.set({"distributed.worker.preload": [str(script)]}):
+        with cluster.connect(workers=1) as c:
+            c.wait_for_workers(1)
+            assert list(c.run(_preloaded).values()) == ["ran"]
+            assert all(c.run(_sigint_handler).values())
+
+
 def test_workers_that_fail_to_start_for_another_reason_say_which():
     """Any failed start was blamed on a missing __main__ guard, and the
     workers' own error (a preload module not there) was dropped."""

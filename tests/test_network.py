@@ -1173,7 +1173,7 @@ def test_a_dataframe_of_other_columns_is_refused_not_predicted(tmp_path):
     np.testing.assert_array_equal(net.predict(X[["a", "b", "c"]]), net.predict(X.to_numpy()))
     with pytest.raises(nnx.InputValueError, match=r"X is a DataFrame of other columns than the "
                        r"network was trained on: its columns are in another order \(column 0 "
-                       r"is 'b', where the network has 'a'\); .*X\[net.feature_names\]"):
+                       r"is 'b', where the network has 'a'\); .*X\[list\(net.feature_names\)\]"):
         net.predict(X[["b", "a", "c"]])
     with pytest.raises(nnx.InputValueError, match=r"it lacks 'c'; it has 'd', unknown"):
         nnx.accuracy(net, X.rename(columns={"c": "d"}), y)
@@ -1205,3 +1205,43 @@ def test_a_dataframe_of_other_columns_is_refused_not_predicted(tmp_path):
     nnx.Trainer(plain, nnx.SGD(0.1)).fit(pd.DataFrame(X.to_numpy()), y, epochs=1)
     assert plain.feature_names is None
     assert plain.predict(X[["c", "b", "a"]]).shape == (60, 3)
+
+
+def test_column_names_on_resume_on_duplicates_and_beside_unnamed_training_rows(tmp_path):
+    """From a review: a resumed run ignored the checkpoint's column names
+    (resumed from NumPy rows it forgot them, from renamed columns it took the
+    new names); a frame naming a column twice raised a bare StopIteration; a
+    validation frame beside NumPy training rows was held to the network's
+    old names; a refused fit(restart=False) had restarted the schedule."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.standard_normal((60, 3)), columns=["a", "b", "c"])
+    y = np.arange(60) % 3
+
+    def net():
+        return nnx.NeuralNetwork([nnx.Dense(4, "tanh"), nnx.Dense(3, "linear")],
+                                 "softmax_cross_entropy", seed=0)
+
+    run = tmp_path / "run.npz"
+    nnx.Trainer(net(), nnx.SGD(0.1)).fit(X, y, epochs=2, checkpoint=run)
+    again = net()
+    nnx.Trainer(again, nnx.SGD(0.1)).fit(X.to_numpy(), y, epochs=2, resume=run)
+    assert again.feature_names == ("a", "b", "c")
+    with pytest.raises(nnx.InputValueError, match=r"resume=.*X_train is a DataFrame of other "
+                       r"columns than the saved run trained on: it lacks 'a', 'b', 'c'"):
+        nnx.Trainer(net(), nnx.SGD(0.1)).fit(X.set_axis(["x", "y", "z"], axis=1), y, epochs=2,
+                                            resume=run)
+    with pytest.raises(nnx.InputValueError, match=r"it has 4 columns where the network has 3 "
+                                                  r"\('a' more than once\)"):
+        again.predict(pd.concat([X, X[["a"]]], axis=1))
+    fresh = net()
+    nnx.Trainer(fresh, nnx.SGD(0.1)).fit(X.to_numpy(), y, X.set_axis(["x", "y", "z"], axis=1),
+                                        y, epochs=1)  # nothing to hold the frame to
+    assert fresh.feature_names is None
+    optim = nnx.SGD(0.2, final_lr=0.05, decay_type="linear")
+    trainer = nnx.Trainer(again, optim)
+    trainer.fit(X, y, epochs=3, restart=False)
+    rate = float(optim.lr)
+    with pytest.raises(nnx.InputValueError, match="X_train is a DataFrame of other columns"):
+        trainer.fit(X[["c", "a", "b"]], y, epochs=3, restart=False)
+    assert float(optim.lr) == rate

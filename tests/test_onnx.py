@@ -635,13 +635,14 @@ def test_a_classifier_of_one_class_converts_as_scikit_learns_does():
     assert zipped[0] == pytest.approx({"only": clf.predict_proba(X[:1])[0, 1]}, abs=1e-6)
 
 
-def test_an_unfitted_regressor_is_refused_as_predict_refuses_it():
+@pytest.mark.parametrize("name", ["MLPRegressor", "MLPClassifier"])
+def test_an_unfitted_estimator_is_refused_as_predict_refuses_it(name):
     skl2onnx = _skl2onnx()
     from sklearn.exceptions import NotFittedError
 
-    from nnx.sklearn import MLPRegressor
+    import nnx.sklearn
     with pytest.raises(NotFittedError):
-        skl2onnx.to_onnx(MLPRegressor(), np.zeros((1, 3), np.float32))
+        skl2onnx.to_onnx(getattr(nnx.sklearn, name)(), np.zeros((1, 3), np.float32))
 
 
 def test_register_skl2onnx_says_how_to_install_it(monkeypatch):
@@ -699,6 +700,14 @@ def test_metadata_is_named_and_cannot_replace_nnxs_own_keys(tmp_path):
     net = _net(("tanh", None), "float32")
     with pytest.raises(nnx.InputTypeError, match=r"^metadata must be a dict of str to str"):
         nnx_onnx.export_network(net, tmp_path / "m.onnx", metadata={"a": 1})
-    with pytest.raises(nnx.InputValueError, match=r"metadata keys \['nnx.output'\] start with"):
+    with pytest.raises(nnx.InputValueError, match=r"metadata keys \['nnx.output'\] are what "
+                                                  r"nnx itself records"):
         nnx_onnx.export_network(net, tmp_path / "m.onnx", metadata={"nnx.output": "softmax"})
+    with pytest.raises(nnx.InputValueError, match=r"extra keys \['nnx.output'\]"):
+        params = [net.backend.to_numpy(p) for p in net.params()]
+        nnx_onnx.export_layers(params[0::2], params[1::2], "tanh", "raw", tmp_path / "m.onnx",
+                               "float32", extra={"nnx.output": "softmax"})
     assert not (tmp_path / "m.onnx").exists()
+    path = nnx_onnx.export_network(net, tmp_path / "m.onnx", metadata={"nnx.dataset": "d"})
+    meta = {p.key: p.value for p in onnx.load(path).metadata_props}
+    assert meta["nnx.dataset"] == "d" and meta["nnx.output"] == "raw"

@@ -245,11 +245,10 @@ class CupyBackend(Backend):
                   decoupled=False, scale=None, eps_bias_corrected=False):
         lr, wd, scale = self._update_args(param, lr, weight_decay, scale)
         T = param.dtype.type
-        # 1 - beta on the host in double, rounded once, as the reference computes
-        # it; the betas themselves in double, for the bias corrections' powers
-        self._optim.adam(grad, lr, t, np.float64(beta1), np.float64(beta2), T(1.0 - beta1),
-                         T(1.0 - beta2), T(eps), wd, np.int32(decoupled), scale,
-                         np.int32(eps_bias_corrected), param, m, v)
+        # 1 - beta on the host in double, rounded once, as the reference computes it
+        self._optim.adam(grad, lr, t, T(beta1), T(beta2), T(1.0 - beta1), T(1.0 - beta2),
+                         T(eps), wd, np.int32(decoupled), scale, np.int32(eps_bias_corrected),
+                         param, m, v)
 
     def rmsprop_step(self, param, grad, square_avg, lr, alpha, eps, weight_decay, momentum,
                      momentum_buffer=None, grad_avg=None, scale=None):
@@ -531,18 +530,20 @@ class _OptimizerKernels:
             grad + "v = mom * v + lr * gg; p -= nesterov ? mom * v + lr * gg : v;",
             "nnx_momentum")
         self.adam = ek(
-            "T g, T lr, int64 t, float64 b1, float64 b2, T omb1, T omb2, T eps, T wd, "
-            "int32 decoupled, T scale, int32 ebc",
+            "T g, T lr, int64 t, T b1, T b2, T omb1, T omb2, T eps, T wd, int32 decoupled, "
+            "T scale, int32 ebc",
             "T p, T m, T v",
             """
             T gg = g * scale;
             if (wd != (T)0) { if (decoupled) p *= (T)1 - lr * wd; else gg += wd * p; }
-            m = (T)b1 * m + omb1 * gg;
-            v = (T)b2 * v + omb2 * (gg * gg);
-            // the bias corrections in double, rounded once (as the reference):
-            // float32's 0.999 is 0.99900001, and 1 - b2^t would be 1e-5 off
-            T bc1 = (T)(1.0 - pow(b1, (double)t));
-            T rbc2 = (T)sqrt(1.0 - pow(b2, (double)t));
+            m = b1 * m + omb1 * gg;
+            v = b2 * v + omb2 * (gg * gg);
+            // 1 - beta^t as -expm1(t log1p(-(1 - beta))), from 1 - beta rounded
+            // once from double: float32's 0.999 is 0.99900001, and 1 - b2^t
+            // taken from it would be 1e-5 off (double pow per element would be
+            // slow on GPUs of little float64 throughput)
+            T bc1 = -expm1((T)t * log1p(-omb1));
+            T rbc2 = sqrt(-expm1((T)t * log1p(-omb2)));
             T e = ebc ? eps / rbc2 : eps;  // scikit-learn's Adam: eps bias-corrected too
             p -= (lr / bc1) * m / (sqrt(v) / rbc2 + e);
             """,

@@ -114,10 +114,29 @@ def differing_columns(given, expected, source="the network"):
     if extra:
         words.append(f"it has {shown(extra)}, unknown to {source}")
     if not words:
-        at = next(i for i, (a, b) in enumerate(zip(given, expected)) if a != b)
-        words.append(f"its columns are in another order (column {at} is {given[at]!r}, "
-                     f"where {source} has {expected[at]!r})")
+        at = next((i for i, (a, b) in enumerate(zip(given, expected)) if a != b), None)
+        if at is None:  # the same names, and more: some of them twice
+            twice = [c for i, c in enumerate(given) if c in given[:i]]
+            words.append(f"it has {len(given)} columns where {source} has {len(expected)} "
+                         f"({shown(twice)} more than once)")
+        else:
+            words.append(f"its columns are in another order (column {at} is {given[at]!r}, "
+                         f"where {source} has {expected[at]!r})")
     return "; ".join(words)
+
+
+def check_same_columns(X, name, expected, source, how):
+    """Refuse a DataFrame ``X`` whose column names are not ``expected``, those
+    of ``source`` ("the network": those it was trained on; or "X_train");
+    None: nothing to check. ``how`` selects them (``list(X_train.columns)``)."""
+    names = column_names(X)
+    if names is None or expected is None or names == expected:
+        return
+    raise InputValueError(
+        f"{name} is a DataFrame of other columns than {source} "
+        f"{'was trained on' if source == 'the network' else 'has'}: "
+        f"{differing_columns(names, expected, source)}; select and order them as in "
+        f"training ({name}[{how}])")
 
 
 def _dtypes(x):

@@ -362,6 +362,8 @@ class NumpyBackend(Backend):
         key = (classes, out.dtype)
         eye = self._identities.get(key)
         if eye is None:
+            if len(self._identities) >= 4:  # a sweep over class counts keeps a few at most
+                self._identities.clear()
             eye = self._identities[key] = np.eye(classes, dtype=out.dtype)
         return eye.take(picked, axis=0, out=out, mode="clip")
 

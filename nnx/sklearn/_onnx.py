@@ -136,6 +136,23 @@ def _convert_regressor(scope, operator, container):
     _splice(scope, operator, container, operator.outputs[0].full_name)
 
 
+def _classifier_parser():
+    """skl2onnx's parser of classifiers, after the check that ``predict``
+    makes (an unfitted one failed in skl2onnx: "No known ways to retrieve
+    the number of classes"); skl2onnx's default where its (private) parser
+    is not where this skl2onnx keeps it."""
+    try:
+        from skl2onnx._parse import _parse_sklearn_classifier
+    except ImportError:
+        return None
+    from sklearn.utils.validation import check_is_fitted
+
+    def parse(scope, model, inputs, custom_parsers=None):
+        check_is_fitted(model)
+        return _parse_sklearn_classifier(scope, model, inputs, custom_parsers=custom_parsers)
+    return parse
+
+
 def _classifier_shapes(operator):
     from skl2onnx.common.data_types import Int64TensorType
     from skl2onnx.shape_calculators.linear_classifier import (
@@ -161,7 +178,7 @@ def register_skl2onnx():
     from ._classes import MLPClassifier, MLPRegressor
 
     update_registered_converter(MLPClassifier, "NnxMLPClassifier", _classifier_shapes,
-                                _convert_classifier,
+                                _convert_classifier, parser=_classifier_parser(),
                                 options={"zipmap": [True, False, "columns"],
                                          "nocl": [True, False]})
     update_registered_converter(MLPRegressor, "NnxMLPRegressor", _regressor_shapes,

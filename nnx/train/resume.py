@@ -10,6 +10,7 @@ import math
 import os
 
 from .._checks import InputTypeError, InputValueError, InputWarning, warn_caller
+from ..backend import host
 from .settings import History
 
 log = logging.getLogger("nnx")
@@ -31,7 +32,24 @@ def _read(path):
     return header, arrays, state
 
 
+def _saved_columns(path, header):
+    """The DataFrame column names the saved run trained on, or None."""
+    from ..checkpoint import CheckpointError, _feature_names
+    try:
+        return _feature_names(header["network"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r} describes no valid network "
+                              f"({exc})") from None
+
+
 def _check_same_run(run, path, header, state):
+    saved_columns, given = _saved_columns(path, header), run.data.columns
+    if saved_columns is not None and given is not None and given != saved_columns:
+        raise InputValueError(
+            f"resume={str(path)!r}: X_train is a DataFrame of other columns than the saved "
+            f"run trained on: {host.differing_columns(given, saved_columns, 'the saved run')}"
+            "; give it the saved run's columns, in their order (the checkpoint's "
+            "NeuralNetwork.load(...).feature_names)")
     mine = run.net.describe()
     saved = dict(header["network"])
     saved.setdefault("precision", "float32")  # written before precision was a setting
@@ -317,6 +335,7 @@ def load_run(run, path):
     _check_state(run, path, state, arrays)
     net, optim, b = run.net, run.optim, run.b
     net.set_parameters(b.asarray(arrays["params"]))
+    net.feature_names = _saved_columns(path, header)
     optim.attach(net)
     run.epoch, run.finished = state["epoch"], state["finished"]
     optim.load_checkpoint_state(state["optimizer"], _split(arrays, "optim."), run.epoch)

@@ -14,6 +14,7 @@ from .. import distributed as _distributed
 from .._checks import InputTypeError, InputValueError, InputWarning
 from ..backend import Backend, CaptureUnavailable, host
 from ..losses import SoftmaxCrossEntropy
+from ..network import ClassIds, NeuralNetwork
 from ..optim import Optimizer
 from .callbacks import (
     Callback,
@@ -227,29 +228,13 @@ def _all_builtin(net):
     return all(type(p).__module__.split(".")[0] == "nnx" for p in parts)
 
 
-class ClassIds:
-    """Training targets given as class ids, kept as one int32 per row on the
-    device: each batch's one-hot rows are made as it is taken
-    (``one_hot_rows``, ``gather_one_hot``), not held for the whole set,
-    which would take ``classes`` numbers of the compute dtype per row.
-    ``shape`` is that of the rows they stand for."""
-
-    def __init__(self, ids, classes):
-        self.ids, self.shape = ids, (int(ids.shape[0]), int(classes))
-
-
 def _training_targets(net, y, n):
-    """``y_train`` on the device: ``ClassIds`` for class ids of a network of
-    several outputs, else the target rows (``as_target``). Checked alike."""
-    if host.is_sparse(y) or not net.on_host(y, "y_train"):
+    """``y_train`` on the device: class ids for a network of several outputs
+    as ``ClassIds`` (one-hot rows a batch at a time), else target rows; a
+    subclass's own ``as_target`` as it is."""
+    if type(net).as_target is not NeuralNetwork.as_target:
         return net.as_target(y, n, "y_train", "X_train")
-    b, loss = net.backend, net.loss
-    rows = host.check_targets(y, n, net.n_out, "y_train", distributions=loss.classification,
-                              x_name="X_train", dtype=b.dtype_name, ids_only=True,
-                              unit=loss.binary)
-    if rows.ndim == 2:  # rows of targets: in the compute dtype (one copy), as as_target
-        return b.asarray(rows)
-    return ClassIds(b.asarray(rows, dtype=b.xp.int32), net.n_out)
+    return net.as_target(y, n, "y_train", "X_train", ids=True)
 
 
 class _Data:
@@ -274,7 +259,8 @@ class _Data:
         if X_val is not None:
             given, X_val = X_val, net.backend.rows_contiguous(
                 net.as_input(X_val, names[0], rows=True, columns=False))
-            net._check_columns(given, names[0], self.columns, "X_train")
+            host.check_same_columns(given, names[0], self.columns, "X_train",
+                                    "list(X_train.columns)")
             if int(X_val.shape[1]) != width:
                 raise InputValueError(f"{names[0]} has {int(X_val.shape[1])} features, but "
                                       f"X_train has {width}")
@@ -730,10 +716,13 @@ class Trainer:
         # the checkpoint keys from the whole list, the same on every rank
         run = _Run(net, optim, settings, mine, data, comm, state_keys=_state_keys(cbs))
         if resume is not None:
-            run.load(resume)
-        else:
-            run.begin(restart)
-        net.note_columns(data.columns, run.__dict__.get("restarted", False))
+            run.load(resume)  # the saved run's column names come with it
+            net.note_columns(data.columns, fresh=False)
+            return run
+        if restart is False:  # trained weights: refused before the schedule restarts
+            net.note_columns(data.columns, fresh=False)
+        run.begin(restart)
+        net.note_columns(data.columns, fresh=run.restarted)
         return run
 
     def _fit_callbacks(self, settings, callback, callbacks, checkpoint, checkpoint_every,
