@@ -319,8 +319,9 @@ def main(argv=None):
         g = train["gpu"]
         rows_ = "/".join(f"{n // 1000}k" for n in train.get("rows", [60_000, 10_000]))
         md += ["", f"{_run_name(train)} ({rows_}, {train['network']}, batch 60):",
-               f"GPU {g['seconds_per_epoch']:.3f} s/epoch (median after the first, which took "
-               f"{g.get('first_epoch_s', float('nan')):.2f} s) over {g['epochs']} epochs, test "
+               f"GPU {g['seconds_per_epoch']:.3f} s/epoch (median after the first"
+               + (f", which took {g['first_epoch_s']:.2f} s" if "first_epoch_s" in g else "")
+               + f") over {g['epochs']} epochs, test "
                f"accuracy {g['test_accuracy']:.4f}, captured step: {g['graph']} "
                f"{g['graph_note']}."]
         if "cpu" in train:

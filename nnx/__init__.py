@@ -94,3 +94,14 @@ __all__ = [
 ]
 
 _entry_points()
+
+# modules loaded when first named (nnx.checkpoint.read_header after a plain
+# `import nnx`), so that importing nnx does not import them all
+_SUBMODULES = frozenset({"checkpoint", "cluster", "data", "onnx", "sklearn", "tables"})
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        import importlib
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

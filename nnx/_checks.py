@@ -163,7 +163,21 @@ _SYNONYMS = {"cuda": "gpu", "cupy": "gpu", "device": "gpu", "numpy": "cpu", "hos
              "binary_crossentropy": "sigmoid_cross_entropy",
              "bce_with_logits": "sigmoid_cross_entropy", "log_loss": "softmax_cross_entropy",
              "cross_entropy": "softmax_cross_entropy",
-             "categorical_crossentropy": "softmax_cross_entropy"}
+             "categorical_crossentropy": "softmax_cross_entropy",
+             # PyTorch's and Keras's class names (compared without case, _ or -)
+             "bce_with_logits_loss": "sigmoid_cross_entropy", "bce_loss": "sigmoid_cross_entropy",
+             "cross_entropy_loss": "softmax_cross_entropy", "nll_loss": "softmax_cross_entropy",
+             "sparse_categorical_crossentropy": "softmax_cross_entropy",
+             "mean_squared_error": "mse", "mse_loss": "mse", "squared_error": "mse"}
+
+
+def _plain_name(text):
+    """A name without case, underscores, hyphens or spaces: BCEWithLogitsLoss
+    and bce_with_logits_loss alike."""
+    return "".join(c for c in text.lower() if c not in "_- ")
+
+
+_PLAIN_SYNONYMS = {_plain_name(k): v for k, v in _SYNONYMS.items()}
 
 
 def did_you_mean(value, choices):
@@ -175,8 +189,11 @@ def did_you_mean(value, choices):
     if value.lower() == "softmax" and "linear" in known and "tanh" in known:  # activations
         return (" (softmax belongs to the loss: give the output layer 'linear' and the "
                 "network nnx.SoftmaxCrossEntropy(), which applies it)")
-    if _SYNONYMS.get(value.lower()) in known:
-        return f" (did you mean {_SYNONYMS[value.lower()]!r}?)"
+    plain = {_plain_name(c): c for c in known}
+    if _plain_name(value) in plain:  # SoftmaxCrossEntropy, Leaky-ReLU
+        return f" (did you mean {plain[_plain_name(value)]!r}?)"
+    if _PLAIN_SYNONYMS.get(_plain_name(value)) in known:
+        return f" (did you mean {_PLAIN_SYNONYMS[_plain_name(value)]!r}?)"
     by_lower = {str(c).lower(): c for c in choices}
     close = difflib.get_close_matches(value.lower(), list(by_lower), n=1, cutoff=0.6)
     return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""

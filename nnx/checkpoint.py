@@ -523,7 +523,7 @@ def _feature_names(desc):
         return None
     if not (isinstance(names, list) and len(names) == desc["n_in"]
             and all(isinstance(c, str) for c in names)):
-        raise ValueError(f"feature_names must be {desc['n_in']} strings, got {names!r}")
+        raise InputValueError(f"feature_names must be {desc['n_in']} strings, got {names!r}")
     return tuple(names)
 
 

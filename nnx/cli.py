@@ -471,7 +471,9 @@ def cmd_reproduce(args):
     header = ["step", "change", "test acc", "best eval loss", "epochs", "seconds"]
     if show_study:
         header.insert(3, "study")
-    widths = [4, 40, 8, 7, 14, 6, 8] if show_study else [4, 40, 8, 14, 6, 8]
+    # the change column as wide as its longest entry (scaled rates lengthen some)
+    change = max([40] + [len(LADDER[n - 1].describe(args.lr_scale)) for n in steps])
+    widths = [4, change, 8, 7, 14, 6, 8] if show_study else [4, change, 8, 14, 6, 8]
     print(f"nnx {__version__} reproduce: dataset={args.dataset} ({prep['source']}), "
           f"backend={args.backend}, dtype={args.dtype}, early stopping on {args.early_stopping}"
           + (f", learning rates x{args.lr_scale:g}" if args.lr_scale != 1.0 else ""))
@@ -653,6 +655,12 @@ def _train_model(args, layers, prep, comm):
     out_act = "sigmoid" if args.loss == "mse" else "linear"
     # a sigmoid cross-entropy classifies two classes with one output (the logit of class 1)
     outputs = 1 if LOSSES[args.loss].binary and prep["n_classes"] == 2 else prep["n_classes"]
+    if outputs > 1 and LOSSES[args.loss].binary and getattr(args, "monitor", "loss") == \
+            "accuracy":
+        raise UsageError(f"--monitor accuracy: --loss {args.loss} over {outputs} classes "
+                         "trains one sigmoid per class (one-vs-rest), whose evaluations "
+                         "record no accuracy; use --loss softmax_cross_entropy, or --monitor "
+                         "loss (the test accuracy printed at the end is the largest output's)")
     layers.append(Dense(outputs, out_act, weight_init=args.init))
     net = NeuralNetwork(layers, LOSSES[args.loss](), seed=args.seed, backend=args.backend,
                         dtype=args.dtype, precision=args.precision)

@@ -762,7 +762,8 @@ def _permute_rows(a, order):
         a[cycle[last]] = saved
 
 
-def train_validation_split(X, y, fraction=VALIDATION_FRACTION, seed=None, *, inplace=False):
+def train_validation_split(X, y, fraction=VALIDATION_FRACTION, seed=None, *, inplace=False,
+                           keep=None):
     """Hold out ``fraction`` of the rows: ``(X_train, y_train, X_val, y_val)``.
 
     The order is ``np.random.default_rng(seed).permutation(len(X))``: its
@@ -770,24 +771,47 @@ def train_validation_split(X, y, fraction=VALIDATION_FRACTION, seed=None, *, inp
     the rest the training set, both in that order (``nnx train`` and ``nnx
     reproduce`` hold out 10% with their ``--seed``). ``seed=None`` draws a new
     order. ``inplace=True`` reorders the rows of ``X`` and ``y`` themselves
-    and returns views of them, so no copy of the data is made."""
+    and returns views of them, so no copy of the data is made. ``keep``, a
+    boolean mask of the rows, keeps those rows out of the validation set
+    (the next rows of the order are held out in their place)."""
     fraction = _check_fraction("fraction", fraction)
     seed = _check_seed(seed)
     X, y = _host_array(X, "X", inplace), _host_array(y, "y", inplace)
     n = X.shape[0]
     if y.shape[0] != n:
         raise InputValueError(f"y has {y.shape[0]} rows but X has {n}; expected one label per row")
+    if keep is not None:
+        keep = np.asarray(keep)
+        if keep.dtype != bool or keep.shape != (n,):
+            raise InputValueError(f"keep must be a boolean mask of the {n} rows, got dtype "
+                                  f"{keep.dtype} and shape {keep.shape}")
     n_val = max(1, int(round(fraction * n)))
     if n_val >= n:
         raise InputValueError(f"fraction={fraction!r} of {n} rows holds out {n_val}, leaving no "
                               "training rows")
-    order = np.random.default_rng(seed).permutation(n)
+    order = _held_out_first(np.random.default_rng(seed).permutation(n), n_val, keep)
     if not inplace:
         val, train = order[:n_val], order[n_val:]
         return X[train], y[train], X[val], y[val]
     _permute_rows(X, order)
     _permute_rows(y, order)
     return X[n_val:], y[n_val:], X[:n_val], y[:n_val]
+
+
+def _held_out_first(order, n_val, keep):
+    """``order`` with its first ``n_val`` rows not among ``keep`` (a boolean
+    mask of rows that stay in training): rows of ``keep`` drawn among the
+    first give their places to the next ones, the order otherwise as it was
+    (all of it, where ``keep`` is None or marks none of those rows)."""
+    if keep is None or not keep[order[:n_val]].any():
+        return order
+    free = order[~keep[order]]
+    if free.shape[0] < n_val:
+        return order  # too few rows to choose from: as drawn
+    val = free[:n_val]
+    taken = np.zeros(order.shape[0], dtype=bool)
+    taken[val] = True
+    return np.concatenate([val, order[~taken[order]]])
 
 
 def _check_stat(values, name, n_features):
@@ -890,7 +914,8 @@ class PreparedData:
 def prepare_dataset(dataset, validation=VALIDATION_FRACTION, seed=None, *, inplace=False):
     """What ``nnx train`` and ``nnx reproduce`` train on, as ``PreparedData``:
     ``validation`` (a fraction, or None for no split) of ``dataset``'s
-    training rows held out by ``train_validation_split(..., seed=seed)``, then
+    training rows held out by ``train_validation_split(..., seed=seed)``
+    (the only row of a class kept in training), then
     every set standardised with ``feature_stats`` of the remaining training
     rows. ``inplace=True`` reorders and overwrites ``dataset``'s own arrays
     rather than copying them (it is used up); otherwise ``dataset`` is left
@@ -903,7 +928,12 @@ def prepare_dataset(dataset, validation=VALIDATION_FRACTION, seed=None, *, inpla
     X, y = dataset.X_train, dataset.y_train
     X_val = y_val = None
     if validation is not None:  # copies unless in place: from here on they may be overwritten
-        X, y, X_val, y_val = train_validation_split(X, y, validation, seed, inplace=inplace)
+        # a class of one training row stays in training: held out, nothing would train it
+        keep = None
+        if np.issubdtype(np.asarray(y).dtype, np.integer) and y.size and y.min() >= 0:
+            keep = (np.bincount(y) == 1)[y]
+        X, y, X_val, y_val = train_validation_split(X, y, validation, seed, inplace=inplace,
+                                                    keep=keep)
     elif not inplace:
         X, y = X.copy(), y.copy()
     mean, scale = feature_stats(X)

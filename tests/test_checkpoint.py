@@ -886,3 +886,17 @@ def test_save_refuses_python_objects_in_extra_before_writing(tmp_path):
     assert not path.exists()
     net.save(path, extra={"names": np.array(["a", "b"])})  # strings are fine
     assert list(nnx.NeuralNetwork.load(path).checkpoint_extra["names"]) == ["a", "b"]
+
+
+def test_the_submodules_the_docs_name_are_reachable_after_import_nnx():
+    """checkpoints.md calls nnx.checkpoint.read_header after `import nnx`:
+    AttributeError, module 'nnx' has no attribute 'checkpoint'."""
+    import subprocess
+    import sys
+    code = ("import nnx, sys; assert 'nnx.onnx' not in sys.modules; "
+            "print(nnx.checkpoint.MAX_BYTES > 0, callable(nnx.data.load_dataset), "
+            "callable(nnx.onnx.export_network), nnx.sklearn.MLPClassifier.__name__, "
+            "callable(nnx.cluster.connect), callable(nnx.tables.load_file))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["True", "True", "True", "MLPClassifier", "True", "True"]

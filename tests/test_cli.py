@@ -1072,3 +1072,23 @@ def test_monitoring_accuracy_with_mse_is_refused_before_the_data_loads(tmp_path)
         nnx_cli("train", "--loss", "mse", "--monitor", "accuracy", *NO_DATA,
                 cwd=tmp_path, env=no_data_env(tmp_path)),
         r"--monitor accuracy: .*not --loss mse")
+
+
+def test_monitoring_accuracy_of_one_vs_rest_classes_is_refused_in_the_flags_words(tmp_path):
+    """Its evaluations record no accuracy: the refusal named EarlyStopping's
+    classifier rule, in the library's words, not a flag."""
+    assert_one_line_error(
+        nnx_cli("train", "--loss", "sigmoid_cross_entropy", "--monitor", "accuracy",
+                "--epochs", "1", "--out", str(tmp_path / "m.npz"), cwd=tmp_path),
+        r"--monitor accuracy: --loss sigmoid_cross_entropy over 10 classes trains one sigmoid "
+        r"per class \(one-vs-rest\), whose evaluations record no accuracy")
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_reproduce_shows_a_scaled_rates_change_whole(tmp_path):
+    """--lr-scale 0.1 lengthened step 4's change past the column's 40
+    characters: "learning-rate decay 0.015->0.005 (linear" lost its bracket."""
+    r = nnx_cli("reproduce", "--lr-scale", "0.1", "--steps", "4", "--epochs", "1", "--quiet",
+                "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "learning-rate decay 0.015->0.005 (linear)  " in r.stdout

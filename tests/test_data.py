@@ -1061,3 +1061,36 @@ def test_standardize_with_a_dtype_stores_the_result_without_a_wide_copy():
     with pytest.raises(InputTypeError, match=r"dtype='float32' with inplace=True: X is "
                                              r"float64.*drop dtype="):
         standardize_with(X, mean, std, dtype="float32", inplace=True)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_the_only_row_of_a_class_stays_out_of_the_validation_set(inplace):
+    """nnx train says a class of one row "is trained on, never tested", but
+    the validation draw took it for some seeds: nothing trained it, and the
+    run warned that y_val held a class y_train lacked."""
+    rng = np.random.default_rng(0)
+    y = np.arange(120) % 3
+    y[17] = 3  # the one row of class 3
+    X = rng.standard_normal((120, 4)).astype(np.float32)
+    X[:, 0] = np.arange(120)  # each row known by its first feature
+    drawn = 0
+    for seed in range(40):
+        plain = train_validation_split(X, y, 0.1, seed)[3]
+        drawn += int((plain == 3).any())
+        ds = Dataset(X.copy(), y.copy(), X[:5].copy(), y[:5].copy(), "t", 4)
+        p = prepare_dataset(ds, 0.1, seed=seed, inplace=inplace)
+        assert not (p.y_val == 3).any() and (p.y_train == 3).sum() == 1
+        assert p.X_val.shape[0] == 12 and p.X_train.shape[0] == 108
+    assert drawn > 0  # without the mask, some seeds hold it out
+    # a draw that takes none of the kept rows is the plain one, row for row
+    keep = np.zeros(120, bool)
+    keep[17] = True
+    for seed in range(40):
+        a, b = train_validation_split(X, y, 0.1, seed), train_validation_split(X, y, 0.1, seed,
+                                                                                keep=keep)
+        if not (a[3] == 3).any():
+            assert all(np.array_equal(u, v) for u, v in zip(a, b))
+        else:
+            assert sorted(np.concatenate([b[0][:, 0], b[2][:, 0]])) == list(range(120))
+    with pytest.raises(InputValueError, match="keep must be a boolean mask of the 120 rows"):
+        train_validation_split(X, y, 0.1, 0, keep=[True])

@@ -338,3 +338,18 @@ def test_a_binary_loss_of_ones_own_cuts_one_output_at_the_logits_zero():
     net.build(3)
     np.testing.assert_array_equal(nnx.predict_classes(net, X),
                                   net.predict_proba(X).argmax(axis=1))
+
+
+@pytest.mark.parametrize("given, meant", [
+    ("BinaryCrossentropy", "sigmoid_cross_entropy"), ("BCEWithLogitsLoss", "sigmoid_cross_entropy"),
+    ("BCELoss", "sigmoid_cross_entropy"), ("bce", "sigmoid_cross_entropy"),
+    ("mean_squared_error", "mse"), ("MSELoss", "mse"), ("MeanSquaredError", "mse"),
+    ("CrossEntropyLoss", "softmax_cross_entropy"), ("SoftmaxCrossEntropy", "softmax_cross_entropy"),
+    ("sparse_categorical_crossentropy", "softmax_cross_entropy")])
+def test_other_libraries_loss_names_point_to_nnxs(given, meant):
+    """Keras's BinaryCrossentropy was pointed to softmax_cross_entropy (the
+    closest spelling); PyTorch's BCEWithLogitsLoss and mean_squared_error
+    to nothing, though the docs say other libraries' names are pointed to."""
+    with pytest.raises(nnx.InputValueError, match=rf"loss='{given}' is not known \(did you "
+                                                  rf"mean '{meant}'\?\)"):
+        nnx.NeuralNetwork([nnx.Dense(2, "linear")], given)

@@ -555,3 +555,13 @@ def test_the_report_sets_each_precision_beside_float32_and_pytorch(tmp_path):
     assert row("bfloat16", "accuracy")["measured"].startswith("+1.00 points")
     assert row("bfloat16", "accuracy")["met"] is False
     assert row("float16", "accuracy")["measured"] == "not run"
+
+
+def test_rerendering_the_committed_gpu_report_shows_no_nan(tmp_path):
+    """Its training run predates the first epoch's time: the text read
+    "(median after the first, which took nan s)"."""
+    import shutil
+    shutil.copytree(BENCH / "results" / "gpu-20261127-h200", tmp_path / "r")
+    _script("gpu_report").main([str(tmp_path / "r"), "--rerender"])
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "s/epoch (median after the first) over" in md and "nan" not in md

@@ -545,8 +545,8 @@ def _warn_of_unseen(y_fit, y_val, how):
     else:
         words = (f"validation: y_val holds classes {unseen[:5]} that y_train lacks, so nothing "
                  "trains them and the evaluations count each of their rows as an error; "
-                 "split the rows stratified by class (nnx.data.train_validation_split, or "
-                 "scikit-learn's train_test_split(..., stratify=y))")
+                 "split the rows stratified by class (scikit-learn's "
+                 "train_test_split(..., stratify=y))")
     _checks.warn_caller(words, InputWarning)
 
 
