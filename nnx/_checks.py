@@ -62,6 +62,8 @@ def warn_caller(message, category=None, also=()):
     frame, level = sys._getframe(0), 1
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(skip):
         frame, level = frame.f_back, level + 1
+    if frame is None:  # none of the user's own (a worker process of joblib, say)
+        level = 2
     warnings.warn(message, category or InputWarning, stacklevel=level)
 
 

@@ -340,7 +340,7 @@ class NeuralNetwork:
                 f"of its own device: pass {how}np.asarray({name}), or move it first")
         return True
 
-    def as_input(self, X, name="X", rows=False, convert=True, columns=True):
+    def as_input(self, X, name="X", rows=False, convert=True, columns=True, finite=True):
         """``X`` on this network's device in its dtype: host data is checked
         and uploaded (one copy); arrays already on the device pass through.
         ``rows=True``: host data comes C-contiguous too (its rows are gathered
@@ -348,14 +348,15 @@ class NeuralNetwork:
         data is checked and returned as it is, for a caller that converts a
         chunk of rows at a time (inference). ``columns=False``: a DataFrame's
         column names are not compared with ``feature_names`` (a fit's data,
-        which may be going to replace them)."""
+        which may be going to replace them). ``finite=False``: NaN and
+        infinities pass (checked by the caller already)."""
         b = self.backend
         if host.is_sparse(X):
             return self._sparse_input(X, name)
         if self.on_host(X, name):
             if columns:
                 self._check_columns(X, name)
-            X = host.check_features(X, name, self.n_in, b.dtype_name)
+            X = host.check_features(X, name, self.n_in, b.dtype_name, finite)
             if b.precision == "float16":
                 host.check_half_range(host.largest_magnitude(X), name)
             if not convert:

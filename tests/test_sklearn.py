@@ -679,3 +679,80 @@ def test_dates_and_strings_are_refused_by_fit_as_predict_refuses_them():
         MLPClassifier(max_iter=5).fit(frame, y)
     with pytest.raises(nnx.InputValueError, match="X holds strings .*training takes numbers"):
         MLPClassifier(max_iter=5).fit(X.astype(str), y)
+
+
+def test_a_subclass_with_an_init_of_its_own_builds_and_fits_as_scikit_learns():
+    """A subclass adding a parameter (for a search over it) raised KeyError in
+    the parent's __init__; one leaving parameters out had none of them set
+    (AttributeError at fit). scikit-learn's estimators take both."""
+    class Scaled(MLPClassifier):
+        def __init__(self, hidden_layer_sizes=(5,), max_iter=30, scale=1.0):
+            super().__init__(hidden_layer_sizes=hidden_layer_sizes, max_iter=max_iter)
+            self.scale = scale
+
+    class Small(MLPRegressor):
+        def __init__(self, hidden_layer_sizes=(5,)):
+            super().__init__(hidden_layer_sizes=hidden_layer_sizes, max_iter=30)
+
+    rng = np.random.RandomState(0)
+    X = rng.randn(60, 3)
+    y = (X[:, 0] > 0).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        search = GridSearchCV(Scaled(), {"scale": [1.0, 2.0]}, cv=2).fit(X, y)
+        assert search.best_estimator_.scale in (1.0, 2.0)
+        assert Scaled(scale=2.0).get_params() == {"hidden_layer_sizes": (5,), "max_iter": 30,
+                                                   "scale": 2.0}
+        small = Small().fit(X, X[:, 0])
+    assert small.predict(X).shape == (60,) and small.dropout == 0.0
+
+
+def test_assume_finite_lets_predict_skip_the_scan_as_scikit_learn_does():
+    """With sklearn.config_context(assume_finite=True) scikit-learn predicts
+    (a NaN row gives NaN probabilities); the network's own check refused
+    X, and scanned it a second time even when scikit-learn had."""
+    import sklearn
+    rng = np.random.RandomState(0)
+    X = rng.randn(60, 3)
+    y = (X[:, 0] > 0).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = MLPClassifier(max_iter=20, random_state=0).fit(X, y)
+        theirs = sk.MLPClassifier(max_iter=20, random_state=0).fit(X, y)
+    bad = X.copy()
+    bad[0, 1] = np.nan
+    with sklearn.config_context(assume_finite=True):
+        got, want = ours.predict_proba(bad), theirs.predict_proba(bad)
+    assert np.isnan(got[0]).all() and np.isnan(want[0]).all()
+    np.testing.assert_allclose(got[1:], want[1:], rtol=1e-10)
+    with pytest.raises(ValueError, match="NaN"):  # scikit-learn's own check, as its estimator's
+        ours.predict(bad)
+
+
+def test_learning_nothing_from_unscaled_y_names_y_and_the_iterations():
+    """Standardised X and y of ~150 +- 77 (the diabetes data): the warning
+    blamed the learning rate, alpha and the features, all fine; y and the
+    200 iterations (the loss still falling) were the causes."""
+    from sklearn.datasets import load_diabetes
+    X, y = load_diabetes(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        with pytest.warns(InputWarning, match=r"Likely causes: too few iterations \(max_iter=200 "
+                                              r"reached while the loss still fell\), y far from "
+                                              r"scaled \(mean up to 152.1, standard deviation "
+                                              r"up to 77.0\d\): scale it"):
+            MLPRegressor(random_state=0).fit(X, y)
+
+
+def test_warnings_inside_a_search_point_at_the_users_line_not_joblibs():
+    """Through cross_val_score the ConvergenceWarning pointed at joblib's
+    parallel.py: neither scikit-learn's line nor the user's."""
+    rng = np.random.RandomState(0)
+    X = rng.randn(60, 3)
+    y = (X[:, 0] > 0).astype(int)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cross_val_score(MLPClassifier(max_iter=5, random_state=0), X, y, cv=2)
+    files = {w.filename for w in caught if issubclass(w.category, ConvergenceWarning)}
+    assert files == {__file__}

@@ -221,9 +221,11 @@ def check_half_range(largest, name):
             "precision='bfloat16'")
 
 
-def check_features(X, name="X", n_features=None, dtype=None):
+def check_features(X, name="X", n_features=None, dtype=None, finite=True):
     """A 2-D, non-empty, real-valued, finite host array, returned as NumPy
-    (values are checked to fit ``dtype``, the compute dtype, when given)."""
+    (values are checked to fit ``dtype``, the compute dtype, when given).
+    ``finite=False``: NaN and infinities are let through (the caller checked
+    them, or was told not to, as scikit-learn's ``assume_finite``)."""
     _refuse_columns_of_other_kinds(X, name)
     X = plain(X, name, "a 2-D numeric array")
     if not _numeric(X.dtype):
@@ -238,7 +240,7 @@ def check_features(X, name="X", n_features=None, dtype=None):
         raise InputValueError(
             f"{name} has {X.shape[1]} features, but the network was built for {n_features}"
         )
-    if np.issubdtype(X.dtype, np.floating) and not all_finite(X):
+    if finite and np.issubdtype(X.dtype, np.floating) and not all_finite(X):
         wrong = ~np.isfinite(X)
         # (rows of one: no column is "NaN in every row" worth a hint)
         columns = np.flatnonzero(wrong.all(axis=0)) if X.shape[0] > 1 else np.array([], int)

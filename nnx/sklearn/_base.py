@@ -17,6 +17,7 @@ import math
 import warnings
 from numbers import Integral, Real
 
+import joblib
 import numpy as np
 import scipy.optimize
 import sklearn
@@ -38,6 +39,9 @@ from . import _data
 from ._losses import LOSSES, activate
 
 _STOCHASTIC = ("sgd", "adam")
+# the packages between a user's call and an estimator's fit (GridSearchCV,
+# cross_validate and their joblib): warnings point past them, at the user's line
+_WRAPPERS = (sklearn, joblib)
 # scikit-learn's activation names -> nnx's
 _JUDGED_AFTER = 10  # iterations before a fit is judged against a constant prediction
 _JUDGE_BLOCK = 2**20  # values of the targets (rows x outputs) judged at a time
@@ -296,14 +300,14 @@ class BaseMLP(BaseEstimator):
                         "in training: the estimators' dropout is the share dropped, as in "
                         "Keras and PyTorch (nnx.Dense's is the share kept); to keep "
                         f"{self.dropout:.0%}, pass dropout={1 - self.dropout:g}", InputWarning,
-                        also=(sklearn,))
+                        also=_WRAPPERS)
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         data = _data.prepare_fit(self, X, y, sample_weight, incremental, first_pass)
         self._warned_divergence = False
         if first_pass and (not _data.on_device(data.X) or is_sparse(data.X)):
             problem = spread_problem(data.X, "X")
             if problem:
-                warn_caller(problem, InputWarning, also=(sklearn,))
+                warn_caller(problem, InputWarning, also=_WRAPPERS)
         layer_units = [data.n_features] + hidden + [data.n_outputs]
         self._random_state = check_random_state(self.random_state)
         if first_pass:
@@ -387,13 +391,26 @@ class BaseMLP(BaseEstimator):
         curve = getattr(self, "loss_curve_", None)
         moved = (f"; its loss went from {curve[0]:.4g} to {curve[-1]:.4g} over the epochs"
                  if curve else "")
-        causes = (f"learning_rate_init={self.learning_rate_init:g} far too large or too small, "
-                  if self.solver in _STOCHASTIC else "")
+        causes = []
+        if curve and len(curve) > 1 and self.n_iter_ >= self.max_iter and \
+                curve[-1] < curve[-2] * (1 - 1e-3):  # stopped by max_iter, still learning
+            causes.append(f"too few iterations (max_iter={self.max_iter} reached while the "
+                          "loss still fell)")
+        spread = np.sqrt(np.maximum(second / total - mean * mean, 0.0))
+        if not hasattr(self, "classes_") and (np.abs(mean).max() > 10 or spread.max() > 10):
+            causes.append(f"y far from scaled (mean up to {np.abs(mean).max():.4g}, standard "
+                          f"deviation up to {spread.max():.4g}): scale it, e.g. "
+                          "TransformedTargetRegressor(regressor=..., "
+                          "transformer=StandardScaler())")
+        if self.solver in _STOCHASTIC:
+            causes.append(f"learning_rate_init={self.learning_rate_init:g} far too large or "
+                          "too small")
+        causes += [f"alpha={self.alpha:g} too strong", "features far from standardised"]
         warn_caller(f"after {self.n_iter_} iterations the fitted model's training loss "
                     f"({fitted:.4g}) is no lower than that of predicting {what} for every row "
                     f"({constant:.4g}): it has learned nothing from X{moved}. Likely causes: "
-                    f"{causes}alpha={self.alpha:g} too strong, or features far from "
-                    "standardised", InputWarning, also=(sklearn,))
+                    + ", ".join(causes[:-1]) + f", or {causes[-1]}", InputWarning,
+                    also=_WRAPPERS)
 
     def _batch(self, net, data, rows, weight_sum, buffers=None):
         """Loss and gradient of one batch (``weight_sum``: its rows' weights
@@ -468,7 +485,7 @@ class BaseMLP(BaseEstimator):
         else:
             if self.batch_size > n:
                 warn_caller("Got `batch_size` less than 1 or larger than sample size. "
-                            "It is going to be clipped", UserWarning, also=(sklearn,))
+                            "It is going to be clipped", UserWarning, also=_WRAPPERS)
             batch_size = int(np.clip(self.batch_size, 1, n))
         sample_idx = np.arange(n, dtype=int)
         order = b.asarray(train, dtype="int64") if not self.shuffle else None
@@ -582,7 +599,7 @@ class BaseMLP(BaseEstimator):
         if self.n_iter_ == self.max_iter:
             warn_caller(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
                         "and the optimization hasn't converged yet.", ConvergenceWarning,
-                        also=(sklearn,))
+                        also=_WRAPPERS)
         return False
 
     def _watch_divergence(self, loss):
@@ -599,7 +616,7 @@ class BaseMLP(BaseEstimator):
         hint = "standardise X and scale y" if is_regressor(self) else "standardise X"
         warn_caller(f"the training loss is {loss:.4g} {where}: "
                     f"training is diverging; lower learning_rate_init (now "
-                    f"{self.learning_rate_init:g}) or {hint}", InputWarning, also=(sklearn,))
+                    f"{self.learning_rate_init:g}) or {hint}", InputWarning, also=_WRAPPERS)
 
     def _update_no_improvement_count(self, net, data, val):
         if self.early_stopping:
@@ -657,7 +674,10 @@ class BaseMLP(BaseEstimator):
         Xd, on_host = _data.prepare_predict(self, X)
         net = self._network([self.n_features_in_] + [c.shape[1] for c in self.coefs_],
                             self._fit_dtype)
-        return net.predict(Xd, batch_size=4096), on_host, net.backend
+        # X passed scikit-learn's check (finite unless assume_finite said not
+        # to look): not scanned again by the network's
+        X_checked = net.as_input(Xd, convert=False, finite=False)
+        return net._predict(X_checked, 4096), on_host, net.backend
 
 
     def _forward(self, X):

@@ -40,10 +40,13 @@ _SHARED_DOC = """
 
 
 def _store(est, params):
-    """Every constructor argument kept as given, under its own name (what
-    scikit-learn's ``get_params``/``clone`` expect of an ``__init__``)."""
-    for name in est._get_param_names():
-        setattr(est, name, params[name])
+    """Every constructor argument (``locals()`` of the ``__init__``) kept as
+    given, under its own name (what scikit-learn's ``get_params``/``clone``
+    expect of an ``__init__``). Those of this class's ``__init__``, not of a
+    subclass's, which may take more or fewer (and sets its own)."""
+    for name, value in params.items():
+        if name not in ("self", "__class__"):
+            setattr(est, name, value)
 
 
 def _stochastic(est):
