@@ -26,6 +26,17 @@ class ClassIds:
     def __init__(self, ids, classes):
         self.ids, self.shape = ids, (int(ids.shape[0]), int(classes))
 
+    def __getitem__(self, rows):
+        """The ids of a slice of the rows (``y[lo:hi]``), as ``ClassIds``."""
+        if not isinstance(rows, slice):
+            raise TypeError("ClassIds takes a slice of rows, as y[lo:hi]")
+        return ClassIds(self.ids[rows], self.shape[1])
+
+    def one_hot(self, backend, lo, hi):
+        """The one-hot rows of rows ``lo`` to ``hi`` (a new device array)."""
+        rows = backend.xp.arange(lo, hi, dtype=backend.xp.int64, **backend._on)
+        return backend.one_hot_rows(self.ids, rows, backend.empty((hi - lo, self.shape[1])))
+
 
 class NeuralNetwork:
     """A stack of layers trained against a loss.
@@ -674,7 +685,10 @@ class NeuralNetwork:
         X = self.as_input(X, convert=False)  # checked; mean_loss converts it by chunks
         if not self.built:
             self.build(int(X.shape[1]))
-        return self.mean_loss(X, self.as_target(y, int(X.shape[0])), batch_size)
+        targets = self.as_target(y, int(X.shape[0]), ids=True) \
+            if type(self).as_target is NeuralNetwork.as_target else \
+            self.as_target(y, int(X.shape[0]))  # a subclass's own, as it is
+        return self.mean_loss(X, targets, batch_size)
 
     def mean_loss(self, X, y, batch_size=1024, accuracy=False):
         """``loss_on`` for data already on the device, without checks (the
@@ -690,12 +704,14 @@ class NeuralNetwork:
             rows = min(batch_size, n - i)
             part = X[i:i + rows, :]  # host rows (from loss_on) converted a chunk at a time
             out = self._infer(part if host.is_sparse(part) else b.asarray(part))
-            target = y[i:i + rows, :]
+            # class ids (ClassIds): one chunk's one-hot rows at a time
+            target = y.one_hot(b, i, i + rows) if isinstance(y, ClassIds) else y[i:i + rows, :]
             part = self.loss.forward(out, target) * (rows / n)
             total = part if total is None else total + part
             if accuracy:
+                truth = y.ids[i:i + rows] if isinstance(y, ClassIds) else b.argmax_rows(target)
                 same = (out[:, 0] > self.loss.threshold) == (target[:, 0] > 0.5) \
-                    if self.n_out == 1 else b.argmax_rows(out) == b.argmax_rows(target)
+                    if self.n_out == 1 else b.argmax_rows(out) == truth
                 hits = b.xp.sum(b.astype(same, b.dtype))
                 correct = hits if correct is None else correct + hits
         loss = b.xp.asarray(total)  # NumPy arithmetic gives a scalar, not 0-d

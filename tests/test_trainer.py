@@ -291,15 +291,14 @@ def test_fit_does_not_copy_the_dataset_per_epoch(monkeypatch, epochs):
     hist = nnx.Trainer(net, opt).fit(X, y, Xv, yv, epochs=epochs, eval_every=2, batch_size=32,
                                      patience=10)
     assert hist.epochs_run == epochs
-    # the training and evaluation sets are converted once each (the evaluation
-    # set's one-hot targets are made in the compute dtype, so they need no
-    # conversion: they were made in float64 and converted, two full-size
-    # arrays), the training labels uploaded as class ids (one-hot a batch at a
-    # time); the remaining conversions are the initial weights (2 per layer,
-    # drawn by build and restart)
+    # the training and evaluation sets are converted once each, their labels
+    # uploaded as class ids (one-hot rows a batch, or an evaluation's chunk, at
+    # a time; they were made whole in float64 and converted, two full-size
+    # arrays each); the remaining conversions are the initial weights (2 per
+    # layer, drawn by build and restart)
     data = [s for s in created if s and s[0] in (200, 100)]
-    assert sorted(data) == [(100, N_FEATURES), (200,), (200, N_FEATURES)]
-    assert len(created) <= 5 + 2 * 4 + 1  # + the learning rate's one device copy
+    assert sorted(data) == [(100,), (100, N_FEATURES), (200,), (200, N_FEATURES)]
+    assert len(created) <= 6 + 2 * 4 + 1  # + the learning rate's one device copy
     # the only copies are parameter snapshots (1-D flat buffers): one per evaluation,
     # plus the starting weights kept in case the very first epochs diverge
     assert all(len(shape) == 1 for shape in copied) and len(copied) <= epochs // 2 + 1
@@ -813,12 +812,13 @@ def test_a_callbacks_own_once_only_warning_shows_once():
 
 def test_class_ids_are_held_as_ids_not_one_hot_rows():
     """fit made one-hot rows of the whole training set's class ids, in the
-    compute dtype: with many classes, many times the size of X (here 8x).
+    compute dtype: with many classes, many times the size of X (here 8x);
+    so did the evaluation set's, and loss_on's.
     Now the ids stay ids on the device and each batch gets its one-hot
     rows; the training is the same as from one-hot rows given by hand."""
     import tracemalloc
     rng = np.random.default_rng(0)
-    n, k = 8_000, 400
+    n, k = 40_000, 400
     X = rng.standard_normal((n, 50)).astype(np.float32)
     ids = rng.integers(0, k, n)
 
@@ -827,14 +827,21 @@ def test_class_ids_are_held_as_ids_not_one_hot_rows():
 
     by_ids, by_rows = net(), net()
     tracemalloc.start()
-    try:
-        nnx.Trainer(by_ids, nnx.SGD(0.1)).fit(X, ids, epochs=2, batch_size=100, verbose=False)
+    try:  # the evaluation set's ids too
+        h_ids = nnx.Trainer(by_ids, nnx.SGD(0.1)).fit(X, ids, X, ids, epochs=1, batch_size=500)
         _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        loss = float(by_ids.loss_on(X, ids))
+        _, peak_loss = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     one_hot_bytes = n * k * 4
-    # X's copy (1.6 MB), the weights, batches: far below the one-hot set's 12.8 MB
+    # batches, an evaluation's chunk of 1024 rows (~12 MB with its softmax's
+    # temporaries): far below a one-hot set's 64 MB
     assert peak < one_hot_bytes / 3, peak
+    assert peak_loss < one_hot_bytes / 3, peak_loss
     rows = np.eye(k, dtype=np.float32)[ids]
-    nnx.Trainer(by_rows, nnx.SGD(0.1)).fit(X, rows, epochs=2, batch_size=100, verbose=False)
+    h_rows = nnx.Trainer(by_rows, nnx.SGD(0.1)).fit(X, rows, X, rows, epochs=1, batch_size=500)
     np.testing.assert_array_equal(by_ids.get_parameters(), by_rows.get_parameters())
+    assert h_ids.records == h_rows.records and h_ids.records[-1]["accuracy"] > 0
+    assert loss == float(by_rows.loss_on(X, rows))

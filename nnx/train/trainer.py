@@ -228,13 +228,13 @@ def _all_builtin(net):
     return all(type(p).__module__.split(".")[0] == "nnx" for p in parts)
 
 
-def _training_targets(net, y, n):
-    """``y_train`` on the device: class ids for a network of several outputs
-    as ``ClassIds`` (one-hot rows a batch at a time), else target rows; a
-    subclass's own ``as_target`` as it is."""
+def _targets(net, y, n, name, x_name):
+    """Targets of a fit on the device: class ids for a network of several
+    outputs as ``ClassIds`` (one-hot rows a batch or an evaluation's chunk at
+    a time), else target rows; a subclass's own ``as_target`` as it is."""
     if type(net).as_target is not NeuralNetwork.as_target:
-        return net.as_target(y, n, "y_train", "X_train")
-    return net.as_target(y, n, "y_train", "X_train", ids=True)
+        return net.as_target(y, n, name, x_name)
+    return net.as_target(y, n, name, x_name, ids=True)
 
 
 class _Data:
@@ -253,7 +253,7 @@ class _Data:
         if problem:
             _checks.warn_caller(problem, InputWarning)
         self.n, width = int(self.X.shape[0]), int(self.X.shape[1])
-        self.y = _training_targets(net, y_train, self.n)
+        self.y = _targets(net, y_train, self.n, "y_train", "X_train")
         X_val, y_val = evaluation
         self.val = None
         if X_val is not None:
@@ -272,7 +272,7 @@ class _Data:
                     "it with the training rows' statistics too (the same mean and scale: "
                     "nnx.data.standardize_with, or the StandardScaler fitted on X_train)",
                     InputWarning)
-            self.val = (X_val, net.as_target(y_val, int(X_val.shape[0]), names[1], names[0]))
+            self.val = (X_val, _targets(net, y_val, int(X_val.shape[0]), names[1], names[0]))
         self.eval_rows = None if self.val is None else int(self.val[0].shape[0])
         self.val_share = self.val  # this rank's rows of it (see shard)
 
