@@ -29,6 +29,7 @@ import pickle
 import sys
 import time
 import traceback
+import types
 from dataclasses import dataclass
 
 from . import _checks
@@ -336,7 +337,13 @@ def init(backend="cpu", engine=None):
     call it before creating the network, so that the network is built there.
     Raises ``DistributedError`` saying what is missing."""
     from .backend import Backend, get_backend
-    b = backend if isinstance(backend, Backend) else get_backend(backend)
+    if isinstance(backend, Backend):
+        b = backend
+    elif backend == "gpu":  # CuPy alone: the backend is made on this rank's GPU, once chosen
+        from .backend.cupy_backend import _import_cupy
+        b = types.SimpleNamespace(name="gpu", xp=_import_cupy())
+    else:
+        b = get_backend(backend)
     here = world()
     if engine is None:
         engine = "local" if here.size == 1 and here.launcher is None else (

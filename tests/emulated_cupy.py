@@ -237,7 +237,8 @@ class FakeCupy(types.ModuleType):
         self.cuda = types.SimpleNamespace(
             get_current_stream=lambda: _Stream(),
             memory=types.SimpleNamespace(Memory=lambda size: types.SimpleNamespace(ptr=0)),
-            runtime=types.SimpleNamespace(runtimeGetVersion=lambda: 13000),
+            runtime=types.SimpleNamespace(runtimeGetVersion=lambda: 13000,
+                                          getDevice=lambda: 0),
             device=types.SimpleNamespace(get_cublas_handle=lambda: None))
 
     def __getattr__(self, name):  # the rest of the array API: NumPy's, with CuPy's results

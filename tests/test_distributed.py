@@ -1029,3 +1029,21 @@ def test_only_the_rank_that_writes_checks_where_the_files_go(tmp_path, monkeypat
     args.checkpoint = None
     with pytest.raises(cli.UsageError, match=r"--log"):
         cli._train_flags(args)
+
+
+def test_init_gpu_chooses_the_ranks_gpu_before_any_backend_is_made(monkeypatch):
+    """init("gpu") made the GPU backend first, on GPU 0 (its cuBLAS handle
+    and, in a reduced precision, its check's arrays), and only then chose
+    the rank's GPU: every rank's handle lived on GPU 0."""
+    import nnx.backend as backends
+    from nnx.backend import cupy_backend
+    nccl = FakeNccl()
+    backend, used = _fake_gpu()
+    made = []
+    monkeypatch.setattr(distributed, "_nccl_module", lambda xp: nccl)
+    monkeypatch.setattr(cupy_backend, "_import_cupy", lambda: backend.xp)
+    monkeypatch.setattr(backends, "get_backend", lambda *a, **k: made.append(a))
+    monkeypatch.setattr(distributed, "world", lambda: World(0, 1, 2, "torchrun"))
+    monkeypatch.setattr(distributed, "_ACTIVE", {})
+    comm = distributed.init("gpu", engine="nccl")
+    assert comm.device == 2 and used == [2] and made == []

@@ -494,3 +494,53 @@ def test_a_cpu_network_refuses_an_emulated_device_array_as_real_cupy_is_refused(
     with pytest.raises(nnx.InputValueError, match=r"X is an array of .*not on this network's "
                                                   r"device \(cpu\)"):
         net.predict(on_gpu)
+
+
+def test_each_device_has_a_gpu_backend_of_its_own(gpu_by_name, monkeypatch):
+    """get_backend("gpu") was one object for the whole process: a network on
+    a second device used the first device's cuBLAS handle and workspace (in
+    a reduced precision every product goes through them: an illegal
+    address), found by a review of the GPU path."""
+    from nnx.backend import cupy_backend as cb
+    fake = cb._import_cupy()
+    on_zero = get_backend("gpu")
+    monkeypatch.setattr(fake.cuda.runtime, "getDevice", lambda: 1)
+    on_one = get_backend("gpu")
+    assert on_one is not on_zero and on_one is get_backend("gpu")
+    monkeypatch.setattr(fake.cuda.runtime, "getDevice", lambda: 0)
+    assert get_backend("gpu") is on_zero
+
+
+def test_a_loss_of_ones_own_in_another_dtype_trains_from_recorded_steps(gpu):
+    """The device counter's kernel took the loss in the total's dtype only: a
+    float64 loss of a float32 network failed in the first (eager) fed step,
+    with graph=True on the GPU alone ("Type is mismatched")."""
+    class Wide(nnx.MeanSquaredError):
+        def _compute(self):
+            value, grad = super()._compute()
+            return self.backend.astype(value, self.backend.xp.float64), grad
+
+    X, y = _digits()
+    results = []
+    for backend in (gpu("float32"), "cpu"):
+        net = nnx.NeuralNetwork([nnx.Dense(8, "tanh"), nnx.Dense(10, "linear")], Wide(),
+                                seed=0, backend=backend)
+        hist = nnx.Trainer(net, nnx.SGD(0.05)).fit(X[:320], y[:320], epochs=2,
+                                                   batch_size=32, seed=1)
+        results.append(hist.records[-1]["train_loss"])
+    assert results[0] == pytest.approx(results[1], rel=1e-5)
+
+
+def test_a_capture_check_that_fails_otherwise_trains_step_by_step(gpu, monkeypatch):
+    """Graphs._check caught RuntimeError and OSError alone: the workspace's
+    allocation failing (CuPy's OutOfMemoryError is a MemoryError) ended the
+    fit instead of training step by step."""
+    b = gpu("float32")
+
+    def short():
+        raise MemoryError("out of memory allocating 33,554,432 bytes")
+    monkeypatch.setattr(b._graphs, "checked", {})
+    monkeypatch.setattr(b._graphs, "handle", short)
+    why = b._graphs.check(recorded=False)
+    assert why.startswith("matrix products cannot be run through nnx's cuBLAS handle: "
+                          "MemoryError: out of memory")

@@ -298,3 +298,60 @@ def test_a_network_with_parts_of_ones_own_keeps_the_graphs_memory():
     # evaluation, which forgets its pass; its own names may still point anywhere)
     assert own._graph_memory
     assert any(getattr(op, "kept", None) is not None for op in own.layers[0].operations)
+
+
+class FrozenReplayBackend(ReplayBackend):
+    """ReplayBackend whose replays also run with the optimiser's settings and
+    the layers' dropout as they were at capture: a CUDA graph holds its
+    kernels' host arguments at their recorded values."""
+
+    def capture(self, step):
+        replay, result = super().capture(step)
+        net, optim = self.net, self.optim
+        settings, dropouts = dict(optim.host_settings()), [la.dropout for la in net.layers]
+
+        def frozen():
+            live = dict(optim.host_settings()), [la.dropout for la in net.layers]
+            for k, v in settings.items():
+                setattr(optim, k, v)
+            for layer, d in zip(net.layers, dropouts):
+                layer.dropout = d
+            try:
+                replay()
+            finally:
+                for k, v in live[0].items():
+                    setattr(optim, k, v)
+                for layer, d in zip(net.layers, live[1]):
+                    layer.dropout = d
+        return frozen, result
+
+
+@pytest.mark.parametrize("change", ["weight_decay", "momentum", "clip_norm", "dropout"])
+def test_settings_changed_between_epochs_are_recorded_again(change):
+    """A recorded step holds the weight decay, momentum, clipping and dropout
+    it was recorded with; a callback that changed one between epochs was
+    ignored by the replayed steps on the GPU (found by a review of the GPU
+    path), where the CPU applied it."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((250, 12)), rng.integers(0, 4, 250)
+    runs = []
+    for backend in (FrozenReplayBackend(), "cpu"):
+        net = nnx.NeuralNetwork([nnx.Dense(16, "tanh", dropout=0.8), nnx.Dense(4, "linear")],
+                                nnx.SoftmaxCrossEntropy(), seed=3, backend=backend)
+        opt = nnx.SGDMomentum(0.1, momentum=0.5)
+        if isinstance(backend, ReplayBackend):
+            backend.net, backend.optim = net, opt
+
+        def tweak(epoch, record, net=net, opt=opt):
+            if epoch == 3:
+                if change == "dropout":
+                    net.layers[0].dropout = 0.5
+                else:
+                    setattr(opt, change, {"weight_decay": 0.5, "momentum": 0.9,
+                                          "clip_norm": 0.01}[change])
+        hist = nnx.Trainer(net, opt).fit(X, y, X[:50], y[:50], epochs=6, eval_every=2,
+                                         batch_size=32, seed=4, patience=None, callback=tweak)
+        runs.append((hist, net.get_parameters()))
+    assert runs[0][0].graph
+    assert runs[0][0].records == runs[1][0].records
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])

@@ -47,6 +47,9 @@ def get_backend(name="cpu", dtype=None, precision=None) -> Backend:
     dtype = dtype_name("float32" if dtype is None else dtype)
     precision = precision_name(precision, dtype)
     key = (name, dtype, precision)
+    if name == "gpu":  # one per device: its cuBLAS handle and workspace live there
+        from .cupy_backend import current_device
+        key = (*key, current_device())
     if key not in _cache:
         if name == "cpu":
             from .numpy_backend import NumpyBackend as cls

@@ -240,7 +240,9 @@ class Graphs:
                 if not bool(cp.allclose(o, want, rtol=tol, atol=tol)):
                     return ("cuBLAS GEMM " + ("recorded in a graph " if recorded else "")
                             + "does not match cupy.matmul on this device")
-        except (RuntimeError, OSError) as exc:  # CUDA, cuBLAS or capture refused: do without
+        # CUDA, cuBLAS or capture refused, the workspace's memory short
+        # (CuPy's OutOfMemoryError), another CuPy's API: do without
+        except Exception as exc:  # noqa: BLE001
             what = "recorded" if recorded else "run through nnx's cuBLAS handle"
             return f"matrix products cannot be {what}: {type(exc).__name__}: {exc}"
         return True

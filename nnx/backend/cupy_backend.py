@@ -44,6 +44,12 @@ def _import_cupy():
     return cupy
 
 
+def current_device():
+    """The number of the current CUDA device (``get_backend`` keeps one GPU
+    backend per device, whose cuBLAS handle and workspace live there)."""
+    return int(_import_cupy().cuda.runtime.getDevice())
+
+
 # up to this many classes, softmax cross-entropy runs one thread per row
 _ROW_CLASSES = 256
 
@@ -271,7 +277,9 @@ class CupyBackend(Backend):
     def advance(self, position, total, loss):
         # one kernel for both; the 0-d total as a (1,) view, the counter's
         # shape: CuPy wants every output in the arguments' broadcast shape
-        self._kernels.advance(loss, position, total.reshape(1))
+        # a loss of one's own may come in another dtype: the reference's += casts
+        self._kernels.advance(loss.astype(total.dtype, copy=False), position,
+                              total.reshape(1))
 
     def gather_batch(self, x, order, position, stride, offset, out):
         # one kernel: the row index is read from the device counter in place

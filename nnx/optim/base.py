@@ -153,6 +153,17 @@ class Optimizer:
             self.state["velocity"] = value
 
     # -------------------------------------------------------- the schedule
+    def host_settings(self):
+        """The optimiser's settings that a recorded step (a CUDA graph) holds
+        as the values it was recorded with: its public attributes of plain
+        numbers (weight decay, clipping, momentum, betas, ...), by name. The
+        rate and the step count are not among them: they live in device
+        arrays. ``Trainer.fit`` records its steps again when these change."""
+        plain = (bool, numbers.Number, str, tuple, type(None))
+        return tuple(sorted((k, v) for k, v in vars(self).items()
+                            if not k.startswith("_") and isinstance(v, plain)
+                            and k not in ("net", "max_epochs", "steps_per_epoch")))
+
     def attach(self, net):
         """Update the parameters of ``net`` from now on (forgets any state)."""
         _checks.network(net, "attach(net): net")  # not at the first step(), deep inside

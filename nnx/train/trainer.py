@@ -60,10 +60,13 @@ class _Steps:
 
     The first full batch runs eagerly (kernels compile, optimiser state is
     allocated); the steps are recorded on the next, and again only if the
-    network's dropout generator is replaced (the rates and the step count
-    live in device arrays that the optimiser updates in place). In a
-    distributed fit every rank makes the same choices, so the ranks' graphs
-    and eager steps call the all-reduce in the same order.
+    network's dropout generator is replaced or a setting a recorded step
+    holds as it was recorded changes between epochs (the optimiser's
+    weight decay, momentum or clipping, a layer's dropout or activation
+    setting, the loss scaler's rules: a callback may change them; the rates
+    and the step count live in device arrays that the optimiser updates in
+    place). In a distributed fit every rank makes the same choices, so the
+    ranks' graphs and eager steps call the all-reduce in the same order.
     """
 
     last_rows = None  # (X, y) of the last batch stepped eagerly
@@ -82,6 +85,8 @@ class _Steps:
         self.replayed = False  # whether any step of this fit ran from a graph
         self.recording = False  # whether a capture was tried (its arrays may be left over)
         self.rng = None  # the generator the graphs were recorded with
+        self.settings = None  # and the host settings they hold (_host_settings)
+        self.retired = []  # graphs recorded again since, kept as close() keeps graphs
         self.note = ""
         # full batch s of an epoch is rows s * stride + offset onwards of its order
         self.stride = None if batch_size is None else batch_size * comm.size
@@ -99,7 +104,26 @@ class _Steps:
                 self.net.forget_pass()
                 self.net._graph_memory = None
             else:
-                self.net._graph_memory = dict(self.graphs)
+                self.net._graph_memory = [*self.retired, dict(self.graphs)]
+        self.graphs, self.retired = {}, []
+
+    def _host_settings(self):
+        """What a recorded step holds as the host values it was recorded
+        with: the network's layers, loss and loss scaler as described, and
+        the optimiser's plain settings."""
+        optim = () if self.optim is None else self.optim.host_settings()
+        return _network_facts(self.net), optim
+
+    def _drop_graphs(self):
+        """Let go of the recorded steps, to record them again: the layers'
+        arrays of the last pass live in the graphs' memory, so a network of
+        nnx's own parts forgets them first; one with parts of the user's own
+        keeps the old graphs until the fit ends."""
+        if self.graphs:
+            if _all_builtin(self.net):
+                self.net.forget_pass()
+            else:
+                self.retired.append(self.graphs)
         self.graphs = {}
 
     def epoch(self, X, y, order, batches):
@@ -138,6 +162,11 @@ class _Steps:
         order_buf, position, total = self.feed[:3]
         b.assign(position, 0)
         b.assign(total, 0.0)
+        if self.use_graph and self.warm:  # settings changed since the graphs were recorded
+            settings = self._host_settings()
+            if self.graphs and settings != self.settings:
+                self._drop_graphs()
+            self.settings = settings
         done = 0
         while done < full:
             left = full - done
@@ -147,7 +176,10 @@ class _Steps:
                 done += 1
                 continue
             if self.rng is not self.net.rng:  # a graph holds the generator it recorded
-                self.graphs, self.rng = {}, self.net.rng
+                self._drop_graphs()
+                self.rng = self.net.rng
+            if self.settings is None:
+                self.settings = self._host_settings()
             size = self.group if left >= self.group else 1
             if size not in self.graphs and not self._record(size):
                 continue  # refused: the rest eagerly
