@@ -751,3 +751,73 @@ def test_sparse_rows_of_another_dtype_share_their_index_arrays():
         assert np.shares_memory(got.indices, X.indices) and np.shares_memory(got.indptr, X.indptr)
         np.testing.assert_array_equal(got.toarray(), X.astype(np.float32).toarray())
     assert host.check_sparse_features(X, dtype="float64") is X
+
+
+def _update_in_a_child(n):
+    """A large momentum step (the update threads' blocks), in a forked child."""
+    b = get_backend("cpu", "float32")
+    p, g, v = (np.full(n, 1.0, np.float32) for _ in range(3))
+    b.momentum_step(p, g, v, b.asarray(0.1), 0.9)
+    return float(p[0])
+
+
+def test_a_forked_child_updates_large_parameters_without_hanging(monkeypatch):
+    """The update threads' pool survived a fork without its threads: a child
+    forked after the parent's first large update waited for them forever
+    (multiprocessing's default start method on Linux, without Numba)."""
+    import multiprocessing
+
+    from nnx.backend import fused, numpy_backend
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork here")
+    fused.kernels()
+    monkeypatch.setitem(fused._STATE, "kernels", None)  # the NumPy passes, threaded
+    n = 4 * numpy_backend._PARALLEL
+    assert _update_in_a_child(n) == 0.0  # 1 - (0.9 * 1 + 0.1 * 1): the pool started here
+    assert "pool" in numpy_backend._POOL
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply_async(_update_in_a_child, (n,)).get(timeout=60) == 0.0
+
+
+def test_the_fused_loops_compile_once_whichever_threads_ask():
+    """Two threads compiling at once: the second wrapped an already jitted
+    function again (TypeError from fit, rarely)."""
+    import threading
+    import time
+
+    from nnx.backend import fused
+    calls = []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.05)
+        return "loops", ""
+    saved = dict(fused._STATE)
+    fused._STATE.clear()
+    real, fused._compile = fused._compile, slow
+    try:
+        threads = [threading.Thread(target=fused.kernels) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert calls == [1] and fused.kernels() == "loops"
+    finally:
+        fused._compile = real
+        fused._STATE.clear()
+        fused._STATE.update(saved)
+
+
+def test_a_threads_temporaries_are_bounded_over_many_shapes(monkeypatch):
+    """One buffer per shape, for the thread's life: a sweep over twenty
+    widths kept 254 MiB of them in the main thread."""
+    from nnx.backend import numpy_backend
+    monkeypatch.setattr(numpy_backend, "_SCRATCH_BYTES", 1 << 20)
+    b = numpy_backend.NumpyBackend("float64")
+    kept = b._tmp((100,))
+    for width in range(1000, 1100):
+        b._tmp((width, 10))
+        b._tmp((100,))  # in use all along: kept as the most recent
+    scratch = b._local.scratch
+    assert sum(a.nbytes for a in scratch.values()) <= 1 << 20
+    assert scratch[(100,)] is kept and len(scratch) < 20

@@ -756,3 +756,24 @@ def test_warnings_inside_a_search_point_at_the_users_line_not_joblibs():
         cross_val_score(MLPClassifier(max_iter=5, random_state=0), X, y, cv=2)
     files = {w.filename for w in caught if issubclass(w.category, ConvergenceWarning)}
     assert files == {__file__}
+
+
+def test_a_refit_with_dropout_repeats_the_first_and_pickling_leaves_the_estimator_alone():
+    """With dropout and a fixed random_state, a second fit went on with the
+    first fit's dropout stream (other coefs_); pickle.dumps removed the
+    estimator's cached network from the live object, so results depended on
+    whether it had been pickled in between."""
+    rng = np.random.RandomState(0)
+    X = rng.randn(80, 5)
+    y = (X[:, 0] > 0).astype(int)
+    est = MLPClassifier((16,), max_iter=5, random_state=0, dropout=0.2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = [w.copy() for w in est.fit(X, y).coefs_]
+        est.predict(X)  # builds the cached network
+        assert "_net" in est.__dict__
+        pickle.dumps(est)
+        assert "_net" in est.__dict__  # the original keeps it
+        second = est.fit(X, y).coefs_
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)

@@ -845,3 +845,42 @@ def test_class_ids_are_held_as_ids_not_one_hot_rows():
     np.testing.assert_array_equal(by_ids.get_parameters(), by_rows.get_parameters())
     assert h_ids.records == h_rows.records and h_ids.records[-1]["accuracy"] > 0
     assert loss == float(by_rows.loss_on(X, rows))
+
+
+def test_a_new_trainer_of_the_same_pair_goes_on_with_the_optimisers_state():
+    """Trainer(net, optim) attached the optimiser again, clearing Adam's
+    moments and step count: a new Trainer (a new notebook cell) continuing
+    with restart=False trained differently from the same Trainer."""
+    import copy
+    X, y, Xv, yv = make_data()
+    net = make_classifier()
+    opt = nnx.Adam(0.01)
+    nnx.Trainer(net, opt).fit(X, y, epochs=2, batch_size=32, patience=None)
+    net2, opt2 = copy.deepcopy((net, opt))
+    nnx.Trainer(net, opt).fit(X, y, epochs=2, batch_size=32, patience=None, restart=False)
+    trainer = nnx.Trainer(net2, opt2)
+    trainer.fit(X, y, epochs=2, batch_size=32, patience=None, restart=False)
+    np.testing.assert_array_equal(net.get_parameters(), net2.get_parameters())
+    assert opt.step_count == opt2.step_count == 4 * 7
+    trainer.fit(X, y, epochs=1, batch_size=32, patience=None)  # restart: state anew
+    assert opt2.step_count == 7
+
+
+def test_fit_leaves_the_warning_settings_of_other_threads_alone():
+    """fit entered warnings.catch_warnings() on every rank; with another
+    thread using catch_warnings too, the process's filters stayed changed
+    for good (catch_warnings is not thread-safe)."""
+    import threading
+    X, y, Xv, yv = make_data()
+    calls = []
+    real = warnings.catch_warnings
+
+    def counting(*a, **k):
+        calls.append(threading.current_thread().name)
+        return real(*a, **k)
+    warnings.catch_warnings = counting
+    try:
+        nnx.Trainer(make_classifier(), nnx.SGD(0.1)).fit(X, y, Xv, yv, epochs=2, eval_every=1)
+    finally:
+        warnings.catch_warnings = real
+    assert calls == []

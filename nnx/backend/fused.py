@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 
 import numpy as np
 
 _STATE = {}
+_LOCK = threading.Lock()  # one compilation, whichever threads ask at once
 
 
 def _gradient(g, p, scale, wd, has_scale, has_wd):
@@ -146,7 +148,9 @@ def kernels():
     ``tanh_grad``, ``sigmoid_grad``, ``relu_grad``), or None
     where Numba is missing, fails to import, or ``NNX_NUMBA=0`` is set."""
     if "kernels" not in _STATE:
-        _STATE["kernels"], _STATE["why"] = _compile()
+        with _LOCK:  # two threads compiling at once wrapped a jitted function again
+            if "kernels" not in _STATE:
+                _STATE["kernels"], _STATE["why"] = _compile()
     return _STATE["kernels"]
 
 

@@ -38,6 +38,8 @@ _POOL = {}
 # take about as long (a loop's call costs about 5 us), and a small run never
 # waits for Numba to load (about 0.5 s, once per process)
 _FUSED_MIN = 1 << 15
+# the temporaries one thread keeps for reuse (_tmp), by their total size
+_SCRATCH_BYTES = 64 << 20
 
 
 def _pool():
@@ -52,6 +54,16 @@ def _pool():
         _POOL["pool"] = ThreadPoolExecutor(max(workers - 1, 1), thread_name_prefix="nnx",
                                            initializer=flush_here)
     return _POOL["pool"], _POOL["workers"]
+
+
+def _forget_pool_after_fork():
+    """A process forked from one whose pool had started has the pool object
+    but not its threads: its first large update would wait on them forever."""
+    _POOL.pop("pool", None)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def limit_update_threads(n):
@@ -90,9 +102,18 @@ class NumpyBackend(Backend):
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
             scratch = self._local.scratch = {}
-        buf = scratch.get(shape)
+        buf = scratch.pop(shape, None)  # taken out and put back last: the most recent
         if buf is None:
-            buf = scratch[shape] = np.empty(shape, dtype=self.dtype)
+            buf = np.empty(shape, dtype=self.dtype)
+            # the shapes of one network are few and reused; a sweep over many
+            # networks would keep every shape's buffer: the least recently
+            # used go beyond _SCRATCH_BYTES (a caller still using one keeps it)
+            total = buf.nbytes + sum(b.nbytes for b in scratch.values())
+            for old in list(scratch):
+                if total <= _SCRATCH_BYTES:
+                    break
+                total -= scratch.pop(old).nbytes
+        scratch[shape] = buf
         return buf
 
     def sum_squares(self, x):

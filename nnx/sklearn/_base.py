@@ -168,7 +168,8 @@ class BaseMLP(BaseEstimator):
 
     # ----------------------------------------------------------- pickling
     def __getstate__(self):
-        state = super().__getstate__()
+        # a copy: on some Pythons the base's state is the live __dict__ itself
+        state = dict(super().__getstate__())
         state.pop("_net", None)  # rebuilt from coefs_ on the next use
         return state
 
@@ -315,6 +316,8 @@ class BaseMLP(BaseEstimator):
             self._initialize(data.n_outputs, layer_units, data.dtype)
         self._fit_dtype = data.dtype
         self._check_continuation(data, layer_units, incremental)
+        if first_pass:  # a network of the last fit would go on with its dropout stream
+            self.__dict__.pop("_net", None)
         net = self._network(layer_units, data.dtype)
         data.to_device(net.backend)
         try:

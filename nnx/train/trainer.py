@@ -622,7 +622,8 @@ class Trainer:
         self.net = net
         self.optim = optim
         self.callbacks = _callback_list(callbacks)
-        optim.attach(net)
+        if optim.net is not net:  # attached to this network, it keeps its state (restart=False)
+            optim.attach(net)
 
     def fit(self, X_train, y_train, X_test=None, y_test=None, epochs=100, eval_every=None,
             batch_size=32, seed=1, restart=None, *, validation=None, validation_split=None,
@@ -679,7 +680,11 @@ class Trainer:
         comm = _distributed.resolve(distributed, self.net.backend)
         # a rank failing alone ends every rank; a run begun (and refused, say) ends its plan
         with _distributed.guard(comm), _ends_run(self.optim):
-            with _distributed.agreement(comm) as setup, warnings.catch_warnings():
+            # (catch_warnings on the other ranks alone: it changes the process's
+            # warning settings for every thread, and a thread's own use of it may
+            # leave them changed for good)
+            quiet = warnings.catch_warnings() if not comm.is_main else contextlib.nullcontext()
+            with _distributed.agreement(comm) as setup, quiet:
                 if not comm.is_main:  # every rank checks the same data: rank 0 says it
                     warnings.simplefilter("ignore", InputWarning)
                 settings = FitSettings.of(epochs, eval_every, batch_size, seed, patience,
