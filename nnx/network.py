@@ -29,7 +29,7 @@ class ClassIds:
     def __getitem__(self, rows):
         """The ids of a slice of the rows (``y[lo:hi]``), as ``ClassIds``."""
         if not isinstance(rows, slice):
-            raise TypeError("ClassIds takes a slice of rows, as y[lo:hi]")
+            raise InputTypeError("ClassIds takes a slice of rows, as y[lo:hi]")
         return ClassIds(self.ids[rows], self.shape[1])
 
     def one_hot(self, backend, lo, hi):
