@@ -655,12 +655,6 @@ def _train_model(args, layers, prep, comm):
     out_act = "sigmoid" if args.loss == "mse" else "linear"
     # a sigmoid cross-entropy classifies two classes with one output (the logit of class 1)
     outputs = 1 if LOSSES[args.loss].binary and prep["n_classes"] == 2 else prep["n_classes"]
-    if outputs > 1 and LOSSES[args.loss].binary and getattr(args, "monitor", "loss") == \
-            "accuracy":
-        raise UsageError(f"--monitor accuracy: --loss {args.loss} over {outputs} classes "
-                         "trains one sigmoid per class (one-vs-rest), whose evaluations "
-                         "record no accuracy; use --loss softmax_cross_entropy, or --monitor "
-                         "loss (the test accuracy printed at the end is the largest output's)")
     layers.append(Dense(outputs, out_act, weight_init=args.init))
     net = NeuralNetwork(layers, LOSSES[args.loss](), seed=args.seed, backend=args.backend,
                         dtype=args.dtype, precision=args.precision)

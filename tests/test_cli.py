@@ -1074,15 +1074,19 @@ def test_monitoring_accuracy_with_mse_is_refused_before_the_data_loads(tmp_path)
         r"--monitor accuracy: .*not --loss mse")
 
 
-def test_monitoring_accuracy_of_one_vs_rest_classes_is_refused_in_the_flags_words(tmp_path):
-    """Its evaluations record no accuracy: the refusal named EarlyStopping's
-    classifier rule, in the library's words, not a flag."""
-    assert_one_line_error(
-        nnx_cli("train", "--loss", "sigmoid_cross_entropy", "--monitor", "accuracy",
-                "--epochs", "1", "--out", str(tmp_path / "m.npz"), cwd=tmp_path),
-        r"--monitor accuracy: --loss sigmoid_cross_entropy over 10 classes trains one sigmoid "
-        r"per class \(one-vs-rest\), whose evaluations record no accuracy")
-    assert not (tmp_path / "m.npz").exists()
+def test_one_vs_rest_classes_record_and_monitor_their_accuracy(tmp_path):
+    """nnx train --loss sigmoid_cross_entropy over 10 classes printed a test
+    accuracy, but its evaluations recorded none (an empty eval_accuracy
+    column) and --monitor accuracy failed after the data had loaded, in
+    EarlyStopping's words."""
+    r = nnx_cli("train", "--loss", "sigmoid_cross_entropy", "--monitor", "accuracy",
+                "--epochs", "2", "--eval-every", "1", "--log", str(tmp_path / "run.csv"),
+                "--out", str(tmp_path / "m.npz"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = (tmp_path / "run.csv").read_text().splitlines()
+    assert rows[0].split(",")[3] == "eval_accuracy"
+    assert all(0 < float(row.split(",")[3]) <= 1 for row in rows[1:])
+    assert "best evaluation accuracy" in r.stdout
 
 
 def test_reproduce_shows_a_scaled_rates_change_whole(tmp_path):

@@ -884,3 +884,28 @@ def test_fit_leaves_the_warning_settings_of_other_threads_alone():
     finally:
         warnings.catch_warnings = real
     assert calls == []
+
+
+def test_one_sigmoid_per_class_scores_the_largest_outputs_accuracy_against_class_ids():
+    """A SigmoidCrossEntropy network of one output per class trained on class
+    ids (one-vs-rest) recorded no evaluation accuracy, and monitor='accuracy'
+    was refused; nnx.accuracy scored its largest output all along. Against
+    multilabel rows no single accuracy applies: still refused, now saying so."""
+    X, y, Xv, yv = make_data()
+    net = nnx.NeuralNetwork([nnx.Dense(8, "tanh"), nnx.Dense(3, "linear")],
+                            nnx.SigmoidCrossEntropy(), seed=0)
+    hist = nnx.Trainer(net, nnx.SGD(0.5)).fit(X, y, Xv, yv, epochs=4, eval_every=2,
+                                              monitor="accuracy", patience=None)
+    # the best evaluation's parameters are kept: its accuracy is nnx.accuracy's
+    best = next(r for r in hist.records if r["epoch"] == hist.best_epoch)
+    assert best["accuracy"] == max(r["accuracy"] for r in hist.records)
+    assert best["accuracy"] == nnx.accuracy(net, Xv, yv) > 0
+    rows = np.eye(3)[yv]
+    rows[0, 1] = 1  # a row of two labels: multilabel
+    with pytest.raises(nnx.InputValueError, match=r"monitor='accuracy': a SigmoidCrossEntropy "
+                                                  r"network of 3 outputs scores an accuracy .* "
+                                                  r"against class ids alone"):
+        nnx.Trainer(net, nnx.SGD(0.5)).fit(X, np.eye(3)[y], Xv, rows, epochs=2,
+                                          monitor="accuracy")
+    assert nnx.Trainer(net, nnx.SGD(0.5)).fit(X, y, Xv, rows, epochs=2).records[-1][
+        "accuracy"] is None

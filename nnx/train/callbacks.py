@@ -107,11 +107,14 @@ class EarlyStopping(Callback):
                 "restore_best": self.restore_best, "monitor": self.monitor}
 
     def check(self, net):
-        if self.monitor == "accuracy" and not net.reports_accuracy:
+        # (a sigmoid per class scores an accuracy against class ids, one-vs-rest:
+        # the fit says so, or refuses, once it has the evaluation targets)
+        if self.monitor == "accuracy" and not net.reports_accuracy and not net.loss.binary:
             raise InputValueError(f"EarlyStopping monitor='accuracy' needs a classifier: "
                                   f"SoftmaxCrossEntropy with one output per class, or "
-                                  f"SigmoidCrossEntropy with one output; this network has "
-                                  f"{type(net.loss).__name__} and {net.n_out} output(s)")
+                                  f"SigmoidCrossEntropy (one output, or one per class against "
+                                  f"class ids); this network has {type(net.loss).__name__} "
+                                  f"and {net.n_out} output(s)")
 
     def on_fit_start(self, run):
         if run.epoch == 0:  # a new run (a resumed one has its state from the checkpoint)

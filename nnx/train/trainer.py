@@ -307,6 +307,11 @@ class _Data:
             self.val = (X_val, _targets(net, y_val, int(X_val.shape[0]), names[1], names[0]))
         self.eval_rows = None if self.val is None else int(self.val[0].shape[0])
         self.val_share = self.val  # this rank's rows of it (see shard)
+        # whether evaluations score an accuracy: a classifier's, or one sigmoid
+        # per class (one-vs-rest) against class ids, by the largest output
+        self.scores_accuracy = net.reports_accuracy or (
+            net.loss.binary and net.n_out > 1 and self.val is not None
+            and isinstance(self.val[1], ClassIds))
 
     def shapes(self):
         """The arrays' shapes (rows, columns), training set then evaluation set."""
@@ -733,6 +738,14 @@ class Trainer:
         for cb in _of_rank(cbs, comm):
             cb.check(net)
         data = _Data(net, *train, *evaluation)
+        for cb in cbs:  # what EarlyStopping.check left to the data to say
+            if isinstance(cb, EarlyStopping) and cb.monitor == "accuracy" and \
+                    data.val is not None and not data.scores_accuracy:
+                raise InputValueError(
+                    f"EarlyStopping monitor='accuracy': a SigmoidCrossEntropy network of "
+                    f"{net.n_out} outputs scores an accuracy (the largest output's) against "
+                    "class ids alone (one-vs-rest); these evaluation targets are rows "
+                    "(multilabel), which no single accuracy describes: monitor='loss'")
         net._check_layers()
         if not net.built:  # only once every array passed its checks
             net.build(int(data.X.shape[1]))
@@ -1080,7 +1093,7 @@ class _Run:
         the loss classifies). In a distributed fit each rank measures its
         share of the rows and the sums are added over the ranks."""
         b, net, share = self.b, self.net, self.data.val_share
-        classes = net.reports_accuracy
+        classes = self.data.scores_accuracy
         values = [0.0, 0.0]
         if share is not None:
             with b.quiet_float_errors():
