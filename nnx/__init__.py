@@ -97,7 +97,8 @@ _entry_points()
 
 # modules loaded when first named (nnx.checkpoint.read_header after a plain
 # `import nnx`), so that importing nnx does not import them all
-_SUBMODULES = frozenset({"checkpoint", "cluster", "data", "onnx", "sklearn", "tables"})
+_SUBMODULES = frozenset({"checkpoint", "cluster", "data", "onnx", "optimizers", "report",
+                         "sklearn", "study", "tables", "trainer"})
 
 
 def __getattr__(name):
@@ -105,3 +106,7 @@ def __getattr__(name):
         import importlib
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | _SUBMODULES)

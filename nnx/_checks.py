@@ -182,6 +182,19 @@ def _plain_name(text):
 _PLAIN_SYNONYMS = {_plain_name(k): v for k, v in _SYNONYMS.items()}
 
 
+def plain_settings(obj, exclude=()):
+    """``obj``'s public attributes of plain values (numbers, strings,
+    tuples; None left out, as the arrays of a pass are between passes), by
+    name: the host settings a recorded step (a CUDA graph) holds as it was
+    recorded (a Dropout's keep_prob, an optimiser's momentum)."""
+    def plain(v):
+        return isinstance(v, (bool, numbers.Number, str)) or (
+            isinstance(v, tuple) and all(isinstance(e, (bool, numbers.Number, str)) for e in v))
+    exclude = (*exclude, *getattr(obj, "_pass_state", ()))  # an operation's arrays of a pass
+    return {k: v for k, v in vars(obj).items()
+            if not k.startswith("_") and k not in exclude and plain(v)}
+
+
 def did_you_mean(value, choices):
     """`` (did you mean 'tanh'?)`` for a misspelt name close to one of
     ``choices``, or another library's name for one, else an empty string."""

@@ -19,6 +19,7 @@ What it cannot show: CUDA itself (graph capture, streams, the math library).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import types
 
@@ -239,6 +240,7 @@ class FakeCupy(types.ModuleType):
             memory=types.SimpleNamespace(Memory=lambda size: types.SimpleNamespace(ptr=0)),
             runtime=types.SimpleNamespace(runtimeGetVersion=lambda: 13000,
                                           getDevice=lambda: 0),
+            Device=lambda device=None: contextlib.nullcontext(),
             device=types.SimpleNamespace(get_cublas_handle=lambda: None))
 
     def __getattr__(self, name):  # the rest of the array API: NumPy's, with CuPy's results

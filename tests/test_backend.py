@@ -821,3 +821,9 @@ def test_a_threads_temporaries_are_bounded_over_many_shapes(monkeypatch):
     scratch = b._local.scratch
     assert sum(a.nbytes for a in scratch.values()) <= 1 << 20
     assert scratch[(100,)] is kept and len(scratch) < 20
+    # one temporary past the bound stays among the most recent, not freed and
+    # made again at every other call (a large layer's L2 step beside small ones)
+    big = b._tmp((400, 400))  # 1.2 MiB
+    for _ in range(3):
+        b._tmp((100,))
+        assert b._tmp((400, 400)) is big

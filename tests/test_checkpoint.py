@@ -894,9 +894,12 @@ def test_the_submodules_the_docs_name_are_reachable_after_import_nnx():
     import subprocess
     import sys
     code = ("import nnx, sys; assert 'nnx.onnx' not in sys.modules; "
+            "assert {'checkpoint', 'study', 'Trainer'} <= set(dir(nnx)); "
             "print(nnx.checkpoint.MAX_BYTES > 0, callable(nnx.data.load_dataset), "
             "callable(nnx.onnx.export_network), nnx.sklearn.MLPClassifier.__name__, "
-            "callable(nnx.cluster.connect), callable(nnx.tables.load_file))")
+            "callable(nnx.cluster.connect), callable(nnx.tables.load_file), "
+            "len(nnx.study.LADDER), callable(nnx.report.plot_ladder))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
-    assert out.split() == ["True", "True", "True", "MLPClassifier", "True", "True"]
+    assert out.split() == ["True", "True", "True", "MLPClassifier", "True", "True", "8",
+                           "True"]

@@ -509,6 +509,22 @@ def test_each_device_has_a_gpu_backend_of_its_own(gpu_by_name, monkeypatch):
     assert on_one is not on_zero and on_one is get_backend("gpu")
     monkeypatch.setattr(fake.cuda.runtime, "getDevice", lambda: 0)
     assert get_backend("gpu") is on_zero
+    # its cuBLAS handle is made on its own device, whichever is current then
+    entered = []
+
+    class Device:
+        def __init__(self, n):
+            self.n = n
+
+        def __enter__(self):
+            entered.append(self.n)
+
+        def __exit__(self, *exc):
+            return False
+    monkeypatch.setattr(fake.cuda, "Device", Device)
+    on_one._graphs.blas = None
+    on_one._graphs.handle()
+    assert on_one.device == 1 and entered == [1]
 
 
 def test_a_loss_of_ones_own_in_another_dtype_trains_from_recorded_steps(gpu):
@@ -539,8 +555,10 @@ def test_a_capture_check_that_fails_otherwise_trains_step_by_step(gpu, monkeypat
 
     def short():
         raise MemoryError("out of memory allocating 33,554,432 bytes")
-    monkeypatch.setattr(b._graphs, "checked", {})
+    b._graphs.checked.clear()
     monkeypatch.setattr(b._graphs, "handle", short)
     why = b._graphs.check(recorded=False)
     assert why.startswith("matrix products cannot be run through nnx's cuBLAS handle: "
                           "MemoryError: out of memory")
+    monkeypatch.undo()  # the memory is back: a shortage of a moment is not kept
+    assert b._graphs.check(recorded=False) is True

@@ -302,41 +302,47 @@ def test_a_network_with_parts_of_ones_own_keeps_the_graphs_memory():
 
 class FrozenReplayBackend(ReplayBackend):
     """ReplayBackend whose replays also run with the optimiser's settings and
-    the layers' dropout as they were at capture: a CUDA graph holds its
-    kernels' host arguments at their recorded values."""
+    the operations' (a Dropout's keep_prob, an activation's alpha) as they
+    were at capture: a CUDA graph holds its kernels' host arguments at their
+    recorded values."""
 
     def capture(self, step):
         replay, result = super().capture(step)
         net, optim = self.net, self.optim
-        settings, dropouts = dict(optim.host_settings()), [la.dropout for la in net.layers]
+
+        def held():  # (object, attribute, value) of every host setting
+            ops = [op for layer in net.layers for op in layer.operations]
+            parts = [optim] + ops + [op.activation for op in ops if hasattr(op, "activation")]
+            return [(p, k, getattr(p, k)) for p in parts
+                    for k in ("weight_decay", "momentum", "clip_norm", "keep_prob", "alpha")
+                    if k in vars(p)]
+        recorded = held()
 
         def frozen():
-            live = dict(optim.host_settings()), [la.dropout for la in net.layers]
-            for k, v in settings.items():
-                setattr(optim, k, v)
-            for layer, d in zip(net.layers, dropouts):
-                layer.dropout = d
+            live = held()
+            for p, k, v in recorded:
+                setattr(p, k, v)
             try:
                 replay()
             finally:
-                for k, v in live[0].items():
-                    setattr(optim, k, v)
-                for layer, d in zip(net.layers, live[1]):
-                    layer.dropout = d
+                for p, k, v in live:
+                    setattr(p, k, v)
         return frozen, result
 
 
-@pytest.mark.parametrize("change", ["weight_decay", "momentum", "clip_norm", "dropout"])
-def test_settings_changed_between_epochs_are_recorded_again(change):
-    """A recorded step holds the weight decay, momentum, clipping and dropout
-    it was recorded with; a callback that changed one between epochs was
-    ignored by the replayed steps on the GPU (found by a review of the GPU
-    path), where the CPU applied it."""
+@pytest.mark.parametrize("change", ["weight_decay", "momentum", "clip_norm", "keep_prob",
+                                    "alpha"])
+def test_settings_changed_between_epochs_are_recorded_again(change, caplog):
+    """A recorded step holds the weight decay, momentum, clipping, dropout
+    and activation settings it was recorded with; a callback that changed
+    one between epochs was ignored by the replayed steps on the GPU (found
+    by a review of the GPU path), where the CPU applied it."""
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((250, 12)), rng.integers(0, 4, 250)
     runs = []
     for backend in (FrozenReplayBackend(), "cpu"):
-        net = nnx.NeuralNetwork([nnx.Dense(16, "tanh", dropout=0.8), nnx.Dense(4, "linear")],
+        net = nnx.NeuralNetwork([nnx.Dense(16, "leaky_relu", dropout=0.8),
+                                 nnx.Dense(4, "linear")],
                                 nnx.SoftmaxCrossEntropy(), seed=3, backend=backend)
         opt = nnx.SGDMomentum(0.1, momentum=0.5)
         if isinstance(backend, ReplayBackend):
@@ -344,14 +350,21 @@ def test_settings_changed_between_epochs_are_recorded_again(change):
 
         def tweak(epoch, record, net=net, opt=opt):
             if epoch == 3:
-                if change == "dropout":
-                    net.layers[0].dropout = 0.5
+                ops = net.layers[0].operations
+                if change == "keep_prob":
+                    ops[-1].keep_prob = 0.5
+                elif change == "alpha":
+                    ops[1].activation.alpha = 0.3
                 else:
                     setattr(opt, change, {"weight_decay": 0.5, "momentum": 0.9,
                                           "clip_norm": 0.01}[change])
-        hist = nnx.Trainer(net, opt).fit(X, y, X[:50], y[:50], epochs=6, eval_every=2,
-                                         batch_size=32, seed=4, patience=None, callback=tweak)
+        with caplog.at_level(logging.INFO, logger="nnx"):
+            hist = nnx.Trainer(net, opt).fit(X, y, X[:50], y[:50], epochs=6, eval_every=2,
+                                             batch_size=32, seed=4, patience=None,
+                                             callback=tweak)
         runs.append((hist, net.get_parameters()))
     assert runs[0][0].graph
     assert runs[0][0].records == runs[1][0].records
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    assert "recording the training step again: a setting it holds changed" in caplog.text
+    assert change in caplog.text

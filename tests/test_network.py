@@ -871,7 +871,9 @@ def test_several_sigmoid_outputs_are_labels_of_their_own():
     z = net.predict(X)
     np.testing.assert_allclose(net.predict_proba(X), 1 / (1 + np.exp(-z)), rtol=1e-12)
     assert ((net.predict_proba(X) > 0.5) == Y).mean() > 0.9
-    with pytest.raises(ValueError, match="monitor='accuracy' needs a classifier"):
+    with pytest.raises(ValueError, match="monitor='accuracy': a SigmoidCrossEntropy network of "
+                                         "3 outputs scores an accuracy .* against class ids "
+                                         "alone"):
         Trainer(net, nnx.Adam(0.1)).fit(X, Y, X, Y, epochs=2, monitor="accuracy", restart=True)
 
 
@@ -1245,3 +1247,20 @@ def test_column_names_on_resume_on_duplicates_and_beside_unnamed_training_rows(t
     with pytest.raises(nnx.InputValueError, match="X_train is a DataFrame of other columns"):
         trainer.fit(X[["c", "a", "b"]], y, epochs=3, restart=False)
     assert float(optim.lr) == rate
+
+
+def test_a_subclass_evaluating_with_a_mean_loss_of_its_own_gets_target_rows():
+    """Targets kept as class ids reached a subclass's own mean_loss (label
+    smoothing, say), written for target rows: TypeError from fit and
+    loss_on (found by a review)."""
+    class Smoothed(nnx.NeuralNetwork):
+        def mean_loss(self, X, y, batch_size=1024, accuracy=False):
+            return super().mean_loss(X, y * 0.9 + 0.1 / self.n_out, batch_size, accuracy)
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((60, 4)), np.arange(60) % 3
+    net = Smoothed([nnx.Dense(5, "tanh"), nnx.Dense(3, "linear")], "softmax_cross_entropy",
+                   seed=0)
+    hist = nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, X, y, epochs=2, eval_every=1)
+    assert hist.records[-1]["accuracy"] is not None
+    assert float(net.loss_on(X, y)) > 0

@@ -83,6 +83,10 @@ def backend_of(x, dtype=None) -> Backend:
     if dtype is None:
         dtype = str(x.dtype).replace("array_api_strict.", "")
         dtype = dtype if dtype in ("float32", "float64") else "float32"
+    device = getattr(x, "device", None) if kind == "gpu" else None
+    if hasattr(device, "__enter__"):  # a CuPy array: the backend of its own device
+        with device:
+            return get_backend(kind, dtype)
     return get_backend(kind, dtype)
 
 

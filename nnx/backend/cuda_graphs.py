@@ -201,7 +201,9 @@ class Graphs:
         if self.blas is None:
             if self.capturing is not None:  # its allocations would come from the capture
                 raise CaptureUnavailable("the cuBLAS handle must be made before a capture")
-            self.blas = CublasHandle(self.cp, self.b.precision)
+            # on the backend's device, whichever is current now
+            with self.cp.cuda.Device(getattr(self.b, "device", None)):
+                self.blas = CublasHandle(self.cp, self.b.precision)
         return self.blas
 
     # --------------------------------------------------------------- checks
@@ -210,9 +212,12 @@ class Graphs:
         rounded operands, in a reduced precision), eagerly or recorded in a
         graph; else the reason (str). Checked once each."""
         key = "captured" if recorded else "eager"
-        if key not in self.checked:
-            self.checked[key] = self._check(recorded)
-        return self.checked[key]
+        if key in self.checked:
+            return self.checked[key]
+        result = self._check(recorded)
+        if not (isinstance(result, str) and "MemoryError" in result):  # a moment's shortage
+            self.checked[key] = result
+        return result
 
     def _check(self, recorded):
         cp, b = self.cp, self.b

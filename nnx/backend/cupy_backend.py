@@ -62,6 +62,7 @@ class CupyBackend(Backend):
     def __init__(self, dtype="float32", precision="float32"):
         cupy = _import_cupy()
         super().__init__(cupy, dtype, precision=precision)
+        self.device = current_device()  # its cuBLAS handle and workspace are made there
         self._kernels = _Kernels(cupy)
         self._optim = _OptimizerKernels(cupy)
         self._graphs = Graphs(self)  # CUDA graphs, and the cuBLAS handle of our own GEMMs

@@ -37,6 +37,17 @@ _STATE = {}
 _LOCK = threading.Lock()  # one compilation, whichever threads ask at once
 
 
+def _new_lock_after_fork():
+    """A child forked while another thread compiled would inherit the lock
+    held, by a thread it does not have."""
+    global _LOCK
+    _LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_after_fork)
+
+
 def _gradient(g, p, scale, wd, has_scale, has_wd):
     """One element's gradient after clipping (``scale``) and L2 weight decay,
     as the reference's ``_decayed``: ``g * scale + wd * p``. Compiled to be

@@ -39,7 +39,7 @@ _POOL = {}
 # waits for Numba to load (about 0.5 s, once per process)
 _FUSED_MIN = 1 << 15
 # the temporaries one thread keeps for reuse (_tmp), by their total size
-_SCRATCH_BYTES = 64 << 20
+_SCRATCH_BYTES, _SCRATCH_KEEP = 64 << 20, 8
 
 
 def _pool():
@@ -108,9 +108,11 @@ class NumpyBackend(Backend):
             # the shapes of one network are few and reused; a sweep over many
             # networks would keep every shape's buffer: the least recently
             # used go beyond _SCRATCH_BYTES (a caller still using one keeps it)
+            # (the most recent _SCRATCH_KEEP stay whatever their size: one
+            # larger than the bound would otherwise go at every other call)
             total = buf.nbytes + sum(b.nbytes for b in scratch.values())
             for old in list(scratch):
-                if total <= _SCRATCH_BYTES:
+                if total <= _SCRATCH_BYTES or len(scratch) < _SCRATCH_KEEP:
                     break
                 total -= scratch.pop(old).nbytes
         scratch[shape] = buf

@@ -158,11 +158,11 @@ class Optimizer:
         as the values it was recorded with: its public attributes of plain
         numbers (weight decay, clipping, momentum, betas, ...), by name. The
         rate and the step count are not among them: they live in device
-        arrays. ``Trainer.fit`` records its steps again when these change."""
-        plain = (bool, numbers.Number, str, tuple, type(None))
-        return tuple(sorted((k, v) for k, v in vars(self).items()
-                            if not k.startswith("_") and isinstance(v, plain)
-                            and k not in ("net", "max_epochs", "steps_per_epoch")))
+        arrays. ``Trainer.fit`` records its steps again when these change
+        (an optimiser of one's own keeps what changes every step or epoch in
+        private attributes, ``_name``, or in device arrays)."""
+        settings = _checks.plain_settings(self, ("net", "max_epochs", "steps_per_epoch"))
+        return tuple(sorted(settings.items()))
 
     def attach(self, net):
         """Update the parameters of ``net`` from now on (forgets any state)."""

@@ -316,7 +316,7 @@ class BaseMLP(BaseEstimator):
             self._initialize(data.n_outputs, layer_units, data.dtype)
         self._fit_dtype = data.dtype
         self._check_continuation(data, layer_units, incremental)
-        if first_pass:  # a network of the last fit would go on with its dropout stream
+        if first_pass and self.dropout > 0:  # the last fit's would go on with its stream
             self.__dict__.pop("_net", None)
         net = self._network(layer_units, data.dtype)
         data.to_device(net.backend)

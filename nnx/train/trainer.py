@@ -14,7 +14,7 @@ from .. import distributed as _distributed
 from .._checks import InputTypeError, InputValueError, InputWarning
 from ..backend import Backend, CaptureUnavailable, host
 from ..losses import SoftmaxCrossEntropy
-from ..network import ClassIds, NeuralNetwork
+from ..network import ClassIds
 from ..optim import Optimizer
 from .callbacks import (
     Callback,
@@ -109,10 +109,17 @@ class _Steps:
 
     def _host_settings(self):
         """What a recorded step holds as the host values it was recorded
-        with: the network's layers, loss and loss scaler as described, and
-        the optimiser's plain settings."""
+        with: the plain settings (numbers, strings) of every operation of the
+        network (a Dropout's keep_prob, an activation's alpha) and of its
+        loss, the loss scaler's rules, and the optimiser's settings."""
+        ops = [op for layer in self.net.layers for op in layer.operations]
+        parts = ops + [op.activation for op in ops if hasattr(op, "activation")]
         optim = () if self.optim is None else self.optim.host_settings()
-        return _network_facts(self.net), optim
+        # (the loss's eps alone: the rest of it is a batch's, nnx.sklearn's
+        # weight sum of the last, shorter, batch included)
+        return ([_checks.plain_settings(p) for p in parts]
+                + [{"eps": getattr(self.net.loss, "eps", None)}],
+                repr(self.net.loss_scaler), dict(optim))
 
     def _drop_graphs(self):
         """Let go of the recorded steps, to record them again: the layers'
@@ -122,8 +129,8 @@ class _Steps:
         if self.graphs:
             if _all_builtin(self.net):
                 self.net.forget_pass()
-            else:
-                self.retired.append(self.graphs)
+            else:  # the last ones alone: the pass since has its arrays elsewhere
+                self.retired = [self.graphs]
         self.graphs = {}
 
     def epoch(self, X, y, order, batches):
@@ -165,6 +172,8 @@ class _Steps:
         if self.use_graph and self.warm:  # settings changed since the graphs were recorded
             settings = self._host_settings()
             if self.graphs and settings != self.settings:
+                log.info("nnx: recording the training step again: a setting it holds changed "
+                         "(%s)", _changed(self.settings, settings))
                 self._drop_graphs()
             self.settings = settings
         done = 0
@@ -253,6 +262,19 @@ class _Steps:
         return True
 
 
+def _changed(before, after):
+    """Words for which host settings (``_Steps._host_settings``) changed."""
+    ops, scaler, optim = before
+    new_ops, new_scaler, new_optim = after
+    words = [f"optimiser {k} {optim.get(k)!r} -> {new_optim.get(k)!r}"
+             for k in sorted(set(optim) | set(new_optim)) if optim.get(k) != new_optim.get(k)]
+    words += [f"{k} {a.get(k)!r} -> {b.get(k)!r}" for a, b in zip(ops, new_ops)
+              for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    if scaler != new_scaler:
+        words.append(f"loss scaler {new_scaler}")
+    return "; ".join(words) or "the network's parts"
+
+
 def _all_builtin(net):
     """True if every layer, operation and the loss of ``net`` is nnx's own
     (whose arrays of a pass ``forget_pass`` knows by name)."""
@@ -263,8 +285,9 @@ def _all_builtin(net):
 def _targets(net, y, n, name, x_name):
     """Targets of a fit on the device: class ids for a network of several
     outputs as ``ClassIds`` (one-hot rows a batch or an evaluation's chunk at
-    a time), else target rows; a subclass's own ``as_target`` as it is."""
-    if type(net).as_target is not NeuralNetwork.as_target:
+    a time), else target rows, as to a subclass's own ``as_target`` or
+    ``mean_loss``."""
+    if not net._takes_ids():
         return net.as_target(y, n, name, x_name)
     return net.as_target(y, n, name, x_name, ids=True)
 
