@@ -387,6 +387,16 @@ def _kernel_number(param):
     return float(param)
 
 
+# the row k of the epoch's order that element i of a fed batch reads: the
+# parameters and the first statements of the kernels that gather a batch
+_FED = ("raw int64 order, raw int64 position, int64 stride, int64 offset, int64 width, "
+        "int64 norder")
+_FED_ROW = """
+            long long r = i / width;
+            long long k = (position[0] * stride + offset + r) % norder;
+            """
+
+
 class _Kernels:
     """Fused elementwise kernels, compiled by CuPy on first use."""
 
@@ -399,16 +409,9 @@ class _Kernels:
         )
         # out[r, c] = x[order[(position * stride + offset + r) % norder], c],
         # over flat (C-ordered) views of x and out
-        self.gather = ek(
-            "raw T x, raw int64 order, raw int64 position, int64 stride, int64 offset, "
-            "int64 width, int64 norder", "T out",
-            """
-            long long r = i / width;
-            long long k = (position[0] * stride + offset + r) % norder;
-            out = x[order[k] * width + (i - r * width)];
-            """,
-            "nnx_gather_batch",
-        )
+        self.gather = ek("raw T x, " + _FED, "T out",
+                         _FED_ROW + "out = x[order[k] * width + (i - r * width)];",
+                         "nnx_gather_batch")
         # out[r, c] = 1 where ids[idx[r]] == c, else 0 (flat views of out)
         self.one_hot = ek(
             "raw int32 ids, raw int64 idx, int64 width", "T out",
@@ -420,15 +423,9 @@ class _Kernels:
         )
         # the same for the row of the epoch's order at the device counter
         self.gather_one_hot = ek(
-            "raw int32 ids, raw int64 order, raw int64 position, int64 stride, int64 offset, "
-            "int64 width, int64 norder", "T out",
-            """
-            long long r = i / width;
-            long long k = (position[0] * stride + offset + r) % norder;
-            out = ids[order[k]] == (int)(i - r * width) ? (T)1 : (T)0;
-            """,
-            "nnx_gather_one_hot",
-        )
+            "raw int32 ids, " + _FED, "T out",
+            _FED_ROW + "out = ids[order[k]] == (int)(i - r * width) ? (T)1 : (T)0;",
+            "nnx_gather_one_hot")
         self.dropout_apply = ek(
             "T x, float64 u, float64 keep, T scale", "T mask, T y",
             "mask = u < keep ? scale : (T)0; y = x * mask",
