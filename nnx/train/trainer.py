@@ -62,8 +62,9 @@ class _Steps:
     allocated); the steps are recorded on the next, and again only if the
     network's dropout generator is replaced or a setting a recorded step
     holds as it was recorded changes between epochs (the optimiser's
-    weight decay, momentum or clipping, a layer's dropout or activation
-    setting, the loss scaler's rules: a callback may change them; the rates
+    weight decay, momentum or clipping, a Dropout's keep_prob, an
+    activation's setting, the loss scaler's rules: a callback may change
+    them; the rates
     and the step count live in device arrays that the optimiser updates in
     place). In a distributed fit every rank makes the same choices, so the
     ranks' graphs and eager steps call the all-reduce in the same order.
