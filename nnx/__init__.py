@@ -97,8 +97,9 @@ _entry_points()
 
 # modules loaded when first named (nnx.checkpoint.read_header after a plain
 # `import nnx`), so that importing nnx does not import them all
-_SUBMODULES = frozenset({"checkpoint", "cluster", "data", "onnx", "optimizers", "report",
-                         "sklearn", "study", "tables", "trainer"})
+# (not nnx.report: it needs matplotlib, an extra, and chooses its backend)
+_SUBMODULES = frozenset({"checkpoint", "cluster", "data", "onnx", "optimizers", "sklearn",
+                         "study", "tables", "trainer"})
 
 
 def __getattr__(name):

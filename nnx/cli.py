@@ -835,6 +835,8 @@ def _evaluation_file(args, net, trained):
     target = args.target if args.target is not None else trained.get("target") \
         if trained and not args.data.lower().endswith(".npz") else None
     features = trained.get("features") if trained else None
+    if not isinstance(features, list) and net.feature_names is not None:
+        features = list(net.feature_names)  # a model trained in Python on a DataFrame
     fraction = trained.get("test_fraction") if same else None
     try:
         ds = load_file(args.data, target=target, test_fraction=fraction,

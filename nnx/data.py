@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _checks
-from ._checks import InputTypeError, InputValueError, in_range, integer
+from ._checks import InputTypeError, InputValueError, InputWarning, in_range, integer
 from ._files import atomic_write
 from .backend import host
 
@@ -789,7 +789,7 @@ def train_validation_split(X, y, fraction=VALIDATION_FRACTION, seed=None, *, inp
     if n_val >= n:
         raise InputValueError(f"fraction={fraction!r} of {n} rows holds out {n_val}, leaving no "
                               "training rows")
-    order = _held_out_first(np.random.default_rng(seed).permutation(n), n_val, keep)
+    order, n_val = _held_out_first(np.random.default_rng(seed).permutation(n), n_val, keep)
     if not inplace:
         val, train = order[:n_val], order[n_val:]
         return X[train], y[train], X[val], y[val]
@@ -799,19 +799,23 @@ def train_validation_split(X, y, fraction=VALIDATION_FRACTION, seed=None, *, inp
 
 
 def _held_out_first(order, n_val, keep):
-    """``order`` with its first ``n_val`` rows not among ``keep`` (a boolean
-    mask of rows that stay in training): rows of ``keep`` drawn among the
-    first give their places to the next ones, the order otherwise as it was
-    (all of it, where ``keep`` is None or marks none of those rows)."""
+    """``(order, n_val)``: ``order`` with its first ``n_val`` rows not among
+    ``keep`` (a boolean mask of rows that stay in training): rows of
+    ``keep`` drawn among the first give their places to the next ones, the
+    order otherwise as it was (all of it, where ``keep`` is None or marks
+    none of those rows). Fewer than ``n_val`` rows are held out where fewer
+    are free (none: as drawn, with a warning)."""
     if keep is None or not keep[order[:n_val]].any():
-        return order
+        return order, n_val
     free = order[~keep[order]]
-    if free.shape[0] < n_val:
-        return order  # too few rows to choose from: as drawn
+    if free.shape[0] == 0:
+        _checks.warn_caller("every row is the only one of its class: the validation rows "
+                            "hold classes the training rows lack", InputWarning)
+        return order, n_val
     val = free[:n_val]
     taken = np.zeros(order.shape[0], dtype=bool)
     taken[val] = True
-    return np.concatenate([val, order[~taken[order]]])
+    return np.concatenate([val, order[~taken[order]]]), int(val.shape[0])
 
 
 def _check_stat(values, name, n_features):

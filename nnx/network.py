@@ -384,11 +384,19 @@ class NeuralNetwork:
             host.check_half_range(float(b.to_numpy(xp.maximum(xp.max(X), -xp.min(X)))), name)
         return b.asarray(X)
 
-    def note_columns(self, names, fresh):
+    def note_columns(self, names, fresh, evaluation=None):
         """Take ``names`` (``host.column_names`` of a DataFrame about to be
         trained on; None for other data) as the network's ``feature_names``:
         always for ``fresh`` weights, else where it has none yet; weights
-        trained on other columns refuse them. ``Trainer.fit`` calls it."""
+        trained on other columns refuse them, as they refuse an evaluation
+        frame of other columns (``evaluation``, its names) beside training
+        rows of none. ``Trainer.fit`` calls it."""
+        if not fresh and names is None and evaluation is not None and \
+                self.feature_names is not None and evaluation != self.feature_names:
+            raise InputValueError(
+                "the evaluation set is a DataFrame of other columns than the network was "
+                f"trained on: {host.differing_columns(evaluation, self.feature_names)}; "
+                "select and order them as in training (X_val[list(net.feature_names)])")
         if fresh or self.feature_names is None:
             self.feature_names = names
         elif names is not None and names != self.feature_names:
@@ -441,6 +449,24 @@ class NeuralNetwork:
             raise InputValueError(f"{name} on the device must have shape ({n_rows}, {self.n_out}),"
                                   f" got {tuple(y.shape)}")
         return b.asarray(y)
+
+    @property
+    def feature_names(self):
+        """The column names of the DataFrame the network was trained on (a
+        tuple of strings), or None: later frames must name the same columns
+        in the same order."""
+        return self.__dict__.get("_feature_names")
+
+    @feature_names.setter
+    def feature_names(self, names):
+        if names is not None:
+            names = tuple(names) if not isinstance(names, (str, bytes)) else None
+            if names is None or not all(isinstance(c, str) for c in names) or \
+                    (self.n_in is not None and len(names) != self.n_in):
+                raise InputValueError(
+                    f"feature_names must be None or {self.n_in or 'the'} column names "
+                    "(strings), one per input")
+        self.__dict__["_feature_names"] = names
 
     # ------------------------------------------------------------- the passes
     def forward(self, X, inference=False):

@@ -134,6 +134,9 @@ def mismatch(args, comm):
     elif args.what == "dtype" and other:
         net = nnx.NeuralNetwork([nnx.Dense(16, "tanh"), nnx.Dense(3, "linear")],
                                 nnx.SoftmaxCrossEntropy(), seed=3, dtype="float32")
+    elif args.what == "column-names":  # the same numbers under other names
+        import pandas as pd
+        X = pd.DataFrame(X, columns=[f"{'pq'[comm.rank]}{i}" for i in range(X.shape[1])])
     elif args.what == "restart":  # a second fit: rank 0 starts again, rank 1 goes on
         fit(net, 16, X=X, distributed=comm)
         kw = {"restart": not other}

@@ -1096,3 +1096,26 @@ def test_reproduce_shows_a_scaled_rates_change_whole(tmp_path):
                 "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert "learning-rate decay 0.015->0.005 (linear)  " in r.stdout
+
+
+def test_evaluate_takes_a_python_trained_models_columns_by_name(tmp_path):
+    """A model trained in Python on a DataFrame, scored by nnx evaluate on a
+    CSV with its columns in another order: read as they came (accuracy 0.40
+    for 0.99), in silence; predict refused the same frame."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.standard_normal((90, 3)), columns=["a", "b", "c"])
+    y = (X["a"] > 0).astype(int) + (X["b"] > 0)
+    net = nnx.NeuralNetwork([nnx.Dense(8, "tanh"), nnx.Dense(3, "linear")],
+                            "softmax_cross_entropy", seed=0)
+    nnx.Trainer(net, nnx.Adam(0.05)).fit(X, y, epochs=60)
+    net.save(tmp_path / "m.npz")
+    X.assign(target=y).to_csv(tmp_path / "same.csv", index=False)
+    X[["c", "b", "a"]].assign(target=y).to_csv(tmp_path / "reordered.csv", index=False)
+    scores = []
+    for name in ("same.csv", "reordered.csv"):
+        r = nnx_cli("evaluate", str(tmp_path / "m.npz"), "--data", str(tmp_path / name),
+                    "--target", "target", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        scores.append(re.search(r"accuracy (\d\.\d+)", r.stdout).group(1))
+    assert scores[0] == scores[1] == f"{nnx.accuracy(net, X, y):.4f}"

@@ -1094,3 +1094,19 @@ def test_the_only_row_of_a_class_stays_out_of_the_validation_set(inplace):
             assert sorted(np.concatenate([b[0][:, 0], b[2][:, 0]])) == list(range(120))
     with pytest.raises(InputValueError, match="keep must be a boolean mask of the 120 rows"):
         train_validation_split(X, y, 0.1, 0, keep=[True])
+
+
+def test_classes_of_one_row_stay_in_training_even_where_few_rows_are_free():
+    """With 28 classes of one row each and few others, keep= was dropped
+    altogether (the draw as it came): the only rows of two classes left
+    training. Now the free rows are held out, fewer than asked if need be."""
+    y = np.concatenate([[0, 0, 0], np.arange(1, 29)])
+    X = np.arange(31, dtype=np.float64).reshape(-1, 1)
+    keep = (np.bincount(y) == 1)[y]
+    for seed in range(10):
+        X_tr, y_tr, X_val, y_val = train_validation_split(X, y, 0.2, seed, keep=keep)
+        assert set(y_val) <= {0} and 1 <= len(y_val) <= 3
+        assert sorted(np.concatenate([X_tr[:, 0], X_val[:, 0]])) == list(range(31))
+        inplace = train_validation_split(X.copy(), y.copy(), 0.2, seed, keep=keep,
+                                         inplace=True)
+        assert all(np.array_equal(a, b) for a, b in zip(inplace, (X_tr, y_tr, X_val, y_val)))

@@ -559,6 +559,8 @@ def test_a_refusal_or_divergence_ends_every_rank_with_the_same_error(tmp_path, m
     ("dtype", r"the network's dtype 'float64' on rank 0 but 'float32' on rank 1"),
     # trained on, silently: rank 0's fresh weights and optimiser beside rank 1's old state
     ("restart", r"restart True on rank 0 but False on rank 1"),
+    # trained on, each rank keeping its own names: the same command could not resume
+    ("column-names", r"columns \[\('p0', 'p1'.* on rank 0 but \[\('q0', 'q1'"),
 ])
 def test_ranks_that_differ_are_refused_before_any_step(tmp_path, what, message):
     job = _work("mismatch", tmp_path, "--what", what)

@@ -872,8 +872,8 @@ def test_several_sigmoid_outputs_are_labels_of_their_own():
     np.testing.assert_allclose(net.predict_proba(X), 1 / (1 + np.exp(-z)), rtol=1e-12)
     assert ((net.predict_proba(X) > 0.5) == Y).mean() > 0.9
     with pytest.raises(ValueError, match="monitor='accuracy': a SigmoidCrossEntropy network of "
-                                         "3 outputs scores an accuracy .* against class ids "
-                                         "alone"):
+                                         "3 outputs scores an accuracy .* against one class "
+                                         "per row alone"):
         Trainer(net, nnx.Adam(0.1)).fit(X, Y, X, Y, epochs=2, monitor="accuracy", restart=True)
 
 
@@ -1264,3 +1264,40 @@ def test_a_subclass_evaluating_with_a_mean_loss_of_its_own_gets_target_rows():
     hist = nnx.Trainer(net, nnx.SGD(0.1)).fit(X, y, X, y, epochs=2, eval_every=1)
     assert hist.records[-1]["accuracy"] is not None
     assert float(net.loss_on(X, y)) > 0
+
+
+def test_an_evaluation_frame_beside_numpy_rows_is_held_to_the_trained_columns():
+    """fit(restart=False) with NumPy training rows and a validation frame of
+    reordered columns evaluated it as it came (accuracy 0.37 for 0.86) and
+    chose the best weights by it, while predict refused the same frame."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.standard_normal((60, 3)), columns=["a", "b", "c"])
+    y = np.arange(60) % 3
+    net = nnx.NeuralNetwork([nnx.Dense(3, "linear")], "softmax_cross_entropy", seed=0)
+    trainer = nnx.Trainer(net, nnx.SGD(0.1))
+    trainer.fit(X, y, epochs=1)
+    with pytest.raises(nnx.InputValueError, match=r"the evaluation set is a DataFrame of other "
+                                                  r"columns than the network was trained on"):
+        trainer.fit(X.to_numpy(), y, epochs=1, restart=False, validation=(X[["c", "b", "a"]], y))
+    trainer.fit(X.to_numpy(), y, epochs=1, restart=False, validation=(X, y))  # its own: fine
+
+
+def test_feature_names_set_by_hand_are_checked_and_kept_as_a_tuple(tmp_path):
+    """net.feature_names = list(df.columns) then refused the same frame ("64
+    columns where the network has 64 ( more than once)"); a pandas Index
+    raised a bare ValueError; names of the wrong count were saved into a
+    checkpoint that load then called damaged."""
+    pd = pytest.importorskip("pandas")
+    X = pd.DataFrame(np.random.default_rng(0).standard_normal((10, 3)), columns=["a", "b", "c"])
+    net = nnx.NeuralNetwork([nnx.Dense(2, "linear")], "softmax_cross_entropy", seed=0)
+    net.build(3)
+    for names in (list(X.columns), X.columns):
+        net.feature_names = names
+        assert net.feature_names == ("a", "b", "c") and net.predict(X).shape == (10, 2)
+    for bad in (("a",), [1, 2, 3], "abc"):
+        with pytest.raises(nnx.InputValueError, match="feature_names must be None or 3 column "
+                                                      "names"):
+            net.feature_names = bad
+    net.save(tmp_path / "n.npz")
+    assert nnx.NeuralNetwork.load(tmp_path / "n.npz").feature_names == ("a", "b", "c")

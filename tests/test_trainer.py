@@ -901,10 +901,16 @@ def test_one_sigmoid_per_class_scores_the_largest_outputs_accuracy_against_class
     assert best["accuracy"] == max(r["accuracy"] for r in hist.records)
     assert best["accuracy"] == nnx.accuracy(net, Xv, yv) > 0
     rows = np.eye(3)[yv]
-    rows[0, 1] = 1  # a row of two labels: multilabel
+    rows[0] = 1  # a row of three labels: multilabel
+    # one-hot rows are one class per row, as class ids are: the same records
+    by_rows = nnx.Trainer(net, nnx.SGD(0.5)).fit(X, np.eye(3)[y], Xv, np.eye(3)[yv],
+                                                 epochs=2, monitor="accuracy", restart=True)
+    by_ids = nnx.Trainer(net, nnx.SGD(0.5)).fit(X, y, Xv, yv, epochs=2, monitor="accuracy",
+                                                restart=True)
+    assert by_rows.records == by_ids.records and by_ids.records[-1]["accuracy"] > 0
     with pytest.raises(nnx.InputValueError, match=r"monitor='accuracy': a SigmoidCrossEntropy "
                                                   r"network of 3 outputs scores an accuracy .* "
-                                                  r"against class ids alone"):
+                                                  r"against one class per row alone"):
         nnx.Trainer(net, nnx.SGD(0.5)).fit(X, np.eye(3)[y], Xv, rows, epochs=2,
                                           monitor="accuracy")
     assert nnx.Trainer(net, nnx.SGD(0.5)).fit(X, y, Xv, rows, epochs=2).records[-1][

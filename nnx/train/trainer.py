@@ -293,6 +293,17 @@ def _targets(net, y, n, name, x_name):
     return net.as_target(y, n, name, x_name, ids=True)
 
 
+def _class_rows(b, y):
+    """Whether targets ``y`` are one class per row: class ids, or rows each
+    one-hot (a 1 and 0s), however they were given (one read of a count)."""
+    if isinstance(y, ClassIds):
+        return True
+    ones = b.xp.sum(b.astype(y == 1, b.xp.int64), axis=1)
+    zeros = b.xp.sum(b.astype(y == 0, b.xp.int64), axis=1)
+    return int(b.to_numpy(b.xp.sum(b.astype((ones == 1) & (ones + zeros == y.shape[1]),
+                                            b.xp.int64)))) == int(y.shape[0])
+
+
 class _Data:
     """The training and evaluation arrays on the device, checked once, and
     the batch buffers every step refills."""
@@ -304,6 +315,7 @@ class _Data:
         self.X = net.backend.rows_contiguous(net.as_input(X_train, "X_train", rows=True,
                                                           columns=False))
         self.columns = host.column_names(X_train)  # the network's after begin (note_columns)
+        self.val_columns = None  # the evaluation frame's, if one
         problem = _spread_problem(self.X, X_train, "X_train")
         checked = _on_host(self.X, X_train)  # device data is not read back to be checked
         if problem:
@@ -317,6 +329,7 @@ class _Data:
                 net.as_input(X_val, names[0], rows=True, columns=False))
             host.check_same_columns(given, names[0], self.columns, "X_train",
                                     "list(X_train.columns)")
+            self.val_columns = host.column_names(given)
             if int(X_val.shape[1]) != width:
                 raise InputValueError(f"{names[0]} has {int(X_val.shape[1])} features, but "
                                       f"X_train has {width}")
@@ -335,7 +348,7 @@ class _Data:
         # per class (one-vs-rest) against class ids, by the largest output
         self.scores_accuracy = net.reports_accuracy or (
             net.loss.binary and net.n_out > 1 and self.val is not None
-            and isinstance(self.val[1], ClassIds))
+            and _class_rows(net.backend, self.val[1]))
 
     def shapes(self):
         """The arrays' shapes (rows, columns), training set then evaluation set."""
@@ -768,8 +781,9 @@ class Trainer:
                 raise InputValueError(
                     f"EarlyStopping monitor='accuracy': a SigmoidCrossEntropy network of "
                     f"{net.n_out} outputs scores an accuracy (the largest output's) against "
-                    "class ids alone (one-vs-rest); these evaluation targets are rows "
-                    "(multilabel), which no single accuracy describes: monitor='loss'")
+                    "one class per row alone (one-vs-rest: class ids or one-hot rows); these "
+                    "evaluation targets are multilabel rows, which no single accuracy "
+                    "describes: monitor='loss'")
         net._check_layers()
         if not net.built:  # only once every array passed its checks
             net.build(int(data.X.shape[1]))
@@ -791,10 +805,10 @@ class Trainer:
         run = _Run(net, optim, settings, mine, data, comm, state_keys=_state_keys(cbs))
         if resume is not None:
             run.load(resume)  # the saved run's column names come with it
-            net.note_columns(data.columns, fresh=False)
+            net.note_columns(data.columns, fresh=False, evaluation=data.val_columns)
             return run
         if restart is False:  # trained weights: refused before the schedule restarts
-            net.note_columns(data.columns, fresh=False)
+            net.note_columns(data.columns, fresh=False, evaluation=data.val_columns)
         run.begin(restart)
         net.note_columns(data.columns, fresh=run.restarted)
         return run
@@ -923,7 +937,9 @@ class _Run:
                 # the printers and loggers run on rank 0 alone: verbose=comm.is_main is fine
                 "callbacks": [_callback_facts(c) for c in callbacks if not c.main_only],
                 "graph": bool(graph), "shapes": self.data.shapes(),
-                "data": self.data_print(), "network": _network_facts(self.net)}
+                "data": self.data_print(), "network": _network_facts(self.net),
+                # frames of other column names would train one model under two names
+                "columns": [self.data.columns, self.data.val_columns]}
 
     def agree_on(self, shared):
         """Refuse, on every rank alike, a fit whose ranks were given other
@@ -939,7 +955,8 @@ class _Run:
             differ = [f"{k}={first['settings'].get(k)!r} on rank 0 but {v!r} on rank {rank}"
                       for k, v in facts["settings"].items() if first["settings"].get(k) != v]
             differ += [f"{k} {first[k]!r} on rank 0 but {facts[k]!r} on rank {rank}"
-                       for k in ("epoch", "graph", "restart") if facts[k] != first[k]]
+                       for k in ("epoch", "graph", "restart", "columns")
+                       if facts[k] != first[k]]
             differ += _callback_differences(first["callbacks"], facts["callbacks"], rank)
             differ += _network_differences(first["network"], facts["network"], rank)
             if facts["shapes"] != first["shapes"]:
