@@ -180,6 +180,11 @@ def _plain_name(text):
 
 
 _PLAIN_SYNONYMS = {_plain_name(k): v for k, v in _SYNONYMS.items()}
+# other libraries' losses that nnx lacks, whose names are close to one it has
+_OTHER_LOSSES = {_plain_name(k) for k in (
+    "mae", "l1", "l1_loss", "mean_absolute_error", "rmse", "msle",
+    "mean_squared_logarithmic_error", "sse", "huber", "smooth_l1", "hinge", "kl_div",
+    "kld", "poisson", "cosine")}
 
 
 def plain_settings(obj, exclude=()):
@@ -209,6 +214,10 @@ def did_you_mean(value, choices):
         return f" (did you mean {plain[_plain_name(value)]!r}?)"
     if _PLAIN_SYNONYMS.get(_plain_name(value)) in known:
         return f" (did you mean {_PLAIN_SYNONYMS[_plain_name(value)]!r}?)"
+    plain_value = _plain_name(value)
+    if "mse" in known and (plain_value in _OTHER_LOSSES or plain_value.endswith("loss")
+                           and plain_value[:-4] in _OTHER_LOSSES):  # not a misspelt "mse"
+        return " (a loss nnx does not have)"
     by_lower = {str(c).lower(): c for c in choices}
     close = difflib.get_close_matches(value.lower(), list(by_lower), n=1, cutoff=0.6)
     return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""

@@ -353,3 +353,11 @@ def test_other_libraries_loss_names_point_to_nnxs(given, meant):
     with pytest.raises(nnx.InputValueError, match=rf"loss='{given}' is not known \(did you "
                                                   rf"mean '{meant}'\?\)"):
         nnx.NeuralNetwork([nnx.Dense(2, "linear")], given)
+
+
+@pytest.mark.parametrize("given", ["mae", "RMSE", "HuberLoss", "huber"])
+def test_a_loss_nnx_lacks_is_not_offered_as_a_misspelt_mse(given):
+    """'mae', 'rmse' and the like got "did you mean 'mse'?": another loss."""
+    with pytest.raises(nnx.InputValueError, match=rf"loss='{given}' is not known \(a loss nnx "
+                                                  r"does not have\)"):
+        nnx.NeuralNetwork([nnx.Dense(2, "linear")], given)

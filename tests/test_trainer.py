@@ -915,3 +915,18 @@ def test_one_sigmoid_per_class_scores_the_largest_outputs_accuracy_against_class
                                           monitor="accuracy")
     assert nnx.Trainer(net, nnx.SGD(0.5)).fit(X, y, Xv, rows, epochs=2).records[-1][
         "accuracy"] is None
+
+
+@pytest.mark.parametrize("as_given", ["series", "float ids", "nullable Int64"])
+def test_validation_split_of_sorted_labels_warns_whatever_holds_the_ids(as_given):
+    """The warning looked at 1-D integer NumPy labels alone: a pandas Series
+    (what DataFrame users pass) or whole float ids of sorted data said nothing."""
+    pd = pytest.importorskip("pandas")
+    X = np.random.default_rng(0).standard_normal((40, 3))
+    ids = np.repeat([0, 1, 2, 3], [12, 12, 12, 4])
+    y = {"series": pd.Series(ids), "float ids": ids.astype(float),
+         "nullable Int64": pd.Series(ids, dtype="Int64")}[as_given]
+    net = nnx.NeuralNetwork([nnx.Dense(4, "linear")], "softmax_cross_entropy", seed=0)
+    with pytest.warns(nnx.InputWarning, match=r"hold classes \[3\] that the training rows "
+                                              r"lack; is the data sorted"):
+        Trainer(net, SGD(0.1)).fit(X, y, epochs=1, validation_split=0.1)

@@ -380,11 +380,23 @@ def c_order(X, dtype):
 
 def unseen_classes(y_fit, y_val):
     """The class ids of ``y_val`` absent from ``y_fit`` (sorted, as ints), when
-    both are 1-D integer NumPy arrays; else an empty list (nothing to judge)."""
-    if not all(isinstance(a, np.ndarray) and a.ndim == 1 and a.dtype.kind in "iu"
-               for a in (y_fit, y_val)):
-        return []
-    return np.setdiff1d(np.unique(y_val), np.unique(y_fit)).tolist()
+    both are 1-D class ids on the host (NumPy, a pandas Series, whole
+    floats); else an empty list (nothing to judge)."""
+    ids = []
+    for a in (y_fit, y_val):
+        if not (isinstance(a, np.ndarray) or _is_pandas(a)) or getattr(a, "ndim", 0) != 1:
+            return []
+        try:
+            a = np.asarray(a.to_numpy(dtype=np.float64, na_value=np.nan) if _is_pandas(a)
+                           else a)
+        except (TypeError, ValueError):  # labels of text: checked as targets later
+            return []
+        if a.dtype.kind == "f" and not (np.isfinite(a).all() and (a == np.round(a)).all()):
+            return []
+        if a.dtype.kind not in "iuf":
+            return []
+        ids.append(a.astype(np.int64))
+    return np.setdiff1d(np.unique(ids[1]), np.unique(ids[0])).tolist()
 
 
 def class_ids(targets):
