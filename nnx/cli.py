@@ -722,6 +722,9 @@ def cmd_train(args):
             acc = accuracy(net, prep["X_test"], prep["y_test"])
             say(f"test accuracy {acc:.4f}, {_chosen(history, args)}, "
                 f"{history.epochs_run} epochs in {seconds:.1f} s")
+        features = (prep["meta"].get("data_file") or {}).get("features")
+        if features is not None:  # the file's columns: a DataFrame of them predicts in Python
+            net.feature_names = features
         with distributed.agreement(comm):  # rank 0 saves; its failure is everyone's
             path = _save_model(net, args.out, extra, prep["meta"]) \
                 if comm.is_main else None

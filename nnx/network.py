@@ -435,7 +435,7 @@ class NeuralNetwork:
 
     def as_target(self, y, n_rows, name="y", x_name="X", ids=False):
         """Class ids or one-hot/target rows -> ``(n_rows, n_out)`` on the device.
-        ``ids=True``: host class ids come back as ``ClassIds`` (int32 on the
+        ``ids=True``: class ids come back as ``ClassIds`` (int32 on the
         device, one per row), not as one-hot rows."""
         b = self.backend
         if self.on_host(y, name):
@@ -445,10 +445,24 @@ class NeuralNetwork:
             if rows.ndim == 1:  # ids (ids_only): as they are
                 return ClassIds(b.asarray(rows, dtype=b.xp.int32), self.n_out)
             return b.asarray(rows)
+        if tuple(y.shape) == (n_rows,) and self.n_out > 1 and "int" in str(y.dtype):
+            return self._device_ids(y, name, ids)
         if tuple(y.shape) != (n_rows, self.n_out):
             raise InputValueError(f"{name} on the device must have shape ({n_rows}, {self.n_out}),"
-                                  f" got {tuple(y.shape)}")
+                                  f" or ({n_rows},) of integer class ids, got {tuple(y.shape)}")
         return b.asarray(y)
+
+    def _device_ids(self, y, name, ids):
+        """Integer class ids already on the device: checked in range (one read
+        of their least and largest), as ``ClassIds`` or their one-hot rows."""
+        b, xp = self.backend, self.backend.xp
+        low, high = (int(v) for v in b.to_numpy(xp.stack([xp.min(y), xp.max(y)])))
+        if low < 0 or high >= self.n_out:
+            raise InputValueError(f"{name}: class ids must be in [0, {self.n_out - 1}] for a "
+                                  f"network with {self.n_out} outputs, got values from {low} "
+                                  f"to {high}")
+        found = ClassIds(b.astype(y, xp.int32), self.n_out)
+        return found if ids else found.one_hot(b, 0, int(y.shape[0]))
 
     @property
     def feature_names(self):

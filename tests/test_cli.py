@@ -1119,3 +1119,16 @@ def test_evaluate_takes_a_python_trained_models_columns_by_name(tmp_path):
         assert r.returncode == 0, r.stderr
         scores.append(re.search(r"accuracy (\d\.\d+)", r.stdout).group(1))
     assert scores[0] == scores[1] == f"{nnx.accuracy(net, X, y):.4f}"
+
+
+def test_a_model_trained_on_a_csv_knows_its_columns_in_python(tmp_path):
+    """nnx train --data file.csv recorded the columns in its metadata only:
+    loaded in Python, the model took a DataFrame of them in any order."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((80, 3))
+    rows = ["a,b,c,label"] + [f"{p:.6f},{q:.6f},{r:.6f},{int(p > 0)}" for p, q, r in X]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    r = nnx_cli("train", "--data", str(tmp_path / "d.csv"), "--epochs", "1", "--out",
+                str(tmp_path / "m.npz"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert nnx.NeuralNetwork.load(tmp_path / "m.npz").feature_names == ("a", "b", "c")

@@ -1301,3 +1301,24 @@ def test_feature_names_set_by_hand_are_checked_and_kept_as_a_tuple(tmp_path):
             net.feature_names = bad
     net.save(tmp_path / "n.npz")
     assert nnx.NeuralNetwork.load(tmp_path / "n.npz").feature_names == ("a", "b", "c")
+
+
+def test_class_ids_already_on_the_device_train_and_score_as_host_ones():
+    """Integer class ids on the network's device were refused by fit, loss_on
+    and train_batch ("must have shape (60, 3)"), though nnx.accuracy took
+    them; now they train as host ids do, checked in range by one read."""
+    pytest.importorskip("array_api_strict")
+    b = nnx.get_backend("strict", "float64")
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((60, 4)), np.arange(60) % 3
+    Xd, yd = b.asarray(X), b.asarray(y, dtype=b.xp.int64)
+    nets = [nnx.NeuralNetwork([nnx.Dense(3, "linear")], "softmax_cross_entropy", seed=0,
+                              backend=b) for _ in range(2)]
+    on_device = nnx.Trainer(nets[0], nnx.SGD(0.1)).fit(Xd, yd, Xd, yd, epochs=2, eval_every=1)
+    on_host = nnx.Trainer(nets[1], nnx.SGD(0.1)).fit(X, y, X, y, epochs=2, eval_every=1)
+    assert on_device.records == on_host.records
+    assert float(nets[0].loss_on(Xd, yd)) == float(nets[1].loss_on(X, y))
+    assert float(nets[0].train_batch(Xd, yd)) == float(nets[1].train_batch(X, y))
+    with pytest.raises(nnx.InputValueError, match=r"y: class ids must be in \[0, 2\] for a "
+                                                  r"network with 3 outputs, got values from 5"):
+        nets[0].loss_on(Xd, b.asarray(y + 5, dtype=b.xp.int64))
