@@ -755,7 +755,8 @@ def test_device_targets_of_the_wrong_shape_are_named():
     X, _ = good_data(4)
     Xd, yd = net.backend.asarray(X), net.backend.asarray(np.zeros((4, 2)))
     with pytest.raises(nnx.InputValueError, match=r"y_train on the device must have shape "
-                                                  r"\(4, 3\), got \(4, 2\)"):
+                                                  r"\(4, 3\), or \(4,\) of integer class ids, "
+                                                  r"got \(4, 2\)"):
         Trainer(net, SGD(0.1)).fit(Xd, yd, epochs=1)
 
 
