@@ -209,12 +209,11 @@ def did_you_mean(value, choices):
     if value.lower() == "softmax" and "linear" in known and "tanh" in known:  # activations
         return (" (softmax belongs to the loss: give the output layer 'linear' and the "
                 "network nnx.SoftmaxCrossEntropy(), which applies it)")
-    plain = {_plain_name(c): c for c in known}
-    if _plain_name(value) in plain:  # SoftmaxCrossEntropy, Leaky-ReLU
-        return f" (did you mean {plain[_plain_name(value)]!r}?)"
-    if _PLAIN_SYNONYMS.get(_plain_name(value)) in known:
-        return f" (did you mean {_PLAIN_SYNONYMS[_plain_name(value)]!r}?)"
-    plain_value = _plain_name(value)
+    plain, plain_value = {_plain_name(c): c for c in known}, _plain_name(value)
+    if plain_value in plain:  # SoftmaxCrossEntropy, Leaky-ReLU
+        return f" (did you mean {plain[plain_value]!r}?)"
+    if _PLAIN_SYNONYMS.get(plain_value) in known:
+        return f" (did you mean {_PLAIN_SYNONYMS[plain_value]!r}?)"
     if "mse" in known and (plain_value in _OTHER_LOSSES or plain_value.endswith("loss")
                            and plain_value[:-4] in _OTHER_LOSSES):  # not a misspelt "mse"
         return " (a loss nnx does not have)"

@@ -725,17 +725,17 @@ class NeuralNetwork:
         X = self.as_input(X, convert=False)  # checked; mean_loss converts it by chunks
         if not self.built:
             self.build(int(X.shape[1]))
-        targets = self.as_target(y, int(X.shape[0]), ids=True) if self._takes_ids() else \
-            self.as_target(y, int(X.shape[0]))  # a subclass's own parts: rows, as ever
-        return self.mean_loss(X, targets, batch_size)
+        return self.mean_loss(X, self._targets(y, int(X.shape[0])), batch_size)
 
-    def _takes_ids(self):
-        """Whether targets may stay class ids (``ClassIds``) through this
-        network's ``as_target`` and ``mean_loss``: nnx's own, not a subclass's
-        (which was written for target rows)."""
+    def _targets(self, y, n_rows, name="y", x_name="X"):
+        """``as_target`` for training and evaluation: class ids stay ids
+        (``ClassIds``) through nnx's own ``as_target`` and ``mean_loss``; a
+        subclass's own, written for target rows, gets rows as ever."""
         cls = type(self)
-        return cls.as_target is NeuralNetwork.as_target and \
+        ids = cls.as_target is NeuralNetwork.as_target and \
             cls.mean_loss is NeuralNetwork.mean_loss
+        return self.as_target(y, n_rows, name, x_name, ids=True) if ids else \
+            self.as_target(y, n_rows, name, x_name)
 
     def mean_loss(self, X, y, batch_size=1024, accuracy=False):
         """``loss_on`` for data already on the device, without checks (the

@@ -283,16 +283,6 @@ def _all_builtin(net):
     return all(type(p).__module__.split(".")[0] == "nnx" for p in parts)
 
 
-def _targets(net, y, n, name, x_name):
-    """Targets of a fit on the device: class ids for a network of several
-    outputs as ``ClassIds`` (one-hot rows a batch or an evaluation's chunk at
-    a time), else target rows, as to a subclass's own ``as_target`` or
-    ``mean_loss``."""
-    if not net._takes_ids():
-        return net.as_target(y, n, name, x_name)
-    return net.as_target(y, n, name, x_name, ids=True)
-
-
 def _class_rows(b, y):
     """Whether targets ``y`` are one class per row: class ids, or rows each
     one-hot (a 1 and 0s), however they were given (one read of a count)."""
@@ -321,7 +311,7 @@ class _Data:
         if problem:
             _checks.warn_caller(problem, InputWarning)
         self.n, width = int(self.X.shape[0]), int(self.X.shape[1])
-        self.y = _targets(net, y_train, self.n, "y_train", "X_train")
+        self.y = net._targets(y_train, self.n, "y_train", "X_train")
         X_val, y_val = evaluation
         self.val = None
         if X_val is not None:
@@ -341,7 +331,7 @@ class _Data:
                     "it with the training rows' statistics too (the same mean and scale: "
                     "nnx.data.standardize_with, or the StandardScaler fitted on X_train)",
                     InputWarning)
-            self.val = (X_val, _targets(net, y_val, int(X_val.shape[0]), names[1], names[0]))
+            self.val = (X_val, net._targets(y_val, int(X_val.shape[0]), names[1], names[0]))
         self.eval_rows = None if self.val is None else int(self.val[0].shape[0])
         self.val_share = self.val  # this rank's rows of it (see shard)
         # whether evaluations score an accuracy: a classifier's, or one sigmoid
