@@ -3,6 +3,7 @@ float64 formulas of tests/reference.py (which import nothing from nnx), closed
 forms, and PyTorch's own optimisers where installed; attaching and stepping;
 and the settings they refuse."""
 
+import pickle
 import re
 
 import numpy as np
@@ -478,6 +479,26 @@ def test_arguments_in_torchs_places_are_refused_with_where_they_go():
     with pytest.raises(TypeError, match="positional"):
         nnx.Adagrad(0.1, 0.0, 0.0, 0.1)
     assert nnx.Adagrad(0.1, eps=0.1).eps == 0.1
+
+
+@pytest.mark.parametrize("cls", [nnx.SGD, nnx.SGDMomentum, nnx.Adam, nnx.AdamW, nnx.RMSprop,
+                                 nnx.Adagrad])
+def test_pytorchs_optimiser_call_shape_says_how_nnx_takes_the_network(cls):
+    """Adam(net.params(), lr=1e-3), as torch.optim.Adam(model.parameters(),
+    lr=1e-3), failed in Python's binding ("got multiple values for argument
+    'lr'"), and Adam(net) said only that lr must be a finite number."""
+    net = tiny_net()
+    net.build(4)
+    params = list(net.params())
+    for first, what in ((net, "a NeuralNetwork"), (net.params(), "an iterator"),
+                        (params, f"a list of {len(params)} arrays"), (net.layers[0], "a Dense")):
+        for kwargs in ({}, {"lr": 0.01}):
+            with pytest.raises(TypeError, match=rf"{cls.__name__}\(\.\.\.\) got {what}.*"
+                                                r"Trainer\(net, optimizer\) or "
+                                                r"optimizer\.attach\(net\)"):
+                cls(first, **kwargs)
+    optim = cls(0.05)  # the rate first, as before; and pickles still rebuild it
+    assert repr(pickle.loads(pickle.dumps(optim))) == repr(optim)
 
 
 def test_the_repr_of_an_optimiser_builds_it_again():

@@ -13,9 +13,26 @@ from __future__ import annotations
 
 import inspect
 import numbers
+from collections.abc import Iterator
 
 from .. import _checks
 from . import schedules as _schedules
+
+
+def _looks_like_parameters(value):
+    """Whether ``value`` is what PyTorch's optimisers take first: parameters
+    (an iterator, or a list or tuple of arrays), which a rate never is."""
+    if isinstance(value, (list, tuple)):
+        return bool(value) and all(hasattr(v, "shape") for v in value)
+    return isinstance(value, Iterator)
+
+
+def _describe(value):
+    if isinstance(value, (list, tuple)):
+        return f"a {type(value).__name__} of {len(value)} arrays"
+    if isinstance(value, Iterator):
+        return f"an iterator ({type(value).__name__})"
+    return f"a {type(value).__name__}"
 
 
 class Optimizer:
@@ -38,6 +55,24 @@ class Optimizer:
 
     state_names: tuple = ()
     counts_steps = False  # whether the update reads the step count (bias corrections)
+
+    def __new__(cls, *args, **kwargs):
+        # PyTorch's shape, Adam(model.parameters(), lr=...), fails in Python's own
+        # argument binding ("got multiple values for argument 'lr'") before
+        # __init__ could say what is wrong: say it here, where the arguments arrive
+        first = args[0] if args else None
+        if first is not None and not isinstance(first, (numbers.Number, str,
+                                                        _schedules.Schedule, type)):
+            from ..layers import Layer
+            from ..network import NeuralNetwork
+            if isinstance(first, (NeuralNetwork, Layer)) or _looks_like_parameters(first):
+                raise _checks.InputTypeError(
+                    f"{cls.__name__}(...) got {_describe(first)} as its first "
+                    f"argument, the learning rate: an nnx optimiser takes only its "
+                    f"settings, e.g. {cls.__name__}(lr=0.01), and is given the network by "
+                    f"nnx.Trainer(net, optimizer) or optimizer.attach(net) (not "
+                    f"PyTorch's {cls.__name__}(model.parameters(), lr))")
+        return super().__new__(cls)
 
     def __init__(self, lr=0.01, final_lr=None, decay_type=None, *, weight_decay=0.0,
                  clip_norm=None):
