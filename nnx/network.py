@@ -34,8 +34,8 @@ class ClassIds:
 
     def one_hot(self, backend, lo, hi):
         """The one-hot rows of rows ``lo`` to ``hi`` (a new device array)."""
-        rows = backend.xp.arange(lo, hi, dtype=backend.xp.int64, **backend._on)
-        return backend.one_hot_rows(self.ids, rows, backend.empty((hi - lo, self.shape[1])))
+        return backend.one_hot_rows(self.ids, backend.row_range(lo, hi),
+                                    backend.empty((hi - lo, self.shape[1])))
 
 
 class NeuralNetwork:

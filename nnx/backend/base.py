@@ -336,12 +336,14 @@ class Backend:
         step replayed too often reads rows of ``x``, never other memory."""
         return self.take_rows(x, self._fed_rows(order, position, stride, offset, out), out=out)
 
+    def row_range(self, lo, hi):
+        """The row numbers ``lo`` to ``hi - 1`` (int64, on the device)."""
+        return self.xp.arange(lo, hi, dtype=self.xp.int64, **self._on)
+
     def _fed_rows(self, order, position, stride, offset, out):
         """The rows of ``order`` that ``gather_batch`` fetches into ``out``."""
-        xp = self.xp
-        start = position * stride + offset
-        pos = (xp.arange(out.shape[0], dtype=xp.int64, **self._on) + start) % order.shape[0]
-        return xp.take(order, pos, axis=0)
+        pos = (self.row_range(0, out.shape[0]) + (position * stride + offset)) % order.shape[0]
+        return self.xp.take(order, pos, axis=0)
 
     def one_hot_rows(self, ids, idx, out):
         """The one-hot rows of the class ids ``ids[idx]`` written into ``out``
