@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
+import types
 import weakref
 
 from . import _checks
@@ -36,6 +37,29 @@ class ClassIds:
         """The one-hot rows of rows ``lo`` to ``hi`` (a new device array)."""
         return backend.one_hot_rows(self.ids, backend.row_range(lo, hi),
                                     backend.empty((hi - lo, self.shape[1])))
+
+
+class _ClassOrInstance:
+    """A method that does one thing called on the class and another called
+    on an instance: ``NeuralNetwork.load(path)`` makes a new network,
+    ``net.load(path)`` loads into ``net`` (it returned a new one, which a
+    PyTorch or Keras habit threw away: ``net`` was silently unchanged).
+    Generic in its two functions; ``load`` is its only use."""
+
+    short_refusals = True  # each function is wrapped here already
+
+    def __init__(self, on_class, on_instance):
+        for fn in (on_class, on_instance):  # as help() and tracebacks name them
+            fn.__name__ = "load"
+            fn.__qualname__ = "NeuralNetwork.load"
+        self.on_class = _checks.short_refusals(on_class)
+        self.on_instance = _checks.short_refusals(on_instance)
+        self.__doc__ = on_class.__doc__
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return types.MethodType(self.on_class, owner)
+        return types.MethodType(self.on_instance, obj)
 
 
 class NeuralNetwork:
@@ -617,16 +641,53 @@ class NeuralNetwork:
         from .checkpoint import save_network
         return save_network(self, path, extra=extra, training=training, meta=meta)
 
-    @classmethod
-    def load(cls, path, backend="cpu", dtype=None, precision=None):
+    def _load_new(cls, path, backend="cpu", dtype=None, precision=None):
         """A network rebuilt from a checkpoint written by ``save``, on ``backend``
         (any backend loads any checkpoint), in its saved dtype unless ``dtype``,
         with exact float32 products unless ``precision`` (the precision it was
         trained with is in its header, but predicting does not need it; pass
         it to go on training, or resume, as it was). See
-        ``nnx.checkpoint.load_network``."""
+        ``nnx.checkpoint.load_network``.
+
+        Called on a network instead, ``net.load(path)`` puts the saved
+        parameters into ``net`` (as Keras's ``load_weights``): see
+        ``_load_into``."""
         from .checkpoint import load_network
         return load_network(path, backend=backend, dtype=dtype, cls=cls, precision=precision)
+
+    def _load_into(self, path):
+        """``net.load(path)``: the parameters saved at ``path`` (and the column
+        names it trained on) put into this network, on its backend and in its
+        dtype; returns the network. The checkpoint must hold a network of the
+        same input width, layers, activations and loss (dropout and the weight
+        initialisation may differ: they do not change what the weights mean)."""
+        from .checkpoint import load_network
+        saved = load_network(path, backend=self.backend)
+        def shape(desc, n_in):  # what the weights mean
+            layers = [{k: v for k, v in d.items() if k not in ("dropout", "weight_init")}
+                      if isinstance(d, dict) else d for d in desc["layers"]]
+            return {"layers": layers, "loss": desc["loss"], "n_in": n_in}
+        mine = shape(self.describe(), self.n_in if self.built else saved.n_in)
+        theirs = shape(saved.describe(), saved.n_in)
+        if mine != theirs:
+            from .train.trainer import _network_differences
+            words = _network_differences(theirs, mine, 1, where=(" in the checkpoint",
+                                                                 " in this network"))
+            if mine["n_in"] != theirs["n_in"]:
+                words.append(f"{theirs['n_in']} inputs in the checkpoint but "
+                             f"{mine['n_in']} in this network")
+            raise InputValueError(
+                f"net.load({str(path)!r}): the checkpoint holds another network: "
+                + "; ".join(words) + "; to get the saved network itself, "
+                "net = nnx.NeuralNetwork.load(path)")
+        if not self.built:
+            self.build(saved.n_in)
+        self.set_parameters(saved.get_parameters())
+        self.feature_names = saved.feature_names
+        self.checkpoint_extra, self.checkpoint_meta = saved.checkpoint_extra, saved.checkpoint_meta
+        return self
+
+    load = _ClassOrInstance(_load_new, _load_into)
 
     def to_onnx(self, path, output=None, opset=None):
         """Write the network as an ONNX model to ``path`` (atomically); returns

@@ -65,6 +65,44 @@ def test_loads_on_another_backend_and_predicts_the_same(tmp_path, backend_name):
     np.testing.assert_array_equal(nnx.predict_classes(other, X), nnx.predict_classes(net, X))
 
 
+def _same_shape_net(dtype="float32", dropout=1.0, first=9, act=None):
+    return nnx.NeuralNetwork([nnx.Dense(first, act or nnx.LeakyReLU(0.1), dropout=dropout),
+                              nnx.Dense(7, "relu6"), nnx.Dense(3, "linear")],
+                             nnx.SoftmaxCrossEntropy(eps=1e-7), seed=99, dtype=dtype)
+
+
+@pytest.mark.parametrize("built", [False, True])
+def test_load_called_on_a_network_loads_into_it(tmp_path, built):
+    """net.load(path) (Keras's load_weights, PyTorch's load_state_dict habit)
+    returned a new network and left net as it was, silently."""
+    net, X = _trained()
+    path = net.save(tmp_path / "m.npz", meta={"data": "x"})
+    mine = _same_shape_net(dtype="float64", dropout=0.5)  # dropout may differ
+    if built:
+        mine.build(6)
+    assert mine.load(path) is mine
+    assert mine.backend.dtype_name == "float64"  # its own dtype kept
+    for p, q in zip(net.params(), mine.params()):
+        np.testing.assert_array_equal(p.astype(np.float64), q)
+    np.testing.assert_allclose(mine.predict(X), net.predict(X), rtol=1e-5, atol=1e-6)
+    assert mine.checkpoint_meta == {"data": "x"} and mine.layers[0].dropout == 0.5
+
+
+def test_load_called_on_another_network_refuses_naming_the_differences(tmp_path):
+    net, _ = _trained()
+    path = net.save(tmp_path / "m.npz")
+    other = _same_shape_net(first=8, act="tanh")
+    before = [p.copy() for p in (other.build(5) or other.params())]
+    with pytest.raises(nnx.InputValueError, match=r"net\.load\('.*m\.npz'\): the checkpoint "
+                       r"holds another network: layer 1's neurons 9 in the checkpoint but 8 "
+                       r"in this network, activation .*'tanh' in this network.*; 6 inputs in "
+                       r"the checkpoint but 5 in this network; to get the saved network "
+                       r"itself, net = nnx\.NeuralNetwork\.load\(path\)"):
+        other.load(path)
+    assert all(np.array_equal(p, q) for p, q in zip(before, other.params()))
+    assert type(nnx.NeuralNetwork.load(path)) is nnx.NeuralNetwork  # the class call as before
+
+
 def test_extra_arrays_travel(tmp_path):
     net, _ = _trained()
     path = net.save(tmp_path / "m.npz", extra={"x_mean": np.arange(6.0)})
