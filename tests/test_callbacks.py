@@ -471,3 +471,102 @@ def test_a_resumed_runs_progress_bar_starts_at_its_epoch(monkeypatch):
         assert "3/10" in shown and "?epoch/s" in shown, shown  # no rate until an epoch ran
     finally:
         bar.close()
+
+
+# ------------------------------------------- what fit refuses before training
+def _watched(net):
+    """The network's parameters before fit, to show a refusal trained nothing."""
+    net.build(good_data()[0].shape[1])
+    return params(net)
+
+
+class _KerasHook(nnx.Callback):
+    def on_epoch_end(self, epoch, logs=None):  # Keras's signature
+        raise AssertionError("never called")
+
+
+class _TooFew(nnx.Callback):
+    def on_epoch_start(self, run):
+        raise AssertionError("never called")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"callbacks": [_KerasHook()]},
+     r"_KerasHook\.on_epoch_end\(epoch, logs=None\) cannot take 3 argument\(s\) \(run, epoch, "
+     r"record\): fit calls it as on_epoch_end\(self, run, epoch, record\); nnx's hooks take "
+     r"the run first"),
+    ({"callbacks": [_TooFew()]}, r"_TooFew\.on_epoch_start\(run\) cannot take 2 argument"),
+    ({"callback": lambda epoch: None},
+     r"callback .*<lambda>\(epoch\) cannot take 2 argument\(s\) \(epoch, record\): fit calls "
+     r"it after each epoch as callback\(epoch, record_or_None\)$"),
+])
+def test_a_hook_that_cannot_take_fits_arguments_is_refused_before_training(kwargs, message):
+    """A Keras-style on_epoch_end(self, epoch, logs) or callback=lambda epoch: ...
+    raised Python's TypeError from deep in the trainer after the first epoch."""
+    net, X_y = make_net(), good_data()
+    before = _watched(net)
+    with pytest.raises(nnx.InputTypeError, match=message):
+        Trainer(net, SGD(0.1)).fit(*X_y, epochs=2, restart=False, **kwargs)
+    np.testing.assert_array_equal(params(net), before)
+
+
+def test_hooks_that_take_more_or_any_arguments_are_accepted():
+    calls = []
+
+    class Loose(nnx.Callback):
+        def on_epoch_end(self, run, *args, **kwargs):
+            calls.append(args[0])
+
+        def close(self, *args):
+            calls.append("closed")
+
+    Trainer(make_net(), SGD(0.1)).fit(*good_data(), epochs=2, callbacks=[Loose()],
+                                      callback=lambda *a: calls.append(a[0]))
+    assert calls == [1, 1, 2, 2, "closed"]
+
+
+def test_stopping_keywords_beside_a_given_early_stopping_are_refused_not_dropped():
+    """fit(patience=3, monitor="accuracy", callbacks=[EarlyStopping(...)]) ran
+    with the given one's settings and ignored the keywords, silently."""
+    net, (X, y) = make_net(), good_data()
+    with pytest.raises(nnx.InputValueError,
+                       match=r"fit\(patience=3, monitor='accuracy'\) with EarlyStopping\("
+                             r"patience=20, .*\) in callbacks: .* would not be used; give them "
+                             r"to it instead \(EarlyStopping\(patience=3, monitor='accuracy'\)\)"):
+        Trainer(net, SGD(0.1)).fit(X, y, X, y, epochs=2, patience=3, monitor="accuracy",
+                                   callbacks=[nnx.EarlyStopping(patience=20)])
+    with pytest.raises(nnx.InputValueError, match=r"fit\(min_delta=0\.1\) with"):
+        Trainer(net, SGD(0.1), callbacks=[nnx.EarlyStopping()]).fit(
+            X, y, X, y, epochs=2, min_delta=0.1)
+    # the keywords at their defaults (as a call that spells them out) go with it
+    history = Trainer(net, SGD(0.1)).fit(X, y, X, y, epochs=2, eval_every=1, patience=1,
+                                         callbacks=[nnx.EarlyStopping(patience=None)])
+    assert history.epochs_run == 2
+
+
+def test_kerass_positional_batch_size_and_epochs_are_refused_naming_the_call_shape():
+    """fit(X, y, 32, 10) said "X_test must be 2-D (rows, features), got shape ()"."""
+    net, (X, y) = make_net(), good_data()
+    for args in ((32, 10), (np.int64(32), np.float64(10.0))):
+        with pytest.raises(nnx.InputTypeError,
+                           match=r"X_test=32 is a number: fit's third and fourth positional "
+                                 r"arguments are X_test and y_test .* pass epochs=, batch_size="):
+            Trainer(net, SGD(0.1)).fit(X, y, *args)
+    with pytest.raises(nnx.InputTypeError, match=r"y_test=10 is a number"):
+        Trainer(net, SGD(0.1)).fit(X, y, X, 10)
+
+
+@pytest.mark.parametrize("verbose, prints", [(0, False), (1, True), (2, True), (True, True),
+                                             (False, False)])
+def test_verbose_takes_kerass_integers(verbose, prints, capsys):
+    """verbose=1 was refused: "verbose must be True or False, got 1"."""
+    X, y = good_data()
+    Trainer(make_net(), SGD(0.1)).fit(X, y, X, y, epochs=2, eval_every=1, verbose=verbose)
+    assert ("epoch    2/2" in capsys.readouterr().out) == prints
+
+
+def test_verbose_refuses_other_values():
+    for bad in (3, -1, "yes", 1.0):
+        with pytest.raises(nnx.InputTypeError, match=r"verbose must be True or False \(or "
+                                                     r"Keras's 0, 1 or 2\), got"):
+            Trainer(make_net(), SGD(0.1)).fit(*good_data(), epochs=1, verbose=bad)

@@ -75,6 +75,42 @@ class Callback:
         """Put back what ``checkpoint_state`` returned."""
 
 
+# each hook's arguments after self, as fit passes them
+HOOK_ARGUMENTS = {"check": ("net",), "on_fit_start": ("run",),
+                  "on_epoch_start": ("run", "epoch"), "on_evaluation": ("run", "record"),
+                  "on_epoch_end": ("run", "epoch", "record"), "on_fit_end": ("run",),
+                  "close": ()}
+
+
+def check_hooks(cb):
+    """Refuse, before any training, a callback whose own hook cannot take what
+    fit passes it (Keras's ``on_epoch_end(self, epoch, logs)`` failed in
+    Python's binding after the first epoch's work)."""
+    for name, args in HOOK_ARGUMENTS.items():
+        hook = getattr(type(cb), name, None)
+        if hook is None or hook is getattr(Callback, name):
+            continue
+        _binds(getattr(cb, name), args,
+               f"{type(cb).__name__}.{name}", f"{name}(self, {', '.join(args)})".replace(
+                   "(self, )", "(self)"), "fit calls it as")
+
+
+def _binds(fn, args, name, expected, how):
+    import inspect
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to check
+        return
+    try:
+        sig.bind(*args)
+    except TypeError:
+        raise InputTypeError(
+            f"{name}{sig} cannot take {len(args)} argument(s) ({', '.join(args)}): {how} "
+            f"{expected}" + ("; nnx's hooks take the run first (run.net, run.history, "
+                             "run.request_stop(), ...)" if args[:1] == ("run",) else "")
+        ) from None
+
+
 class EarlyStopping(Callback):
     """Stops when the monitored figure of the evaluations has not improved by
     more than ``min_delta`` for ``patience`` evaluations in a row
@@ -185,6 +221,9 @@ class LambdaCallback(Callback):
     def __init__(self, fn):
         if not callable(fn):
             raise InputTypeError(f"callback must be callable(epoch, record), got {fn!r}")
+        name = getattr(fn, "__qualname__", type(fn).__name__)
+        _binds(fn, ("epoch", "record"), f"callback {name}", "callback(epoch, record_or_None)",
+               "fit calls it after each epoch as")
         self.fn = fn
 
     def on_epoch_end(self, run, epoch, record):

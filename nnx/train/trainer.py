@@ -4,8 +4,10 @@ around it (see ``callbacks.py``)."""
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
+import numbers
 import os
 import warnings
 
@@ -23,6 +25,7 @@ from .callbacks import (
     LambdaCallback,
     LRScheduler,
     PrintProgress,
+    check_hooks,
 )
 from .settings import FitSettings, History
 
@@ -615,6 +618,14 @@ def _warn_of_unseen(y_fit, y_val, how):
 
 
 def _evaluation_set(X_test, y_test, validation):
+    for name, value in (("X_test", X_test), ("y_test", y_test)):
+        if isinstance(value, numbers.Number) or (hasattr(value, "ndim") and value.ndim == 0):
+            # Keras's fit(X, y, batch_size, epochs) said "X_test must be 2-D ..., got shape ()"
+            shown = value.item() if hasattr(value, "item") else value
+            raise InputTypeError(
+                f"{name}={shown!r} is a number: fit's third and fourth positional arguments "
+                "are X_test and y_test (the study's fit(X_train, y_train, X_test, y_test)); "
+                "pass epochs=, batch_size= and the others by name")
     if (X_test is None) != (y_test is None):
         raise InputValueError("pass both X_test and y_test, or neither")
     if validation is None:
@@ -815,13 +826,29 @@ class Trainer:
             raise InputValueError("checkpoint_every was given without a checkpoint path")
         if checkpoint is not None:
             own.append(Checkpoint(checkpoint, checkpoint_every))
-        if not any(isinstance(c, EarlyStopping) for c in own):
+        given = [c for c in own if isinstance(c, EarlyStopping)]
+        if not given:
             own.insert(0, EarlyStopping(settings.patience, settings.min_delta,
                                         monitor=settings.monitor))
+        else:  # the keywords make the default one, which a given one replaces
+            unused = {k: v for k, v in (("patience", settings.patience),
+                                        ("min_delta", settings.min_delta),
+                                        ("monitor", settings.monitor))
+                      if v != inspect.signature(Trainer.fit).parameters[k].default}
+            if unused:
+                words = ", ".join(f"{k}={v!r}" for k, v in unused.items())
+                raise InputValueError(
+                    f"fit({words}) with {given[0]!r} in callbacks: the keywords describe "
+                    "the early stopping that a given EarlyStopping replaces, so they would "
+                    f"not be used; give them to it instead (EarlyStopping({words}))")
+        if isinstance(verbose, numbers.Integral) and not _checks._is_bool(verbose) \
+                and verbose in (0, 1, 2):  # Keras's verbose=0/1/2: quiet, or a line per evaluation
+            verbose = bool(verbose)
         if _checks.is_true(verbose):
             own.append(PrintProgress())
         elif verbose is not False and verbose is not None and not _checks._is_bool(verbose):
-            raise InputTypeError(f"verbose must be True or False, got {verbose!r}")
+            raise InputTypeError(f"verbose must be True or False (or Keras's 0, 1 or 2), got "
+                                 f"{verbose!r}")
         cbs = [LRScheduler()] + [c for c in own if not c.late] + [c for c in own if c.late]
         _state_keys(cbs)  # a key a checkpoint cannot hold: refused before any data is read
         return cbs
@@ -861,6 +888,7 @@ def _callback_list(callbacks):
         if not isinstance(c, Callback):
             raise InputTypeError(f"callbacks must hold Callback objects (nnx.train.callbacks), "
                                  f"got {c!r}; a plain function goes in callback=")
+        check_hooks(c)
     return callbacks
 
 
