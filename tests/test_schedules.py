@@ -292,6 +292,54 @@ def test_reduce_on_plateau_in_fit_lowers_the_rate_of_the_following_epochs():
     assert rates == want
 
 
+def _plateau_rule(losses, lr, factor, patience=0, threshold=1e-4):
+    """The rates ReduceLROnPlateau's rule gives after each loss, written out here."""
+    out, current, best, bad = [], lr, math.inf, 0
+    for loss in losses:
+        if loss < best * (1 - threshold):
+            best, bad = loss, 0
+        else:
+            bad += 1
+        if bad > patience:
+            current, bad = current * factor, 0
+        out.append(current)
+    return out
+
+
+def test_reduce_on_plateau_goes_on_across_fits_that_do_not_restart():
+    """Each fit restarted the plateau (rate, best loss, counts): a loop of
+    one-epoch fit(restart=False), which api.md suggests, never cut the rate."""
+    X, y = batches(1, rows=40)[0]
+    net = small_net()
+    s = nnx.ReduceOnPlateau(1.0, factor=0.5, patience=0, threshold=0.5)
+    trainer, rates, losses = nnx.Trainer(net, nnx.SGD(s)), [], []
+    for i in range(6):
+        h = trainer.fit(X, y, X, y, epochs=1, batch_size=40, seed=i, patience=None,
+                        restart=(i == 0))
+        rates.append(h.records[0]["lr"])
+        losses.append(h.records[0]["loss"])
+    assert rates == [1.0] + _plateau_rule(losses, 1.0, 0.5, threshold=0.5)[:-1]
+    assert rates[-1] < 1.0
+    trainer.fit(X, y, X, y, epochs=1, batch_size=40, patience=None, restart=True)
+    assert trainer.optim.lr == 1.0  # a new run starts the plateau afresh
+
+
+def test_reduce_on_plateau_counts_nan_and_inf_as_no_improvement():
+    """A hand loop's NaN or infinite evaluation loss was skipped; PyTorch's
+    rule counts it as a bad evaluation."""
+    s = nnx.ReduceOnPlateau(0.1, factor=0.5, patience=0)
+    assert plateau_run(s, [1.0, math.nan, math.inf]) == [0.1, 0.05, 0.025]
+    s = nnx.ReduceOnPlateau(0.1, factor=0.5, patience=0)  # a first loss that is NaN
+    assert plateau_run(s, [math.nan, 1.0]) == [0.05, 0.05]
+
+
+def test_reduce_on_plateau_refuses_a_relative_threshold_no_loss_could_beat():
+    with pytest.raises(ValueError, match=r"threshold=1\.0 must be below 1 with "
+                                         r"threshold_mode='rel'"):
+        nnx.ReduceOnPlateau(0.1, threshold=1.0)
+    assert nnx.ReduceOnPlateau(0.1, threshold=2.0, threshold_mode="abs").threshold == 2.0
+
+
 def test_a_warm_up_as_long_as_the_run_is_refused_before_training():
     X, y = batches(1)[0]
     with pytest.raises(ValueError, match="warmup=5 epochs is not shorter than the run"):

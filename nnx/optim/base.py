@@ -44,9 +44,9 @@ class Optimizer:
 
     - ``weight_decay`` (L2): ``g += weight_decay * p`` before the update (AdamW
       instead shrinks the parameters directly: ``p *= 1 - lr * weight_decay``);
-    - ``clip_norm``: before anything else, when the global norm of all the
-      gradients ``||g||`` exceeds ``clip_norm``, ``g *= clip_norm / (||g|| +
-      1e-6)`` (PyTorch's ``clip_grad_norm_``); the norm is computed on the device.
+    - ``clip_norm``: before anything else, ``g *= min(1, clip_norm / (||g|| +
+      1e-6))``, ``||g||`` the global norm of all the gradients (PyTorch's
+      ``clip_grad_norm_``); the norm is computed on the device.
 
     Subclasses name their per-parameter state (``state_names``, buffers shaped
     like the flat parameter buffer, created at the first step) and call one
@@ -216,10 +216,13 @@ class Optimizer:
         if self._device is not None:
             self.net.backend.assign(self._device["t"], 0)
 
-    def start(self, epochs, steps_per_epoch=None):
+    def start(self, epochs, steps_per_epoch=None, *, continuing=False):
         """Plan the schedule for a run of ``epochs`` epochs (of
         ``steps_per_epoch`` steps; needed by per-step schedules) and go back
-        to its first rate, with no step taken. ``Trainer.fit`` calls it."""
+        to its first rate, with no step taken. ``Trainer.fit`` calls it.
+        ``continuing=True`` (``fit(restart=False)``) keeps what a schedule that
+        follows the evaluations has learnt (``ReduceOnPlateau``'s rate, best
+        loss and counts): a loop of one-epoch fits never cut the rate."""
         epochs = _checks.integer("epochs", epochs)
         if steps_per_epoch is not None:
             steps_per_epoch = _checks.integer("steps_per_epoch", steps_per_epoch)
@@ -234,7 +237,7 @@ class Optimizer:
                 f"optim.lr = {by_hand!r} was set before this run; {self.schedule!r} starts "
                 "the run from its own rate (a hand loop without optim.start keeps it): give "
                 "the schedule the rate", _checks.InputWarning)
-        if hasattr(self.schedule, "restart"):
+        if hasattr(self.schedule, "restart") and not continuing:
             self.schedule.restart()
         self.max_epochs, self.steps_per_epoch = epochs, steps_per_epoch
         self._in_run = True  # until end_run(): a rate set by hand now is used

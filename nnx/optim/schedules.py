@@ -219,8 +219,10 @@ class ReduceOnPlateau(Schedule):
     evaluations before counting again. An improvement is a loss below
     ``best * (1 - threshold)`` (``threshold_mode="rel"``) or below ``best -
     threshold`` ("abs"). These are PyTorch's ``ReduceLROnPlateau`` rules in
-    "min" mode, with one difference: nnx counts evaluations, which happen
-    every ``eval_every`` epochs, so ``patience`` counts evaluations."""
+    "min" mode (a NaN or infinite loss counts as no improvement), with one
+    difference: nnx counts evaluations, which happen every ``eval_every``
+    epochs, so ``patience`` counts evaluations. A ``fit(restart=False)``
+    goes on from the rate, best loss and counts of the fit before."""
 
     resumable_state = ("current", "best", "bad", "cooldown_left")
 
@@ -231,6 +233,12 @@ class ReduceOnPlateau(Schedule):
         self.patience = _checks.integer("patience", patience, minimum=0)
         self.threshold = _checks.non_negative("threshold", threshold)
         self.threshold_mode = _checks.name_in("threshold_mode", threshold_mode, ("rel", "abs"))
+        if self.threshold_mode == "rel" and self.threshold >= 1:
+            # loss < best * (1 - threshold) <= 0: no positive loss could ever improve
+            raise InputValueError(f"threshold={threshold!r} must be below 1 with "
+                                  "threshold_mode='rel' (a relative improvement of "
+                                  f"{threshold:g} or more of a positive loss is impossible); "
+                                  "threshold_mode='abs' takes an absolute one")
         self.cooldown = _checks.integer("cooldown", cooldown, minimum=0)
         self.min_lr = _checks.non_negative("min_lr", min_lr)
         self.restart()
@@ -252,14 +260,15 @@ class ReduceOnPlateau(Schedule):
         return self.current
 
     def _improves(self, loss):
+        # a NaN or infinite loss is no improvement (as PyTorch's comparisons have it)
         if self.best is None:
-            return True
+            return loss < math.inf
         if self.threshold_mode == "rel":
             return loss < self.best * (1.0 - self.threshold)
         return loss < self.best - self.threshold
 
     def evaluated(self, loss):
-        if loss is None or not math.isfinite(loss):
+        if loss is None:
             return
         if self._improves(loss):
             self.best, self.bad = loss, 0

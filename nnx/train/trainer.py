@@ -939,7 +939,7 @@ class _Run:
         if restart:
             net.reset()
             optim.attach(net)
-        optim.start(self.settings.epochs, self.steps_per_epoch)
+        optim.start(self.settings.epochs, self.steps_per_epoch, continuing=not restart)
         self.snapshot_good(0)
 
     @property
