@@ -5,6 +5,7 @@ and the settings they refuse."""
 
 import pickle
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -392,8 +393,9 @@ def test_a_plateau_rate_set_in_a_run_is_where_its_cuts_go_on_from():
 def test_a_hand_loop_sets_a_plateau_rate_without_a_run_and_a_run_says_it_replaces_it():
     """A hand loop that never calls optim.start drives ReduceOnPlateau with
     optim.evaluated(loss): a rate it sets holds, and the schedule's cuts go
-    on from it; one set before a run that then starts is replaced, with a
-    warning (it was replaced in silence)."""
+    on from it; one set before a run that then starts afresh is replaced,
+    with a warning (it was replaced in silence), and a fit(restart=False)
+    goes on from it (as from the plateau's own state)."""
     from helpers import make_classifier, make_data
     X, y, Xv, yv = make_data()
     net = make_classifier()
@@ -407,9 +409,16 @@ def test_a_hand_loop_sets_a_plateau_rate_without_a_run_and_a_run_says_it_replace
     optim.evaluated(2.0)  # worse: a cut, from the rate set
     assert optim.lr == pytest.approx(0.01)
     optim.lr = 0.3
-    with pytest.warns(nnx.InputWarning, match=r"optim.lr = 0.3 was set before this run; "
-                                              r"ReduceOnPlateau.* starts the run from its own"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         h = nnx.Trainer(net, optim).fit(X, y, Xv, yv, epochs=1, restart=False)
+    assert h.records[0]["lr"] == 0.3
+    optim = nnx.SGD(nnx.ReduceOnPlateau(0.1, patience=0, factor=0.5))
+    nnx.Trainer(net, optim)
+    optim.lr = 0.2
+    with pytest.warns(nnx.InputWarning, match=r"optim.lr = 0.2 was set before this run; "
+                                              r"ReduceOnPlateau.* starts the run from its own"):
+        h = nnx.Trainer(net, optim).fit(X, y, Xv, yv, epochs=1, restart=True)
     assert h.records[0]["lr"] == 0.1
 
 

@@ -232,12 +232,13 @@ class Optimizer:
                 "start(epochs, steps_per_epoch) (Trainer.fit does)")
         self.schedule.check_run(self._units(epochs, steps_per_epoch))
         by_hand = self.__dict__.pop("_rate_before_run", None)
-        if by_hand is not None:
+        keeps = continuing and hasattr(self.schedule, "restart")  # a plateau going on
+        if by_hand is not None and not keeps:
             _checks.warn_caller(
                 f"optim.lr = {by_hand!r} was set before this run; {self.schedule!r} starts "
                 "the run from its own rate (a hand loop without optim.start keeps it): give "
                 "the schedule the rate", _checks.InputWarning)
-        if hasattr(self.schedule, "restart") and not continuing:
+        if hasattr(self.schedule, "restart") and not keeps:
             self.schedule.restart()
         self.max_epochs, self.steps_per_epoch = epochs, steps_per_epoch
         self._in_run = True  # until end_run(): a rate set by hand now is used
