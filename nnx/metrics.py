@@ -21,21 +21,26 @@ def predict_classes(net, X, batch_size=1024):
     batch_size = integer("batch_size", batch_size, minimum=1)
     net.require_built("predict_classes")
     X = net.as_input(X, convert=False)  # checked; converted a chunk at a time
-    n = int(X.shape[0])
-    # a chunk's outputs at a time: only the ids are kept, not (rows, classes)
-    ids, worst = [], None
-    for i in range(0, n, batch_size):
-        out = net._predict(X[i:min(i + batch_size, n), :], batch_size)
-        m = b.max_abs(out)
-        worst = m if worst is None else worst + m  # NaN or inf stays so: no cancelling
-        ids.append(out[:, 0] > net.loss.threshold if net.n_out == 1 else b.argmax_rows(out))
-    if not np.isfinite(b.to_float(worst)):  # one number from the device
+    worst, seen = [], []
+
+    def classes(out):  # a chunk's outputs at a time: only the ids are kept
+        worst.append(b.max_abs(out))
+        if net.n_out > 1:
+            return b.argmax_rows(out)
+        if not net.loss.binary:  # outputs read as probabilities: a regression's warn
+            net.note_range(out, seen)
+        return out[:, 0] > net.loss.threshold
+
+    ids = net._predict(X, batch_size, classes)
+    # NaN or inf stays so in the sum: no cancelling (one number from the device)
+    if not np.isfinite(b.to_float(b.xp.sum(b.stack(worst)))):
         # an argmax of NaN rows would still count as classes (0.099 on digits)
         raise InputValueError("the network's outputs are NaN or infinite, so they name no "
                               "class: its parameters have diverged; train again with a "
                               "smaller learning rate (Trainer.fit stops such a run itself, "
                               "with TrainingDiverged)")
-    return b.to_numpy(b.concat_rows(ids)).astype("int64", copy=False)  # one transfer
+    net.warn_unless_probabilities(seen, "predict_classes")
+    return b.to_numpy(ids).astype("int64", copy=False)  # one transfer
 
 
 def accuracy(net, X, y):

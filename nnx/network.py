@@ -735,20 +735,27 @@ class NeuralNetwork:
         self.require_built("predict")
         return self._predict(self.as_input(X, convert=False), batch_size)
 
-    def _predict(self, X, batch_size):
+    def _predict(self, X, batch_size, each=None):
         """``predict`` of checked rows (``as_input(..., convert=False)``): host
         rows are converted and uploaded a chunk at a time, so the whole of X
-        is never copied into the compute dtype or onto the device."""
+        is never copied into the compute dtype or onto the device. ``each``
+        maps a chunk's outputs to what is kept of them (probabilities, say),
+        chunk by chunk into one array made at the first: the whole set's
+        outputs are held once (a list of chunks, then their concatenation,
+        then a softmax's two whole-set temporaries held them three times)."""
         b, n = self.backend, int(X.shape[0])
 
         def chunk(i):
             part = X[i:min(i + batch_size, n), :]
-            return part if host.is_sparse(part) else b.asarray(part)
+            kept = self._infer(part if host.is_sparse(part) else b.asarray(part))
+            return kept if each is None else each(kept)
 
-        if n <= batch_size:
-            out = self._infer(chunk(0))
-        else:
-            out = b.concat_rows([self._infer(chunk(i)) for i in range(0, n, batch_size)])
+        out = chunk(0)
+        if n > batch_size:
+            first, out = out, b.empty((n, *out.shape[1:]), dtype=out.dtype)
+            out[:batch_size] = first
+            for i in range(batch_size, n, batch_size):
+                out[i:min(i + batch_size, n)] = chunk(i)
         self.forget_pass()  # the layers held the last chunk (a view of all of X, maybe)
         return out
 
@@ -756,10 +763,27 @@ class NeuralNetwork:
         """Class probabilities for ``X``, one row per sample, on the device: the
         softmax of the outputs for a softmax cross-entropy network; the sigmoid
         of each output for a sigmoid cross-entropy one (``[1 - p, p]`` for one
-        output); for another network with one output (a sigmoid trained on 0/1
-        targets), the columns ``1 - p`` and ``p`` with ``p`` the output
-        clipped into [0, 1]."""
-        out = self.predict(X, batch_size)
+        output); for another network with one output (a sigmoid, or a linear
+        output, trained on 0/1 targets), the columns ``1 - p`` and ``p`` with
+        ``p`` the output clipped into [0, 1], and a warning where the outputs
+        stray far outside [0, 1], as a regression's values do. Computed a
+        chunk of ``batch_size`` rows at a time."""
+        batch_size = _checks.integer("batch_size", batch_size)
+        self.require_built("predict_proba")
+        if not (self.loss.classification or self.loss.binary or self.n_out == 1):
+            raise InputValueError(
+                f"predict_proba needs a classification loss (softmax or sigmoid cross-entropy) "
+                f"or one output; this network has {self.n_out} outputs and "
+                f"{type(self.loss).__name__}: use predict()")
+        seen = []
+        out = self._predict(self.as_input(X, convert=False), batch_size,
+                            lambda z: self._probabilities(z, seen))
+        self.warn_unless_probabilities(seen, "predict_proba")
+        return out
+
+    def _probabilities(self, out, seen):
+        """``predict_proba`` of one chunk's outputs; a clipped output's range
+        goes into ``seen``."""
         b, xp = self.backend, self.backend.xp
         if self.loss.classification:
             return b.softmax(out)
@@ -767,13 +791,34 @@ class NeuralNetwork:
             out = b.sigmoid(out)
         if self.loss.binary and self.n_out > 1:
             return out
-        if self.n_out == 1:
-            p = xp.clip(out, 0.0, 1.0)
-            return xp.concat([1.0 - p, p], axis=1) if hasattr(xp, "concat") else \
-                xp.concatenate([1.0 - p, p], axis=1)
-        raise InputValueError(f"predict_proba needs a classification loss (softmax or sigmoid "
-                              f"cross-entropy) or one output; this network has {self.n_out} "
-                              f"outputs and {type(self.loss).__name__}: use predict()")
+        if not self.loss.binary:
+            self.note_range(out, seen)
+        p = xp.clip(out, 0.0, 1.0)
+        return xp.concat([1.0 - p, p], axis=1) if hasattr(xp, "concat") else \
+            xp.concatenate([1.0 - p, p], axis=1)
+
+    def note_range(self, out, seen):
+        """Keep the smallest and largest of a chunk's outputs (on the device)."""
+        xp = self.backend.xp
+        seen.append(self.backend.stack([xp.min(out), xp.max(out)]))
+
+    def warn_unless_probabilities(self, seen, what):
+        """Say when the outputs read as probabilities (a one-output network
+        trained on 0/1 targets, not with a cross-entropy) stray far from [0, 1]:
+        a regression's values clipped into "probabilities" of [[0, 1], ...] and
+        a class of 1 everywhere, silently."""
+        if not seen:
+            return
+        b = self.backend
+        ranges = b.to_numpy(b.stack(seen))  # one transfer
+        lo, hi = float(ranges[:, 0].min()), float(ranges[:, 1].max())
+        if lo < -0.5 or hi > 1.5:
+            _checks.warn_caller(
+                f"{what}: this network's one output ranges from {lo:.4g} to {hi:.4g}, far "
+                "outside [0, 1], yet it is read as the probability of class 1 (clipped into "
+                f"[0, 1]): a {type(self.loss).__name__} network of values (a regression) has "
+                "no classes; use predict() for its values, or train a classifier "
+                "(SigmoidCrossEntropy)", _checks.InputWarning)
 
     def _infer(self, X, inference=True):
         for layer in self.layers:

@@ -822,6 +822,52 @@ def test_predict_proba_of_a_one_output_network_and_its_refusal():
         two.predict_proba(X)
 
 
+@pytest.mark.parametrize("what", ["predict_proba", "predict_classes"])
+def test_a_regression_read_as_probabilities_says_so(what):
+    """A linear output trained with MSE on values of -3 to 9 gave predict_proba
+    [[0, 1], ...] and class 1 everywhere, silently (nnx.accuracy refused it).
+    A linear output trained on 0/1 targets (a linear probability model) stays
+    quiet."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 3))
+    values = X @ np.array([3.0, -2.0, 1.0]) + 3
+    for y, warns in ((values, True), ((values > 3).astype(float), False)):
+        net = nnx.NeuralNetwork([nnx.Dense(8, "tanh"), nnx.Dense(1, "linear")], "mse", seed=0)
+        nnx.Trainer(net, nnx.SGD(0.05)).fit(X, y, epochs=30, batch_size=20)
+        call = net.predict_proba if what == "predict_proba" else \
+            (lambda X, net=net: nnx.predict_classes(net, X, batch_size=16))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call(X)
+        said = [str(w.message) for w in caught if issubclass(w.category, nnx.InputWarning)]
+        if warns:
+            assert len(said) == 1 and re.match(
+                rf"{what}: this network's one output ranges from -?[0-9.]+ to [0-9.]+, far "
+                r"outside \[0, 1\], .* a MeanSquaredError network of values \(a regression\) "
+                r"has no classes; use predict\(\)", said[0]), said
+            assert caught[0].filename == __file__
+        else:
+            assert said == []
+
+
+@pytest.mark.parametrize("rows", [1, 5, 6, 17])
+def test_predict_and_predict_proba_in_chunks_give_the_whole_sets_numbers(rows):
+    """The chunks now go into one array made at the first (a list of chunks,
+    their concatenation and a whole-set softmax held the outputs three times)."""
+    X = np.random.default_rng(2).standard_normal((rows, 4))
+    for net in (nnx.NeuralNetwork([nnx.Dense(5, "tanh"), nnx.Dense(3, "linear")],
+                                  nnx.SoftmaxCrossEntropy(), seed=1, dtype="float64"),
+                nnx.NeuralNetwork([nnx.Dense(1, "linear")], nnx.SigmoidCrossEntropy(), seed=1,
+                                  dtype="float64")):
+        net.build(4)
+        whole = net.predict(X, batch_size=rows)
+        np.testing.assert_allclose(net.predict(X, batch_size=5), whole, rtol=1e-12, atol=1e-15)
+        z = whole - whole.max(axis=1, keepdims=True)
+        want = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True) if net.n_out > 1 else \
+            np.hstack([1 - 1 / (1 + np.exp(-whole)), 1 / (1 + np.exp(-whole))])
+        np.testing.assert_allclose(net.predict_proba(X, batch_size=5), want, rtol=1e-12)
+
+
 
 # ------------------------------------------------- a sigmoid cross-entropy
 def _logistic_data(n=240, seed=0):
@@ -1323,3 +1369,24 @@ def test_class_ids_already_on_the_device_train_and_score_as_host_ones():
     with pytest.raises(nnx.InputValueError, match=r"y: class ids must be in \[0, 2\] for a "
                                                   r"network with 3 outputs, got values from 5"):
         nets[0].loss_on(Xd, b.asarray(y + 5, dtype=b.xp.int64))
+
+
+@pytest.mark.parametrize("what", ["predict", "predict_proba"])
+def test_predict_holds_the_whole_sets_outputs_once(what):
+    """predict kept a list of its chunks' outputs and then their concatenation
+    (twice the outputs at the peak), predict_proba a whole-set softmax's two
+    temporaries besides (three times)."""
+    import tracemalloc
+    net = nnx.NeuralNetwork([nnx.Dense(500, "linear")], nnx.SoftmaxCrossEntropy(), seed=0)
+    net.build(2)
+    X = np.random.default_rng(0).standard_normal((20000, 2)).astype(np.float32)
+    call = getattr(net, what)
+    call(X[:2048])  # (first-use allocations out of the count)
+    tracemalloc.start()
+    try:
+        out = call(X)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.shape == (20000, 500) and out.dtype == np.float32
+    assert peak < out.nbytes + 8 * 2**20, (peak, out.nbytes)  # a chunk's outputs: 2 MiB

@@ -170,8 +170,9 @@ class Backend:
     def zeros(self, shape):
         return self.xp.zeros(shape, dtype=self.dtype, **self._on)
 
-    def empty(self, shape):
-        return self.xp.empty(shape, dtype=self.dtype, **self._on)
+    def empty(self, shape, dtype=None):
+        """An uninitialised array on this device, of the compute dtype unless ``dtype``."""
+        return self.xp.empty(shape, dtype=self.dtype if dtype is None else dtype, **self._on)
 
     def copy(self, x):
         return self.xp.asarray(x, copy=True)

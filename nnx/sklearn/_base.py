@@ -668,9 +668,10 @@ class BaseMLP(BaseEstimator):
         b.assign(param, b.asarray(res.x[flat_of_packed].astype(b.dtype_name)))
 
     # --------------------------------------------------------- inference
-    def _raw(self, X):
-        """The last layer's raw outputs for ``X`` on the device, and whether
-        the caller's array library is the host's."""
+    def _raw(self, X, activation=None):
+        """The last layer's raw outputs for ``X`` on the device (or their
+        output ``activation``, chunk by chunk), and whether the caller's
+        array library is the host's."""
         from sklearn.utils.validation import check_is_fitted
 
         check_is_fitted(self)
@@ -680,13 +681,17 @@ class BaseMLP(BaseEstimator):
         # X passed scikit-learn's check (finite unless assume_finite said not
         # to look): not scanned again by the network's
         X_checked = net.as_input(Xd, convert=False, finite=False)
-        return net._predict(X_checked, 4096), on_host, net.backend
-
+        each = None if activation is None else \
+            (lambda z: activate(net.backend.xp, activation, z))
+        return net._predict(X_checked, 4096, each), on_host, net.backend
 
     def _forward(self, X):
-        """Output activations for ``X`` (scikit-learn's ``_forward_pass_fast``)."""
-        z, on_host, backend = self._raw(X)
-        return activate(backend.xp, self.out_activation_, z), on_host, backend
+        """Output activations for ``X`` (scikit-learn's ``_forward_pass_fast``),
+        made a chunk of rows at a time: the whole set's are held once."""
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self)  # (before out_activation_ is read)
+        return self._raw(X, self.out_activation_)
 
     def to_onnx(self, path, opset=None):
         """Write the fitted network to ``path`` as an ONNX model whose output is

@@ -56,9 +56,11 @@ class _MLPLoss(Loss):
 def activate(xp, name, z):
     """scikit-learn's output activations on raw outputs: softmax, logistic,
     exp or the identity."""
-    if name == "softmax":
-        e = xp.exp(z - xp.max(z, axis=1, keepdims=True))
-        return e / xp.sum(e, axis=1, keepdims=True)
+    if name == "softmax":  # in one new array (as many temporaries held 3 copies)
+        e = z - xp.max(z, axis=1, keepdims=True)
+        xp.exp(e, out=e)
+        e /= xp.sum(e, axis=1, keepdims=True)
+        return e
     if name == "logistic":
         # expit without overflow: exp of a non-positive number only
         e = xp.exp(-xp.abs(z))
