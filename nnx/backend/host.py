@@ -62,10 +62,13 @@ def position_weights(m):
     return np.arange(m, dtype=np.float64) / max(m, 1) + 1
 
 
-def plain(x, name, what):
+def plain(x, name, what, dtype=None):
     """``x`` as a plain ndarray. A masked array is refused: its mask would be
     dropped and the values under it (NaN, say) used. Other subclasses
-    (np.matrix) are viewed as ndarray, so ``*`` stays element-wise."""
+    (np.matrix) are viewed as ndarray, so ``*`` stays element-wise. A pandas
+    frame of numbers of several dtypes comes as float64, or in ``dtype`` (the
+    compute dtype) when given: converted a column at a time into one array
+    of it (a whole float64 copy first took twice a float32 network's data)."""
     if isinstance(x, np.ma.MaskedArray):
         raise InputTypeError(f"{name} is a masked array; fill or drop the masked entries first "
                              f"(e.g. {name}.filled(value)) and pass a plain array")
@@ -78,11 +81,25 @@ def plain(x, name, what):
                 or not all(isinstance(d, np.dtype) for d in dtypes)):
             # numbers of several dtypes (a bool column beside floats) or nullable
             # ones (Int64, Float64, boolean): NumPy would make them objects
-            return x.to_numpy(dtype=np.float64, na_value=np.nan)
+            if dtype is None or x.ndim != 2 or np.dtype(dtype) == np.float64:
+                return x.to_numpy(dtype=np.float64, na_value=np.nan)
+            return _columns_as(x, np.dtype(dtype), name)
     try:
         return np.asarray(x)
     except Exception as exc:
         raise InputTypeError(f"{name} must be {what}, got {type(x).__name__}") from exc
+
+
+def _columns_as(frame, dtype, name):
+    """A frame's columns converted one at a time into a C-ordered array of
+    ``dtype``, each checked to fit it first (NaN and infinities pass through,
+    for the finiteness check to name)."""
+    out = np.empty(frame.shape, dtype=dtype)
+    for j in range(frame.shape[1]):
+        column = frame.iloc[:, j].to_numpy(dtype=np.float64, na_value=np.nan)
+        _fits(column[np.isfinite(column)], name, dtype)
+        out[:, j] = column
+    return out
 
 
 def _is_pandas(x):
@@ -227,7 +244,7 @@ def check_features(X, name="X", n_features=None, dtype=None, finite=True):
     ``finite=False``: NaN and infinities are let through (the caller checked
     them, or was told not to, as scikit-learn's ``assume_finite``)."""
     _refuse_columns_of_other_kinds(X, name)
-    X = plain(X, name, "a 2-D numeric array")
+    X = plain(X, name, "a 2-D numeric array", dtype)
     if not _numeric(X.dtype):
         raise InputTypeError(f"{name} must hold numbers, got dtype {X.dtype}")
     if np.issubdtype(X.dtype, np.complexfloating):
