@@ -803,3 +803,31 @@ def test_predictions_hold_the_whole_sets_probabilities_once(method):
     assert out.shape[0] == 20000
     chunk = 4096 * 500 * 4  # a 4096-row chunk's outputs: what predicting one takes a few of
     assert peak < probabilities + 4 * chunk, (peak, probabilities)  # it was 3 x probabilities
+
+
+@pytest.mark.parametrize("solver, classes", [("lbfgs", 3), ("adam", 400)])
+def test_a_fitted_estimator_keeps_no_copy_of_its_training_data(solver, classes):
+    """L-BFGS copied all of X at every loss evaluation (two copies at the
+    peak) and the fitted estimator kept the last one; after 10 or more
+    epochs the check against a constant model left the loss holding a view
+    of all the encoded targets (76 MiB for 20,000 rows of 1,000 classes)."""
+    import gc
+    import tracemalloc
+    rng = np.random.default_rng(0)
+    n = 4000
+    X = rng.standard_normal((n, 200)).astype(np.float32)
+    y = np.arange(n) % classes
+    est = MLPClassifier((4,), solver=solver, max_iter=10, dtype="float32", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tracemalloc.start()
+        try:
+            est.fit(X, y)
+            gc.collect()
+            peak, held = tracemalloc.get_traced_memory()[1], tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+    data = X.nbytes + n * classes * 4  # the training rows, and their encoded targets
+    assert held < 0.1 * data, (held, data)
+    if solver == "lbfgs":
+        assert peak < 1.5 * X.nbytes, (peak, X.nbytes)  # X taken whole at each evaluation

@@ -321,6 +321,16 @@ class BaseMLP(BaseEstimator):
         net = self._network(layer_units, data.dtype)
         data.to_device(net.backend)
         try:
+            self._train(net, data, layer_units, incremental)
+        finally:
+            # the last pass's arrays (a view of all of X or of the encoded targets,
+            # the sample weights) stay out of the fitted estimator
+            net.forget_pass()
+            net.loss.weights = None
+        return self
+
+    def _train(self, net, data, layer_units, incremental):
+        try:
             if self.solver in _STOCHASTIC:
                 self._fit_stochastic(net, data, incremental)
             else:
@@ -342,7 +352,6 @@ class BaseMLP(BaseEstimator):
                              "may contain large values and need to be preprocessed.")
         if not incremental and self.n_iter_ >= _JUDGED_AFTER:
             self._judge_against_constant(net, data)
-        return self
 
     def _judge_against_constant(self, net, data):
         """Warn when the fitted model's training loss (the data term, without
@@ -425,11 +434,11 @@ class BaseMLP(BaseEstimator):
         Xb, Yb, wb = buffers if full else (None, None, None)  # reused by every full batch
         Xb, Yb = b.take_rows(data.X, rows, out=Xb), b.take_rows(data.Y, rows, out=Yb)
         w = None if data.sw is None else b.take_rows(data.sw, rows, out=wb).reshape(-1, 1)
-        if weight_sum == 0:  # scikit-learn's np.average says the same
-            raise ZeroDivisionError("Weights sum to zero, can't be normalized")
         return self._loss_and_gradient(net, Xb, Yb, w, weight_sum)
 
     def _loss_and_gradient(self, net, Xb, Yb, w, weight_sum):
+        if weight_sum == 0:  # scikit-learn's np.average says the same
+            raise ZeroDivisionError("Weights sum to zero, can't be normalized")
         b, loss = net.backend, net.loss
         loss.weights, loss.weight_sum = w, weight_sum
         value = net.train_step(Xb, Yb)
@@ -646,15 +655,18 @@ class BaseMLP(BaseEstimator):
         b = net.backend
         flat_of_packed = _data.packed_order(layer_units)
         packed_of_flat = np.argsort(flat_of_packed)
-        everything = b.asarray(np.arange(data.n_samples), dtype="int64")
         param = net.param_buffer
 
         weight_sum = float(self._weight_sums(data.sw_host, np.arange(data.n_samples),
                                              np.zeros(1, dtype=int))[0])
 
+        w = None if data.sw is None else data.sw.reshape(-1, 1)
+
         def loss_grad(packed):
             b.assign(param, b.asarray(packed[flat_of_packed].astype(b.dtype_name)))
-            loss = self._batch(net, data, everything, weight_sum)
+            # every row in order is the data as it is (taking them copied all of X
+            # at every evaluation, and the last pass's copy stayed beside the next)
+            loss = self._loss_and_gradient(net, data.X, data.Y, w, weight_sum)
             return float(loss), b.to_numpy(net.grad_buffer).astype(np.float64)[packed_of_flat]
 
         packed = b.to_numpy(param).astype(np.float64)[packed_of_flat]

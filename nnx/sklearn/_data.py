@@ -152,6 +152,8 @@ def prepare_fit(est, X, y, sample_weight, incremental, reset):
     dtype = est._fit_dtype if not reset and hasattr(est, "_fit_dtype") else est._compute_dtype(X)
     if sw is not None:
         _check_weight_sum(sw, dtype)
+    if not (est.early_stopping and est._is_classifier() and Y.shape[1] == 1):
+        stratify = None  # only that split reads it (a copy of Y held for the whole fit)
     return FitData(X, _as_dtype(Y, dtype), _as_dtype(sw, dtype), dtype, stratify)
 
 
