@@ -827,3 +827,30 @@ def test_a_threads_temporaries_are_bounded_over_many_shapes(monkeypatch):
     for _ in range(3):
         b._tmp((100,))
         assert b._tmp((400, 400)) is big
+
+
+def test_the_checks_of_one_hot_rows_take_no_copy_of_them():
+    """Whether target rows are one class each (the trainer's _class_rows) took
+    two int64 copies of them (18 MB for 8 MB of float32 rows); the check that
+    rows are distributions an (n, k) boolean mask."""
+    import tracemalloc
+
+    from nnx.train.trainer import _class_rows
+    y = np.zeros((4000, 500), np.float32)
+    y[np.arange(4000), np.arange(4000) % 500] = 1
+    for check, limit in ((lambda: _class_rows(get_backend("cpu"), y), y.nbytes),
+                         (lambda: host.check_targets(y, 4000, 500, distributions=True,
+                                                     dtype="float32"), y.nbytes / 4)):
+        tracemalloc.start()
+        try:
+            check()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < limit, (peak, limit)
+    assert _class_rows(get_backend("cpu"), y)
+    y[7, 3] = 0.5
+    assert not _class_rows(get_backend("cpu"), y)
+    y[7, 3], y[7, 7] = -1.0, 1.0
+    with pytest.raises(nnx.InputValueError):
+        host.check_targets(y, 4000, 500, distributions=True, dtype="float32")

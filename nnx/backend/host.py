@@ -380,7 +380,7 @@ def check_targets(y, n_rows, n_classes, name="y", distributions=False, x_name="X
         _refuse_overflowing_errors(y, name, dtype)
     if distributions:
         sums = y.sum(axis=1)
-        bad = np.flatnonzero((np.abs(sums - 1) > 1e-6) | (y < 0).any(axis=1))
+        bad = np.flatnonzero((np.abs(sums - 1) > 1e-6) | (y.min(axis=1) < 0))  # no (n, k) mask
         if bad.size:
             i = int(bad[0])
             raise InputValueError(

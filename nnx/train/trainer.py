@@ -291,10 +291,13 @@ def _class_rows(b, y):
     one-hot (a 1 and 0s), however they were given (one read of a count)."""
     if isinstance(y, ClassIds):
         return True
-    ones = b.xp.sum(b.astype(y == 1, b.xp.int64), axis=1)
-    zeros = b.xp.sum(b.astype(y == 0, b.xp.int64), axis=1)
-    return int(b.to_numpy(b.xp.sum(b.astype((ones == 1) & (ones + zeros == y.shape[1]),
-                                            b.xp.int64)))) == int(y.shape[0])
+    xp, (n, k), good = b.xp, y.shape, 0
+    for i in range(0, n, 8192):  # a block of rows at a time (whole, two int64
+        part = y[i:i + 8192]    # copies of the targets: twice their size again)
+        ones = xp.sum(b.astype(part == 1, xp.int8), axis=1)
+        zeros = xp.sum(b.astype(part == 0, xp.int8), axis=1)
+        good = good + xp.sum(b.astype((ones == 1) & (ones + zeros == k), xp.int64))
+    return int(b.to_numpy(good)) == int(n)
 
 
 class _Data:
