@@ -49,8 +49,72 @@ def short_refusals(fn):
             return fn(*args, **kwargs)
         except InputError as exc:
             raise exc.with_traceback(None) from None
+        except TypeError as exc:
+            words = _binding_words(fn, args, kwargs, exc)
+            if words is None:  # raised inside, not by the call's arguments: a bug
+                raise
+            raise InputTypeError(words).with_traceback(None) from None
     entry.short_refusals = True
     return entry
+
+
+# other libraries' keywords (Keras, PyTorch, scikit-learn) and what nnx calls them
+_FOREIGN_KEYWORDS = {
+    "validation_data": "nnx's is validation=(X_val, y_val)",
+    "learning_rate": "nnx's is lr= (the first argument)",
+    "beta_1": "nnx's Adam takes betas=(beta1, beta2)",
+    "beta_2": "nnx's Adam takes betas=(beta1, beta2)",
+    "epsilon": "nnx's is eps=",
+    "rho": "nnx's RMSprop calls it alpha=",
+    "momentum": "momentum is SGDMomentum's: nnx.SGDMomentum(lr, momentum=0.9)",
+    "nesterov": "Nesterov momentum is SGDMomentum's: nnx.SGDMomentum(lr, 0.9, nesterov=True)",
+    "restore_best_weights": "nnx's is restore_best=",
+    "T_max": "the schedule's length is fit's epochs (or steps): Cosine(lr, final_lr)",
+    "eta_min": "nnx's is final_lr=",
+    "max_lr": "nnx's OneCycle takes its peak as lr= (the first argument)",
+    "units": "nnx's Dense takes the count first: Dense(neurons, activation)",
+    "input_dim": "a Dense takes its input width from the data (or net.build(n_in))",
+    "input_shape": "a Dense takes its input width from the data (or net.build(n_in))",
+    "kernel_initializer": "nnx's is weight_init= (\"glorot\", \"he\", ...)",
+    "shuffle": "fit always shuffles each epoch, in an order drawn from seed=",
+    "sample_weight": "Trainer.fit takes no sample weights; nnx.sklearn's estimators do "
+                     "(MLPClassifier().fit(X, y, sample_weight=w))",
+    "class_weight": "Trainer.fit takes no class weights; weight the rows with nnx.sklearn's "
+                    "estimators (fit(X, y, sample_weight=w))",
+    "on_epoch_end": "LambdaCallback(fn) calls fn(epoch, record) after each epoch; for other "
+                    "hooks subclass nnx.Callback",
+    "mode": "nnx's watches the evaluation loss, lower being better (PyTorch's mode='min')",
+    "amsgrad": "nnx's Adam has no AMSGrad variant",
+}
+
+
+def _binding_words(fn, args, kwargs, exc):
+    """Words for a call whose arguments ``fn`` cannot take (Python's own
+    "unexpected keyword argument 'validation_data'"), with what nnx calls
+    another library's keyword, or a close name; None when the arguments bind
+    (the TypeError came from inside)."""
+    import inspect
+    try:
+        sig = inspect.signature(fn)
+        sig.bind(*args, **kwargs)
+        return None
+    except ValueError:  # no signature to read
+        return None
+    except TypeError:
+        pass
+    words = str(exc).replace(".__init__()", "()")  # Python names the call itself
+    taken = [p for p in sig.parameters if p != "self"]
+    for key in kwargs:
+        if key in sig.parameters or any(p.kind is p.VAR_KEYWORD
+                                        for p in sig.parameters.values()):
+            continue
+        if key in _FOREIGN_KEYWORDS:
+            return f"{words}: {_FOREIGN_KEYWORDS[key]}"
+        close = difflib.get_close_matches(key, taken, n=1, cutoff=0.6)
+        if close:
+            return f"{words} (did you mean {close[0]}=?)"
+        break
+    return f"{words}; it takes ({', '.join(taken)})"
 
 
 def warn_caller(message, category=None, also=()):

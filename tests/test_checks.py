@@ -199,3 +199,47 @@ def test_a_newcomers_slip_gets_the_likely_cause_in_its_message(make, message):
     its usual cause (another library's name, labels as strings, x / x.std(0))."""
     with pytest.raises(nnx.InputError, match=message):
         make()
+
+
+def _tiny_trainer():
+    net = nnx.NeuralNetwork([nnx.Dense(3, "tanh"), nnx.Dense(2, "linear")],
+                            nnx.SoftmaxCrossEntropy(), seed=0)
+    return nnx.Trainer(net, nnx.SGD(0.1))
+
+
+_X, _Y = np.zeros((4, 2)), np.array([0, 1, 0, 1])
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: _tiny_trainer().fit(_X, _Y, validation_data=(_X, _Y)),
+     r"^Trainer\.fit\(\) got an unexpected keyword argument 'validation_data': nnx's is "
+     r"validation=\(X_val, y_val\)$"),
+    (lambda: nnx.Adam(learning_rate=0.01), r"^Adam\(\) got .* 'learning_rate': nnx's is lr="),
+    (lambda: nnx.SGD(0.1, momentum=0.9), r"^SGD\(\) got .*'momentum': .*nnx\.SGDMomentum"),
+    (lambda: nnx.EarlyStopping(restore_best_weights=True), r"nnx's is restore_best=$"),
+    (lambda: nnx.Cosine(0.1, T_max=10), r"'T_max': the schedule's length is fit's epochs"),
+    (lambda: nnx.RMSprop(rho=0.9), r"'rho': nnx's RMSprop calls it alpha=$"),
+    (lambda: nnx.Dense(16, input_dim=5), r"^Dense\(\) got .*'input_dim': a Dense takes its "),
+    (lambda: nnx.LambdaCallback(on_epoch_end=print), r"calls fn\(epoch, record\)"),
+    (lambda: _tiny_trainer().fit(_X, _Y, epoch=3),
+     r"^Trainer\.fit\(\) got an unexpected keyword argument 'epoch' \(did you mean epochs=\?\)$"),
+    (lambda: _tiny_trainer().net.predict(_X, 10, 3),
+     r"^NeuralNetwork\.predict\(\) takes from 2 to 3 positional arguments but 4 were given; it "
+     r"takes \(X, batch_size\)$"),
+])
+def test_other_libraries_keywords_are_refused_with_nnxs_name_for_them(call, message):
+    """Keras's and PyTorch's keywords got Python's bare "unexpected keyword
+    argument", with no word of what nnx calls them."""
+    with pytest.raises(nnx.InputTypeError, match=message):
+        call()
+
+
+def test_a_type_error_from_inside_an_entry_point_keeps_its_traceback():
+    """Only the call's own arguments are reworded: a TypeError raised inside
+    (a bug, or a user's callback) comes out as it was, whole."""
+    class Broken(nnx.Callback):
+        def on_epoch_end(self, run, epoch, record):
+            raise TypeError("inside the callback")
+    with pytest.raises(TypeError, match="^inside the callback$") as caught:
+        _tiny_trainer().fit(_X, _Y, epochs=1, callbacks=[Broken()])
+    assert not isinstance(caught.value, nnx.InputError)
