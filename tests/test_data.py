@@ -1110,3 +1110,21 @@ def test_classes_of_one_row_stay_in_training_even_where_few_rows_are_free():
         inplace = train_validation_split(X.copy(), y.copy(), 0.2, seed, keep=keep,
                                          inplace=True)
         assert all(np.array_equal(a, b) for a, b in zip(inplace, (X_tr, y_tr, X_val, y_val)))
+
+
+@pytest.mark.parametrize("call", [
+    lambda: data.feature_stats(np.zeros(5)),
+    lambda: data.standardize_with(np.zeros((3, 5)), np.zeros(4), np.ones(4)),
+    lambda: data.train_validation_split(np.zeros((3, 2)), np.zeros(4)),
+    lambda: data.one_hot(np.array([0, 5]), 3),
+])
+def test_the_data_helpers_refusals_start_at_the_users_line(call):
+    """A refusal from nnx.data showed three frames of nnx (data.py, host.py)
+    before the message; the entry points' show one."""
+    import traceback
+    with pytest.raises(InputValueError) as caught:
+        call()
+    package = os.path.dirname(data.__file__)
+    ours = [f.name for f in traceback.extract_tb(caught.value.__traceback__)
+            if f.filename.startswith(package)]
+    assert ours == ["entry"], ours
