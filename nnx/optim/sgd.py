@@ -23,9 +23,6 @@ class SGD(Optimizer):
             raise
         self.momentum = 0.0
 
-    def _hyper(self):
-        return {"momentum": 0.0}  # as before the other optimisers came, for resume=
-
     _backend_update = True  # one backend update method: its kernel skips by itself
 
     def _update(self, b, param, grad, scale):

@@ -82,7 +82,10 @@ class FitSettings:
 
 def _optimizer_as_now(text):
     """A saved optimiser's repr as this version writes it: before AdamW's repr
-    named a weight decay of 0 (its default is 0.01), it left it out."""
+    named a weight decay of 0 (its default is 0.01), it left it out; SGD's
+    named a momentum of 0.0, which SGD does not take."""
+    if isinstance(text, str) and text.startswith("SGD("):
+        return text.replace(", momentum=0.0", "", 1)
     if not isinstance(text, str) or not text.startswith("AdamW(") or "weight_decay=" in text:
         return text
     at = text.find(", clip_norm=")
